@@ -1,0 +1,58 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Benchmarks live in their own package so `swift test` never builds the harness.
+// Run: cd Benchmarks && swift package benchmark            (all)
+//      cd Benchmarks && swift package benchmark --target RingBenchmarks
+let package = Package(
+    name: "tickwire-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(path: ".."),
+        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "RingBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireRing", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            path: "Benchmarks/RingBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "FeedsBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireFeeds", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/FeedsBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "JournalBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireJournal", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/JournalBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "StoreBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireStore", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/StoreBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+    ]
+)

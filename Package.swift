@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One module per concern; the folder tree under Sources/ is the data flow:
+// feeds in -> ring -> (ZeroMQ out, client, journal, store) -> replay. See docs/ARCHITECTURE.md.
+let package = Package(
+    name: "tickwire",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tickwire", targets: ["tickwire"]),
+        .library(name: "TickwireCore", targets: ["TickwireCore"]),
+        .library(name: "TickwireZMQ", targets: ["TickwireZMQ"]),
+        .library(name: "TickwireRing", targets: ["TickwireRing"]),
+        .library(name: "TickwireFeeds", targets: ["TickwireFeeds"]),
+        .library(name: "TickwireJournal", targets: ["TickwireJournal"]),
+        .library(name: "TickwireStore", targets: ["TickwireStore"]),
+        .library(name: "TickwireClient", targets: ["TickwireClient"]),
+        .library(name: "TickwireDaemon", targets: ["TickwireDaemon"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        // C libraries, each behind a thin system-library or shim target.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
+        .target(name: "CTickwireSys", path: "Sources/CTickwireSys"),
+
+        // The core model: subjects, fixed-point numbers, times, events, the wire codec. Imports nothing of ours.
+        .target(name: "TickwireCore"),
+        .target(name: "TickwireZMQ", dependencies: ["CZeroMQ"]),
+        .target(name: "TickwireRing", dependencies: [
+            "TickwireCore", "CTickwireSys",
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+        .target(name: "TickwireFeeds", dependencies: ["TickwireCore", "CTickwireSys"]),
+        .target(name: "TickwireJournal", dependencies: [
+            "TickwireCore", "CTickwireSys",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys"]),
+        .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ"]),
+        .target(name: "TickwireDaemon", dependencies: [
+            "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
+            "TickwireStore", "TickwireClient", "CTickwireSys",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        // `tickwire bench …`: measurements side by side with their baselines, printed as JSON.
+        .target(name: "TickwireBench", dependencies: [
+            "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
+            "TickwireStore", "TickwireDaemon",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+            .product(name: "DequeModule", package: "swift-collections"),
+        ]),
+        .executableTarget(
+            name: "tickwire",
+            dependencies: [
+                "TickwireDaemon", "TickwireClient", "TickwireBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            // jemalloc is the daemon's allocator; linked into the executable only, never a library.
+            linkerSettings: [.linkedLibrary("jemalloc")]
+        ),
+
+        .testTarget(name: "TickwireCoreTests", dependencies: ["TickwireCore"]),
+        .testTarget(name: "TickwireZMQTests", dependencies: ["TickwireZMQ"]),
+        .testTarget(name: "TickwireRingTests", dependencies: ["TickwireRing", "TickwireCore"]),
+        .testTarget(name: "TickwireFeedsTests", dependencies: ["TickwireFeeds", "TickwireCore"]),
+        .testTarget(name: "TickwireJournalTests", dependencies: ["TickwireJournal", "TickwireCore"]),
+        .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore"]),
+        .testTarget(name: "TickwireDaemonTests", dependencies: [
+            "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ",
+        ]),
+    ]
+)

@@ -1,0 +1,30 @@
+#ifndef TICKWIRE_SYS_H
+#define TICKWIRE_SYS_H
+// Typed wrappers for the few variadic or macro-only system calls Swift cannot import directly.
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/// futex(FUTEX_WAIT_PRIVATE): sleeps while *addr == expected, at most timeout_ns (<0: forever).
+/// Returns 0 on wake, -1 with errno (EAGAIN when *addr != expected, ETIMEDOUT, EINTR).
+int tw_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/// futex(FUTEX_WAKE_PRIVATE): wakes up to count waiters; returns how many were woken.
+int tw_futex_wake(uint32_t *addr, int count);
+
+/// open(2) with an explicit mode.
+int tw_open(const char *path, int flags, unsigned mode);
+/// fcntl(F_SETFL, O_NONBLOCK) on or off.
+int tw_set_nonblocking(int fd, int on);
+/// fcntl(F_GETFL).
+int tw_get_flags(int fd);
+
+/// Pins the calling thread to one CPU; returns 0 or an errno.
+int tw_pin_thread(int cpu);
+/// The id of the calling thread (gettid).
+int tw_gettid(void);
+/// Monotonic and realtime clocks in nanoseconds.
+int64_t tw_monotonic_ns(void);
+int64_t tw_realtime_ns(void);
+/// rdtsc-free pause for spin loops.
+void tw_cpu_relax(void);
+#endif

@@ -1,0 +1,37 @@
+import Synchronization
+
+/// Where a source puts the events it normalizes. The daemon's sink claims ring slots; `tickwire decode`
+/// prints; tests collect. A sink assigns nothing: sequences are the ring's business.
+public protocol EventSink: AnyObject {
+    /// The table the source interns its subjects in.
+    var subjects: SubjectTable { get }
+    /// Takes one event. Called from the source's own thread only.
+    func emit(_ event: Event)
+}
+
+/// A feed: the simulator, an ITCH file, a MoldUDP64 line pair, a CSV capture.
+public protocol EventSource: AnyObject {
+    /// A short name for logs, stats and metrics (`sim`, `itch:12302019.NASDAQ_ITCH50`).
+    var name: String { get }
+    /// Produces events into `sink` until the input ends or `stop` is raised; returns then.
+    /// - Throws: the source's typed error when its input is bad and it is configured to stop on errors.
+    func run(into sink: EventSink, stop: StopSignal) throws
+    /// Counters worth showing (`messages`, `errors`, `unknown_orders`, `gaps`…), read from any thread.
+    func counters() -> [(name: String, value: UInt64)]
+}
+
+/// A flag raised once to ask loops on other threads to finish.
+public final class StopSignal: Sendable {
+    private let raised = Atomic<Bool>(false)
+    public init() {}
+    public func raise() { raised.store(true, ordering: .releasing) }
+    public var isRaised: Bool { raised.load(ordering: .acquiring) }
+}
+
+/// A sink that keeps everything, for tests and `tickwire decode`.
+public final class CollectingSink: EventSink {
+    public let subjects: SubjectTable
+    public private(set) var events: [Event] = []
+    public init(subjects: SubjectTable = SubjectTable()) { self.subjects = subjects }
+    public func emit(_ event: Event) { events.append(event) }
+}

@@ -1,0 +1,3 @@
+import Testing
+
+// Filled by its issue.
