@@ -56,6 +56,7 @@ let package = Package(
             "TickwireStore", "TickwireDaemon",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(
             name: "tickwire",

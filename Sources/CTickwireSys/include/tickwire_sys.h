@@ -27,4 +27,6 @@ int64_t tw_monotonic_ns(void);
 int64_t tw_realtime_ns(void);
 /// rdtsc-free pause for spin loops.
 void tw_cpu_relax(void);
+/// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
+int tw_terminal_size(int fd, int *rows, int *cols);
 #endif
