@@ -46,6 +46,8 @@ public final class Daemon: @unchecked Sendable {
     private var publisher: ZMQPublisher!
     private var publisherConsumer: RingConsumer!
     private var consumers: [RingConsumer] = []
+    /// In-process subscriptions, fanned out through the subject router on their own thread.
+    public let hub: SubscriptionHub
     private var metricsServer: MetricsServer?
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
@@ -57,6 +59,7 @@ public final class Daemon: @unchecked Sendable {
         lastValues = LastValueCache(maxSubjects: 1 << 16)
         gapSubject = subjects.intern(text: "SYS.GAP")
         ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues)
+        hub = SubscriptionHub(subjects: subjects, gapSubject: gapSubject)
     }
 
     /// Opens the data directory, binds every endpoint, and starts every thread.
@@ -85,9 +88,14 @@ public final class Daemon: @unchecked Sendable {
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
+        let hubConsumer = ring.addConsumer(name: "in-process-hub", policy: .lossy, wait: .park)
+        consumers.append(hubConsumer)
+        spawn("hub") { [self] in hub.run(consumer: hubConsumer) }
         for (index, source) in sources.enumerated() {
-            let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index))
+            // The source and its sink are used by this thread alone from here on.
+            let owned = Unchecked((source, RingSink(ring: ring, subjects: subjects, source: UInt16(index))))
             spawn("source-\(source.name)") { [self] in
+                let (source, sink) = owned.value
                 do {
                     try source.run(into: sink, stop: stop)
                     logger.info("source finished", metadata: ["source": "\(source.name)"])
@@ -145,6 +153,15 @@ public final class Daemon: @unchecked Sendable {
         s.subjects = subjects.count
         s.sources = sources.map { src in (src.name, src.counters()) }
         s.consumers = consumers.map { ($0.name, $0.counters) }
+        do {
+            let hubCounters = consumers.first { $0.name == "in-process-hub" }?.counters ?? ConsumerCounters()
+            for sub in hub.subscriptions {
+                var c = hubCounters
+                c.delivered = sub.delivered
+                c.dropped = sub.gaps == 0 ? 0 : hubCounters.dropped
+                s.consumers.append(("in-process:\(sub.name)", c))
+            }
+        }
         return s
     }
 
@@ -162,7 +179,7 @@ public final class Daemon: @unchecked Sendable {
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         running.add(1, ordering: .relaxed)
-        let t = Thread { [running] in
+        let t = Thread { [self] in
             body()
             running.subtract(1, ordering: .releasing)
         }
@@ -244,4 +261,10 @@ public struct DaemonStatistics: Sendable {
     public var subjects = 0
     public var sources: [(name: String, counters: [(name: String, value: UInt64)])] = []
     public var consumers: [(name: String, counters: ConsumerCounters)] = []
+}
+
+/// Hands a value to exactly one other thread that becomes its only user.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

@@ -26,8 +26,11 @@ struct Tail: ParsableCommand {
         var lastArrival = Nanos.now()
         var warned = false
         while !interrupted.load(ordering: .relaxed) {
-            let delivery: Delivery?
-            do { delivery = try subscriber.next(timeoutMs: 200) } catch where error.isInterrupted { break }
+            // EINTR (Ctrl-C) ends the loop; the compiler of Swift 6.3 crashes on a `catch where` here.
+            let result: Result<Delivery?, ZMQError>
+            do { result = .success(try subscriber.next(timeoutMs: 200)) } catch { result = .failure(error) }
+            if case .failure(let e) = result, e.isInterrupted { break }
+            let delivery = try result.get()
             guard let delivery else {
                 out.flush()
                 let quiet = Double(Nanos.now().rawValue - lastArrival.rawValue) / 1e9
@@ -68,7 +71,7 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 func parsePatterns(_ texts: [String]) throws -> [SubjectPattern] {
     guard !texts.isEmpty else { throw ValidationError("give at least one subject pattern, such as 'MD.>'") }
     return try texts.map { t in
-        do { return try SubjectPattern(t) } catch { throw ValidationError("invalid pattern '\(t)': \(error.reason)") }
+        do { return try SubjectPattern(t) } catch let e as SubjectError { throw ValidationError("invalid pattern '\(t)': \(e.reason)") }
     }
 }
 

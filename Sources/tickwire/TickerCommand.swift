@@ -58,8 +58,8 @@ struct Ticker: ParsableCommand {
                     var drained = 0
                     while drained < 100_000, let d = try subscriber.poll() { model.apply(d, now: Nanos.now()); drained += 1 }
                 }
-            } catch where error.isInterrupted {
-                continue
+            } catch {
+                if !error.isInterrupted { throw error }
             }
         }
     }

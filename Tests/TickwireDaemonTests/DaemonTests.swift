@@ -50,8 +50,9 @@ import Glibc
         guard (try? DaemonProcess.tickwire(["--help"]))?.status == 0 else { return }
         let daemon = try DaemonProcess(["--rate", "2000"])
         let py = try ChildProcess("/usr/bin/env", ["python3", packageRoot + "/Tools/subscribe.py", "MD.>", "--connect", daemon.pub,
-                                                   "--count", "400", "--timeout", "10"])
-        let tail = try DaemonProcess.tickwire(["tail", "MD.>", "--count", "400", "--connect", daemon.pub, "--timeout", "10"])
+                                                   "--count", "2000", "--timeout", "10"])
+        usleep(300_000)   // python starts slower; let it join first so the two overlap
+        let tail = try DaemonProcess.tickwire(["tail", "MD.>", "--count", "2000", "--connect", daemon.pub, "--timeout", "10"])
         #expect(tail.status == 0, "\(tail.stderr)")
         #expect(py.wait(seconds: 30) == 0, "\(py.stderr)")
         // The two joined at slightly different moments: every event both saw must print identically.
@@ -65,9 +66,9 @@ import Glibc
             return out
         }
         let a = bySeq(tail.stdout), b = bySeq(py.stdout)
-        #expect(a.count == 400 && b.count == 400)
+        #expect(a.count == 2000 && b.count == 2000)
         let common = Set(a.keys).intersection(b.keys)
-        #expect(common.count >= 200)
+        #expect(common.count >= 500)
         for seq in common { #expect(a[seq] == b[seq]) }
     }
 

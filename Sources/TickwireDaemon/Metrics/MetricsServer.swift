@@ -1,5 +1,6 @@
 import Foundation
 import TickwireCore
+import TickwireRing
 
 /// Why the metrics endpoint could not be opened.
 public struct MetricsServerError: Error, CustomStringConvertible {
@@ -57,7 +58,7 @@ final class MetricsServer: @unchecked Sendable {
         while !stop.isRaised {
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 200) > 0 else { continue }
-            let c = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let c = accept(fd, nil, nil)
             if c < 0 { continue }
             serve(c)
             close(c)

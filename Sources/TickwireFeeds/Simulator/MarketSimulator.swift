@@ -162,7 +162,7 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         return z ^ (z >> 31)
     }
     /// Uniform in 0..<bound (bound > 0), by Lemire's multiply-shift (bias below 2^-32 for our bounds).
-    public mutating func next(below bound: UInt64) -> UInt64 { (next() >> 32) &* bound >> 32 }
+    public mutating func next(below bound: UInt64) -> UInt64 { ((next() >> 32) &* bound) >> 32 }
     /// Uniform in [0, 1).
     public mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }
