@@ -82,7 +82,7 @@ import TickwireZMQ
         let lines = TickerRenderer.plainLines(m)
         #expect(lines.count == 3)
         #expect(lines[1].hasPrefix("AAPL     XNAS"))
-        #expect(lines[1].contains("102") && lines[1].contains("+2") && lines[1].contains("300 101") && lines[1].contains("103 200") && lines[1].contains("150"))
+        #expect(lines[1].contains("102.00") && lines[1].contains("+2.00") && lines[1].contains("300 101.00") && lines[1].contains("103.00 200") && lines[1].contains("150"))
         #expect(lines[2].hasPrefix("MSFT     XNYS"))
     }
 
@@ -93,11 +93,12 @@ import TickwireZMQ
         m.apply(trade("MD.XNAS.AAPL.TRADE", 101), now: t0)   // an up-tick: green
         let flashing = TickerRenderer.frame(m, width: 100, height: 10, now: t0)
         #expect(flashing.hasPrefix("\u{1B}[H"))
-        #expect(flashing.contains("\u{1B}[42;30m"))
+        #expect(flashing.contains("\u{1B}[30;42m     101.00 \u{1B}[0m"))
         let later = TickerRenderer.frame(m, width: 100, height: 10, now: Nanos(t0.rawValue + 1_000_000_000))
-        #expect(!later.contains("\u{1B}[42;30m"))
+        #expect(!later.contains("\u{1B}[30;42m"))
+        #expect(later.contains("\u{1B}[32m    +1.00 \u{1B}[0m"))
         m.apply(trade("MD.XNAS.AAPL.TRADE", 99), now: t0)    // a down-tick: red
-        #expect(TickerRenderer.frame(m, width: 100, height: 10, now: t0).contains("\u{1B}[41;97m"))
+        #expect(TickerRenderer.frame(m, width: 100, height: 10, now: t0).contains("\u{1B}[97;41m"))
         // Every line is cut to the width; rows beyond the height are summarized, not scrolled.
         for i in 0..<30 { m.apply(trade("MD.XNAS.S\(i).TRADE", 10), now: t0) }
         let small = TickerRenderer.frame(m, width: 40, height: 10, now: t0, color: false)

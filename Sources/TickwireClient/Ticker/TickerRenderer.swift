@@ -22,14 +22,7 @@ public enum TickerRenderer {
         let bodyLines = height - 4
         for key in m.order.prefix(max(0, bodyLines)) {
             guard let r = m.rows[key] else { continue }
-            let cells = cells(r)
-            let flashing = now < r.flashUntil && r.flashDirection != 0
-            if flashing && color {
-                let bg = r.flashDirection > 0 ? "42;30" : "41;97"
-                out += esc + bg + "m" + fit(columns(cells), width) + esc + "0m" + esc + "K\r\n"
-            } else {
-                out += fit(columns(cells), width) + esc + "K\r\n"
-            }
+            out += row(r, width: width, now: now, color: color) + esc + "K\r\n"
         }
         let hidden = m.order.count - max(0, bodyLines)
         if hidden > 0 { line("… \(hidden) more rows (enlarge the window)") }
@@ -49,11 +42,43 @@ public enum TickerRenderer {
 
     static func cells(_ r: TickerModel.Row) -> [String] {
         let change: String
-        if let c = r.change { change = (c > 0 ? "+" : "") + FixedPoint.format(e8: c) } else { change = "" }
-        return [r.symbol, r.venue, r.last.map(\.description) ?? "-", change,
-                r.bid.map { "\(r.bidSize) \($0)" } ?? "-", "x", r.ask.map { "\($0) \(r.askSize)" } ?? "-",
-                r.volume.description, String(r.updatesPerSecond), r.status]
+        if let c = r.change { change = (c > 0 ? "+" : "") + price(c) } else { change = "" }
+        return [r.symbol, r.venue, r.last.map { price($0.e8) } ?? "-", change,
+                r.bid.map { "\(r.bidSize) \(price($0.e8))" } ?? "-", "x", r.ask.map { "\(price($0.e8)) \(r.askSize)" } ?? "-",
+                r.volume.description, String(r.updatesPerSecond), r.status.isEmpty ? "-" : r.status]
     }
+
+    /// One row, styled per cell: the last price flashes green on an up-tick and red on a down-tick; the change
+    /// is green or red. Cells are padded before styling, so escapes never disturb the alignment.
+    static func row(_ r: TickerModel.Row, width: Int, now: Nanos, color: Bool) -> String {
+        var visible = 0, out = ""
+        let flashing = color && now < r.flashUntil && r.flashDirection != 0
+        for (i, cell) in cells(r).enumerated() {
+            let w = widths[i]
+            var text = pad(cell, w, left: rightAligned(i)) + " "
+            if visible + text.count > width { text = String(text.prefix(max(0, width - visible))) }
+            visible += text.count
+            if i == 2 && flashing {
+                out += esc + (r.flashDirection > 0 ? "30;42" : "97;41") + "m" + text + esc + "0m"
+            } else if i == 3 && color, let c = r.change, c != 0 {
+                out += esc + (c > 0 ? "32" : "31") + "m" + text + esc + "0m"
+            } else {
+                out += text
+            }
+            if visible >= width { break }
+        }
+        return out + String(repeating: " ", count: max(0, width - visible))
+    }
+
+    /// Prices with at least two decimals, so a column of them lines up (199.70, not 199.7).
+    static func price(_ e8: Int64) -> String {
+        let s = FixedPoint.format(e8: e8)
+        guard let dot = s.firstIndex(of: ".") else { return s + ".00" }
+        let decimals = s.distance(from: dot, to: s.endIndex) - 1
+        return decimals >= 2 ? s : s + String(repeating: "0", count: 2 - decimals)
+    }
+
+    static func rightAligned(_ column: Int) -> Bool { column >= 2 && column != 5 && column != 6 && column != 9 }
 
     static let widths = [8, 6, 11, 9, 18, 1, 18, 12, 6, 2]
 
@@ -62,8 +87,7 @@ public enum TickerRenderer {
         for (i, c) in cells.enumerated() {
             let w = widths[i]
             // Numbers right-aligned, names left-aligned.
-            let rightAligned = i >= 2 && i != 5 && i != 9 && i != 6
-            s += rightAligned ? pad(c, w, left: true) : pad(c, w, left: false)
+            s += pad(c, w, left: rightAligned(i))
             s += " "
         }
         return s
