@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TickwireCore
+import TickwireClient
 import TickwireDaemon
 #if canImport(Glibc)
 import Glibc
@@ -194,5 +195,41 @@ import Glibc
                 "\(error)".contains(key)
             }
         }
+    }
+}
+
+/// A remote subscriber that stops reading is cut at the high-water marks; the feed goes on, and when the
+/// subscriber reads again it sees exactly which messages it lost.
+@Suite(.serialized) struct SlowSubscriberTests {
+    @Test func aStalledSubscriberSeesTheGapAndTheFeedIsNotHeldBack() throws {
+        let dir = temporaryDirectory("slow")
+        let file = dir + "/t.toml"
+        try "[publish]\nhigh_water_mark = 200\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(["--config", file, "--rate", "0", "--symbols", "2"])
+        let sub = try Subscriber(endpoint: daemon.pub, patterns: [try SubjectPattern("MD.>")], receiveHighWaterMark: 100)
+        // Join, then stall for a second while the daemon publishes as fast as it can (far more than the
+        // high-water marks and the kernel's socket buffers hold).
+        #expect(try sub.next(timeoutMs: 5000) != nil)
+        let publishedBefore = try published(daemon)
+        sleep(1)
+        let publishedAfter = try published(daemon)
+        #expect(publishedAfter - publishedBefore > 100_000, "the feed kept its pace while the subscriber stalled")
+        var gaps: [(String, UInt64, UInt64)] = []
+        for _ in 0..<1_000_000 {
+            guard let d = try sub.next(timeoutMs: 2000) else { break }
+            if case .gap(let s, let first, let last) = d { gaps.append((s, first, last)) }
+            if gaps.count >= 2 { break }
+        }
+        #expect(!gaps.isEmpty, "the stalled subscriber must see the loss")
+        for (subject, first, last) in gaps {
+            #expect(subject.hasPrefix("MD."))
+            #expect(last >= first)
+        }
+        #expect(sub.lost > 1_000)
+    }
+
+    func published(_ d: DaemonProcess) throws -> Double {
+        let r = try DaemonProcess.tickwire(["stats", "--metrics", d.metrics, "--raw"])
+        return StatsTable.parse(r.stdout).first { $0.name == "tickwire_ring_published_total" }?.value ?? 0
     }
 }
