@@ -44,6 +44,7 @@ public final class Daemon: @unchecked Sendable {
     private let running = Atomic<Int>(0)
     private var sources: [EventSource] = []
     private var publisher: ZMQPublisher!
+    private var publishLatency = LatencyHistogram()
     private var publisherConsumer: RingConsumer!
     private var consumers: [RingConsumer] = []
     /// In-process subscriptions, fanned out through the subject router on their own thread.
@@ -70,6 +71,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             publisher = try ZMQPublisher(context: context, endpoint: config.publishEndpoint,
                                          highWaterMark: config.publishHighWaterMark, subjects: subjects)
+            publishLatency = publisher.latency
         } catch {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
             throw .transport("publishing on \(config.publishEndpoint)", error)
@@ -152,6 +154,7 @@ public final class Daemon: @unchecked Sendable {
         s.published = ring.publishedSequence
         s.subjects = subjects.count
         s.sources = sources.map { src in (src.name, src.counters()) }
+        s.histograms = [("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
         do {
             let hubCounters = consumers.first { $0.name == "in-process-hub" }?.counters ?? ConsumerCounters()
@@ -255,6 +258,7 @@ final class RingSink: EventSink {
 
 /// Counters of a running daemon at one moment.
 public struct DaemonStatistics: Sendable {
+    public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
     public var uptimeSeconds = 0.0
     public var ringCapacity = 0
     public var published: UInt64 = 0

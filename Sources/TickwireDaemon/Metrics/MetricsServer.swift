@@ -126,6 +126,7 @@ public enum MetricsText {
             metric("tickwire_subscription_\(field)\(field == "lag" ? "" : "_total")", field == "lag" ? "gauge" : "counter", help,
                    s.consumers.map { ("subscription=\"\($0.name)\"", "\(get($0.counters))") })
         }
+        for h in s.histograms { out += h.histogram.prometheus(name: h.name, help: h.help, labels: h.labels) }
         return out
     }
 }

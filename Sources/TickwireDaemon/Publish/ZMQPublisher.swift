@@ -13,6 +13,8 @@ final class ZMQPublisher {
     private let payload = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
     private(set) var sent: UInt64 = 0
     private(set) var failed: UInt64 = 0
+    /// Known time to the moment the message is handed to ZeroMQ: the daemon's own latency.
+    let latency = LatencyHistogram()
 
     init(context: ZMQContext, endpoint: String, highWaterMark: Int, subjects: SubjectTable) throws(ZMQError) {
         socket = try context.socket(.pub)
@@ -35,6 +37,7 @@ final class ZMQPublisher {
             try socket.send(subjects.entry(event.subjectID), more: true)
             try socket.send(UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
             sent &+= 1
+            latency.record(nanos: Nanos.now().rawValue &- event.knownTime.rawValue)
         } catch {
             failed &+= 1
         }
