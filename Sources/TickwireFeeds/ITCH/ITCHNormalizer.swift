@@ -14,6 +14,8 @@ public struct ITCHCounts: Sendable {
     public var unknownLocate: UInt64 = 0
     /// C executions marked non-printable: they move the book but print no trade.
     public var nonPrintable: UInt64 = 0
+    /// Q crosses of zero shares (no cross happened); no trade is printed.
+    public var emptyCrosses: UInt64 = 0
     public var trades: UInt64 = 0, quotes: UInt64 = 0, statuses: UInt64 = 0, busts: UInt64 = 0
 
     public init() {}
@@ -25,14 +27,14 @@ public struct ITCHCounts: Sendable {
     public mutating func record(_ error: ITCHError) { errors[error.problem.counterName, default: 0] += 1 }
 
     /// `messages`, `messages.A`…, `errors`, `errors.<problem>`, `unknown_orders`, `duplicate_orders`,
-    /// `unknown_locate`, `non_printable`, `events.trade|quote|status|bust`.
+    /// `unknown_locate`, `non_printable`, `empty_crosses`, `events.trade|quote|status|bust`.
     public func pairs() -> [(name: String, value: UInt64)] {
         var out: [(name: String, value: UInt64)] = [("messages", messages)]
         for t in ITCHMessageType.allCases where byType[Int(t.rawValue)] > 0 { out.append(("messages.\(t.letter)", count(t))) }
         out.append(("errors", errorCount))
         for (k, v) in errors.sorted(by: { $0.key < $1.key }) { out.append(("errors.\(k)", v)) }
         out += [("unknown_orders", unknownOrders), ("duplicate_orders", duplicateOrders), ("unknown_locate", unknownLocate),
-                ("non_printable", nonPrintable), ("events.trade", trades), ("events.quote", quotes),
+                ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes),
                 ("events.status", statuses), ("events.bust", busts)]
         return out
     }
@@ -136,8 +138,9 @@ public final class ITCHNormalizer {
             learn(locate, m.stock(24))
             let resting: UInt8 = m.sideByte == UInt8(ascii: "S") ? BookSide.ask.rawValue : BookSide.bid.rawValue
             emitTrade(locate, price: m.price, shares: UInt64(m.shares), side: aggressor(resting), match: m.u64(36), m, knownTime)
-        case 0x51: // Q: the cross.
+        case 0x51: // Q: the cross. Zero shares means no cross took place: nothing printed, counted.
             learn(locate, m.stock(19))
+            if m.u64(11) == 0 { counts.emptyCrosses &+= 1; return }
             emitTrade(locate, price: m.u32(27), shares: m.u64(11), side: .unknown, match: m.u64(31), m, knownTime)
         case 0x42: // B
             let ids = subjects(locate)
