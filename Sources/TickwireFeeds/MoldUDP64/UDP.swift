@@ -20,8 +20,8 @@ public struct UDPEndpoint: Equatable, Hashable, Sendable, CustomStringConvertibl
             throw FeedConfigError("endpoint '\(text)' has no port; expected HOST:PORT such as 127.0.0.1:30001")
         }
         let host = String(s[..<colon]), portText = s[s.index(after: colon)...]
-        guard let port = UInt16(portText), port > 0 else {
-            throw FeedConfigError("endpoint '\(text)': port '\(portText)' is not 1-65535")
+        guard let port = UInt16(portText) else {
+            throw FeedConfigError("endpoint '\(text)': port '\(portText)' is not 0-65535 (0: the system picks one when binding)")
         }
         var addr = in_addr()
         let h = host == "localhost" ? "127.0.0.1" : host
@@ -52,7 +52,7 @@ public struct UDPEndpoint: Equatable, Hashable, Sendable, CustomStringConvertibl
 
 /// An owned UDP socket (IPv4); closed when this goes away. The corresponding C functions are `socket`,
 /// `bind`, `setsockopt`, `sendto`, `recvfrom` and `poll`.
-public final class UDPSocket {
+public final class UDPSocket: @unchecked Sendable {  // only the descriptor, immutable
     public let fd: Int32
 
     /// An unbound socket (the kernel picks a port on first send).

@@ -6,7 +6,7 @@ import Darwin
 
 /// A read-only memory map of a whole file; the map is released when this goes away.
 /// The corresponding C functions are `open`, `fstat`, `mmap` and `munmap`.
-public final class MappedFile {
+public final class MappedFile: @unchecked Sendable {  // immutable after init
     public let path: String
     /// The file's bytes. - warning: valid while this object lives; never escape it past that.
     public let bytes: UnsafeRawBufferPointer
