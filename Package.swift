@@ -61,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "tickwire",
             dependencies: [
-                "TickwireDaemon", "TickwireClient", "TickwireBench",
+                "TickwireDaemon", "TickwireClient", "TickwireBench", "TickwireFeeds", "TickwireCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
