@@ -32,6 +32,13 @@ public struct DaemonConfig: Sendable, Equatable {
     public var simBurstEverySeconds = 2.0
     public var simLimit: Int? = nil
 
+    /// Feed options: the trading date for ITCH/LOBSTER (nil: from the file name), what to do with a bad frame
+    /// or row (`stop` or `skip`), MoldUDP64 retransmission and gap timing.
+    public var feedDate: String? = nil
+    public var feedOnError = "stop"
+    public var feedRetransmit: String? = nil
+    public var feedGapTimeoutMs = 250
+
     public var tradeEndpoint = "tcp://127.0.0.1:5557"
     public var metricsEndpoint = "127.0.0.1:9464"
 
@@ -43,6 +50,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "publish": ["endpoint", "high_water_mark"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
+        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms"],
         "trades": ["endpoint"],
         "metrics": ["endpoint"],
     ]
@@ -94,6 +102,15 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.int("seed", min: 0) { c.simSeed = UInt64(v) }
             if let v = try s.double("burst_every_seconds", min: 0) { c.simBurstEverySeconds = v }
             if let v = try s.int("limit", min: 1) { c.simLimit = v }
+        }
+        if let s = try r.section("feeds") {
+            if let v = try s.string("date") { c.feedDate = v }
+            if let v = try s.string("on_error") {
+                guard v == "stop" || v == "skip" else { throw s.bad("on_error", "'\(v)' is neither 'stop' nor 'skip'") }
+                c.feedOnError = v
+            }
+            if let v = try s.string("retransmit") { c.feedRetransmit = v }
+            if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
         }
         if let s = try r.section("trades"), let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
         if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }

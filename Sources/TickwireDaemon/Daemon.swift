@@ -193,33 +193,60 @@ public final class Daemon: @unchecked Sendable {
 
     private func makeSources() throws(DaemonError) -> [EventSource] {
         let specs = config.sources.isEmpty ? ["sim"] : config.sources
+        var options = FeedOptions()
+        do {
+            if let d = config.feedDate { options.date = try TradingDate(parsing: d) }
+            if let r = config.feedRetransmit { options.retransmitEndpoint = try UDPEndpoint(parsing: r) }
+        } catch {
+            throw .config(ConfigError(key: "feeds", reason: error.description))
+        }
+        options.errorPolicy = config.feedOnError == "skip" ? .skip : .stop
+        options.gapTimeoutNanos = Int64(config.feedGapTimeoutMs) * 1_000_000
         var out = [EventSource]()
         for spec in specs {
-            if spec == "sim" {
-                var o = MarketSimulator.Options()
-                o.rate = config.simRate
-                let symbols = config.resolvedSimSymbols
-                if !symbols.isEmpty { o.symbols = symbols }
-                o.venues = config.simVenues
-                o.seed = config.simSeed
-                o.burstEverySeconds = config.simBurstEverySeconds
-                o.limit = config.simLimit
-                out.append(MarketSimulator(options: o))
-            } else if spec.hasPrefix("zmq:") {
-                let rest = spec.dropFirst(4).split(separator: "#", maxSplits: 1).map(String.init)
-                var pattern: SubjectPattern? = nil
-                if rest.count == 2 {
-                    do { pattern = try SubjectPattern(rest[1]) } catch { throw .source(spec, error.description) }
+            if spec.hasPrefix("zmq:") {
+                out.append(try relaySource(spec))
+                continue
+            }
+            let parsed: SourceSpec
+            do { parsed = try SourceSpec(parsing: spec) } catch {
+                throw .source(spec, error.description + ", or zmq:ENDPOINT[#PATTERN]")
+            }
+            do {
+                if let source = try SourceFactory.make(parsed, options: options) {
+                    out.append(source)
+                } else {
+                    out.append(MarketSimulator(options: simulatorOptions()))
                 }
-                guard let endpoint = rest.first, (try? DaemonConfig.endpoint(endpoint, key: "source")) != nil else {
-                    throw .source(spec, "expected zmq:ENDPOINT[#PATTERN], such as zmq:tcp://10.0.0.5:5556#MD.>")
-                }
-                out.append(ZMQRelaySource(endpoint: endpoint, pattern: pattern, context: context))
-            } else {
-                throw .source(spec, "this build knows only 'sim' and 'zmq:ENDPOINT'")
+            } catch {
+                throw .source(spec, "\(error)")
             }
         }
         return out
+    }
+
+    private func simulatorOptions() -> MarketSimulator.Options {
+        var o = MarketSimulator.Options()
+        o.rate = config.simRate
+        let symbols = config.resolvedSimSymbols
+        if !symbols.isEmpty { o.symbols = symbols }
+        o.venues = config.simVenues
+        o.seed = config.simSeed
+        o.burstEverySeconds = config.simBurstEverySeconds
+        o.limit = config.simLimit
+        return o
+    }
+
+    private func relaySource(_ spec: String) throws(DaemonError) -> EventSource {
+        let rest = spec.dropFirst(4).split(separator: "#", maxSplits: 1).map(String.init)
+        var pattern: SubjectPattern? = nil
+        if rest.count == 2 {
+            do { pattern = try SubjectPattern(rest[1]) } catch { throw .source(spec, error.description) }
+        }
+        guard let endpoint = rest.first, (try? DaemonConfig.endpoint(endpoint, key: "source")) != nil else {
+            throw .source(spec, "expected zmq:ENDPOINT[#PATTERN], such as zmq:tcp://10.0.0.5:5556#MD.>")
+        }
+        return ZMQRelaySource(endpoint: endpoint, pattern: pattern, context: context)
     }
 
     private func openDataDirectory() throws(DaemonError) {

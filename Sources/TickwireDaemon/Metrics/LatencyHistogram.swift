@@ -23,8 +23,9 @@ public final class LatencyHistogram: @unchecked Sendable {
     @inline(__always)
     public func record(nanos: Int64) {
         let i = nanos <= 0 ? 0 : min(LatencyHistogram.bucketCount - 1, 64 - nanos.leadingZeroBitCount)
-        buckets[i].add(1, ordering: .relaxed)
-        sumNanos.add(UInt64(max(0, nanos)), ordering: .relaxed)
+        buckets[i].wrappingAdd(1, ordering: .relaxed)
+        // Clamped so a replayed capture's years-old known times cannot overflow the sum.
+        sumNanos.wrappingAdd(UInt64(min(max(0, nanos), 1 << 40)), ordering: .relaxed)
     }
 
     /// Cumulative counts at each upper bound (seconds), the sum (seconds) and the count.
