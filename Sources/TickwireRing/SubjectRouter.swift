@@ -19,7 +19,7 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
         var trie: RouterTrie<ID> = RouterTrie()
         var generation: UInt64 = 0
     }
-    private let writer = Mutex(Writer())
+    private let writer = Locked(Writer())
     private let published = Atomic<UInt64>(0)
 
     // Matching thread state.

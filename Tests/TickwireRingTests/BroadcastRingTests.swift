@@ -55,7 +55,7 @@ struct BroadcastRingTests {
     @Test(arguments: [WaitStrategy.busySpin, .yield, .park])
     func blockingConsumersLoseNothingAndSeeOrder(wait: WaitStrategy) {
         let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, producerWait: wait)
-        let total = 50_000
+        let total = 30_000
         let consumers = (0..<2).map { ring.addConsumer(name: "c\($0)", policy: .blocking, wait: wait == .busySpin ? .yield : wait) }
         let failures = Shared(0)
         let readers = consumers.map { c in
@@ -254,7 +254,7 @@ struct BroadcastRingTests {
     @Test func multipleProducersInterleaveButEachStaysInOrder() {
         let ring = BroadcastRing(capacity: 64, producers: .multi, gapSubject: Self.gapSubject, producerWait: .yield)
         let c = ring.addConsumer(name: "all", policy: .blocking, wait: .yield)
-        let perProducer = 50_000
+        let perProducer = 20_000
         let result = Shared((count: 0, bad: 0))
         let reader = TestThread {
             var last = [Int64](repeating: 0, count: 2)
