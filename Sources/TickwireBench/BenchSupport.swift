@@ -107,7 +107,7 @@ final class LockedDequeQueue: @unchecked Sendable {
     func close() { lock.lock(); closed = true; lock.broadcast(); lock.unlock() }
 
     /// Moves up to `buffer.count` events into `buffer` (processed by the caller outside the lock); `park`
-    /// sleeps on the condition variable when empty, else spins. Returns -1 when closed and empty.
+    /// sleeps on the condition variable when empty, else returns 0 at once. Returns -1 when closed and empty.
     func pop(into buffer: UnsafeMutableBufferPointer<Event>, park: Bool) -> Int {
         while true {
             lock.lock()
@@ -125,6 +125,7 @@ final class LockedDequeQueue: @unchecked Sendable {
                 lock.unlock()
             } else {
                 lock.unlock()
+                return 0
             }
         }
     }

@@ -19,8 +19,11 @@ enum RingBench {
         let slowN = min(n, 2_000_000)   // baselines that run at a few million a second
 
         // SPSC throughput.
-        let ringBatch = bestAndMedian(runs) { ringSPSC(events: n, batch: batch) }
-        let ringSingle = bestAndMedian(runs) { ringSPSC(events: n, batch: 1) }
+        let ringBatch = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .yield) }
+        let ringSingle = bestAndMedian(runs) { ringSPSC(events: n, batch: 1, wait: .yield) }
+        let ringBatchSpin = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .busySpin) }
+        let sameThreadRing = bestAndMedian(runs) { ringSameThread(events: n) }
+        let sameThreadDeque = bestAndMedian(runs) { dequeSameThread(events: n) }
         let dequeBatch = bestAndMedian(runs) { dequeSPSC(events: n, batch: batch) }
         let dequeSingle = bestAndMedian(runs) { dequeSPSC(events: slowN, batch: 1) }
         let stream = bestAndMedian(runs) { asyncStreamSPSC(events: slowN) }
@@ -44,7 +47,9 @@ enum RingBench {
             "suite": "ring",
             "events": n, "runs": runs, "batch": batch, "ring_capacity": ringCapacity,
             "spsc": [
+                "note": "producer and consumer yield after a short spin when they must wait (busy_spin: never yield)",
                 "ring_batch64": rateReport(ringBatch),
+                "ring_batch64_busy_spin": rateReport(ringBatchSpin),
                 "ring_one_at_a_time": rateReport(ringSingle),
                 "locked_deque_batch64": rateReport(dequeBatch),
                 "locked_deque_one_at_a_time": rateReport(dequeSingle),
@@ -55,6 +60,12 @@ enum RingBench {
                 "ratio_ring_one_at_a_time_vs_locked_deque_one_at_a_time": ratio(ringSingle.median, dequeSingle.median),
                 "ratio_ring_batch64_vs_async_stream": ratio(ringBatch.median, stream.median),
                 "ratio_ring_batch64_vs_zmq_inproc": ratio(ringBatch.median, zmq.median),
+            ] as [String: Any],
+            "same_thread_publish_then_poll_batch64": [
+                "note": "one thread publishes 64 then polls 64: the per-event cost with no scheduler in the way",
+                "ring": rateReport(sameThreadRing),
+                "locked_deque": rateReport(sameThreadDeque),
+                "ratio_ring_vs_locked_deque": ratio(sameThreadRing.median, sameThreadDeque.median),
             ] as [String: Any],
             "fanout_1p_4c": [
                 "note": "rates are events delivered to EACH consumer per second; 5 threads on 2 cores",
@@ -83,10 +94,10 @@ enum RingBench {
 
     // MARK: - Throughput
 
-    /// One producer, one blocking busy-spinning consumer; events per second delivered.
-    static func ringSPSC(events: Int, batch: Int) -> Double {
-        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: .busySpin)
-        let consumer = ring.addConsumer(name: "spsc", policy: .blocking, wait: .busySpin)
+    /// One producer, one blocking consumer, both waiting per `wait`; events per second delivered.
+    static func ringSPSC(events: Int, batch: Int, wait: WaitStrategy) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: wait)
+        let consumer = ring.addConsumer(name: "spsc", policy: .blocking, wait: wait)
         let sum = BenchBox<Int64>(0)
         let reader = BenchThread {
             var s: Int64 = 0
@@ -99,6 +110,45 @@ enum RingBench {
         reader.join()
         let t1 = benchNow()
         precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "ring SPSC lost or corrupted events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    /// One thread alternates a batch of 64 published and 64 polled.
+    static func ringSameThread(events: Int) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
+        let consumer = ring.addConsumer(name: "same", policy: .blocking, wait: .busySpin)
+        var s: Int64 = 0
+        let t0 = benchNow()
+        var i = 1
+        while i <= events {
+            let base = i
+            i += ring.publishBatch(count: min(batch, events - i + 1)) { b in
+                for k in 0..<b.count { b[k] = benchEvent(SubjectID((base + k) & 1023), Int64(base + k)) }
+            }
+            _ = consumer.poll(maxBatch: batch, timeoutNanos: 0) { s &+= $0.a }
+        }
+        let t1 = benchNow()
+        precondition(s == Int64(events) * Int64(events + 1) / 2)
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    static func dequeSameThread(events: Int) -> Double {
+        let q = LockedDequeQueue(capacity: ringCapacity)
+        let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
+        defer { staging.deallocate() }
+        var s: Int64 = 0
+        let t0 = benchNow()
+        var i = 1
+        while i <= events {
+            let m = min(batch, events - i + 1)
+            for k in 0..<m { staging[k] = benchEvent(SubjectID((i + k) & 1023), Int64(i + k)) }
+            q.push(UnsafeBufferPointer(rebasing: staging[0..<m]))
+            let n = q.pop(into: staging, park: false)
+            for k in 0..<n { s &+= staging[k].a }
+            i += m
+        }
+        let t1 = benchNow()
+        precondition(s == Int64(events) * Int64(events + 1) / 2)
         return Double(events) / Double(t1 - t0) * 1e9
     }
 
@@ -127,6 +177,7 @@ enum RingBench {
                 let n = q.pop(into: buffer, park: false)
                 if n < 0 { break }
                 for k in 0..<n { s &+= buffer[k].a }
+                if n == 0 { sched_yield() }
             }
             sum.set(s)
         }
@@ -261,7 +312,7 @@ enum RingBench {
         let t1 = benchNow()
         _ = finished
         let counters = cs.map(\.counters)
-        let delivered = counters.map { Double($0.delivered - 2 * $0.resyncs) }   // less GAP and resync events
+        let delivered = counters.map { Double($0.delivered &- $0.resyncs) }   // less the GAP events (no cache here)
         return [
             "producer_per_s": (Double(events) / Double(tp - t0) * 1e9).rounded(),
             "min_delivered_per_consumer_per_s": (delivered.min()! / Double(t1 - t0) * 1e9).rounded(),

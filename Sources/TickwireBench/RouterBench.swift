@@ -77,7 +77,7 @@ enum RouterBench {
             let t0 = benchNow()
             for _ in 0..<cachedRounds {
                 for i in 0..<hotIDs.count {
-                    total &+= router.withMatches(subjectID: hotIDs[i], text: u.table.entry(hotIDs[i])) { $0.count }
+                    total &+= router.withMatches(subjectID: hotIDs[i], subjects: u.table) { $0.count }
                 }
             }
             let t1 = benchNow()
@@ -116,6 +116,7 @@ enum RouterBench {
         }
 
         let routed = routeThroughRing(universe: u, router: router, events: options.events, runs: options.runs)
+        let paced = routedLatency(universe: u, router: router, samples: 50_000, gapNanos: 5_000)
 
         return [
             "suite": "router",
@@ -129,6 +130,10 @@ enum RouterBench {
             "ratio_uncached_vs_brute_force": ratio(uncached.median, brute.median),
             "ratio_cached_vs_uncached": ratio(cached.median, uncached.median),
             "ring_to_2000_subscriptions": routed,
+            "ring_to_2000_subscriptions_paced_latency": [
+                "note": "one event every 5 us (below saturation), publish to the end of its routing",
+                "latency": paced.report,
+            ] as [String: Any],
         ]
     }
 
@@ -149,7 +154,7 @@ enum RouterBench {
                 var total = 0
                 deliveries.withUnsafeMutableBufferPointer { perSubscription in
                     while consumer.poll(maxBatch: 1024, timeoutNanos: nil, { e in
-                        router.withMatches(subjectID: e.subjectID, text: u.table.entry(e.subjectID)) { matches in
+                        router.withMatches(subjectID: e.subjectID, subjects: u.table) { matches in
                             for s in matches where s < perSubscription.count { perSubscription[s] &+= 1 }
                             total &+= matches.count
                         }
@@ -189,6 +194,38 @@ enum RouterBench {
             }
         }
         return best
+    }
+}
+
+extension RouterBench {
+    /// Publish-to-routed latency with the ring not saturated: the hop plus the match and the deliveries.
+    static func routedLatency(universe u: Universe, router: SubjectRouter<Int>, samples: Int, gapNanos: Int64) -> LatencyRecorder {
+        let ring = BroadcastRing(capacity: 16_384, gapSubject: 0)
+        let consumer = ring.addConsumer(name: "router", policy: .blocking, wait: .busySpin)
+        let out = BenchBox(LatencyRecorder())
+        let reader = BenchThread {
+            var rec = LatencyRecorder()
+            var deliveries = [Int](repeating: 0, count: 2_000)
+            deliveries.withUnsafeMutableBufferPointer { perSubscription in
+                while consumer.poll(maxBatch: 64, timeoutNanos: nil, { e in
+                    router.withMatches(subjectID: e.subjectID, subjects: u.table) { matches in
+                        for s in matches where s < perSubscription.count { perSubscription[s] &+= 1 }
+                    }
+                    rec.record(benchNow() - e.b)
+                }) >= 0 {}
+            }
+            out.set(rec)
+        }
+        var next = benchNow() + 1_000_000
+        for n in 0..<samples {
+            spinUntil(next)
+            let now = benchNow()
+            ring.publish(Event(subjectID: u.ids[n % 1_000], kind: .quote, eventTime: Nanos(now), knownTime: Nanos(now), a: Int64(n), b: now))
+            next += gapNanos
+        }
+        ring.close()
+        reader.join()
+        return out.get
     }
 }
 

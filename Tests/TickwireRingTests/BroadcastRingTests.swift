@@ -351,3 +351,16 @@ struct BroadcastRingTests {
 }
 
 @inline(never) func tw_spin() { var x = 0; withUnsafeMutablePointer(to: &x) { $0.pointee &+= 1 } }
+
+@Test func aSourcePushingIntoARingSinkPublishesInOrder() {
+    let table = SubjectTable()
+    let ring = BroadcastRing(capacity: 8, gapSubject: 0)
+    let c = ring.addConsumer(name: "c", policy: .blocking, wait: .busySpin)
+    let sink = RingSink(ring: ring, subjects: table)
+    let id = sink.subjects.intern(text: "MD.XNAS.AAPL.QUOTE")
+    sink.emit(quote(id, 1)); sink.emit(quote(id, 2))
+    var got: [Event] = []
+    _ = c.poll(maxBatch: 8, timeoutNanos: 0) { got.append($0) }
+    #expect(got.map(\.seq) == [1, 2])
+    #expect(got.map(\.subjectID) == [id, id])
+}
