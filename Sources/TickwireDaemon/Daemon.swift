@@ -268,21 +268,6 @@ public final class Daemon: @unchecked Sendable {
     }
 }
 
-/// A source's way into the ring.
-final class RingSink: EventSink {
-    let ring: BroadcastRing
-    let subjects: SubjectTable
-    let source: UInt16
-    init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16) {
-        self.ring = ring; self.subjects = subjects; self.source = source
-    }
-    func emit(_ event: Event) {
-        var e = event
-        e.source = source
-        ring.publish(e)
-    }
-}
-
 /// Counters of a running daemon at one moment.
 public struct DaemonStatistics: Sendable {
     public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
