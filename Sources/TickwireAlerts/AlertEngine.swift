@@ -96,7 +96,9 @@ public final class AlertEngine {
         var lastKnown: Int64 = 0
         var lastEvent: Int64 = 0
         var source: UInt16 = 0
-        var alerted = false
+        /// False until the first quote (a subject is never stale before it has quoted), and after an alert
+        /// until the next quote.
+        var armed = false
     }
 
     var slots: [Slot] = []
@@ -156,10 +158,10 @@ public final class AlertEngine {
     /// - Complexity: O(subjects under a stale-quote rule).
     public func tick(now: Nanos, emit: (Event) -> Void) {
         let t = now.rawValue
-        for i in stales.indices where !stales[i].alerted && stales[i].lastKnown != 0 {
+        for i in stales.indices where stales[i].armed {
             let age = t &- stales[i].lastKnown
             guard age > stales[i].window else { continue }
-            stales[i].alerted = true
+            stales[i].armed = false
             // Ages and windows in milliseconds, e8: 1.5 s stale reads 1500.
             fire(Int(stales[i].binding), second: false, code: .staleQuote,
                  value: age &* (FixedPoint.scale / AlertRule.nanosPerMilli),
@@ -349,7 +351,7 @@ extension AlertEngine.StaleState {
         lastKnown = e.knownTime.rawValue
         lastEvent = e.eventTime.rawValue
         source = e.source
-        alerted = false
+        armed = true
     }
 }
 
