@@ -33,7 +33,8 @@ final class CounterBlock: @unchecked Sendable {
 /// Complex-event rules over the market-data stream: reads events one at a time and emits ALERT events.
 ///
 /// One consumer thread owns an engine: `process` and `tick` are not thread-safe (only `counters` may be read
-/// from other threads). Per event the engine does no dictionary lookup, no String work and no allocation:
+/// from other threads). It may be built on one thread and handed to its consumer (hence `@unchecked Sendable`).
+/// Per event the engine does no dictionary lookup, no String work and no allocation:
 /// the first event of a `SubjectID` resolves, once, which rules apply to it and interns the alert subjects it
 /// may raise; after that the subject's rule bindings and state are found by index in flat arrays. The only
 /// later allocations are a price-jump window outgrowing its buffer (doubling, so amortised) and the
@@ -42,7 +43,7 @@ final class CounterBlock: @unchecked Sendable {
 /// An alert is an `Event` of kind `.alert` on `ALERT.<RULE>.<SYMBOL>`, with `a` the `AlertCode`, `b` the
 /// observed value, `c` the threshold it crossed and `d` a reference (their units per rule in docs/ALERTS.md),
 /// the event and known times of the event that triggered it, and its `source`.
-public final class AlertEngine {
+public final class AlertEngine: @unchecked Sendable {
     public let rules: [AlertRule]
     public let subjects: SubjectTable
     public let counters = AlertCounters()

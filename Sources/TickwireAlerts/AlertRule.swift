@@ -206,7 +206,7 @@ extension AlertRule {
         case "volume_spike":
             let factorText = try text("factor", default: nil)
             let factor: Int64
-            do { factor = try FixedPoint.parseE8(factorText) } catch { throw fail("factor", error.reason) }
+            do { factor = try FixedPoint.parseE8(factorText) } catch { throw fail("factor", error.description) }
             guard factor >= FixedPoint.scale && factor <= 1_000_000 * FixedPoint.scale else {
                 throw fail("factor", "\(factorText) is out of range; it must be between 1 and 1000000")
             }

@@ -53,9 +53,10 @@ final class MarkBoard: @unchecked Sendable {
 
 /// Marks a `RiskEngine` to the market from the event stream: one per market-data consumer thread.
 ///
-/// Not thread-safe: one thread calls `mark`. Per event it does an array lookup by `SubjectID` and one atomic
+/// Not thread-safe: it may be handed to another thread (hence `@unchecked Sendable`), but one thread at a time
+/// calls `mark`. Per event it does an array lookup by `SubjectID` and one atomic
 /// store; the first event of a subject resolves its symbol (a String split and a locked dictionary lookup).
-public final class RiskMarker {
+public final class RiskMarker: @unchecked Sendable {
     let board: MarkBoard
     public let subjects: SubjectTable
     /// Per `SubjectID`: -2 not yet seen, -1 not a mark (not MD TRADE/QUOTE, or the board is full), else the slot.

@@ -46,6 +46,10 @@ public struct RiskRejection: Error, Sendable, Equatable, CustomStringConvertible
     public let valueE8: Int64
     public let limitE8: Int64
 
+    public init(limit: RiskLimit, desk: String, symbol: String, valueE8: Int64, limitE8: Int64) {
+        self.limit = limit; self.desk = desk; self.symbol = symbol; self.valueE8 = valueE8; self.limitE8 = limitE8
+    }
+
     public var description: String {
         let v = FixedPoint.format(e8: valueE8), l = FixedPoint.format(e8: limitE8)
         switch limit {
@@ -79,6 +83,11 @@ public struct RiskPosition: Sendable, Equatable {
     public var unrealized: Notional
     /// The price the position is valued at: the symbol's mark, or the desk's last trade price without one.
     public var valuation: Price
+
+    public init(symbol: String, quantity: Quantity, averageCost: Price, realized: Notional, unrealized: Notional, valuation: Price) {
+        self.symbol = symbol; self.quantity = quantity; self.averageCost = averageCost
+        self.realized = realized; self.unrealized = unrealized; self.valuation = valuation
+    }
 }
 
 /// Pre-trade risk: limits per desk, positions and P&L per desk and symbol, marked to the market.

@@ -113,7 +113,7 @@ extension RiskConfig {
             guard let text = entries[key] else { return current }
             if text == "none" { return Int64.max }
             let v: Int64
-            do { v = try FixedPoint.parseE8(text.replacing("_", with: "")) } catch { throw fail(key, error.reason) }
+            do { v = try FixedPoint.parseE8(text.replacing("_", with: "")) } catch { throw fail(key, error.description) }
             guard v > 0 else { throw fail(key, "\(text) must be positive (or \"none\" for no limit)") }
             return v
         }

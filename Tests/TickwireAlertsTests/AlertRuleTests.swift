@@ -38,7 +38,7 @@ import TickwireCore
         ([["rule": "stale_quote", "window_ms": "1"]],
          "alerts[0] (rule 'stale_quote'), key 'subjects': missing; stale_quote needs it (docs/ALERTS.md)"),
         ([["rule": "volume_spike", "subjects": "MD.>", "bucket_ms": "10", "factor": "1e3"]],
-         "alerts[0] (rule 'volume_spike'), key 'factor': 'e' is not a digit"),
+         "alerts[0] (rule 'volume_spike'), key 'factor': invalid number '1e3': 'e' is not a digit"),
         ([["rule": "volume_spike", "subjects": "MD.>", "bucket_ms": "10", "factor": "0.5"]],
          "alerts[0] (rule 'volume_spike'), key 'factor': 0.5 is out of range; it must be between 1 and 1000000"),
         ([["rule": "volume_spike", "subjects": "MD.>", "bucket_ms": "10", "factor": "2", "min_buckets": "9", "lookback_buckets": "8"]],
