@@ -64,7 +64,9 @@ public final class AlertEngine: @unchecked Sendable {
 
     /// One rule applied to one subject: where its state is and which alert subjects it raises.
     struct Binding {
-        var rule: Int32
+        /// Which rule kind, so the per-event switch never touches `rules` (and its patterns' Strings).
+        enum Kind: UInt8 { case priceJump, crossedMarket, volumeSpike, staleQuote, tradeOutsideQuote }
+        var kind: Kind
         var state: Int32
         var alertSubject: SubjectID
         /// The LOCKED subject of a crossed-market rule.
@@ -143,7 +145,7 @@ public final class AlertEngine: @unchecked Sendable {
         let end = b + Int(slot.bindingCount)
         while b < end {
             let state = Int(bindings[b].state)
-            switch rules[Int(bindings[b].rule)].kind {
+            switch bindings[b].kind {
             case .priceJump: priceJump(b, state, event, emit)
             case .crossedMarket: crossedMarket(b, state, event, emit)
             case .volumeSpike: volumeSpike(b, state, event, emit)
@@ -303,25 +305,27 @@ public final class AlertEngine: @unchecked Sendable {
         }
         func alertSubject(_ code: AlertCode) -> SubjectID { subjects.intern(text: "ALERT.\(code.name).\(symbol)") }
 
-        for (r, rule) in rules.enumerated() {
+        for rule in rules {
             if case .tradeOutsideQuote = rule.kind, kind == .quote, rule.subjects.matches(subjectText: siblingTrade) {
                 slot.tracksQuote = true
                 slot.instrument = instrument()
                 slot.status = Slot.bound
             }
             guard rule.kind.reads == kind, rule.subjects.matches(subjectText: text) else { continue }
-            var binding = Binding(rule: Int32(r), state: 0, alertSubject: 0, cooldown: rule.cooldownNanos)
+            var binding = Binding(kind: .priceJump, state: 0, alertSubject: 0, cooldown: rule.cooldownNanos)
             switch rule.kind {
             case let .priceJump(bps, window):
                 binding.state = Int32(jumps.count)
                 binding.alertSubject = alertSubject(.priceJump)
                 jumps.append(JumpState(bps: bps, window: window))
             case let .crossedMarket(alertOnLocked):
+                binding.kind = .crossedMarket
                 binding.state = Int32(crosses.count)
                 binding.alertSubject = alertSubject(.crossed)
                 binding.alertSubject2 = alertSubject(.locked)
                 crosses.append(CrossState(alertOnLocked: alertOnLocked))
             case let .volumeSpike(bucketNanos, factorE8, minBuckets, lookback):
+                binding.kind = .volumeSpike
                 binding.state = Int32(volumes.count)
                 binding.alertSubject = alertSubject(.volumeSpike)
                 let history = UnsafeMutablePointer<Int64>.allocate(capacity: lookback)
@@ -329,10 +333,12 @@ public final class AlertEngine: @unchecked Sendable {
                 volumes.append(VolumeState(bucketNanos: bucketNanos, factorE8: factorE8, minBuckets: minBuckets,
                                            lookback: lookback, history: history))
             case let .staleQuote(window):
+                binding.kind = .staleQuote
                 binding.state = Int32(stales.count)
                 binding.alertSubject = alertSubject(.staleQuote)
                 stales.append(StaleState(window: window, binding: Int32(bindings.count)))
             case let .tradeOutsideQuote(tolerance):
+                binding.kind = .tradeOutsideQuote
                 binding.state = Int32(outsides.count)
                 binding.alertSubject = alertSubject(.tradeOutsideQuote)
                 slot.instrument = instrument()
