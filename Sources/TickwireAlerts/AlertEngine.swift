@@ -44,9 +44,38 @@ final class CounterBlock: @unchecked Sendable {
 /// observed value, `c` the threshold it crossed and `d` a reference (their units per rule in docs/ALERTS.md),
 /// the event and known times of the event that triggered it, and its `source`.
 public final class AlertEngine: @unchecked Sendable {
-    public let rules: [AlertRule]
-    public let subjects: SubjectTable
     public let counters = AlertCounters()
+    /// All mutable state lives in one struct so that a call to `process` makes one dynamic exclusivity check on
+    /// the class's storage, not one per array touched (measured: 235 ns per event with the arrays as class
+    /// properties; see BENCHMARKS.md).
+    var machine: Machine
+
+    public var rules: [AlertRule] { machine.rules }
+    public var subjects: SubjectTable { machine.subjects }
+
+    /// - Parameters:
+    ///   - rules: the rules to run, in the order their alerts are emitted for one event.
+    ///   - subjects: the table events' subject ids point into; alert subjects are interned in it.
+    public init(rules: [AlertRule], subjects: SubjectTable) {
+        machine = Machine(rules: rules, subjects: subjects, counters: counters)
+    }
+
+    deinit { machine.deallocate() }
+
+    /// Runs every rule that applies to `event`'s subject; calls `emit` with each alert raised, in rule order.
+    /// - Complexity: O(rules bound to the subject), amortised O(1) for a price-jump window.
+    public func process(_ event: Event, emit: (Event) -> Void) { machine.process(event, emit: emit) }
+
+    /// Runs the rules over a batch of events (a run of ring slots), in order, with one exclusivity check on the
+    /// engine's state for the whole batch.
+    public func process(_ events: UnsafeBufferPointer<Event>, emit: (Event) -> Void) {
+        machine.process(batch: events, emit: emit)
+    }
+
+    /// Checks the time-based rules (stale quotes) against `now`, a known-time clock (normally `Nanos.now()`);
+    /// call it every few hundred milliseconds from the engine's thread.
+    /// - Complexity: O(subjects under a stale-quote rule).
+    public func tick(now: Nanos, emit: (Event) -> Void) { machine.tick(now: now, emit: emit) }
 
     /// What the engine knows of one subject, by `SubjectID`.
     struct Slot {
@@ -104,251 +133,252 @@ public final class AlertEngine: @unchecked Sendable {
         var armed = false
     }
 
-    var slots: [Slot] = []
-    var bindings: [Binding] = []
-    var quotes: [TopOfBook] = []
-    var instruments: [String: Int32] = [:]
-    var jumps: [JumpState] = []
-    var crosses: [CrossState] = []
-    var volumes: [VolumeState] = []
-    var stales: [StaleState] = []
-    var outsides: [Int64] = []   // tolerance in bps, per binding state
+    /// The engine's state and rules: every array the per-event path touches.
+    struct Machine {
+        let rules: [AlertRule]
+        let subjects: SubjectTable
+        let counters: AlertCounters
+        var slots: [Slot] = []
+        var bindings: [Binding] = []
+        var quotes: [TopOfBook] = []
+        var instruments: [String: Int32] = [:]
+        var jumps: [JumpState] = []
+        var crosses: [CrossState] = []
+        var volumes: [VolumeState] = []
+        var stales: [StaleState] = []
+        var outsides: [Int64] = []   // tolerance in bps, per binding state
 
-    /// - Parameters:
-    ///   - rules: the rules to run, in the order their alerts are emitted for one event.
-    ///   - subjects: the table events' subject ids point into; alert subjects are interned in it.
-    public init(rules: [AlertRule], subjects: SubjectTable) {
-        self.rules = rules
-        self.subjects = subjects
-        slots.reserveCapacity(1024)
-    }
+        init(rules: [AlertRule], subjects: SubjectTable, counters: AlertCounters) {
+            self.rules = rules
+            self.subjects = subjects
+            self.counters = counters
+            slots.reserveCapacity(1024)
+        }
 
-    deinit {
-        for j in jumps { j.mins.deallocate(); j.maxs.deallocate() }
-        for v in volumes { v.history.deallocate() }
-    }
+        func deallocate() {
+            for j in jumps { j.mins.deallocate(); j.maxs.deallocate() }
+            for v in volumes { v.history.deallocate() }
+        }
 
-    // MARK: - The per-event path
+        // MARK: - The per-event path
 
-    /// Runs every rule that applies to `event`'s subject; calls `emit` with each alert raised, in rule order.
-    /// - Complexity: O(rules bound to the subject), amortised O(1) for a price-jump window.
-    @inline(__always)
-    public func process(_ event: Event, emit: (Event) -> Void) {
-        let id = Int(event.subjectID)
-        if id >= slots.count || slots[id].status == Slot.unseen { bind(event.subjectID) }
-        let slot = slots[id]
-        guard slot.status == Slot.bound, slot.kind == event.kind else { return }
-        if slot.kind == .quote {
+        @inline(__always)
+        mutating func process(_ event: Event, emit: (Event) -> Void) {
+            let id = Int(event.subjectID)
+            if id >= slots.count || slots[id].status == Slot.unseen { bind(event.subjectID) }
+            let slot = slots[id]
+            guard slot.status == Slot.bound, slot.kind == event.kind else { return }
             if slot.tracksQuote { updateTopOfBook(Int(slot.instrument), event) }
-        }
-        var b = Int(slot.firstBinding)
-        let end = b + Int(slot.bindingCount)
-        while b < end {
-            let state = Int(bindings[b].state)
-            switch bindings[b].kind {
-            case .priceJump: priceJump(b, state, event, emit)
-            case .crossedMarket: crossedMarket(b, state, event, emit)
-            case .volumeSpike: volumeSpike(b, state, event, emit)
-            case .staleQuote: stales[state].quoted(event)
-            case .tradeOutsideQuote: tradeOutsideQuote(b, Int(slot.instrument), outsides[state], event, emit)
+            var b = Int(slot.firstBinding)
+            let end = b + Int(slot.bindingCount)
+            while b < end {
+                let state = Int(bindings[b].state)
+                switch bindings[b].kind {
+                case .priceJump: priceJump(b, state, event, emit)
+                case .crossedMarket: crossedMarket(b, state, event, emit)
+                case .volumeSpike: volumeSpike(b, state, event, emit)
+                case .staleQuote: stales[state].quoted(event)
+                case .tradeOutsideQuote: tradeOutsideQuote(b, Int(slot.instrument), outsides[state], event, emit)
+                }
+                b += 1
             }
-            b += 1
         }
-    }
 
-    /// Checks the time-based rules (stale quotes) against `now`, a known-time clock (normally `Nanos.now()`);
-    /// call it every few hundred milliseconds from the engine's thread.
-    /// - Complexity: O(subjects under a stale-quote rule).
-    public func tick(now: Nanos, emit: (Event) -> Void) {
-        let t = now.rawValue
-        for i in stales.indices where stales[i].armed {
-            let age = t &- stales[i].lastKnown
-            guard age > stales[i].window else { continue }
-            stales[i].armed = false
-            // Ages and windows in milliseconds, e8: 1.5 s stale reads 1500.
-            fire(Int(stales[i].binding), second: false, code: .staleQuote,
-                 value: age &* (FixedPoint.scale / AlertRule.nanosPerMilli),
-                 threshold: stales[i].window &* (FixedPoint.scale / AlertRule.nanosPerMilli),
-                 reference: stales[i].lastEvent, source: stales[i].source, eventTime: t, knownTime: t, emit)
+        mutating func process(batch: UnsafeBufferPointer<Event>, emit: (Event) -> Void) {
+            for e in batch { process(e, emit: emit) }
         }
-    }
 
-    @inline(__always)
-    func fire(_ b: Int, second: Bool, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
-              source: UInt16, eventTime: Int64, knownTime: Int64, _ emit: (Event) -> Void) {
-        let last = second ? bindings[b].lastAlert2 : bindings[b].lastAlert
-        if last != Int64.min && eventTime &- last < bindings[b].cooldown {
-            counters.countSuppressed(code)
-            return
+        mutating func tick(now: Nanos, emit: (Event) -> Void) {
+            let t = now.rawValue
+            for i in stales.indices where stales[i].armed {
+                let age = t &- stales[i].lastKnown
+                guard age > stales[i].window else { continue }
+                stales[i].armed = false
+                // Ages and windows in milliseconds, e8: 1.5 s stale reads 1500.
+                fire(Int(stales[i].binding), second: false, code: .staleQuote,
+                     value: age &* (FixedPoint.scale / AlertRule.nanosPerMilli),
+                     threshold: stales[i].window &* (FixedPoint.scale / AlertRule.nanosPerMilli),
+                     reference: stales[i].lastEvent, source: stales[i].source, eventTime: t, knownTime: t, emit)
+            }
         }
-        if second { bindings[b].lastAlert2 = eventTime } else { bindings[b].lastAlert = eventTime }
-        counters.countFired(code)
-        emit(Event(subjectID: second ? bindings[b].alertSubject2 : bindings[b].alertSubject, kind: .alert,
-                   source: source, eventTime: Nanos(eventTime), knownTime: Nanos(knownTime),
-                   a: Int64(code.rawValue), b: value, c: threshold, d: reference))
-    }
 
-    @inline(__always)
-    func fire(_ b: Int, second: Bool = false, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
-              trigger e: Event, _ emit: (Event) -> Void) {
-        fire(b, second: second, code: code, value: value, threshold: threshold, reference: reference,
-             source: e.source, eventTime: e.eventTime.rawValue, knownTime: e.knownTime.rawValue, emit)
-    }
-
-    // MARK: - Rules
-
-    @inline(__always)
-    func priceJump(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
-        let p = e.a, t = e.eventTime.rawValue
-        guard p > 0 else { return }
-        let bps = Int128(jumps[s].bps), horizon = t &- jumps[s].window
-        jumps[s].mins.evict(before: horizon)
-        jumps[s].maxs.evict(before: horizon)
-        if let low = jumps[s].mins.frontPrice, Int128(p - low) * 10_000 >= bps * Int128(low) {
-            // The smallest price that would have fired: ceil(low × (1 + bps/10^4)).
-            let threshold = (Int128(low) * (10_000 + bps) + 9_999) / 10_000
-            fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: low, trigger: e, emit)
-        } else if let high = jumps[s].maxs.frontPrice, Int128(high - p) * 10_000 >= bps * Int128(high) {
-            let threshold = Int128(high) * (10_000 - bps) / 10_000
-            fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: high, trigger: e, emit)
+        @inline(__always)
+        mutating func fire(_ b: Int, second: Bool, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
+                  source: UInt16, eventTime: Int64, knownTime: Int64, _ emit: (Event) -> Void) {
+            let last = second ? bindings[b].lastAlert2 : bindings[b].lastAlert
+            if last != Int64.min && eventTime &- last < bindings[b].cooldown {
+                counters.countSuppressed(code)
+                return
+            }
+            if second { bindings[b].lastAlert2 = eventTime } else { bindings[b].lastAlert = eventTime }
+            counters.countFired(code)
+            emit(Event(subjectID: second ? bindings[b].alertSubject2 : bindings[b].alertSubject, kind: .alert,
+                       source: source, eventTime: Nanos(eventTime), knownTime: Nanos(knownTime),
+                       a: Int64(code.rawValue), b: value, c: threshold, d: reference))
         }
-        jumps[s].mins.pushMin(time: t, price: p)
-        jumps[s].maxs.pushMax(time: t, price: p)
-    }
 
-    @inline(__always)
-    func crossedMarket(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
-        let bid = e.a, bidSize = e.b, ask = e.c, askSize = e.d
-        let now: UInt8
-        if bid > 0 && ask > 0 && bidSize > 0 && askSize > 0 && bid >= ask {
-            now = bid > ask ? 2 : (crosses[s].alertOnLocked ? 1 : 0)
-        } else {
-            now = 0
+        @inline(__always)
+        mutating func fire(_ b: Int, second: Bool = false, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
+                  trigger e: Event, _ emit: (Event) -> Void) {
+            fire(b, second: second, code: code, value: value, threshold: threshold, reference: reference,
+                 source: e.source, eventTime: e.eventTime.rawValue, knownTime: e.knownTime.rawValue, emit)
         }
-        let before = crosses[s].state
-        crosses[s].state = now
-        guard now != 0 && now != before else { return }
-        fire(b, second: now == 1, code: now == 2 ? .crossed : .locked, value: bid, threshold: ask,
-             reference: bid &- ask, trigger: e, emit)
-    }
 
-    @inline(__always)
-    func volumeSpike(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
-        let size = e.b
-        guard size > 0 else { return }
-        let width = volumes[s].bucketNanos
-        let t = e.eventTime.rawValue
-        // Floor division, so buckets before 1970 still line up.
-        let bucket = t >= 0 ? t / width : (t &- width &+ 1) / width
-        if volumes[s].bucket == Int64.min {
-            volumes[s].bucket = bucket
-        } else if bucket > volumes[s].bucket {
-            volumes[s].closeBuckets(upTo: bucket)
+        // MARK: - Rules
+
+        @inline(__always)
+        mutating func priceJump(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
+            let p = e.a, t = e.eventTime.rawValue
+            guard p > 0 else { return }
+            let bps = Int128(jumps[s].bps), horizon = t &- jumps[s].window
+            jumps[s].mins.evict(before: horizon)
+            jumps[s].maxs.evict(before: horizon)
+            if let low = jumps[s].mins.frontPrice, Int128(p - low) * 10_000 >= bps * Int128(low) {
+                // The smallest price that would have fired: ceil(low × (1 + bps/10^4)).
+                let threshold = (Int128(low) * (10_000 + bps) + 9_999) / 10_000
+                fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: low, trigger: e, emit)
+            } else if let high = jumps[s].maxs.frontPrice, Int128(high - p) * 10_000 >= bps * Int128(high) {
+                let threshold = Int128(high) * (10_000 - bps) / 10_000
+                fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: high, trigger: e, emit)
+            }
+            jumps[s].mins.pushMin(time: t, price: p)
+            jumps[s].maxs.pushMax(time: t, price: p)
         }
-        // A trade late into an earlier bucket counts in the current one: the spike is about what arrives now.
-        volumes[s].volume &+= size
-        let v = volumes[s]
-        guard !v.firedThisBucket, v.count >= v.minBuckets, v.sum > 0 else { return }
-        // volume ≥ factor × sum / count, exactly: volume × count × 10^8 ≥ factorE8 × sum.
-        guard Int128(v.volume) * Int128(v.count) * Int128(FixedPoint.scale) >= Int128(v.factorE8) * Int128(v.sum) else { return }
-        volumes[s].firedThisBucket = true
-        let mean = v.sum / Int64(v.count)
-        let threshold = Int64(Int128(v.factorE8) * Int128(v.sum) / (Int128(v.count) * Int128(FixedPoint.scale)))
-        fire(b, code: .volumeSpike, value: v.volume, threshold: threshold, reference: mean, trigger: e, emit)
-    }
 
-    @inline(__always)
-    func updateTopOfBook(_ instrument: Int, _ e: Event) {
-        quotes[instrument].bid = e.b > 0 ? e.a : 0
-        quotes[instrument].ask = e.d > 0 ? e.c : 0
-    }
-
-    @inline(__always)
-    func tradeOutsideQuote(_ b: Int, _ instrument: Int, _ tolerance: Int64, _ e: Event, _ emit: (Event) -> Void) {
-        let p = e.a
-        guard p > 0 else { return }
-        let q = quotes[instrument], tol = Int128(tolerance)
-        if q.bid > 0 && Int128(p) * 10_000 < Int128(q.bid) * (10_000 - tol) {
-            let bound = Int128(q.bid) * (10_000 - tol) / 10_000
-            fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.bid, trigger: e, emit)
-        } else if q.ask > 0 && Int128(p) * 10_000 > Int128(q.ask) * (10_000 + tol) {
-            let bound = (Int128(q.ask) * (10_000 + tol) + 9_999) / 10_000
-            fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.ask, trigger: e, emit)
+        @inline(__always)
+        mutating func crossedMarket(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
+            let bid = e.a, bidSize = e.b, ask = e.c, askSize = e.d
+            let now: UInt8
+            if bid > 0 && ask > 0 && bidSize > 0 && askSize > 0 && bid >= ask {
+                now = bid > ask ? 2 : (crosses[s].alertOnLocked ? 1 : 0)
+            } else {
+                now = 0
+            }
+            let before = crosses[s].state
+            crosses[s].state = now
+            guard now != 0 && now != before else { return }
+            fire(b, second: now == 1, code: now == 2 ? .crossed : .locked, value: bid, threshold: ask,
+                 reference: bid &- ask, trigger: e, emit)
         }
-    }
 
-    // MARK: - First sight of a subject
-
-    /// Resolves, once per subject, which rules apply to it. Only `MD.<VENUE>.<SYMBOL>.<TRADE|QUOTE>` subjects
-    /// are bound: alerts never read alerts, so an `ALERT.>` subject fed back into the ring cannot loop.
-    func bind(_ id: SubjectID) {
-        let index = Int(id)
-        if index >= slots.count {
-            slots.append(contentsOf: repeatElement(Slot(), count: index + 1 - slots.count))
+        @inline(__always)
+        mutating func volumeSpike(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
+            let size = e.b
+            guard size > 0 else { return }
+            let width = volumes[s].bucketNanos
+            let t = e.eventTime.rawValue
+            // Floor division, so buckets before 1970 still line up.
+            let bucket = t >= 0 ? t / width : (t &- width &+ 1) / width
+            if volumes[s].bucket == Int64.min {
+                volumes[s].bucket = bucket
+            } else if bucket > volumes[s].bucket {
+                volumes[s].closeBuckets(upTo: bucket)
+            }
+            // A trade late into an earlier bucket counts in the current one: the spike is about what arrives now.
+            volumes[s].volume &+= size
+            let v = volumes[s]
+            guard !v.firedThisBucket, v.count >= v.minBuckets, v.sum > 0 else { return }
+            // volume ≥ factor × sum / count, exactly: volume × count × 10^8 ≥ factorE8 × sum.
+            guard Int128(v.volume) * Int128(v.count) * Int128(FixedPoint.scale) >= Int128(v.factorE8) * Int128(v.sum) else { return }
+            volumes[s].firedThisBucket = true
+            let mean = v.sum / Int64(v.count)
+            let threshold = Int64(Int128(v.factorE8) * Int128(v.sum) / (Int128(v.count) * Int128(FixedPoint.scale)))
+            fire(b, code: .volumeSpike, value: v.volume, threshold: threshold, reference: mean, trigger: e, emit)
         }
-        slots[index].status = Slot.ignored
-        let text = subjects.text(id)
-        let tokens = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard tokens.count == 4, tokens[0] == "MD", tokens[3] == "TRADE" || tokens[3] == "QUOTE" else { return }
-        let kind: EventKind = tokens[3] == "TRADE" ? .trade : .quote
-        let symbol = tokens[2]
-        let siblingTrade = "MD.\(tokens[1]).\(symbol).TRADE"
 
-        var slot = Slot(status: Slot.ignored, kind: kind, firstBinding: Int32(bindings.count))
-        func instrument() -> Int32 {
-            let key = "\(tokens[1]).\(symbol)"
-            if let i = instruments[key] { return i }
-            let i = Int32(quotes.count)
-            quotes.append(TopOfBook())
-            instruments[key] = i
-            return i
+        @inline(__always)
+        mutating func updateTopOfBook(_ instrument: Int, _ e: Event) {
+            quotes[instrument].bid = e.b > 0 ? e.a : 0
+            quotes[instrument].ask = e.d > 0 ? e.c : 0
         }
-        func alertSubject(_ code: AlertCode) -> SubjectID { subjects.intern(text: "ALERT.\(code.name).\(symbol)") }
 
-        for rule in rules {
-            if case .tradeOutsideQuote = rule.kind, kind == .quote, rule.subjects.matches(subjectText: siblingTrade) {
-                slot.tracksQuote = true
-                slot.instrument = instrument()
+        @inline(__always)
+        mutating func tradeOutsideQuote(_ b: Int, _ instrument: Int, _ tolerance: Int64, _ e: Event, _ emit: (Event) -> Void) {
+            let p = e.a
+            guard p > 0 else { return }
+            let q = quotes[instrument], tol = Int128(tolerance)
+            if q.bid > 0 && Int128(p) * 10_000 < Int128(q.bid) * (10_000 - tol) {
+                let bound = Int128(q.bid) * (10_000 - tol) / 10_000
+                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.bid, trigger: e, emit)
+            } else if q.ask > 0 && Int128(p) * 10_000 > Int128(q.ask) * (10_000 + tol) {
+                let bound = (Int128(q.ask) * (10_000 + tol) + 9_999) / 10_000
+                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.ask, trigger: e, emit)
+            }
+        }
+
+        // MARK: - First sight of a subject
+
+        /// Resolves, once per subject, which rules apply to it. Only `MD.<VENUE>.<SYMBOL>.<TRADE|QUOTE>` subjects
+        /// are bound: alerts never read alerts, so an `ALERT.>` subject fed back into the ring cannot loop.
+        mutating func bind(_ id: SubjectID) {
+            let index = Int(id)
+            if index >= slots.count {
+                slots.append(contentsOf: repeatElement(Slot(), count: index + 1 - slots.count))
+            }
+            slots[index].status = Slot.ignored
+            let text = subjects.text(id)
+            let tokens = text.split(separator: ".", omittingEmptySubsequences: false)
+            guard tokens.count == 4, tokens[0] == "MD", tokens[3] == "TRADE" || tokens[3] == "QUOTE" else { return }
+            let kind: EventKind = tokens[3] == "TRADE" ? .trade : .quote
+            let symbol = tokens[2]
+            let siblingTrade = "MD.\(tokens[1]).\(symbol).TRADE"
+
+            var slot = Slot(status: Slot.ignored, kind: kind, firstBinding: Int32(bindings.count))
+            func instrument() -> Int32 {
+                let key = "\(tokens[1]).\(symbol)"
+                if let i = instruments[key] { return i }
+                let i = Int32(quotes.count)
+                quotes.append(TopOfBook())
+                instruments[key] = i
+                return i
+            }
+            func alertSubject(_ code: AlertCode) -> SubjectID { subjects.intern(text: "ALERT.\(code.name).\(symbol)") }
+
+            for rule in rules {
+                if case .tradeOutsideQuote = rule.kind, kind == .quote, rule.subjects.matches(subjectText: siblingTrade) {
+                    slot.tracksQuote = true
+                    slot.instrument = instrument()
+                    slot.status = Slot.bound
+                }
+                guard rule.kind.reads == kind, rule.subjects.matches(subjectText: text) else { continue }
+                var binding = Binding(kind: .priceJump, state: 0, alertSubject: 0, cooldown: rule.cooldownNanos)
+                switch rule.kind {
+                case let .priceJump(bps, window):
+                    binding.state = Int32(jumps.count)
+                    binding.alertSubject = alertSubject(.priceJump)
+                    jumps.append(JumpState(bps: bps, window: window))
+                case let .crossedMarket(alertOnLocked):
+                    binding.kind = .crossedMarket
+                    binding.state = Int32(crosses.count)
+                    binding.alertSubject = alertSubject(.crossed)
+                    binding.alertSubject2 = alertSubject(.locked)
+                    crosses.append(CrossState(alertOnLocked: alertOnLocked))
+                case let .volumeSpike(bucketNanos, factorE8, minBuckets, lookback):
+                    binding.kind = .volumeSpike
+                    binding.state = Int32(volumes.count)
+                    binding.alertSubject = alertSubject(.volumeSpike)
+                    let history = UnsafeMutablePointer<Int64>.allocate(capacity: lookback)
+                    history.initialize(repeating: 0, count: lookback)
+                    volumes.append(VolumeState(bucketNanos: bucketNanos, factorE8: factorE8, minBuckets: minBuckets,
+                                               lookback: lookback, history: history))
+                case let .staleQuote(window):
+                    binding.kind = .staleQuote
+                    binding.state = Int32(stales.count)
+                    binding.alertSubject = alertSubject(.staleQuote)
+                    stales.append(StaleState(window: window, binding: Int32(bindings.count)))
+                case let .tradeOutsideQuote(tolerance):
+                    binding.kind = .tradeOutsideQuote
+                    binding.state = Int32(outsides.count)
+                    binding.alertSubject = alertSubject(.tradeOutsideQuote)
+                    slot.instrument = instrument()
+                    outsides.append(tolerance)
+                }
+                bindings.append(binding)
+                slot.bindingCount += 1
                 slot.status = Slot.bound
             }
-            guard rule.kind.reads == kind, rule.subjects.matches(subjectText: text) else { continue }
-            var binding = Binding(kind: .priceJump, state: 0, alertSubject: 0, cooldown: rule.cooldownNanos)
-            switch rule.kind {
-            case let .priceJump(bps, window):
-                binding.state = Int32(jumps.count)
-                binding.alertSubject = alertSubject(.priceJump)
-                jumps.append(JumpState(bps: bps, window: window))
-            case let .crossedMarket(alertOnLocked):
-                binding.kind = .crossedMarket
-                binding.state = Int32(crosses.count)
-                binding.alertSubject = alertSubject(.crossed)
-                binding.alertSubject2 = alertSubject(.locked)
-                crosses.append(CrossState(alertOnLocked: alertOnLocked))
-            case let .volumeSpike(bucketNanos, factorE8, minBuckets, lookback):
-                binding.kind = .volumeSpike
-                binding.state = Int32(volumes.count)
-                binding.alertSubject = alertSubject(.volumeSpike)
-                let history = UnsafeMutablePointer<Int64>.allocate(capacity: lookback)
-                history.initialize(repeating: 0, count: lookback)
-                volumes.append(VolumeState(bucketNanos: bucketNanos, factorE8: factorE8, minBuckets: minBuckets,
-                                           lookback: lookback, history: history))
-            case let .staleQuote(window):
-                binding.kind = .staleQuote
-                binding.state = Int32(stales.count)
-                binding.alertSubject = alertSubject(.staleQuote)
-                stales.append(StaleState(window: window, binding: Int32(bindings.count)))
-            case let .tradeOutsideQuote(tolerance):
-                binding.kind = .tradeOutsideQuote
-                binding.state = Int32(outsides.count)
-                binding.alertSubject = alertSubject(.tradeOutsideQuote)
-                slot.instrument = instrument()
-                outsides.append(tolerance)
-            }
-            bindings.append(binding)
-            slot.bindingCount += 1
-            slot.status = Slot.bound
+            slots[index] = slot
         }
-        slots[index] = slot
     }
 }
 

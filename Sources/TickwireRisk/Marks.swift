@@ -57,60 +57,63 @@ final class MarkBoard: @unchecked Sendable {
 /// calls `mark`. Per event it does an array lookup by `SubjectID` and one atomic
 /// store; the first event of a subject resolves its symbol (a String split and a locked dictionary lookup).
 public final class RiskMarker: @unchecked Sendable {
-    let board: MarkBoard
     public let subjects: SubjectTable
+    /// The mutable part in one struct: one dynamic exclusivity check per call instead of one per array access.
+    var slots: SlotCache
+
     /// Per `SubjectID`: -2 not yet seen, -1 not a mark (not MD TRADE/QUOTE, or the board is full), else the slot.
-    var slots: [Int32] = []
+    struct SlotCache {
+        let board: MarkBoard
+        let subjects: SubjectTable
+        var slots: [Int32] = []
+
+        @inline(__always)
+        mutating func mark(_ event: Event) {
+            let id = Int(event.subjectID)
+            if id >= slots.count || slots[id] == -2 { resolve(event.subjectID) }
+            let slot = slots[id]
+            guard slot >= 0 else { return }
+            switch event.kind {
+            case .trade:
+                if event.a > 0 { board.store(slot, event.a) }
+            case .quote:
+                // (bid + ask) / 2 without overflow; both positive.
+                if event.a > 0 && event.b > 0 && event.c > 0 && event.d > 0 {
+                    board.store(slot, event.a / 2 &+ event.c / 2 &+ (event.a & event.c & 1))
+                }
+            default:
+                return
+            }
+        }
+
+        mutating func mark(batch: UnsafeBufferPointer<Event>) {
+            for e in batch { mark(e) }
+        }
+
+        mutating func resolve(_ id: SubjectID) {
+            let index = Int(id)
+            if index >= slots.count { slots.append(contentsOf: repeatElement(-2, count: index + 1 - slots.count)) }
+            let tokens = subjects.text(id).split(separator: ".", omittingEmptySubsequences: false)
+            if tokens.count == 4, tokens[0] == "MD", tokens[3] == "TRADE" || tokens[3] == "QUOTE" {
+                slots[index] = board.slot(tokens[2])
+            } else {
+                slots[index] = -1
+            }
+        }
+    }
 
     init(board: MarkBoard, subjects: SubjectTable) {
-        self.board = board
         self.subjects = subjects
-        slots.reserveCapacity(1024)
+        slots = SlotCache(board: board, subjects: subjects)
+        slots.slots.reserveCapacity(1024)
     }
 
     /// Marks the symbol of an `MD.<VENUE>.<SYMBOL>.TRADE` event at its price, or of a QUOTE at its mid when both
     /// sides are present (price and size above zero); ignores every other event.
-    @inline(__always)
-    public func mark(_ event: Event) {
-        let id = Int(event.subjectID)
-        if id >= slots.count || slots[id] == -2 { resolve(event.subjectID) }
-        let slot = slots[id]
-        guard slot >= 0 else { return }
-        switch event.kind {
-        case .trade:
-            if event.a > 0 { board.store(slot, event.a) }
-        case .quote:
-            // (bid + ask) / 2 without overflow; both positive.
-            if event.a > 0 && event.b > 0 && event.c > 0 && event.d > 0 {
-                board.store(slot, event.a / 2 &+ event.c / 2 &+ (event.a & event.c & 1))
-            }
-        default:
-            return
-        }
-    }
+    public func mark(_ event: Event) { slots.mark(event) }
 
-    func resolve(_ id: SubjectID) {
-        let index = Int(id)
-        if index >= slots.count { slots.append(contentsOf: repeatElement(-2, count: index + 1 - slots.count)) }
-        let tokens = subjects.text(id).split(separator: ".", omittingEmptySubsequences: false)
-        if tokens.count == 4, tokens[0] == "MD", tokens[3] == "TRADE" || tokens[3] == "QUOTE" {
-            slots[index] = board.slot(tokens[2])
-        } else {
-            slots[index] = -1
-        }
+    /// Marks from a batch of events (a run of ring slots), with one exclusivity check for the batch.
+    public func mark(_ events: UnsafeBufferPointer<Event>) {
+        slots.mark(batch: events)
     }
-}
-
-/// A fixed block of counters, each written by one thread at a time and read from any.
-final class CounterBlock: @unchecked Sendable {
-    private let cells: UnsafeMutablePointer<Atomic<UInt64>>
-    let count: Int
-    init(count: Int) {
-        self.count = count
-        cells = .allocate(capacity: count)
-        for i in 0..<count { (cells + i).initialize(to: Atomic(0)) }
-    }
-    deinit { cells.deinitialize(count: count); cells.deallocate() }
-    @inline(__always) func add(_ i: Int) { cells[i].add(1, ordering: .relaxed) }
-    @inline(__always) func load(_ i: Int) -> UInt64 { cells[i].load(ordering: .relaxed) }
 }

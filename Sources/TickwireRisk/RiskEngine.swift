@@ -103,7 +103,6 @@ public final class RiskEngine: Sendable {
     public let config: RiskConfig
     let board: MarkBoard
     private let book = Mutex(Book())
-    private let rejectedCounts = CounterBlock(count: RiskLimit.allCases.count)
 
     struct Position {
         var quantity: Int64 = 0
@@ -116,6 +115,8 @@ public final class RiskEngine: Sendable {
 
     struct Book {
         var desks: [String: [String: Position]] = [:]
+        /// Rejections by limit, counted under the lock the check already holds.
+        var rejected: [RiskLimit: UInt64] = [:]
     }
 
     /// - Parameters:
@@ -143,7 +144,7 @@ public final class RiskEngine: Sendable {
 
     /// How many trades were rejected for `limit` (by `check` or `submit`) since start.
     public func rejected(_ limit: RiskLimit) -> UInt64 {
-        rejectedCounts.load(RiskLimit.allCases.firstIndex(of: limit)!)
+        book.withLock { $0.rejected[limit, default: 0] }
     }
 
     /// Marks whose symbol found no slot (more than `maxSymbols` symbols).
@@ -159,21 +160,24 @@ public final class RiskEngine: Sendable {
     }
 
     public func check(_ trade: RiskTrade) -> RiskRejection? {
-        let r = book.withLock { book in evaluate(trade, book) }
-        if let r { count(r) }
-        return r
+        book.withLock { book in
+            let r = evaluate(trade, book)
+            if let r { book.rejected[r.limit, default: 0] += 1 }
+            return r
+        }
     }
 
     /// Checks and, when every limit holds, applies the trade, under one lock: two trades checked back to back
     /// cannot both pass on the same headroom. The trade service calls this before journaling.
     public func submit(_ trade: RiskTrade) -> RiskRejection? {
-        let r = book.withLock { book -> RiskRejection? in
-            if let r = evaluate(trade, book) { return r }
+        book.withLock { book -> RiskRejection? in
+            if let r = evaluate(trade, book) {
+                book.rejected[r.limit, default: 0] += 1
+                return r
+            }
             apply(trade, to: &book)
             return nil
         }
-        if let r { count(r) }
-        return r
     }
 
     /// Applies a trade to positions, average cost and realized P&L, unchecked (a journaled trade was checked
@@ -183,13 +187,9 @@ public final class RiskEngine: Sendable {
     /// Forgets every position and applies `trades` in order: a restart replays the journal. Marks are kept.
     public func rebuild(from trades: some Sequence<RiskTrade>) {
         book.withLock { book in
-            book = Book()
+            book.desks = [:]
             for t in trades { apply(t, to: &book) }
         }
-    }
-
-    private func count(_ r: RiskRejection) {
-        rejectedCounts.add(RiskLimit.allCases.firstIndex(of: r.limit)!)
     }
 
     private func evaluate(_ t: RiskTrade, _ book: Book) -> RiskRejection? {

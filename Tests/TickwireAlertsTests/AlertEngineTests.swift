@@ -270,3 +270,23 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
         #expect(both.map { h.subject($0) } == ["ALERT.TRADE_OUTSIDE_QUOTE.AAPL", "ALERT.PRICE_JUMP.AAPL"])
     }
 }
+
+@Suite struct BatchTests {
+    @Test func aBatchRaisesWhatTheSameEventsOneByOneRaise() {
+        let rules = AlertRule.defaults
+        let one = Harness(rules), batch = Harness(rules)
+        var events: [Event] = []
+        for (i, p) in ["100", "100.5", "99", "101", "103"].enumerated() {
+            events.append(.quote(one.id("MD.XNAS.AAPL.QUOTE"), bid: try! Price(parsing: p), bidSize: Quantity(e8: 1),
+                                 ask: Price(e8: try! Price(parsing: p).e8 + 1_000_000), askSize: Quantity(e8: 1),
+                                 eventTime: Nanos(Int64(i) * 10 * ms), knownTime: Nanos(Int64(i) * 10 * ms)))
+            events.append(.trade(one.id("MD.XNAS.AAPL.TRADE"), price: try! Price(parsing: p), size: Quantity(e8: 100), side: .buy,
+                                 tradeID: UInt64(i), eventTime: Nanos(Int64(i) * 10 * ms + 1), knownTime: Nanos(Int64(i) * 10 * ms + 1)))
+        }
+        _ = batch.id("MD.XNAS.AAPL.QUOTE"); _ = batch.id("MD.XNAS.AAPL.TRADE")
+        for e in events { one.send(e) }
+        events.withUnsafeBufferPointer { run in batch.engine.process(run) { batch.alerts.append($0) } }
+        #expect(!one.alerts.isEmpty)
+        #expect(batch.alerts == one.alerts)
+    }
+}

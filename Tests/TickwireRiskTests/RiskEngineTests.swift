@@ -227,6 +227,19 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
         #expect(risk.markPrice(symbol: "MSFT") == nil)
     }
 
+    @Test func marksFromABatchOfEvents() {
+        let risk = engine()
+        let table = SubjectTable()
+        let marker = risk.makeMarker(subjects: table)
+        let events: [Event] = ["A", "B", "A"].enumerated().map { i, s in
+            .trade(table.intern(text: "MD.XNAS.\(s).TRADE"), price: Price(e8: Int64(i + 1)), size: q("1"), side: .buy, tradeID: 0,
+                   eventTime: .zero, knownTime: .zero)
+        }
+        events.withUnsafeBufferPointer { marker.mark($0) }
+        #expect(risk.markPrice(symbol: "A") == Price(e8: 3))
+        #expect(risk.markPrice(symbol: "B") == Price(e8: 2))
+    }
+
     @Test func marksBeyondCapacityAreDroppedAndCounted() {
         let risk = RiskEngine(maxSymbols: 2)
         for s in ["A", "B", "C"] { risk.mark(symbol: s, price: px("1")) }

@@ -46,26 +46,39 @@ struct Market {
 }
 
 /// The market replayed lap after lap, times moving on by the market's span each lap so that windows and
-/// buckets see time advance as on a live feed. One per benchmark.
+/// buckets see time advance as on a live feed. One per benchmark. Its cursor is a struct so that taking an
+/// event costs no dynamic exclusivity check (which a class's `var` would).
 final class Feed: @unchecked Sendable {
-    let events: [Event]
-    let span: Int64
-    var index = 0
-    var shift: Int64 = 0
+    struct Cursor {
+        let events: [Event]
+        let span: Int64
+        var index = 0
+        var shift: Int64 = 0
 
-    init(_ market: Market) {
-        events = market.events
-        span = events.last!.eventTime.rawValue - events.first!.eventTime.rawValue + 1_000
+        @inline(__always)
+        mutating func next() -> Event {
+            var e = events[index]
+            e.eventTime.rawValue &+= shift
+            e.knownTime.rawValue &+= shift
+            index += 1
+            if index == events.count { index = 0; shift &+= span }
+            return e
+        }
+
+        /// Copies the next `batch.count` events into `batch`, as a ring consumer finds a run of slots.
+        @inline(__always)
+        mutating func fill(_ batch: UnsafeMutableBufferPointer<Event>) {
+            for i in batch.indices { batch[i] = next() }
+        }
     }
 
-    @inline(__always)
-    func next() -> Event {
-        var e = events[index]
-        e.eventTime.rawValue &+= shift
-        e.knownTime.rawValue &+= shift
-        index += 1
-        if index == events.count { index = 0; shift &+= span }
-        return e
+    var cursor: Cursor
+    let batch = UnsafeMutableBufferPointer<Event>.allocate(capacity: 256)
+
+    init(_ market: Market) {
+        let events = market.events
+        cursor = Cursor(events: events, span: events.last!.eventTime.rawValue - events.first!.eventTime.rawValue + 1_000)
+        _ = batch.initialize(repeating: .empty)
     }
 }
 
@@ -79,7 +92,7 @@ let benchmarks: @Sendable () -> Void = {
     let bare = Feed(market)
     Benchmark("Alerts.baseline.bareLoop", configuration: config) { benchmark in
         var sum: Int64 = 0
-        for _ in benchmark.scaledIterations { sum &+= bare.next().a }
+        for _ in benchmark.scaledIterations { sum &+= bare.cursor.next().a }
         blackHole(sum)
     }
 
@@ -87,32 +100,60 @@ let benchmarks: @Sendable () -> Void = {
     let alertFeed = Feed(market)
     let engine = AlertEngine(rules: AlertRule.defaults, subjects: market.table)
     // Each engine sees one lap before it is measured, so every subject is bound and every window full.
-    for _ in market.events { engine.process(alertFeed.next()) { _ in } }
+    for _ in market.events { engine.process(alertFeed.cursor.next()) { _ in } }
     Benchmark("Alerts.allRules.perEvent", configuration: config) { benchmark in
         var alerts = 0
-        for _ in benchmark.scaledIterations { engine.process(alertFeed.next()) { _ in alerts += 1 } }
+        for _ in benchmark.scaledIterations { engine.process(alertFeed.cursor.next()) { _ in alerts += 1 } }
         blackHole(alerts)
     }
 
     // Risk marking on the market-data thread: a QUOTE mid or TRADE price into the symbol's atomic.
     let markFeed = Feed(market)
     let marker = RiskEngine().makeMarker(subjects: market.table)
-    for _ in market.events { marker.mark(markFeed.next()) }
+    for _ in market.events { marker.mark(markFeed.cursor.next()) }
     Benchmark("Risk.mark.perEvent", configuration: config) { benchmark in
-        for _ in benchmark.scaledIterations { marker.mark(markFeed.next()) }
+        for _ in benchmark.scaledIterations { marker.mark(markFeed.cursor.next()) }
     }
 
     // Alerts and marking together, as one consumer running both.
     let bothFeed = Feed(market)
     let engine2 = AlertEngine(rules: AlertRule.defaults, subjects: market.table)
     let marker2 = RiskEngine().makeMarker(subjects: market.table)
-    for _ in market.events { let e = bothFeed.next(); engine2.process(e) { _ in }; marker2.mark(e) }
+    for _ in market.events { let e = bothFeed.cursor.next(); engine2.process(e) { _ in }; marker2.mark(e) }
     Benchmark("Alerts.allRulesAndRiskMark.perEvent", configuration: config) { benchmark in
         var alerts = 0
         for _ in benchmark.scaledIterations {
-            let e = bothFeed.next()
+            let e = bothFeed.cursor.next()
             engine2.process(e) { _ in alerts += 1 }
             marker2.mark(e)
+        }
+        blackHole(alerts)
+    }
+
+    // The same three in batches of 256 events, as a ring consumer reads a run of slots: the baseline copies the
+    // run out of the feed and sums it; the others copy it and run the rules (and marks) over it.
+    let batchConfig = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .kilo,
+                                              maxDuration: .seconds(3), maxIterations: 20)
+    let bareBatch = Feed(market)
+    Benchmark("Alerts.baseline.bareLoop.batch256", configuration: batchConfig) { benchmark in
+        var sum: Int64 = 0
+        for _ in benchmark.scaledIterations {
+            bareBatch.cursor.fill(bareBatch.batch)
+            for e in bareBatch.batch { sum &+= e.a }
+        }
+        blackHole(sum)
+    }
+    let alertBatch = Feed(market)
+    let engine3 = AlertEngine(rules: AlertRule.defaults, subjects: market.table)
+    let marker3 = RiskEngine().makeMarker(subjects: market.table)
+    for _ in market.events { let e = alertBatch.cursor.next(); engine3.process(e) { _ in }; marker3.mark(e) }
+    Benchmark("Alerts.allRulesAndRiskMark.batch256", configuration: batchConfig) { benchmark in
+        var alerts = 0
+        for _ in benchmark.scaledIterations {
+            alertBatch.cursor.fill(alertBatch.batch)
+            let run = UnsafeBufferPointer(alertBatch.batch)
+            engine3.process(run) { _ in alerts += 1 }
+            marker3.mark(run)
         }
         blackHole(alerts)
     }
