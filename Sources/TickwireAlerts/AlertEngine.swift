@@ -420,62 +420,56 @@ extension AlertEngine.VolumeState {
 }
 
 /// A monotonic deque of (event time, price): the front is the window's minimum (or maximum), so the extreme
-/// of a sliding window costs amortised O(1) per trade. A ring buffer that doubles when full.
+/// of a sliding window costs amortised O(1) per trade. A ring buffer of interleaved pairs (one cache line holds
+/// four) that doubles when full.
 struct PriceWindow {
-    var times: UnsafeMutablePointer<Int64>
-    var prices: UnsafeMutablePointer<Int64>
+    struct Entry { var time: Int64; var price: Int64 }
+    var entries: UnsafeMutablePointer<Entry>
     var mask: Int
     var head = 0
     var count = 0
 
     init(capacity: Int = 16) {
         precondition(capacity > 0 && capacity & (capacity - 1) == 0)
-        times = .allocate(capacity: capacity)
-        prices = .allocate(capacity: capacity)
+        entries = .allocate(capacity: capacity)
         mask = capacity - 1
     }
 
-    func deallocate() { times.deallocate(); prices.deallocate() }
+    func deallocate() { entries.deallocate() }
 
-    var frontPrice: Int64? { count == 0 ? nil : prices[head] }
+    var frontPrice: Int64? { count == 0 ? nil : entries[head].price }
 
     @inline(__always)
     mutating func evict(before horizon: Int64) {
-        while count > 0 && times[head] < horizon { head = (head + 1) & mask; count -= 1 }
+        while count > 0 && entries[head].time < horizon { head = (head + 1) & mask; count -= 1 }
     }
 
     /// Appends, first dropping every entry at or above `price` (they can no longer be the minimum).
     @inline(__always)
     mutating func pushMin(time: Int64, price: Int64) {
-        while count > 0 && prices[(head + count - 1) & mask] >= price { count -= 1 }
-        append(time, price)
+        while count > 0 && entries[(head + count - 1) & mask].price >= price { count -= 1 }
+        append(Entry(time: time, price: price))
     }
 
     /// Appends, first dropping every entry at or below `price`.
     @inline(__always)
     mutating func pushMax(time: Int64, price: Int64) {
-        while count > 0 && prices[(head + count - 1) & mask] <= price { count -= 1 }
-        append(time, price)
+        while count > 0 && entries[(head + count - 1) & mask].price <= price { count -= 1 }
+        append(Entry(time: time, price: price))
     }
 
     @inline(__always)
-    mutating func append(_ time: Int64, _ price: Int64) {
+    mutating func append(_ entry: Entry) {
         if count > mask { grow() }
-        let i = (head + count) & mask
-        times[i] = time
-        prices[i] = price
+        entries[(head + count) & mask] = entry
         count += 1
     }
 
     mutating func grow() {
         let capacity = (mask + 1) * 2
-        let t = UnsafeMutablePointer<Int64>.allocate(capacity: capacity)
-        let p = UnsafeMutablePointer<Int64>.allocate(capacity: capacity)
-        for i in 0..<count {
-            t[i] = times[(head + i) & mask]
-            p[i] = prices[(head + i) & mask]
-        }
-        deallocate()
-        times = t; prices = p; mask = capacity - 1; head = 0
+        let bigger = UnsafeMutablePointer<Entry>.allocate(capacity: capacity)
+        for i in 0..<count { bigger[i] = entries[(head + i) & mask] }
+        entries.deallocate()
+        entries = bigger; mask = capacity - 1; head = 0
     }
 }

@@ -15,8 +15,8 @@ struct Market {
     let table = SubjectTable()
     var events: [Event] = []
 
-    init(count: Int) {
-        let symbols = 200, venues = ["XNAS", "ARCX"]
+    init(count: Int, symbols: Int = 200) {
+        let venues = ["XNAS", "ARCX"]
         var trades: [SubjectID] = [], quotes: [SubjectID] = []
         for s in 0..<symbols {
             for v in venues {
@@ -83,6 +83,8 @@ final class Feed: @unchecked Sendable {
 }
 
 let market = Market(count: 1 << 20)
+/// The same flow over 10 symbols (40 subjects): every rule's state stays in L1/L2, as for a feed's hot names.
+let hotMarket = Market(count: 1 << 20, symbols: 10)
 
 let benchmarks: @Sendable () -> Void = {
     let config = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .mega,
@@ -104,6 +106,22 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Alerts.allRules.perEvent", configuration: config) { benchmark in
         var alerts = 0
         for _ in benchmark.scaledIterations { engine.process(alertFeed.cursor.next()) { _ in alerts += 1 } }
+        blackHole(alerts)
+    }
+
+    // The hot set: the same pair over 40 subjects instead of 800.
+    let hotBare = Feed(hotMarket)
+    Benchmark("Alerts.baseline.bareLoop.hot40", configuration: config) { benchmark in
+        var sum: Int64 = 0
+        for _ in benchmark.scaledIterations { sum &+= hotBare.cursor.next().a }
+        blackHole(sum)
+    }
+    let hotFeed = Feed(hotMarket)
+    let hotEngine = AlertEngine(rules: AlertRule.defaults, subjects: hotMarket.table)
+    for _ in hotMarket.events { hotEngine.process(hotFeed.cursor.next()) { _ in } }
+    Benchmark("Alerts.allRules.perEvent.hot40", configuration: config) { benchmark in
+        var alerts = 0
+        for _ in benchmark.scaledIterations { hotEngine.process(hotFeed.cursor.next()) { _ in alerts += 1 } }
         blackHole(alerts)
     }
 
