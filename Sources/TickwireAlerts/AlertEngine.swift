@@ -116,6 +116,8 @@ public final class AlertEngine: @unchecked Sendable {
     struct VolumeState {
         var bucketNanos: Int64, factorE8: Int64, minBuckets: Int, lookback: Int
         var bucket: Int64 = Int64.min
+        /// The first event time past the current bucket.
+        var bucketEnd: Int64 = Int64.min
         var volume: Int64 = 0
         var firedThisBucket = false
         var history: UnsafeMutablePointer<Int64>
@@ -265,14 +267,18 @@ public final class AlertEngine: @unchecked Sendable {
         mutating func volumeSpike(_ b: Int, _ s: Int, _ e: Event, _ emit: (Event) -> Void) {
             let size = e.b
             guard size > 0 else { return }
-            let width = volumes[s].bucketNanos
             let t = e.eventTime.rawValue
-            // Floor division, so buckets before 1970 still line up.
-            let bucket = t >= 0 ? t / width : (t &- width &+ 1) / width
-            if volumes[s].bucket == Int64.min {
-                volumes[s].bucket = bucket
-            } else if bucket > volumes[s].bucket {
-                volumes[s].closeBuckets(upTo: bucket)
+            // Most trades fall in the current bucket: a compare, not a 64-bit division.
+            if t >= volumes[s].bucketEnd {
+                let width = volumes[s].bucketNanos
+                // Floor division, so buckets before 1970 still line up.
+                let bucket = t >= 0 ? t / width : (t &- width &+ 1) / width
+                if volumes[s].bucket == Int64.min {
+                    volumes[s].bucket = bucket
+                } else {
+                    volumes[s].closeBuckets(upTo: bucket)
+                }
+                volumes[s].bucketEnd = (bucket &+ 1) &* width
             }
             // A trade late into an earlier bucket counts in the current one: the spike is about what arrives now.
             volumes[s].volume &+= size

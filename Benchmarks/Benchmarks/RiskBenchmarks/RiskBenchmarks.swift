@@ -87,7 +87,7 @@ let market = Market(count: 1 << 20)
 let hotMarket = Market(count: 1 << 20, symbols: 10)
 
 let benchmarks: @Sendable () -> Void = {
-    let config = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .mega,
+    let config = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .mega,
                                          maxDuration: .seconds(3), maxIterations: 20)
 
     // The baseline: take every event from the feed once, as a consumer that does nothing with it would.
@@ -150,7 +150,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // The same three in batches of 256 events, as a ring consumer reads a run of slots: the baseline copies the
     // run out of the feed and sums it; the others copy it and run the rules (and marks) over it.
-    let batchConfig = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .kilo,
+    let batchConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .kilo,
                                               maxDuration: .seconds(3), maxIterations: 20)
     let bareBatch = Feed(market)
     Benchmark("Alerts.baseline.bareLoop.batch256", configuration: batchConfig) { benchmark in
@@ -178,7 +178,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // A pre-trade check per trade for a desk holding 50 symbols, against the marks of a live market, and a
     // check-and-apply (`submit`, what the trade service calls before journaling).
-    let tradeConfig = Benchmark.Configuration(metrics: [.wallClock, .throughput, .mallocCountTotal], scalingFactor: .kilo,
+    let tradeConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .kilo,
                                               maxDuration: .seconds(3), maxIterations: 50)
     func desk() -> (RiskEngine, [RiskTrade]) {
         let risk = RiskEngine(config: RiskConfig(default: .unlimited))
