@@ -78,11 +78,11 @@ public final class AlertEngine: @unchecked Sendable {
     public func tick(now: Nanos, emit: (Event) -> Void) { machine.tick(now: now, emit: emit) }
 
     /// What the engine knows of one subject, by `SubjectID`.
-    struct Slot {
+    struct Slot: BitwiseCopyable {
         static let unseen: UInt8 = 0, ignored: UInt8 = 1, bound: UInt8 = 2
         var status: UInt8 = Slot.unseen
-        /// The market-data kind of the subject (`.trade` or `.quote`).
-        var kind: EventKind = .gap
+        /// The market-data kind of the subject (`EventKind.trade` or `.quote`), raw.
+        var kind: UInt8 = 0
         /// Whether a `trade_outside_quote` rule needs this QUOTE subject's latest quote.
         var tracksQuote = false
         /// Index into `quotes` (venue and symbol), or -1.
@@ -92,7 +92,7 @@ public final class AlertEngine: @unchecked Sendable {
     }
 
     /// One rule applied to one subject: where its state is and which alert subjects it raises.
-    struct Binding {
+    struct Binding: BitwiseCopyable {
         /// Which rule kind, so the per-event switch never touches `rules` (and its patterns' Strings).
         enum Kind: UInt8 { case priceJump, crossedMarket, volumeSpike, staleQuote, tradeOutsideQuote }
         var kind: Kind
@@ -106,14 +106,14 @@ public final class AlertEngine: @unchecked Sendable {
     }
 
     /// The latest top of book of one venue and symbol; 0 for an absent side.
-    struct TopOfBook { var bid: Int64 = 0; var ask: Int64 = 0 }
+    struct TopOfBook: BitwiseCopyable { var bid: Int64 = 0; var ask: Int64 = 0 }
 
-    struct JumpState {
+    struct JumpState: BitwiseCopyable {
         var bps: Int64, window: Int64
         var mins = PriceWindow(), maxs = PriceWindow()
     }
-    struct CrossState { var state: UInt8 = 0 /* 0 normal, 1 locked, 2 crossed */; var alertOnLocked: Bool }
-    struct VolumeState {
+    struct CrossState: BitwiseCopyable { var state: UInt8 = 0 /* 0 normal, 1 locked, 2 crossed */; var alertOnLocked: Bool }
+    struct VolumeState: BitwiseCopyable {
         var bucketNanos: Int64, factorE8: Int64, minBuckets: Int, lookback: Int
         var bucket: Int64 = Int64.min
         /// The first event time past the current bucket.
@@ -124,7 +124,7 @@ public final class AlertEngine: @unchecked Sendable {
         var head = 0, count = 0
         var sum: Int64 = 0
     }
-    struct StaleState {
+    struct StaleState: BitwiseCopyable {
         var window: Int64
         var binding: Int32
         var lastKnown: Int64 = 0
@@ -140,26 +140,27 @@ public final class AlertEngine: @unchecked Sendable {
         let rules: [AlertRule]
         let subjects: SubjectTable
         let counters: AlertCounters
-        var slots: [Slot] = []
-        var bindings: [Binding] = []
-        var quotes: [TopOfBook] = []
+        var slots = FlatArray<Slot>(capacity: 1024)
+        var bindings = FlatArray<Binding>()
+        var quotes = FlatArray<TopOfBook>()
         var instruments: [String: Int32] = [:]
-        var jumps: [JumpState] = []
-        var crosses: [CrossState] = []
-        var volumes: [VolumeState] = []
-        var stales: [StaleState] = []
-        var outsides: [Int64] = []   // tolerance in bps, per binding state
+        var jumps = FlatArray<JumpState>()
+        var crosses = FlatArray<CrossState>()
+        var volumes = FlatArray<VolumeState>()
+        var stales = FlatArray<StaleState>()
+        var outsides = FlatArray<Int64>()   // tolerance in bps, per binding state
 
         init(rules: [AlertRule], subjects: SubjectTable, counters: AlertCounters) {
             self.rules = rules
             self.subjects = subjects
             self.counters = counters
-            slots.reserveCapacity(1024)
         }
 
         func deallocate() {
-            for j in jumps { j.mins.deallocate(); j.maxs.deallocate() }
-            for v in volumes { v.history.deallocate() }
+            for i in jumps.indices { jumps[i].mins.deallocate(); jumps[i].maxs.deallocate() }
+            for i in volumes.indices { volumes[i].history.deallocate() }
+            slots.deallocate(); bindings.deallocate(); quotes.deallocate(); jumps.deallocate()
+            crosses.deallocate(); volumes.deallocate(); stales.deallocate(); outsides.deallocate()
         }
 
         // MARK: - The per-event path
@@ -169,7 +170,7 @@ public final class AlertEngine: @unchecked Sendable {
             let id = Int(event.subjectID)
             if id >= slots.count || slots[id].status == Slot.unseen { bind(event.subjectID) }
             let slot = slots[id]
-            guard slot.status == Slot.bound, slot.kind == event.kind else { return }
+            guard slot.status == Slot.bound, slot.kind == event.kind.rawValue else { return }
             if slot.tracksQuote { updateTopOfBook(Int(slot.instrument), event) }
             var b = Int(slot.firstBinding)
             let end = b + Int(slot.bindingCount)
@@ -318,9 +319,7 @@ public final class AlertEngine: @unchecked Sendable {
         /// are bound: alerts never read alerts, so an `ALERT.>` subject fed back into the ring cannot loop.
         mutating func bind(_ id: SubjectID) {
             let index = Int(id)
-            if index >= slots.count {
-                slots.append(contentsOf: repeatElement(Slot(), count: index + 1 - slots.count))
-            }
+            if index >= slots.count { slots.extend(to: index + 1, with: Slot()) }
             slots[index].status = Slot.ignored
             let text = subjects.text(id)
             let tokens = text.split(separator: ".", omittingEmptySubsequences: false)
@@ -329,7 +328,7 @@ public final class AlertEngine: @unchecked Sendable {
             let symbol = tokens[2]
             let siblingTrade = "MD.\(tokens[1]).\(symbol).TRADE"
 
-            var slot = Slot(status: Slot.ignored, kind: kind, firstBinding: Int32(bindings.count))
+            var slot = Slot(status: Slot.ignored, kind: kind.rawValue, firstBinding: Int32(bindings.count))
             func instrument() -> Int32 {
                 let key = "\(tokens[1]).\(symbol)"
                 if let i = instruments[key] { return i }
@@ -428,8 +427,8 @@ extension AlertEngine.VolumeState {
 /// A monotonic deque of (event time, price): the front is the window's minimum (or maximum), so the extreme
 /// of a sliding window costs amortised O(1) per trade. A ring buffer of interleaved pairs (one cache line holds
 /// four) that doubles when full.
-struct PriceWindow {
-    struct Entry { var time: Int64; var price: Int64 }
+struct PriceWindow: BitwiseCopyable {
+    struct Entry: BitwiseCopyable { var time: Int64; var price: Int64 }
     var entries: UnsafeMutablePointer<Entry>
     var mask: Int
     var head = 0
