@@ -16,7 +16,7 @@ public final class AlertCounters: Sendable {
     @inline(__always) func countSuppressed(_ code: AlertCode) { suppressedCounts.add(Int(code.rawValue)) }
 }
 
-/// A fixed block of counters, each written by one thread at a time and read from any.
+/// A fixed block of counters, written by the engine's one thread and read from any.
 final class CounterBlock: @unchecked Sendable {
     private let cells: UnsafeMutablePointer<Atomic<UInt64>>
     let count: Int
@@ -26,7 +26,8 @@ final class CounterBlock: @unchecked Sendable {
         for i in 0..<count { (cells + i).initialize(to: Atomic(0)) }
     }
     deinit { cells.deinitialize(count: count); cells.deallocate() }
-    @inline(__always) func add(_ i: Int) { cells[i].add(1, ordering: .relaxed) }
+    /// One writer: a load and a store, not a locked read-modify-write.
+    @inline(__always) func add(_ i: Int) { cells[i].store(cells[i].load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
     @inline(__always) func load(_ i: Int) -> UInt64 { cells[i].load(ordering: .relaxed) }
 }
 
@@ -197,17 +198,19 @@ public final class AlertEngine: @unchecked Sendable {
                 let age = t &- stales[i].lastKnown
                 guard age > stales[i].window else { continue }
                 stales[i].armed = false
+                let stale = stales[i]
                 // Ages and windows in milliseconds, e8: 1.5 s stale reads 1500.
-                fire(Int(stales[i].binding), second: false, code: .staleQuote,
+                fire(Int(stale.binding), second: false, code: .staleQuote,
                      value: age &* (FixedPoint.scale / AlertRule.nanosPerMilli),
-                     threshold: stales[i].window &* (FixedPoint.scale / AlertRule.nanosPerMilli),
-                     reference: stales[i].lastEvent, source: stales[i].source, eventTime: t, knownTime: t, emit)
+                     threshold: stale.window &* (FixedPoint.scale / AlertRule.nanosPerMilli),
+                     reference: stale.lastEvent, source: stale.source, eventTime: t, knownTime: t, emit)
             }
         }
 
         @inline(__always)
-        mutating func fire(_ b: Int, second: Bool, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
-                  source: UInt16, eventTime: Int64, knownTime: Int64, _ emit: (Event) -> Void) {
+        /// Emits an alert unless the binding's cooldown holds it back; `threshold` is computed only when emitted.
+        mutating func fire(_ b: Int, second: Bool, code: AlertCode, value: Int64, threshold: @autoclosure () -> Int64,
+                  reference: Int64, source: UInt16, eventTime: Int64, knownTime: Int64, _ emit: (Event) -> Void) {
             let last = second ? bindings[b].lastAlert2 : bindings[b].lastAlert
             if last != Int64.min && eventTime &- last < bindings[b].cooldown {
                 counters.countSuppressed(code)
@@ -217,13 +220,13 @@ public final class AlertEngine: @unchecked Sendable {
             counters.countFired(code)
             emit(Event(subjectID: second ? bindings[b].alertSubject2 : bindings[b].alertSubject, kind: .alert,
                        source: source, eventTime: Nanos(eventTime), knownTime: Nanos(knownTime),
-                       a: Int64(code.rawValue), b: value, c: threshold, d: reference))
+                       a: Int64(code.rawValue), b: value, c: threshold(), d: reference))
         }
 
         @inline(__always)
-        mutating func fire(_ b: Int, second: Bool = false, code: AlertCode, value: Int64, threshold: Int64, reference: Int64,
-                  trigger e: Event, _ emit: (Event) -> Void) {
-            fire(b, second: second, code: code, value: value, threshold: threshold, reference: reference,
+        mutating func fire(_ b: Int, second: Bool = false, code: AlertCode, value: Int64, threshold: @autoclosure () -> Int64,
+                  reference: Int64, trigger e: Event, _ emit: (Event) -> Void) {
+            fire(b, second: second, code: code, value: value, threshold: threshold(), reference: reference,
                  source: e.source, eventTime: e.eventTime.rawValue, knownTime: e.knownTime.rawValue, emit)
         }
 
@@ -238,11 +241,11 @@ public final class AlertEngine: @unchecked Sendable {
             jumps[s].maxs.evict(before: horizon)
             if let low = jumps[s].mins.frontPrice, Int128(p - low) * 10_000 >= bps * Int128(low) {
                 // The smallest price that would have fired: ceil(low × (1 + bps/10^4)).
-                let threshold = (Int128(low) * (10_000 + bps) + 9_999) / 10_000
-                fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: low, trigger: e, emit)
+                fire(b, code: .priceJump, value: p, threshold: Int64((Int128(low) * (10_000 + bps) + 9_999) / 10_000),
+                     reference: low, trigger: e, emit)
             } else if let high = jumps[s].maxs.frontPrice, Int128(high - p) * 10_000 >= bps * Int128(high) {
-                let threshold = Int128(high) * (10_000 - bps) / 10_000
-                fire(b, code: .priceJump, value: p, threshold: Int64(threshold), reference: high, trigger: e, emit)
+                fire(b, code: .priceJump, value: p, threshold: Int64(Int128(high) * (10_000 - bps) / 10_000),
+                     reference: high, trigger: e, emit)
             }
             jumps[s].mins.pushMin(time: t, price: p)
             jumps[s].maxs.pushMax(time: t, price: p)
@@ -305,11 +308,11 @@ public final class AlertEngine: @unchecked Sendable {
             guard p > 0 else { return }
             let q = quotes[instrument], tol = Int128(tolerance)
             if q.bid > 0 && Int128(p) * 10_000 < Int128(q.bid) * (10_000 - tol) {
-                let bound = Int128(q.bid) * (10_000 - tol) / 10_000
-                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.bid, trigger: e, emit)
+                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(Int128(q.bid) * (10_000 - tol) / 10_000),
+                     reference: q.bid, trigger: e, emit)
             } else if q.ask > 0 && Int128(p) * 10_000 > Int128(q.ask) * (10_000 + tol) {
-                let bound = (Int128(q.ask) * (10_000 + tol) + 9_999) / 10_000
-                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64(bound), reference: q.ask, trigger: e, emit)
+                fire(b, code: .tradeOutsideQuote, value: p, threshold: Int64((Int128(q.ask) * (10_000 + tol) + 9_999) / 10_000),
+                     reference: q.ask, trigger: e, emit)
             }
         }
 
