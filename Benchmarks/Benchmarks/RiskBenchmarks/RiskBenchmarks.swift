@@ -78,7 +78,7 @@ final class Feed: @unchecked Sendable {
     init(_ market: Market) {
         let events = market.events
         cursor = Cursor(events: events, span: events.last!.eventTime.rawValue - events.first!.eventTime.rawValue + 1_000)
-        _ = batch.initialize(repeating: .empty)
+        batch.initialize(repeating: .empty)
     }
 }
 
@@ -87,43 +87,31 @@ let market = Market(count: 1 << 20)
 let hotMarket = Market(count: 1 << 20, symbols: 10)
 
 let benchmarks: @Sendable () -> Void = {
-    let config = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .mega,
+    let config = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .throughput, .mallocCountTotal], scalingFactor: .mega,
                                          maxDuration: .seconds(3), maxIterations: 20)
 
-    // The baseline: take every event from the feed once, as a consumer that does nothing with it would.
-    let bare = Feed(market)
-    Benchmark("Alerts.baseline.bareLoop", configuration: config) { benchmark in
-        var sum: Int64 = 0
-        for _ in benchmark.scaledIterations { sum &+= bare.cursor.next().a }
-        blackHole(sum)
+    // The baseline, then every rule on every subject (the embedded defaults, cooldowns and all) over the same
+    // events: over 800 subjects, and over the hot set of 40.
+    func bareLoopAndAllRules(_ market: Market, suffix: String) {
+        // The baseline: take every event from the feed once, as a consumer that does nothing with it would.
+        let bare = Feed(market)
+        Benchmark("Alerts.baseline.bareLoop\(suffix)", configuration: config) { benchmark in
+            var sum: Int64 = 0
+            for _ in benchmark.scaledIterations { sum &+= bare.cursor.next().a }
+            blackHole(sum)
+        }
+        let feed = Feed(market)
+        let engine = AlertEngine(rules: AlertRule.defaults, subjects: market.table)
+        // Each engine sees one lap before it is measured, so every subject is bound and every window full.
+        for _ in market.events { engine.process(feed.cursor.next()) { _ in } }
+        Benchmark("Alerts.allRules.perEvent\(suffix)", configuration: config) { benchmark in
+            var alerts = 0
+            for _ in benchmark.scaledIterations { engine.process(feed.cursor.next()) { _ in alerts += 1 } }
+            blackHole(alerts)
+        }
     }
-
-    // Every rule on every subject (the embedded defaults, cooldowns and all), over the same events.
-    let alertFeed = Feed(market)
-    let engine = AlertEngine(rules: AlertRule.defaults, subjects: market.table)
-    // Each engine sees one lap before it is measured, so every subject is bound and every window full.
-    for _ in market.events { engine.process(alertFeed.cursor.next()) { _ in } }
-    Benchmark("Alerts.allRules.perEvent", configuration: config) { benchmark in
-        var alerts = 0
-        for _ in benchmark.scaledIterations { engine.process(alertFeed.cursor.next()) { _ in alerts += 1 } }
-        blackHole(alerts)
-    }
-
-    // The hot set: the same pair over 40 subjects instead of 800.
-    let hotBare = Feed(hotMarket)
-    Benchmark("Alerts.baseline.bareLoop.hot40", configuration: config) { benchmark in
-        var sum: Int64 = 0
-        for _ in benchmark.scaledIterations { sum &+= hotBare.cursor.next().a }
-        blackHole(sum)
-    }
-    let hotFeed = Feed(hotMarket)
-    let hotEngine = AlertEngine(rules: AlertRule.defaults, subjects: hotMarket.table)
-    for _ in hotMarket.events { hotEngine.process(hotFeed.cursor.next()) { _ in } }
-    Benchmark("Alerts.allRules.perEvent.hot40", configuration: config) { benchmark in
-        var alerts = 0
-        for _ in benchmark.scaledIterations { hotEngine.process(hotFeed.cursor.next()) { _ in alerts += 1 } }
-        blackHole(alerts)
-    }
+    bareLoopAndAllRules(market, suffix: "")
+    bareLoopAndAllRules(hotMarket, suffix: ".hot40")
 
     // Risk marking on the market-data thread: a QUOTE mid or TRADE price into the symbol's atomic.
     let markFeed = Feed(market)
@@ -150,7 +138,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // The same three in batches of 256 events, as a ring consumer reads a run of slots: the baseline copies the
     // run out of the feed and sums it; the others copy it and run the rules (and marks) over it.
-    let batchConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .kilo,
+    let batchConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .throughput, .mallocCountTotal], scalingFactor: .kilo,
                                               maxDuration: .seconds(3), maxIterations: 20)
     let bareBatch = Feed(market)
     Benchmark("Alerts.baseline.bareLoop.batch256", configuration: batchConfig) { benchmark in
@@ -178,7 +166,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // A pre-trade check per trade for a desk holding 50 symbols, against the marks of a live market, and a
     // check-and-apply (`submit`, what the trade service calls before journaling).
-    let tradeConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .instructions, .throughput, .mallocCountTotal], scalingFactor: .kilo,
+    let tradeConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .throughput, .mallocCountTotal], scalingFactor: .kilo,
                                               maxDuration: .seconds(3), maxIterations: 50)
     func desk() -> (RiskEngine, [RiskTrade]) {
         let risk = RiskEngine(config: RiskConfig(default: .unlimited))
