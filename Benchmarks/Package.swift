@@ -54,5 +54,16 @@ let package = Package(
             path: "Benchmarks/StoreBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
+        .executableTarget(
+            name: "RiskBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireAlerts", package: "tickwire"),
+                .product(name: "TickwireRisk", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/RiskBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
     ]
 )
