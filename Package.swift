@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "TickwireRisk", dependencies: ["TickwireCore"]),
         .target(name: "TickwireDaemon", dependencies: [
             "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
-            "TickwireStore", "TickwireClient", "CTickwireSys",
+            "TickwireStore", "TickwireClient", "TickwireAlerts", "TickwireRisk", "CTickwireSys",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),

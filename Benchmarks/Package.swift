@@ -8,7 +8,8 @@ let package = Package(
     name: "tickwire-benchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
-        .package(path: ".."),
+        // The name pins the identity, whatever the clone's directory is called.
+        .package(name: "tickwire", path: ".."),
         .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
