@@ -37,8 +37,9 @@ enum ITCHBench {
             let ceiling = best { sink &+= ITCHBenchSupport.byteSum(buf); return input.count / 8 }   // words/s, converted below
             let decode = best { let r = ITCHBenchSupport.decodeInPlace(buf); sink &+= r.checksum; messages = r.messages; return r.messages }
             let bodies = best { let r = ITCHBenchSupport.decodeBodies(buf); sink &+= r.checksum; return r.messages }
+            let normalizer = ITCHNormalizer(sink: CountingSink(), clock: EasternClock(date: date), expectedLiveOrders: resetEvery)
             let books = best {
-                let normalizer = ITCHNormalizer(sink: CountingSink(), clock: EasternClock(date: date), expectedLiveOrders: resetEvery)
+                normalizer.books.reset()
                 return ITCHBenchSupport.decodeAndBuildBooks(buf, normalizer: normalizer, resetEvery: resetEvery)
             }
             return (ceiling, decode, bodies, books)

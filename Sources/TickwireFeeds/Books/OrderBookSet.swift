@@ -6,7 +6,8 @@
 /// refers to orders added before it, and the caller counts those.
 public final class OrderBookSet {
     public let orders: OrderTable
-    public var books: [Book]
+    /// Unchecked exclusivity: one thread owns the books (see `OrderTable`).
+    @exclusivity(unchecked) public var books: [Book]
     public init(expectedLiveOrders: Int = 1 << 16) {
         orders = OrderTable(expectedLive: expectedLiveOrders)
         books = Array(repeating: Book(), count: 1 << 16)

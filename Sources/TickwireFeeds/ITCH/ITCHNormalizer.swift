@@ -54,13 +54,14 @@ public final class ITCHNormalizer {
 
     public let books: OrderBookSet
     public let clock: EasternClock
-    public var counts = ITCHCounts()
+    /// Unchecked exclusivity on the hot state: the normalizer runs on its source's thread only.
+    @exclusivity(unchecked) public var counts = ITCHCounts()
     let sink: EventSink
     let subjects: SubjectTable
     /// Raw 8-byte symbol by stock locate; 0 while unknown.
-    var symbols: [UInt64]
+    @exclusivity(unchecked) var symbols: [UInt64]
     /// Interned subjects by locate: quote, trade, status, bust. `noSubject` until first needed.
-    var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
+    @exclusivity(unchecked) var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
     static let noSubject = SubjectID.max
     let feedStatus: SubjectID
     /// Publish QUOTE events (off for decode-only measurements of the book).
