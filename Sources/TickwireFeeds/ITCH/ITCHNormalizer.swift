@@ -64,8 +64,6 @@ public final class ITCHNormalizer {
     @exclusivity(unchecked) var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
     static let noSubject = SubjectID.max
     let feedStatus: SubjectID
-    /// Publish QUOTE events (off for decode-only measurements of the book).
-    public var emitQuotes = true
 
     public init(sink: EventSink, clock: EasternClock, expectedLiveOrders: Int = 1 << 16) {
         self.sink = sink
@@ -82,13 +80,6 @@ public final class ITCHNormalizer {
     public func symbol(locate: UInt16) -> String? {
         let raw = symbols[Int(locate)]
         return raw == 0 ? nil : ITCHStock(raw: raw).text
-    }
-
-    /// Forgets books and symbols (for replaying the same input again).
-    public func reset() {
-        books.reset()
-        for i in symbols.indices { symbols[i] = 0 }
-        counts = ITCHCounts()
     }
 
     /// Applies one validated message.
@@ -206,7 +197,7 @@ public final class ITCHNormalizer {
 
     @inline(__always)
     func quoteIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
-        guard emitQuotes, let top = books.takeChangedTop(locate) else { return }
+        guard let top = books.takeChangedTop(locate) else { return }
         let ids = subjects(locate)
         guard ids.quote != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
         let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
