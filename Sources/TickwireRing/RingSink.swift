@@ -7,12 +7,19 @@ import TickwireCore
 public final class RingSink: EventSink {
     public let subjects: SubjectTable
     public let ring: BroadcastRing
+    /// Stamped on every event as `Event.source`: which of the daemon's sources produced it.
+    public let source: UInt16
 
-    public init(ring: BroadcastRing, subjects: SubjectTable) {
+    public init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16 = 0) {
         self.ring = ring
         self.subjects = subjects
+        self.source = source
     }
 
     @inlinable
-    public func emit(_ event: Event) { ring.publish(event) }
+    public func emit(_ event: Event) {
+        var e = event
+        e.source = source
+        ring.publish(e)
+    }
 }
