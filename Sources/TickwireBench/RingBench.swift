@@ -298,7 +298,6 @@ enum RingBench {
     static func ringFanOutLossy(events: Int, consumers: Int) -> [String: Any] {
         let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
         let cs = (0..<consumers).map { ring.addConsumer(name: "c\($0)", policy: .lossy, wait: .yield) }
-        let finished = BenchBox<[Int64]>([])
         let readers = cs.map { c in
             BenchThread {
                 while c.poll(maxBatch: 4096, timeoutNanos: nil, { _ in }) >= 0 {}
@@ -310,7 +309,6 @@ enum RingBench {
         ring.close()
         readers.forEach { $0.join() }
         let t1 = benchNow()
-        _ = finished
         let counters = cs.map(\.counters)
         let delivered = counters.map { Double($0.delivered &- $0.resyncs) }   // less the GAP events (no cache here)
         return [

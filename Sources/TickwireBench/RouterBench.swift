@@ -116,7 +116,7 @@ enum RouterBench {
         }
 
         let routed = routeThroughRing(universe: u, router: router, events: options.events, runs: options.runs)
-        let paced = routedLatency(universe: u, router: router, samples: 50_000, gapNanos: 5_000)
+        let paced = routedLatency(universe: u, router: router, samples: 20_000, gapNanos: 50_000)
 
         return [
             "suite": "router",
@@ -131,7 +131,7 @@ enum RouterBench {
             "ratio_cached_vs_uncached": ratio(cached.median, uncached.median),
             "ring_to_2000_subscriptions": routed,
             "ring_to_2000_subscriptions_paced_latency": [
-                "note": "one event every 5 us (below saturation), publish to the end of its routing",
+                "note": "one event every 50 us, parked consumer, publish to the end of its routing (hop + match + deliveries)",
                 "latency": paced.report,
             ] as [String: Any],
         ]
@@ -201,7 +201,7 @@ extension RouterBench {
     /// Publish-to-routed latency with the ring not saturated: the hop plus the match and the deliveries.
     static func routedLatency(universe u: Universe, router: SubjectRouter<Int>, samples: Int, gapNanos: Int64) -> LatencyRecorder {
         let ring = BroadcastRing(capacity: 16_384, gapSubject: 0)
-        let consumer = ring.addConsumer(name: "router", policy: .blocking, wait: .busySpin)
+        let consumer = ring.addConsumer(name: "router", policy: .blocking, wait: .park)
         let out = BenchBox(LatencyRecorder())
         let reader = BenchThread {
             var rec = LatencyRecorder()

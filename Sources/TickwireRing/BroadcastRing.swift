@@ -148,7 +148,8 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
     /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
     ///
-    /// `fill` must initialize every element of the buffer it receives.
+    /// `fill` must initialize every element of the buffer it receives. A single producer fills a preallocated
+    /// staging buffer; with `.multi` each call stages on the stack (`withUnsafeTemporaryAllocation`).
     /// - Returns: how many events were published.
     /// - warning: the buffer is valid only inside `fill`.
     @inlinable @discardableResult

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import TickwireCore
 
@@ -406,7 +409,3 @@ private final class BuildNode {
     var terminal: [Int32] = []
     var rest: [Int32] = []
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif
