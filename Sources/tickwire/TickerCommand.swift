@@ -17,9 +17,11 @@ struct Ticker: ParsableCommand {
     @Option(help: "Frames per second on a terminal.") var fps = 10
     @Option(help: "Seconds between snapshots when stdout is not a terminal.") var interval = 1.0
     @Option(help: "Exit after this many seconds (default: until 'q').") var duration: Double?
+    @Flag(help: "Leave out the status line's alerts (ALERT.>) and limit use (RISK.>).") var noStatus = false
 
     func run() throws {
-        let parsed = try parsePatterns(patterns)
+        // Alerts and risk feed the status line, whatever the rows show.
+        let parsed = try parsePatterns(patterns) + (noStatus ? [] : [try SubjectPattern("ALERT.>"), try SubjectPattern("RISK.>")])
         guard fps >= 1 && fps <= 120 else { throw ValidationError("--fps must be between 1 and 120") }
         let subscriber: Subscriber
         do { subscriber = try Subscriber(endpoint: connect, patterns: parsed) } catch { throw ValidationError("\(error)") }
