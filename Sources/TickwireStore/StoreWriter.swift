@@ -1,0 +1,108 @@
+import TickwireCore
+
+/// Appends events to the store as they flow: each into the open partition of its trading date (UTC date of its
+/// event time) and root (`MD.<VENUE>`, or the first token of any other subject).
+///
+/// Events are staged per partition in a block buffer and written as one checksummed log block when the block
+/// fills; `flush()` writes partial blocks and forces every log to the device (`fdatasync`). A process crash
+/// loses at most what was staged and not yet written; a machine crash what was not yet flushed; a torn tail is
+/// cut when the partition is next opened. Sealing sorts and encodes a partition into column files.
+///
+/// Threading: one thread owns a writer — every method must be called from it (or under the caller's own
+/// serialization). `append` takes no lock and does not allocate once a partition and subject have been seen.
+public final class StoreWriter {
+    public let directory: String
+    public let subjects: SubjectTable
+    private let blockEvents: Int
+    private var open: [PartitionKey: OpenPartition] = [:]
+    /// Global SubjectID -> index into `roots` + 1 (0: not yet looked at).
+    private var rootOf: [Int32] = []
+    private var roots: [String] = []
+    private var lastDay = Int64.min, lastRoot: Int32 = -1
+    private var last: OpenPartition?
+
+    /// Events appended by this writer.
+    public private(set) var appended: UInt64 = 0
+
+    /// Opens (creating it if needed) a store directory for writing. Partitions left open by an earlier run are
+    /// recovered when first written to, or sealed by `seal`.
+    /// - Parameters:
+    ///   - directory: the store's root (`<data>/store`).
+    ///   - subjects: the table the events' subject ids index.
+    ///   - blockEvents: events per log block; each block is one `writev` and one checksum.
+    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096) throws(StoreError) {
+        precondition(blockEvents > 0 && blockEvents <= 1 << 20)
+        self.directory = directory
+        self.subjects = subjects
+        self.blockEvents = blockEvents
+        try FS.makeDirectories(directory)
+    }
+
+    /// Stages one event. - Throws: `StoreError.io` when a log block cannot be written.
+    /// - Complexity: O(1); a block write every `blockEvents` events of a partition.
+    @inline(__always)
+    public func append(_ e: Event) throws(StoreError) {
+        let id = Int(e.subjectID)
+        var root: Int32
+        if id < rootOf.count, rootOf[id] != 0 { root = rootOf[id] - 1 } else { root = learnRoot(e.subjectID) }
+        let day = Layout.day(of: e.eventTime.rawValue)
+        if day != lastDay || root != lastRoot || last == nil {
+            last = try partition(PartitionKey(day: day, root: roots[Int(root)]))
+            lastDay = day; lastRoot = root
+        }
+        try last.unsafelyUnwrapped.append(e, subjects: subjects)
+        appended &+= 1
+    }
+
+    /// Stages a batch of events (what a ring consumer drains at once).
+    public func append(contentsOf events: UnsafeBufferPointer<Event>) throws(StoreError) {
+        for e in events { try append(e) }
+    }
+
+    private func learnRoot(_ id: SubjectID) -> Int32 {
+        let root = Layout.root(ofSubject: subjects.entry(id))
+        let index: Int32
+        if let i = roots.firstIndex(of: root) { index = Int32(i) } else { index = Int32(roots.count); roots.append(root) }
+        if Int(id) >= rootOf.count { rootOf.append(contentsOf: repeatElement(0, count: Int(id) + 1 - rootOf.count)) }
+        rootOf[Int(id)] = index + 1
+        return index
+    }
+
+    private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
+        if let p = open[key] { return p }
+        let p = try OpenPartition(key: key, directory: directory + "/" + key.relativePath, subjects: subjects,
+                                  blockEvents: blockEvents)
+        open[key] = p
+        return p
+    }
+
+    /// Writes every staged event and forces the logs to the device. After it returns, a crash of the process or
+    /// the machine loses nothing appended before the call.
+    public func flush() throws(StoreError) {
+        for key in open.keys.sorted() { try open[key]!.flush() }
+    }
+
+    /// Seals partitions — this writer's open ones and any left open on disk by earlier runs — whose trading date
+    /// is before `before` (all when nil): sorts them by (subject, event time, known time), encodes their columns,
+    /// writes them durably and removes their logs. Later events for a sealed date open a new log; the next seal
+    /// merges it with the sealed segment.
+    /// - Returns: the partitions sealed.
+    @discardableResult
+    public func seal(before: Nanos? = nil) throws(StoreError) -> [PartitionKey] {
+        let cutoff = before.map { Layout.day(of: $0.rawValue) } ?? .max
+        var sealed = [PartitionKey]()
+        for key in Layout.partitions(in: directory) where key.day < cutoff {
+            if let p = open.removeValue(forKey: key) { try p.flush() }
+            if try Sealing.seal(directory + "/" + key.relativePath) != nil { sealed.append(key) }
+        }
+        last = nil
+        return sealed
+    }
+
+    /// Flushes and closes every open log; the partitions stay open on disk until sealed.
+    public func close() throws(StoreError) {
+        try flush()
+        open.removeAll()
+        last = nil
+    }
+}
