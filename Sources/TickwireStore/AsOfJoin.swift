@@ -218,11 +218,10 @@ extension StoreReader {
     /// in [from, to), and the first at or after `to` (forward, nearest), each within the reach.
     private func gatherQuotes(_ subject: String, _ j: AsOfJoin, _ limit: Int64, into quotes: inout QuoteColumns,
                               scratch: BlockBuffer) throws(StoreError) {
-        let pattern = try! SubjectPattern(subject)
         let from = j.from.rawValue, to = j.to.rawValue
         func segments(_ lo: Int64, _ hi: Int64) throws(StoreError) -> [(SegmentReader, Int)] {
-            let q = try StoreQuery(subjects: pattern, from: Nanos(lo), to: Nanos(max(lo, hi)))
-            return try matching(q).map { ($0.1, $0.2[0]) }
+            guard lo < hi else { return [] }
+            return try self.segments(holding: subject, days: Layout.day(of: lo)...Layout.day(of: hi - 1))
         }
         if j.direction != .forward {
             // Walk back day by day to the prevailing quote.

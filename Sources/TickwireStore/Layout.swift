@@ -49,6 +49,11 @@ enum Layout {
         return String(decoding: UnsafeRawBufferPointer(rebasing: text[..<first]), as: UTF8.self)
     }
 
+    static func root(ofSubject text: String) -> String {
+        var t = text
+        return t.withUTF8 { root(ofSubject: UnsafeRawBufferPointer($0)) }
+    }
+
     /// All tokens but the last: the part a TRADE, its QUOTE and its BUST share (`MD.XNAS.AAPL`).
     static func stem(_ subject: String) -> Substring {
         guard let dot = subject.utf8.lastIndex(of: UInt8(ascii: ".")) else { return Substring(subject) }

@@ -4,6 +4,10 @@ import TickwireCore
 enum Column: Int, CaseIterable {
     case eventTime, knownTime, tag, a, b, c, d
 
+    /// `allCases` without building an array on every use (it sits in per-block loops).
+    static let all: [Column] = allCases
+    static let count = 7
+
     var fileName: String {
         switch self {
         case .eventTime: "event_time"
@@ -26,15 +30,16 @@ enum Column: Int, CaseIterable {
     }
 
     /// The transforms worth trying: timestamps are near-regular, prices walk, sizes and tags repeat.
-    var modes: [ColumnCodec.Mode] {
-        switch self {
-        case .eventTime: [.delta, .deltaOfDelta]
-        case .knownTime: [.reference, .delta]
-        case .tag: [.plain]
-        case .a, .b: [.plain, .delta]
-        case .c, .d: [.reference, .plain, .delta]
-        }
-    }
+    var modes: [ColumnCodec.Mode] { Column.modeTable[rawValue] }
+
+    private static let modeTable: [[ColumnCodec.Mode]] = [
+        [.delta, .deltaOfDelta],            // event time
+        [.reference, .delta],               // known time, against event time
+        [.plain],                           // tag
+        [.plain, .delta], [.plain, .delta], // a, b
+        [.reference, .plain, .delta],       // c, against a
+        [.reference, .plain, .delta],       // d, against b
+    ]
 }
 
 /// `tag` packs kind, flags and source: kind | flags << 8 | source << 16.
@@ -43,7 +48,7 @@ enum Column: Int, CaseIterable {
 /// The files of one segment, built in memory. Sealing writes them to disk; a read of a partition that still has
 /// an open log builds one and reads it in place.
 struct SegmentImage {
-    static let fileNames = ["subjects", "blocks", "valid_until"] + Column.allCases.map(\.fileName)
+    static let fileNames = ["subjects", "blocks", "valid_until"] + Column.all.map(\.fileName)
     static let blockRows = 1024
     static let magic: UInt32 = 0x4D53_5754 // "TWSM"
     static let version: UInt32 = 1
@@ -113,12 +118,12 @@ struct SegmentImage {
                                validUntil: [(row: Int, until: Int64)], generation: UInt64) -> SegmentImage {
         var subjectsFile = [UInt8]()
         for s in dictionary { subjectsFile.appendLE(UInt16(s.utf8.count)); subjectsFile.append(contentsOf: s.utf8) }
-        var columns = [[UInt8]](repeating: [], count: Column.allCases.count)
-        var offsets = [[UInt64]](repeating: [], count: Column.allCases.count)
+        let columns = (0..<Column.count).map { _ in ByteSink() }
+        var offsets = [[UInt64]](repeating: [], count: Column.all.count)
         var subjectIndex = [UInt8](), blockIndex = [UInt8]()
         var blockCount = 0, exception = 0
         let n = blockRows
-        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.allCases.count)
+        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.all.count)
         let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: n)
         defer { values.deallocate(); scratch.deallocate() }
         for s in 0..<dictionary.count {
@@ -136,11 +141,11 @@ struct SegmentImage {
                     minT = min(minT, e.eventTime.rawValue); maxT = max(maxT, e.eventTime.rawValue)
                     maxK = max(maxK, e.knownTime.rawValue)
                 }
-                for col in Column.allCases {
-                    offsets[col.rawValue].append(UInt64(columns[col.rawValue].count))
+                for col in Column.all {
+                    offsets[col.rawValue].append(UInt64(columns[col.rawValue].bytes.count))
                     ColumnCodec.encode(values + col.rawValue * n, count: count,
                                        reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) },
-                                       modes: col.modes, scratch: scratch, into: &columns[col.rawValue])
+                                       modes: col.modes, scratch: scratch, into: &columns[col.rawValue].bytes)
                 }
                 let firstException = exception
                 while exception < validUntil.count && validUntil[exception].row < row + count { exception += 1 }
@@ -167,12 +172,12 @@ struct SegmentImage {
         vu.appendLE(UInt64(validUntil.count))
         for x in validUntil { vu.appendLE(UInt64(x.row)); vu.appendLE(x.until) }
         image.files["valid_until"] = vu
-        for col in Column.allCases {
+        for col in Column.all {
             var file = [UInt8]()
             file.appendLE(UInt64(blockCount))
             for o in offsets[col.rawValue] { file.appendLE(UInt64(8 + 8 * (blockCount + 1)) + o) }
-            file.appendLE(UInt64(8 + 8 * (blockCount + 1) + columns[col.rawValue].count))
-            file.append(contentsOf: columns[col.rawValue])
+            file.appendLE(UInt64(8 + 8 * (blockCount + 1) + columns[col.rawValue].bytes.count))
+            file.append(contentsOf: columns[col.rawValue].bytes)
             image.files[col.fileName] = file
         }
         return image
@@ -238,6 +243,11 @@ enum Versions {
         }
         return out
     }
+}
+
+/// A growing byte buffer with one owner, so appending through it never copies the bytes already there.
+final class ByteSink {
+    var bytes: [UInt8] = []
 }
 
 extension Array where Element == UInt8 {

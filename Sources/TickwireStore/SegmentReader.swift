@@ -17,35 +17,36 @@ final class OwnedBytes {
 }
 
 /// One decoded block of rows: a column each, `count` rows. Reused block after block; owned by one reader loop.
+/// - warning: the column pointers are valid while the buffer lives and hold the current block only.
 public final class BlockBuffer {
     public static let capacity = SegmentImage.blockRows
-    let storage: UnsafeMutablePointer<Int64>
+    @usableFromInline static let stride = SegmentImage.blockRows
+    @usableFromInline let storage: UnsafeMutablePointer<Int64>
     public internal(set) var count = 0
 
     public init() {
-        storage = .allocate(capacity: BlockBuffer.capacity * Column.allCases.count)
-        storage.initialize(repeating: 0, count: BlockBuffer.capacity * Column.allCases.count)
+        storage = .allocate(capacity: BlockBuffer.stride * Column.count)
+        storage.initialize(repeating: 0, count: BlockBuffer.stride * Column.count)
     }
     deinit { storage.deallocate() }
 
-    @inline(__always) func column(_ c: Column) -> UnsafeMutablePointer<Int64> { storage + c.rawValue &* BlockBuffer.capacity }
-    public var eventTime: UnsafePointer<Int64> { UnsafePointer(column(.eventTime)) }
-    public var knownTime: UnsafePointer<Int64> { UnsafePointer(column(.knownTime)) }
+    @inline(__always) func column(_ c: Column) -> UnsafeMutablePointer<Int64> { storage + c.rawValue &* BlockBuffer.stride }
+    @inlinable public var eventTime: UnsafePointer<Int64> { UnsafePointer(storage) }
+    @inlinable public var knownTime: UnsafePointer<Int64> { UnsafePointer(storage + BlockBuffer.stride) }
     /// kind | flags << 8 | source << 16.
-    public var tag: UnsafePointer<Int64> { UnsafePointer(column(.tag)) }
-    public var a: UnsafePointer<Int64> { UnsafePointer(column(.a)) }
-    public var b: UnsafePointer<Int64> { UnsafePointer(column(.b)) }
-    public var c: UnsafePointer<Int64> { UnsafePointer(column(.c)) }
-    public var d: UnsafePointer<Int64> { UnsafePointer(column(.d)) }
+    @inlinable public var tag: UnsafePointer<Int64> { UnsafePointer(storage + 2 &* BlockBuffer.stride) }
+    @inlinable public var a: UnsafePointer<Int64> { UnsafePointer(storage + 3 &* BlockBuffer.stride) }
+    @inlinable public var b: UnsafePointer<Int64> { UnsafePointer(storage + 4 &* BlockBuffer.stride) }
+    @inlinable public var c: UnsafePointer<Int64> { UnsafePointer(storage + 5 &* BlockBuffer.stride) }
+    @inlinable public var d: UnsafePointer<Int64> { UnsafePointer(storage + 6 &* BlockBuffer.stride) }
 
     /// Row `i` as an `Event` (subject id 0, seq 0: the store keeps subjects as text and replay numbers events).
-    @inline(__always)
+    @inlinable
     public func event(_ i: Int) -> Event {
-        let t = column(.tag)[i]
+        let t = tag[i]
         return Event(subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
                      flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
-                     eventTime: Nanos(column(.eventTime)[i]), knownTime: Nanos(column(.knownTime)[i]),
-                     a: column(.a)[i], b: column(.b)[i], c: column(.c)[i], d: column(.d)[i])
+                     eventTime: Nanos(eventTime[i]), knownTime: Nanos(knownTime[i]), a: a[i], b: b[i], c: c[i], d: d[i])
     }
 }
 
@@ -158,7 +159,7 @@ final class SegmentReader {
         self.blockInfos = infos
         // Column files: block count, offsets[blockCount + 1], blocks; every block checked once here.
         var columns = [UnsafeRawPointer](), offsets = [UnsafePointer<UInt64>]()
-        for col in Column.allCases {
+        for col in Column.all {
             let f = files[col.fileName]!
             guard f.count >= 8 + 8 * (blockCount + 1), Int(f.le(UInt64.self, 0)) == blockCount else {
                 throw bad(col.fileName, 0, "its block count does not match the index")
@@ -179,10 +180,17 @@ final class SegmentReader {
         self.columnOffsets = offsets
     }
 
+    /// The subject number of a text, if the segment holds it.
+    private(set) lazy var subjectNumbers: [String: Int] = {
+        var m = [String: Int](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { m[s] = i }
+        return m
+    }()
+
     /// Decodes every column of block `b` into `buffer`.
     @inline(__always)
     func decode(block b: Int, into buffer: BlockBuffer) {
-        for col in Column.allCases {
+        for col in Column.all {
             let start = Int(UInt64(littleEndian: columnOffsets[col.rawValue][b]))
             _ = ColumnCodec.decode(columns[col.rawValue] + start, into: buffer.column(col),
                                    reference: col.reference.map { UnsafePointer(buffer.column($0)) })
@@ -202,7 +210,7 @@ final class SegmentReader {
         if info.minEventTime < from { lo = lowerBound(t, info.rows, from) }
         if info.maxEventTime >= to { hi = lowerBound(t, info.rows, to) }
         if info.maxKnownTime <= asOf && info.exceptionCount == 0 {
-            if lo > 0 { for col in Column.allCases { let p = buffer.column(col); memmove(p, p + lo, (hi - lo) * 8) } }
+            if lo > 0 { for col in Column.all { let p = buffer.column(col); memmove(p, p + lo, (hi - lo) * 8) } }
             buffer.count = hi - lo
             return hi - lo
         }
@@ -220,7 +228,7 @@ final class SegmentReader {
                 break
             }
             guard k[i] <= asOf && (until > asOf || until == .max) else { continue }
-            if kept != i { for col in Column.allCases { let p = buffer.column(col); p[kept] = p[i] } }
+            if kept != i { for col in Column.all { let p = buffer.column(col); p[kept] = p[i] } }
             kept += 1
         }
         buffer.count = kept

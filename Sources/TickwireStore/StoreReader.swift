@@ -80,8 +80,18 @@ public final class StoreReader {
         self.directory = directory
     }
 
-    /// The partitions on disk, in (date, root) order.
-    public var partitions: [PartitionKey] { Layout.partitions(in: directory) }
+    /// The partitions on disk when the reader first looked, in (date, root) order.
+    public private(set) lazy var partitions: [PartitionKey] = Layout.partitions(in: directory)
+
+    /// The segments holding a subject, on the days in a range, in day order.
+    func segments(holding subject: String, days: ClosedRange<Int64>) throws(StoreError) -> [(SegmentReader, Int)] {
+        let root = Layout.root(ofSubject: subject)
+        var out = [(SegmentReader, Int)]()
+        for key in partitions where key.root == root && days.contains(key.day) {
+            if let seg = try segment(key), let s = seg.subjectNumbers[subject] { out.append((seg, s)) }
+        }
+        return out
+    }
 
     func segment(_ key: PartitionKey) throws(StoreError) -> SegmentReader? {
         if let s = cache[key] { return s }
@@ -137,7 +147,7 @@ public final class StoreReader {
             while let c = heap.top {
                 try body(StoredEvent(subject: c.text, event: c.buffer.event(c.position)))
                 c.position += 1
-                if c.position < c.buffer.count || c.fill() { heap.siftDownTop() } else { heap.popTop() }
+                if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
             }
         }
     }
@@ -186,44 +196,53 @@ final class SubjectCursor {
 
     @inline(__always) var eventTime: Int64 { buffer.eventTime[position] }
     @inline(__always) var knownTime: Int64 { buffer.knownTime[position] }
-
-    @inline(__always)
-    func precedes(_ o: SubjectCursor) -> Bool {
-        let t = eventTime, u = o.eventTime
-        if t != u { return t < u }
-        if rank != o.rank { return rank < o.rank }
-        return knownTime < o.knownTime
-    }
 }
 
-/// A binary min-heap of cursors by (event time, subject rank, known time).
+/// A binary min-heap of cursors by (event time, subject rank, known time). The keys of each cursor's current
+/// row are copied into flat arrays, so a sift compares integers without touching the cursors.
 struct CursorHeap {
-    private var items: [SubjectCursor]
+    private var cursors: [SubjectCursor]
+    private var heap: [Int32]             // cursor numbers
+    private var eventTime: [Int64], knownTime: [Int64], rank: [Int]
 
-    init(_ cursors: [SubjectCursor]) {
-        items = cursors
-        for i in stride(from: items.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
+    init(_ cs: [SubjectCursor]) {
+        cursors = cs
+        heap = (0..<Int32(cs.count)).map { $0 }
+        eventTime = cs.map(\.eventTime); knownTime = cs.map(\.knownTime); rank = cs.map(\.rank)
+        for i in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
     }
 
-    var top: SubjectCursor? { items.first }
+    var top: SubjectCursor? { heap.isEmpty ? nil : cursors[Int(heap[0])] }
 
-    mutating func siftDownTop() { siftDown(0) }
+    /// The top cursor moved to its next row.
+    mutating func topAdvanced() {
+        let c = Int(heap[0])
+        eventTime[c] = cursors[c].eventTime; knownTime[c] = cursors[c].knownTime
+        siftDown(0)
+    }
 
     mutating func popTop() {
-        let last = items.removeLast()
-        if !items.isEmpty { items[0] = last; siftDown(0) }
+        let last = heap.removeLast()
+        if !heap.isEmpty { heap[0] = last; siftDown(0) }
+    }
+
+    @inline(__always) private func less(_ x: Int32, _ y: Int32) -> Bool {
+        let a = Int(x), b = Int(y)
+        if eventTime[a] != eventTime[b] { return eventTime[a] < eventTime[b] }
+        if rank[a] != rank[b] { return rank[a] < rank[b] }
+        return knownTime[a] < knownTime[b]
     }
 
     private mutating func siftDown(_ start: Int) {
         var i = start
-        let n = items.count
+        let n = heap.count
         while true {
-            let l = 2 * i + 1, r = l + 1
+            let l = 2 &* i &+ 1, r = l &+ 1
             var m = i
-            if l < n && items[l].precedes(items[m]) { m = l }
-            if r < n && items[r].precedes(items[m]) { m = r }
+            if l < n && less(heap[l], heap[m]) { m = l }
+            if r < n && less(heap[r], heap[m]) { m = r }
             if m == i { return }
-            items.swapAt(i, m)
+            heap.swapAt(i, m)
             i = m
         }
     }
