@@ -149,6 +149,27 @@ public struct AsOfRow: Sendable, Equatable {
 }
 
 extension StoreReader {
+    public enum JoinFormat: String, Sendable, CaseIterable { case csv, jsonl }
+
+    /// Runs a join and writes one row per trade, CSV (with a header line) or JSON lines.
+    /// - Returns: the rows written.
+    @discardableResult
+    public func writeAsOfJoin(_ j: AsOfJoin, format: JoinFormat, to out: ByteOutput) throws -> Int {
+        var rows = 0
+        if format == .csv { out.buffer.append(contentsOf: (AsOfRow.csvHeader + "\n").utf8) }
+        try asOfJoin(j) { batch in
+            for i in 0..<batch.count {
+                let row = batch.row(i)
+                if format == .csv { row.appendCSV(to: &out.buffer) } else { row.appendJSON(to: &out.buffer) }
+                out.buffer.append(UInt8(ascii: "\n"))
+                try out.drainIfFull()
+            }
+            rows += batch.count
+        }
+        try out.drain()
+        return rows
+    }
+
     /// Runs an as-of join: a per-subject merge over columns already sorted by event time — no sort at query
     /// time. Calls `body` once per block of trades, subjects in text order, trades in (event time, known time)
     /// order.
