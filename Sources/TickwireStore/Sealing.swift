@@ -5,8 +5,8 @@ enum Sealing {
     /// Every row of a partition — its sealed segment then its live logs, in arrival order — as subject texts and
     /// events indexing them. `nil` when the partition holds nothing.
     static func gather(_ dir: String, files: Layout.PartitionFiles) throws(StoreError)
-        -> (subjects: [String], events: [Event], logBytes: [(UInt64, Int)])? {
-        var subjects = [String](), events = [Event](), logBytes = [(UInt64, Int)]()
+        -> (subjects: [String], events: [Event])? {
+        var subjects = [String](), events = [Event]()
         if let g = files.sealedGeneration {
             let seg = try SegmentReader.open(directory: dir + "/" + Layout.segmentName(g))
             subjects = seg.subjects
@@ -16,7 +16,6 @@ enum Sealing {
         for (i, s) in subjects.enumerated() { index[s] = UInt32(i) }
         for g in files.liveLogs {
             let log = try AppendLog.read(path: dir + "/" + Layout.logName(g))
-            logBytes.append((g, log.validBytes))
             var map = [UInt32]()
             for s in log.subjects {
                 if let i = index[s] { map.append(i) } else {
@@ -26,7 +25,7 @@ enum Sealing {
             events.reserveCapacity(events.count + log.events.count)
             for var e in log.events { e.subjectID = map[Int(e.subjectID)]; events.append(e) }
         }
-        return events.isEmpty && files.sealedGeneration == nil ? nil : (subjects, events, logBytes)
+        return events.isEmpty && files.sealedGeneration == nil ? nil : (subjects, events)
     }
 
     /// A reader of the partition as it is now: its sealed segment mapped, or — while it has live logs — a

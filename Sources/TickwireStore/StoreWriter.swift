@@ -1,4 +1,9 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Appends events to the store as they flow: each into the open partition of its trading date (UTC date of its
 /// event time) and root (`MD.<VENUE>`, or the first token of any other subject).
@@ -20,11 +25,14 @@ public final class StoreWriter {
     private var roots: [String] = []
     private var lastDay = Int64.min, lastRoot: Int32 = -1
     private var last: OpenPartition?
+    /// Held (`flock`) for the writer's lifetime: one writer per store directory.
+    private let lock: OwnedFile
 
     /// Events appended by this writer.
     public private(set) var appended: UInt64 = 0
 
-    /// Opens (creating it if needed) a store directory for writing. Partitions left open by an earlier run are
+    /// Opens (creating it if needed) a store directory for writing; a second writer on the same directory, in
+    /// this process or another, is refused. Partitions left open by an earlier run are
     /// recovered when first written to, or sealed by `seal`.
     /// - Parameters:
     ///   - directory: the store's root (`<data>/store`).
@@ -36,6 +44,10 @@ public final class StoreWriter {
         self.subjects = subjects
         self.blockEvents = blockEvents
         try FS.makeDirectories(directory)
+        lock = try OwnedFile(path: directory + "/LOCK", flags: O_RDWR | O_CREAT)
+        guard flock(lock.fd, LOCK_EX | LOCK_NB) == 0 else {
+            throw .io(operation: "lock (another StoreWriter has this store open)", path: lock.path, errno: errno)
+        }
     }
 
     /// Stages one event. - Throws: `StoreError.io` when a log block cannot be written.
@@ -99,10 +111,12 @@ public final class StoreWriter {
         return sealed
     }
 
-    /// Flushes and closes every open log; the partitions stay open on disk until sealed.
+    /// Flushes and closes every open log and releases the directory to another writer; the partitions stay
+    /// open on disk until sealed. Use no method but `close` afterwards.
     public func close() throws(StoreError) {
         try flush()
         open.removeAll()
         last = nil
+        flock(lock.fd, LOCK_UN)
     }
 }

@@ -118,3 +118,11 @@ import TickwireCore
         #expect(keys.allSatisfy { Layout.inspect(dir + "/" + $0.relativePath).liveLogs.isEmpty })
     }
 }
+
+@Test func aSecondWriterOnTheSameStoreIsRefusedUntilTheFirstCloses() throws {
+    let dir = scratchDirectory(); defer { cleanUp(dir) }
+    let first = try StoreWriter(directory: dir, subjects: SubjectTable())
+    #expect(throws: StoreError.self) { try StoreWriter(directory: dir, subjects: SubjectTable()) }
+    try first.close()
+    _ = try StoreWriter(directory: dir, subjects: SubjectTable())
+}
