@@ -142,7 +142,6 @@ final class OpenPartition {
     var pendingDefinitions: [UInt8] = []
     let buffer: UnsafeMutableRawPointer
     var staged = 0
-    var eventsWritten: UInt64 = 0
     var unsynced = false
 
     /// Opens (or continues) the partition's live log. A log left by an earlier run is recovered first: its torn
@@ -166,7 +165,6 @@ final class OpenPartition {
                 setLocal(global, localCount + 1)
                 localCount += 1
             }
-            eventsWritten = UInt64(contents.events.count)
         } else {
             try FS.syncDirectory(directory)
         }
@@ -228,7 +226,6 @@ final class OpenPartition {
             }
         }
         try r.get()
-        eventsWritten += UInt64(staged)
         staged = 0
         pendingDefinitions.removeAll(keepingCapacity: true)
         unsynced = true

@@ -130,7 +130,8 @@ enum ColumnCodec {
         return bytes <= available ? (n, bytes) : nil
     }
 
-    /// Decodes a block (validated by `blockSize`) into `out`; returns the value count.
+    /// Decodes a block (validated by `blockSize`) into `out`; returns the value count. The transform is fused
+    /// into the unpacking loop: one pass over the output.
     /// - warning: `reference` must hold the block's reference column already decoded when the mode needs it.
     @inline(__always)
     static func decode(_ p: UnsafeRawPointer, into out: UnsafeMutablePointer<Int64>, reference: UnsafePointer<Int64>?) -> Int {
@@ -139,39 +140,56 @@ enum ColumnCodec {
         let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         let base = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: Int64.self))
         let scale = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: Int64.self))
+        let first = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: Int64.self))
         let data = p + headerSize
-        if width == 0 {
-            for i in 0..<n { out[i] = base }
-        } else if width == 64 {
-            for i in 0..<n { out[i] = base &+ Int64(littleEndian: data.loadUnaligned(fromByteOffset: i &* 8, as: Int64.self)) }
-        } else {
-            let mask = (UInt64(1) << UInt64(width)) &- 1
-            var bit = 0
-            for i in 0..<n {
-                let word = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: bit &>> 3, as: UInt64.self))
-                out[i] = base &+ scale &* Int64(bitPattern: (word &>> UInt64(bit & 7)) & mask)
-                bit &+= width
-            }
-        }
         switch mode {
         case Mode.delta.rawValue:
-            out[0] = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: Int64.self))
-            var prev = out[0]
-            for i in stride(from: 1, to: n, by: 1) { prev = prev &+ out[i]; out[i] = prev }
+            out[0] = first
+            var acc = first
+            unpack(data, from: 1, to: n, width: width, base: base, scale: scale) { i, t in acc = acc &+ t; out[i] = acc }
         case Mode.deltaOfDelta.rawValue:
-            out[0] = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: Int64.self))
-            if n > 1 {
-                var delta = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 32, as: Int64.self))
-                out[1] = out[0] &+ delta
-                var prev = out[1]
-                for i in stride(from: 2, to: n, by: 1) { delta = delta &+ out[i]; prev = prev &+ delta; out[i] = prev }
+            out[0] = first
+            guard n > 1 else { break }
+            var delta = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 32, as: Int64.self))
+            var acc = first &+ delta
+            out[1] = acc
+            unpack(data, from: 2, to: n, width: width, base: base, scale: scale) { i, t in
+                delta = delta &+ t; acc = acc &+ delta; out[i] = acc
             }
         case Mode.reference.rawValue:
             let r = reference!
-            for i in 0..<n { out[i] = r[i] &+ out[i] }
+            unpack(data, from: 0, to: n, width: width, base: base, scale: scale) { i, t in out[i] = r[i] &+ t }
         default:
-            break
+            unpack(data, from: 0, to: n, width: width, base: base, scale: scale) { i, t in out[i] = t }
         }
         return n
+    }
+
+    /// Calls `body(i, base + scale · u[i])` for i in lo..<hi.
+    @inline(__always)
+    private static func unpack(_ data: UnsafeRawPointer, from lo: Int, to hi: Int, width: Int, base: Int64, scale: Int64,
+                               _ body: (Int, Int64) -> Void) {
+        guard lo < hi else { return }
+        if width == 0 {
+            for i in lo..<hi { body(i, base) }
+        } else if width == 64 {
+            for i in lo..<hi { body(i, base &+ Int64(littleEndian: data.loadUnaligned(fromByteOffset: i &* 8, as: Int64.self))) }
+        } else {
+            let mask = (UInt64(1) << UInt64(width)) &- 1
+            var bit = lo &* width
+            if scale == 1 {
+                for i in lo..<hi {
+                    let word = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: bit &>> 3, as: UInt64.self))
+                    body(i, base &+ Int64(bitPattern: (word &>> UInt64(bit & 7)) & mask))
+                    bit &+= width
+                }
+            } else {
+                for i in lo..<hi {
+                    let word = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: bit &>> 3, as: UInt64.self))
+                    body(i, base &+ scale &* Int64(bitPattern: (word &>> UInt64(bit & 7)) & mask))
+                    bit &+= width
+                }
+            }
+        }
     }
 }

@@ -111,8 +111,6 @@ final class MappedFile {
 }
 
 enum FS {
-    static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
-
     static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
@@ -170,11 +168,6 @@ enum FS {
         let f = try OwnedFile(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC)
         try f.writeAll(bytes)
         try f.syncData()
-    }
-
-    static func readAll(_ path: String) throws(StoreError) -> [UInt8] {
-        let m = try MappedFile(path: path)
-        return Array(m.bytes)
     }
 }
 

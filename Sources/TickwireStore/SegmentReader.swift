@@ -50,6 +50,32 @@ public final class BlockBuffer {
     }
 }
 
+/// Which columns a scan decodes. Event and known time are always decoded (the window and the as-known-at test
+/// need them); `c` brings `a` and `d` brings `b` (they are encoded against them). Columns left out hold
+/// unspecified values.
+public struct StoreColumns: OptionSet, Sendable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let eventTime = StoreColumns(rawValue: 1 << 0)
+    public static let knownTime = StoreColumns(rawValue: 1 << 1)
+    public static let tag = StoreColumns(rawValue: 1 << 2)
+    public static let a = StoreColumns(rawValue: 1 << 3)
+    public static let b = StoreColumns(rawValue: 1 << 4)
+    public static let c = StoreColumns(rawValue: 1 << 5)
+    public static let d = StoreColumns(rawValue: 1 << 6)
+    public static let all = StoreColumns(rawValue: 0x7f)
+
+    /// With what decoding them requires.
+    var closed: StoreColumns {
+        var s = self.union([.eventTime, .knownTime])
+        if s.contains(.c) { s.insert(.a) }
+        if s.contains(.d) { s.insert(.b) }
+        return s
+    }
+
+    @inline(__always) func has(_ c: Column) -> Bool { rawValue & (1 << UInt8(c.rawValue)) != 0 }
+}
+
 /// A read-only view of one segment (docs/STORAGE.md, "Sealed segment"), checked when opened.
 final class SegmentReader {
     struct SubjectRange { var firstBlock: Int; var blockCount: Int; var firstRow: Int; var rowCount: Int }
@@ -187,10 +213,10 @@ final class SegmentReader {
         return m
     }()
 
-    /// Decodes every column of block `b` into `buffer`.
+    /// Decodes the columns of block `b` into `buffer` (all by default).
     @inline(__always)
-    func decode(block b: Int, into buffer: BlockBuffer) {
-        for col in Column.all {
+    func decode(block b: Int, into buffer: BlockBuffer, columns wanted: StoreColumns = .all) {
+        for col in Column.all where wanted.has(col) {
             let start = Int(UInt64(littleEndian: columnOffsets[col.rawValue][b]))
             _ = ColumnCodec.decode(columns[col.rawValue] + start, into: buffer.column(col),
                                    reference: col.reference.map { UnsafePointer(buffer.column($0)) })
@@ -201,16 +227,17 @@ final class SegmentReader {
     /// Decodes block `b` and keeps, packed at the front of `buffer`, the rows with event time in [from, to)
     /// that are true as known at `asOf` (known time ≤ asOf and not superseded or busted by then).
     /// - Returns: how many rows were kept.
-    func read(block b: Int, from: Int64, to: Int64, asOf: Int64, into buffer: BlockBuffer) -> Int {
+    func read(block b: Int, from: Int64, to: Int64, asOf: Int64, into buffer: BlockBuffer, columns: StoreColumns = .all) -> Int {
         let info = blockInfos[b]
         if info.maxEventTime < from || info.minEventTime >= to { buffer.count = 0; return 0 }
-        decode(block: b, into: buffer)
+        let columns = columns.closed
+        decode(block: b, into: buffer, columns: columns)
         let t = buffer.column(.eventTime)
         var lo = 0, hi = info.rows
         if info.minEventTime < from { lo = lowerBound(t, info.rows, from) }
         if info.maxEventTime >= to { hi = lowerBound(t, info.rows, to) }
         if info.maxKnownTime <= asOf && info.exceptionCount == 0 {
-            if lo > 0 { for col in Column.all { let p = buffer.column(col); memmove(p, p + lo, (hi - lo) * 8) } }
+            if lo > 0 { for col in Column.all where columns.has(col) { let p = buffer.column(col); memmove(p, p + lo, (hi - lo) * 8) } }
             buffer.count = hi - lo
             return hi - lo
         }
@@ -228,7 +255,7 @@ final class SegmentReader {
                 break
             }
             guard k[i] <= asOf && (until > asOf || until == .max) else { continue }
-            if kept != i { for col in Column.all { let p = buffer.column(col); p[kept] = p[i] } }
+            if kept != i { for col in Column.all where columns.has(col) { let p = buffer.column(col); p[kept] = p[i] } }
             kept += 1
         }
         buffer.count = kept

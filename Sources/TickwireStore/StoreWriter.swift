@@ -23,7 +23,9 @@ public final class StoreWriter {
     /// Global SubjectID -> index into `roots` + 1 (0: not yet looked at).
     private var rootOf: [Int32] = []
     private var roots: [String] = []
-    private var lastDay = Int64.min, lastRoot: Int32 = -1
+    /// The partition the previous event went to, and the event-time range of its date: most events go to the same
+    /// one, found with two comparisons instead of a division.
+    private var lastDayStart = Int64.max, lastDayEnd = Int64.min, lastRoot: Int32 = -1
     private var last: OpenPartition?
     /// Held (`flock`) for the writer's lifetime: one writer per store directory.
     private let lock: OwnedFile
@@ -57,10 +59,13 @@ public final class StoreWriter {
         let id = Int(e.subjectID)
         var root: Int32
         if id < rootOf.count, rootOf[id] != 0 { root = rootOf[id] - 1 } else { root = learnRoot(e.subjectID) }
-        let day = Layout.day(of: e.eventTime.rawValue)
-        if day != lastDay || root != lastRoot || last == nil {
+        let t = e.eventTime.rawValue
+        if t < lastDayStart || t >= lastDayEnd || root != lastRoot || last == nil {
+            let day = Layout.day(of: t)
             last = try partition(PartitionKey(day: day, root: roots[Int(root)]))
-            lastDay = day; lastRoot = root
+            lastDayStart = day &* Nanos.perDay
+            lastDayEnd = day == Int64.max / Nanos.perDay ? .max : lastDayStart &+ Nanos.perDay
+            lastRoot = root
         }
         try last.unsafelyUnwrapped.append(e, subjects: subjects)
         appended &+= 1

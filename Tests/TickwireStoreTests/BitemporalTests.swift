@@ -129,3 +129,20 @@ import TickwireCore
         #expect(throws: StoreError.self) { try StoreQuery.duration("soon") }
     }
 }
+
+@Test func aProjectedScanReturnsTheSameRowsAndColumns() throws {
+    let ev = Events()
+    let dir = scratchDirectory(); defer { cleanUp(dir) }
+    try ev.write((0..<3000).map { ev.quote("MD.XNAS.AAPL.QUOTE", at: t(Double($0)), known: t(Double($0) + 0.5), bid: Int64($0 % 17), ask: Int64($0 % 17) + 1) }
+                 + [ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(5), price: 1, id: 1), ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(9), price: 2, id: 1)], to: dir)
+    let q = try StoreQuery(subjects: SubjectPattern(">"), from: t(100), to: t(2900), asOf: t(2000))
+    func collect(_ columns: StoreColumns, _ pick: (BlockBuffer, Int) -> Int64) throws -> [Int64] {
+        var out = [Int64]()
+        try StoreReader(directory: dir).scan(q, columns: columns) { b in for i in 0..<b.count { out.append(pick(b.rows, i)) } }
+        return out
+    }
+    let all = try collect(.all) { $0.c[$1] }
+    #expect(all.count == 1900)
+    #expect(try collect([.c]) { $0.c[$1] } == all)
+    #expect(try collect([.knownTime]) { $0.knownTime[$1] } == collect(.all) { $0.knownTime[$1] })
+}
