@@ -54,7 +54,13 @@ enum Sealing {
     @discardableResult
     static func seal(_ dir: String) throws(StoreError) -> Int? {
         let files = try Layout.cleanUp(dir)
-        guard !files.liveLogs.isEmpty, let all = try gather(dir, files: files) else { return nil }
+        guard !files.liveLogs.isEmpty else { return nil }
+        guard let all = try gather(dir, files: files) else {
+            // Logs without one whole block (a crash right after creating them): nothing to keep.
+            for g in files.liveLogs { try FS.remove(dir + "/" + Layout.logName(g)) }
+            try FS.syncDirectory(dir)
+            return nil
+        }
         let generation = files.liveLogs.max()!
         let image = SegmentImage.build(subjects: all.subjects, events: all.events, generation: generation)
         let name = Layout.segmentName(generation)

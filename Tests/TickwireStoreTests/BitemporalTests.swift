@@ -133,8 +133,12 @@ import TickwireCore
 @Test func aProjectedScanReturnsTheSameRowsAndColumns() throws {
     let ev = Events()
     let dir = scratchDirectory(); defer { cleanUp(dir) }
-    try ev.write((0..<3000).map { ev.quote("MD.XNAS.AAPL.QUOTE", at: t(Double($0)), known: t(Double($0) + 0.5), bid: Int64($0 % 17), ask: Int64($0 % 17) + 1) }
-                 + [ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(5), price: 1, id: 1), ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(9), price: 2, id: 1)], to: dir)
+    var events: [Event] = (0..<3000).map { (i: Int) -> Event in
+        ev.quote("MD.XNAS.AAPL.QUOTE", at: t(Double(i)), known: t(Double(i) + 0.5), bid: Int64(i % 17), ask: Int64(i % 17) + 1)
+    }
+    events.append(ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(5), price: 1, id: 1))
+    events.append(ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(9), price: 2, id: 1))
+    try ev.write(events, to: dir)
     let q = try StoreQuery(subjects: SubjectPattern(">"), from: t(100), to: t(2900), asOf: t(2000))
     func collect(_ columns: StoreColumns, _ pick: (BlockBuffer, Int) -> Int64) throws -> [Int64] {
         var out = [Int64]()

@@ -17,9 +17,9 @@ import TickwireCore
         try w.close()
         let log = dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)
         let whole = try Data(contentsOf: URL(fileURLWithPath: log))
-        let blockBytes = AppendLog.headerSize + 8 + 24 + 100 * 64    // the first block also defines the subject
-        for _ in 0..<20 {
-            let cut = Int.random(in: 0..<whole.count)
+        let blockBytes = AppendLog.headerSize + 24 + 100 * 64    // the first block also defines the subject (24 bytes)
+        let edges = [0, blockBytes - 1, blockBytes, blockBytes + 1, blockBytes + AppendLog.headerSize + 100 * 64, whole.count]
+        for cut in edges + (0..<14).map({ _ in Int.random(in: 0..<whole.count) }) {
             try whole.prefix(cut).write(to: URL(fileURLWithPath: log))
             let expected = cut < blockBytes ? 0 : 100 + (cut - blockBytes) / (AppendLog.headerSize + 100 * 64) * 100
             #expect(try read(dir).count == expected, "cut at \(cut)")
