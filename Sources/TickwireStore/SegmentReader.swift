@@ -20,25 +20,29 @@ final class OwnedBytes {
 /// - warning: the column pointers are valid while the buffer lives and hold the current block only.
 public final class BlockBuffer {
     public static let capacity = SegmentImage.blockRows
-    @usableFromInline static let stride = SegmentImage.blockRows
+    /// Rows each column holds: `capacity`, or fewer for a cursor over a subject known to have fewer rows.
+    @usableFromInline let stride: Int
     @usableFromInline let storage: UnsafeMutablePointer<Int64>
     public internal(set) var count = 0
 
-    public init() {
-        storage = .allocate(capacity: BlockBuffer.stride * Column.count)
-        storage.initialize(repeating: 0, count: BlockBuffer.stride * Column.count)
+    public convenience init() { self.init(rows: BlockBuffer.capacity) }
+
+    init(rows: Int) {
+        stride = max(1, min(rows, BlockBuffer.capacity))
+        storage = .allocate(capacity: stride * Column.count)
+        storage.initialize(repeating: 0, count: stride * Column.count)
     }
     deinit { storage.deallocate() }
 
-    @inline(__always) func column(_ c: Column) -> UnsafeMutablePointer<Int64> { storage + c.rawValue &* BlockBuffer.stride }
+    @inline(__always) func column(_ c: Column) -> UnsafeMutablePointer<Int64> { storage + c.rawValue &* stride }
     @inlinable public var eventTime: UnsafePointer<Int64> { UnsafePointer(storage) }
-    @inlinable public var knownTime: UnsafePointer<Int64> { UnsafePointer(storage + BlockBuffer.stride) }
+    @inlinable public var knownTime: UnsafePointer<Int64> { UnsafePointer(storage + stride) }
     /// kind | flags << 8 | source << 16.
-    @inlinable public var tag: UnsafePointer<Int64> { UnsafePointer(storage + 2 &* BlockBuffer.stride) }
-    @inlinable public var a: UnsafePointer<Int64> { UnsafePointer(storage + 3 &* BlockBuffer.stride) }
-    @inlinable public var b: UnsafePointer<Int64> { UnsafePointer(storage + 4 &* BlockBuffer.stride) }
-    @inlinable public var c: UnsafePointer<Int64> { UnsafePointer(storage + 5 &* BlockBuffer.stride) }
-    @inlinable public var d: UnsafePointer<Int64> { UnsafePointer(storage + 6 &* BlockBuffer.stride) }
+    @inlinable public var tag: UnsafePointer<Int64> { UnsafePointer(storage + 2 &* stride) }
+    @inlinable public var a: UnsafePointer<Int64> { UnsafePointer(storage + 3 &* stride) }
+    @inlinable public var b: UnsafePointer<Int64> { UnsafePointer(storage + 4 &* stride) }
+    @inlinable public var c: UnsafePointer<Int64> { UnsafePointer(storage + 5 &* stride) }
+    @inlinable public var d: UnsafePointer<Int64> { UnsafePointer(storage + 6 &* stride) }
 
     /// Row `i` as an `Event` (subject id 0, seq 0: the store keeps subjects as text and replay numbers events).
     @inlinable

@@ -167,7 +167,8 @@ final class SubjectCursor {
     let subject: Int
     let text: String
     var rank = 0
-    let buffer = BlockBuffer()
+    /// Sized to the subject: a day of many thin subjects (a full ITCH day) must not hold 56 KiB per cursor.
+    let buffer: BlockBuffer
     var position = 0
     private var block: Int
     private let endBlock: Int
@@ -177,6 +178,7 @@ final class SubjectCursor {
         self.segment = segment
         self.subject = subject
         text = segment.subjects[subject]
+        buffer = BlockBuffer(rows: segment.ranges[subject].rowCount)
         from = q.from.rawValue; to = q.to.rawValue; asOf = q.knownLimit
         block = segment.firstBlock(subject: subject, from: from)
         let r = segment.ranges[subject]
