@@ -143,6 +143,8 @@ final class OpenPartition {
     let buffer: UnsafeMutableRawPointer
     var staged = 0
     var unsynced = false
+    /// Bytes of a torn tail cut when this log was recovered.
+    private(set) var tornBytesCut = 0
 
     /// Opens (or continues) the partition's live log. A log left by an earlier run is recovered first: its torn
     /// tail is cut and its subjects are re-read so new events keep using their ids.
@@ -159,7 +161,11 @@ final class OpenPartition {
         buffer = .allocate(byteCount: blockEvents * AppendLog.eventSize, alignment: 64)
         if existing != nil {
             let contents = try AppendLog.read(path: path)
-            if contents.tornBytes > 0 { try file.truncate(to: contents.validBytes); try file.syncData() }
+            if contents.tornBytes > 0 {
+                try file.truncate(to: contents.validBytes)
+                try file.syncData()
+                tornBytesCut = contents.tornBytes
+            }
             for text in contents.subjects {
                 let global = subjects.intern(text: text)
                 setLocal(global, localCount + 1)

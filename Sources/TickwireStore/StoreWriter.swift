@@ -32,6 +32,9 @@ public final class StoreWriter {
 
     /// Events appended by this writer.
     public private(set) var appended: UInt64 = 0
+    /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
+    public private(set) var tornTailsCut: UInt64 = 0
+    public private(set) var tornBytesCut: UInt64 = 0
 
     /// Opens (creating it if needed) a store directory for writing; a second writer on the same directory, in
     /// this process or another, is refused. Partitions left open by an earlier run are
@@ -89,6 +92,7 @@ public final class StoreWriter {
         if let p = open[key] { return p }
         let p = try OpenPartition(key: key, directory: directory + "/" + key.relativePath, subjects: subjects,
                                   blockEvents: blockEvents)
+        if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
         open[key] = p
         return p
     }

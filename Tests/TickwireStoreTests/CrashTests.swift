@@ -27,6 +27,8 @@ import TickwireCore
             let w2 = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
             for e in quotes(10, from: 5000) { try w2.append(e) }
             try w2.close()
+            let wholeBlocks = cut < blockBytes ? 0 : blockBytes + (cut - blockBytes) / (AppendLog.headerSize + 100 * 64) * (AppendLog.headerSize + 100 * 64)
+            #expect(w2.tornBytesCut == UInt64(cut - wholeBlocks), "cut at \(cut)")
             #expect(try read(dir).count == expected + 10, "cut at \(cut)")
         }
     }
