@@ -1,4 +1,5 @@
 import TickwireCore
+import CTickwireSys
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -37,7 +38,7 @@ public enum Replayer {
         var seq: UInt64 = 0
         var subjectSeq = [String: UInt64]()
         var firstEventTime: Int64?
-        let start = Nanos.now().rawValue
+        let start = tw_monotonic_ns()
         struct Stopped: Error {}
         do {
             try reader.replay(q) { stored in
@@ -47,7 +48,7 @@ public enum Replayer {
                     let first = firstEventTime ?? e.eventTime.rawValue
                     firstEventTime = first
                     let due = start + Int64(Double(e.eventTime.rawValue - first) / speed)
-                    let wait = due - Nanos.now().rawValue
+                    let wait = due - tw_monotonic_ns()
                     if wait > 0 {
                         var ts = timespec(tv_sec: Int(wait / Nanos.perSecond), tv_nsec: Int(wait % Nanos.perSecond))
                         nanosleep(&ts, nil)

@@ -21,7 +21,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
     @Option(help: "jsonl, or binary (length-prefixed subject and wire payload).") var format: String = "jsonl"
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
-    @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber.")
+    @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
     var waitSubscriber: Double = 5
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
