@@ -71,3 +71,48 @@ int tw_terminal_size(int fd, int *rows, int *cols) {
     *cols = ws.ws_col;
     return 0;
 }
+
+// CRC-32C: the store checks every append-log block and sealed column file with it. Hardware crc32 runs at
+// several GB/s here, so checking costs little next to the write; the table path keeps other CPUs correct.
+static uint32_t crc32c_table[256];
+static pthread_once_t crc32c_table_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init_table(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc32c_table[i] = c;
+    }
+}
+
+static uint32_t crc32c_soft(uint32_t crc, const uint8_t *p, size_t n) {
+    pthread_once(&crc32c_table_once, crc32c_init_table);
+    while (n--) crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__)
+#include <string.h>
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t n) {
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8; n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return c32;
+}
+#endif
+
+uint32_t tw_crc32c(uint32_t crc, const void *data, size_t length) {
+    const uint8_t *p = (const uint8_t *)data;
+    crc = ~crc;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return ~crc32c_hw(crc, p, length);
+#endif
+    return ~crc32c_soft(crc, p, length);
+}

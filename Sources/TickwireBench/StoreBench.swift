@@ -1,4 +1,200 @@
-/// Placeholder until its issue lands.
+import Foundation
+import TickwireCore
+import TickwireStore
+import CTickwireSys
+
+/// `tickwire bench store`: ingest, seal, scan, as-known-at reads and as-of joins on the synthetic market that
+/// Tools/asof_peers.py generates identically for polars, DuckDB and pandas.
+///
+/// Size: parameter `n` (trades = quotes = n), else the environment's `TICKWIRE_STORE_N`, else `events`;
+/// parameter `symbols` (default 1,000). Baselines in the same run: a raw `write` of the same 64-byte events
+/// (ingest), a sum over the same events in an in-memory array (scan), the plain read (as-known-at).
 enum StoreBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport { throw BenchError.notImplemented("Store") }
+    static func run(_ options: BenchOptions) throws -> BenchReport {
+        let n = Int(options.parameters["n"] ?? ProcessInfo.processInfo.environment["TICKWIRE_STORE_N"] ?? "") ?? options.events
+        let symbols = Int(options.parameters["symbols"] ?? "") ?? 1000
+        let runs = max(1, options.runs)
+        let market = SyntheticMarket(symbols: symbols, quotes: n, trades: n)
+        let root = options.directory + "/store-bench-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+
+        let table = SubjectTable()
+        let (quoteIDs, tradeIDs) = market.intern(into: table)
+        var events = [Event]()
+        events.reserveCapacity(2 * n)
+        market.generate(quoteIDs: quoteIDs, tradeIDs: tradeIDs) { events.append($0) }
+
+        // Ingest: StoreWriter (partitioning, staging, CRC, writev) against a raw write of the same bytes.
+        var ingest = [Double](), durable = [Double](), raw = [Double](), seal = [Double]()
+        let store = root + "/plain"
+        for _ in 0..<runs {
+            try? FileManager.default.removeItem(atPath: store)
+            raw.append(try rawWrite(events, path: root + "/raw.bin"))
+            let w = try StoreWriter(directory: store, subjects: table)
+            let t0 = tw_monotonic_ns()
+            try events.withUnsafeBufferPointer { try w.append(contentsOf: $0) }
+            ingest.append(Double(tw_monotonic_ns() - t0) / 1e9)      // every full block written (page cache)
+            try w.flush()
+            durable.append(Double(tw_monotonic_ns() - t0) / 1e9)     // and forced to the device
+            let s0 = tw_monotonic_ns()
+            try w.seal()
+            seal.append(Double(tw_monotonic_ns() - s0) / 1e9)
+            try w.close()
+        }
+        try? FileManager.default.removeItem(atPath: root + "/raw.bin")
+
+        // Scan: every event of the sealed store through the batch API (all columns, then only `a` and the times),
+        // against a sum over the in-memory array.
+        let reader = try StoreReader(directory: store)
+        let all = try StoreQuery(subjects: SubjectPattern(">"), from: Nanos(SyntheticMarket.t0), to: Nanos(SyntheticMarket.t0 + Nanos.perDay / 2))
+        var scan = [Double](), arrayScan = [Double](), projected = [Double](), scanned = 0, checksum: Int64 = 0
+        for _ in 0..<runs {
+            let t0 = tw_monotonic_ns()
+            var seen = 0, sum: Int64 = 0
+            try reader.scan(all) { batch in
+                let rows = batch.rows
+                for i in 0..<batch.count { sum &+= rows.a[i] &+ rows.knownTime[i] }
+                seen += batch.count
+            }
+            scan.append(Double(tw_monotonic_ns() - t0) / 1e9)
+            scanned = seen; checksum = sum
+            let a0 = tw_monotonic_ns()
+            var s2: Int64 = 0
+            events.withUnsafeBufferPointer { for e in $0 { s2 &+= e.a &+ e.knownTime.rawValue } }
+            arrayScan.append(Double(tw_monotonic_ns() - a0) / 1e9)
+            precondition(s2 == sum, "scan checksum differs from the array's")
+            let p0 = tw_monotonic_ns()
+            var s3: Int64 = 0
+            try reader.scan(all, columns: [.a]) { batch in
+                let rows = batch.rows
+                for i in 0..<batch.count { s3 &+= rows.a[i] &+ rows.knownTime[i] }
+            }
+            projected.append(Double(tw_monotonic_ns() - p0) / 1e9)
+            precondition(s3 == sum, "projected scan checksum differs")
+        }
+
+        // Replay (k-way merge into global time order), once.
+        let r0 = tw_monotonic_ns()
+        var replayed = 0
+        try reader.replay(all) { _ in replayed += 1 }
+        let replaySeconds = Double(tw_monotonic_ns() - r0) / 1e9
+
+        // As-of join, backward, every trade.
+        let join = try AsOfJoin(trades: SubjectPattern("MD.SYN.*.TRADE"), quotes: SubjectPattern("MD.SYN.*.QUOTE"),
+                                from: all.from, to: all.to)
+        var joinTimes = [Double](), joined = 0, matched = 0
+        for _ in 0..<runs {
+            let t0 = tw_monotonic_ns()
+            var rows = 0, hits = 0
+            try reader.asOfJoin(join) { batch in
+                rows += batch.count
+                for i in 0..<batch.count where batch.match[i] >= 0 { hits += 1 }
+            }
+            joinTimes.append(Double(tw_monotonic_ns() - t0) / 1e9)
+            joined = rows; matched = hits
+        }
+
+        // Bytes per quote: a store of the quotes alone.
+        let quoteStore = root + "/quotes"
+        let qw = try StoreWriter(directory: quoteStore, subjects: table)
+        for e in events where e.kind == .quote { try qw.append(e) }
+        try qw.seal()
+        try qw.close()
+        let quoteBytes = directoryBytes(quoteStore)
+
+        // As known at K with 1% of events corrected (every 50th trade re-sent half a session later, one tick up),
+        // against the plain (as known now) read of the same store.
+        let corrected = root + "/corrected"
+        let cw = try StoreWriter(directory: corrected, subjects: table)
+        let half = Int64(n / symbols) * SyntheticMarket.step / 2
+        var maxKnown: Int64 = 0
+        for e in events {
+            try cw.append(e)
+            maxKnown = max(maxKnown, e.knownTime.rawValue)
+        }
+        var corrections = 0
+        for e in events where e.kind == .trade && e.c % 50 == 0 {
+            var c = e
+            c.knownTime = Nanos(e.knownTime.rawValue + half)
+            c.a += SyntheticMarket.tick
+            try cw.append(c)
+            corrections += 1
+        }
+        try cw.seal()
+        try cw.close()
+        let creader = try StoreReader(directory: corrected)
+        var plainRead = [Double](), asOfRead = [Double](), plainRows = 0, asOfRows = 0
+        var asOfQuery = all
+        asOfQuery.asOf = Nanos(maxKnown)
+        for _ in 0..<runs {
+            for (q, isAsOf) in [(all, false), (asOfQuery, true)] {
+                let t0 = tw_monotonic_ns()
+                var rows = 0, sum: Int64 = 0
+                try creader.scan(q) { batch in
+                    for i in 0..<batch.count { sum &+= batch.rows.a[i] }
+                    rows += batch.count
+                }
+                let dt = Double(tw_monotonic_ns() - t0) / 1e9
+                if isAsOf { asOfRead.append(dt); asOfRows = rows } else { plainRead.append(dt); plainRows = rows }
+                _ = sum
+            }
+        }
+
+        let events2 = Double(2 * n)
+        return [
+            "suite": "store",
+            "data": ["trades": n, "quotes": n, "symbols": symbols, "generator": "SyntheticMarket (BENCHMARKS.md)"],
+            "runs": runs,
+            "ingest": ["events_per_s": events2 / best(ingest), "seconds": best(ingest),
+                       "durable_events_per_s": events2 / best(durable),
+                       "raw_write_fdatasync_events_per_s": events2 / best(raw),
+                       "durable_ratio_vs_raw_write": best(raw) / best(durable)],
+            "seal": ["seconds": best(seal), "events_per_s": events2 / best(seal)],
+            "scan": ["events": scanned, "events_per_s": Double(scanned) / best(scan),
+                     "array_events_per_s": events2 / best(arrayScan), "ratio_vs_array": best(arrayScan) / best(scan),
+                     "projected_events_per_s": Double(scanned) / best(projected),
+                     "projected_ratio_vs_array": best(arrayScan) / best(projected),
+                     "checksum": checksum],
+            "replay": ["events": replayed, "events_per_s": Double(replayed) / replaySeconds],
+            "asof_join": ["trades": joined, "matched": matched, "trades_per_s": Double(joined) / best(joinTimes),
+                          "seconds": best(joinTimes)],
+            "bytes_per_quote": Double(quoteBytes) / Double(n),
+            "as_known_at": ["corrections": corrections, "plain_rows": plainRows, "as_of_rows": asOfRows,
+                            "plain_seconds": best(plainRead), "as_of_seconds": best(asOfRead),
+                            "ratio_vs_plain": best(asOfRead) / best(plainRead)],
+        ]
+    }
+
+    static func best(_ xs: [Double]) -> Double { xs.min() ?? .nan }
+
+    /// The baseline writer: the same 64-byte events straight to a file with `write`, 4,096 at a time, then fsync.
+    static func rawWrite(_ events: [Event], path: String) throws -> Double {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw BenchError.failed("open \(path): errno \(errno)") }
+        defer { close(fd); unlink(path) }
+        let t0 = tw_monotonic_ns()
+        events.withUnsafeBytes { p in
+            var o = 0
+            while o < p.count {
+                let n = write(fd, p.baseAddress! + o, min(4096 * 64, p.count - o))
+                if n <= 0 { break }
+                o += n
+            }
+        }
+        fdatasync(fd)
+        return Double(tw_monotonic_ns() - t0) / 1e9
+    }
+
+    static func directoryBytes(_ path: String) -> Int {
+        guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var total = 0
+        while let name = e.nextObject() as? String {
+            if let a = try? FileManager.default.attributesOfItem(atPath: path + "/" + name), (a[.type] as? FileAttributeType) == .typeRegular {
+                total += (a[.size] as? Int) ?? 0
+            }
+        }
+        return total
+    }
 }

@@ -7,6 +7,7 @@ struct Tickwire: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tickwire",
         abstract: "A low-latency trading-floor feed handler: feeds in, subject-tagged events out over ZeroMQ.",
-        subcommands: [Run.self, Tail.self, Ticker.self, Stats.self, Risk.self, Decode.self, Play.self, Bench.self]
+        subcommands: [Run.self, Tail.self, Ticker.self, Stats.self, Risk.self, Decode.self, Play.self,
+                      ReplayCommand.self, QueryCommand.self, ExportCommand.self, Bench.self]
     )
 }

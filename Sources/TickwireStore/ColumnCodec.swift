@@ -1,0 +1,195 @@
+/// Encodes a block of Int64 values with the cheapest of a few transforms, each followed by frame-of-reference
+/// bit packing (docs/STORAGE.md, "Column blocks"):
+///
+/// - `plain`: v
+/// - `delta`: v[i] - v[i-1] (first value in the header)
+/// - `deltaOfDelta`: (v[i] - v[i-1]) - (v[i-1] - v[i-2]) (first value and first delta in the header)
+/// - `reference`: v[i] - r[i], against another column of the same rows (known time against event time,
+///   ask against bid)
+///
+/// The transformed values t are stored as `(t - base) / scale` in `width` bits, where base is their minimum and
+/// scale their greatest common divisor: prices on a tick grid and round-lot sizes pack to a few bits.
+/// All arithmetic wraps, so any Int64 round-trips exactly.
+enum ColumnCodec {
+    enum Mode: UInt8 { case plain = 0, delta = 1, deltaOfDelta = 2, reference = 3 }
+
+    static let headerSize = 40
+    /// Widths above this are stored as whole 64-bit words, so every narrower value is one unaligned load.
+    static let maxPackedWidth = 56
+
+    /// Appends one encoded block of `n` values to `out`, trying each of `modes`.
+    static func encode(_ v: UnsafePointer<Int64>, count n: Int, reference: UnsafePointer<Int64>?, modes: [Mode],
+                       scratch t: UnsafeMutablePointer<Int64>, into out: inout [UInt8]) {
+        precondition(n > 0)
+        var best: (mode: Mode, width: Int, base: Int64, scale: UInt64)?
+        for mode in modes {
+            if mode == .reference && reference == nil { continue }
+            let skip = transform(v, n, reference, mode, t)
+            let (base, scale, width) = frame(t, n, skip)
+            if best == nil || width < best!.width { best = (mode, width, base, scale) }
+        }
+        let chosen = best!
+        let skip = transform(v, n, reference, chosen.mode, t)
+        for i in 0..<skip { t[i] = chosen.base }
+        let first = v[0], firstDelta = n > 1 ? v[1] &- v[0] : 0
+        var header = [UInt8](repeating: 0, count: headerSize)
+        header[0] = chosen.mode.rawValue
+        header[1] = UInt8(chosen.width)
+        header.withUnsafeMutableBytes { h in
+            h.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 4, as: UInt32.self)
+            h.storeBytes(of: chosen.base.littleEndian, toByteOffset: 8, as: Int64.self)
+            h.storeBytes(of: Int64(bitPattern: chosen.scale).littleEndian, toByteOffset: 16, as: Int64.self)
+            h.storeBytes(of: first.littleEndian, toByteOffset: 24, as: Int64.self)
+            h.storeBytes(of: firstDelta.littleEndian, toByteOffset: 32, as: Int64.self)
+        }
+        out.append(contentsOf: header)
+        pack(t, n, base: chosen.base, scale: chosen.scale, width: chosen.width, into: &out)
+    }
+
+    /// Bytes an encoded block takes after its header: the packed bits, rounded up to 8, plus 8 bytes of slack so
+    /// the decoder may always load a whole word.
+    static func packedBytes(count n: Int, width: Int) -> Int { ((n * width + 63) / 64) * 8 + 8 }
+
+    private static func transform(_ v: UnsafePointer<Int64>, _ n: Int, _ r: UnsafePointer<Int64>?, _ mode: Mode,
+                                  _ t: UnsafeMutablePointer<Int64>) -> Int {
+        switch mode {
+        case .plain:
+            for i in 0..<n { t[i] = v[i] }
+            return 0
+        case .delta:
+            for i in 1..<max(n, 1) { t[i] = v[i] &- v[i - 1] }
+            return min(1, n)
+        case .deltaOfDelta:
+            for i in stride(from: 2, to: n, by: 1) { t[i] = (v[i] &- v[i - 1]) &- (v[i - 1] &- v[i - 2]) }
+            return min(2, n)
+        case .reference:
+            for i in 0..<n { t[i] = v[i] &- r![i] }
+            return 0
+        }
+    }
+
+    /// The minimum, the common divisor of the offsets from it, and the bit width they need.
+    private static func frame(_ t: UnsafeMutablePointer<Int64>, _ n: Int, _ skip: Int) -> (Int64, UInt64, Int) {
+        guard skip < n else { return (0, 1, 0) }
+        var lo = t[skip], hi = t[skip]
+        for i in skip..<n { lo = Swift.min(lo, t[i]); hi = Swift.max(hi, t[i]) }
+        var g: UInt64 = 0
+        for i in skip..<n {
+            let x = UInt64(bitPattern: t[i] &- lo)
+            if x == 0 || (g != 0 && x % g == 0) { continue }
+            g = gcd(g, x)
+            if g == 1 { break }
+        }
+        if g == 0 { return (lo, 1, 0) }
+        let range = UInt64(bitPattern: hi &- lo) / g
+        var width = range == 0 ? 0 : 64 - range.leadingZeroBitCount
+        if width > maxPackedWidth { width = 64 }
+        return (lo, width == 64 ? 1 : g, width)
+    }
+
+    private static func gcd(_ a0: UInt64, _ b0: UInt64) -> UInt64 {
+        var a = a0, b = b0
+        while b != 0 { (a, b) = (b, a % b) }
+        return a
+    }
+
+    private static func pack(_ t: UnsafePointer<Int64>, _ n: Int, base: Int64, scale: UInt64, width: Int, into out: inout [UInt8]) {
+        let bytes = packedBytes(count: n, width: width)
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: bytes))
+        guard width > 0 else { return }
+        out.withUnsafeMutableBytes { raw in
+            let p = raw.baseAddress! + start
+            var acc: UInt64 = 0, bits = 0, word = 0
+            for i in 0..<n {
+                let u = UInt64(bitPattern: t[i] &- base) / scale
+                if width == 64 {
+                    p.storeBytes(of: u.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                    continue
+                }
+                acc |= u << UInt64(bits)
+                bits += width
+                if bits >= 64 {
+                    p.storeBytes(of: acc.littleEndian, toByteOffset: word * 8, as: UInt64.self)
+                    word += 1
+                    bits -= 64
+                    acc = bits == 0 ? 0 : u >> UInt64(width - bits)
+                }
+            }
+            if bits > 0 && width != 64 { p.storeBytes(of: acc.littleEndian, toByteOffset: word * 8, as: UInt64.self) }
+        }
+    }
+
+    /// The number of values and the total encoded size of the block at `p`, checked against `available` bytes.
+    static func blockSize(_ p: UnsafeRawPointer, available: Int) -> (count: Int, bytes: Int)? {
+        guard available >= headerSize else { return nil }
+        let mode = p.load(fromByteOffset: 0, as: UInt8.self), width = Int(p.load(fromByteOffset: 1, as: UInt8.self))
+        guard Mode(rawValue: mode) != nil, width <= maxPackedWidth || width == 64 else { return nil }
+        let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        let bytes = headerSize + packedBytes(count: n, width: width)
+        return bytes <= available ? (n, bytes) : nil
+    }
+
+    /// Decodes a block (validated by `blockSize`) into `out`; returns the value count. The transform is fused
+    /// into the unpacking loop: one pass over the output.
+    /// - warning: `reference` must hold the block's reference column already decoded when the mode needs it.
+    @inline(__always)
+    static func decode(_ p: UnsafeRawPointer, into out: UnsafeMutablePointer<Int64>, reference: UnsafePointer<Int64>?) -> Int {
+        let mode = p.load(fromByteOffset: 0, as: UInt8.self)
+        let width = Int(p.load(fromByteOffset: 1, as: UInt8.self))
+        let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        let base = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: Int64.self))
+        let scale = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: Int64.self))
+        let first = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: Int64.self))
+        let data = p + headerSize
+        switch mode {
+        case Mode.delta.rawValue:
+            out[0] = first
+            var acc = first
+            unpack(data, from: 1, to: n, width: width, base: base, scale: scale) { i, t in acc = acc &+ t; out[i] = acc }
+        case Mode.deltaOfDelta.rawValue:
+            out[0] = first
+            guard n > 1 else { break }
+            var delta = Int64(littleEndian: p.loadUnaligned(fromByteOffset: 32, as: Int64.self))
+            var acc = first &+ delta
+            out[1] = acc
+            unpack(data, from: 2, to: n, width: width, base: base, scale: scale) { i, t in
+                delta = delta &+ t; acc = acc &+ delta; out[i] = acc
+            }
+        case Mode.reference.rawValue:
+            let r = reference!
+            unpack(data, from: 0, to: n, width: width, base: base, scale: scale) { i, t in out[i] = r[i] &+ t }
+        default:
+            unpack(data, from: 0, to: n, width: width, base: base, scale: scale) { i, t in out[i] = t }
+        }
+        return n
+    }
+
+    /// Calls `body(i, base + scale · u[i])` for i in lo..<hi.
+    @inline(__always)
+    private static func unpack(_ data: UnsafeRawPointer, from lo: Int, to hi: Int, width: Int, base: Int64, scale: Int64,
+                               _ body: (Int, Int64) -> Void) {
+        guard lo < hi else { return }
+        if width == 0 {
+            for i in lo..<hi { body(i, base) }
+        } else if width == 64 {
+            for i in lo..<hi { body(i, base &+ Int64(littleEndian: data.loadUnaligned(fromByteOffset: i &* 8, as: Int64.self))) }
+        } else {
+            let mask = (UInt64(1) << UInt64(width)) &- 1
+            var bit = lo &* width
+            if scale == 1 {
+                for i in lo..<hi {
+                    let word = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: bit &>> 3, as: UInt64.self))
+                    body(i, base &+ Int64(bitPattern: (word &>> UInt64(bit & 7)) & mask))
+                    bit &+= width
+                }
+            } else {
+                for i in lo..<hi {
+                    let word = UInt64(littleEndian: data.loadUnaligned(fromByteOffset: bit &>> 3, as: UInt64.self))
+                    body(i, base &+ scale &* Int64(bitPattern: (word &>> UInt64(bit & 7)) & mask))
+                    bit &+= width
+                }
+            }
+        }
+    }
+}

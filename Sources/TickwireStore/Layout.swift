@@ -1,0 +1,125 @@
+import TickwireCore
+
+/// One partition: the events of one trading date (the UTC date of their event time) and one root — the venue
+/// of market data (`MD.XNAS`) or the first token of any other subject (`ALERT`, `TRADE`).
+public struct PartitionKey: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Days since 1970-01-01, UTC.
+    public let day: Int64
+    /// `MD.<VENUE>` for market data, the root token otherwise.
+    public let root: String
+
+    public init(day: Int64, root: String) { self.day = day; self.root = root }
+
+    /// `2019-12-30`.
+    public var date: String { Layout.dateText(day: day) }
+    /// Where it lives under the store directory: `2019-12-30/MD.XNAS`.
+    public var relativePath: String { "\(date)/\(root)" }
+    public var description: String { relativePath }
+
+    public static func < (a: PartitionKey, b: PartitionKey) -> Bool { (a.day, a.root) < (b.day, b.root) }
+}
+
+enum Layout {
+    static func day(of t: Int64) -> Int64 {
+        t >= 0 ? t / Nanos.perDay : (t &+ 1) / Nanos.perDay &- 1
+    }
+
+    static func dateText(day: Int64) -> String {
+        let (y, m, d) = Nanos.civil(fromDays: day)
+        func pad(_ v: Int64, _ w: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, w - s.count)) + s
+        }
+        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))"
+    }
+
+    static func day(fromDateText s: String) -> Int64? {
+        guard s.utf8.count == 10, let t = try? Nanos(parsing: s) else { return nil }
+        return day(of: t.rawValue)
+    }
+
+    /// The partition root of a subject: its first two tokens for `MD.` subjects, its first token otherwise.
+    static func root(ofSubject text: UnsafeRawBufferPointer) -> String {
+        let dot = UInt8(ascii: ".")
+        guard let first = text.firstIndex(of: dot) else { return String(decoding: text, as: UTF8.self) }
+        let isMD = first == 2 && text[0] == UInt8(ascii: "M") && text[1] == UInt8(ascii: "D")
+        if isMD, let second = text[(first + 1)...].firstIndex(of: dot) {
+            return String(decoding: UnsafeRawBufferPointer(rebasing: text[..<second]), as: UTF8.self)
+        }
+        return String(decoding: UnsafeRawBufferPointer(rebasing: text[..<first]), as: UTF8.self)
+    }
+
+    static func root(ofSubject text: String) -> String {
+        var t = text
+        return t.withUTF8 { root(ofSubject: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// All tokens but the last: the part a TRADE, its QUOTE and its BUST share (`MD.XNAS.AAPL`).
+    static func stem(_ subject: String) -> Substring {
+        guard let dot = subject.utf8.lastIndex(of: UInt8(ascii: ".")) else { return Substring(subject) }
+        return subject[..<dot]
+    }
+
+    static func logName(_ generation: UInt64) -> String { "open-\(padded(generation)).log" }
+    static func segmentName(_ generation: UInt64) -> String { "sealed-\(padded(generation))" }
+
+    static func padded(_ g: UInt64) -> String {
+        let s = String(g)
+        return String(repeating: "0", count: max(0, 8 - s.count)) + s
+    }
+
+    /// What a partition directory holds: its newest sealed segment, its append logs, leftovers of a crash.
+    struct PartitionFiles {
+        var sealedGeneration: UInt64?
+        var staleSegments: [String] = []
+        var logGenerations: [UInt64] = []
+        var temporaries: [String] = []
+
+        /// Logs not yet absorbed by the sealed segment (a segment absorbs every log of its generation or lower).
+        var liveLogs: [UInt64] { logGenerations.filter { $0 > (sealedGeneration ?? 0) || sealedGeneration == nil } }
+        var absorbedLogs: [UInt64] { logGenerations.filter { sealedGeneration != nil && $0 <= sealedGeneration! } }
+        var nextGeneration: UInt64 { max(sealedGeneration ?? 0, logGenerations.max() ?? 0) + 1 }
+    }
+
+    static func inspect(_ dir: String) -> PartitionFiles {
+        var files = PartitionFiles()
+        var segments = [UInt64]()
+        for name in FS.list(dir) {
+            if name.hasSuffix(".tmp") { files.temporaries.append(name); continue }
+            if name.hasPrefix("sealed-"), let g = UInt64(name.dropFirst(7)) { segments.append(g) }
+            if name.hasPrefix("open-"), name.hasSuffix(".log"), let g = UInt64(name.dropFirst(5).dropLast(4)) {
+                files.logGenerations.append(g)
+            }
+        }
+        segments.sort()
+        files.sealedGeneration = segments.last
+        files.staleSegments = segments.dropLast().map(segmentName)
+        files.logGenerations.sort()
+        return files
+    }
+
+    /// Removes what a crash during sealing can leave: temporaries, logs already sealed, superseded segments.
+    static func cleanUp(_ dir: String) throws(StoreError) -> PartitionFiles {
+        var files = inspect(dir)
+        let garbage = files.temporaries + files.staleSegments + files.absorbedLogs.map(logName)
+        guard !garbage.isEmpty else { return files }
+        for name in garbage { try FS.removeTree(dir + "/" + name) }
+        try FS.syncDirectory(dir)
+        files.temporaries = []
+        files.staleSegments = []
+        files.logGenerations = files.liveLogs
+        return files
+    }
+
+    /// Every partition under a store directory, in (date, root) order.
+    static func partitions(in directory: String) -> [PartitionKey] {
+        var keys = [PartitionKey]()
+        for date in FS.list(directory) {
+            guard let day = day(fromDateText: date), FS.isDirectory(directory + "/" + date) else { continue }
+            for root in FS.list(directory + "/" + date) where FS.isDirectory(directory + "/" + date + "/" + root) {
+                keys.append(PartitionKey(day: day, root: root))
+            }
+        }
+        return keys.sorted()
+    }
+}

@@ -1,0 +1,139 @@
+import TickwireCore
+import CTickwireSys
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How fast a replay runs: as fast as it can, or at a multiple of the recorded pace (event-time gaps).
+public enum ReplayPace: Sendable, Equatable {
+    case max
+    case speed(Double)
+
+    /// Parses `max`, `1x`, `10x`, `0.5x`. - Throws: `StoreError.badQuery` naming `--pace`.
+    public init(parsing text: String) throws(StoreError) {
+        if text == "max" { self = .max; return }
+        guard text.hasSuffix("x"), let v = Double(text.dropLast()), v > 0, v.isFinite else {
+            throw .badQuery(field: "--pace", reason: "'\(text)' is not max or a speed such as 1x or 10x")
+        }
+        self = .speed(v)
+    }
+}
+
+/// Where a replay sends its events: numbered (`seq` publisher-wide from 1, `subjectSeq` per subject from 1)
+/// exactly as the live feed numbers them.
+public protocol ReplaySink: AnyObject {
+    func send(subject: String, subjectSeq: UInt64, event: Event) throws
+    func finish() throws
+}
+
+/// Drives a replay: reads the query in replay order, numbers the events, paces them, hands them to a sink.
+public enum Replayer {
+    /// - Returns: how many events were sent.
+    /// - Throws: `StoreError` from the store, or what the sink throws.
+    @discardableResult
+    public static func run(_ reader: StoreReader, _ q: StoreQuery, pace: ReplayPace, into sink: ReplaySink,
+                           stop: StopSignal? = nil) throws -> UInt64 {
+        var seq: UInt64 = 0
+        var subjectSeq = [String: UInt64]()
+        var firstEventTime: Int64?
+        let start = tw_monotonic_ns()
+        struct Stopped: Error {}
+        do {
+            try reader.replay(q) { stored in
+                if stop?.isRaised == true { throw Stopped() }
+                var e = stored.event
+                if case .speed(let speed) = pace {
+                    let first = firstEventTime ?? e.eventTime.rawValue
+                    firstEventTime = first
+                    let due = start + Int64(Double(e.eventTime.rawValue - first) / speed)
+                    let wait = due - tw_monotonic_ns()
+                    if wait > 0 {
+                        var ts = timespec(tv_sec: Int(wait / Nanos.perSecond), tv_nsec: Int(wait % Nanos.perSecond))
+                        nanosleep(&ts, nil)
+                    }
+                }
+                seq += 1
+                e.seq = seq
+                let s = (subjectSeq[stored.subject] ?? 0) + 1
+                subjectSeq[stored.subject] = s
+                try sink.send(subject: stored.subject, subjectSeq: s, event: e)
+            }
+        } catch is Stopped {}
+        try sink.finish()
+        return seq
+    }
+}
+
+/// Buffered output to a file (created or truncated) or standard output; the one owner of its descriptor.
+public final class ByteOutput {
+    public let path: String
+    private let file: OwnedFile?
+    private var fd: Int32 { file?.fd ?? 1 }
+    public var buffer = [UInt8]()
+
+    /// - Parameter path: a file to create or truncate; nil or `-` for standard output.
+    /// - Throws: `StoreError.io` when the file cannot be opened.
+    public init(path: String?) throws(StoreError) {
+        if let path, path != "-" {
+            file = try OwnedFile(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+            self.path = path
+        } else {
+            file = nil
+            self.path = "<stdout>"
+        }
+        buffer.reserveCapacity(1 << 17)
+    }
+
+    /// Writes the buffer out once it holds 64 KiB.
+    @inline(__always) public func drainIfFull() throws(StoreError) { if buffer.count >= 1 << 16 { try drain() } }
+
+    public func drain() throws(StoreError) {
+        let r: Result<Void, StoreError> = buffer.withUnsafeBytes { p in
+            var done = 0
+            while done < p.count {
+                let n = write(fd, p.baseAddress! + done, p.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return .failure(.io(operation: "write", path: path, errno: errno))
+                }
+                done += n
+            }
+            return .success(())
+        }
+        try r.get()
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Writes a replay as JSON lines (`EventText`) or length-prefixed binary messages: per event
+/// `u32 LE subject length, subject, u32 LE payload length, payload`, the payload being the 72-byte wire payload
+/// (`WireCodec`) — the live protocol's two frames back to back (docs/STORAGE.md, "Replay output").
+public final class StreamReplaySink: ReplaySink {
+    public enum Format: String, Sendable, CaseIterable { case jsonl, binary }
+    private let out: ByteOutput
+    private let format: Format
+
+    public init(_ out: ByteOutput, format: Format) {
+        self.out = out; self.format = format
+    }
+
+    public func send(subject: String, subjectSeq: UInt64, event: Event) throws {
+        switch format {
+        case .jsonl:
+            EventText.appendJSON(subject: subject, subjectSeq: subjectSeq, event: event, to: &out.buffer)
+            out.buffer.append(UInt8(ascii: "\n"))
+        case .binary:
+            out.buffer.appendLE(UInt32(subject.utf8.count))
+            out.buffer.append(contentsOf: subject.utf8)
+            out.buffer.appendLE(UInt32(WireCodec.payloadSize))
+            let at = out.buffer.count
+            out.buffer.append(contentsOf: repeatElement(0, count: WireCodec.payloadSize))
+            out.buffer.withUnsafeMutableBytes { WireCodec.encode(event, subjectSeq: subjectSeq, into: $0.baseAddress! + at) }
+        }
+        try out.drainIfFull()
+    }
+
+    public func finish() throws { try out.drain() }
+}

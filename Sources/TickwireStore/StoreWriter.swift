@@ -1,0 +1,131 @@
+import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Appends events to the store as they flow: each into the open partition of its trading date (UTC date of its
+/// event time) and root (`MD.<VENUE>`, or the first token of any other subject).
+///
+/// Events are staged per partition in a block buffer and written as one checksummed log block when the block
+/// fills; `flush()` writes partial blocks and forces every log to the device (`fdatasync`). A process crash
+/// loses at most what was staged and not yet written; a machine crash what was not yet flushed; a torn tail is
+/// cut when the partition is next opened. Sealing sorts and encodes a partition into column files.
+///
+/// Threading: one thread owns a writer — every method must be called from it (or under the caller's own
+/// serialization). `append` takes no lock and does not allocate once a partition and subject have been seen.
+public final class StoreWriter {
+    public let directory: String
+    public let subjects: SubjectTable
+    private let blockEvents: Int
+    private var open: [PartitionKey: OpenPartition] = [:]
+    /// Global SubjectID -> index into `roots` + 1 (0: not yet looked at).
+    private var rootOf: [Int32] = []
+    private var roots: [String] = []
+    /// The partition the previous event went to, and the event-time range of its date: most events go to the same
+    /// one, found with two comparisons instead of a division.
+    private var lastDayStart = Int64.max, lastDayEnd = Int64.min, lastRoot: Int32 = -1
+    private var last: OpenPartition?
+    /// Held (`flock`) for the writer's lifetime: one writer per store directory.
+    private let lock: OwnedFile
+
+    /// Events appended by this writer.
+    public private(set) var appended: UInt64 = 0
+    /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
+    public private(set) var tornTailsCut: UInt64 = 0
+    public private(set) var tornBytesCut: UInt64 = 0
+
+    /// Opens (creating it if needed) a store directory for writing; a second writer on the same directory, in
+    /// this process or another, is refused. Partitions left open by an earlier run are
+    /// recovered when first written to, or sealed by `seal`.
+    /// - Parameters:
+    ///   - directory: the store's root (`<data>/store`).
+    ///   - subjects: the table the events' subject ids index.
+    ///   - blockEvents: events per log block; each block is one `writev` and one checksum.
+    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096) throws(StoreError) {
+        precondition(blockEvents > 0 && blockEvents <= 1 << 20)
+        self.directory = directory
+        self.subjects = subjects
+        self.blockEvents = blockEvents
+        try FS.makeDirectories(directory)
+        lock = try OwnedFile(path: directory + "/LOCK", flags: O_RDWR | O_CREAT)
+        guard flock(lock.fd, LOCK_EX | LOCK_NB) == 0 else {
+            throw .io(operation: "lock (another StoreWriter has this store open)", path: lock.path, errno: errno)
+        }
+    }
+
+    /// Stages one event. - Throws: `StoreError.io` when a log block cannot be written.
+    /// - Complexity: O(1); a block write every `blockEvents` events of a partition.
+    @inline(__always)
+    public func append(_ e: Event) throws(StoreError) {
+        let id = Int(e.subjectID)
+        var root: Int32
+        if id < rootOf.count, rootOf[id] != 0 { root = rootOf[id] - 1 } else { root = learnRoot(e.subjectID) }
+        let t = e.eventTime.rawValue
+        if t < lastDayStart || t >= lastDayEnd || root != lastRoot || last == nil {
+            let day = Layout.day(of: t)
+            last = try partition(PartitionKey(day: day, root: roots[Int(root)]))
+            lastDayStart = day &* Nanos.perDay
+            lastDayEnd = day == Int64.max / Nanos.perDay ? .max : lastDayStart &+ Nanos.perDay
+            lastRoot = root
+        }
+        try last.unsafelyUnwrapped.append(e, subjects: subjects)
+        appended &+= 1
+    }
+
+    /// Stages a batch of events (what a ring consumer drains at once).
+    public func append(contentsOf events: UnsafeBufferPointer<Event>) throws(StoreError) {
+        for e in events { try append(e) }
+    }
+
+    private func learnRoot(_ id: SubjectID) -> Int32 {
+        let root = Layout.root(ofSubject: subjects.entry(id))
+        let index: Int32
+        if let i = roots.firstIndex(of: root) { index = Int32(i) } else { index = Int32(roots.count); roots.append(root) }
+        if Int(id) >= rootOf.count { rootOf.append(contentsOf: repeatElement(0, count: Int(id) + 1 - rootOf.count)) }
+        rootOf[Int(id)] = index + 1
+        return index
+    }
+
+    private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
+        if let p = open[key] { return p }
+        let p = try OpenPartition(key: key, directory: directory + "/" + key.relativePath, subjects: subjects,
+                                  blockEvents: blockEvents)
+        if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
+        open[key] = p
+        return p
+    }
+
+    /// Writes every staged event and forces the logs to the device. After it returns, a crash of the process or
+    /// the machine loses nothing appended before the call.
+    public func flush() throws(StoreError) {
+        for key in open.keys.sorted() { try open[key]!.flush() }
+    }
+
+    /// Seals partitions — this writer's open ones and any left open on disk by earlier runs — whose trading date
+    /// is before `before` (all when nil): sorts them by (subject, event time, known time), encodes their columns,
+    /// writes them durably and removes their logs. Later events for a sealed date open a new log; the next seal
+    /// merges it with the sealed segment.
+    /// - Returns: the partitions sealed.
+    @discardableResult
+    public func seal(before: Nanos? = nil) throws(StoreError) -> [PartitionKey] {
+        let cutoff = before.map { Layout.day(of: $0.rawValue) } ?? .max
+        var sealed = [PartitionKey]()
+        for key in Layout.partitions(in: directory) where key.day < cutoff {
+            if let p = open.removeValue(forKey: key) { try p.flush() }
+            if try Sealing.seal(directory + "/" + key.relativePath) != nil { sealed.append(key) }
+        }
+        last = nil
+        return sealed
+    }
+
+    /// Flushes and closes every open log and releases the directory to another writer; the partitions stay
+    /// open on disk until sealed. Use no method but `close` afterwards.
+    public func close() throws(StoreError) {
+        try flush()
+        open.removeAll()
+        last = nil
+        flock(lock.fd, LOCK_UN)
+    }
+}

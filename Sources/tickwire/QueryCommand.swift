@@ -1,0 +1,51 @@
+import ArgumentParser
+import TickwireCore
+import TickwireStore
+
+/// `tickwire query …`: questions answered from the store.
+struct QueryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Query the store.",
+        subcommands: [AsOfJoinCommand.self])
+}
+
+/// `tickwire query asof-join`: each trade with the quote prevailing at its time, as known at K.
+struct AsOfJoinCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asof-join",
+        abstract: "Join each trade to the quote of its symbol at its event time.",
+        discussion: """
+            One row per trade: subject, event_time, known_time, price, size, side, then the matched quote's \
+            quote_event_time, bid, bid_size, ask, ask_size (empty when none matches). The quote subject is the \
+            trade subject with its last token replaced by QUOTE.
+            """)
+
+    @Option(help: "Trade subject pattern.") var trades: String
+    @Option(help: "Quote subject pattern.") var quotes: String
+    @Option(help: "Start of the trades' event-time window (inclusive).") var from: String
+    @Option(help: "End of the trades' event-time window (exclusive).") var to: String
+    @Option(name: .customLong("as-of"), help: "Both sides as known at this time.") var asOf: String?
+    @Flag(help: "Exclude quotes at exactly the trade's time.") var strict = false
+    @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
+    @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
+    @Option(help: "csv or jsonl.") var format: String
+    @Option(help: "Write to this file instead of standard output.") var out: String?
+    @Option(help: "The data directory.") var data: String = "./tickwire-data"
+
+    func run() throws {
+        let window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
+        let quotePattern: SubjectPattern
+        do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
+        guard let dir = AsOfDirection(rawValue: direction) else {
+            throw ValidationError("--direction must be backward, forward or nearest, not '\(direction)'")
+        }
+        guard let fmt = StoreReader.JoinFormat(rawValue: format) else {
+            throw ValidationError("--format must be csv or jsonl, not '\(format)'")
+        }
+        let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
+                                asOf: window.asOf, direction: dir, strict: strict,
+                                tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
+        try StoreReader(directory: data + "/store").writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+    }
+}

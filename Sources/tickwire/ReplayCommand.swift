@@ -1,0 +1,73 @@
+import ArgumentParser
+import TickwireCore
+import TickwireStore
+import TickwireZMQ
+
+/// `tickwire replay`: history as known at K, to stdout, a file, or a ZeroMQ endpoint speaking the live protocol.
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay stored events as they were known at a moment.",
+        discussion: """
+            Events with event time in [--from, --to) whose subject matches --subjects, as known at --as-of (now when \
+            left out), in order of event time, then subject, then known time. The same query gives the same bytes \
+            every run. Times are ISO-8601 UTC (2026-01-05T14:30:00Z) or integer nanoseconds.
+            """)
+
+    @Option(help: "Subject pattern (`*` one token, `>` the rest).") var subjects: String
+    @Option(help: "Start of the event-time window (inclusive).") var from: String
+    @Option(help: "End of the event-time window (exclusive).") var to: String
+    @Option(name: .customLong("as-of"), help: "Replay as known at this time.") var asOf: String?
+    @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
+    @Option(help: "jsonl, or binary (length-prefixed subject and wire payload).") var format: String = "jsonl"
+    @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
+    @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
+    var waitSubscriber: Double = 5
+    @Option(help: "Write to this file instead of standard output.") var out: String?
+    @Option(help: "The data directory.") var data: String = "./tickwire-data"
+
+    func run() throws {
+        let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        let pace = try ReplayPace(parsing: pace)
+        guard let format = StreamReplaySink.Format(rawValue: format) else {
+            throw ValidationError("--format must be jsonl or binary, not '\(format)'")
+        }
+        let reader = try StoreReader(directory: data + "/store")
+        if let endpoint = publish {
+            let sink = try ZMQReplaySink(endpoint: endpoint, waitForSubscriber: waitSubscriber)
+            try Replayer.run(reader, query, pace: pace, into: sink)
+        } else {
+            try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
+        }
+    }
+}
+
+/// Publishes a replay on an XPUB socket as the live feed does: frame one the subject, frame two the wire payload.
+/// XPUB with no-drop makes a slow subscriber hold the replay back instead of losing history.
+final class ZMQReplaySink: ReplaySink {
+    private let context = ZMQContext()
+    private let socket: ZMQSocket
+    private var payload = [UInt8](repeating: 0, count: WireCodec.payloadSize)
+
+    init(endpoint: String, waitForSubscriber seconds: Double) throws {
+        socket = try context.socket(.xpub)
+        try socket.setOption(69, 1)          // ZMQ_XPUB_NODROP: block at the high-water mark, never drop
+        try socket.setLinger(milliseconds: 30_000)
+        try socket.bind(endpoint)
+        if seconds > 0 {
+            // The first subscription message says someone listens; earlier messages would be lost.
+            try socket.setReceiveTimeout(milliseconds: Int(seconds * 1000))
+            _ = try socket.receive()
+        }
+    }
+
+    func send(subject: String, subjectSeq: UInt64, event: Event) throws {
+        payload.withUnsafeMutableBytes { WireCodec.encode(event, subjectSeq: subjectSeq, into: $0.baseAddress!) }
+        try socket.send(subject, more: true)
+        try socket.send(payload)
+    }
+
+    func finish() throws {
+        socket.close()
+    }
+}

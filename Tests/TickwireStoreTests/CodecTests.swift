@@ -1,0 +1,55 @@
+import Testing
+import TickwireCore
+@testable import TickwireStore
+
+@Suite struct CodecTests {
+    static let shapes: [(String, @Sendable (Int) -> Int64)] = [
+        ("constant", { _ in 42 }),
+        ("regular timestamps", { 1_767_623_400_000_000_000 + Int64($0) * 1_000_000 }),
+        ("jittered timestamps", { 1_767_623_400_000_000_000 + Int64($0) * 1_000_000 + Int64(($0 * 7919) % 1000) }),
+        ("tick prices", { (10_000 + Int64(($0 * 31) % 17) - 8) * 1_000_000 }),
+        ("extremes", { $0 % 3 == 0 ? Int64.max : $0 % 3 == 1 ? Int64.min : 0 }),
+        ("random", { _ in Int64.random(in: .min ... .max) }),
+        ("small negatives", { -Int64($0 % 5) }),
+    ]
+
+    @Test(arguments: 0..<shapes.count, [1, 2, 3, 1000, 1024])
+    func everyModeRoundTrips(shape: Int, count: Int) {
+        let values = (0..<count).map(CodecTests.shapes[shape].1)
+        let reference = (0..<count).map { Int64($0) * 3 }
+        for modes: [ColumnCodec.Mode] in [[.plain], [.delta], [.deltaOfDelta], [.reference], [.plain, .delta, .deltaOfDelta, .reference]] {
+            var out = [UInt8]()
+            let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: count)
+            defer { scratch.deallocate() }
+            values.withUnsafeBufferPointer { v in
+                reference.withUnsafeBufferPointer { r in
+                    ColumnCodec.encode(v.baseAddress!, count: count, reference: r.baseAddress!, modes: modes, scratch: scratch, into: &out)
+                }
+            }
+            var decoded = [Int64](repeating: 0, count: count)
+            let n = out.withUnsafeBytes { p in
+                #expect(ColumnCodec.blockSize(p.baseAddress!, available: p.count)?.bytes == p.count)
+                return decoded.withUnsafeMutableBufferPointer { d in
+                    reference.withUnsafeBufferPointer { ColumnCodec.decode(p.baseAddress!, into: d.baseAddress!, reference: $0.baseAddress!) }
+                }
+            }
+            #expect(n == count)
+            #expect(decoded == values, "shape \(CodecTests.shapes[shape].0), modes \(modes)")
+        }
+    }
+
+    @Test func tickPricesPackToFewBits() {
+        let values: [Int64] = (0..<1024).map { (i: Int) -> Int64 in
+            let ticks = Int64((i * 7919 + i * i) % 5) - 2
+            return (10_000 + ticks) * 1_000_000
+        }
+        var out = [UInt8]()
+        let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: 1024)
+        defer { scratch.deallocate() }
+        values.withUnsafeBufferPointer {
+            ColumnCodec.encode($0.baseAddress!, count: 1024, reference: nil, modes: [.plain, .delta], scratch: scratch, into: &out)
+        }
+        #expect(out[1] <= 3) // five ticks: at most 3 bits a value
+        #expect(out.count <= ColumnCodec.headerSize + 1024 * 3 / 8 + 8)
+    }
+}
