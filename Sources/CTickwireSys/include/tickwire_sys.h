@@ -27,4 +27,11 @@ int64_t tw_monotonic_ns(void);
 int64_t tw_realtime_ns(void);
 /// rdtsc-free pause for spin loops.
 void tw_cpu_relax(void);
+
+/// CRC32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start). Uses SSE4.2 when the CPU has it,
+/// slicing-by-8 tables otherwise; both give the same value (the iSCSI/ext4 CRC, final XOR included).
+uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
+/// The slicing-by-8 path alone (tests compare it with the hardware path).
+uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
+
 #endif
