@@ -33,7 +33,7 @@ struct AuditCommand: ParsableCommand {
     struct Tail: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the last N records as JSON lines.")
         @OptionGroup var options: DataOption
-        @Option(name: .shortAndLong, help: "How many.") var count = 10
+        @Option(name: [.customShort("n"), .long], help: "How many.") var count = 10
         func run() throws {
             for r in try JournalAudit.tail(directory: options.journal, count: count) { print(line(r)) }
         }

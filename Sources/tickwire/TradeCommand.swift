@@ -91,7 +91,7 @@ struct TradeCommand: ParsableCommand {
         }
 
         func parseLine(_ line: String) throws -> TradeRequest {
-            guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
                 throw ValidationError("not a JSON object")
             }
             func field(_ key: String) throws -> String {

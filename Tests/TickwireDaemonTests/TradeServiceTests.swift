@@ -126,7 +126,11 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         defer { s.service.stop() }
         let clients = 3, each = 300
         let seqs = TradeTestLog()
-        DispatchQueue.concurrentPerform(iterations: clients) { c in
+        let group = DispatchGroup()
+        for c in 0..<clients {
+            group.enter()
+            Thread.detachNewThread {
+            defer { group.leave() }
             let ctx = ZMQContext()
             let client = try! s.client(ctx)
             for i in 0..<each { try! client.send(tradeOrder("C\(c)-\(i)")) }
@@ -136,7 +140,9 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
                 got += 1
             }
             client.close()
+            }
         }
+        group.wait()
         let all = seqs.all.compactMap { UInt64($0) }.sorted()
         #expect(all == Array(1...UInt64(clients * each)))
     }

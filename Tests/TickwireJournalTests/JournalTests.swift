@@ -72,7 +72,8 @@ func segmentFiles(_ dir: String) -> [String] {
         let j = try Journal(directory: dir.path, options: JournalOptions(onDurable: { _ in syncs.add() }))
         let threads = 8, each = 200
         let seqs = SeqCollector()
-        DispatchQueue.concurrentPerform(iterations: threads) { t in
+        // Real threads: concurrentPerform would run only as many at once as there are cores (2 here).
+        runThreads(threads) { t in
             for i in 0..<each {
                 let seq = try! j.appendDurably(payload(t * each + i), eventTime: .now())
                 #expect(j.durableSequence >= seq)
@@ -234,6 +235,16 @@ func segmentFiles(_ dir: String) -> [String] {
         #expect(throws: JournalError.self) { _ = try Journal(directory: dir.path) }
         j.close()
     }
+}
+
+/// Runs `body(i)` on `count` threads at once and waits for all.
+func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        Thread.detachNewThread { body(i); group.leave() }
+    }
+    group.wait()
 }
 
 final class SeqCollector: @unchecked Sendable {
