@@ -5,7 +5,7 @@ import TickwireJournal
 import TickwireZMQ
 @testable import TickwireDaemon
 
-final class TradeTempDir {
+final class TradeTempDir: Sendable {
     let path: String
     init() {
         var template = Array("/tmp/tw-trades-XXXXXX".utf8CString)
