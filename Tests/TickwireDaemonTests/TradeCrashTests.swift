@@ -111,7 +111,8 @@ import TickwireZMQ
                     defer { client.close() }
                     // Retry what the last crash left unanswered first (same ids: never a second trade), then new ones.
                     var ids = ledger.unacked(prefix: "c\(c)-")
-                    for i in 0..<400 { ids.append("c\(c)-\(cycle)-\(i)") }
+                    // More than any cycle lasts, so the kill lands mid-burst.
+                    for i in 0..<5_000 { ids.append("c\(c)-\(cycle)-\(i)") }
                     var next = 0, inFlight = 0
                     while next < ids.count || inFlight > 0 {
                         while next < ids.count && inFlight < 32 {
