@@ -24,8 +24,8 @@ public struct RecordHash: Hashable, Sendable, CustomStringConvertible {
         w3 = from.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
     }
 
-    /// The SHA-256 of `bytes`.
-    init(sha256 bytes: UnsafeRawBufferPointer) {
+    /// The SHA-256 of `bytes` (swift-crypto).
+    public init(sha256 bytes: UnsafeRawBufferPointer) {
         var h = SHA256()
         h.update(bufferPointer: bytes)
         let digest = h.finalize()
