@@ -169,15 +169,17 @@ static void sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks)
     __m128i s0 = _mm_alignr_epi8(tmp, s1, 8);                                             // ABEF
     s1 = _mm_blend_epi16(s1, tmp, 0xF0);                                                  // CDGH
     while (blocks--) {
-        __m128i abef = s0, cdgh = s1, w[16];
+        // w[j & 3] holds message words 4j..4j+3; the schedule only ever looks 4 groups back.
+        __m128i abef = s0, cdgh = s1, w[4];
         for (int j = 0; j < 16; j++) {
             if (j < 4) {
                 w[j] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(data + 16 * j)), mask);
             } else {
-                __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(w[j - 4], w[j - 3]), _mm_alignr_epi8(w[j - 1], w[j - 2], 4));
-                w[j] = _mm_sha256msg2_epu32(x, w[j - 1]);
+                __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(w[j & 3], w[(j + 1) & 3]),
+                                          _mm_alignr_epi8(w[(j + 3) & 3], w[(j + 2) & 3], 4));
+                w[j & 3] = _mm_sha256msg2_epu32(x, w[(j + 3) & 3]);
             }
-            __m128i msg = _mm_add_epi32(w[j], _mm_load_si128((const __m128i *)&sha256_k[4 * j]));
+            __m128i msg = _mm_add_epi32(w[j & 3], _mm_load_si128((const __m128i *)&sha256_k[4 * j]));
             s1 = _mm_sha256rnds2_epu32(s1, s0, msg);
             s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(msg, 0x0E));
         }

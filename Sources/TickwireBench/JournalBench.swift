@@ -48,8 +48,9 @@ enum JournalBench {
         let noSyncRecords = param("nosync_records", min(options.events, 2_000_000))
         let rawNoSync = try best { try raw(fresh(), records: noSyncRecords, batch: 256, sync: false) }
         let noSync = try best { try journalNoSync(fresh(), records: noSyncRecords) }
-        let sha = best { hashRate(records: 1_000_000, sha: true) }
-        let crc = best { hashRate(records: 1_000_000, sha: false) }
+        let sha = best { hashRate(records: 1_000_000, .sha256) }
+        let shaSoftware = best { hashRate(records: 1_000_000, .sha256SwiftCrypto) }
+        let crc = best { hashRate(records: 1_000_000, .crc32c) }
         let zmq = try best { try tradesOverZMQ(fresh(), clients: param("zmq_clients", 4), records: param("zmq_records", 100_000)) }
 
         let fsyncMicros = 1e6 / rawSingle.best
@@ -58,6 +59,7 @@ enum JournalBench {
         return [
             "suite": "journal",
             "record_bytes": JournalFormat.recordHeaderSize + payloadBytes,
+            "sha_extensions": RecordHash.hardwareSHA,
             "runs": runs,
             "directory": options.directory,
             "per_second": [
@@ -70,6 +72,7 @@ enum JournalBench {
                 "raw_write_batched_no_sync": fig(rawNoSync),
                 "journal_no_sync": fig(noSync),
                 "sha256_128B_alone": fig(sha),
+                "sha256_128B_swift_crypto_alone": fig(shaSoftware),
                 "crc32c_128B_alone": fig(crc),
             ],
             "ratios": [
@@ -78,6 +81,7 @@ enum JournalBench {
                 "journal_group_commit_vs_raw_per_record": groupBest / rawSingle.best,
                 "zeromq_trades_vs_sqlite": zmq.best / sqlite.best,
                 "journal_no_sync_vs_raw_no_sync": noSync.best / rawNoSync.best,
+                "sha256_hardware_vs_swift_crypto": sha.best / shaSoftware.best,
                 "ack_p99_in_fsync_times": Double(latency.valueAtPercentile(99)) / 1000 / fsyncMicros,
             ],
             "ack_latency_us_blocking_appenders": [
@@ -105,14 +109,20 @@ enum JournalBench {
     }
 
     /// The chain link (SHA-256) or the CRC32C of one 128-byte record, alone: what bounds the page-cache rate.
-    static func hashRate(records: Int, sha: Bool) -> Double {
+    enum Checksum { case sha256, sha256SwiftCrypto, crc32c }
+
+    static func hashRate(records: Int, _ kind: Checksum) -> Double {
         var record = [UInt8](repeating: 1, count: JournalFormat.recordHeaderSize + payloadBytes)
         var sink: UInt64 = 0
         let t = seconds {
             for i in 0..<records {
                 record[0] = UInt8(truncatingIfNeeded: i)
                 record.withUnsafeBytes { b in
-                    sink &+= sha ? RecordHash(sha256: b).w0 : UInt64(crc32c(b))
+                    switch kind {
+                    case .sha256: sink &+= RecordHash(sha256: b).w0
+                    case .sha256SwiftCrypto: sink &+= RecordHash(softwareSHA256: b).w0
+                    case .crc32c: sink &+= UInt64(crc32c(b))
+                    }
                 }
             }
         }
