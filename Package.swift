@@ -58,11 +58,12 @@ let package = Package(
             "TickwireStore", "TickwireDaemon", "CSQLite", "CTickwireSys",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "DequeModule", package: "swift-collections"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(
             name: "tickwire",
             dependencies: [
-                "TickwireDaemon", "TickwireClient", "TickwireBench",
+                "TickwireDaemon", "TickwireClient", "TickwireBench", "TickwireFeeds", "TickwireCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 
 int tw_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
     struct timespec ts, *tsp = NULL;
@@ -63,6 +64,13 @@ void tw_cpu_relax(void) {
 #endif
 }
 
+int tw_terminal_size(int fd, int *rows, int *cols) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return -1;
+    *rows = ws.ws_row;
+    *cols = ws.ws_col;
+    return 0;
+}
 // MARK: CRC32C
 
 

@@ -1,4 +1,182 @@
-/// Placeholder until its issue lands.
+import CTickwireSys
+import Foundation
+import Histogram
+import Logging
+import TickwireCore
+import TickwireDaemon
+import TickwireZMQ
+
+/// The daemon end to end — ZeroMQ in → ring → ZeroMQ out — against a raw libzmq forwarder (`zmq_proxy`,
+/// XSUB→XPUB) moving the same messages over the same loopback TCP, in the same run.
+///
+/// Throughput: a publisher floods N wire messages; a subscriber counts them at the far end; high-water marks are
+/// off on every socket so nothing is dropped and the figure is the path's own speed. Latency: the same path
+/// paced at `latency_rate` messages/s, each stamped with its send time (monotonic) in `event_time`.
 enum E2EBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport { throw BenchError.notImplemented("E2E") }
+    static func run(_ options: BenchOptions) throws -> BenchReport {
+        let n = options.events == 10_000_000 ? 1_000_000 : options.events
+        let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
+        let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
+        var proxyRuns: [Double] = [], daemonRuns: [Double] = []
+        var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
+        var daemonLatency = proxyLatency
+        for _ in 0..<options.runs {
+            proxyRuns.append(try throughput(n, via: .proxy))
+            daemonRuns.append(try throughput(n, via: .daemon))
+        }
+        try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
+        try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
+        let pBest = proxyRuns.max()!, dBest = daemonRuns.max()!
+        return [
+            "suite": "e2e",
+            "messages_per_run": n,
+            "runs": options.runs,
+            "zmq_proxy_msgs_per_s": ["best": pBest, "median": median(proxyRuns)],
+            "daemon_msgs_per_s": ["best": dBest, "median": median(daemonRuns)],
+            "daemon_over_proxy_best": dBest / pBest,
+            "daemon_over_proxy_median": median(daemonRuns) / median(proxyRuns),
+            "latency_rate_msgs_per_s": latencyRate,
+            "zmq_proxy_latency_ns": percentiles(proxyLatency),
+            "daemon_latency_ns": percentiles(daemonLatency),
+        ]
+    }
+
+    enum Path { case proxy, daemon }
+
+    /// A running forwarder: `input` is where a publisher connects, `output` where a subscriber connects.
+    final class Forwarder {
+        let input: String, output: String
+        private var stopAction: () -> Void
+        init(input: String, output: String, stop: @escaping () -> Void) { self.input = input; self.output = output; self.stopAction = stop }
+        func stop() { stopAction() }
+    }
+
+    static func startForwarder(_ path: Path) throws -> Forwarder {
+        switch path {
+        case .proxy:
+            let ctx = ZMQContext()
+            let front = try ctx.socket(.xsub), back = try ctx.socket(.xpub)
+            try front.setReceiveHighWaterMark(0); try back.setSendHighWaterMark(0)
+            try front.bind("tcp://127.0.0.1:*"); try back.bind("tcp://127.0.0.1:*")
+            let input = front.lastEndpoint, output = back.lastEndpoint
+            let done = DispatchSemaphore(value: 0)
+            let t = Thread { try? ZMQ.proxy(frontend: front, backend: back); front.close(); back.close(); done.signal() }
+            t.start()
+            return Forwarder(input: input, output: output) { ctx.shutdown(); done.wait() }
+        case .daemon:
+            // The daemon subscribes (connects) to a publisher, so the bench's publisher binds and the daemon's
+            // source connects to it.
+            let inPort = freeTCPPort(), outPort = freeTCPPort()
+            var c = DaemonConfig()
+            c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
+            c.publishEndpoint = "tcp://127.0.0.1:\(outPort)"
+            c.publishHighWaterMark = 0
+            c.metricsEndpoint = "127.0.0.1:0"
+            c.dataDirectory = NSTemporaryDirectory() + "tickwire-e2e-\(getpid())-\(outPort)"
+            var logger = Logger(label: "bench")
+            logger.logLevel = .error
+            let d = Daemon(config: c, logger: logger)
+            try d.start()
+            return Forwarder(input: "bind:tcp://127.0.0.1:\(inPort)", output: c.publishEndpoint) {
+                d.shutdown()
+                try? FileManager.default.removeItem(atPath: c.dataDirectory)
+            }
+        }
+    }
+
+    static let subjects = (0..<24).map { "MD.XNAS.S\($0).QUOTE" }
+
+    static func message(_ i: Int, stamp: Int64) -> [UInt8] {
+        var e = Event.quote(0, bid: Price(e8: 100 + Int64(i % 7)), bidSize: Quantity(e8: 100), ask: Price(e8: 200), askSize: Quantity(e8: 100),
+                            eventTime: Nanos(stamp), knownTime: Nanos(stamp))
+        e.seq = UInt64(i)
+        return WireCodec.encode(e, subjectSeq: UInt64(i))
+    }
+
+    /// Publisher and subscriber around a forwarder; returns messages/s measured at the subscriber.
+    static func throughput(_ n: Int, via path: Path) throws -> Double {
+        let f = try startForwarder(path)
+        defer { f.stop() }
+        let ctx = ZMQContext()
+        let (pub, sub) = try connect(ctx, f)
+        let payload = message(1, stamp: 1)
+        let subjectBytes = subjects.map { Array($0.utf8) }
+        let start = tw_monotonic_ns()
+        let sender = Thread {
+            for i in 0..<n { _ = try? pub.sendMultipart([subjectBytes[i % subjectBytes.count], payload]) }
+        }
+        sender.start()
+        var got = 0
+        var msg = ZMQMessage()
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        while got < n {
+            guard try msg.receive(from: sub) else { break }   // timeout: count what arrived
+            if !msg.more { got += 1 }
+        }
+        let seconds = Double(tw_monotonic_ns() - start) / 1e9
+        usleep(100_000)
+        return Double(got) / seconds
+    }
+
+    static func latency(_ n: Int, rate: Int, via path: Path, into h: inout Histogram<UInt64>) throws {
+        let f = try startForwarder(path)
+        defer { f.stop() }
+        let ctx = ZMQContext()
+        let (pub, sub) = try connect(ctx, f)
+        let subject = Array(subjects[0].utf8)
+        let interval = 1_000_000_000 / Int64(rate)
+        let sender = Thread {
+            let t0 = tw_monotonic_ns()
+            for i in 0..<n {
+                let due = t0 + Int64(i) * interval
+                while tw_monotonic_ns() < due { tw_cpu_relax() }
+                _ = try? pub.sendMultipart([subject, message(i, stamp: tw_monotonic_ns())])
+            }
+        }
+        sender.start()
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        for _ in 0..<n {
+            guard let frames = try sub.receiveMultipart(), frames.count == 2, let (e, _) = try? WireCodec.decode(frames[1]) else { break }
+            h.record(UInt64(max(0, tw_monotonic_ns() - e.eventTime.rawValue)))
+        }
+    }
+
+    /// A publisher feeding the forwarder and a subscriber on its far side, joined (a warm-up message seen).
+    static func connect(_ ctx: ZMQContext, _ f: Forwarder) throws -> (ZMQSocket, ZMQSocket) {
+        let pub = try ctx.socket(.pub)
+        try pub.setSendHighWaterMark(0)
+        if f.input.hasPrefix("bind:") { try pub.bind(String(f.input.dropFirst(5))) } else { try pub.connect(f.input) }
+        let sub = try ctx.socket(.sub)
+        try sub.setReceiveHighWaterMark(0)
+        try sub.subscribe("")
+        try sub.connect(f.output)
+        try sub.setReceiveTimeout(milliseconds: 50)
+        let warm = [Array("SYS.WARMUP".utf8), message(0, stamp: 0)]
+        for _ in 0..<400 {
+            try pub.sendMultipart(warm)
+            if try sub.receiveMultipart() != nil { break }
+        }
+        // Drain warm-ups still in flight.
+        usleep(100_000)
+        while try sub.receiveMultipart(dontWait: true) != nil {}
+        return (pub, sub)
+    }
+
+    static func freeTCPPort() -> Int {
+        let ctx = ZMQContext()
+        guard let s = try? ctx.socket(.pub), (try? s.bind("tcp://127.0.0.1:*")) != nil else { return 0 }
+        let port = Int(s.lastEndpoint.split(separator: ":").last ?? "0") ?? 0
+        s.close()
+        return port
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    static func percentiles(_ h: Histogram<UInt64>) -> [String: Any] {
+        ["count": h.totalCount, "p50": h.valueAtPercentile(50), "p99": h.valueAtPercentile(99),
+         "p99_9": h.valueAtPercentile(99.9), "max": h.max]
+    }
 }

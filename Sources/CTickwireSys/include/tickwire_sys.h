@@ -27,6 +27,8 @@ int64_t tw_monotonic_ns(void);
 int64_t tw_realtime_ns(void);
 /// rdtsc-free pause for spin loops.
 void tw_cpu_relax(void);
+/// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
+int tw_terminal_size(int fd, int *rows, int *cols);
 
 /// CRC32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start). Uses SSE4.2 when the CPU has it,
 /// slicing-by-8 tables otherwise; both give the same value (the iSCSI/ext4 CRC, final XOR included).

@@ -1,0 +1,203 @@
+import TOMLKit
+import TickwireCore
+
+/// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public let key: String
+    public let reason: String
+    public init(key: String, reason: String) { self.key = key; self.reason = reason }
+    public var description: String { key.isEmpty ? "config: \(reason)" : "config key '\(key)': \(reason)" }
+}
+
+/// Everything `tickwire run` can be told, from a TOML file and then flags. The defaults are the embedded
+/// default: a simulated market on loopback, data under ./tickwire-data.
+public struct DaemonConfig: Sendable, Equatable {
+    public var dataDirectory = "./tickwire-data"
+    public var logLevel = "info"
+    /// Source specs (`sim`, `itch:PATH`, …); empty means `sim`.
+    public var sources: [String] = []
+
+    public var publishEndpoint = "tcp://127.0.0.1:5556"
+    /// Messages ZeroMQ queues per remote subscriber before it is cut (and sees a gap).
+    public var publishHighWaterMark = 100_000
+
+    /// Ring slots (a power of two).
+    public var ringCapacity = 1 << 16
+
+    public var simRate = 10_000
+    public var simSymbols: [String] = []
+    public var simSymbolCount: Int? = nil
+    public var simVenues = ["XNAS", "XNYS"]
+    public var simSeed: UInt64 = 20_191_230
+    public var simBurstEverySeconds = 2.0
+    public var simLimit: Int? = nil
+
+    /// Feed options: the trading date for ITCH/LOBSTER (nil: from the file name), what to do with a bad frame
+    /// or row (`stop` or `skip`), MoldUDP64 retransmission and gap timing.
+    public var feedDate: String? = nil
+    public var feedOnError = "stop"
+    public var feedRetransmit: String? = nil
+    public var feedGapTimeoutMs = 250
+
+    public var tradeEndpoint = "tcp://127.0.0.1:5557"
+    public var metricsEndpoint = "127.0.0.1:9464"
+
+    public init() {}
+
+    /// Every key a config file may hold, by section ("" is the top level).
+    static let schema: [String: Set<String>] = [
+        "": ["data", "log_level", "sources"],
+        "publish": ["endpoint", "high_water_mark"],
+        "ring": ["capacity"],
+        "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
+        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms"],
+        "trades": ["endpoint"],
+        "metrics": ["endpoint"],
+    ]
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Reads a TOML document. - Throws: `ConfigError` naming the unknown key, the bad value, or the line and column
+    /// of a syntax error.
+    public static func parse(toml text: String) throws(ConfigError) -> DaemonConfig {
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
+            throw ConfigError(key: "", reason: "TOML syntax error at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+        } catch {
+            throw ConfigError(key: "", reason: "\(error)")
+        }
+        var c = DaemonConfig()
+        var r = Reader(table: table, section: "")
+        try r.checkKeys(allowSections: true)
+        if let v = try r.string("data") { c.dataDirectory = v }
+        if let v = try r.string("log_level") {
+            guard logLevels.contains(v) else { throw r.bad("log_level", "'\(v)' is not one of \(logLevels.joined(separator: ", "))") }
+            c.logLevel = v
+        }
+        if let v = try r.strings("sources") { c.sources = v }
+        if let s = try r.section("publish") {
+            if let v = try s.string("endpoint") { c.publishEndpoint = try endpoint(v, key: s.path("endpoint")) }
+            if let v = try s.int("high_water_mark", min: 0) { c.publishHighWaterMark = v }
+        }
+        if let s = try r.section("ring") {
+            if let v = try s.int("capacity", min: 64) {
+                guard v & (v - 1) == 0 else { throw s.bad("capacity", "\(v) is not a power of two") }
+                c.ringCapacity = v
+            }
+        }
+        if let s = try r.section("sim") {
+            if let v = try s.int("rate", min: 0) { c.simRate = v }
+            if let v = s.table["symbols"] {
+                if let n = v.int {
+                    guard n >= 1 else { throw s.bad("symbols", "a count must be at least 1") }
+                    c.simSymbolCount = n
+                } else if let list = try s.strings("symbols") {
+                    c.simSymbols = try list.map { sym throws(ConfigError) in try token(sym, key: s.path("symbols")) }
+                }
+            }
+            if let v = try s.strings("venues") {
+                guard !v.isEmpty else { throw s.bad("venues", "at least one venue is needed") }
+                c.simVenues = try v.map { x throws(ConfigError) in try token(x, key: s.path("venues")) }
+            }
+            if let v = try s.int("seed", min: 0) { c.simSeed = UInt64(v) }
+            if let v = try s.double("burst_every_seconds", min: 0) { c.simBurstEverySeconds = v }
+            if let v = try s.int("limit", min: 1) { c.simLimit = v }
+        }
+        if let s = try r.section("feeds") {
+            if let v = try s.string("date") { c.feedDate = v }
+            if let v = try s.string("on_error") {
+                guard v == "stop" || v == "skip" else { throw s.bad("on_error", "'\(v)' is neither 'stop' nor 'skip'") }
+                c.feedOnError = v
+            }
+            if let v = try s.string("retransmit") { c.feedRetransmit = v }
+            if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
+        }
+        if let s = try r.section("trades"), let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
+        if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
+        return c
+    }
+
+    /// A ZeroMQ endpoint must name its transport.
+    public static func endpoint(_ v: String, key: String) throws(ConfigError) -> String {
+        guard v.hasPrefix("tcp://") || v.hasPrefix("ipc://") || v.hasPrefix("inproc://") else {
+            throw ConfigError(key: key, reason: "'\(v)' is not a ZeroMQ endpoint such as tcp://127.0.0.1:5556")
+        }
+        return v
+    }
+
+    /// A venue or symbol must be one subject token.
+    public static func token(_ v: String, key: String) throws(ConfigError) -> String {
+        do { _ = try Subject(v) } catch { throw ConfigError(key: key, reason: "'\(v)' is not a subject token: \(error.reason)") }
+        guard !v.contains(".") else { throw ConfigError(key: key, reason: "'\(v)' must be one token, without dots") }
+        return v
+    }
+
+    /// The simulator's symbols: a list, a count of the built-in ones (or generated beyond them), or the default 24.
+    public var resolvedSimSymbols: [String] {
+        if !simSymbols.isEmpty { return simSymbols }
+        guard let n = simSymbolCount else { return [] }
+        let builtIn = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM", "V", "JNJ", "WMT", "PG",
+                       "XOM", "MA", "HD", "CVX", "KO", "PEP", "BAC", "CSCO", "INTC", "ORCL", "NFLX", "ADBE"]
+        return (0..<n).map { $0 < builtIn.count ? builtIn[$0] : "SYM\($0)" }
+    }
+}
+
+/// Walks one TOML table, turning type mistakes into errors that name the key.
+private struct Reader {
+    let table: TOMLTable
+    let section: String
+
+    init(table: TOMLTable, section: String) { self.table = table; self.section = section }
+
+    func path(_ key: String) -> String { section.isEmpty ? key : "\(section).\(key)" }
+    func bad(_ key: String, _ reason: String) -> ConfigError { ConfigError(key: path(key), reason: reason) }
+
+    func checkKeys(allowSections: Bool) throws(ConfigError) {
+        let allowed = DaemonConfig.schema[section] ?? []
+        for key in table.keys.sorted() {
+            if allowed.contains(key) { continue }
+            if allowSections && DaemonConfig.schema[key] != nil && !key.isEmpty { continue }
+            let known = (allowed.union(allowSections ? Set(DaemonConfig.schema.keys.filter { !$0.isEmpty }) : [])).sorted()
+            throw bad(key, "unknown key; known here: \(known.joined(separator: ", "))")
+        }
+    }
+
+    func section(_ name: String) throws(ConfigError) -> Reader? {
+        guard let v = table[name] else { return nil }
+        guard let t = v.table else { throw bad(name, "expected a [\(name)] table") }
+        let r = Reader(table: t, section: name)
+        try r.checkKeys(allowSections: false)
+        return r
+    }
+
+    func string(_ key: String) throws(ConfigError) -> String? {
+        guard let v = table[key] else { return nil }
+        guard let s = v.string else { throw bad(key, "expected a string") }
+        return s
+    }
+
+    func strings(_ key: String) throws(ConfigError) -> [String]? {
+        guard let v = table[key] else { return nil }
+        guard let a = v.array else { throw bad(key, "expected an array of strings") }
+        var out = [String]()
+        for item in a {
+            guard let s = item.string else { throw bad(key, "expected an array of strings") }
+            out.append(s)
+        }
+        return out
+    }
+
+    func int(_ key: String, min: Int) throws(ConfigError) -> Int? {
+        guard let v = table[key] else { return nil }
+        guard let i = v.int else { throw bad(key, "expected an integer") }
+        guard i >= min else { throw bad(key, "\(i) is below the minimum \(min)") }
+        return i
+    }
+
+    func double(_ key: String, min: Double) throws(ConfigError) -> Double? {
+        guard let v = table[key] else { return nil }
+        guard let d = v.double ?? v.int.map(Double.init) else { throw bad(key, "expected a number") }
+        guard d >= min else { throw bad(key, "\(d) is below the minimum \(min)") }
+        return d
+    }
+}

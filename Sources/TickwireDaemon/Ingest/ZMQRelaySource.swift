@@ -1,0 +1,115 @@
+import Synchronization
+import TickwireCore
+import TickwireZMQ
+
+/// A source that subscribes to another Tickwire publisher (a remote daemon, a replay) and feeds its events into
+/// this daemon's ring: fan-in across hosts, and the "ZeroMQ in" of the end-to-end benchmark.
+///
+/// Spec: `zmq:ENDPOINT` (everything) or `zmq:ENDPOINT#PATTERN` (one subject pattern). Events keep their times
+/// and bodies; this daemon assigns its own sequences. Malformed messages are counted and skipped.
+public final class ZMQRelaySource: EventSource {
+    public let name: String
+    let endpoint: String
+    let pattern: SubjectPattern?
+    let context: ZMQContext
+    private let received = Atomic<UInt64>(0)
+    private let malformed = Atomic<UInt64>(0)
+
+    public init(endpoint: String, pattern: SubjectPattern? = nil, context: ZMQContext) {
+        self.name = "zmq:\(endpoint)"
+        self.endpoint = endpoint
+        self.pattern = pattern
+        self.context = context
+    }
+
+    public func counters() -> [(name: String, value: UInt64)] {
+        [("events", received.load(ordering: .relaxed)), ("malformed", malformed.load(ordering: .relaxed))]
+    }
+
+    public func run(into sink: EventSink, stop: StopSignal) throws {
+        let socket = try context.socket(.sub)
+        try socket.setReceiveHighWaterMark(0)
+        try socket.subscribe(pattern?.zmqPrefix ?? "")
+        try socket.connect(endpoint)
+        var interner = SubjectInterner(table: sink.subjects)
+        var subjectFrame = ZMQMessage(), payloadFrame = ZMQMessage()
+        while !stop.isRaised {
+            let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: 100)
+            guard ready[0].contains(.readable) else { continue }
+            // Drain everything waiting before polling again.
+            while try subjectFrame.receive(from: socket, dontWait: true) {
+                guard subjectFrame.more, try payloadFrame.receive(from: socket, dontWait: true), !payloadFrame.more else {
+                    malformed.add(1, ordering: .relaxed)
+                    while socket.hasMore { _ = try socket.receive(dontWait: true) }
+                    continue
+                }
+                let id: SubjectID? = subjectFrame.withUnsafeBytes { bytes in
+                    if let pattern, !pattern.matches(subjectText: String(decoding: bytes, as: UTF8.self)) { return nil }
+                    return interner.intern(bytes)
+                }
+                guard let id else { continue }
+                let decoded: Event? = payloadFrame.withUnsafeBytes { p in try? WireCodec.decode(p).event }
+                guard var event = decoded else { malformed.add(1, ordering: .relaxed); continue }
+                event.subjectID = id
+                sink.emit(event)
+                received.add(1, ordering: .relaxed)
+            }
+        }
+    }
+}
+
+/// Maps subject bytes to `SubjectID`s without allocating on a hit: open addressing on an FNV-1a hash, entries
+/// compared against the table's own bytes. Invalid subjects are refused (nil), so a hostile publisher cannot
+/// inject wildcards or oversized tokens.
+struct SubjectInterner {
+    let table: SubjectTable
+    private var slots: [UInt32]          // id + 1, 0 = empty
+    private var hashes: [UInt64]
+    private var used = 0
+
+    init(table: SubjectTable, capacity: Int = 1 << 14) {
+        self.table = table
+        slots = [UInt32](repeating: 0, count: capacity)
+        hashes = [UInt64](repeating: 0, count: capacity)
+    }
+
+    mutating func intern(_ bytes: UnsafeRawBufferPointer) -> SubjectID? {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] != 0 {
+            if hashes[i] == h {
+                let id = slots[i] - 1
+                let known = table.entry(id)
+                if known.count == bytes.count && memcmp(known.baseAddress!, bytes.baseAddress!, bytes.count) == 0 { return id }
+            }
+            i = (i + 1) & mask
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard (try? Subject(text)) != nil else { return nil }
+        let id = table.intern(text: text)
+        if used * 2 >= slots.count { grow() ; return intern(bytes) }
+        slots[i] = id + 1
+        hashes[i] = h
+        used += 1
+        return id
+    }
+
+    private mutating func grow() {
+        let oldSlots = slots, oldHashes = hashes
+        slots = [UInt32](repeating: 0, count: oldSlots.count * 2)
+        hashes = [UInt64](repeating: 0, count: oldSlots.count * 2)
+        let mask = slots.count - 1
+        for (j, s) in oldSlots.enumerated() where s != 0 {
+            var i = Int(truncatingIfNeeded: oldHashes[j]) & mask
+            while slots[i] != 0 { i = (i + 1) & mask }
+            slots[i] = s
+            hashes[i] = oldHashes[j]
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,132 @@
+import Foundation
+import TickwireCore
+import TickwireRing
+
+/// Why the metrics endpoint could not be opened.
+public struct MetricsServerError: Error, CustomStringConvertible {
+    public let endpoint: String
+    public let reason: String
+    public var description: String { "\(endpoint): \(reason)" }
+}
+
+/// A small HTTP/1.0 server for Prometheus scrapes and `tickwire stats`: GET only, one request per connection,
+/// served on its own thread. Scrapes come a few times a minute, so simplicity beats throughput here.
+final class MetricsServer: @unchecked Sendable {
+    let fd: Int32
+    let endpoint: String
+    /// The port actually bound (useful when 0 was asked for).
+    let port: UInt16
+    private let handler: @Sendable (String) -> String?
+
+    /// - Parameters:
+    ///   - endpoint: `HOST:PORT` (an IPv4 address; `localhost` means 127.0.0.1).
+    ///   - handler: the body for a path, or nil for 404.
+    init(endpoint: String, handler: @escaping @Sendable (String) -> String?) throws(MetricsServerError) {
+        self.endpoint = endpoint
+        self.handler = handler
+        func fail(_ r: String) -> MetricsServerError { MetricsServerError(endpoint: endpoint, reason: r) }
+        let parts = endpoint.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { throw fail("expected HOST:PORT such as 127.0.0.1:9464") }
+        let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw fail("'\(host)' is not an IPv4 address") }
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw fail(String(cString: strerror(errno))) }
+        var one: Int32 = 1
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 || listen(s, 16) != 0 {
+            let why = errno == EADDRINUSE ? "address already in use (is another 'tickwire run' going?)" : String(cString: strerror(errno))
+            close(s)
+            throw fail(why)
+        }
+        var bound = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        self.port = UInt16(bigEndian: bound.sin_port)
+        fd = s
+    }
+
+    deinit { close(fd) }
+
+    /// Serves until `stop` is raised (checked every 200 ms).
+    func run(stop: StopSignal) {
+        while !stop.isRaised {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 200) > 0 else { continue }
+            let c = accept(fd, nil, nil)
+            if c < 0 { continue }
+            serve(c)
+            close(c)
+        }
+    }
+
+    private func serve(_ c: Int32) {
+        var tv = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var request = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while request.count < 16_384 {
+            let n = read(c, &buf, buf.count)
+            if n <= 0 { break }
+            request.append(contentsOf: buf[0..<n])
+            if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
+            if request.contains(10) && request.count > 2 && String(decoding: request, as: UTF8.self).contains("\r\n\r\n") { break }
+        }
+        let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self).split(separator: " ")
+        let response: String
+        if line.count >= 2, line[0] == "GET" {
+            let path = String(line[1].split(separator: "?").first ?? "")
+            if let body = handler(path) {
+                response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+            } else {
+                response = "HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
+            }
+        } else {
+            response = "HTTP/1.0 405 Method Not Allowed\r\nContent-Length: 9\r\nConnection: close\r\n\r\nGET only\n"
+        }
+        var bytes = Array(response.utf8)[...]
+        while !bytes.isEmpty {
+            let n = bytes.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            bytes = bytes.dropFirst(n)
+        }
+    }
+}
+
+/// The Prometheus text exposition of the daemon's counters.
+public enum MetricsText {
+    public static func render(_ s: DaemonStatistics) -> String {
+        var out = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for (labels, value) in samples { out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n" }
+        }
+        metric("tickwire_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", String(format: "%.3f", s.uptimeSeconds))])
+        metric("tickwire_ring_published_total", "counter", "Events published into the broadcast ring.", [("", "\(s.published)")])
+        metric("tickwire_ring_capacity", "gauge", "Slots in the broadcast ring.", [("", "\(s.ringCapacity)")])
+        metric("tickwire_subjects", "gauge", "Distinct subjects seen.", [("", "\(s.subjects)")])
+        var sourceSamples: [(String, String)] = []
+        for (name, counters) in s.sources {
+            for (counter, value) in counters { sourceSamples.append(("source=\"\(name)\",counter=\"\(counter)\"", "\(value)")) }
+        }
+        metric("tickwire_source_total", "counter", "Per-source counters (events, errors, gaps…).", sourceSamples)
+        let fields: [(String, String, (ConsumerCounters) -> UInt64)] = [
+            ("delivered", "Events handed to the subscription.", { $0.delivered }),
+            ("dropped", "Events the subscription lost by being lapped.", { $0.dropped }),
+            ("lag", "Events published but not yet consumed.", { $0.lag }),
+            ("resyncs", "Resynchronisations from the last-value cache.", { $0.resyncs }),
+            ("stalls", "Times the producer waited for this blocking subscription.", { $0.stalls }),
+        ]
+        for (field, help, get) in fields {
+            metric("tickwire_subscription_\(field)\(field == "lag" ? "" : "_total")", field == "lag" ? "gauge" : "counter", help,
+                   s.consumers.map { ("subscription=\"\($0.name)\"", "\(get($0.counters))") })
+        }
+        for h in s.histograms { out += h.histogram.prometheus(name: h.name, help: h.help, labels: h.labels) }
+        return out
+    }
+}

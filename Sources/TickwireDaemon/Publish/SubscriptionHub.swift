@@ -1,0 +1,97 @@
+import Synchronization
+import TickwireCore
+import TickwireRing
+
+/// One in-process subscription: its patterns, the handler the hub calls, and its counters.
+public final class InProcessSubscription: Sendable {
+    public let id: Int
+    public let name: String
+    public let patterns: [SubjectPattern]
+    let handler: @Sendable (Event) -> Void
+    let deliveredCount = Atomic<UInt64>(0)
+    let gapCount = Atomic<UInt64>(0)
+
+    init(id: Int, name: String, patterns: [SubjectPattern], handler: @escaping @Sendable (Event) -> Void) {
+        self.id = id; self.name = name; self.patterns = patterns; self.handler = handler
+    }
+
+    /// Events handed to this subscription (GAP notices included).
+    public var delivered: UInt64 { deliveredCount.load(ordering: .relaxed) }
+    /// GAP notices received: times the hub was lapped while this subscription existed.
+    public var gaps: UInt64 { gapCount.load(ordering: .relaxed) }
+}
+
+/// Fans the ring out to in-process subscriptions through the subject router: one lossy ring consumer, one
+/// thread, every event matched once (cached per subject) and handed to each matching subscription.
+///
+/// Handlers run on the hub's thread and must be quick; a slow one makes the hub lag, and a hub lapped by the
+/// producer delivers a GAP (to every subscription: the lost range is in publisher sequences, and any of them may
+/// have matched) followed by the last-value cache's entries, which are routed like any event. The feed itself
+/// never waits for the hub.
+public final class SubscriptionHub: @unchecked Sendable {
+    let router = SubjectRouter<Int>()
+    let subjects: SubjectTable
+    let gapSubject: SubjectID
+    private let registry = Mutex<[Int: InProcessSubscription]>([:])
+    private let version = Atomic<UInt64>(0)
+    private let nextID = Atomic<Int>(1)
+    // The hub thread's view of the registry, refreshed when `version` moves.
+    private var local: [Int: InProcessSubscription] = [:]
+    private var localVersion: UInt64 = .max
+    private var all: [InProcessSubscription] = []
+
+    public init(subjects: SubjectTable, gapSubject: SubjectID) {
+        self.subjects = subjects
+        self.gapSubject = gapSubject
+    }
+
+    /// Adds a subscription while the feed runs. - Returns: the subscription, whose counters may be read anywhere.
+    @discardableResult
+    public func subscribe(name: String, patterns: [SubjectPattern], handler: @escaping @Sendable (Event) -> Void) -> InProcessSubscription {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let sub = InProcessSubscription(id: id, name: name, patterns: patterns, handler: handler)
+        registry.withLock { $0[id] = sub }
+        router.add(patterns: patterns, subscription: id)
+        version.add(1, ordering: .releasing)
+        return sub
+    }
+
+    /// Removes a subscription while the feed runs; its handler is not called after the hub's next event.
+    public func unsubscribe(_ sub: InProcessSubscription) {
+        router.remove(subscription: sub.id)
+        registry.withLock { _ = $0.removeValue(forKey: sub.id) }
+        version.add(1, ordering: .releasing)
+    }
+
+    public var subscriptions: [InProcessSubscription] { registry.withLock { Array($0.values) }.sorted { $0.id < $1.id } }
+
+    /// Routes `event` to every matching subscription. Called on the hub thread only.
+    func route(_ event: Event) {
+        let v = version.load(ordering: .acquiring)
+        if v != localVersion {
+            local = registry.withLock { $0 }
+            all = Array(local.values)
+            localVersion = v
+        }
+        if event.kind == .gap && event.subjectID == gapSubject {
+            for sub in all {
+                sub.handler(event)
+                sub.deliveredCount.add(1, ordering: .relaxed)
+                sub.gapCount.add(1, ordering: .relaxed)
+            }
+            return
+        }
+        router.withMatches(subjectID: event.subjectID, text: subjects.entry(event.subjectID)) { ids in
+            for id in ids {
+                guard let sub = local[id] else { continue }   // removed since the router snapshot
+                sub.handler(event)
+                sub.deliveredCount.add(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Drains `consumer` into the subscriptions until the ring closes.
+    func run(consumer: RingConsumer) {
+        while consumer.poll(maxBatch: 256, timeoutNanos: 100_000_000, { route($0) }) >= 0 {}
+    }
+}

@@ -1,0 +1,243 @@
+import TickwireCore
+
+/// What an ITCH source counted. Plain integers, owned by the source's thread; published via `pairs()`.
+public struct ITCHCounts: Sendable {
+    /// Messages by type byte.
+    public var byType = [UInt64](repeating: 0, count: 256)
+    /// Bad frames by `ITCHError.Problem.counterName`.
+    public var errors: [String: UInt64] = [:]
+    /// E, C, X, D, U referring to an order never seen (added before the capture began).
+    public var unknownOrders: UInt64 = 0
+    /// A or F (or U's new reference) reusing a live order reference; the second is ignored.
+    public var duplicateOrders: UInt64 = 0
+    /// Events not published because no symbol is known yet for their stock locate.
+    public var unknownLocate: UInt64 = 0
+    /// C executions marked non-printable: they move the book but print no trade.
+    public var nonPrintable: UInt64 = 0
+    /// Q crosses of zero shares (no cross happened); no trade is printed.
+    public var emptyCrosses: UInt64 = 0
+    public var trades: UInt64 = 0, quotes: UInt64 = 0, statuses: UInt64 = 0, busts: UInt64 = 0
+
+    public init() {}
+
+    public var messages: UInt64 { byType.reduce(0, &+) }
+    public var errorCount: UInt64 { errors.values.reduce(0, &+) }
+    public func count(_ type: ITCHMessageType) -> UInt64 { byType[Int(type.rawValue)] }
+
+    public mutating func record(_ error: ITCHError) { errors[error.problem.counterName, default: 0] += 1 }
+
+    /// `messages`, `messages.A`…, `errors`, `errors.<problem>`, `unknown_orders`, `duplicate_orders`,
+    /// `unknown_locate`, `non_printable`, `empty_crosses`, `events.trade|quote|status|bust`.
+    public func pairs() -> [(name: String, value: UInt64)] {
+        var out: [(name: String, value: UInt64)] = [("messages", messages)]
+        for t in ITCHMessageType.allCases where byType[Int(t.rawValue)] > 0 { out.append(("messages.\(t.letter)", count(t))) }
+        out.append(("errors", errorCount))
+        for (k, v) in errors.sorted(by: { $0.key < $1.key }) { out.append(("errors.\(k)", v)) }
+        out += [("unknown_orders", unknownOrders), ("duplicate_orders", duplicateOrders), ("unknown_locate", unknownLocate),
+                ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes),
+                ("events.status", statuses), ("events.bust", busts)]
+        return out
+    }
+}
+
+/// Turns ITCH 5.0 messages into Tickwire events: keeps the order books, learns the locate → symbol map, and
+/// publishes `MD.XNAS.<SYM>.QUOTE` when a top of book changes, `.TRADE` for E, printable C, P and Q, `.STATUS`
+/// for H, Y, K and h (and `MD.XNAS._FEED.STATUS` for the feed-wide S and W), `.BUST` for B.
+///
+/// Trade sides are the aggressor's: an execution against a resting buy order is a sell. Q crosses have no
+/// side. An E against an order never seen prints nothing (its price is unknown) and is counted in
+/// `unknownOrders`; a C against one prints with side `unknown`.
+public final class ITCHNormalizer {
+    public static let venue = "XNAS"
+    /// The symbol token of feed-wide events (S, W, gaps). It starts with `_`, which no NASDAQ symbol does.
+    public static let feedToken = "_FEED"
+
+    public let books: OrderBookSet
+    public let clock: EasternClock
+    public var counts = ITCHCounts()
+    let sink: EventSink
+    let subjects: SubjectTable
+    /// Raw 8-byte symbol by stock locate; 0 while unknown.
+    var symbols: [UInt64]
+    /// Interned subjects by locate: quote, trade, status, bust. `noSubject` until first needed.
+    var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
+    static let noSubject = SubjectID.max
+    let feedStatus: SubjectID
+    /// Publish QUOTE events (off for decode-only measurements of the book).
+    public var emitQuotes = true
+
+    public init(sink: EventSink, clock: EasternClock, expectedLiveOrders: Int = 1 << 16) {
+        self.sink = sink
+        self.subjects = sink.subjects
+        self.clock = clock
+        books = OrderBookSet(expectedLiveOrders: expectedLiveOrders)
+        symbols = [UInt64](repeating: 0, count: 1 << 16)
+        let none = ITCHNormalizer.noSubject
+        subjectIDs = Array(repeating: (none, none, none, none), count: 1 << 16)
+        feedStatus = sink.subjects.intern(Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHNormalizer.feedToken, kind: .status))
+    }
+
+    /// The symbol learned for a stock locate.
+    public func symbol(locate: UInt16) -> String? {
+        let raw = symbols[Int(locate)]
+        return raw == 0 ? nil : ITCHStock(raw: raw).text
+    }
+
+    /// Forgets books and symbols (for replaying the same input again).
+    public func reset() {
+        books.reset()
+        for i in symbols.indices { symbols[i] = 0 }
+        counts = ITCHCounts()
+    }
+
+    /// Applies one validated message.
+    /// - Parameter knownTime: when Tickwire learned it; nil means "at its event time" (file replay).
+    @inline(__always)
+    public func handle(_ m: ITCHMessage, knownTime: Nanos? = nil) {
+        let type = m.typeByte
+        counts.byType[Int(type)] &+= 1
+        let locate = m.stockLocate
+        switch type {
+        case 0x41, 0x46: // A, F
+            learn(locate, m.stock(24))
+            let side: BookSide = m.sideByte == UInt8(ascii: "S") ? .ask : .bid
+            if books.add(m.orderReference, locate: locate, side: side, price: m.price, shares: m.shares) {
+                quoteIfChanged(locate, m, knownTime)
+            } else {
+                counts.duplicateOrders &+= 1
+            }
+        case 0x45: // E
+            let shares = m.executedShares
+            guard let order = books.reduce(m.orderReference, by: shares) else { counts.unknownOrders &+= 1; return }
+            emitTrade(order.locate, price: order.price, shares: UInt64(shares), side: aggressor(order.side),
+                      match: m.executionMatchNumber, m, knownTime)
+            quoteIfChanged(order.locate, m, knownTime)
+        case 0x43: // C
+            let shares = m.executedShares
+            let printable = m.u8(31) == UInt8(ascii: "Y")
+            let order = books.reduce(m.orderReference, by: shares)
+            if order == nil { counts.unknownOrders &+= 1 }
+            if printable {
+                emitTrade(order?.locate ?? locate, price: m.u32(32), shares: UInt64(shares),
+                          side: order.map { aggressor($0.side) } ?? .unknown, match: m.executionMatchNumber, m, knownTime)
+            } else {
+                counts.nonPrintable &+= 1
+            }
+            if let order { quoteIfChanged(order.locate, m, knownTime) }
+        case 0x58: // X
+            guard let order = books.reduce(m.orderReference, by: m.executedShares) else { counts.unknownOrders &+= 1; return }
+            quoteIfChanged(order.locate, m, knownTime)
+        case 0x44: // D
+            guard let order = books.delete(m.orderReference) else { counts.unknownOrders &+= 1; return }
+            quoteIfChanged(order.locate, m, knownTime)
+        case 0x55: // U
+            guard let order = books.replace(m.orderReference, with: m.replaceNewReference, shares: m.replaceShares,
+                                            price: m.replacePrice) else { counts.unknownOrders &+= 1; return }
+            quoteIfChanged(order.locate, m, knownTime)
+        case 0x50: // P: a trade against a non-displayed order; the book does not change.
+            learn(locate, m.stock(24))
+            let resting: UInt8 = m.sideByte == UInt8(ascii: "S") ? BookSide.ask.rawValue : BookSide.bid.rawValue
+            emitTrade(locate, price: m.price, shares: UInt64(m.shares), side: aggressor(resting), match: m.u64(36), m, knownTime)
+        case 0x51: // Q: the cross. Zero shares means no cross took place: nothing printed, counted.
+            learn(locate, m.stock(19))
+            if m.u64(11) == 0 { counts.emptyCrosses &+= 1; return }
+            emitTrade(locate, price: m.u32(27), shares: m.u64(11), side: .unknown, match: m.u64(31), m, knownTime)
+        case 0x42: // B
+            let ids = subjects(locate)
+            guard ids.bust != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+            let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+            sink.emit(.bust(ids.bust, tradeID: m.u64(11), eventTime: t, knownTime: knownTime ?? t))
+            counts.busts &+= 1
+        case 0x52, 0x49, 0x4E, 0x4F, 0x4C, 0x4A: // R I N O L J: carry a symbol, publish nothing.
+            if let stock = m.carriedStock { learn(locate, stock) }
+        case 0x53: // S
+            emitStatus(feedStatus, Status(category: .system, state: m.u8(11)), m, knownTime)
+        case 0x57: // W
+            emitStatus(feedStatus, Status(category: .circuitBreaker, state: m.u8(11)), m, knownTime)
+        case 0x48, 0x59, 0x4B, 0x68: // H Y K h
+            learn(locate, m.stock(11))
+            let ids = subjects(locate)
+            guard ids.status != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+            let status: Status
+            switch type {
+            case 0x48: status = Status(category: .trading, state: m.u8(19), reason: ascii(m, 21, 4))
+            case 0x59: status = Status(category: .shortSale, state: m.u8(19))
+            case 0x4B: status = Status(category: .ipo, state: m.u8(23))
+            default: status = Status(category: .trading, state: m.u8(20), reason: "OPHALT-" + ascii(m, 19, 1))
+            }
+            emitStatus(ids.status, status, m, knownTime)
+        default: // V: levels only.
+            break
+        }
+    }
+
+    @inline(__always)
+    func aggressor(_ restingSide: UInt8) -> Side { restingSide == BookSide.bid.rawValue ? .sell : .buy }
+
+    func ascii(_ m: ITCHMessage, _ at: Int, _ n: Int) -> String {
+        String(decoding: (0..<n).map { m.u8(at + $0) }, as: UTF8.self).trimmingCharacters(in: " ")
+    }
+
+    @inline(__always)
+    func learn(_ locate: UInt16, _ stock: ITCHStock) {
+        if symbols[Int(locate)] != stock.raw { relearn(locate, stock) }
+    }
+
+    func relearn(_ locate: UInt16, _ stock: ITCHStock) {
+        symbols[Int(locate)] = stock.raw
+        let none = ITCHNormalizer.noSubject
+        subjectIDs[Int(locate)] = (none, none, none, none)
+    }
+
+    /// The locate's subjects, interned on first use; `noSubject` entries while its symbol is unknown.
+    @inline(__always)
+    func subjects(_ locate: UInt16) -> (quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID) {
+        let ids = subjectIDs[Int(locate)]
+        if ids.quote != ITCHNormalizer.noSubject || symbols[Int(locate)] == 0 { return ids }
+        let sym = ITCHStock(raw: symbols[Int(locate)]).text
+        func id(_ kind: EventKind) -> SubjectID {
+            subjects.intern(text: Subject.marketData(venue: ITCHNormalizer.venue, symbol: sym, kind: kind).text)
+        }
+        let fresh = (id(.quote), id(.trade), id(.status), id(.bust))
+        subjectIDs[Int(locate)] = fresh
+        return fresh
+    }
+
+    @inline(__always)
+    func quoteIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        guard emitQuotes, let top = books.takeChangedTop(locate) else { return }
+        let ids = subjects(locate)
+        guard ids.quote != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        sink.emit(Event(subjectID: ids.quote, kind: .quote, eventTime: t, knownTime: knownTime ?? t,
+                        a: Int64(top.bid) &* 10_000, b: Int64(top.bidShares) &* 100_000_000,
+                        c: Int64(top.ask) &* 10_000, d: Int64(top.askShares) &* 100_000_000))
+        counts.quotes &+= 1
+    }
+
+    @inline(__always)
+    func emitTrade(_ locate: UInt16, price: UInt32, shares: UInt64, side: Side, match: UInt64, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let ids = subjects(locate)
+        guard ids.trade != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        sink.emit(Event(subjectID: ids.trade, kind: .trade, flags: side.rawValue, eventTime: t, knownTime: knownTime ?? t,
+                        a: Int64(price) &* 10_000, b: Int64(truncatingIfNeeded: shares) &* 100_000_000,
+                        c: Int64(bitPattern: match)))
+        counts.trades &+= 1
+    }
+
+    func emitStatus(_ subject: SubjectID, _ status: Status, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        sink.emit(.status(subject, status, eventTime: t, knownTime: knownTime ?? t))
+        counts.statuses &+= 1
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.last == set { s = s.dropLast() }
+        while s.first == set { s = s.dropFirst() }
+        return String(s)
+    }
+}

@@ -1,0 +1,26 @@
+/// Settings every source factory reads; each source uses the ones that concern it.
+public struct FeedOptions: Sendable {
+    /// The trading date of ITCH and LOBSTER timestamps; nil takes it from the file name.
+    public var date: TradingDate?
+    /// Stop at the first bad frame or row, or skip and count.
+    public var errorPolicy: ErrorPolicy
+    /// MoldUDP64: where to send re-requests for missed sequences; nil disables retransmission.
+    public var retransmitEndpoint: UDPEndpoint?
+    /// MoldUDP64: how long a gap may stay open (waiting for line B or a retransmission) before a GAP event is
+    /// published and the handler moves on.
+    public var gapTimeoutNanos: Int64
+    /// MoldUDP64: how long to wait for the other line before re-requesting a gap.
+    public var requestDelayNanos: Int64
+    /// MoldUDP64: a receive socket's kernel buffer (SO_RCVBUF).
+    public var receiveBufferBytes: Int
+    /// MoldUDP64: give up when nothing arrives for this long (0 waits until stopped).
+    public var idleTimeoutNanos: Int64
+
+    public init(date: TradingDate? = nil, errorPolicy: ErrorPolicy = .stop, retransmitEndpoint: UDPEndpoint? = nil,
+                gapTimeoutNanos: Int64 = 250_000_000, requestDelayNanos: Int64 = 2_000_000,
+                receiveBufferBytes: Int = 8 << 20, idleTimeoutNanos: Int64 = 0) {
+        self.date = date; self.errorPolicy = errorPolicy; self.retransmitEndpoint = retransmitEndpoint
+        self.gapTimeoutNanos = gapTimeoutNanos; self.requestDelayNanos = requestDelayNanos
+        self.receiveBufferBytes = receiveBufferBytes; self.idleTimeoutNanos = idleTimeoutNanos
+    }
+}

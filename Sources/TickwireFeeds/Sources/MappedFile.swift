@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory map of a whole file; the map is released when this goes away.
+/// The corresponding C functions are `open`, `fstat`, `mmap` and `munmap`.
+public final class MappedFile: @unchecked Sendable {  // immutable after init
+    public let path: String
+    /// The file's bytes. - warning: valid while this object lives; never escape it past that.
+    public let bytes: UnsafeRawBufferPointer
+
+    /// - Throws: `FeedConfigError` naming the path and the system's reason.
+    public init(path: String) throws(FeedConfigError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw FeedConfigError("cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw FeedConfigError("cannot stat '\(path)': \(String(cString: strerror(errno)))") }
+        if (st.st_mode & S_IFMT) == S_IFDIR { throw FeedConfigError("'\(path)' is a directory, not a file") }
+        let size = Int(st.st_size)
+        if size == 0 { bytes = UnsafeRawBufferPointer(start: nil, count: 0); return }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw FeedConfigError("cannot map '\(path)': \(String(cString: strerror(errno)))")
+        }
+        _ = madvise(p, size, MADV_SEQUENTIAL)
+        bytes = UnsafeRawBufferPointer(start: p, count: size)
+    }
+
+    deinit {
+        if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), bytes.count) }
+    }
+}

@@ -1,0 +1,71 @@
+import CTickwireSys
+import Synchronization
+import TickwireCore
+
+/// 64-bit atomics placed in raw memory aligned to 128 bytes, so that words two threads write sit on their own
+/// cache lines (Swift cannot align a type to 64; see docs/ANCHORS.md).
+///
+/// The block owns its memory; `deinit` frees it. Words are addressed by index (8 bytes each), so a caller puts
+/// a contended word at a multiple of `wordsPerLine`.
+@usableFromInline
+final class AtomicWords {
+    /// Words per 128-byte line: two adjacent 64-byte lines, so the adjacent-line prefetcher does not couple them.
+    @usableFromInline static let wordsPerLine = 16
+
+    @usableFromInline let base: UnsafeMutablePointer<Atomic<UInt64>>
+    @usableFromInline let count: Int
+
+    init(count: Int) {
+        precondition(count > 0)
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 128)
+        base = raw.bindMemory(to: Atomic<UInt64>.self, capacity: count)
+        for i in 0..<count { (base + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        base.deinitialize(count: count)
+        UnsafeMutableRawPointer(base).deallocate()
+    }
+
+    @inlinable @inline(__always)
+    subscript(_ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { base + i }
+
+    /// The low 32 bits of word `i` as a futex word (little-endian: the word's first four bytes).
+    @inlinable @inline(__always)
+    func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(base + i).assumingMemoryBound(to: UInt32.self)
+    }
+}
+
+/// An `Event` as eight machine words. Slots and cache entries hold events as relaxed atomic words: a lossy
+/// reader may race a writer that laps it, and the seqlock-style check after the read decides whether the copy
+/// is kept. Atomic words make that race defined behaviour (and keep ThreadSanitizer quiet) at the price of
+/// eight scalar moves instead of a vector copy.
+@usableFromInline
+typealias EventWords = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+
+extension UnsafeMutablePointer where Pointee == Atomic<UInt64> {
+    @inlinable @inline(__always)
+    func storeEvent(_ event: Event) {
+        let w = unsafeBitCast(event, to: EventWords.self)
+        self[0].store(w.0, ordering: .relaxed); self[1].store(w.1, ordering: .relaxed)
+        self[2].store(w.2, ordering: .relaxed); self[3].store(w.3, ordering: .relaxed)
+        self[4].store(w.4, ordering: .relaxed); self[5].store(w.5, ordering: .relaxed)
+        self[6].store(w.6, ordering: .relaxed); self[7].store(w.7, ordering: .relaxed)
+    }
+
+    @inlinable @inline(__always)
+    func loadEvent() -> Event {
+        let w: EventWords = (
+            self[0].load(ordering: .relaxed), self[1].load(ordering: .relaxed),
+            self[2].load(ordering: .relaxed), self[3].load(ordering: .relaxed),
+            self[4].load(ordering: .relaxed), self[5].load(ordering: .relaxed),
+            self[6].load(ordering: .relaxed), self[7].load(ordering: .relaxed))
+        return unsafeBitCast(w, to: Event.self)
+    }
+}
+
+/// Monotonic time in nanoseconds (CLOCK_MONOTONIC).
+@inlinable @inline(__always)
+func monotonicNanos() -> Int64 { tw_monotonic_ns() }

@@ -1,0 +1,435 @@
+import CTickwireSys
+import Synchronization
+import TickwireCore
+
+/// A Disruptor-class broadcast ring: one stream of 64-byte events in, any number of consumers reading it, each
+/// with its own cursor on its own cache line.
+///
+/// Slots are preallocated (a power of two, indexed by mask) and nothing on the publish or poll path allocates
+/// or locks. A **lossy** consumer never holds the producer back: when the producer laps it, it receives a GAP
+/// event naming exactly the lost sequences and the last-value cache's entries, then continues from the head.
+/// A **blocking** consumer sees everything: the producer waits for it (per its wait strategy) when it is a full
+/// ring behind, and counts the stall against it.
+///
+/// Sequences start at 1; `publishedSequence` is the highest sequence consumers may read.
+///
+/// Threads: `publish`/`publishBatch` from the one producer thread (or several with `.multi`); each
+/// `RingConsumer.poll` from one thread at a time; `addConsumer`, `removeConsumer`, `consumerStats`, counters and
+/// `close` from any thread.
+public final class BroadcastRing: @unchecked Sendable {
+    // Control words, each contended group on its own 128-byte line.
+    @usableFromInline static let publishedWord = 0          // producer writes; everybody reads
+    @usableFromInline static let claimedWord = 1             // highest sequence a producer may be writing
+    @usableFromInline static let parkedWord = 16             // consumers that may be asleep (consumers write)
+    @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
+    @usableFromInline static let closedWord = 32
+    @usableFromInline static let gatingEpochWord = 33        // bumped whenever the set of blocking consumers changes
+    @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
+    @usableFromInline static let seenGatingEpochWord = 49
+    @usableFromInline static let stallsWord = 50
+    @usableFromInline static let firstCellWord = 64
+    // A consumer cell: 16 words (128 bytes).
+    @usableFromInline static let cellCursor = 0              // last sequence the consumer has finished with
+    @usableFromInline static let cellState = 1               // 0 free, 1 lossy, 2 blocking
+    @usableFromInline static let cellProducerWaiting = 2     // the producer sleeps on this cell's cursor
+    @usableFromInline static let cellStalls = 3
+    @usableFromInline static let cellDelivered = 4
+    @usableFromInline static let cellDropped = 5
+    @usableFromInline static let cellResyncs = 6
+    @usableFromInline static let stateLossy: UInt64 = 1
+    @usableFromInline static let stateBlocking: UInt64 = 2
+
+    /// How many slots; a power of two.
+    public let capacity: Int
+    @usableFromInline let mask: UInt64
+    /// The most events one `publishBatch` call takes (half the ring, at most 256).
+    public let maxPublishBatch: Int
+    public let producerMode: ProducerMode
+    /// How the producer waits for a blocking consumer that is a full ring behind.
+    public let producerWait: WaitStrategy
+    /// The subject GAP events carry.
+    public let gapSubject: SubjectID
+    /// Updated with every TRADE, QUOTE and STATUS before it is published; the source of lossy resyncs.
+    public let lastValues: LastValueCache?
+    /// The most consumers attached at once.
+    public let maxConsumers: Int
+
+    @usableFromInline let control: AtomicWords
+    @usableFromInline let slots: AtomicWords
+    /// The single producer's staging area for `publishBatch` (multi-producer batches stage on the stack).
+    @usableFromInline let staging: UnsafeMutablePointer<Event>
+    /// Single producer only: the next sequence to publish.
+    @usableFromInline var nextSequence: UInt64 = 1
+
+    private struct Registry {
+        var names: [String?]
+        var policies: [ConsumerPolicy?]
+        var free: [Int]
+        var highWater = 0
+    }
+    private let registry: Mutex<Registry>
+    private let cellHighWater = Atomic<Int>(0)
+
+    /// - Parameters:
+    ///   - capacity: slots, rounded up to a power of two (at least 2).
+    ///   - producers: `.single` unless several threads publish.
+    ///   - gapSubject: the subject of GAP events handed to lapped lossy consumers.
+    ///   - lastValues: the cache lapped lossy consumers resynchronise from; the ring updates it.
+    ///   - producerWait: how the producer waits for blocking consumers.
+    ///   - maxConsumers: consumer cells preallocated.
+    public init(capacity: Int, producers: ProducerMode = .single, gapSubject: SubjectID,
+                lastValues: LastValueCache? = nil, producerWait: WaitStrategy = .park, maxConsumers: Int = 256) {
+        precondition(capacity >= 2 && capacity <= 1 << 30, "ring capacity \(capacity) is out of range 2...2^30")
+        precondition(maxConsumers > 0)
+        var cap = 2
+        while cap < capacity { cap <<= 1 }
+        self.capacity = cap
+        self.mask = UInt64(cap - 1)
+        self.maxPublishBatch = Swift.min(256, cap / 2)
+        self.producerMode = producers
+        self.producerWait = producerWait
+        self.gapSubject = gapSubject
+        self.lastValues = lastValues
+        self.maxConsumers = maxConsumers
+        precondition(MemoryLayout<Event>.size == 64 && MemoryLayout<Event>.stride == 64, "Event must be 64 bytes")
+        control = AtomicWords(count: BroadcastRing.firstCellWord + maxConsumers * AtomicWords.wordsPerLine)
+        slots = AtomicWords(count: cap * 8)
+        staging = .allocate(capacity: maxPublishBatch)
+        staging.initialize(repeating: .empty, count: maxPublishBatch)
+        control[BroadcastRing.gateWord].pointee.store(UInt64.max, ordering: .relaxed)
+        registry = Mutex(Registry(names: Array(repeating: nil, count: maxConsumers),
+                                  policies: Array(repeating: nil, count: maxConsumers),
+                                  free: Array((0..<maxConsumers).reversed())))
+    }
+
+    deinit { staging.deallocate() }
+
+    // MARK: - Publishing
+
+    /// The highest published sequence (0 before the first event).
+    public var publishedSequence: UInt64 { control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring) }
+
+    /// How many times the producer had to wait for a blocking consumer.
+    public var producerStalls: UInt64 { control[BroadcastRing.stallsWord].pointee.load(ordering: .relaxed) }
+
+    /// Whether `close()` was called.
+    public var isClosed: Bool { control[BroadcastRing.closedWord].pointee.load(ordering: .acquiring) != 0 }
+
+    /// Stamps `event.seq` with the next ring sequence (the first is 1), stores it, updates the last-value cache
+    /// for TRADE, QUOTE and STATUS, and publishes it.
+    ///
+    /// Waits, per `producerWait`, only while a blocking consumer is a full ring behind.
+    /// - Returns: the sequence assigned.
+    /// - Complexity: O(1); no allocation, no lock; one fenced store to publish.
+    @inlinable @discardableResult
+    public func publish(_ event: Event) -> UInt64 {
+        var e = event
+        if producerMode == .single {
+            let s = nextSequence
+            nextSequence = s &+ 1
+            beginWrite(upTo: s)
+            e.seq = s
+            slot(s).storeEvent(e)
+            lastValues?.update(e)
+            endWrite(upTo: s)
+            return s
+        }
+        let s = control[BroadcastRing.claimedWord].pointee.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue
+        awaitGate(s)
+        atomicMemoryFence(ordering: .releasing)
+        e.seq = s
+        slot(s).storeEvent(e)
+        awaitTurn(s)
+        lastValues?.update(e)
+        endWrite(upTo: s)
+        return s
+    }
+
+    /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
+    /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
+    ///
+    /// `fill` must initialize every element of the buffer it receives.
+    /// - Returns: how many events were published.
+    /// - warning: the buffer is valid only inside `fill`.
+    @inlinable @discardableResult
+    public func publishBatch(count: Int, _ fill: (UnsafeMutableBufferPointer<Event>) -> Void) -> Int {
+        let n = Swift.min(count, maxPublishBatch)
+        guard n > 0 else { return 0 }
+        if producerMode == .single {
+            let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
+            fill(buffer)
+            let first = nextSequence
+            let last = first &+ UInt64(n - 1)
+            nextSequence = last &+ 1
+            beginWrite(upTo: last)
+            writeBatch(buffer, first: first)
+            endWrite(upTo: last)
+            return n
+        }
+        return withUnsafeTemporaryAllocation(of: Event.self, capacity: n) { buffer in
+            fill(buffer)
+            let last = control[BroadcastRing.claimedWord].pointee.wrappingAdd(UInt64(n), ordering: .acquiringAndReleasing).newValue
+            let first = last &- UInt64(n - 1)
+            awaitGate(last)
+            atomicMemoryFence(ordering: .releasing)
+            for i in 0..<n {
+                var e = buffer[i]
+                e.seq = first &+ UInt64(i)
+                slot(e.seq).storeEvent(e)
+            }
+            awaitTurn(first)
+            if let lvc = lastValues {
+                for i in 0..<n { var e = buffer[i]; e.seq = first &+ UInt64(i); lvc.update(e) }
+            }
+            endWrite(upTo: last)
+            return n
+        }
+    }
+
+    @inlinable @inline(__always)
+    func writeBatch(_ buffer: UnsafeMutableBufferPointer<Event>, first: UInt64) {
+        var s = first
+        if let lvc = lastValues {
+            for i in 0..<buffer.count {
+                var e = buffer[i]; e.seq = s
+                slot(s).storeEvent(e)
+                lvc.update(e)
+                s &+= 1
+            }
+        } else {
+            for i in 0..<buffer.count {
+                var e = buffer[i]; e.seq = s
+                slot(s).storeEvent(e)
+                s &+= 1
+            }
+        }
+    }
+
+    @inlinable @inline(__always)
+    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        slots.base + Int(truncatingIfNeeded: (sequence & mask) &<< 3)
+    }
+
+    /// Single producer, before writing slots up to `last`: waits for blocking consumers, then announces the claim
+    /// so a lossy reader can tell whether the slot it just copied may have been overwritten meanwhile.
+    @inlinable @inline(__always)
+    func beginWrite(upTo last: UInt64) {
+        awaitGate(last)
+        control[BroadcastRing.claimedWord].pointee.store(last, ordering: .relaxed)
+        // Orders the claim before the slot stores: a reader that sees a new slot word then sees the claim.
+        atomicMemoryFence(ordering: .releasing)
+    }
+
+    /// Publishes up to `last` and wakes parked consumers if any may be asleep.
+    @inlinable @inline(__always)
+    func endWrite(upTo last: UInt64) {
+        // Sequentially consistent: pairs with a parking consumer's registration (store parked, load published),
+        // so either the consumer sees this sequence or this thread sees it parked.
+        control[BroadcastRing.publishedWord].pointee.store(last, ordering: .sequentiallyConsistent)
+        if control[BroadcastRing.parkedWord].pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            wakeConsumers()
+        }
+    }
+
+    @usableFromInline
+    func wakeConsumers() {
+        guard control[BroadcastRing.parkedWord].pointee.exchange(0, ordering: .sequentiallyConsistent) != 0 else { return }
+        control[BroadcastRing.wakeEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        _ = tw_futex_wake(control.futexWord(BroadcastRing.wakeEpochWord), Int32.max)
+    }
+
+    /// Multi-producer: waits until every earlier claim is published, so sequences become visible in order.
+    @usableFromInline
+    func awaitTurn(_ first: UInt64) {
+        var spins = 0
+        while control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring) != first &- 1 {
+            spins += 1
+            if spins < spinsBeforeBlocking { relax() } else { yieldThread() }
+        }
+    }
+
+    /// Before writing sequence `last`: returns at once unless a blocking consumer may still need the slot
+    /// `last - capacity`; then rescans the blocking cursors and waits for the slowest.
+    @inlinable @inline(__always)
+    func awaitGate(_ last: UInt64) {
+        let epoch = control[BroadcastRing.gatingEpochWord].pointee.load(ordering: .sequentiallyConsistent)
+        let gate = control[BroadcastRing.gateWord].pointee.load(ordering: .relaxed)
+        if epoch == control[BroadcastRing.seenGatingEpochWord].pointee.load(ordering: .relaxed)
+            && (gate == UInt64.max || last <= gate &+ UInt64(capacity)) {
+            return
+        }
+        awaitGateSlowly(last)
+    }
+
+    @usableFromInline
+    func awaitGateSlowly(_ last: UInt64) {
+        var stalled = false
+        var spins = 0
+        while true {
+            let epoch = control[BroadcastRing.gatingEpochWord].pointee.load(ordering: .sequentiallyConsistent)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            var slowest = UInt64.max
+            var slowestCell = -1
+            for cell in 0..<cellHighWater.load(ordering: .acquiring) {
+                let w = cellWord(cell, 0)
+                guard control[w + BroadcastRing.cellState].pointee.load(ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
+                else { continue }
+                let c = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .acquiring)
+                if c < slowest { slowest = c; slowestCell = cell }
+            }
+            control[BroadcastRing.gateWord].pointee.store(slowest, ordering: .relaxed)
+            control[BroadcastRing.seenGatingEpochWord].pointee.store(epoch, ordering: .relaxed)
+            if slowest == UInt64.max || last <= slowest &+ UInt64(capacity) { return }
+            let w = cellWord(slowestCell, 0)
+            if !stalled {
+                stalled = true
+                control[BroadcastRing.stallsWord].pointee.wrappingAdd(1, ordering: .relaxed)
+                control[w + BroadcastRing.cellStalls].pointee.wrappingAdd(1, ordering: .relaxed)
+            }
+            switch producerWait {
+            case .busySpin:
+                relax()
+            case .yield:
+                spins += 1
+                if spins < spinsBeforeBlocking { relax() } else { yieldThread() }
+            case .park:
+                spins += 1
+                if spins < spinsBeforeBlocking { relax(); continue }
+                control[w + BroadcastRing.cellProducerWaiting].pointee.store(1, ordering: .sequentiallyConsistent)
+                let c = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .sequentiallyConsistent)
+                guard c == slowest,
+                      control[w + BroadcastRing.cellState].pointee.load(ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
+                else { continue }
+                // A 10 ms backstop: the wake is exact, the timeout only bounds the cost of a bug.
+                _ = tw_futex_wait(control.futexWord(w + BroadcastRing.cellCursor), UInt32(truncatingIfNeeded: c), 10_000_000)
+            }
+        }
+    }
+
+    @inlinable @inline(__always)
+    func cellWord(_ cell: Int, _ field: Int) -> Int {
+        BroadcastRing.firstCellWord + cell * AtomicWords.wordsPerLine + field
+    }
+
+    /// Marks the end of the stream: consumers drain what is published, then `poll` returns -1. Publishing after
+    /// `close` is a programming error.
+    public func close() {
+        control[BroadcastRing.closedWord].pointee.store(1, ordering: .sequentiallyConsistent)
+        control[BroadcastRing.parkedWord].pointee.store(1, ordering: .sequentiallyConsistent)
+        wakeConsumers()
+    }
+
+    // MARK: - Consumers
+
+    /// Attaches a consumer that starts at the next published sequence. Safe while the producer runs.
+    /// - Parameters:
+    ///   - name: shown by `tickwire stats`.
+    ///   - policy: `.lossy` (never holds the producer back) or `.blocking` (sees everything; may stall it).
+    ///   - wait: how `poll` waits for events.
+    /// - Precondition: fewer than `maxConsumers` consumers are attached.
+    public func addConsumer(name: String, policy: ConsumerPolicy, wait: WaitStrategy) -> RingConsumer {
+        let cell: Int = registry.withLock { r in
+            guard let cell = r.free.popLast() else {
+                preconditionFailure("ring has \(maxConsumers) consumers attached; cannot attach '\(name)'")
+            }
+            r.names[cell] = name
+            r.policies[cell] = policy
+            r.highWater = Swift.max(r.highWater, cell + 1)
+            cellHighWater.store(r.highWater, ordering: .releasing)
+            return cell
+        }
+        let w = cellWord(cell, 0)
+        for f in [BroadcastRing.cellStalls, BroadcastRing.cellDelivered, BroadcastRing.cellDropped,
+                  BroadcastRing.cellResyncs, BroadcastRing.cellProducerWaiting] {
+            control[w + f].pointee.store(0, ordering: .relaxed)
+        }
+        let start: UInt64
+        switch policy {
+        case .lossy:
+            start = publishedSequence
+            control[w + BroadcastRing.cellCursor].pointee.store(start, ordering: .relaxed)
+            control[w + BroadcastRing.cellState].pointee.store(BroadcastRing.stateLossy, ordering: .releasing)
+        case .blocking:
+            // A tentative cursor no higher than any the producer may have cached, made visible first; then the
+            // real start read after the cell is visible: a gating scan that missed the cell ran before that
+            // read, so it cannot have let the producer run more than a ring past the start.
+            let tentative = publishedSequence
+            control[w + BroadcastRing.cellCursor].pointee.store(tentative, ordering: .sequentiallyConsistent)
+            control[w + BroadcastRing.cellState].pointee.store(BroadcastRing.stateBlocking, ordering: .sequentiallyConsistent)
+            control[BroadcastRing.gatingEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            start = control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent)
+            control[w + BroadcastRing.cellCursor].pointee.store(start, ordering: .sequentiallyConsistent)
+        }
+        return RingConsumer(ring: self, cell: cell, name: name, policy: policy, wait: wait, next: start &+ 1)
+    }
+
+    /// Detaches `consumer`: it stops gating the producer at once and its `poll` returns -1 from then on.
+    public func removeConsumer(_ consumer: RingConsumer) {
+        precondition(consumer.ring === self, "consumer '\(consumer.name)' belongs to another ring")
+        consumer.detach()
+    }
+
+    /// Called by a consumer once: frees its cell for reuse after its last poll.
+    func deactivate(cell: Int) {
+        let w = cellWord(cell, 0)
+        let wasBlocking = control[w + BroadcastRing.cellState].pointee.exchange(0, ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
+        if wasBlocking {
+            control[BroadcastRing.gatingEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            // Moves the futex word the producer may sleep on, then wakes it so it rescans.
+            control[w + BroadcastRing.cellCursor].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            _ = tw_futex_wake(control.futexWord(w + BroadcastRing.cellCursor), Int32.max)
+        }
+        // A parked consumer being removed wakes and sees it.
+        control[BroadcastRing.parkedWord].pointee.store(1, ordering: .sequentiallyConsistent)
+        wakeConsumers()
+    }
+
+    func release(cell: Int) {
+        registry.withLock { r in
+            r.names[cell] = nil
+            r.policies[cell] = nil
+            r.free.append(cell)
+        }
+    }
+
+    /// One row per attached consumer, for `tickwire stats` and metrics. Readable from any thread.
+    public func consumerStats() -> [(name: String, policy: ConsumerPolicy, counters: ConsumerCounters)] {
+        let rows: [(Int, String, ConsumerPolicy)] = registry.withLock { r in
+            (0..<r.highWater).compactMap { i in
+                guard let n = r.names[i], let p = r.policies[i] else { return nil }
+                return (i, n, p)
+            }
+        }
+        return rows.map { ($0.1, $0.2, counters(cell: $0.0)) }
+    }
+
+    func counters(cell: Int) -> ConsumerCounters {
+        let w = cellWord(cell, 0)
+        let cursor = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .relaxed)
+        let published = publishedSequence
+        return ConsumerCounters(
+            delivered: control[w + BroadcastRing.cellDelivered].pointee.load(ordering: .relaxed),
+            dropped: control[w + BroadcastRing.cellDropped].pointee.load(ordering: .relaxed),
+            lag: published > cursor ? published - cursor : 0,
+            resyncs: control[w + BroadcastRing.cellResyncs].pointee.load(ordering: .relaxed),
+            stalls: control[w + BroadcastRing.cellStalls].pointee.load(ordering: .relaxed))
+    }
+}
+
+/// What one consumer has seen and cost, readable from any thread.
+public struct ConsumerCounters: Sendable, Equatable {
+    /// Events handed to the consumer's body (GAP and resync events included).
+    public var delivered: UInt64
+    /// Sequences lost to laps (the sum of the GAP ranges).
+    public var dropped: UInt64
+    /// Published sequences the consumer has not yet finished with.
+    public var lag: UInt64
+    /// Times it was lapped and resynchronised from the last-value cache.
+    public var resyncs: UInt64
+    /// Times the producer had to wait for it (blocking consumers only).
+    public var stalls: UInt64
+
+    public init(delivered: UInt64 = 0, dropped: UInt64 = 0, lag: UInt64 = 0, resyncs: UInt64 = 0, stalls: UInt64 = 0) {
+        self.delivered = delivered; self.dropped = dropped; self.lag = lag; self.resyncs = resyncs; self.stalls = stalls
+    }
+}

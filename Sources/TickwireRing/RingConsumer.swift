@@ -1,0 +1,175 @@
+import CTickwireSys
+import Synchronization
+import TickwireCore
+
+/// One reader of a `BroadcastRing`, with its own cursor and counters.
+///
+/// `poll` is called from one thread at a time (the consumer's); `counters` from any thread. Dropping the last
+/// reference detaches it like `BroadcastRing.removeConsumer`.
+public final class RingConsumer: @unchecked Sendable {
+    public let name: String
+    public let policy: ConsumerPolicy
+    public let wait: WaitStrategy
+    @usableFromInline let ring: BroadcastRing
+    @usableFromInline let cell: Int
+    /// The next sequence to hand over. Touched by the polling thread only.
+    @usableFromInline var next: UInt64
+    @usableFromInline let detached = Atomic<Bool>(false)
+
+    init(ring: BroadcastRing, cell: Int, name: String, policy: ConsumerPolicy, wait: WaitStrategy, next: UInt64) {
+        self.ring = ring; self.cell = cell; self.name = name; self.policy = policy; self.wait = wait; self.next = next
+    }
+
+    deinit {
+        detach()
+        ring.release(cell: cell)
+    }
+
+    func detach() {
+        if !detached.exchange(true, ordering: .acquiringAndReleasing) { ring.deactivate(cell: cell) }
+    }
+
+    /// What this consumer has seen and cost so far.
+    public var counters: ConsumerCounters { ring.counters(cell: cell) }
+
+    /// The next sequence `poll` will hand over.
+    public var nextSequence: UInt64 { next }
+
+    @inlinable @inline(__always)
+    func word(_ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { ring.control[ring.cellWord(cell, field)] }
+
+    /// Waits, per the consumer's wait strategy, up to `timeoutNanos` (nil: until an event arrives or the ring
+    /// closes), then hands each available event, at most `maxBatch`, to `body` in sequence order.
+    ///
+    /// A lossy consumer that was lapped first receives one GAP event (kind `.gap`, subject `gapSubject`, scope
+    /// `.publisher`, `a` the first lost sequence, `b` the last, `seq` 0), then the last-value cache's entries
+    /// as they stood at the last lost sequence, all in this one call whatever `maxBatch` says; it continues with
+    /// the sequence after the gap. A cache entry the producer rewrote after that point is not sent: its newer
+    /// event follows in the stream.
+    /// - Returns: the number of events handed over (0 on timeout), or -1 once the ring is closed and drained or
+    ///   the consumer removed.
+    /// - Complexity: O(events handed over); no allocation, no lock.
+    @inlinable
+    public func poll(maxBatch: Int, timeoutNanos: Int64?, _ body: (Event) -> Void) -> Int {
+        precondition(maxBatch > 0, "maxBatch must be positive")
+        if detached.load(ordering: .relaxed) { return -1 }
+        let control = ring.control
+        var available = control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring)
+        if available < next {
+            guard let a = awaitEvents(timeoutNanos: timeoutNanos) else { return 0 }
+            available = a
+            if available < next { return -1 }
+        }
+        let last = Swift.min(available, next &+ UInt64(maxBatch - 1))
+        let capacity = UInt64(ring.capacity)
+        var s = next
+        if policy == .lossy {
+            while s <= last {
+                let e = ring.slot(s).loadEvent()
+                // The copy is good only if no producer had claimed the sequence that reuses the slot.
+                atomicMemoryFence(ordering: .acquiring)
+                if control[BroadcastRing.claimedWord].pointee.load(ordering: .relaxed) >= s &+ capacity {
+                    let handed = Int(s &- next)
+                    next = s
+                    finishBatch(handed: handed, upTo: s &- 1)
+                    return handed + resync(body)
+                }
+                body(e)
+                s &+= 1
+            }
+        } else {
+            while s <= last {
+                body(ring.slot(s).loadEvent())
+                s &+= 1
+            }
+        }
+        let handed = Int(s &- next)
+        next = s
+        finishBatch(handed: handed, upTo: last)
+        return handed
+    }
+
+    @inlinable @inline(__always)
+    func finishBatch(handed: Int, upTo last: UInt64) {
+        let delivered = word(BroadcastRing.cellDelivered)
+        delivered.pointee.store(delivered.pointee.load(ordering: .relaxed) &+ UInt64(handed), ordering: .relaxed)
+        if policy == .lossy {
+            word(BroadcastRing.cellCursor).pointee.store(last, ordering: .relaxed)
+            return
+        }
+        // Sequentially consistent: pairs with a parking producer (store waiting flag, load cursor).
+        word(BroadcastRing.cellCursor).pointee.store(last, ordering: .sequentiallyConsistent)
+        if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            wakeProducer()
+        }
+    }
+
+    @usableFromInline
+    func wakeProducer() {
+        guard word(BroadcastRing.cellProducerWaiting).pointee.exchange(0, ordering: .sequentiallyConsistent) != 0 else { return }
+        _ = tw_futex_wake(ring.control.futexWord(ring.cellWord(cell, BroadcastRing.cellCursor)), Int32.max)
+    }
+
+    /// Hands over the GAP for `next...head` and the cache entries as of `head`; moves on to `head + 1`.
+    @usableFromInline
+    func resync(_ body: (Event) -> Void) -> Int {
+        let head = Swift.max(ring.publishedSequence, next)
+        let first = next
+        let now = Nanos.now()
+        body(Event.gap(ring.gapSubject, first: first, last: head, scope: .publisher, eventTime: now, knownTime: now))
+        var handed = 1
+        ring.lastValues?.forEachEntry(upTo: head) { e in
+            body(e)
+            handed += 1
+        }
+        next = head &+ 1
+        let dropped = word(BroadcastRing.cellDropped), resyncs = word(BroadcastRing.cellResyncs)
+        dropped.pointee.store(dropped.pointee.load(ordering: .relaxed) &+ (head &- first &+ 1), ordering: .relaxed)
+        resyncs.pointee.store(resyncs.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        finishBatch(handed: handed, upTo: head)
+        return handed
+    }
+
+    /// Waits for `next` to be published. Returns the published sequence (below `next` when the ring closed or
+    /// the consumer was removed), or nil on timeout.
+    @usableFromInline
+    func awaitEvents(timeoutNanos: Int64?) -> UInt64? {
+        let control = ring.control
+        let deadline = timeoutNanos.map { monotonicNanos() &+ Swift.max(0, $0) }
+        var spins = 0
+        while true {
+            let p = control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring)
+            if p >= next { return p }
+            if detached.load(ordering: .relaxed) { return next &- 1 }
+            if control[BroadcastRing.closedWord].pointee.load(ordering: .acquiring) != 0 {
+                // Closed: whatever was published before the close is visible now.
+                let final = control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring)
+                return final >= next ? final : next &- 1
+            }
+            spins += 1
+            if let deadline, spins & 63 == 0 || wait == .park, monotonicNanos() >= deadline { return nil }
+            switch wait {
+            case .busySpin:
+                relax()
+            case .yield:
+                if spins < spinsBeforeBlocking { relax() } else { yieldThread() }
+            case .park:
+                if spins < spinsBeforeBlocking { relax(); continue }
+                park(deadline: deadline)
+            }
+        }
+    }
+
+    private func park(deadline: Int64?) {
+        let control = ring.control
+        control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
+        if control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent) >= next
+            || control[BroadcastRing.closedWord].pointee.load(ordering: .sequentiallyConsistent) != 0
+            || detached.load(ordering: .sequentiallyConsistent) {
+            return
+        }
+        let timeout = deadline.map { Swift.max(0, $0 &- monotonicNanos()) } ?? -1
+        _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
+    }
+}

@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CTickwireSys
+
+/// How a thread waits for the ring: for a consumer, for events to be published; for a producer, for a blocking
+/// consumer to free a slot.
+///
+/// On a 2-core machine at most two threads may spin; every other thread should yield or park.
+public enum WaitStrategy: Sendable {
+    /// Spins on the cursor with a CPU pause: the lowest hop latency, one core burnt while idle.
+    case busySpin
+    /// Spins briefly, then `sched_yield`s between checks: lets other threads run, still polls while idle.
+    case yield
+    /// Spins briefly, then sleeps on a futex until the other side wakes it: burns no CPU while idle, costs a
+    /// wake-up (a few microseconds) on the first event after a quiet spell.
+    case park
+}
+
+/// What a consumer may cost the producer.
+public enum ConsumerPolicy: Sendable {
+    /// Never holds the producer back. When lapped it receives a GAP event naming exactly the lost sequences,
+    /// then the last-value cache's entries, and continues from the head (market-data subscribers).
+    case lossy
+    /// Sees every event: the producer waits for it when it is a full ring behind, and counts each such stall
+    /// (the store writer, the journal publisher).
+    case blocking
+}
+
+/// Whether one thread or several publish into the ring.
+public enum ProducerMode: Sendable {
+    /// One publishing thread: claiming a slot is a plain store, no read-modify-write.
+    case single
+    /// Several publishing threads: a fetch-add claims slots, and each publisher waits its turn to make them
+    /// visible, so consumers still see sequences in order.
+    case multi
+}
+
+/// Pauses taken by the spin phase of `.yield` and `.park` before they yield or sleep. About a microsecond:
+/// long enough to catch the next event of a busy feed without a system call.
+@usableFromInline let spinsBeforeBlocking = 256
+
+@inlinable @inline(__always)
+func relax() { tw_cpu_relax() }
+
+@inline(__always)
+func yieldThread() { _ = sched_yield() }

@@ -1,0 +1,353 @@
+import Foundation
+import Synchronization
+import Testing
+import TickwireCore
+@testable import TickwireRing
+
+@Suite(.serialized)
+struct BroadcastRingTests {
+    static let gapSubject: SubjectID = 999
+
+    @Test func sequencesStartAtOneAndConsumersSeeEventsInOrder() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let consumer = ring.addConsumer(name: "c", policy: .blocking, wait: .yield)
+        #expect(ring.capacity == 16)
+        #expect(ring.publish(quote(1, 10)) == 1)
+        #expect(ring.publish(quote(2, 20)) == 2)
+        var got: [Event] = []
+        #expect(consumer.poll(maxBatch: 10, timeoutNanos: 0) { got.append($0) } == 2)
+        #expect(got.map(\.seq) == [1, 2])
+        #expect(got.map(\.a) == [10, 20])
+        #expect(got.map(\.subjectID) == [1, 2])
+        #expect(consumer.poll(maxBatch: 10, timeoutNanos: 1_000_000) { _ in } == 0)
+        #expect(consumer.counters.delivered == 2)
+        #expect(consumer.counters.lag == 0)
+    }
+
+    @Test func capacityRoundsUpToAPowerOfTwo() {
+        #expect(BroadcastRing(capacity: 100, gapSubject: 0).capacity == 128)
+    }
+
+    @Test func batchPublishStampsConsecutiveSequencesAndMaxBatchBoundsAPoll() {
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject)
+        let consumer = ring.addConsumer(name: "c", policy: .lossy, wait: .busySpin)
+        let n = ring.publishBatch(count: 10) { buffer in
+            for i in 0..<buffer.count { buffer[i] = quote(SubjectID(i), Int64(i)) }
+        }
+        #expect(n == 10)
+        #expect(ring.publishedSequence == 10)
+        var seqs: [UInt64] = []
+        #expect(consumer.poll(maxBatch: 4, timeoutNanos: 0) { seqs.append($0.seq) } == 4)
+        #expect(consumer.poll(maxBatch: 100, timeoutNanos: 0) { seqs.append($0.seq) } == 6)
+        #expect(seqs == Array(1...10))
+    }
+
+    @Test func aConsumerStartsAtTheNextPublishedSequence() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        ring.publish(quote(1, 1)); ring.publish(quote(1, 2))
+        let late = ring.addConsumer(name: "late", policy: .blocking, wait: .yield)
+        ring.publish(quote(1, 3))
+        var seqs: [UInt64] = []
+        _ = late.poll(maxBatch: 10, timeoutNanos: 0) { seqs.append($0.seq) }
+        #expect(seqs == [3])
+    }
+
+    @Test(arguments: [WaitStrategy.busySpin, .yield, .park])
+    func blockingConsumersLoseNothingAndSeeOrder(wait: WaitStrategy) {
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, producerWait: wait)
+        let total = 50_000
+        let consumers = (0..<2).map { ring.addConsumer(name: "c\($0)", policy: .blocking, wait: wait == .busySpin ? .yield : wait) }
+        let failures = Shared(0)
+        let readers = consumers.map { c in
+            TestThread {
+                var expected: UInt64 = 1
+                var bad = 0
+                while true {
+                    let n = c.poll(maxBatch: 32, timeoutNanos: nil) { e in
+                        if e.seq != expected || e.a != Int64(e.seq) || !isIntact(e) { bad += 1 }
+                        expected = e.seq + 1
+                    }
+                    if n < 0 { break }
+                }
+                if expected != UInt64(total) + 1 { bad += 1 }
+                failures.with { $0 += bad }
+            }
+        }
+        var i = 1
+        while i <= total {
+            if i % 3 == 0 {
+                let n = min(17, total - i + 1)
+                let base = i
+                i += ring.publishBatch(count: n) { b in for k in 0..<b.count { b[k] = quote(SubjectID(k % 8), Int64(base + k)) } }
+            } else {
+                ring.publish(quote(SubjectID(i % 8), Int64(i))); i += 1
+            }
+        }
+        ring.close()
+        readers.forEach { $0.join() }
+        #expect(failures.get == 0)
+        for c in consumers {
+            #expect(c.counters.delivered == UInt64(total))
+            #expect(c.counters.dropped == 0)
+            #expect(c.counters.resyncs == 0)
+        }
+    }
+
+    @Test func aSlowBlockingConsumerStallsTheProducerAndTheStallIsCounted() {
+        let ring = BroadcastRing(capacity: 8, gapSubject: Self.gapSubject, producerWait: .park)
+        let c = ring.addConsumer(name: "store", policy: .blocking, wait: .park)
+        let reader = TestThread {
+            var seen = 0
+            while c.poll(maxBatch: 4, timeoutNanos: nil, { _ in seen += 1 }) >= 0 { usleep(50) }
+        }
+        for i in 1...200 { ring.publish(quote(1, Int64(i))) }
+        ring.close()
+        reader.join()
+        #expect(c.counters.delivered == 200)
+        #expect(c.counters.stalls > 0)
+        #expect(ring.producerStalls == c.counters.stalls)
+    }
+
+    @Test func aLappedLossyConsumerGetsTheExactGapThenTheLastValuesThenContinues() {
+        let lvc = LastValueCache(maxSubjects: 16)
+        let ring = BroadcastRing(capacity: 8, gapSubject: Self.gapSubject, lastValues: lvc)
+        let c = ring.addConsumer(name: "trader", policy: .lossy, wait: .yield)
+        ring.publish(quote(1, 1))
+        var got: [Event] = []
+        #expect(c.poll(maxBatch: 100, timeoutNanos: 0) { got.append($0) } == 1)
+        // 2...30: three subjects of quotes, a trade and a status on subject 4.
+        for i in 2...30 {
+            if i == 10 {
+                ring.publish(Event.trade(4, price: Price(e8: 500), size: Quantity(e8: 1), side: .buy, tradeID: 77,
+                                         eventTime: Nanos(10), knownTime: Nanos(10)))
+            } else if i == 11 {
+                ring.publish(Event.status(4, Status(category: .trading, state: UInt8(ascii: "H"), reason: "LUDP"),
+                                          eventTime: Nanos(11), knownTime: Nanos(11)))
+            } else {
+                ring.publish(quote(SubjectID(i % 3 + 1), Int64(i)))
+            }
+        }
+        got = []
+        let n = c.poll(maxBatch: 2, timeoutNanos: 0) { got.append($0) }
+        #expect(n == got.count)
+        let gap = got[0]
+        #expect(gap.kind == .gap)
+        #expect(gap.subjectID == Self.gapSubject)
+        #expect(gap.gapBody == Gap(first: 2, last: 30, scope: .publisher))
+        // Latest value per (subject, kind) as of 30: quotes 30 (subject 1), 28 (2), 29 (3); trade and status on 4.
+        let resync = got.dropFirst()
+        #expect(resync.count == 5)   // quotes on 1, 2, 3; the trade and the status on 4
+        let bySubjectKind = Dictionary(uniqueKeysWithValues: resync.map { ("\($0.subjectID)/\($0.kind)", $0) })
+        #expect(bySubjectKind["1/QUOTE"]?.seq == 30)
+        #expect(bySubjectKind["2/QUOTE"]?.seq == 28)
+        #expect(bySubjectKind["3/QUOTE"]?.seq == 29)
+        #expect(bySubjectKind["4/TRADE"]?.trade == Trade(price: Price(e8: 500), size: Quantity(e8: 1), side: .buy, tradeID: 77))
+        #expect(bySubjectKind["4/TRADE"]?.seq == 10)
+        #expect(bySubjectKind["4/STATUS"]?.status.reason == "LUDP")
+        for e in resync where e.kind == .quote { #expect(isIntact(e) && e.a == Int64(e.seq)) }
+        #expect(c.counters.dropped == 29)
+        #expect(c.counters.resyncs == 1)
+        // And it continues with the next sequence.
+        ring.publish(quote(1, 31))
+        got = []
+        #expect(c.poll(maxBatch: 10, timeoutNanos: 0) { got.append($0) } == 1)
+        #expect(got.map(\.seq) == [31])
+    }
+
+    @Test func aLossyConsumerWithoutACacheGetsTheGapAlone() {
+        let ring = BroadcastRing(capacity: 4, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "t", policy: .lossy, wait: .busySpin)
+        for i in 1...9 { ring.publish(quote(1, Int64(i))) }
+        var got: [Event] = []
+        #expect(c.poll(maxBatch: 10, timeoutNanos: 0) { got.append($0) } == 1)
+        #expect(got.first?.gapBody == Gap(first: 1, last: 9, scope: .publisher))
+    }
+
+    /// A slow lossy consumer racing a fast producer: every sequence is either delivered once, in order, or
+    /// named by exactly one GAP; every resync entry is intact and no newer than its gap.
+    @Test func aLossyConsumerRacingTheProducerAccountsForEverySequence() {
+        let subjects = 16
+        let lvc = LastValueCache(maxSubjects: subjects)
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, lastValues: lvc)
+        let c = ring.addConsumer(name: "slow", policy: .lossy, wait: .yield)
+        let total = 300_000
+        let result = Shared((delivered: 0, lost: 0, gaps: 0, bad: [String]()))
+        let reader = TestThread {
+            var expected: UInt64 = 1
+            var delivered = 0, lost = 0, gaps = 0
+            var bad: [String] = []
+            var resyncUpTo: UInt64 = 0
+            var resyncSubjects = Set<SubjectID>()
+            var k = 0
+            while true {
+                let n = c.poll(maxBatch: 16, timeoutNanos: nil) { e in
+                    if e.kind == .gap {
+                        let g = e.gapBody
+                        if g.first != expected || g.last < g.first { bad.append("gap \(g.first)...\(g.last), expected \(expected)") }
+                        lost += Int(g.count); gaps += 1
+                        expected = g.last + 1
+                        resyncUpTo = g.last
+                        resyncSubjects = []
+                    } else if e.seq < expected {
+                        // A resync entry: as of the gap's end, intact, the latest of its subject by then.
+                        if e.seq > resyncUpTo || !isIntact(e) || e.a != Int64(e.seq) || e.seq + UInt64(subjects) <= resyncUpTo
+                            || !resyncSubjects.insert(e.subjectID).inserted {
+                            bad.append("resync entry seq \(e.seq) subject \(e.subjectID) after gap ending \(resyncUpTo)")
+                        }
+                    } else {
+                        if e.seq != expected || !isIntact(e) || e.a != Int64(e.seq) { bad.append("seq \(e.seq), expected \(expected)") }
+                        delivered += 1
+                        expected = e.seq + 1
+                    }
+                }
+                if n < 0 { break }
+                k += 1
+                if k % 64 == 0 { for _ in 0..<2000 { tw_spin() } }   // fall behind now and then
+            }
+            result.with { $0 = (delivered, lost, gaps, Array(bad.prefix(5))) }
+        }
+        for i in 1...total { ring.publish(quote(SubjectID(i % subjects), Int64(i))) }
+        ring.close()
+        reader.join()
+        let r = result.get
+        #expect(r.bad.isEmpty, "\(r.bad)")
+        #expect(r.delivered + r.lost == total)
+        #expect(r.gaps > 0, "the consumer was never lapped: the test proved nothing")
+        #expect(c.counters.dropped == UInt64(r.lost))
+        #expect(c.counters.resyncs == UInt64(r.gaps))
+    }
+
+    @Test func pollTimesOutOnAQuietRingAndParkedConsumersWake() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "p", policy: .lossy, wait: .park)
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        #expect(c.poll(maxBatch: 1, timeoutNanos: 20_000_000) { _ in } == 0)
+        #expect(DispatchTime.now().uptimeNanoseconds - t0 >= 19_000_000)
+        let got = Shared([UInt64]())
+        let reader = TestThread {
+            while true {
+                let n = c.poll(maxBatch: 8, timeoutNanos: nil) { e in got.with { $0.append(e.seq) } }
+                if n < 0 { break }
+            }
+        }
+        usleep(20_000)   // the reader is parked by now
+        ring.publish(quote(1, 1))
+        usleep(20_000)
+        ring.publish(quote(1, 2))
+        ring.close()
+        reader.join()
+        #expect(got.get == [1, 2])
+    }
+
+    @Test func closeLetsConsumersDrainThenReturnsMinusOne() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "c", policy: .blocking, wait: .park)
+        for i in 1...5 { ring.publish(quote(1, Int64(i))) }
+        ring.close()
+        var n = 0
+        #expect(c.poll(maxBatch: 3, timeoutNanos: nil) { _ in n += 1 } == 3)
+        #expect(c.poll(maxBatch: 3, timeoutNanos: nil) { _ in n += 1 } == 2)
+        #expect(c.poll(maxBatch: 3, timeoutNanos: nil) { _ in n += 1 } == -1)
+        #expect(n == 5)
+    }
+
+    @Test func multipleProducersInterleaveButEachStaysInOrder() {
+        let ring = BroadcastRing(capacity: 64, producers: .multi, gapSubject: Self.gapSubject, producerWait: .yield)
+        let c = ring.addConsumer(name: "all", policy: .blocking, wait: .yield)
+        let perProducer = 50_000
+        let result = Shared((count: 0, bad: 0))
+        let reader = TestThread {
+            var last = [Int64](repeating: 0, count: 2)
+            var expected: UInt64 = 1
+            var count = 0, bad = 0
+            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in
+                let p = Int(e.subjectID)
+                if e.seq != expected || e.a <= last[p] || !isIntact(e) { bad += 1 }
+                last[p] = e.a; expected = e.seq + 1; count += 1
+            }) >= 0 {}
+            result.with { $0 = (count, bad) }
+        }
+        let producers = (0..<2).map { p in
+            TestThread {
+                var i = 1
+                while i <= perProducer {
+                    if i % 5 == 0 {
+                        let base = i
+                        i += ring.publishBatch(count: min(7, perProducer - i + 1)) { b in
+                            for k in 0..<b.count { b[k] = quote(SubjectID(p), Int64(base + k)) }
+                        }
+                    } else {
+                        ring.publish(quote(SubjectID(p), Int64(i))); i += 1
+                    }
+                }
+            }
+        }
+        producers.forEach { $0.join() }
+        ring.close()
+        reader.join()
+        #expect(result.get.count == 2 * perProducer)
+        #expect(result.get.bad == 0)
+    }
+
+    /// Consumers of both policies come and go while the producer runs; each sees a gapless run from where it
+    /// started (blocking) or accounts for every sequence (lossy), and the producer never waits on a removed one.
+    @Test func consumersSubscribeAndUnsubscribeUnderLoad() {
+        let ring = BroadcastRing(capacity: 128, gapSubject: Self.gapSubject, producerWait: .yield)
+        let stop = Atomic<Bool>(false)
+        let bad = Shared([String]())
+        let churn = (0..<2).map { t in
+            TestThread {
+                var round = 0
+                while !stop.load(ordering: .relaxed) && round < 400 {
+                    round += 1
+                    let policy: ConsumerPolicy = (round + t) % 2 == 0 ? .blocking : .lossy
+                    let c = ring.addConsumer(name: "churn\(t)-\(round)", policy: policy, wait: .yield)
+                    var expected = c.nextSequence
+                    for _ in 0..<(1 + round % 5) {
+                        let n = c.poll(maxBatch: 64, timeoutNanos: 2_000_000) { e in
+                            if e.kind == .gap {
+                                if e.gapBody.first != expected { bad.with { $0.append("gap from \(e.gapBody.first), expected \(expected)") } }
+                                expected = e.gapBody.last + 1
+                            } else {
+                                if e.seq != expected { bad.with { $0.append("\(policy) seq \(e.seq), expected \(expected)") } }
+                                expected = e.seq + 1
+                            }
+                        }
+                        if n < 0 { break }
+                    }
+                    ring.removeConsumer(c)
+                    #expect(c.poll(maxBatch: 1, timeoutNanos: nil) { _ in } == -1)
+                }
+            }
+        }
+        var i: Int64 = 0
+        let deadline = DispatchTime.now().uptimeNanoseconds + 1_500_000_000
+        while DispatchTime.now().uptimeNanoseconds < deadline && ring.consumerStats().count >= 0 {
+            for _ in 0..<1000 { i += 1; ring.publish(quote(1, i)) }
+            if i >= 2_000_000 { break }
+        }
+        stop.store(true, ordering: .relaxed)
+        churn.forEach { $0.join() }
+        ring.close()
+        #expect(bad.get.isEmpty, "\(bad.get.prefix(5))")
+        #expect(ring.consumerStats().isEmpty)
+        #expect(i > 0)
+    }
+
+    @Test func droppingAConsumerReleasesItsCellAndStopsGating() {
+        let ring = BroadcastRing(capacity: 4, gapSubject: Self.gapSubject, maxConsumers: 1)
+        for _ in 0..<3 {
+            var c: RingConsumer? = ring.addConsumer(name: "b", policy: .blocking, wait: .park)
+            _ = c
+            c = nil
+            // With the blocking consumer gone the producer never waits.
+            for i in 1...20 { ring.publish(quote(1, Int64(i))) }
+        }
+        let c = ring.addConsumer(name: "named", policy: .lossy, wait: .park)
+        let stats = ring.consumerStats()
+        #expect(stats.map(\.name) == ["named"])
+        _ = c
+    }
+}
+
+@inline(never) func tw_spin() { var x = 0; withUnsafeMutablePointer(to: &x) { $0.pointee &+= 1 } }

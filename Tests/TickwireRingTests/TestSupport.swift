@@ -1,0 +1,31 @@
+import Foundation
+import TickwireCore
+
+/// A thread the test starts and joins.
+final class TestThread: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    init(_ body: @escaping @Sendable () -> Void) {
+        let thread = Thread { [done] in body(); done.signal() }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    func join() { done.wait() }
+}
+
+/// A value shared between test threads, written under a lock.
+final class Shared<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func with<R>(_ body: (inout T) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
+    var get: T { with { $0 } }
+}
+
+/// A QUOTE on `subject` whose payload repeats `n`, so a reader can tell a torn or misplaced copy.
+func quote(_ subject: SubjectID, _ n: Int64) -> Event {
+    Event(subjectID: subject, kind: .quote, eventTime: Nanos(n), knownTime: Nanos(n), a: n, b: n, c: n, d: n)
+}
+
+func isIntact(_ e: Event) -> Bool {
+    e.a == e.b && e.b == e.c && e.c == e.d && e.eventTime.rawValue == e.a && e.knownTime.rawValue == e.a
+}
