@@ -24,27 +24,8 @@ public struct RecordHash: Hashable, Sendable, CustomStringConvertible {
         w3 = from.loadUnaligned(fromByteOffset: offset + 24, as: UInt64.self)
     }
 
-    /// Whether the x86 SHA extensions compute the chain links (else swift-crypto does).
-    public static let hardwareSHA = tw_sha256_hw_available() != 0
-
-    /// The SHA-256 of `bytes`: with the x86 SHA extensions when present, swift-crypto otherwise.
-    ///
-    /// The chain hash of every record is on the append path; swift-crypto's `SHA256` costs ~550 ns for a
-    /// 128-byte record here (a context object per hash), the SHA-extension path ~100 ns. Tests check the two agree.
+    /// The SHA-256 of `bytes` (swift-crypto; BoringSSL uses the x86 SHA extensions where the CPU has them).
     public init(sha256 bytes: UnsafeRawBufferPointer) {
-        if RecordHash.hardwareSHA {
-            var out = RecordHash.zero
-            withUnsafeMutableBytes(of: &out) { o in
-                tw_sha256_hw(bytes.baseAddress, bytes.count, o.baseAddress!.assumingMemoryBound(to: UInt8.self))
-            }
-            self = out
-            return
-        }
-        self.init(softwareSHA256: bytes)
-    }
-
-    /// The SHA-256 of `bytes` by swift-crypto.
-    public init(softwareSHA256 bytes: UnsafeRawBufferPointer) {
         var h = SHA256()
         h.update(bufferPointer: bytes)
         let digest = h.finalize()

@@ -36,9 +36,4 @@ uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
 /// The slicing-by-8 path alone (tests compare it with the hardware path).
 uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
-/// Whether the CPU has the x86 SHA extensions (and SSSE3, SSE4.1) that `tw_sha256_hw` needs.
-int tw_sha256_hw_available(void);
-/// SHA-256 of `len` bytes with the SHA extensions; call only when `tw_sha256_hw_available()`.
-void tw_sha256_hw(const void *data, size_t len, uint8_t out[32]);
-
 #endif
