@@ -31,24 +31,30 @@ public enum JournalAudit {
                             tornTailBytes: torn)
     }
 
-    /// Visits every valid record in order (stops at the first damage, which `verify` reports).
+    /// Visits every valid record from `seq` on, in order (stops at the first damage, which `verify` reports).
+    /// Every record is read, so the whole chain up to `seq` is checked on the way.
     public static func forEach(directory: String, from seq: UInt64 = 1, _ body: (JournalRecord) -> Void) throws(JournalError) {
-        // Skip whole segments that end before `seq`: their first sequences are in their names.
         let names = try JournalScan.segmentNames(directory)
-        var startSegment = 0
-        for (i, n) in names.enumerated() where n.firstSeq <= seq { startSegment = i }
-        var segmentIndex = -1
-        var current = ""
         _ = try JournalScan.run(directory) { seg, bytes, off, recSeq, hash in
-            if seg != segmentIndex { segmentIndex = seg; current = names[seg].name }
-            if seg >= startSegment && recSeq >= seq { body(JournalRecord(bytes, at: off, hash: hash, segment: current)) }
+            if recSeq >= seq { body(JournalRecord(bytes, at: off, hash: hash, segment: names[seg].name)) }
         }
     }
 
-    /// The record `seq`, or nil.
+    /// The record `seq`, or nil. Reads only the segment that holds it (picked by the first sequences in the
+    /// file names), checking CRCs and the chain within it from the link in its header.
     public static func show(directory: String, seq: UInt64) throws(JournalError) -> JournalRecord? {
+        guard let segment = try JournalScan.segmentNames(directory).last(where: { $0.firstSeq <= seq }) else { return nil }
+        let bytes = try FileIO.readFile(directory + "/" + segment.name)
+        guard bytes.count >= JournalFormat.segmentHeaderSize else { return nil }
         var found: JournalRecord?
-        try forEach(directory: directory, from: seq) { r in if r.seq == seq { found = r } }
+        let scan = bytes.withUnsafeBytes { b in
+            SegmentScanner.scan(b, firstSeq: segment.firstSeq, prevHash: RecordHash(loading: b, at: 32)) { off, recSeq, hash in
+                if recSeq == seq { found = JournalRecord(b, at: off, hash: hash, segment: segment.name) }
+            }
+        }
+        if found == nil, let p = scan.problem, p.seq <= seq, p.validRecordAfter {
+            throw .corrupt(JournalCorruption(segment: segment.name, offset: p.offset, seq: p.seq, reason: p.reason))
+        }
         return found
     }
 
