@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "TickwireStore", targets: ["TickwireStore"]),
         .library(name: "TickwireClient", targets: ["TickwireClient"]),
         .library(name: "TickwireDaemon", targets: ["TickwireDaemon"]),
+        .library(name: "TickwireAlerts", targets: ["TickwireAlerts"]),
+        .library(name: "TickwireRisk", targets: ["TickwireRisk"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -46,9 +48,12 @@ let package = Package(
         ]),
         .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys"]),
         .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ"]),
+        // Complex-event rules over the live stream, and pre-trade risk limits marked to market data.
+        .target(name: "TickwireAlerts", dependencies: ["TickwireCore"]),
+        .target(name: "TickwireRisk", dependencies: ["TickwireCore"]),
         .target(name: "TickwireDaemon", dependencies: [
             "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
-            "TickwireStore", "TickwireClient", "CTickwireSys",
+            "TickwireStore", "TickwireClient", "TickwireAlerts", "TickwireRisk", "CTickwireSys",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
@@ -77,6 +82,8 @@ let package = Package(
         .testTarget(name: "TickwireFeedsTests", dependencies: ["TickwireFeeds", "TickwireCore"]),
         .testTarget(name: "TickwireJournalTests", dependencies: ["TickwireJournal", "TickwireCore"]),
         .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore"]),
+        .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "TickwireRiskTests", dependencies: ["TickwireRisk", "TickwireCore"]),
         .testTarget(name: "TickwireDaemonTests", dependencies: [
             "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ",
         ]),

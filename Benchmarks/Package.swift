@@ -8,7 +8,8 @@ let package = Package(
     name: "tickwire-benchmarks",
     platforms: [.macOS(.v15)],
     dependencies: [
-        .package(path: ".."),
+        // The name pins the identity, whatever the clone's directory is called.
+        .package(name: "tickwire", path: ".."),
         .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
@@ -52,6 +53,17 @@ let package = Package(
                 .product(name: "TickwireCore", package: "tickwire"),
             ],
             path: "Benchmarks/StoreBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "RiskBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireAlerts", package: "tickwire"),
+                .product(name: "TickwireRisk", package: "tickwire"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/RiskBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
     ]

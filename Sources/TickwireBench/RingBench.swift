@@ -1,4 +1,457 @@
-/// Placeholder until its issue lands.
+import Foundation
+import TickwireCore
+import TickwireRing
+import TickwireZMQ
+
+/// `tickwire bench ring`: the broadcast ring beside a lock-guarded deque, AsyncStream and libzmq inproc
+/// PUB/SUB, all in the same run. Throughput for SPSC (one at a time and batched) and one producer to four
+/// consumers; hop latency percentiles busy-spinning and parked.
+///
+/// Parameters: `events` (per throughput run), `runs`; `latency_samples` (default 200000).
 enum RingBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport { throw BenchError.notImplemented("Ring") }
+    static let batch = 64
+    static let ringCapacity = 16_384
+
+    static func run(_ options: BenchOptions) throws -> BenchReport {
+        let n = options.events
+        let runs = options.runs
+        let samples = Int(options.parameters["latency_samples"] ?? "") ?? 200_000
+        let slowN = min(n, 2_000_000)   // baselines that run at a few million a second
+
+        // SPSC throughput.
+        let ringBatch = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .yield) }
+        let ringSingle = bestAndMedian(runs) { ringSPSC(events: n, batch: 1, wait: .yield) }
+        let ringBatchSpin = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .busySpin) }
+        let sameThreadRing = bestAndMedian(runs) { ringSameThread(events: n) }
+        let sameThreadDeque = bestAndMedian(runs) { dequeSameThread(events: n) }
+        let dequeBatch = bestAndMedian(runs) { dequeSPSC(events: n, batch: batch) }
+        let dequeSingle = bestAndMedian(runs) { dequeSPSC(events: slowN, batch: 1) }
+        let stream = bestAndMedian(runs) { asyncStreamSPSC(events: slowN) }
+        let zmq = try bestAndMedian(runs) { try zmqSPSC(events: min(n, 1_000_000)) }
+
+        // One producer, four consumers.
+        let fanBlockingYield = bestAndMedian(runs) { ringFanOut(events: n, consumers: 4, policy: .blocking, wait: .yield) }
+        let fanBlockingPark = bestAndMedian(runs) { ringFanOut(events: n, consumers: 4, policy: .blocking, wait: .park) }
+        let fanLossy = ringFanOutLossy(events: n, consumers: 4)
+        let fanDeque = bestAndMedian(runs) { dequeFanOut(events: slowN, consumers: 4) }
+
+        // Hop latency.
+        let hopSpin = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000)
+        let hopPark = ringHop(samples: min(samples, 20_000), wait: .park, gapNanos: 50_000)
+        let hopDequeSpin = dequeHop(samples: samples, park: false, gapNanos: 2_000)
+        let hopDequePark = dequeHop(samples: min(samples, 20_000), park: true, gapNanos: 50_000)
+        let hopStream = asyncStreamHop(samples: min(samples, 20_000), gapNanos: 50_000)
+        let hopZMQ = try zmqHop(samples: min(samples, 20_000), gapNanos: 50_000)
+
+        return [
+            "suite": "ring",
+            "events": n, "runs": runs, "batch": batch, "ring_capacity": ringCapacity,
+            "spsc": [
+                "note": "producer and consumer yield after a short spin when they must wait (busy_spin: never yield)",
+                "ring_batch64": rateReport(ringBatch),
+                "ring_batch64_busy_spin": rateReport(ringBatchSpin),
+                "ring_one_at_a_time": rateReport(ringSingle),
+                "locked_deque_batch64": rateReport(dequeBatch),
+                "locked_deque_one_at_a_time": rateReport(dequeSingle),
+                "async_stream": rateReport(stream),
+                "zmq_inproc_pubsub": rateReport(zmq),
+                "ratio_ring_batch64_vs_locked_deque_one_at_a_time": ratio(ringBatch.median, dequeSingle.median),
+                "ratio_ring_batch64_vs_locked_deque_batch64": ratio(ringBatch.median, dequeBatch.median),
+                "ratio_ring_one_at_a_time_vs_locked_deque_one_at_a_time": ratio(ringSingle.median, dequeSingle.median),
+                "ratio_ring_batch64_vs_async_stream": ratio(ringBatch.median, stream.median),
+                "ratio_ring_batch64_vs_zmq_inproc": ratio(ringBatch.median, zmq.median),
+            ] as [String: Any],
+            "same_thread_publish_then_poll_batch64": [
+                "note": "one thread publishes 64 then polls 64: the per-event cost with no scheduler in the way",
+                "ring": rateReport(sameThreadRing),
+                "locked_deque": rateReport(sameThreadDeque),
+                "ratio_ring_vs_locked_deque": ratio(sameThreadRing.median, sameThreadDeque.median),
+            ] as [String: Any],
+            "fanout_1p_4c": [
+                "note": "rates are events delivered to EACH consumer per second; 5 threads on 2 cores",
+                "ring_blocking_yield": rateReport(fanBlockingYield),
+                "ring_blocking_park": rateReport(fanBlockingPark),
+                "ring_lossy_yield": fanLossy,
+                "locked_deque_x4": rateReport(fanDeque),
+                "ratio_ring_blocking_yield_vs_locked_deque": ratio(fanBlockingYield.median, fanDeque.median),
+                "ratio_ring_blocking_park_vs_locked_deque": ratio(fanBlockingPark.median, fanDeque.median),
+            ] as [String: Any],
+            "hop_latency": [
+                "note": "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us",
+                "ring_busy_spin": hopSpin.report,
+                "ring_parked": hopPark.report,
+                "locked_deque_spin": hopDequeSpin.report,
+                "locked_deque_condvar": hopDequePark.report,
+                "async_stream": hopStream.report,
+                "zmq_inproc_pubsub": hopZMQ.report,
+                "ratio_p99_locked_deque_spin_vs_ring_busy_spin": ratio(Double(hopDequeSpin.p99), Double(hopSpin.p99)),
+                "ratio_p99_locked_deque_condvar_vs_ring_parked": ratio(Double(hopDequePark.p99), Double(hopPark.p99)),
+                "ratio_p99_async_stream_vs_ring_parked": ratio(Double(hopStream.p99), Double(hopPark.p99)),
+                "ratio_p99_zmq_vs_ring_parked": ratio(Double(hopZMQ.p99), Double(hopPark.p99)),
+            ] as [String: Any],
+        ]
+    }
+
+    // MARK: - Throughput
+
+    /// One producer, one blocking consumer, both waiting per `wait`; events per second delivered.
+    static func ringSPSC(events: Int, batch: Int, wait: WaitStrategy) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: wait)
+        let consumer = ring.addConsumer(name: "spsc", policy: .blocking, wait: wait)
+        let sum = BenchBox<Int64>(0)
+        let reader = BenchThread {
+            var s: Int64 = 0
+            while consumer.poll(maxBatch: 1024, timeoutNanos: nil, { s &+= $0.a }) >= 0 {}
+            sum.set(s)
+        }
+        let t0 = benchNow()
+        publish(ring, events: events, batch: batch)
+        ring.close()
+        reader.join()
+        let t1 = benchNow()
+        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "ring SPSC lost or corrupted events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    /// One thread alternates a batch of 64 published and 64 polled.
+    static func ringSameThread(events: Int) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
+        let consumer = ring.addConsumer(name: "same", policy: .blocking, wait: .busySpin)
+        var s: Int64 = 0
+        let t0 = benchNow()
+        var i = 1
+        while i <= events {
+            let base = i
+            i += ring.publishBatch(count: min(batch, events - i + 1)) { b in
+                for k in 0..<b.count { b[k] = benchEvent(SubjectID((base + k) & 1023), Int64(base + k)) }
+            }
+            _ = consumer.poll(maxBatch: batch, timeoutNanos: 0) { s &+= $0.a }
+        }
+        let t1 = benchNow()
+        precondition(s == Int64(events) * Int64(events + 1) / 2)
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    static func dequeSameThread(events: Int) -> Double {
+        let q = LockedDequeQueue(capacity: ringCapacity)
+        let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
+        defer { staging.deallocate() }
+        var s: Int64 = 0
+        let t0 = benchNow()
+        var i = 1
+        while i <= events {
+            let m = min(batch, events - i + 1)
+            for k in 0..<m { staging[k] = benchEvent(SubjectID((i + k) & 1023), Int64(i + k)) }
+            q.push(UnsafeBufferPointer(rebasing: staging[0..<m]))
+            let n = q.pop(into: staging, park: false)
+            for k in 0..<n { s &+= staging[k].a }
+            i += m
+        }
+        let t1 = benchNow()
+        precondition(s == Int64(events) * Int64(events + 1) / 2)
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    static func publish(_ ring: BroadcastRing, events: Int, batch: Int) {
+        if batch == 1 {
+            for i in 1...events { ring.publish(benchEvent(SubjectID(i & 1023), Int64(i))) }
+            return
+        }
+        var i = 1
+        while i <= events {
+            let base = i
+            i += ring.publishBatch(count: min(batch, events - i + 1)) { b in
+                for k in 0..<b.count { b[k] = benchEvent(SubjectID((base + k) & 1023), Int64(base + k)) }
+            }
+        }
+    }
+
+    static func dequeSPSC(events: Int, batch: Int) -> Double {
+        let q = LockedDequeQueue(capacity: ringCapacity)
+        let sum = BenchBox<Int64>(0)
+        let reader = BenchThread {
+            var s: Int64 = 0
+            let buffer = UnsafeMutableBufferPointer<Event>.allocate(capacity: 1024)
+            defer { buffer.deallocate() }
+            while true {
+                let n = q.pop(into: buffer, park: false)
+                if n < 0 { break }
+                for k in 0..<n { s &+= buffer[k].a }
+                if n == 0 { sched_yield() }
+            }
+            sum.set(s)
+        }
+        let t0 = benchNow()
+        if batch == 1 {
+            for i in 1...events { q.push(benchEvent(SubjectID(i & 1023), Int64(i))) }
+        } else {
+            let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
+            defer { staging.deallocate() }
+            var i = 1
+            while i <= events {
+                let m = min(batch, events - i + 1)
+                for k in 0..<m { staging[k] = benchEvent(SubjectID((i + k) & 1023), Int64(i + k)) }
+                q.push(UnsafeBufferPointer(rebasing: staging[0..<m]))
+                i += m
+            }
+        }
+        q.close()
+        reader.join()
+        let t1 = benchNow()
+        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "deque baseline lost events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    static func asyncStreamSPSC(events: Int) -> Double {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
+        let done = DispatchSemaphore(value: 0)
+        let sum = BenchBox<Int64>(0)
+        Task.detached {
+            var s: Int64 = 0
+            for await e in stream { s &+= e.a }
+            sum.set(s)
+            done.signal()
+        }
+        let t0 = benchNow()
+        for i in 1...events { continuation.yield(benchEvent(SubjectID(i & 1023), Int64(i))) }
+        continuation.finish()
+        done.wait()
+        let t1 = benchNow()
+        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "AsyncStream baseline lost events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    /// libzmq inproc PUB/SUB, one 64-byte frame per event, no high-water mark (nothing dropped).
+    static func zmqSPSC(events: Int) throws -> Double {
+        let context = ZMQContext()
+        defer { context.shutdown() }
+        let pub = try context.socket(.pub)
+        let sub = try context.socket(.sub)
+        defer { sub.close(); pub.close() }
+        try pub.setSendHighWaterMark(0)
+        try sub.setReceiveHighWaterMark(0)
+        let endpoint = "inproc://ring-bench-\(UInt32.random(in: 0...UInt32.max))"
+        try pub.bind(endpoint)
+        try sub.connect(endpoint)
+        try sub.subscribe("")
+        try awaitSubscription(pub: pub, sub: sub)
+        let received = BenchBox<Int>(0)
+        let reader = BenchThread {
+            var msg = ZMQMessage()
+            var count = 0
+            while (try? msg.receive(from: sub)) == true {
+                if msg.count != 64 { break }
+                count += 1
+            }
+            received.set(count)
+        }
+        let t0 = benchNow()
+        var e = benchEvent(1, 0)
+        for i in 1...events {
+            e.a = Int64(i)
+            try withUnsafeBytes(of: &e) { try sendFrame(pub, $0) }
+        }
+        try pub.send([0])
+        reader.join()
+        let t1 = benchNow()
+        precondition(received.get == events, "zmq baseline lost \(events - received.get) events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    /// Sends until the subscriber sees a probe, so the measured run does not lose its head to the slow joiner.
+    static func awaitSubscription(pub: ZMQSocket, sub: ZMQSocket) throws {
+        try sub.setReceiveTimeout(milliseconds: 10)
+        for _ in 0..<500 {
+            try pub.send([1, 2])
+            if let m = try sub.receive(), m == [1, 2] { break }
+        }
+        while (try sub.receive(dontWait: true)) != nil {}
+        try sub.setReceiveTimeout(milliseconds: -1)
+    }
+
+    static func sendFrame(_ socket: ZMQSocket, _ bytes: UnsafeRawBufferPointer) throws {
+        // Untyped wrapper: a typed-throws call inside withUnsafeBytes trips Swift 6.3's SILGen.
+        do { try socket.send(bytes) } catch { throw BenchError.failed("zmq send: \(error)") }
+    }
+
+    /// One producer, `consumers` ring consumers of `policy` waiting per `wait`; each consumer's delivery rate.
+    static func ringFanOut(events: Int, consumers: Int, policy: ConsumerPolicy, wait: WaitStrategy) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: .yield)
+        let cs = (0..<consumers).map { ring.addConsumer(name: "c\($0)", policy: policy, wait: wait) }
+        let readers = cs.map { c in
+            BenchThread {
+                var s: Int64 = 0
+                while c.poll(maxBatch: 4096, timeoutNanos: nil, { s &+= $0.a }) >= 0 {}
+                precondition(s == Int64(events) * Int64(events + 1) / 2, "fan-out consumer lost events")
+            }
+        }
+        let t0 = benchNow()
+        publish(ring, events: events, batch: batch)
+        ring.close()
+        readers.forEach { $0.join() }
+        let t1 = benchNow()
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    /// Lossy consumers never slow the producer: reports the producer's rate, each consumer's delivered rate
+    /// and what fraction it lost (to laps, recovered by GAP).
+    static func ringFanOutLossy(events: Int, consumers: Int) -> [String: Any] {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
+        let cs = (0..<consumers).map { ring.addConsumer(name: "c\($0)", policy: .lossy, wait: .yield) }
+        let readers = cs.map { c in
+            BenchThread {
+                while c.poll(maxBatch: 4096, timeoutNanos: nil, { _ in }) >= 0 {}
+            }
+        }
+        let t0 = benchNow()
+        publish(ring, events: events, batch: batch)
+        let tp = benchNow()
+        ring.close()
+        readers.forEach { $0.join() }
+        let t1 = benchNow()
+        let counters = cs.map(\.counters)
+        let delivered = counters.map { Double($0.delivered &- $0.resyncs) }   // less the GAP events (no cache here)
+        return [
+            "producer_per_s": (Double(events) / Double(tp - t0) * 1e9).rounded(),
+            "min_delivered_per_consumer_per_s": (delivered.min()! / Double(t1 - t0) * 1e9).rounded(),
+            "lost_fraction_max": ((counters.map { Double($0.dropped) }.max()! / Double(events)) * 10_000).rounded() / 10_000,
+            "resyncs_total": counters.reduce(0) { $0 + $1.resyncs },
+        ]
+    }
+
+    static func dequeFanOut(events: Int, consumers: Int) -> Double {
+        let qs = (0..<consumers).map { _ in LockedDequeQueue(capacity: ringCapacity) }
+        let readers = qs.map { q in
+            BenchThread {
+                let buffer = UnsafeMutableBufferPointer<Event>.allocate(capacity: 4096)
+                defer { buffer.deallocate() }
+                var s: Int64 = 0
+                while true {
+                    let n = q.pop(into: buffer, park: false)
+                    if n < 0 { break }
+                    for k in 0..<n { s &+= buffer[k].a }
+                    if n == 0 { sched_yield() }
+                }
+                precondition(s == Int64(events) * Int64(events + 1) / 2, "deque fan-out lost events")
+            }
+        }
+        let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
+        defer { staging.deallocate() }
+        let t0 = benchNow()
+        var i = 1
+        while i <= events {
+            let m = min(batch, events - i + 1)
+            for k in 0..<m { staging[k] = benchEvent(1, Int64(i + k)) }
+            for q in qs { q.push(UnsafeBufferPointer(rebasing: staging[0..<m])) }
+            i += m
+        }
+        qs.forEach { $0.close() }
+        readers.forEach { $0.join() }
+        let t1 = benchNow()
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
+    // MARK: - Hop latency
+
+    /// Publishes one event every `gapNanos` stamped with the monotonic clock; the consumer records the delay.
+    static func ringHop(samples: Int, wait: WaitStrategy, gapNanos: Int64) -> LatencyRecorder {
+        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
+        let c = ring.addConsumer(name: "hop", policy: .blocking, wait: wait)
+        let out = BenchBox(LatencyRecorder())
+        let reader = BenchThread {
+            var rec = LatencyRecorder()
+            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in rec.record(benchNow() - e.a) }) >= 0 {}
+            out.set(rec)
+        }
+        var next = benchNow() + 1_000_000
+        for _ in 0..<samples {
+            spinUntil(next)
+            ring.publish(benchEvent(1, benchNow()))
+            next += gapNanos
+        }
+        ring.close()
+        reader.join()
+        return out.get
+    }
+
+    static func dequeHop(samples: Int, park: Bool, gapNanos: Int64) -> LatencyRecorder {
+        let q = LockedDequeQueue(capacity: ringCapacity)
+        let out = BenchBox(LatencyRecorder())
+        let reader = BenchThread {
+            var rec = LatencyRecorder()
+            let buffer = UnsafeMutableBufferPointer<Event>.allocate(capacity: 64)
+            defer { buffer.deallocate() }
+            while true {
+                let n = q.pop(into: buffer, park: park)
+                if n < 0 { break }
+                let now = benchNow()
+                for k in 0..<n { rec.record(now - buffer[k].a) }
+            }
+            out.set(rec)
+        }
+        var next = benchNow() + 1_000_000
+        for _ in 0..<samples {
+            spinUntil(next)
+            q.push(benchEvent(1, benchNow()))
+            next += gapNanos
+        }
+        q.close()
+        reader.join()
+        return out.get
+    }
+
+    static func asyncStreamHop(samples: Int, gapNanos: Int64) -> LatencyRecorder {
+        let (stream, continuation) = AsyncStream<Event>.makeStream(bufferingPolicy: .unbounded)
+        let done = DispatchSemaphore(value: 0)
+        let out = BenchBox(LatencyRecorder())
+        Task.detached {
+            var rec = LatencyRecorder()
+            for await e in stream { rec.record(benchNow() - e.a) }
+            out.set(rec)
+            done.signal()
+        }
+        var next = benchNow() + 1_000_000
+        for _ in 0..<samples {
+            spinUntil(next)
+            continuation.yield(benchEvent(1, benchNow()))
+            next += gapNanos
+        }
+        continuation.finish()
+        done.wait()
+        return out.get
+    }
+
+    static func zmqHop(samples: Int, gapNanos: Int64) throws -> LatencyRecorder {
+        let context = ZMQContext()
+        defer { context.shutdown() }
+        let pub = try context.socket(.pub)
+        let sub = try context.socket(.sub)
+        defer { sub.close(); pub.close() }
+        let endpoint = "inproc://ring-hop-\(UInt32.random(in: 0...UInt32.max))"
+        try pub.bind(endpoint)
+        try sub.connect(endpoint)
+        try sub.subscribe("")
+        try awaitSubscription(pub: pub, sub: sub)
+        let out = BenchBox(LatencyRecorder())
+        let reader = BenchThread {
+            var rec = LatencyRecorder()
+            var msg = ZMQMessage()
+            while (try? msg.receive(from: sub)) == true {
+                if msg.count != 64 { break }
+                let sent = msg.withUnsafeBytes { $0.load(fromByteOffset: MemoryLayout<Event>.offset(of: \.a)!, as: Int64.self) }
+                rec.record(benchNow() - sent)
+            }
+            out.set(rec)
+        }
+        var next = benchNow() + 1_000_000
+        for _ in 0..<samples {
+            spinUntil(next)
+            var e = benchEvent(1, benchNow())
+            try withUnsafeBytes(of: &e) { try sendFrame(pub, $0) }
+            next += gapNanos
+        }
+        try pub.send([0])
+        reader.join()
+        return out.get
+    }
 }

@@ -60,7 +60,8 @@ public typealias SubjectID = UInt32
     public var source: UInt16
     public var eventTime: Nanos
     public var knownTime: Nanos
-    /// The publisher-wide sequence; assigned when the event enters the ring.
+    /// The ring's sequence, assigned when the event enters the ring. On the wire it is replaced by the
+    /// sequence within the subject's stream (docs/PROTOCOL.md).
     public var seq: UInt64
     public var a: Int64
     public var b: Int64

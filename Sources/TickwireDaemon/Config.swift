@@ -1,5 +1,7 @@
 import TOMLKit
+import TickwireAlerts
 import TickwireCore
+import TickwireRisk
 
 /// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
@@ -39,6 +41,12 @@ public struct DaemonConfig: Sendable, Equatable {
     public var feedRetransmit: String? = nil
     public var feedGapTimeoutMs = 250
 
+    /// `[[alerts]]` entries as text key/values (nil: the documented default rules; empty: no alerts).
+    public var alertEntries: [[String: String]]? = nil
+    /// `[risk.default]` and `[risk.desks.<DESK>]` as text key/values (nil/empty: the embedded defaults).
+    public var riskDefault: [String: String]? = nil
+    public var riskDesks: [String: [String: String]] = [:]
+
     public var tradeEndpoint = "tcp://127.0.0.1:5557"
     public var metricsEndpoint = "127.0.0.1:9464"
 
@@ -46,12 +54,13 @@ public struct DaemonConfig: Sendable, Equatable {
 
     /// Every key a config file may hold, by section ("" is the top level).
     static let schema: [String: Set<String>] = [
-        "": ["data", "log_level", "sources"],
+        "": ["data", "log_level", "sources", "alerts"],
         "publish": ["endpoint", "high_water_mark"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms"],
         "trades": ["endpoint"],
+        "risk": ["default", "desks"],
         "metrics": ["endpoint"],
     ]
 
@@ -112,6 +121,34 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.string("retransmit") { c.feedRetransmit = v }
             if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
         }
+        if let v = table["alerts"] {
+            guard let entries = v.array else { throw ConfigError(key: "alerts", reason: "expected [[alerts]] tables") }
+            var out: [[String: String]] = []
+            for (i, entry) in entries.enumerated() {
+                guard let t = entry.table else { throw ConfigError(key: "alerts[\(i)]", reason: "expected a table") }
+                out.append(try textValues(t, key: "alerts[\(i)]"))
+            }
+            do { _ = try AlertRule.parseAll(out) } catch { throw ConfigError(key: "alerts", reason: "\(error)") }
+            c.alertEntries = out
+        }
+        if let v = table["risk"] {
+            guard let risk = v.table else { throw ConfigError(key: "risk", reason: "expected a [risk] table") }
+            _ = try r.section("risk")
+            if let d = risk["default"] {
+                guard let t = d.table else { throw ConfigError(key: "risk.default", reason: "expected a [risk.default] table") }
+                c.riskDefault = try textValues(t, key: "risk.default")
+            }
+            if let d = risk["desks"] {
+                guard let desks = d.table else { throw ConfigError(key: "risk.desks", reason: "expected [risk.desks.<DESK>] tables") }
+                for desk in desks.keys {
+                    guard let t = desks[desk]?.table else { throw ConfigError(key: "risk.desks.\(desk)", reason: "expected a table") }
+                    c.riskDesks[desk] = try textValues(t, key: "risk.desks.\(desk)")
+                }
+            }
+            do { _ = try RiskConfig.parse(default: c.riskDefault, desks: c.riskDesks) } catch {
+                throw ConfigError(key: "risk", reason: "\(error)")
+            }
+        }
         if let s = try r.section("trades"), let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
         if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
         return c
@@ -140,6 +177,21 @@ public struct DaemonConfig: Sendable, Equatable {
                        "XOM", "MA", "HD", "CVX", "KO", "PEP", "BAC", "CSCO", "INTC", "ORCL", "NFLX", "ADBE"]
         return (0..<n).map { $0 < builtIn.count ? builtIn[$0] : "SYM\($0)" }
     }
+}
+
+/// A table's scalar values as text (numbers as written), for the alert and risk parsers, which name their own
+/// keys in errors.
+private func textValues(_ t: TOMLTable, key: String) throws(ConfigError) -> [String: String] {
+    var out: [String: String] = [:]
+    for k in t.keys {
+        let v = t[k]!
+        if let s = v.string { out[k] = s }
+        else if let i = v.int { out[k] = String(i) }
+        else if let d = v.double { out[k] = String(d) }
+        else if let b = v.bool { out[k] = b ? "true" : "false" }
+        else { throw ConfigError(key: "\(key).\(k)", reason: "expected a string, number or boolean") }
+    }
+    return out
 }
 
 /// Walks one TOML table, turning type mistakes into errors that name the key.

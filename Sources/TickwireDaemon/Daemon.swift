@@ -2,8 +2,10 @@ import CTickwireSys
 import Foundation
 import Logging
 import Synchronization
+import TickwireAlerts
 import TickwireCore
 import TickwireFeeds
+import TickwireRisk
 import TickwireRing
 import TickwireZMQ
 
@@ -49,6 +51,10 @@ public final class Daemon: @unchecked Sendable {
     private var consumers: [RingConsumer] = []
     /// In-process subscriptions, fanned out through the subject router on their own thread.
     public let hub: SubscriptionHub
+    /// Complex-event rules over the live stream; their alerts go back into the ring as ALERT.<RULE>.<SYMBOL>.
+    public let alerts: AlertEngine
+    /// Pre-trade limits and positions marked to the live market.
+    public let risk: RiskEngine
     private var metricsServer: MetricsServer?
     private var trades: TradeService?
     private var lockFD: Int32 = -1
@@ -62,6 +68,10 @@ public final class Daemon: @unchecked Sendable {
         gapSubject = subjects.intern(text: "SYS.GAP")
         ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues)
         hub = SubscriptionHub(subjects: subjects, gapSubject: gapSubject)
+        // The config was validated when it was parsed; these cannot fail on a parsed config.
+        let rules = config.alertEntries.map { (try? AlertRule.parseAll($0)) ?? [] } ?? AlertRule.defaults
+        alerts = AlertEngine(rules: rules, subjects: subjects)
+        risk = RiskEngine(config: (try? RiskConfig.parse(default: config.riskDefault, desks: config.riskDesks)) ?? RiskConfig())
     }
 
     /// Opens the data directory, binds every endpoint, and starts every thread.
@@ -107,6 +117,9 @@ public final class Daemon: @unchecked Sendable {
         let hubConsumer = ring.addConsumer(name: "in-process-hub", policy: .lossy, wait: .park)
         consumers.append(hubConsumer)
         spawn("hub") { [self] in hub.run(consumer: hubConsumer) }
+        let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: .park)
+        consumers.append(analyticsConsumer)
+        spawn("alerts-risk") { [self] in runAnalytics(analyticsConsumer) }
         for (index, source) in sources.enumerated() {
             // The source and its sink are used by this thread alone from here on.
             let owned = Unchecked((source, RingSink(ring: ring, subjects: subjects, source: UInt16(index))))
@@ -169,6 +182,13 @@ public final class Daemon: @unchecked Sendable {
         s.published = ring.publishedSequence
         s.subjects = subjects.count
         s.sources = sources.map { src in (src.name, src.counters()) }
+        s.counters = AlertCode.allCases.map { code in
+            ("tickwire_alerts_total", "rule=\"\(code.name)\"", alerts.counters.fired(code), "Alerts raised, per rule.")
+        } + AlertCode.allCases.map { code in
+            ("tickwire_alerts_suppressed_total", "rule=\"\(code.name)\"", alerts.counters.suppressed(code), "Alerts held back by a rule's cooldown.")
+        } + RiskLimit.allCases.map { limit in
+            ("tickwire_trades_rejected_total", "reason=\"\(limit.rawValue)\"", risk.rejected(limit), "Trades refused by the pre-trade risk check, per limit.")
+        }
         s.histograms = [("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
         do {
@@ -192,6 +212,41 @@ public final class Daemon: @unchecked Sendable {
                 publisher.send(event)
             }
             if n < 0 { break }
+        }
+    }
+
+    /// Alerts and risk marks share one parked, lossy consumer: neither may hold the feed back, and on two cores
+    /// one thread for both is cheaper than two. Alerts are collected during a batch and published after it.
+    private func runAnalytics(_ consumer: RingConsumer) {
+        let marker = risk.makeMarker(subjects: subjects)
+        var raised: [Event] = []
+        raised.reserveCapacity(64)
+        var lastTick = Nanos.now(), lastRisk = Nanos.now()
+        var riskSubjects: [String: SubjectID] = [:]
+        while true {
+            let n = consumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
+                alerts.process(event) { raised.append($0) }
+                marker.mark(event)
+            }
+            if n < 0 { break }
+            let now = Nanos.now()
+            if now.rawValue - lastTick.rawValue >= 100_000_000 {
+                alerts.tick(now: now) { raised.append($0) }
+                lastTick = now
+            }
+            for alert in raised { ring.publish(alert) }
+            raised.removeAll(keepingCapacity: true)
+            // Limit use, once a second per desk with trades: RISK.<DESK>.
+            if now.rawValue - lastRisk.rawValue >= 1_000_000_000 {
+                lastRisk = now
+                for desk in risk.desks {
+                    let id = riskSubjects[desk] ?? subjects.intern(text: "RISK.\(Subject.sanitizeToken(desk))")
+                    riskSubjects[desk] = id
+                    let use = risk.usage(desk: desk)
+                    ring.publish(Event(subjectID: id, kind: .risk, eventTime: now, knownTime: now,
+                                       a: use.position, b: use.notional, c: use.pnl, d: use.usedBasisPoints))
+                }
+            }
         }
     }
 
@@ -283,23 +338,10 @@ public final class Daemon: @unchecked Sendable {
     }
 }
 
-/// A source's way into the ring.
-final class RingSink: EventSink {
-    let ring: BroadcastRing
-    let subjects: SubjectTable
-    let source: UInt16
-    init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16) {
-        self.ring = ring; self.subjects = subjects; self.source = source
-    }
-    func emit(_ event: Event) {
-        var e = event
-        e.source = source
-        ring.publish(e)
-    }
-}
-
 /// Counters of a running daemon at one moment.
 public struct DaemonStatistics: Sendable {
+    /// Labelled counters of components: (metric name, labels, value, help).
+    public var counters: [(name: String, labels: String, value: UInt64, help: String)] = []
     public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
     public var uptimeSeconds = 0.0
     public var ringCapacity = 0

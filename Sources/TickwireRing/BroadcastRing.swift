@@ -67,7 +67,7 @@ public final class BroadcastRing: @unchecked Sendable {
         var free: [Int]
         var highWater = 0
     }
-    private let registry: Mutex<Registry>
+    private let registry: Locked<Registry>
     private let cellHighWater = Atomic<Int>(0)
 
     /// - Parameters:
@@ -97,7 +97,7 @@ public final class BroadcastRing: @unchecked Sendable {
         staging = .allocate(capacity: maxPublishBatch)
         staging.initialize(repeating: .empty, count: maxPublishBatch)
         control[BroadcastRing.gateWord].pointee.store(UInt64.max, ordering: .relaxed)
-        registry = Mutex(Registry(names: Array(repeating: nil, count: maxConsumers),
+        registry = Locked(Registry(names: Array(repeating: nil, count: maxConsumers),
                                   policies: Array(repeating: nil, count: maxConsumers),
                                   free: Array((0..<maxConsumers).reversed())))
     }
@@ -148,7 +148,8 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
     /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
     ///
-    /// `fill` must initialize every element of the buffer it receives.
+    /// `fill` must initialize every element of the buffer it receives. A single producer fills a preallocated
+    /// staging buffer; with `.multi` each call stages on the stack (`withUnsafeTemporaryAllocation`).
     /// - Returns: how many events were published.
     /// - warning: the buffer is valid only inside `fill`.
     @inlinable @discardableResult

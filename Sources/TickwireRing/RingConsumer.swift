@@ -146,6 +146,7 @@ public final class RingConsumer: @unchecked Sendable {
                 let final = control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring)
                 return final >= next ? final : next &- 1
             }
+            if timeoutNanos == 0 { return nil }
             spins += 1
             if let deadline, spins & 63 == 0 || wait == .park, monotonicNanos() >= deadline { return nil }
             switch wait {

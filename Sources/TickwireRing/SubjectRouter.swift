@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import TickwireCore
 
@@ -16,26 +19,25 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
     private struct Writer {
         var patterns: [ID: Set<SubjectPattern>] = [:]
         var order: [ID] = []
-        var trie: RouterTrie<ID> = RouterTrie()
+        var trie = RouterTrie([])
+        var ids: ContiguousArray<ID> = []
         var generation: UInt64 = 0
     }
-    private let writer = Mutex(Writer())
-    private let published = Atomic<UInt64>(0)
+    private let writer = Locked(Writer())
+    @usableFromInline let published = Atomic<UInt64>(0)
 
-    // Matching thread state.
-    private var trie = RouterTrie<ID>()
-    private var generation: UInt64 = 0
-    private let cacheMask: Int
-    private var cacheKeys: [SubjectID]
-    private var cacheValues: [ContiguousArray<ID>]
-    private var marks: [UInt32] = []
-    private var markEpoch: UInt32 = 0
-    private var found: [Int32] = []
-    private var scratch = ContiguousArray<ID>()
-    private let hitCount = Atomic<UInt64>(0)
-    private let missCount = Atomic<UInt64>(0)
+    // Matching-thread state. Held behind pointers and `let`s so the hot path pays no exclusivity checks, and
+    // reached from `@inlinable` code so it is specialized for `ID` in the caller's module.
+    @usableFromInline let cacheMask: Int
+    @usableFromInline let cacheKeys: UnsafeMutablePointer<SubjectID>
+    @usableFromInline let cacheValues: UnsafeMutablePointer<ContiguousArray<ID>>
+    @usableFromInline let seenGeneration: UnsafeMutablePointer<UInt64>
+    @usableFromInline let currentIDs: UnsafeMutablePointer<ContiguousArray<ID>>
+    @usableFromInline let matcher = RouterMatcher()
+    @usableFromInline let hitCount = Atomic<UInt64>(0)
+    @usableFromInline let missCount = Atomic<UInt64>(0)
 
-    private static var emptyKey: SubjectID { .max }
+    @usableFromInline static var emptyKey: SubjectID { .max }
 
     /// - Parameter cacheCapacity: cached subjects, rounded up to a power of two. Subject ids are dense, so a
     ///   direct-mapped cache indexed by id holds every hot subject until there are more than this many.
@@ -43,8 +45,23 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
         var c = 1
         while c < max(1, cacheCapacity) { c <<= 1 }
         cacheMask = c - 1
-        cacheKeys = Array(repeating: SubjectRouter.emptyKey, count: c)
-        cacheValues = Array(repeating: [], count: c)
+        cacheKeys = .allocate(capacity: c)
+        cacheKeys.initialize(repeating: SubjectRouter.emptyKey, count: c)
+        cacheValues = .allocate(capacity: c)
+        cacheValues.initialize(repeating: [], count: c)
+        seenGeneration = .allocate(capacity: 1)
+        seenGeneration.initialize(to: 0)
+        currentIDs = .allocate(capacity: 1)
+        currentIDs.initialize(to: [])
+    }
+
+    deinit {
+        cacheKeys.deallocate()
+        cacheValues.deinitialize(count: cacheMask + 1)
+        cacheValues.deallocate()
+        seenGeneration.deallocate()
+        currentIDs.deinitialize(count: 1)
+        currentIDs.deallocate()
     }
 
     // MARK: - Subscriptions (any thread)
@@ -95,7 +112,8 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
     private func modify(_ change: (inout Writer) -> Void) {
         writer.withLock { w in
             change(&w)
-            w.trie = RouterTrie(w.order.map { ($0, Array(w.patterns[$0]!)) })
+            w.trie = RouterTrie(w.order.map { Array(w.patterns[$0]!) })
+            w.ids = ContiguousArray(w.order)
             w.generation &+= 1
             published.store(w.generation, ordering: .releasing)
         }
@@ -118,11 +136,34 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
     /// a cache miss). Each subscription appears once, however many of its patterns match.
     /// - warning: the buffer is valid only inside `body`; call from one thread at a time.
     /// - Complexity: a cache hit is O(1) with no allocation; a miss walks the trie, O(tokens × wildcard
-    ///   branches), and stores the result.
+    ///   branches + matches), and stores the result (one allocation).
     @inlinable
     public func withMatches<R>(subjectID: SubjectID, text: UnsafeRawBufferPointer,
                                _ body: (UnsafeBufferPointer<ID>) throws -> R) rethrows -> R {
-        try withMatchesImpl(subjectID: subjectID, text: text, body)
+        if published.load(ordering: .acquiring) != seenGeneration.pointee { refresh() }
+        let slot = Int(subjectID) & cacheMask
+        if cacheKeys[slot] == subjectID && subjectID != SubjectRouter.emptyKey {
+            hitCount.store(hitCount.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+            return try cacheValues[slot].withUnsafeBufferPointer(body)
+        }
+        missCount.store(missCount.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        cacheKeys[slot] = subjectID
+        cacheValues[slot] = collect(text)
+        return try cacheValues[slot].withUnsafeBufferPointer(body)
+    }
+
+    /// `withMatches` for a subject interned in `subjects`: its text is looked up only on a cache miss.
+    @inlinable
+    public func withMatches<R>(subjectID: SubjectID, subjects: SubjectTable,
+                               _ body: (UnsafeBufferPointer<ID>) throws -> R) rethrows -> R {
+        if published.load(ordering: .acquiring) == seenGeneration.pointee {
+            let slot = Int(subjectID) & cacheMask
+            if cacheKeys[slot] == subjectID && subjectID != SubjectRouter.emptyKey {
+                hitCount.store(hitCount.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+                return try cacheValues[slot].withUnsafeBufferPointer(body)
+            }
+        }
+        return try withMatches(subjectID: subjectID, text: subjects.entry(subjectID), body)
     }
 
     /// The subscriptions matching `subjectID` (text `text`): `withMatches` copied out.
@@ -133,69 +174,79 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
         }
     }
 
-    /// Matches without the cache: what a miss costs. For tests and benchmarks.
+    /// Matches without the cache. For tests.
     public func matchUncached(text: String) -> [ID] {
-        refreshIfChanged()
+        if published.load(ordering: .acquiring) != seenGeneration.pointee { refresh() }
         var t = text
-        return t.withUTF8 { utf8 in
-            let n = collect(UnsafeRawBufferPointer(utf8))
-            return (0..<n).map { trie.ids[Int(found[$0])] }
+        return t.withUTF8 { Array(collect(UnsafeRawBufferPointer($0))) }
+    }
+
+    @inlinable
+    func collect(_ text: UnsafeRawBufferPointer) -> ContiguousArray<ID> {
+        let n = matcher.collect(text)
+        let found = matcher.found
+        return currentIDs.pointee.withUnsafeBufferPointer { ids in
+            ContiguousArray(unsafeUninitializedCapacity: n) { out, count in
+                for i in 0..<n { (out.baseAddress! + i).initialize(to: ids[Int(found[i])]) }
+                count = n
+            }
         }
     }
 
+    /// Takes the latest trie and empties the cache: runs once per change to the subscriptions.
     @usableFromInline
-    func withMatchesImpl<R>(subjectID: SubjectID, text: UnsafeRawBufferPointer,
-                            _ body: (UnsafeBufferPointer<ID>) throws -> R) rethrows -> R {
-        refreshIfChanged()
-        let slot = Int(subjectID) & cacheMask
-        if cacheKeys[slot] == subjectID && subjectID != SubjectRouter.emptyKey {
-            hitCount.store(hitCount.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-            return try cacheValues[slot].withUnsafeBufferPointer(body)
-        }
-        missCount.store(missCount.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-        let n = collect(text)
-        scratch.removeAll(keepingCapacity: true)
-        for i in 0..<n { scratch.append(trie.ids[Int(found[i])]) }
-        cacheKeys[slot] = subjectID
-        cacheValues[slot] = scratch
-        return try cacheValues[slot].withUnsafeBufferPointer(body)
+    func refresh() {
+        let (trie, ids, generation) = writer.withLock { ($0.trie, $0.ids, $0.generation) }
+        matcher.use(trie)
+        currentIDs.pointee = ids
+        seenGeneration.pointee = generation
+        for i in 0...cacheMask { cacheKeys[i] = SubjectRouter.emptyKey; cacheValues[i] = [] }
+    }
+}
+
+/// The matching thread's scratch space: the current trie, and marks that make each subscription appear once.
+@usableFromInline
+final class RouterMatcher {
+    private var trie = RouterTrie([])
+    private var marks = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    @usableFromInline private(set) var found = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private var capacity = 1
+    private var epoch: UInt32 = 0
+
+    init() { marks.initialize(to: 0) }
+
+    deinit {
+        marks.deallocate()
+        found.deallocate()
     }
 
-    @inline(__always)
-    private func refreshIfChanged() {
-        let g = published.load(ordering: .acquiring)
-        if g != generation { refresh() }
-    }
-
-    private func refresh() {
-        (trie, generation) = writer.withLock { ($0.trie, $0.generation) }
-        for i in cacheKeys.indices { cacheKeys[i] = SubjectRouter.emptyKey; cacheValues[i] = [] }
-        if marks.count < trie.ids.count {
-            marks = Array(repeating: 0, count: trie.ids.count)
-            markEpoch = 0
+    func use(_ trie: RouterTrie) {
+        self.trie = trie
+        if trie.subscriptionCount > capacity {
+            marks.deallocate(); found.deallocate()
+            capacity = trie.subscriptionCount
+            marks = .allocate(capacity: capacity)
+            found = .allocate(capacity: capacity)
         }
-        if found.count < trie.ids.count { found = Array(repeating: 0, count: trie.ids.count) }
+        marks.initialize(repeating: 0, count: capacity)
+        epoch = 0
     }
 
     /// Walks the trie for `text`; leaves the distinct matching subscription indexes in `found[0..<n]`.
-    private func collect(_ text: UnsafeRawBufferPointer) -> Int {
-        if trie.ids.isEmpty { return 0 }
-        markEpoch &+= 1
-        if markEpoch == 0 {
-            for i in marks.indices { marks[i] = 0 }
-            markEpoch = 1
+    @usableFromInline
+    func collect(_ text: UnsafeRawBufferPointer) -> Int {
+        epoch &+= 1
+        if epoch == 0 {
+            marks.update(repeating: 0, count: capacity)
+            epoch = 1
         }
-        let epoch = markEpoch
+        let epoch = self.epoch, marks = self.marks, found = self.found
         var n = 0
-        marks.withUnsafeMutableBufferPointer { marks in
-            found.withUnsafeMutableBufferPointer { found in
-                trie.walk(text) { sub in
-                    if marks[Int(sub)] != epoch {
-                        marks[Int(sub)] = epoch
-                        found[n] = sub
-                        n += 1
-                    }
-                }
+        trie.walk(text) { sub in
+            if marks[Int(sub)] != epoch {
+                marks[Int(sub)] = epoch
+                found[n] = sub
+                n &+= 1
             }
         }
         return n
@@ -203,31 +254,34 @@ public final class SubjectRouter<ID: Hashable & Sendable>: @unchecked Sendable {
 }
 
 /// An immutable, flattened subscription trie.
-final class RouterTrie<ID: Hashable & Sendable>: @unchecked Sendable {
+final class RouterTrie: @unchecked Sendable {
     struct Node {
         var star: Int32 = -1
         var terminal: Range<Int32> = 0..<0   // subscriptions whose pattern ends here
         var rest: Range<Int32> = 0..<0       // subscriptions whose pattern ends here with `>`
     }
-    let ids: [ID]
-    private(set) var nodes: [Node] = [Node()]
-    private(set) var subs: [Int32] = []
+    let subscriptionCount: Int
+    private let nodes: [Node]
+    private let subs: [Int32]
     // Literal edges: open addressing keyed by (parent, token hash); the token bytes confirm a hit.
-    private var edgeKey: [UInt64] = []
-    private var edgeParent: [Int32] = []
-    private var edgeChild: [Int32] = []
-    private var edgeTokenStart: [Int32] = []
-    private var edgeTokenLength: [Int32] = []
-    private var tokenBytes: [UInt8] = []
-    private var edgeMask = 0
+    private let edgeKey: [UInt64]
+    private let edgeParent: [Int32]
+    private let edgeChild: [Int32]
+    private let edgeTokenStart: [Int32]
+    private let edgeTokenLength: [Int32]
+    private let tokenBytes: [UInt8]
+    private let edgeMask: Int
 
-    init() { ids = [] }
-
-    init(_ subscriptions: [(ID, [SubjectPattern])]) {
-        ids = subscriptions.map(\.0)
+    /// - Parameter subscriptions: each subscription's patterns; a subscription is known by its index here.
+    init(_ subscriptions: [[SubjectPattern]]) {
+        subscriptionCount = subscriptions.count
+        // Built in locals, then frozen into `let`s: the matcher reads them with no exclusivity checks.
+        var nodes = [Node()]
+        var subs: [Int32] = []
+        var tokenBytes: [UInt8] = []
         // Build with dictionaries, then flatten.
         let root = BuildNode()
-        for (index, (_, patterns)) in subscriptions.enumerated() {
+        for (index, patterns) in subscriptions.enumerated() {
             for pattern in patterns {
                 var node = root
                 var endedWithRest = false
@@ -269,12 +323,12 @@ final class RouterTrie<ID: Hashable & Sendable>: @unchecked Sendable {
         }
         var size = 16
         while size < edges.count * 2 { size <<= 1 }
-        edgeMask = size - 1
-        edgeKey = Array(repeating: 0, count: size)
-        edgeParent = Array(repeating: -1, count: size)
-        edgeChild = Array(repeating: -1, count: size)
-        edgeTokenStart = Array(repeating: 0, count: size)
-        edgeTokenLength = Array(repeating: 0, count: size)
+        let edgeMask = size - 1
+        var edgeKey = [UInt64](repeating: 0, count: size)
+        var edgeParent = [Int32](repeating: -1, count: size)
+        var edgeChild = [Int32](repeating: -1, count: size)
+        var edgeTokenStart = [Int32](repeating: 0, count: size)
+        var edgeTokenLength = [Int32](repeating: 0, count: size)
         for edge in edges {
             let bytes = Array(edge.token.utf8)
             let key = bytes.withUnsafeBytes { RouterTrie.edgeHash(parent: edge.parent, token: $0) }
@@ -284,6 +338,9 @@ final class RouterTrie<ID: Hashable & Sendable>: @unchecked Sendable {
             edgeTokenStart[i] = Int32(tokenBytes.count); edgeTokenLength[i] = Int32(bytes.count)
             tokenBytes += bytes
         }
+        self.nodes = nodes; self.subs = subs; self.tokenBytes = tokenBytes; self.edgeMask = edgeMask
+        self.edgeKey = edgeKey; self.edgeParent = edgeParent; self.edgeChild = edgeChild
+        self.edgeTokenStart = edgeTokenStart; self.edgeTokenLength = edgeTokenLength
     }
 
     @inline(__always)
@@ -352,7 +409,3 @@ private final class BuildNode {
     var terminal: [Int32] = []
     var rest: [Int32] = []
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -97,7 +97,7 @@ final class ChildProcess: @unchecked Sendable {
 
 /// A real `tickwire run` on free loopback ports and its own data directory.
 final class DaemonProcess {
-    let pubPort = freePort()
+    let pubPort: Int
     let metricsPort = freePort()
     let tradePort = freePort()
     let data: String
@@ -105,7 +105,8 @@ final class DaemonProcess {
     var pub: String { "tcp://127.0.0.1:\(pubPort)" }
     var metrics: String { "127.0.0.1:\(metricsPort)" }
 
-    init(_ extra: [String] = [], data: String? = nil) throws {
+    init(_ extra: [String] = [], data: String? = nil, pubPort: Int = freePort()) throws {
+        self.pubPort = pubPort
         self.data = data ?? temporaryDirectory("daemon")
         child = try ChildProcess(tickwireBinary, ["run", "--pub", "tcp://127.0.0.1:\(pubPort)", "--metrics", "127.0.0.1:\(metricsPort)",
                                                   "--data", self.data] + extra)

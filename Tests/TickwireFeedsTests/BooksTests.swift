@@ -89,6 +89,30 @@ import TickwireCore
         #expect(status[0].eventTime == Nanos(1_577_716_200_000_075_566))
     }
 
+    @Test func bustRepeatsTheVoidedTrade() {
+        // The slice's first P (ROKU, match 53487), then a B voiding match 53487 on the same locate.
+        let slice = Fixture.bytes(Fixture.itchSlice)
+        var p: [UInt8] = []
+        slice.withUnsafeBytes { buf in
+            var reader = BinaryFILEReader(buf)
+            while p.isEmpty, let m = try! reader.next() {
+                if m.type == .trade { p = [0, UInt8(m.length)] + Array(UnsafeRawBufferPointer(start: m.base, count: m.length)) }
+            }
+        }
+        var b: [UInt8] = [0, 19, UInt8(ascii: "B")] + p[3..<13]       // locate, tracking, timestamp of the P
+        for i in (0..<8).reversed() { b.append(UInt8(truncatingIfNeeded: UInt64(53487) >> (8 * UInt64(i)))) }
+        let sink = CollectingSink()
+        let normalizer = ITCHNormalizer(sink: sink, clock: EasternClock(date: BooksTests.date))
+        (p + b).withUnsafeBytes { buf in
+            var reader = BinaryFILEReader(buf)
+            while let m = try! reader.next() { normalizer.handle(m) }
+        }
+        #expect(sink.events.map(\.kind) == [.trade, .bust])
+        let bust = sink.events[1]
+        #expect(sink.subjects.text(bust.subjectID) == "MD.XNAS.ROKU.BUST")
+        #expect(bust.bustBody == Bust(tradeID: 53487, price: Price(units: 1_377_000, decimals: 4), size: Quantity(units: 84, decimals: 0), side: .sell))
+    }
+
     @Test func bookLevelsAggregateAndRemoveExactly() {
         let set = OrderBookSet(expectedLiveOrders: 4)
         #expect(set.add(1, locate: 7, side: .bid, price: 100, shares: 10))

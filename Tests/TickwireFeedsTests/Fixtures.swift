@@ -17,7 +17,7 @@ enum Fixture {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tickwire-feeds-\(getpid())-\(UUID().uuidString)")
         try! FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let p = dir.appendingPathComponent(name).path
-        FileManager.default.createFile(atPath: p, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: p, contents: Data(bytes))
         return p
     }
 }

@@ -59,12 +59,12 @@ struct SubjectRouterTests {
         }
         let router = SubjectRouter<Int>(cacheCapacity: 64)
         var subscriptions: [Int: [SubjectPattern]] = [:]
-        for id in 0..<200 {
+        for id in 0..<150 {
             let ps = try (0..<Int.random(in: 1...4, using: &rng)).map { _ in try SubjectPattern(pattern()) }
             subscriptions[id] = ps
         }
         router.add(subscriptions.map { ($0.key, $0.value) })
-        let subjects = (0..<300).map { _ in subject() }
+        let subjects = (0..<200).map { _ in subject() }
         for round in 0..<2 {
             for (i, s) in subjects.enumerated() {
                 let expected = Set(subscriptions.filter { $0.value.contains { $0.matches(subjectText: s) } }.keys)
@@ -74,7 +74,7 @@ struct SubjectRouterTests {
                 #expect(Set(router.matchUncached(text: s)) == expected)
             }
             // Change a third of the subscriptions, then check again.
-            for id in 0..<100 {
+            for id in 0..<50 {
                 router.remove(subscription: id)
                 subscriptions[id] = nil
             }

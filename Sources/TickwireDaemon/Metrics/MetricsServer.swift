@@ -126,6 +126,12 @@ public enum MetricsText {
             metric("tickwire_subscription_\(field)\(field == "lag" ? "" : "_total")", field == "lag" ? "gauge" : "counter", help,
                    s.consumers.map { ("subscription=\"\($0.name)\"", "\(get($0.counters))") })
         }
+        var names: [String] = []
+        for c in s.counters where !names.contains(c.name) { names.append(c.name) }
+        for name in names {
+            let samples = s.counters.filter { $0.name == name }
+            metric(name, "counter", samples[0].help, samples.map { ($0.labels, "\($0.value)") })
+        }
         for h in s.histograms { out += h.histogram.prometheus(name: h.name, help: h.help, labels: h.labels) }
         return out
     }

@@ -56,6 +56,18 @@ public final class SubscriptionHub: @unchecked Sendable {
         return sub
     }
 
+    /// Adds many subscriptions with one router rebuild (a desk's traders joining at once).
+    @discardableResult
+    public func subscribe(_ many: [(name: String, patterns: [SubjectPattern], handler: @Sendable (Event) -> Void)]) -> [InProcessSubscription] {
+        let subs = many.map { m in
+            InProcessSubscription(id: nextID.add(1, ordering: .relaxed).oldValue, name: m.name, patterns: m.patterns, handler: m.handler)
+        }
+        registry.withLock { r in for sub in subs { r[sub.id] = sub } }
+        router.add(subs.map { ($0.id, $0.patterns) })
+        version.add(1, ordering: .releasing)
+        return subs
+    }
+
     /// Removes a subscription while the feed runs; its handler is not called after the hub's next event.
     public func unsubscribe(_ sub: InProcessSubscription) {
         router.remove(subscription: sub.id)

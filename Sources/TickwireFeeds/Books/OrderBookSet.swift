@@ -5,11 +5,22 @@
 /// Operations on a reference it does not hold return nil and change nothing: a capture that starts mid-session
 /// refers to orders added before it, and the caller counts those.
 public final class OrderBookSet {
+    public static let capacity = 1 << 16
     public let orders: OrderTable
-    public var books: [Book]
+    /// One book per locate, in memory owned here: a pointer, not an array, so updating a book checks neither
+    /// the array's uniqueness nor exclusivity (one thread owns the set).
+    /// - warning: valid for the set's lifetime; index it with 0..<65,536 only.
+    public let books: UnsafeMutablePointer<Book>
+
     public init(expectedLiveOrders: Int = 1 << 16) {
         orders = OrderTable(expectedLive: expectedLiveOrders)
-        books = Array(repeating: Book(), count: 1 << 16)
+        books = .allocate(capacity: OrderBookSet.capacity)
+        books.initialize(repeating: Book(), count: OrderBookSet.capacity)
+    }
+
+    deinit {
+        books.deinitialize(count: OrderBookSet.capacity)
+        books.deallocate()
     }
 
     /// Rests a new order. Returns false when the reference is already live (nothing changes).
@@ -62,7 +73,7 @@ public final class OrderBookSet {
     /// Forgets every order and level.
     public func reset() {
         orders.removeAll()
-        for i in books.indices where !books[i].bids.isEmpty || !books[i].asks.isEmpty || books[i].published != TopOfBook() {
+        for i in 0..<OrderBookSet.capacity where !books[i].bids.isEmpty || !books[i].asks.isEmpty || books[i].published != TopOfBook() {
             books[i] = Book()
         }
     }

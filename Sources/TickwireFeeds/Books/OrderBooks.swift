@@ -32,12 +32,15 @@ public struct Book: Sendable {
     /// The top last published as a QUOTE.
     public var published = TopOfBook()
     public init() {}
+
+    @inline(__always)
     public var top: TopOfBook {
         let b = bids.last, a = asks.last
         return TopOfBook(bid: b?.price ?? 0, bidShares: b?.shares ?? 0, ask: a?.price ?? 0, askShares: a?.shares ?? 0)
     }
 
     /// Adds shares at a price. - Complexity: O(levels better than `price`).
+    @inline(__always)
     public mutating func add(_ side: BookSide, price: UInt32, shares: UInt64) {
         if side == .bid { Book.add(&bids, price: price, shares: shares, better: { $0 > $1 }) }
         else { Book.add(&asks, price: price, shares: shares, better: { $0 < $1 }) }
@@ -45,7 +48,7 @@ public struct Book: Sendable {
 
     /// Removes shares at a price; the level goes when it empties. Returns false when no such level holds them
     /// (the order was never seen; the book is left unchanged).
-    @discardableResult
+    @discardableResult @inline(__always)
     public mutating func remove(_ side: BookSide, price: UInt32, shares: UInt64) -> Bool {
         side == .bid ? Book.remove(&bids, price: price, shares: shares) : Book.remove(&asks, price: price, shares: shares)
     }

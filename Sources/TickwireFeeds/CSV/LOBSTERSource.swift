@@ -49,7 +49,7 @@ public final class LOBSTERSource: EventSource {
         CSVRows(path: path, file: file).forEach { line, f in
             counts.rows += 1
             let r = CSVField(path: path, line: line)
-            do {
+            do throws(CSVError) {
                 guard f.count >= 6 else { throw r.fail("direction", "the row has \(f.count) fields; 6 were expected") }
                 let t = clock.utc(nanosSinceMidnight: try LOBSTERSource.nanos(f[0], r))
                 let type = try r.int(f[1], "event type")
@@ -94,7 +94,7 @@ public final class LOBSTERSource: EventSource {
                 }
             } catch {
                 counts.errors += 1
-                if policy == .stop { failure = (error as! CSVError); return false }
+                if policy == .stop { failure = error; return false }
             }
             if counts.rows & 0xFFF == 0 { board.publish(counts.pairs()); if stop.isRaised { return false } }
             return true

@@ -50,13 +50,13 @@ public final class TardisCSVSource: EventSource {
                 return true
             }
             counts.rows += 1
-            do {
+            do throws(CSVError) {
                 let event = try self.event(fields, col, CSVField(path: path, line: line), sink, &subjectCache)
                 sink.emit(event)
                 counts.events += 1
             } catch {
                 counts.errors += 1
-                if policy == .stop { failure = (error as! CSVError); return false }
+                if policy == .stop { failure = error; return false }
             }
             if counts.rows & 0xFFF == 0 { board.publish(counts.pairs()); if stop.isRaised { return false } }
             return true

@@ -69,7 +69,7 @@ public enum ErrorPolicy: String, Sendable, CaseIterable {
 }
 
 /// Checks one length-prefixed message: the type must be one of the 23 and the length its own.
-@usableFromInline @inline(__always) func validateITCH(type: UInt8, length: Int) -> ITCHError.Problem? {
+@inlinable @inline(__always) func validateITCH(type: UInt8, length: Int) -> ITCHError.Problem? {
     let expected = ITCHMessageType.length(ofType: type)
     if expected == length { return nil }
     if expected == 0 { return .unknownType(type) }

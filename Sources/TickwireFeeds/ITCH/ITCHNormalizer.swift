@@ -42,7 +42,8 @@ public struct ITCHCounts: Sendable {
 
 /// Turns ITCH 5.0 messages into Tickwire events: keeps the order books, learns the locate → symbol map, and
 /// publishes `MD.XNAS.<SYM>.QUOTE` when a top of book changes, `.TRADE` for E, printable C, P and Q, `.STATUS`
-/// for H, Y, K and h (and `MD.XNAS._FEED.STATUS` for the feed-wide S and W), `.BUST` for B.
+/// for H, Y, K and h (and `MD.XNAS._FEED.STATUS` for the feed-wide S and W), `.BUST` for B (repeating the voided
+/// trade's price, size and side when it is among the last 262,144 trades).
 ///
 /// Trade sides are the aggressor's: an execution against a resting buy order is a sell. Q crosses have no
 /// side. An E against an order never seen prints nothing (its price is unknown) and is counted in
@@ -54,17 +55,21 @@ public final class ITCHNormalizer {
 
     public let books: OrderBookSet
     public let clock: EasternClock
-    public var counts = ITCHCounts()
+    /// Unchecked exclusivity on the hot state: the normalizer runs on its source's thread only.
+    @exclusivity(unchecked) public var counts = ITCHCounts()
     let sink: EventSink
     let subjects: SubjectTable
     /// Raw 8-byte symbol by stock locate; 0 while unknown.
-    var symbols: [UInt64]
+    @exclusivity(unchecked) var symbols: [UInt64]
     /// Interned subjects by locate: quote, trade, status, bust. `noSubject` until first needed.
-    var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
+    @exclusivity(unchecked) var subjectIDs: [(quote: SubjectID, trade: SubjectID, status: SubjectID, bust: SubjectID)]
     static let noSubject = SubjectID.max
     let feedStatus: SubjectID
-    /// Publish QUOTE events (off for decode-only measurements of the book).
-    public var emitQuotes = true
+    /// Recent trades by match number, so a B can repeat the price, size and side of the trade it voids. Match
+    /// numbers rise through the day, so a direct-mapped table keeps exactly the last `recentTradeSlots` trades
+    /// (minutes of a busy session) with no allocation; an older bust carries the match number alone.
+    @exclusivity(unchecked) var recentTrades: [(match: UInt64, price: Int64, size: Int64, side: UInt8)]
+    static let recentTradeSlots = 1 << 18
 
     public init(sink: EventSink, clock: EasternClock, expectedLiveOrders: Int = 1 << 16) {
         self.sink = sink
@@ -74,6 +79,7 @@ public final class ITCHNormalizer {
         symbols = [UInt64](repeating: 0, count: 1 << 16)
         let none = ITCHNormalizer.noSubject
         subjectIDs = Array(repeating: (none, none, none, none), count: 1 << 16)
+        recentTrades = Array(repeating: (UInt64.max, 0, 0, 0), count: ITCHNormalizer.recentTradeSlots)
         feedStatus = sink.subjects.intern(Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHNormalizer.feedToken, kind: .status))
     }
 
@@ -81,13 +87,6 @@ public final class ITCHNormalizer {
     public func symbol(locate: UInt16) -> String? {
         let raw = symbols[Int(locate)]
         return raw == 0 ? nil : ITCHStock(raw: raw).text
-    }
-
-    /// Forgets books and symbols (for replaying the same input again).
-    public func reset() {
-        books.reset()
-        for i in symbols.indices { symbols[i] = 0 }
-        counts = ITCHCounts()
     }
 
     /// Applies one validated message.
@@ -146,7 +145,12 @@ public final class ITCHNormalizer {
             let ids = subjects(locate)
             guard ids.bust != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
             let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
-            sink.emit(.bust(ids.bust, tradeID: m.u64(11), eventTime: t, knownTime: knownTime ?? t))
+            let match = m.u64(11)
+            let recent = recentTrades[Int(truncatingIfNeeded: match) & (ITCHNormalizer.recentTradeSlots - 1)]
+            let known = recent.match == match
+            sink.emit(Event(subjectID: ids.bust, kind: .bust, flags: known ? recent.side : Side.unknown.rawValue, eventTime: t,
+                            knownTime: knownTime ?? t, a: known ? recent.price : 0, b: known ? recent.size : 0,
+                            c: Int64(bitPattern: match)))
             counts.busts &+= 1
         case 0x52, 0x49, 0x4E, 0x4F, 0x4C, 0x4A: // R I N O L J: carry a symbol, publish nothing.
             if let stock = m.carriedStock { learn(locate, stock) }
@@ -205,7 +209,7 @@ public final class ITCHNormalizer {
 
     @inline(__always)
     func quoteIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
-        guard emitQuotes, let top = books.takeChangedTop(locate) else { return }
+        guard let top = books.takeChangedTop(locate) else { return }
         let ids = subjects(locate)
         guard ids.quote != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
         let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
@@ -220,9 +224,10 @@ public final class ITCHNormalizer {
         let ids = subjects(locate)
         guard ids.trade != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
         let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        let price = Int64(price) &* 10_000, size = Int64(truncatingIfNeeded: shares) &* 100_000_000
         sink.emit(Event(subjectID: ids.trade, kind: .trade, flags: side.rawValue, eventTime: t, knownTime: knownTime ?? t,
-                        a: Int64(price) &* 10_000, b: Int64(truncatingIfNeeded: shares) &* 100_000_000,
-                        c: Int64(bitPattern: match)))
+                        a: price, b: size, c: Int64(bitPattern: match)))
+        recentTrades[Int(truncatingIfNeeded: match) & (ITCHNormalizer.recentTradeSlots - 1)] = (match, price, size, side.rawValue)
         counts.trades &+= 1
     }
 

@@ -17,7 +17,6 @@ public enum MoldUDP64 {
         public var count: UInt16
         public var isHeartbeat: Bool { count == 0 }
         public var isEndOfSession: Bool { count == MoldUDP64.endOfSession }
-        public var sessionText: String { String(decoding: session, as: UTF8.self) }
     }
 
     /// Reads a header. - Throws: `ITCHError` (`truncatedPacketHeader`) when fewer than 20 bytes arrived.

@@ -112,8 +112,8 @@ public final class MoldUDP64Source: EventSource {
                 highestKnown = max(highestKnown, header.sequence &+ UInt64(header.count))
             } catch {
                 counts.badPackets &+= 1
-                normalizer.counts.record(error as! ITCHError)
-                if options.errorPolicy == .stop { failure = error as? ITCHError }
+                normalizer.counts.record(error)
+                if options.errorPolicy == .stop { failure = error }
             }
         }
 

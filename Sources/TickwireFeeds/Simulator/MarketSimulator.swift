@@ -48,6 +48,9 @@ public final class MarketSimulator: EventSource {
         var halfSpreadTicks: Int64
         var bidSize: Int64
         var askSize: Int64
+        /// The last quote this venue published (cents); trades print inside it. 0 until the first quote.
+        var bid: Int64 = 0
+        var ask: Int64 = 0
     }
 
     private struct Instrument {
@@ -115,9 +118,10 @@ public final class MarketSimulator: EventSource {
             // The venue stamped the event a little before we learned of it: 20 to 220 microseconds of transit.
             let eventTime = Nanos(now.rawValue - 20_000 - Int64(rng.next(below: 200_000)))
 
-            if rng.next(below: 100) < 22 {
+            if rng.next(below: 100) < 22 && instruments[i].books[v].bid > 0 {
                 let b = instruments[i].books[v]
-                let bid = instruments[i].fairTicks - b.halfSpreadTicks, ask = instruments[i].fairTicks + b.halfSpreadTicks
+                // Inside the quote this venue last published, as a real matching engine prints.
+                let bid = b.bid, ask = b.ask
                 // Inside the quote: at the bid, at the ask, or anywhere between.
                 let price = bid + Int64(rng.next(below: UInt64(ask - bid + 1)))
                 let side: Side = price * 2 >= bid + ask ? .buy : .sell
@@ -133,8 +137,10 @@ public final class MarketSimulator: EventSource {
                 if rng.next(below: 10) == 0 { b.halfSpreadTicks = Int64(1 + rng.next(below: 3)) }
                 b.bidSize = Int64(1 + rng.next(below: 20)) * 100
                 b.askSize = Int64(1 + rng.next(below: 20)) * 100
-                instruments[i].books[v] = b
                 let fair = instruments[i].fairTicks
+                b.bid = fair - b.halfSpreadTicks
+                b.ask = fair + b.halfSpreadTicks
+                instruments[i].books[v] = b
                 emit(.quote(b.quote, bid: Price(e8: (fair - b.halfSpreadTicks) * tick), bidSize: Quantity(e8: b.bidSize * FixedPoint.scale),
                             ask: Price(e8: (fair + b.halfSpreadTicks) * tick), askSize: Quantity(e8: b.askSize * FixedPoint.scale),
                             eventTime: eventTime, knownTime: now))

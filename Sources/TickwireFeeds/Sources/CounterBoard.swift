@@ -9,6 +9,4 @@ public final class CounterBoard: Sendable {
     public init() {}
     public func publish(_ pairs: [(name: String, value: UInt64)]) { values.withLock { $0 = pairs } }
     public func snapshot() -> [(name: String, value: UInt64)] { values.withLock { $0 } }
-    /// One counter by name, 0 when absent.
-    public func value(_ name: String) -> UInt64 { snapshot().first { $0.name == name }?.value ?? 0 }
 }

@@ -1,0 +1,333 @@
+import Synchronization
+import TickwireCore
+
+/// A desk's trade as risk sees it: who, what, which way, how much, at what price.
+public struct RiskTrade: Sendable, Equatable {
+    public var desk: String
+    public var symbol: String
+    public var side: Side
+    public var quantity: Quantity
+    public var price: Price
+
+    public init(desk: String, symbol: String, side: Side, quantity: Quantity, price: Price) {
+        self.desk = desk; self.symbol = symbol; self.side = side; self.quantity = quantity; self.price = price
+    }
+
+    /// A journaled `TRADE.<DESK>.<SYMBOL>` event (price in `a`, size in `b`, side in `flags`); nil for any
+    /// other subject or kind.
+    public init?(event: Event, subjectText: String) {
+        let tokens = subjectText.split(separator: ".", omittingEmptySubsequences: false)
+        guard event.kind == .trade, tokens.count == 3, tokens[0] == "TRADE" else { return nil }
+        self.init(desk: String(tokens[1]), symbol: String(tokens[2]), side: Side(rawValue: event.flags) ?? .unknown,
+                  quantity: Quantity(e8: event.b), price: Price(e8: event.a))
+    }
+}
+
+/// The limit a rejected trade would have breached. The raw value is the config key (and the metrics label).
+public enum RiskLimit: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// Not a trade risk can price: quantity or price not above zero, or no side.
+    case invalidTrade = "invalid_trade"
+    case maxOrderQuantity = "max_order_quantity"
+    case maxOrderNotional = "max_order_notional"
+    case priceCollar = "price_collar_bps"
+    case requireMark = "require_mark"
+    case maxPosition = "max_position"
+    case maxGrossNotional = "max_gross_notional"
+    case maxLoss = "max_loss"
+    public var description: String { rawValue }
+}
+
+/// Why a trade was rejected: the limit, the desk and symbol, the value the trade would reach and the limit,
+/// both e8 (quantity, notional, or basis points for the collar).
+public struct RiskRejection: Error, Sendable, Equatable, CustomStringConvertible {
+    public let limit: RiskLimit
+    public let desk: String
+    public let symbol: String
+    public let valueE8: Int64
+    public let limitE8: Int64
+
+    public init(limit: RiskLimit, desk: String, symbol: String, valueE8: Int64, limitE8: Int64) {
+        self.limit = limit; self.desk = desk; self.symbol = symbol; self.valueE8 = valueE8; self.limitE8 = limitE8
+    }
+
+    public var description: String {
+        let v = FixedPoint.format(e8: valueE8), l = FixedPoint.format(e8: limitE8)
+        switch limit {
+        case .invalidTrade:
+            return "desk \(desk): trade in \(symbol) is invalid (quantity and price must be above zero, side buy or sell)"
+        case .maxOrderQuantity:
+            return "desk \(desk): order quantity \(v) \(symbol) exceeds max_order_quantity \(l)"
+        case .maxOrderNotional:
+            return "desk \(desk): order notional \(v) in \(symbol) exceeds max_order_notional \(l)"
+        case .priceCollar:
+            return "desk \(desk): price is \(v) bps from the \(symbol) market, beyond price_collar_bps \(l)"
+        case .requireMark:
+            return "desk \(desk): no market price for \(symbol) yet, and require_mark is on"
+        case .maxPosition:
+            return "desk \(desk): position in \(symbol) would be \(v), beyond max_position \(l)"
+        case .maxGrossNotional:
+            return "desk \(desk): gross notional would be \(v) (after \(symbol)), beyond max_gross_notional \(l)"
+        case .maxLoss:
+            return "desk \(desk): P&L would be -\(v) (after \(symbol)), beyond max_loss \(l)"
+        }
+    }
+}
+
+/// One desk's position in one symbol, as `RiskEngine.positions(desk:)` reports it.
+public struct RiskPosition: Sendable, Equatable {
+    public var symbol: String
+    public var quantity: Quantity
+    /// The average price of the open position (0 when flat).
+    public var averageCost: Price
+    public var realized: Notional
+    public var unrealized: Notional
+    /// The price the position is valued at: the symbol's mark, or the desk's last trade price without one.
+    public var valuation: Price
+
+    public init(symbol: String, quantity: Quantity, averageCost: Price, realized: Notional, unrealized: Notional, valuation: Price) {
+        self.symbol = symbol; self.quantity = quantity; self.averageCost = averageCost
+        self.realized = realized; self.unrealized = unrealized; self.valuation = valuation
+    }
+}
+
+/// Pre-trade risk: limits per desk, positions and P&L per desk and symbol, marked to the market.
+///
+/// Threads: `check`, `submit`, `apply` and `rebuild` come from the trade service's thread, `usage` and
+/// `positions` from any thread; they share one lock, which is never on the market-data path. Marks come
+/// from a `RiskMarker` on a ring consumer thread (or `mark(symbol:price:)`) and reach the checks through
+/// per-symbol atomics, so market data never waits for a trade and the reverse.
+///
+/// Numbers are exact: positions are e8, cost and P&L are kept in e16 (price e8 × quantity e8) in 128 bits,
+/// and reported in e8, truncated toward zero.
+public final class RiskEngine: Sendable {
+    public let config: RiskConfig
+    let board: MarkBoard
+    private let book = Mutex(Book())
+
+    struct Position {
+        var quantity: Int64 = 0
+        /// Σ signed quantity × price of the open position, e16; the sign of `quantity`.
+        var cost: Int128 = 0
+        var realized: Int128 = 0
+        var lastPrice: Int64 = 0
+        var markSlot: Int32 = -1
+    }
+
+    struct Book {
+        var desks: [String: [String: Position]] = [:]
+        /// Rejections by limit, counted under the lock the check already holds.
+        var rejected: [RiskLimit: UInt64] = [:]
+    }
+
+    /// - Parameters:
+    ///   - config: the limits per desk.
+    ///   - maxSymbols: how many symbols can be marked; marks of later symbols are dropped (and counted).
+    public init(config: RiskConfig = RiskConfig(), maxSymbols: Int = 65_536) {
+        self.config = config
+        board = MarkBoard(capacity: maxSymbols)
+    }
+
+    /// A marker for one market-data consumer thread, resolving subjects in `subjects`.
+    public func makeMarker(subjects: SubjectTable) -> RiskMarker { RiskMarker(board: board, subjects: subjects) }
+
+    /// Marks `symbol` at `price` (a TRADE price or a QUOTE mid). Takes a lock: use a `RiskMarker` on the stream.
+    public func mark(symbol: String, price: Price) {
+        let slot = board.slot(symbol)
+        if slot >= 0 { board.store(slot, price.e8) }
+    }
+
+    /// The last mark of `symbol`, if any.
+    public func markPrice(symbol: String) -> Price? {
+        let p = board.load(board.existingSlot(symbol))
+        return p == 0 ? nil : Price(e8: p)
+    }
+
+    /// How many trades were rejected for `limit` (by `check` or `submit`) since start.
+    public func rejected(_ limit: RiskLimit) -> UInt64 {
+        book.withLock { $0.rejected[limit, default: 0] }
+    }
+
+    /// Marks whose symbol found no slot (more than `maxSymbols` symbols).
+    public var droppedMarkSymbols: UInt64 { board.overflowed.load(ordering: .relaxed) }
+
+    // MARK: - Checks
+
+    /// Whether `desk` may trade: nil when every limit holds, else the first limit the trade would breach, in
+    /// the order invalid, order quantity, order notional, require mark, price collar, position, gross notional,
+    /// loss. Changes nothing (but the rejection counters).
+    public func check(desk: String, symbol: String, side: Side, quantity: Quantity, price: Price) -> RiskRejection? {
+        check(RiskTrade(desk: desk, symbol: symbol, side: side, quantity: quantity, price: price))
+    }
+
+    public func check(_ trade: RiskTrade) -> RiskRejection? {
+        book.withLock { book in
+            let r = evaluate(trade, book)
+            if let r { book.rejected[r.limit, default: 0] += 1 }
+            return r
+        }
+    }
+
+    /// Checks and, when every limit holds, applies the trade, under one lock: two trades checked back to back
+    /// cannot both pass on the same headroom. The trade service calls this before journaling.
+    public func submit(_ trade: RiskTrade) -> RiskRejection? {
+        book.withLock { book -> RiskRejection? in
+            if let r = evaluate(trade, book) {
+                book.rejected[r.limit, default: 0] += 1
+                return r
+            }
+            apply(trade, to: &book)
+            return nil
+        }
+    }
+
+    /// Applies a trade to positions, average cost and realized P&L, unchecked (a journaled trade was checked
+    /// when submitted). A trade risk cannot price (quantity or price not above zero, no side) changes nothing.
+    public func apply(_ trade: RiskTrade) { book.withLock { apply(trade, to: &$0) } }
+
+    /// Forgets every position and applies `trades` in order: a restart replays the journal. Marks are kept.
+    public func rebuild(from trades: some Sequence<RiskTrade>) {
+        book.withLock { book in
+            book.desks = [:]
+            for t in trades { apply(t, to: &book) }
+        }
+    }
+
+    private func evaluate(_ t: RiskTrade, _ book: Book) -> RiskRejection? {
+        let limits = config.limits(for: t.desk)
+        func reject(_ limit: RiskLimit, _ value: Int128, _ bound: Int64) -> RiskRejection {
+            RiskRejection(limit: limit, desk: t.desk, symbol: t.symbol, valueE8: clamp(value), limitE8: bound)
+        }
+        let q = t.quantity.e8, p = t.price.e8
+        guard q > 0, p > 0, t.side != .unknown else { return reject(.invalidTrade, 0, 0) }
+        if q > limits.maxOrderQuantity.e8 { return reject(.maxOrderQuantity, Int128(q), limits.maxOrderQuantity.e8) }
+        let orderNotional = Int128(q) * Int128(p) / e8
+        if orderNotional > Int128(limits.maxOrderNotional.e8) {
+            return reject(.maxOrderNotional, orderNotional, limits.maxOrderNotional.e8)
+        }
+
+        let positions = book.desks[t.desk] ?? [:]
+        var position = positions[t.symbol] ?? Position()
+        let slot = position.markSlot >= 0 ? position.markSlot : board.existingSlot(t.symbol)
+        let mark = board.load(slot)
+        if mark == 0 {
+            if limits.requireMark { return reject(.requireMark, 0, 0) }
+        } else if limits.priceCollarBps != Int64.max {
+            let distance = Int128(abs(p - mark)) * 10_000
+            if distance > Int128(limits.priceCollarBps) * Int128(mark) {
+                return reject(.priceCollar, distance * e8 / Int128(mark), limits.priceCollarBps &* FixedPoint.scale)
+            }
+        }
+
+        let before = position
+        Self.fill(&position, signed: t.side == .buy ? q : -q, price: p)
+        let increases = position.quantity.magnitude > before.quantity.magnitude
+        if increases && Int128(position.quantity.magnitude) > Int128(limits.maxPosition.e8) {
+            return reject(.maxPosition, Int128(position.quantity.magnitude), limits.maxPosition.e8)
+        }
+
+        // Gross notional and P&L of the whole desk, before and after, with this symbol valued at its mark or,
+        // lacking one, at this trade's price.
+        var grossBefore: Int128 = 0, grossAfter: Int128 = 0, pnlAfter: Int128 = 0
+        for (symbol, other) in positions where symbol != t.symbol {
+            let value = valuation(other)
+            let g = Int128(other.quantity.magnitude) * Int128(value)
+            grossBefore += g; grossAfter += g
+            pnlAfter += other.realized + Int128(other.quantity) * Int128(value) - other.cost
+        }
+        let value = mark != 0 ? mark : p
+        grossBefore += Int128(before.quantity.magnitude) * Int128(mark != 0 ? mark : before.lastPrice)
+        grossAfter += Int128(position.quantity.magnitude) * Int128(value)
+        pnlAfter += position.realized + Int128(position.quantity) * Int128(value) - position.cost
+        if grossAfter > grossBefore && grossAfter / e8 > Int128(limits.maxGrossNotional.e8) {
+            return reject(.maxGrossNotional, grossAfter / e8, limits.maxGrossNotional.e8)
+        }
+        if increases && -pnlAfter / e8 > Int128(limits.maxLoss.e8) {
+            return reject(.maxLoss, -pnlAfter / e8, limits.maxLoss.e8)
+        }
+        return nil
+    }
+
+    private func apply(_ t: RiskTrade, to book: inout Book) {
+        guard t.quantity.e8 > 0, t.price.e8 > 0, t.side != .unknown else { return }
+        var position = book.desks[t.desk]?[t.symbol] ?? Position()
+        if position.markSlot < 0 { position.markSlot = board.slot(t.symbol) }
+        Self.fill(&position, signed: t.side == .buy ? t.quantity.e8 : -t.quantity.e8, price: t.price.e8)
+        book.desks[t.desk, default: [:]][t.symbol] = position
+    }
+
+    /// Fills `signed` (buy positive) at `price` into a position: closes against the open quantity first at its
+    /// average cost, realizing the difference, then opens any remainder at `price`.
+    static func fill(_ position: inout Position, signed: Int64, price: Int64) {
+        position.lastPrice = price
+        if position.quantity == 0 || (position.quantity > 0) == (signed > 0) {
+            position.quantity += signed
+            position.cost += Int128(signed) * Int128(price)
+            return
+        }
+        let open = Int128(position.quantity.magnitude)
+        let closing = min(Int128(signed.magnitude), open)
+        let sign: Int128 = position.quantity > 0 ? 1 : -1
+        // The closed part's share of the cost; exact when the whole position closes.
+        let removed = closing == open ? position.cost : position.cost * closing / open
+        position.realized += sign * closing * Int128(price) - removed
+        position.cost -= removed
+        position.quantity -= Int64(sign * closing)
+        let remainder = Int128(signed.magnitude) - closing
+        if remainder > 0 {
+            position.quantity += Int64(-sign * remainder)
+            position.cost += -sign * remainder * Int128(price)
+        }
+    }
+
+    private func valuation(_ p: Position) -> Int64 {
+        let mark = board.load(p.markSlot)
+        return mark != 0 ? mark : p.lastPrice
+    }
+
+    // MARK: - Reading
+
+    /// The desks holding or having held positions, sorted.
+    public var desks: [String] { book.withLock { $0.desks.keys.sorted() } }
+
+    /// A desk's limit use: the largest absolute position of any symbol (signed), gross notional, P&L (realized +
+    /// unrealized), all e8, and the tightest of its position, gross-notional and loss limits in use, in basis
+    /// points of that limit (10000 = at the limit).
+    public func usage(desk: String) -> RiskUse {
+        let limits = config.limits(for: desk)
+        return book.withLock { book in
+            var largest: Int64 = 0, gross: Int128 = 0, pnl: Int128 = 0
+            for p in (book.desks[desk] ?? [:]).values {
+                if p.quantity.magnitude > largest.magnitude { largest = p.quantity }
+                let value = valuation(p)
+                gross += Int128(p.quantity.magnitude) * Int128(value)
+                pnl += p.realized + Int128(p.quantity) * Int128(value) - p.cost
+            }
+            gross /= e8; pnl /= e8
+            func used(_ v: Int128, _ limit: Int64) -> Int128 { limit == Int64.max ? 0 : v * 10_000 / Int128(limit) }
+            let bp = max(used(Int128(largest.magnitude), limits.maxPosition.e8),
+                         used(gross, limits.maxGrossNotional.e8),
+                         pnl < 0 ? used(-pnl, limits.maxLoss.e8) : 0)
+            return RiskUse(position: largest, notional: clamp(gross), pnl: clamp(pnl), usedBasisPoints: clamp(bp))
+        }
+    }
+
+    /// A desk's positions by symbol, sorted by symbol.
+    public func positions(desk: String) -> [RiskPosition] {
+        book.withLock { book in
+            (book.desks[desk] ?? [:]).sorted { $0.key < $1.key }.map { symbol, p in
+                let value = valuation(p)
+                let average = p.quantity == 0 ? 0 : p.cost / Int128(p.quantity)
+                return RiskPosition(symbol: symbol, quantity: Quantity(e8: p.quantity), averageCost: Price(e8: clamp(average)),
+                                    realized: Notional(e8: clamp(p.realized / e8)),
+                                    unrealized: Notional(e8: clamp((Int128(p.quantity) * Int128(value) - p.cost) / e8)),
+                                    valuation: Price(e8: value))
+            }
+        }
+    }
+}
+
+private let e8 = Int128(FixedPoint.scale)
+
+private func clamp(_ v: Int128) -> Int64 {
+    v > Int128(Int64.max) ? Int64.max : v < Int128(Int64.min) ? Int64.min : Int64(v)
+}

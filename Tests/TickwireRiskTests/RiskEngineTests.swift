@@ -1,0 +1,305 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireRisk
+
+func e8(_ s: String) -> Int64 { try! FixedPoint.parseE8(s) }
+func q(_ s: String) -> Quantity { Quantity(e8: e8(s)) }
+func px(_ s: String) -> Price { Price(e8: e8(s)) }
+
+/// DESK7's tight limits: every one of them reachable in a few trades.
+let desk7 = RiskLimits(maxPosition: q("1000"), maxGrossNotional: Notional(e8: e8("200000")), maxLoss: Notional(e8: e8("5000")),
+                       maxOrderQuantity: q("500"), maxOrderNotional: Notional(e8: e8("60000")), priceCollarBps: 500)
+
+func engine() -> RiskEngine { RiskEngine(config: RiskConfig(default: .embeddedDefault, desks: ["DESK7": desk7])) }
+
+func trade(_ desk: String, _ symbol: String, _ side: Side, _ quantity: String, at price: String) -> RiskTrade {
+    RiskTrade(desk: desk, symbol: symbol, side: side, quantity: q(quantity), price: px(price))
+}
+
+/// DESK7 in AAPL.
+func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { trade("DESK7", "AAPL", side, quantity, at: price) }
+
+@Suite struct RiskLimitTests {
+    let risk = engine()
+
+    @Test func tradesRiskCannotPriceAreInvalid() {
+        #expect(risk.submit(trade(.buy, "0", at: "100"))?.limit == .invalidTrade)
+        #expect(risk.submit(trade(.buy, "1", at: "0"))?.limit == .invalidTrade)
+        #expect(risk.submit(trade(.unknown, "1", at: "100"))?.limit == .invalidTrade)
+        #expect(risk.rejected(.invalidTrade) == 3)
+        #expect(risk.positions(desk: "DESK7").isEmpty)
+    }
+
+    @Test func orderQuantity() {
+        let r = risk.submit(trade(.buy, "500.00000001", at: "1"))
+        #expect(r == RiskRejection(limit: .maxOrderQuantity, desk: "DESK7", symbol: "AAPL", valueE8: e8("500.00000001"), limitE8: e8("500")))
+        #expect(r?.description == "desk DESK7: order quantity 500.00000001 AAPL exceeds max_order_quantity 500")
+        #expect(risk.submit(trade(.buy, "500", at: "1")) == nil)
+        #expect(risk.rejected(.maxOrderQuantity) == 1)
+    }
+
+    @Test func orderNotional() {
+        let r = risk.submit(trade(.sell, "500", at: "120.01"))
+        #expect(r == RiskRejection(limit: .maxOrderNotional, desk: "DESK7", symbol: "AAPL", valueE8: e8("60005"), limitE8: e8("60000")))
+        #expect(r?.description == "desk DESK7: order notional 60005 in AAPL exceeds max_order_notional 60000")
+        #expect(risk.submit(trade(.sell, "500", at: "120")) == nil)
+    }
+
+    @Test func priceCollarAgainstTheLastMark() {
+        #expect(risk.check(trade(.buy, "1", at: "1000")) == nil)        // no mark yet: no collar
+        risk.mark(symbol: "AAPL", price: px("100"))
+        #expect(risk.check(trade(.buy, "1", at: "105")) == nil)          // exactly 500 bps
+        #expect(risk.check(trade(.buy, "1", at: "95")) == nil)
+        let r = risk.check(trade(.buy, "1", at: "105.01"))
+        #expect(r == RiskRejection(limit: .priceCollar, desk: "DESK7", symbol: "AAPL", valueE8: e8("501"), limitE8: e8("500")))
+        #expect(r?.description == "desk DESK7: price is 501 bps from the AAPL market, beyond price_collar_bps 500")
+        #expect(risk.check(trade(.sell, "1", at: "94.99"))?.limit == .priceCollar)
+    }
+
+    @Test func requireMark() {
+        var strict = desk7
+        strict.requireMark = true
+        let risk = RiskEngine(config: RiskConfig(desks: ["DESK7": strict]))
+        #expect(risk.check(trade(.buy, "1", at: "100"))?.description == "desk DESK7: no market price for AAPL yet, and require_mark is on")
+        risk.mark(symbol: "AAPL", price: px("100"))
+        #expect(risk.check(trade(.buy, "1", at: "100")) == nil)
+    }
+
+    @Test func positionLongAndShortAndReducingIsAlwaysAllowed() {
+        #expect(risk.submit(trade(.buy, "500", at: "100")) == nil)
+        #expect(risk.submit(trade(.buy, "500", at: "100")) == nil)   // 1000: at the limit
+        let r = risk.submit(trade(.buy, "0.00000001", at: "100"))
+        #expect(r == RiskRejection(limit: .maxPosition, desk: "DESK7", symbol: "AAPL", valueE8: e8("1000.00000001"), limitE8: e8("1000")))
+        #expect(r?.description == "desk DESK7: position in AAPL would be 1000.00000001, beyond max_position 1000")
+        #expect(risk.submit(trade(.sell, "500", at: "100")) == nil)
+        #expect(risk.submit(trade(.sell, "500", at: "100")) == nil)
+        #expect(risk.submit(trade(.sell, "500", at: "100")) == nil)
+        #expect(risk.submit(trade(.sell, "500", at: "100")) == nil)  // short 1000
+        #expect(risk.submit(trade(.sell, "1", at: "100"))?.limit == .maxPosition)
+        #expect(risk.submit(trade(.buy, "1", at: "100")) == nil)
+        #expect(risk.positions(desk: "DESK7").map(\.quantity) == [q("-999")])
+    }
+
+    @Test func grossNotionalAcrossSymbolsAtTheirMarks() {
+        risk.mark(symbol: "AAPL", price: px("100"))
+        risk.mark(symbol: "MSFT", price: px("200"))
+        for _ in 0..<2 { #expect(risk.submit(trade(.buy, "500", at: "100")) == nil) }     // 100,000
+        for _ in 0..<2 { #expect(risk.submit(trade("DESK7", "MSFT", .sell, "250", at: "200")) == nil) } // +100,000
+        #expect(risk.usage(desk: "DESK7").notional == e8("200000"))
+        let r = risk.submit(trade("DESK7", "MSFT", .sell, "1", at: "200"))
+        #expect(r == RiskRejection(limit: .maxGrossNotional, desk: "DESK7", symbol: "MSFT", valueE8: e8("200200"), limitE8: e8("200000")))
+        #expect(r?.description == "desk DESK7: gross notional would be 200200 (after MSFT), beyond max_gross_notional 200000")
+        // Marks move the gross: MSFT at 190 frees 5,000 of room.
+        risk.mark(symbol: "MSFT", price: px("190"))
+        #expect(risk.submit(trade("DESK7", "MSFT", .sell, "26", at: "190")) == nil)       // 195,000 + 4,940
+        #expect(risk.submit(trade("DESK7", "MSFT", .sell, "1", at: "190"))?.limit == .maxGrossNotional)
+    }
+
+    @Test func creditLimitOnRealizedPlusUnrealizedLoss() {
+        #expect(risk.submit(trade(.buy, "500", at: "100")) == nil)
+        risk.mark(symbol: "AAPL", price: px("90"))
+        #expect(risk.usage(desk: "DESK7").pnl == e8("-5000"))                 // at the floor, not beyond
+        #expect(risk.submit(trade(.buy, "1", at: "90")) == nil)
+        risk.mark(symbol: "AAPL", price: px("89.99"))
+        // 501 × 89.99 − (50,000 + 90) = −5,005.01; one more share at the mark adds no loss but more risk.
+        let r = risk.submit(trade(.buy, "1", at: "89.99"))
+        #expect(r == RiskRejection(limit: .maxLoss, desk: "DESK7", symbol: "AAPL", valueE8: e8("5005.01"), limitE8: e8("5000")))
+        #expect(r?.description == "desk DESK7: P&L would be -5005.01 (after AAPL), beyond max_loss 5000")
+        #expect(risk.submit(trade(.sell, "1", at: "89.99")) == nil)           // reducing is allowed
+    }
+
+    @Test func buyingAboveTheMarketCountsTheLossAtOnce() {
+        var limits = RiskLimits.unlimited
+        limits.maxLoss = Notional(e8: e8("1000"))
+        let risk = RiskEngine(config: RiskConfig(default: limits))
+        risk.mark(symbol: "MSFT", price: px("100"))
+        #expect(risk.submit(trade("D", "MSFT", .buy, "200", at: "105")) == nil)     // 200 × −5 = −1,000: at the floor
+        #expect(risk.usage(desk: "D").pnl == e8("-1000"))
+        #expect(risk.submit(trade("D", "MSFT", .buy, "1", at: "100.01"))?.valueE8 == e8("1000.01"))
+    }
+
+    @Test func aRejectedSubmitChangesNothing() {
+        #expect(risk.submit(trade(.buy, "400", at: "100")) == nil)
+        let before = risk.positions(desk: "DESK7")
+        #expect(risk.submit(trade(.buy, "700", at: "100")) != nil)
+        #expect(risk.positions(desk: "DESK7") == before)
+        #expect(risk.check(trade(.buy, "500", at: "100")) == nil)                // check alone applies nothing
+        #expect(risk.positions(desk: "DESK7") == before)
+    }
+}
+
+@Suite struct EmbeddedDefaultTests {
+    @Test func aFatFingerTradeIsRejectedOutOfTheBox() {
+        let risk = RiskEngine()
+        risk.mark(symbol: "AAPL", price: px("100"))
+        #expect(risk.check(trade("ANY", "AAPL", .buy, "1000000", at: "100"))?.limit == .maxOrderQuantity)
+        #expect(risk.check(trade("ANY", "AAPL", .buy, "100", at: "150"))?.limit == .priceCollar)
+        #expect(risk.check(trade("ANY", "AAPL", .sell, "100", at: "50"))?.limit == .priceCollar)
+        #expect(risk.check(trade("ANY", "AAPL", .buy, "60000", at: "100"))?.limit == .maxOrderNotional)
+        #expect(risk.check(trade("ANY", "AAPL", .buy, "100", at: "100.5")) == nil)
+    }
+}
+
+@Suite struct PositionAndPnLTests {
+    @Test func averageCostAndRealizedPnLAreExactThroughAFlip() {
+        let risk = engine()
+        for t in [trade("D", "X", .buy, "100", at: "10.01"), trade("D", "X", .buy, "200", at: "10.04"),
+                  trade("D", "X", .sell, "150", at: "10.10"), trade("D", "X", .sell, "250", at: "9.99")] {
+            risk.apply(t)
+        }
+        // Long 300 at 10.03; sell 150 at 10.10 (+10.5); sell 150 at 9.99 (−6) and 100 more opens a short at 9.99.
+        #expect(risk.positions(desk: "D") == [RiskPosition(symbol: "X", quantity: q("-100"), averageCost: px("9.99"),
+                                                            realized: Notional(e8: e8("4.5")), unrealized: .zero, valuation: px("9.99"))])
+        risk.apply(trade("D", "X", .buy, "100", at: "10.00"))                  // closing the short costs 1
+        #expect(risk.positions(desk: "D").map(\.realized) == [Notional(e8: e8("3.5"))])
+        #expect(risk.usage(desk: "D") == RiskUse(position: 0, notional: 0, pnl: e8("3.5"), usedBasisPoints: 0))
+    }
+
+    @Test func unrealizedPnLIsMarkedToTheMarket() {
+        let risk = engine()
+        risk.apply(trade("D", "Y", .buy, "3", at: "10"))
+        risk.apply(trade("D", "Y", .buy, "1", at: "11"))                       // average 10.25
+        risk.apply(trade("D", "Y", .sell, "1", at: "12"))                      // realized 1.75
+        risk.mark(symbol: "Y", price: px("11"))
+        #expect(risk.positions(desk: "D") == [RiskPosition(symbol: "Y", quantity: q("3"), averageCost: px("10.25"),
+                                                            realized: Notional(e8: e8("1.75")), unrealized: Notional(e8: e8("2.25")),
+                                                            valuation: px("11"))])
+        #expect(risk.usage(desk: "D") == RiskUse(position: e8("3"), notional: e8("33"), pnl: e8("4"), usedBasisPoints: 0))
+    }
+
+    @Test func usageIsTheTightestLimitInBasisPoints() {
+        let risk = engine()
+        risk.mark(symbol: "AAPL", price: px("100"))
+        risk.apply(trade(.buy, "250", at: "100"))                              // position 25%, gross 12.5%
+        #expect(risk.usage(desk: "DESK7").usedBasisPoints == 2_500)
+        risk.mark(symbol: "AAPL", price: px("84"))                             // loss 4,000 of 5,000: 80%
+        #expect(risk.usage(desk: "DESK7") == RiskUse(position: e8("250"), notional: e8("21000"), pnl: e8("-4000"), usedBasisPoints: 8_000))
+    }
+
+    @Test func rebuildFromTheJournalGivesIdenticalState() {
+        let table = SubjectTable()
+        let live = engine()
+        live.mark(symbol: "AAPL", price: px("100"))
+        live.mark(symbol: "MSFT", price: px("200"))
+        var journal: [Event] = []
+        let script: [(String, String, Side, String, String)] = [
+            ("DESK7", "AAPL", .buy, "300", "99.5"), ("DESK7", "MSFT", .sell, "120", "201.25"), ("DESK8", "AAPL", .sell, "77.5", "100.01"),
+            ("DESK7", "AAPL", .sell, "450", "100.5"), ("DESK7", "AAPL", .buy, "700", "101"), ("DESK8", "AAPL", .buy, "200", "99.99"),
+            ("DESK7", "MSFT", .buy, "33.33333333", "199.01"),
+        ]
+        for (i, (desk, symbol, side, quantity, price)) in script.enumerated() {
+            let t = trade(desk, symbol, side, quantity, at: price)
+            guard live.submit(t) == nil else { continue }              // the 700 breaches DESK7's order quantity
+            journal.append(.trade(table.intern(text: "TRADE.\(desk).\(symbol)"), price: t.price, size: t.quantity, side: side,
+                                  tradeID: UInt64(i), eventTime: Nanos(Int64(i)), knownTime: Nanos(Int64(i))))
+        }
+        #expect(journal.count == 6)
+        let restarted = engine()
+        restarted.mark(symbol: "AAPL", price: px("100"))
+        restarted.mark(symbol: "MSFT", price: px("200"))
+        restarted.apply(trade("DESK9", "JUNK", .buy, "1", at: "1"))   // state from before is forgotten
+        restarted.rebuild(from: journal.compactMap { RiskTrade(event: $0, subjectText: table.text($0.subjectID)) })
+        #expect(restarted.desks == ["DESK7", "DESK8"])
+        for desk in ["DESK7", "DESK8"] {
+            #expect(restarted.positions(desk: desk) == live.positions(desk: desk))
+            #expect(restarted.usage(desk: desk) == live.usage(desk: desk))
+        }
+        #expect(live.positions(desk: "DESK8").map(\.quantity) == [q("122.5")])
+    }
+}
+
+@Suite struct MarkerTests {
+    @Test func marksBySymbolFromQuoteMidsAndTradesOnAnyVenue() {
+        let risk = engine()
+        let table = SubjectTable()
+        let marker = risk.makeMarker(subjects: table)
+        let quote = table.intern(text: "MD.XNAS.AAPL.QUOTE"), arcx = table.intern(text: "MD.ARCX.AAPL.TRADE")
+        let desk = table.intern(text: "TRADE.DESK7.AAPL"), status = table.intern(text: "MD.XNAS.AAPL.STATUS")
+        marker.mark(.quote(quote, bid: px("100"), bidSize: q("1"), ask: px("100.03"), askSize: q("1"), eventTime: .zero, knownTime: .zero))
+        #expect(risk.markPrice(symbol: "AAPL") == px("100.015"))
+        marker.mark(.trade(arcx, price: px("100.05"), size: q("1"), side: .buy, tradeID: 1, eventTime: .zero, knownTime: .zero))
+        #expect(risk.markPrice(symbol: "AAPL") == px("100.05"))
+        marker.mark(.trade(desk, price: px("500"), size: q("1"), side: .buy, tradeID: 1, eventTime: .zero, knownTime: .zero))
+        marker.mark(.quote(quote, bid: px("90"), bidSize: q("0"), ask: px("100"), askSize: q("1"), eventTime: .zero, knownTime: .zero))
+        marker.mark(.status(status, Status(category: .trading, state: UInt8(ascii: "H")), eventTime: .zero, knownTime: .zero))
+        #expect(risk.markPrice(symbol: "AAPL") == px("100.05"))
+        #expect(risk.markPrice(symbol: "MSFT") == nil)
+    }
+
+    @Test func marksFromABatchOfEvents() {
+        let risk = engine()
+        let table = SubjectTable()
+        let marker = risk.makeMarker(subjects: table)
+        let events: [Event] = ["A", "B", "A"].enumerated().map { i, s in
+            .trade(table.intern(text: "MD.XNAS.\(s).TRADE"), price: Price(e8: Int64(i + 1)), size: q("1"), side: .buy, tradeID: 0,
+                   eventTime: .zero, knownTime: .zero)
+        }
+        events.withUnsafeBufferPointer { marker.mark($0) }
+        #expect(risk.markPrice(symbol: "A") == Price(e8: 3))
+        #expect(risk.markPrice(symbol: "B") == Price(e8: 2))
+    }
+
+    @Test func marksBeyondCapacityAreDroppedAndCounted() {
+        let risk = RiskEngine(maxSymbols: 2)
+        for s in ["A", "B", "C"] { risk.mark(symbol: s, price: px("1")) }
+        #expect(risk.markPrice(symbol: "B") == px("1"))
+        #expect(risk.markPrice(symbol: "C") == nil)
+        #expect(risk.droppedMarkSymbols == 1)
+    }
+
+    /// The market-data thread marks while the trade thread submits: no lock between them, no race (run under
+    /// `swift test --sanitize=thread`).
+    @Test func markingAndSubmittingOnTwoThreads() async {
+        let risk = RiskEngine(config: RiskConfig(default: .unlimited))
+        let table = SubjectTable()
+        let id = table.intern(text: "MD.XNAS.AAPL.TRADE")
+        let marker = risk.makeMarker(subjects: table)
+        let thread = Thread {
+            for i in 0..<200_000 {
+                marker.mark(.trade(id, price: Price(e8: 10_000_000_000 + Int64(i % 100)), size: q("1"), side: .buy, tradeID: 0,
+                                   eventTime: .zero, knownTime: .zero))
+            }
+        }
+        thread.start()
+        var accepted = 0
+        for i in 0..<5_000 where risk.submit(trade("D", "AAPL", i % 2 == 0 ? .buy : .sell, "1", at: "100")) == nil { accepted += 1 }
+        while !thread.isFinished { try? await Task.sleep(for: .milliseconds(5)) }
+        #expect(accepted == 5_000)
+        #expect(risk.positions(desk: "D").map(\.quantity) == [.zero])
+        #expect(risk.markPrice(symbol: "AAPL") == Price(e8: 10_000_000_099))
+    }
+}
+
+@Suite struct RiskConfigTests {
+    @Test func desksInheritTheDefaultKeyByKey() throws {
+        let config = try RiskConfig.parse(default: ["max_order_quantity": "50_000", "max_loss": "none"],
+                                          desks: ["DESK7": ["max_position": "2500.5", "price_collar_bps": "250", "require_mark": "true"]])
+        var base = RiskLimits.embeddedDefault
+        base.maxOrderQuantity = q("50000")
+        base.maxLoss = .unlimited
+        #expect(config.default == base)
+        var d7 = base
+        d7.maxPosition = q("2500.5"); d7.priceCollarBps = 250; d7.requireMark = true
+        #expect(config.limits(for: "DESK7") == d7)
+        #expect(config.limits(for: "DESK8") == base)
+        #expect(try RiskConfig.parse(default: nil, desks: [:]) == RiskConfig())
+    }
+
+    @Test(arguments: [
+        (["max_postion": "1"], [:], "[risk.default] key 'max_postion': unknown key; one of max_position, max_gross_notional, max_loss, max_order_quantity, max_order_notional, price_collar_bps, require_mark"),
+        ([:], ["DESK7": ["max_loss": "-5"]], "[risk.desks.DESK7] key 'max_loss': -5 must be positive (or \"none\" for no limit)"),
+        ([:], ["DESK7": ["max_order_notional": "1e6"]], "[risk.desks.DESK7] key 'max_order_notional': invalid number '1e6': 'e' is not a digit"),
+        (["price_collar_bps": "2.5"], [:], "[risk.default] key 'price_collar_bps': '2.5' is not a whole number of basis points from 1 to 1000000 (or \"none\")"),
+        ([:], ["DESK7": ["require_mark": "1"]], "[risk.desks.DESK7] key 'require_mark': '1' is not true or false"),
+        ([:], ["DESK 7": [:]], "[risk.desks.DESK 7]: 'DESK 7' is not a desk name (A-Z a-z 0-9 _ - only: it is a subject token)"),
+    ] as [([String: String], [String: [String: String]], String)])
+    func aBadValueIsAnErrorNamingTheTableAndKey(defaults: [String: String], desks: [String: [String: String]], message: String) {
+        do {
+            _ = try RiskConfig.parse(default: defaults, desks: desks)
+            Issue.record("accepted a bad config")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+}
