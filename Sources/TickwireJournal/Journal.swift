@@ -192,7 +192,6 @@ public final class Journal: @unchecked Sendable {
             try FileIO.syncData(fd, path: path)
             try FileIO.syncDirectory(directory)
             segs.append(first)
-            sinceIndex = every   // the next record starts an index run in the new segment
             fileSize = Int64(JournalFormat.segmentHeaderSize)
         } else {
             let path = directory + "/" + segs[segs.count - 1].name
@@ -200,8 +199,8 @@ public final class Journal: @unchecked Sendable {
             fileSize = try FileIO.fileSize(fd, path: path)
             try FileIO.seek(fd, to: fileSize, path: path)
         }
-        if let last = self.index.last, last.segment != segs.count - 1 { sinceIndex = every }
-        if self.index.isEmpty { sinceIndex = every }
+        // The next record opens an index run when the last segment has no entry yet.
+        if self.index.last?.segment != segs.count - 1 { sinceIndex = every }
         segments = segs
         currentPath = directory + "/" + segs[segs.count - 1].name
         appendSegmentSize = fileSize
