@@ -31,6 +31,8 @@ let package = Package(
         // C libraries, each behind a thin system-library or shim target.
         .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
         .target(name: "CTickwireSys", path: "Sources/CTickwireSys"),
+        // SQLite: the journal bench's baseline (WAL, synchronous=FULL); linked into TickwireBench only.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
 
         // The core model: subjects, fixed-point numbers, times, events, the wire codec. Imports nothing of ours.
         .target(name: "TickwireCore"),
@@ -58,7 +60,7 @@ let package = Package(
         // `tickwire bench …`: measurements side by side with their baselines, printed as JSON.
         .target(name: "TickwireBench", dependencies: [
             "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
-            "TickwireStore", "TickwireDaemon",
+            "TickwireStore", "TickwireDaemon", "CSQLite", "CTickwireSys",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),

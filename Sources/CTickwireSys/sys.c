@@ -72,47 +72,76 @@ int tw_terminal_size(int fd, int *rows, int *cols) {
     return 0;
 }
 
-// CRC-32C: the store checks every append-log block and sealed column file with it. Hardware crc32 runs at
-// several GB/s here, so checking costs little next to the write; the table path keeps other CPUs correct.
-static uint32_t crc32c_table[256];
-static pthread_once_t crc32c_table_once = PTHREAD_ONCE_INIT;
+// CRC32C: the journal checks every record and the store every append-log block and column file with it.
+// MARK: CRC32C
 
-static void crc32c_init_table(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
+
+static uint32_t crc32c_table[8][256];
+static int crc32c_hw = -1;
+
+static void crc32c_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
         for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc32c_table[i] = c;
+        crc32c_table[0][n] = c;
     }
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = crc32c_table[0][n];
+        for (int t = 1; t < 8; t++) {
+            c = crc32c_table[0][c & 0xff] ^ (c >> 8);
+            crc32c_table[t][n] = c;
+        }
+    }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    crc32c_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#else
+    crc32c_hw = 0;
+#endif
 }
 
-static uint32_t crc32c_soft(uint32_t crc, const uint8_t *p, size_t n) {
-    pthread_once(&crc32c_table_once, crc32c_init_table);
-    while (n--) crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return crc;
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len) {
+    pthread_once(&crc32c_once, crc32c_init);
+    const uint8_t *p = data;
+    uint32_t c = ~crc;
+    while (len >= 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, 8);  // little-endian hosts only (x86_64, aarch64)
+        uint32_t lo = (uint32_t)w ^ c, hi = (uint32_t)(w >> 32);
+        c = crc32c_table[7][lo & 0xff] ^ crc32c_table[6][(lo >> 8) & 0xff] ^
+            crc32c_table[5][(lo >> 16) & 0xff] ^ crc32c_table[4][lo >> 24] ^
+            crc32c_table[3][hi & 0xff] ^ crc32c_table[2][(hi >> 8) & 0xff] ^
+            crc32c_table[1][(hi >> 16) & 0xff] ^ crc32c_table[0][hi >> 24];
+        p += 8;
+        len -= 8;
+    }
+    while (len--) c = crc32c_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return ~c;
 }
 
 #if defined(__x86_64__)
-#include <string.h>
 __attribute__((target("sse4.2")))
-static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p, size_t n) {
-    uint64_t c = crc;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = __builtin_ia32_crc32di(c, v);
-        p += 8; n -= 8;
+static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p, size_t len) {
+    uint64_t c = ~crc;
+    while (len >= 8) {
+        uint64_t w;
+        __builtin_memcpy(&w, p, 8);
+        c = __builtin_ia32_crc32di(c, w);
+        p += 8;
+        len -= 8;
     }
     uint32_t c32 = (uint32_t)c;
-    while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
-    return c32;
+    while (len--) c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
 }
 #endif
 
-uint32_t tw_crc32c(uint32_t crc, const void *data, size_t length) {
-    const uint8_t *p = (const uint8_t *)data;
-    crc = ~crc;
+uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len) {
+    pthread_once(&crc32c_once, crc32c_init);
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) return ~crc32c_hw(crc, p, length);
+    if (crc32c_hw) return crc32c_sse42(crc, data, len);
 #endif
-    return ~crc32c_soft(crc, p, length);
+    return tw_crc32c_sw(crc, data, len);
 }

@@ -1,4 +1,284 @@
-/// Placeholder until its issue lands.
+import CSQLite
+import CTickwireSys
+import Foundation
+import Histogram
+import TickwireCore
+import TickwireDaemon
+import TickwireJournal
+import TickwireZMQ
+
+/// `tickwire bench journal`: acknowledged (durable) appends per second with group commit, beside SQLite (WAL,
+/// synchronous=FULL, one transaction per trade) and the device's raw limit (the same 128-byte records with
+/// write + fdatasync each, and batched 256 per fdatasync), all in one run on the same file system; plus the
+/// page-cache rate with sync off and acknowledgement latency.
+///
+/// Parameters (`key=value`): `raw_records` (3000), `batched_records` (256000), `sqlite_records` (3000),
+/// `threads` (64), `per_thread` (400), `pipeline_threads` (4), `window` (256), `pipelined_records` (400000),
+/// `nosync_records` (min(events, 2M)), `zmq_clients` (4), `zmq_records` (100000).
 enum JournalBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport { throw BenchError.notImplemented("Journal") }
+    static let payloadBytes = 64   // + the 64-byte header = 128-byte records, as in the raw baselines
+
+    static func run(_ options: BenchOptions) throws -> BenchReport {
+        let p = options.parameters
+        func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
+        let root = options.directory + "/journal-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let runs = max(1, options.runs)
+        var n = 0
+        func fresh() -> String { n += 1; return root + "/\(n)" }
+        func best(_ body: () throws -> Double) rethrows -> (best: Double, median: Double) {
+            var xs: [Double] = []
+            for _ in 0..<runs { xs.append(try body()) }
+            xs.sort()
+            return (xs.last!, xs[xs.count / 2])
+        }
+
+        let rawSingle = try best { try raw(fresh(), records: param("raw_records", 3000), batch: 1, sync: true) }
+        let rawBatched = try best { try raw(fresh(), records: param("batched_records", 256_000), batch: 256, sync: true) }
+        let sqlite = try best { try sqliteRate(fresh(), records: param("sqlite_records", 3000)) }
+        var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+        let blocking = try best {
+            try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400), latency: &latency)
+        }
+        let pipelined = try best {
+            try journalPipelined(fresh(), threads: param("pipeline_threads", 4), window: param("window", 256),
+                                 records: param("pipelined_records", 400_000))
+        }
+        let noSyncRecords = param("nosync_records", min(options.events, 2_000_000))
+        let rawNoSync = try best { try raw(fresh(), records: noSyncRecords, batch: 256, sync: false) }
+        let noSync = try best { try journalNoSync(fresh(), records: noSyncRecords) }
+        let sha = best { hashRate(records: 1_000_000, .sha256) }
+        let crc = best { hashRate(records: 1_000_000, .crc32c) }
+        let zmq = try best { try tradesOverZMQ(fresh(), clients: param("zmq_clients", 4), records: param("zmq_records", 100_000)) }
+
+        let fsyncMicros = 1e6 / rawSingle.best
+        let groupBest = max(blocking.best, pipelined.best)
+        func fig(_ x: (best: Double, median: Double)) -> [String: Any] { ["best": Int(x.best), "median": Int(x.median)] }
+        return [
+            "suite": "journal",
+            "record_bytes": JournalFormat.recordHeaderSize + payloadBytes,
+            // The machine is shared: a 1-minute load average well above the 2 cores divides every figure alike.
+            "load_average_1m": (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?",
+            "runs": runs,
+            "directory": options.directory,
+            "per_second": [
+                "raw_write_fdatasync_per_record": fig(rawSingle),
+                "raw_write_batched_256_per_fdatasync": fig(rawBatched),
+                "sqlite_wal_full_txn_per_trade": fig(sqlite),
+                "journal_group_commit_blocking_appenders": fig(blocking),
+                "journal_group_commit_pipelined_appenders": fig(pipelined),
+                "trades_acked_over_zeromq_curve": fig(zmq),
+                "raw_write_batched_no_sync": fig(rawNoSync),
+                "journal_no_sync": fig(noSync),
+                "sha256_128B_alone": fig(sha),
+                "crc32c_128B_alone": fig(crc),
+            ],
+            "ratios": [
+                "journal_group_commit_vs_sqlite": groupBest / sqlite.best,
+                "journal_group_commit_vs_raw_batched": groupBest / rawBatched.best,
+                "journal_group_commit_vs_raw_per_record": groupBest / rawSingle.best,
+                "zeromq_trades_vs_sqlite": zmq.best / sqlite.best,
+                "journal_no_sync_vs_raw_no_sync": noSync.best / rawNoSync.best,
+                "ack_p99_in_fsync_times": Double(latency.valueAtPercentile(99)) / 1000 / fsyncMicros,
+            ],
+            "ack_latency_us_blocking_appenders": [
+                "p50": Double(latency.valueAtPercentile(50)) / 1000,
+                "p99": Double(latency.valueAtPercentile(99)) / 1000,
+                "max": Double(latency.max) / 1000,
+                "fsync_us": fsyncMicros,
+            ],
+            "goals": [
+                "vs_sqlite_at_least_20x": groupBest / sqlite.best >= 20,
+                "vs_raw_batched_at_least_0.5x": groupBest / rawBatched.best >= 0.5,
+                "zeromq_at_least_200k_per_s": zmq.best >= 200_000,
+                "ack_p99_within_two_fsyncs": Double(latency.valueAtPercentile(99)) / 1000 <= 2 * fsyncMicros,
+                "no_sync_at_least_2M_per_s": noSync.best >= 2_000_000,
+            ],
+        ]
+    }
+
+    static func payload(_ i: Int) -> [UInt8] { (0..<payloadBytes).map { UInt8(truncatingIfNeeded: i &+ $0) } }
+
+    static func seconds(_ body: () throws -> Void) rethrows -> Double {
+        let t0 = tw_monotonic_ns()
+        try body()
+        return Double(tw_monotonic_ns() - t0) / 1e9
+    }
+
+    /// The chain link (SHA-256) or the CRC32C of one 128-byte record, alone: what bounds the page-cache rate.
+    enum Checksum { case sha256, crc32c }
+
+    static func hashRate(records: Int, _ kind: Checksum) -> Double {
+        var record = [UInt8](repeating: 1, count: JournalFormat.recordHeaderSize + payloadBytes)
+        var sink: UInt64 = 0
+        let t = seconds {
+            for i in 0..<records {
+                record[0] = UInt8(truncatingIfNeeded: i)
+                record.withUnsafeBytes { b in
+                    switch kind {
+                    case .sha256: sink &+= RecordHash(sha256: b).w0
+                    case .crc32c: sink &+= UInt64(crc32c(b))
+                    }
+                }
+            }
+        }
+        if sink == 42 { print("") }   // keep the result alive
+        return Double(records) / t
+    }
+
+    /// The device's limit: 128-byte records written `batch` at a time, each batch followed by `fdatasync`.
+    static func raw(_ path: String, records: Int, batch: Int, sync: Bool) throws -> Double {
+        let fd = tw_open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw BenchError.failed("open \(path): errno \(errno)") }
+        defer { close(fd) }
+        let record = [UInt8](repeating: 0x5a, count: JournalFormat.recordHeaderSize + payloadBytes)
+        let chunk = Array([[UInt8]](repeating: record, count: batch).joined())
+        let t = try seconds {
+            var done = 0
+            while done < records {
+                let n = chunk.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                guard n == chunk.count else { throw BenchError.failed("write: errno \(errno)") }
+                if sync { guard fdatasync(fd) == 0 else { throw BenchError.failed("fdatasync: errno \(errno)") } }
+                done += batch
+            }
+        }
+        return Double(records) / t
+    }
+
+    /// SQLite with a write-ahead log and synchronous=FULL, one transaction (autocommit) per trade.
+    static func sqliteRate(_ path: String, records: Int) throws -> Double {
+        var db: OpaquePointer?
+        guard sqlite3_open(path + ".sqlite", &db) == SQLITE_OK, let db else { throw BenchError.failed("sqlite3_open") }
+        defer { sqlite3_close(db) }
+        for sql in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                    "CREATE TABLE trades(seq INTEGER PRIMARY KEY, known INTEGER NOT NULL, payload BLOB NOT NULL)"] {
+            guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else {
+                throw BenchError.failed("sqlite: \(sql): \(String(cString: sqlite3_errmsg(db)))")
+            }
+        }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "INSERT INTO trades(seq, known, payload) VALUES (?, ?, ?)", -1, &stmt, nil) == SQLITE_OK else {
+            throw BenchError.failed("sqlite prepare")
+        }
+        defer { sqlite3_finalize(stmt) }
+        let body = payload(1)
+        return Double(records) / (try seconds {
+            for i in 1...records {
+                sqlite3_bind_int64(stmt, 1, Int64(i))
+                sqlite3_bind_int64(stmt, 2, tw_realtime_ns())
+                _ = body.withUnsafeBytes { sqlite3_bind_blob(stmt, 3, $0.baseAddress, Int32($0.count), nil) }
+                guard sqlite3_step(stmt) == SQLITE_DONE else { throw BenchError.failed("sqlite step: \(String(cString: sqlite3_errmsg(db)))") }
+                sqlite3_reset(stmt)
+            }
+        })
+    }
+
+    /// Many threads, each calling `appendDurably` in a loop (one record in flight per thread).
+    static func journalBlocking(_ dir: String, threads: Int, perThread: Int, latency: inout Histogram<UInt64>) throws -> Double {
+        let journal = try Journal(directory: dir)
+        defer { journal.close() }
+        let histograms = JournalBenchBox([Histogram<UInt64>]())
+        let body = payload(7)
+        let t = seconds {
+            runThreads(threads) { _ in
+                var h = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+                for _ in 0..<perThread {
+                    let t0 = tw_monotonic_ns()
+                    _ = try? journal.appendDurably(body, eventTime: .zero)
+                    _ = h.record(UInt64(tw_monotonic_ns() - t0))
+                }
+                histograms.update { $0.append(h) }
+            }
+        }
+        latency.reset()
+        for h in histograms.value { latency.add(h) }
+        return Double(threads * perThread) / t
+    }
+
+    /// A few threads each keeping `window` records in flight: append them, wait for the last to be durable.
+    static func journalPipelined(_ dir: String, threads: Int, window: Int, records: Int) throws -> Double {
+        let journal = try Journal(directory: dir)
+        defer { journal.close() }
+        let body = payload(9)
+        let per = records / threads
+        let t = seconds {
+            runThreads(threads) { _ in
+                var done = 0
+                while done < per {
+                    var last: UInt64 = 0
+                    for _ in 0..<min(window, per - done) { last = (try? journal.append(body, eventTime: .zero)) ?? last }
+                    try? journal.waitDurable(last)
+                    done += window
+                }
+            }
+        }
+        return Double(per * threads) / t
+    }
+
+    /// One thread appending with sync off: the page-cache rate (copy, CRC32C and SHA-256 chain per record).
+    static func journalNoSync(_ dir: String, records: Int) throws -> Double {
+        let journal = try Journal(directory: dir, options: JournalOptions(sync: .none))
+        defer { journal.close() }
+        let body = payload(3)
+        return Double(records) / (try seconds {
+            var last: UInt64 = 0
+            try body.withUnsafeBytes { b in
+                for _ in 0..<records { last = try journal.append(b, eventTime: .zero) }
+            }
+            try journal.waitDurable(last)
+        })
+    }
+
+    /// End to end: clients over ZeroMQ with CURVE, each keeping many trades in flight, to the trade service.
+    static func tradesOverZMQ(_ dir: String, clients: Int, records: Int) throws -> Double {
+        let context = ZMQContext()
+        let service = TradeService(config: TradeServiceConfig(endpoint: "tcp://127.0.0.1:*"), dataDirectory: dir, context: context)
+        try service.start()
+        defer { service.stop() }
+        let per = records / clients
+        let failures = JournalBenchBox(0)
+        let price = Price(e8: 18_725_000_000), qty = Quantity(e8: 10_000_000_000)
+        let t = seconds {
+            runThreads(clients) { c in
+                let ctx = ZMQContext()
+                guard let client = try? TradeClient.forDataDirectory(dir, context: ctx, endpoint: service.boundEndpoint) else {
+                    failures.update { $0 += 1 }; return
+                }
+                defer { client.close() }
+                let window = 2048
+                var sent = 0, acked = 0
+                while acked < per {
+                    while sent < per && sent - acked < window {
+                        try? client.send(TradeRequest(desk: "D\(c)", symbol: "AAPL", side: .buy, quantity: qty, price: price, clientOrderID: "c\(c)-\(sent)"))
+                        sent += 1
+                    }
+                    guard let reply = try? client.receive(timeoutMs: 10_000) else { failures.update { $0 += 1 }; return }
+                    if case .reject = reply { failures.update { $0 += 1 } }
+                    acked += 1
+                }
+            }
+        }
+        if failures.value > 0 { throw BenchError.failed("\(failures.value) trades were not acknowledged over ZeroMQ") }
+        return Double(per * clients) / t
+    }
+}
+
+/// Runs `body(i)` on `count` threads at once (concurrentPerform would cap them at the core count).
+private func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for i in 0..<count {
+        group.enter()
+        Thread.detachNewThread { body(i); group.leave() }
+    }
+    group.wait()
+}
+
+/// A value behind a lock, for collecting results from benchmark threads (off the measured path).
+private final class JournalBenchBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    func update(_ body: (inout T) -> Void) { lock.lock(); body(&v); lock.unlock() }
+    var value: T { lock.lock(); defer { lock.unlock() }; return v }
 }

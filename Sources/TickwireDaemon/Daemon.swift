@@ -56,6 +56,7 @@ public final class Daemon: @unchecked Sendable {
     /// Pre-trade limits and positions marked to the live market.
     public let risk: RiskEngine
     private var metricsServer: MetricsServer?
+    private var trades: TradeService?
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
     public let startedAt = Nanos.now()
@@ -86,7 +87,32 @@ public final class Daemon: @unchecked Sendable {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
             throw .transport("publishing on \(config.publishEndpoint)", error)
         }
-        // TRADES: the trade service starts here (issue 5).
+        // TRADES: the trade service starts here (issue 5). Risk checks each trade before it is journaled, and
+        // rebuilds positions from the journal's replay at start.
+        var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
+        tradeConfig.preTradeCheck = { [risk] r in
+            risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
+                .map { RejectReason(.preTradeCheck, $0.description) }
+        }
+        let recovered = RecoveredTrades()
+        tradeConfig.recovered = { r in
+            recovered.append(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
+        }
+        let trades = TradeService(
+            config: tradeConfig, dataDirectory: config.dataDirectory, context: context,
+            log: { [logger] in logger.notice("\($0)") },
+            publish: { [ring, subjects] event, subject in
+                var e = event
+                e.subjectID = subjects.intern(text: subject)
+                _ = ring.publish(e)
+            })
+        do { try trades.start() } catch {
+            if case .bind(_, let e)? = error as? TradeServiceError, e.addressInUse { throw .endpointBusy(config.tradeEndpoint) }
+            throw .dataDirectory(config.dataDirectory, "trades: \(error)")
+        }
+        self.trades = trades
+        risk.rebuild(from: recovered.take())
+        if recovered.count > 0 { logger.info("risk positions rebuilt from \(recovered.count) journaled trades") }
 
         do {
             metricsServer = try MetricsServer(endpoint: config.metricsEndpoint) { [unowned self] path in
@@ -127,6 +153,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// Stops the sources, lets consumers drain what was published, and joins every thread.
     public func shutdown() {
+        trades?.stop()
         stop.raise()
         ring.close()
         while running.load(ordering: .acquiring) > 0 { usleep(1_000) }
@@ -340,4 +367,13 @@ public struct DaemonStatistics: Sendable {
 struct Unchecked<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// Journaled trades replayed at start, gathered for the risk engine.
+final class RecoveredTrades: @unchecked Sendable {
+    private let lock = NSLock()
+    private var trades: [RiskTrade] = []
+    private(set) var count = 0
+    func append(_ t: RiskTrade) { lock.withLock { trades.append(t); count += 1 } }
+    func take() -> [RiskTrade] { lock.withLock { defer { trades = [] }; return trades } }
 }

@@ -306,6 +306,13 @@ public struct ZMQMessage: ~Copyable {
     public var count: Int { zmq_msg_size(msg) }
     public var more: Bool { zmq_msg_more(msg) != 0 }
 
+    /// A metadata property of a received message: `"User-Id"` (set by the ZAP handler that admitted the peer),
+    /// `"Peer-Address"`, `"Socket-Type"`; nil when absent. The corresponding C function is `zmq_msg_gets`.
+    public func metadata(_ property: String) -> String? {
+        guard let value = zmq_msg_gets(msg, property) else { return nil }
+        return String(cString: value)
+    }
+
     /// The frame's bytes. - warning: the pointer is valid only inside `body`.
     public mutating func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg)))

@@ -29,7 +29,11 @@ int64_t tw_realtime_ns(void);
 void tw_cpu_relax(void);
 /// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
 int tw_terminal_size(int fd, int *rows, int *cols);
-/// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (start with 0). Uses the SSE4.2 crc32
-/// instruction when the CPU has it, a table otherwise; both give the same value.
-uint32_t tw_crc32c(uint32_t crc, const void *data, size_t length);
+
+/// CRC32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start). Uses SSE4.2 when the CPU has it,
+/// slicing-by-8 tables otherwise; both give the same value (the iSCSI/ext4 CRC, final XOR included).
+uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
+/// The slicing-by-8 path alone (tests compare it with the hardware path).
+uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
+
 #endif

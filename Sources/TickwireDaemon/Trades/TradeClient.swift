@@ -1,0 +1,63 @@
+import TickwireCore
+import TickwireZMQ
+
+/// A trader's connection to the trade service: a CURVE-authenticated DEALER, many requests in flight.
+/// Used by one thread at a time.
+public final class TradeClient {
+    private let socket: ZMQSocket
+
+    /// - Parameters:
+    ///   - serverPublicKey: the service's CURVE public key (Z85).
+    ///   - keys: this trader's pair (needs the secret).
+    /// - Throws: `TradeServiceError`.
+    public init(context: ZMQContext, endpoint: String = "tcp://127.0.0.1:5557", serverPublicKey: String,
+                keys: CurveKeyPair) throws {
+        guard let secret = keys.secretKey else { throw TradeServiceError.keyFile(path: keys.name, reason: "has no secret key") }
+        do {
+            socket = try context.socket(.dealer)
+            try socket.setCurveClient(serverKey: serverPublicKey, publicKey: keys.publicKey, secretKey: secret)
+            try socket.setSendHighWaterMark(0)
+            try socket.setReceiveHighWaterMark(0)
+            try socket.connect(endpoint)
+        } catch { throw TradeServiceError.zmq(error) }
+    }
+
+    /// A client with the keys in `DATA/keys/` (the server's public key and the trader `trader`, or the first).
+    public static func forDataDirectory(_ data: String, trader: String? = nil, context: ZMQContext,
+                                        endpoint: String = "tcp://127.0.0.1:5557") throws -> TradeClient {
+        let server = try CurveKeyPair.read(from: KeyStore.serverPath(data))
+        return try TradeClient(context: context, endpoint: endpoint, serverPublicKey: server.publicKey,
+                               keys: try KeyStore.traderPair(data: data, name: trader))
+    }
+
+    /// Sends a request without waiting (the reply names its client order id).
+    public func send(_ request: TradeRequest) throws {
+        do { try socket.send(TradeWire.encodeRequest(request)) } catch { throw TradeServiceError.zmq(error) }
+    }
+
+    /// The next reply, or nil after `timeoutMs` (-1: wait forever).
+    public func receive(timeoutMs: Int) throws -> TradeReply? {
+        do {
+            let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)
+            guard ready[0].contains(.readable), let bytes = try socket.receive(dontWait: true) else { return nil }
+            return try TradeWire.decodeReply(bytes)
+        } catch let e as ZMQError {
+            throw TradeServiceError.zmq(e)
+        }
+    }
+
+    /// Sends one request and waits for its reply. - Throws: `.noReply` after `timeoutMs`.
+    public func submit(_ request: TradeRequest, timeoutMs: Int = 5000) throws -> TradeReply {
+        try send(request)
+        let deadline = Nanos.now().rawValue + Int64(timeoutMs) * 1_000_000
+        while true {
+            let left = Int((deadline - Nanos.now().rawValue) / 1_000_000)
+            guard left > 0, let reply = try receive(timeoutMs: left) else {
+                throw TradeServiceError.noReply(clientOrderID: request.clientOrderID, milliseconds: timeoutMs)
+            }
+            if reply.clientOrderID == request.clientOrderID { return reply }
+        }
+    }
+
+    public func close() { socket.close() }
+}

@@ -1,0 +1,191 @@
+import TickwireCore
+
+/// A trade as submitted: who (the trader comes from the CURVE key that authenticated, never from the message),
+/// what, and the client's own order id, which makes a retry idempotent.
+public struct TradeRequest: Sendable, Equatable {
+    /// The authenticated trader (the ZAP User-Id); empty in a request a client builds.
+    public var trader: String
+    public var desk: String
+    public var symbol: String
+    public var side: Side
+    public var quantity: Quantity
+    public var price: Price
+    public var clientOrderID: String
+
+    public init(trader: String = "", desk: String, symbol: String, side: Side, quantity: Quantity, price: Price,
+                clientOrderID: String) {
+        self.trader = trader; self.desk = desk; self.symbol = symbol; self.side = side
+        self.quantity = quantity; self.price = price; self.clientOrderID = clientOrderID
+    }
+
+    /// `TRADE.<DESK>.<SYMBOL>`, the subject the trade is published on.
+    public var subject: String { "TRADE.\(desk).\(symbol)" }
+
+    /// The first problem with the fields, or nil.
+    public func validationError() -> RejectReason? {
+        func token(_ name: String, _ v: String) -> RejectReason? {
+            let ok = !v.isEmpty && v.utf8.count <= TradeWire.maxToken && v.utf8.allSatisfy {
+                ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) || $0 == 0x5f || $0 == 0x2d
+            }
+            return ok ? nil : RejectReason(.invalidField, "\(name) '\(v)' must be 1-\(TradeWire.maxToken) characters of [A-Za-z0-9_-]")
+        }
+        if let r = token("desk", desk) ?? token("symbol", symbol) { return r }
+        if side != .buy && side != .sell { return RejectReason(.invalidField, "side must be buy or sell") }
+        if quantity.e8 <= 0 { return RejectReason(.invalidField, "quantity must be positive, got \(quantity)") }
+        if price.e8 <= 0 { return RejectReason(.invalidField, "price must be positive, got \(price)") }
+        let idOK = !clientOrderID.isEmpty && clientOrderID.utf8.count <= TradeWire.maxClientOrderID
+            && clientOrderID.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }
+        if !idOK { return RejectReason(.invalidField, "client order id must be 1-\(TradeWire.maxClientOrderID) printable ASCII characters without quotes or backslashes") }
+        return nil
+    }
+}
+
+/// Why a trade was not accepted.
+public struct RejectReason: Sendable, Equatable, CustomStringConvertible, Error {
+    public enum Code: UInt8, Sendable {
+        case malformed = 1
+        case invalidField = 2
+        /// The pre-trade check (risk) refused it.
+        case preTradeCheck = 3
+        /// The journal could not make it durable (disk full, I/O error); nothing was recorded.
+        case journalUnavailable = 4
+        case unauthenticated = 5
+    }
+    public var code: Code
+    public var text: String
+    public init(_ code: Code, _ text: String) { self.code = code; self.text = text }
+    public var description: String { text }
+}
+
+/// The daemon's answer to one request.
+public enum TradeReply: Sendable, Equatable {
+    /// Durable under sequence `seq`; `duplicate` when this answers a retry of an id already journaled.
+    case ack(clientOrderID: String, seq: UInt64, duplicate: Bool)
+    case reject(clientOrderID: String, RejectReason)
+
+    public var clientOrderID: String {
+        switch self { case .ack(let id, _, _), .reject(let id, _): id }
+    }
+}
+
+/// Byte codecs for the submission protocol (docs/PROTOCOL.md, "Trade submission") and the journaled record.
+public enum TradeWire {
+    public static let version: UInt8 = 1
+    public static let submit: UInt8 = 0x01, ack: UInt8 = 0x02, reject: UInt8 = 0x03
+    public static let maxToken = 32
+    public static let maxClientOrderID = 64
+
+    struct Reader {
+        let bytes: [UInt8]
+        var at = 0
+        mutating func u8() -> UInt8? { guard at < bytes.count else { return nil }; at += 1; return bytes[at - 1] }
+        mutating func u16() -> UInt16? { guard let lo = u8(), let hi = u8() else { return nil }; return UInt16(lo) | UInt16(hi) << 8 }
+        mutating func u64() -> UInt64? {
+            guard at + 8 <= bytes.count else { return nil }
+            var v: UInt64 = 0
+            for i in 0..<8 { v |= UInt64(bytes[at + i]) << (8 * UInt64(i)) }
+            at += 8
+            return v
+        }
+        mutating func text(length: Int) -> String? {
+            guard at + length <= bytes.count else { return nil }
+            defer { at += length }
+            return String(decoding: bytes[at..<at + length], as: UTF8.self)
+        }
+        mutating func shortText() -> String? { guard let n = u8() else { return nil }; return text(length: Int(n)) }
+    }
+
+    static func put(_ v: UInt64, _ out: inout [UInt8]) { for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
+    static func putShort(_ s: String, _ out: inout [UInt8]) {
+        let b = Array(s.utf8.prefix(255))
+        out.append(UInt8(b.count)); out.append(contentsOf: b)
+    }
+
+    /// A SUBMIT frame.
+    public static func encodeRequest(_ r: TradeRequest) -> [UInt8] {
+        var out: [UInt8] = [submit, version, r.side.rawValue, 0]
+        put(UInt64(bitPattern: r.quantity.e8), &out)
+        put(UInt64(bitPattern: r.price.e8), &out)
+        putShort(r.desk, &out); putShort(r.symbol, &out); putShort(r.clientOrderID, &out)
+        return out
+    }
+
+    /// Decodes a SUBMIT frame (fields are validated separately). - Throws: `.malformed` naming the byte offset.
+    public static func decodeRequest(_ bytes: [UInt8]) throws(RejectReason) -> TradeRequest {
+        var r = Reader(bytes: bytes)
+        guard let type = r.u8(), type == submit else { throw RejectReason(.malformed, "byte 0: not a SUBMIT (0x01) frame") }
+        guard let v = r.u8(), v == version else { throw RejectReason(.malformed, "byte 1: unsupported version") }
+        guard let side = r.u8(), let _ = r.u8(), let qty = r.u64(), let price = r.u64() else {
+            throw RejectReason(.malformed, "frame of \(bytes.count) bytes ends inside the fixed fields (20 bytes)")
+        }
+        guard let desk = r.shortText(), let symbol = r.shortText(), let id = r.shortText() else {
+            throw RejectReason(.malformed, "byte \(r.at): desk, symbol or client order id runs past the end")
+        }
+        guard r.at == bytes.count else { throw RejectReason(.malformed, "byte \(r.at): \(bytes.count - r.at) trailing bytes") }
+        return TradeRequest(desk: desk, symbol: symbol, side: Side(rawValue: side) ?? .unknown,
+                            quantity: Quantity(e8: Int64(bitPattern: qty)), price: Price(e8: Int64(bitPattern: price)),
+                            clientOrderID: id)
+    }
+
+    public static func encodeReply(_ reply: TradeReply) -> [UInt8] {
+        switch reply {
+        case .ack(let id, let seq, let duplicate):
+            var out: [UInt8] = [ack, version, duplicate ? 1 : 0, 0]
+            put(seq, &out)
+            putShort(id, &out)
+            return out
+        case .reject(let id, let reason):
+            var out: [UInt8] = [reject, version, reason.code.rawValue, 0]
+            putShort(id, &out)
+            let text = Array(reason.text.utf8.prefix(1024))
+            out.append(UInt8(text.count & 0xff)); out.append(UInt8(text.count >> 8))
+            out.append(contentsOf: text)
+            return out
+        }
+    }
+
+    public static func decodeReply(_ bytes: [UInt8]) throws(RejectReason) -> TradeReply {
+        var r = Reader(bytes: bytes)
+        guard let type = r.u8(), let v = r.u8(), v == version, let flags = r.u8(), let _ = r.u8() else {
+            throw RejectReason(.malformed, "reply of \(bytes.count) bytes is too short or of another version")
+        }
+        switch type {
+        case ack:
+            guard let seq = r.u64(), let id = r.shortText() else { throw RejectReason(.malformed, "ACK truncated") }
+            return .ack(clientOrderID: id, seq: seq, duplicate: flags & 1 != 0)
+        case reject:
+            guard let id = r.shortText(), let n = r.u16(), let text = r.text(length: Int(n)) else {
+                throw RejectReason(.malformed, "REJECT truncated")
+            }
+            return .reject(clientOrderID: id, RejectReason(RejectReason.Code(rawValue: flags) ?? .malformed, text))
+        default:
+            throw RejectReason(.malformed, "byte 0: unknown reply type \(type)")
+        }
+    }
+
+    /// The journaled payload of an accepted trade (version 1): u8 version, u8 side, u16 0, i64 quantity e8,
+    /// i64 price e8, then length-prefixed (u8) trader, desk, symbol, client order id.
+    public static func encodeRecord(_ t: TradeRequest) -> [UInt8] {
+        var out: [UInt8] = [version, t.side.rawValue, 0, 0]
+        out.reserveCapacity(24 + t.trader.utf8.count + t.desk.utf8.count + t.symbol.utf8.count + t.clientOrderID.utf8.count)
+        put(UInt64(bitPattern: t.quantity.e8), &out)
+        put(UInt64(bitPattern: t.price.e8), &out)
+        putShort(t.trader, &out); putShort(t.desk, &out); putShort(t.symbol, &out); putShort(t.clientOrderID, &out)
+        return out
+    }
+
+    public static func decodeRecord(_ bytes: [UInt8]) -> TradeRequest? {
+        var r = Reader(bytes: bytes)
+        guard r.u8() == version, let side = r.u8(), r.u16() != nil, let qty = r.u64(), let price = r.u64(),
+              let trader = r.shortText(), let desk = r.shortText(), let symbol = r.shortText(), let id = r.shortText(),
+              r.at == bytes.count else { return nil }
+        return TradeRequest(trader: trader, desk: desk, symbol: symbol, side: Side(rawValue: side) ?? .unknown,
+                            quantity: Quantity(e8: Int64(bitPattern: qty)), price: Price(e8: Int64(bitPattern: price)),
+                            clientOrderID: id)
+    }
+
+    /// The JSON fields of a journaled trade (for `tickwire audit`), as `"key":value` text.
+    public static func jsonFields(_ t: TradeRequest) -> String {
+        "\"trader\":\"\(t.trader)\",\"desk\":\"\(t.desk)\",\"symbol\":\"\(t.symbol)\",\"side\":\"\(t.side)\",\"qty\":\"\(t.quantity)\",\"price\":\"\(t.price)\",\"id\":\"\(t.clientOrderID)\""
+    }
+}

@@ -1,0 +1,346 @@
+import Foundation
+import Synchronization
+import TickwireCore
+import TickwireJournal
+import TickwireZMQ
+
+/// A trade service failure, naming what and where.
+public enum TradeServiceError: Error, CustomStringConvertible {
+    case keyFile(path: String, reason: String)
+    /// The endpoint could not be bound (`addressInUse`: another process holds the port).
+    case bind(endpoint: String, ZMQError)
+    case zmq(ZMQError)
+    case journal(JournalError)
+    case noReply(clientOrderID: String, milliseconds: Int)
+
+    public var description: String {
+        switch self {
+        case .keyFile(let path, let why): "key file \(path): \(why)"
+        case .bind(let ep, let e) where e.addressInUse: "cannot bind the trade endpoint \(ep): the address is in use (is another tickwire running?)"
+        case .bind(let ep, let e): "cannot bind the trade endpoint \(ep): \(e)"
+        case .zmq(let e): "ZeroMQ: \(e)"
+        case .journal(let e): "\(e)"
+        case .noReply(let id, let ms): "no reply for '\(id)' within \(ms) ms (is the daemon running, and is this trader's key admitted?)"
+        }
+    }
+}
+
+/// How the trade service runs.
+public struct TradeServiceConfig: Sendable {
+    /// Where clients connect (ZeroMQ ROUTER, CURVE server).
+    public var endpoint: String
+    /// Admitted traders: name → CURVE public key (Z85). Empty: the key files under `DATA/keys/traders/`
+    /// (created with a first trader on first start).
+    public var traders: [String: String]
+    /// The server's CURVE secret key (Z85); nil: `DATA/keys/server.key` (created on first start).
+    public var serverSecretKey: String?
+    /// Runs before journaling; a reason refuses the trade (the risk engine fills this).
+    public var preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)?
+    /// Called for each journaled trade replayed at start, in sequence order (risk rebuilds positions from it).
+    public var recovered: (@Sendable (TradeRequest) -> Void)?
+    public var journal: JournalOptions
+
+    public init(endpoint: String = "tcp://127.0.0.1:5557", traders: [String: String] = [:], serverSecretKey: String? = nil,
+                preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)? = nil, journal: JournalOptions = JournalOptions()) {
+        self.endpoint = endpoint; self.traders = traders; self.serverSecretKey = serverSecretKey
+        self.preTradeCheck = preTradeCheck; self.journal = journal
+    }
+}
+
+/// Trade submission: validate, pre-trade check, sequence, journal durably (group commit, many requests in
+/// flight), then acknowledge — or reject with a reason. Retries of a (trader, client order id) get the original
+/// acknowledgement. Only traders whose CURVE keys are admitted can connect; their identity is the ZAP User-Id.
+///
+/// One thread serves the ROUTER socket; the journal's sync thread wakes it through an inproc socket after
+/// each group commit, and it then acknowledges everything now durable and publishes each new trade.
+public final class TradeService: @unchecked Sendable {
+    public struct Counters: Sendable, Equatable {
+        public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
+    }
+
+    public let config: TradeServiceConfig
+    public let dataDirectory: String
+    private let context: ZMQContext
+    private let log: @Sendable (String) -> Void
+    private let publish: @Sendable (Event, String) -> Void
+
+    private var journal: Journal?
+    private var zap: ZAPHandler?
+    private var router: ZMQSocket?
+    private var wakeReceiver: ZMQSocket?
+    private var wakeSender: ZMQSocket?
+    private var dedupe: [String: UInt64] = [:]
+    private var pending: [(envelope: [[UInt8]], request: TradeRequest, seq: UInt64, duplicate: Bool, received: Nanos)] = []
+    private var pendingHead = 0
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private var running = false
+    private let countersLock = NSLock()
+    private var counts = Counters()
+
+    /// The endpoint actually bound (a `*` port resolved), after `start`.
+    public private(set) var boundEndpoint = ""
+    /// The server's CURVE public key (Z85), after `start`; clients need it.
+    public private(set) var serverPublicKey = ""
+    /// Traders admitted (name → public key), after `start`.
+    public private(set) var admittedTraders: [String: String] = [:]
+
+    /// - Parameters:
+    ///   - dataDirectory: holds `journal/` and `keys/`.
+    ///   - context: the daemon's ZeroMQ context; the ZAP handler binds `inproc://zeromq.zap.01` on it.
+    ///   - log: one line per notable event (refused keys, created keys); called from service threads.
+    ///   - publish: each journaled trade as an `Event` (kind `.trade`, `seq` and `c` = journal sequence,
+    ///     subjectID 0: the caller interns the subject) and its subject text `TRADE.<DESK>.<SYMBOL>`.
+    public init(config: TradeServiceConfig, dataDirectory: String, context: ZMQContext,
+                log: @escaping @Sendable (String) -> Void = { _ in },
+                publish: @escaping @Sendable (Event, String) -> Void = { _, _ in }) {
+        self.config = config; self.dataDirectory = dataDirectory; self.context = context
+        self.log = log; self.publish = publish
+    }
+
+    deinit { stop() }
+
+    public var counters: Counters { countersLock.lock(); defer { countersLock.unlock() }; return counts }
+    private func count(_ body: (inout Counters) -> Void) { countersLock.lock(); body(&counts); countersLock.unlock() }
+
+    /// Loads or creates keys, opens and recovers the journal (rebuilding the retry map), starts the ZAP handler,
+    /// binds the endpoint and starts serving.
+    /// - Throws: `TradeServiceError` (`.bind` on a busy port, `.journal` when recovery refuses, `.keyFile`).
+    public func start() throws {
+        precondition(!running, "TradeService.start called twice")
+        let server: CurveKeyPair
+        if config.traders.isEmpty || config.serverSecretKey == nil {
+            let loaded = try KeyStore.loadOrCreate(data: dataDirectory, log: log)
+            server = config.serverSecretKey.map { CurveKeyPair(name: "server", publicKey: (try? ZMQ.curvePublic(secretKey: $0)) ?? "", secretKey: $0) } ?? loaded.server
+            admittedTraders = config.traders.isEmpty ? loaded.traders : config.traders
+        } else {
+            server = CurveKeyPair(name: "server", publicKey: try ZMQ.curvePublic(secretKey: config.serverSecretKey!), secretKey: config.serverSecretKey)
+            admittedTraders = config.traders
+        }
+        serverPublicKey = server.publicKey
+
+        var options = config.journal
+        let wakeEndpoint = "inproc://tickwire-trades-wake-\(UInt(bitPattern: ObjectIdentifier(self).hashValue))"
+        let sender = try context.socket(.push)
+        try sender.setSendHighWaterMark(4)
+        let receiver = try context.socket(.pull)
+        try receiver.bind(wakeEndpoint)
+        try sender.connect(wakeEndpoint)
+        wakeSender = sender; wakeReceiver = receiver
+        let userCallback = options.onDurable
+        options.onDurable = { [sender] seq in
+            _ = try? sender.send([1], dontWait: true)   // a full queue already holds a wake-up
+            userCallback?(seq)
+        }
+        var map: [String: UInt64] = [:]
+        let recovered = config.recovered
+        do {
+            journal = try Journal(directory: dataDirectory + "/journal", options: options) { record in
+                if let t = TradeWire.decodeRecord(record.payload) {
+                    map[t.trader + "\u{1}" + t.clientOrderID] = record.seq
+                    recovered?(t)
+                }
+            }
+        } catch { throw TradeServiceError.journal(error) }
+        dedupe = map
+        if let r = journal!.recovery.skippedCorruption { log("journal: skipped damage (operator's choice): \(r)") }
+        if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn last record of \(journal!.recovery.truncatedBytes) bytes") }
+
+        let zap = ZAPHandler(context: context, admitted: Dictionary(admittedTraders.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a }), log: log)
+        try zap.start()
+        self.zap = zap
+        let router = try context.socket(.router)
+        try router.setCurveServer(secretKey: server.secretKey!)
+        try router.setZapDomain("tickwire-trades")
+        try router.setRouterMandatory(false)
+        try router.setSendHighWaterMark(0)
+        try router.setReceiveHighWaterMark(0)
+        do { try router.bind(config.endpoint) } catch {
+            zap.stop(); journal?.close()
+            throw TradeServiceError.bind(endpoint: config.endpoint, error)
+        }
+        boundEndpoint = router.lastEndpoint
+        self.router = router
+        running = true
+        Thread.detachNewThread { [self] in
+            self.serve()
+            self.done.signal()
+        }
+        log("trades: serving \(boundEndpoint) for \(admittedTraders.count) trader(s), journal at seq \(journal!.durableSequence)")
+    }
+
+    /// Stops serving: acknowledges what became durable, closes the journal, the sockets and the ZAP handler.
+    public func stop() {
+        guard running else { return }
+        running = false
+        stopping.store(true, ordering: .releasing)
+        done.wait()
+        journal?.close()
+        zap?.stop()
+        router?.close(); wakeReceiver?.close(); wakeSender?.close()
+    }
+
+    // MARK: Serving
+
+    private func serve() {
+        guard let router, let wake = wakeReceiver, let journal else { return }
+        let items: [(ZMQSocket, ZMQ.PollEvents)] = [(router, .readable), (wake, .readable)]
+        while !stopping.load(ordering: .acquiring) {
+            let ready: [ZMQ.PollEvents]
+            do { ready = try ZMQ.poll(items, timeoutMs: 50) } catch {
+                if error.isInterrupted { continue }
+                break
+            }
+            if ready[1].contains(.readable) { while (try? wake.receive(dontWait: true)) ?? nil != nil {} }
+            if ready[0].contains(.readable) { receiveRequests(router, journal) }
+            acknowledgeDurable(router, journal)
+        }
+        // Answer what is already in flight before leaving.
+        if let last = pending[pendingHead...].map(\.seq).max() { try? journal.waitDurable(last) }
+        acknowledgeDurable(router, journal)
+    }
+
+    private func receiveRequests(_ router: ZMQSocket, _ journal: Journal) {
+        for _ in 0..<4096 {
+            var envelope: [[UInt8]] = []
+            var body = ZMQMessage()
+            do {
+                guard try body.receive(from: router, dontWait: true) else { return }
+                // Frames: routing id, [empty delimiter from a REQ client], body.
+                while body.more {
+                    envelope.append(body.bytes)
+                    body = ZMQMessage()
+                    _ = try body.receive(from: router)
+                }
+            } catch { return }
+            let trader = body.metadata("User-Id") ?? ""
+            handle(envelope: envelope, trader: trader, bytes: body.bytes, router, journal)
+        }
+    }
+
+    private func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ r: TradeReply) {
+        _ = try? router.sendMultipart(envelope + [TradeWire.encodeReply(r)], dontWait: true)
+    }
+
+    private func handle(envelope: [[UInt8]], trader: String, bytes: [UInt8], _ router: ZMQSocket, _ journal: Journal) {
+        guard !envelope.isEmpty else { return }
+        let received = Nanos.now()
+        var request: TradeRequest
+        do { request = try TradeWire.decodeRequest(bytes) } catch {
+            count { $0.malformed += 1; $0.rejected += 1 }
+            reply(router, envelope, .reject(clientOrderID: "", error))
+            return
+        }
+        func reject(_ reason: RejectReason) {
+            count { $0.rejected += 1 }
+            reply(router, envelope, .reject(clientOrderID: request.clientOrderID, reason))
+        }
+        guard !trader.isEmpty else { return reject(RejectReason(.unauthenticated, "no authenticated trader")) }
+        request.trader = trader
+        if let bad = request.validationError() { return reject(bad) }
+        let key = trader + "\u{1}" + request.clientOrderID
+        if let seq = dedupe[key] {
+            count { $0.duplicates += 1 }
+            if seq <= journal.durableSequence {
+                reply(router, envelope, .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true))
+            } else {
+                pending.append((envelope, request, seq, true, received))
+            }
+            return
+        }
+        if let check = config.preTradeCheck, let reason = check(request) { return reject(reason) }
+        let seq: UInt64
+        do { seq = try journal.append(TradeWire.encodeRecord(request), eventTime: received) } catch {
+            return reject(RejectReason(.journalUnavailable, "\(error)"))
+        }
+        dedupe[key] = seq
+        pending.append((envelope, request, seq, false, received))
+    }
+
+    private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
+        let durable = journal.durableSequence
+        while pendingHead < pending.count, pending[pendingHead].seq <= durable {
+            let p = pending[pendingHead]
+            pendingHead += 1
+            if !p.duplicate {
+                count { $0.accepted += 1 }
+                let r = p.request
+                let event = Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: p.received, knownTime: .now(),
+                                  seq: p.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: p.seq))
+                publish(event, r.subject)
+            }
+            reply(router, p.envelope, .ack(clientOrderID: p.request.clientOrderID, seq: p.seq, duplicate: p.duplicate))
+        }
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: true); pendingHead = 0
+        } else if let failure = journal.failure {
+            // Nothing after the last durable record was written: refuse it, and forget its id so a retry is judged anew.
+            for p in pending[pendingHead...] {
+                if !p.duplicate { dedupe[p.request.trader + "\u{1}" + p.request.clientOrderID] = nil }
+                count { $0.rejected += 1 }
+                reply(router, p.envelope, .reject(clientOrderID: p.request.clientOrderID, RejectReason(.journalUnavailable, "\(failure)")))
+            }
+            pending.removeAll(); pendingHead = 0
+        }
+    }
+}
+
+/// Answers ZAP 1.0 requests (RFC 27) on `inproc://zeromq.zap.01`: admits configured CURVE public keys, naming
+/// the trader in the User-Id, and logs every refusal.
+final class ZAPHandler: @unchecked Sendable {
+    static let endpoint = "inproc://zeromq.zap.01"
+    private let context: ZMQContext
+    private let admitted: [String: String]   // Z85 public key → trader
+    private let log: @Sendable (String) -> Void
+    private var socket: ZMQSocket?
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let refusedCount = Atomic<Int>(0)
+
+    init(context: ZMQContext, admitted: [String: String], log: @escaping @Sendable (String) -> Void) {
+        self.context = context; self.admitted = admitted; self.log = log
+    }
+
+    var refused: Int { refusedCount.load(ordering: .relaxed) }
+
+    func start() throws {
+        let s = try context.socket(.rep)
+        try s.setReceiveTimeout(milliseconds: 50)
+        try s.bind(ZAPHandler.endpoint)
+        socket = s
+        Thread.detachNewThread { [self] in
+            self.serve(s)
+            self.done.signal()
+        }
+    }
+
+    func stop() {
+        guard let s = socket else { return }
+        stopping.store(true, ordering: .releasing)
+        done.wait()
+        s.close()
+        socket = nil
+    }
+
+    private func serve(_ s: ZMQSocket) {
+        while !stopping.load(ordering: .acquiring) {
+            guard let frames = try? s.receiveMultipart(), frames.count >= 6 else { continue }
+            let requestID = frames[1]
+            let address = String(decoding: frames[3], as: UTF8.self)
+            let mechanism = String(decoding: frames[5], as: UTF8.self)
+            var status = "400", text = "unknown key", user = ""
+            if mechanism == "CURVE", frames.count >= 7, let key = Z85.encode(frames[6]) {
+                if let trader = admitted[key] {
+                    status = "200"; text = "OK"; user = trader
+                } else {
+                    refusedCount.add(1, ordering: .relaxed)
+                    log("trades: refused CURVE key \(key) from \(address)")
+                }
+            } else {
+                refusedCount.add(1, ordering: .relaxed)
+                log("trades: refused \(mechanism) connection from \(address): CURVE required")
+            }
+            _ = try? s.sendMultipart([Array("1.0".utf8), requestID, Array(status.utf8), Array(text.utf8), Array(user.utf8), []])
+        }
+    }
+}

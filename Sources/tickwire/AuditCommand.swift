@@ -1,0 +1,71 @@
+import ArgumentParser
+import TickwireDaemon
+import TickwireJournal
+
+/// `tickwire audit …`: read-only checks and views of the trade journal (safe while the daemon runs).
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Verify and read the trade journal.",
+        subcommands: [Verify.self, Tail.self, Show.self, Export.self])
+
+    struct DataOption: ParsableArguments {
+        @Option(help: "Data directory (the journal is DIR/journal).") var data = "./tickwire-data"
+        var journal: String { data + "/journal" }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every CRC32C and the whole hash chain; print the count and the head hash. Exits 1 on damage.")
+        @OptionGroup var options: DataOption
+
+        func run() throws {
+            let v = try JournalAudit.verify(directory: options.journal)
+            var line = "{\"ok\":\(v.ok),\"records\":\(v.records),\"segments\":\(v.segments),\"last_seq\":\(v.lastSeq),\"head_hash\":\"\(v.headHash.hex)\""
+            if v.tornTailBytes > 0 { line += ",\"torn_tail_bytes\":\(v.tornTailBytes)" }
+            if let c = v.corruption {
+                line += ",\"corrupt\":{\"seq\":\(c.seq),\"segment\":\"\(c.segment)\",\"offset\":\(c.offset),\"reason\":\(jsonString(c.reason))}"
+            }
+            print(line + "}")
+            if !v.ok { throw ExitCode(1) }
+        }
+    }
+
+    struct Tail: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the last N records as JSON lines.")
+        @OptionGroup var options: DataOption
+        @Option(name: [.customShort("n"), .long], help: "How many.") var count = 10
+        func run() throws {
+            for r in try JournalAudit.tail(directory: options.journal, count: count) { print(line(r)) }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print one record by sequence.")
+        @OptionGroup var options: DataOption
+        @Argument(help: "The sequence.") var seq: UInt64
+        func run() throws {
+            guard let r = try JournalAudit.show(directory: options.journal, seq: seq) else {
+                throw ValidationError("no record with sequence \(seq) in \(options.journal)")
+            }
+            print(line(r))
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print every record, one JSON object a line.")
+        @OptionGroup var options: DataOption
+        @Option(help: "Output format (jsonl).") var format = "jsonl"
+        @Option(help: "First sequence.") var from: UInt64 = 1
+        func validate() throws {
+            guard format == "jsonl" else { throw ValidationError("--format must be jsonl") }
+        }
+        func run() throws {
+            try JournalAudit.forEach(directory: options.journal, from: from) { print(line($0)) }
+        }
+    }
+}
+
+/// A record as JSON, with the trade decoded when the payload is one.
+private func line(_ r: JournalRecord) -> String {
+    JournalAudit.jsonLine(r, extra: TradeWire.decodeRecord(r.payload).map(TradeWire.jsonFields))
+}

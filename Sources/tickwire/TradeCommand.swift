@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import TickwireCore
+import TickwireDaemon
+import TickwireZMQ
+
+/// `tickwire trade submit …`: send trades to the daemon and print one JSON acknowledgement a line.
+struct TradeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trade", abstract: "Submit trades to the daemon; each is acknowledged only once durable.",
+        subcommands: [Submit.self])
+
+    struct Submit: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send one trade (flags) or many (--file, one JSON object a line, many in flight).",
+            discussion: """
+            Prints one JSON line per trade as its reply arrives: {"id":"…","seq":N} or {"id":"…","error":"…"}.
+            A retry of an id already accepted prints the original sequence. Exits 1 if any trade was not accepted.
+            """)
+
+        @Option(help: "Desk (or book) the trade is for.") var desk: String?
+        @Option(help: "Symbol.") var symbol: String?
+        @Option(help: "buy or sell.") var side: String?
+        @Option(help: "Quantity, a decimal (up to 8 fractional digits).") var qty: String?
+        @Option(help: "Price, a decimal (up to 8 fractional digits).") var price: String?
+        @Option(help: "Client order id: a retry with the same id never makes a second trade.") var id: String?
+        @Option(help: "A JSONL file of trades with keys desk, symbol, side, qty, price, id ('-' for stdin).") var file: String?
+        @Option(help: "The trade endpoint.") var connect = "tcp://127.0.0.1:5557"
+        @Option(help: "Data directory holding keys/ (the server's public key and the trader's pair).") var data = "./tickwire-data"
+        @Option(help: "Trader key to use (keys/traders/NAME.key); default: the first.") var trader: String?
+        @Option(help: "Most trades in flight at once.") var window = 4096
+        @Option(help: "Give up on a reply after this many milliseconds.") var timeoutMs = 10_000
+
+        func run() throws {
+            let context = ZMQContext()
+            let client = try TradeClient.forDataDirectory(data, trader: trader, context: context, endpoint: connect)
+            defer { client.close() }
+            var failed = false
+            func emit(_ reply: TradeReply) {
+                switch reply {
+                case .ack(let id, let seq, _): print("{\"id\":\(jsonString(id)),\"seq\":\(seq)}")
+                case .reject(let id, let reason): print("{\"id\":\(jsonString(id)),\"error\":\(jsonString(reason.text))}"); failed = true
+                }
+            }
+            if let file {
+                var outstanding = Set<String>()
+                func drain(untilBelow limit: Int) throws {
+                    while outstanding.count >= limit && !outstanding.isEmpty {
+                        guard let reply = try client.receive(timeoutMs: timeoutMs) else {
+                            for id in outstanding.sorted() {
+                                print("{\"id\":\(jsonString(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
+                            }
+                            failed = true
+                            outstanding.removeAll()
+                            return
+                        }
+                        outstanding.remove(reply.clientOrderID)
+                        emit(reply)
+                    }
+                }
+                let text: String
+                if file == "-" {
+                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                } else {
+                    guard let data = FileManager.default.contents(atPath: file) else {
+                        throw ValidationError("cannot read \(file)")
+                    }
+                    text = String(decoding: data, as: UTF8.self)
+                }
+                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    if line.allSatisfy(\.isWhitespace) { continue }
+                    let request: TradeRequest
+                    do { request = try parseLine(String(line)) } catch {
+                        print("{\"line\":\(n + 1),\"error\":\(jsonString("\(file):\(n + 1): \(error)"))}")
+                        failed = true
+                        continue
+                    }
+                    try drain(untilBelow: window)
+                    try client.send(request)
+                    outstanding.insert(request.clientOrderID)
+                }
+                try drain(untilBelow: 1)
+            } else {
+                guard let desk, let symbol, let side, let qty, let price, let id else {
+                    throw ValidationError("give --desk, --symbol, --side, --qty, --price and --id, or --file")
+                }
+                emit(try client.submit(try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id),
+                                       timeoutMs: timeoutMs))
+            }
+            if failed { throw ExitCode(1) }
+        }
+
+        func parseLine(_ line: String) throws -> TradeRequest {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                throw ValidationError("not a JSON object")
+            }
+            func field(_ key: String) throws -> String {
+                switch object[key] {
+                case let s as String: return s
+                case let n as NSNumber: return n.stringValue
+                default: throw ValidationError("missing or non-scalar \"\(key)\"")
+                }
+            }
+            return try makeRequest(desk: field("desk"), symbol: field("symbol"), side: field("side"), qty: field("qty"),
+                                   price: field("price"), id: field("id"))
+        }
+    }
+}
+
+func makeRequest(desk: String, symbol: String, side: String, qty: String, price: String, id: String) throws -> TradeRequest {
+    let s: Side
+    switch side.lowercased() {
+    case "buy", "b": s = .buy
+    case "sell", "s": s = .sell
+    default: throw ValidationError("side '\(side)' must be buy or sell")
+    }
+    let request = TradeRequest(desk: desk, symbol: symbol, side: s, quantity: try Quantity(parsing: qty),
+                               price: try Price(parsing: price), clientOrderID: id)
+    if let bad = request.validationError() { throw ValidationError(bad.text) }
+    return request
+}
+
+/// A JSON string literal.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+        }
+    }
+    return out + "\""
+}

@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireJournal
+import TickwireZMQ
+@testable import TickwireDaemon
+
+/// kill -9 of a real `tickwire run` during bursts of trade submissions from several clients, many times over:
+/// every acknowledged trade must be in the journal exactly once with the acknowledged sequence, every trade at
+/// most once, and the hash chain must verify.
+@Suite(.serialized) struct TradeCrashTests {
+    /// The `tickwire` executable next to this test bundle (.build/debug/tickwire).
+    static var binary: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while !dir.path.hasSuffix("/debug") && !dir.path.hasSuffix("/release") && dir.path != "/" { dir.deleteLastPathComponent() }
+        return dir.appendingPathComponent("tickwire").path
+    }
+
+    /// A TCP port nothing listens on right now.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func listening(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    final class Ledger: @unchecked Sendable {
+        private let lock = NSLock()
+        var acked: [String: UInt64] = [:]
+        var sent: Set<String> = []
+        func sent(_ id: String) { lock.lock(); sent.insert(id); lock.unlock() }
+        func ack(_ id: String, _ seq: UInt64) -> Bool {
+            lock.lock(); defer { lock.unlock() }
+            if let old = acked[id], old != seq { return false }
+            acked[id] = seq
+            return true
+        }
+        func unacked(prefix: String) -> [String] {
+            lock.lock(); defer { lock.unlock() }
+            return sent.filter { $0.hasPrefix(prefix) && acked[$0] == nil }.sorted()
+        }
+        var ackedCount: Int { lock.lock(); defer { lock.unlock() }; return acked.count }
+    }
+
+    @Test func ackedTradesSurviveKillNineExactlyOnce() throws {
+        let binary = Self.binary
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            Issue.record("no tickwire binary at \(binary): build it first (swift build)")
+            return
+        }
+        let dir = TradeTempDir()
+        let cycles = 20, clients = 3
+        let ledger = Ledger()
+        var conflicting = 0
+        var rng = SystemRandomNumberGenerator()
+        for cycle in 0..<cycles {
+            let tradePort = Self.freePort(), pubPort = Self.freePort(), metricsPort = Self.freePort()
+            let config = dir.path + "/tickwire.toml"
+            try """
+            data = "\(dir.path)"
+            log_level = "error"
+            [publish]
+            endpoint = "tcp://127.0.0.1:\(pubPort)"
+            [metrics]
+            endpoint = "127.0.0.1:\(metricsPort)"
+            [trades]
+            endpoint = "tcp://127.0.0.1:\(tradePort)"
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let daemon = Process()
+            daemon.executableURL = URL(fileURLWithPath: binary)
+            daemon.arguments = ["run", "--config", config, "--rate", "100"]
+            daemon.standardOutput = FileHandle.nullDevice
+            daemon.standardError = FileHandle.nullDevice
+            try daemon.run()
+            let deadline = Date().addingTimeInterval(10)
+            while !Self.listening(tradePort) && daemon.isRunning && Date() < deadline { usleep(5_000) }
+            guard Self.listening(tradePort) else {
+                daemon.terminate()
+                Issue.record("cycle \(cycle): the daemon did not listen on \(tradePort)")
+                return
+            }
+            let endpoint = "tcp://127.0.0.1:\(tradePort)"
+            let killAfter = UInt32.random(in: 30_000...250_000, using: &rng)
+            let group = DispatchGroup()
+            let bad = TradeCrashBox(0)
+            for c in 0..<clients {
+                group.enter()
+                Thread.detachNewThread {
+                    defer { group.leave() }
+                    let ctx = ZMQContext()
+                    guard let client = try? TradeClient.forDataDirectory(dir.path, context: ctx, endpoint: endpoint) else { return }
+                    defer { client.close() }
+                    // Retry what the last crash left unanswered first (same ids: never a second trade), then new ones.
+                    var ids = ledger.unacked(prefix: "c\(c)-")
+                    // More than any cycle lasts, so the kill lands mid-burst.
+                    for i in 0..<5_000 { ids.append("c\(c)-\(cycle)-\(i)") }
+                    var next = 0, inFlight = 0
+                    while next < ids.count || inFlight > 0 {
+                        while next < ids.count && inFlight < 32 {
+                            let id = ids[next]
+                            ledger.sent(id)
+                            guard (try? client.send(TradeRequest(desk: "D\(c)", symbol: "AAPL", side: .buy,
+                                                                 quantity: Quantity(e8: 100_000_000), price: Price(e8: 18_725_000_000),
+                                                                 clientOrderID: id))) != nil else { return }
+                            next += 1; inFlight += 1
+                        }
+                        guard let reply = try? client.receive(timeoutMs: 300) else { return }   // the daemon is gone
+                        inFlight -= 1
+                        if case .ack(let id, let seq, _) = reply, !ledger.ack(id, seq) { bad.update { $0 += 1 } }
+                    }
+                }
+            }
+            usleep(killAfter)
+            kill(daemon.processIdentifier, SIGKILL)
+            daemon.waitUntilExit()
+            group.wait()
+            conflicting += bad.value
+        }
+        print("kill -9: \(cycles) cycles, \(ledger.ackedCount) trades acknowledged of \(ledger.sent.count) sent")
+        #expect(conflicting == 0, "a retry was acknowledged with a different sequence")
+        #expect(ledger.ackedCount > 0)
+
+        // The journal after all the crashes: the chain verifies; each acked trade once, at its sequence; nothing twice.
+        let journal = dir.path + "/journal"
+        let v = try JournalAudit.verify(directory: journal)
+        #expect(v.ok, "\(String(describing: v.corruption))")
+        var seen: [String: [UInt64]] = [:]
+        try JournalAudit.forEach(directory: journal) { r in
+            if let t = TradeWire.decodeRecord(r.payload) { seen[t.clientOrderID, default: []].append(r.seq) }
+        }
+        let duplicated = seen.filter { $0.value.count > 1 }
+        #expect(duplicated.isEmpty, "recorded twice: \(duplicated.prefix(5))")
+        let missing = ledger.acked.filter { seen[$0.key] != [$0.value] }
+        #expect(missing.isEmpty, "acknowledged but absent or at another sequence: \(missing.prefix(5))")
+        #expect(Set(seen.keys).isSubset(of: ledger.sent))
+    }
+}
+
+private final class TradeCrashBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    func update(_ body: (inout T) -> Void) { lock.lock(); body(&v); lock.unlock() }
+    var value: T { lock.lock(); defer { lock.unlock() }; return v }
+}

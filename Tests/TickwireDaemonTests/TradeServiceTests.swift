@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireJournal
+import TickwireZMQ
+@testable import TickwireDaemon
+
+final class TradeTempDir: Sendable {
+    let path: String
+    init() {
+        var template = Array("/tmp/tw-trades-XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+final class TradeTestLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func add(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return items }
+}
+
+/// A running service on a loopback port picked by the OS, its own ZeroMQ context (the ZAP endpoint is per context).
+struct RunningTradeService: @unchecked Sendable {
+    let dir: TradeTempDir
+    let context = ZMQContext()
+    let service: TradeService
+    let published = TradeTestLog()
+    let logs = TradeTestLog()
+
+    init(dir: TradeTempDir = TradeTempDir(), check: (@Sendable (TradeRequest) -> RejectReason?)? = nil) throws {
+        self.dir = dir
+        let published = self.published, logs = self.logs
+        service = TradeService(config: TradeServiceConfig(endpoint: "tcp://127.0.0.1:*", preTradeCheck: check),
+                               dataDirectory: dir.path, context: context, log: { logs.add($0) },
+                               publish: { e, subject in published.add("\(subject) \(e.seq) \(Price(e8: e.a)) \(Quantity(e8: e.b))") })
+        try service.start()
+    }
+
+    func client(_ context: ZMQContext) throws -> TradeClient {
+        try TradeClient.forDataDirectory(dir.path, context: context, endpoint: service.boundEndpoint)
+    }
+}
+
+func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> TradeRequest {
+    TradeRequest(desk: "DESK7", symbol: symbol, side: .buy, quantity: Quantity(units: qty, decimals: 0),
+                 price: try! Price(parsing: "187.25"), clientOrderID: id)
+}
+
+@Suite(.serialized) struct TradeServiceTests {
+    @Test func admittedKeyGetsADurableAckAndTheTradeIsPublished() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        #expect(try client.submit(tradeOrder("A1")) == .ack(clientOrderID: "A1", seq: 1, duplicate: false))
+        #expect(try client.submit(tradeOrder("A2")) == .ack(clientOrderID: "A2", seq: 2, duplicate: false))
+        #expect(s.published.all == ["TRADE.DESK7.AAPL 1 187.25 100", "TRADE.DESK7.AAPL 2 187.25 100"])
+        // First start made the keys, private to the owner.
+        for path in [KeyStore.serverPath(s.dir.path), KeyStore.tradersDirectory(s.dir.path) + "/trader1.key"] {
+            let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
+            #expect(mode == 0o600, "\(path)")
+        }
+        s.service.stop()
+        let record = try #require(try JournalAudit.show(directory: s.dir.path + "/journal", seq: 2))
+        #expect(TradeWire.decodeRecord(record.payload) == TradeRequest(trader: "trader1", desk: "DESK7", symbol: "AAPL", side: .buy,
+                                                                       quantity: Quantity(units: 100, decimals: 0), price: try Price(parsing: "187.25"), clientOrderID: "A2"))
+    }
+
+    @Test func unknownKeyIsRefusedAndLogged() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let stranger = try TradeClient(context: ctx, endpoint: s.service.boundEndpoint, serverPublicKey: s.service.serverPublicKey,
+                                       keys: try CurveKeyPair.generate(name: "mallory"))
+        defer { stranger.close() }
+        #expect(throws: TradeServiceError.self) { _ = try stranger.submit(tradeOrder("M1"), timeoutMs: 500) }
+        #expect(s.logs.all.contains { $0.contains("refused CURVE key") })
+        #expect(s.service.counters.accepted == 0)
+        s.service.stop()
+        #expect(try JournalAudit.verify(directory: s.dir.path + "/journal").records == 0)
+    }
+
+    @Test func retryReturnsTheOriginalAckEvenAfterARestart() throws {
+        let dir = TradeTempDir()
+        do {
+            let s = try RunningTradeService(dir: dir)
+            let ctx = ZMQContext()
+            let client = try s.client(ctx)
+            #expect(try client.submit(tradeOrder("R1")) == .ack(clientOrderID: "R1", seq: 1, duplicate: false))
+            #expect(try client.submit(tradeOrder("R2")) == .ack(clientOrderID: "R2", seq: 2, duplicate: false))
+            #expect(try client.submit(tradeOrder("R1", qty: 5)) == .ack(clientOrderID: "R1", seq: 1, duplicate: true))
+            client.close()
+            s.service.stop()
+        }
+        let s = try RunningTradeService(dir: dir)
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        #expect(try client.submit(tradeOrder("R2")) == .ack(clientOrderID: "R2", seq: 2, duplicate: true))
+        #expect(try client.submit(tradeOrder("R3")) == .ack(clientOrderID: "R3", seq: 3, duplicate: false))
+        client.close()
+        s.service.stop()
+        let v = try JournalAudit.verify(directory: dir.path + "/journal")
+        #expect(v.ok && v.records == 3)
+        #expect(s.published.all.count == 1)
+    }
+
+    @Test func preTradeCheckAndValidationReject() throws {
+        let s = try RunningTradeService(check: { $0.symbol == "HALTED" ? RejectReason(.preTradeCheck, "symbol halted") : nil })
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        #expect(try client.submit(tradeOrder("H1", symbol: "HALTED")) == .reject(clientOrderID: "H1", RejectReason(.preTradeCheck, "symbol halted")))
+        guard case .reject(_, let r) = try client.submit(tradeOrder("Z1", qty: 0)) else { Issue.record("zero quantity accepted"); return }
+        #expect(r.code == .invalidField)
+        guard case .reject(_, let bad) = try client.submit(tradeOrder("B1", symbol: "A.B")) else { Issue.record("dotted symbol accepted"); return }
+        #expect(bad.code == .invalidField)
+        #expect(try client.submit(tradeOrder("OK1")) == .ack(clientOrderID: "OK1", seq: 1, duplicate: false))
+    }
+
+    @Test func manyInFlightFromSeveralClientsAreEachAckedOnce() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let clients = 3, each = 300
+        let seqs = TradeTestLog()
+        let group = DispatchGroup()
+        for c in 0..<clients {
+            group.enter()
+            Thread.detachNewThread {
+            defer { group.leave() }
+            let ctx = ZMQContext()
+            let client = try! s.client(ctx)
+            for i in 0..<each { try! client.send(tradeOrder("C\(c)-\(i)")) }
+            var got = 0
+            while got < each, let reply = try! client.receive(timeoutMs: 5000) {
+                if case .ack(_, let seq, false) = reply { seqs.add(String(seq)) }
+                got += 1
+            }
+            client.close()
+            }
+        }
+        group.wait()
+        let all = seqs.all.compactMap { UInt64($0) }.sorted()
+        #expect(all == Array(1...UInt64(clients * each)))
+    }
+
+    @Test func busyPortIsAClearError() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let otherDir = TradeTempDir()
+        let other = TradeService(config: TradeServiceConfig(endpoint: s.service.boundEndpoint), dataDirectory: otherDir.path,
+                                 context: ZMQContext())
+        do {
+            try other.start()
+            Issue.record("second bind succeeded")
+        } catch let e as TradeServiceError {
+            #expect("\(e)".contains("in use"))
+        }
+    }
+}

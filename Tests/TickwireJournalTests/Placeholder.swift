@@ -1,3 +1,0 @@
-import Testing
-
-// Filled by its issue.
