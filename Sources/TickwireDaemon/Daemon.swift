@@ -6,6 +6,7 @@ import TickwireAlerts
 import TickwireCore
 import TickwireFeeds
 import TickwireRisk
+import TickwireStore
 import TickwireRing
 import TickwireZMQ
 
@@ -56,6 +57,9 @@ public final class Daemon: @unchecked Sendable {
     /// Pre-trade limits and positions marked to the live market.
     public let risk: RiskEngine
     private var metricsServer: MetricsServer?
+    private let storeWrites = LatencyHistogram()
+    private let storeErrors = Atomic<UInt64>(0)
+    private let storeAppended = Atomic<UInt64>(0)
     private var trades: TradeService?
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
@@ -129,6 +133,16 @@ public final class Daemon: @unchecked Sendable {
         let hubConsumer = ring.addConsumer(name: "in-process-hub", policy: .lossy, wait: .park)
         consumers.append(hubConsumer)
         spawn("hub") { [self] in hub.run(consumer: hubConsumer) }
+        // Every event is kept: the store writer is a blocking consumer, so it can only hold the feed back by
+        // back-pressure (counted as stalls), never lose an event.
+        let writer: StoreWriter
+        do { writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects) } catch {
+            throw .dataDirectory(config.dataDirectory, "store: \(error)")
+        }
+        let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: .park)
+        consumers.append(storeConsumer)
+        let ownedWriter = Unchecked(writer)
+        spawn("store-writer") { [self] in runStoreWriter(ownedWriter.value, storeConsumer) }
         let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: .park)
         consumers.append(analyticsConsumer)
         spawn("alerts-risk") { [self] in runAnalytics(analyticsConsumer) }
@@ -201,7 +215,10 @@ public final class Daemon: @unchecked Sendable {
         } + RiskLimit.allCases.map { limit in
             ("tickwire_trades_rejected_total", "reason=\"\(limit.rawValue)\"", risk.rejected(limit), "Trades refused by the pre-trade risk check, per limit.")
         }
-        s.histograms = [("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
+        s.counters.append(("tickwire_store_events_total", "", storeAppended.load(ordering: .relaxed), "Events appended to the store."))
+        s.counters.append(("tickwire_store_errors_total", "", storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
+        s.histograms = [("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
+                        ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
         do {
             let hubCounters = consumers.first { $0.name == "in-process-hub" }?.counters ?? ConsumerCounters()
@@ -224,6 +241,44 @@ public final class Daemon: @unchecked Sendable {
                 publisher.send(event)
             }
             if n < 0 { break }
+        }
+    }
+
+    /// Appends what the ring carries, flushes (fdatasync) at least once a second and when the feed goes quiet,
+    /// and on shutdown flushes and seals every trading date before today. A write error is logged and counted;
+    /// the events of a failed block are lost to the store but the feed goes on.
+    private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer) {
+        var lastFlush = Nanos.now()
+        var dirty = false
+        func flush() {
+            let t0 = Nanos.now()
+            do { try writer.flush() } catch {
+                storeErrors.add(1, ordering: .relaxed)
+                logger.error("store flush failed: \(error)")
+            }
+            storeWrites.record(nanos: Nanos.now().rawValue - t0.rawValue)
+            lastFlush = Nanos.now()
+            dirty = false
+        }
+        while true {
+            let n = consumer.poll(maxBatch: 4096, timeoutNanos: 200_000_000) { event in
+                do { try writer.append(event) } catch {
+                    storeErrors.add(1, ordering: .relaxed)
+                    logger.error("store append failed: \(error)")
+                }
+            }
+            if n < 0 { break }
+            if n > 0 { dirty = true; storeAppended.add(UInt64(n), ordering: .relaxed) }
+            if dirty && (n == 0 || Nanos.now().rawValue - lastFlush.rawValue >= Nanos.perSecond) { flush() }
+        }
+        flush()
+        do {
+            let today = Nanos(Nanos.now().rawValue / Nanos.perDay * Nanos.perDay)
+            let sealed = try writer.seal(before: today)
+            if !sealed.isEmpty { logger.info("store sealed \(sealed.count) partitions") }
+            try writer.close()
+        } catch {
+            logger.error("store close failed: \(error)")
         }
     }
 

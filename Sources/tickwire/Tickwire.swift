@@ -8,7 +8,7 @@ struct Tickwire: ParsableCommand {
         commandName: "tickwire",
         abstract: "A low-latency trading-floor feed handler: feeds in, subject-tagged events out over ZeroMQ.",
         subcommands: [Run.self, Tail.self, Ticker.self, Stats.self, Risk.self, Decode.self, Play.self,
-                      ReplayCommand.self, QueryCommand.self, ExportCommand.self,
+                      ImportCommand.self, ReplayCommand.self, QueryCommand.self, ExportCommand.self,
                       TradeCommand.self, KeygenCommand.self, AuditCommand.self, Bench.self]
     )
 }
