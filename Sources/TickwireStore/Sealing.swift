@@ -10,7 +10,7 @@ enum Sealing {
         if let g = files.sealedGeneration {
             let seg = try SegmentReader.open(directory: dir + "/" + Layout.segmentName(g))
             subjects = seg.subjects
-            seg.allEvents(into: &events, subjectOffset: 0)
+            seg.allEvents(into: &events)
         }
         var index = [String: UInt32]()
         for (i, s) in subjects.enumerated() { index[s] = UInt32(i) }

@@ -184,7 +184,6 @@ final class SegmentReader {
             }
             infos.append(info)
         }
-        ranges.reserveCapacity(0)
         self.ranges = ranges
         self.blockInfos = infos
         // Column files: block count, offsets[blockCount + 1], blocks; every block checked once here.
@@ -278,14 +277,14 @@ final class SegmentReader {
     }
 
     /// Every row, in segment order, as events whose `subjectID` indexes `subjects` (for compaction).
-    func allEvents(into events: inout [Event], subjectOffset: UInt32) {
+    func allEvents(into events: inout [Event]) {
         let buffer = BlockBuffer()
         events.reserveCapacity(events.count + rows)
         for (b, info) in blockInfos.enumerated() {
             decode(block: b, into: buffer)
             for i in 0..<info.rows {
                 var e = buffer.event(i)
-                e.subjectID = subjectOffset + UInt32(info.subject)
+                e.subjectID = UInt32(info.subject)
                 events.append(e)
             }
         }

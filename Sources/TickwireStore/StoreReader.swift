@@ -136,7 +136,8 @@ public final class StoreReader {
     /// (then arrival). The same store and query give the same sequence every time, sealed or not.
     public func replay(_ q: StoreQuery, _ body: (StoredEvent) throws -> Void) throws {
         guard let days = q.days else { return }
-        for day in days {
+        // Only the days that have partitions: a window of years must not walk every empty day.
+        for day in Set(partitions.map(\.day).filter { days.contains($0) }).sorted() {
             var cursors = [SubjectCursor]()
             for (_, seg, subjects) in try matching(q, days: day...day) {
                 for s in subjects { cursors.append(SubjectCursor(segment: seg, subject: s, query: q)) }
