@@ -72,6 +72,7 @@ enum E2EBench {
             c.publishEndpoint = "tcp://127.0.0.1:\(outPort)"
             c.publishHighWaterMark = 0
             c.metricsEndpoint = "127.0.0.1:0"
+            c.tradeEndpoint = "tcp://127.0.0.1:*"
             c.dataDirectory = NSTemporaryDirectory() + "tickwire-e2e-\(getpid())-\(outPort)"
             var logger = Logger(label: "bench")
             logger.logLevel = .error

@@ -10,6 +10,7 @@ struct Run: ParsableCommand {
     @Option(help: "A TOML config file; flags given here override it.") var config: String?
     @Option(help: "Data directory.") var data: String?
     @Option(help: "Market data out: the ZeroMQ PUB endpoint.") var pub: String?
+    @Option(help: "Trade submission: the ZeroMQ endpoint (CURVE).") var trades: String?
     @Option(help: "Metrics and stats over HTTP: HOST:PORT.") var metrics: String?
     @Option(help: "Simulator events per second (0: as fast as the machine goes).") var rate: Int?
     @Option(help: "Simulator symbols: a count, or a comma-separated list such as AAPL,MSFT.") var symbols: String?
@@ -28,6 +29,7 @@ struct Run: ParsableCommand {
         }
         if let data { c.dataDirectory = data }
         if let pub { c.publishEndpoint = try wrap { () throws(ConfigError) in try DaemonConfig.endpoint(pub, key: "--pub") } }
+        if let trades { c.tradeEndpoint = try wrap { () throws(ConfigError) in try DaemonConfig.endpoint(trades, key: "--trades") } }
         if let metrics { c.metricsEndpoint = metrics }
         if let rate {
             guard rate >= 0 else { throw ValidationError("--rate must be 0 (as fast as possible) or a positive number of events per second") }

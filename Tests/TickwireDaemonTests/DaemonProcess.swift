@@ -109,6 +109,7 @@ final class DaemonProcess {
         self.pubPort = pubPort
         self.data = data ?? temporaryDirectory("daemon")
         child = try ChildProcess(tickwireBinary, ["run", "--pub", "tcp://127.0.0.1:\(pubPort)", "--metrics", "127.0.0.1:\(metricsPort)",
+                                                  "--trades", "tcp://127.0.0.1:\(tradePort)",
                                                   "--data", self.data] + extra)
         guard child.waitForOutput("tickwire running", seconds: 30) else {
             throw DaemonStartError(stderr: child.stderr)

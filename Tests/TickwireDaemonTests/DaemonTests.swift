@@ -128,6 +128,8 @@ import Glibc
         venues = ["X1", "X2", "X3"]
         [metrics]
         endpoint = "127.0.0.1:\(freePort())"
+        [trades]
+        endpoint = "tcp://127.0.0.1:\(freePort())"
         """.write(toFile: file, atomically: true, encoding: .utf8)
         let d = try ChildProcess(tickwireBinary, ["run", "--config", file])
         defer { d.signal(SIGTERM); _ = d.wait(seconds: 10) }

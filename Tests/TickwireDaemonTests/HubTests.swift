@@ -12,6 +12,7 @@ import TickwireDaemon
         var c = DaemonConfig()
         c.publishEndpoint = "tcp://127.0.0.1:\(freePort())"
         c.metricsEndpoint = "127.0.0.1:0"
+        c.tradeEndpoint = "tcp://127.0.0.1:*"
         c.dataDirectory = temporaryDirectory("hub")
         c.simRate = rate
         c.simLimit = limit
