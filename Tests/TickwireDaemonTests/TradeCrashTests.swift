@@ -9,28 +9,6 @@ import TickwireZMQ
 /// every acknowledged trade must be in the journal exactly once with the acknowledged sequence, every trade at
 /// most once, and the hash chain must verify.
 @Suite(.serialized) struct TradeCrashTests {
-    /// The `tickwire` executable next to this test bundle (.build/debug/tickwire).
-    static var binary: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while !dir.path.hasSuffix("/debug") && !dir.path.hasSuffix("/release") && dir.path != "/" { dir.deleteLastPathComponent() }
-        return dir.appendingPathComponent("tickwire").path
-    }
-
-    /// A TCP port nothing listens on right now.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     static func listening(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
@@ -62,7 +40,7 @@ import TickwireZMQ
     }
 
     @Test func ackedTradesSurviveKillNineExactlyOnce() throws {
-        let binary = Self.binary
+        let binary = tickwireBinary
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             Issue.record("no tickwire binary at \(binary): build it first (swift build)")
             return
@@ -73,7 +51,7 @@ import TickwireZMQ
         var conflicting = 0
         var rng = SystemRandomNumberGenerator()
         for cycle in 0..<cycles {
-            let tradePort = Self.freePort(), pubPort = Self.freePort(), metricsPort = Self.freePort()
+            let tradePort = freePort(), pubPort = freePort(), metricsPort = freePort()
             let config = dir.path + "/tickwire.toml"
             try """
             data = "\(dir.path)"
