@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireDaemon
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The trading floor's other consumers against a real `tickwire run`: every event stored and replayable, trades
+/// checked by risk before the journal, positions rebuilt after kill -9, alerts and rejections in the metrics.
+@Suite(.serialized) struct FloorTests {
+    func submit(_ d: DaemonProcess, _ id: String, qty: String, price: String, side: String = "buy") throws -> String {
+        let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)",
+                                            "--desk", "DESK7", "--symbol", "AAPL", "--side", side, "--qty", qty, "--price", price, "--id", id])
+        return r.stdout + r.stderr
+    }
+
+    /// The AAPL price the simulator is quoting now, from the live feed.
+    func marketPrice(_ d: DaemonProcess) throws -> String {
+        let r = try DaemonProcess.tickwire(["tail", "MD.XNAS.AAPL.TRADE", "--count", "1", "--connect", d.pub, "--timeout", "10"])
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        return "\(obj["price"]!)"
+    }
+
+    func metric(_ d: DaemonProcess, _ name: String, _ labels: [String: String] = [:]) throws -> Double {
+        let raw = try DaemonProcess.tickwire(["stats", "--metrics", d.metrics, "--raw"]).stdout
+        return StatsTable.parse(raw).first { sample in
+            sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value }
+        }?.value ?? -1
+    }
+
+    @Test func riskRejectsBreachesAndJournalsPermittedTrades() throws {
+        let data = temporaryDirectory("floor")
+        let d = try DaemonProcess(["--rate", "2000"], data: data)
+        let price = try marketPrice(d)
+        #expect(try submit(d, "ok-1", qty: "300", price: price).contains("\"seq\":1"))
+        let fat = try submit(d, "fat-1", qty: "1000000", price: price)
+        #expect(fat.contains("\"error\"") && fat.contains("max_order_quantity"), "\(fat)")
+        let farPrice = String(format: "%.2f", (Double(price) ?? 100) * 1.5)   // 50% away from the market
+        let far = try submit(d, "far-1", qty: "10", price: farPrice)
+        #expect(far.contains("price_collar_bps"), "\(far)")
+        #expect(try metric(d, "tickwire_trades_rejected_total", ["reason": "max_order_quantity"]) == 1)
+        #expect(try metric(d, "tickwire_trades_rejected_total", ["reason": "price_collar_bps"]) == 1)
+        // Limit use is published for the desk.
+        let risk = try DaemonProcess.tickwire(["tail", "RISK.DESK7", "--count", "1", "--connect", d.pub, "--timeout", "10"])
+        #expect(risk.stdout.contains("\"position\":300"), "\(risk.stdout)")
+    }
+
+    @Test func positionsSurviveKill9() throws {
+        let data = temporaryDirectory("rebuild")
+        let first = try DaemonProcess(["--rate", "2000"], data: data)
+        let price = try marketPrice(first)
+        #expect(try submit(first, "a", qty: "200", price: price).contains("\"seq\":1"))
+        #expect(try submit(first, "b", qty: "50", price: price, side: "sell").contains("\"seq\":2"))
+        first.child.signal(SIGKILL)
+        _ = first.child.wait(seconds: 10)
+        let restarted = try ChildProcess(tickwireBinary, ["run", "--data", data, "--rate", "2000",
+                                                          "--pub", "tcp://127.0.0.1:\(freePort())", "--metrics", "127.0.0.1:\(freePort())",
+                                                          "--trades", "tcp://127.0.0.1:\(freePort())"])
+        defer { restarted.signal(SIGTERM); _ = restarted.wait(seconds: 10) }
+        #expect(restarted.waitForOutput("risk positions rebuilt from 2 journaled trades", seconds: 30), "\(restarted.stderr)")
+    }
+
+    @Test func everyEventIsStoredAndReplaysAfterTheDaemonStops() throws {
+        let data = temporaryDirectory("store")
+        let fixtures = packageRoot + "/Tests/Fixtures"
+        let d = try DaemonProcess(["--source", "tardis-trades:\(fixtures)/tardis_trades_nautilus.csv",
+                                   "--source", "tardis-quotes:\(fixtures)/tardis_quotes_nautilus.csv"], data: data)
+        // Both captures are read at machine speed; wait until the store has them, then stop cleanly.
+        let deadline = Date().addingTimeInterval(30)
+        while try metric(d, "tickwire_store_events_total") < 19_998 && Date() < deadline { usleep(100_000) }
+        #expect(try metric(d, "tickwire_store_events_total") >= 19_998)
+        d.child.signal(SIGTERM)
+        #expect(d.child.wait(seconds: 20) == 0)
+        let trades = try DaemonProcess.tickwire(["replay", "--subjects", "MD.*.BTCUSDT.TRADE", "--from", "2020-02-22",
+                                                 "--to", "2020-02-23", "--data", data])
+        #expect(trades.status == 0, "\(trades.stderr)")
+        #expect(trades.stdout.split(separator: "\n").count == 9_999)
+        // As known at a moment: only what had arrived by then.
+        let early = try DaemonProcess.tickwire(["replay", "--subjects", "MD.>", "--from", "2020-02-22", "--to", "2020-02-23",
+                                                "--as-of", "1582329603000000000", "--data", data])
+        for line in early.stdout.split(separator: "\n") {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(((obj["known_time"] as? NSNumber)?.int64Value ?? .max) <= 1_582_329_603_000_000_000)
+        }
+        #expect(!early.stdout.isEmpty)
+    }
+}
