@@ -58,6 +58,7 @@ public final class Daemon: @unchecked Sendable {
     public let risk: RiskEngine
     private var metricsServer: MetricsServer?
     private let storeWrites = LatencyHistogram()
+    private let journalSyncs = LatencyHistogram()
     private let storeErrors = Atomic<UInt64>(0)
     private let storeAppended = Atomic<UInt64>(0)
     private var trades: TradeService?
@@ -94,6 +95,7 @@ public final class Daemon: @unchecked Sendable {
         // TRADES: the trade service starts here (issue 5). Risk checks each trade before it is journaled, and
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
+        tradeConfig.journal.onSync = { [journalSyncs] nanos in journalSyncs.record(nanos: nanos) }
         tradeConfig.preTradeCheck = { [risk] r in
             risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
                 .map { RejectReason(.preTradeCheck, $0.description) }
@@ -215,11 +217,19 @@ public final class Daemon: @unchecked Sendable {
         } + RiskLimit.allCases.map { limit in
             ("tickwire_trades_rejected_total", "reason=\"\(limit.rawValue)\"", risk.rejected(limit), "Trades refused by the pre-trade risk check, per limit.")
         }
+        if let t = trades?.counters {
+            for (outcome, n) in [("accepted", t.accepted), ("duplicate", t.duplicates), ("rejected", t.rejected), ("malformed", t.malformed)] {
+                s.counters.append(("tickwire_trades_total", "outcome=\"\(outcome)\"", UInt64(n), "Trade submissions by outcome (rejected includes risk, validation and authentication)."))
+            }
+        }
         s.counters.append(("tickwire_store_events_total", "", storeAppended.load(ordering: .relaxed), "Events appended to the store."))
         s.counters.append(("tickwire_store_errors_total", "", storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
-        s.histograms = [("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
+        s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
+                        ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
+        // Occupancy: how much of the ring the furthest-behind blocking consumer still has to read.
+        s.ringOccupancy = Double(consumers.filter { $0.policy == .blocking }.map { $0.counters.lag }.max() ?? 0) / Double(ring.capacity)
         do {
             let hubCounters = consumers.first { $0.name == "in-process-hub" }?.counters ?? ConsumerCounters()
             for sub in hub.subscriptions {
@@ -412,6 +422,7 @@ public struct DaemonStatistics: Sendable {
     public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
     public var uptimeSeconds = 0.0
     public var ringCapacity = 0
+    public var ringOccupancy = 0.0
     public var published: UInt64 = 0
     public var subjects = 0
     public var sources: [(name: String, counters: [(name: String, value: UInt64)])] = []

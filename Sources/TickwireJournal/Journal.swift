@@ -28,6 +28,8 @@ public struct JournalOptions: Sendable {
     /// Called on the sync thread after each group commit with the highest durable sequence, and once with the
     /// unchanged sequence when the journal stops on a failure (`Journal.failure` then says why).
     public var onDurable: (@Sendable (UInt64) -> Void)?
+    /// Called on the sync thread with each group commit's `fdatasync` time in nanoseconds (for metrics).
+    public var onSync: (@Sendable (Int64) -> Void)?
 
     public init(segmentBytes: Int64 = 64 << 20, sync: Sync = .data, onCorruption: CorruptionPolicy = .refuse,
                 indexEvery: Int = 64, onDurable: (@Sendable (UInt64) -> Void)? = nil) {
@@ -367,7 +369,11 @@ public final class Journal: @unchecked Sendable {
                     start = at
                 }
                 try writeChunk(UnsafeRawBufferPointer(rebasing: b[start...]))
-                if options.sync == .data { try FileIO.syncData(fd, path: currentPath) }
+                if options.sync == .data {
+                    let t0 = Nanos.now().rawValue
+                    try FileIO.syncData(fd, path: currentPath)
+                    options.onSync?(Nanos.now().rawValue - t0)
+                }
                 return .success(())
             } catch {
                 return .failure(error as! JournalError)

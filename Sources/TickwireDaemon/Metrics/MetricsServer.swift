@@ -109,6 +109,7 @@ public enum MetricsText {
         metric("tickwire_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", String(format: "%.3f", s.uptimeSeconds))])
         metric("tickwire_ring_published_total", "counter", "Events published into the broadcast ring.", [("", "\(s.published)")])
         metric("tickwire_ring_capacity", "gauge", "Slots in the broadcast ring.", [("", "\(s.ringCapacity)")])
+        metric("tickwire_ring_occupancy_ratio", "gauge", "Fraction of the ring the slowest blocking consumer has yet to read.", [("", String(format: "%.4f", s.ringOccupancy))])
         metric("tickwire_subjects", "gauge", "Distinct subjects seen.", [("", "\(s.subjects)")])
         var sourceSamples: [(String, String)] = []
         for (name, counters) in s.sources {
