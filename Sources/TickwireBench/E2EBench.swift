@@ -17,12 +17,13 @@ enum E2EBench {
         let n = options.events == 10_000_000 ? 1_000_000 : options.events
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
-        var proxyRuns: [Double] = [], daemonRuns: [Double] = []
+        var proxyRuns: [Double] = [], daemonRuns: [Double] = [], bareRuns: [Double] = []
         var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var daemonLatency = proxyLatency
         for _ in 0..<options.runs {
             proxyRuns.append(try throughput(n, via: .proxy))
             daemonRuns.append(try throughput(n, via: .daemon))
+            bareRuns.append(try throughput(n, via: .daemonWithoutAlerts))
         }
         try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
         try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
@@ -35,13 +36,16 @@ enum E2EBench {
             "daemon_msgs_per_s": ["best": dBest, "median": median(daemonRuns)],
             "daemon_over_proxy_best": dBest / pBest,
             "daemon_over_proxy_median": median(daemonRuns) / median(proxyRuns),
+            "daemon_without_alert_rules_msgs_per_s": ["best": bareRuns.max()!, "median": median(bareRuns)],
+            "alert_rules_on_over_off_median": median(daemonRuns) / median(bareRuns),
             "latency_rate_msgs_per_s": latencyRate,
             "zmq_proxy_latency_ns": percentiles(proxyLatency),
             "daemon_latency_ns": percentiles(daemonLatency),
         ]
     }
 
-    enum Path { case proxy, daemon }
+    /// `daemonWithoutAlerts`: the same daemon with no alert rules configured (`alerts = []`): what the rules cost.
+    enum Path { case proxy, daemon, daemonWithoutAlerts }
 
     /// A running forwarder: `input` is where a publisher connects, `output` where a subscriber connects.
     final class Forwarder {
@@ -63,7 +67,7 @@ enum E2EBench {
             let t = Thread { try? ZMQ.proxy(frontend: front, backend: back); front.close(); back.close(); done.signal() }
             t.start()
             return Forwarder(input: input, output: output) { ctx.shutdown(); done.wait() }
-        case .daemon:
+        case .daemon, .daemonWithoutAlerts:
             // The daemon subscribes (connects) to a publisher, so the bench's publisher binds and the daemon's
             // source connects to it.
             let inPort = freeTCPPort(), outPort = freeTCPPort()
@@ -73,6 +77,7 @@ enum E2EBench {
             c.publishHighWaterMark = 0
             c.metricsEndpoint = "127.0.0.1:0"
             c.tradeEndpoint = "tcp://127.0.0.1:*"
+            if path == .daemonWithoutAlerts { c.alertEntries = [] }
             c.dataDirectory = NSTemporaryDirectory() + "tickwire-e2e-\(getpid())-\(outPort)"
             var logger = Logger(label: "bench")
             logger.logLevel = .error
