@@ -52,6 +52,8 @@ public final class Daemon: @unchecked Sendable {
     private var consumers: [RingConsumer] = []
     /// In-process subscriptions, fanned out through the subject router on their own thread.
     public let hub: SubscriptionHub
+    /// The metrics registry `/metrics` serves; `tickwire run` also points swift-metrics at it.
+    public let metrics = MetricsExport()
     /// Complex-event rules over the live stream; their alerts go back into the ring as ALERT.<RULE>.<SYMBOL>.
     public let alerts: AlertEngine
     /// Pre-trade limits and positions marked to the live market.
@@ -122,7 +124,7 @@ public final class Daemon: @unchecked Sendable {
 
         do {
             metricsServer = try MetricsServer(endpoint: config.metricsEndpoint) { [unowned self] path in
-                path == "/metrics" ? MetricsText.render(self.statistics()) : nil
+                path == "/metrics" ? self.metrics.render(self.statistics()) : nil
             }
         } catch {
             throw .endpointBusy("metrics \(config.metricsEndpoint) (\(error))")
@@ -211,19 +213,19 @@ public final class Daemon: @unchecked Sendable {
         s.subjects = subjects.count
         s.sources = sources.map { src in (src.name, src.counters()) }
         s.counters = AlertCode.allCases.map { code in
-            ("tickwire_alerts_total", "rule=\"\(code.name)\"", alerts.counters.fired(code), "Alerts raised, per rule.")
+            ("tickwire_alerts_total", ("rule", code.name), alerts.counters.fired(code), "Alerts raised, per rule.")
         } + AlertCode.allCases.map { code in
-            ("tickwire_alerts_suppressed_total", "rule=\"\(code.name)\"", alerts.counters.suppressed(code), "Alerts held back by a rule's cooldown.")
+            ("tickwire_alerts_suppressed_total", ("rule", code.name), alerts.counters.suppressed(code), "Alerts held back by a rule's cooldown.")
         } + RiskLimit.allCases.map { limit in
-            ("tickwire_trades_rejected_total", "reason=\"\(limit.rawValue)\"", risk.rejected(limit), "Trades refused by the pre-trade risk check, per limit.")
+            ("tickwire_trades_rejected_total", ("reason", limit.rawValue), risk.rejected(limit), "Trades refused by the pre-trade risk check, per limit.")
         }
         if let t = trades?.counters {
             for (outcome, n) in [("accepted", t.accepted), ("duplicate", t.duplicates), ("rejected", t.rejected), ("malformed", t.malformed)] {
-                s.counters.append(("tickwire_trades_total", "outcome=\"\(outcome)\"", UInt64(n), "Trade submissions by outcome (rejected includes risk, validation and authentication)."))
+                s.counters.append(("tickwire_trades_total", ("outcome", outcome), UInt64(n), "Trade submissions by outcome (rejected includes risk, validation and authentication)."))
             }
         }
-        s.counters.append(("tickwire_store_events_total", "", storeAppended.load(ordering: .relaxed), "Events appended to the store."))
-        s.counters.append(("tickwire_store_errors_total", "", storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
+        s.counters.append(("tickwire_store_events_total", ("", ""), storeAppended.load(ordering: .relaxed), "Events appended to the store."))
+        s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
@@ -418,7 +420,7 @@ public final class Daemon: @unchecked Sendable {
 /// Counters of a running daemon at one moment.
 public struct DaemonStatistics: Sendable {
     /// Labelled counters of components: (metric name, labels, value, help).
-    public var counters: [(name: String, labels: String, value: UInt64, help: String)] = []
+    public var counters: [(name: String, labels: (String, String), value: UInt64, help: String)] = []
     public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
     public var uptimeSeconds = 0.0
     public var ringCapacity = 0

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import TickwireDaemon
 
 struct Run: ParsableCommand {
@@ -59,6 +61,8 @@ struct Run: ParsableCommand {
         let logger = Logger(label: "tickwire")
         Daemon.blockTerminationSignals()
         let daemon = Daemon(config: c, logger: logger)
+        // Anything in the process that reports through swift-metrics lands in the registry /metrics serves.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: daemon.metrics.registry))
         do { try daemon.start() } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(2)

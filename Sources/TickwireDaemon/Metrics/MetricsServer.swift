@@ -1,4 +1,5 @@
 import Foundation
+import Prometheus
 import TickwireCore
 import TickwireRing
 
@@ -98,41 +99,59 @@ final class MetricsServer: @unchecked Sendable {
     }
 }
 
-/// The Prometheus text exposition of the daemon's counters.
-public enum MetricsText {
-    public static func render(_ s: DaemonStatistics) -> String {
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for (labels, value) in samples { out += labels.isEmpty ? "\(name) \(value)\n" : "\(name){\(labels)} \(value)\n" }
+/// The daemon's metrics in a swift-prometheus registry, exposed as the Prometheus text format.
+///
+/// The hot paths count in their own atomics (a registry counter per event would cost a lock); at each scrape
+/// the snapshot is copied into the registry's counters and gauges, which also hold whatever other code reports
+/// through swift-metrics once `tickwire run` bootstraps `MetricsSystem` with this registry. The latency
+/// histograms are lock-free power-of-two histograms of our own, appended in the same text format.
+public final class MetricsExport: @unchecked Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private var counters: [String: Counter] = [:]
+    private var gauges: [String: Gauge] = [:]
+    private let lock = NSLock()
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) { self.registry = registry }
+
+    private func counter(_ name: String, _ labels: [(String, String)], _ value: UInt64, _ help: String) {
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let c = counters[key] ?? registry.makeCounter(name: name, labels: labels, help: help)
+        counters[key] = c
+        c.reset()
+        c.increment(by: Int64(clamping: value))
+    }
+
+    private func gauge(_ name: String, _ labels: [(String, String)], _ value: Double, _ help: String) {
+        let key = name + labels.map { "|\($0.0)=\($0.1)" }.joined()
+        let g = gauges[key] ?? registry.makeGauge(name: name, labels: labels, help: help)
+        gauges[key] = g
+        g.set(to: value)
+    }
+
+    /// Copies a snapshot into the registry and returns the whole exposition.
+    public func render(_ s: DaemonStatistics) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        gauge("tickwire_uptime_seconds", [], s.uptimeSeconds, "Seconds since the daemon started.")
+        counter("tickwire_ring_published_total", [], s.published, "Events published into the broadcast ring.")
+        gauge("tickwire_ring_capacity", [], Double(s.ringCapacity), "Slots in the broadcast ring.")
+        gauge("tickwire_ring_occupancy_ratio", [], s.ringOccupancy, "Fraction of the ring the slowest blocking consumer has yet to read.")
+        gauge("tickwire_subjects", [], Double(s.subjects), "Distinct subjects seen.")
+        for (name, values) in s.sources {
+            for (c, value) in values {
+                counter("tickwire_source_total", [("source", name), ("counter", c)], value, "Per-source counters (events, errors, gaps...).")
+            }
         }
-        metric("tickwire_uptime_seconds", "gauge", "Seconds since the daemon started.", [("", String(format: "%.3f", s.uptimeSeconds))])
-        metric("tickwire_ring_published_total", "counter", "Events published into the broadcast ring.", [("", "\(s.published)")])
-        metric("tickwire_ring_capacity", "gauge", "Slots in the broadcast ring.", [("", "\(s.ringCapacity)")])
-        metric("tickwire_ring_occupancy_ratio", "gauge", "Fraction of the ring the slowest blocking consumer has yet to read.", [("", String(format: "%.4f", s.ringOccupancy))])
-        metric("tickwire_subjects", "gauge", "Distinct subjects seen.", [("", "\(s.subjects)")])
-        var sourceSamples: [(String, String)] = []
-        for (name, counters) in s.sources {
-            for (counter, value) in counters { sourceSamples.append(("source=\"\(name)\",counter=\"\(counter)\"", "\(value)")) }
+        for (name, c) in s.consumers {
+            let l = [("subscription", name)]
+            counter("tickwire_subscription_delivered_total", l, c.delivered, "Events handed to the subscription.")
+            counter("tickwire_subscription_dropped_total", l, c.dropped, "Events the subscription lost by being lapped.")
+            gauge("tickwire_subscription_lag", l, Double(c.lag), "Events published but not yet consumed.")
+            counter("tickwire_subscription_resyncs_total", l, c.resyncs, "Resynchronisations from the last-value cache.")
+            counter("tickwire_subscription_stalls_total", l, c.stalls, "Times the producer waited for this blocking subscription.")
         }
-        metric("tickwire_source_total", "counter", "Per-source counters (events, errors, gaps…).", sourceSamples)
-        let fields: [(String, String, (ConsumerCounters) -> UInt64)] = [
-            ("delivered", "Events handed to the subscription.", { $0.delivered }),
-            ("dropped", "Events the subscription lost by being lapped.", { $0.dropped }),
-            ("lag", "Events published but not yet consumed.", { $0.lag }),
-            ("resyncs", "Resynchronisations from the last-value cache.", { $0.resyncs }),
-            ("stalls", "Times the producer waited for this blocking subscription.", { $0.stalls }),
-        ]
-        for (field, help, get) in fields {
-            metric("tickwire_subscription_\(field)\(field == "lag" ? "" : "_total")", field == "lag" ? "gauge" : "counter", help,
-                   s.consumers.map { ("subscription=\"\($0.name)\"", "\(get($0.counters))") })
-        }
-        var names: [String] = []
-        for c in s.counters where !names.contains(c.name) { names.append(c.name) }
-        for name in names {
-            let samples = s.counters.filter { $0.name == name }
-            metric(name, "counter", samples[0].help, samples.map { ($0.labels, "\($0.value)") })
-        }
+        for c in s.counters { counter(c.name, c.labels.0.isEmpty ? [] : [c.labels], c.value, c.help) }
+        var out = registry.emitToString()
         for h in s.histograms { out += h.histogram.prometheus(name: h.name, help: h.help, labels: h.labels) }
         return out
     }
