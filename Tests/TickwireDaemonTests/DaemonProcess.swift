@@ -42,6 +42,7 @@ final class ChildProcess: @unchecked Sendable {
     private let out = Pipe(), err = Pipe()
     private let lock = NSLock()
     private var stdoutData = Data(), stderrData = Data()
+    private var drained = false
 
     init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
@@ -50,13 +51,14 @@ final class ChildProcess: @unchecked Sendable {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
+        // The handler reads under the lock, so a read and `drain` never interleave.
         out.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            self?.lock.withLock { self?.stdoutData.append(d) }
+            guard let self else { return }
+            self.lock.withLock { if !self.drained { self.stdoutData.append(h.availableData) } }
         }
         err.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            self?.lock.withLock { self?.stderrData.append(d) }
+            guard let self else { return }
+            self.lock.withLock { if !self.drained { self.stderrData.append(h.availableData) } }
         }
         try process.run()
     }
@@ -71,8 +73,21 @@ final class ChildProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning { return nil }
-        usleep(50_000)   // let the pipe handlers collect the last output
+        drain()
         return process.terminationStatus
+    }
+
+    /// After exit: stop the asynchronous handlers and read what is left in the pipes, so no output is lost however
+    /// far behind the handlers were on a loaded machine.
+    private func drain() {
+        lock.withLock {
+            if drained { return }
+            drained = true
+            out.fileHandleForReading.readabilityHandler = nil
+            err.fileHandleForReading.readabilityHandler = nil
+            stdoutData.append(out.fileHandleForReading.readDataToEndOfFile())
+            stderrData.append(err.fileHandleForReading.readDataToEndOfFile())
+        }
     }
 
     /// Waits until stderr or stdout contains `text`.
