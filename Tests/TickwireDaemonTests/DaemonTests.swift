@@ -192,6 +192,10 @@ import Glibc
             ("log_level = \"loud\"", "log_level"),
             ("[nope]\na = 1", "nope"),
             ("[sim\nrate = 1", "line 1"),
+            ("[[alerts]]\nrule = \"price_jumpp\"\nsubjects = \"MD.>\"", "price_jumpp"),
+            ("[[alerts]]\nrule = \"price_jump\"\nsubjects = \"MD.*.*.TRADE\"\nbps = -5", "bps"),
+            ("[risk.default]\nmax_order_quantity = \"lots\"", "max_order_quantity"),
+            ("[risk.desks.DESK7]\nmax_postion = 5", "max_postion"),
         ]
         for (toml, key) in cases {
             #expect {
