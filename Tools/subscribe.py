@@ -76,6 +76,8 @@ def decode(subject, payload):
         ev.update(trade_id=w2 & (2**64 - 1), price=Fixed(w0), size=Fixed(w1), side=SIDES.get(flags, "unknown"))
     elif kind == 5:
         ev.update(first=w0, last=w1, scope="publisher" if flags == 0 else "source")
+    elif kind == 6:
+        ev.update(side="bid" if flags == 1 else "ask", level=w2, price=Fixed(w0), size=Fixed(w1), levels=w3)
     elif kind == 7:
         ev.update(rule=w0, value=Fixed(w1), threshold=Fixed(w2), reference=Fixed(w3))
     elif kind == 8:

@@ -3,7 +3,8 @@
 /// JSONL fields: `subject`, `kind`, `seq`, `subject_seq`, `event_time`, `known_time` (integer nanoseconds),
 /// then per kind: TRADE `price`, `size`, `side`, `trade_id`; QUOTE `bid`, `bid_size`, `ask`, `ask_size`;
 /// STATUS `category`, `state`, `reason`; BUST `trade_id`, `price`, `size`, `side`; GAP `first`, `last`, `scope`;
-/// ALERT `rule`, `value`, `threshold`, `reference`; RISK `position`, `notional`, `pnl`, `used_bp`.
+/// ALERT `rule`, `value`, `threshold`, `reference`; RISK `position`, `notional`, `pnl`, `used_bp`;
+/// BOOK `side` (bid|ask), `level` (0 = best), `price`, `size` (both 0: the level is empty), `levels` (on that side).
 /// Prices and sizes are JSON numbers printing the fixed-point value exactly.
 public enum EventText {
     public static func jsonLine(_ w: WireEvent) -> String {
@@ -50,7 +51,8 @@ public enum EventText {
             let r = e.riskBody
             dec("position", r.position); dec("notional", r.notional); dec("pnl", r.pnl); int("used_bp", r.usedBasisPoints)
         case .book:
-            int("a", e.a); int("b", e.b); int("c", e.c); int("d", e.d)
+            str("side", e.flags == Side.buy.rawValue ? "bid" : "ask"); uint("level", UInt64(bitPattern: e.c))
+            dec("price", e.a); dec("size", e.b); uint("levels", UInt64(bitPattern: e.d))
         }
         out.append(UInt8(ascii: "}"))
     }
@@ -81,7 +83,7 @@ public enum EventText {
             let r = e.riskBody
             return "\(head) RISK position=\(Quantity(e8: r.position)) notional=\(Price(e8: r.notional)) pnl=\(Price(e8: r.pnl)) used=\(r.usedBasisPoints)bp"
         case .book:
-            return "\(head) BOOK"
+            return "\(head) BOOK \(e.flags == Side.buy.rawValue ? "bid" : "ask") level \(e.c): \(Quantity(e8: e.b)) @ \(Price(e8: e.a))"
         }
     }
 

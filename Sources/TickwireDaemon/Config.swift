@@ -40,6 +40,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var feedOnError = "stop"
     public var feedRetransmit: String? = nil
     public var feedGapTimeoutMs = 250
+    /// ITCH depth on request: price levels per side published as MD.XNAS.<SYM>.BOOK (0: none).
+    public var feedDepth = 0
 
     /// `[[alerts]]` entries as text key/values (nil: the documented default rules; empty: no alerts).
     public var alertEntries: [[String: String]]? = nil
@@ -58,7 +60,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "publish": ["endpoint", "high_water_mark"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
-        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms"],
+        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth"],
         "trades": ["endpoint"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint"],
@@ -120,6 +122,10 @@ public struct DaemonConfig: Sendable, Equatable {
             }
             if let v = try s.string("retransmit") { c.feedRetransmit = v }
             if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
+            if let v = try s.int("depth", min: 0) {
+                guard v <= 64 else { throw s.bad("depth", "\(v) levels is more than the 64 supported") }
+                c.feedDepth = v
+            }
         }
         if let v = table["alerts"] {
             guard let entries = v.array else { throw ConfigError(key: "alerts", reason: "expected [[alerts]] tables") }

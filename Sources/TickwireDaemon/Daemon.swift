@@ -351,6 +351,7 @@ public final class Daemon: @unchecked Sendable {
         }
         options.errorPolicy = config.feedOnError == "skip" ? .skip : .stop
         options.gapTimeoutNanos = Int64(config.feedGapTimeoutMs) * 1_000_000
+        options.depthLevels = config.feedDepth
         var out = [EventSource]()
         for spec in specs {
             if spec.hasPrefix("zmq:") {

@@ -33,7 +33,11 @@ struct Decode: ParsableCommand {
     @Option(name: .customLong("idle-timeout-ms"), help: "MoldUDP64: stop after this long with no packet (0: never).")
     var idleTimeoutMillis: Int = 0
 
+    @Option(help: "ITCH: price levels per side to publish as MD.XNAS.<SYM>.BOOK (0: none).")
+    var depth: Int = 0
+
     func run() throws {
+        guard (0...64).contains(depth) else { throw ValidationError("--depth must be between 0 and 64") }
         guard let format = PrintingSink.Format(rawValue: format) else {
             throw ValidationError("--format '\(self.format)': expected jsonl, text or none")
         }
@@ -41,6 +45,7 @@ struct Decode: ParsableCommand {
         let spec: SourceSpec
         var options = FeedOptions(errorPolicy: policy, gapTimeoutNanos: Int64(gapTimeoutMillis) * 1_000_000,
                                   idleTimeoutNanos: Int64(idleTimeoutMillis) * 1_000_000)
+        options.depthLevels = depth
         do {
             spec = try SourceSpec(parsing: source)
             if let date { options.date = try TradingDate(parsing: date) }

@@ -9,6 +9,7 @@ public final class ITCHFileSource: EventSource {
     public let path: String
     public let clock: EasternClock
     public let policy: ErrorPolicy
+    public let depthLevels: Int
     public var name: String { "itch:\(path.split(separator: "/").last.map(String.init) ?? path)" }
     let board = CounterBoard()
 
@@ -20,11 +21,13 @@ public final class ITCHFileSource: EventSource {
         }
         clock = EasternClock(date: date)
         policy = options.errorPolicy
+        depthLevels = options.depthLevels
     }
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let file = try MappedFile(path: path)
         let normalizer = ITCHNormalizer(sink: sink, clock: clock)
+        normalizer.depthLevels = depthLevels
         defer { board.publish(normalizer.counts.pairs()) }
         try ITCHFileSource.replay(file.bytes, into: normalizer, policy: policy, stop: stop) { [board] in
             board.publish($0.counts.pairs())

@@ -16,7 +16,7 @@ public struct ITCHCounts: Sendable {
     public var nonPrintable: UInt64 = 0
     /// Q crosses of zero shares (no cross happened); no trade is printed.
     public var emptyCrosses: UInt64 = 0
-    public var trades: UInt64 = 0, quotes: UInt64 = 0, statuses: UInt64 = 0, busts: UInt64 = 0
+    public var trades: UInt64 = 0, quotes: UInt64 = 0, statuses: UInt64 = 0, busts: UInt64 = 0, books: UInt64 = 0
 
     public init() {}
 
@@ -34,7 +34,7 @@ public struct ITCHCounts: Sendable {
         out.append(("errors", errorCount))
         for (k, v) in errors.sorted(by: { $0.key < $1.key }) { out.append(("errors.\(k)", v)) }
         out += [("unknown_orders", unknownOrders), ("duplicate_orders", duplicateOrders), ("unknown_locate", unknownLocate),
-                ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes),
+                ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes), ("events.book", books),
                 ("events.status", statuses), ("events.bust", busts)]
         return out
     }
@@ -70,6 +70,14 @@ public final class ITCHNormalizer {
     /// (minutes of a busy session) with no allocation; an older bust carries the match number alone.
     @exclusivity(unchecked) var recentTrades: [(match: UInt64, price: Int64, size: Int64, side: UInt8)]
     static let recentTradeSlots = 1 << 18
+
+    /// Depth on request: levels per side published as `MD.XNAS.<SYM>.BOOK` (0: none, the default).
+    public var depthLevels = 0 {
+        didSet { precondition(depthLevels >= 0 && depthLevels <= 64, "depth levels must be 0...64") }
+    }
+    /// The depth last published per locate: `depthLevels` bid levels then as many ask levels (empty: not yet).
+    @exclusivity(unchecked) var publishedDepth: [[PriceLevel]] = []
+    @exclusivity(unchecked) var bookSubjects: [SubjectID] = []
 
     public init(sink: EventSink, clock: EasternClock, expectedLiveOrders: Int = 1 << 16) {
         self.sink = sink
@@ -209,6 +217,7 @@ public final class ITCHNormalizer {
 
     @inline(__always)
     func quoteIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        if depthLevels > 0 { depthIfChanged(locate, m, knownTime) }
         guard let top = books.takeChangedTop(locate) else { return }
         let ids = subjects(locate)
         guard ids.quote != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
@@ -217,6 +226,38 @@ public final class ITCHNormalizer {
                         a: Int64(top.bid) &* 10_000, b: Int64(top.bidShares) &* 100_000_000,
                         c: Int64(top.ask) &* 10_000, d: Int64(top.askShares) &* 100_000_000))
         counts.quotes &+= 1
+    }
+
+    /// Publishes every level of the top `depthLevels` per side that differs from what was last published: one
+    /// BOOK event per changed level (price and size; an emptied level has both 0), so a subscriber keeps an
+    /// array per side indexed by level. A new level near the top shifts the ones below it, and each shifted
+    /// level is published too: level-based depth, as exchanges' market-by-price feeds send it.
+    func depthIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let n = depthLevels
+        if publishedDepth.isEmpty {
+            publishedDepth = Array(repeating: [], count: 1 << 16)
+            bookSubjects = Array(repeating: ITCHNormalizer.noSubject, count: 1 << 16)
+        }
+        let i = Int(locate)
+        if publishedDepth[i].isEmpty { publishedDepth[i] = Array(repeating: PriceLevel(price: 0, shares: 0), count: 2 * n) }
+        if bookSubjects[i] == ITCHNormalizer.noSubject {
+            guard symbols[i] != 0 else { return }
+            bookSubjects[i] = subjects.intern(text: Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHStock(raw: symbols[i]).text, kind: .book).text)
+        }
+        let book = books.books[i]
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        for side in 0..<2 {
+            let levels = side == 0 ? book.bids : book.asks   // best last
+            for level in 0..<n {
+                let now = level < levels.count ? levels[levels.count - 1 - level] : PriceLevel(price: 0, shares: 0)
+                if publishedDepth[i][side * n + level] == now { continue }
+                publishedDepth[i][side * n + level] = now
+                sink.emit(Event(subjectID: bookSubjects[i], kind: .book, flags: side == 0 ? Side.buy.rawValue : Side.sell.rawValue,
+                                eventTime: t, knownTime: knownTime ?? t,
+                                a: Int64(now.price) &* 10_000, b: Int64(now.shares) &* 100_000_000, c: Int64(level), d: Int64(levels.count)))
+                counts.books &+= 1
+            }
+        }
     }
 
     @inline(__always)

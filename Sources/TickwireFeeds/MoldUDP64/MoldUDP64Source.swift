@@ -58,6 +58,7 @@ public final class MoldUDP64Source: EventSource {
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let normalizer = ITCHNormalizer(sink: sink, clock: clock)
+        normalizer.depthLevels = options.depthLevels
         let gapSubject = sink.subjects.intern(Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHNormalizer.feedToken, kind: .gap))
         let requester = try options.retransmitEndpoint.map { _ throws(FeedConfigError) in try UDPSocket() }
         var counts = LineCounts()

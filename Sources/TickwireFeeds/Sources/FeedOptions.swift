@@ -15,6 +15,8 @@ public struct FeedOptions: Sendable {
     public var receiveBufferBytes: Int
     /// MoldUDP64: give up when nothing arrives for this long (0 waits until stopped).
     public var idleTimeoutNanos: Int64
+    /// ITCH: price levels per side to publish as `MD.XNAS.<SYM>.BOOK` (0: top of book only, as QUOTE).
+    public var depthLevels = 0
 
     public init(date: TradingDate? = nil, errorPolicy: ErrorPolicy = .stop, retransmitEndpoint: UDPEndpoint? = nil,
                 gapTimeoutNanos: Int64 = 250_000_000, requestDelayNanos: Int64 = 2_000_000,
