@@ -53,6 +53,20 @@ public enum StatsTable {
             }
             lines.append(pad(sub, 32) + ["delivered", "dropped", "lag", "resyncs", "stalls"].map { lpad(field($0), 11) }.joined())
         }
+        // Everything else the daemon counts: alerts per rule, trades per outcome and reason, the store, latencies.
+        let shown = ["tickwire_uptime_seconds", "tickwire_ring_published_total", "tickwire_ring_capacity", "tickwire_subjects",
+                     "tickwire_source_total"]
+        var other = [String]()
+        for sample in samples where !shown.contains(sample.name) && !sample.name.hasPrefix("tickwire_subscription_") {
+            if sample.name.hasSuffix("_bucket") || (sample.value == 0 && sample.name.hasSuffix("_total") && !sample.labels.isEmpty) { continue }
+            let labels = sample.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            other.append(pad(sample.name.replacingOccurrences(of: "tickwire_", with: ""), 40) + pad(labels, 28) + lpad(format(sample.value), 14))
+        }
+        if !other.isEmpty {
+            lines.append("")
+            lines.append("OTHER (zero counters with labels left out)")
+            lines.append(contentsOf: other)
+        }
         return lines.joined(separator: "\n")
     }
 
