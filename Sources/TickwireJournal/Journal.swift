@@ -210,10 +210,7 @@ public final class Journal: @unchecked Sendable {
         thread = startThread { [unowned self] in self.syncLoop() }
     }
 
-    deinit {
-        close()
-        Glibc.close(lockFD)
-    }
+    deinit { close() }
 
     // MARK: Appending
 
@@ -302,6 +299,8 @@ public final class Journal: @unchecked Sendable {
         lock.unlock()
         if let t { pthread_join(t, nil) }
         if fd >= 0 { Glibc.close(fd); fd = -1 }
+        // Release the directory at once: a reopen right after close must not depend on when ARC frees this object.
+        if lockFD >= 0 { Glibc.close(lockFD); lockFD = -1 }
     }
 
     // MARK: The sync thread
