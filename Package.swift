@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "TickwireFeedsTests", dependencies: ["TickwireFeeds", "TickwireCore"]),
         .testTarget(name: "TickwireJournalTests", dependencies: ["TickwireJournal", "TickwireCore"]),
         .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore"]),
-        .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"], exclude: ["Fixtures"]),
+        .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"]),
         .testTarget(name: "TickwireRiskTests", dependencies: ["TickwireRisk", "TickwireCore"]),
         .testTarget(name: "TickwireDaemonTests", dependencies: [
             "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ",

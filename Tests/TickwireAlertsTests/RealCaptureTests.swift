@@ -3,11 +3,12 @@ import Testing
 import TickwireAlerts
 import TickwireCore
 
-/// Real captures (Fixtures/README.md) run through the rules. The expected counts come from an independent
+/// Real captures (Tests/Fixtures/PROVENANCE.md) run through the rules. The expected counts come from an independent
 /// reference: a brute-force Python pass over the same CSV with exact decimals (each window rescanned per trade).
 @Suite struct RealCaptureTests {
     static func lines(_ name: String) throws -> [Substring] {
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)")
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/\(name)")
         let text = try String(contentsOf: url, encoding: .utf8)
         return text.split(separator: "\n").map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
     }
