@@ -80,19 +80,20 @@ public enum FixedPoint {
         var digits = fractionDigits
         while frac % 10 == 0 { frac /= 10; digits -= 1 }
         out.append(UInt8(ascii: "."))
-        var buf = [UInt8](repeating: UInt8(ascii: "0"), count: digits)
-        var i = digits - 1
-        while frac > 0 { buf[i] = UInt8(ascii: "0") + UInt8(frac % 10); frac /= 10; i -= 1 }
-        out.append(contentsOf: buf)
+        // `digits` fractional digits, leading zeros kept, written from the right in place.
+        let start = out.count
+        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: digits))
+        var i = start + digits - 1
+        while frac > 0 { out[i] = UInt8(ascii: "0") + UInt8(frac % 10); frac /= 10; i -= 1 }
     }
 
     public static func appendUnsigned(_ value: UInt64, to out: inout [UInt8]) {
         if value == 0 { out.append(UInt8(ascii: "0")); return }
+        // Digits are appended least significant first, then reversed in place: no temporary array.
+        let start = out.count
         var v = value
-        var digits = [UInt8]()
-        digits.reserveCapacity(20)
-        while v > 0 { digits.append(UInt8(ascii: "0") + UInt8(v % 10)); v /= 10 }
-        out.append(contentsOf: digits.reversed())
+        while v > 0 { out.append(UInt8(ascii: "0") + UInt8(v % 10)); v /= 10 }
+        out[start...].reverse()
     }
 
     public static func appendSigned(_ value: Int64, to out: inout [UInt8]) {

@@ -29,7 +29,7 @@ public enum WireError: Error, Equatable, CustomStringConvertible, Sendable {
 ///   3   1  reserved, 0
 ///   4   2  source
 ///   6   2  body length in bytes (32 in version 1)
-///   8   8  seq           publisher-wide, gapless
+///   8   8  seq           gapless per stream (the subject's first token)
 ///  16   8  subject_seq   gapless per subject
 ///  24   8  event_time    ns since the epoch, UTC
 ///  32   8  known_time    ns since the epoch, UTC

@@ -1,6 +1,7 @@
 import TOMLKit
 import TickwireAlerts
 import TickwireCore
+import TickwireFeeds
 import TickwireRisk
 
 /// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
@@ -179,8 +180,7 @@ public struct DaemonConfig: Sendable, Equatable {
     public var resolvedSimSymbols: [String] {
         if !simSymbols.isEmpty { return simSymbols }
         guard let n = simSymbolCount else { return [] }
-        let builtIn = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM", "V", "JNJ", "WMT", "PG",
-                       "XOM", "MA", "HD", "CVX", "KO", "PEP", "BAC", "CSCO", "INTC", "ORCL", "NFLX", "ADBE"]
+        let builtIn = MarketSimulator.defaultSymbols
         return (0..<n).map { $0 < builtIn.count ? builtIn[$0] : "SYM\($0)" }
     }
 }

@@ -43,7 +43,6 @@ public final class Daemon: @unchecked Sendable {
     public let context = ZMQContext()
     let logger: Logger
     let stop = StopSignal()
-    private var threads: [Thread] = []
     private let running = Atomic<Int>(0)
     private var sources: [EventSource] = []
     private var publisher: ZMQPublisher!
@@ -224,6 +223,8 @@ public final class Daemon: @unchecked Sendable {
                 s.counters.append(("tickwire_trades_total", ("outcome", outcome), UInt64(n), "Trade submissions by outcome (rejected includes risk, validation and authentication)."))
             }
         }
+        s.counters.append(("tickwire_publish_failures_total", ("", ""), publisher?.failed.load(ordering: .relaxed) ?? 0,
+                           "Messages libzmq refused to send (counted; the feed goes on)."))
         s.counters.append(("tickwire_store_events_total", ("", ""), storeAppended.load(ordering: .relaxed), "Events appended to the store."))
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
@@ -336,7 +337,6 @@ public final class Daemon: @unchecked Sendable {
             running.subtract(1, ordering: .releasing)
         }
         t.name = name
-        threads.append(t)
         t.start()
     }
 

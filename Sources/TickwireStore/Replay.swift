@@ -21,8 +21,8 @@ public enum ReplayPace: Sendable, Equatable {
     }
 }
 
-/// Where a replay sends its events: numbered (`seq` publisher-wide from 1, `subjectSeq` per subject from 1)
-/// exactly as the live feed numbers them.
+/// Where a replay sends its events: numbered by `WireSequencer` (`seq` per stream, `subjectSeq` per subject,
+/// both from 1) exactly as the live feed numbers them.
 public protocol ReplaySink: AnyObject {
     func send(subject: String, subjectSeq: UInt64, event: Event) throws
     func finish() throws
@@ -35,8 +35,8 @@ public enum Replayer {
     @discardableResult
     public static func run(_ reader: StoreReader, _ q: StoreQuery, pace: ReplayPace, into sink: ReplaySink,
                            stop: StopSignal? = nil) throws -> UInt64 {
-        var seq: UInt64 = 0
-        var subjectSeq = [String: UInt64]()
+        var sequencer = WireSequencer()
+        var sent: UInt64 = 0
         var firstEventTime: Int64?
         let start = tw_monotonic_ns()
         struct Stopped: Error {}
@@ -54,15 +54,14 @@ public enum Replayer {
                         nanosleep(&ts, nil)
                     }
                 }
-                seq += 1
+                let (seq, subjectSeq) = sequencer.next(subject: stored.subject)
                 e.seq = seq
-                let s = (subjectSeq[stored.subject] ?? 0) + 1
-                subjectSeq[stored.subject] = s
-                try sink.send(subject: stored.subject, subjectSeq: s, event: e)
+                sent += 1
+                try sink.send(subject: stored.subject, subjectSeq: subjectSeq, event: e)
             }
         } catch is Stopped {}
         try sink.finish()
-        return seq
+        return sent
     }
 }
 

@@ -3,15 +3,15 @@ import Glibc
 #endif
 import TickwireCore
 
-/// A sink that prints each event as `tickwire tail` would: JSON lines or text, numbering `seq` as a running
-/// count and `subject_seq` per subject (both from 1), so a decoded file and a live tail read alike.
+/// A sink that prints each event as `tickwire tail` would: JSON lines or text, numbered by `WireSequencer`
+/// (`seq` per stream, `subject_seq` per subject), so a decoded file and a live tail read alike.
 public final class PrintingSink: EventSink {
     public enum Format: String, Sendable, CaseIterable { case jsonl, text, none }
 
     public let subjects: SubjectTable
     public let format: Format
     public private(set) var count: UInt64 = 0
-    var subjectSeqs: [UInt64] = []
+    var sequencer = WireSequencer()
     var line: [UInt8] = []
     let fd: Int32
 
@@ -24,17 +24,15 @@ public final class PrintingSink: EventSink {
 
     public func emit(_ event: Event) {
         count &+= 1
-        let id = Int(event.subjectID)
-        if id >= subjectSeqs.count { subjectSeqs += [UInt64](repeating: 0, count: id + 1 - subjectSeqs.count) }
-        subjectSeqs[id] &+= 1
+        let (seq, subjectSeq) = sequencer.next(event.subjectID, subject: subjects.entry(event.subjectID))
         var e = event
-        e.seq = count
+        e.seq = seq
         switch format {
         case .none: return
         case .jsonl:
-            EventText.appendJSON(subject: subjects.text(event.subjectID), subjectSeq: subjectSeqs[id], event: e, to: &line)
+            EventText.appendJSON(subject: subjects.text(event.subjectID), subjectSeq: subjectSeq, event: e, to: &line)
         case .text:
-            line += EventText.textLine(WireEvent(subject: subjects.text(event.subjectID), subjectSeq: subjectSeqs[id], event: e)).utf8
+            line += EventText.textLine(WireEvent(subject: subjects.text(event.subjectID), subjectSeq: subjectSeq, event: e)).utf8
         }
         line.append(UInt8(ascii: "\n"))
         if line.count > (1 << 16) - 512 { flush() }
