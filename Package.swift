@@ -80,16 +80,18 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jemalloc")]
         ),
 
+        // Child processes with bounded waits, free ports, temporary directories: for the tests only.
+        .target(name: "TickwireTestSupport", dependencies: ["CTickwireSys"]),
         .testTarget(name: "TickwireCoreTests", dependencies: ["TickwireCore"]),
         .testTarget(name: "TickwireZMQTests", dependencies: ["TickwireZMQ"]),
         .testTarget(name: "TickwireRingTests", dependencies: ["TickwireRing", "TickwireCore"]),
         .testTarget(name: "TickwireFeedsTests", dependencies: ["TickwireFeeds", "TickwireCore"]),
         .testTarget(name: "TickwireJournalTests", dependencies: ["TickwireJournal", "TickwireCore"]),
-        .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore"]),
+        .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore", "TickwireTestSupport"]),
         .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"]),
         .testTarget(name: "TickwireRiskTests", dependencies: ["TickwireRisk", "TickwireCore"]),
         .testTarget(name: "TickwireDaemonTests", dependencies: [
-            "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ",
+            "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ", "TickwireTestSupport",
         ]),
     ]
 )

@@ -1,7 +1,33 @@
 #!/usr/bin/env bash
 # The test command: every test against real daemons, sockets and files, then the concurrency tests again
 # under the thread sanitizer (in a scratch path of their own so the two builds do not overwrite each other).
-set -euo pipefail
+#
+# Each step runs under a watchdog: a step still running after its limit gets the thread stacks of the test
+# process printed (gdb), then is killed, so a hang fails fast and says where it was.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-swift test
-swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireJournalTests'
+
+bounded() {
+    local limit=$1; shift
+    "$@" &
+    local pid=$!
+    (
+        sleep "$limit"
+        echo "test.sh: '$*' still running after ${limit} s; thread stacks of the test process follow" >&2
+        for p in $(pgrep -f 'PackageTests.xctest'); do
+            gdb -p "$p" -batch -ex 'thread apply all bt 40' >&2 2>&1 || true
+        done
+        pkill -KILL -f 'PackageTests.xctest'
+        pkill -KILL -f "$PWD/.build[^ ]*/tickwire " || true
+        kill "$pid" 2>/dev/null
+    ) &
+    local watchdog=$!
+    local rc=0
+    wait "$pid" || rc=$?
+    kill "$watchdog" 2>/dev/null
+    wait "$watchdog" 2>/dev/null
+    return "$rc"
+}
+
+bounded 2400 swift test || exit $?
+bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireJournalTests' || exit $?

@@ -1,4 +1,5 @@
 import Foundation
+import TickwireTestSupport
 import Testing
 import TickwireCore
 import TickwireDaemon

@@ -1,4 +1,5 @@
 import Foundation
+import TickwireTestSupport
 import Logging
 import Synchronization
 import Testing

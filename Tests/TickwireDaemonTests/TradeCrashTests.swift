@@ -1,4 +1,5 @@
 import Foundation
+import TickwireTestSupport
 import Testing
 import TickwireCore
 import TickwireJournal
@@ -63,16 +64,11 @@ import TickwireZMQ
             [trades]
             endpoint = "tcp://127.0.0.1:\(tradePort)"
             """.write(toFile: config, atomically: true, encoding: .utf8)
-            let daemon = Process()
-            daemon.executableURL = URL(fileURLWithPath: binary)
-            daemon.arguments = ["run", "--config", config, "--rate", "100"]
-            daemon.standardOutput = FileHandle.nullDevice
-            daemon.standardError = FileHandle.nullDevice
-            try daemon.run()
+            let daemon = try ChildProcess(binary, ["run", "--config", config, "--rate", "100"])
             let deadline = Date().addingTimeInterval(10)
             while !Self.listening(tradePort) && daemon.isRunning && Date() < deadline { usleep(5_000) }
             guard Self.listening(tradePort) else {
-                daemon.terminate()
+                daemon.kill9()
                 Issue.record("cycle \(cycle): the daemon did not listen on \(tradePort)")
                 return
             }
@@ -108,9 +104,11 @@ import TickwireZMQ
                 }
             }
             usleep(killAfter)
-            kill(daemon.processIdentifier, SIGKILL)
-            daemon.waitUntilExit()
-            group.wait()
+            daemon.kill9()
+            if group.wait(timeout: .now() + 60) == .timedOut {
+                Issue.record("cycle \(cycle): a client did not finish within 60 s of the kill")
+                return
+            }
             conflicting += bad.value
         }
         print("kill -9: \(cycles) cycles, \(ledger.ackedCount) trades acknowledged of \(ledger.sent.count) sent")

@@ -1,4 +1,5 @@
 import Foundation
+import TickwireTestSupport
 import Testing
 import TickwireCore
 @testable import TickwireStore
@@ -22,16 +23,10 @@ import TickwireCore
             t = ipc.open_file(sys.argv[1]).read_all()
             print(t.num_rows, t.schema.field('event_time').type, t.column('subject')[0], t.column('kind')[1], t.column('a')[1], t.column('known_time')[0].value)
             """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, file]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = Pipe()
-        guard (try? p.run()) != nil else { return }
-        p.waitUntilExit()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        if p.terminationStatus != 0 && out.isEmpty { return }  // no pyarrow here
+        guard let p = try? ChildProcess("/usr/bin/env", ["python3", "-c", script, file]) else { return }
+        let status = p.wait(seconds: 120)
+        let out = p.stdout
+        if status != 0 && out.isEmpty { return }  // no pyarrow here
         #expect(out == "70002 timestamp[ns, tz=UTC] MD.XNAS.AAPL.QUOTE TRADE 100000000 \(t(1.5).rawValue)\n")
     }
 }

@@ -30,6 +30,11 @@ void tw_cpu_relax(void);
 /// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
 int tw_terminal_size(int fd, int *rows, int *cols);
 
+/// posix_spawn of `path` with stdin from /dev/null, stdout and stderr appended to the given files, and every other
+/// descriptor closed in the child (so a child never inherits another's sockets or pipes). Returns 0 or an errno.
+int tw_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+             const char *stdout_path, const char *stderr_path);
+
 /// CRC32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start). Uses SSE4.2 when the CPU has it,
 /// slicing-by-8 tables otherwise; both give the same value (the iSCSI/ext4 CRC, final XOR included).
 uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
