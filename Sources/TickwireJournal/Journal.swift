@@ -1,3 +1,4 @@
+import CTickwireSys
 import Synchronization
 import TickwireCore
 #if canImport(Glibc)
@@ -89,6 +90,9 @@ public final class Journal: @unchecked Sendable {
     private var syncThreadIdle = false
     private var syncThreadExited = false
     private let durable: Atomic<UInt64>
+    /// Durability waiters sleep on a futex, not on the append lock: a group commit wakes all of them at once and
+    /// none has to reacquire a mutex to leave (a condition variable made 64 acknowledged writers leave one by one).
+    private let wakeWords = DurabilityWakeWords()
 
     // Owned by the sync thread after init.
     private var fd: Int32
@@ -273,6 +277,8 @@ public final class Journal: @unchecked Sendable {
     /// - Throws: the failure that kept it off the disk, or `.closed`.
     public func waitDurable(_ seq: UInt64) throws(JournalError) {
         if durable.load(ordering: .acquiring) >= seq { return }
+        wakeWords.wait { durable.load(ordering: .acquiring) >= seq }
+        if durable.load(ordering: .acquiring) >= seq { return }
         lock.lock()
         defer { lock.unlock() }
         while durableSeq < seq && failureError == nil && !syncThreadExited { lock.wait(1) }
@@ -319,6 +325,7 @@ public final class Journal: @unchecked Sendable {
                 syncThreadExited = true
                 lock.broadcast(1)
                 lock.unlock()
+                wakeWords.stop()
                 return
             }
             swap(&batch, &pending)
@@ -342,6 +349,7 @@ public final class Journal: @unchecked Sendable {
             lock.broadcast(1)
             let reported = durableSeq
             lock.unlock()
+            if outcome == nil { wakeWords.wakeAll() } else { wakeWords.stop() }
             options.onDurable?(reported)
             if outcome != nil { return }
             batch.removeAll(keepingCapacity: true)
@@ -484,5 +492,43 @@ struct SegmentReader {
             off += Int64(total)
         }
         return out
+    }
+}
+
+/// The futex durability waiters sleep on: an epoch bumped at each group commit, a count of sleepers (so a commit
+/// nobody waits for makes no system call), and a stop flag for a journal that failed or closed.
+final class DurabilityWakeWords: @unchecked Sendable {
+    private let epoch = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: 1)
+    private let sleepers = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+
+    init() { epoch.initialize(to: Atomic(0)) }
+    deinit { epoch.deinitialize(count: 1); epoch.deallocate() }
+
+    private var futexWord: UnsafeMutablePointer<UInt32> { UnsafeMutableRawPointer(epoch).assumingMemoryBound(to: UInt32.self) }
+
+    /// Sleeps until `done()` holds or the words are stopped.
+    func wait(until done: () -> Bool) {
+        while !done() && !stopped.load(ordering: .acquiring) {
+            sleepers.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            let e = epoch.pointee.load(ordering: .sequentiallyConsistent)
+            if !done() && !stopped.load(ordering: .sequentiallyConsistent) {
+                // The 100 ms bound only limits the cost of a missed wake; every commit wakes exactly.
+                _ = tw_futex_wait(futexWord, e, 100_000_000)
+            }
+            sleepers.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// After a commit: wakes every sleeper to recheck.
+    func wakeAll() {
+        epoch.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { _ = tw_futex_wake(futexWord, Int32.max) }
+    }
+
+    /// The journal stopped (failure or close): wakes everyone for good.
+    func stop() {
+        stopped.store(true, ordering: .sequentiallyConsistent)
+        wakeAll()
     }
 }
