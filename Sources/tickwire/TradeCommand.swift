@@ -29,7 +29,15 @@ struct TradeCommand: ParsableCommand {
         @Option(help: "Data directory holding keys/ (the server's public key and the trader's pair).") var data = "./tickwire-data"
         @Option(help: "Trader key to use (keys/traders/NAME.key); default: the first.") var trader: String?
         @Option(help: "Most trades in flight at once.") var window = 4096
+        @Option(help: "Most trades sent in one message (--file).") var batch = 64
         @Option(help: "Give up on a reply after this many milliseconds.") var timeoutMs = 10_000
+
+        func validate() throws {
+            guard (1...TradeWire.maxTradesPerMessage).contains(batch) else {
+                throw ValidationError("--batch must be 1...\(TradeWire.maxTradesPerMessage)")
+            }
+            guard window >= 1 else { throw ValidationError("--window must be at least 1") }
+        }
 
         func run() throws {
             let context = ZMQContext()
@@ -67,6 +75,15 @@ struct TradeCommand: ParsableCommand {
                     }
                     text = String(decoding: data, as: UTF8.self)
                 }
+                // Consecutive trades travel together, up to `batch` a message (their replies come back together).
+                var batched: [TradeRequest] = []
+                func flush() throws {
+                    guard !batched.isEmpty else { return }
+                    try drain(untilBelow: max(1, window - batched.count + 1))
+                    if batched.count == 1 { try client.send(batched[0]) } else { try client.send(batch: batched) }
+                    for r in batched { outstanding.insert(r.clientOrderID) }
+                    batched.removeAll(keepingCapacity: true)
+                }
                 for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                     if line.allSatisfy(\.isWhitespace) { continue }
                     let request: TradeRequest
@@ -75,10 +92,10 @@ struct TradeCommand: ParsableCommand {
                         failed = true
                         continue
                     }
-                    try drain(untilBelow: window)
-                    try client.send(request)
-                    outstanding.insert(request.clientOrderID)
+                    batched.append(request)
+                    if batched.count >= batch { try flush() }
                 }
+                try flush()
                 try drain(untilBelow: 1)
             } else {
                 guard let desk, let symbol, let side, let qty, let price, let id else {

@@ -30,6 +30,34 @@ import Glibc
         }?.value ?? -1
     }
 
+    @Test func submitFileSendsBatchesAndARetryOfTheFileMakesNoNewTrade() throws {
+        let data = temporaryDirectory("floorfile")
+        let d = try DaemonProcess(["--rate", "2000"], data: data)
+        let price = try marketPrice(d)
+        var lines = (0..<150).map { #"{"desk":"DESK7","symbol":"AAPL","side":"buy","qty":1,"price":"\#(price)","id":"f-\#($0)"}"# }
+        lines.insert(#"{"desk":"DESK7","symbol":"AAPL"}"#, at: 70)   // missing fields: an error naming its line
+        let file = data + "/trades.jsonl"
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        func run() throws -> [String: Any] {
+            let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)",
+                                                "--file", file, "--batch", "16", "--window", "64"])
+            #expect(r.status == 1, "a bad line makes the exit status 1: \(r.stderr)")
+            var byID: [String: Any] = [:]
+            for line in r.stdout.split(separator: "\n") {
+                let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                byID[(obj["id"] as? String) ?? "line \(obj["line"] ?? "?")"] = obj["seq"] ?? obj["error"]
+            }
+            return byID
+        }
+        let first = try run()
+        #expect(first.count == 151)
+        #expect("\(first["line 71"] ?? "")".contains("trades.jsonl:71"), "\(first["line 71"] ?? "none")")
+        let seqs = (0..<150).compactMap { first["f-\($0)"] as? Int }
+        #expect(Set(seqs).count == 150, "every trade acknowledged once with its own sequence")
+        let second = try run()
+        for i in 0..<150 { #expect(second["f-\(i)"] as? Int == first["f-\(i)"] as? Int, "a retry returns the original sequence") }
+    }
+
     @Test func riskRejectsBreachesAndJournalsPermittedTrades() throws {
         let data = temporaryDirectory("floor")
         let d = try DaemonProcess(["--rate", "2000"], data: data)

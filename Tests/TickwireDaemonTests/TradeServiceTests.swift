@@ -122,6 +122,31 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         #expect(try client.submit(tradeOrder("OK1")) == .ack(clientOrderID: "OK1", seq: 1, duplicate: false))
     }
 
+    @Test func aBatchIsAnsweredInOneMessageInOrder() throws {
+        let s = try RunningTradeService(check: { $0.symbol == "HALTED" ? RejectReason(.preTradeCheck, "symbol halted") : nil })
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        let batch = [tradeOrder("B1"), tradeOrder("Z1", qty: 0), tradeOrder("H1", symbol: "HALTED"), tradeOrder("B1"), tradeOrder("B2")]
+        func replies() throws -> [TradeReply] { try batch.map { _ in try #require(try client.receive(timeoutMs: 10_000)) } }
+        try client.send(batch: batch)
+        let first = try replies()
+        #expect(first[0] == .ack(clientOrderID: "B1", seq: 1, duplicate: false))
+        guard case .reject("Z1", let zero) = first[1] else { Issue.record("zero quantity accepted: \(first[1])"); return }
+        #expect(zero.code == .invalidField)
+        #expect(first[2] == .reject(clientOrderID: "H1", RejectReason(.preTradeCheck, "symbol halted")))
+        #expect(first[3] == .ack(clientOrderID: "B1", seq: 1, duplicate: true))   // a retry inside the same message
+        #expect(first[4] == .ack(clientOrderID: "B2", seq: 2, duplicate: false))
+        // The whole message again: nothing new is journaled.
+        try client.send(batch: batch)
+        let again = try replies()
+        #expect(again[0] == .ack(clientOrderID: "B1", seq: 1, duplicate: true))
+        #expect(again[4] == .ack(clientOrderID: "B2", seq: 2, duplicate: true))
+        #expect(s.service.counters.accepted == 2)
+        #expect(s.published.all.count == 2)
+    }
+
     @Test func manyInFlightFromSeveralClientsAreEachAckedOnce() throws {
         let s = try RunningTradeService()
         defer { s.service.stop() }

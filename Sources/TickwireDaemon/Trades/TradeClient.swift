@@ -30,17 +30,34 @@ public final class TradeClient {
                                keys: try KeyStore.traderPair(data: data, name: trader))
     }
 
+    /// Replies received in one message and not yet handed out.
+    private var received: [TradeReply] = []
+    private var receivedHead = 0
+
     /// Sends a request without waiting (the reply names its client order id).
     public func send(_ request: TradeRequest) throws {
         do { try socket.send(TradeWire.encodeRequest(request)) } catch { throw TradeServiceError.zmq(error) }
     }
 
+    /// Sends several requests in one message (at most `TradeWire.maxTradesPerMessage`): one CURVE box and one
+    /// round of the service's loop for all of them. Their replies come back together, in the same order.
+    public func send(batch requests: [TradeRequest]) throws {
+        precondition(!requests.isEmpty && requests.count <= TradeWire.maxTradesPerMessage, "a batch holds 1...\(TradeWire.maxTradesPerMessage) trades")
+        do { _ = try socket.sendMultipart(requests.map(TradeWire.encodeRequest)) } catch { throw TradeServiceError.zmq(error) }
+    }
+
     /// The next reply, or nil after `timeoutMs` (-1: wait forever).
     public func receive(timeoutMs: Int) throws -> TradeReply? {
+        if receivedHead < received.count {
+            receivedHead += 1
+            return received[receivedHead - 1]
+        }
         do {
             let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)
-            guard ready[0].contains(.readable), let bytes = try socket.receive(dontWait: true) else { return nil }
-            return try TradeWire.decodeReply(bytes)
+            guard ready[0].contains(.readable), let frames = try socket.receiveMultipart(dontWait: true), !frames.isEmpty else { return nil }
+            received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
+            receivedHead = 1
+            return received[0]
         } catch let e as ZMQError {
             throw TradeServiceError.zmq(e)
         }

@@ -74,6 +74,8 @@ public enum TradeWire {
     public static let submit: UInt8 = 0x01, ack: UInt8 = 0x02, reject: UInt8 = 0x03
     public static let maxToken = 32
     public static let maxClientOrderID = 64
+    /// The most SUBMIT frames one request message may carry.
+    public static let maxTradesPerMessage = 1024
 
     struct Reader {
         let bytes: [UInt8]

@@ -70,7 +70,8 @@ public final class TradeService: @unchecked Sendable {
     private var wakeReceiver: ZMQSocket?
     private var wakeSender: ZMQSocket?
     private var dedupe: [String: UInt64] = [:]
-    private var pending: [(envelope: [[UInt8]], request: TradeRequest, seq: UInt64, duplicate: Bool, received: Nanos)] = []
+    /// Messages whose trades are journaled but not all durable yet, in arrival order.
+    private var pending: [PendingMessage] = []
     private var pendingHead = 0
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
@@ -196,90 +197,131 @@ public final class TradeService: @unchecked Sendable {
             acknowledgeDurable(router, journal)
         }
         // Answer what is already in flight before leaving.
-        if let last = pending[pendingHead...].map(\.seq).max() { try? journal.waitDurable(last) }
+        if let last = pending[pendingHead...].map(\.lastSeq).max() { try? journal.waitDurable(last) }
         acknowledgeDurable(router, journal)
+    }
+
+    /// A request message waiting for durability: one reply slot per SUBMIT frame, in order.
+    struct PendingMessage {
+        var envelope: [[UInt8]]
+        var replies: [TradeReply?]
+        var waiting: [(slot: Int, request: TradeRequest, seq: UInt64, duplicate: Bool)]
+        var lastSeq: UInt64
+        var received: Nanos
     }
 
     private func receiveRequests(_ router: ZMQSocket, _ journal: Journal) {
         for _ in 0..<4096 {
-            var envelope: [[UInt8]] = []
-            var body = ZMQMessage()
+            var frames: [[UInt8]] = []
+            var part = ZMQMessage()
             do {
-                guard try body.receive(from: router, dontWait: true) else { return }
-                // Frames: routing id, [empty delimiter from a REQ client], body.
-                while body.more {
-                    envelope.append(body.bytes)
-                    body = ZMQMessage()
-                    _ = try body.receive(from: router)
+                guard try part.receive(from: router, dontWait: true) else { return }
+                frames.append(part.bytes)
+                while part.more {
+                    part = ZMQMessage()
+                    _ = try part.receive(from: router)
+                    frames.append(part.bytes)
                 }
             } catch { return }
-            let trader = body.metadata("User-Id") ?? ""
-            handle(envelope: envelope, trader: trader, bytes: body.bytes, router, journal)
+            // Frames: routing id, [empty delimiter from a REQ client], one or more SUBMIT frames.
+            let envelopeCount = frames.count >= 3 && frames[1].isEmpty ? 2 : 1
+            guard frames.count > envelopeCount else { continue }
+            handle(envelope: Array(frames[..<envelopeCount]), trader: part.metadata("User-Id") ?? "",
+                   bodies: frames[envelopeCount...], router, journal)
         }
     }
 
-    private func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ r: TradeReply) {
-        _ = try? router.sendMultipart(envelope + [TradeWire.encodeReply(r)], dontWait: true)
+    private func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ replies: [TradeReply]) {
+        _ = try? router.sendMultipart(envelope + replies.map(TradeWire.encodeReply), dontWait: true)
     }
 
-    private func handle(envelope: [[UInt8]], trader: String, bytes: [UInt8], _ router: ZMQSocket, _ journal: Journal) {
-        guard !envelope.isEmpty else { return }
+    /// Judges every SUBMIT frame of one message in order; answers at once when none waits for the disk.
+    private func handle(envelope: [[UInt8]], trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
         let received = Nanos.now()
-        var request: TradeRequest
-        do { request = try TradeWire.decodeRequest(bytes) } catch {
-            count { $0.malformed += 1; $0.rejected += 1 }
-            reply(router, envelope, .reject(clientOrderID: "", error))
-            return
+        var message = PendingMessage(envelope: envelope, replies: Array(repeating: nil, count: bodies.count),
+                                     waiting: [], lastSeq: 0, received: received)
+        var delta = Counters()
+        defer { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
+        if bodies.count > TradeWire.maxTradesPerMessage {
+            delta.malformed += bodies.count; delta.rejected += bodies.count
+            let why = RejectReason(.malformed, "a message carries at most \(TradeWire.maxTradesPerMessage) trades, this one \(bodies.count)")
+            return reply(router, envelope, Array(repeating: .reject(clientOrderID: "", why), count: bodies.count))
         }
-        func reject(_ reason: RejectReason) {
-            count { $0.rejected += 1 }
-            reply(router, envelope, .reject(clientOrderID: request.clientOrderID, reason))
-        }
-        guard !trader.isEmpty else { return reject(RejectReason(.unauthenticated, "no authenticated trader")) }
-        request.trader = trader
-        if let bad = request.validationError() { return reject(bad) }
-        let key = trader + "\u{1}" + request.clientOrderID
-        if let seq = dedupe[key] {
-            count { $0.duplicates += 1 }
-            if seq <= journal.durableSequence {
-                reply(router, envelope, .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true))
-            } else {
-                pending.append((envelope, request, seq, true, received))
+        for (slot, bytes) in bodies.enumerated() {
+            var request: TradeRequest
+            do { request = try TradeWire.decodeRequest(bytes) } catch {
+                delta.malformed += 1; delta.rejected += 1
+                message.replies[slot] = .reject(clientOrderID: "", error)
+                continue
             }
-            return
+            func reject(_ reason: RejectReason) {
+                delta.rejected += 1
+                message.replies[slot] = .reject(clientOrderID: request.clientOrderID, reason)
+            }
+            guard !trader.isEmpty else { reject(RejectReason(.unauthenticated, "no authenticated trader")); continue }
+            request.trader = trader
+            if let bad = request.validationError() { reject(bad); continue }
+            let key = trader + "\u{1}" + request.clientOrderID
+            if let seq = dedupe[key] {
+                delta.duplicates += 1
+                if seq <= journal.durableSequence {
+                    message.replies[slot] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)
+                } else {
+                    message.waiting.append((slot, request, seq, true))
+                    message.lastSeq = max(message.lastSeq, seq)
+                }
+                continue
+            }
+            if let check = config.preTradeCheck, let reason = check(request) { reject(reason); continue }
+            let seq: UInt64
+            do { seq = try journal.append(TradeWire.encodeRecord(request), eventTime: received) } catch {
+                reject(RejectReason(.journalUnavailable, "\(error)")); continue
+            }
+            dedupe[key] = seq
+            message.waiting.append((slot, request, seq, false))
+            message.lastSeq = max(message.lastSeq, seq)
         }
-        if let check = config.preTradeCheck, let reason = check(request) { return reject(reason) }
-        let seq: UInt64
-        do { seq = try journal.append(TradeWire.encodeRecord(request), eventTime: received) } catch {
-            return reject(RejectReason(.journalUnavailable, "\(error)"))
+        if message.waiting.isEmpty {
+            reply(router, envelope, message.replies.map { $0! })
+        } else {
+            pending.append(message)
         }
-        dedupe[key] = seq
-        pending.append((envelope, request, seq, false, received))
     }
 
+    /// Answers every message, in arrival order, whose trades are all durable; publishes each new trade.
     private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
         let durable = journal.durableSequence
-        while pendingHead < pending.count, pending[pendingHead].seq <= durable {
-            let p = pending[pendingHead]
-            pendingHead += 1
-            if !p.duplicate {
-                count { $0.accepted += 1 }
-                let r = p.request
-                let event = Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: p.received, knownTime: .now(),
-                                  seq: p.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: p.seq))
-                publish(event, r.subject)
+        var accepted = 0, rejected = 0
+        defer { if accepted + rejected > 0 { count { $0.accepted += accepted; $0.rejected += rejected } } }
+        func answer(_ m: PendingMessage, failure: JournalError? = nil) {
+            var replies = m.replies
+            for w in m.waiting {
+                let r = w.request
+                if w.seq <= durable {
+                    if !w.duplicate {
+                        accepted += 1
+                        publish(Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: .now(),
+                                      seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject)
+                    }
+                    replies[w.slot] = .ack(clientOrderID: r.clientOrderID, seq: w.seq, duplicate: w.duplicate)
+                } else if let failure {
+                    // Nothing after the last durable record was written: refuse it, and forget its id so a retry
+                    // is judged anew.
+                    if !w.duplicate { dedupe[r.trader + "\u{1}" + r.clientOrderID] = nil }
+                    rejected += 1
+                    replies[w.slot] = .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "\(failure)"))
+                }
             }
-            reply(router, p.envelope, .ack(clientOrderID: p.request.clientOrderID, seq: p.seq, duplicate: p.duplicate))
+            reply(router, m.envelope, replies.map { $0! })
+        }
+        while pendingHead < pending.count, pending[pendingHead].lastSeq <= durable {
+            answer(pending[pendingHead])
+            pendingHead += 1
         }
         if pendingHead == pending.count {
             pending.removeAll(keepingCapacity: true); pendingHead = 0
         } else if let failure = journal.failure {
-            // Nothing after the last durable record was written: refuse it, and forget its id so a retry is judged anew.
-            for p in pending[pendingHead...] {
-                if !p.duplicate { dedupe[p.request.trader + "\u{1}" + p.request.clientOrderID] = nil }
-                count { $0.rejected += 1 }
-                reply(router, p.envelope, .reject(clientOrderID: p.request.clientOrderID, RejectReason(.journalUnavailable, "\(failure)")))
-            }
+            for m in pending[pendingHead...] { answer(m, failure: failure) }
             pending.removeAll(); pendingHead = 0
         }
     }
