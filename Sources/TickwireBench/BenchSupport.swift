@@ -1,6 +1,8 @@
+import CTickwireSys
 import DequeModule
 import Foundation
 import Histogram
+import Synchronization
 import TickwireCore
 
 // Shared by the ring and router suites: threads, clocks, percentiles, and the lock-guarded deque baseline.
@@ -8,8 +10,13 @@ import TickwireCore
 /// A thread a suite starts and joins.
 final class BenchThread: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
-    init(_ body: @escaping @Sendable () -> Void) {
-        let thread = Thread { [done] in body(); done.signal() }
+    /// - Parameter cpu: pins the thread to this CPU first (nil: the scheduler places it).
+    init(cpu: Int? = nil, _ body: @escaping @Sendable () -> Void) {
+        let thread = Thread { [done] in
+            if let cpu { _ = tw_pin_thread(Int32(cpu)) }
+            body()
+            done.signal()
+        }
         thread.stackSize = 1 << 22
         thread.start()
     }
@@ -41,6 +48,24 @@ func bestAndMedian(_ runs: Int, _ measure: () throws -> Double) rethrows -> (bes
     for _ in 0..<max(1, runs) { xs.append(try measure()) }
     xs.sort()
     return (xs.last!, xs[xs.count / 2])
+}
+
+/// Runs each measure once per round, in turn, for `runs` rounds: on a shared VM whose speed drifts with the
+/// host, A and B then see the same conditions, and the per-round ratio A/B is what the report should quote.
+/// - Returns: per measure, (best, median) of its rates, and its rates in round order.
+func interleaved(_ runs: Int, _ measures: [() -> Double]) -> [(best: Double, median: Double, rounds: [Double])] {
+    var xs = Array(repeating: [Double](), count: measures.count)
+    for _ in 0..<max(1, runs) { for (i, m) in measures.enumerated() { xs[i].append(m()) } }
+    return xs.map { rounds in
+        let sorted = rounds.sorted()
+        return (sorted.last!, sorted[sorted.count / 2], rounds)
+    }
+}
+
+/// The median over rounds of a[i] / b[i] (two measures from `interleaved`).
+func medianRatio(_ a: [Double], _ b: [Double]) -> Double {
+    let r = zip(a, b).map { $1 > 0 ? $0 / $1 : 0 }.sorted()
+    return r.isEmpty ? 0 : (r[r.count / 2] * 100).rounded() / 100
 }
 
 func rateReport(_ r: (best: Double, median: Double)) -> [String: Any] {
@@ -134,4 +159,69 @@ final class LockedDequeQueue: @unchecked Sendable {
 /// A QUOTE whose payload carries `n`.
 @inline(__always) func benchEvent(_ subject: SubjectID, _ n: Int64) -> Event {
     Event(subjectID: subject, kind: .quote, eventTime: Nanos(n), knownTime: Nanos(n), a: n, b: n, c: n, d: n)
+}
+
+/// Runs `body` with the calling thread pinned to `cpu`, then lets it run anywhere again. With the other side of
+/// a two-thread benchmark pinned to the other CPU, neither thread waits behind the other on one core (unpinned,
+/// runs on this 2-vCPU VM were bimodal: 25–35M or 100–150M ring events/s, by where the scheduler put them).
+func pinned<T>(_ cpu: Int, _ body: () throws -> T) rethrows -> T {
+    _ = tw_pin_thread(Int32(cpu))
+    defer { _ = tw_unpin_thread() }
+    return try body()
+}
+
+/// The CPUs a two-thread benchmark pins its producer and consumer to.
+let producerCPU = 0, consumerCPU = 1
+
+/// The floor the ring is measured against: the plainest correct single-producer single-consumer ring of 64-byte
+/// events (two cursors on their own lines, acquire/release, events written and read in place, batches claimed
+/// and released at once). No broadcast, no gating scan, no lossy readers, no parking: what is left is the cost of
+/// moving the events' cache lines from one core to the other.
+final class PlainSPSCRing: @unchecked Sendable {
+    private let slots: UnsafeMutablePointer<Event>
+    private let mask: Int
+    private let cursors: UnsafeMutablePointer<Atomic<Int>>   // [0] head (producer), [16] tail (consumer), [32] closed
+    let capacity: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        mask = capacity - 1
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: .empty, count: capacity)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 48 * 8, alignment: 128)
+        cursors = raw.bindMemory(to: Atomic<Int>.self, capacity: 48)
+        for i in 0..<48 { (cursors + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        slots.deallocate()
+        cursors.deinitialize(count: 48)
+        UnsafeMutableRawPointer(cursors).deallocate()
+    }
+
+    /// Writes `count` events in place (`fill(i)` makes the i-th), waiting (spin, then yield) for room.
+    @inline(__always)
+    func publish(count: Int, _ fill: (Int) -> Event) {
+        let head = cursors[0].load(ordering: .relaxed)
+        var spins = 0
+        while head + count - cursors[16].load(ordering: .acquiring) > capacity {
+            spins += 1
+            if spins > 256 { sched_yield() }
+        }
+        for i in 0..<count { slots[(head + i) & mask] = fill(i) }
+        cursors[0].store(head + count, ordering: .releasing)
+    }
+
+    func close() { cursors[32].store(1, ordering: .releasing) }
+
+    /// Hands every available event to `body`; -1 once closed and drained.
+    @inline(__always)
+    func poll(_ body: (Event) -> Void) -> Int {
+        let tail = cursors[16].load(ordering: .relaxed)
+        let head = cursors[0].load(ordering: .acquiring)
+        if head == tail { return cursors[32].load(ordering: .acquiring) != 0 && cursors[0].load(ordering: .acquiring) == tail ? -1 : 0 }
+        for s in tail..<head { body(slots[s & mask]) }
+        cursors[16].store(head, ordering: .releasing)
+        return head - tail
+    }
 }

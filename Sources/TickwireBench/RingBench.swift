@@ -1,3 +1,4 @@
+import CTickwireSys
 import Foundation
 import TickwireCore
 import TickwireRing
@@ -18,16 +19,22 @@ enum RingBench {
         let samples = Int(options.parameters["latency_samples"] ?? "") ?? 200_000
         let slowN = min(n, 2_000_000)   // baselines that run at a few million a second
 
-        // SPSC throughput.
-        let ringBatch = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .yield) }
-        let ringSingle = bestAndMedian(runs) { ringSPSC(events: n, batch: 1, wait: .yield) }
+        // SPSC throughput: producer and consumer pinned to the two CPUs; the ring and its baselines take turns
+        // round by round, and ratios are medians of per-round ratios.
+        let spsc = interleaved(runs, [
+            { ringSPSC(events: n, batch: batch, wait: .yield) },
+            { plainSPSC(events: n, batch: batch) },
+            { dequeSPSC(events: slowN, batch: batch) },
+            { ringSPSC(events: slowN, batch: 1, wait: .yield) },
+            { plainSPSC(events: slowN, batch: 1) },
+            { dequeSPSC(events: slowN, batch: 1) },
+        ])
+        let (ringBatch, plainBatch, dequeBatch, ringSingle, plainSingle, dequeSingle) = (spsc[0], spsc[1], spsc[2], spsc[3], spsc[4], spsc[5])
         let ringBatchSpin = bestAndMedian(runs) { ringSPSC(events: n, batch: batch, wait: .busySpin) }
-        let sameThreadRing = bestAndMedian(runs) { ringSameThread(events: n) }
-        let sameThreadDeque = bestAndMedian(runs) { dequeSameThread(events: n) }
-        let dequeBatch = bestAndMedian(runs) { dequeSPSC(events: n, batch: batch) }
-        let dequeSingle = bestAndMedian(runs) { dequeSPSC(events: slowN, batch: 1) }
         let stream = bestAndMedian(runs) { asyncStreamSPSC(events: slowN) }
         let zmq = try bestAndMedian(runs) { try zmqSPSC(events: min(n, 1_000_000)) }
+        let sameThreadRing = bestAndMedian(runs) { ringSameThread(events: n) }
+        let sameThreadDeque = bestAndMedian(runs) { dequeSameThread(events: n) }
 
         // One producer, four consumers.
         let fanBlockingYield = bestAndMedian(runs) { ringFanOut(events: n, consumers: 4, policy: .blocking, wait: .yield) }
@@ -47,17 +54,21 @@ enum RingBench {
             "suite": "ring",
             "events": n, "runs": runs, "batch": batch, "ring_capacity": ringCapacity,
             "spsc": [
-                "note": "producer and consumer yield after a short spin when they must wait (busy_spin: never yield)",
-                "ring_batch64": rateReport(ringBatch),
+                "note": "producer and consumer pinned to CPUs 0 and 1; they yield after a short spin when they must wait (busy_spin: never yield); ratios are medians of per-round ratios, the measures taking turns",
+                "ring_batch64": rateReport((ringBatch.best, ringBatch.median)),
                 "ring_batch64_busy_spin": rateReport(ringBatchSpin),
-                "ring_one_at_a_time": rateReport(ringSingle),
-                "locked_deque_batch64": rateReport(dequeBatch),
-                "locked_deque_one_at_a_time": rateReport(dequeSingle),
+                "ring_one_at_a_time": rateReport((ringSingle.best, ringSingle.median)),
+                "plain_spsc_ring_batch64": rateReport((plainBatch.best, plainBatch.median)),
+                "plain_spsc_ring_one_at_a_time": rateReport((plainSingle.best, plainSingle.median)),
+                "locked_deque_batch64": rateReport((dequeBatch.best, dequeBatch.median)),
+                "locked_deque_one_at_a_time": rateReport((dequeSingle.best, dequeSingle.median)),
                 "async_stream": rateReport(stream),
                 "zmq_inproc_pubsub": rateReport(zmq),
-                "ratio_ring_batch64_vs_locked_deque_one_at_a_time": ratio(ringBatch.median, dequeSingle.median),
-                "ratio_ring_batch64_vs_locked_deque_batch64": ratio(ringBatch.median, dequeBatch.median),
-                "ratio_ring_one_at_a_time_vs_locked_deque_one_at_a_time": ratio(ringSingle.median, dequeSingle.median),
+                "ratio_ring_batch64_vs_locked_deque_one_at_a_time": medianRatio(ringBatch.rounds, dequeSingle.rounds),
+                "ratio_ring_batch64_vs_locked_deque_batch64": medianRatio(ringBatch.rounds, dequeBatch.rounds),
+                "ratio_ring_batch64_vs_plain_spsc_ring_batch64": medianRatio(ringBatch.rounds, plainBatch.rounds),
+                "ratio_ring_one_at_a_time_vs_locked_deque_one_at_a_time": medianRatio(ringSingle.rounds, dequeSingle.rounds),
+                "ratio_ring_one_at_a_time_vs_plain_spsc_ring_one_at_a_time": medianRatio(ringSingle.rounds, plainSingle.rounds),
                 "ratio_ring_batch64_vs_async_stream": ratio(ringBatch.median, stream.median),
                 "ratio_ring_batch64_vs_zmq_inproc": ratio(ringBatch.median, zmq.median),
             ] as [String: Any],
@@ -99,16 +110,18 @@ enum RingBench {
         let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: wait)
         let consumer = ring.addConsumer(name: "spsc", policy: .blocking, wait: wait)
         let sum = BenchBox<Int64>(0)
-        let reader = BenchThread {
+        let reader = BenchThread(cpu: consumerCPU) {
             var s: Int64 = 0
             while consumer.poll(maxBatch: 1024, timeoutNanos: nil, { s &+= $0.a }) >= 0 {}
             sum.set(s)
         }
-        let t0 = benchNow()
-        publish(ring, events: events, batch: batch)
-        ring.close()
-        reader.join()
-        let t1 = benchNow()
+        let (t0, t1) = pinned(producerCPU) {
+            let t0 = benchNow()
+            publish(ring, events: events, batch: batch)
+            ring.close()
+            reader.join()
+            return (t0, benchNow())
+        }
         precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "ring SPSC lost or corrupted events")
         return Double(events) / Double(t1 - t0) * 1e9
     }
@@ -166,10 +179,39 @@ enum RingBench {
         }
     }
 
+    /// The plain SPSC ring baseline, pinned like the ring: events per second delivered.
+    static func plainSPSC(events: Int, batch: Int) -> Double {
+        let q = PlainSPSCRing(capacity: ringCapacity)
+        let sum = BenchBox<Int64>(0)
+        let reader = BenchThread(cpu: consumerCPU) {
+            var s: Int64 = 0, spins = 0
+            while true {
+                let n = q.poll { s &+= $0.a }
+                if n < 0 { break }
+                if n == 0 { spins += 1; if spins > 256 { sched_yield() } } else { spins = 0 }
+            }
+            sum.set(s)
+        }
+        let (t0, t1) = pinned(producerCPU) {
+            let t0 = benchNow()
+            var i = 1
+            while i <= events {
+                let m = min(batch, events - i + 1), base = i
+                q.publish(count: m) { k in benchEvent(SubjectID((base + k) & 1023), Int64(base + k)) }
+                i += m
+            }
+            q.close()
+            reader.join()
+            return (t0, benchNow())
+        }
+        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "plain SPSC baseline lost events")
+        return Double(events) / Double(t1 - t0) * 1e9
+    }
+
     static func dequeSPSC(events: Int, batch: Int) -> Double {
         let q = LockedDequeQueue(capacity: ringCapacity)
         let sum = BenchBox<Int64>(0)
-        let reader = BenchThread {
+        let reader = BenchThread(cpu: consumerCPU) {
             var s: Int64 = 0
             let buffer = UnsafeMutableBufferPointer<Event>.allocate(capacity: 1024)
             defer { buffer.deallocate() }
@@ -181,6 +223,8 @@ enum RingBench {
             }
             sum.set(s)
         }
+        _ = tw_pin_thread(Int32(producerCPU))
+        defer { _ = tw_unpin_thread() }
         let t0 = benchNow()
         if batch == 1 {
             for i in 1...events { q.push(benchEvent(SubjectID(i & 1023), Int64(i))) }

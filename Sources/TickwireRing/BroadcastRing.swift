@@ -53,6 +53,10 @@ public final class BroadcastRing: @unchecked Sendable {
     public let lastValues: LastValueCache?
     /// The most consumers attached at once.
     public let maxConsumers: Int
+    /// Whether the sleep/wake handshakes use asymmetric fences (membarrier): the side that publishes or frees a
+    /// slot then makes a plain release store, and only a side about to sleep pays for a full barrier on every
+    /// thread. Without membarrier, both sides use sequentially consistent operations.
+    @usableFromInline let asymmetricFences: Bool
 
     @usableFromInline let control: AtomicWords
     @usableFromInline let slots: AtomicWords
@@ -91,6 +95,7 @@ public final class BroadcastRing: @unchecked Sendable {
         self.gapSubject = gapSubject
         self.lastValues = lastValues
         self.maxConsumers = maxConsumers
+        self.asymmetricFences = membarrierAvailable
         precondition(MemoryLayout<Event>.size == 64 && MemoryLayout<Event>.stride == 64, "Event must be 64 bytes")
         control = AtomicWords(count: BroadcastRing.firstCellWord + maxConsumers * AtomicWords.wordsPerLine)
         slots = AtomicWords(count: cap * 8)
@@ -200,6 +205,7 @@ public final class BroadcastRing: @unchecked Sendable {
         } else {
             for i in 0..<buffer.count {
                 var e = buffer[i]; e.seq = s
+                tw_prefetchw(slot(s &+ prefetchDistance))
                 slot(s).storeEvent(e)
                 s &+= 1
             }
@@ -224,8 +230,16 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Publishes up to `last` and wakes parked consumers if any may be asleep.
     @inlinable @inline(__always)
     func endWrite(upTo last: UInt64) {
-        // Sequentially consistent: pairs with a parking consumer's registration (store parked, load published),
-        // so either the consumer sees this sequence or this thread sees it parked.
+        // Pairs with a parking consumer's registration (store parked, barrier, load published), so either the
+        // consumer sees this sequence or this thread sees it parked. With asymmetric fences the consumer's
+        // membarrier supplies the full barrier on this side too, so this is a plain store: no locked
+        // instruction, no store-buffer drain per publish.
+        if asymmetricFences {
+            control[BroadcastRing.publishedWord].pointee.store(last, ordering: .releasing)
+            atomicMemoryFence(ordering: .acquiringAndReleasing)   // keeps the load below after the store (compiler)
+            if control[BroadcastRing.parkedWord].pointee.load(ordering: .relaxed) != 0 { wakeConsumers() }
+            return
+        }
         control[BroadcastRing.publishedWord].pointee.store(last, ordering: .sequentiallyConsistent)
         if control[BroadcastRing.parkedWord].pointee.load(ordering: .sequentiallyConsistent) != 0 {
             wakeConsumers()
@@ -297,6 +311,7 @@ public final class BroadcastRing: @unchecked Sendable {
                 spins += 1
                 if spins < spinsBeforeBlocking { relax(); continue }
                 control[w + BroadcastRing.cellProducerWaiting].pointee.store(1, ordering: .sequentiallyConsistent)
+                if asymmetricFences { tw_membarrier() }
                 let c = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .sequentiallyConsistent)
                 guard c == slowest,
                       control[w + BroadcastRing.cellState].pointee.load(ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
@@ -434,3 +449,6 @@ public struct ConsumerCounters: Sendable, Equatable {
         self.delivered = delivered; self.dropped = dropped; self.lag = lag; self.resyncs = resyncs; self.stalls = stalls
     }
 }
+
+/// Whether this process could register for expedited membarrier (asked once, at the first ring).
+let membarrierAvailable: Bool = tw_membarrier_register() == 0

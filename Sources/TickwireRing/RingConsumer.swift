@@ -79,6 +79,7 @@ public final class RingConsumer: @unchecked Sendable {
             }
         } else {
             while s <= last {
+                tw_prefetch(ring.slot(s &+ prefetchDistance))
                 body(ring.slot(s).loadEvent())
                 s &+= 1
             }
@@ -97,7 +98,14 @@ public final class RingConsumer: @unchecked Sendable {
             word(BroadcastRing.cellCursor).pointee.store(last, ordering: .relaxed)
             return
         }
-        // Sequentially consistent: pairs with a parking producer (store waiting flag, load cursor).
+        // Pairs with a parking producer (store waiting flag, barrier, load cursor); as in `endWrite`, a plain
+        // store when the producer's membarrier supplies the barrier.
+        if ring.asymmetricFences {
+            word(BroadcastRing.cellCursor).pointee.store(last, ordering: .releasing)
+            atomicMemoryFence(ordering: .acquiringAndReleasing)
+            if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .relaxed) != 0 { wakeProducer() }
+            return
+        }
         word(BroadcastRing.cellCursor).pointee.store(last, ordering: .sequentiallyConsistent)
         if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 {
             wakeProducer()
@@ -164,6 +172,7 @@ public final class RingConsumer: @unchecked Sendable {
     private func park(deadline: Int64?) {
         let control = ring.control
         control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if ring.asymmetricFences { tw_membarrier() }
         let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
         if control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent) >= next
             || control[BroadcastRing.closedWord].pointee.load(ordering: .sequentiallyConsistent) != 0

@@ -18,13 +18,23 @@ int tw_set_nonblocking(int fd, int on);
 /// fcntl(F_GETFL).
 int tw_get_flags(int fd);
 
+/// Registers this process for membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED); returns 0 when available.
+int tw_membarrier_register(void);
+/// Makes every thread of this process execute a full memory barrier before returning (the slow side of an
+/// asymmetric fence: the fast side then needs only a compiler barrier). Call only after registering.
+void tw_membarrier(void);
 /// Pins the calling thread to one CPU; returns 0 or an errno.
 int tw_pin_thread(int cpu);
+/// Lets the calling thread run on every CPU again; returns 0 or an errno.
+int tw_unpin_thread(void);
 /// The id of the calling thread (gettid).
 int tw_gettid(void);
 /// Monotonic and realtime clocks in nanoseconds.
 int64_t tw_monotonic_ns(void);
 int64_t tw_realtime_ns(void);
+/// Prefetch hints (no fault, no effect on correctness): for reading, and for writing (fetches the line exclusive).
+static inline void tw_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+static inline void tw_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3); }
 /// rdtsc-free pause for spin loops.
 void tw_cpu_relax(void);
 /// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
