@@ -229,7 +229,7 @@ public final class Daemon: @unchecked Sendable {
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
-                        ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, per published message.", "", publishLatency)]
+                        ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
         // Occupancy: how much of the ring the furthest-behind blocking consumer still has to read.
         s.ringOccupancy = Double(consumers.filter { $0.policy == .blocking }.map { $0.counters.lag }.max() ?? 0) / Double(ring.capacity)

@@ -1,4 +1,7 @@
 import CTickwireSys
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import TickwireCore
 
@@ -450,5 +453,6 @@ public struct ConsumerCounters: Sendable, Equatable {
     }
 }
 
-/// Whether this process could register for expedited membarrier (asked once, at the first ring).
-let membarrierAvailable: Bool = tw_membarrier_register() == 0
+/// Whether this process could register for expedited membarrier (asked once, at the first ring). Setting
+/// TICKWIRE_RING_NO_MEMBARRIER in the environment turns it off (sequentially consistent handshakes, for A/B runs).
+let membarrierAvailable: Bool = getenv("TICKWIRE_RING_NO_MEMBARRIER") == nil && tw_membarrier_register() == 0

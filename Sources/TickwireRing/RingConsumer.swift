@@ -156,7 +156,10 @@ public final class RingConsumer: @unchecked Sendable {
             }
             if timeoutNanos == 0 { return nil }
             spins += 1
-            if let deadline, spins & 63 == 0 || wait == .park, monotonicNanos() >= deadline { return nil }
+            // The clock is read every 64 spins, and before each sleep (a parked wait may have slept to the deadline).
+            if let deadline, spins & 63 == 0 || (wait == .park && spins > spinsBeforeBlocking), monotonicNanos() >= deadline {
+                return nil
+            }
             switch wait {
             case .busySpin:
                 relax()
