@@ -99,13 +99,18 @@ public enum TradeWire {
 
     static func put(_ v: UInt64, _ out: inout [UInt8]) { for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) } }
     static func putShort(_ s: String, _ out: inout [UInt8]) {
-        let b = Array(s.utf8.prefix(255))
-        out.append(UInt8(b.count)); out.append(contentsOf: b)
+        var s = s
+        s.withUTF8 { b in
+            let n = min(b.count, 255)
+            out.append(UInt8(n))
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: b[..<n]))
+        }
     }
 
     /// A SUBMIT frame.
     public static func encodeRequest(_ r: TradeRequest) -> [UInt8] {
         var out: [UInt8] = [submit, version, r.side.rawValue, 0]
+        out.reserveCapacity(23 + r.desk.utf8.count + r.symbol.utf8.count + r.clientOrderID.utf8.count)
         put(UInt64(bitPattern: r.quantity.e8), &out)
         put(UInt64(bitPattern: r.price.e8), &out)
         putShort(r.desk, &out); putShort(r.symbol, &out); putShort(r.clientOrderID, &out)
@@ -133,6 +138,7 @@ public enum TradeWire {
         switch reply {
         case .ack(let id, let seq, let duplicate):
             var out: [UInt8] = [ack, version, duplicate ? 1 : 0, 0]
+            out.reserveCapacity(13 + id.utf8.count)
             put(seq, &out)
             putShort(id, &out)
             return out

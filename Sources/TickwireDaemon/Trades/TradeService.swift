@@ -69,7 +69,9 @@ public final class TradeService: @unchecked Sendable {
     private var router: ZMQSocket?
     private var wakeReceiver: ZMQSocket?
     private var wakeSender: ZMQSocket?
-    private var dedupe: [String: UInt64] = [:]
+    /// (trader, client order id) → journal sequence: what makes a retry return the original acknowledgement.
+    private var dedupe: [RetryKey: UInt64] = [:]
+    struct RetryKey: Hashable { let trader: String, clientOrderID: String }
     /// Messages whose trades are journaled but not all durable yet, in arrival order.
     private var pending: [PendingMessage] = []
     private var pendingHead = 0
@@ -133,12 +135,12 @@ public final class TradeService: @unchecked Sendable {
             _ = try? sender.send([1], dontWait: true)   // a full queue already holds a wake-up
             userCallback?(seq)
         }
-        var map: [String: UInt64] = [:]
+        var map: [RetryKey: UInt64] = [:]
         let recovered = config.recovered
         do {
             journal = try Journal(directory: dataDirectory + "/journal", options: options) { record in
                 if let t = TradeWire.decodeRecord(record.payload) {
-                    map[t.trader + "\u{1}" + t.clientOrderID] = record.seq
+                    map[RetryKey(trader: t.trader, clientOrderID: t.clientOrderID)] = record.seq
                     recovered?(t)
                 }
             }
@@ -261,7 +263,7 @@ public final class TradeService: @unchecked Sendable {
             guard !trader.isEmpty else { reject(RejectReason(.unauthenticated, "no authenticated trader")); continue }
             request.trader = trader
             if let bad = request.validationError() { reject(bad); continue }
-            let key = trader + "\u{1}" + request.clientOrderID
+            let key = RetryKey(trader: trader, clientOrderID: request.clientOrderID)
             if let seq = dedupe[key] {
                 delta.duplicates += 1
                 if seq <= journal.durableSequence {
@@ -307,7 +309,7 @@ public final class TradeService: @unchecked Sendable {
                 } else if let failure {
                     // Nothing after the last durable record was written: refuse it, and forget its id so a retry
                     // is judged anew.
-                    if !w.duplicate { dedupe[r.trader + "\u{1}" + r.clientOrderID] = nil }
+                    if !w.duplicate { dedupe[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil }
                     rejected += 1
                     replies[w.slot] = .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "\(failure)"))
                 }
