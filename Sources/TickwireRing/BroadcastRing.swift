@@ -208,7 +208,6 @@ public final class BroadcastRing: @unchecked Sendable {
         } else {
             for i in 0..<buffer.count {
                 var e = buffer[i]; e.seq = s
-                tw_prefetchw(slot(s &+ prefetchDistance))
                 slot(s).storeEvent(e)
                 s &+= 1
             }

@@ -79,7 +79,6 @@ public final class RingConsumer: @unchecked Sendable {
             }
         } else {
             while s <= last {
-                tw_prefetch(ring.slot(s &+ prefetchDistance))
                 body(ring.slot(s).loadEvent())
                 s &+= 1
             }

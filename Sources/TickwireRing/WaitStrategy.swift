@@ -45,7 +45,3 @@ func relax() { tw_cpu_relax() }
 
 @inline(__always)
 func yieldThread() { _ = sched_yield() }
-
-/// How many slots ahead the producer and a blocking consumer prefetch: the next slots are another core's lines,
-/// and asking early overlaps their transfers.
-@usableFromInline let prefetchDistance: UInt64 = 8

@@ -32,9 +32,6 @@ int tw_gettid(void);
 /// Monotonic and realtime clocks in nanoseconds.
 int64_t tw_monotonic_ns(void);
 int64_t tw_realtime_ns(void);
-/// Prefetch hints (no fault, no effect on correctness): for reading, and for writing (fetches the line exclusive).
-static inline void tw_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
-static inline void tw_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3); }
 /// rdtsc-free pause for spin loops.
 void tw_cpu_relax(void);
 /// The terminal's size via ioctl(TIOCGWINSZ); returns 0 or -1.
