@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <spawn.h>
@@ -58,6 +59,13 @@ int tw_unpin_thread(void) {
     long n = sysconf(_SC_NPROCESSORS_CONF);
     for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET(i, &set);
     return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+int tw_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    return pthread_setname_np(pthread_self(), buf);
 }
 
 int tw_gettid(void) { return (int)syscall(SYS_gettid); }

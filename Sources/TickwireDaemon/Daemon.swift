@@ -333,6 +333,8 @@ public final class Daemon: @unchecked Sendable {
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         running.add(1, ordering: .relaxed)
         let t = Thread { [self] in
+            // The OS-level name (15 bytes at most), so top -H, perf and gdb show which stage a thread is.
+            _ = tw_set_thread_name("tw-" + name)
             body()
             running.subtract(1, ordering: .releasing)
         }
