@@ -58,6 +58,31 @@ import Glibc
         for i in 0..<150 { #expect(second["f-\(i)"] as? Int == first["f-\(i)"] as? Int, "a retry returns the original sequence") }
     }
 
+    @Test func pythonTradeClientWrittenFromTheProtocolGetsTheSameAcknowledgements() throws {
+        let data = temporaryDirectory("floorpy")
+        let d = try DaemonProcess(["--rate", "2000"], data: data)
+        let price = try marketPrice(d)
+        let lines = (0..<5).map { #"{"desk":"DESK7","symbol":"AAPL","side":"sell","qty":2,"price":"\#(price)","id":"py-\#($0)"}"# }
+            + [#"{"desk":"DESK7","symbol":"AAPL","side":"buy","qty":0,"price":"\#(price)","id":"py-zero"}"#]
+        let file = data + "/py.jsonl"
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let py = try ChildProcess("/usr/bin/env", ["python3", packageRoot + "/Tools/submit_trades.py", file, "--data", d.data,
+                                                   "--connect", "tcp://127.0.0.1:\(d.tradePort)", "--batch", "4"])
+        #expect(py.wait(seconds: 60) == 1, "one trade is invalid: \(py.stderr)")
+        var seqs: [String: Int] = [:]
+        var errors: [String: String] = [:]
+        for line in py.stdout.split(separator: "\n") {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "\(line)")
+            let id = try #require(obj["id"] as? String)
+            if let seq = obj["seq"] as? Int { seqs[id] = seq } else { errors[id] = obj["error"] as? String }
+        }
+        #expect(seqs.count == 5 && Set(seqs.values).count == 5, "\(py.stdout)")
+        #expect(errors["py-zero"]?.contains("quantity") == true, "\(errors)")
+        // The same file through tickwire's own client: the retry map answers with the same sequences.
+        let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)", "--file", file])
+        for i in 0..<5 { #expect(r.stdout.contains(#"{"id":"py-\#(i)","seq":\#(seqs["py-\(i)"] ?? -1)}"#), "\(r.stdout)") }
+    }
+
     @Test func riskRejectsBreachesAndJournalsPermittedTrades() throws {
         let data = temporaryDirectory("floor")
         let d = try DaemonProcess(["--rate", "2000"], data: data)
