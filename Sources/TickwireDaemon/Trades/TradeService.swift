@@ -322,7 +322,11 @@ public final class TradeService: @unchecked Sendable {
         }
         if pendingHead == pending.count {
             pending.removeAll(keepingCapacity: true); pendingHead = 0
-        } else if let failure = journal.failure {
+        } else if pendingHead >= 1024 && pendingHead * 2 >= pending.count {
+            // Under a steady stream the queue may never drain to empty: drop the answered front now and then.
+            pending.removeFirst(pendingHead); pendingHead = 0
+        }
+        if pendingHead < pending.count, let failure = journal.failure {
             for m in pending[pendingHead...] { answer(m, failure: failure) }
             pending.removeAll(); pendingHead = 0
         }
