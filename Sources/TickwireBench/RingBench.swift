@@ -223,25 +223,25 @@ enum RingBench {
             }
             sum.set(s)
         }
-        _ = tw_pin_thread(Int32(producerCPU))
-        defer { _ = tw_unpin_thread() }
-        let t0 = benchNow()
-        if batch == 1 {
-            for i in 1...events { q.push(benchEvent(SubjectID(i & 1023), Int64(i))) }
-        } else {
-            let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
-            defer { staging.deallocate() }
-            var i = 1
-            while i <= events {
-                let m = min(batch, events - i + 1)
-                for k in 0..<m { staging[k] = benchEvent(SubjectID((i + k) & 1023), Int64(i + k)) }
-                q.push(UnsafeBufferPointer(rebasing: staging[0..<m]))
-                i += m
+        let (t0, t1) = pinned(producerCPU) {
+            let t0 = benchNow()
+            if batch == 1 {
+                for i in 1...events { q.push(benchEvent(SubjectID(i & 1023), Int64(i))) }
+            } else {
+                let staging = UnsafeMutableBufferPointer<Event>.allocate(capacity: batch)
+                defer { staging.deallocate() }
+                var i = 1
+                while i <= events {
+                    let m = min(batch, events - i + 1)
+                    for k in 0..<m { staging[k] = benchEvent(SubjectID((i + k) & 1023), Int64(i + k)) }
+                    q.push(UnsafeBufferPointer(rebasing: staging[0..<m]))
+                    i += m
+                }
             }
+            q.close()
+            reader.join()
+            return (t0, benchNow())
         }
-        q.close()
-        reader.join()
-        let t1 = benchNow()
         precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "deque baseline lost events")
         return Double(events) / Double(t1 - t0) * 1e9
     }

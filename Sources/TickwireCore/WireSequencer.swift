@@ -25,11 +25,12 @@ public struct WireSequencer {
         }
         if streamOf[i] == 0 {
             let root = String(decoding: subject.prefix { $0 != UInt8(ascii: ".") }, as: UTF8.self)
-            if streamIndex[root] == nil {
-                streamIndex[root] = UInt32(streamSeq.count)
+            let stream = streamIndex[root, default: UInt32(streamSeq.count)]
+            if stream == streamSeq.count {
+                streamIndex[root] = stream
                 streamSeq.append(0)
             }
-            streamOf[i] = streamIndex[root]! + 1
+            streamOf[i] = stream + 1
         }
         let s = Int(streamOf[i] - 1)
         streamSeq[s] &+= 1

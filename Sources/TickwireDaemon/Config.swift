@@ -124,7 +124,8 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.string("retransmit") { c.feedRetransmit = v }
             if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
             if let v = try s.int("depth", min: 0) {
-                guard v <= 64 else { throw s.bad("depth", "\(v) levels is more than the 64 supported") }
+                let most = ITCHNormalizer.maxDepthLevels
+                guard v <= most else { throw s.bad("depth", "\(v) levels is more than the \(most) supported") }
                 c.feedDepth = v
             }
         }

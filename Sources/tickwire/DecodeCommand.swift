@@ -37,7 +37,9 @@ struct Decode: ParsableCommand {
     var depth: Int = 0
 
     func run() throws {
-        guard (0...64).contains(depth) else { throw ValidationError("--depth must be between 0 and 64") }
+        guard (0...ITCHNormalizer.maxDepthLevels).contains(depth) else {
+            throw ValidationError("--depth must be between 0 and \(ITCHNormalizer.maxDepthLevels)")
+        }
         guard let format = PrintingSink.Format(rawValue: format) else {
             throw ValidationError("--format '\(self.format)': expected jsonl, text or none")
         }

@@ -80,7 +80,7 @@ struct TradeCommand: ParsableCommand {
                 func flush() throws {
                     guard !batched.isEmpty else { return }
                     try drain(untilBelow: max(1, window - batched.count + 1))
-                    if batched.count == 1 { try client.send(batched[0]) } else { try client.send(batch: batched) }
+                    try client.send(batch: batched)
                     for r in batched { outstanding.insert(r.clientOrderID) }
                     batched.removeAll(keepingCapacity: true)
                 }

@@ -40,7 +40,8 @@ public final class TradeClient {
     }
 
     /// Sends several requests in one message (at most `TradeWire.maxTradesPerMessage`): one CURVE box and one
-    /// round of the service's loop for all of them. Their replies come back together, in the same order.
+    /// round of the service's loop for all of them. Their replies come back together, in the same order. A batch
+    /// of one is the same message `send(_:)` makes.
     public func send(batch requests: [TradeRequest]) throws {
         precondition(!requests.isEmpty && requests.count <= TradeWire.maxTradesPerMessage, "a batch holds 1...\(TradeWire.maxTradesPerMessage) trades")
         do { _ = try socket.sendMultipart(requests.map(TradeWire.encodeRequest)) } catch { throw TradeServiceError.zmq(error) }

@@ -71,9 +71,11 @@ public final class ITCHNormalizer {
     @exclusivity(unchecked) var recentTrades: [(match: UInt64, price: Int64, size: Int64, side: UInt8)]
     static let recentTradeSlots = 1 << 18
 
+    /// The most levels per side `depthLevels` may ask for.
+    public static let maxDepthLevels = 64
     /// Depth on request: levels per side published as `MD.XNAS.<SYM>.BOOK` (0: none, the default).
     public var depthLevels = 0 {
-        didSet { precondition(depthLevels >= 0 && depthLevels <= 64, "depth levels must be 0...64") }
+        didSet { precondition((0...Self.maxDepthLevels).contains(depthLevels), "depth levels must be 0...\(Self.maxDepthLevels)") }
     }
     /// The depth last published per locate: `depthLevels` bid levels then as many ask levels (empty: not yet).
     @exclusivity(unchecked) var publishedDepth: [[PriceLevel]] = []
