@@ -49,6 +49,10 @@ import Glibc
             }
             return byID
         }
+        for bad in [["--batch", "0"], ["--batch", "1025"], ["--window", "0"]] {
+            let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--file", file] + bad)
+            #expect(r.status != 0 && r.stderr.contains(bad[0]), "\(bad): \(r.stderr)")
+        }
         let first = try run()
         #expect(first.count == 151)
         #expect("\(first["line 71"] ?? "")".contains("trades.jsonl:71"), "\(first["line 71"] ?? "none")")

@@ -147,6 +147,49 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         #expect(s.published.all.count == 2)
     }
 
+    /// A raw CURVE DEALER, to send what `TradeClient` never would.
+    func rawDealer(_ s: RunningTradeService, _ ctx: ZMQContext) throws -> ZMQSocket {
+        let server = try CurveKeyPair.read(from: KeyStore.serverPath(s.dir.path))
+        let me = try KeyStore.traderPair(data: s.dir.path, name: nil)
+        let socket = try ctx.socket(.dealer)
+        try socket.setCurveClient(serverKey: server.publicKey, publicKey: me.publicKey, secretKey: me.secretKey!)
+        try socket.setReceiveTimeout(milliseconds: 10_000)
+        try socket.connect(s.service.boundEndpoint)
+        return socket
+    }
+
+    @Test func hostileFramesInABatchAreRejectedInPlaceAndTheRestJournaled() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let socket = try rawDealer(s, ctx)
+        defer { socket.close() }
+        let good = TradeWire.encodeRequest(tradeOrder("G1"))
+        let truncated = Array(TradeWire.encodeRequest(tradeOrder("T1")).prefix(30))   // ends inside the desk
+        let garbage: [UInt8] = [0xFF, 0x01, 0x02]
+        _ = try socket.sendMultipart([good, truncated, garbage, [], TradeWire.encodeRequest(tradeOrder("G2"))])
+        let replies = try #require(try socket.receiveMultipart()).map { try TradeWire.decodeReply($0) }
+        #expect(replies.count == 5)
+        #expect(replies[0] == .ack(clientOrderID: "G1", seq: 1, duplicate: false))
+        for (i, needle) in [(1, "runs past the end"), (2, "byte 0"), (3, "byte 0")] {
+            guard case .reject("", let r) = replies[i] else { Issue.record("frame \(i) accepted: \(replies[i])"); continue }
+            #expect(r.code == .malformed && r.text.contains(needle), "frame \(i): \(r.text)")
+        }
+        #expect(replies[4] == .ack(clientOrderID: "G2", seq: 2, duplicate: false))
+        #expect(s.service.counters.malformed == 3 && s.service.counters.accepted == 2)
+
+        // More SUBMIT frames than a message may carry: each is refused, none is journaled.
+        let tooMany = (0...TradeWire.maxTradesPerMessage).map { TradeWire.encodeRequest(tradeOrder("M\($0)")) }
+        _ = try socket.sendMultipart(tooMany)
+        let refused = try #require(try socket.receiveMultipart())
+        #expect(refused.count == tooMany.count)
+        guard case .reject(_, let why) = try TradeWire.decodeReply(refused[0]) else { Issue.record("an oversized batch was accepted"); return }
+        #expect(why.code == .malformed && why.text.contains("at most \(TradeWire.maxTradesPerMessage)"), "\(why.text)")
+        let client = try s.client(ctx)
+        defer { client.close() }
+        #expect(try client.submit(tradeOrder("after")) == .ack(clientOrderID: "after", seq: 3, duplicate: false))
+    }
+
     @Test func manyInFlightFromSeveralClientsAreEachAckedOnce() throws {
         let s = try RunningTradeService()
         defer { s.service.stop() }

@@ -243,9 +243,11 @@ public final class TradeService: @unchecked Sendable {
         var message = PendingMessage(envelope: envelope, replies: Array(repeating: nil, count: bodies.count),
                                      waiting: [], lastSeq: 0, received: received)
         var delta = Counters()
-        defer { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
+        // Counted before any reply is sent, so a client that sees its answer also sees it counted.
+        func settle() { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
         if bodies.count > TradeWire.maxTradesPerMessage {
             delta.malformed += bodies.count; delta.rejected += bodies.count
+            settle()
             let why = RejectReason(.malformed, "a message carries at most \(TradeWire.maxTradesPerMessage) trades, this one \(bodies.count)")
             return reply(router, envelope, Array(repeating: .reject(clientOrderID: "", why), count: bodies.count))
         }
@@ -283,6 +285,7 @@ public final class TradeService: @unchecked Sendable {
             message.waiting.append((slot, request, seq, false))
             message.lastSeq = max(message.lastSeq, seq)
         }
+        settle()
         if message.waiting.isEmpty {
             reply(router, envelope, message.replies.map { $0! })
         } else {
@@ -293,9 +296,9 @@ public final class TradeService: @unchecked Sendable {
     /// Answers every message, in arrival order, whose trades are all durable; publishes each new trade.
     private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
         let durable = journal.durableSequence
-        var accepted = 0, rejected = 0
-        defer { if accepted + rejected > 0 { count { $0.accepted += accepted; $0.rejected += rejected } } }
+        // Counted before each reply is sent, so a client that sees its acknowledgement also sees it counted.
         func answer(_ m: PendingMessage, failure: JournalError? = nil) {
+            var accepted = 0, rejected = 0
             var replies = m.replies
             for w in m.waiting {
                 let r = w.request
@@ -314,6 +317,7 @@ public final class TradeService: @unchecked Sendable {
                     replies[w.slot] = .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "\(failure)"))
                 }
             }
+            if accepted + rejected > 0 { count { $0.accepted += accepted; $0.rejected += rejected } }
             reply(router, m.envelope, replies.map { $0! })
         }
         while pendingHead < pending.count, pending[pendingHead].lastSeq <= durable {
