@@ -69,6 +69,8 @@ enum JournalBench {
 
         let fsyncMicros = 1e6 / rawSingle.best
         let fsyncP50 = Double(rawSyncs.valueAtPercentile(50)) / 1000, fsyncP99 = Double(rawSyncs.valueAtPercentile(99)) / 1000
+        let prefilled = try rawSyncTimes(fresh(), records: param("raw_records", 3000), prefilled: true).syncs
+        let prefilledP50 = Double(prefilled.valueAtPercentile(50)) / 1000, prefilledP99 = Double(prefilled.valueAtPercentile(99)) / 1000
         let ackP50 = Double(latency.valueAtPercentile(50)) / 1000, ackP99 = Double(latency.valueAtPercentile(99)) / 1000
         let groupBest = max(blocking.best, pipelined.best)
         func fig(_ x: (best: Double, median: Double)) -> [String: Any] { ["best": Int(x.best), "median": Int(x.median)] }
@@ -104,12 +106,15 @@ enum JournalBench {
                 "ack_p99_in_fsync_times": ackP99 / fsyncMicros,
                 "ack_p50_vs_raw_fsync_p50": ackP50 / fsyncP50,
                 "ack_p99_vs_raw_fsync_p99": ackP99 / fsyncP99,
+                "raw_fsync_p50_appending_vs_prefilled": fsyncP50 / prefilledP50,
             ],
             "ack_latency_us_blocking_appenders": [
                 "p50": ackP50,
                 "p99": ackP99,
                 "raw_write_fdatasync_p50": fsyncP50,
                 "raw_write_fdatasync_p99": fsyncP99,
+                "raw_overwrite_prefilled_fdatasync_p50": prefilledP50,
+                "raw_overwrite_prefilled_fdatasync_p99": prefilledP99,
                 "max": Double(latency.max) / 1000,
                 "fsync_us": fsyncMicros,
                 "journal_fdatasync_p50": Double(syncs.valueAtPercentile(50)) / 1000,
@@ -156,11 +161,18 @@ enum JournalBench {
     }
 
     /// 128-byte records each written and `fdatasync`ed alone: records per second, and each sync's time.
-    static func rawSyncTimes(_ path: String, records: Int) throws -> (rate: Double, syncs: Histogram<UInt64>) {
+    /// - Parameter prefilled: overwrite a file already extended with zeros and synced, instead of appending, so
+    ///   no sync has to record a new file size (how a journal with pre-extended segments would write).
+    static func rawSyncTimes(_ path: String, records: Int, prefilled: Bool = false) throws -> (rate: Double, syncs: Histogram<UInt64>) {
         let fd = tw_open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw BenchError.failed("open \(path): errno \(errno)") }
         defer { close(fd) }
         let record = [UInt8](repeating: 0x5a, count: JournalFormat.recordHeaderSize + payloadBytes)
+        if prefilled {
+            let zeros = [UInt8](repeating: 0, count: records * record.count)
+            guard zeros.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == zeros.count, fdatasync(fd) == 0,
+                  lseek(fd, 0, SEEK_SET) == 0 else { throw BenchError.failed("prefill: errno \(errno)") }
+        }
         var h = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
         let start = tw_monotonic_ns()
         for _ in 0..<records {
