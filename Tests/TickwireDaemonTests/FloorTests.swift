@@ -124,9 +124,11 @@ import Glibc
         let fixtures = packageRoot + "/Tests/Fixtures"
         let d = try DaemonProcess(["--source", "tardis-trades:\(fixtures)/tardis_trades_nautilus.csv",
                                    "--source", "tardis-quotes:\(fixtures)/tardis_quotes_nautilus.csv"], data: data)
-        // Both captures are read at machine speed; wait until the store has them, then stop cleanly.
+        // Both captures are read at machine speed; wait until both sources have finished and the store has their
+        // events (alerts raised on them count in the store too, so the count alone can be reached early), then stop.
         let deadline = Date().addingTimeInterval(30)
-        while try metric(d, "tickwire_store_events_total") < 19_998 && Date() < deadline { usleep(100_000) }
+        func finishedSources() -> Int { d.child.stderr.components(separatedBy: "source finished").count - 1 }
+        while try (finishedSources() < 2 || metric(d, "tickwire_store_events_total") < 19_998) && Date() < deadline { usleep(100_000) }
         #expect(try metric(d, "tickwire_store_events_total") >= 19_998)
         d.child.signal(SIGTERM)
         #expect(d.child.wait(seconds: 20) == 0)
