@@ -5,6 +5,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <string.h>
@@ -69,6 +70,10 @@ int tw_set_thread_name(const char *name) {
 }
 
 int tw_gettid(void) { return (int)syscall(SYS_gettid); }
+
+int tw_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0 ? 0 : errno;
+}
 
 int64_t tw_monotonic_ns(void) {
     struct timespec ts;

@@ -14,7 +14,8 @@ import TickwireZMQ
 ///
 /// Parameters (`key=value`): `raw_records` (3000), `batched_records` (256000), `sqlite_records` (3000),
 /// `threads` (64), `per_thread` (400), `pipeline_threads` (4), `window` (256), `pipelined_records` (400000),
-/// `nosync_records` (min(events, 2M)), `zmq_clients` (4), `zmq_records` (100000).
+/// `nosync_records` (min(events, 2M)), `zmq_clients` (4), `zmq_records` (100000), `paced_rate` (50000 a
+/// second), `paced_records` (100000), `segment_bytes` (4 MiB, the latency runs' segments).
 enum JournalBench {
     static let payloadBytes = 64   // + the 64-byte header = 128-byte records, as in the raw baselines
 
@@ -44,12 +45,32 @@ enum JournalBench {
         }
         let rawBatched = try best { try raw(fresh(), records: param("batched_records", 256_000), batch: 256, sync: true) }
         let sqlite = try best { try sqliteRate(fresh(), records: param("sqlite_records", 3000)) }
+        // Acknowledgement latency with and without pre-extended segments, taking turns in each round. Segments of
+        // 4 MiB, so a run of a few MB prepares about as many zeros as it writes records: the steady state's share
+        // of the preparer's disk traffic (one 64 MiB segment prepared during a 3 MB run would overstate it 20×).
+        let segmentBytes = Int64(param("segment_bytes", 4 << 20))
         var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
         var syncs = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        let blocking = try best {
-            try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
-                                latency: &latency, syncs: &syncs)
+        var latencyAppending = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+        var syncsAppending = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+        var paced = Histogram<UInt64>(numberOfSignificantValueDigits: .three), pacedSyncs = paced
+        var pacedAppending = paced, pacedAppendingSyncs = paced
+        let pacedRate = param("paced_rate", 50_000), pacedRecords = param("paced_records", 100_000)
+        var blockingRates: [Double] = []
+        for _ in 0..<runs {
+            var l = Histogram<UInt64>(numberOfSignificantValueDigits: .three), y = l
+            blockingRates.append(try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
+                                                     segmentBytes: segmentBytes, preExtend: true, latency: &l, syncs: &y))
+            latency.add(l); syncs.add(y)
+            l.reset(); y.reset()
+            _ = try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
+                                    segmentBytes: segmentBytes, preExtend: false, latency: &l, syncs: &y)
+            latencyAppending.add(l); syncsAppending.add(y)
+            try journalPaced(fresh(), rate: pacedRate, records: pacedRecords, segmentBytes: segmentBytes, preExtend: true, latency: &paced, syncs: &pacedSyncs)
+            try journalPaced(fresh(), rate: pacedRate, records: pacedRecords, segmentBytes: segmentBytes, preExtend: false, latency: &pacedAppending, syncs: &pacedAppendingSyncs)
         }
+        blockingRates.sort()
+        let blocking = (best: blockingRates.last!, median: blockingRates[blockingRates.count / 2])
         let pipelined = try best {
             try journalPipelined(fresh(), threads: param("pipeline_threads", 4), window: param("window", 256),
                                  records: param("pipelined_records", 400_000))
@@ -72,6 +93,11 @@ enum JournalBench {
         let prefilled = try rawSyncTimes(fresh(), records: param("raw_records", 3000), prefilled: true).syncs
         let prefilledP50 = Double(prefilled.valueAtPercentile(50)) / 1000, prefilledP99 = Double(prefilled.valueAtPercentile(99)) / 1000
         let ackP50 = Double(latency.valueAtPercentile(50)) / 1000, ackP99 = Double(latency.valueAtPercentile(99)) / 1000
+        let pacedP99 = Double(paced.valueAtPercentile(99)) / 1000
+        func micros(_ h: Histogram<UInt64>) -> [String: Any] {
+            ["p50": Double(h.valueAtPercentile(50)) / 1000, "p99": Double(h.valueAtPercentile(99)) / 1000,
+             "p99_9": Double(h.valueAtPercentile(99.9)) / 1000, "max": Double(h.max) / 1000]
+        }
         let groupBest = max(blocking.best, pipelined.best)
         func fig(_ x: (best: Double, median: Double)) -> [String: Any] { ["best": Int(x.best), "median": Int(x.median)] }
         return [
@@ -106,6 +132,9 @@ enum JournalBench {
                 "ack_p99_in_fsync_times": ackP99 / fsyncMicros,
                 "ack_p50_vs_raw_fsync_p50": ackP50 / fsyncP50,
                 "ack_p99_vs_raw_fsync_p99": ackP99 / fsyncP99,
+                "paced_ack_p99_vs_raw_fsync_p99": pacedP99 / fsyncP99,
+                "paced_ack_p99_appending_vs_pre_extended": Double(pacedAppending.valueAtPercentile(99)) / 1000 / pacedP99,
+                "blocking_ack_p99_appending_vs_pre_extended": Double(latencyAppending.valueAtPercentile(99)) / 1000 / ackP99,
                 "raw_fsync_p50_appending_vs_prefilled": fsyncP50 / prefilledP50,
             ],
             "ack_latency_us_blocking_appenders": [
@@ -119,13 +148,25 @@ enum JournalBench {
                 "fsync_us": fsyncMicros,
                 "journal_fdatasync_p50": Double(syncs.valueAtPercentile(50)) / 1000,
                 "journal_fdatasync_p99": Double(syncs.valueAtPercentile(99)) / 1000,
+                "segments_appended_not_pre_extended": [
+                    "ack": micros(latencyAppending), "journal_fdatasync": micros(syncsAppending),
+                ] as [String: Any],
             ],
+            "ack_latency_us_paced_single_appender": [
+                "note": "the trade service's shape: one thread appends \(pacedRate)/s (the records due each ms), latency from append to the onDurable that covers it",
+                "pre_extended": micros(paced),
+                "appended_not_pre_extended": micros(pacedAppending),
+                "journal_fdatasync_pre_extended": micros(pacedSyncs),
+                "journal_fdatasync_appended_not_pre_extended": micros(pacedAppendingSyncs),
+                "raw_write_fdatasync_p99": fsyncP99,
+            ] as [String: Any],
             "goals": [
                 "vs_sqlite_at_least_20x": groupBest / sqlite.best >= 20,
                 "vs_raw_batched_at_least_0.5x": groupBest / rawBatched.best >= 0.5,
                 "zeromq_at_least_200k_per_s": max(zmq.best, zmqBatched.best) >= 200_000,
                 "ack_p99_within_two_fsyncs": ackP99 <= 2 * fsyncMicros,
                 "ack_p99_within_two_fsyncs_at_p99": ackP99 <= 2 * fsyncP99,
+                "paced_ack_p99_within_two_fsyncs_at_p99": pacedP99 <= 2 * fsyncP99,
                 "no_sync_at_least_2M_per_s": noSync.best >= 2_000_000,
             ],
         ]
@@ -232,14 +273,34 @@ enum JournalBench {
         })
     }
 
+    /// Writes a fresh journal's first MiB and waits until it has rolled into a pre-extended segment, as a
+    /// running daemon's journal is (a no-op when pre-extension is off).
+    static func warmUp(_ journal: Journal, preExtend: Bool) throws {
+        guard preExtend else { return }
+        let body = payload(1)
+        var last: UInt64 = 0
+        for _ in 0..<(1 << 20) / (JournalFormat.recordHeaderSize + payloadBytes) { last = try journal.append(body, eventTime: .zero) }
+        try journal.waitDurable(last)
+        let deadline = tw_monotonic_ns() + 30_000_000_000
+        while !journal.writingPreExtended {
+            guard tw_monotonic_ns() < deadline else { throw BenchError.failed("the journal never rolled into a prepared segment") }
+            usleep(1000)
+            _ = try journal.appendDurably(body, eventTime: .zero)
+        }
+    }
+
     /// Many threads, each calling `appendDurably` in a loop (one record in flight per thread).
-    static func journalBlocking(_ dir: String, threads: Int, perThread: Int, latency: inout Histogram<UInt64>,
-                                syncs: inout Histogram<UInt64>) throws -> Double {
+    static func journalBlocking(_ dir: String, threads: Int, perThread: Int, segmentBytes: Int64, preExtend: Bool,
+                                latency: inout Histogram<UInt64>, syncs: inout Histogram<UInt64>) throws -> Double {
         let syncTimes = JournalBenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
-        var options = JournalOptions()
-        options.onSync = { ns in syncTimes.update { _ = $0.record(UInt64(max(0, ns))) } }
+        let measuring = JournalBenchBox(false)   // the warm-up's syncs are not recorded
+        var options = JournalOptions(segmentBytes: segmentBytes)
+        options.preExtendSegments = preExtend
+        options.onSync = { ns in if measuring.value { syncTimes.update { _ = $0.record(UInt64(max(0, ns))) } } }
         let journal = try Journal(directory: dir, options: options)
         defer { journal.close() }
+        try warmUp(journal, preExtend: preExtend)
+        measuring.update { $0 = true }
         let histograms = JournalBenchBox([Histogram<UInt64>]())
         let body = payload(7)
         let t = seconds {
@@ -257,6 +318,53 @@ enum JournalBench {
         for h in histograms.value { latency.add(h) }
         syncs = syncTimes.value
         return Double(threads * perThread) / t
+    }
+
+    /// The trade service's shape: one thread appends at an offered rate (the records due every millisecond, as
+    /// request messages bring them) and is told of durability by `onDurable` on the sync thread, which is when
+    /// the service replies. Each record's latency is from its append to the `onDurable` that covers it.
+    static func journalPaced(_ dir: String, rate: Int, records: Int, segmentBytes: Int64, preExtend: Bool,
+                             latency: inout Histogram<UInt64>, syncs: inout Histogram<UInt64>) throws {
+        nonisolated(unsafe) let appended = UnsafeMutablePointer<Int64>.allocate(capacity: records + 1)
+        defer { appended.deallocate() }
+        appended.initialize(repeating: 0, count: records + 1)
+        let state = JournalBenchBox((base: UInt64?.none, reported: UInt64(0), h: Histogram<UInt64>(numberOfSignificantValueDigits: .three),
+                                     syncs: Histogram<UInt64>(numberOfSignificantValueDigits: .three)))
+        var options = JournalOptions(segmentBytes: segmentBytes)
+        options.preExtendSegments = preExtend
+        options.onSync = { ns in state.update { if $0.base != nil { _ = $0.syncs.record(UInt64(max(0, ns))) } } }
+        options.onDurable = { durable in
+            let now = tw_monotonic_ns()
+            state.update { st in
+                guard let base = st.base, durable > base else { return }
+                var s = max(st.reported, base) + 1
+                while s <= durable {
+                    let i = Int(s - base)
+                    if i <= records && appended[i] > 0 { _ = st.h.record(UInt64(max(0, now - appended[i]))) }
+                    s += 1
+                }
+                st.reported = durable
+            }
+        }
+        let journal = try Journal(directory: dir, options: options)
+        try warmUp(journal, preExtend: preExtend)
+        state.update { $0.base = journal.durableSequence; $0.reported = journal.durableSequence }
+        let body = payload(5)
+        let start = tw_monotonic_ns()
+        var done = 0
+        while done < records {
+            let due = min(records, Int(Double(tw_monotonic_ns() - start) * Double(rate) / 1e9) + 1)
+            while done < due {
+                done += 1
+                appended[done] = tw_monotonic_ns()
+                _ = try journal.append(body, eventTime: .zero)
+            }
+            if done < records { usleep(1000) }
+        }
+        try journal.waitDurable(state.value.base! + UInt64(records))
+        journal.close()
+        latency.add(state.value.h)
+        syncs.add(state.value.syncs)
     }
 
     /// A few threads each keeping `window` records in flight: append them, wait for the last to be durable.

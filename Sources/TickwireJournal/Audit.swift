@@ -22,10 +22,7 @@ public enum JournalAudit {
     public static func verify(directory: String) throws(JournalError) -> Verification {
         let scan = try JournalScan.run(directory) { _, _, _, _, _ in }
         var torn: Int64 = 0
-        if scan.problemIsTornTail, let p = scan.problem {
-            let path = directory + "/" + scan.segments[p.segment].name
-            torn = Int64((try? FileIO.readFile(path).count) ?? 0) - p.detail.offset
-        }
+        if scan.problemIsTornTail, let p = scan.problem { torn = p.detail.writtenEnd - p.detail.offset }
         return Verification(records: scan.records, segments: scan.segments.count, lastSeq: scan.nextSeq &- 1,
                             headHash: scan.lastHash, corruption: scan.problemIsTornTail ? nil : scan.corruption,
                             tornTailBytes: torn)
@@ -52,7 +49,7 @@ public enum JournalAudit {
                 if recSeq == seq { found = JournalRecord(b, at: off, hash: hash, segment: segment.name) }
             }
         }
-        if found == nil, let p = scan.problem, p.seq <= seq, p.validRecordAfter {
+        if found == nil, let p = scan.problem, p.seq <= seq, !p.tornTail {
             throw .corrupt(JournalCorruption(segment: segment.name, offset: p.offset, seq: p.seq, reason: p.reason))
         }
         return found

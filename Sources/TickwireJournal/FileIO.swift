@@ -136,23 +136,23 @@ enum FileIO {
 /// under contention here (docs/ANCHORS.md).
 final class LockWithConditions: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let conds = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 2)
+    private static let conditions = 3
+    private let conds = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: LockWithConditions.conditions)
 
     init() {
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(conds, nil)
-        pthread_cond_init(conds + 1, nil)
+        for i in 0..<LockWithConditions.conditions { pthread_cond_init(conds + i, nil) }
     }
 
     deinit {
-        pthread_cond_destroy(conds); pthread_cond_destroy(conds + 1)
+        for i in 0..<LockWithConditions.conditions { pthread_cond_destroy(conds + i) }
         pthread_mutex_destroy(mutex)
         conds.deallocate(); mutex.deallocate()
     }
 
     func lock() { pthread_mutex_lock(mutex) }
     func unlock() { pthread_mutex_unlock(mutex) }
-    /// Waits on condition 0 or 1; the mutex must be held.
+    /// Waits on condition 0, 1 or 2; the mutex must be held.
     func wait(_ which: Int) { pthread_cond_wait(conds + which, mutex) }
     func signal(_ which: Int) { pthread_cond_signal(conds + which) }
     func broadcast(_ which: Int) { pthread_cond_broadcast(conds + which) }

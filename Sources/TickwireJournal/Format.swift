@@ -81,6 +81,8 @@ public enum JournalFormat {
     }()
     /// Payloads above this are refused (a trade is ~100 bytes; a corrupt length must not allocate gigabytes).
     public static let maxPayload = 1 << 20
+    /// The unit a disk writes atomically, at the least: a never-written hole is a whole run of these.
+    static let sectorSize = 512
 
     /// The file name of the segment whose first record is `firstSeq`: `seg-00000000000000000001.twj`.
     public static func segmentName(firstSeq: UInt64) -> String {

@@ -6,9 +6,15 @@ struct SegmentScan {
         var offset: Int64
         var seq: UInt64
         var reason: String
-        /// A valid record follows the damage: it is not a torn tail but corruption in the middle.
-        var validRecordAfter: Bool
+        /// Whether the damage can be the torn tail of a group commit that was never acknowledged (when it is in
+        /// the last segment): nothing valid follows it, or what follows lies within one unsynced group commit
+        /// after a hole of never-written (zero) sectors. Otherwise it is corruption in the middle.
+        var tornTail: Bool
+        /// The end of the segment's written bytes (past the last non-zero byte): a torn tail is these bytes from
+        /// `offset` on.
+        var writtenEnd: Int64
     }
+    /// The end of the last valid record: where appending continues. Zeros after it are pre-extension.
     var endOffset: Int64 = 0
     var nextSeq: UInt64
     var lastHash: RecordHash
@@ -22,8 +28,17 @@ enum SegmentScanner {
                      visit: (Int, UInt64, RecordHash) -> Void) -> SegmentScan {
         var s = SegmentScan(nextSeq: firstSeq, lastHash: prevHash)
         func fail(_ offset: Int, _ reason: String, crcValid: Bool = false) -> SegmentScan {
-            s.problem = .init(offset: Int64(offset), seq: s.nextSeq, reason: reason,
-                              validRecordAfter: crcValid || findValidRecord(b, after: offset, minSeq: s.nextSeq))
+            let written = writtenEnd(b)
+            let torn: Bool
+            if crcValid {
+                torn = false   // a whole record with a valid CRC but the wrong place in the chain: never a torn write
+            } else if let next = findValidRecord(b, after: offset, minSeq: s.nextSeq) {
+                torn = written - offset <= Journal.maxUnsyncedBytes && hasZeroSector(b, from: offset, to: next)
+            } else {
+                torn = true
+            }
+            s.problem = .init(offset: Int64(offset), seq: s.nextSeq, reason: reason, tornTail: torn,
+                              writtenEnd: Int64(max(written, offset)))
             return s
         }
         let H = JournalFormat.segmentHeaderSize
@@ -42,6 +57,9 @@ enum SegmentScanner {
         s.endOffset = Int64(off)
         while off < b.count {
             let left = b.count - off
+            // Zeros from a record boundary to the end of the file: the unused part of a pre-extended segment.
+            // (A record header is never zero: its sequence is at least 1.)
+            if (left < 8 || b.loadUnaligned(fromByteOffset: off, as: UInt64.self) == 0) && writtenEnd(b) <= off { return s }
             if left < JournalFormat.recordHeaderSize { return fail(off, "record header truncated (\(left) bytes)") }
             let len = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: off, as: UInt32.self)))
             if len > JournalFormat.maxPayload { return fail(off, "payload length \(len) exceeds \(JournalFormat.maxPayload)") }
@@ -66,9 +84,9 @@ enum SegmentScanner {
         return s
     }
 
-    /// Whether any whole record with a valid CRC and a sequence at or after `minSeq` starts after `offset`:
-    /// damage followed by good records is corruption; damage followed by nothing valid is a torn tail.
-    static func findValidRecord(_ b: UnsafeRawBufferPointer, after offset: Int, minSeq: UInt64) -> Bool {
+    /// Where the first whole record with a valid CRC and a sequence at or after `minSeq` starts after `offset`,
+    /// if any: damage followed by nothing valid is a torn tail.
+    static func findValidRecord(_ b: UnsafeRawBufferPointer, after offset: Int, minSeq: UInt64) -> Int? {
         let H = JournalFormat.recordHeaderSize
         var p = offset + 1
         while p + H <= b.count {
@@ -77,10 +95,36 @@ enum SegmentScanner {
                 let seq = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: p + 8, as: UInt64.self))
                 if seq >= minSeq && seq &- minSeq < (1 << 32) {
                     let crc = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: p + 4, as: UInt32.self))
-                    if crc == JournalFormat.recordCRC(b, at: p, payloadLength: len) { return true }
+                    if crc == JournalFormat.recordCRC(b, at: p, payloadLength: len) { return p }
                 }
             }
             p += 1
+        }
+        return nil
+    }
+
+    /// The offset just past the last non-zero byte (0 for an all-zero buffer).
+    static func writtenEnd(_ b: UnsafeRawBufferPointer) -> Int {
+        var end = b.count
+        while end >= 8 && b.loadUnaligned(fromByteOffset: end - 8, as: UInt64.self) == 0 { end -= 8 }
+        while end > 0 && b[end - 1] == 0 { end -= 1 }
+        return end
+    }
+
+    /// Whether `[from, to)` holds a whole 512-byte-aligned sector of zeros: what a page the kernel had not yet
+    /// written back leaves in a pre-extended (or newly allocated) file. A bit flip never does.
+    static func hasZeroSector(_ b: UnsafeRawBufferPointer, from: Int, to: Int) -> Bool {
+        let sector = JournalFormat.sectorSize
+        var start = (from + sector - 1) / sector * sector
+        while start + sector <= to {
+            var zero = true
+            var i = start
+            while i < start + sector {
+                if b.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { zero = false; break }
+                i += 8
+            }
+            if zero { return true }
+            start += sector
         }
         return false
     }
@@ -111,7 +155,7 @@ struct JournalScan {
     /// Whether the damage is a torn tail: in the last segment with no valid record after it.
     var problemIsTornTail: Bool {
         guard let p = problem else { return false }
-        return p.segment == segments.count - 1 && laterSegments.isEmpty && !p.detail.validRecordAfter
+        return p.segment == segments.count - 1 && laterSegments.isEmpty && p.detail.tornTail
     }
 
     var corruption: JournalCorruption? {

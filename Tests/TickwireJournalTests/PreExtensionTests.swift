@@ -1,0 +1,161 @@
+import Foundation
+import Testing
+import TickwireCore
+@testable import TickwireJournal
+
+/// Segments written into files prepared with zeros ahead of time, and what recovery makes of them after a crash:
+/// trailing zeros are unused space, a hole of zero sectors inside the last group commit is a torn tail, and any
+/// other damage is still corruption in the middle.
+@Suite struct PreExtensionTests {
+    /// 64 KiB segments: the next one is prepared once a segment holds 16 KiB.
+    static let options = JournalOptions(segmentBytes: 64 << 10, indexEvery: 8)
+    static let recordBytes = JournalFormat.recordHeaderSize + 100
+
+    /// Appends at least `count` records of 100 bytes, 50 at a time, each batch waited for (as trades arrive),
+    /// and goes on until the last segment is pre-extended and holds `lastSegmentRecords`; closes. Returns where
+    /// each record starts.
+    static func write(_ dir: String, count: Int, lastSegmentRecords: Int = 0,
+                      options: JournalOptions = options) throws -> [(segment: String, offset: Int64)] {
+        let j = try Journal(directory: dir, options: options)
+        var n = 0
+        while true {
+            for _ in 0..<50 { n += 1; _ = try j.append(payload(n), eventTime: Nanos(Int64(n))) }
+            try j.waitDurable(UInt64(n))
+            guard n >= count else { continue }
+            if lastSegmentRecords == 0 { break }
+            var places: [String] = []
+            try JournalAudit.forEach(directory: dir) { places.append($0.segment) }
+            if j.writingPreExtended && places.count { $0 == places.last } >= lastSegmentRecords { break }
+        }
+        j.close()
+        var places: [(String, Int64)] = []
+        try JournalAudit.forEach(directory: dir) { places.append(($0.segment, $0.offset)) }
+        return places
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? -1
+    }
+
+    static func rewrite(_ path: String, _ change: (inout Data) -> Void) throws {
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        change(&bytes)
+        try bytes.write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func segmentsArePreExtendedAndReopeningContinuesAfterTheLastRecord() throws {
+        let dir = TempDir("prext")
+        let j = try Journal(directory: dir.path, options: Self.options)
+        for i in 1...3000 {
+            _ = try j.append(payload(i), eventTime: .zero)
+            if i % 10 == 0 { try j.waitDurable(UInt64(i)) }
+        }
+        #expect(j.preparedSegments.prepared >= 5 && j.preparedSegments.failed == 0)
+        j.close()
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/" + Journal.preparedName))
+        let files = segmentFiles(dir.path)
+        // The first segment appended until a prepared file was ready, then rolled early; later ones are whole
+        // pre-extended segments, unless a roll came before its successor was ready (then it too rolls early).
+        #expect(Self.fileSize(dir.path + "/" + files[0]) < 64 << 10)
+        let preExtended = files.filter { Self.fileSize(dir.path + "/" + $0) == 64 << 10 }
+        #expect(preExtended.count * 2 >= files.count, "\(files.map { Self.fileSize(dir.path + "/" + $0) })")
+
+        let again = try Journal(directory: dir.path, options: Self.options)
+        #expect(again.recovery.records == 3000 && again.recovery.truncatedBytes == 0)
+        #expect(try again.appendDurably(payload(3001), eventTime: .zero) == 3001)
+        for seq in [1, 2, 500, 1234, 2999, 3000, 3001] as [UInt64] {
+            #expect(try again.record(seq).payload == payload(Int(seq)), "seq \(seq)")
+        }
+        #expect(try again.records(from: 1, limit: 5000).map(\.seq) == Array(1...3001))
+        again.close()
+        let v = try JournalAudit.verify(directory: dir.path)
+        #expect(v.ok && v.records == 3001 && v.tornTailBytes == 0)
+    }
+
+    /// The kernel wrote back a later page of the last group commit but not an earlier one: zeros, then records.
+    @Test func aZeroHoleInsideTheLastGroupCommitIsATornTail() throws {
+        let dir = TempDir("hole")
+        let places = try Self.write(dir.path, count: 1000, lastSegmentRecords: 100)
+        let lastSegment = places.last!.segment
+        let inLast = places.enumerated().filter { $0.element.segment == lastSegment }
+        #expect(inLast.count > 60)
+        // A 4 KiB page from the middle of the last segment's records.
+        let page = (inLast[inLast.count / 3].element.offset + 4095) / 4096 * 4096
+        let firstHit = inLast.first { $0.element.offset + Int64(Self.recordBytes) > page }!.offset
+        #expect(places.last!.offset > page + 4096)   // whole records follow the hole
+        let path = dir.path + "/" + lastSegment
+        try Self.rewrite(path) { b in b.replaceSubrange(Int(page)..<Int(page) + 4096, with: Data(count: 4096)) }
+
+        let v = try JournalAudit.verify(directory: dir.path)
+        #expect(v.ok && v.records == firstHit && v.tornTailBytes > 4096)
+        let j = try Journal(directory: dir.path, options: Self.options)
+        #expect(j.recovery.records == firstHit && j.recovery.skippedCorruption == nil)
+        #expect(j.recovery.truncatedBytes == places.last!.offset + Int64(Self.recordBytes) - places[firstHit].offset)
+        #expect(try j.appendDurably(payload(9), eventTime: .zero) == UInt64(firstHit + 1))
+        j.close()
+        #expect(try JournalAudit.verify(directory: dir.path).records == firstHit + 1)
+    }
+
+    /// A torn last record followed by the segment's unused zeros, cut at a range of byte offsets.
+    @Test func aTornLastRecordBeforeTheZerosIsCut() throws {
+        let source = TempDir("torn-prext")
+        let places = try Self.write(source.path, count: 700, lastSegmentRecords: 2)
+        let last = places.last!
+        let name = last.segment
+        let full = try Data(contentsOf: URL(fileURLWithPath: source.path + "/" + name))
+        #expect(full.count == 64 << 10)
+        for cut in stride(from: Int(last.offset), to: Int(last.offset) + Self.recordBytes, by: 7) {
+            let dir = TempDir("torn-prext-cut")
+            for other in segmentFiles(source.path) where other != name {
+                try FileManager.default.copyItem(atPath: source.path + "/" + other, toPath: dir.path + "/" + other)
+            }
+            var bytes = full
+            bytes.replaceSubrange(cut..<Int(last.offset) + Self.recordBytes, with: Data(count: Int(last.offset) + Self.recordBytes - cut))
+            try bytes.write(to: URL(fileURLWithPath: dir.path + "/" + name))
+            let j = try Journal(directory: dir.path, options: Self.options)
+            #expect(j.recovery.records == places.count - 1, "cut at \(cut)")
+            #expect(try j.appendDurably([1], eventTime: .zero) == UInt64(places.count), "cut at \(cut)")
+            j.close()
+            #expect(try JournalAudit.verify(directory: dir.path).ok)
+        }
+    }
+
+    /// Non-zero damage near the end is never a write that had not happened yet: still corruption.
+    @Test func aBitFlipInThePreExtendedTailIsCorruption() throws {
+        let dir = TempDir("flip-prext")
+        let places = try Self.write(dir.path, count: 700, lastSegmentRecords: 10)
+        let victim = places[places.count - 5]
+        try Self.rewrite(dir.path + "/" + victim.segment) { b in b[Int(victim.offset) + 70] ^= 0x01 }
+        do {
+            _ = try Journal(directory: dir.path, options: Self.options)
+            Issue.record("opened past a bit flip")
+        } catch {
+            guard case .corrupt(let c) = error else { Issue.record("\(error)"); return }
+            #expect(c.seq == UInt64(places.count - 4) && c.offset == victim.offset && c.segment == victim.segment)
+        }
+    }
+
+    /// A hole of zeros with more than one group commit's worth of records after it cannot be an unsynced write:
+    /// records after it had been acknowledged, so it is corruption, named by sequence and offset.
+    @Test func aZeroHoleFurtherBackThanOneGroupCommitIsCorruption() throws {
+        let dir = TempDir("deep-hole")
+        var options = JournalOptions()
+        options.preExtendSegments = false
+        let count = Journal.maxUnsyncedBytes / Self.recordBytes + 2000
+        let places = try Self.write(dir.path, count: count, options: options)
+        #expect(Set(places.map(\.segment)).count == 1)
+        let page = (places[1000].offset + 4095) / 4096 * 4096
+        let firstHit = places.firstIndex { $0.offset + Int64(Self.recordBytes) > page }!
+        try Self.rewrite(dir.path + "/" + places[0].segment) { b in
+            b.replaceSubrange(Int(page)..<Int(page) + 4096, with: Data(count: 4096))
+        }
+        do {
+            _ = try Journal(directory: dir.path, options: options)
+            Issue.record("opened past a hole in acknowledged records")
+        } catch {
+            guard case .corrupt(let c) = error else { Issue.record("\(error)"); return }
+            #expect(c.seq == UInt64(firstHit + 1) && c.offset == places[firstHit].offset)
+        }
+        #expect(try JournalAudit.verify(directory: dir.path).corruption?.seq == UInt64(firstHit + 1))
+    }
+}
