@@ -35,40 +35,43 @@ enum JournalBench {
             return (xs.last!, xs[xs.count / 2])
         }
 
-        // One record per write + fdatasync: its rate is the device's per-sync limit, its distribution what "an
-        // fsync time" is at each percentile (every run's syncs go into one histogram).
-        var rawSyncs = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        let rawSingle = try best {
-            let (rate, syncs) = try rawSyncTimes(fresh(), records: param("raw_records", 3000))
-            rawSyncs.add(syncs)
-            return rate
-        }
+        // One record per write + fdatasync: the device's per-sync limit.
+        let rawSingle = try best { try rawSyncTimes(fresh(), records: param("raw_records", 3000)).rate }
         let rawBatched = try best { try raw(fresh(), records: param("batched_records", 256_000), batch: 256, sync: true) }
         let sqlite = try best { try sqliteRate(fresh(), records: param("sqlite_records", 3000)) }
         // Acknowledgement latency with and without pre-extended segments, taking turns in each round. Segments of
         // 4 MiB, so a run of a few MB prepares about as many zeros as it writes records: the steady state's share
         // of the preparer's disk traffic (one 64 MiB segment prepared during a 3 MB run would overstate it 20×).
         let segmentBytes = Int64(param("segment_bytes", 4 << 20))
-        var latency = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        var syncs = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        var latencyAppending = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        var syncsAppending = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
-        var paced = Histogram<UInt64>(numberOfSignificantValueDigits: .three), pacedSyncs = paced
-        var pacedAppending = paced, pacedAppendingSyncs = paced
         let pacedRate = param("paced_rate", 50_000), pacedRecords = param("paced_records", 100_000)
+        // The journal as configured, without overlapping commits, and as it was before pre-extension (appending,
+        // one commit at a time), taking turns in each round.
+        let variants: [(name: String, preExtend: Bool, syncThreads: Int)] = [
+            ("default_pre_extended_2_sync_threads", true, 2), ("pre_extended_1_sync_thread", true, 1),
+            ("appending_1_sync_thread", false, 1),
+        ]
+        func empty() -> Histogram<UInt64> { Histogram<UInt64>(numberOfSignificantValueDigits: .three) }
+        var blockingAcks = variants.map { _ in empty() }, blockingSyncs = blockingAcks
+        var pacedAcks = blockingAcks, pacedSyncs = blockingAcks
         var blockingRates: [Double] = []
+        // The device's fsync time drifts over minutes on this shared VM, so the latency rounds take their own
+        // raw write + fdatasync samples between the measures they are compared with.
+        var rawNearby = empty()
+        func sampleRaw() throws { rawNearby.add(try rawSyncTimes(fresh(), records: param("raw_nearby_records", 500)).syncs) }
         for _ in 0..<runs {
-            var l = Histogram<UInt64>(numberOfSignificantValueDigits: .three), y = l
-            blockingRates.append(try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
-                                                     segmentBytes: segmentBytes, preExtend: true, latency: &l, syncs: &y))
-            latency.add(l); syncs.add(y)
-            l.reset(); y.reset()
-            _ = try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
-                                    segmentBytes: segmentBytes, preExtend: false, latency: &l, syncs: &y)
-            latencyAppending.add(l); syncsAppending.add(y)
-            try journalPaced(fresh(), rate: pacedRate, records: pacedRecords, segmentBytes: segmentBytes, preExtend: true, latency: &paced, syncs: &pacedSyncs)
-            try journalPaced(fresh(), rate: pacedRate, records: pacedRecords, segmentBytes: segmentBytes, preExtend: false, latency: &pacedAppending, syncs: &pacedAppendingSyncs)
+            for (i, v) in variants.enumerated() {
+                try sampleRaw()
+                var options = JournalOptions(segmentBytes: segmentBytes)
+                options.preExtendSegments = v.preExtend
+                options.syncThreads = v.syncThreads
+                let rate = try journalBlocking(fresh(), threads: param("threads", 64), perThread: param("per_thread", 400),
+                                               options: options, latency: &blockingAcks[i], syncs: &blockingSyncs[i])
+                if i == 0 { blockingRates.append(rate) }
+                try journalPaced(fresh(), rate: pacedRate, records: pacedRecords, options: options,
+                                 latency: &pacedAcks[i], syncs: &pacedSyncs[i])
+            }
         }
+        try sampleRaw()
         blockingRates.sort()
         let blocking = (best: blockingRates.last!, median: blockingRates[blockingRates.count / 2])
         let pipelined = try best {
@@ -89,11 +92,12 @@ enum JournalBench {
         }
 
         let fsyncMicros = 1e6 / rawSingle.best
-        let fsyncP50 = Double(rawSyncs.valueAtPercentile(50)) / 1000, fsyncP99 = Double(rawSyncs.valueAtPercentile(99)) / 1000
+        let fsyncP50 = Double(rawNearby.valueAtPercentile(50)) / 1000, fsyncP99 = Double(rawNearby.valueAtPercentile(99)) / 1000
         let prefilled = try rawSyncTimes(fresh(), records: param("raw_records", 3000), prefilled: true).syncs
         let prefilledP50 = Double(prefilled.valueAtPercentile(50)) / 1000, prefilledP99 = Double(prefilled.valueAtPercentile(99)) / 1000
-        let ackP50 = Double(latency.valueAtPercentile(50)) / 1000, ackP99 = Double(latency.valueAtPercentile(99)) / 1000
-        let pacedP99 = Double(paced.valueAtPercentile(99)) / 1000
+        let ackP50 = Double(blockingAcks[0].valueAtPercentile(50)) / 1000, ackP99 = Double(blockingAcks[0].valueAtPercentile(99)) / 1000
+        let pacedP99 = Double(pacedAcks[0].valueAtPercentile(99)) / 1000
+        func p99(_ h: Histogram<UInt64>) -> Double { Double(h.valueAtPercentile(99)) / 1000 }
         func micros(_ h: Histogram<UInt64>) -> [String: Any] {
             ["p50": Double(h.valueAtPercentile(50)) / 1000, "p99": Double(h.valueAtPercentile(99)) / 1000,
              "p99_9": Double(h.valueAtPercentile(99.9)) / 1000, "max": Double(h.max) / 1000]
@@ -133,32 +137,19 @@ enum JournalBench {
                 "ack_p50_vs_raw_fsync_p50": ackP50 / fsyncP50,
                 "ack_p99_vs_raw_fsync_p99": ackP99 / fsyncP99,
                 "paced_ack_p99_vs_raw_fsync_p99": pacedP99 / fsyncP99,
-                "paced_ack_p99_appending_vs_pre_extended": Double(pacedAppending.valueAtPercentile(99)) / 1000 / pacedP99,
-                "blocking_ack_p99_appending_vs_pre_extended": Double(latencyAppending.valueAtPercentile(99)) / 1000 / ackP99,
+                "paced_ack_p99_before_vs_now": p99(pacedAcks[2]) / pacedP99,
+                "blocking_ack_p99_before_vs_now": p99(blockingAcks[2]) / ackP99,
                 "raw_fsync_p50_appending_vs_prefilled": fsyncP50 / prefilledP50,
             ],
-            "ack_latency_us_blocking_appenders": [
-                "p50": ackP50,
-                "p99": ackP99,
-                "raw_write_fdatasync_p50": fsyncP50,
-                "raw_write_fdatasync_p99": fsyncP99,
+            "ack_latency_us": [
+                "note": "blocking: \(param("threads", 64)) threads each in appendDurably; paced: the trade service's shape, one thread appending \(pacedRate)/s (the records due each ms), latency from append to the onDurable that covers it; raw: one 128-byte write + fdatasync, sampled between the variants",
+                "raw_write_fdatasync": micros(rawNearby),
                 "raw_overwrite_prefilled_fdatasync_p50": prefilledP50,
                 "raw_overwrite_prefilled_fdatasync_p99": prefilledP99,
-                "max": Double(latency.max) / 1000,
-                "fsync_us": fsyncMicros,
-                "journal_fdatasync_p50": Double(syncs.valueAtPercentile(50)) / 1000,
-                "journal_fdatasync_p99": Double(syncs.valueAtPercentile(99)) / 1000,
-                "segments_appended_not_pre_extended": [
-                    "ack": micros(latencyAppending), "journal_fdatasync": micros(syncsAppending),
-                ] as [String: Any],
-            ],
-            "ack_latency_us_paced_single_appender": [
-                "note": "the trade service's shape: one thread appends \(pacedRate)/s (the records due each ms), latency from append to the onDurable that covers it",
-                "pre_extended": micros(paced),
-                "appended_not_pre_extended": micros(pacedAppending),
-                "journal_fdatasync_pre_extended": micros(pacedSyncs),
-                "journal_fdatasync_appended_not_pre_extended": micros(pacedAppendingSyncs),
-                "raw_write_fdatasync_p99": fsyncP99,
+                "variants": Dictionary(uniqueKeysWithValues: variants.enumerated().map { i, v in
+                    (v.name, ["blocking": micros(blockingAcks[i]), "blocking_fdatasync": micros(blockingSyncs[i]),
+                              "paced": micros(pacedAcks[i]), "paced_fdatasync": micros(pacedSyncs[i])] as [String: Any])
+                }),
             ] as [String: Any],
             "goals": [
                 "vs_sqlite_at_least_20x": groupBest / sqlite.best >= 20,
@@ -275,8 +266,8 @@ enum JournalBench {
 
     /// Writes a fresh journal's first MiB and waits until it has rolled into a pre-extended segment, as a
     /// running daemon's journal is (a no-op when pre-extension is off).
-    static func warmUp(_ journal: Journal, preExtend: Bool) throws {
-        guard preExtend else { return }
+    static func warmUp(_ journal: Journal) throws {
+        guard journal.options.preExtendSegments else { return }
         let body = payload(1)
         var last: UInt64 = 0
         for _ in 0..<(1 << 20) / (JournalFormat.recordHeaderSize + payloadBytes) { last = try journal.append(body, eventTime: .zero) }
@@ -290,16 +281,15 @@ enum JournalBench {
     }
 
     /// Many threads, each calling `appendDurably` in a loop (one record in flight per thread).
-    static func journalBlocking(_ dir: String, threads: Int, perThread: Int, segmentBytes: Int64, preExtend: Bool,
+    static func journalBlocking(_ dir: String, threads: Int, perThread: Int, options: JournalOptions,
                                 latency: inout Histogram<UInt64>, syncs: inout Histogram<UInt64>) throws -> Double {
         let syncTimes = JournalBenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
         let measuring = JournalBenchBox(false)   // the warm-up's syncs are not recorded
-        var options = JournalOptions(segmentBytes: segmentBytes)
-        options.preExtendSegments = preExtend
+        var options = options
         options.onSync = { ns in if measuring.value { syncTimes.update { _ = $0.record(UInt64(max(0, ns))) } } }
         let journal = try Journal(directory: dir, options: options)
         defer { journal.close() }
-        try warmUp(journal, preExtend: preExtend)
+        try warmUp(journal)
         measuring.update { $0 = true }
         let histograms = JournalBenchBox([Histogram<UInt64>]())
         let body = payload(7)
@@ -314,24 +304,22 @@ enum JournalBench {
                 histograms.update { $0.append(h) }
             }
         }
-        latency.reset()
         for h in histograms.value { latency.add(h) }
-        syncs = syncTimes.value
+        syncs.add(syncTimes.value)
         return Double(threads * perThread) / t
     }
 
     /// The trade service's shape: one thread appends at an offered rate (the records due every millisecond, as
     /// request messages bring them) and is told of durability by `onDurable` on the sync thread, which is when
     /// the service replies. Each record's latency is from its append to the `onDurable` that covers it.
-    static func journalPaced(_ dir: String, rate: Int, records: Int, segmentBytes: Int64, preExtend: Bool,
+    static func journalPaced(_ dir: String, rate: Int, records: Int, options: JournalOptions,
                              latency: inout Histogram<UInt64>, syncs: inout Histogram<UInt64>) throws {
         nonisolated(unsafe) let appended = UnsafeMutablePointer<Int64>.allocate(capacity: records + 1)
         defer { appended.deallocate() }
         appended.initialize(repeating: 0, count: records + 1)
         let state = JournalBenchBox((base: UInt64?.none, reported: UInt64(0), h: Histogram<UInt64>(numberOfSignificantValueDigits: .three),
                                      syncs: Histogram<UInt64>(numberOfSignificantValueDigits: .three)))
-        var options = JournalOptions(segmentBytes: segmentBytes)
-        options.preExtendSegments = preExtend
+        var options = options
         options.onSync = { ns in state.update { if $0.base != nil { _ = $0.syncs.record(UInt64(max(0, ns))) } } }
         options.onDurable = { durable in
             let now = tw_monotonic_ns()
@@ -347,7 +335,7 @@ enum JournalBench {
             }
         }
         let journal = try Journal(directory: dir, options: options)
-        try warmUp(journal, preExtend: preExtend)
+        try warmUp(journal)
         state.update { $0.base = journal.durableSequence; $0.reported = journal.durableSequence }
         let body = payload(5)
         let start = tw_monotonic_ns()

@@ -28,6 +28,20 @@ enum FileIO {
         }
     }
 
+    /// Writes every byte at `offset` (the file position is not used). The corresponding C function is `pwrite`.
+    static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(JournalError) {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw JournalError.fromErrno("pwrite", path)
+            }
+            if n == 0 { throw JournalError.diskFull(path: path, errno: ENOSPC) }
+            done += n
+        }
+    }
+
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(JournalError) {
         let r: Result<Void, JournalError> = bytes.withUnsafeBytes { b in
             do { try writeAll(fd, b, path: path); return .success(()) } catch { return .failure(error as! JournalError) }

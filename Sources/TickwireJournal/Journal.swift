@@ -29,6 +29,10 @@ public struct JournalOptions: Sendable {
     /// Write records into segments already filled with zeros and synced (prepared in the background), so a
     /// group commit's `fdatasync` flushes data only and never a new file size. Ignored when `sync` is `.none`.
     public var preExtendSegments = true
+    /// Group commits that may be written and synced at once (1 or 2). With two, records that arrive while one
+    /// commit's `fdatasync` runs start their own at once instead of waiting for it; durability is still
+    /// published in order.
+    public var syncThreads = 2
     /// Called on the sync thread after each group commit with the highest durable sequence, and once with the
     /// unchanged sequence when the journal stops on a failure (`Journal.failure` then says why).
     public var onDurable: (@Sendable (UInt64) -> Void)?
@@ -113,29 +117,45 @@ public final class Journal: @unchecked Sendable {
     private var durableSeq: UInt64
     private var failureError: JournalError?
     private var closing = false
-    private var syncThreadIdle = false
     private var syncThreadExited = false
+    private var idleSyncThreads = 0
+    private var liveSyncThreads = 0
+    /// Group commits taken and not yet finished; whether one of them rolls (and so owns the file).
+    private var inFlight = 0
+    private var exclusiveInFlight = false
+    /// Commits are numbered as they are taken; a finished one waits in `finished` until every earlier one is.
+    private var nextTicket: UInt64 = 1
+    private var publishedTicket: UInt64 = 0
+    private var finished: [(ticket: UInt64, last: UInt64)] = []
+    /// After a failure: where the current file is cut back to once no commit is in flight.
+    private var cutBackTo: Int64?
+    /// Serialises `onDurable` (a pthread mutex: ThreadSanitizer does not see Synchronization.Mutex's futex).
+    private let reportLock = LockWithConditions()
+    // Guarded by `reportLock`: the last sequence given to `onDurable`, and whether the failure was reported.
+    private var reportedSeq: UInt64 = 0
+    private var reportedFailure = false
     private let durable: Atomic<UInt64>
     /// Durability waiters sleep on a futex, not on the append lock: a group commit wakes all of them at once and
     /// none has to reacquire a mutex to leave (a condition variable made 64 acknowledged writers leave one by one).
     private let wakeWords = DurabilityWakeWords()
 
-    // Owned by the sync thread after init.
+    // The sync threads' after init: changed under the lock, or by a rolling commit, which runs alone.
     private var fd: Int32
     /// Where the next record goes in the current file.
     private var fileSize: Int64
     private var currentPath: String
     private var lockFD: Int32
-    private var thread: pthread_t?
+    private var threads: [pthread_t] = []
     private var preparer: pthread_t?
 
     private static let zeroHeader = [UInt8](repeating: 0, count: JournalFormat.recordHeaderSize)
     /// Unwritten bytes an appender may leave before it waits for the sync thread.
     static let maxPendingBytes = 4 << 20
-    /// The most bytes one group commit writes (the pending limit, one more record, a segment header): at a crash,
-    /// only the last this-many bytes of the journal can be written but not yet synced.
-    static let maxUnsyncedBytes = maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload
+    /// The most bytes the group commits in flight write (each: the pending limit and one more record; one segment
+    /// header): at a crash, only the last this-many bytes of the journal can be written but not yet synced.
+    static let maxUnsyncedBytes = maxSyncThreads * (maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
         + JournalFormat.segmentHeaderSize
+    static let maxSyncThreads = 2
     /// The sync thread's nice value (the process's threads run at 0).
     static let syncThreadNice: Int32 = -10
     /// The name of the prepared, zero-filled file the next roll renames into place (never a segment's name).
@@ -250,7 +270,6 @@ public final class Journal: @unchecked Sendable {
             // Appending continues after the last valid record; zeros after it are pre-extension.
             fileSize = scan.segments[segs.count - 1].endOffset
             allocated = try FileIO.fileSize(fd, path: path)
-            try FileIO.seek(fd, to: fileSize, path: path)
         }
         appendSegmentPreExtended = allocated >= options.segmentBytes
         // The next record opens an index run when the last segment has no entry yet.
@@ -259,7 +278,9 @@ public final class Journal: @unchecked Sendable {
         currentPath = directory + "/" + segs[segs.count - 1].name
         appendSegmentSize = fileSize
         pending.reserveCapacity(Journal.maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
-        thread = startThread { [unowned self] in self.syncLoop() }
+        precondition((1...Journal.maxSyncThreads).contains(options.syncThreads), "syncThreads must be 1 or 2")
+        liveSyncThreads = options.syncThreads
+        for _ in 0..<options.syncThreads { threads.append(startThread { [unowned self] in self.syncLoop() }) }
         if preExtending { preparer = startThread { [unowned self] in self.prepareLoop() } }
     }
 
@@ -308,7 +329,7 @@ public final class Journal: @unchecked Sendable {
         }
         appendSegmentSize += recordLength
         nextSeq = seq &+ 1
-        if syncThreadIdle { lock.signal(0) }
+        if idleSyncThreads > 0 { lock.signal(0) }
         return seq
     }
 
@@ -366,13 +387,13 @@ public final class Journal: @unchecked Sendable {
     public func close() {
         lock.lock()
         closing = true
-        lock.signal(0)
+        lock.broadcast(0)
         lock.signal(2)
-        let t = thread, p = preparer
-        thread = nil
+        let ts = threads, p = preparer
+        threads = []
         preparer = nil
         lock.unlock()
-        if let t { pthread_join(t, nil) }
+        for t in ts { pthread_join(t, nil) }
         if let p { pthread_join(p, nil) }
         // An unused prepared file is only zeros: free the space rather than leave it for the next open to delete.
         _ = unlink(directory + "/" + Journal.preparedName)
@@ -381,47 +402,62 @@ public final class Journal: @unchecked Sendable {
         if lockFD >= 0 { Glibc.close(lockFD); lockFD = -1 }
     }
 
-    // MARK: The sync thread
+    // MARK: The sync threads
+
+    /// A sync thread takes what is pending as one group commit when there is work and the commit may run beside
+    /// those in flight: one that rolls a segment runs alone, since it changes the file.
+    private var canTakeBatch: Bool {
+        !pending.isEmpty && failureError == nil && !exclusiveInFlight && inFlight < options.syncThreads
+            && (pendingRolls.isEmpty || inFlight == 0)
+    }
 
     private func syncLoop() {
-        // Every acknowledgement waits on this thread: ask the scheduler to run it before the appenders (and
+        // Every acknowledgement waits on these threads: ask the scheduler to run them before the appenders (and
         // the rest of the process) when they compete for the CPUs. Without CAP_SYS_NICE this fails and changes
         // nothing.
         _ = tw_set_thread_name("tw-journal-sync")
         _ = tw_set_thread_nice(Journal.syncThreadNice)
         var batch: [UInt8] = []
         batch.reserveCapacity(Journal.maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
+        lock.lock()
         while true {
-            lock.lock()
-            while pending.isEmpty && !closing {
-                syncThreadIdle = true
+            while !canTakeBatch && failureError == nil && !(closing && pending.isEmpty) {
+                idleSyncThreads += 1
                 lock.wait(0)
+                idleSyncThreads -= 1
             }
-            syncThreadIdle = false
-            if pending.isEmpty {
-                syncThreadExited = true
-                lock.broadcast(1)
-                lock.unlock()
-                wakeWords.stop()
-                return
-            }
+            guard canTakeBatch else { break }
             swap(&batch, &pending)
             let rolls = pendingRolls.map { Roll(at: $0.at, segment: segments[$0.segment], prepared: $0.prepared) }
             pendingRolls.removeAll(keepingCapacity: true)
             let last = nextSeq &- 1
+            let ticket = nextTicket
+            nextTicket &+= 1
+            inFlight += 1
+            // A batch that rolls owns the file until it is done; any other claims its bytes now, so two can write
+            // and sync side by side.
+            let offset = fileSize
+            if rolls.isEmpty { fileSize += Int64(batch.count) } else { exclusiveInFlight = true }
             lock.unlock()
 
+            var failedAt: Int64 = offset
             let outcome: JournalError?
-            do { try writeBatch(batch, rolls: rolls); outcome = nil } catch { outcome = error }
+            do {
+                if rolls.isEmpty { try writeAndSync(batch, at: offset) } else { try writeRolling(batch, rolls: rolls, failedAt: &failedAt) }
+                outcome = nil
+            } catch { outcome = error }
 
             lock.lock()
+            inFlight -= 1
+            if !rolls.isEmpty { exclusiveInFlight = false }
             if let outcome {
-                failureError = outcome
+                if failureError == nil { failureError = outcome }
                 pending.removeAll()
-                syncThreadExited = true
-            } else {
-                durableSeq = last
-                durable.store(last, ordering: .releasing)
+                pendingRolls.removeAll()
+                cutBackTo = min(cutBackTo ?? .max, failedAt)
+            } else if failureError == nil {
+                finished.append((ticket, last))
+                publishInOrder()
                 if !rolls.isEmpty {
                     preparationBlocked = false
                     if preparation == .claimed && rolls.contains(where: \.prepared) { preparation = .none }
@@ -432,19 +468,82 @@ public final class Journal: @unchecked Sendable {
                     lock.signal(2)
                 }
             }
+            if failureError != nil && inFlight == 0, let at = cutBackTo {
+                // Nothing past the last acknowledged commit may stay: cut the file back to a record boundary.
+                cutBackTo = nil
+                if fd >= 0 {
+                    _ = ftruncate(fd, off_t(at))
+                    if options.sync == .data { _ = fdatasync(fd) }
+                }
+            }
+            lock.broadcast(0)   // a sync thread may be waiting for this one to finish before a roll
             lock.broadcast(1)
-            let reported = durableSeq
+            let reported = durableSeq, failed = failureError != nil
             lock.unlock()
-            if outcome == nil { wakeWords.wakeAll() } else { wakeWords.stop() }
-            options.onDurable?(reported)
-            if outcome != nil { return }
+            if failed { wakeWords.stop() } else { wakeWords.wakeAll() }
+            report(reported, failed: failed)
             batch.removeAll(keepingCapacity: true)
+            lock.lock()
+        }
+        liveSyncThreads -= 1
+        let lastOut = liveSyncThreads == 0
+        if lastOut {
+            syncThreadExited = true
+            lock.broadcast(1)
+        }
+        lock.unlock()
+        if lastOut { wakeWords.stop() }
+    }
+
+    /// Publishes finished commits in the order they were taken: a commit that finishes before an earlier one
+    /// waits for it, so the durable sequence only ever covers a gapless prefix. Call with the lock held.
+    private func publishInOrder() {
+        var moved = false
+        while let i = finished.firstIndex(where: { $0.ticket == publishedTicket &+ 1 }) {
+            durableSeq = max(durableSeq, finished[i].last)
+            publishedTicket &+= 1
+            finished.remove(at: i)
+            moved = true
+        }
+        if moved { durable.store(durableSeq, ordering: .releasing) }
+    }
+
+    /// Calls `onDurable` from one sync thread at a time, with a sequence that never goes back (and once with the
+    /// unchanged sequence when the journal has failed).
+    private func report(_ seq: UInt64, failed: Bool) {
+        guard let onDurable = options.onDurable else { return }
+        reportLock.lock()
+        defer { reportLock.unlock() }
+        if seq > reportedSeq || (failed && !reportedFailure) {
+            reportedSeq = max(reportedSeq, seq)
+            reportedFailure = reportedFailure || failed
+            onDurable(reportedSeq)
         }
     }
 
-    /// Writes one group of records (rolling segments where the appenders decided) and syncs once per file.
-    /// On failure the current file is cut back to its last durable length, so nothing half-written remains.
-    private func writeBatch(_ batch: [UInt8], rolls: [Roll]) throws(JournalError) {
+    /// One group commit that rolls no segment: its bytes at the offset it claimed, then one `fdatasync`.
+    private func writeAndSync(_ batch: [UInt8], at offset: Int64) throws(JournalError) {
+        let r: Result<Void, JournalError> = batch.withUnsafeBytes { b in
+            do { try FileIO.pwriteAll(fd, b, at: offset, path: currentPath); return .success(()) }
+            catch { return .failure(error as! JournalError) }
+        }
+        try r.get()
+        try syncTimed()
+    }
+
+    private func syncTimed() throws(JournalError) {
+        guard options.sync == .data else { return }
+        let t0 = Nanos.now().rawValue
+        try FileIO.syncData(fd, path: currentPath)
+        options.onSync?(Nanos.now().rawValue - t0)
+    }
+
+    /// One group commit that rolls segments where the appenders decided (run alone): the old file's part is
+    /// written and synced, each new segment opened (a prepared one renamed into place) and its header written,
+    /// the directory synced, then the rest written and synced once. `failedAt` is left at the offset in the
+    /// current file where a failure should cut back to.
+    private func writeRolling(_ batch: [UInt8], rolls: [Roll], failedAt: inout Int64) throws(JournalError) {
+        var failed = fileSize
         let r: Result<Void, JournalError> = batch.withUnsafeBytes { b in
             do {
                 var start = 0
@@ -461,26 +560,24 @@ public final class Journal: @unchecked Sendable {
                         fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
                     }
                     fileSize = 0
+                    failed = 0
                     currentPath = path
                     let s = roll.segment
                     try writeChunk(JournalFormat.segmentHeader(firstSeq: s.firstSeq, created: .now(), prevHash: s.prevHash))
                     if options.sync == .data { try FileIO.syncDirectory(directory) }
+                    failed = fileSize
                     start = roll.at
                 }
                 try writeChunk(UnsafeRawBufferPointer(rebasing: b[start...]))
-                if options.sync == .data {
-                    let t0 = Nanos.now().rawValue
-                    try FileIO.syncData(fd, path: currentPath)
-                    options.onSync?(Nanos.now().rawValue - t0)
-                }
+                try syncTimed()
                 return .success(())
             } catch {
                 return .failure(error as! JournalError)
             }
         }
+        failedAt = failed
         try r.get()
     }
-
 
     private func writeChunk(_ bytes: [UInt8]) throws(JournalError) {
         let r: Result<Void, JournalError> = bytes.withUnsafeBytes { b in
@@ -489,20 +586,11 @@ public final class Journal: @unchecked Sendable {
         try r.get()
     }
 
+    /// Writes at the end of the current file's records (only a rolling commit, which runs alone, calls it).
     private func writeChunk(_ bytes: UnsafeRawBufferPointer) throws(JournalError) {
         if bytes.isEmpty { return }
-        do {
-            try FileIO.writeAll(fd, bytes, path: currentPath)
-            fileSize += Int64(bytes.count)
-        } catch {
-            // Cut a partial write back to the last whole batch so the file ends on a record boundary.
-            if fd >= 0 {
-                _ = ftruncate(fd, off_t(fileSize))
-                _ = lseek(fd, off_t(fileSize), SEEK_SET)
-                if options.sync == .data { _ = fdatasync(fd) }
-            }
-            throw error
-        }
+        try FileIO.pwriteAll(fd, bytes, at: fileSize, path: currentPath)
+        fileSize += Int64(bytes.count)
     }
 
     // MARK: The preparer thread

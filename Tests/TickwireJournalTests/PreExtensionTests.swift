@@ -46,30 +46,41 @@ import TickwireCore
     @Test func segmentsArePreExtendedAndReopeningContinuesAfterTheLastRecord() throws {
         let dir = TempDir("prext")
         let j = try Journal(directory: dir.path, options: Self.options)
-        for i in 1...3000 {
-            _ = try j.append(payload(i), eventTime: .zero)
-            if i % 10 == 0 { try j.waitDurable(UInt64(i)) }
+        var n = 0
+        func add() throws { n += 1; _ = try j.append(payload(n), eventTime: .zero) }
+        for _ in 0..<300 {
+            for _ in 0..<10 { try add() }
+            try j.waitDurable(UInt64(n))
         }
-        #expect(j.preparedSegments.prepared >= 5 && j.preparedSegments.failed == 0)
+        // However the rolls fell against the preparer (a loaded machine slows it), the journal ends up writing a
+        // prepared segment: the first record after one is ready rolls into it.
+        let deadline = Date().addingTimeInterval(20)
+        while !j.writingPreExtended && Date() < deadline {
+            usleep(2000)
+            try add()
+            try j.waitDurable(UInt64(n))
+        }
+        #expect(j.writingPreExtended)
+        #expect(j.preparedSegments.prepared >= 1 && j.preparedSegments.failed == 0)
         j.close()
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/" + Journal.preparedName))
         let files = segmentFiles(dir.path)
-        // The first segment appended until a prepared file was ready, then rolled early; later ones are whole
-        // pre-extended segments, unless a roll came before its successor was ready (then it too rolls early).
+        #expect(files.count >= 5)
+        // The first segment appended until a prepared file was ready, then rolled early; the last is a prepared,
+        // whole-size file.
         #expect(Self.fileSize(dir.path + "/" + files[0]) < 64 << 10)
-        let preExtended = files.filter { Self.fileSize(dir.path + "/" + $0) == 64 << 10 }
-        #expect(preExtended.count * 2 >= files.count, "\(files.map { Self.fileSize(dir.path + "/" + $0) })")
+        #expect(Self.fileSize(dir.path + "/" + files.last!) == 64 << 10)
 
         let again = try Journal(directory: dir.path, options: Self.options)
-        #expect(again.recovery.records == 3000 && again.recovery.truncatedBytes == 0)
-        #expect(try again.appendDurably(payload(3001), eventTime: .zero) == 3001)
-        for seq in [1, 2, 500, 1234, 2999, 3000, 3001] as [UInt64] {
-            #expect(try again.record(seq).payload == payload(Int(seq)), "seq \(seq)")
+        #expect(again.recovery.records == n && again.recovery.truncatedBytes == 0)
+        #expect(try again.appendDurably(payload(n + 1), eventTime: .zero) == UInt64(n + 1))
+        for seq in [1, 2, 500, 1234, 2999, n, n + 1] {
+            #expect(try again.record(UInt64(seq)).payload == payload(seq), "seq \(seq)")
         }
-        #expect(try again.records(from: 1, limit: 5000).map(\.seq) == Array(1...3001))
+        #expect(try again.records(from: 1, limit: n + 10).map(\.seq) == Array(1...UInt64(n + 1)))
         again.close()
         let v = try JournalAudit.verify(directory: dir.path)
-        #expect(v.ok && v.records == 3001 && v.tornTailBytes == 0)
+        #expect(v.ok && v.records == n + 1 && v.tornTailBytes == 0)
     }
 
     /// The kernel wrote back a later page of the last group commit but not an earlier one: zeros, then records.
