@@ -155,7 +155,11 @@ final class LockWithConditions: @unchecked Sendable {
 
     init() {
         pthread_mutex_init(mutex, nil)
-        for i in 0..<LockWithConditions.conditions { pthread_cond_init(conds + i, nil) }
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)   // timed waits use tw_monotonic_ns deadlines
+        for i in 0..<LockWithConditions.conditions { pthread_cond_init(conds + i, &attr) }
+        pthread_condattr_destroy(&attr)
     }
 
     deinit {
@@ -168,6 +172,11 @@ final class LockWithConditions: @unchecked Sendable {
     func unlock() { pthread_mutex_unlock(mutex) }
     /// Waits on condition 0, 1 or 2; the mutex must be held.
     func wait(_ which: Int) { pthread_cond_wait(conds + which, mutex) }
+    /// Waits on a condition until signalled or until the monotonic clock reads `deadline` (ns).
+    func wait(_ which: Int, until deadline: Int64) {
+        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        _ = pthread_cond_timedwait(conds + which, mutex, &ts)
+    }
     func signal(_ which: Int) { pthread_cond_signal(conds + which) }
     func broadcast(_ which: Int) { pthread_cond_broadcast(conds + which) }
 }

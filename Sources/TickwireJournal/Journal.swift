@@ -127,6 +127,9 @@ public final class Journal: @unchecked Sendable {
     private var nextTicket: UInt64 = 1
     private var publishedTicket: UInt64 = 0
     private var finished: [(ticket: UInt64, last: UInt64)] = []
+    /// When the latest commit in flight was taken, and a moving average of how long commits take (write + sync).
+    private var inFlightSince: Int64 = 0
+    private var commitNanosAverage: Int64 = 0
     /// After a failure: where the current file is cut back to once no commit is in flight.
     private var cutBackTo: Int64?
     /// Serialises `onDurable` (a pthread mutex: ThreadSanitizer does not see Synchronization.Mutex's futex).
@@ -279,8 +282,10 @@ public final class Journal: @unchecked Sendable {
         appendSegmentSize = fileSize
         pending.reserveCapacity(Journal.maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
         precondition((1...Journal.maxSyncThreads).contains(options.syncThreads), "syncThreads must be 1 or 2")
-        liveSyncThreads = options.syncThreads
-        for _ in 0..<options.syncThreads { threads.append(startThread { [unowned self] in self.syncLoop() }) }
+        // Without fsync a commit is only a copy into the page cache: a second thread would only split batches.
+        let syncThreads = options.sync == .data ? options.syncThreads : 1
+        liveSyncThreads = syncThreads
+        for _ in 0..<syncThreads { threads.append(startThread { [unowned self] in self.syncLoop() }) }
         if preExtending { preparer = startThread { [unowned self] in self.prepareLoop() } }
     }
 
@@ -329,7 +334,8 @@ public final class Journal: @unchecked Sendable {
         }
         appendSegmentSize += recordLength
         nextSeq = seq &+ 1
-        if idleSyncThreads > 0 { lock.signal(0) }
+        // The first record of a new group commit is the one that can give an idle sync thread work.
+        if at == 0 && idleSyncThreads > 0 { lock.signal(0) }
         return seq
     }
 
@@ -407,7 +413,7 @@ public final class Journal: @unchecked Sendable {
     /// A sync thread takes what is pending as one group commit when there is work and the commit may run beside
     /// those in flight: one that rolls a segment runs alone, since it changes the file.
     private var canTakeBatch: Bool {
-        !pending.isEmpty && failureError == nil && !exclusiveInFlight && inFlight < options.syncThreads
+        !pending.isEmpty && failureError == nil && !exclusiveInFlight && inFlight < liveSyncThreads
             && (pendingRolls.isEmpty || inFlight == 0)
     }
 
@@ -421,10 +427,17 @@ public final class Journal: @unchecked Sendable {
         batch.reserveCapacity(Journal.maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
         lock.lock()
         while true {
-            while !canTakeBatch && failureError == nil && !(closing && pending.isEmpty) {
+            while failureError == nil && !(closing && pending.isEmpty) {
                 idleSyncThreads += 1
-                lock.wait(0)
-                idleSyncThreads -= 1
+                defer { idleSyncThreads -= 1 }
+                guard canTakeBatch else { lock.wait(0); continue }
+                if inFlight == 0 { break }
+                // Beside a commit in flight, start a second only once the first has run half a typical commit:
+                // records that arrive meanwhile then share it (fewer, larger commits; fewer waiters woken for
+                // nothing), and none waits more than that half before its own sync starts.
+                let due = inFlightSince &+ commitNanosAverage / 2
+                if tw_monotonic_ns() >= due { break }
+                lock.wait(0, until: due)
             }
             guard canTakeBatch else { break }
             swap(&batch, &pending)
@@ -434,6 +447,8 @@ public final class Journal: @unchecked Sendable {
             let ticket = nextTicket
             nextTicket &+= 1
             inFlight += 1
+            let started = tw_monotonic_ns()
+            inFlightSince = started
             // A batch that rolls owns the file until it is done; any other claims its bytes now, so two can write
             // and sync side by side.
             let offset = fileSize
@@ -449,6 +464,7 @@ public final class Journal: @unchecked Sendable {
 
             lock.lock()
             inFlight -= 1
+            commitNanosAverage += (tw_monotonic_ns() - started - commitNanosAverage) / 8
             if !rolls.isEmpty { exclusiveInFlight = false }
             if let outcome {
                 if failureError == nil { failureError = outcome }
@@ -476,7 +492,8 @@ public final class Journal: @unchecked Sendable {
                     if options.sync == .data { _ = fdatasync(fd) }
                 }
             }
-            lock.broadcast(0)   // a sync thread may be waiting for this one to finish before a roll
+            // A sync thread may be waiting for this one to finish (a roll, or both were busy).
+            if idleSyncThreads > 0 && (canTakeBatch || failureError != nil || closing) { lock.signal(0) }
             lock.broadcast(1)
             let reported = durableSeq, failed = failureError != nil
             lock.unlock()
