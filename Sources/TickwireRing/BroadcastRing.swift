@@ -27,6 +27,7 @@ public final class BroadcastRing: @unchecked Sendable {
     @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
     @usableFromInline static let closedWord = 32
     @usableFromInline static let gatingEpochWord = 33        // bumped whenever the set of blocking consumers changes
+    @usableFromInline static let lossyWord = 34              // lossy consumers whose cells are not yet released
     @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
     @usableFromInline static let seenGatingEpochWord = 49
     @usableFromInline static let stallsWord = 50
@@ -63,7 +64,8 @@ public final class BroadcastRing: @unchecked Sendable {
 
     @usableFromInline let control: AtomicWords
     @usableFromInline let slots: AtomicWords
-    /// The single producer's staging area for `publishBatch` (multi-producer batches stage on the stack).
+    /// The single producer's staging area for a `publishBatch` that cannot be filled in place (multi-producer
+    /// batches stage on the stack).
     @usableFromInline let staging: UnsafeMutablePointer<Event>
     /// Single producer only: the next sequence to publish.
     @usableFromInline var nextSequence: UInt64 = 1
@@ -156,8 +158,11 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
     /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
     ///
-    /// `fill` must initialize every element of the buffer it receives. A single producer fills a preallocated
-    /// staging buffer; with `.multi` each call stages on the stack (`withUnsafeTemporaryAllocation`).
+    /// `fill` must initialize every element of the buffer it receives. A single producer with no lossy consumer
+    /// attached hands `fill` the claimed slots themselves, after waiting for blocking consumers to free them;
+    /// otherwise (a lossy reader may be copying those slots, or the batch would wrap past the ring's end) it
+    /// fills a preallocated staging buffer that is then stored into the slots word by word. With `.multi` each
+    /// call stages on the stack (`withUnsafeTemporaryAllocation`).
     /// - Returns: how many events were published.
     /// - warning: the buffer is valid only inside `fill`.
     @inlinable @discardableResult
@@ -165,13 +170,18 @@ public final class BroadcastRing: @unchecked Sendable {
         let n = Swift.min(count, maxPublishBatch)
         guard n > 0 else { return 0 }
         if producerMode == .single {
-            let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
-            fill(buffer)
             let first = nextSequence
             let last = first &+ UInt64(n - 1)
             nextSequence = last &+ 1
-            beginWrite(upTo: last)
-            writeBatch(buffer, first: first)
+            if (first & mask) &+ UInt64(n) <= UInt64(capacity) && !hasLossyConsumers {
+                beginWrite(upTo: last)
+                fillInPlace(first: first, count: n, fill)
+            } else {
+                let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
+                fill(buffer)
+                beginWrite(upTo: last)
+                writeBatch(buffer, first: first)
+            }
             endWrite(upTo: last)
             return n
         }
@@ -192,6 +202,43 @@ public final class BroadcastRing: @unchecked Sendable {
             }
             endWrite(upTo: last)
             return n
+        }
+    }
+
+    /// Whether a lossy consumer may be reading slots, so the producer must store them as atomic words.
+    ///
+    /// Pairs with `addConsumer(policy: .lossy)` (count the consumer, barrier, then read its start): either that
+    /// read sees every batch this thread filled in place after seeing no lossy consumer, or this load sees the
+    /// count. Such a batch ends at most `maxPublishBatch` past the consumer's start, so it never rewrites a slot
+    /// the consumer will copy. The barrier on this side is the previous batch's publishing store: sequentially
+    /// consistent, or (asymmetric fences) the attaching thread's membarrier.
+    @inlinable @inline(__always)
+    var hasLossyConsumers: Bool {
+        control[BroadcastRing.lossyWord].pointee.load(ordering: .sequentiallyConsistent) != 0
+    }
+
+    /// Single producer, no lossy consumer, slots `first..<first + n` contiguous and claimed: `fill` writes the
+    /// events straight into the slots, with no staging copy and plain (vector) stores. Blocking consumers read
+    /// a slot only after the release store that publishes it, and the producer rewrites it only after their
+    /// cursors (released after the read) pass it, so no access to these slots races.
+    @inlinable @inline(__always)
+    func fillInPlace(first: UInt64, count n: Int, _ fill: (UnsafeMutableBufferPointer<Event>) -> Void) {
+        slot(first).withMemoryRebound(to: Event.self, capacity: n) { events in
+            let buffer = UnsafeMutableBufferPointer(start: events, count: n)
+            fill(buffer)
+            var s = first
+            if let lvc = lastValues {
+                for i in 0..<n {
+                    buffer[i].seq = s
+                    lvc.update(buffer[i])
+                    s &+= 1
+                }
+            } else {
+                for i in 0..<n {
+                    buffer[i].seq = s
+                    s &+= 1
+                }
+            }
         }
     }
 
@@ -364,7 +411,11 @@ public final class BroadcastRing: @unchecked Sendable {
         let start: UInt64
         switch policy {
         case .lossy:
-            start = publishedSequence
+            // Counted before the start is read, so the producer stops filling slots in place before it can
+            // reach a slot this consumer will copy (see `hasLossyConsumers`). Uncounted when the cell is freed.
+            control[BroadcastRing.lossyWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if asymmetricFences { tw_membarrier() }
+            start = control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent)
             control[w + BroadcastRing.cellCursor].pointee.store(start, ordering: .relaxed)
             control[w + BroadcastRing.cellState].pointee.store(BroadcastRing.stateLossy, ordering: .releasing)
         case .blocking:
@@ -402,8 +453,13 @@ public final class BroadcastRing: @unchecked Sendable {
         wakeConsumers()
     }
 
+    /// Called by a consumer's deinit, after its last poll: a lossy consumer stops counting here rather than
+    /// at removal, since a poll on another thread may still be copying slots when `removeConsumer` returns.
     func release(cell: Int) {
         registry.withLock { r in
+            if r.policies[cell] == .lossy {
+                control[BroadcastRing.lossyWord].pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            }
             r.names[cell] = nil
             r.policies[cell] = nil
             r.free.append(cell)
