@@ -27,7 +27,7 @@ public final class BroadcastRing: @unchecked Sendable {
     @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
     @usableFromInline static let closedWord = 32
     @usableFromInline static let gatingEpochWord = 33        // bumped whenever the set of blocking consumers changes
-    @usableFromInline static let lossyWord = 34              // lossy consumers whose cells are not yet released
+    @usableFromInline static let unguardedReadersWord = 34   // see `hasUnguardedReaders`
     @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
     @usableFromInline static let seenGatingEpochWord = 49
     @usableFromInline static let stallsWord = 50
@@ -161,8 +161,9 @@ public final class BroadcastRing: @unchecked Sendable {
     /// `fill` must initialize every element of the buffer it receives. A single producer with no lossy consumer
     /// attached hands `fill` the claimed slots themselves, after waiting for blocking consumers to free them;
     /// otherwise (a lossy reader may be copying those slots, or the batch would wrap past the ring's end) it
-    /// fills a preallocated staging buffer that is then stored into the slots word by word. With `.multi` each
-    /// call stages on the stack (`withUnsafeTemporaryAllocation`).
+    /// fills a preallocated staging buffer that is then stored into the slots word by word. Either way `fill`
+    /// runs after any wait for blocking consumers. With `.multi` each call stages on the stack
+    /// (`withUnsafeTemporaryAllocation`).
     /// - Returns: how many events were published.
     /// - warning: the buffer is valid only inside `fill`.
     @inlinable @discardableResult
@@ -173,13 +174,12 @@ public final class BroadcastRing: @unchecked Sendable {
             let first = nextSequence
             let last = first &+ UInt64(n - 1)
             nextSequence = last &+ 1
-            if (first & mask) &+ UInt64(n) <= UInt64(capacity) && !hasLossyConsumers {
-                beginWrite(upTo: last)
+            beginWrite(upTo: last)
+            if (first & mask) &+ UInt64(n) <= UInt64(capacity) && !hasUnguardedReaders {
                 fillInPlace(first: first, count: n, fill)
             } else {
                 let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
                 fill(buffer)
-                beginWrite(upTo: last)
                 writeBatch(buffer, first: first)
             }
             endWrite(upTo: last)
@@ -205,19 +205,22 @@ public final class BroadcastRing: @unchecked Sendable {
         }
     }
 
-    /// Whether a lossy consumer may be reading slots, so the producer must store them as atomic words.
+    /// Whether a reader the producer does not wait for may be copying slots, so they must be stored as atomic
+    /// words: a lossy consumer, or a blocking one removed while a poll on another thread may still be copying.
+    /// Each is counted from then until its cell is released (after its last poll). Read after the gate wait.
     ///
-    /// Pairs with `addConsumer(policy: .lossy)` (count the consumer, barrier, then read its start): either that
-    /// read sees every batch this thread filled in place after seeing no lossy consumer, or this load sees the
-    /// count. Such a batch ends at most `maxPublishBatch` past the consumer's start, so it never rewrites a slot
-    /// the consumer will copy. The barrier on this side is the previous batch's publishing store: sequentially
-    /// consistent, or (asymmetric fences) the attaching thread's membarrier.
+    /// Pairs with `addConsumer(policy: .lossy)` (count, barrier, then read the start): either that read sees
+    /// every batch this thread filled in place after seeing no count, or this load sees the count; such a batch
+    /// ends at most `maxPublishBatch` past the consumer's start, so it never rewrites a slot the consumer will
+    /// copy. The barrier on this side is the previous publishing store: sequentially consistent, or (asymmetric
+    /// fences) the attaching thread's membarrier. With `deactivate`, which counts a blocking cell before it
+    /// stops gating: a gate scan that no longer sees the cell is followed by this load, which sees the count.
     @inlinable @inline(__always)
-    var hasLossyConsumers: Bool {
-        control[BroadcastRing.lossyWord].pointee.load(ordering: .sequentiallyConsistent) != 0
+    var hasUnguardedReaders: Bool {
+        control[BroadcastRing.unguardedReadersWord].pointee.load(ordering: .sequentiallyConsistent) != 0
     }
 
-    /// Single producer, no lossy consumer, slots `first..<first + n` contiguous and claimed: `fill` writes the
+    /// Single producer, no unguarded reader, slots `first..<first + n` contiguous and claimed: `fill` writes the
     /// events straight into the slots, with no staging copy and plain (vector) stores. Blocking consumers read
     /// a slot only after the release store that publishes it, and the producer rewrites it only after their
     /// cursors (released after the read) pass it, so no access to these slots races.
@@ -412,8 +415,8 @@ public final class BroadcastRing: @unchecked Sendable {
         switch policy {
         case .lossy:
             // Counted before the start is read, so the producer stops filling slots in place before it can
-            // reach a slot this consumer will copy (see `hasLossyConsumers`). Uncounted when the cell is freed.
-            control[BroadcastRing.lossyWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            // reach a slot this consumer will copy (see `hasUnguardedReaders`).
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
             if asymmetricFences { tw_membarrier() }
             start = control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent)
             control[w + BroadcastRing.cellCursor].pointee.store(start, ordering: .relaxed)
@@ -441,6 +444,11 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Called by a consumer once: frees its cell for reuse after its last poll.
     func deactivate(cell: Int) {
         let w = cellWord(cell, 0)
+        if control[w + BroadcastRing.cellState].pointee.load(ordering: .relaxed) == BroadcastRing.stateBlocking {
+            // Counted before it stops gating: a poll on another thread may still be copying slots, and the
+            // producer must not write them in place (see `hasUnguardedReaders`).
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        }
         let wasBlocking = control[w + BroadcastRing.cellState].pointee.exchange(0, ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
         if wasBlocking {
             control[BroadcastRing.gatingEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
@@ -453,13 +461,11 @@ public final class BroadcastRing: @unchecked Sendable {
         wakeConsumers()
     }
 
-    /// Called by a consumer's deinit, after its last poll: a lossy consumer stops counting here rather than
-    /// at removal, since a poll on another thread may still be copying slots when `removeConsumer` returns.
+    /// Called by a consumer's deinit, after its last poll (and after `deactivate`): from here it can copy no
+    /// slot, so it stops counting as an unguarded reader.
     func release(cell: Int) {
         registry.withLock { r in
-            if r.policies[cell] == .lossy {
-                control[BroadcastRing.lossyWord].pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
-            }
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             r.names[cell] = nil
             r.policies[cell] = nil
             r.free.append(cell)
