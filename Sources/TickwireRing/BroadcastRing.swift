@@ -22,7 +22,6 @@ import TickwireCore
 public final class BroadcastRing: @unchecked Sendable {
     // Control words, each contended group on its own 128-byte line.
     @usableFromInline static let publishedWord = 0          // producer writes; everybody reads
-    @usableFromInline static let claimedWord = 1             // highest sequence a producer may be writing
     @usableFromInline static let parkedWord = 16             // consumers that may be asleep (consumers write)
     @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
     @usableFromInline static let closedWord = 32
@@ -31,7 +30,10 @@ public final class BroadcastRing: @unchecked Sendable {
     @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
     @usableFromInline static let seenGatingEpochWord = 49
     @usableFromInline static let stallsWord = 50
-    @usableFromInline static let firstCellWord = 64
+    // Highest sequence a producer may be writing (lossy consumers check it; `.multi` producers claim with it).
+    // Off the published line, so a consumer spinning on `publishedWord` sees one store per batch, not two.
+    @usableFromInline static let claimedWord = 64
+    @usableFromInline static let firstCellWord = 80
     // A consumer cell: 16 words (128 bytes).
     @usableFromInline static let cellCursor = 0              // last sequence the consumer has finished with
     @usableFromInline static let cellState = 1               // 0 free, 1 lossy, 2 blocking
