@@ -378,7 +378,7 @@ struct BroadcastRingTests {
 
     /// A blocking consumer removed by another thread while its poll is inside `body`: the producer stops
     /// waiting for it at once, and the slots the poll goes on to copy are not written in place meanwhile
-    /// (ThreadSanitizer reports the race otherwise: the flags below are relaxed, so they order nothing).
+    /// (ThreadSanitizer reports the race otherwise).
     @Test func removingABlockingConsumerDuringItsPollFreesTheProducer() {
         let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject, producerWait: .yield)
         let c = ring.addConsumer(name: "stuck", policy: .blocking, wait: .yield)
@@ -396,9 +396,28 @@ struct BroadcastRingTests {
         ring.removeConsumer(c)
         for _ in 0..<8 { publish() }                      // laps the stuck poll four times
         removed.store(true, ordering: .relaxed)
+        for _ in 0..<8 { publish() }                      // and again while that poll returns
         reader.join()
-        #expect(ring.publishedSequence == 80)
+        #expect(ring.publishedSequence == 144)
         #expect(c.poll(maxBatch: 1, timeoutNanos: 0) { _ in } == -1)
+    }
+
+    /// A blocking consumer may remove itself from inside `body`: the removal does not wait on the poll that
+    /// called it, the next poll returns -1, and the producer is no longer held back.
+    @Test func aBlockingConsumerCanRemoveItselfInsideBody() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "quitter", policy: .blocking, wait: .yield)
+        for i in 1...5 { ring.publish(quote(1, Int64(i))) }
+        var seen: [UInt64] = []
+        let n = c.poll(maxBatch: 16, timeoutNanos: 0) { e in
+            seen.append(e.seq)
+            if e.seq == 2 { ring.removeConsumer(c) }
+        }
+        #expect(n == seen.count)
+        #expect(seen.first == 1 && seen.contains(2))
+        #expect(c.poll(maxBatch: 16, timeoutNanos: 0) { _ in } == -1)
+        for i in 6...40 { ring.publish(quote(1, Int64(i))) }   // no longer gated
+        #expect(ring.publishedSequence == 40)
     }
 
     /// The last-value cache is updated from events filled in place, with their sequences stamped.
