@@ -44,6 +44,7 @@ enum RingBench {
 
         // Hop latency.
         let hopSpin = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000)
+        let hopSpinPinned = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000, pinnedToCPUs: true)
         let hopPark = ringHop(samples: min(samples, 20_000), wait: .park, gapNanos: 50_000)
         let hopDequeSpin = dequeHop(samples: samples, park: false, gapNanos: 2_000)
         let hopDequePark = dequeHop(samples: min(samples, 20_000), park: true, gapNanos: 50_000)
@@ -88,8 +89,9 @@ enum RingBench {
                 "ratio_ring_blocking_park_vs_locked_deque": ratio(fanBlockingPark.median, fanDeque.median),
             ] as [String: Any],
             "hop_latency": [
-                "note": "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us",
+                "note": "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us; unpinned except ring_busy_spin_pinned (producer and consumer on CPUs 0 and 1, like the SPSC rows)",
                 "ring_busy_spin": hopSpin.report,
+                "ring_busy_spin_pinned": hopSpinPinned.report,
                 "ring_parked": hopPark.report,
                 "locked_deque_spin": hopDequeSpin.report,
                 "locked_deque_condvar": hopDequePark.report,
@@ -398,22 +400,27 @@ enum RingBench {
     // MARK: - Hop latency
 
     /// Publishes one event every `gapNanos` stamped with the monotonic clock; the consumer records the delay.
-    static func ringHop(samples: Int, wait: WaitStrategy, gapNanos: Int64) -> LatencyRecorder {
+    /// `pinnedToCPUs` puts the producer and the consumer on `producerCPU` and `consumerCPU`, so a spinning side
+    /// is never queued behind the other on one core; otherwise the scheduler places them.
+    static func ringHop(samples: Int, wait: WaitStrategy, gapNanos: Int64, pinnedToCPUs: Bool = false) -> LatencyRecorder {
         let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
         let c = ring.addConsumer(name: "hop", policy: .blocking, wait: wait)
         let out = BenchBox(LatencyRecorder())
-        let reader = BenchThread {
+        let reader = BenchThread(cpu: pinnedToCPUs ? consumerCPU : nil) {
             var rec = LatencyRecorder()
             while c.poll(maxBatch: 64, timeoutNanos: nil, { e in rec.record(benchNow() - e.a) }) >= 0 {}
             out.set(rec)
         }
-        var next = benchNow() + 1_000_000
-        for _ in 0..<samples {
-            spinUntil(next)
-            ring.publish(benchEvent(1, benchNow()))
-            next += gapNanos
+        func pace() {
+            var next = benchNow() + 1_000_000
+            for _ in 0..<samples {
+                spinUntil(next)
+                ring.publish(benchEvent(1, benchNow()))
+                next += gapNanos
+            }
+            ring.close()
         }
-        ring.close()
+        if pinnedToCPUs { pinned(producerCPU, pace) } else { pace() }
         reader.join()
         return out.get
     }

@@ -41,7 +41,8 @@ final class AtomicWords {
 /// An `Event` as eight machine words. Slots and cache entries hold events as relaxed atomic words: a lossy
 /// reader may race a writer that laps it, and the seqlock-style check after the read decides whether the copy
 /// is kept. Atomic words make that race defined behaviour (and keep ThreadSanitizer quiet) at the price of
-/// eight scalar moves instead of a vector copy.
+/// eight scalar moves instead of a vector copy. While no such reader exists, a single producer's batches are
+/// written into the slots in place instead (`BroadcastRing.fillInPlace`).
 @usableFromInline
 typealias EventWords = (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
 

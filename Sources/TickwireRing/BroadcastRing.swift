@@ -22,15 +22,18 @@ import TickwireCore
 public final class BroadcastRing: @unchecked Sendable {
     // Control words, each contended group on its own 128-byte line.
     @usableFromInline static let publishedWord = 0          // producer writes; everybody reads
-    @usableFromInline static let claimedWord = 1             // highest sequence a producer may be writing
     @usableFromInline static let parkedWord = 16             // consumers that may be asleep (consumers write)
     @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
     @usableFromInline static let closedWord = 32
     @usableFromInline static let gatingEpochWord = 33        // bumped whenever the set of blocking consumers changes
+    @usableFromInline static let unguardedReadersWord = 34   // see `hasUnguardedReaders`
     @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
     @usableFromInline static let seenGatingEpochWord = 49
     @usableFromInline static let stallsWord = 50
-    @usableFromInline static let firstCellWord = 64
+    // Highest sequence a producer may be writing (lossy consumers check it; `.multi` producers claim with it).
+    // Off the published line, so a consumer spinning on `publishedWord` sees one store per batch, not two.
+    @usableFromInline static let claimedWord = 64
+    @usableFromInline static let firstCellWord = 80
     // A consumer cell: 16 words (128 bytes).
     @usableFromInline static let cellCursor = 0              // last sequence the consumer has finished with
     @usableFromInline static let cellState = 1               // 0 free, 1 lossy, 2 blocking
@@ -63,7 +66,8 @@ public final class BroadcastRing: @unchecked Sendable {
 
     @usableFromInline let control: AtomicWords
     @usableFromInline let slots: AtomicWords
-    /// The single producer's staging area for `publishBatch` (multi-producer batches stage on the stack).
+    /// The single producer's staging area for a `publishBatch` that cannot be filled in place (multi-producer
+    /// batches stage on the stack).
     @usableFromInline let staging: UnsafeMutablePointer<Event>
     /// Single producer only: the next sequence to publish.
     @usableFromInline var nextSequence: UInt64 = 1
@@ -156,8 +160,12 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
     /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
     ///
-    /// `fill` must initialize every element of the buffer it receives. A single producer fills a preallocated
-    /// staging buffer; with `.multi` each call stages on the stack (`withUnsafeTemporaryAllocation`).
+    /// `fill` must initialize every element of the buffer it receives. A single producer with no lossy consumer
+    /// attached hands `fill` the claimed slots themselves, after waiting for blocking consumers to free them;
+    /// otherwise (a lossy reader may be copying those slots, or the batch would wrap past the ring's end) it
+    /// fills a preallocated staging buffer that is then stored into the slots word by word. Either way `fill`
+    /// runs after any wait for blocking consumers. With `.multi` each call stages on the stack
+    /// (`withUnsafeTemporaryAllocation`).
     /// - Returns: how many events were published.
     /// - warning: the buffer is valid only inside `fill`.
     @inlinable @discardableResult
@@ -165,13 +173,17 @@ public final class BroadcastRing: @unchecked Sendable {
         let n = Swift.min(count, maxPublishBatch)
         guard n > 0 else { return 0 }
         if producerMode == .single {
-            let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
-            fill(buffer)
             let first = nextSequence
             let last = first &+ UInt64(n - 1)
             nextSequence = last &+ 1
             beginWrite(upTo: last)
-            writeBatch(buffer, first: first)
+            if (first & mask) &+ UInt64(n) <= UInt64(capacity) && !hasUnguardedReaders {
+                fillInPlace(first: first, count: n, fill)
+            } else {
+                let buffer = UnsafeMutableBufferPointer(start: staging, count: n)
+                fill(buffer)
+                writeBatch(buffer, first: first)
+            }
             endWrite(upTo: last)
             return n
         }
@@ -192,6 +204,46 @@ public final class BroadcastRing: @unchecked Sendable {
             }
             endWrite(upTo: last)
             return n
+        }
+    }
+
+    /// Whether a reader the producer does not wait for may be copying slots, so they must be stored as atomic
+    /// words: a lossy consumer, or a blocking one removed while a poll on another thread may still be copying.
+    /// Each is counted from then until its cell is released (after its last poll). Read after the gate wait.
+    ///
+    /// Pairs with `addConsumer(policy: .lossy)` (count, barrier, then read the start): either that read sees
+    /// every batch this thread filled in place after seeing no count, or this load sees the count; such a batch
+    /// ends at most `maxPublishBatch` past the consumer's start, so it never rewrites a slot the consumer will
+    /// copy. The barrier on this side is the previous publishing store: sequentially consistent, or (asymmetric
+    /// fences) the attaching thread's membarrier. With `deactivate`, which counts a blocking cell before it
+    /// stops gating: a gate scan that no longer sees the cell is followed by this load, which sees the count.
+    @inlinable @inline(__always)
+    var hasUnguardedReaders: Bool {
+        control[BroadcastRing.unguardedReadersWord].pointee.load(ordering: .sequentiallyConsistent) != 0
+    }
+
+    /// Single producer, no unguarded reader, slots `first..<first + n` contiguous and claimed: `fill` writes the
+    /// events straight into the slots, with no staging copy and plain (vector) stores. Blocking consumers read
+    /// a slot only after the release store that publishes it, and the producer rewrites it only after their
+    /// cursors (released after the read) pass it, so no access to these slots races.
+    @inlinable @inline(__always)
+    func fillInPlace(first: UInt64, count n: Int, _ fill: (UnsafeMutableBufferPointer<Event>) -> Void) {
+        slot(first).withMemoryRebound(to: Event.self, capacity: n) { events in
+            let buffer = UnsafeMutableBufferPointer(start: events, count: n)
+            fill(buffer)
+            var s = first
+            if let lvc = lastValues {
+                for i in 0..<n {
+                    buffer[i].seq = s
+                    lvc.update(buffer[i])
+                    s &+= 1
+                }
+            } else {
+                for i in 0..<n {
+                    buffer[i].seq = s
+                    s &+= 1
+                }
+            }
         }
     }
 
@@ -364,7 +416,11 @@ public final class BroadcastRing: @unchecked Sendable {
         let start: UInt64
         switch policy {
         case .lossy:
-            start = publishedSequence
+            // Counted before the start is read, so the producer stops filling slots in place before it can
+            // reach a slot this consumer will copy (see `hasUnguardedReaders`).
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if asymmetricFences { tw_membarrier() }
+            start = control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent)
             control[w + BroadcastRing.cellCursor].pointee.store(start, ordering: .relaxed)
             control[w + BroadcastRing.cellState].pointee.store(BroadcastRing.stateLossy, ordering: .releasing)
         case .blocking:
@@ -390,6 +446,11 @@ public final class BroadcastRing: @unchecked Sendable {
     /// Called by a consumer once: frees its cell for reuse after its last poll.
     func deactivate(cell: Int) {
         let w = cellWord(cell, 0)
+        if control[w + BroadcastRing.cellState].pointee.load(ordering: .relaxed) == BroadcastRing.stateBlocking {
+            // Counted before it stops gating: a poll on another thread may still be copying slots, and the
+            // producer must not write them in place (see `hasUnguardedReaders`).
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        }
         let wasBlocking = control[w + BroadcastRing.cellState].pointee.exchange(0, ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
         if wasBlocking {
             control[BroadcastRing.gatingEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
@@ -402,8 +463,11 @@ public final class BroadcastRing: @unchecked Sendable {
         wakeConsumers()
     }
 
+    /// Called by a consumer's deinit, after its last poll (and after `deactivate`): from here it can copy no
+    /// slot, so it stops counting as an unguarded reader.
     func release(cell: Int) {
         registry.withLock { r in
+            control[BroadcastRing.unguardedReadersWord].pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             r.names[cell] = nil
             r.policies[cell] = nil
             r.free.append(cell)

@@ -334,6 +334,170 @@ struct BroadcastRingTests {
         #expect(i > 0)
     }
 
+    /// Where `fill` writes: the claimed slots themselves while no lossy consumer is attached and the batch does
+    /// not wrap, else the staging buffer; every batch reaches the consumer stamped and intact either way.
+    @Test func batchesFillSlotsInPlaceUnlessTheyWrapOrALossyConsumerIsAttached() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "c", policy: .blocking, wait: .yield)
+        var placements: [Bool] = []   // per batch: filled in place
+        var expected: UInt64 = 1
+        var bad: [String] = []
+        func publish(_ n: Int) {
+            let first = ring.publishedSequence + 1
+            let slot = UnsafeMutableRawPointer(ring.slot(first))
+            let published = ring.publishBatch(count: n) { b in
+                placements.append(UnsafeMutableRawPointer(b.baseAddress!) == slot)
+                for k in 0..<b.count { b[k] = quote(SubjectID(k), Int64(first) + Int64(k)) }
+            }
+            #expect(published == n)
+            #expect(c.poll(maxBatch: 64, timeoutNanos: 0) { e in
+                if e.seq != expected || e.a != Int64(e.seq) || !isIntact(e) { bad.append("seq \(e.seq), expected \(expected)") }
+                expected = e.seq + 1
+            } == n)
+        }
+        // Sequence s sits in slot s % 16: batches of 4 from sequence 1 fill slots 1-12, then 13-15 and 0-2 wrap.
+        for _ in 0..<3 { publish(4) }
+        publish(6)
+        #expect(placements == [true, true, true, false])
+        publish(3)                                        // slots 3-5
+        var lossy: RingConsumer? = ring.addConsumer(name: "l", policy: .lossy, wait: .yield)
+        publish(3)                                        // staged: a lossy reader may copy slots
+        ring.removeConsumer(lossy!)
+        publish(3)                                        // still staged: removed but not yet released
+        lossy = nil
+        publish(3)                                        // in place again
+        var removed: RingConsumer? = ring.addConsumer(name: "b", policy: .blocking, wait: .yield)
+        ring.removeConsumer(removed!)
+        publish(3)                                        // staged: its poll on another thread may be copying
+        removed = nil
+        publish(3)                                        // in place
+        #expect(placements.suffix(6) == [true, false, false, true, false, true])
+        #expect(bad.isEmpty, "\(bad.prefix(5))")
+        #expect(expected == 37)
+    }
+
+    /// A blocking consumer removed by another thread while its poll is inside `body`: the producer stops
+    /// waiting for it at once, and the slots the poll goes on to copy are not written in place meanwhile
+    /// (ThreadSanitizer reports the race otherwise).
+    @Test func removingABlockingConsumerDuringItsPollFreesTheProducer() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject, producerWait: .yield)
+        let c = ring.addConsumer(name: "stuck", policy: .blocking, wait: .yield)
+        let inside = Atomic<Bool>(false), removed = Atomic<Bool>(false)
+        let reader = TestThread {
+            _ = c.poll(maxBatch: 16, timeoutNanos: nil) { _ in
+                inside.store(true, ordering: .relaxed)
+                while !removed.load(ordering: .relaxed) { sched_yield() }
+            }
+        }
+        var i: Int64 = 0
+        func publish() { ring.publishBatch(count: 8) { b in for k in 0..<b.count { i += 1; b[k] = quote(1, i) } } }
+        publish(); publish()                              // a full ring: the next batch waits for the reader
+        while !inside.load(ordering: .relaxed) { sched_yield() }
+        ring.removeConsumer(c)
+        for _ in 0..<8 { publish() }                      // laps the stuck poll four times
+        removed.store(true, ordering: .relaxed)
+        for _ in 0..<8 { publish() }                      // and again while that poll returns
+        reader.join()
+        #expect(ring.publishedSequence == 144)
+        #expect(c.poll(maxBatch: 1, timeoutNanos: 0) { _ in } == -1)
+    }
+
+    /// A blocking consumer may remove itself from inside `body`: the removal does not wait on the poll that
+    /// called it, the next poll returns -1, and the producer is no longer held back.
+    @Test func aBlockingConsumerCanRemoveItselfInsideBody() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "quitter", policy: .blocking, wait: .yield)
+        for i in 1...5 { ring.publish(quote(1, Int64(i))) }
+        var seen: [UInt64] = []
+        let n = c.poll(maxBatch: 16, timeoutNanos: 0) { e in
+            seen.append(e.seq)
+            if e.seq == 2 { ring.removeConsumer(c) }
+        }
+        #expect(n == seen.count)
+        #expect(seen.first == 1 && seen.contains(2))
+        #expect(c.poll(maxBatch: 16, timeoutNanos: 0) { _ in } == -1)
+        for i in 6...40 { ring.publish(quote(1, Int64(i))) }   // no longer gated
+        #expect(ring.publishedSequence == 40)
+    }
+
+    /// The last-value cache is updated from events filled in place, with their sequences stamped.
+    @Test func inPlaceBatchesUpdateTheLastValueCache() {
+        let lvc = LastValueCache(maxSubjects: 8)
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, lastValues: lvc)
+        let c = ring.addConsumer(name: "c", policy: .blocking, wait: .yield)
+        ring.publishBatch(count: 10) { b in
+            for k in 0..<b.count { b[k] = quote(SubjectID(k % 3), Int64(k)) }
+            b[9] = Event.trade(5, price: Price(e8: 700), size: Quantity(e8: 2), side: .sell, tradeID: 9,
+                               eventTime: Nanos(9), knownTime: Nanos(9))
+        }
+        #expect(lvc.latest(subjectID: 0, kind: .quote)?.seq == 7)
+        #expect(lvc.latest(subjectID: 1, kind: .quote)?.seq == 8)
+        #expect(lvc.latest(subjectID: 2, kind: .quote)?.seq == 9)
+        #expect(lvc.latest(subjectID: 2, kind: .quote)?.a == 8)
+        #expect(lvc.latest(subjectID: 5, kind: .trade)?.seq == 10)
+        #expect(lvc.latest(subjectID: 5, kind: .trade)?.trade.tradeID == 9)
+        #expect(c.poll(maxBatch: 64, timeoutNanos: 0) { _ in } == 10)
+    }
+
+    /// Lossy consumers attach, read and go while the producer runs batches through a small ring, switching it
+    /// between filling slots in place and storing them word by word: every copy a lossy consumer keeps is
+    /// intact and in order (under ThreadSanitizer: no slot is written in place while a lossy reader may copy
+    /// it), and the blocking consumer sees every event.
+    @Test func lossyConsumersAttachingWhileBatchesFillInPlace() {
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, producerWait: .yield)
+        let total = 200_000
+        let blocking = ring.addConsumer(name: "all", policy: .blocking, wait: .yield)
+        let stop = Atomic<Bool>(false)
+        let bad = Shared([String]())
+        let delivered = Shared(0)
+        let reader = TestThread {
+            var expected: UInt64 = 1
+            while blocking.poll(maxBatch: 64, timeoutNanos: nil, { e in
+                if e.seq != expected || e.a != Int64(e.seq) || !isIntact(e) { bad.with { $0.append("blocking seq \(e.seq), expected \(expected)") } }
+                expected = e.seq + 1
+            }) >= 0 {}
+            delivered.with { $0 = Int(expected - 1) }
+        }
+        let attachments = Shared(0)
+        let churn = TestThread {
+            var rounds = 0
+            while !stop.load(ordering: .relaxed) {
+                rounds += 1
+                let c = ring.addConsumer(name: "lossy\(rounds)", policy: .lossy, wait: .yield)
+                var expected = c.nextSequence
+                for _ in 0..<(1 + rounds % 4) {
+                    let n = c.poll(maxBatch: 32, timeoutNanos: 1_000_000) { e in
+                        if e.kind == .gap {
+                            if e.gapBody.first != expected { bad.with { $0.append("gap from \(e.gapBody.first), expected \(expected)") } }
+                            expected = e.gapBody.last + 1
+                        } else {
+                            if e.seq != expected || e.a != Int64(e.seq) || !isIntact(e) {
+                                bad.with { $0.append("lossy seq \(e.seq), expected \(expected)") }
+                            }
+                            expected = e.seq + 1
+                        }
+                    }
+                    if n < 0 { break }
+                }
+            }
+            attachments.with { $0 = rounds }
+        }
+        var i = 1
+        while i <= total {
+            let base = i
+            i += ring.publishBatch(count: min(1 + i % 23, total - i + 1)) { b in
+                for k in 0..<b.count { b[k] = quote(SubjectID(k % 4), Int64(base + k)) }
+            }
+        }
+        stop.store(true, ordering: .relaxed)
+        churn.join()
+        ring.close()
+        reader.join()
+        #expect(bad.get.isEmpty, "\(bad.get.prefix(5))")
+        #expect(delivered.get == total)
+        #expect(attachments.get > 0)
+    }
+
     @Test func droppingAConsumerReleasesItsCellAndStopsGating() {
         let ring = BroadcastRing(capacity: 4, gapSubject: Self.gapSubject, maxConsumers: 1)
         for _ in 0..<3 {
