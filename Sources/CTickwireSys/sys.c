@@ -71,6 +71,12 @@ int tw_set_thread_name(const char *name) {
 
 int tw_gettid(void) { return (int)syscall(SYS_gettid); }
 
+int tw_set_thread_io_idle(void) {
+    // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)); glibc has no wrapper.
+    const int who_process = 1, class_idle = 3, class_shift = 13;
+    return syscall(SYS_ioprio_set, who_process, (int)syscall(SYS_gettid), class_idle << class_shift) == 0 ? 0 : errno;
+}
+
 int tw_set_thread_nice(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0 ? 0 : errno;
 }

@@ -44,10 +44,10 @@ enum JournalBench {
         // of the preparer's disk traffic (one 64 MiB segment prepared during a 3 MB run would overstate it 20×).
         let segmentBytes = Int64(param("segment_bytes", 4 << 20))
         let pacedRate = param("paced_rate", 50_000), pacedRecords = param("paced_records", 100_000)
-        // The journal as configured, without overlapping commits, and as it was before pre-extension (appending,
-        // one commit at a time), taking turns in each round.
+        // The journal as configured (pre-extended, one commit at a time), with two overlapping commits, and as it
+        // was before pre-extension (appending), taking turns in each round.
         let variants: [(name: String, preExtend: Bool, syncThreads: Int)] = [
-            ("default_pre_extended_2_sync_threads", true, 2), ("pre_extended_1_sync_thread", true, 1),
+            ("default_pre_extended_1_sync_thread", true, 1), ("pre_extended_2_sync_threads", true, 2),
             ("appending_1_sync_thread", false, 1),
         ]
         func empty() -> Histogram<UInt64> { Histogram<UInt64>(numberOfSignificantValueDigits: .three) }

@@ -30,9 +30,10 @@ public struct JournalOptions: Sendable {
     /// group commit's `fdatasync` flushes data only and never a new file size. Ignored when `sync` is `.none`.
     public var preExtendSegments = true
     /// Group commits that may be written and synced at once (1 or 2). With two, records that arrive while one
-    /// commit's `fdatasync` runs start their own at once instead of waiting for it; durability is still
-    /// published in order.
-    public var syncThreads = 2
+    /// commit's `fdatasync` runs start their own after half a typical commit instead of waiting for it to end;
+    /// durability is still published in order. One by default: on the virtio disk measured (BENCHMARKS.md) the
+    /// device serialises flushes, and two gained nothing at p50 and cost the many-appender case.
+    public var syncThreads = 1
     /// Called on the sync thread after each group commit with the highest durable sequence, and once with the
     /// unchanged sequence when the journal stops on a failure (`Journal.failure` then says why).
     public var onDurable: (@Sendable (UInt64) -> Void)?
@@ -615,7 +616,10 @@ public final class Journal: @unchecked Sendable {
     /// Waits for the sync thread's call, then fills the next segment's file with zeros and syncs it.
     private func prepareLoop() {
         _ = tw_set_thread_name("tw-journal-prep")
-        _ = tw_set_thread_nice(19)   // background work: everything else runs first
+        // Background work: everything else runs first, on the CPUs and at the disk (where the I/O scheduler honours
+        // classes, as mq-deadline and bfq do).
+        _ = tw_set_thread_nice(19)
+        _ = tw_set_thread_io_idle()
         lock.lock()
         while true {
             while preparation != .preparing && !closing { lock.wait(2) }
@@ -635,12 +639,12 @@ public final class Journal: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Writes `segmentBytes` of zeros to the prepared file in 1 MiB steps, syncing each step (so the page cache
-    /// never holds a whole segment to flush at once), then syncs the directory. On failure (ENOSPC, say) or when
+    /// Writes `segmentBytes` of zeros to the prepared file in 256 KiB steps, syncing each (so the device is never
+    /// busy with more than one step when a group commit's flush arrives), then syncs the directory. On failure (ENOSPC, say) or when
     /// the journal closes, removes the file and returns false.
     private func prepareFile() -> Bool {
         let path = directory + "/" + Journal.preparedName
-        let step = 1 << 20
+        let step = 256 << 10
         let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: step, alignment: 4096)
         zeros.initializeMemory(as: UInt8.self, repeating: 0)
         defer { zeros.deallocate() }
@@ -653,8 +657,12 @@ public final class Journal: @unchecked Sendable {
                 if stop { throw JournalError.closed }
                 let n = Int(min(Int64(step), options.segmentBytes - written))
                 try FileIO.writeAll(pfd, UnsafeRawBufferPointer(rebasing: zeros[0..<n]), path: path)
+                let t0 = tw_monotonic_ns()
                 try FileIO.syncData(pfd, path: path)
                 written += Int64(n)
+                // Leave the device to the group commits most of the time: a step's flush delays any commit flush
+                // that arrives during it, so steps are short and at most a fifth of the time.
+                usleep(UInt32(min(20_000, max(0, 4 * (tw_monotonic_ns() - t0)) / 1000)))
             }
             try FileIO.syncDirectory(directory)
             return true

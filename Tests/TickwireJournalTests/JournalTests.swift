@@ -246,7 +246,7 @@ func segmentFiles(_ dir: String) -> [String] {
         j.close()
     }
 
-    /// Several appenders at once on a full disk (two commits may be in flight when the write fails): every
+    /// Several appenders at once on a full disk, two commits in flight when the write fails: every
     /// acknowledged record is on disk and readable, the chain verifies, and what is there beyond the acknowledged
     /// ones is at most what was in flight.
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
@@ -261,7 +261,9 @@ func segmentFiles(_ dir: String) -> [String] {
         let acked = SeqCollector()
         let failures = SyncCounter()
         do {
-            let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
+            var options = JournalOptions(segmentBytes: 64 << 10)
+            options.syncThreads = 2
+            let j = try Journal(directory: dir, options: options)
             runThreads(4) { t in
                 for i in 0..<2000 {
                     do { acked.add(try j.appendDurably(payload(t * 2000 + i, size: 200), eventTime: .zero)) } catch {

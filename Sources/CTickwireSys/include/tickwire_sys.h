@@ -32,6 +32,9 @@ int tw_set_thread_name(const char *name);
 /// Sets the calling thread's nice value (lower runs first under CFS); returns 0 or an errno (EACCES/EPERM
 /// without CAP_SYS_NICE when lowering it).
 int tw_set_thread_nice(int nice);
+/// Puts the calling thread's disk I/O in the idle class (served when no other I/O waits, with aging); returns 0
+/// or an errno.
+int tw_set_thread_io_idle(void);
 /// The id of the calling thread (gettid).
 int tw_gettid(void);
 /// Monotonic and realtime clocks in nanoseconds.
