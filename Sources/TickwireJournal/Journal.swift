@@ -67,7 +67,7 @@ public struct RecoveryReport: Sendable, Equatable {
 ///
 /// Segments are pre-extended: once the segment being written holds `preparedAfterBytes`, a preparer thread fills
 /// the next segment's file with zeros and syncs it, and the next roll renames it into place. Records then
-/// overwrite zeros, so no group commit has to journal a new file size (an `fdatasync` of an overwrite cost 0.55×
+/// overwrite zeros, so no group commit has to journal a new file size (an `fdatasync` of an overwrite cost 0.55–0.8×
 /// one that extends the file, BENCHMARKS.md). A segment that was not pre-extended (a fresh journal's first, or
 /// one cut back by recovery) rolls early, as soon as a prepared file is ready. Recovery reads trailing zeros as
 /// unused space, and treats a hole of zero sectors inside the last, unacknowledged group commit as a torn tail.
@@ -143,7 +143,7 @@ public final class Journal: @unchecked Sendable {
     /// none has to reacquire a mutex to leave (a condition variable made 64 acknowledged writers leave one by one).
     private let wakeWords = DurabilityWakeWords()
 
-    // The sync threads' after init: changed under the lock, or by a rolling commit, which runs alone.
+    // After init, the sync threads': changed under the lock, or by a rolling commit, which runs alone.
     private var fd: Int32
     /// Where the next record goes in the current file.
     private var fileSize: Int64
