@@ -51,6 +51,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var riskDesks: [String: [String: String]] = [:]
 
     public var tradeEndpoint = "tcp://127.0.0.1:5557"
+    /// The trade journal's segment size (its files roll at it and are prepared, zero-filled, at that size).
+    public var journalSegmentBytes = 64 << 20
     public var metricsEndpoint = "127.0.0.1:9464"
 
     public init() {}
@@ -62,7 +64,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth"],
-        "trades": ["endpoint"],
+        "trades": ["endpoint", "journal_segment_bytes"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint"],
     ]
@@ -157,7 +159,10 @@ public struct DaemonConfig: Sendable, Equatable {
                 throw ConfigError(key: "risk", reason: "\(error)")
             }
         }
-        if let s = try r.section("trades"), let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
+        if let s = try r.section("trades") {
+            if let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
+            if let v = try s.int("journal_segment_bytes", min: 4096) { c.journalSegmentBytes = v }
+        }
         if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
         return c
     }

@@ -96,6 +96,7 @@ public final class Daemon: @unchecked Sendable {
         // TRADES: the trade service starts here (issue 5). Risk checks each trade before it is journaled, and
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
+        tradeConfig.journal.segmentBytes = Int64(config.journalSegmentBytes)
         tradeConfig.journal.onSync = { [journalSyncs] nanos in journalSyncs.record(nanos: nanos) }
         tradeConfig.preTradeCheck = { [risk] r in
             risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))

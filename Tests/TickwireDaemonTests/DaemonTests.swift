@@ -197,6 +197,7 @@ import Glibc
             ("[[alerts]]\nrule = \"price_jump\"\nsubjects = \"MD.*.*.TRADE\"\nbps = -5", "bps"),
             ("[risk.default]\nmax_order_quantity = \"lots\"", "max_order_quantity"),
             ("[risk.desks.DESK7]\nmax_postion = 5", "max_postion"),
+            ("[trades]\njournal_segment_bytes = 100", "trades.journal_segment_bytes"),
         ]
         for (toml, key) in cases {
             #expect {

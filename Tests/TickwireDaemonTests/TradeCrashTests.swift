@@ -40,6 +40,8 @@ import TickwireZMQ
         var ackedCount: Int { lock.lock(); defer { lock.unlock() }; return acked.count }
     }
 
+    /// 64 KiB journal segments, so kills also land while segments roll, while the next one is being prepared,
+    /// and while records are written into a pre-extended one.
     @Test func ackedTradesSurviveKillNineExactlyOnce() throws {
         let binary = tickwireBinary
         guard FileManager.default.isExecutableFile(atPath: binary) else {
@@ -63,6 +65,7 @@ import TickwireZMQ
             endpoint = "127.0.0.1:\(metricsPort)"
             [trades]
             endpoint = "tcp://127.0.0.1:\(tradePort)"
+            journal_segment_bytes = 65536
             """.write(toFile: config, atomically: true, encoding: .utf8)
             let daemon = try ChildProcess(binary, ["run", "--config", config, "--rate", "100"])
             let deadline = Date().addingTimeInterval(10)
@@ -119,6 +122,7 @@ import TickwireZMQ
         let journal = dir.path + "/journal"
         let v = try JournalAudit.verify(directory: journal)
         #expect(v.ok, "\(String(describing: v.corruption))")
+        #expect(v.segments > 3, "the cycles rolled the journal's segments")
         var seen: [String: [UInt64]] = [:]
         try JournalAudit.forEach(directory: journal) { r in
             if let t = TradeWire.decodeRecord(r.payload) { seen[t.clientOrderID, default: []].append(r.seq) }
