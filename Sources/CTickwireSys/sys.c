@@ -71,6 +71,11 @@ int tw_set_thread_name(const char *name) {
 
 int tw_gettid(void) { return (int)syscall(SYS_gettid); }
 
+int tw_write_back_range(int fd, int64_t offset, int64_t count) {
+    unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off_t)offset, (off_t)count, flags) == 0 ? 0 : errno;
+}
+
 int tw_set_thread_io_idle(void) {
     // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)); glibc has no wrapper.
     const int who_process = 1, class_idle = 3, class_shift = 13;

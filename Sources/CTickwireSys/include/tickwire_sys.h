@@ -35,6 +35,9 @@ int tw_set_thread_nice(int nice);
 /// Puts the calling thread's disk I/O in the idle class (served when no other I/O waits, with aging); returns 0
 /// or an errno.
 int tw_set_thread_io_idle(void);
+/// Starts writeback of [offset, offset+count) and waits for it (sync_file_range WAIT_BEFORE|WRITE|WAIT_AFTER):
+/// the data reaches the device without a file-system journal commit. Returns 0 or an errno.
+int tw_write_back_range(int fd, int64_t offset, int64_t count);
 /// The id of the calling thread (gettid).
 int tw_gettid(void);
 /// Monotonic and realtime clocks in nanoseconds.
