@@ -117,14 +117,24 @@ enum RingBench {
             while consumer.poll(maxBatch: 1024, timeoutNanos: nil, { s &+= $0.a }) >= 0 {}
             sum.set(s)
         }
-        let (t0, t1) = pinned(producerCPU) {
-            let t0 = benchNow()
+        return pinnedRate(events: events, reader: reader, sum: sum, "ring SPSC") {
             publish(ring, events: events, batch: batch)
             ring.close()
+        }
+    }
+
+    /// Times `produce` (which publishes events 1...`events` and closes the queue) on the producer CPU until the
+    /// consumer already running on `reader` has drained them; checks that the consumer's sum of `a` is complete.
+    /// - Returns: events per second delivered.
+    static func pinnedRate(events: Int, reader: BenchThread, sum: BenchBox<Int64>, _ what: String,
+                           produce: () -> Void) -> Double {
+        let (t0, t1) = pinned(producerCPU) {
+            let t0 = benchNow()
+            produce()
             reader.join()
             return (t0, benchNow())
         }
-        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "ring SPSC lost or corrupted events")
+        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "\(what) lost or corrupted events")
         return Double(events) / Double(t1 - t0) * 1e9
     }
 
@@ -194,8 +204,7 @@ enum RingBench {
             }
             sum.set(s)
         }
-        let (t0, t1) = pinned(producerCPU) {
-            let t0 = benchNow()
+        return pinnedRate(events: events, reader: reader, sum: sum, "plain SPSC baseline") {
             var i = 1
             while i <= events {
                 let m = min(batch, events - i + 1), base = i
@@ -203,11 +212,7 @@ enum RingBench {
                 i += m
             }
             q.close()
-            reader.join()
-            return (t0, benchNow())
         }
-        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "plain SPSC baseline lost events")
-        return Double(events) / Double(t1 - t0) * 1e9
     }
 
     static func dequeSPSC(events: Int, batch: Int) -> Double {
@@ -225,8 +230,7 @@ enum RingBench {
             }
             sum.set(s)
         }
-        let (t0, t1) = pinned(producerCPU) {
-            let t0 = benchNow()
+        return pinnedRate(events: events, reader: reader, sum: sum, "deque baseline") {
             if batch == 1 {
                 for i in 1...events { q.push(benchEvent(SubjectID(i & 1023), Int64(i))) }
             } else {
@@ -241,11 +245,7 @@ enum RingBench {
                 }
             }
             q.close()
-            reader.join()
-            return (t0, benchNow())
         }
-        precondition(sum.get == Int64(events) * Int64(events + 1) / 2, "deque baseline lost events")
-        return Double(events) / Double(t1 - t0) * 1e9
     }
 
     static func asyncStreamSPSC(events: Int) -> Double {

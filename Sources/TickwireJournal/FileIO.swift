@@ -14,28 +14,17 @@ enum FileIO {
         }
     }
 
-    /// Writes every byte at the current file position. The corresponding C function is `write`.
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(JournalError) {
+    /// Writes every byte at the current file position, or at `offset` when one is given (the file position is
+    /// then neither used nor moved). The corresponding C functions are `write` and `pwrite`.
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64? = nil,
+                         path: String) throws(JournalError) {
         var done = 0
         while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            let p = bytes.baseAddress! + done, left = bytes.count - done
+            let n = offset.map { Glibc.pwrite(fd, p, left, off_t($0) + off_t(done)) } ?? Glibc.write(fd, p, left)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw JournalError.fromErrno("write", path)
-            }
-            if n == 0 { throw JournalError.diskFull(path: path, errno: ENOSPC) }
-            done += n
-        }
-    }
-
-    /// Writes every byte at `offset` (the file position is not used). The corresponding C function is `pwrite`.
-    static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(JournalError) {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw JournalError.fromErrno("pwrite", path)
+                throw JournalError.fromErrno(offset == nil ? "write" : "pwrite", path)
             }
             if n == 0 { throw JournalError.diskFull(path: path, errno: ENOSPC) }
             done += n

@@ -254,7 +254,7 @@ public final class Journal: @unchecked Sendable {
         self.index = index.filter { $0.segment < segs.count }
         sinceIndex = since
         // A prepared file left by a crash or a close is not trusted: it is made again when needed.
-        if FileIO.exists(directory + "/" + Journal.preparedName), unlink(directory + "/" + Journal.preparedName) != 0 {
+        if unlink(directory + "/" + Journal.preparedName) != 0 && errno != ENOENT {
             throw JournalError.fromErrno("unlink", directory + "/" + Journal.preparedName)
         }
         let allocated: Int64
@@ -542,7 +542,7 @@ public final class Journal: @unchecked Sendable {
     /// One group commit that rolls no segment: its bytes at the offset it claimed, then one `fdatasync`.
     private func writeAndSync(_ batch: [UInt8], at offset: Int64) throws(JournalError) {
         let r: Result<Void, JournalError> = batch.withUnsafeBytes { b in
-            do { try FileIO.pwriteAll(fd, b, at: offset, path: currentPath); return .success(()) }
+            do { try FileIO.writeAll(fd, b, at: offset, path: currentPath); return .success(()) }
             catch { return .failure(error as! JournalError) }
         }
         try r.get()
@@ -607,7 +607,7 @@ public final class Journal: @unchecked Sendable {
     /// Writes at the end of the current file's records (only a rolling commit, which runs alone, calls it).
     private func writeChunk(_ bytes: UnsafeRawBufferPointer) throws(JournalError) {
         if bytes.isEmpty { return }
-        try FileIO.pwriteAll(fd, bytes, at: fileSize, path: currentPath)
+        try FileIO.writeAll(fd, bytes, at: fileSize, path: currentPath)
         fileSize += Int64(bytes.count)
     }
 

@@ -215,35 +215,31 @@ func segmentFiles(_ dir: String) -> [String] {
         j.close()
     }
 
-    /// A 256 KiB tmpfs mounted for the test (mounting needs root; elsewhere the test is skipped, not faked).
+    /// A full disk, one appender (a 256 KiB tmpfs; mounting needs root, elsewhere the test is skipped, not faked).
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func fullDiskIsAClearErrorAndDamagesNothing() throws {
-        let mount = TempDir("tmpfs")
-        guard Glibc.mount("tmpfs", mount.path, "tmpfs", 0, "size=256k") == 0 else {
-            Issue.record("mounting a tmpfs needs root: errno \(errno)")
-            return
-        }
-        defer { umount(mount.path) }
-        let dir = mount.path + "/journal"
-        var acked: [UInt64] = []
-        var failure: JournalError?
-        do {
-            let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
-            for i in 1...10_000 {
-                do { acked.append(try j.appendDurably(payload(i, size: 200), eventTime: .zero)) } catch { failure = error; break }
+        try withSmallTmpfs { mount in
+            let dir = mount + "/journal"
+            var acked: [UInt64] = []
+            var failure: JournalError?
+            do {
+                let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
+                for i in 1...10_000 {
+                    do { acked.append(try j.appendDurably(payload(i, size: 200), eventTime: .zero)) } catch { failure = error as? JournalError; break }
+                }
+                // Once stopped, nothing more is accepted.
+                #expect(throws: JournalError.self) { _ = try j.append([1], eventTime: .zero) }
+                j.close()
             }
-            // Once stopped, nothing more is accepted.
-            #expect(throws: JournalError.self) { _ = try j.append([1], eventTime: .zero) }
+            guard case .diskFull = failure else { Issue.record("expected diskFull, got \(String(describing: failure))"); return }
+            #expect(acked.count > 100)
+            let v = try JournalAudit.verify(directory: dir)
+            #expect(v.ok && v.records == acked.count && v.lastSeq == acked.last)
+            let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
+            #expect(j.recovery.records == acked.count)
+            for seq in acked where seq % 50 == 0 { #expect(try j.record(seq).payload == payload(Int(seq), size: 200)) }
             j.close()
         }
-        guard case .diskFull = failure else { Issue.record("expected diskFull, got \(String(describing: failure))"); return }
-        #expect(acked.count > 100)
-        let v = try JournalAudit.verify(directory: dir)
-        #expect(v.ok && v.records == acked.count && v.lastSeq == acked.last)
-        let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
-        #expect(j.recovery.records == acked.count)
-        for seq in acked where seq % 50 == 0 { #expect(try j.record(seq).payload == payload(Int(seq), size: 200)) }
-        j.close()
     }
 
     /// Several appenders at once on a full disk, two commits in flight when the write fails: every
@@ -251,38 +247,34 @@ func segmentFiles(_ dir: String) -> [String] {
     /// ones is at most what was in flight.
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func fullDiskWithConcurrentAppendersLosesNoAcknowledgedRecord() throws {
-        let mount = TempDir("tmpfs")
-        guard Glibc.mount("tmpfs", mount.path, "tmpfs", 0, "size=256k") == 0 else {
-            Issue.record("mounting a tmpfs needs root: errno \(errno)")
-            return
-        }
-        defer { umount(mount.path) }
-        let dir = mount.path + "/journal"
-        let acked = SeqCollector()
-        let failures = SyncCounter()
-        do {
-            var options = JournalOptions(segmentBytes: 64 << 10)
-            options.syncThreads = 2
-            let j = try Journal(directory: dir, options: options)
-            runThreads(4) { t in
-                for i in 0..<2000 {
-                    do { acked.add(try j.appendDurably(payload(t * 2000 + i, size: 200), eventTime: .zero)) } catch {
-                        failures.add()
-                        return
+        try withSmallTmpfs { mount in
+            let dir = mount + "/journal"
+            let acked = SeqCollector()
+            let failures = SyncCounter()
+            do {
+                var options = JournalOptions(segmentBytes: 64 << 10)
+                options.syncThreads = 2
+                let j = try Journal(directory: dir, options: options)
+                runThreads(4) { t in
+                    for i in 0..<2000 {
+                        do { acked.add(try j.appendDurably(payload(t * 2000 + i, size: 200), eventTime: .zero)) } catch {
+                            failures.add()
+                            return
+                        }
                     }
                 }
+                j.close()
             }
+            #expect(failures.count == 4)
+            let ackedSeqs = acked.values.sorted()
+            #expect(ackedSeqs.count > 100 && ackedSeqs == Array(1...UInt64(ackedSeqs.count)))
+            let v = try JournalAudit.verify(directory: dir)
+            // Each appender had one record in flight when the disk filled.
+            #expect(v.ok && v.records >= ackedSeqs.count && v.records <= ackedSeqs.count + 4)
+            let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
+            for seq in ackedSeqs where seq % 37 == 0 { #expect(try j.record(seq).seq == seq) }
             j.close()
         }
-        #expect(failures.count == 4)
-        let ackedSeqs = acked.values.sorted()
-        #expect(ackedSeqs.count > 100 && ackedSeqs == Array(1...UInt64(ackedSeqs.count)))
-        let v = try JournalAudit.verify(directory: dir)
-        // Each appender had one record in flight when the disk filled.
-        #expect(v.ok && v.records >= ackedSeqs.count && v.records <= ackedSeqs.count + 4)
-        let j = try Journal(directory: dir, options: JournalOptions(segmentBytes: 64 << 10))
-        for seq in ackedSeqs where seq % 37 == 0 { #expect(try j.record(seq).seq == seq) }
-        j.close()
     }
 
     @Test func secondOpenOfTheSameDirectoryIsRefused() throws {
@@ -308,6 +300,18 @@ final class SeqCollector: @unchecked Sendable {
     private var seqs: [UInt64] = []
     func add(_ s: UInt64) { lock.lock(); seqs.append(s); lock.unlock() }
     var values: [UInt64] { lock.lock(); defer { lock.unlock() }; return seqs }
+}
+
+/// Runs `body` with the path of a 256 KiB tmpfs mounted for it, unmounted afterwards (mounting needs root: tests
+/// using it are enabled only then; a failed mount is recorded as an issue, not skipped).
+func withSmallTmpfs(_ body: (String) throws -> Void) throws {
+    let dir = TempDir("tmpfs")
+    guard Glibc.mount("tmpfs", dir.path, "tmpfs", 0, "size=256k") == 0 else {
+        Issue.record("mounting a tmpfs needs root: errno \(errno)")
+        return
+    }
+    defer { umount(dir.path) }
+    try body(dir.path)
 }
 
 final class SyncCounter: @unchecked Sendable {

@@ -305,13 +305,7 @@ struct BroadcastRingTests {
                     var expected = c.nextSequence
                     for _ in 0..<(1 + round % 5) {
                         let n = c.poll(maxBatch: 64, timeoutNanos: 2_000_000) { e in
-                            if e.kind == .gap {
-                                if e.gapBody.first != expected { bad.with { $0.append("gap from \(e.gapBody.first), expected \(expected)") } }
-                                expected = e.gapBody.last + 1
-                            } else {
-                                if e.seq != expected { bad.with { $0.append("\(policy) seq \(e.seq), expected \(expected)") } }
-                                expected = e.seq + 1
-                            }
+                            if let problem = follow(e, &expected, "\(policy)") { bad.with { $0.append(problem) } }
                         }
                         if n < 0 { break }
                     }
@@ -467,15 +461,8 @@ struct BroadcastRingTests {
                 var expected = c.nextSequence
                 for _ in 0..<(1 + rounds % 4) {
                     let n = c.poll(maxBatch: 32, timeoutNanos: 1_000_000) { e in
-                        if e.kind == .gap {
-                            if e.gapBody.first != expected { bad.with { $0.append("gap from \(e.gapBody.first), expected \(expected)") } }
-                            expected = e.gapBody.last + 1
-                        } else {
-                            if e.seq != expected || e.a != Int64(e.seq) || !isIntact(e) {
-                                bad.with { $0.append("lossy seq \(e.seq), expected \(expected)") }
-                            }
-                            expected = e.seq + 1
-                        }
+                        let problem = follow(e, &expected, "lossy") { $0.a == Int64($0.seq) && isIntact($0) }
+                        if let problem { bad.with { $0.append(problem) } }
                     }
                     if n < 0 { break }
                 }

@@ -29,3 +29,14 @@ func quote(_ subject: SubjectID, _ n: Int64) -> Event {
 func isIntact(_ e: Event) -> Bool {
     e.a == e.b && e.b == e.c && e.c == e.d && e.eventTime.rawValue == e.a && e.knownTime.rawValue == e.a
 }
+
+/// Follows one consumer's stream: a GAP must start at `expected`; any other event must be `expected` and pass
+/// `valid`. Advances `expected` past it and returns what was wrong, if anything.
+func follow(_ e: Event, _ expected: inout UInt64, _ label: String, valid: (Event) -> Bool = { _ in true }) -> String? {
+    if e.kind == .gap {
+        defer { expected = e.gapBody.last + 1 }
+        return e.gapBody.first == expected ? nil : "gap from \(e.gapBody.first), expected \(expected)"
+    }
+    defer { expected = e.seq + 1 }
+    return e.seq == expected && valid(e) ? nil : "\(label) seq \(e.seq), expected \(expected)"
+}
