@@ -18,12 +18,25 @@ enum E2EBench {
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
         var proxyRuns: [Double] = [], daemonRuns: [Double] = [], bareRuns: [Double] = []
+        var proxyCPU: [Double] = [], daemonCPU: [Double] = []
         var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var daemonLatency = proxyLatency
+        // `only=daemon` (or `proxy`) runs one path alone, e.g. under perf; the ratios then mean nothing.
+        let only = options.parameters["only"]
         for _ in 0..<options.runs {
-            proxyRuns.append(try throughput(n, via: .proxy))
-            daemonRuns.append(try throughput(n, via: .daemon))
-            bareRuns.append(try throughput(n, via: .daemonWithoutAlerts))
+            if only == nil || only == "proxy" {
+                let r = try throughput(n, via: .proxy)
+                proxyRuns.append(r.rate); proxyCPU.append(r.cpuNanos)
+            }
+            if only == nil || only == "daemon" {
+                let r = try throughput(n, via: .daemon)
+                daemonRuns.append(r.rate); daemonCPU.append(r.cpuNanos)
+            }
+            if only == nil { bareRuns.append(try throughput(n, via: .daemonWithoutAlerts).rate) }
+        }
+        if only != nil {
+            return ["suite": "e2e", "only": only!, "zmq_proxy_msgs_per_s": proxyRuns, "daemon_msgs_per_s": daemonRuns,
+                    "zmq_proxy_cpu_ns_per_msg": proxyCPU, "daemon_cpu_ns_per_msg": daemonCPU]
         }
         try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
         try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
@@ -36,6 +49,11 @@ enum E2EBench {
             "daemon_msgs_per_s": ["best": dBest, "median": median(daemonRuns)],
             "daemon_over_proxy_best": dBest / pBest,
             "daemon_over_proxy_median": median(daemonRuns) / median(proxyRuns),
+            "proxy_over_daemon_cpu_per_msg_median": median(proxyCPU) / median(daemonCPU),
+            // CPU of the whole process (publisher, subscriber, forwarder, every thread) per message delivered: on
+            // two saturated cores throughput is about 2 s / this, and it is far steadier than wall-clock rates.
+            "zmq_proxy_cpu_ns_per_msg": median(proxyCPU),
+            "daemon_cpu_ns_per_msg": median(daemonCPU),
             "daemon_without_alert_rules_msgs_per_s": ["best": bareRuns.max()!, "median": median(bareRuns)],
             "alert_rules_on_over_off_median": median(daemonRuns) / median(bareRuns),
             "latency_rate_msgs_per_s": latencyRate,
@@ -99,15 +117,16 @@ enum E2EBench {
         return WireCodec.encode(e, subjectSeq: UInt64(i))
     }
 
-    /// Publisher and subscriber around a forwarder; returns messages/s measured at the subscriber.
-    static func throughput(_ n: Int, via path: Path) throws -> Double {
+    /// Publisher and subscriber around a forwarder; returns messages/s measured at the subscriber, and the
+    /// process's CPU time (all threads) per message over the same window.
+    static func throughput(_ n: Int, via path: Path) throws -> (rate: Double, cpuNanos: Double) {
         let f = try startForwarder(path)
         defer { f.stop() }
         let ctx = ZMQContext()
         let (pub, sub) = try connect(ctx, f)
         let payload = message(1, stamp: 1)
         let subjectBytes = subjects.map { Array($0.utf8) }
-        let start = tw_monotonic_ns()
+        let start = tw_monotonic_ns(), cpuStart = processCPUNanos()
         let sender = Thread {
             for i in 0..<n { _ = try? pub.sendMultipart([subjectBytes[i % subjectBytes.count], payload]) }
         }
@@ -120,8 +139,9 @@ enum E2EBench {
             if !msg.more { got += 1 }
         }
         let seconds = Double(tw_monotonic_ns() - start) / 1e9
+        let cpu = Double(processCPUNanos() - cpuStart) / Double(max(got, 1))
         usleep(100_000)
-        return Double(got) / seconds
+        return (Double(got) / seconds, cpu)
     }
 
     static func latency(_ n: Int, rate: Int, via path: Path, into h: inout Histogram<UInt64>) throws {
@@ -166,6 +186,12 @@ enum E2EBench {
         usleep(100_000)
         while try sub.receiveMultipart(dontWait: true) != nil {}
         return (pub, sub)
+    }
+
+    static func processCPUNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 
     static func freeTCPPort() -> Int {

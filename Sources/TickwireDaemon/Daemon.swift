@@ -72,8 +72,11 @@ public final class Daemon: @unchecked Sendable {
         self.logger = logger
         lastValues = LastValueCache(maxSubjects: 1 << 16)
         gapSubject = subjects.intern(text: "SYS.GAP")
-        ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues)
-        hub = SubscriptionHub(subjects: subjects, gapSubject: gapSubject)
+        // Symmetric fences: the publisher parks each time it catches up with the sources, and a membarrier per
+        // park cost more than a locked store per publish (5% of the path's CPU per message, BENCHMARKS.md).
+        ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues,
+                             asymmetricFences: false)
+        hub = SubscriptionHub(ring: ring, subjects: subjects, gapSubject: gapSubject)
         // The config was validated when it was parsed; these cannot fail on a parsed config.
         let rules = config.alertEntries.map { (try? AlertRule.parseAll($0)) ?? [] } ?? AlertRule.defaults
         alerts = AlertEngine(rules: rules, subjects: subjects)
@@ -134,20 +137,18 @@ public final class Daemon: @unchecked Sendable {
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
-        let hubConsumer = ring.addConsumer(name: "in-process-hub", policy: .lossy, wait: .park)
-        consumers.append(hubConsumer)
-        spawn("hub") { [self] in hub.run(consumer: hubConsumer) }
+        spawn("hub") { [self] in hub.run() }
         // Every event is kept: the store writer is a blocking consumer, so it can only hold the feed back by
         // back-pressure (counted as stalls), never lose an event.
         let writer: StoreWriter
         do { writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects) } catch {
             throw .dataDirectory(config.dataDirectory, "store: \(error)")
         }
-        let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: .park)
+        let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: Self.backgroundWait)
         consumers.append(storeConsumer)
         let ownedWriter = Unchecked(writer)
         spawn("store-writer") { [self] in runStoreWriter(ownedWriter.value, storeConsumer) }
-        let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: .park)
+        let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: Self.backgroundWait)
         consumers.append(analyticsConsumer)
         spawn("alerts-risk") { [self] in runAnalytics(analyticsConsumer) }
         for (index, source) in sources.enumerated() {
@@ -174,6 +175,7 @@ public final class Daemon: @unchecked Sendable {
         trades?.stop()
         stop.raise()
         ring.close()
+        hub.wake()
         while running.load(ordering: .acquiring) > 0 { usleep(1_000) }
         publisher = nil
         metricsServer = nil
@@ -232,16 +234,15 @@ public final class Daemon: @unchecked Sendable {
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
         s.consumers = consumers.map { ($0.name, $0.counters) }
+        let hubCounters = hub.consumerCounters
+        if let hubCounters { s.consumers.append((SubscriptionHub.consumerName, hubCounters)) }
         // Occupancy: how much of the ring the furthest-behind blocking consumer still has to read.
         s.ringOccupancy = Double(consumers.filter { $0.policy == .blocking }.map { $0.counters.lag }.max() ?? 0) / Double(ring.capacity)
-        do {
-            let hubCounters = consumers.first { $0.name == "in-process-hub" }?.counters ?? ConsumerCounters()
-            for sub in hub.subscriptions {
-                var c = hubCounters
-                c.delivered = sub.delivered
-                c.dropped = sub.gaps == 0 ? 0 : hubCounters.dropped
-                s.consumers.append(("in-process:\(sub.name)", c))
-            }
+        for sub in hub.subscriptions {
+            var c = hubCounters ?? ConsumerCounters()
+            c.delivered = sub.delivered
+            c.dropped = sub.gaps == 0 ? 0 : c.dropped
+            s.consumers.append(("in-process:\(sub.name)", c))
         }
         return s
     }
@@ -330,6 +331,11 @@ public final class Daemon: @unchecked Sendable {
             }
         }
     }
+
+    /// The store writer and alerts/risk sleep 200 µs when caught up rather than park: a parked consumer costs the
+    /// publishing thread a futex wake (and, with asymmetric fences, the consumer an IPI) for nearly every event
+    /// at feed rates, on the two cores the ZeroMQ path also needs. Sleeping, each wake-up finds a batch.
+    static let backgroundWait = WaitStrategy.sleep(nanoseconds: 200_000)
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         running.add(1, ordering: .relaxed)

@@ -88,8 +88,13 @@ public final class BroadcastRing: @unchecked Sendable {
     ///   - lastValues: the cache lapped lossy consumers resynchronise from; the ring updates it.
     ///   - producerWait: how the producer waits for blocking consumers.
     ///   - maxConsumers: consumer cells preallocated.
+    ///   - asymmetricFences: use membarrier where the platform has it (see `asymmetricFences`). Right when sleeps
+    ///     are rare next to publishes; turn it off when a parking consumer keeps catching up with a slower
+    ///     producer (the daemon's publisher behind a network source): every park then interrupts each CPU running
+    ///     the process, a VM exit on a virtual machine, and that costs more than a locked store per publish.
     public init(capacity: Int, producers: ProducerMode = .single, gapSubject: SubjectID,
-                lastValues: LastValueCache? = nil, producerWait: WaitStrategy = .park, maxConsumers: Int = 256) {
+                lastValues: LastValueCache? = nil, producerWait: WaitStrategy = .park, maxConsumers: Int = 256,
+                asymmetricFences: Bool = true) {
         precondition(capacity >= 2 && capacity <= 1 << 30, "ring capacity \(capacity) is out of range 2...2^30")
         precondition(maxConsumers > 0)
         var cap = 2
@@ -102,7 +107,7 @@ public final class BroadcastRing: @unchecked Sendable {
         self.gapSubject = gapSubject
         self.lastValues = lastValues
         self.maxConsumers = maxConsumers
-        self.asymmetricFences = membarrierAvailable
+        self.asymmetricFences = asymmetricFences && membarrierAvailable
         precondition(MemoryLayout<Event>.size == 64 && MemoryLayout<Event>.stride == 64, "Event must be 64 bytes")
         control = AtomicWords(count: BroadcastRing.firstCellWord + maxConsumers * AtomicWords.wordsPerLine)
         slots = AtomicWords(count: cap * 8)
@@ -372,6 +377,11 @@ public final class BroadcastRing: @unchecked Sendable {
                 else { continue }
                 // A 10 ms backstop: the wake is exact, the timeout only bounds the cost of a bug.
                 _ = tw_futex_wait(control.futexWord(w + BroadcastRing.cellCursor), UInt32(truncatingIfNeeded: c), 10_000_000)
+            case .sleep(let nanos):
+                // Not announced as waiting: the consumer's progress wakes nobody, the producer looks again after
+                // the sleep.
+                let c = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .acquiring)
+                _ = tw_futex_wait(control.futexWord(w + BroadcastRing.cellCursor), UInt32(truncatingIfNeeded: c), Swift.max(1_000, nanos))
             }
         }
     }

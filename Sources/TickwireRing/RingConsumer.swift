@@ -156,7 +156,13 @@ public final class RingConsumer: @unchecked Sendable {
             if timeoutNanos == 0 { return nil }
             spins += 1
             // The clock is read every 64 spins, and before each sleep (a parked wait may have slept to the deadline).
-            if let deadline, spins & 63 == 0 || (wait == .park && spins > spinsBeforeBlocking), monotonicNanos() >= deadline {
+            let sleepsNow: Bool
+            switch wait {
+            case .busySpin, .yield: sleepsNow = false
+            case .park: sleepsNow = spins > spinsBeforeBlocking
+            case .sleep: sleepsNow = true
+            }
+            if let deadline, spins & 63 == 0 || sleepsNow, monotonicNanos() >= deadline {
                 return nil
             }
             switch wait {
@@ -167,8 +173,20 @@ public final class RingConsumer: @unchecked Sendable {
             case .park:
                 if spins < spinsBeforeBlocking { relax(); continue }
                 park(deadline: deadline)
+            case .sleep(let nanos):
+                nap(nanos, deadline: deadline)
             }
         }
+    }
+
+    /// Sleeps on the wake epoch for at most `nanos` without counting as parked: the producer never wakes this
+    /// consumer for an event, only `close` and `removeConsumer` do (they bump the epoch for everyone).
+    private func nap(_ nanos: Int64, deadline: Int64?) {
+        let control = ring.control
+        let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .acquiring)
+        var timeout = Swift.max(1_000, nanos)
+        if let deadline { timeout = Swift.min(timeout, Swift.max(0, deadline &- monotonicNanos())) }
+        _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
     }
 
     private func park(deadline: Int64?) {

@@ -7,7 +7,7 @@ import CTickwireSys
 /// consumer to free a slot.
 ///
 /// On a 2-core machine at most two threads may spin; every other thread should yield or park.
-public enum WaitStrategy: Sendable {
+public enum WaitStrategy: Sendable, Equatable {
     /// Spins on the cursor with a CPU pause: the lowest hop latency, one core burnt while idle.
     case busySpin
     /// Spins briefly, then `sched_yield`s between checks: lets other threads run, still polls while idle.
@@ -15,6 +15,12 @@ public enum WaitStrategy: Sendable {
     /// Spins briefly, then sleeps on a futex until the other side wakes it: burns no CPU while idle, costs a
     /// wake-up (a few microseconds) on the first event after a quiet spell.
     case park
+    /// Sleeps `nanoseconds` at a time whenever it has caught up, without spinning first and without asking the
+    /// other side for a wake-up: the publishing thread never pays a system call or a barrier for this waiter, and
+    /// each wake-up finds a batch. For consumers that want throughput, not latency (the store writer, alerts):
+    /// an event waits at most one sleep (plus the kernel's timer slack, 50 µs by default) before it is seen.
+    /// `close` and `removeConsumer` still wake it at once. LMAX Disruptor's `SleepingWaitStrategy` is the model.
+    case sleep(nanoseconds: Int64)
 }
 
 /// What a consumer may cost the producer.

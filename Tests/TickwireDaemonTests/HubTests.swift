@@ -75,6 +75,28 @@ import TickwireDaemon
         #expect(d.statistics().consumers.contains { $0.name == "in-process:trader1999" })
     }
 
+    /// The hub reads the ring only while someone listens: no consumer before the first subscription or after the
+    /// last one is gone, and a subscription made before the feed starts sees its first event.
+    @Test func theHubReadsTheRingOnlyWhileThereAreSubscriptions() throws {
+        let d = daemon(rate: 20_000, limit: nil)
+        func hubAttached() -> Bool { d.statistics().consumers.contains { $0.name == "in-process-hub" } }
+        try d.start()
+        defer { d.shutdown() }
+        usleep(50_000)
+        #expect(!hubAttached())
+        for round in 0..<3 {
+            let counter = Counter()
+            let sub = d.hub.subscribe(name: "r\(round)", patterns: [try SubjectPattern("MD.>")]) { _ in counter.value.add(1, ordering: .relaxed) }
+            #expect(hubAttached(), "attached by subscribe itself, before the hub thread runs")
+            let deadline = Date().addingTimeInterval(10)
+            while counter.value.load(ordering: .relaxed) < 100 && Date() < deadline { usleep(5_000) }
+            #expect(counter.value.load(ordering: .relaxed) >= 100)
+            d.hub.unsubscribe(sub)
+            while hubAttached() && Date() < deadline { usleep(5_000) }
+            #expect(!hubAttached())
+        }
+    }
+
     @Test func subscribeAndUnsubscribeWhileTheFeedRuns() throws {
         let d = daemon(rate: 0, limit: nil)
         try d.start()

@@ -52,7 +52,7 @@ struct BroadcastRingTests {
         #expect(seqs == [3])
     }
 
-    @Test(arguments: [WaitStrategy.busySpin, .yield, .park])
+    @Test(arguments: [WaitStrategy.busySpin, .yield, .park, .sleep(nanoseconds: 20_000)])
     func blockingConsumersLoseNothingAndSeeOrder(wait: WaitStrategy) {
         let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject, producerWait: wait)
         let total = 30_000
@@ -326,6 +326,39 @@ struct BroadcastRingTests {
         #expect(bad.get.isEmpty, "\(bad.get.prefix(5))")
         #expect(ring.consumerStats().isEmpty)
         #expect(i > 0)
+    }
+
+    /// A sleeping consumer is never woken for events (it finds them at its next look), but `close` and
+    /// `removeConsumer` wake it at once, however long its sleep.
+    @Test func sleepingConsumersWakeForCloseAndRemovalNotForEvents() {
+        let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject)
+        let hour = WaitStrategy.sleep(nanoseconds: 3_600_000_000_000)
+        let closing = ring.addConsumer(name: "closing", policy: .blocking, wait: hour)
+        let removed = ring.addConsumer(name: "removed", policy: .lossy, wait: hour)
+        let results = Shared<[String: (handed: Int, seconds: Double)]>([:])
+        func waiter(_ c: RingConsumer, _ timeout: Int64?) -> TestThread {
+            TestThread {
+                let t0 = Date()
+                var handed = 0
+                while true {
+                    let n = c.poll(maxBatch: 64, timeoutNanos: timeout) { _ in handed += 1 }
+                    if n <= 0 { break }
+                }
+                results.with { $0[c.name] = (handed, Date().timeIntervalSince(t0)) }
+            }
+        }
+        let a = waiter(closing, nil), b = waiter(removed, nil)
+        usleep(50_000)
+        _ = ring.publish(quote(1, 1))      // seen by neither until it wakes
+        usleep(50_000)
+        ring.removeConsumer(removed)
+        b.join()
+        ring.close()
+        a.join()
+        let r = results.get
+        #expect(r["removed"]?.seconds ?? 99 < 5)
+        #expect(r["closing"]?.seconds ?? 99 < 5)
+        #expect(r["closing"]?.handed == 1, "close drains what was published")
     }
 
     /// Where `fill` writes: the claimed slots themselves while no lossy consumer is attached and the batch does

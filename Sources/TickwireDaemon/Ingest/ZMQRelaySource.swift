@@ -74,8 +74,7 @@ struct SubjectInterner {
     }
 
     mutating func intern(_ bytes: UnsafeRawBufferPointer) -> SubjectID? {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let h = Self.hash(bytes)
         let mask = slots.count - 1
         var i = Int(truncatingIfNeeded: h) & mask
         while slots[i] != 0 {
@@ -94,6 +93,24 @@ struct SubjectInterner {
         hashes[i] = h
         used += 1
         return id
+    }
+
+    /// Eight bytes a step (a subject is ~20 bytes: three multiplies, not twenty), then a final mix so the low
+    /// bits that pick the slot depend on every byte.
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        let k: UInt64 = 0x9e37_79b9_7f4a_7c15
+        var h = UInt64(bytes.count) &* k
+        var i = 0
+        while i + 8 <= bytes.count {
+            h = (h ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+            h ^= h >> 29
+            i += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while i < bytes.count { tail |= UInt64(bytes[i]) << shift; shift += 8; i += 1 }
+        h = (h ^ tail) &* k
+        return h ^ (h >> 32)
     }
 
     private mutating func grow() {

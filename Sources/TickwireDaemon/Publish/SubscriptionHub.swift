@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 import TickwireCore
 import TickwireRing
@@ -28,11 +29,22 @@ public final class InProcessSubscription: Sendable {
 /// producer delivers a GAP (to every subscription: the lost range is in publisher sequences, and any of them may
 /// have matched) followed by the last-value cache's entries, which are routed like any event. The feed itself
 /// never waits for the hub.
+///
+/// The hub's ring consumer exists only while there are subscriptions: the first `subscribe` attaches it (so a
+/// subscription sees every event published after `subscribe` returns), and the hub thread removes it when the
+/// last one goes. A daemon without in-process subscribers pays nothing for the hub, not even wake-ups.
 public final class SubscriptionHub: @unchecked Sendable {
+    static let consumerName = "in-process-hub"
     let router = SubjectRouter<Int>()
     let subjects: SubjectTable
+    let ring: BroadcastRing
     let gapSubject: SubjectID
-    private let registry = Mutex<[Int: InProcessSubscription]>([:])
+    private struct Registry {
+        var subscriptions: [Int: InProcessSubscription] = [:]
+        var consumer: RingConsumer?
+    }
+    private let registry = Mutex(Registry())
+    private let attached = DispatchSemaphore(value: 0)
     private let version = Atomic<UInt64>(0)
     private let nextID = Atomic<Int>(1)
     // The hub thread's view of the registry, refreshed when `version` moves.
@@ -40,7 +52,8 @@ public final class SubscriptionHub: @unchecked Sendable {
     private var localVersion: UInt64 = .max
     private var all: [InProcessSubscription] = []
 
-    public init(subjects: SubjectTable, gapSubject: SubjectID) {
+    public init(ring: BroadcastRing, subjects: SubjectTable, gapSubject: SubjectID) {
+        self.ring = ring
         self.subjects = subjects
         self.gapSubject = gapSubject
     }
@@ -48,12 +61,7 @@ public final class SubscriptionHub: @unchecked Sendable {
     /// Adds a subscription while the feed runs. - Returns: the subscription, whose counters may be read anywhere.
     @discardableResult
     public func subscribe(name: String, patterns: [SubjectPattern], handler: @escaping @Sendable (Event) -> Void) -> InProcessSubscription {
-        let id = nextID.add(1, ordering: .relaxed).oldValue
-        let sub = InProcessSubscription(id: id, name: name, patterns: patterns, handler: handler)
-        registry.withLock { $0[id] = sub }
-        router.add(patterns: patterns, subscription: id)
-        version.add(1, ordering: .releasing)
-        return sub
+        subscribe([(name, patterns, handler)])[0]
     }
 
     /// Adds many subscriptions with one router rebuild (a desk's traders joining at once).
@@ -62,29 +70,33 @@ public final class SubscriptionHub: @unchecked Sendable {
         let subs = many.map { m in
             InProcessSubscription(id: nextID.add(1, ordering: .relaxed).oldValue, name: m.name, patterns: m.patterns, handler: m.handler)
         }
-        registry.withLock { r in for sub in subs { r[sub.id] = sub } }
         router.add(subs.map { ($0.id, $0.patterns) })
+        let attachedNow = registry.withLock { r in
+            for sub in subs { r.subscriptions[sub.id] = sub }
+            guard r.consumer == nil, !r.subscriptions.isEmpty else { return false }
+            r.consumer = ring.addConsumer(name: Self.consumerName, policy: .lossy, wait: .park)
+            return true
+        }
         version.add(1, ordering: .releasing)
+        if attachedNow { attached.signal() }
         return subs
     }
 
     /// Removes a subscription while the feed runs; its handler is not called after the hub's next event.
     public func unsubscribe(_ sub: InProcessSubscription) {
         router.remove(subscription: sub.id)
-        registry.withLock { _ = $0.removeValue(forKey: sub.id) }
+        registry.withLock { _ = $0.subscriptions.removeValue(forKey: sub.id) }
         version.add(1, ordering: .releasing)
     }
 
-    public var subscriptions: [InProcessSubscription] { registry.withLock { Array($0.values) }.sorted { $0.id < $1.id } }
+    public var subscriptions: [InProcessSubscription] { registry.withLock { Array($0.subscriptions.values) }.sorted { $0.id < $1.id } }
+
+    /// The hub's ring consumer's counters, while it is attached.
+    public var consumerCounters: ConsumerCounters? { registry.withLock { $0.consumer?.counters } }
 
     /// Routes `event` to every matching subscription. Called on the hub thread only.
     func route(_ event: Event) {
-        let v = version.load(ordering: .acquiring)
-        if v != localVersion {
-            local = registry.withLock { $0 }
-            all = Array(local.values)
-            localVersion = v
-        }
+        refresh()
         if event.kind == .gap && event.subjectID == gapSubject {
             for sub in all {
                 sub.handler(event)
@@ -102,8 +114,37 @@ public final class SubscriptionHub: @unchecked Sendable {
         }
     }
 
-    /// Drains `consumer` into the subscriptions until the ring closes.
-    func run(consumer: RingConsumer) {
-        while consumer.poll(maxBatch: 256, timeoutNanos: 100_000_000, { route($0) }) >= 0 {}
+    private func refresh() {
+        let v = version.load(ordering: .acquiring)
+        guard v != localVersion else { return }
+        local = registry.withLock { $0.subscriptions }
+        all = Array(local.values)
+        localVersion = v
     }
+
+    /// The hub thread: drains the ring into the subscriptions while there are any, sleeps while there are none,
+    /// and returns when the ring closes.
+    func run() {
+        while !ring.isClosed {
+            guard let consumer = registry.withLock({ $0.consumer }) else {
+                _ = attached.wait(timeout: .now() + .milliseconds(100))
+                continue
+            }
+            while consumer.poll(maxBatch: 256, timeoutNanos: 100_000_000, { route($0) }) >= 0 {
+                refresh()
+                guard all.isEmpty else { continue }
+                // Detach only if no subscription arrived since the snapshot; one that did keeps this consumer.
+                let detached = registry.withLock { r in
+                    guard r.subscriptions.isEmpty else { return false }
+                    ring.removeConsumer(consumer)
+                    r.consumer = nil
+                    return true
+                }
+                if detached { break }
+            }
+        }
+    }
+
+    /// Wakes a hub thread waiting for its first subscription (the daemon calls it after closing the ring).
+    func wake() { attached.signal() }
 }
