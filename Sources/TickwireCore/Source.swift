@@ -7,6 +7,15 @@ public protocol EventSink: AnyObject {
     var subjects: SubjectTable { get }
     /// Takes one event. Called from the source's own thread only.
     func emit(_ event: Event)
+    /// Takes several events in order, as one `emit` each would; a sink may hand them on at once (the ring
+    /// claims their slots and wakes its consumers once). For a source that has several ready at a time.
+    func emit(batch: UnsafeBufferPointer<Event>)
+}
+
+extension EventSink {
+    public func emit(batch: UnsafeBufferPointer<Event>) {
+        for e in batch { emit(e) }
+    }
 }
 
 /// A feed: the simulator, an ITCH file, a MoldUDP64 line pair, a CSV capture.

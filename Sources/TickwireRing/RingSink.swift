@@ -22,4 +22,19 @@ public final class RingSink: EventSink {
         e.source = source
         ring.publish(e)
     }
+
+    /// One claim, one publishing store and at most one wake-up per `maxPublishBatch` events.
+    public func emit(batch: UnsafeBufferPointer<Event>) {
+        var done = 0
+        while done < batch.count {
+            let base = done
+            done += ring.publishBatch(count: batch.count - base) { slots in
+                for k in 0..<slots.count {
+                    var e = batch[base + k]
+                    e.source = source
+                    slots[k] = e
+                }
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@ import TickwireZMQ
 /// this daemon's ring: fan-in across hosts, and the "ZeroMQ in" of the end-to-end benchmark.
 ///
 /// Spec: `zmq:ENDPOINT` (everything) or `zmq:ENDPOINT#PATTERN` (one subject pattern). Events keep their times
-/// and bodies; this daemon assigns its own sequences. Malformed messages are counted and skipped.
+/// and bodies; this daemon assigns its own sequences. Malformed messages (not two frames, an invalid subject, a
+/// payload that does not decode) are counted and skipped.
 public final class ZMQRelaySource: EventSource {
     public let name: String
     let endpoint: String
@@ -22,6 +23,8 @@ public final class ZMQRelaySource: EventSource {
         self.context = context
     }
 
+    static let batchSize = 64
+
     public func counters() -> [(name: String, value: UInt64)] {
         [("events", received.load(ordering: .relaxed)), ("malformed", malformed.load(ordering: .relaxed))]
     }
@@ -33,26 +36,41 @@ public final class ZMQRelaySource: EventSource {
         try socket.connect(endpoint)
         var interner = SubjectInterner(table: sink.subjects)
         var subjectFrame = ZMQMessage(), payloadFrame = ZMQMessage()
+        // Events decoded from messages already waiting go into the ring together: one claim and at most one
+        // wake-up of the publisher per batch. A batch never waits for more input: it is emitted as soon as the
+        // socket has nothing more.
+        let batch = UnsafeMutableBufferPointer<Event>.allocate(capacity: Self.batchSize)
+        defer { batch.deallocate() }
+        var batched = 0
+        func flush() {
+            if batched > 0 { sink.emit(batch: UnsafeBufferPointer(rebasing: batch[0..<batched])) }
+            received.add(UInt64(batched), ordering: .relaxed)
+            batched = 0
+        }
         while !stop.isRaised {
             let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: 100)
             guard ready[0].contains(.readable) else { continue }
             // Drain everything waiting before polling again.
+            defer { flush() }
             while try subjectFrame.receive(from: socket, dontWait: true) {
                 guard subjectFrame.more, try payloadFrame.receive(from: socket, dontWait: true), !payloadFrame.more else {
                     malformed.add(1, ordering: .relaxed)
                     while socket.hasMore { _ = try socket.receive(dontWait: true) }
                     continue
                 }
-                let id: SubjectID? = subjectFrame.withUnsafeBytes { bytes in
+                // nil: outside this source's pattern (skipped); .some(nil): not a valid subject (malformed).
+                let looked: SubjectID?? = subjectFrame.withUnsafeBytes { bytes in
                     if let pattern, !pattern.matches(subjectText: String(decoding: bytes, as: UTF8.self)) { return nil }
-                    return interner.intern(bytes)
+                    return .some(interner.intern(bytes))
                 }
-                guard let id else { continue }
+                guard let looked else { continue }
+                guard let id = looked else { malformed.add(1, ordering: .relaxed); continue }
                 let decoded: Event? = payloadFrame.withUnsafeBytes { p in try? WireCodec.decode(p).event }
                 guard var event = decoded else { malformed.add(1, ordering: .relaxed); continue }
                 event.subjectID = id
-                sink.emit(event)
-                received.add(1, ordering: .relaxed)
+                batch[batched] = event
+                batched += 1
+                if batched == Self.batchSize { flush() }
             }
         }
     }

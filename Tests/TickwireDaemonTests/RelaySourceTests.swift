@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import Testing
+import TickwireCore
+import TickwireDaemon
+import TickwireTestSupport
+import TickwireZMQ
+
+/// The `zmq:` source (fan-in from another Tickwire publisher): every well-formed message comes out of the daemon's
+/// own publisher once, in order, with its body intact; hostile ones are counted and dropped, and the daemon goes on.
+@Suite(.serialized) struct RelaySourceTests {
+    @Test func relaysWellFormedMessagesInOrderAndCountsTheRest() throws {
+        let ctx = ZMQContext()
+        let upstream = try ctx.socket(.pub)
+        try upstream.setSendHighWaterMark(0)
+        let inPort = freePort()
+        try upstream.bind("tcp://127.0.0.1:\(inPort)")
+        var c = DaemonConfig()
+        c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
+        c.publishEndpoint = "tcp://127.0.0.1:\(freePort())"
+        c.publishHighWaterMark = 0
+        c.metricsEndpoint = "127.0.0.1:0"
+        c.tradeEndpoint = "tcp://127.0.0.1:*"
+        c.dataDirectory = temporaryDirectory("relay")
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let d = Daemon(config: c, logger: logger)
+        try d.start()
+        defer { d.shutdown(); try? FileManager.default.removeItem(atPath: c.dataDirectory) }
+
+        let sub = try ctx.socket(.sub)
+        try sub.setReceiveHighWaterMark(0)
+        try sub.subscribe("MD.XNAS.")
+        try sub.connect(c.publishEndpoint)
+        try sub.setReceiveTimeout(milliseconds: 50)
+        func quote(_ i: Int) -> [UInt8] {
+            var e = Event.quote(0, bid: Price(e8: Int64(i)), bidSize: Quantity(e8: 1), ask: Price(e8: Int64(i) + 1),
+                                askSize: Quantity(e8: 2), eventTime: Nanos(1_700_000_000_000_000_000), knownTime: Nanos(1_700_000_000_000_000_000))
+            e.seq = UInt64(i)
+            return WireCodec.encode(e, subjectSeq: UInt64(i))
+        }
+        // Joined both ways once a warm-up message makes the whole trip.
+        let warm = [Array("MD.XNAS.WARM.QUOTE".utf8), quote(0)]
+        var joined = false, warmUps = 0
+        for _ in 0..<200 where !joined {
+            try upstream.sendMultipart(warm)
+            warmUps += 1
+            joined = try sub.receiveMultipart() != nil
+        }
+        #expect(joined)
+        usleep(100_000)
+        while try sub.receiveMultipart(dontWait: true) != nil {}
+
+        var corruptVersion = quote(1)
+        corruptVersion[0] = 99
+        let hostile: [[[UInt8]]] = [
+            [Array("MD.XNAS.ONE.QUOTE".utf8)],                                     // one frame
+            [Array("MD.XNAS.AAPL.QUOTE".utf8), quote(1), quote(2)],                 // three frames
+            [Array("MD.XNAS.AAPL.QUOTE".utf8), corruptVersion],                     // payload version 99
+            [Array("MD.XNAS.AAPL.QUOTE".utf8), Array(quote(1).prefix(20))],         // truncated payload
+            [Array("MD.XNAS.*.QUOTE".utf8), quote(1)],                              // a wildcard as a subject
+            [Array("MD..AAPL".utf8), quote(1)],                                     // an empty token
+        ]
+        let total = 3_000
+        var sentHostile = 0
+        for i in 1...total {
+            try upstream.sendMultipart([Array("MD.XNAS.S\(i % 7).QUOTE".utf8), quote(i)])
+            if i % 50 == 0 {
+                try upstream.sendMultipart(hostile[sentHostile % hostile.count])
+                sentHostile += 1
+            }
+        }
+
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        var expected = 1
+        var bad: [String] = []
+        while expected <= total {
+            guard let frames = try sub.receiveMultipart() else { bad.append("timed out at \(expected)"); break }
+            guard frames.count == 2, let (e, _) = try? WireCodec.decode(frames[1]) else { bad.append("undecodable at \(expected)"); break }
+            if String(decoding: frames[0], as: UTF8.self) != "MD.XNAS.S\(expected % 7).QUOTE" || e.a != Int64(expected) || e.c != Int64(expected) + 1 {
+                bad.append("message \(expected): \(String(decoding: frames[0], as: UTF8.self)) bid \(e.a)")
+            }
+            expected += 1
+        }
+        #expect(bad.isEmpty, "\(bad.prefix(5))")
+        #expect(try sub.receiveMultipart(dontWait: true) == nil, "nothing beyond the well-formed messages")
+        let counters = try #require(d.statistics().sources.first { $0.name.hasPrefix("zmq:") }?.counters)
+        #expect(counters.first { $0.name == "malformed" }?.value == UInt64(sentHostile))
+        // Warm-ups sent before the source had joined never reached it; the one that made the trip did.
+        let events = counters.first { $0.name == "events" }?.value ?? 0
+        #expect(events >= UInt64(total + 1) && events <= UInt64(total + warmUps))
+    }
+}
