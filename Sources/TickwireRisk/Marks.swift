@@ -58,8 +58,8 @@ final class MarkBoard: @unchecked Sendable {
 /// store; the first event of a subject resolves its symbol (a String split and a locked dictionary lookup).
 public final class RiskMarker: @unchecked Sendable {
     public let subjects: SubjectTable
-    /// The mutable part in one struct: one dynamic exclusivity check per call instead of one per array access.
-    var slots: SlotCache
+    /// The mutable part in one struct, not checked dynamically: one thread at a time calls `mark`.
+    @exclusivity(unchecked) var slots: SlotCache
 
     /// Per `SubjectID`: -2 not yet seen, -1 not a mark (not MD TRADE/QUOTE, or the board is full), else the slot.
     struct SlotCache {

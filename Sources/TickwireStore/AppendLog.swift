@@ -136,12 +136,13 @@ final class OpenPartition {
     let generation: UInt64
     let file: OwnedFile
     let blockEvents: Int
+    // Per-event state, used by the one writer thread: not checked for exclusivity at run time.
     /// Global `SubjectID` -> log-local id + 1 (0: not yet defined in this log).
-    var localOf: [UInt32] = []
+    @exclusivity(unchecked) var localOf: [UInt32] = []
     var localCount: UInt32 = 0
     var pendingDefinitions: [UInt8] = []
     let buffer: UnsafeMutableRawPointer
-    var staged = 0
+    @exclusivity(unchecked) var staged = 0
     var unsynced = false
     /// Bytes of a torn tail cut when this log was recovered.
     private(set) var tornBytesCut = 0

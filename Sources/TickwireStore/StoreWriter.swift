@@ -20,18 +20,23 @@ public final class StoreWriter {
     public let subjects: SubjectTable
     private let blockEvents: Int
     private var open: [PartitionKey: OpenPartition] = [:]
+    // The per-event state below is not checked for exclusivity at run time: a writer is used by one thread, and
+    // the check (a runtime call pair and a thread-local lookup per access) was about a sixth of the daemon's
+    // store-writer thread.
     /// Global SubjectID -> index into `roots` + 1 (0: not yet looked at).
-    private var rootOf: [Int32] = []
+    @exclusivity(unchecked) private var rootOf: [Int32] = []
     private var roots: [String] = []
     /// The partition the previous event went to, and the event-time range of its date: most events go to the same
     /// one, found with two comparisons instead of a division.
-    private var lastDayStart = Int64.max, lastDayEnd = Int64.min, lastRoot: Int32 = -1
-    private var last: OpenPartition?
+    @exclusivity(unchecked) private var lastDayStart = Int64.max
+    @exclusivity(unchecked) private var lastDayEnd = Int64.min
+    @exclusivity(unchecked) private var lastRoot: Int32 = -1
+    @exclusivity(unchecked) private var last: OpenPartition?
     /// Held (`flock`) for the writer's lifetime: one writer per store directory.
     private let lock: OwnedFile
 
     /// Events appended by this writer.
-    public private(set) var appended: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var appended: UInt64 = 0
     /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
     public private(set) var tornTailsCut: UInt64 = 0
     public private(set) var tornBytesCut: UInt64 = 0

@@ -10,7 +10,9 @@ import TickwireZMQ
 final class ZMQPublisher {
     let socket: ZMQSocket
     let subjects: SubjectTable
-    private var sequencer = WireSequencer()
+    // The publisher thread's own state: exclusivity is not checked at run time (a runtime call pair and a
+    // thread-local lookup per access, per event).
+    @exclusivity(unchecked) private var sequencer = WireSequencer()
     private let payload = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
     /// Sends libzmq refused (counted, never thrown: one bad moment must not stop the feed). Read by metrics.
     let failed = Atomic<UInt64>(0)
@@ -18,7 +20,7 @@ final class ZMQPublisher {
     /// `latencySampleEvery`-th event (a clock read per event cost ~1% of the daemon's throughput).
     let latency = LatencyHistogram()
     static let latencySampleEvery: UInt64 = 16
-    private var sent: UInt64 = 0
+    @exclusivity(unchecked) private var sent: UInt64 = 0
 
     init(context: ZMQContext, endpoint: String, highWaterMark: Int, subjects: SubjectTable) throws(ZMQError) {
         socket = try context.socket(.pub)
