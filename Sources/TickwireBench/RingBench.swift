@@ -1,5 +1,6 @@
 import CTickwireSys
 import Foundation
+import Synchronization
 import TickwireCore
 import TickwireRing
 import TickwireZMQ
@@ -18,6 +19,12 @@ enum RingBench {
         let runs = options.runs
         let samples = Int(options.parameters["latency_samples"] ?? "") ?? 200_000
         let slowN = min(n, 2_000_000)   // baselines that run at a few million a second
+        // `only=hop`: the pinned busy-spin hop and its floor alone, e.g. to watch them over time.
+        if options.parameters["only"] == "hop" {
+            let (ring, floor) = pinnedHops(samples: samples, rounds: runs)
+            return ["suite": "ring", "only": "hop", "ring_busy_spin_pinned": ring.report, "floor_one_atomic_word_pinned": floor.report,
+                    "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(ring.p99), Double(floor.p99))]
+        }
 
         // SPSC throughput: producer and consumer pinned to the two CPUs; the ring and its baselines take turns
         // round by round, and ratios are medians of per-round ratios.
@@ -44,7 +51,7 @@ enum RingBench {
 
         // Hop latency.
         let hopSpin = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000)
-        let hopSpinPinned = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000, pinnedToCPUs: true)
+        let (hopSpinPinned, hopFloor) = pinnedHops(samples: samples, rounds: runs)
         let hopPark = ringHop(samples: min(samples, 20_000), wait: .park, gapNanos: 50_000)
         let hopDequeSpin = dequeHop(samples: samples, park: false, gapNanos: 2_000)
         let hopDequePark = dequeHop(samples: min(samples, 20_000), park: true, gapNanos: 50_000)
@@ -92,6 +99,8 @@ enum RingBench {
                 "note": "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us; unpinned except ring_busy_spin_pinned (producer and consumer on CPUs 0 and 1, like the SPSC rows)",
                 "ring_busy_spin": hopSpin.report,
                 "ring_busy_spin_pinned": hopSpinPinned.report,
+                "floor_one_atomic_word_pinned": hopFloor.report,
+                "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(hopSpinPinned.p99), Double(hopFloor.p99)),
                 "ring_parked": hopPark.report,
                 "locked_deque_spin": hopDequeSpin.report,
                 "locked_deque_condvar": hopDequePark.report,
@@ -399,6 +408,13 @@ enum RingBench {
 
     // MARK: - Hop latency
 
+    /// Events published, not timed, before a hop measure: the reader thread is running and has seen events, and
+    /// the ring's slots are touched (a fresh ring's first lap page-faults in the producer). Without them the
+    /// reader's start-up (milliseconds, while the producer keeps pacing) put a backlog into the first samples.
+    /// At least 300 ms of them, too: the first tens of milliseconds after a vCPU wakes into a busy spin here see
+    /// interruptions spread over them (a quarter of the samples over 100 µs, in a fresh process's first round).
+    static func hopWarmUp(gapNanos: Int64) -> Int { max(ringCapacity + 1_000, Int(300_000_000 / gapNanos)) }
+
     /// Publishes one event every `gapNanos` stamped with the monotonic clock; the consumer records the delay.
     /// `pinnedToCPUs` puts the producer and the consumer on `producerCPU` and `consumerCPU`, so a spinning side
     /// is never queued behind the other on one core; otherwise the scheduler places them.
@@ -408,19 +424,71 @@ enum RingBench {
         let out = BenchBox(LatencyRecorder())
         let reader = BenchThread(cpu: pinnedToCPUs ? consumerCPU : nil) {
             var rec = LatencyRecorder()
-            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in rec.record(benchNow() - e.a) }) >= 0 {}
+            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in if e.subjectID == 1 { rec.record(benchNow() - e.a) } }) >= 0 {}
             out.set(rec)
         }
         func pace() {
-            var next = benchNow() + 1_000_000
-            for _ in 0..<samples {
+            var next = benchNow()
+            let warmUp = Self.hopWarmUp(gapNanos: gapNanos)
+            for i in 0..<(warmUp + samples) {
                 spinUntil(next)
-                ring.publish(benchEvent(1, benchNow()))
+                ring.publish(benchEvent(i < warmUp ? 2 : 1, benchNow()))
                 next += gapNanos
             }
             ring.close()
         }
         if pinnedToCPUs { pinned(producerCPU, pace) } else { pace() }
+        reader.join()
+        return out.get
+    }
+
+    /// The pinned busy-spin hop and its floor in alternating rounds of `samples / rounds`: interruptions on this
+    /// VM come and go over seconds, so measures taken minutes apart are not comparable.
+    static func pinnedHops(samples: Int, rounds: Int) -> (ring: LatencyRecorder, floor: LatencyRecorder) {
+        var ring = LatencyRecorder(), floor = LatencyRecorder()
+        let each = max(1_000, samples / max(1, rounds))
+        for _ in 0..<max(1, rounds) {
+            ring.histogram.add(ringHop(samples: each, wait: .busySpin, gapNanos: 2_000, pinnedToCPUs: true).histogram)
+            floor.histogram.add(atomicWordHop(samples: each, gapNanos: 2_000).histogram)
+        }
+        return (ring, floor)
+    }
+
+    /// The floor under any cross-thread hop on this machine, measured like `ringHop` (publish to delivery), pinned
+    /// the same way, after the same warm-up: the producer writes its timestamp into the next element of a plain
+    /// array and publishes the element's index in one atomic word; the consumer spins on that word and reads every
+    /// stamp up to it. No slot wrap, no cursor going back, no gating, no batch: the least a lossless hand-off
+    /// between two threads can cost here, and what the VM's interruptions do to it.
+    static func atomicWordHop(samples: Int, gapNanos: Int64) -> LatencyRecorder {
+        final class Word: Sendable { let index = Atomic<Int>(-1) }
+        let word = Word()
+        let warmUp = Self.hopWarmUp(gapNanos: gapNanos)
+        let total = warmUp + samples
+        nonisolated(unsafe) let stamps = UnsafeMutablePointer<Int64>.allocate(capacity: total)
+        defer { stamps.deallocate() }
+        stamps.initialize(repeating: 0, count: total)   // touched up front, as the ring's slots are by the warm-up
+        let out = BenchBox(LatencyRecorder())
+        let reader = BenchThread(cpu: consumerCPU) {
+            var rec = LatencyRecorder()
+            var last = -1
+            while last < total - 1 {
+                let i = word.index.load(ordering: .acquiring)
+                if i == last { tw_cpu_relax(); continue }
+                let now = benchNow()
+                for k in (last + 1)...i where k >= warmUp { rec.record(now - stamps[k]) }
+                last = i
+            }
+            out.set(rec)
+        }
+        pinned(producerCPU) {
+            var next = benchNow()
+            for i in 0..<total {
+                spinUntil(next)
+                stamps[i] = benchNow()
+                word.index.store(i, ordering: .releasing)
+                next += gapNanos
+            }
+        }
         reader.join()
         return out.get
     }
