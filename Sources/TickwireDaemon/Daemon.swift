@@ -332,10 +332,10 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// The store writer and alerts/risk sleep 200 µs when caught up rather than park: a parked consumer costs the
+    /// The store writer and alerts/risk sleep 1 ms when caught up rather than park: a parked consumer costs the
     /// publishing thread a futex wake (and, with asymmetric fences, the consumer an IPI) for nearly every event
     /// at feed rates, on the two cores the ZeroMQ path also needs. Sleeping, each wake-up finds a batch.
-    static let backgroundWait = WaitStrategy.sleep(nanoseconds: 200_000)
+    static let backgroundWait = WaitStrategy.sleep(nanoseconds: 1_000_000)
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         running.add(1, ordering: .relaxed)

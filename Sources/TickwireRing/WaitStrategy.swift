@@ -42,8 +42,9 @@ public enum ProducerMode: Sendable {
     case multi
 }
 
-/// Pauses taken by the spin phase of `.yield` and `.park` before they yield or sleep. About a microsecond:
-/// long enough to catch the next event of a busy feed without a system call.
+/// Pauses taken by the spin phase of `.yield` and `.park` before they yield or sleep: about 6 µs here (a pause is
+/// ~25 ns), long enough to catch the next batch of a busy feed without a system call. 1,024 cut the daemon's CPU
+/// per message by 6% at full load in an A/B, but a parked publisher at 20k msgs/s would then spin half a core.
 @usableFromInline let spinsBeforeBlocking = 256
 
 @inlinable @inline(__always)
