@@ -21,9 +21,10 @@ enum RingBench {
         let slowN = min(n, 2_000_000)   // baselines that run at a few million a second
         // `only=hop`: the pinned busy-spin hop and its floor alone, e.g. to watch them over time.
         if options.parameters["only"] == "hop" {
-            let (ring, floor) = pinnedHops(samples: samples, rounds: runs)
+            let (ring, floor, p99s) = pinnedHops(samples: samples, rounds: runs)
             return ["suite": "ring", "only": "hop", "ring_busy_spin_pinned": ring.report, "floor_one_atomic_word_pinned": floor.report,
-                    "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(ring.p99), Double(floor.p99))]
+                    "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(ring.p99), Double(floor.p99)),
+                    "p99_ns_ring_and_floor_by_round": p99s]
         }
 
         // SPSC throughput: producer and consumer pinned to the two CPUs; the ring and its baselines take turns
@@ -51,7 +52,7 @@ enum RingBench {
 
         // Hop latency.
         let hopSpin = ringHop(samples: samples, wait: .busySpin, gapNanos: 2_000)
-        let (hopSpinPinned, hopFloor) = pinnedHops(samples: samples, rounds: runs)
+        let (hopSpinPinned, hopFloor, hopP99s) = pinnedHops(samples: samples, rounds: runs)
         let hopPark = ringHop(samples: min(samples, 20_000), wait: .park, gapNanos: 50_000)
         let hopDequeSpin = dequeHop(samples: samples, park: false, gapNanos: 2_000)
         let hopDequePark = dequeHop(samples: min(samples, 20_000), park: true, gapNanos: 50_000)
@@ -101,6 +102,7 @@ enum RingBench {
                 "ring_busy_spin_pinned": hopSpinPinned.report,
                 "floor_one_atomic_word_pinned": hopFloor.report,
                 "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(hopSpinPinned.p99), Double(hopFloor.p99)),
+                "p99_ns_ring_and_floor_by_round": hopP99s,
                 "ring_parked": hopPark.report,
                 "locked_deque_spin": hopDequeSpin.report,
                 "locked_deque_condvar": hopDequePark.report,
@@ -444,14 +446,20 @@ enum RingBench {
 
     /// The pinned busy-spin hop and its floor in alternating rounds of `samples / rounds`: interruptions on this
     /// VM come and go over seconds, so measures taken minutes apart are not comparable.
-    static func pinnedHops(samples: Int, rounds: Int) -> (ring: LatencyRecorder, floor: LatencyRecorder) {
+    /// `p99s` has each round's pair of p99s (ring, floor) in ns: whether the ring meets a bound in the rounds
+    /// where the machine lets the floor meet it.
+    static func pinnedHops(samples: Int, rounds: Int) -> (ring: LatencyRecorder, floor: LatencyRecorder, p99s: [[UInt64]]) {
         var ring = LatencyRecorder(), floor = LatencyRecorder()
+        var p99s: [[UInt64]] = []
         let each = max(1_000, samples / max(1, rounds))
         for _ in 0..<max(1, rounds) {
-            ring.histogram.add(ringHop(samples: each, wait: .busySpin, gapNanos: 2_000, pinnedToCPUs: true).histogram)
-            floor.histogram.add(atomicWordHop(samples: each, gapNanos: 2_000).histogram)
+            let r = ringHop(samples: each, wait: .busySpin, gapNanos: 2_000, pinnedToCPUs: true)
+            let f = atomicWordHop(samples: each, gapNanos: 2_000)
+            ring.histogram.add(r.histogram)
+            floor.histogram.add(f.histogram)
+            p99s.append([r.p99, f.p99])
         }
-        return (ring, floor)
+        return (ring, floor, p99s)
     }
 
     /// The floor under any cross-thread hop on this machine, measured like `ringHop` (publish to delivery), pinned
