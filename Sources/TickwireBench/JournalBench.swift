@@ -149,9 +149,9 @@ enum JournalBench {
                 "zeromq_batched_trades_vs_sqlite": zmqBatched.best / sqlite.best,
                 "zeromq_batched_vs_one_per_message": zmqBatched.best / zmq.best,
                 "journal_no_sync_vs_raw_no_sync": noSync.best / rawNoSync.best,
-                "ack_p99_in_fsync_times": ackP99 / fsyncMicros,
-                "ack_p50_vs_raw_fsync_p50": ackP50 / fsyncP50,
-                "ack_p99_vs_raw_fsync_p99": ackP99 / fsyncP99,
+                "blocking_ack_p99_in_mean_fsync_times": ackP99 / fsyncMicros,
+                "blocking_ack_p50_vs_raw_fsync_p50": ackP50 / fsyncP50,
+                "blocking_ack_p99_vs_raw_fsync_p99": ackP99 / fsyncP99,
                 "paced_ack_p99_vs_raw_fsync_p99": pacedP99 / fsyncP99,
                 "paced_ack_p99_vs_raw_fsync_p99_stall_free_runs": p99(pacedAcksStallFree[0]) / fsyncP99,
                 "paced_ack_p99_before_vs_now": p99(pacedAcks[2]) / pacedP99,
@@ -176,8 +176,10 @@ enum JournalBench {
                 "vs_sqlite_at_least_20x": groupBest / sqlite.best >= 20,
                 "vs_raw_batched_at_least_0.5x": groupBest / rawBatched.best >= 0.5,
                 "zeromq_at_least_200k_per_s": max(zmq.best, zmqBatched.best) >= 200_000,
-                "ack_p99_within_two_fsyncs": ackP99 <= 2 * fsyncMicros,
-                "ack_p99_within_two_fsyncs_at_p99": ackP99 <= 2 * fsyncP99,
+                // The 64-thread stress shape (not the trade service's acknowledgement path, which is the paced one):
+                // 64 threads woken per commit on two vCPUs.
+                "stress_64_blocking_threads_ack_p99_within_two_mean_fsyncs": ackP99 <= 2 * fsyncMicros,
+                "stress_64_blocking_threads_ack_p99_within_two_fsyncs_at_p99": ackP99 <= 2 * fsyncP99,
                 "paced_ack_p99_within_two_fsyncs_at_p99": pacedP99 <= 2 * fsyncP99,
                 "paced_ack_p99_within_two_fsyncs_at_p99_stall_free_runs":
                     pacedAcksStallFree[0].totalCount > 0 && p99(pacedAcksStallFree[0]) <= 2 * fsyncP99,
