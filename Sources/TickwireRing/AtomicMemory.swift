@@ -36,6 +36,28 @@ final class AtomicWords {
     func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> {
         UnsafeMutableRawPointer(base + i).assumingMemoryBound(to: UInt32.self)
     }
+
+    /// The words without the object: for a thread that reaches them through another object (a consumer through
+    /// its ring), so that it never retains this one. A retain and release is a write to this object's reference
+    /// count, on the cache line that holds `base`, which the producer reads on every publish.
+    @inlinable
+    var view: AtomicWordsView { AtomicWordsView(base: base) }
+}
+
+/// `AtomicWords`' addressing over a borrowed base pointer; valid while its `AtomicWords` lives.
+@usableFromInline @frozen
+struct AtomicWordsView {
+    @usableFromInline let base: UnsafeMutablePointer<Atomic<UInt64>>
+
+    @inlinable init(base: UnsafeMutablePointer<Atomic<UInt64>>) { self.base = base }
+
+    @inlinable @inline(__always)
+    subscript(_ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { base + i }
+
+    @inlinable @inline(__always)
+    func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(base + i).assumingMemoryBound(to: UInt32.self)
+    }
 }
 
 /// An `Event` as eight machine words. Slots and cache entries hold events as relaxed atomic words: a lossy

@@ -15,9 +15,21 @@ public final class RingConsumer: @unchecked Sendable {
     /// The next sequence to hand over. Touched by the polling thread only.
     @usableFromInline var next: UInt64
     @usableFromInline let detached = Atomic<Bool>(false)
+    /// The ring's control words, its slots and this consumer's cell, taken once (the ring keeps them alive).
+    /// Reaching them through `ring.control` retained and released the words' owner on every poll: a write to
+    /// the cache line the producer reads on every publish (busy-spin hop p50 165 → 105 ns, p99 710 → 295 ns in
+    /// the same minutes; BENCHMARKS.md).
+    @usableFromInline let control: AtomicWordsView
+    @usableFromInline let slots: AtomicWordsView
+    @usableFromInline let cellWords: AtomicWordsView
+    @usableFromInline let mask: UInt64
 
     init(ring: BroadcastRing, cell: Int, name: String, policy: ConsumerPolicy, wait: WaitStrategy, next: UInt64) {
         self.ring = ring; self.cell = cell; self.name = name; self.policy = policy; self.wait = wait; self.next = next
+        control = ring.control.view
+        slots = ring.slots.view
+        cellWords = AtomicWordsView(base: ring.control[ring.cellWord(cell, 0)])
+        mask = ring.mask
     }
 
     deinit {
@@ -36,7 +48,12 @@ public final class RingConsumer: @unchecked Sendable {
     public var nextSequence: UInt64 { next }
 
     @inlinable @inline(__always)
-    func word(_ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { ring.control[ring.cellWord(cell, field)] }
+    func word(_ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { cellWords[field] }
+
+    @inlinable @inline(__always)
+    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        slots.base + Int(truncatingIfNeeded: (sequence & mask) &<< 3)
+    }
 
     /// Waits, per the consumer's wait strategy, up to `timeoutNanos` (nil: until an event arrives or the ring
     /// closes), then hands each available event, at most `maxBatch`, to `body` in sequence order.
@@ -53,7 +70,6 @@ public final class RingConsumer: @unchecked Sendable {
     public func poll(maxBatch: Int, timeoutNanos: Int64?, _ body: (Event) -> Void) -> Int {
         precondition(maxBatch > 0, "maxBatch must be positive")
         if detached.load(ordering: .relaxed) { return -1 }
-        let control = ring.control
         var available = control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring)
         if available < next {
             guard let a = awaitEvents(timeoutNanos: timeoutNanos) else { return 0 }
@@ -65,7 +81,7 @@ public final class RingConsumer: @unchecked Sendable {
         var s = next
         if policy == .lossy {
             while s <= last {
-                let e = ring.slot(s).loadEvent()
+                let e = slot(s).loadEvent()
                 // The copy is good only if no producer had claimed the sequence that reuses the slot.
                 atomicMemoryFence(ordering: .acquiring)
                 if control[BroadcastRing.claimedWord].pointee.load(ordering: .relaxed) >= s &+ capacity {
@@ -79,7 +95,7 @@ public final class RingConsumer: @unchecked Sendable {
             }
         } else {
             while s <= last {
-                body(ring.slot(s).loadEvent())
+                body(slot(s).loadEvent())
                 s &+= 1
             }
         }
@@ -114,7 +130,7 @@ public final class RingConsumer: @unchecked Sendable {
     @usableFromInline
     func wakeProducer() {
         guard word(BroadcastRing.cellProducerWaiting).pointee.exchange(0, ordering: .sequentiallyConsistent) != 0 else { return }
-        _ = tw_futex_wake(ring.control.futexWord(ring.cellWord(cell, BroadcastRing.cellCursor)), Int32.max)
+        _ = tw_futex_wake(cellWords.futexWord(BroadcastRing.cellCursor), Int32.max)
     }
 
     /// Hands over the GAP for `next...head` and the cache entries as of `head`; moves on to `head + 1`.
@@ -141,7 +157,6 @@ public final class RingConsumer: @unchecked Sendable {
     /// the consumer was removed), or nil on timeout.
     @usableFromInline
     func awaitEvents(timeoutNanos: Int64?) -> UInt64? {
-        let control = ring.control
         let deadline = timeoutNanos.map { monotonicNanos() &+ Swift.max(0, $0) }
         var spins = 0
         while true {
@@ -182,7 +197,6 @@ public final class RingConsumer: @unchecked Sendable {
     /// Sleeps on the wake epoch for at most `nanos` without counting as parked: the producer never wakes this
     /// consumer for an event, only `close` and `removeConsumer` do (they bump the epoch for everyone).
     private func nap(_ nanos: Int64, deadline: Int64?) {
-        let control = ring.control
         let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .acquiring)
         var timeout = Swift.max(1_000, nanos)
         if let deadline { timeout = Swift.min(timeout, Swift.max(0, deadline &- monotonicNanos())) }
@@ -190,7 +204,6 @@ public final class RingConsumer: @unchecked Sendable {
     }
 
     private func park(deadline: Int64?) {
-        let control = ring.control
         control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if ring.asymmetricFences { tw_membarrier() }
         let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
