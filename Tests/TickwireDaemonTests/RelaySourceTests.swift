@@ -86,6 +86,10 @@ import TickwireZMQ
         #expect(try sub.receiveMultipart(dontWait: true) == nil, "nothing beyond the well-formed messages")
         let counters = try #require(d.statistics().sources.first { $0.name.hasPrefix("zmq:") }?.counters)
         #expect(counters.first { $0.name == "malformed" }?.value == UInt64(sentHostile))
+        // The six hostile messages went sentHostile / 6 times each, two of each kind: bad framing, payload, subject.
+        for kind in ["malformed_frames", "malformed_payload", "malformed_subject"] {
+            #expect(counters.first { $0.name == kind }?.value == UInt64(sentHostile / 3), "\(kind)")
+        }
         // Warm-ups sent before the source had joined never reached it; the one that made the trip did.
         let events = counters.first { $0.name == "events" }?.value ?? 0
         #expect(events >= UInt64(total + 1) && events <= UInt64(total + warmUps))

@@ -7,14 +7,17 @@ import TickwireZMQ
 ///
 /// Spec: `zmq:ENDPOINT` (everything) or `zmq:ENDPOINT#PATTERN` (one subject pattern). Events keep their times
 /// and bodies; this daemon assigns its own sequences. Malformed messages (not two frames, an invalid subject, a
-/// payload that does not decode) are counted and skipped.
+/// payload that does not decode) are counted by kind and skipped: `tickwire stats` shows, for this source (its
+/// endpoint), `malformed` and which of `malformed_frames`, `malformed_subject`, `malformed_payload` it was.
 public final class ZMQRelaySource: EventSource {
     public let name: String
     let endpoint: String
     let pattern: SubjectPattern?
     let context: ZMQContext
     private let received = Atomic<UInt64>(0)
-    private let malformed = Atomic<UInt64>(0)
+    private let malformedFrames = Atomic<UInt64>(0)
+    private let malformedSubject = Atomic<UInt64>(0)
+    private let malformedPayload = Atomic<UInt64>(0)
 
     public init(endpoint: String, pattern: SubjectPattern? = nil, context: ZMQContext) {
         self.name = "zmq:\(endpoint)"
@@ -26,7 +29,10 @@ public final class ZMQRelaySource: EventSource {
     static let batchSize = 64
 
     public func counters() -> [(name: String, value: UInt64)] {
-        [("events", received.load(ordering: .relaxed)), ("malformed", malformed.load(ordering: .relaxed))]
+        let frames = malformedFrames.load(ordering: .relaxed), subject = malformedSubject.load(ordering: .relaxed)
+        let payload = malformedPayload.load(ordering: .relaxed)
+        return [("events", received.load(ordering: .relaxed)), ("malformed", frames + subject + payload),
+                ("malformed_frames", frames), ("malformed_subject", subject), ("malformed_payload", payload)]
     }
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
@@ -54,7 +60,7 @@ public final class ZMQRelaySource: EventSource {
             defer { flush() }
             while try subjectFrame.receive(from: socket, dontWait: true) {
                 guard subjectFrame.more, try payloadFrame.receive(from: socket, dontWait: true), !payloadFrame.more else {
-                    malformed.add(1, ordering: .relaxed)
+                    malformedFrames.add(1, ordering: .relaxed)
                     while socket.hasMore { _ = try socket.receive(dontWait: true) }
                     continue
                 }
@@ -64,9 +70,9 @@ public final class ZMQRelaySource: EventSource {
                     return .some(interner.intern(bytes))
                 }
                 guard let looked else { continue }
-                guard let id = looked else { malformed.add(1, ordering: .relaxed); continue }
+                guard let id = looked else { malformedSubject.add(1, ordering: .relaxed); continue }
                 let decoded: Event? = payloadFrame.withUnsafeBytes { p in try? WireCodec.decode(p).event }
-                guard var event = decoded else { malformed.add(1, ordering: .relaxed); continue }
+                guard var event = decoded else { malformedPayload.add(1, ordering: .relaxed); continue }
                 event.subjectID = id
                 batch[batched] = event
                 batched += 1
