@@ -417,6 +417,20 @@ enum RingBench {
     /// interruptions spread over them (a quarter of the samples over 100 µs, in a fresh process's first round).
     static func hopWarmUp(gapNanos: Int64) -> Int { max(ringCapacity + 1_000, Int(300_000_000 / gapNanos)) }
 
+    /// Every hop measure's producer: one event every `gapNanos`, `hopWarmUp` untimed ones (subject 2) and then
+    /// `samples` timed ones (subject `timedSubject`), each stamped with the clock as it is sent. Readers record
+    /// only the timed subject, so the ring and its baselines are timed alike.
+    static let timedSubject: SubjectID = 1
+    static func paceHops(samples: Int, gapNanos: Int64, _ send: (Event) throws -> Void) rethrows {
+        let warmUp = hopWarmUp(gapNanos: gapNanos)
+        var next = benchNow()
+        for i in 0..<(warmUp + samples) {
+            spinUntil(next)
+            try send(benchEvent(i < warmUp ? 2 : timedSubject, benchNow()))
+            next += gapNanos
+        }
+    }
+
     /// Publishes one event every `gapNanos` stamped with the monotonic clock; the consumer records the delay.
     /// `pinnedToCPUs` puts the producer and the consumer on `producerCPU` and `consumerCPU`, so a spinning side
     /// is never queued behind the other on one core; otherwise the scheduler places them.
@@ -426,17 +440,13 @@ enum RingBench {
         let out = BenchBox(LatencyRecorder())
         let reader = BenchThread(cpu: pinnedToCPUs ? consumerCPU : nil) {
             var rec = LatencyRecorder()
-            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in if e.subjectID == 1 { rec.record(benchNow() - e.a) } }) >= 0 {}
+            while c.poll(maxBatch: 64, timeoutNanos: nil, { e in
+                if e.subjectID == timedSubject { rec.record(benchNow() - e.a) }
+            }) >= 0 {}
             out.set(rec)
         }
         func pace() {
-            var next = benchNow()
-            let warmUp = Self.hopWarmUp(gapNanos: gapNanos)
-            for i in 0..<(warmUp + samples) {
-                spinUntil(next)
-                ring.publish(benchEvent(i < warmUp ? 2 : 1, benchNow()))
-                next += gapNanos
-            }
+            paceHops(samples: samples, gapNanos: gapNanos) { ring.publish($0) }
             ring.close()
         }
         if pinnedToCPUs { pinned(producerCPU, pace) } else { pace() }
@@ -489,12 +499,11 @@ enum RingBench {
             out.set(rec)
         }
         pinned(producerCPU) {
-            var next = benchNow()
-            for i in 0..<total {
-                spinUntil(next)
-                stamps[i] = benchNow()
+            var i = 0
+            paceHops(samples: samples, gapNanos: gapNanos) { e in
+                stamps[i] = e.a
                 word.index.store(i, ordering: .releasing)
-                next += gapNanos
+                i += 1
             }
         }
         reader.join()
@@ -512,16 +521,11 @@ enum RingBench {
                 let n = q.pop(into: buffer, park: park)
                 if n < 0 { break }
                 let now = benchNow()
-                for k in 0..<n { rec.record(now - buffer[k].a) }
+                for k in 0..<n where buffer[k].subjectID == timedSubject { rec.record(now - buffer[k].a) }
             }
             out.set(rec)
         }
-        var next = benchNow() + 1_000_000
-        for _ in 0..<samples {
-            spinUntil(next)
-            q.push(benchEvent(1, benchNow()))
-            next += gapNanos
-        }
+        paceHops(samples: samples, gapNanos: gapNanos) { q.push($0) }
         q.close()
         reader.join()
         return out.get
@@ -533,16 +537,11 @@ enum RingBench {
         let out = BenchBox(LatencyRecorder())
         Task.detached {
             var rec = LatencyRecorder()
-            for await e in stream { rec.record(benchNow() - e.a) }
+            for await e in stream where e.subjectID == timedSubject { rec.record(benchNow() - e.a) }
             out.set(rec)
             done.signal()
         }
-        var next = benchNow() + 1_000_000
-        for _ in 0..<samples {
-            spinUntil(next)
-            continuation.yield(benchEvent(1, benchNow()))
-            next += gapNanos
-        }
+        paceHops(samples: samples, gapNanos: gapNanos) { continuation.yield($0) }
         continuation.finish()
         done.wait()
         return out.get
@@ -565,17 +564,14 @@ enum RingBench {
             var msg = ZMQMessage()
             while (try? msg.receive(from: sub)) == true {
                 if msg.count != 64 { break }
-                let sent = msg.withUnsafeBytes { $0.load(fromByteOffset: MemoryLayout<Event>.offset(of: \.a)!, as: Int64.self) }
-                rec.record(benchNow() - sent)
+                let e = msg.withUnsafeBytes { $0.loadUnaligned(as: Event.self) }
+                if e.subjectID == timedSubject { rec.record(benchNow() - e.a) }
             }
             out.set(rec)
         }
-        var next = benchNow() + 1_000_000
-        for _ in 0..<samples {
-            spinUntil(next)
-            var e = benchEvent(1, benchNow())
+        try paceHops(samples: samples, gapNanos: gapNanos) { e in
+            var e = e
             try withUnsafeBytes(of: &e) { try sendFrame(pub, $0) }
-            next += gapNanos
         }
         try pub.send([0])
         reader.join()
