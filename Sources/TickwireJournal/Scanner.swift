@@ -27,8 +27,9 @@ enum SegmentScanner {
     static func scan(_ b: UnsafeRawBufferPointer, firstSeq: UInt64, prevHash: RecordHash,
                      visit: (Int, UInt64, RecordHash) -> Void) -> SegmentScan {
         var s = SegmentScan(nextSeq: firstSeq, lastHash: prevHash)
+        // Past this everything is zero. Found from the end, so it costs a step only over a pre-extended tail.
+        let written = writtenEnd(b)
         func fail(_ offset: Int, _ reason: String, crcValid: Bool = false) -> SegmentScan {
-            let written = writtenEnd(b)
             let torn: Bool
             if crcValid {
                 torn = false   // a whole record with a valid CRC but the wrong place in the chain: never a torn write
@@ -59,7 +60,7 @@ enum SegmentScanner {
             let left = b.count - off
             // Zeros from a record boundary to the end of the file: the unused part of a pre-extended segment.
             // (A record header is never zero: its sequence is at least 1.)
-            if (left < 8 || b.loadUnaligned(fromByteOffset: off, as: UInt64.self) == 0) && writtenEnd(b) <= off { return s }
+            if written <= off { return s }
             if left < JournalFormat.recordHeaderSize { return fail(off, "record header truncated (\(left) bytes)") }
             let len = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: off, as: UInt32.self)))
             if len > JournalFormat.maxPayload { return fail(off, "payload length \(len) exceeds \(JournalFormat.maxPayload)") }

@@ -29,13 +29,10 @@ final class AtomicWords {
     }
 
     @inlinable @inline(__always)
-    subscript(_ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { base + i }
+    subscript(_ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { view[i] }
 
-    /// The low 32 bits of word `i` as a futex word (little-endian: the word's first four bytes).
     @inlinable @inline(__always)
-    func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> {
-        UnsafeMutableRawPointer(base + i).assumingMemoryBound(to: UInt32.self)
-    }
+    func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> { view.futexWord(i) }
 
     /// The words without the object: for a thread that reaches them through another object (a consumer through
     /// its ring), so that it never retains this one. A retain and release is a write to this object's reference
@@ -54,9 +51,16 @@ struct AtomicWordsView {
     @inlinable @inline(__always)
     subscript(_ i: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { base + i }
 
+    /// The low 32 bits of word `i` as a futex word (little-endian: the word's first four bytes).
     @inlinable @inline(__always)
     func futexWord(_ i: Int) -> UnsafeMutablePointer<UInt32> {
         UnsafeMutableRawPointer(base + i).assumingMemoryBound(to: UInt32.self)
+    }
+
+    /// The eight words of the ring slot that holds `sequence` (`mask`: the ring's capacity − 1).
+    @inlinable @inline(__always)
+    func eventSlot(_ sequence: UInt64, mask: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        base + Int(truncatingIfNeeded: (sequence & mask) &<< 3)
     }
 }
 

@@ -272,9 +272,7 @@ public final class BroadcastRing: @unchecked Sendable {
     }
 
     @inlinable @inline(__always)
-    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        slots.base + Int(truncatingIfNeeded: (sequence & mask) &<< 3)
-    }
+    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> { slots.view.eventSlot(sequence, mask: mask) }
 
     /// Single producer, before writing slots up to `last`: waits for blocking consumers, then announces the claim
     /// so a lossy reader can tell whether the slot it just copied may have been overwritten meanwhile.

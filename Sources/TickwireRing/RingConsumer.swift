@@ -51,9 +51,7 @@ public final class RingConsumer: @unchecked Sendable {
     func word(_ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { cellWords[field] }
 
     @inlinable @inline(__always)
-    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
-        slots.base + Int(truncatingIfNeeded: (sequence & mask) &<< 3)
-    }
+    func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> { slots.eventSlot(sequence, mask: mask) }
 
     /// Waits, per the consumer's wait strategy, up to `timeoutNanos` (nil: until an event arrives or the ring
     /// closes), then hands each available event, at most `maxBatch`, to `body` in sequence order.

@@ -1,6 +1,5 @@
 import Foundation
 import TickwireTestSupport
-import Logging
 import Synchronization
 import Testing
 import TickwireCore
@@ -10,17 +9,11 @@ import TickwireDaemon
 /// patterns, each receiving exactly what a brute-force matcher says it should.
 @Suite(.serialized) struct HubTests {
     func daemon(rate: Int, limit: Int?) -> Daemon {
-        var c = DaemonConfig()
-        c.publishEndpoint = "tcp://127.0.0.1:\(freePort())"
-        c.metricsEndpoint = "127.0.0.1:0"
-        c.tradeEndpoint = "tcp://127.0.0.1:*"
-        c.dataDirectory = temporaryDirectory("hub")
-        c.simRate = rate
-        c.simLimit = limit
-        c.ringCapacity = 1 << 18
-        var logger = Logger(label: "test")
-        logger.logLevel = .error
-        return Daemon(config: c, logger: logger)
+        inProcessDaemon("hub") { c in
+            c.simRate = rate
+            c.simLimit = limit
+            c.ringCapacity = 1 << 18
+        }
     }
 
     final class Counter: Sendable {

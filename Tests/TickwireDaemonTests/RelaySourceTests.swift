@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import Testing
 import TickwireCore
 import TickwireDaemon
@@ -15,16 +14,11 @@ import TickwireZMQ
         try upstream.setSendHighWaterMark(0)
         let inPort = freePort()
         try upstream.bind("tcp://127.0.0.1:\(inPort)")
-        var c = DaemonConfig()
-        c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
-        c.publishEndpoint = "tcp://127.0.0.1:\(freePort())"
-        c.publishHighWaterMark = 0
-        c.metricsEndpoint = "127.0.0.1:0"
-        c.tradeEndpoint = "tcp://127.0.0.1:*"
-        c.dataDirectory = temporaryDirectory("relay")
-        var logger = Logger(label: "test")
-        logger.logLevel = .error
-        let d = Daemon(config: c, logger: logger)
+        let d = inProcessDaemon("relay") { c in
+            c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
+            c.publishHighWaterMark = 0
+        }
+        let c = d.config
         try d.start()
         defer { d.shutdown(); try? FileManager.default.removeItem(atPath: c.dataDirectory) }
 
