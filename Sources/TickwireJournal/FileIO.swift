@@ -31,9 +31,9 @@ enum FileIO {
         }
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(JournalError) {
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int64? = nil, path: String) throws(JournalError) {
         let r: Result<Void, JournalError> = bytes.withUnsafeBytes { b in
-            do { try writeAll(fd, b, path: path); return .success(()) } catch { return .failure(error as! JournalError) }
+            do { try writeAll(fd, b, at: offset, path: path); return .success(()) } catch { return .failure(error as! JournalError) }
         }
         try r.get()
     }
@@ -139,7 +139,7 @@ enum FileIO {
 /// under contention here (docs/ANCHORS.md).
 final class LockWithConditions: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private static let conditions = 3
+    private static let conditions = 4
     private let conds = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: LockWithConditions.conditions)
 
     init() {

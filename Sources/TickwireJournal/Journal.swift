@@ -39,6 +39,9 @@ public struct JournalOptions: Sendable {
     public var onDurable: (@Sendable (UInt64) -> Void)?
     /// Called on the sync thread with each group commit's `fdatasync` time in nanoseconds (for metrics).
     public var onSync: (@Sendable (Int64) -> Void)?
+    /// The least time between two ack marks (`acked.mark`, written and synced by a thread of their own after
+    /// group commits): under load one mark covers many commits; after a lone commit it follows at once.
+    public var ackMarkIntervalNanos: Int64 = 5_000_000
 
     public init(segmentBytes: Int64 = 64 << 20, sync: Sync = .data, onCorruption: CorruptionPolicy = .refuse,
                 indexEvery: Int = 64, onDurable: (@Sendable (UInt64) -> Void)? = nil) {
@@ -56,7 +59,12 @@ public struct RecoveryReport: Sendable, Equatable {
     public var truncatedBytes: Int64
     /// Damage skipped under `CorruptionPolicy.truncate`, and the files moved to `quarantine/`.
     public var skippedCorruption: JournalCorruption?
+    /// Acknowledged records given up under `CorruptionPolicy.truncate` (damaged, missing, or after the damage):
+    /// they are in `quarantine/` where their bytes survived; their sequences are reused by new records.
+    public var lostAcknowledged: ClosedRange<UInt64>?
     public var quarantined: [String]
+    /// The ack mark found at open (recovery then writes a new one for what it kept).
+    public var ackMark: AckMark.Found
 }
 
 /// The durable, tamper-evident trade journal: append-only segment files of CRC-checked, hash-chained records.
@@ -92,13 +100,20 @@ public final class Journal: @unchecked Sendable {
         var segment: Int
         var offset: Int64
     }
+    /// The last record of a group commit and where it ends: what an ack mark names once the commit is durable.
+    struct Position {
+        var seq: UInt64
+        var segmentFirstSeq: UInt64
+        var end: Int64
+        var hash: RecordHash
+    }
 
     public let directory: String
     public let options: JournalOptions
     public let recovery: RecoveryReport
 
     private let lock = LockWithConditions()   // conditions: 0 work for the sync thread; 1 durability moved;
-                                              // 2 work for the preparer
+                                              // 2 work for the preparer; 3 work for the marker
     // Guarded by `lock`.
     private var nextSeq: UInt64
     private var lastHash: RecordHash
@@ -127,7 +142,12 @@ public final class Journal: @unchecked Sendable {
     /// Commits are numbered as they are taken; a finished one waits in `finished` until every earlier one is.
     private var nextTicket: UInt64 = 1
     private var publishedTicket: UInt64 = 0
-    private var finished: [(ticket: UInt64, last: UInt64)] = []
+    private var finished: [(ticket: UInt64, last: Position)] = []
+    /// The last durable record's position, and the sequence the ack mark on disk covers.
+    private var durablePosition: Position
+    private var markedSeq: UInt64
+    private var markerStop = false
+    private var markFailureCount = 0
     /// When the latest commit in flight was taken, and a moving average of how long commits take (write + sync).
     private var inFlightSince: Int64 = 0
     private var commitNanosAverage: Int64 = 0
@@ -151,6 +171,9 @@ public final class Journal: @unchecked Sendable {
     private var lockFD: Int32
     private var threads: [pthread_t] = []
     private var preparer: pthread_t?
+    private var marker: pthread_t?
+    /// Written by the marker thread only (and by `close` after it has stopped).
+    private let markFile: AckMarkFile
 
     private static let zeroHeader = [UInt8](repeating: 0, count: JournalFormat.recordHeaderSize)
     /// Unwritten bytes an appender may leave before it waits for the sync thread.
@@ -189,36 +212,43 @@ public final class Journal: @unchecked Sendable {
         var since = 0
         let every = options.indexEvery
         var lastSegment = -1
+        // Where the last valid record ends: what a new ack mark vouches for.
+        var lastRecord: (segment: Int, end: Int64) = (-1, 0)
+        let found: AckMark.Found
         let scan: JournalScan
         do {
-            scan = try JournalScan.run(directory) { seg, bytes, off, seq, hash in
+            // The mark is read before the segments: it never claims more than what the scan then finds on disk.
+            found = try AckMark.read(directory: directory)
+            scan = try JournalScan.run(directory, watch: found.mark?.seq ?? 0) { seg, bytes, off, seq, hash in
                 if seg != lastSegment || since == every {
                     index.append(IndexEntry(seq: seq, segment: seg, offset: Int64(off)))
                     lastSegment = seg; since = 0
                 }
                 since += 1
+                let len = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: off, as: UInt32.self))
+                lastRecord = (seg, Int64(off + JournalFormat.recordHeaderSize) + Int64(len))
                 if let replay { replay(JournalRecord(bytes, at: off, hash: hash, segment: "")) }
             }
         } catch {
             Glibc.close(lockFD)
             throw error
         }
+        let verdict = scan.assess(found)
         var truncated: Int64 = 0
         var quarantined: [String] = []
         var segs = scan.segments.map { Segment(firstSeq: $0.firstSeq, name: $0.name, prevHash: $0.prevHash) }
         var skipped: JournalCorruption?
-        if let problem = scan.problem {
-            let name = scan.segments[problem.segment].name
-            let path = directory + "/" + name
-            if !scan.problemIsTornTail {
-                guard options.onCorruption == .truncate else {
-                    Glibc.close(lockFD)
-                    throw JournalError.corrupt(scan.corruption!)
-                }
-                skipped = scan.corruption
+        if let corruption = verdict.corruption {
+            guard options.onCorruption == .truncate else {
+                Glibc.close(lockFD)
+                throw JournalError.corrupt(corruption)
+            }
+            skipped = corruption
+            if let problem = scan.problem {
+                let name = scan.segments[problem.segment].name
                 try FileIO.makeDirectories(directory + "/quarantine")
                 let stamp = String(Nanos.now().rawValue)
-                let copy = try FileIO.readFile(path)
+                let copy = try FileIO.readFile(directory + "/" + name)
                 let qfd = try FileIO.open(directory + "/quarantine/\(name).\(stamp)", O_WRONLY | O_CREAT | O_TRUNC)
                 try FileIO.writeAll(qfd, copy, path: "quarantine/\(name)")
                 try FileIO.syncData(qfd, path: "quarantine/\(name)")
@@ -230,9 +260,13 @@ public final class Journal: @unchecked Sendable {
                 }
                 try FileIO.syncDirectory(directory + "/quarantine")
             }
+        }
+        if let problem = scan.problem {
+            // A torn tail, or damage the operator chose to cut (a copy is in quarantine/).
+            let path = directory + "/" + scan.segments[problem.segment].name
             let fd = try FileIO.open(path, O_WRONLY)
             let size = try FileIO.fileSize(fd, path: path)
-            if scan.problemIsTornTail { truncated = min(size, problem.detail.writtenEnd) - problem.detail.offset }
+            if verdict.tornTail { truncated = min(size, problem.detail.writtenEnd) - problem.detail.offset }
             if problem.detail.offset == 0 {
                 // Not even its header survived: the segment holds no record.
                 Glibc.close(fd)
@@ -245,8 +279,18 @@ public final class Journal: @unchecked Sendable {
             }
             try FileIO.syncDirectory(directory)
         }
+        // From here on the mark vouches for exactly what recovery kept (an operator's cut included).
+        let lastGood = scan.nextSeq &- 1
+        markFile = try AckMarkFile(directory: directory, sync: options.sync == .data, mark: AckMark(
+            generation: (found.mark?.generation ?? 0) &+ 1, seq: lastGood,
+            segmentFirstSeq: lastGood == 0 ? 0 : scan.segments[lastRecord.segment].firstSeq,
+            endOffset: lastGood == 0 ? 0 : lastRecord.end, time: .now(), hash: scan.lastHash))
+        markedSeq = lastGood
+        durablePosition = Position(seq: lastGood, segmentFirstSeq: markFile.last.segmentFirstSeq,
+                                   end: markFile.last.endOffset, hash: scan.lastHash)
         recovery = RecoveryReport(records: scan.records, truncatedBytes: truncated, skippedCorruption: skipped,
-                                  quarantined: quarantined)
+                                  lostAcknowledged: skipped == nil ? nil : verdict.lostAcknowledged,
+                                  quarantined: quarantined, ackMark: found)
         nextSeq = scan.nextSeq
         lastHash = scan.lastHash
         durableSeq = scan.nextSeq &- 1
@@ -288,6 +332,7 @@ public final class Journal: @unchecked Sendable {
         liveSyncThreads = syncThreads
         for _ in 0..<syncThreads { threads.append(startThread { [unowned self] in self.syncLoop() }) }
         if preExtending { preparer = startThread { [unowned self] in self.prepareLoop() } }
+        marker = startThread { [unowned self] in self.markLoop() }
     }
 
     deinit { close() }
@@ -402,6 +447,15 @@ public final class Journal: @unchecked Sendable {
         lock.unlock()
         for t in ts { pthread_join(t, nil) }
         if let p { pthread_join(p, nil) }
+        // The marker goes last, so its final mark covers every commit the sync threads finished.
+        lock.lock()
+        markerStop = true
+        lock.signal(3)
+        let m = marker
+        marker = nil
+        lock.unlock()
+        if let m { pthread_join(m, nil) }
+        markFile.close()
         // An unused prepared file is only zeros: free the space rather than leave it for the next open to delete.
         _ = unlink(directory + "/" + Journal.preparedName)
         if fd >= 0 { Glibc.close(fd); fd = -1 }
@@ -444,7 +498,8 @@ public final class Journal: @unchecked Sendable {
             swap(&batch, &pending)
             let rolls = pendingRolls.map { Roll(at: $0.at, segment: segments[$0.segment], prepared: $0.prepared) }
             pendingRolls.removeAll(keepingCapacity: true)
-            let last = nextSeq &- 1
+            let last = Position(seq: nextSeq &- 1, segmentFirstSeq: segments[segments.count - 1].firstSeq,
+                                end: appendSegmentSize, hash: lastHash)
             let ticket = nextTicket
             nextTicket &+= 1
             inFlight += 1
@@ -518,12 +573,18 @@ public final class Journal: @unchecked Sendable {
     private func publishInOrder() {
         var moved = false
         while let i = finished.firstIndex(where: { $0.ticket == publishedTicket &+ 1 }) {
-            durableSeq = max(durableSeq, finished[i].last)
+            if finished[i].last.seq > durableSeq {
+                durableSeq = finished[i].last.seq
+                durablePosition = finished[i].last
+            }
             publishedTicket &+= 1
             finished.remove(at: i)
             moved = true
         }
-        if moved { durable.store(durableSeq, ordering: .releasing) }
+        if moved {
+            durable.store(durableSeq, ordering: .releasing)
+            lock.signal(3)
+        }
     }
 
     /// Calls `onDurable` from one sync thread at a time, with a sequence that never goes back (and once with the
@@ -609,6 +670,39 @@ public final class Journal: @unchecked Sendable {
         if bytes.isEmpty { return }
         try FileIO.writeAll(fd, bytes, at: fileSize, path: currentPath)
         fileSize += Int64(bytes.count)
+    }
+
+    // MARK: The marker thread
+
+    /// Writes an ack mark for the newest durable commit, then rests `ackMarkIntervalNanos` so that under load one
+    /// mark covers many commits. A mark that cannot be written (the disk failing) leaves the previous one, which
+    /// still covers less than what is durable: recovery is then stricter than it could be, never looser.
+    private func markLoop() {
+        _ = tw_set_thread_name("tw-journal-mark")
+        lock.lock()
+        while true {
+            while durablePosition.seq <= markedSeq && !markerStop { lock.wait(3) }
+            if durablePosition.seq <= markedSeq { break }
+            let p = durablePosition
+            lock.unlock()
+            var ok = true
+            do {
+                try markFile.write(AckMark(generation: markFile.last.generation &+ 1, seq: p.seq, segmentFirstSeq: p.segmentFirstSeq,
+                                           endOffset: p.end, time: .now(), hash: p.hash))
+            } catch { ok = false }
+            lock.lock()
+            if ok { markedSeq = p.seq } else { markFailureCount += 1 }
+            let due = tw_monotonic_ns() &+ (ok ? options.ackMarkIntervalNanos : 100_000_000)
+            while !markerStop && tw_monotonic_ns() < due { lock.wait(3, until: due) }
+            if markerStop && !ok { break }
+        }
+        lock.unlock()
+    }
+
+    /// The sequence the ack mark on disk covers, and how many marks failed to be written.
+    public var ackMarkState: (marked: UInt64, failures: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (markedSeq, markFailureCount)
     }
 
     // MARK: The preparer thread

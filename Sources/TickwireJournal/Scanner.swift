@@ -27,32 +27,41 @@ enum SegmentScanner {
     static func scan(_ b: UnsafeRawBufferPointer, firstSeq: UInt64, prevHash: RecordHash,
                      visit: (Int, UInt64, RecordHash) -> Void) -> SegmentScan {
         var s = SegmentScan(nextSeq: firstSeq, lastHash: prevHash)
+        let H = JournalFormat.segmentHeaderSize
         // Past this everything is zero. Found from the end, so it costs a step only over a pre-extended tail.
         let written = writtenEnd(b)
-        func fail(_ offset: Int, _ reason: String, crcValid: Bool = false) -> SegmentScan {
+        /// `shape`: what the damaged bytes look like. A torn write leaves bytes unwritten (zeros from where it
+        /// stopped, or a short file); bytes that were written but differ are never a torn write.
+        func fail(_ offset: Int, _ reason: String, shape: DamageShape = .record) -> SegmentScan {
             let torn: Bool
-            if crcValid {
+            switch shape {
+            case .crcValid:
                 torn = false   // a whole record with a valid CRC but the wrong place in the chain: never a torn write
-            } else if let next = findValidRecord(b, after: offset, minSeq: s.nextSeq) {
-                torn = written - offset <= Journal.maxUnsyncedBytes && hasZeroSector(b, from: offset, to: next)
-            } else {
-                torn = true
+            case .segmentHeader where !(b.count < H || isZero(b, from: 0, to: H)):
+                torn = false   // a header that was written and is wrong
+            case .record where !looksTorn(b, at: offset):
+                torn = false   // a flipped bit, a changed byte: damage, whatever follows
+            default:
+                if let next = findValidRecord(b, after: offset, minSeq: s.nextSeq) {
+                    torn = written - offset <= Journal.maxUnsyncedBytes && hasZeroSector(b, from: offset, to: next)
+                } else {
+                    torn = true
+                }
             }
             s.problem = .init(offset: Int64(offset), seq: s.nextSeq, reason: reason, tornTail: torn,
                               writtenEnd: Int64(max(written, offset)))
             return s
         }
-        let H = JournalFormat.segmentHeaderSize
-        if b.count < H { return fail(0, "segment header truncated (\(b.count) of \(H) bytes)") }
+        if b.count < H { return fail(0, "segment header truncated (\(b.count) of \(H) bytes)", shape: .segmentHeader) }
         if UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) != JournalFormat.segmentMagic {
-            return fail(0, "segment magic is not TWJSEG01")
+            return fail(0, "segment magic is not TWJSEG01", shape: .segmentHeader)
         }
         let stored = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
-        if stored != JournalFormat.segmentHeaderCRC(b) { return fail(0, "segment header CRC mismatch") }
+        if stored != JournalFormat.segmentHeaderCRC(b) { return fail(0, "segment header CRC mismatch", shape: .segmentHeader) }
         let headerSeq = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
-        if headerSeq != firstSeq { return fail(0, "segment starts at seq \(headerSeq), expected \(firstSeq)", crcValid: true) }
+        if headerSeq != firstSeq { return fail(0, "segment starts at seq \(headerSeq), expected \(firstSeq)", shape: .crcValid) }
         if RecordHash(loading: b, at: 32) != prevHash {
-            return fail(0, "segment's previous-record hash does not match the chain", crcValid: true)
+            return fail(0, "segment's previous-record hash does not match the chain", shape: .crcValid)
         }
         var off = H
         s.endOffset = Int64(off)
@@ -69,9 +78,9 @@ enum SegmentScanner {
             let computed = JournalFormat.recordCRC(b, at: off, payloadLength: len)
             if crc != computed { return fail(off, "CRC32C mismatch (stored \(hex32(crc)), computed \(hex32(computed)))") }
             let seq = UInt64(littleEndian: b.loadUnaligned(fromByteOffset: off + 8, as: UInt64.self))
-            if seq != s.nextSeq { return fail(off, "sequence \(seq) where \(s.nextSeq) was expected", crcValid: true) }
+            if seq != s.nextSeq { return fail(off, "sequence \(seq) where \(s.nextSeq) was expected", shape: .crcValid) }
             if RecordHash(loading: b, at: off + 32) != s.lastHash {
-                return fail(off, "hash chain broken: prevHash is not the SHA-256 of record \(seq &- 1)", crcValid: true)
+                return fail(off, "hash chain broken: prevHash is not the SHA-256 of record \(seq &- 1)", shape: .crcValid)
             }
             let end = off + JournalFormat.recordHeaderSize + len
             let hash = RecordHash(sha256: UnsafeRawBufferPointer(rebasing: b[off..<end]))
@@ -83,6 +92,32 @@ enum SegmentScanner {
             s.endOffset = Int64(off)
         }
         return s
+    }
+
+    enum DamageShape { case record, segmentHeader, crcValid }
+
+    /// Whether the record at `offset` (whose CRC failed) looks like a write that did not reach the disk: the file
+    /// ends inside it, or its bytes are zero from its start or from a sector boundary to its end. A torn write
+    /// leaves what was there before — zeros of a pre-extended or newly allocated file — and devices write
+    /// whole sectors; a flipped bit or a changed byte leaves no such run and is damage, never a torn tail.
+    static func looksTorn(_ b: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        let H = JournalFormat.recordHeaderSize
+        if b.count - offset < H { return true }
+        let len = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        let end = len <= JournalFormat.maxPayload ? offset + H + len : offset + H
+        if end > b.count { return true }
+        var zerosFrom = end
+        while zerosFrom > offset && b[zerosFrom - 1] == 0 { zerosFrom -= 1 }
+        if zerosFrom == end { return false }
+        if zerosFrom == offset { return true }
+        let sector = JournalFormat.sectorSize
+        return (zerosFrom + sector - 1) / sector * sector < end
+    }
+
+    static func isZero(_ b: UnsafeRawBufferPointer, from: Int, to: Int) -> Bool {
+        var i = from
+        while i < min(to, b.count) { if b[i] != 0 { return false }; i += 1 }
+        return true
     }
 
     /// Where the first whole record with a valid CRC and a sequence at or after `minSeq` starts after `offset`,
@@ -164,6 +199,60 @@ struct JournalScan {
         return JournalCorruption(segment: segments[p.segment].name, offset: p.detail.offset, seq: p.detail.seq, reason: p.detail.reason)
     }
 
+    /// The SHA-256 of the record `run` was asked to watch (the one an ack mark names), if it was read.
+    var watchedHash: RecordHash?
+
+    /// How the scan stands against the ack mark read before it.
+    struct Assessment {
+        /// Damage the journal must not go past on its own: in acknowledged records, or anything that is not a torn
+        /// write. Nil when the journal is whole or ends in a torn tail.
+        var corruption: JournalCorruption?
+        /// Acknowledged records that are damaged or missing (when `corruption` is set and the mark says so).
+        var lostAcknowledged: ClosedRange<UInt64>?
+        /// The damage found is a torn tail past everything acknowledged: recovery may cut it.
+        var tornTail: Bool
+    }
+
+    /// Judges the scan by the ack mark: nothing at or before the acknowledged sequence may be missing, damaged or
+    /// different, and without a valid mark no damage is taken for a torn tail.
+    func assess(_ mark: AckMark.Found) -> Assessment {
+        let lastGood = nextSeq &- 1
+        switch mark {
+        case .valid(let m):
+            if m.seq > lastGood {
+                let lost = (lastGood + 1)...m.seq
+                let acked = "records \(lost.lowerBound)…\(lost.upperBound) were acknowledged (ack mark of \(m.time.iso8601))"
+                if let c = corruption {
+                    var c = c
+                    c.reason += "; \(acked) and are lost past this point"
+                    return Assessment(corruption: c, lostAcknowledged: lost, tornTail: false)
+                }
+                let markSegment = JournalFormat.segmentName(firstSeq: m.segmentFirstSeq)
+                if !segments.contains(where: { $0.name == markSegment }) {
+                    return Assessment(corruption: JournalCorruption(segment: markSegment, offset: 0, seq: lost.lowerBound,
+                                                                    reason: "segment file is missing; \(acked)"),
+                                      lostAcknowledged: lost, tornTail: false)
+                }
+                let last = segments.last!
+                return Assessment(corruption: JournalCorruption(segment: last.name, offset: last.endOffset, seq: lost.lowerBound,
+                                                                reason: "the journal ends at record \(lastGood) but \(acked): the file was cut short"),
+                                  lostAcknowledged: lost, tornTail: false)
+            }
+            if m.seq > 0 && watchedHash != m.hash {
+                return Assessment(corruption: JournalCorruption(segment: JournalFormat.segmentName(firstSeq: m.segmentFirstSeq),
+                                                                offset: m.endOffset, seq: m.seq,
+                                                                reason: "record \(m.seq) is not the one acknowledged: its SHA-256 differs from the ack mark's"),
+                                  lostAcknowledged: m.seq...m.seq, tornTail: false)
+            }
+            return Assessment(corruption: problemIsTornTail ? nil : corruption, lostAcknowledged: nil, tornTail: problemIsTornTail)
+        case .missing, .damaged:
+            guard var c = corruption else { return Assessment(corruption: nil, lostAcknowledged: nil, tornTail: false) }
+            if case .damaged(let why) = mark { c.reason += "; the ack mark is damaged (\(why)), so acknowledged records cannot be told from a torn tail" }
+            else { c.reason += "; there is no ack mark (\(AckMark.fileName)), so acknowledged records cannot be told from a torn tail" }
+            return Assessment(corruption: c, lostAcknowledged: nil, tornTail: false)
+        }
+    }
+
     /// Segment file names in the directory, ordered by first sequence.
     static func segmentNames(_ directory: String) throws(JournalError) -> [(name: String, firstSeq: UInt64)] {
         try FileIO.list(directory).compactMap { n in JournalFormat.firstSeq(segmentName: n).map { (n, $0) } }
@@ -171,16 +260,22 @@ struct JournalScan {
     }
 
     /// Reads every segment. `visit(segmentIndex, bytes, offset, seq, hash)` sees each valid record.
-    static func run(_ directory: String,
+    /// - Parameter watch: a sequence whose record's SHA-256 is kept in `watchedHash` (an ack mark's).
+    static func run(_ directory: String, watch: UInt64 = 0,
                     visit: (Int, UnsafeRawBufferPointer, Int, UInt64, RecordHash) -> Void) throws(JournalError) -> JournalScan {
         var out = JournalScan()
+        var watched: RecordHash?
         let names = try segmentNames(directory)
         for (i, entry) in names.enumerated() {
             let bytes = try FileIO.readFile(directory + "/" + entry.name)
             let prev = out.lastHash
             let scan = bytes.withUnsafeBytes { b in
-                SegmentScanner.scan(b, firstSeq: out.nextSeq, prevHash: prev) { off, seq, hash in visit(i, b, off, seq, hash) }
+                SegmentScanner.scan(b, firstSeq: out.nextSeq, prevHash: prev) { off, seq, hash in
+                    if seq == watch { watched = hash }
+                    visit(i, b, off, seq, hash)
+                }
             }
+            out.watchedHash = watched
             out.segments.append(Segment(name: entry.name, firstSeq: out.nextSeq, prevHash: prev, endOffset: scan.endOffset))
             out.nextSeq = scan.nextSeq
             out.lastHash = scan.lastHash

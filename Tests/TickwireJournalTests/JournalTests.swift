@@ -100,7 +100,13 @@ func segmentFiles(_ dir: String) -> [String] {
         let source = TempDir()
         do {
             let j = try Journal(directory: source.path)
-            for i in 1...5 { _ = try j.appendDurably(payload(i, size: 40), eventTime: .zero) }
+            for i in 1...4 { _ = try j.appendDurably(payload(i, size: 40), eventTime: .zero) }
+            j.close()
+        }
+        // The fifth record's commit is the one the crash tore: never acknowledged, so the mark stops at 4.
+        try holdingBackAckMark(source.path) {
+            let j = try Journal(directory: source.path)
+            _ = try j.appendDurably(payload(5, size: 40), eventTime: .zero)
             j.close()
         }
         let name = segmentFiles(source.path)[0]
@@ -110,6 +116,7 @@ func segmentFiles(_ dir: String) -> [String] {
         for cut in lastStart..<full.count {
             let dir = TempDir("torn")
             try full.prefix(cut).write(to: URL(fileURLWithPath: dir.path + "/" + name))
+            try FileManager.default.copyItem(atPath: source.path + "/acked.mark", toPath: dir.path + "/acked.mark")
             let j = try Journal(directory: dir.path)
             #expect(j.recovery.records == 4, "cut at \(cut)")
             // Torn bytes are counted up to the last non-zero one (zeros after it may be pre-extension).
@@ -286,6 +293,15 @@ func segmentFiles(_ dir: String) -> [String] {
 }
 
 /// Runs `body(i)` on `count` threads at once and waits for all.
+/// Runs `body` and then puts back the ack mark as it was before: what a crash leaves when the records `body`
+/// appended were written but never acknowledged (the mark follows only acknowledged commits).
+func holdingBackAckMark(_ dir: String, _ body: () throws -> Void) throws {
+    let path = dir + "/acked.mark"
+    let before = try Data(contentsOf: URL(fileURLWithPath: path))
+    try body()
+    try before.write(to: URL(fileURLWithPath: path))
+}
+
 func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     let group = DispatchGroup()
     for i in 0..<count {

@@ -14,7 +14,9 @@ import TickwireCore
     /// Appends at least `count` records of 100 bytes, 50 at a time, each batch waited for (as trades arrive),
     /// and goes on until the last segment is pre-extended and holds `lastSegmentRecords`; closes. Returns where
     /// each record starts.
-    static func write(_ dir: String, count: Int, lastSegmentRecords: Int = 0,
+    /// - Parameter unacknowledged: the last this-many records are appended as one group commit that a crash keeps
+    ///   from being acknowledged (the ack mark is put back as it was before them).
+    static func write(_ dir: String, count: Int, lastSegmentRecords: Int = 0, unacknowledged: Int = 0,
                       options: JournalOptions = options) throws -> [(segment: String, offset: Int64)] {
         let j = try Journal(directory: dir, options: options)
         var n = 0
@@ -25,9 +27,20 @@ import TickwireCore
             if lastSegmentRecords == 0 { break }
             var places: [String] = []
             try JournalAudit.forEach(directory: dir) { places.append($0.segment) }
-            if j.writingPreExtended && places.count { $0 == places.last } >= lastSegmentRecords { break }
+            let inLast = places.count { $0 == places.last }
+            // Room left in the last segment for the unacknowledged commit, so that it does not roll.
+            let fits = (inLast + unacknowledged + 2) * recordBytes + JournalFormat.segmentHeaderSize <= Int(options.segmentBytes)
+            if j.writingPreExtended && inLast >= lastSegmentRecords && fits { break }
         }
         j.close()
+        if unacknowledged > 0 {
+            try holdingBackAckMark(dir) {
+                let j = try Journal(directory: dir, options: options)
+                for _ in 0..<unacknowledged { n += 1; _ = try j.append(payload(n), eventTime: Nanos(Int64(n))) }
+                try j.waitDurable(UInt64(n))
+                j.close()
+            }
+        }
         var places: [(String, Int64)] = []
         try JournalAudit.forEach(directory: dir) { places.append(($0.segment, $0.offset)) }
         return places
@@ -86,12 +99,12 @@ import TickwireCore
     /// The kernel wrote back a later page of the last group commit but not an earlier one: zeros, then records.
     @Test func aZeroHoleInsideTheLastGroupCommitIsATornTail() throws {
         let dir = TempDir("hole")
-        let places = try Self.write(dir.path, count: 1000, lastSegmentRecords: 100)
+        let places = try Self.write(dir.path, count: 1000, lastSegmentRecords: 40, unacknowledged: 60)
         let lastSegment = places.last!.segment
         let inLast = places.enumerated().filter { $0.element.segment == lastSegment }
         #expect(inLast.count > 60)
-        // A 4 KiB page from the middle of the last segment's records.
-        let page = (inLast[inLast.count / 3].element.offset + 4095) / 4096 * 4096
+        // A 4 KiB page from the middle of the last (unacknowledged) group commit's records.
+        let page = (places[places.count - 55].offset + 4095) / 4096 * 4096
         let firstHit = inLast.first { $0.element.offset + Int64(Self.recordBytes) > page }!.offset
         #expect(places.last!.offset > page + 4096)   // whole records follow the hole
         let path = dir.path + "/" + lastSegment
@@ -107,28 +120,42 @@ import TickwireCore
         #expect(try JournalAudit.verify(directory: dir.path).records == firstHit + 1)
     }
 
-    /// A torn last record followed by the segment's unused zeros, cut at a range of byte offsets.
-    @Test func aTornLastRecordBeforeTheZerosIsCut() throws {
+    /// The last group commit (never acknowledged) torn where a device can tear it: at its start and at every
+    /// sector boundary inside it, the rest left as the zeros of the prepared file. A run of zeros that starts
+    /// elsewhere inside a record is no write that stopped short: corruption, even past the acknowledged records.
+    @Test func aTornLastCommitBeforeTheZerosIsCut() throws {
         let source = TempDir("torn-prext")
-        let places = try Self.write(source.path, count: 700, lastSegmentRecords: 2)
-        let last = places.last!
-        let name = last.segment
+        let places = try Self.write(source.path, count: 700, lastSegmentRecords: 2, unacknowledged: 8)
+        let unacked = places.suffix(8)
+        let name = unacked.first!.segment
+        #expect(unacked.allSatisfy { $0.segment == name })
+        let start = Int(unacked.first!.offset), end = Int(places.last!.offset) + Self.recordBytes
         let full = try Data(contentsOf: URL(fileURLWithPath: source.path + "/" + name))
         #expect(full.count == 64 << 10)
-        for cut in stride(from: Int(last.offset), to: Int(last.offset) + Self.recordBytes, by: 7) {
+        func copy(zeroing range: Range<Int>) throws -> TempDir {
             let dir = TempDir("torn-prext-cut")
-            for other in segmentFiles(source.path) where other != name {
+            for other in segmentFiles(source.path) + ["acked.mark"] where other != name {
                 try FileManager.default.copyItem(atPath: source.path + "/" + other, toPath: dir.path + "/" + other)
             }
             var bytes = full
-            bytes.replaceSubrange(cut..<Int(last.offset) + Self.recordBytes, with: Data(count: Int(last.offset) + Self.recordBytes - cut))
+            bytes.replaceSubrange(range, with: Data(count: range.count))
             try bytes.write(to: URL(fileURLWithPath: dir.path + "/" + name))
+            return dir
+        }
+        let cuts = [start] + stride(from: (start + 511) / 512 * 512, to: end, by: 512)
+        #expect(cuts.count >= 3)
+        for cut in cuts {
+            let dir = try copy(zeroing: cut..<end)
+            let whole = places.filter { $0.segment != name || Int($0.offset) + Self.recordBytes <= cut }.count
             let j = try Journal(directory: dir.path, options: Self.options)
-            #expect(j.recovery.records == places.count - 1, "cut at \(cut)")
-            #expect(try j.appendDurably([1], eventTime: .zero) == UInt64(places.count), "cut at \(cut)")
+            #expect(j.recovery.records == whole, "cut at \(cut)")
+            #expect(try j.appendDurably([1], eventTime: .zero) == UInt64(whole + 1), "cut at \(cut)")
             j.close()
             #expect(try JournalAudit.verify(directory: dir.path).ok)
         }
+        let victim = Int(unacked[unacked.startIndex + 3].offset)
+        let dir = try copy(zeroing: victim + 77..<victim + Self.recordBytes)
+        #expect(throws: JournalError.self) { try Journal(directory: dir.path, options: Self.options) }
     }
 
     /// Non-zero damage near the end is never a write that had not happened yet: still corruption.
