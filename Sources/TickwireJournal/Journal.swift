@@ -429,6 +429,23 @@ public final class Journal: @unchecked Sendable {
         return appendSegmentPreExtended
     }
 
+    /// Whether `directory`'s file system takes a group commit's worth of bytes again (after a full disk, say):
+    /// writes them to a scratch file, `fdatasync`s it and removes it. A journal that stopped on a failure accepts
+    /// nothing until it is reopened; this tells its owner when reopening can succeed.
+    /// - Returns: nil when the write and sync succeeded, else the error.
+    public static func probeWritable(directory: String, bytes: Int = 4 << 20) -> JournalError? {
+        let path = directory + "/probe.tmp"
+        do {
+            let fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
+            defer { Glibc.close(fd); unlink(path) }
+            try FileIO.writeAll(fd, [UInt8](repeating: 0, count: bytes), path: path)
+            try FileIO.syncData(fd, path: path)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     /// The failure that stopped the journal, if any.
     public var failure: JournalError? {
         lock.lock(); defer { lock.unlock() }

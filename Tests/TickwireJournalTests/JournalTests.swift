@@ -292,7 +292,6 @@ func segmentFiles(_ dir: String) -> [String] {
     }
 }
 
-/// Runs `body(i)` on `count` threads at once and waits for all.
 /// Runs `body` and then puts back the ack mark as it was before: what a crash leaves when the records `body`
 /// appended were written but never acknowledged (the mark follows only acknowledged commits).
 func holdingBackAckMark(_ dir: String, _ body: () throws -> Void) throws {
@@ -302,6 +301,7 @@ func holdingBackAckMark(_ dir: String, _ body: () throws -> Void) throws {
     try before.write(to: URL(fileURLWithPath: path))
 }
 
+/// Runs `body(i)` on `count` threads at once and waits for all.
 func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     let group = DispatchGroup()
     for i in 0..<count {

@@ -56,7 +56,11 @@ public struct TradeServiceConfig: Sendable {
 public final class TradeService: @unchecked Sendable {
     public struct Counters: Sendable, Equatable {
         public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
+        /// Times the journal stopped on a failure (a full disk), and times it was reopened once writes worked again.
+        public var journalFailures = 0, journalResumes = 0
     }
+    /// How often a stopped journal's directory is probed for writes working again.
+    static let resumeProbeNanos: Int64 = 1_000_000_000
 
     public let config: TradeServiceConfig
     public let dataDirectory: String
@@ -64,7 +68,9 @@ public final class TradeService: @unchecked Sendable {
     private let log: @Sendable (String) -> Void
     private let publish: @Sendable (Event, String) -> Void
 
+    /// Replaced by a reopened one when the disk comes back after a failure (the serving thread's, after `start`).
     private var journal: Journal?
+    private var journalOptions = JournalOptions()
     private var zap: ZAPHandler?
     private var router: ZMQSocket?
     private var wakeReceiver: ZMQSocket?
@@ -145,6 +151,7 @@ public final class TradeService: @unchecked Sendable {
                 }
             }
         } catch { throw TradeServiceError.journal(error) }
+        journalOptions = options
         dedupe = map
         if let r = journal!.recovery.skippedCorruption { log("journal: skipped damage (operator's choice): \(r)") }
         if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn last record of \(journal!.recovery.truncatedBytes) bytes") }
@@ -186,21 +193,57 @@ public final class TradeService: @unchecked Sendable {
     // MARK: Serving
 
     private func serve() {
-        guard let router, let wake = wakeReceiver, let journal else { return }
+        guard let router, let wake = wakeReceiver else { return }
         let items: [(ZMQSocket, ZMQ.PollEvents)] = [(router, .readable), (wake, .readable)]
+        var nextProbe: Int64 = 0
+        var failed = false
         while !stopping.load(ordering: .acquiring) {
             let ready: [ZMQ.PollEvents]
             do { ready = try ZMQ.poll(items, timeoutMs: 50) } catch {
                 if error.isInterrupted { continue }
                 break
             }
+            guard let journal else { break }
             if ready[1].contains(.readable) { while (try? wake.receive(dontWait: true)) ?? nil != nil {} }
             if ready[0].contains(.readable) { receiveRequests(router, journal) }
             acknowledgeDurable(router, journal)
+            if let failure = journal.failure {
+                if !failed {
+                    failed = true
+                    count { $0.journalFailures += 1 }
+                    log("journal: stopped on \(failure); trades are refused until writes work again (probed every second)")
+                }
+                let now = Nanos.now().rawValue
+                if pendingHead == pending.count && now >= nextProbe {
+                    nextProbe = now + TradeService.resumeProbeNanos
+                    if resumeJournal(after: failure) { failed = false }
+                }
+            }
         }
         // Answer what is already in flight before leaving.
+        guard let journal else { return }
         if let last = pending[pendingHead...].map(\.lastSeq).max() { try? journal.waitDurable(last) }
         acknowledgeDurable(router, journal)
+    }
+
+    /// After a failure (a full disk): once a probe write and sync succeed in the journal's directory, reopens the
+    /// journal, whose recovery checks that the file ends at the last durable record (a failed commit was cut back
+    /// and nothing past it was acknowledged). The retry map needs no rebuild: ids of records that failed were
+    /// forgotten when their requests were refused. Returns whether trading resumed.
+    private func resumeJournal(after failure: JournalError) -> Bool {
+        let directory = dataDirectory + "/journal"
+        if Journal.probeWritable(directory: directory) != nil { return false }
+        journal?.close()
+        do {
+            let reopened = try Journal(directory: directory, options: journalOptions)
+            journal = reopened
+            count { $0.journalResumes += 1 }
+            log("journal: writes work again; resumed at seq \(reopened.durableSequence) after \(failure)")
+            return true
+        } catch {
+            log("journal: reopening after \(failure) failed: \(error); trying again in a second")
+            return false
+        }
     }
 
     /// A request message waiting for durability: one reply slot per SUBMIT frame, in order.
