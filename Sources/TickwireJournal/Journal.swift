@@ -39,6 +39,9 @@ public struct JournalOptions: Sendable {
     public var onDurable: (@Sendable (UInt64) -> Void)?
     /// Called on the sync thread with each group commit's `fdatasync` time in nanoseconds (for metrics).
     public var onSync: (@Sendable (Int64) -> Void)?
+    /// Called once, on the verifier thread, with damage found in segments that open did not read (see
+    /// `Journal.init(replayFrom:)`).
+    public var onDamage: (@Sendable (JournalCorruption) -> Void)?
     /// The least time between two ack marks (`acked.mark`, written and synced by a thread of their own after
     /// group commits): under load one mark covers many commits; after a lone commit it follows at once.
     public var ackMarkIntervalNanos: Int64 = 5_000_000
@@ -65,6 +68,8 @@ public struct RecoveryReport: Sendable, Equatable {
     public var quarantined: [String]
     /// The ack mark found at open (recovery then writes a new one for what it kept).
     public var ackMark: AckMark.Found
+    /// Segments whose records open did not read (their headers checked; the verifier thread checks the rest).
+    public var deferredSegments: Int
 }
 
 /// The durable, tamper-evident trade journal: append-only segment files of CRC-checked, hash-chained records.
@@ -148,6 +153,10 @@ public final class Journal: @unchecked Sendable {
     private var markedSeq: UInt64
     private var markerStop = false
     private var markFailureCount = 0
+    /// Segments at the front that open did not read (checked and indexed by the verifier), and damage found there.
+    private var unverifiedSegments = 0
+    private var verifiedSegments = 0
+    private var damageFound: JournalCorruption?
     /// When the latest commit in flight was taken, and a moving average of how long commits take (write + sync).
     private var inFlightSince: Int64 = 0
     private var commitNanosAverage: Int64 = 0
@@ -172,6 +181,7 @@ public final class Journal: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private var preparer: pthread_t?
     private var marker: pthread_t?
+    private var verifier: pthread_t?
     /// Written by the marker thread only (and by `close` after it has stopped).
     private let markFile: AckMarkFile
 
@@ -191,13 +201,21 @@ public final class Journal: @unchecked Sendable {
     var preparedAfterBytes: Int64 { min(1 << 20, options.segmentBytes / 4) }
     private var preExtending: Bool { options.preExtendSegments && options.sync == .data }
 
-    /// Opens (or creates) the journal in `directory`, recovering it: every segment is read, every CRC and chain
-    /// link checked; a torn last record is cut off; damage in the middle stops the open unless `options` say
+    /// Opens (or creates) the journal in `directory`, recovering it: segments are read, every CRC and chain link
+    /// checked; a torn tail past the acknowledged records is cut off; damage stops the open unless `options` say
     /// `.truncate`.
-    /// - Parameter replay: sees every valid record in order during recovery (to rebuild state such as a dedupe map).
+    ///
+    /// With `replayFrom` above 1 (the caller's state is checkpointed up to there), open reads whole only the
+    /// segments from the one holding `replayFrom` or the ack mark's record, whichever is earlier; earlier segments
+    /// have their headers checked, and a background thread (`tw-journal-verify`, idle priority) then checks their
+    /// every CRC and chain link and indexes them: open stays flat as the journal grows. Damage found there is
+    /// reported through `backgroundDamage` and `options.onDamage`; appending goes on.
+    /// - Parameters:
+    ///   - replayFrom: the first sequence `replay` must see.
+    ///   - replay: sees every valid record from `replayFrom` on, in order, during recovery (to rebuild state).
     /// - Throws: `JournalError.corrupt` naming the sequence, segment and byte offset; `.io` for system failures.
-    /// - Complexity: O(journal size): recovery hashes every record.
-    public init(directory: String, options: JournalOptions = JournalOptions(),
+    /// - Complexity: O(journal size) with `replayFrom` 1; else O(what follows the checkpoint and the mark).
+    public init(directory: String, options: JournalOptions = JournalOptions(), replayFrom: UInt64 = 1,
                 replay: ((JournalRecord) -> Void)? = nil) throws(JournalError) {
         self.directory = directory
         self.options = options
@@ -219,7 +237,8 @@ public final class Journal: @unchecked Sendable {
         do {
             // The mark is read before the segments: it never claims more than what the scan then finds on disk.
             found = try AckMark.read(directory: directory)
-            scan = try JournalScan.run(directory, watch: found.mark?.seq ?? 0) { seg, bytes, off, seq, hash in
+            let readWholeFrom = found.mark.map { min(replayFrom, $0.segmentFirstSeq) } ?? 1
+            scan = try JournalScan.run(directory, watch: found.mark?.seq ?? 0, headersOnlyBefore: readWholeFrom) { seg, bytes, off, seq, hash in
                 if seg != lastSegment || since == every {
                     index.append(IndexEntry(seq: seq, segment: seg, offset: Int64(off)))
                     lastSegment = seg; since = 0
@@ -227,7 +246,7 @@ public final class Journal: @unchecked Sendable {
                 since += 1
                 let len = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: off, as: UInt32.self))
                 lastRecord = (seg, Int64(off + JournalFormat.recordHeaderSize) + Int64(len))
-                if let replay { replay(JournalRecord(bytes, at: off, hash: hash, segment: "")) }
+                if let replay, seq >= replayFrom { replay(JournalRecord(bytes, at: off, hash: hash, segment: "")) }
             }
         } catch {
             Glibc.close(lockFD)
@@ -290,12 +309,17 @@ public final class Journal: @unchecked Sendable {
                                    end: markFile.last.endOffset, hash: scan.lastHash)
         recovery = RecoveryReport(records: scan.records, truncatedBytes: truncated, skippedCorruption: skipped,
                                   lostAcknowledged: skipped == nil ? nil : verdict.lostAcknowledged,
-                                  quarantined: quarantined, ackMark: found)
+                                  quarantined: quarantined, ackMark: found, deferredSegments: scan.headersOnly)
         nextSeq = scan.nextSeq
         lastHash = scan.lastHash
         durableSeq = scan.nextSeq &- 1
         durable = Atomic(scan.nextSeq &- 1)
-        self.index = index.filter { $0.segment < segs.count }
+        // Segments whose records were not read get one entry at their first record until the verifier indexes them.
+        let coarse = scan.segments.prefix(scan.headersOnly).enumerated().map {
+            IndexEntry(seq: $0.element.firstSeq, segment: $0.offset, offset: Int64(JournalFormat.segmentHeaderSize))
+        }
+        self.index = coarse + index.filter { $0.segment < segs.count }
+        unverifiedSegments = scan.headersOnly
         sinceIndex = since
         // A prepared file left by a crash or a close is not trusted: it is made again when needed.
         if unlink(directory + "/" + Journal.preparedName) != 0 && errno != ENOENT {
@@ -333,6 +357,7 @@ public final class Journal: @unchecked Sendable {
         for _ in 0..<syncThreads { threads.append(startThread { [unowned self] in self.syncLoop() }) }
         if preExtending { preparer = startThread { [unowned self] in self.prepareLoop() } }
         marker = startThread { [unowned self] in self.markLoop() }
+        if unverifiedSegments > 0 { verifier = startThread { [unowned self] in self.verifyLoop() } }
     }
 
     deinit { close() }
@@ -458,12 +483,14 @@ public final class Journal: @unchecked Sendable {
         closing = true
         lock.broadcast(0)
         lock.signal(2)
-        let ts = threads, p = preparer
+        let ts = threads, p = preparer, v = verifier
         threads = []
         preparer = nil
+        verifier = nil
         lock.unlock()
         for t in ts { pthread_join(t, nil) }
         if let p { pthread_join(p, nil) }
+        if let v { pthread_join(v, nil) }
         // The marker goes last, so its final mark covers every commit the sync threads finished.
         lock.lock()
         markerStop = true
@@ -720,6 +747,74 @@ public final class Journal: @unchecked Sendable {
     public var ackMarkState: (marked: UInt64, failures: Int) {
         lock.lock(); defer { lock.unlock() }
         return (markedSeq, markFailureCount)
+    }
+
+    // MARK: The verifier thread
+
+    /// Checks the segments open did not read, oldest first: every CRC, sequence and chain link, and that each
+    /// ends where the next begins; replaces each one's single index entry with its sparse index. Stops at the
+    /// first damage, which it reports.
+    private func verifyLoop() {
+        _ = tw_set_thread_name("tw-journal-verify")
+        _ = tw_set_thread_nice(19)
+        _ = tw_set_thread_io_idle()
+        var prevHash = RecordHash.zero
+        lock.lock()
+        let count = unverifiedSegments
+        lock.unlock()
+        for i in 0..<count {
+            lock.lock()
+            let stop = closing, segment = segments[i], next = segments[i + 1]
+            lock.unlock()
+            if stop { return }
+            var entries: [IndexEntry] = []
+            var since = options.indexEvery
+            let path = directory + "/" + segment.name
+            let damage: JournalCorruption?
+            do {
+                let bytes = try FileIO.readFile(path)
+                let scan = bytes.withUnsafeBytes { b in
+                    SegmentScanner.scan(b, firstSeq: segment.firstSeq, prevHash: prevHash) { off, seq, _ in
+                        if since == options.indexEvery { entries.append(IndexEntry(seq: seq, segment: i, offset: Int64(off))); since = 0 }
+                        since += 1
+                    }
+                }
+                if let p = scan.problem {
+                    damage = JournalCorruption(segment: segment.name, offset: p.offset, seq: p.seq, reason: p.reason)
+                } else if scan.nextSeq != next.firstSeq || scan.lastHash != next.prevHash {
+                    damage = JournalCorruption(segment: next.name, offset: 0, seq: next.firstSeq,
+                                               reason: "segment does not continue the chain: the previous segment ends at record \(scan.nextSeq &- 1) with a different hash than this header's link")
+                } else {
+                    damage = nil
+                }
+                prevHash = scan.lastHash
+            } catch {
+                damage = JournalCorruption(segment: segment.name, offset: 0, seq: segment.firstSeq, reason: "unreadable: \(error)")
+            }
+            lock.lock()
+            if damage == nil, let at = index.firstIndex(where: { $0.segment == i }) {
+                index.replaceSubrange(at...at, with: entries)
+                verifiedSegments = i + 1
+            }
+            if damage != nil { damageFound = damage }
+            lock.unlock()
+            if let damage {
+                options.onDamage?(damage)
+                return
+            }
+        }
+    }
+
+    /// Damage the background verifier found in segments open did not read (nil: none, or not yet checked).
+    public var backgroundDamage: JournalCorruption? {
+        lock.lock(); defer { lock.unlock() }
+        return damageFound
+    }
+
+    /// Whether every segment has been checked, at open or since by the verifier, and found whole.
+    public var fullyVerified: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return damageFound == nil && verifiedSegments == unverifiedSegments
     }
 
     // MARK: The preparer thread

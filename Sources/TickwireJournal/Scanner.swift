@@ -1,4 +1,7 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The outcome of reading one segment's bytes front to back, checking every header, CRC, sequence and chain link.
 struct SegmentScan {
@@ -199,6 +202,8 @@ struct JournalScan {
         return JournalCorruption(segment: segments[p.segment].name, offset: p.detail.offset, seq: p.detail.seq, reason: p.detail.reason)
     }
 
+    /// Segments (the first ones) whose records were not read: see `run(headersOnlyBefore:)`.
+    var headersOnly = 0
     /// The SHA-256 of the record `run` was asked to watch (the one an ack mark names), if it was read.
     var watchedHash: RecordHash?
 
@@ -260,14 +265,32 @@ struct JournalScan {
     }
 
     /// Reads every segment. `visit(segmentIndex, bytes, offset, seq, hash)` sees each valid record.
-    /// - Parameter watch: a sequence whose record's SHA-256 is kept in `watchedHash` (an ack mark's).
-    static func run(_ directory: String, watch: UInt64 = 0,
+    /// - Parameters:
+    ///   - watch: a sequence whose record's SHA-256 is kept in `watchedHash` (an ack mark's).
+    ///   - headersOnlyBefore: segments whose records all come before this sequence (by the next segment's name)
+    ///     have only their 64-byte header read and checked (CRC, first sequence); their records are neither read
+    ///     nor visited, and `headersOnly` counts them. The first segment whose header does not check is scanned
+    ///     whole, and so is everything after it. 1 (the default) reads everything.
+    static func run(_ directory: String, watch: UInt64 = 0, headersOnlyBefore: UInt64 = 1,
                     visit: (Int, UnsafeRawBufferPointer, Int, UInt64, RecordHash) -> Void) throws(JournalError) -> JournalScan {
         var out = JournalScan()
         var watched: RecordHash?
         let names = try segmentNames(directory)
+        var skipping = true
         for (i, entry) in names.enumerated() {
-            let bytes = try FileIO.readFile(directory + "/" + entry.name)
+            let path = directory + "/" + entry.name
+            if skipping, i + 1 < names.count, names[i + 1].firstSeq <= headersOnlyBefore,
+               let header = try readHeader(path), header.firstSeq == entry.firstSeq, header.firstSeq == out.nextSeq {
+                out.segments.append(Segment(name: entry.name, firstSeq: header.firstSeq, prevHash: header.prevHash, endOffset: -1))
+                out.nextSeq = names[i + 1].firstSeq
+                out.records += Int(names[i + 1].firstSeq - header.firstSeq)
+                out.headersOnly += 1
+                continue
+            }
+            // The first segment read whole takes its chain link from its own header when earlier ones were not read.
+            if skipping && out.headersOnly > 0, let header = try readHeader(path) { out.lastHash = header.prevHash }
+            skipping = false
+            let bytes = try FileIO.readFile(path)
             let prev = out.lastHash
             let scan = bytes.withUnsafeBytes { b in
                 SegmentScanner.scan(b, firstSeq: out.nextSeq, prevHash: prev) { off, seq, hash in
@@ -287,6 +310,20 @@ struct JournalScan {
             }
         }
         return out
+    }
+
+    /// A segment's header when its magic and CRC check; nil otherwise.
+    static func readHeader(_ path: String) throws(JournalError) -> (firstSeq: UInt64, prevHash: RecordHash)? {
+        let fd = try FileIO.open(path, O_RDONLY)
+        defer { Glibc.close(fd) }
+        var header = [UInt8](repeating: 0, count: JournalFormat.segmentHeaderSize)
+        guard try FileIO.pread(fd, into: &header, count: header.count, at: 0, path: path) == header.count else { return nil }
+        return header.withUnsafeBytes { b in
+            guard UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)) == JournalFormat.segmentMagic,
+                  UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 12, as: UInt32.self)) == JournalFormat.segmentHeaderCRC(b)
+            else { return nil }
+            return (UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)), RecordHash(loading: b, at: 32))
+        }
     }
 }
 

@@ -204,3 +204,67 @@ import TickwireCore
         #expect(try AckMark.read(directory: dir.path).mark?.seq == 100)
     }
 }
+
+/// Opening from a checkpoint: only the segments after it (and the mark's) are read at open; the rest are checked
+/// by the verifier thread, which reports damage without stopping the journal.
+@Suite struct CheckpointOpenTests {
+    static let options = JournalOptions(segmentBytes: 64 << 10, indexEvery: 8)
+
+    static func write(_ dir: String, count: Int) throws {
+        let j = try Journal(directory: dir, options: options)
+        for n in 1...count {
+            _ = try j.append(payload(n), eventTime: Nanos(Int64(n)))
+            if n % 100 == 0 || n == count { try j.waitDurable(UInt64(n)) }
+        }
+        j.close()
+    }
+
+    static func waitVerified(_ j: Journal) {
+        let deadline = Date().addingTimeInterval(20)
+        while !j.fullyVerified && j.backgroundDamage == nil && Date() < deadline { usleep(2000) }
+    }
+
+    @Test func openReadsOnlyWhatFollowsTheCheckpointAndTheRestIsVerifiedBehind() throws {
+        let dir = TempDir("ckpt")
+        try Self.write(dir.path, count: 3000)
+        let segments = segmentFiles(dir.path).count
+        #expect(segments >= 6)
+        let replayed = SeqCollector()
+        let j = try Journal(directory: dir.path, options: Self.options, replayFrom: 2950) { replayed.add($0.seq) }
+        #expect(j.recovery.records == 3000 && j.recovery.deferredSegments == segments - 1)
+        #expect(replayed.values == Array(2950...3000))
+        // Records in segments not read at open are found before the verifier has indexed them, and after.
+        #expect(try j.record(5).payload == payload(5))
+        Self.waitVerified(j)
+        #expect(j.fullyVerified && j.backgroundDamage == nil)
+        for seq in [1, 2, 77, 1500, 2999, 3000] { #expect(try j.record(UInt64(seq)).payload == payload(seq)) }
+        #expect(try j.records(from: 1, limit: 5000).map(\.seq) == Array(1...3000))
+        #expect(try j.appendDurably(payload(3001), eventTime: .zero) == 3001)
+        j.close()
+        #expect(try JournalAudit.verify(directory: dir.path).records == 3001)
+    }
+
+    @Test func damageBeforeTheCheckpointIsReportedInTheBackgroundAndRefusedByAFullOpen() throws {
+        let dir = TempDir("ckpt-damage")
+        try Self.write(dir.path, count: 3000)
+        var records: [JournalRecord] = []
+        try JournalAudit.forEach(directory: dir.path) { records.append($0) }
+        let victim = records[700]
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/" + victim.segment))
+        bytes[Int(victim.offset) + 80] ^= 0x04
+        try bytes.write(to: URL(fileURLWithPath: dir.path + "/" + victim.segment))
+
+        let reported = SeqCollector()
+        var options = Self.options
+        options.onDamage = { reported.add($0.seq) }
+        let j = try Journal(directory: dir.path, options: options, replayFrom: 2950)
+        Self.waitVerified(j)
+        let damage = try #require(j.backgroundDamage)
+        #expect(damage.seq == 701 && damage.segment == victim.segment && damage.offset == victim.offset)
+        #expect(reported.values == [701] && !j.fullyVerified)
+        // Appending goes on: the damage is in the past, and reported.
+        #expect(try j.appendDurably(payload(3001), eventTime: .zero) == 3001)
+        j.close()
+        #expect(throws: JournalError.self) { try Journal(directory: dir.path, options: Self.options) }
+    }
+}
