@@ -185,10 +185,86 @@ public final class RiskEngine: Sendable {
     public func apply(_ trade: RiskTrade) { book.withLock { apply(trade, to: &$0) } }
 
     /// Forgets every position and applies `trades` in order: a restart replays the journal. Marks are kept.
-    public func rebuild(from trades: some Sequence<RiskTrade>) {
+    public func rebuild(from trades: some Sequence<RiskTrade>) { rebuild(snapshot: nil, then: trades) }
+
+    /// Forgets every position, takes those of `snapshot` (if any), then applies `trades` in order: a restart
+    /// replays the journal from its last checkpoint. Marks are kept.
+    public func rebuild(snapshot: Snapshot?, then trades: some Sequence<RiskTrade>) {
         book.withLock { book in
             book.desks = [:]
+            for e in snapshot?.entries ?? [] {
+                var p = Position(quantity: e.quantity, cost: e.cost, realized: e.realized, lastPrice: e.lastPrice)
+                p.markSlot = board.slot(e.symbol)
+                book.desks[e.desk, default: [:]][e.symbol] = p
+            }
             for t in trades { apply(t, to: &book) }
+        }
+    }
+
+    /// Every position as a value to keep (a checkpoint of what the journal built) and give back to `rebuild`.
+    public func snapshot() -> Snapshot {
+        book.withLock { book in
+            var entries: [Snapshot.Entry] = []
+            for (desk, positions) in book.desks.sorted(by: { $0.key < $1.key }) {
+                for (symbol, p) in positions.sorted(by: { $0.key < $1.key }) {
+                    entries.append(.init(desk: desk, symbol: symbol, quantity: p.quantity, cost: p.cost,
+                                         realized: p.realized, lastPrice: p.lastPrice))
+                }
+            }
+            return Snapshot(entries: entries)
+        }
+    }
+
+    /// The positions at one moment, exactly (the 128-bit cost and P&L included), and their byte form.
+    public struct Snapshot: Sendable, Equatable {
+        public struct Entry: Sendable, Equatable {
+            public var desk: String, symbol: String
+            public var quantity: Int64, cost: Int128, realized: Int128, lastPrice: Int64
+        }
+        public var entries: [Entry]
+
+        /// Per entry: desk and symbol (u8 length, UTF-8), quantity e8, cost and realized e16 (low then high
+        /// 64 bits), last price e8; little-endian. The caller frames and checksums it.
+        public var bytes: [UInt8] {
+            var out: [UInt8] = []
+            func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+            func put(_ s: String) { let u = Array(s.utf8.prefix(255)); out.append(UInt8(u.count)); out.append(contentsOf: u) }
+            put(UInt32(entries.count))
+            for e in entries {
+                put(e.desk); put(e.symbol); put(e.quantity)
+                put(UInt64(truncatingIfNeeded: e.cost)); put(Int64(truncatingIfNeeded: e.cost >> 64))
+                put(UInt64(truncatingIfNeeded: e.realized)); put(Int64(truncatingIfNeeded: e.realized >> 64))
+                put(e.lastPrice)
+            }
+            return out
+        }
+
+        public init(entries: [Entry]) { self.entries = entries }
+
+        /// Decodes `bytes`; nil when they are not a whole snapshot.
+        public init?(bytes: [UInt8]) {
+            var at = 0
+            func take<T: FixedWidthInteger>(_: T.Type) -> T? {
+                guard at + MemoryLayout<T>.size <= bytes.count else { return nil }
+                defer { at += MemoryLayout<T>.size }
+                return bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: T.self)) }
+            }
+            func text() -> String? {
+                guard at < bytes.count, at + 1 + Int(bytes[at]) <= bytes.count else { return nil }
+                defer { at += 1 + Int(bytes[at]) }
+                return String(decoding: bytes[at + 1..<at + 1 + Int(bytes[at])], as: UTF8.self)
+            }
+            guard let n = take(UInt32.self) else { return nil }
+            var entries: [Entry] = []
+            for _ in 0..<n {
+                guard let desk = text(), let symbol = text(), let q = take(Int64.self),
+                      let cl = take(UInt64.self), let ch = take(Int64.self), let rl = take(UInt64.self), let rh = take(Int64.self),
+                      let last = take(Int64.self) else { return nil }
+                entries.append(Entry(desk: desk, symbol: symbol, quantity: q, cost: Int128(ch) << 64 | Int128(cl),
+                                     realized: Int128(rh) << 64 | Int128(rl), lastPrice: last))
+            }
+            guard at == bytes.count else { return nil }
+            self.entries = entries
         }
     }
 
