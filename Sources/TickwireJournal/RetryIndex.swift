@@ -48,6 +48,10 @@ public final class RetryIndex {
 
     private var file: IndexFile
     private var nextGrowthAttempt = 0
+    /// A sync of the table failed: the kernel may have dropped the pages it could not write, so no later sync of
+    /// this file proves them on disk, and no checkpoint may claim more. Cleared by a doubling, which writes and
+    /// syncs every entry into a new file.
+    private var syncFailure: JournalError?
 
     /// Slots in the table (a power of two).
     public var capacity: Int { file.capacity }
@@ -203,10 +207,13 @@ public final class RetryIndex {
     /// synced, so after a crash the header never claims more than the file holds.
     /// - Parameter coveredThrough: a sequence whose record, and every one before it, has been inserted (normally
     ///   the journal's durable sequence once its records' keys are in).
-    /// - Throws: `.io` or `.diskFull` naming the path; the header then keeps its previous value.
+    /// - Throws: `.io` or `.diskFull` naming the path; the header then keeps its previous value, and every later
+    ///   checkpoint throws the same error until the table doubles or the index is reopened (the next start replays
+    ///   from the last checkpoint that succeeded; lookups and inserts go on meanwhile).
     /// - Complexity: writes back the pages dirtied since the last checkpoint (one 4 KiB page per insert at most).
     public func checkpoint(coveredThrough seq: UInt64) throws(JournalError) {
-        try file.sync()
+        if let failure = syncFailure { throw failure }
+        do { try file.sync() } catch { syncFailure = error; throw error }
         try writeHeader(coveredThrough: seq)
     }
 
@@ -256,6 +263,7 @@ public final class RetryIndex {
         fresh.advise(MADV_RANDOM)
         file = fresh   // the old mapping and descriptor go with the last reference
         count = n
+        syncFailure = nil
         try FileIO.syncDirectory(RetryIndex.directory(of: path))
         growths &+= 1
         lastGrowthNanos = tw_monotonic_ns() &- start
@@ -325,9 +333,7 @@ final class IndexFile {
     private init(path: String, fd: Int32, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) {
         let bytes = IndexFile.headerBytes + capacity * IndexFile.slotBytes
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-            let e = errno
-            Glibc.close(fd)
-            throw JournalError.fromErrno("mmap", path, e)
+            throw JournalError.fromErrno("mmap", path)   // the caller still owns and closes `fd`
         }
         self.path = path; self.fd = fd; self.base = p; self.bytes = bytes; self.capacity = capacity; self.seed = seed
         slots = (p + IndexFile.headerBytes).bindMemory(to: UInt64.self, capacity: 2 * capacity)
@@ -386,7 +392,7 @@ final class IndexFile {
         }
         let file: IndexFile
         do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
-        catch { unlink(path); throw error }
+        catch { Glibc.close(fd); unlink(path); throw error }
         file.writeHeader(count: count, coveredThrough: coveredThrough)
         return file
     }
