@@ -35,8 +35,8 @@ public final class RetryIndex {
     public let path: String
     /// Every journal record up to this sequence has its entry in the table (0: replay the whole journal).
     public private(set) var coveredThrough: UInt64
-    /// Entries in the table (duplicates left by a crash count once each they were written; a lower bound of the
-    /// occupied slots after a crash, exact otherwise).
+    /// Entries in the table: exact, except after a crash, when entries that reached the file after the last
+    /// checkpoint are not counted until the next doubling recounts them (so the load can pass 0.5 by that much).
     public private(set) var count: Int
     /// Why the file was replaced by an empty one at open (missing, damaged, wrong version); nil when it was used.
     public let rebuiltReason: String?
@@ -94,7 +94,8 @@ public final class RetryIndex {
 
     // MARK: - Keys and hashing
 
-    /// The key of a retry: trader, a zero byte, client order id (neither contains a zero byte).
+    /// The key of a retry: trader, a zero byte, client order id. (Client order ids are printable ASCII; were a key
+    /// ever ambiguous, it would only offer `verify` a record it then rejects.)
     public static func key(trader: String, clientOrderID: String) -> [UInt8] {
         var k = [UInt8]()
         k.reserveCapacity(trader.utf8.count + 1 + clientOrderID.utf8.count)
@@ -168,7 +169,7 @@ public final class RetryIndex {
     /// - Returns: whether a new entry was written.
     /// - Throws: `.diskFull` or `.io` from a doubling of the table, only once the table is past its hard limit of
     ///   7/8 full (below it a failed doubling is kept in `growthFailure`, the entry goes in, and the doubling is
-    ///   retried after capacity/64 more entries).
+    ///   retried after capacity/64 more entries; at the limit every insert retries it).
     /// - Complexity: O(1) expected; a doubling (when the entries pass half the slots) writes a new file of twice
     ///   the size, rehashes every entry into it and syncs it: see `lastGrowthNanos` and docs/STORAGE.md.
     @discardableResult
@@ -185,16 +186,18 @@ public final class RetryIndex {
 
     func insert(hash h: UInt64, seq: UInt64) throws(JournalError) -> Bool {
         precondition(seq != 0, "journal sequences start at 1")
-        if (count &+ 1) &* 2 > file.capacity && count >= nextGrowthAttempt {
+        // Past the hard limit every insert retries the doubling: no entry can go in until one succeeds.
+        let atHardLimit = (count &+ 1) &* 8 > file.capacity &* 7
+        if (count &+ 1) &* 2 > file.capacity && (count >= nextGrowthAttempt || atHardLimit) {
             do {
                 try grow()
                 growthFailure = nil
             } catch {
                 growthFailure = error
                 nextGrowthAttempt = count &+ max(1, file.capacity / 64)
+                if atHardLimit { throw error }
             }
         }
-        if (count &+ 1) &* 8 > file.capacity &* 7, let failure = growthFailure { throw failure }
         let added = IndexFile.place(hash: h, seq: seq, in: file.slots, capacity: file.capacity)
         if added { count &+= 1 }
         return added

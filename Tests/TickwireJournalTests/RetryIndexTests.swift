@@ -242,6 +242,28 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         try expectRebuilt(dir, reason: nil)
     }
 
+    /// A doubling that fails (here: its file's name is taken by a directory, EISDIR; a full disk is the real
+    /// case) leaves the entries in the old table, which keeps taking them up to 7/8 full, then refuses with the error.
+    @Test func aFailedGrowthKeepsInsertingUpToTheHardLimitThenThrows() throws {
+        let dir = TempDir("retryidx")
+        let path = indexPath(dir)
+        let index = try RetryIndex(path: path, initialCapacity: 64)
+        #expect(mkdir(path + ".grow", 0o755) == 0)
+        for i in 0..<56 { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
+        #expect(index.capacity == 64 && index.count == 56 && index.growths == 0)
+        #expect(index.growthFailure == .io(operation: "open", path: path + ".grow", errno: EISDIR))
+        #expect(throws: JournalError.io(operation: "open", path: path + ".grow", errno: EISDIR)) {
+            try index.insert(retryKey(56), seq: 57)
+        }
+        #expect(index.count == 56)
+        for i in 0..<56 { #expect(index.lookup(retryKey(i), verify: { $0 == UInt64(i + 1) }) == UInt64(i + 1)) }
+        // Once the name is free the next insert doubles the table.
+        #expect(rmdir(path + ".grow") == 0)
+        try index.insert(retryKey(56), seq: 57)
+        #expect(index.capacity == 128 && index.count == 57 && index.growths == 1 && index.growthFailure == nil)
+        for i in 0..<57 { #expect(index.lookup(retryKey(i), verify: { $0 == UInt64(i + 1) }) == UInt64(i + 1)) }
+    }
+
     @Test func leftoversOfAnInterruptedGrowthAreRemoved() throws {
         let dir = TempDir("retryidx")
         try fillAndCheckpoint(dir, entries: 100)
