@@ -1,0 +1,458 @@
+import CTickwireSys
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A persistent hash index from a retry key (the trade service's trader + 0x00 + client order id) to the journal
+/// sequence of the record that key was first journaled as: the trade service's dedupe map, kept in a memory-mapped
+/// file instead of the heap, so resident memory and start-up stay flat as the journal grows.
+///
+/// The journal is the source of truth; the index is a cache of it that may hold
+/// - false candidates: two keys with the same 64-bit hash;
+/// - stale entries: sequences cut off by recovery, or reused since by another record after a crash;
+/// - duplicates: the same (key, sequence) twice after a crash mixed page versions of the table.
+///
+/// So `lookup` hands every candidate whose hash matches to the caller's `verify`, which reads the record (the
+/// journal for durable sequences, the caller's in-flight list for ones not yet durable) and says whether it
+/// really is that key's. Entries are never removed: a stale one fails `verify` forever.
+///
+/// Recovery rule (docs/STORAGE.md, "Retry index"): after opening, every record up to `coveredThrough` is in the
+/// table. The caller calls `journalEnds(at:)` with the journal's last durable sequence, inserts the key of every
+/// record after `coveredThrough` (inserting a pair that is already there changes nothing), and calls
+/// `checkpoint(coveredThrough:)` now and then (every few seconds, or every so many records) to bound the replay of
+/// the next start. A missing, damaged or wrong-version file is replaced by an empty one with `coveredThrough` 0.
+///
+/// Threads: not thread-safe and takes no locks. One thread (the trade service's) does every lookup, insert,
+/// checkpoint and `journalEnds`; nothing here is shared with another thread. One process: the file must live
+/// beside a journal whose `LOCK` the process holds (`DATA/journal/retry.idx`).
+///
+/// Memory: the table is a `MAP_SHARED` mapping of the file, advised `MADV_RANDOM`, so the only resident memory
+/// that grows with the entries is file-backed pages (RssFile) the kernel can write back and drop; the object
+/// itself holds a few words. Every insert dirties one random 4 KiB page: a checkpoint writes back at most
+/// min(inserts since the last one, pages in the table) pages.
+public final class RetryIndex {
+    /// The index file's path.
+    public let path: String
+    /// Every journal record up to this sequence has its entry in the table (0: replay the whole journal).
+    public private(set) var coveredThrough: UInt64
+    /// Entries in the table: exact, except after a crash, when entries that reached the file after the last
+    /// checkpoint are not counted until the next doubling recounts them (so the load can pass 0.5 by that much).
+    public private(set) var count: Int
+    /// Why the file was replaced by an empty one at open (missing, damaged, wrong version); nil when it was used.
+    public let rebuiltReason: String?
+    /// Table doublings since open, and how long the last one took in nanoseconds (new file, rehash, sync, rename).
+    public private(set) var growths = 0
+    public private(set) var lastGrowthNanos: Int64 = 0
+    /// The last doubling that failed (a full disk, say), if the table is still below its hard limit; retried later.
+    public private(set) var growthFailure: JournalError?
+
+    private var file: IndexFile
+    private var nextGrowthAttempt = 0
+    /// A sync of the table failed: the kernel may have dropped the pages it could not write, so no later sync of
+    /// this file proves them on disk, and no checkpoint may claim more. Cleared by a doubling, which writes and
+    /// syncs every entry into a new file.
+    private var syncFailure: JournalError?
+
+    /// Slots in the table (a power of two).
+    public var capacity: Int { file.capacity }
+
+    /// Opens the index at `path`, or creates an empty one when it is missing, damaged or of another version.
+    /// - Parameters:
+    ///   - path: the index file, normally `DATA/journal/retry.idx`; its directory is created if needed.
+    ///   - initialCapacity: slots of a new table (rounded up to a power of two, at least 64). Size it for the
+    ///     entries of a day (2 slots each) and the table never grows while trading.
+    /// - Throws: `JournalError.io` naming the path; `.diskFull` when a new file cannot be allocated.
+    /// - Complexity: O(1) for a valid file (the header is read, the table mapped, not read); O(initialCapacity)
+    ///   file allocation otherwise.
+    public init(path: String, initialCapacity: Int = 1 << 16) throws(JournalError) {
+        self.path = path
+        let dir = RetryIndex.directory(of: path)
+        try FileIO.makeDirectories(dir)
+        for leftover in [path + ".tmp", path + ".grow"] where FileIO.exists(leftover) { unlink(leftover) }
+        let opened: IndexFile
+        let reason: String?
+        switch try IndexFile.open(path: path) {
+        case .valid(let f):
+            opened = f; reason = nil
+        case .unusable(let why):
+            let capacity = max(IndexFile.minimumCapacity, RetryIndex.powerOfTwo(atLeast: initialCapacity))
+            opened = try IndexFile.create(path: path + ".tmp", capacity: capacity, seed: UInt64.random(in: .min ... .max),
+                                          count: 0, coveredThrough: 0)
+            try opened.sync()
+            try FileIO.rename(path + ".tmp", path)
+            try FileIO.syncDirectory(dir)
+            opened.path = path
+            reason = why
+        }
+        file = opened
+        count = opened.headerCount
+        coveredThrough = opened.headerCoveredThrough
+        rebuiltReason = reason
+        file.advise(MADV_RANDOM)
+        file.advise(MADV_WILLNEED)   // start reading the table in the background: the first lookups then seldom wait
+    }
+
+    // MARK: - Keys and hashing
+
+    /// The key of a retry: trader, a zero byte, client order id. (Client order ids are printable ASCII; were a key
+    /// ever ambiguous, it would only offer `verify` a record it then rejects.)
+    public static func key(trader: String, clientOrderID: String) -> [UInt8] {
+        var k = [UInt8]()
+        k.reserveCapacity(trader.utf8.count + 1 + clientOrderID.utf8.count)
+        k.append(contentsOf: trader.utf8); k.append(0); k.append(contentsOf: clientOrderID.utf8)
+        return k
+    }
+
+    /// The key's 64-bit hash under this file's seed.
+    func hash(_ key: UnsafeRawBufferPointer) -> UInt64 { RetryIndex.hash(key, seed: file.seed) }
+
+    /// A keyed 64-bit hash (multiply-fold mixing over little-endian 8-byte words, as wyhash): part of the file
+    /// format, so changing it needs a new version. The per-file random seed keeps a trader from choosing client
+    /// order ids that collide on purpose (long probe runs) without reading the file; it is not a MAC.
+    static func hash(_ key: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
+        @inline(__always) func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
+            let r = a.multipliedFullWidth(by: b)
+            return r.high ^ r.low
+        }
+        let p0: UInt64 = 0xa076_1d64_78bd_642f, p1: UInt64 = 0xe703_7ed1_a0b4_28db
+        let p2: UInt64 = 0x8ebc_6af0_9c88_c6e3, p3: UInt64 = 0x5899_65cc_7537_4cc3
+        let n = key.count
+        var h = mix(seed ^ p0, UInt64(truncatingIfNeeded: n) ^ p1)
+        var i = 0
+        while i &+ 8 <= n {
+            h = mix(h ^ UInt64(littleEndian: key.loadUnaligned(fromByteOffset: i, as: UInt64.self)), p2)
+            i &+= 8
+        }
+        if i < n {
+            var tail: UInt64 = 0, shift: UInt64 = 0
+            while i < n { tail |= UInt64(key[i]) << shift; shift &+= 8; i &+= 1 }
+            h = mix(h ^ tail, p3)
+        }
+        return mix(h ^ p0, p2 ^ p3)
+    }
+
+    // MARK: - Lookup and insert
+
+    /// The sequence of the first entry for `key` that `verify` accepts, or nil.
+    /// - Parameters:
+    ///   - key: the retry key (`RetryIndex.key(trader:clientOrderID:)`).
+    ///   - verify: called with each candidate's sequence, in probe order; returns whether that record really is
+    ///     this key's (the caller compares the record's trader and client order id; a sequence after the journal's
+    ///     end, or not yet durable and not in the caller's in-flight list, is not). Rejecting one continues the probe.
+    /// - Throws: only what `verify` throws.
+    /// - Complexity: O(1) expected: about 2.5 slots probed at the 0.5 load factor, one `verify` per entry whose
+    ///   64-bit hash equals the key's (almost always only the key's own entries).
+    public func lookup<E: Error>(_ key: UnsafeRawBufferPointer, verify: (UInt64) throws(E) -> Bool) throws(E) -> UInt64? {
+        try lookup(hash: hash(key), verify: verify)
+    }
+
+    /// `lookup` for a key held in an array.
+    public func lookup<E: Error>(_ key: [UInt8], verify: (UInt64) throws(E) -> Bool) throws(E) -> UInt64? {
+        let h = key.withUnsafeBytes { hash($0) }
+        return try lookup(hash: h, verify: verify)
+    }
+
+    func lookup<E: Error>(hash h: UInt64, verify: (UInt64) throws(E) -> Bool) throws(E) -> UInt64? {
+        let slots = file.slots, mask = file.capacity &- 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        for _ in 0..<file.capacity {
+            let seq = UInt64(littleEndian: slots[2 &* i &+ 1])
+            if seq == 0 { return nil }
+            if UInt64(littleEndian: slots[2 &* i]) == h, try verify(seq) { return seq }
+            i = (i &+ 1) & mask
+        }
+        return nil
+    }
+
+    /// Adds the entry `key` → `seq` unless that exact pair is already there. Not durable by itself: a checkpoint
+    /// makes it so, and until then the journal replay after `coveredThrough` restores it.
+    /// - Returns: whether a new entry was written.
+    /// - Throws: `.diskFull` or `.io` from a doubling of the table, only once the table is past its hard limit of
+    ///   7/8 full (below it a failed doubling is kept in `growthFailure`, the entry goes in, and the doubling is
+    ///   retried after capacity/64 more entries; at the limit every insert retries it).
+    /// - Complexity: O(1) expected; a doubling (when the entries pass half the slots) writes a new file of twice
+    ///   the size, rehashes every entry into it and syncs it: see `lastGrowthNanos` and docs/STORAGE.md.
+    @discardableResult
+    public func insert(_ key: UnsafeRawBufferPointer, seq: UInt64) throws(JournalError) -> Bool {
+        try insert(hash: hash(key), seq: seq)
+    }
+
+    /// `insert` for a key held in an array.
+    @discardableResult
+    public func insert(_ key: [UInt8], seq: UInt64) throws(JournalError) -> Bool {
+        let h = key.withUnsafeBytes { hash($0) }
+        return try insert(hash: h, seq: seq)
+    }
+
+    func insert(hash h: UInt64, seq: UInt64) throws(JournalError) -> Bool {
+        precondition(seq != 0, "journal sequences start at 1")
+        // Past the hard limit every insert retries the doubling: no entry can go in until one succeeds.
+        let atHardLimit = (count &+ 1) &* 8 > file.capacity &* 7
+        if (count &+ 1) &* 2 > file.capacity && (count >= nextGrowthAttempt || atHardLimit) {
+            do {
+                try grow()
+                growthFailure = nil
+            } catch {
+                growthFailure = error
+                nextGrowthAttempt = count &+ max(1, file.capacity / 64)
+                if atHardLimit { throw error }
+            }
+        }
+        let added = IndexFile.place(hash: h, seq: seq, in: file.slots, capacity: file.capacity)
+        if added { count &+= 1 }
+        return added
+    }
+
+    // MARK: - Durability
+
+    /// Makes every entry inserted so far durable, then records that the journal up to `coveredThrough` is in the
+    /// table: the table is synced (`msync`, which is `fdatasync` of the range), then the header is written and
+    /// synced, so after a crash the header never claims more than the file holds.
+    /// - Parameter coveredThrough: a sequence whose record, and every one before it, has been inserted (normally
+    ///   the journal's durable sequence once its records' keys are in).
+    /// - Throws: `.io` or `.diskFull` naming the path; the header then keeps its previous value, and every later
+    ///   checkpoint throws the same error until the table doubles or the index is reopened (the next start replays
+    ///   from the last checkpoint that succeeded; lookups and inserts go on meanwhile).
+    /// - Complexity: writes back the pages dirtied since the last checkpoint (one 4 KiB page per insert at most).
+    public func checkpoint(coveredThrough seq: UInt64) throws(JournalError) {
+        if let failure = syncFailure { throw failure }
+        do { try file.sync() } catch { syncFailure = error; throw error }
+        try writeHeader(coveredThrough: seq)
+    }
+
+    /// Tells the index the journal now ends at `lastSequence` (recovery cut a torn tail, or an operator truncated
+    /// it): `coveredThrough` is brought down to it at once, durably, so records journaled later under the same
+    /// sequences are replayed into the table after a crash. Entries after it stay and fail `verify`.
+    /// - Throws: `.io` naming the path.
+    public func journalEnds(at lastSequence: UInt64) throws(JournalError) {
+        guard coveredThrough > lastSequence else { return }
+        try writeHeader(coveredThrough: lastSequence)
+    }
+
+    private func writeHeader(coveredThrough seq: UInt64) throws(JournalError) {
+        file.writeHeader(count: count, coveredThrough: seq)
+        try file.syncHeader()
+        coveredThrough = seq
+    }
+
+    /// Doubles the table: a new file beside the old one, every entry rehashed into it, synced, renamed over the old
+    /// one, directory synced. The header keeps the old `coveredThrough` (the new table holds at least that much).
+    private func grow() throws(JournalError) {
+        let start = tw_monotonic_ns()
+        let old = file
+        let tmp = path + ".grow"
+        let fresh = try IndexFile.create(path: tmp, capacity: old.capacity &* 2, seed: old.seed, count: 0,
+                                         coveredThrough: coveredThrough)
+        var n = 0
+        do {
+            old.advise(MADV_SEQUENTIAL)
+            let from = old.slots, to = fresh.slots
+            for i in 0..<old.capacity {
+                let seq = UInt64(littleEndian: from[2 &* i &+ 1])
+                if seq != 0, IndexFile.place(hash: UInt64(littleEndian: from[2 &* i]), seq: seq, in: to, capacity: fresh.capacity) {
+                    n &+= 1
+                }
+            }
+            old.advise(MADV_RANDOM)
+            fresh.writeHeader(count: n, coveredThrough: coveredThrough)
+            try fresh.sync()
+            try FileIO.rename(tmp, path)
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+        // Renamed: the new table is the index file now, whatever the directory sync says.
+        fresh.path = path
+        fresh.advise(MADV_RANDOM)
+        file = fresh   // the old mapping and descriptor go with the last reference
+        count = n
+        syncFailure = nil
+        try FileIO.syncDirectory(RetryIndex.directory(of: path))
+        growths &+= 1
+        lastGrowthNanos = tw_monotonic_ns() &- start
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func powerOfTwo(atLeast n: Int) -> Int {
+        var c = 1
+        while c < n { c <<= 1 }
+        return c
+    }
+}
+
+/// The index file, mapped: its header page and its table of slots. The one owner of the descriptor and the mapping.
+///
+/// ```
+/// 0      4096                                   4096 + 16·capacity
+/// +------+-------------+-------------+-----+-------------+
+/// |header| slot 0      | slot 1      | ... | slot cap-1  |
+/// +------+-------------+-------------+-----+-------------+
+///        | u64 hash | u64 sequence (0: empty) |
+/// ```
+final class IndexFile {
+    /// Header fields, each after the previous one; the CRC32C covers every byte before it.
+    enum Header {
+        static let magic = 0                       // u64 "TWRIDX01"
+        static let version = magic + 8             // u32
+        static let headerSize = version + 4        // u32
+        static let capacity = headerSize + 4       // u64, slots, a power of two
+        static let count = capacity + 8            // u64, entries when the header was written
+        static let coveredThrough = count + 8      // u64
+        static let seed = coveredThrough + 8       // u64, the hash key
+        static let writtenAt = seed + 8            // i64, ns since the epoch
+        static let crc = writtenAt + 8             // u32 CRC32C of bytes [0, crc), then u32 zero
+        static let end = crc + 8
+    }
+    /// The table starts on its own page, so a header write never shares a page with slots.
+    static let headerBytes = 4096
+    static let slotBytes = 16
+    static let version: UInt32 = 1
+    static let minimumCapacity = 64
+    /// Larger capacities are refused as damage (2^40 slots would be a 16 TiB file).
+    static let maximumCapacity = 1 << 40
+    /// `TWRIDX01` read as a little-endian u64.
+    static let magic: UInt64 = {
+        var v: UInt64 = 0
+        for (i, b) in "TWRIDX01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+        return v
+    }()
+
+    var path: String
+    let fd: Int32
+    let base: UnsafeMutableRawPointer
+    let bytes: Int
+    let capacity: Int
+    let seed: UInt64
+    /// Pairs of little-endian words (hash, sequence), `capacity` of them.
+    /// - warning: valid only while this object lives (the mapping goes with it); never keep it past a growth.
+    let slots: UnsafeMutablePointer<UInt64>
+    let headerCount: Int
+    let headerCoveredThrough: UInt64
+
+    private init(path: String, fd: Int32, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) {
+        let bytes = IndexFile.headerBytes + capacity * IndexFile.slotBytes
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw JournalError.fromErrno("mmap", path)   // the caller still owns and closes `fd`
+        }
+        self.path = path; self.fd = fd; self.base = p; self.bytes = bytes; self.capacity = capacity; self.seed = seed
+        slots = (p + IndexFile.headerBytes).bindMemory(to: UInt64.self, capacity: 2 * capacity)
+        headerCount = count; headerCoveredThrough = coveredThrough
+    }
+
+    deinit {
+        munmap(base, bytes)
+        Glibc.close(fd)
+    }
+
+    /// Opens and maps a valid index file, or says why it cannot be used (missing, short, damaged, other version).
+    enum Opened {
+        case valid(IndexFile)
+        /// Why the file cannot be used; the caller replaces it.
+        case unusable(String)
+    }
+
+    static func open(path: String) throws(JournalError) -> Opened {
+        guard FileIO.exists(path) else { return .unusable("no index file") }
+        let fd = try FileIO.open(path, O_RDWR)
+        var ok = false
+        defer { if !ok { Glibc.close(fd) } }
+        let size = try FileIO.fileSize(fd, path: path)
+        guard size >= Int64(headerBytes) else { return .unusable("\(size) bytes, shorter than the \(headerBytes)-byte header") }
+        var h = [UInt8](repeating: 0, count: Header.end)
+        _ = try FileIO.pread(fd, into: &h, count: Header.end, at: 0, path: path)
+        func u64(_ o: Int) -> UInt64 { h.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self)) } }
+        func u32(_ o: Int) -> UInt32 { h.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt32.self)) } }
+        guard u64(Header.magic) == magic else { return .unusable("bad magic") }
+        let crc = h.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<Header.crc])) }
+        guard u32(Header.crc) == crc else { return .unusable("header CRC32C mismatch") }
+        guard u32(Header.version) == version else { return .unusable("version \(u32(Header.version)), expected \(version)") }
+        guard u32(Header.headerSize) == UInt32(headerBytes) else { return .unusable("header size \(u32(Header.headerSize))") }
+        let capacity = u64(Header.capacity), count = u64(Header.count)
+        guard capacity >= UInt64(minimumCapacity), capacity <= UInt64(maximumCapacity), capacity & (capacity - 1) == 0,
+              count <= capacity else { return .unusable("capacity \(capacity) with \(count) entries") }
+        let expected = Int64(headerBytes) + Int64(capacity) * Int64(slotBytes)
+        guard size == expected else { return .unusable("\(size) bytes, expected \(expected) for \(capacity) slots") }
+        let file = try IndexFile(path: path, fd: fd, capacity: Int(capacity), seed: u64(Header.seed), count: Int(count),
+                                 coveredThrough: u64(Header.coveredThrough))
+        ok = true
+        return .valid(file)
+    }
+
+    /// A new file of `capacity` empty slots with its header, allocated on the disk up front (`posix_fallocate`), so
+    /// a full disk is an error here and never a SIGBUS when a slot's page is first written through the mapping.
+    /// Not synced.
+    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) -> IndexFile {
+        let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
+        let bytes = headerBytes + capacity * slotBytes
+        let rc = posix_fallocate(fd, 0, off_t(bytes))
+        if rc != 0 {
+            Glibc.close(fd); unlink(path)
+            throw JournalError.fromErrno("posix_fallocate", path, rc)
+        }
+        let file: IndexFile
+        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
+        catch { Glibc.close(fd); unlink(path); throw error }
+        file.writeHeader(count: count, coveredThrough: coveredThrough)
+        return file
+    }
+
+    /// Writes every header field and its CRC into the mapped header page (not synced).
+    func writeHeader(count: Int, coveredThrough: UInt64) {
+        let h = UnsafeMutableRawBufferPointer(start: base, count: Header.end)
+        h.storeBytes(of: IndexFile.magic.littleEndian, toByteOffset: Header.magic, as: UInt64.self)
+        h.storeBytes(of: IndexFile.version.littleEndian, toByteOffset: Header.version, as: UInt32.self)
+        h.storeBytes(of: UInt32(IndexFile.headerBytes).littleEndian, toByteOffset: Header.headerSize, as: UInt32.self)
+        h.storeBytes(of: UInt64(capacity).littleEndian, toByteOffset: Header.capacity, as: UInt64.self)
+        h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: Header.count, as: UInt64.self)
+        h.storeBytes(of: coveredThrough.littleEndian, toByteOffset: Header.coveredThrough, as: UInt64.self)
+        h.storeBytes(of: seed.littleEndian, toByteOffset: Header.seed, as: UInt64.self)
+        h.storeBytes(of: tw_realtime_ns().littleEndian, toByteOffset: Header.writtenAt, as: Int64.self)
+        let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(h)[0..<Header.crc]))
+        h.storeBytes(of: crc.littleEndian, toByteOffset: Header.crc, as: UInt32.self)
+        h.storeBytes(of: UInt32(0), toByteOffset: Header.crc + 4, as: UInt32.self)
+    }
+
+    /// Writes back the whole mapping and waits. The corresponding C function is `msync` (MS_SYNC: on Linux an
+    /// `fdatasync` of the range).
+    func sync() throws(JournalError) { try sync(bytes) }
+
+    /// Writes back the header page and waits.
+    func syncHeader() throws(JournalError) { try sync(IndexFile.headerBytes) }
+
+    private func sync(_ length: Int) throws(JournalError) {
+        while msync(base, length, MS_SYNC) != 0 {
+            if errno == EINTR { continue }
+            throw JournalError.fromErrno("msync", path)
+        }
+    }
+
+    /// A hint about the table's access pattern (readahead); failures are ignored. The C function is `madvise`.
+    func advise(_ advice: Int32) {
+        _ = madvise(base + IndexFile.headerBytes, bytes - IndexFile.headerBytes, advice)
+    }
+
+    /// Linear probing from the hash's home slot: writes (hash, seq) into the first empty slot, unless the same pair
+    /// is met first. The hash is stored before the sequence, which marks the slot used: a crash between the two
+    /// leaves an empty slot (or, were the stores reordered, an entry with a wrong hash no lookup matches).
+    /// - Returns: whether a slot was written.
+    @inline(__always)
+    static func place(hash h: UInt64, seq: UInt64, in slots: UnsafeMutablePointer<UInt64>, capacity: Int) -> Bool {
+        let mask = capacity &- 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        for _ in 0..<capacity {
+            let s = UInt64(littleEndian: slots[2 &* i &+ 1])
+            if s == 0 {
+                slots[2 &* i] = h.littleEndian
+                slots[2 &* i &+ 1] = seq.littleEndian
+                return true
+            }
+            if s == seq && UInt64(littleEndian: slots[2 &* i]) == h { return false }
+            i = (i &+ 1) & mask
+        }
+        preconditionFailure("retry index table full (\(capacity) slots): the load factor is kept below 7/8")
+    }
+}

@@ -1,0 +1,407 @@
+import CTickwireSys
+import Foundation
+import Testing
+@testable import TickwireJournal
+
+/// The journal as the index sees it: sequence → the key of the record journaled there.
+private struct ModelJournal {
+    var keys: [[UInt8]] = []
+    var last: UInt64 { UInt64(keys.count) }
+    mutating func append(_ key: [UInt8]) -> UInt64 { keys.append(key); return last }
+    /// The trade service's check: the record at `seq` exists and is this key's.
+    func holds(_ key: [UInt8], at seq: UInt64) -> Bool { seq >= 1 && seq <= last && keys[Int(seq) - 1] == key }
+}
+
+private func retryKey(_ i: Int) -> [UInt8] { RetryIndex.key(trader: "trader\(i % 7)", clientOrderID: "ord-\(i)") }
+
+private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.idx" }
+
+@Suite(.timeLimit(.minutes(5))) struct RetryIndexTests {
+    @Test func headerLayoutIsDerivedAndFitsOneSector() {
+        #expect(IndexFile.Header.crc == 56 && IndexFile.Header.end == 64)
+        #expect(IndexFile.Header.end <= JournalFormat.sectorSize)   // written atomically by the disk
+        #expect(IndexFile.headerBytes % 4096 == 0 && IndexFile.slotBytes == 16)
+    }
+
+    @Test func insertAndLookupRoundTripAMillionKeys() throws {
+        let dir = TempDir("retryidx")
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == "no index file" && index.coveredThrough == 0 && index.count == 0)
+        var journal = ModelJournal()
+        let n = 1_000_000
+        for i in 0..<n {
+            let key = retryKey(i)
+            let seq = journal.append(key)
+            #expect(try index.insert(key, seq: seq))
+        }
+        #expect(index.count == n && index.capacity >= 2 * n && index.growths > 0)
+        var misses = 0
+        for i in 0..<n {
+            let key = retryKey(i)
+            if index.lookup(key, verify: { journal.holds(key, at: $0) }) != UInt64(i + 1) { misses += 1 }
+        }
+        #expect(misses == 0)
+        var falseHits = 0
+        for i in n..<(n + 100_000) {
+            let key = retryKey(i)
+            if index.lookup(key, verify: { journal.holds(key, at: $0) }) != nil { falseHits += 1 }
+        }
+        #expect(falseHits == 0)
+        // Inserting a pair that is there changes nothing (the replay after a checkpoint relies on it).
+        #expect(try index.insert(retryKey(12345), seq: 12346) == false)
+        #expect(index.count == n)
+    }
+
+    @Test func aRejectedCandidateContinuesTheProbe() throws {
+        let dir = TempDir("retryidx")
+        let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64)
+        // Three different keys with one hash (a forced collision), then an unrelated entry on the same run.
+        let h: UInt64 = 0x1234_5678_9abc_def0
+        #expect(try index.insert(hash: h, seq: 7))
+        #expect(try index.insert(hash: h &+ 64, seq: 8))   // same home slot, other hash: never offered to verify
+        #expect(try index.insert(hash: h, seq: 9))
+        #expect(try index.insert(hash: h, seq: 11))
+        var offered: [UInt64] = []
+        let found = index.lookup(hash: h) { seq in offered.append(seq); return seq == 11 }
+        #expect(found == 11 && offered == [7, 9, 11])
+        offered = []
+        #expect(index.lookup(hash: h) { offered.append($0); return false } == nil)
+        #expect(offered == [7, 9, 11])
+        // A throwing verify (a journal read that failed) propagates its error.
+        struct ReadFailed: Error {}
+        #expect(throws: ReadFailed.self) { _ = try index.lookup(hash: h) { (_: UInt64) throws(ReadFailed) -> Bool in throw ReadFailed() } }
+        // The same key under a stale sequence and a real one: the stale one is rejected, the real one found.
+        var journal = ModelJournal()
+        let key = retryKey(1)
+        try index.insert(key, seq: 500)   // stale: the journal never got that far
+        let seq = journal.append(key)
+        try index.insert(key, seq: seq)
+        #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == seq)
+    }
+
+    @Test func growthKeepsEveryEntryAndTheFileMatchesTheCapacity() throws {
+        let dir = TempDir("retryidx")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64)
+            #expect(index.capacity == 64)
+            for i in 0..<20_000 {
+                let key = retryKey(i)
+                try index.insert(key, seq: journal.append(key))
+                #expect(index.count * 2 <= index.capacity)
+            }
+            #expect(index.growths == 10 && index.capacity == 64 << 10 && index.count == 20_000)
+            for i in 0..<20_000 {
+                let key = retryKey(i)
+                #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+            }
+            let size = try FileManager.default.attributesOfItem(atPath: indexPath(dir))[.size] as! Int
+            #expect(size == IndexFile.headerBytes + index.capacity * IndexFile.slotBytes)
+            #expect(!FileManager.default.fileExists(atPath: indexPath(dir) + ".grow"))
+            try index.checkpoint(coveredThrough: journal.last)
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.capacity == 64 << 10 && index.count == 20_000)
+        #expect(index.coveredThrough == 20_000)
+        for i in stride(from: 0, to: 20_000, by: 7) {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
+    }
+
+    @Test func checkpointThenReopenGivesCoveredThroughAndEveryEntry() throws {
+        let dir = TempDir("retryidx")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 1 << 12)
+            for i in 0..<50_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try index.checkpoint(coveredThrough: journal.last)
+            #expect(index.coveredThrough == 50_000)
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 50_000 && index.count == 50_000)
+        for i in 0..<50_000 {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
+        #expect(index.lookup(retryKey(50_000), verify: { _ in true }) == nil)
+    }
+
+    /// A crash after a checkpoint: the file holds every checkpointed entry and some of the later ones (whichever
+    /// pages the kernel happened to write back). The header says the checkpoint; replaying the journal after it
+    /// brings everything back, and the later entries already there are harmless.
+    @Test func aCrashAfterACheckpointLosesNothingTheReplayDoesNotRestore() throws {
+        let dir = TempDir("retryidx")
+        let path = indexPath(dir)
+        var journal = ModelJournal()
+        let checkpointed = 30_000, total = 40_000
+        var atCheckpoint: [UInt8] = []
+        do {
+            let index = try RetryIndex(path: path, initialCapacity: 1 << 17)   // no growth: one file throughout
+            for i in 0..<checkpointed { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try index.checkpoint(coveredThrough: journal.last)
+            atCheckpoint = try FileIO.readFile(path)
+            for i in checkpointed..<total { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            // No checkpoint: the process dies here.
+        }
+        // Of the pages written after the checkpoint, every other one never reached the disk.
+        var onDisk = try FileIO.readFile(path)
+        #expect(onDisk.count == atCheckpoint.count)
+        var lostPages = 0
+        for page in stride(from: IndexFile.headerBytes, to: onDisk.count, by: 4096) where (page / 4096) % 2 == 0 {
+            if onDisk[page..<page + 4096] != atCheckpoint[page..<page + 4096] {
+                onDisk.replaceSubrange(page..<page + 4096, with: atCheckpoint[page..<page + 4096])
+                lostPages += 1
+            }
+        }
+        #expect(lostPages > 100)
+        try Data(onDisk).write(to: URL(fileURLWithPath: path))
+
+        let index = try RetryIndex(path: path)
+        #expect(index.rebuiltReason == nil && index.coveredThrough == UInt64(checkpointed) && index.count == checkpointed)
+        for i in 0..<checkpointed {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
+        // The replay from coveredThrough + 1: some pairs are there already, the rest go in.
+        var added = 0
+        for seq in (index.coveredThrough + 1)...journal.last {
+            if try index.insert(journal.keys[Int(seq) - 1], seq: seq) { added += 1 }
+        }
+        #expect(added > 0 && added < total - checkpointed)
+        for i in 0..<total {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
+    }
+
+    /// Recovery cut the journal's tail: entries after its end are stale, `coveredThrough` comes down to the end
+    /// durably, and new records under the same sequences are found, not the stale ones.
+    @Test func aJournalCutBackClampsCoveredThroughAndStaleEntriesFailVerify() throws {
+        let dir = TempDir("retryidx")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir))
+            for i in 0..<1_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try index.checkpoint(coveredThrough: 1_000)
+        }
+        journal.keys.removeLast(200)   // the journal now ends at 800
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.coveredThrough == 1_000)
+        try index.journalEnds(at: journal.last)
+        #expect(index.coveredThrough == 800)
+        try index.journalEnds(at: 900)   // never raises it
+        #expect(index.coveredThrough == 800)
+        for i in 800..<1_000 {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == nil)
+        }
+        // New records take sequences 801…: another key at 801, then a retry of key 900 lands at 802.
+        let other = retryKey(5_000), retried = retryKey(900)
+        try index.insert(other, seq: journal.append(other))
+        try index.insert(retried, seq: journal.append(retried))
+        #expect(index.lookup(retried, verify: { journal.holds(retried, at: $0) }) == 802)
+        #expect(index.lookup(retryKey(800), verify: { journal.holds(retryKey(800), at: $0) }) == nil)
+        // The clamp is in the file's header: a crash now replays from 801.
+        let header = try FileIO.readFile(indexPath(dir)).prefix(64)
+        #expect(header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: IndexFile.Header.coveredThrough, as: UInt64.self) } == 800)
+    }
+
+    @Test(arguments: [
+        (IndexFile.Header.coveredThrough, "header CRC32C mismatch"),
+        (IndexFile.Header.magic + 2, "bad magic"),
+        (IndexFile.Header.capacity, "header CRC32C mismatch"),
+    ])
+    func aDamagedHeaderIsRebuiltFromScratch(offset: Int, reason: String) throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 5_000)
+        var bytes = try FileIO.readFile(indexPath(dir))
+        bytes[offset] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: reason)
+    }
+
+    @Test func anotherVersionIsRebuiltFromScratch() throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 5_000)
+        var bytes = try FileIO.readFile(indexPath(dir))
+        bytes.withUnsafeMutableBytes { b in
+            b.storeBytes(of: UInt32(2).littleEndian, toByteOffset: IndexFile.Header.version, as: UInt32.self)
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[0..<IndexFile.Header.crc]))
+            b.storeBytes(of: crc.littleEndian, toByteOffset: IndexFile.Header.crc, as: UInt32.self)
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: "version 2, expected 1")
+    }
+
+    @Test(arguments: [0, 100, 4096, 4096 + 16 * 1000])
+    func aTruncatedFileIsRebuiltFromScratch(keep: Int) throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 5_000)
+        #expect(truncate(indexPath(dir), off_t(keep)) == 0)
+        try expectRebuilt(dir, reason: nil)
+    }
+
+    /// A doubling that fails (here: its file's name is taken by a directory, EISDIR; a full disk is the real
+    /// case) leaves the entries in the old table, which keeps taking them up to 7/8 full, then refuses with the error.
+    @Test func aFailedGrowthKeepsInsertingUpToTheHardLimitThenThrows() throws {
+        let dir = TempDir("retryidx")
+        let path = indexPath(dir)
+        let index = try RetryIndex(path: path, initialCapacity: 64)
+        #expect(mkdir(path + ".grow", 0o755) == 0)
+        for i in 0..<56 { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
+        #expect(index.capacity == 64 && index.count == 56 && index.growths == 0)
+        #expect(index.growthFailure == .io(operation: "open", path: path + ".grow", errno: EISDIR))
+        #expect(throws: JournalError.io(operation: "open", path: path + ".grow", errno: EISDIR)) {
+            try index.insert(retryKey(56), seq: 57)
+        }
+        #expect(index.count == 56)
+        for i in 0..<56 { #expect(index.lookup(retryKey(i), verify: { $0 == UInt64(i + 1) }) == UInt64(i + 1)) }
+        // Once the name is free the next insert doubles the table.
+        #expect(rmdir(path + ".grow") == 0)
+        try index.insert(retryKey(56), seq: 57)
+        #expect(index.capacity == 128 && index.count == 57 && index.growths == 1 && index.growthFailure == nil)
+        for i in 0..<57 { #expect(index.lookup(retryKey(i), verify: { $0 == UInt64(i + 1) }) == UInt64(i + 1)) }
+    }
+
+    @Test func leftoversOfAnInterruptedGrowthAreRemoved() throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 100)
+        #expect(FileManager.default.createFile(atPath: indexPath(dir) + ".grow", contents: Data([1, 2, 3])))
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 100)
+        #expect(!FileManager.default.fileExists(atPath: indexPath(dir) + ".grow"))
+    }
+
+    private func fillAndCheckpoint(_ dir: TempDir, entries: Int) throws {
+        let index = try RetryIndex(path: indexPath(dir))
+        for i in 0..<entries { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
+        try index.checkpoint(coveredThrough: UInt64(entries))
+    }
+
+    private func expectRebuilt(_ dir: TempDir, reason: String?) throws {
+        let index = try RetryIndex(path: indexPath(dir), initialCapacity: 256)
+        #expect(index.rebuiltReason != nil)
+        if let reason { #expect(index.rebuiltReason == reason) }
+        #expect(index.coveredThrough == 0 && index.count == 0 && index.capacity == 256)
+        #expect(index.lookup(retryKey(1), verify: { _ in true }) == nil)
+        // The rebuilt file is whole: the caller's full replay goes in and survives a reopen.
+        for i in 0..<1_000 { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
+        try index.checkpoint(coveredThrough: 1_000)
+        let again = try RetryIndex(path: indexPath(dir))
+        #expect(again.rebuiltReason == nil && again.coveredThrough == 1_000 && again.count == 1_000)
+        #expect(again.lookup(retryKey(999), verify: { $0 == 1_000 }) == 1_000)
+    }
+
+    /// Figures for docs and reviews, not a pass/fail test: `TICKWIRE_RETRYINDEX_BENCH=10000000 swift test
+    /// --filter RetryIndexTests/figures` (build in release for rates: `-c release -Xswiftc -enable-testing`).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["TICKWIRE_RETRYINDEX_BENCH"] != nil), .timeLimit(.minutes(30)))
+    func figures() throws {
+        let n = Int(ProcessInfo.processInfo.environment["TICKWIRE_RETRYINDEX_BENCH"]!) ?? 10_000_000
+        let dir = TempDir("retryidx-bench")
+        let report = RetryIndexBench.run(directory: dir.path, entries: n)
+        print(try report.get())
+    }
+}
+
+/// Inserts and looks up `entries` keys built in one reused buffer (no allocation per key), timing each phase and
+/// reading RssAnon/RssFile from /proc/self/status.
+enum RetryIndexBench {
+    static func rss() -> (anonKiB: Int, fileKiB: Int) {
+        let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return -1 }
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? -1
+        }
+        return (field("RssAnon"), field("RssFile"))
+    }
+
+    /// The map it replaces, as TradeService holds it: `[RetryKey: UInt64]`, the key two Strings (short ones, stored
+    /// inline: no allocation per key).
+    static func baseline(entries n: Int) -> String {
+        struct RetryKey: Hashable { let trader: String, clientOrderID: String }
+        let traders = (0..<7).map { "trader\($0)" }
+        let before = rss()
+        var t0 = tw_monotonic_ns()
+        var map: [RetryKey: UInt64] = [:]
+        for i in 0..<n { map[RetryKey(trader: traders[i % 7], clientOrderID: String(i))] = UInt64(i + 1) }
+        let insertNs = tw_monotonic_ns() - t0
+        let after = rss()
+        t0 = tw_monotonic_ns()
+        var found = 0
+        for i in 0..<n where map[RetryKey(trader: traders[i % 7], clientOrderID: String(i))] == UInt64(i + 1) { found += 1 }
+        let lookupNs = tw_monotonic_ns() - t0
+        return "baseline [RetryKey: UInt64]: insert \(Double(n) / (Double(insertNs) / 1e9)) /s, lookup hit \(Double(n) / (Double(lookupNs) / 1e9)) /s (\(found) found); RSS anon +\(after.anonKiB - before.anonKiB) KiB (\(Double((after.anonKiB - before.anonKiB) * 1024) / Double(n)) bytes an entry)\n"
+    }
+
+    static func run(directory: String, entries n: Int) -> Result<String, JournalError> {
+        do throws(JournalError) {
+            var out = "retry index, \(n) entries\n"
+            var buffer = [UInt8](repeating: 0, count: 32)
+            // "traderT\0" then the decimal order id: 20-30 bytes like a real key.
+            func withKey<R>(_ i: Int, _ body: (UnsafeRawBufferPointer) throws(JournalError) -> R) throws(JournalError) -> R {
+                try buffer.withUnsafeMutableBytes { b -> Result<R, JournalError> in
+                    let prefix: [UInt8] = Array("trader".utf8)
+                    for (j, c) in prefix.enumerated() { b[j] = c }
+                    b[6] = UInt8(0x30 + i % 7); b[7] = 0
+                    var v = i, len = 8, digits = 0
+                    repeat { digits += 1; v /= 10 } while v > 0
+                    v = i
+                    for d in stride(from: digits - 1, through: 0, by: -1) { b[len + d] = UInt8(0x30 + v % 10); v /= 10 }
+                    len += digits
+                    do { return .success(try body(UnsafeRawBufferPointer(rebasing: b[0..<len]))) } catch { return .failure(error as! JournalError) }
+                }.get()
+            }
+            let before = rss()
+            let start = tw_monotonic_ns()
+            let index = try RetryIndex(path: directory + "/retry.idx")
+            var growthsSeen = 0
+            var pauses: [(capacity: Int, ms: Double)] = []
+            var t0 = tw_monotonic_ns()
+            for i in 0..<n {
+                _ = try withKey(i) { (k) throws(JournalError) in try index.insert(k, seq: UInt64(i + 1)) }
+                if index.growths != growthsSeen {
+                    growthsSeen = index.growths
+                    pauses.append((index.capacity, Double(index.lastGrowthNanos) / 1e6))
+                }
+            }
+            let insertNs = tw_monotonic_ns() - t0
+            let growthNs = pauses.reduce(0.0) { $0 + $1.ms } * 1e6
+            out += "open: \(Double(t0 - start) / 1e6) ms\n"
+            out += "insert: \(Double(n) / (Double(insertNs) / 1e9)) /s overall; \(Double(n) / ((Double(insertNs) - growthNs) / 1e9)) /s without growth pauses\n"
+            out += "growth pauses (capacity after, ms): " + pauses.map { "\($0.capacity):\(String(format: "%.1f", $0.ms))" }.joined(separator: " ") + "\n"
+            let afterInsert = rss()
+            t0 = tw_monotonic_ns()
+            var found = 0
+            for i in 0..<n {
+                let seq = UInt64(i + 1)
+                if try withKey(i, { k in index.lookup(k, verify: { $0 == seq }) }) != nil { found += 1 }
+            }
+            let hitNs = tw_monotonic_ns() - t0
+            t0 = tw_monotonic_ns()
+            var falseFound = 0
+            for i in n..<(n + n / 10) {
+                if try withKey(i, { k in index.lookup(k, verify: { _ in false }) }) != nil { falseFound += 1 }
+            }
+            let missNs = tw_monotonic_ns() - t0
+            out += "lookup hit: \(Double(n) / (Double(hitNs) / 1e9)) /s (\(found) found); miss: \(Double(n / 10) / (Double(missNs) / 1e9)) /s\n"
+            t0 = tw_monotonic_ns()
+            try index.checkpoint(coveredThrough: UInt64(n))
+            out += "checkpoint after the load: \(Double(tw_monotonic_ns() - t0) / 1e6) ms\n"
+            for i in n..<(n + 100_000) { _ = try withKey(i) { (k) throws(JournalError) in try index.insert(k, seq: UInt64(i + 1)) } }
+            t0 = tw_monotonic_ns()
+            try index.checkpoint(coveredThrough: UInt64(n + 100_000))
+            out += "checkpoint after 100k more inserts: \(Double(tw_monotonic_ns() - t0) / 1e6) ms\n"
+            let afterAll = rss()
+            out += "RSS KiB before: anon \(before.anonKiB) file \(before.fileKiB); after inserts: anon \(afterInsert.anonKiB) file \(afterInsert.fileKiB); after lookups and checkpoints: anon \(afterAll.anonKiB) file \(afterAll.fileKiB)\n"
+            out += "capacity \(index.capacity) slots, file \(IndexFile.headerBytes + index.capacity * IndexFile.slotBytes) bytes\n"
+            t0 = tw_monotonic_ns()
+            let reopened = try RetryIndex(path: directory + "/retry.idx")
+            out += "reopen: \(Double(tw_monotonic_ns() - t0) / 1e6) ms, coveredThrough \(reopened.coveredThrough), rss anon \(rss().anonKiB) file \(rss().fileKiB)\n"
+            out += baseline(entries: n)
+            return .success(out)
+        } catch {
+            return .failure(error)
+        }
+    }
+}
