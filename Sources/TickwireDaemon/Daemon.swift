@@ -105,10 +105,16 @@ public final class Daemon: @unchecked Sendable {
             risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
                 .map { RejectReason(.preTradeCheck, $0.description) }
         }
-        let recovered = RecoveredTrades()
-        tradeConfig.recovered = { r in
-            recovered.append(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
-        }
+        // Risk positions are built from the journal: checkpointed with it, rebuilt from the last checkpoint and the
+        // trades after it at start (and after a journal failure, which may have refused trades risk had counted).
+        tradeConfig.state = JournalState(name: "risk", take: { [risk] in risk.snapshot().bytes }, rebuild: { [risk, logger] snapshot, trades in
+            let restored = snapshot.flatMap(RiskEngine.Snapshot.init(bytes:))
+            if snapshot != nil && restored == nil { logger.warning("risk checkpoint unreadable; positions from the journal's trades only") }
+            risk.rebuild(snapshot: restored, then: trades.map {
+                RiskTrade(desk: $0.desk, symbol: $0.symbol, side: $0.side, quantity: $0.quantity, price: $0.price)
+            })
+            logger.info("risk positions rebuilt from \(restored == nil ? "no checkpoint" : "a checkpoint") and \(trades.count) journaled trades")
+        })
         let trades = TradeService(
             config: tradeConfig, dataDirectory: config.dataDirectory, context: context,
             log: { [logger] in logger.notice("\($0)") },
@@ -122,8 +128,6 @@ public final class Daemon: @unchecked Sendable {
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
-        risk.rebuild(from: recovered.take())
-        if recovered.count > 0 { logger.info("risk positions rebuilt from \(recovered.count) journaled trades") }
 
         do {
             metricsServer = try MetricsServer(endpoint: config.metricsEndpoint) { [unowned self] path in
@@ -448,10 +452,4 @@ struct Unchecked<T>: @unchecked Sendable {
 }
 
 /// Journaled trades replayed at start, gathered for the risk engine.
-final class RecoveredTrades: @unchecked Sendable {
-    private let lock = NSLock()
-    private var trades: [RiskTrade] = []
-    private(set) var count = 0
-    func append(_ t: RiskTrade) { lock.withLock { trades.append(t); count += 1 } }
-    func take() -> [RiskTrade] { lock.withLock { defer { trades = [] }; return trades } }
-}
+

@@ -441,6 +441,12 @@ public final class Journal: @unchecked Sendable {
     /// The highest durable sequence (0 when empty).
     public var durableSequence: UInt64 { durable.load(ordering: .acquiring) }
 
+    /// The highest durable sequence and its record's SHA-256 (zeros when empty): what a checkpoint names.
+    public var durableHead: (seq: UInt64, hash: RecordHash) {
+        lock.lock(); defer { lock.unlock() }
+        return (durablePosition.seq, durablePosition.hash)
+    }
+
     /// Segment files prepared (zero-filled and synced) in the background, and preparations that failed (the
     /// journal then keeps appending to its segment, extending the file as it goes).
     public var preparedSegments: (prepared: Int, failed: Int) {

@@ -36,14 +36,33 @@ public struct TradeServiceConfig: Sendable {
     public var serverSecretKey: String?
     /// Runs before journaling; a reason refuses the trade (the risk engine fills this).
     public var preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)?
-    /// Called for each journaled trade replayed at start, in sequence order (risk rebuilds positions from it).
-    public var recovered: (@Sendable (TradeRequest) -> Void)?
+    /// State built from the journaled trades (risk positions): checkpointed now and then, rebuilt at start and
+    /// after a journal failure from the last checkpoint and the trades after it.
+    public var state: JournalState?
     public var journal: JournalOptions
+    /// How often the retry index and `state` are checkpointed (when every journaled trade is durable): what a
+    /// start replays is what came after the last one.
+    public var checkpointIntervalNanos: Int64 = 5_000_000_000
 
     public init(endpoint: String = "tcp://127.0.0.1:5557", traders: [String: String] = [:], serverSecretKey: String? = nil,
                 preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)? = nil, journal: JournalOptions = JournalOptions()) {
         self.endpoint = endpoint; self.traders = traders; self.serverSecretKey = serverSecretKey
         self.preTradeCheck = preTradeCheck; self.journal = journal
+    }
+}
+
+/// State the caller derives from journaled trades, and how to keep it (see `TradeServiceConfig.state`).
+public struct JournalState: Sendable {
+    /// The checkpoint's name (`journal/checkpoints/NAME.ckpt`).
+    public var name: String
+    /// The state now, as bytes. Called on the service thread when every journaled trade is durable and applied.
+    public var take: @Sendable () -> [UInt8]
+    /// Forgets the state, starts from `snapshot` (nil: empty), then applies `trades` in sequence order.
+    public var rebuild: @Sendable (_ snapshot: [UInt8]?, _ trades: [TradeRequest]) -> Void
+
+    public init(name: String, take: @escaping @Sendable () -> [UInt8],
+                rebuild: @escaping @Sendable (_ snapshot: [UInt8]?, _ trades: [TradeRequest]) -> Void) {
+        self.name = name; self.take = take; self.rebuild = rebuild
     }
 }
 
@@ -75,9 +94,15 @@ public final class TradeService: @unchecked Sendable {
     private var router: ZMQSocket?
     private var wakeReceiver: ZMQSocket?
     private var wakeSender: ZMQSocket?
-    /// (trader, client order id) → journal sequence: what makes a retry return the original acknowledgement.
-    private var dedupe: [RetryKey: UInt64] = [:]
+    /// (trader, client order id) → journal sequence, on disk (`journal/retry.idx`): what makes a retry return the
+    /// original acknowledgement; checked against the journal record on every hit.
+    private var retryIndex: RetryIndex?
+    /// The same for trades journaled and not yet durable (the index is checked against durable records only).
+    private var inFlight: [RetryKey: UInt64] = [:]
     struct RetryKey: Hashable { let trader: String, clientOrderID: String }
+    /// The sequence of the last checkpoint (retry index and state), and when the next is due.
+    private var checkpointedSeq: UInt64 = 0
+    private var nextCheckpoint: Int64 = 0
     /// Messages whose trades are journaled but not all durable yet, in arrival order.
     private var pending: [PendingMessage] = []
     private var pendingHead = 0
@@ -141,20 +166,19 @@ public final class TradeService: @unchecked Sendable {
             _ = try? sender.send([1], dontWait: true)   // a full queue already holds a wake-up
             userCallback?(seq)
         }
-        var map: [RetryKey: UInt64] = [:]
-        let recovered = config.recovered
-        do {
-            journal = try Journal(directory: dataDirectory + "/journal", options: options) { record in
-                if let t = TradeWire.decodeRecord(record.payload) {
-                    map[RetryKey(trader: t.trader, clientOrderID: t.clientOrderID)] = record.seq
-                    recovered?(t)
-                }
-            }
-        } catch { throw TradeServiceError.journal(error) }
+        let userDamage = options.onDamage
+        options.onDamage = { [log] c in
+            log("journal: DAMAGE in records written before this start: \(c); trading goes on, run 'tickwire audit verify'")
+            userDamage?(c)
+        }
         journalOptions = options
-        dedupe = map
+        let index: RetryIndex
+        do { index = try RetryIndex(path: dataDirectory + "/journal/retry.idx") } catch { throw TradeServiceError.journal(error) }
+        retryIndex = index
+        if let why = index.rebuiltReason { log("trades: retry index made anew (\(why)); rebuilding it from the journal") }
+        do { journal = try recover(index) } catch { throw TradeServiceError.journal(error) }
         if let r = journal!.recovery.skippedCorruption { log("journal: skipped damage (operator's choice): \(r)") }
-        if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn last record of \(journal!.recovery.truncatedBytes) bytes") }
+        if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn tail of \(journal!.recovery.truncatedBytes) bytes (never acknowledged)") }
 
         let zap = ZAPHandler(context: context, admitted: Dictionary(admittedTraders.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a }), log: log)
         try zap.start()
@@ -179,12 +203,69 @@ public final class TradeService: @unchecked Sendable {
         log("trades: serving \(boundEndpoint) for \(admittedTraders.count) trader(s), journal at seq \(journal!.durableSequence)")
     }
 
+    /// Opens the journal replaying only what follows the last checkpoint of the retry index and of `state` (the
+    /// journal reads whole only those segments, and verifies the rest behind), inserts the replayed trades' keys
+    /// and rebuilds `state`. A checkpoint the journal no longer backs (cut back since) or an index ahead of the
+    /// journal means a full replay instead.
+    private func recover(_ index: RetryIndex) throws(JournalError) -> Journal {
+        let directory = dataDirectory + "/journal"
+        let claimed = config.state.map { StateCheckpoint.claimedSeq(journalDirectory: directory, name: $0.name) ?? 0 } ?? .max
+        func open(from: UInt64) throws(JournalError) -> (Journal, [(UInt64, TradeRequest)]) {
+            var trades: [(UInt64, TradeRequest)] = []
+            var insertFailure: JournalError?
+            let j = try Journal(directory: directory, options: journalOptions, replayFrom: from) { record in
+                guard let t = TradeWire.decodeRecord(record.payload) else { return }
+                do { _ = try index.insert(RetryIndex.key(trader: t.trader, clientOrderID: t.clientOrderID), seq: record.seq) }
+                catch { insertFailure = insertFailure ?? (error as? JournalError) }
+                if record.seq > claimed || claimed == .max { trades.append((record.seq, t)) }
+            }
+            if let insertFailure { j.close(); throw insertFailure }
+            return (j, trades)
+        }
+        let from = min(index.coveredThrough, claimed == .max ? index.coveredThrough : claimed) + 1
+        var (journal, trades) = try open(from: from)
+        var saved = config.state.flatMap { StateCheckpoint.load(journalDirectory: directory, name: $0.name, journal: journal) }
+        let last = journal.durableSequence
+        if (claimed > 0 && claimed != .max && saved == nil) || index.coveredThrough > last {
+            log("trades: checkpoint past the journal's end (\(last)) or not backed by it; replaying the whole journal")
+            journal.close()
+            try index.journalEnds(at: min(index.coveredThrough, last))
+            (journal, trades) = try open(from: 1)
+            saved = nil
+        }
+        if let state = config.state {
+            let after = saved?.seq ?? 0
+            state.rebuild(saved?.state, trades.filter { $0.0 > after }.map(\.1))
+        }
+        checkpointedSeq = min(index.coveredThrough, saved?.seq ?? index.coveredThrough)
+        log("trades: journal opened at seq \(last); replayed from \(from) (\(journal.recovery.deferredSegments) older segment(s) verified in the background)")
+        return journal
+    }
+
+    /// Makes the retry index and `state` durable as of the journal's head. Only when every journaled trade is
+    /// durable (nothing pending), so the state holds exactly the trades up to that sequence.
+    private func checkpoint(_ journal: Journal) {
+        let head = journal.durableHead
+        guard head.seq > checkpointedSeq, let index = retryIndex else { return }
+        do {
+            try index.checkpoint(coveredThrough: head.seq)
+            if let state = config.state {
+                try StateCheckpoint.save(journalDirectory: dataDirectory + "/journal", name: state.name, seq: head.seq,
+                                         hash: head.hash, state: state.take())
+            }
+            checkpointedSeq = head.seq
+        } catch {
+            log("trades: checkpoint at seq \(head.seq) failed: \(error); the next start replays from \(checkpointedSeq + 1)")
+        }
+    }
+
     /// Stops serving: acknowledges what became durable, closes the journal, the sockets and the ZAP handler.
     public func stop() {
         guard running else { return }
         running = false
         stopping.store(true, ordering: .releasing)
         done.wait()
+        if let journal, journal.failure == nil { checkpoint(journal) }
         journal?.close()
         zap?.stop()
         router?.close(); wakeReceiver?.close(); wakeSender?.close()
@@ -207,13 +288,17 @@ public final class TradeService: @unchecked Sendable {
             if ready[1].contains(.readable) { while (try? wake.receive(dontWait: true)) ?? nil != nil {} }
             if ready[0].contains(.readable) { receiveRequests(router, journal) }
             acknowledgeDurable(router, journal)
+            let now = Nanos.now().rawValue
+            if journal.failure == nil && pendingHead == pending.count && now >= nextCheckpoint {
+                nextCheckpoint = now + config.checkpointIntervalNanos
+                checkpoint(journal)
+            }
             if let failure = journal.failure {
                 if !failed {
                     failed = true
                     count { $0.journalFailures += 1 }
                     log("journal: stopped on \(failure); trades are refused until writes work again (probed every second)")
                 }
-                let now = Nanos.now().rawValue
                 if pendingHead == pending.count && now >= nextProbe {
                     nextProbe = now + TradeService.resumeProbeNanos
                     if resumeJournal(after: failure) { failed = false }
@@ -228,14 +313,14 @@ public final class TradeService: @unchecked Sendable {
 
     /// After a failure (a full disk): once a probe write and sync succeed in the journal's directory, reopens the
     /// journal, whose recovery checks that the file ends at the last durable record (a failed commit was cut back
-    /// and nothing past it was acknowledged). The retry map needs no rebuild: ids of records that failed were
-    /// forgotten when their requests were refused. Returns whether trading resumed.
+    /// and nothing past it was acknowledged), and rebuilds `state` from the last checkpoint and the journal: the
+    /// pre-trade check had applied trades that then failed to be journaled. Returns whether trading resumed.
     private func resumeJournal(after failure: JournalError) -> Bool {
         let directory = dataDirectory + "/journal"
-        if Journal.probeWritable(directory: directory) != nil { return false }
+        guard let index = retryIndex, Journal.probeWritable(directory: directory) == nil else { return false }
         journal?.close()
         do {
-            let reopened = try Journal(directory: directory, options: journalOptions)
+            let reopened = try recover(index)
             journal = reopened
             count { $0.journalResumes += 1 }
             log("journal: writes work again; resumed at seq \(reopened.durableSequence) after \(failure)")
@@ -309,14 +394,20 @@ public final class TradeService: @unchecked Sendable {
             request.trader = trader
             if let bad = request.validationError() { reject(bad); continue }
             let key = RetryKey(trader: trader, clientOrderID: request.clientOrderID)
-            if let seq = dedupe[key] {
+            if let seq = inFlight[key] {
                 delta.duplicates += 1
-                if seq <= journal.durableSequence {
-                    message.replies[slot] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)
-                } else {
-                    message.waiting.append((slot, request, seq, true))
-                    message.lastSeq = max(message.lastSeq, seq)
-                }
+                message.waiting.append((slot, request, seq, true))
+                message.lastSeq = max(message.lastSeq, seq)
+                continue
+            }
+            let journaled: UInt64?
+            do { journaled = try journaledSeq(of: key, journal) } catch {
+                reject(RejectReason(.journalUnavailable, "cannot tell whether id \(request.clientOrderID) was journaled before: \(error)"))
+                continue
+            }
+            if let seq = journaled {
+                delta.duplicates += 1
+                message.replies[slot] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)
                 continue
             }
             if let check = config.preTradeCheck, let reason = check(request) { reject(reason); continue }
@@ -324,7 +415,12 @@ public final class TradeService: @unchecked Sendable {
             do { seq = try journal.append(TradeWire.encodeRecord(request), eventTime: received) } catch {
                 reject(RejectReason(.journalUnavailable, "\(error)")); continue
             }
-            dedupe[key] = seq
+            inFlight[key] = seq
+            do { _ = try retryIndex?.insert(RetryIndex.key(trader: trader, clientOrderID: request.clientOrderID), seq: seq) } catch {
+                // Past the index's hard limit with no room to grow: the journal replay after the last checkpoint
+                // restores the entry at the next start; until then a retry finds it in flight or not at all.
+                log("trades: retry index insert failed: \(error)")
+            }
             message.waiting.append((slot, request, seq, false))
             message.lastSeq = max(message.lastSeq, seq)
         }
@@ -333,6 +429,21 @@ public final class TradeService: @unchecked Sendable {
             reply(router, envelope, message.replies.map { $0! })
         } else {
             pending.append(message)
+        }
+    }
+
+    /// The durable sequence `key` was journaled under, if any: the retry index's candidates, each checked against
+    /// its journal record (trader and client order id).
+    /// - Throws: when a candidate's record cannot be read (damage): the caller refuses rather than guess.
+    private func journaledSeq(of key: RetryKey, _ journal: Journal) throws -> UInt64? {
+        guard let index = retryIndex else { return nil }
+        let durable = journal.durableSequence
+        return try index.lookup(RetryIndex.key(trader: key.trader, clientOrderID: key.clientOrderID)) { seq throws in
+            guard seq <= durable else { return false }
+            let record: JournalRecord
+            do { record = try journal.record(seq) } catch JournalError.noSuchRecord { return false }
+            guard let t = TradeWire.decodeRecord(record.payload) else { return false }
+            return t.trader == key.trader && t.clientOrderID == key.clientOrderID
         }
     }
 
@@ -347,6 +458,7 @@ public final class TradeService: @unchecked Sendable {
                 let r = w.request
                 if w.seq <= durable {
                     if !w.duplicate {
+                        inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil
                         accepted += 1
                         publish(Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: .now(),
                                       seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject)
@@ -355,7 +467,7 @@ public final class TradeService: @unchecked Sendable {
                 } else if let failure {
                     // Nothing after the last durable record was written: refuse it, and forget its id so a retry
                     // is judged anew.
-                    if !w.duplicate { dedupe[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil }
+                    if !w.duplicate { inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil }
                     rejected += 1
                     replies[w.slot] = .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "\(failure)"))
                 }
