@@ -99,6 +99,26 @@ enum AppendLog {
         return out
     }
 
+    /// Zeros for the padding after a block's subject definitions.
+    static let zeroPadding = [UInt8](repeating: 0, count: 8)
+
+    /// The 24-byte header of a block of `count` events: `definitions` (unpadded) and `events` are its payload,
+    /// with zero padding between them that the checksum covers.
+    static func blockHeader(definitions: UnsafeRawBufferPointer, events: UnsafeRawBufferPointer, count: Int) -> [UInt8] {
+        var header = [UInt8](repeating: 0, count: headerSize)
+        func put32(_ v: UInt32, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { header[o + i] = $0[i] } } }
+        put32(magic, 0)
+        header[4] = UInt8(version & 0xff); header[5] = UInt8(version >> 8)
+        put32(UInt32(definitions.count), 8)
+        put32(UInt32(count), 12)
+        var crc = header.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+        crc = CRC32C.of(definitions, continuing: crc)
+        crc = zeroPadding.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<(8 - definitions.count % 8) % 8]), continuing: crc) }
+        crc = CRC32C.of(events, continuing: crc)
+        put32(crc, 20)
+        return header
+    }
+
     /// Writes the 64-byte record field by field: an enum's in-memory tag is not its raw value, so the struct's
     /// own bytes are never stored.
     @inline(__always)
@@ -144,6 +164,10 @@ final class OpenPartition {
     let buffer: UnsafeMutableRawPointer
     @exclusivity(unchecked) var staged = 0
     var unsynced = false
+    /// Bytes of the whole blocks in the log: where the next block goes.
+    private(set) var logEnd = 0
+    /// A failed write left bytes after `logEnd` that are not cut yet: no block is written until they are.
+    private var needsCut = false
     /// Bytes of a torn tail cut when this log was recovered.
     private(set) var tornBytesCut = 0
 
@@ -175,7 +199,8 @@ final class OpenPartition {
         } else {
             try FS.syncDirectory(directory)
         }
-        try file.seekToEnd()
+        logEnd = try file.size()
+        try file.seek(to: logEnd)
     }
 
     deinit { buffer.deallocate() }
@@ -185,9 +210,9 @@ final class OpenPartition {
         localOf[Int(global)] = value
     }
 
-    /// Stages one event; writes the block when it is full.
+    /// Stages one event. - Returns: whether the block is now full (the caller writes it with `writeBlock`).
     @inline(__always)
-    func append(_ e: Event, subjects: SubjectTable) throws(StoreError) {
+    func stage(_ e: Event, subjects: SubjectTable) -> Bool {
         var local: UInt32
         if Int(e.subjectID) < localOf.count, localOf[Int(e.subjectID)] != 0 {
             local = localOf[Int(e.subjectID)] - 1
@@ -196,7 +221,7 @@ final class OpenPartition {
         }
         AppendLog.encodeEvent(e, subject: local, at: buffer + staged &* AppendLog.eventSize)
         staged &+= 1
-        if staged == blockEvents { try writeBlock() }
+        return staged == blockEvents
     }
 
     private func define(_ global: SubjectID, subjects: SubjectTable) -> UInt32 {
@@ -210,37 +235,62 @@ final class OpenPartition {
         return local
     }
 
-    /// Writes the staged events as one block (nothing when none are staged).
+    /// Writes the staged events as one block (nothing when none are staged) at `logEnd`.
+    ///
+    /// A write that fails (a full disk) may have put part of the block in the file: it is cut back to `logEnd`
+    /// (`ftruncate`) before anything else is written, so a later block never lands behind a partial one. The
+    /// staged events and definitions are left as they were; the caller drops the events (`dropStaged`).
+    /// - Throws: `StoreError.io` from the cut or the write.
     func writeBlock() throws(StoreError) {
         guard staged > 0 || !pendingDefinitions.isEmpty else { return }
-        let defBytes = pendingDefinitions.count
-        let padding = (8 - defBytes % 8) % 8
-        var header = [UInt8](repeating: 0, count: AppendLog.headerSize)
-        func put32(_ v: UInt32, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { header[o + i] = $0[i] } } }
-        put32(AppendLog.magic, 0)
-        header[4] = UInt8(AppendLog.version & 0xff); header[5] = UInt8(AppendLog.version >> 8)
-        put32(UInt32(defBytes), 8)
-        put32(UInt32(staged), 12)
-        pendingDefinitions.append(contentsOf: repeatElement(0, count: padding))
+        if needsCut { try cutBack() }
         let events = UnsafeRawBufferPointer(start: buffer, count: staged * AppendLog.eventSize)
-        var crc = header.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
-        crc = pendingDefinitions.withUnsafeBytes { CRC32C.of($0, continuing: crc) }
-        crc = CRC32C.of(events, continuing: crc)
-        put32(crc, 20)
-        let r: Result<Void, StoreError> = header.withUnsafeBytes { h in
-            pendingDefinitions.withUnsafeBytes { d in
-                do { try file.writeAll([h, d, events]); return .success(()) } catch { return .failure(error as! StoreError) }
+        let padding = (8 - pendingDefinitions.count % 8) % 8
+        let r: Result<Void, StoreError> = pendingDefinitions.withUnsafeBytes { d in
+            let header = AppendLog.blockHeader(definitions: d, events: events, count: staged)
+            return header.withUnsafeBytes { h in
+                AppendLog.zeroPadding.withUnsafeBytes { z in
+                    do {
+                        try file.writeAll([h, d, UnsafeRawBufferPointer(rebasing: z[0..<padding]), events])
+                        return .success(())
+                    } catch { return .failure(error as! StoreError) }
+                }
             }
         }
-        try r.get()
+        if case .failure(let error) = r {
+            needsCut = true
+            // If the cut fails too, `needsCut` stays set and the next write tries it first; the write's error is
+            // the one to report.
+            try? cutBack()
+            throw error
+        }
+        logEnd += AppendLog.headerSize + pendingDefinitions.count + padding + events.count
         staged = 0
         pendingDefinitions.removeAll(keepingCapacity: true)
         unsynced = true
     }
 
-    /// Writes what is staged and forces the log to the device.
-    func flush() throws(StoreError) {
-        try writeBlock()
+    /// Cuts the log back to its last whole block and moves the write position there.
+    private func cutBack() throws(StoreError) {
+        try file.truncate(to: logEnd)
+        try file.seek(to: logEnd)
+        needsCut = false
+    }
+
+    /// Drops the staged events (a block that could not be written), calling `body` with each one's ring
+    /// sequence and event time. Subject definitions stay pending: the log-local ids already handed out stay
+    /// valid, and the next block written defines them.
+    func dropStaged(_ body: (_ seq: UInt64, _ eventTime: Int64) -> Void) {
+        for i in 0..<staged {
+            let p = UnsafeRawPointer(buffer + i &* AppendLog.eventSize)
+            body(UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)),
+                 Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: Int64.self)))
+        }
+        staged = 0
+    }
+
+    /// Forces the blocks written to the device (the corresponding C function is `fdatasync`).
+    func sync() throws(StoreError) {
         if unsynced { try file.syncData(); unsynced = false }
     }
 }
