@@ -171,8 +171,7 @@ public final class StoreWriter {
 
     private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
         if let p = open[key] { return p }
-        let p = try OpenPartition(key: key, directory: directory + "/" + key.relativePath, subjects: subjects,
-                                  blockEvents: blockEvents)
+        let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents, report: report)
         if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
         open[key] = p
         return p
@@ -203,7 +202,7 @@ public final class StoreWriter {
         var sealed = [PartitionKey]()
         for key in Layout.partitions(in: directory) where key.day < cutoff {
             if let p = open.removeValue(forKey: key) { try flush(p) }
-            if try Sealing.seal(directory + "/" + key.relativePath) != nil { sealed.append(key) }
+            if try Sealing.seal(store: directory, key: key, report: report) != nil { sealed.append(key) }
         }
         last = nil
         return sealed
