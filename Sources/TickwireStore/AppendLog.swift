@@ -116,6 +116,10 @@ enum AppendLog {
         guard UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)) == version else {
             return .bad("an unknown block version")
         }
+        // Writers leave the reserved fields zero: a cheap check before the checksum when resynchronising.
+        guard p.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0, u32(16) == 0 else {
+            return .bad("reserved header bytes not zero")
+        }
         let defBytes = Int(u32(8)), count = Int(u32(12))
         guard defBytes <= 1 << 24, count <= 1 << 24 else { return .bad("a block longer than the file") }
         let payload = (defBytes + 7) & ~7 + count * eventSize

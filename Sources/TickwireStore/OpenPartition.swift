@@ -8,7 +8,7 @@ import Darwin
 #endif
 
 /// An open partition's append log being written: events are staged in a block buffer and written (one
-/// `writev`) when the block fills or on `flush`. Owned by one `StoreWriter`; not thread-safe.
+/// `writev`) when the block fills or the writer flushes. Owned by one `StoreWriter`; not thread-safe.
 final class OpenPartition {
     let key: PartitionKey
     let directory: String

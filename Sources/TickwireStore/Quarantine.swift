@@ -14,13 +14,20 @@ enum Quarantine {
     static func directory(store: String) -> String { store + "/quarantine" }
 
     /// Keeps a log whole in `quarantine/` as `DATE.ROOT.open-G.log.STAMP` (a hard link: the bytes stay exactly
-    /// as found, and removing or replacing the log later leaves them there).
+    /// as found, and removing or replacing the log later leaves them there). A log already linked there (an
+    /// attempt that failed or crashed after linking) is not linked again.
     /// - Returns: the quarantined copy's path.
     static func keep(log path: String, store: String, key: PartitionKey) throws(StoreError) -> String {
         let dir = directory(store: store)
         try FS.makeDirectories(dir)
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        let copy = dir + "/\(key.date).\(key.root).\(name).\(Nanos.now().rawValue)"
+        let prefix = "\(key.date).\(key.root).\(path.split(separator: "/").last.map(String.init) ?? path)."
+        var log = stat()
+        guard stat(path, &log) == 0 else { throw .io(operation: "stat", path: path, errno: errno) }
+        for name in FS.list(dir) where name.hasPrefix(prefix) {
+            var copy = stat()
+            if stat(dir + "/" + name, &copy) == 0, copy.st_dev == log.st_dev, copy.st_ino == log.st_ino { return dir + "/" + name }
+        }
+        let copy = dir + "/" + prefix + String(Nanos.now().rawValue)
         guard link(path, copy) == 0 else { throw .io(operation: "link into quarantine", path: path, errno: errno) }
         try FS.syncDirectory(dir)
         return copy
@@ -28,8 +35,8 @@ enum Quarantine {
 
     /// Keeps a damaged log whole in `quarantine/`, then replaces it by its intact blocks, re-encoded (written to
     /// a temporary file, synced, renamed over the log): the blocks after the damage stay readable and new blocks
-    /// can be appended. A crash before the rename leaves the damaged log in place (and a second link is made on
-    /// the next open); after it, the new log.
+    /// can be appended. A crash before the rename leaves the damaged log in place, to be set aside again on the
+    /// next open; after it, the new log.
     /// - Returns: the quarantined copy's path, and the new log's subjects by log-local id.
     static func replaceByIntactBlocks(log path: String, _ contents: AppendLog.Contents, store: String,
                                       key: PartitionKey, blockEvents: Int) throws(StoreError) -> (copy: String, subjects: [String]) {

@@ -2,9 +2,13 @@ import TickwireCore
 
 /// Events the store could not keep: how many, and the range of their ring sequences and event times.
 public struct LostEvents: Sendable, Equatable, CustomStringConvertible {
+    /// How many events.
     public private(set) var count: UInt64 = 0
+    /// The lowest and highest ring sequence among them (`Event.seq`); the range may include stored events of
+    /// other partitions.
     public private(set) var firstSeq: UInt64 = .max
     public private(set) var lastSeq: UInt64 = 0
+    /// The earliest and latest event time among them.
     public private(set) var firstEventTime = Nanos(.max)
     public private(set) var lastEventTime = Nanos(.min)
 

@@ -94,6 +94,8 @@ import TickwireCore
         bytes[Self.start(ofBlock: 3) + 500] ^= 1
         try bytes.write(to: URL(fileURLWithPath: path))
 
+        // As if an earlier seal had set the log aside and then failed: it is not linked twice.
+        let earlier = try Quarantine.keep(log: path, store: dir, key: PartitionKey(day: Layout.day(of: t(0).rawValue), root: "MD.XNAS"))
         let incidents = IncidentLog()
         let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100, report: incidents.add)
         try w.seal()
@@ -103,6 +105,7 @@ import TickwireCore
         #expect(FS.list(partition) == [Layout.segmentName(1)])
         #expect(bids(try read(dir)) == expected)
         let copies = quarantined(dir)
+        #expect(copies == [earlier])
         #expect(try copies.map { try Data(contentsOf: URL(fileURLWithPath: $0)) } == [bytes])
         guard case .quarantined(path, let damage, copies.first) = incidents.all.first else {
             Issue.record("expected a quarantine report, got \(incidents.all)"); return
