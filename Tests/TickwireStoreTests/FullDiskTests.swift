@@ -72,6 +72,44 @@ import TickwireCore
             #expect(try bids(read(dir, to: t(3600))).elementsEqual(expected + [i]))
         }
     }
+
+    /// Two partitions filling the disk together, space freed twice: what one partition had staged when the
+    /// other's write failed is written once writing resumes, and every event is stored exactly once or counted.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aFullDiskWithTwoPartitionsStoresOrCountsEveryEvent() throws {
+        try withSmallTmpfs(size: "1m") { mount in
+            let ballast = (0..<2).map { mount + "/ballast\($0)" }
+            for b in ballast { try Data(count: 256 << 10).write(to: URL(fileURLWithPath: b)) }
+            let dir = mount + "/store"
+            let incidents = IncidentLog()
+            let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 256, report: incidents.add)
+            var i = 0
+            func append() {
+                var e = ev.quote(i % 2 == 0 ? "MD.XNAS.AAPL.QUOTE" : "MD.XNYS.IBM.QUOTE", at: t(Double(i) * 1e-6),
+                                 known: t(Double(i) * 1e-6), bid: Int64(i), ask: Int64(i) + 1)
+                e.seq = UInt64(i)
+                i += 1
+                do { try w.append(e) } catch {}
+            }
+            for (n, b) in ballast.enumerated() {
+                let failures = w.writeFailures
+                while w.writeFailures == failures && i < 10_000_000 { append() }      // the disk fills (again)
+                for _ in 0..<10_000 { append() }
+                try FileManager.default.removeItem(atPath: b)
+                let deadline = Date().addingTimeInterval(5)
+                while incidents.all.count == n && Date() < deadline { append() }
+            }
+            for _ in 0..<500 { append() }
+            try w.close()
+            let resumed = incidents.all.compactMap { if case .resumed(let lost) = $0 { lost.count } else { nil } }
+            #expect(resumed.count == 2 && resumed.reduce(0, +) == w.lostEvents)
+            let stored = try read(dir, to: t(3600)).map { Int($0.event.a / 1_000_000) }
+            #expect(stored.count + Int(w.lostEvents) == i)
+            #expect(Set(stored).count == stored.count && stored.allSatisfy { $0 < i })
+            // The last 500, appended after writing resumed, are all there.
+            #expect(Set(stored).isSuperset(of: i - 500..<i))
+        }
+    }
 }
 
 /// Collects a writer's incidents.
