@@ -139,8 +139,9 @@ public final class Daemon: @unchecked Sendable {
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
         spawn("hub") { [self] in hub.run() }
-        // Every event is kept: the store writer is a blocking consumer, so it can only hold the feed back by
-        // back-pressure (counted as stalls), never lose an event.
+        // Every event is kept while the disk takes writes: the store writer is a blocking consumer, so it can only
+        // hold the feed back by back-pressure (counted as stalls). When a write fails (a full disk) it never holds
+        // the feed back: it counts what it cannot keep (tickwire_store_lost_events_total) and retries by itself.
         let writer: StoreWriter
         do {
             writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects,

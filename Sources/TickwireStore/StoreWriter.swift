@@ -201,7 +201,8 @@ public final class StoreWriter {
         let cutoff = before.map { Layout.day(of: $0.rawValue) } ?? .max
         var sealed = [PartitionKey]()
         for key in Layout.partitions(in: directory) where key.day < cutoff {
-            if let p = open.removeValue(forKey: key) { try flush(p) }
+            // Flushed before it is closed: if the flush fails, the partition stays open with what it still holds.
+            if let p = open[key] { try flush(p); open[key] = nil }
             if try Sealing.seal(store: directory, key: key, report: report) != nil { sealed.append(key) }
         }
         last = nil
