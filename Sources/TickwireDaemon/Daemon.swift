@@ -62,6 +62,7 @@ public final class Daemon: @unchecked Sendable {
     private let journalSyncs = LatencyHistogram()
     private let storeErrors = Atomic<UInt64>(0)
     private let storeAppended = Atomic<UInt64>(0)
+    private let storeLost = Atomic<UInt64>(0)
     private var trades: TradeService?
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
@@ -142,10 +143,14 @@ public final class Daemon: @unchecked Sendable {
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
         spawn("hub") { [self] in hub.run() }
-        // Every event is kept: the store writer is a blocking consumer, so it can only hold the feed back by
-        // back-pressure (counted as stalls), never lose an event.
+        // Every event is kept while the disk takes writes: the store writer is a blocking consumer, so it can only
+        // hold the feed back by back-pressure (counted as stalls). When a write fails (a full disk) it never holds
+        // the feed back: it counts what it cannot keep (tickwire_store_lost_events_total) and retries by itself.
         let writer: StoreWriter
-        do { writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects) } catch {
+        do {
+            writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects,
+                                     report: { [logger] in logger.warning("\($0)") })
+        } catch {
             throw .dataDirectory(config.dataDirectory, "store: \(error)")
         }
         let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: Self.backgroundWait)
@@ -234,6 +239,8 @@ public final class Daemon: @unchecked Sendable {
                            "Messages libzmq refused to send (counted; the feed goes on)."))
         s.counters.append(("tickwire_store_events_total", ("", ""), storeAppended.load(ordering: .relaxed), "Events appended to the store."))
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
+        s.counters.append(("tickwire_store_lost_events_total", ("", ""), storeLost.load(ordering: .relaxed),
+                           "Events the store could not keep (a failed write, or while writing was suspended after one)."))
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
@@ -264,8 +271,9 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Appends what the ring carries, flushes (fdatasync) at least once a second and when the feed goes quiet,
-    /// and on shutdown flushes and seals every trading date before today. A write error is logged and counted;
-    /// the events of a failed block are lost to the store but the feed goes on.
+    /// and on shutdown flushes and seals every trading date before today. A write error (a full disk) is logged
+    /// with its file and errno and counted; the writer counts the events it could not keep, retries by itself
+    /// every second, and reports the range lost when writing resumes. The feed goes on throughout.
     private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer) {
         var lastFlush = Nanos.now()
         var dirty = false
@@ -276,6 +284,7 @@ public final class Daemon: @unchecked Sendable {
                 logger.error("store flush failed: \(error)")
             }
             storeWrites.record(nanos: Nanos.now().rawValue - t0.rawValue)
+            storeLost.store(writer.lostEvents, ordering: .relaxed)
             lastFlush = Nanos.now()
             dirty = false
         }
@@ -287,7 +296,11 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
             if n < 0 { break }
-            if n > 0 { dirty = true; storeAppended.add(UInt64(n), ordering: .relaxed) }
+            if n > 0 {
+                dirty = true
+                storeAppended.add(UInt64(n), ordering: .relaxed)
+                storeLost.store(writer.lostEvents, ordering: .relaxed)
+            }
             if dirty && (n == 0 || Nanos.now().rawValue - lastFlush.rawValue >= Nanos.perSecond) { flush() }
         }
         flush()

@@ -8,7 +8,8 @@ import Darwin
 #endif
 
 /// The append log of an open partition (docs/STORAGE.md, "Append log"): a sequence of blocks, each with a
-/// CRC-32C over its header and payload, so a torn or partly written tail is found and cut on recovery.
+/// CRC-32C over its header and payload, so a torn or partly written tail is found and cut on recovery, and the
+/// next intact block after damage is found by its magic and checksum.
 ///
 /// ```
 /// off size block header (24 bytes, little-endian)
@@ -29,74 +30,202 @@ enum AppendLog {
     static let headerSize = 24
     static let eventSize = 64
 
-    /// What a log holds up to its last whole, checked block.
+    /// What a log holds: its intact blocks, and where it is damaged.
     struct Contents {
+        /// Subject texts by log-local id; "" (never a subject) for an id whose definition was in damaged bytes.
         var subjects: [String] = []
-        /// Events in arrival order; `subjectID` indexes `subjects`.
+        /// Events of the intact blocks in arrival order; `subjectID` indexes `subjects`.
         var events: [Event] = []
         var blocks = 0
-        /// Bytes of whole, valid blocks; anything after is a torn tail.
+        /// The end of the last intact block; anything after is a torn tail.
         var validBytes = 0
+        /// A torn tail: bytes at `validBytes` that are no valid block, with no valid block after them.
         var tornBytes = 0
         var tornReason: String?
+        /// Damage with intact blocks after it, in file order.
+        var damage: [StoreDamage] = []
     }
 
+    /// Reads a log file. - Throws: `StoreError.io` when it cannot be opened or mapped.
     static func read(path: String) throws(StoreError) -> Contents {
         let map = try MappedFile(path: path)
-        return read(map.bytes)
+        var out = read(map.bytes)
+        for i in out.damage.indices { out.damage[i].path = path }
+        return out
     }
 
+    /// Reads every intact block of a log. At a block that is not valid, it looks for the next valid block
+    /// (its magic, then every check below, the checksum over the whole block included): when there is one, the
+    /// bytes between are `damage` and reading goes on there; when there is none, they are the torn tail.
     static func read(_ p: UnsafeRawBufferPointer) -> Contents {
         var out = Contents()
         var offset = 0
-        func torn(_ why: String) { out.tornBytes = p.count - offset; out.tornReason = why }
         while offset < p.count {
-            guard p.count - offset >= headerSize else { torn("a partial block header"); break }
-            func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset + o, as: UInt32.self)) }
-            guard u32(0) == magic else { torn("no block magic"); break }
-            guard UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)) == version else {
-                torn("an unknown block version"); break
+            var parsed = block(p, at: offset, subjectCount: out.subjects.count, afterDamage: !out.damage.isEmpty)
+            if case .bad(let why) = parsed {
+                guard let next = nextBlock(p, after: offset, subjectCount: out.subjects.count) else {
+                    out.tornBytes = p.count - offset
+                    out.tornReason = why
+                    break
+                }
+                out.damage.append(StoreDamage(path: "", offset: offset, bytes: next.start - offset, reason: why, unattributedEvents: 0))
+                offset = next.start
+                parsed = .block(next.block)
             }
-            let defBytes = Int(u32(8)), count = Int(u32(12))
-            let payload = (defBytes + 7) & ~7 + count * eventSize
-            guard defBytes <= 1 << 24, count <= 1 << 24, p.count - offset - headerSize >= payload else {
-                torn("a block longer than the file"); break
+            guard case .block(let b) = parsed else { break }
+            for (id, text) in b.definitions {
+                if id > out.subjects.count { out.subjects.append(contentsOf: repeatElement("", count: id - out.subjects.count)) }
+                out.subjects.append(text)
             }
-            var crc = CRC32C.of(UnsafeRawBufferPointer(rebasing: p[offset..<offset + 20]))
-            crc = CRC32C.of(UnsafeRawBufferPointer(rebasing: p[offset + headerSize..<offset + headerSize + payload]), continuing: crc)
-            guard crc == u32(20) else { torn("a block checksum mismatch"); break }
-            // Definitions, then events; a block that fails a check is treated as torn with all after it.
-            var subjects = out.subjects
-            var d = offset + headerSize
-            let defEnd = d + defBytes
-            var ok = true
-            while d < defEnd {
-                guard defEnd - d >= 6 else { ok = false; break }
-                let id = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: d, as: UInt32.self))
-                let len = Int(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: d + 4, as: UInt16.self)))
-                guard id == subjects.count, defEnd - d - 6 >= len else { ok = false; break }
-                let text = String(decoding: UnsafeRawBufferPointer(rebasing: p[d + 6..<d + 6 + len]), as: UTF8.self)
-                guard (try? Subject(text)) != nil else { ok = false; break }
-                subjects.append(text)
-                d += 6 + len
+            out.events.reserveCapacity(out.events.count + b.events.count)
+            for e in b.events {
+                // Only after damage: a subject whose definition was in the damaged bytes.
+                if Int(e.subjectID) >= out.subjects.count || out.subjects[Int(e.subjectID)].isEmpty {
+                    out.damage[out.damage.count - 1].unattributedEvents += 1
+                } else {
+                    out.events.append(e)
+                }
             }
-            guard ok else { torn("a bad subject definition"); break }
-            var events = [Event]()
-            events.reserveCapacity(count)
-            var e = offset + headerSize + (defBytes + 7) & ~7
-            for _ in 0..<count {
-                guard let event = decodeEvent(p, at: e), Int(event.subjectID) < subjects.count else { ok = false; break }
-                events.append(event)
-                e += eventSize
-            }
-            guard ok else { torn("an event with an unknown kind or subject"); break }
-            out.subjects = subjects
-            out.events.append(contentsOf: events)
             out.blocks += 1
-            offset += headerSize + payload
+            offset = b.end
             out.validBytes = offset
         }
         return out
+    }
+
+    /// One valid block: the subjects it defines (log-local id and text), its events, and where it ends.
+    struct Block {
+        var definitions: [(id: Int, text: String)] = []
+        var events: [Event] = []
+        var end = 0
+    }
+
+    enum Parsed {
+        case block(Block)
+        /// Not a valid block, and why.
+        case bad(String)
+    }
+
+    /// Checks and decodes the block at `offset`. Before any damage a block must define exactly the next ids and
+    /// name only defined subjects; after damage, definitions may skip ids (theirs were in the damaged bytes) and
+    /// events may name them (the caller counts those as unattributed).
+    static func block(_ p: UnsafeRawBufferPointer, at offset: Int, subjectCount: Int, afterDamage: Bool) -> Parsed {
+        guard p.count - offset >= headerSize else { return .bad("a partial block header") }
+        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset + o, as: UInt32.self)) }
+        guard u32(0) == magic else { return .bad("no block magic") }
+        guard UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)) == version else {
+            return .bad("an unknown block version")
+        }
+        // Writers leave the reserved fields zero: a cheap check before the checksum when resynchronising.
+        guard p.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0, u32(16) == 0 else {
+            return .bad("reserved header bytes not zero")
+        }
+        let defBytes = Int(u32(8)), count = Int(u32(12))
+        guard defBytes <= 1 << 24, count <= 1 << 24 else { return .bad("a block longer than the file") }
+        let payload = (defBytes + 7) & ~7 + count * eventSize
+        guard p.count - offset - headerSize >= payload else { return .bad("a block longer than the file") }
+        var crc = CRC32C.of(UnsafeRawBufferPointer(rebasing: p[offset..<offset + 20]))
+        crc = CRC32C.of(UnsafeRawBufferPointer(rebasing: p[offset + headerSize..<offset + headerSize + payload]), continuing: crc)
+        guard crc == u32(20) else { return .bad("a block checksum mismatch") }
+        var b = Block()
+        var next = subjectCount
+        var d = offset + headerSize
+        let defEnd = d + defBytes
+        while d < defEnd {
+            guard defEnd - d >= 6 else { return .bad("a bad subject definition") }
+            let id = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: d, as: UInt32.self)))
+            let len = Int(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: d + 4, as: UInt16.self)))
+            let inOrder = id == next || (afterDamage && b.definitions.isEmpty && id > next)
+            guard inOrder, defEnd - d - 6 >= len else { return .bad("a bad subject definition") }
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: p[d + 6..<d + 6 + len]), as: UTF8.self)
+            guard (try? Subject(text)) != nil else { return .bad("a bad subject definition") }
+            b.definitions.append((id, text))
+            next = id + 1
+            d += 6 + len
+        }
+        b.events.reserveCapacity(count)
+        var e = offset + headerSize + (defBytes + 7) & ~7
+        for _ in 0..<count {
+            guard let event = decodeEvent(p, at: e), afterDamage || Int(event.subjectID) < next else {
+                return .bad("an event with an unknown kind or subject")
+            }
+            b.events.append(event)
+            e += eventSize
+        }
+        b.end = offset + headerSize + payload
+        return .block(b)
+    }
+
+    /// The first valid block that starts after `offset`, found by its magic at any byte (a partial block from
+    /// an older writer can leave the next block at any offset).
+    /// - Complexity: O(bytes after `offset`), plus a checksum of each candidate with the block magic.
+    static func nextBlock(_ p: UnsafeRawBufferPointer, after offset: Int, subjectCount: Int) -> (start: Int, block: Block)? {
+        var o = offset + 1
+        while o <= p.count - headerSize {
+            if UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self)) == magic,
+               case .block(let b) = block(p, at: o, subjectCount: subjectCount, afterDamage: true) {
+                return (o, b)
+            }
+            o += 1
+        }
+        return nil
+    }
+
+    /// Encodes events as a log of blocks of at most `blockEvents`, each subject defined in the block of its
+    /// first use: how a damaged log's intact events are written back.
+    /// - Parameters:
+    ///   - subjects: texts by the events' `subjectID`.
+    /// - Returns: the log's bytes, and its subjects by log-local id.
+    static func encode(_ events: [Event], subjects: [String], blockEvents: Int) -> (bytes: [UInt8], subjects: [String]) {
+        var bytes = [UInt8](), local = [Int](repeating: -1, count: subjects.count), logSubjects = [String]()
+        var start = 0
+        while start < events.count {
+            let end = min(start + blockEvents, events.count)
+            var definitions = [UInt8]()
+            var body = [UInt8](repeating: 0, count: (end - start) * eventSize)
+            for i in start..<end {
+                let s = Int(events[i].subjectID)
+                if local[s] < 0 {
+                    local[s] = logSubjects.count
+                    appendDefinition(UInt32(local[s]), Array(subjects[s].utf8), to: &definitions)
+                    logSubjects.append(subjects[s])
+                }
+                body.withUnsafeMutableBytes { encodeEvent(events[i], subject: UInt32(local[s]), at: $0.baseAddress! + (i - start) * eventSize) }
+            }
+            let header = definitions.withUnsafeBytes { d in
+                body.withUnsafeBytes { blockHeader(definitions: d, events: $0, count: end - start) }
+            }
+            bytes += header + definitions + zeroPadding[0..<(8 - definitions.count % 8) % 8] + body
+            start = end
+        }
+        return (bytes, logSubjects)
+    }
+
+    /// Appends one subject definition: u32 log-local id, u16 length, the UTF-8 text.
+    static func appendDefinition<Text: Collection<UInt8>>(_ id: UInt32, _ text: Text, to out: inout [UInt8]) {
+        withUnsafeBytes(of: id.littleEndian) { out.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt16(text.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: text)
+    }
+
+    /// Zeros for the padding after a block's subject definitions.
+    static let zeroPadding = [UInt8](repeating: 0, count: 8)
+
+    /// The 24-byte header of a block of `count` events: `definitions` (unpadded) and `events` are its payload,
+    /// with zero padding between them that the checksum covers.
+    static func blockHeader(definitions: UnsafeRawBufferPointer, events: UnsafeRawBufferPointer, count: Int) -> [UInt8] {
+        var header = [UInt8](repeating: 0, count: headerSize)
+        func put32(_ v: UInt32, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { header[o + i] = $0[i] } } }
+        put32(magic, 0)
+        header[4] = UInt8(version & 0xff); header[5] = UInt8(version >> 8)
+        put32(UInt32(definitions.count), 8)
+        put32(UInt32(count), 12)
+        var crc = header.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+        crc = CRC32C.of(definitions, continuing: crc)
+        crc = zeroPadding.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<(8 - definitions.count % 8) % 8]), continuing: crc) }
+        crc = CRC32C.of(events, continuing: crc)
+        put32(crc, 20)
+        return header
     }
 
     /// Writes the 64-byte record field by field: an enum's in-memory tag is not its raw value, so the struct's
@@ -125,122 +254,5 @@ enum AppendLog {
                      source: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: o + 6, as: UInt16.self)),
                      eventTime: Nanos(i64(8)), knownTime: Nanos(i64(16)), seq: UInt64(bitPattern: i64(24)),
                      a: i64(32), b: i64(40), c: i64(48), d: i64(56))
-    }
-}
-
-/// An open partition's append log being written: events are staged in a block buffer and written (one
-/// `writev`) when the block fills or on `flush`. Owned by one `StoreWriter`; not thread-safe.
-final class OpenPartition {
-    let key: PartitionKey
-    let directory: String
-    let generation: UInt64
-    let file: OwnedFile
-    let blockEvents: Int
-    // Per-event state, used by the one writer thread: not checked for exclusivity at run time.
-    /// Global `SubjectID` -> log-local id + 1 (0: not yet defined in this log).
-    @exclusivity(unchecked) var localOf: [UInt32] = []
-    var localCount: UInt32 = 0
-    var pendingDefinitions: [UInt8] = []
-    let buffer: UnsafeMutableRawPointer
-    @exclusivity(unchecked) var staged = 0
-    var unsynced = false
-    /// Bytes of a torn tail cut when this log was recovered.
-    private(set) var tornBytesCut = 0
-
-    /// Opens (or continues) the partition's live log. A log left by an earlier run is recovered first: its torn
-    /// tail is cut and its subjects are re-read so new events keep using their ids.
-    init(key: PartitionKey, directory: String, subjects: SubjectTable, blockEvents: Int) throws(StoreError) {
-        self.key = key
-        self.directory = directory
-        self.blockEvents = blockEvents
-        try FS.makeDirectories(directory)
-        let files = try Layout.cleanUp(directory)
-        let existing = files.liveLogs.last
-        generation = existing ?? files.nextGeneration
-        let path = directory + "/" + Layout.logName(generation)
-        file = try OwnedFile(path: path, flags: O_WRONLY | O_CREAT)
-        buffer = .allocate(byteCount: blockEvents * AppendLog.eventSize, alignment: 64)
-        if existing != nil {
-            let contents = try AppendLog.read(path: path)
-            if contents.tornBytes > 0 {
-                try file.truncate(to: contents.validBytes)
-                try file.syncData()
-                tornBytesCut = contents.tornBytes
-            }
-            for text in contents.subjects {
-                let global = subjects.intern(text: text)
-                setLocal(global, localCount + 1)
-                localCount += 1
-            }
-        } else {
-            try FS.syncDirectory(directory)
-        }
-        try file.seekToEnd()
-    }
-
-    deinit { buffer.deallocate() }
-
-    private func setLocal(_ global: SubjectID, _ value: UInt32) {
-        if Int(global) >= localOf.count { localOf.append(contentsOf: repeatElement(0, count: Int(global) + 1 - localOf.count)) }
-        localOf[Int(global)] = value
-    }
-
-    /// Stages one event; writes the block when it is full.
-    @inline(__always)
-    func append(_ e: Event, subjects: SubjectTable) throws(StoreError) {
-        var local: UInt32
-        if Int(e.subjectID) < localOf.count, localOf[Int(e.subjectID)] != 0 {
-            local = localOf[Int(e.subjectID)] - 1
-        } else {
-            local = define(e.subjectID, subjects: subjects)
-        }
-        AppendLog.encodeEvent(e, subject: local, at: buffer + staged &* AppendLog.eventSize)
-        staged &+= 1
-        if staged == blockEvents { try writeBlock() }
-    }
-
-    private func define(_ global: SubjectID, subjects: SubjectTable) -> UInt32 {
-        let text = subjects.entry(global)
-        let local = localCount
-        localCount += 1
-        setLocal(global, local + 1)
-        withUnsafeBytes(of: local.littleEndian) { pendingDefinitions.append(contentsOf: $0) }
-        withUnsafeBytes(of: UInt16(text.count).littleEndian) { pendingDefinitions.append(contentsOf: $0) }
-        pendingDefinitions.append(contentsOf: text)
-        return local
-    }
-
-    /// Writes the staged events as one block (nothing when none are staged).
-    func writeBlock() throws(StoreError) {
-        guard staged > 0 || !pendingDefinitions.isEmpty else { return }
-        let defBytes = pendingDefinitions.count
-        let padding = (8 - defBytes % 8) % 8
-        var header = [UInt8](repeating: 0, count: AppendLog.headerSize)
-        func put32(_ v: UInt32, _ o: Int) { withUnsafeBytes(of: v.littleEndian) { for i in 0..<4 { header[o + i] = $0[i] } } }
-        put32(AppendLog.magic, 0)
-        header[4] = UInt8(AppendLog.version & 0xff); header[5] = UInt8(AppendLog.version >> 8)
-        put32(UInt32(defBytes), 8)
-        put32(UInt32(staged), 12)
-        pendingDefinitions.append(contentsOf: repeatElement(0, count: padding))
-        let events = UnsafeRawBufferPointer(start: buffer, count: staged * AppendLog.eventSize)
-        var crc = header.withUnsafeBytes { CRC32C.of(UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
-        crc = pendingDefinitions.withUnsafeBytes { CRC32C.of($0, continuing: crc) }
-        crc = CRC32C.of(events, continuing: crc)
-        put32(crc, 20)
-        let r: Result<Void, StoreError> = header.withUnsafeBytes { h in
-            pendingDefinitions.withUnsafeBytes { d in
-                do { try file.writeAll([h, d, events]); return .success(()) } catch { return .failure(error as! StoreError) }
-            }
-        }
-        try r.get()
-        staged = 0
-        pendingDefinitions.removeAll(keepingCapacity: true)
-        unsynced = true
-    }
-
-    /// Writes what is staged and forces the log to the device.
-    func flush() throws(StoreError) {
-        try writeBlock()
-        if unsynced { try file.syncData(); unsynced = false }
     }
 }

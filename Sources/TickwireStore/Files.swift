@@ -70,6 +70,7 @@ final class OwnedFile {
         guard fdatasync(fd) == 0 else { throw .io(operation: "fdatasync", path: path, errno: errno) }
     }
 
+    /// Sets the file's size (the corresponding C function is `ftruncate`).
     func truncate(to size: Int) throws(StoreError) {
         guard ftruncate(fd, off_t(size)) == 0 else { throw .io(operation: "ftruncate", path: path, errno: errno) }
     }
@@ -80,8 +81,9 @@ final class OwnedFile {
         return Int(st.st_size)
     }
 
-    func seekToEnd() throws(StoreError) {
-        guard lseek(fd, 0, SEEK_END) >= 0 else { throw .io(operation: "lseek", path: path, errno: errno) }
+    /// Moves the write position to `offset` (the corresponding C function is `lseek`).
+    func seek(to offset: Int) throws(StoreError) {
+        guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw .io(operation: "lseek", path: path, errno: errno) }
     }
 }
 

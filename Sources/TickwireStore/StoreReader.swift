@@ -67,12 +67,18 @@ public struct EventBatch {
 
 /// Reads a store directory: scans, replays and as-of joins, each as known at a chosen moment.
 ///
-/// Sealed partitions are memory-mapped; a partition still being written is read from its log's whole blocks.
+/// Sealed partitions are memory-mapped; a partition still being written is read from its log's intact blocks.
 /// A reader sees the store as it was when each partition was first opened by it; open a new reader to see
 /// later writes. Not thread-safe: use one reader per thread.
+///
+/// Damage inside a log (bytes that are no valid block, with intact blocks after them) does not stop a read: the
+/// intact blocks before and after it are read, and the damage is listed in `damage`. A command must not call
+/// such a read a success: `checkIntact()` throws once the read is done.
 public final class StoreReader {
     public let directory: String
     private var cache: [PartitionKey: SegmentReader?] = [:]
+    /// Damage found in the logs of the partitions read so far, in the order they were opened.
+    public private(set) var damage: [StoreDamage] = []
 
     /// - Throws: `StoreError.io` when the directory does not exist.
     public init(directory: String) throws(StoreError) {
@@ -95,9 +101,20 @@ public final class StoreReader {
 
     func segment(_ key: PartitionKey) throws(StoreError) -> SegmentReader? {
         if let s = cache[key] { return s }
-        let s = try Sealing.openForReading(directory + "/" + key.relativePath)
+        let (s, found) = try Sealing.openForReading(directory + "/" + key.relativePath)
         cache[key] = s
+        damage += found
         return s
+    }
+
+    /// Throws when a read skipped damage: call it after a scan, replay, join or export, so that reading around
+    /// damage ends in an error (the CLI exits non-zero) after every intact event was delivered.
+    /// - Throws: `StoreError.corrupt` naming the first damaged log and the byte offset of the damage.
+    public func checkIntact() throws(StoreError) {
+        guard let first = damage.first else { return }
+        let more = damage.count > 1 ? "; \(damage.count - 1) more damaged regions" : ""
+        throw .corrupt(path: first.path, offset: first.offset,
+                       reason: "\(first.reason): \(first.bytes) bytes skipped, the intact blocks before and after them were read\(more)")
     }
 
     /// The segments and subject numbers a query touches, partition by partition in (date, root) order.

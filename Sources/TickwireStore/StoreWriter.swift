@@ -1,4 +1,5 @@
 import TickwireCore
+import CTickwireSys
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,6 +13,12 @@ import Darwin
 /// fills; `flush()` writes partial blocks and forces every log to the device (`fdatasync`). A process crash
 /// loses at most what was staged and not yet written; a machine crash what was not yet flushed; a torn tail is
 /// cut when the partition is next opened. Sealing sorts and encodes a partition into column files.
+///
+/// The store's trouble never stops the caller: when a block cannot be written (a full disk), the log is cut back
+/// to its last whole block, the block's events are dropped and counted in `lostEvents`, and writing is suspended
+/// for `retryInterval`; events appended meanwhile are counted as lost too (nothing is held, so memory stays
+/// bounded). The next write after the interval is the probe: if it succeeds, writing goes on and `report` gets
+/// `.resumed` with the range lost; if not, another interval starts.
 ///
 /// Threading: one thread owns a writer — every method must be called from it (or under the caller's own
 /// serialization). `append` takes no lock and does not allocate once a partition and subject have been seen.
@@ -35,8 +42,21 @@ public final class StoreWriter {
     /// Held (`flock`) for the writer's lifetime: one writer per store directory.
     private let lock: OwnedFile
 
-    /// Events appended by this writer.
+    /// Events given to `append`: each is stored, staged, or counted in `lostEvents`.
     @exclusivity(unchecked) public private(set) var appended: UInt64 = 0
+    /// Events the store could not keep: blocks whose write failed, and events appended while writing was
+    /// suspended after a failure.
+    public private(set) var lostEvents: UInt64 = 0
+    /// Block writes, flushes and log opens that failed.
+    public private(set) var writeFailures: UInt64 = 0
+    /// How long writing is suspended after a failure before the next write tries again.
+    public static let retryInterval = Nanos.perSecond
+    /// While writing is suspended: when to try again (monotonic ns); 0 while writing works.
+    @exclusivity(unchecked) private var retryAt: Int64 = 0
+    /// The failure that suspended writing, and the events lost since it began.
+    private var failure: StoreError?
+    private var lostSinceFailure = LostEvents()
+    private let report: (StoreIncident) -> Void
     /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
     public private(set) var tornTailsCut: UInt64 = 0
     public private(set) var tornBytesCut: UInt64 = 0
@@ -48,9 +68,13 @@ public final class StoreWriter {
     ///   - directory: the store's root (`<data>/store`).
     ///   - subjects: the table the events' subject ids index.
     ///   - blockEvents: events per log block; each block is one `writev` and one checksum.
-    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096) throws(StoreError) {
+    ///   - report: told of every `StoreIncident` as it happens, on the writer's thread; by default they are
+    ///     written to standard error.
+    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096,
+                report: @escaping (StoreIncident) -> Void = StoreWriter.printToStandardError) throws(StoreError) {
         precondition(blockEvents > 0 && blockEvents <= 1 << 20)
         self.directory = directory
+        self.report = report
         self.subjects = subjects
         self.blockEvents = blockEvents
         try FS.makeDirectories(directory)
@@ -60,23 +84,75 @@ public final class StoreWriter {
         }
     }
 
-    /// Stages one event. - Throws: `StoreError.io` when a log block cannot be written.
+    /// Writes an incident to standard error: the default `report`.
+    public static func printToStandardError(_ incident: StoreIncident) {
+        let line = Array("tickwire store: \(incident)\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+
+    /// Stages one event.
+    /// - Throws: `StoreError.io` when a log cannot be opened or a block cannot be written. The writer has already
+    ///   made itself consistent: the block's events are counted in `lostEvents`, and it tries again by itself
+    ///   after `retryInterval` (so this throws at most once an interval).
     /// - Complexity: O(1); a block write every `blockEvents` events of a partition.
     @inline(__always)
     public func append(_ e: Event) throws(StoreError) {
+        appended &+= 1
+        if retryAt != 0 {
+            guard tw_monotonic_ns() >= retryAt else { lose(seq: e.seq, eventTime: e.eventTime.rawValue); return }
+            retryAt = 0
+        }
         let id = Int(e.subjectID)
         var root: Int32
         if id < rootOf.count, rootOf[id] != 0 { root = rootOf[id] - 1 } else { root = learnRoot(e.subjectID) }
         let t = e.eventTime.rawValue
         if t < lastDayStart || t >= lastDayEnd || root != lastRoot || last == nil {
             let day = Layout.day(of: t)
-            last = try partition(PartitionKey(day: day, root: roots[Int(root)]))
+            do { last = try partition(PartitionKey(day: day, root: roots[Int(root)])) } catch {
+                lose(seq: e.seq, eventTime: t)
+                suspend(error)
+                throw error
+            }
             lastDayStart = day &* Nanos.perDay
             lastDayEnd = day == Int64.max / Nanos.perDay ? .max : lastDayStart &+ Nanos.perDay
             lastRoot = root
         }
-        try last.unsafelyUnwrapped.append(e, subjects: subjects)
-        appended &+= 1
+        let p = last.unsafelyUnwrapped
+        if p.stage(e, subjects: subjects) { try writeBlock(p) }
+    }
+
+    private func writeBlock(_ p: OpenPartition) throws(StoreError) {
+        do { try p.writeBlock() } catch {
+            p.dropStaged { seq, eventTime in lose(seq: seq, eventTime: eventTime) }
+            suspend(error)
+            throw error
+        }
+        if failure != nil { resume() }
+    }
+
+    private func flush(_ p: OpenPartition) throws(StoreError) {
+        try writeBlock(p)
+        do { try p.sync() } catch { suspend(error); throw error }
+    }
+
+    private func lose(seq: UInt64, eventTime: Int64) {
+        lostEvents += 1
+        lostSinceFailure.add(seq: seq, eventTime: eventTime)
+    }
+
+    /// Stops writing for `retryInterval` after a failure.
+    private func suspend(_ error: StoreError) {
+        writeFailures += 1
+        failure = error
+        retryAt = tw_monotonic_ns() + Self.retryInterval
+        last = nil
+    }
+
+    /// A write worked after a failure: reports what was lost meanwhile.
+    private func resume() {
+        failure = nil
+        report(.resumed(lost: lostSinceFailure))
+        lostSinceFailure = LostEvents()
     }
 
     /// Stages a batch of events (what a ring consumer drains at once).
@@ -95,17 +171,24 @@ public final class StoreWriter {
 
     private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
         if let p = open[key] { return p }
-        let p = try OpenPartition(key: key, directory: directory + "/" + key.relativePath, subjects: subjects,
-                                  blockEvents: blockEvents)
+        let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents, report: report)
         if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
         open[key] = p
         return p
     }
 
     /// Writes every staged event and forces the logs to the device. After it returns, a crash of the process or
-    /// the machine loses nothing appended before the call.
+    /// the machine loses nothing appended before the call but what `lostEvents` counts.
+    /// - Throws: `StoreError.io` when a block cannot be written or a log synced (its events are counted lost, as
+    ///   in `append`); while writing is suspended, the error that suspended it, without trying again before
+    ///   `retryInterval` has passed.
     public func flush() throws(StoreError) {
-        for key in open.keys.sorted() { try open[key]!.flush() }
+        if retryAt != 0, let error = failure {
+            guard tw_monotonic_ns() >= retryAt else { throw error }
+            retryAt = 0
+        }
+        for key in open.keys.sorted() { try flush(open[key]!) }
+        if failure != nil { resume() }
     }
 
     /// Seals partitions — this writer's open ones and any left open on disk by earlier runs — whose trading date
@@ -118,8 +201,9 @@ public final class StoreWriter {
         let cutoff = before.map { Layout.day(of: $0.rawValue) } ?? .max
         var sealed = [PartitionKey]()
         for key in Layout.partitions(in: directory) where key.day < cutoff {
-            if let p = open.removeValue(forKey: key) { try p.flush() }
-            if try Sealing.seal(directory + "/" + key.relativePath) != nil { sealed.append(key) }
+            // Flushed before it is closed: if the flush fails, the partition stays open with what it still holds.
+            if let p = open[key] { try flush(p); open[key] = nil }
+            if try Sealing.seal(store: directory, key: key, report: report) != nil { sealed.append(key) }
         }
         last = nil
         return sealed
@@ -127,10 +211,19 @@ public final class StoreWriter {
 
     /// Flushes and closes every open log and releases the directory to another writer; the partitions stay
     /// open on disk until sealed. Use no method but `close` afterwards.
+    /// - Throws: `StoreError.io` when the last flush fails; its staged events are counted lost, `report` gets
+    ///   `.closedFailing`, and the directory is released all the same.
     public func close() throws(StoreError) {
-        try flush()
-        open.removeAll()
-        last = nil
-        flock(lock.fd, LOCK_UN)
+        defer {
+            open.removeAll()
+            last = nil
+            flock(lock.fd, LOCK_UN)
+        }
+        retryAt = 0
+        do { try flush() } catch {
+            for p in open.values { p.dropStaged { seq, eventTime in lose(seq: seq, eventTime: eventTime) } }
+            report(.closedFailing(lost: lostSinceFailure))
+            throw error
+        }
     }
 }

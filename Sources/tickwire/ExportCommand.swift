@@ -20,6 +20,8 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
         guard format == "arrow" else { throw ValidationError("--format must be arrow, not '\(format)'") }
-        try ArrowExport.write(try StoreReader(directory: data + "/store"), query, to: out)
+        let reader = try StoreReader(directory: data + "/store")
+        try ArrowExport.write(reader, query, to: out)
+        try reader.finishRead(command: "export")
     }
 }

@@ -46,6 +46,8 @@ struct AsOfJoinCommand: ParsableCommand {
         let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
-        try StoreReader(directory: data + "/store").writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        let reader = try StoreReader(directory: data + "/store")
+        try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        try reader.finishRead(command: "query asof-join")
     }
 }

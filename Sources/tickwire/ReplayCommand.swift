@@ -39,6 +39,7 @@ struct ReplayCommand: ParsableCommand {
         } else {
             try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
         }
+        try reader.finishRead(command: "replay")
     }
 }
 

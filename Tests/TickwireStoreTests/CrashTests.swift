@@ -33,7 +33,8 @@ import TickwireCore
         }
     }
 
-    @Test func aFlippedByteInTheLogDropsThatBlockAndAfter() throws {
+    /// With nothing valid after it, a damaged block is a torn tail (DamageTests: damage before intact blocks).
+    @Test func aFlippedByteInTheOnlyBlockIsATornTail() throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
         try ev.write(quotes(1000), to: dir, seal: false)
         let log = dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)

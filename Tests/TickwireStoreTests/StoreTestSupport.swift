@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import TickwireCore
 @testable import TickwireStore
 
@@ -51,4 +52,17 @@ func digest(_ events: [StoredEvent]) -> [String] {
 
 func read(_ dir: String, _ pattern: String = ">", from: Nanos = t(-3600), to: Nanos = t(36000), asOf: Nanos? = nil) throws -> [StoredEvent] {
     try StoreReader(directory: dir).events(StoreQuery(subjects: try SubjectPattern(pattern), from: from, to: to, asOf: asOf))
+}
+
+/// Runs `body` with the path of a small tmpfs mounted for it (`size` as mount(8) takes it), unmounted afterwards
+/// (mounting needs root: tests using it are enabled only then; a failed mount is recorded as an issue).
+func withSmallTmpfs(size: String, _ body: (String) throws -> Void) throws {
+    let dir = scratchDirectory("tmpfs")
+    defer { cleanUp(dir) }
+    guard mount("tmpfs", dir, "tmpfs", 0, "size=\(size)") == 0 else {
+        Issue.record("mounting a tmpfs needs root: errno \(errno)")
+        return
+    }
+    defer { umount(dir) }
+    try body(dir)
 }
