@@ -48,6 +48,9 @@ public final class RetryIndex {
 
     private var file: IndexFile
     private var nextGrowthAttempt = 0
+    /// `PATH.lock`, flock'd for the index's life: a second process never touches a file this one has mapped (the
+    /// index is opened before the journal whose LOCK would otherwise guard it).
+    private let lockFD: Int32
     /// A sync of the table failed: the kernel may have dropped the pages it could not write, so no later sync of
     /// this file proves them on disk, and no checkpoint may claim more. Cleared by a doubling, which writes and
     /// syncs every entry into a new file.
@@ -68,6 +71,15 @@ public final class RetryIndex {
         self.path = path
         let dir = RetryIndex.directory(of: path)
         try FileIO.makeDirectories(dir)
+        let lockFD = try FileIO.open(path + ".lock", O_RDWR | O_CREAT)
+        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            Glibc.close(lockFD)
+            throw JournalError.io(operation: "flock (is another process using this index?)", path: path + ".lock", errno: e)
+        }
+        var unlock = true
+        defer { if unlock { Glibc.close(lockFD) } }
+        self.lockFD = lockFD
         for leftover in [path + ".tmp", path + ".grow"] where FileIO.exists(leftover) { unlink(leftover) }
         let opened: IndexFile
         let reason: String?
@@ -90,6 +102,7 @@ public final class RetryIndex {
         rebuiltReason = reason
         file.advise(MADV_RANDOM)
         file.advise(MADV_WILLNEED)   // start reading the table in the background: the first lookups then seldom wait
+        unlock = false
     }
 
     // MARK: - Keys and hashing
@@ -282,6 +295,8 @@ public final class RetryIndex {
         while c < n { c <<= 1 }
         return c
     }
+
+    deinit { Glibc.close(lockFD) }
 }
 
 /// The index file, mapped: its header page and its table of slots. The one owner of the descriptor and the mapping.

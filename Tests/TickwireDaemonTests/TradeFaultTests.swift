@@ -102,3 +102,103 @@ func fill(_ path: String, leavingFree leave: Int) throws {
         }
     }
 }
+
+/// A state built from journaled trades (here: how many), checkpointed by the service.
+final class CountingState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    private(set) var rebuilds: [(snapshot: Int?, replayed: Int)] = []
+    func add() { lock.withLock { n += 1 } }
+    var count: Int { lock.withLock { n } }
+    var hooks: JournalState {
+        JournalState(name: "count", take: { [self] in withUnsafeBytes(of: UInt64(count)) { Array($0) } }, rebuild: { [self] snapshot, trades in
+            let base = snapshot.map { s in s.withUnsafeBytes { Int($0.loadUnaligned(as: UInt64.self)) } }
+            lock.withLock {
+                n = (base ?? 0) + trades.count
+                rebuilds.append((base, trades.count))
+            }
+        })
+    }
+}
+
+@Suite(.serialized) struct TradeCheckpointTests {
+    /// A start replays only the trades after the last checkpoint: the state comes back from the checkpoint plus
+    /// those, equal to what all of them built; retries of ids from before the checkpoint still find their sequence.
+    @Test func aStartReplaysOnlyWhatFollowsTheCheckpoint() throws {
+        let dir = TradeTempDir()
+        let state = CountingState()
+        var acked: [String: UInt64] = [:]
+        do {
+            let s = try RunningTradeService(dir: dir, check: { _ in state.add(); return nil }) {
+                $0.state = state.hooks
+                $0.checkpointIntervalNanos = 100_000_000
+                $0.journal.segmentBytes = 64 << 10   // several segments, so the start has some to leave behind
+            }
+            let ctx = ZMQContext()
+            let client = try s.client(ctx)
+            for i in 0..<1500 {
+                if case .ack(let id, let seq, _) = try client.submit(tradeOrder("C\(i)")) { acked[id] = seq }
+            }
+            client.close()
+            s.service.stop()
+        }
+        #expect(acked.count == 1500 && state.count == 1500)
+        let restarted = CountingState()
+        let s = try RunningTradeService(dir: dir, check: { _ in restarted.add(); return nil }) {
+            $0.state = restarted.hooks
+            $0.journal.segmentBytes = 64 << 10
+        }
+        defer { s.service.stop() }
+        // A clean stop checkpointed everything: nothing to replay, the count from the checkpoint alone.
+        #expect(restarted.rebuilds.count == 1 && restarted.rebuilds[0].snapshot == 1500 && restarted.rebuilds[0].replayed == 0)
+        #expect(restarted.count == 1500)
+        #expect(s.logs.all.contains { $0.contains("replayed from 1501") })
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        for id in ["C0", "C700", "C1499"] {
+            #expect(try client.submit(tradeOrder(id)) == .ack(clientOrderID: id, seq: acked[id]!, duplicate: true))
+        }
+        #expect(try client.submit(tradeOrder("C1500")) == .ack(clientOrderID: "C1500", seq: 1501, duplicate: false))
+    }
+
+    /// A checkpoint the journal no longer backs (the operator cut the journal back past it) is not trusted: the
+    /// whole journal is replayed instead.
+    @Test func aCheckpointAheadOfTheJournalMeansAFullReplay() throws {
+        let dir = TradeTempDir()
+        let state = CountingState()
+        do {
+            let s = try RunningTradeService(dir: dir, check: { _ in state.add(); return nil }) { $0.state = state.hooks }
+            let ctx = ZMQContext()
+            let client = try s.client(ctx)
+            for i in 0..<50 { _ = try client.submit(tradeOrder("K\(i)")) }
+            client.close()
+            s.service.stop()
+        }
+        // Damage record 40 and let the operator cut there: records 40...50 leave the journal.
+        var records: [JournalRecord] = []
+        try JournalAudit.forEach(directory: dir.path + "/journal") { records.append($0) }
+        let victim = records[39]
+        let path = dir.path + "/journal/" + victim.segment
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[Int(victim.offset) + 70] ^= 0x10
+        try bytes.write(to: URL(fileURLWithPath: path))
+        var options = JournalOptions()
+        options.onCorruption = .truncate
+        let repaired = try Journal(directory: dir.path + "/journal", options: options)
+        #expect(repaired.recovery.lostAcknowledged == 40...50)
+        repaired.close()
+
+        let restarted = CountingState()
+        let s = try RunningTradeService(dir: dir, check: { _ in restarted.add(); return nil }) { $0.state = restarted.hooks }
+        defer { s.service.stop() }
+        #expect(restarted.rebuilds.last?.snapshot == nil && restarted.rebuilds.last?.replayed == 39)
+        #expect(s.logs.all.contains { $0.contains("replaying the whole journal") })
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        // An id lost with the cut is journaled anew; one before it is still a retry.
+        #expect(try client.submit(tradeOrder("K45")) == .ack(clientOrderID: "K45", seq: 40, duplicate: false))
+        #expect(try client.submit(tradeOrder("K10")) == .ack(clientOrderID: "K10", seq: 11, duplicate: true))
+    }
+}

@@ -30,10 +30,14 @@ struct RunningTradeService: @unchecked Sendable {
     let published = TradeTestLog()
     let logs = TradeTestLog()
 
-    init(dir: TradeTempDir = TradeTempDir(), check: (@Sendable (TradeRequest) -> RejectReason?)? = nil) throws {
+    init(dir: TradeTempDir = TradeTempDir(), check: (@Sendable (TradeRequest) -> RejectReason?)? = nil,
+         configure: (inout TradeServiceConfig) -> Void = { _ in }) throws {
         self.dir = dir
         let published = self.published, logs = self.logs
-        service = TradeService(config: TradeServiceConfig(endpoint: "tcp://127.0.0.1:*", preTradeCheck: check),
+        var config = TradeServiceConfig(endpoint: "tcp://127.0.0.1:*", preTradeCheck: check)
+        config.retryIndexSlots = 1 << 12
+        configure(&config)
+        service = TradeService(config: config,
                                dataDirectory: dir.path, context: context, log: { logs.add($0) },
                                publish: { e, subject in published.add("\(subject) \(e.seq) \(Price(e8: e.a)) \(Quantity(e8: e.b))") })
         try service.start()

@@ -43,6 +43,9 @@ public struct TradeServiceConfig: Sendable {
     /// How often the retry index and `state` are checkpointed (when every journaled trade is durable): what a
     /// start replays is what came after the last one.
     public var checkpointIntervalNanos: Int64 = 5_000_000_000
+    /// Slots of a new retry index (16 bytes each, two per trade): 4M make a 64 MiB file that holds two million
+    /// trades before its first doubling, which pauses the service thread (about a second at eight million).
+    public var retryIndexSlots = 1 << 22
 
     public init(endpoint: String = "tcp://127.0.0.1:5557", traders: [String: String] = [:], serverSecretKey: String? = nil,
                 preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)? = nil, journal: JournalOptions = JournalOptions()) {
@@ -173,7 +176,9 @@ public final class TradeService: @unchecked Sendable {
         }
         journalOptions = options
         let index: RetryIndex
-        do { index = try RetryIndex(path: dataDirectory + "/journal/retry.idx") } catch { throw TradeServiceError.journal(error) }
+        do { index = try RetryIndex(path: dataDirectory + "/journal/retry.idx", initialCapacity: config.retryIndexSlots) } catch {
+            throw TradeServiceError.journal(error)
+        }
         retryIndex = index
         if let why = index.rebuiltReason { log("trades: retry index made anew (\(why)); rebuilding it from the journal") }
         do { journal = try recover(index) } catch { throw TradeServiceError.journal(error) }
@@ -210,27 +215,29 @@ public final class TradeService: @unchecked Sendable {
     private func recover(_ index: RetryIndex) throws(JournalError) -> Journal {
         let directory = dataDirectory + "/journal"
         let claimed = config.state.map { StateCheckpoint.claimedSeq(journalDirectory: directory, name: $0.name) ?? 0 } ?? .max
-        func open(from: UInt64) throws(JournalError) -> (Journal, [(UInt64, TradeRequest)]) {
+        /// Opens replaying from `from`; keeps the trades after `stateAfter` for `state`.
+        func open(from: UInt64, stateAfter: UInt64) throws(JournalError) -> (Journal, [(UInt64, TradeRequest)]) {
             var trades: [(UInt64, TradeRequest)] = []
             var insertFailure: JournalError?
+            let keepTrades = config.state != nil
             let j = try Journal(directory: directory, options: journalOptions, replayFrom: from) { record in
                 guard let t = TradeWire.decodeRecord(record.payload) else { return }
                 do { _ = try index.insert(RetryIndex.key(trader: t.trader, clientOrderID: t.clientOrderID), seq: record.seq) }
                 catch { insertFailure = insertFailure ?? (error as? JournalError) }
-                if record.seq > claimed || claimed == .max { trades.append((record.seq, t)) }
+                if keepTrades && record.seq > stateAfter { trades.append((record.seq, t)) }
             }
             if let insertFailure { j.close(); throw insertFailure }
             return (j, trades)
         }
         let from = min(index.coveredThrough, claimed == .max ? index.coveredThrough : claimed) + 1
-        var (journal, trades) = try open(from: from)
+        var (journal, trades) = try open(from: from, stateAfter: claimed)
         var saved = config.state.flatMap { StateCheckpoint.load(journalDirectory: directory, name: $0.name, journal: journal) }
         let last = journal.durableSequence
         if (claimed > 0 && claimed != .max && saved == nil) || index.coveredThrough > last {
             log("trades: checkpoint past the journal's end (\(last)) or not backed by it; replaying the whole journal")
             journal.close()
             try index.journalEnds(at: min(index.coveredThrough, last))
-            (journal, trades) = try open(from: 1)
+            (journal, trades) = try open(from: 1, stateAfter: 0)
             saved = nil
         }
         if let state = config.state {
