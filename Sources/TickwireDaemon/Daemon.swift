@@ -114,7 +114,6 @@ public final class Daemon: @unchecked Sendable {
             risk.rebuild(snapshot: restored, then: trades.map {
                 RiskTrade(desk: $0.desk, symbol: $0.symbol, side: $0.side, quantity: $0.quantity, price: $0.price)
             })
-            logger.info("risk positions rebuilt from \(restored == nil ? "no checkpoint" : "a checkpoint") and \(trades.count) journaled trades")
         })
         let trades = TradeService(
             config: tradeConfig, dataDirectory: config.dataDirectory, context: context,

@@ -177,6 +177,8 @@ public final class Journal: @unchecked Sendable {
     /// Where the next record goes in the current file.
     private var fileSize: Int64
     private var currentPath: String
+    /// The first sequence of the segment `fd` is open on.
+    private var currentFirstSeq: UInt64
     private var lockFD: Int32
     private var threads: [pthread_t] = []
     private var preparer: pthread_t?
@@ -348,6 +350,7 @@ public final class Journal: @unchecked Sendable {
         if self.index.last?.segment != segs.count - 1 { sinceIndex = every }
         segments = segs
         currentPath = directory + "/" + segs[segs.count - 1].name
+        currentFirstSeq = segs[segs.count - 1].firstSeq
         appendSegmentSize = fileSize
         pending.reserveCapacity(Journal.maxPendingBytes + JournalFormat.recordHeaderSize + JournalFormat.maxPayload)
         precondition((1...Journal.maxSyncThreads).contains(options.syncThreads), "syncThreads must be 1 or 2")
@@ -562,9 +565,12 @@ public final class Journal: @unchecked Sendable {
             lock.unlock()
 
             var failedAt: Int64 = offset
+            var durablePart: Position?
             let outcome: JournalError?
             do {
-                if rolls.isEmpty { try writeAndSync(batch, at: offset) } else { try writeRolling(batch, rolls: rolls, failedAt: &failedAt) }
+                if rolls.isEmpty { try writeAndSync(batch, at: offset) } else {
+                    try writeRolling(batch, rolls: rolls, failedAt: &failedAt, durablePart: &durablePart)
+                }
                 outcome = nil
             } catch { outcome = error }
 
@@ -574,6 +580,10 @@ public final class Journal: @unchecked Sendable {
             if !rolls.isEmpty { exclusiveInFlight = false }
             if let outcome {
                 if failureError == nil { failureError = outcome }
+                if let durablePart {
+                    finished.append((ticket, durablePart))
+                    publishInOrder()
+                }
                 pending.removeAll()
                 pendingRolls.removeAll()
                 cutBackTo = min(cutBackTo ?? .max, failedAt)
@@ -670,27 +680,37 @@ public final class Journal: @unchecked Sendable {
     /// One group commit that rolls segments where the appenders decided (run alone): the old file's part is
     /// written and synced, each new segment opened (a prepared one renamed into place) and its header written,
     /// the directory synced, then the rest written and synced once. `failedAt` is left at the offset in the
-    /// current file where a failure should cut back to.
-    private func writeRolling(_ batch: [UInt8], rolls: [Roll], failedAt: inout Int64) throws(JournalError) {
+    /// current file where a failure should cut back to, and `durablePart` at the last record that reached the disk
+    /// and was synced before a failure (the part before a roll): those records are durable whatever follows, and
+    /// are published as such rather than refused and then found in the journal.
+    private func writeRolling(_ batch: [UInt8], rolls: [Roll], failedAt: inout Int64, durablePart: inout Position?) throws(JournalError) {
         var failed = fileSize
+        var part: Position?
         let r: Result<Void, JournalError> = batch.withUnsafeBytes { b in
             do {
                 var start = 0
                 for roll in rolls {
                     try writeChunk(UnsafeRawBufferPointer(rebasing: b[start..<roll.at]))
                     if options.sync == .data { try FileIO.syncData(fd, path: currentPath) }
-                    Glibc.close(fd)
-                    fd = -1
+                    if roll.at > start {
+                        part = Position(seq: roll.segment.firstSeq &- 1, segmentFirstSeq: currentFirstSeq, end: fileSize, hash: roll.segment.prevHash)
+                    }
+                    failed = fileSize
+                    // The old file stays current until the new one is open, so a failure here cuts back the old one.
                     let path = directory + "/" + roll.segment.name
+                    let next: Int32
                     if roll.prepared {
                         try FileIO.rename(directory + "/" + Journal.preparedName, path)
-                        fd = try FileIO.open(path, O_WRONLY)
+                        next = try FileIO.open(path, O_WRONLY)
                     } else {
-                        fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
+                        next = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC)
                     }
+                    Glibc.close(fd)
+                    fd = next
                     fileSize = 0
                     failed = 0
                     currentPath = path
+                    currentFirstSeq = roll.segment.firstSeq
                     let s = roll.segment
                     try writeChunk(JournalFormat.segmentHeader(firstSeq: s.firstSeq, created: .now(), prevHash: s.prevHash))
                     if options.sync == .data { try FileIO.syncDirectory(directory) }
@@ -705,6 +725,7 @@ public final class Journal: @unchecked Sendable {
             }
         }
         failedAt = failed
+        durablePart = part
         try r.get()
     }
 

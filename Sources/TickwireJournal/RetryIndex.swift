@@ -50,7 +50,7 @@ public final class RetryIndex {
     private var nextGrowthAttempt = 0
     /// `PATH.lock`, flock'd for the index's life: a second process never touches a file this one has mapped (the
     /// index is opened before the journal whose LOCK would otherwise guard it).
-    private let lockFD: Int32
+    private var lockFD: Int32
     /// A sync of the table failed: the kernel may have dropped the pages it could not write, so no later sync of
     /// this file proves them on disk, and no checkpoint may claim more. Cleared by a doubling, which writes and
     /// syncs every entry into a new file.
@@ -296,7 +296,13 @@ public final class RetryIndex {
         return c
     }
 
-    deinit { Glibc.close(lockFD) }
+    /// Lets another `RetryIndex` open the file (the lock is otherwise held until this one is freed). Use nothing
+    /// of this one afterwards.
+    public func close() {
+        if lockFD >= 0 { Glibc.close(lockFD); lockFD = -1 }
+    }
+
+    deinit { close() }
 }
 
 /// The index file, mapped: its header page and its table of slots. The one owner of the descriptor and the mapping.

@@ -116,7 +116,7 @@ import Glibc
                                                           "--pub", "tcp://127.0.0.1:\(freePort())", "--metrics", "127.0.0.1:\(freePort())",
                                                           "--trades", "tcp://127.0.0.1:\(freePort())"])
         defer { restarted.signal(SIGTERM); _ = restarted.wait(seconds: 10) }
-        #expect(restarted.waitForOutput("risk positions rebuilt from 2 journaled trades", seconds: 30), "\(restarted.stderr)")
+        #expect(restarted.waitForOutput("risk rebuilt through seq 2 from", seconds: 30), "\(restarted.stderr)")
     }
 
     @Test func everyEventIsStoredAndReplaysAfterTheDaemonStops() throws {

@@ -144,7 +144,7 @@ import TickwireCore
     @Test func readersFailLoudlyOnDamage() throws {
         let dir = TempDir("mark-readers")
         let records = try Self.write(dir.path, count: 600)
-        let victim = records[299]
+        let victim = records[49]   // in the first segment, which holds at least its first 16 KiB
         try Self.rewrite(dir.path + "/" + victim.segment) { $0[Int(victim.offset) + 90] ^= 0x01 }
         var seen = 0
         do {
@@ -152,12 +152,12 @@ import TickwireCore
             Issue.record("forEach ended quietly at the damage")
         } catch {
             guard case .corrupt(let c) = error else { Issue.record("\(error)"); return }
-            #expect(c.seq == 300 && c.offset == victim.offset && c.segment == victim.segment)
+            #expect(c.seq == 50 && c.offset == victim.offset && c.segment == victim.segment)
         }
-        #expect(seen == 299)
+        #expect(seen == 49)
         #expect(throws: JournalError.self) { try JournalAudit.forEach(directory: dir.path, from: 400) { _ in } }
         #expect(throws: JournalError.self) { try JournalAudit.tail(directory: dir.path, count: 5) }
-        #expect(throws: JournalError.self) { try JournalAudit.show(directory: dir.path, seq: 300) }
+        #expect(throws: JournalError.self) { try JournalAudit.show(directory: dir.path, seq: 50) }
         // `show` reads one segment: an intact record in a later one is still shown.
         let later = try #require(records.first { $0.segment > victim.segment })
         #expect(try JournalAudit.show(directory: dir.path, seq: later.seq)?.seq == later.seq)
@@ -266,5 +266,33 @@ import TickwireCore
         #expect(try j.appendDurably(payload(3001), eventTime: .zero) == 3001)
         j.close()
         #expect(throws: JournalError.self) { try Journal(directory: dir.path, options: Self.options) }
+    }
+}
+
+@Suite struct FailedRollTests {
+    /// A group commit that rolls a segment and fails after its first part was written and synced (the new file
+    /// cannot be made): the journal afterwards holds exactly what was reported durable — the synced part is
+    /// durable and reported so, nothing past it is left to be found as journaled-but-refused.
+    @Test func aRollThatFailsLeavesExactlyWhatWasReportedDurable() throws {
+        for trial in 0..<5 {
+            let dir = TempDir("failed-roll")
+            var options = JournalOptions(segmentBytes: 4096)
+            options.preExtendSegments = false
+            let j = try Journal(directory: dir.path, options: options)
+            // 24 records of 164 bytes fill the first segment; the 25th rolls into seg-…25, whose name a directory takes.
+            try FileManager.default.createDirectory(atPath: dir.path + "/" + JournalFormat.segmentName(firstSeq: 25),
+                                                    withIntermediateDirectories: false)
+            for n in 1...20 { _ = try j.appendDurably(payload(n), eventTime: .zero) }
+            // Appended back to back, so that one commit holds records before the roll and after it.
+            var appended: UInt64 = 20
+            for n in 21...30 { guard let seq = try? j.append(payload(n), eventTime: .zero) else { break }; appended = seq }
+            #expect(throws: JournalError.self) { try j.waitDurable(appended) }
+            let durable = j.durableSequence
+            j.close()
+            #expect(durable >= 20 && durable <= 24, "trial \(trial)")
+            try FileManager.default.removeItem(atPath: dir.path + "/" + JournalFormat.segmentName(firstSeq: 25))
+            let v = try JournalAudit.verify(directory: dir.path)
+            #expect(v.ok && v.lastSeq == durable, "trial \(trial): durable \(durable), journal holds \(v.lastSeq)")
+        }
     }
 }

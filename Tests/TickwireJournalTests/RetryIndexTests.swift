@@ -288,6 +288,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         // The rebuilt file is whole: the caller's full replay goes in and survives a reopen.
         for i in 0..<1_000 { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
         try index.checkpoint(coveredThrough: 1_000)
+        index.close()
         let again = try RetryIndex(path: indexPath(dir))
         #expect(again.rebuiltReason == nil && again.coveredThrough == 1_000 && again.count == 1_000)
         #expect(again.lookup(retryKey(999), verify: { $0 == 1_000 }) == 1_000)

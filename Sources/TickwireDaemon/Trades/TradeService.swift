@@ -242,7 +242,9 @@ public final class TradeService: @unchecked Sendable {
         }
         if let state = config.state {
             let after = saved?.seq ?? 0
-            state.rebuild(saved?.state, trades.filter { $0.0 > after }.map(\.1))
+            let replayed = trades.filter { $0.0 > after }.map(\.1)
+            state.rebuild(saved?.state, replayed)
+            log("trades: \(state.name) rebuilt through seq \(journal.durableSequence) from \(saved == nil ? "no checkpoint" : "the checkpoint at seq \(after)") and \(replayed.count) journaled trade(s) after it")
         }
         checkpointedSeq = min(index.coveredThrough, saved?.seq ?? index.coveredThrough)
         log("trades: journal opened at seq \(last); replayed from \(from) (\(journal.recovery.deferredSegments) older segment(s) verified in the background)")
