@@ -246,7 +246,9 @@ public final class TradeService: @unchecked Sendable {
             state.rebuild(saved?.state, replayed)
             log("trades: \(state.name) rebuilt through seq \(journal.durableSequence) from \(saved == nil ? "no checkpoint" : "the checkpoint at seq \(after)") and \(replayed.count) journaled trade(s) after it")
         }
-        checkpointedSeq = min(index.coveredThrough, saved?.seq ?? index.coveredThrough)
+        // The next checkpoint is due as soon as the journal holds more than both checkpoints cover.
+        checkpointedSeq = config.state == nil ? index.coveredThrough : min(index.coveredThrough, saved?.seq ?? 0)
+        inFlight.removeAll()
         log("trades: journal opened at seq \(last); replayed from \(from) (\(journal.recovery.deferredSegments) older segment(s) verified in the background)")
         return journal
     }
