@@ -27,6 +27,14 @@ public final class StoreWriter {
     public let subjects: SubjectTable
     private let blockEvents: Int
     private var open: [PartitionKey: OpenPartition] = [:]
+    /// At most this many partitions have a log open; the one used longest ago is flushed, synced and closed to make
+    /// room (events with many distinct dates would otherwise exhaust the file descriptors).
+    public let maxOpenPartitions: Int
+    /// When each open partition was last switched to (a counter, not a clock).
+    private var lastUsed: [PartitionKey: UInt64] = [:]
+    private var useTick: UInt64 = 0
+    /// Partitions closed to stay within `maxOpenPartitions`.
+    public private(set) var partitionsEvicted: UInt64 = 0
     // The per-event state below is not checked for exclusivity at run time: a writer is used by one thread, and
     // the check (a runtime call pair and a thread-local lookup per access) was about a sixth of the daemon's
     // store-writer thread.
@@ -70,10 +78,12 @@ public final class StoreWriter {
     ///   - blockEvents: events per log block; each block is one `writev` and one checksum.
     ///   - report: told of every `StoreIncident` as it happens, on the writer's thread; by default they are
     ///     written to standard error.
-    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096,
+    ///   - maxOpenPartitions: logs kept open at once (each one file descriptor and one block buffer).
+    public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096, maxOpenPartitions: Int = 64,
                 report: @escaping (StoreIncident) -> Void = StoreWriter.printToStandardError) throws(StoreError) {
-        precondition(blockEvents > 0 && blockEvents <= 1 << 20)
+        precondition(blockEvents > 0 && blockEvents <= 1 << 20 && maxOpenPartitions > 0)
         self.directory = directory
+        self.maxOpenPartitions = maxOpenPartitions
         self.report = report
         self.subjects = subjects
         self.blockEvents = blockEvents
@@ -170,10 +180,20 @@ public final class StoreWriter {
     }
 
     private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
-        if let p = open[key] { return p }
+        useTick &+= 1
+        if let p = open[key] { lastUsed[key] = useTick; return p }
+        if open.count >= maxOpenPartitions, let (oldest, _) = lastUsed.min(by: { $0.value < $1.value }) {
+            // Its staged events are written and synced before the log is closed, so `flush` keeps its promise for
+            // them; if that fails they are counted lost (as any failed write) and the log is closed all the same.
+            let evicted = open.removeValue(forKey: oldest)!
+            lastUsed[oldest] = nil
+            partitionsEvicted += 1
+            try flush(evicted)
+        }
         let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents, report: report)
         if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
         open[key] = p
+        lastUsed[key] = useTick
         return p
     }
 
@@ -202,7 +222,7 @@ public final class StoreWriter {
         var sealed = [PartitionKey]()
         for key in Layout.partitions(in: directory) where key.day < cutoff {
             // Flushed before it is closed: if the flush fails, the partition stays open with what it still holds.
-            if let p = open[key] { try flush(p); open[key] = nil }
+            if let p = open[key] { try flush(p); open[key] = nil; lastUsed[key] = nil }
             if try Sealing.seal(store: directory, key: key, report: report) != nil { sealed.append(key) }
         }
         last = nil
@@ -216,6 +236,7 @@ public final class StoreWriter {
     public func close() throws(StoreError) {
         defer {
             open.removeAll()
+            lastUsed.removeAll()
             last = nil
             flock(lock.fd, LOCK_UN)
         }
