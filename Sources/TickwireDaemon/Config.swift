@@ -41,6 +41,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var feedOnError = "stop"
     public var feedRetransmit: String? = nil
     public var feedGapTimeoutMs = 250
+    /// Events a `zmq:` relay brings with an event time further than this from now (seconds) are published but not
+    /// stored (each date is a partition; a foreign publisher's bad clock must not make thousands). 0: no limit.
+    public var relayStoreWindowSeconds = 86_400
     /// ITCH depth on request: price levels per side published as MD.XNAS.<SYM>.BOOK (0: none).
     public var feedDepth = 0
 
@@ -63,7 +66,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "publish": ["endpoint", "high_water_mark"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
-        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth"],
+        "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
         "trades": ["endpoint", "journal_segment_bytes"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint"],
@@ -125,6 +128,7 @@ public struct DaemonConfig: Sendable, Equatable {
             }
             if let v = try s.string("retransmit") { c.feedRetransmit = v }
             if let v = try s.int("gap_timeout_ms", min: 1) { c.feedGapTimeoutMs = v }
+            if let v = try s.int("relay_store_window_s", min: 0) { c.relayStoreWindowSeconds = v }
             if let v = try s.int("depth", min: 0) {
                 let most = ITCHNormalizer.maxDepthLevels
                 guard v <= most else { throw s.bad("depth", "\(v) levels is more than the \(most) supported") }

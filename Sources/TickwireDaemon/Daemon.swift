@@ -63,6 +63,7 @@ public final class Daemon: @unchecked Sendable {
     private let storeErrors = Atomic<UInt64>(0)
     private let storeAppended = Atomic<UInt64>(0)
     private let storeLost = Atomic<UInt64>(0)
+    private let storeOutOfWindow = Atomic<UInt64>(0)
     private var trades: TradeService?
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
@@ -155,7 +156,8 @@ public final class Daemon: @unchecked Sendable {
         let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: Self.backgroundWait)
         consumers.append(storeConsumer)
         let ownedWriter = Unchecked(writer)
-        spawn("store-writer") { [self] in runStoreWriter(ownedWriter.value, storeConsumer) }
+        let windowed = sources.map { $0 is ZMQRelaySource }
+        spawn("store-writer") { [self] in runStoreWriter(ownedWriter.value, storeConsumer, windowed: windowed) }
         let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: Self.backgroundWait)
         consumers.append(analyticsConsumer)
         spawn("alerts-risk") { [self] in runAnalytics(analyticsConsumer) }
@@ -240,6 +242,8 @@ public final class Daemon: @unchecked Sendable {
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.counters.append(("tickwire_store_lost_events_total", ("", ""), storeLost.load(ordering: .relaxed),
                            "Events the store could not keep (a failed write, or while writing was suspended after one)."))
+        s.counters.append(("tickwire_store_out_of_window_total", ("", ""), storeOutOfWindow.load(ordering: .relaxed),
+                           "Relayed events published but not stored: event time further from now than [feeds] relay_store_window_s."))
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
@@ -273,9 +277,15 @@ public final class Daemon: @unchecked Sendable {
     /// and on shutdown flushes and seals every trading date before today. A write error (a full disk) is logged
     /// with its file and errno and counted; the writer counts the events it could not keep, retries by itself
     /// every second, and reports the range lost when writing resumes. The feed goes on throughout.
-    private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer) {
+    ///
+    /// Events from a `zmq:` relay (`windowed[source]`) whose event time is further than `relayStoreWindowSeconds`
+    /// from now are not stored (counted in `tickwire_store_out_of_window_total`); they were published all the same.
+    private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer, windowed: [Bool]) {
         var lastFlush = Nanos.now()
         var dirty = false
+        let window = Int64(min(config.relayStoreWindowSeconds, 100 * 366 * 86_400)) * Nanos.perSecond
+        let anyWindowed = window > 0 && windowed.contains(true)
+        var now = Nanos.now().rawValue
         func flush() {
             let t0 = Nanos.now()
             do { try writer.flush() } catch {
@@ -288,7 +298,13 @@ public final class Daemon: @unchecked Sendable {
             dirty = false
         }
         while true {
+            if anyWindowed { now = Nanos.now().rawValue }
             let n = consumer.poll(maxBatch: 4096, timeoutNanos: 200_000_000) { event in
+                if anyWindowed, Int(event.source) < windowed.count, windowed[Int(event.source)],
+                   event.eventTime.rawValue < now - window || event.eventTime.rawValue > now + window {
+                    storeOutOfWindow.add(1, ordering: .relaxed)
+                    return
+                }
                 do { try writer.append(event) } catch {
                     storeErrors.add(1, ordering: .relaxed)
                     logger.error("store append failed: \(error)")

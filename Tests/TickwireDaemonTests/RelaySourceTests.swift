@@ -88,4 +88,67 @@ import TickwireZMQ
         let events = counters.first { $0.name == "events" }?.value ?? 0
         #expect(events >= UInt64(total + 1) && events <= UInt64(total + warmUps))
     }
+
+    /// A foreign publisher's flood of dates (1677 to 2262, the extremes included): every event is relayed on the
+    /// wire, but only those near now are stored — one date folder, not thousands — and the rest are counted.
+    @Test func aFloodOfDatesIsPublishedButNotStored() throws {
+        let ctx = ZMQContext()
+        let upstream = try ctx.socket(.pub)
+        try upstream.setSendHighWaterMark(0)
+        let inPort = freePort()
+        try upstream.bind("tcp://127.0.0.1:\(inPort)")
+        let d = inProcessDaemon("relay-dates") { c in
+            c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
+            c.publishHighWaterMark = 0
+        }
+        let c = d.config
+        try d.start()
+        var stopped = false
+        defer { if !stopped { d.shutdown() }; try? FileManager.default.removeItem(atPath: c.dataDirectory) }
+        let sub = try ctx.socket(.sub)
+        try sub.setReceiveHighWaterMark(0)
+        try sub.subscribe("MD.XNAS.")
+        try sub.connect(c.publishEndpoint)
+        try sub.setReceiveTimeout(milliseconds: 50)
+        let now = Nanos.now().rawValue
+        func quote(_ i: Int, at t: Int64) -> [[UInt8]] {
+            var e = Event.quote(0, bid: Price(e8: Int64(i)), bidSize: Quantity(e8: 1), ask: Price(e8: Int64(i) + 1),
+                                askSize: Quantity(e8: 2), eventTime: Nanos(t), knownTime: Nanos(now))
+            e.seq = UInt64(i)
+            return [Array("MD.XNAS.D\(i % 5).QUOTE".utf8), WireCodec.encode(e, subjectSeq: UInt64(i))]
+        }
+        var joined = false
+        for _ in 0..<200 where !joined {
+            try upstream.sendMultipart(quote(0, at: now))
+            joined = try sub.receiveMultipart() != nil
+        }
+        #expect(joined)
+        usleep(100_000)
+        while try sub.receiveMultipart(dontWait: true) != nil {}
+
+        var rng = SystemRandomNumberGenerator()
+        let total = 5_000
+        var near = 0
+        for i in 1...total {
+            let t: Int64
+            switch i % 10 {
+            case 0: t = now + Int64.random(in: -3_600...3_600, using: &rng) * Nanos.perSecond; near += 1
+            case 1: t = i % 20 == 1 ? Int64.min : Int64.max
+            default: t = Int64.random(in: Int64.min...Int64.max, using: &rng)
+            }
+            try upstream.sendMultipart(quote(i, at: t))
+        }
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        var received = 0
+        while received < total, try sub.receiveMultipart() != nil { received += 1 }
+        #expect(received == total, "every event is on the wire")
+        let t0 = Date()
+        d.shutdown()
+        stopped = true
+        #expect(Date().timeIntervalSince(t0) < 20, "stopping sealed a flood of partitions")
+        let dates = try FileManager.default.contentsOfDirectory(atPath: c.dataDirectory + "/store").filter { $0.first?.isNumber == true }
+        #expect(dates.count <= 3, "\(dates.count) date folders")
+        let outOfWindow = d.statistics().counters.first { $0.name == "tickwire_store_out_of_window_total" }?.value ?? 0
+        #expect(outOfWindow == UInt64(total - near), "out of window: \(outOfWindow)")
+    }
 }
