@@ -96,7 +96,10 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
             let client = try s.client(ctx)
             #expect(try client.submit(tradeOrder("R1")) == .ack(clientOrderID: "R1", seq: 1, duplicate: false))
             #expect(try client.submit(tradeOrder("R2")) == .ack(clientOrderID: "R2", seq: 2, duplicate: false))
-            #expect(try client.submit(tradeOrder("R1", qty: 5)) == .ack(clientOrderID: "R1", seq: 1, duplicate: true))
+            #expect(try client.submit(tradeOrder("R1")) == .ack(clientOrderID: "R1", seq: 1, duplicate: true))
+            // The same id with other contents is another trade: refused, saying which, never the first ack.
+            guard case .reject(_, let why) = try client.submit(tradeOrder("R1", qty: 5)) else { Issue.record("not refused"); return }
+            #expect(why.code == .idInUse && why.text.contains("seq 1") && why.text.contains("quantity 100"), "\(why)")
             client.close()
             s.service.stop()
         }
@@ -104,6 +107,8 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         let ctx = ZMQContext()
         let client = try s.client(ctx)
         #expect(try client.submit(tradeOrder("R2")) == .ack(clientOrderID: "R2", seq: 2, duplicate: true))
+        guard case .reject(_, let why) = try client.submit(tradeOrder("R2", symbol: "MSFT")) else { Issue.record("not refused"); return }
+        #expect(why.code == .idInUse && why.text.contains("symbol AAPL"), "\(why)")
         #expect(try client.submit(tradeOrder("R3")) == .ack(clientOrderID: "R3", seq: 3, duplicate: false))
         client.close()
         s.service.stop()

@@ -50,6 +50,8 @@ public struct RejectReason: Sendable, Equatable, CustomStringConvertible, Error 
         /// The journal could not make it durable (disk full, I/O error); nothing was recorded.
         case journalUnavailable = 4
         case unauthenticated = 5
+        /// The client order id was already journaled for a trade with other contents (an id names one trade).
+        case idInUse = 6
     }
     public var code: Code
     public var text: String

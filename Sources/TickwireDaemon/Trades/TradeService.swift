@@ -101,7 +101,7 @@ public final class TradeService: @unchecked Sendable {
     /// original acknowledgement; checked against the journal record on every hit.
     private var retryIndex: RetryIndex?
     /// The same for trades journaled and not yet durable (the index is checked against durable records only).
-    private var inFlight: [RetryKey: UInt64] = [:]
+    private var inFlight: [RetryKey: (seq: UInt64, request: TradeRequest)] = [:]
     struct RetryKey: Hashable { let trader: String, clientOrderID: String }
     /// The sequence of the last checkpoint (retry index and state), and when the next is due.
     private var checkpointedSeq: UInt64 = 0
@@ -405,18 +405,20 @@ public final class TradeService: @unchecked Sendable {
             request.trader = trader
             if let bad = request.validationError() { reject(bad); continue }
             let key = RetryKey(trader: trader, clientOrderID: request.clientOrderID)
-            if let seq = inFlight[key] {
+            if let (seq, original) = inFlight[key] {
+                if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
                 delta.duplicates += 1
                 message.waiting.append((slot, request, seq, true))
                 message.lastSeq = max(message.lastSeq, seq)
                 continue
             }
-            let journaled: UInt64?
-            do { journaled = try journaledSeq(of: key, journal) } catch {
+            let journaled: (seq: UInt64, trade: TradeRequest)?
+            do { journaled = try journaledTrade(of: key, journal) } catch {
                 reject(RejectReason(.journalUnavailable, "cannot tell whether id \(request.clientOrderID) was journaled before: \(error)"))
                 continue
             }
-            if let seq = journaled {
+            if let (seq, original) = journaled {
+                if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
                 delta.duplicates += 1
                 message.replies[slot] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)
                 continue
@@ -426,7 +428,7 @@ public final class TradeService: @unchecked Sendable {
             do { seq = try journal.append(TradeWire.encodeRecord(request), eventTime: received) } catch {
                 reject(RejectReason(.journalUnavailable, "\(error)")); continue
             }
-            inFlight[key] = seq
+            inFlight[key] = (seq, request)
             do { _ = try retryIndex?.insert(RetryIndex.key(trader: trader, clientOrderID: request.clientOrderID), seq: seq) } catch {
                 // Past the index's hard limit with no room to grow: the journal replay after the last checkpoint
                 // restores the entry at the next start; until then a retry finds it in flight or not at all.
@@ -443,19 +445,35 @@ public final class TradeService: @unchecked Sendable {
         }
     }
 
-    /// The durable sequence `key` was journaled under, if any: the retry index's candidates, each checked against
-    /// its journal record (trader and client order id).
+    /// The durable sequence `key` was journaled under and that trade, if any: the retry index's candidates, each
+    /// checked against its journal record (trader and client order id).
     /// - Throws: when a candidate's record cannot be read (damage): the caller refuses rather than guess.
-    private func journaledSeq(of key: RetryKey, _ journal: Journal) throws -> UInt64? {
+    private func journaledTrade(of key: RetryKey, _ journal: Journal) throws -> (seq: UInt64, trade: TradeRequest)? {
         guard let index = retryIndex else { return nil }
         let durable = journal.durableSequence
-        return try index.lookup(RetryIndex.key(trader: key.trader, clientOrderID: key.clientOrderID)) { seq throws in
+        var found: TradeRequest?
+        let seq = try index.lookup(RetryIndex.key(trader: key.trader, clientOrderID: key.clientOrderID)) { seq throws in
             guard seq <= durable else { return false }
             let record: JournalRecord
             do { record = try journal.record(seq) } catch JournalError.noSuchRecord { return false }
-            guard let t = TradeWire.decodeRecord(record.payload) else { return false }
-            return t.trader == key.trader && t.clientOrderID == key.clientOrderID
+            guard let t = TradeWire.decodeRecord(record.payload), t.trader == key.trader, t.clientOrderID == key.clientOrderID else { return false }
+            found = t
+            return true
         }
+        guard let seq, let found else { return nil }
+        return (seq, found)
+    }
+
+    /// Why a retry of an id is not the trade first journaled under it (nil when it is): an id names one trade.
+    static func difference(_ original: TradeRequest, _ retry: TradeRequest, seq: UInt64) -> RejectReason? {
+        var fields: [String] = []
+        if original.desk != retry.desk { fields.append("desk \(original.desk)") }
+        if original.symbol != retry.symbol { fields.append("symbol \(original.symbol)") }
+        if original.side != retry.side { fields.append("side \(original.side)") }
+        if original.quantity != retry.quantity { fields.append("quantity \(original.quantity)") }
+        if original.price != retry.price { fields.append("price \(original.price)") }
+        guard !fields.isEmpty else { return nil }
+        return RejectReason(.idInUse, "id \(retry.clientOrderID) is trade seq \(seq) with \(fields.joined(separator: ", ")): a different trade needs a new id")
     }
 
     /// Answers every message, in arrival order, whose trades are all durable; publishes each new trade.
