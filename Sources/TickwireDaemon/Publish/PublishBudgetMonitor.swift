@@ -21,7 +21,7 @@ final class PublishBudgetMonitor: @unchecked Sendable {
     /// What one queued message costs the daemon, for turning the budget in bytes into messages: two 64-byte
     /// `zmq_msg_t` per message in the peer's queue (subject and payload frames; subjects up to 33 bytes sit
     /// inside them) and the payload's 72 bytes in a 128-byte heap block, counted in full although subscribers
-    /// share it. Measured: about 122 bytes a message with 100 stalled subscribers (docs/PROTOCOL.md).
+    /// share it. Measured: about 120 bytes a message with 100 stalled subscribers (README.md, "Slow subscribers").
     static let bytesPerMessage = 256
     let sampleNanos: Int64 = 100_000_000
 
