@@ -58,6 +58,17 @@ import Glibc
         #expect(c.cutOverBudget(published: 50).isEmpty)
     }
 
+    /// A subscriber the daemon cannot cut (not TCP) counts against the budget but is never a candidate.
+    @Test func onlyCuttableSubscribersAreCandidates() {
+        var b = SubscriberBudget(budgetMessages: 100, mark: 1_000)
+        b.join(1, published: 0, cuttable: false)
+        b.join(2, published: 0)
+        b.observe(1, pushedBack: true, now: 1, published: 500)
+        b.observe(2, pushedBack: true, now: 2, published: 500)
+        #expect(b.cutOverBudget(published: 500) == [2])
+        #expect(b.held(published: 500) == 500)
+    }
+
     /// Equal stall times: the subscriber holding most goes first.
     @Test func amongEquallyStalledTheLargestQueueGoesFirst() {
         var b = SubscriberBudget(budgetMessages: 500, mark: 1_000)

@@ -91,7 +91,7 @@ final class PublishBudgetMonitor: @unchecked Sendable {
             // something else; its `disconnected` is queued behind.
             if localPort != nil, identity?.port != localPort { return }
             identities[fd] = identity?.peer
-            state.join(fd, published: publishedCount())
+            state.join(fd, published: publishedCount(), cuttable: localPort != nil && identity != nil)
         } else if e.kind == .disconnected {
             identities.removeValue(forKey: fd)
             state.leave(fd)
@@ -103,17 +103,23 @@ final class PublishBudgetMonitor: @unchecked Sendable {
         let published = publishedCount()
         for (fd, peer) in state.peers where !peer.cut {
             var notsent: UInt32 = 0, unacked: UInt32 = 0
-            guard tw_socket_send_backlog(fd, &notsent, &unacked) == 0 else { continue }
+            guard tw_socket_send_backlog(fd, &notsent, &unacked) == 0 else {
+                forget(fd)   // closed, or no longer a socket: libzmq is done with it
+                continue
+            }
             state.observe(fd, pushedBack: notsent > 0, now: now, published: published)
         }
         for fd in state.cutOverBudget(published: published) { cutConnection(fd) }
+        subscribers.store(state.subscribers, ordering: .relaxed)
         stalled.store(state.stalled, ordering: .relaxed)
         heldBoundMessages.store(state.held(published: published), ordering: .relaxed)
     }
 
     private func cutConnection(_ fd: Int32) {
-        guard let localPort, let peer = identities[fd], let now = Self.identity(fd), now.port == localPort, now.peer == peer else {
-            return   // already gone: its queue is freed and its disconnect is on the way
+        guard let localPort, let peer = identities[fd] else { return }   // ipc: counted, never cut
+        guard let now = Self.identity(fd), now.port == localPort, now.peer == peer else {
+            forget(fd)   // already gone: its queue is freed
+            return
         }
         // Abortive: libzmq's close then resets the connection, dropping what the kernel still holds for the peer
         // (a stalled peer would otherwise read it all, stale, before learning it was cut).
@@ -123,6 +129,13 @@ final class PublishBudgetMonitor: @unchecked Sendable {
             cut.add(1, ordering: .relaxed)
             log("publish budget: cut stalled subscriber \(peer): the subscribers' queues could hold more than \(budgetBytes >> 20) MiB")
         }
+    }
+
+    /// Stops counting a connection that is gone without its disconnect having been seen (a later disconnect for
+    /// the number is then a no-op, and an accept reusing it adds it afresh: events arrive in order).
+    private func forget(_ fd: Int32) {
+        identities.removeValue(forKey: fd)
+        state.leave(fd)
     }
 
     private static func identity(_ fd: Int32) -> (port: Int, peer: String)? {

@@ -24,6 +24,8 @@ struct SubscriberBudget {
         var stalledSince: Int64?
         /// Cut by the daemon, awaiting libzmq's disconnect: its queue is being freed and no longer counted.
         var cut = false
+        /// Whether the daemon can cut it (a TCP connection); others are counted but never candidates.
+        var cuttable = true
     }
 
     let budgetMessages: Int
@@ -42,8 +44,8 @@ struct SubscriberBudget {
     var subscribers: Int { peers.count }
     var stalled: Int { peers.values.filter { !$0.cut && $0.stalledSince != nil }.count }
 
-    mutating func join(_ fd: Int32, published: UInt64) {
-        peers[fd] = Peer(since: published)
+    mutating func join(_ fd: Int32, published: UInt64, cuttable: Bool = true) {
+        peers[fd] = Peer(since: published, cuttable: cuttable)
     }
 
     mutating func leave(_ fd: Int32) {
@@ -80,7 +82,7 @@ struct SubscriberBudget {
         var total = held(published: published)
         guard total > budgetMessages else { return [] }
         let candidates = peers.compactMap { fd, p -> (fd: Int32, since: Int64, bound: Int)? in
-            guard !p.cut, let since = p.stalledSince else { return nil }
+            guard !p.cut, p.cuttable, let since = p.stalledSince else { return nil }
             return (fd, since, bound(p, published: published))
         }.sorted { a, b in
             if a.since != b.since { return a.since < b.since }
