@@ -22,8 +22,10 @@ public struct DaemonConfig: Sendable, Equatable {
 
     public var publishEndpoint = "tcp://127.0.0.1:5556"
     /// The most messages ZeroMQ queues for one remote subscriber before it drops for it (and the subscriber
-    /// sees a gap); 0: no limit of its own (with a budget, the budget's worth).
-    public var publishHighWaterMark = 100_000
+    /// sees a gap); 0: no limit of its own (with a budget, the budget's worth). 20,000 full-feed messages are
+    /// 2 s of the simulator's default rate and about 3 MB in the daemon (it was 100,000, 12 MB, before the
+    /// budget): what a stalled subscriber may cost before the budget's next look cuts it.
+    public var publishHighWaterMark = 20_000
     /// What all remote subscribers' queues together may hold, in MiB (at 256 bytes a queued message): when
     /// they could hold more, the longest-stalled subscribers are cut. 0: no budget, N stalled subscribers may
     /// hold N high-water marks. See `PublishBudgetMonitor`.

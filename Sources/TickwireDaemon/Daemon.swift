@@ -238,7 +238,7 @@ public final class Daemon: @unchecked Sendable {
                                "Remote subscribers disconnected for stalling while the queues were over the memory budget."))
             s.gauges += [
                 ("tickwire_publish_subscribers", Double(b.subscribers.load(ordering: .relaxed)), "Remote subscribers connected to the PUB socket."),
-                ("tickwire_publish_stalled_subscribers", Double(b.stalled.load(ordering: .relaxed)), "Remote subscribers whose TCP window was shut at the last sample (100 ms)."),
+                ("tickwire_publish_stalled_subscribers", Double(b.stalled.load(ordering: .relaxed)), "Remote subscribers pushed back (window shut or send buffer full) at the last sample (100 ms)."),
                 ("tickwire_publish_high_water_mark", Double(b.highWaterMark), "Messages each remote subscriber may have queued (SNDHWM)."),
                 ("tickwire_publish_memory_budget_bytes", Double(b.budgetBytes), "What all remote subscribers' queues together may hold ([publish] memory_budget_mb)."),
                 ("tickwire_publish_queued_bound_bytes", Double(b.heldBoundMessages.load(ordering: .relaxed)) * bytes, "At most what the subscribers' queues hold now (messages times \(PublishBudgetMonitor.bytesPerMessage) bytes)."),

@@ -5,11 +5,11 @@
 /// libzmq keeps a queue per subscriber of at most the high-water mark (`mark`) and lets a stalled one fill it;
 /// the daemon cannot see those queues, but it can bound them:
 /// - A queue holds at most `mark` messages, and at most the messages published since the kernel last showed
-///   that connection drained: nothing waiting to be sent to the peer means libzmq is not held back, so its
+///   that connection taking more bytes: then libzmq is not held back and writes out what it queued, so its
 ///   queue is empty.
-/// - When the sum of those bounds passes the budget, the subscribers the kernel shows pushed back (their TCP
-///   window shut) are cut, the longest stalled first (then the one holding most), until it fits. A subscriber
-///   seen keeping up is never a candidate.
+/// - When the sum of those bounds passes the budget, the subscribers the kernel shows pushed back (send buffer
+///   full: the peer's window shut, or a path slower than the feed) are cut, the longest stalled first (then
+///   the one holding most), until it fits. A subscriber seen keeping up is never a candidate.
 ///
 /// The mark is fixed for the socket's life: libzmq 4.3 applies a changed SNDHWM to live queues, but each
 /// reader acknowledges reads only every "low-water mark" messages computed from the old value, so lowering or
@@ -52,8 +52,8 @@ struct SubscriberBudget {
         peers.removeValue(forKey: fd)
     }
 
-    /// One sample of the kernel's send queue for a peer: `pushedBack` when bytes wait that the peer's window
-    /// does not admit (libzmq is then held back and its queue may grow).
+    /// One sample of a peer's connection: `pushedBack` when the kernel takes no more bytes for it (libzmq is
+    /// then held back and its queue may grow).
     mutating func observe(_ fd: Int32, pushedBack: Bool, now: Int64, published: UInt64) {
         guard var p = peers[fd], !p.cut else { return }
         if pushedBack {
