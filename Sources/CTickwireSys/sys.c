@@ -13,6 +13,12 @@
 #include <sys/ioctl.h>
 #include <spawn.h>
 #include <linux/membarrier.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
 
 int tw_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
     struct timespec ts, *tsp = NULL;
@@ -200,4 +206,45 @@ uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len) {
     if (crc32c_hw) return crc32c_sse42(crc, data, len);
 #endif
     return tw_crc32c_sw(crc, data, len);
+}
+
+int tw_socket_send_backlog(int fd, uint32_t *notsent, uint32_t *unacked) {
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0
+        && len >= offsetof(struct tcp_info, tcpi_notsent_bytes) + sizeof info.tcpi_notsent_bytes) {
+        *notsent = info.tcpi_notsent_bytes;
+        *unacked = info.tcpi_unacked;
+        return 0;
+    }
+    int queued = 0;
+    if (ioctl(fd, SIOCOUTQ, &queued) != 0) return errno;
+    *notsent = (uint32_t)queued;
+    *unacked = 0;
+    return 0;
+}
+
+int tw_socket_endpoints(int fd, int *local_port, char *peer, size_t capacity) {
+    struct sockaddr_storage local, remote;
+    socklen_t ll = sizeof local, rl = sizeof remote;
+    if (getsockname(fd, (struct sockaddr *)&local, &ll) != 0) return errno;
+    if (getpeername(fd, (struct sockaddr *)&remote, &rl) != 0) return errno;
+    char text[INET6_ADDRSTRLEN];
+    int port;
+    if (remote.ss_family == AF_INET) {
+        struct sockaddr_in *r = (struct sockaddr_in *)&remote;
+        inet_ntop(AF_INET, &r->sin_addr, text, sizeof text);
+        port = ntohs(r->sin_port);
+        *local_port = ntohs(((struct sockaddr_in *)&local)->sin_port);
+    } else if (remote.ss_family == AF_INET6) {
+        struct sockaddr_in6 *r = (struct sockaddr_in6 *)&remote;
+        inet_ntop(AF_INET6, &r->sin6_addr, text, sizeof text);
+        port = ntohs(r->sin6_port);
+        *local_port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+    } else {
+        return EAFNOSUPPORT;
+    }
+    snprintf(peer, capacity, "%s:%d", text, port);
+    return 0;
 }

@@ -93,6 +93,7 @@ enum E2EBench {
             c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
             c.publishEndpoint = "tcp://127.0.0.1:\(outPort)"
             c.publishHighWaterMark = 0
+            c.publishMemoryBudgetMB = 0   // lossless: its one subscriber is never cut, however far behind
             c.metricsEndpoint = "127.0.0.1:0"
             c.tradeEndpoint = "tcp://127.0.0.1:*"
             if path == .daemonWithoutAlerts { c.alertEntries = [] }

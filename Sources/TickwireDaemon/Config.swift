@@ -21,8 +21,15 @@ public struct DaemonConfig: Sendable, Equatable {
     public var sources: [String] = []
 
     public var publishEndpoint = "tcp://127.0.0.1:5556"
-    /// Messages ZeroMQ queues per remote subscriber before it is cut (and sees a gap).
-    public var publishHighWaterMark = 100_000
+    /// The most messages ZeroMQ queues for one remote subscriber before it drops for it (and the subscriber
+    /// sees a gap); 0: no limit of its own (with a budget, the budget's worth). 20,000 full-feed messages are
+    /// 2 s of the simulator's default rate and about 3 MB in the daemon (it was 100,000, 12 MB, before the
+    /// budget): what a stalled subscriber may cost before the budget's next look cuts it.
+    public var publishHighWaterMark = 20_000
+    /// What all remote subscribers' queues together may hold, in MiB (at 256 bytes a queued message): when
+    /// they could hold more, the longest-stalled subscribers are cut. 0: no budget, N stalled subscribers may
+    /// hold N high-water marks. See `PublishBudgetMonitor`.
+    public var publishMemoryBudgetMB = 512
 
     /// Ring slots (a power of two).
     public var ringCapacity = 1 << 16
@@ -63,7 +70,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Every key a config file may hold, by section ("" is the top level).
     static let schema: [String: Set<String>] = [
         "": ["data", "log_level", "sources", "alerts"],
-        "publish": ["endpoint", "high_water_mark"],
+        "publish": ["endpoint", "high_water_mark", "memory_budget_mb"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
@@ -94,7 +101,14 @@ public struct DaemonConfig: Sendable, Equatable {
         if let v = try r.strings("sources") { c.sources = v }
         if let s = try r.section("publish") {
             if let v = try s.string("endpoint") { c.publishEndpoint = try endpoint(v, key: s.path("endpoint")) }
-            if let v = try s.int("high_water_mark", min: 0) { c.publishHighWaterMark = v }
+            if let v = try s.int("high_water_mark", min: 0) {
+                guard v <= Int(Int32.max) else { throw s.bad("high_water_mark", "\(v) is above libzmq's limit \(Int32.max)") }
+                c.publishHighWaterMark = v
+            }
+            if let v = try s.int("memory_budget_mb", min: 0) {
+                guard v <= 1 << 20 else { throw s.bad("memory_budget_mb", "\(v) MiB is more than a TiB") }
+                c.publishMemoryBudgetMB = v
+            }
         }
         if let s = try r.section("ring") {
             if let v = try s.int("capacity", min: 64) {

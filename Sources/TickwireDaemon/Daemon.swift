@@ -92,7 +92,10 @@ public final class Daemon: @unchecked Sendable {
         sources = try makeSources()
         do {
             publisher = try ZMQPublisher(context: context, endpoint: config.publishEndpoint,
-                                         highWaterMark: config.publishHighWaterMark, subjects: subjects)
+                                         highWaterMark: config.publishHighWaterMark,
+                                         budgetBytes: config.publishMemoryBudgetMB << 20, subjects: subjects,
+                                         published: { [ring] in ring.publishedSequence },
+                                         log: { [logger] in logger.info("\($0)") })
             publishLatency = publisher.latency
         } catch {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
@@ -142,6 +145,7 @@ public final class Daemon: @unchecked Sendable {
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
+        if let budget = publisher.budget { spawn("pub-budget") { budget.run() } }
         spawn("hub") { [self] in hub.run() }
         // Every event is kept while the disk takes writes: the store writer is a blocking consumer, so it can only
         // hold the feed back by back-pressure (counted as stalls). When a write fails (a full disk) it never holds
@@ -238,6 +242,18 @@ public final class Daemon: @unchecked Sendable {
         }
         s.counters.append(("tickwire_publish_failures_total", ("", ""), publisher?.failed.load(ordering: .relaxed) ?? 0,
                            "Messages libzmq refused to send (counted; the feed goes on)."))
+        if let b = publisher?.budget {
+            let bytes = Double(PublishBudgetMonitor.bytesPerMessage)
+            s.counters.append(("tickwire_publish_subscribers_cut_total", ("", ""), b.cut.load(ordering: .relaxed),
+                               "Remote subscribers disconnected for stalling while the queues were over the memory budget."))
+            s.gauges += [
+                ("tickwire_publish_subscribers", Double(b.subscribers.load(ordering: .relaxed)), "Remote subscribers connected to the PUB socket."),
+                ("tickwire_publish_stalled_subscribers", Double(b.stalled.load(ordering: .relaxed)), "Remote subscribers pushed back (window shut or send buffer full) at the last sample (100 ms)."),
+                ("tickwire_publish_high_water_mark", Double(b.highWaterMark), "Messages each remote subscriber may have queued (SNDHWM)."),
+                ("tickwire_publish_memory_budget_bytes", Double(b.budgetBytes), "What all remote subscribers' queues together may hold ([publish] memory_budget_mb)."),
+                ("tickwire_publish_queued_bound_bytes", Double(b.heldBoundMessages.load(ordering: .relaxed)) * bytes, "At most what the subscribers' queues hold now (messages times \(PublishBudgetMonitor.bytesPerMessage) bytes)."),
+            ]
+        }
         s.counters.append(("tickwire_store_events_total", ("", ""), storeAppended.load(ordering: .relaxed), "Events appended to the store."))
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.counters.append(("tickwire_store_lost_events_total", ("", ""), storeLost.load(ordering: .relaxed),
@@ -271,6 +287,7 @@ public final class Daemon: @unchecked Sendable {
             }
             if n < 0 { break }
         }
+        publisher.stopBudget()
     }
 
     /// Appends what the ring carries, flushes (fdatasync) at least once a second and when the feed goes quiet,
@@ -464,6 +481,8 @@ public struct DaemonStatistics: Sendable {
     /// Labelled counters of components: (metric name, labels, value, help).
     public var counters: [(name: String, labels: (String, String), value: UInt64, help: String)] = []
     public var histograms: [(name: String, help: String, labels: String, histogram: LatencyHistogram)] = []
+    /// Unlabelled gauges of components: (metric name, value, help).
+    public var gauges: [(name: String, value: Double, help: String)] = []
     public var uptimeSeconds = 0.0
     public var ringCapacity = 0
     public var ringOccupancy = 0.0

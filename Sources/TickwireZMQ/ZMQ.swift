@@ -183,6 +183,8 @@ public final class ZMQSocket: @unchecked Sendable {
     /// Messages queued per peer before a PUB drops (or other types block). 0 means no limit.
     public func setSendHighWaterMark(_ n: Int) throws(ZMQError) { try setOption(ZMQ_SNDHWM, Int32(n)) }
     public func setReceiveHighWaterMark(_ n: Int) throws(ZMQError) { try setOption(ZMQ_RCVHWM, Int32(n)) }
+    /// The kernel's receive buffer (SO_RCVBUF) for this socket's connections made from now on (0: the OS default).
+    public func setReceiveBufferBytes(_ n: Int) throws(ZMQError) { try setOption(ZMQ_RCVBUF, Int32(n)) }
     /// Milliseconds pending messages are kept after close (0: dropped at once).
     public func setLinger(milliseconds: Int) throws(ZMQError) { try setOption(ZMQ_LINGER, Int32(milliseconds)) }
     /// Blocking receive gives up after this many ms with EAGAIN (-1: never).
@@ -211,6 +213,17 @@ public final class ZMQSocket: @unchecked Sendable {
     }
     /// The ZAP domain a server socket authenticates in; a ZAP handler must be bound at inproc://zeromq.zap.01.
     public func setZapDomain(_ domain: String) throws(ZMQError) { try setOption(ZMQ_ZAP_DOMAIN, bytes: Array(domain.utf8)) }
+
+    // MARK: Monitoring
+
+    /// Reports this socket's connection events (`ZMQMonitorEvent.Kind` bits in `events`) as two-frame messages
+    /// on a PAIR socket that libzmq binds at `endpoint` (an `inproc://` name); nil stops reporting. Call it from
+    /// the thread that uses this socket. The corresponding C function is `zmq_socket_monitor`.
+    /// - warning: libzmq's I/O thread blocks on a monitor whose PAIR stops reading: keep reading until
+    ///   reporting is stopped.
+    public func monitor(_ endpoint: String?, events: ZMQMonitorEvent.Kind) throws(ZMQError) {
+        if zmq_socket_monitor(handle, endpoint, events.rawValue) != 0 { throw ZMQError.last("zmq_socket_monitor") }
+    }
 
     /// Whether the last frame received has more frames after it.
     public var hasMore: Bool { (try? intOption(ZMQ_RCVMORE)) == 1 }
@@ -320,5 +333,35 @@ public struct ZMQMessage: ~Copyable {
 
     public var bytes: [UInt8] {
         mutating get { withUnsafeBytes { Array($0) } }
+    }
+}
+
+/// One event of `ZMQSocket.monitor`: what happened, its value (a descriptor for `accepted` and
+/// `disconnected`), and the endpoint it concerns.
+public struct ZMQMonitorEvent: Sendable, Equatable {
+    public struct Kind: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        public static let accepted = Kind(rawValue: ZMQ_EVENT_ACCEPTED)
+        public static let disconnected = Kind(rawValue: ZMQ_EVENT_DISCONNECTED)
+        public static let handshakeSucceeded = Kind(rawValue: ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+    }
+
+    public let kind: Kind
+    public let value: UInt32
+    public let endpoint: String
+
+    public init(kind: Kind, value: UInt32, endpoint: String) { self.kind = kind; self.value = value; self.endpoint = endpoint }
+
+    /// Receives the next event from the PAIR socket connected to a monitor's endpoint.
+    /// - Returns: nil when `dontWait` is set and none is waiting.
+    /// - Throws: `ZMQError`, and EPROTO for a message that is not a version-1 event (6 bytes, then the endpoint).
+    public static func receive(from pair: ZMQSocket, dontWait: Bool = false) throws(ZMQError) -> ZMQMonitorEvent? {
+        guard let frames = try pair.receiveMultipart(dontWait: dontWait) else { return nil }
+        guard frames.count == 2, frames[0].count == 6 else { throw ZMQError(code: EPROTO, operation: "monitor event") }
+        let f = frames[0]
+        let kind = Int32(f[0]) | Int32(f[1]) << 8
+        let value = UInt32(f[2]) | UInt32(f[3]) << 8 | UInt32(f[4]) << 16 | UInt32(f[5]) << 24
+        return ZMQMonitorEvent(kind: Kind(rawValue: kind), value: value, endpoint: String(decoding: frames[1], as: UTF8.self))
     }
 }

@@ -17,6 +17,7 @@ import TickwireZMQ
         let d = inProcessDaemon("relay") { c in
             c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
             c.publishHighWaterMark = 0
+            c.publishMemoryBudgetMB = 0   // lossless: the reading subscriber is never cut, however far behind
         }
         let c = d.config
         try d.start()

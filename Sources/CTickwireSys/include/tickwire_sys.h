@@ -59,4 +59,12 @@ uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
 /// The slicing-by-8 path alone (tests compare it with the hardware path).
 uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
+/// What the kernel still holds to send on a connected socket: for TCP, `notsent` is the bytes queued but not yet
+/// sent (TCP_INFO tcpi_notsent_bytes: non-zero while the peer's window is shut) and `unacked` the bytes sent but
+/// not acknowledged; for other sockets `notsent` is SIOCOUTQ and `unacked` 0. Returns 0 or an errno.
+int tw_socket_send_backlog(int fd, uint32_t *notsent, uint32_t *unacked);
+/// The local port and the peer's address of a connected TCP socket, as "ADDRESS:PORT" text in `peer` (cut to
+/// `capacity` bytes). Returns 0, or an errno (ENOTSOCK, ENOTCONN, EAFNOSUPPORT for a non-IP socket).
+int tw_socket_endpoints(int fd, int *local_port, char *peer, size_t capacity);
+
 #endif

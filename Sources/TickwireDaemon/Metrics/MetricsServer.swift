@@ -151,6 +151,7 @@ public final class MetricsExport: @unchecked Sendable {
             counter("tickwire_subscription_stalls_total", l, c.stalls, "Times the producer waited for this blocking subscription.")
         }
         for c in s.counters { counter(c.name, c.labels.0.isEmpty ? [] : [c.labels], c.value, c.help) }
+        for g in s.gauges { gauge(g.name, [], g.value, g.help) }
         var out = registry.emitToString()
         for h in s.histograms { out += h.histogram.prometheus(name: h.name, help: h.help, labels: h.labels) }
         return out

@@ -31,10 +31,16 @@ public enum StatsTable {
         func value(_ name: String) -> String {
             samples.first { $0.name == name }.map { format($0.value) } ?? "-"
         }
+        func mib(_ name: String) -> String {
+            samples.first { $0.name == name }.map { format(($0.value / 1_048_576).rounded()) } ?? "-"
+        }
         var lines = [
             "uptime        \(value("tickwire_uptime_seconds")) s",
             "ring          \(value("tickwire_ring_published_total")) published, \(value("tickwire_ring_capacity")) slots",
             "subjects      \(value("tickwire_subjects"))",
+            "publish       \(value("tickwire_publish_subscribers")) subscribers, \(value("tickwire_publish_stalled_subscribers")) stalled, "
+                + "\(value("tickwire_publish_high_water_mark")) messages each, \(mib("tickwire_publish_queued_bound_bytes")) of "
+                + "\(mib("tickwire_publish_memory_budget_bytes")) MiB queued at most, \(value("tickwire_publish_subscribers_cut_total")) cut",
             "",
             "SOURCE                          COUNTER              VALUE",
         ]
@@ -55,7 +61,9 @@ public enum StatsTable {
         }
         // Everything else the daemon counts: alerts per rule, trades per outcome and reason, the store, latencies.
         let shown = ["tickwire_uptime_seconds", "tickwire_ring_published_total", "tickwire_ring_capacity", "tickwire_subjects",
-                     "tickwire_source_total"]
+                     "tickwire_source_total", "tickwire_publish_subscribers", "tickwire_publish_stalled_subscribers",
+                     "tickwire_publish_high_water_mark", "tickwire_publish_queued_bound_bytes",
+                     "tickwire_publish_memory_budget_bytes", "tickwire_publish_subscribers_cut_total"]
         var other = [String]()
         for sample in samples where !shown.contains(sample.name) && !sample.name.hasPrefix("tickwire_subscription_") {
             if sample.name.hasSuffix("_bucket") || (sample.value == 0 && sample.name.hasSuffix("_total") && !sample.labels.isEmpty) { continue }

@@ -7,6 +7,8 @@ import TickwireZMQ
 ///
 /// ZeroMQ filters by subject prefix at this socket and never blocks it: a subscriber whose queue reaches the
 /// high-water mark loses messages, and sees the loss as a jump in `seq` and `subject_seq`.
+/// What all subscribers' queues together hold is kept within a memory budget by `PublishBudgetMonitor`, which
+/// cuts the longest-stalled subscribers beyond it.
 final class ZMQPublisher {
     let socket: ZMQSocket
     let subjects: SubjectTable
@@ -22,15 +24,47 @@ final class ZMQPublisher {
     static let latencySampleEvery: UInt64 = 16
     @exclusivity(unchecked) private var sent: UInt64 = 0
 
-    init(context: ZMQContext, endpoint: String, highWaterMark: Int, subjects: SubjectTable) throws(ZMQError) {
+    /// Keeps the subscribers' queues within the memory budget (nil: no budget).
+    let budget: PublishBudgetMonitor?
+    private var budgetStopped = false
+
+    /// - Parameters:
+    ///   - highWaterMark: messages queued per subscriber at most (0: no limit of its own; with a budget, the
+    ///     budget's worth). Fixed for the socket's life (see `SubscriberBudget` for why).
+    ///   - budgetBytes: what all subscribers' queues together may hold (0: no budget); see `PublishBudgetMonitor`.
+    ///   - published: a count at least that of the messages sent so far (the ring's published sequence).
+    init(context: ZMQContext, endpoint: String, highWaterMark: Int, budgetBytes: Int = 0, subjects: SubjectTable,
+         published: @escaping @Sendable () -> UInt64 = { 0 }, log: @escaping @Sendable (String) -> Void = { _ in }) throws(ZMQError) {
         socket = try context.socket(.pub)
-        try socket.setSendHighWaterMark(highWaterMark)
+        if budgetBytes > 0 {
+            let most = max(1, min(Int(Int32.max), budgetBytes / PublishBudgetMonitor.bytesPerMessage))
+            let mark = highWaterMark > 0 ? min(highWaterMark, most) : most
+            budget = try PublishBudgetMonitor(socket: socket, context: context, budgetBytes: budgetBytes, mark: mark,
+                                              published: published, log: log)
+            try socket.setSendHighWaterMark(mark)
+        } else {
+            budget = nil
+            try socket.setSendHighWaterMark(highWaterMark)
+        }
         try socket.setLinger(milliseconds: 0)
         try socket.bind(endpoint)
+        let bound = socket.lastEndpoint
+        if bound.hasPrefix("tcp://"), let colon = bound.lastIndex(of: ":") { budget?.localPort = Int(bound[bound.index(after: colon)...]) }
         self.subjects = subjects
     }
 
-    deinit { payload.deallocate() }
+    /// Stops the socket's monitor and lets the budget's thread end (call on the publisher thread, once it is done).
+    func stopBudget() {
+        guard let budget, !budgetStopped else { return }
+        budgetStopped = true
+        try? socket.monitor(nil, events: [])
+        budget.finish()
+    }
+
+    deinit {
+        stopBudget()   // a daemon that failed to start never ran the publisher thread
+        payload.deallocate()
+    }
 
     /// Sends one event; counts (never throws on) a failed send so one bad moment cannot stop the feed.
     func send(_ event: Event) {
