@@ -35,6 +35,8 @@ public final class StoreWriter {
     private var useTick: UInt64 = 0
     /// Partitions closed to stay within `maxOpenPartitions`.
     public private(set) var partitionsEvicted: UInt64 = 0
+    /// Partitions with a log open now.
+    public var openPartitions: Int { open.count }
     // The per-event state below is not checked for exclusivity at run time: a writer is used by one thread, and
     // the check (a runtime call pair and a thread-local lookup per access) was about a sixth of the daemon's
     // store-writer thread.

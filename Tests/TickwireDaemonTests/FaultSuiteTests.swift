@@ -113,10 +113,12 @@ import TickwireZMQ
         case .flippedByteInTheLastRecord:
             try rewrite(segment) { $0[Int(last.offset) + 90] ^= 0x20 }
         case .zeroedSectorBeforeTheEnd:
-            let inLast = records.filter { $0.segment == last.segment }
+            // In the last segment, or the one before when a roll just happened (where rolls fall depends on timing).
+            var inLast = records.filter { $0.segment == last.segment }
+            if inLast.count < 8 { inLast = records.filter { $0.segment == records[records.count - inLast.count - 1].segment } }
             let sector = (inLast[inLast.count / 2].offset + 511) / 512 * 512
             victim = inLast.first { $0.offset + 64 + Int64($0.payload.count) > sector }!
-            try rewrite(segment) { $0.replaceSubrange(Int(sector)..<Int(sector) + 512, with: Data(count: 512)) }
+            try rewrite(data + "/journal/" + victim.segment) { $0.replaceSubrange(Int(sector)..<Int(sector) + 512, with: Data(count: 512)) }
         case .lastSegmentCutMidRecord:
             victim = records.filter { $0.segment == last.segment }.dropLast(5).last!
             try rewrite(segment) { $0 = $0.prefix(Int(victim.offset) + 40) }
