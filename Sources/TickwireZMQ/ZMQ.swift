@@ -180,6 +180,12 @@ public final class ZMQSocket: @unchecked Sendable {
         return v
     }
 
+    /// The largest frame a peer may send; a peer that sends a larger one is disconnected (-1: no limit).
+    public func setMaximumMessageSize(_ bytes: Int64) throws(ZMQError) {
+        var v = bytes
+        if zmq_setsockopt(handle, ZMQ_MAXMSGSIZE, &v, MemoryLayout<Int64>.size) != 0 { throw ZMQError.last("zmq_setsockopt(ZMQ_MAXMSGSIZE)") }
+    }
+
     /// Messages queued per peer before a PUB drops (or other types block). 0 means no limit.
     public func setSendHighWaterMark(_ n: Int) throws(ZMQError) { try setOption(ZMQ_SNDHWM, Int32(n)) }
     public func setReceiveHighWaterMark(_ n: Int) throws(ZMQError) { try setOption(ZMQ_RCVHWM, Int32(n)) }

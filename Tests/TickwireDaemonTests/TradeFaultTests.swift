@@ -202,3 +202,43 @@ final class CountingState: @unchecked Sendable {
         #expect(try client.submit(tradeOrder("K10")) == .ack(clientOrderID: "K10", seq: 11, duplicate: true))
     }
 }
+
+@Suite(.serialized) struct TradeHostileClientTests {
+    /// An admitted trader's oversized frame cuts that connection (ZMQ_MAXMSGSIZE): nothing is buffered or
+    /// journaled, and every other client is served.
+    @Test func anOversizedFrameCutsItsSenderOnly() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let server = try CurveKeyPair.read(from: KeyStore.serverPath(s.dir.path))
+        let me = try KeyStore.traderPair(data: s.dir.path, name: nil)
+        let raw = try ctx.socket(.dealer)
+        defer { raw.close() }
+        try raw.setCurveClient(serverKey: server.publicKey, publicKey: me.publicKey, secretKey: me.secretKey!)
+        try raw.setReceiveTimeout(milliseconds: 1_000)
+        try raw.connect(s.service.boundEndpoint)
+        try raw.send([UInt8](repeating: 0x41, count: 8 << 20))
+        #expect(try raw.receiveMultipart() == nil, "an 8 MiB frame was answered")
+        let client = try s.client(ctx)
+        defer { client.close() }
+        #expect(try client.submit(tradeOrder("after")) == .ack(clientOrderID: "after", seq: 1, duplicate: false))
+        #expect(s.service.counters.malformed == 0 && s.service.counters.accepted == 1)
+    }
+
+    /// Strangers hammering the port are all refused, but the log gets a bounded number of lines a window (the
+    /// next line after it says how many were left out).
+    @Test func refusedKeysAreLoggedAtABoundedRate() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        for i in 0..<15 {
+            let stranger = try TradeClient(context: ctx, endpoint: s.service.boundEndpoint, serverPublicKey: s.service.serverPublicKey,
+                                           keys: try CurveKeyPair.generate(name: "mallory\(i)"))
+            #expect(throws: TradeServiceError.self) { _ = try stranger.submit(tradeOrder("M\(i)"), timeoutMs: 200) }
+            stranger.close()
+        }
+        let lines = s.logs.all.filter { $0.contains("refused CURVE key") }
+        #expect(lines.count == ZAPHandler.logBurst, "\(lines.count) lines")
+        #expect(s.service.counters.accepted == 0)
+    }
+}

@@ -78,6 +78,9 @@ public enum TradeWire {
     public static let maxClientOrderID = 64
     /// The most SUBMIT frames one request message may carry.
     public static let maxTradesPerMessage = 1024
+    /// The largest frame the trade service accepts: a peer that sends a larger one is disconnected by ZeroMQ
+    /// (ZMQ_MAXMSGSIZE). A SUBMIT frame is at most a few hundred bytes.
+    public static let maxFrameBytes = 16 << 10
 
     struct Reader {
         let bytes: [UInt8]

@@ -194,6 +194,8 @@ public final class TradeService: @unchecked Sendable {
         try router.setRouterMandatory(false)
         try router.setSendHighWaterMark(0)
         try router.setReceiveHighWaterMark(0)
+        // A SUBMIT frame is a few hundred bytes: an admitted trader sending 100 MB frames is cut, not buffered.
+        try router.setMaximumMessageSize(Int64(TradeWire.maxFrameBytes))
         do { try router.bind(config.endpoint) } catch {
             zap.stop(); journal?.close()
             throw TradeServiceError.bind(endpoint: config.endpoint, error)
@@ -532,6 +534,12 @@ final class ZAPHandler: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private let refusedCount = Atomic<Int>(0)
+    /// Refusals are logged at most `logBurst` a window of `logWindowNanos`; the rest are counted and summed up in
+    /// the next line logged (a stranger hammering the port must not flood the log). The serving thread's.
+    static let logBurst = 10, logWindowNanos: Int64 = 10_000_000_000
+    private var logWindowStart: Int64 = 0
+    private var loggedInWindow = 0
+    private var unlogged = 0
 
     init(context: ZMQContext, admitted: [String: String], log: @escaping @Sendable (String) -> Void) {
         self.context = context; self.admitted = admitted; self.log = log
@@ -558,6 +566,15 @@ final class ZAPHandler: @unchecked Sendable {
         socket = nil
     }
 
+    private func logRefusal(_ line: String) {
+        let now = Nanos.now().rawValue
+        if now - logWindowStart >= Self.logWindowNanos { logWindowStart = now; loggedInWindow = 0 }
+        guard loggedInWindow < Self.logBurst else { unlogged += 1; return }
+        loggedInWindow += 1
+        log(unlogged == 0 ? line : line + " (and \(unlogged) refusals not logged before it)")
+        unlogged = 0
+    }
+
     private func serve(_ s: ZMQSocket) {
         while !stopping.load(ordering: .acquiring) {
             guard let frames = try? s.receiveMultipart(), frames.count >= 6 else { continue }
@@ -570,11 +587,11 @@ final class ZAPHandler: @unchecked Sendable {
                     status = "200"; text = "OK"; user = trader
                 } else {
                     refusedCount.add(1, ordering: .relaxed)
-                    log("trades: refused CURVE key \(key) from \(address)")
+                    logRefusal("trades: refused CURVE key \(key) from \(address)")
                 }
             } else {
                 refusedCount.add(1, ordering: .relaxed)
-                log("trades: refused \(mechanism) connection from \(address): CURVE required")
+                logRefusal("trades: refused \(mechanism) connection from \(address): CURVE required")
             }
             _ = try? s.sendMultipart([Array("1.0".utf8), requestID, Array(status.utf8), Array(text.utf8), Array(user.utf8), []])
         }
