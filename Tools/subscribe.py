@@ -62,6 +62,8 @@ def decode(subject, payload):
         raise ValueError(f"unknown event kind {kind} at byte 1")
     if body_len < BODY.size or len(payload) < HEADER.size + BODY.size:
         raise ValueError(f"{KINDS[kind]} body is too short")
+    if body_len > len(payload) - HEADER.size:
+        raise ValueError(f"{KINDS[kind]} body_length {body_len} is more than the frame holds: a cut message")
     w0, w1, w2, w3 = BODY.unpack_from(payload, HEADER.size)
     ev = {"subject": subject, "kind": KINDS[kind], "seq": seq, "subject_seq": subject_seq,
           "event_time": event_time, "known_time": known_time}
@@ -79,7 +81,8 @@ def decode(subject, payload):
     elif kind == 6:
         ev.update(side="bid" if flags == 1 else "ask", level=w2, price=Fixed(w0), size=Fixed(w1), levels=w3)
     elif kind == 7:
-        ev.update(rule=w0, value=Fixed(w1), threshold=Fixed(w2), reference=Fixed(w3))
+        # STALE_QUOTE (5): the reference is the last quote's time in nanoseconds, not a x1e8 value.
+        ev.update(rule=w0, value=Fixed(w1), threshold=Fixed(w2), reference=w3 if w0 == 5 else Fixed(w3))
     elif kind == 8:
         ev.update(position=Fixed(w0), notional=Fixed(w1), pnl=Fixed(w2), used_bp=w3)
     return ev
@@ -102,6 +105,7 @@ def main():
     args = ap.parse_args()
 
     sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.SNDHWM, 0)   # subscriptions go upstream through the send queue: never drop one
     for prefix in sorted({zmq_prefix(p) for p in args.patterns}):
         sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
     sock.connect(args.connect)

@@ -46,7 +46,9 @@ public enum EventText {
             uint("first", g.first); uint("last", g.last); str("scope", g.scope == .publisher ? "publisher" : "source")
         case .alert:
             let a = e.alertBody
-            uint("rule", UInt64(a.rule)); dec("value", a.value); dec("threshold", a.threshold); dec("reference", a.reference)
+            uint("rule", UInt64(a.rule)); dec("value", a.value); dec("threshold", a.threshold)
+            // STALE_QUOTE's reference is the last quote's time in nanoseconds, not a ×1e8 value.
+            if a.rule == 5 { int("reference", a.reference) } else { dec("reference", a.reference) }
         case .risk:
             let r = e.riskBody
             dec("position", r.position); dec("notional", r.notional); dec("pnl", r.pnl); int("used_bp", r.usedBasisPoints)

@@ -81,6 +81,8 @@ public enum WireCodec {
         guard bodyLength >= bodySize, available >= bodySize else {
             throw .bodyTooShort(kind: kind, length: min(bodyLength, available), needed: bodySize)
         }
+        // A body announced longer than the frame holds is a cut message, not a later minor version.
+        guard bodyLength <= available else { throw .bodyTooShort(kind: kind, length: available, needed: bodyLength) }
         func i64(_ o: Int) -> Int64 { Int64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: Int64.self)) }
         let e = Event(subjectID: 0, kind: kind, flags: p.load(fromByteOffset: 2, as: UInt8.self),
                       source: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt16.self)),

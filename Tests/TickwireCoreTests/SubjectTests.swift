@@ -135,6 +135,12 @@ import TickwireCore
         var unknownKind = good; unknownKind[1] = 200
         #expect(throws: WireError.unknownKind(200)) { try WireCodec.decode(unknownKind) }
         #expect(throws: WireError.bodyTooShort(kind: .quote, length: 8, needed: 32)) { try WireCodec.decode(Array(good[0..<48])) }
+        // A body_length beyond what the frame holds is a cut message, whatever the first 32 bytes say.
+        var overlong = good; overlong[6] = 64
+        #expect(throws: WireError.bodyTooShort(kind: .quote, length: 32, needed: 64)) { try WireCodec.decode(overlong) }
+        // Longer bodies that are there (a later minor version) are read and their extra bytes ignored.
+        var longer = good + [UInt8](repeating: 7, count: 8); longer[6] = 40
+        #expect((try? WireCodec.decode(longer)) != nil)
         #expect(WireError.unknownKind(200).description.contains("byte 1"))
     }
 
