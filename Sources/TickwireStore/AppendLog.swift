@@ -47,9 +47,11 @@ enum AppendLog {
     }
 
     /// Reads a log file. - Throws: `StoreError.io` when it cannot be opened or mapped.
-    static func read(path: String) throws(StoreError) -> Contents {
+    /// - Parameter keepEvents: false checks every block and keeps only what recovery needs (subjects, ends,
+    ///   damage), not the events: reopening a partition must not hold its whole log in memory.
+    static func read(path: String, keepEvents: Bool = true) throws(StoreError) -> Contents {
         let map = try MappedFile(path: path)
-        var out = read(map.bytes)
+        var out = read(map.bytes, keepEvents: keepEvents)
         for i in out.damage.indices { out.damage[i].path = path }
         return out
     }
@@ -57,7 +59,7 @@ enum AppendLog {
     /// Reads every intact block of a log. At a block that is not valid, it looks for the next valid block
     /// (its magic, then every check below, the checksum over the whole block included): when there is one, the
     /// bytes between are `damage` and reading goes on there; when there is none, they are the torn tail.
-    static func read(_ p: UnsafeRawBufferPointer) -> Contents {
+    static func read(_ p: UnsafeRawBufferPointer, keepEvents: Bool = true) -> Contents {
         var out = Contents()
         var offset = 0
         while offset < p.count {
@@ -77,12 +79,12 @@ enum AppendLog {
                 if id > out.subjects.count { out.subjects.append(contentsOf: repeatElement("", count: id - out.subjects.count)) }
                 out.subjects.append(text)
             }
-            out.events.reserveCapacity(out.events.count + b.events.count)
+            if keepEvents { out.events.reserveCapacity(out.events.count + b.events.count) }
             for e in b.events {
                 // Only after damage: a subject whose definition was in the damaged bytes.
                 if Int(e.subjectID) >= out.subjects.count || out.subjects[Int(e.subjectID)].isEmpty {
                     out.damage[out.damage.count - 1].unattributedEvents += 1
-                } else {
+                } else if keepEvents {
                     out.events.append(e)
                 }
             }

@@ -49,8 +49,10 @@ final class OpenPartition {
         let path = directory + "/" + Layout.logName(generation)
         var logSubjects = [String]()
         if existing != nil {
-            let contents = try AppendLog.read(path: path)
+            // The events are read only when damage means rewriting the log around it.
+            var contents = try AppendLog.read(path: path, keepEvents: false)
             if !contents.damage.isEmpty {
+                contents = try AppendLog.read(path: path)
                 let kept = try Quarantine.replaceByIntactBlocks(log: path, contents, store: store, key: key,
                                                                 blockEvents: blockEvents)
                 logSubjects = kept.subjects
