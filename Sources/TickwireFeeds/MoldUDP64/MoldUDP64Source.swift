@@ -132,12 +132,13 @@ public final class MoldUDP64Source: EventSource {
             switch line { case 0: counts.packetsA &+= 1; case 1: counts.packetsB &+= 1; default: counts.packetsRetransmit &+= 1 }
             if header.isHeartbeat { counts.heartbeats &+= 1; tracker.received(header.sequence, header.sequence, now: now); return }
             tracker.received(header.sequence, header.sequence &+ UInt64(header.count), now: now)
-            var known: Nanos? = nil
+            var read: Nanos? = nil              // the receive clock, read once per datagram
             MoldUDP64.forEachMessage(inValidated: packet, header) { seq, m in
                 if seq < expected { counts.duplicates &+= 1; return }
                 if seq == expected {
-                    if known == nil { known = stamp(Nanos.now()) }
-                    normalizer.handle(m, knownTime: known)
+                    if read == nil { read = Nanos.now() }
+                    // Through `stamp`: messages released from `pending` just before may carry a later time.
+                    normalizer.handle(m, knownTime: stamp(read!))
                     expected &+= 1
                     deliverPending()
                     return
