@@ -178,8 +178,10 @@ public struct MoldUDP64GapTracker: Sendable {
     /// Starts the give-up clock of everything before `end` not yet confirmed.
     mutating func confirm(upTo end: UInt64, now: Int64) {
         guard end > confirmedFrontier else { return }
+        // Confirmation is a prefix: ranges below the old confirmed frontier are confirmed already (one across
+        // it was split when it was confirmed), so start there.
+        var i = lowerBound(confirmedFrontier)
         confirmedFrontier = end
-        var i = lowerBound(0)
         while i < ranges.count, ranges[i].first < end {
             if ranges[i].confirmed == nil {
                 if ranges[i].end > end {
