@@ -179,7 +179,7 @@ public final class MoldUDP64Source: EventSource {
                     let t = stamp(Nanos.now())
                     sink.emit(.gap(gapSubject, first: lost.lowerBound, last: lost.upperBound, scope: .source, eventTime: t, knownTime: t))
                     counts.gapEvents &+= 1
-                    counts.messagesLost &+= UInt64(lost.count)
+                    counts.messagesLost &+= lost.upperBound - lost.lowerBound + 1   // not `count`: an Int, it could trap
                     expected = lost.upperBound + 1
                     deliverPending()
                 }
