@@ -9,6 +9,36 @@ public enum MoldUDP64 {
     public static let requestSize = 20
     /// Payload bytes a player puts in one datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers).
     public static let maxPayload = 1400
+    /// The most messages one datagram can hold: the largest IPv4 UDP payload (65,507 bytes) less the header,
+    /// in blocks of the shortest ITCH message (12 bytes) and its 2-byte length. A malformed datagram's announced
+    /// count is believed no further than this.
+    public static let maxMessagesPerDatagram = (65_507 - headerSize) / (2 + 12)
+
+    /// Why a datagram was dropped whole; the source counts each kind (`bad_packets.<counterName>`).
+    public enum Fault: String, CaseIterable, Sendable {
+        /// Fewer than 20 bytes: not even a header.
+        case truncatedHeader = "truncated_header"
+        /// The session is not the one this receiver follows.
+        case wrongSession = "wrong_session"
+        /// The header announces more blocks than the datagram holds, or bytes follow the announced blocks.
+        case countMismatch = "count_mismatch"
+        /// A block's length runs past the end of the datagram.
+        case lengthOverrun = "length_overrun"
+        /// A block holds no valid ITCH 5.0 message (zero length, unknown type, a length not its type's).
+        case badMessage = "bad_message"
+
+        public var counterName: String { rawValue }
+
+        /// The kind of a validation error from `forEachMessage`.
+        public init(_ problem: ITCHError.Problem) {
+            switch problem {
+            case .truncatedPacketHeader: self = .truncatedHeader
+            case .missingBlocks, .trailingBytes: self = .countMismatch
+            case .truncatedPrefix, .truncatedMessage: self = .lengthOverrun
+            case .zeroLengthPrefix, .unknownType, .badLength: self = .badMessage
+            }
+        }
+    }
 
     /// The parsed header of a packet.
     public struct Header: Equatable, Sendable {
@@ -36,23 +66,40 @@ public enum MoldUDP64 {
     @inlinable
     public static func forEachMessage(in packet: UnsafeRawBufferPointer,
                                       _ body: (UInt64, ITCHMessage) -> Void) throws(ITCHError) {
+        let h = try validate(packet)
+        forEachMessage(inValidated: packet, h, body)
+    }
+
+    /// Checks a whole packet: a header, exactly `count` well-formed blocks, nothing after them. Heartbeats and
+    /// end-of-session are checked for their header only.
+    /// - Throws: `ITCHError` with the offset in the datagram of the first bad block.
+    @inlinable
+    public static func validate(_ packet: UnsafeRawBufferPointer) throws(ITCHError) -> Header {
         let h = try header(packet)
-        if h.isEndOfSession || h.isHeartbeat { return }
+        if h.isEndOfSession || h.isHeartbeat { return h }
         let base = packet.baseAddress!
         var offset = headerSize
         for found in 0..<Int(h.count) {
             var reader = BinaryFILEReader(UnsafeRawBufferPointer(start: base, count: packet.count), offset: offset)
-            do {
-                guard try reader.next() != nil else {
-                    throw ITCHError(offset: offset, problem: .missingBlocks(announced: Int(h.count), found: found))
-                }
+            guard try reader.next() != nil else {
+                throw ITCHError(offset: offset, problem: .missingBlocks(announced: Int(h.count), found: found))
             }
             offset = reader.offset
         }
         if offset != packet.count {
             throw ITCHError(offset: offset, problem: .trailingBytes(count: packet.count - offset))
         }
-        offset = headerSize
+        return h
+    }
+
+    /// Calls `body` with each message of a packet that `validate` accepted, with its header.
+    /// - warning: the messages point into `packet`; do not keep them past `body`.
+    @inlinable
+    public static func forEachMessage(inValidated packet: UnsafeRawBufferPointer, _ h: Header,
+                                      _ body: (UInt64, ITCHMessage) -> Void) {
+        if h.isEndOfSession || h.isHeartbeat { return }
+        let base = packet.baseAddress!
+        var offset = headerSize
         for i in 0..<Int(h.count) {
             let length = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
             body(h.sequence &+ UInt64(i), ITCHMessage(base: base + offset + 2, length: length))

@@ -8,9 +8,13 @@ import Glibc
 ///
 /// Messages are packed into datagrams of up to 1,400 bytes, numbered from 1, and sent to one endpoint (line A)
 /// or two (A and B, the same packets). `dropAPercent` of line A's packets are not sent (chosen by a seeded
-/// generator: the same seed drops the same packets). If `retransmit` is set the player binds it and answers
-/// re-requests (session, first sequence, count) from any sender with the requested messages. After the last
-/// message it sends end-of-session on every line, then keeps answering re-requests for `lingerNanos`.
+/// generator: the same seed drops the same packets), and `faultsA` names packets sent malformed on line A (to
+/// exercise a handler's validation). If `retransmit` is set the player binds it and answers re-requests
+/// (session, first sequence, count), bounded so that a 20-byte request cannot make it a traffic amplifier: at
+/// most `maxMessagesPerRequest` messages per request (the rest is trimmed) and, per sender, a token bucket of
+/// `requestBurstMessages` refilled at `requestRateMessages` a second (a request finding it empty is refused).
+/// Trimmed and refused requests are counted. After the last message it sends end-of-session on every line,
+/// then keeps answering re-requests for `lingerNanos`.
 /// Sendable: every stored property is immutable after `init`; `run` keeps its state on its own stack.
 public final class MoldUDP64Player: @unchecked Sendable {
     public struct Options: Sendable {
@@ -21,6 +25,17 @@ public final class MoldUDP64Player: @unchecked Sendable {
         public var session: String
         public var seed: UInt64
         public var lingerNanos: Int64
+        /// Message bytes (with their length prefixes) per datagram; smaller makes more packets.
+        public var payloadBytes = MoldUDP64.maxPayload
+        /// Line A packets (0-based, in send order) sent malformed in the given way instead of whole.
+        public var faultsA: [Int: MoldUDP64.Fault] = [:]
+        /// Most messages one re-request is answered with (256 ITCH messages: about 6 full datagrams).
+        public var maxMessagesPerRequest = 256
+        /// Per sender: messages answered in a burst, and refilled per second.
+        public var requestBurstMessages = 2_048
+        public var requestRateMessages = 20_000
+        /// Answers wait this long before they are sent (a far re-request server, for tests of concurrency).
+        public var responseDelayNanos: Int64 = 0
         public init(rate: Int = 100_000, dropAPercent: Double = 0, retransmit: UDPEndpoint? = nil, session: String = "TICKWIRE",
                     seed: UInt64 = 1, lingerNanos: Int64 = 2_000_000_000) {
             self.rate = rate; self.dropAPercent = dropAPercent; self.retransmit = retransmit; self.session = session
@@ -31,10 +46,15 @@ public final class MoldUDP64Player: @unchecked Sendable {
     /// What the player did.
     public struct Counts: Sendable, Equatable {
         public var messages = 0, packetsA = 0, packetsB = 0, droppedA = 0, droppedMessagesA = 0, requests = 0, retransmitted = 0, badRequests = 0
+        public var faultedA = 0, requestsTrimmed = 0, requestsRefused = 0
+        /// The sequences of line A's dropped packets (adjacent drops merged), and of its malformed ones.
+        public var droppedRangesA: [ClosedRange<UInt64>] = []
+        public var faultedRangesA: [ClosedRange<UInt64>] = []
         public func pairs() -> [(name: String, value: UInt64)] {
             [("messages", UInt64(messages)), ("packets.a", UInt64(packetsA)), ("packets.b", UInt64(packetsB)),
-             ("dropped.a", UInt64(droppedA)), ("dropped_messages.a", UInt64(droppedMessagesA)), ("requests", UInt64(requests)), ("retransmitted", UInt64(retransmitted)),
-             ("bad_requests", UInt64(badRequests))]
+             ("dropped.a", UInt64(droppedA)), ("dropped_messages.a", UInt64(droppedMessagesA)), ("faulted.a", UInt64(faultedA)),
+             ("requests", UInt64(requests)), ("retransmitted", UInt64(retransmitted)), ("bad_requests", UInt64(badRequests)),
+             ("requests_trimmed", UInt64(requestsTrimmed)), ("requests_refused", UInt64(requestsRefused))]
         }
     }
 
@@ -72,28 +92,40 @@ public final class MoldUDP64Player: @unchecked Sendable {
     /// Plays the session, then answers re-requests until the linger time passes or `stop` is raised.
     public func run(stop: StopSignal) -> Counts {
         var counts = Counts()
+        var answers = Answers()
         defer { board.publish(counts.pairs()) }
         var rng = SplitMix64(seed: options.seed)
         let start = tw_monotonic_ns()
         var next = 0
         var packet = [UInt8]()
-        packet.reserveCapacity(MoldUDP64.headerSize + MoldUDP64.maxPayload)
+        packet.reserveCapacity(MoldUDP64.headerSize + options.payloadBytes)
         while next < frames.count && !stop.isRaised {
             let first = next
             var size = 0
-            while next < frames.count, next - first < Int(UInt16.max - 1), size + 2 + frames[next].length <= MoldUDP64.maxPayload {
+            while next < frames.count, next - first < Int(UInt16.max - 1),
+                  next == first || size + 2 + frames[next].length <= options.payloadBytes {
                 size += 2 + frames[next].length
                 next += 1
             }
             build(first: first, end: next, into: &packet)
             let drop = Double(rng.next() % 10_000) < options.dropAPercent * 100
-            if drop { counts.droppedA += 1; counts.droppedMessagesA += next - first } else { sender.send(packet, to: lines[0]); counts.packetsA += 1 }
+            let range = UInt64(first + 1)...UInt64(next)
+            let index = counts.packetsA + counts.droppedA
+            if drop {
+                counts.droppedA += 1; counts.droppedMessagesA += next - first
+                if let last = counts.droppedRangesA.last, last.upperBound + 1 == range.lowerBound {
+                    counts.droppedRangesA[counts.droppedRangesA.count - 1] = last.lowerBound...range.upperBound
+                } else { counts.droppedRangesA.append(range) }
+            } else if let fault = options.faultsA[index] {
+                sender.send(malformed(packet, fault), to: lines[0]); counts.packetsA += 1
+                counts.faultedA += 1; counts.faultedRangesA.append(range)
+            } else { sender.send(packet, to: lines[0]); counts.packetsA += 1 }
             if lines.count > 1 { sender.send(packet, to: lines[1]); counts.packetsB += 1 }
             counts.messages = next
-            serve(&counts)
+            serve(&counts, &answers)
             if options.rate > 0 {
                 let due = start + Int64(next) * 1_000_000_000 / Int64(options.rate)
-                while tw_monotonic_ns() < due { serve(&counts); tw_cpu_relax() }
+                while tw_monotonic_ns() < due { serve(&counts, &answers); tw_cpu_relax() }
             }
             if (counts.packetsA + counts.droppedA) % 256 == 0 { board.publish(counts.pairs()) }
         }
@@ -104,7 +136,7 @@ public final class MoldUDP64Player: @unchecked Sendable {
         var lastEnd = tw_monotonic_ns()
         while !stop.isRaised && tw_monotonic_ns() < lingerUntil {
             if let server { _ = UDPSocket.poll([server], timeoutMillis: 5) } else { usleep(5_000) }
-            serve(&counts)
+            serve(&counts, &answers)
             // End-of-session again every 50 ms: a lost datagram must not leave a receiver waiting.
             if tw_monotonic_ns() - lastEnd > 50_000_000 { for line in lines { sender.send(end, to: line) }; lastEnd = tw_monotonic_ns() }
         }
@@ -122,24 +154,70 @@ public final class MoldUDP64Player: @unchecked Sendable {
         }
     }
 
-    /// Answers every waiting re-request.
-    func serve(_ counts: inout Counts) {
+    /// `packet` spoiled in the way `fault` names (the header still says what the whole packet held).
+    func malformed(_ packet: [UInt8], _ fault: MoldUDP64.Fault) -> [UInt8] {
+        var p = packet
+        let firstLength = Int(p[20]) << 8 | Int(p[21])
+        switch fault {
+        case .truncatedHeader: p = Array(p.prefix(15))
+        case .wrongSession: for i in 0..<MoldUDP64.sessionSize { p[i] = UInt8(ascii: "X") }
+        case .countMismatch:
+            // Only the first block; a one-message packet announces three.
+            p = Array(p.prefix(MoldUDP64.headerSize + 2 + firstLength))
+            if p[19] == 1 && p[18] == 0 { p[19] = 3 }
+        case .lengthOverrun:
+            // The first block claims 300 more bytes than it has; the datagram ends before them.
+            let claimed = firstLength + 300
+            p[20] = UInt8(claimed >> 8); p[21] = UInt8(claimed & 0xff)
+        case .badMessage: p[22] = UInt8(ascii: "z")
+        }
+        return p
+    }
+
+    /// Re-requests waiting for their answer, and each sender's token bucket.
+    struct Answers {
+        var due: [(at: Int64, first: Int, end: Int, to: UDPEndpoint)] = []
+        var buckets: [UDPEndpoint: (tokens: Double, at: Int64)] = [:]
+    }
+
+    /// Reads every waiting re-request, bounds it, and sends the answers that are due.
+    func serve(_ counts: inout Counts, _ answers: inout Answers) {
         guard let server else { return }
         var request = [UInt8](repeating: 0, count: 64)
-        var packet = [UInt8]()
-        while true {
-            guard let (n, from) = request.withUnsafeMutableBytes({ server.receive(into: $0) }) else { return }
+        let now = tw_monotonic_ns()
+        while let (n, from) = request.withUnsafeMutableBytes({ server.receive(into: $0) }) {
             let parsed = request.withUnsafeBytes { b in try? MoldUDP64.header(UnsafeRawBufferPointer(rebasing: b[0..<n])) }
-            guard n == MoldUDP64.requestSize, let h = parsed, h.session == session, h.sequence >= 1 else { counts.badRequests += 1; continue }
+            guard n == MoldUDP64.requestSize, let h = parsed, h.session == session, h.sequence >= 1, !h.isEndOfSession else {
+                counts.badRequests += 1; continue
+            }
             counts.requests += 1
-            var next = Int(min(h.sequence - 1, UInt64(frames.count)))
-            let end = min(frames.count, next + Int(h.count))
-            while next < end {
+            let first = Int(min(h.sequence - 1, UInt64(frames.count)))
+            let asked = min(frames.count - first, Int(h.count))
+            // Each sender's bucket; the table is cleared if it grows past 4,096 senders (a spoofing flood).
+            if answers.buckets[from] == nil && answers.buckets.count >= 4_096 { answers.buckets.removeAll(keepingCapacity: true) }
+            var bucket = answers.buckets[from] ?? (Double(options.requestBurstMessages), now)
+            bucket.tokens = min(Double(options.requestBurstMessages),
+                                bucket.tokens + Double(now - bucket.at) * Double(options.requestRateMessages) / 1e9)
+            bucket.at = now
+            let granted = min(asked, options.maxMessagesPerRequest, Int(bucket.tokens))
+            if asked > 0 && granted == 0 { counts.requestsRefused += 1; answers.buckets[from] = bucket; continue }
+            if granted < asked { counts.requestsTrimmed += 1 }
+            bucket.tokens -= Double(granted)
+            answers.buckets[from] = bucket
+            answers.due.append((now + options.responseDelayNanos, first, first + granted, from))
+        }
+        var packet = [UInt8]()
+        while let a = answers.due.first, a.at <= now {
+            answers.due.removeFirst()
+            var next = a.first
+            while next < a.end {
                 let first = next
                 var size = 0
-                while next < end, size + 2 + frames[next].length <= MoldUDP64.maxPayload { size += 2 + frames[next].length; next += 1 }
+                while next < a.end, next == first || size + 2 + frames[next].length <= MoldUDP64.maxPayload {
+                    size += 2 + frames[next].length; next += 1
+                }
                 build(first: first, end: next, into: &packet)
-                server.send(packet, to: from)
+                server.send(packet, to: a.to)
                 counts.retransmitted += next - first
             }
         }

@@ -6,17 +6,30 @@ import TickwireCore
 ///
 /// Arbitration: the first copy of each sequence number wins, whichever line brings it; later copies are
 /// counted as `duplicates`. Messages that arrive ahead of the next expected sequence wait (copied) until the gap
-/// before them fills. A gap open for `requestDelayNanos` (time for the other line to fill it) is re-requested
-/// from the retransmission endpoint, again every quarter of the gap timeout; a gap still open after
-/// `gapTimeoutNanos` is given up: a GAP event (`MD.XNAS._FEED.GAP`, scope `.source`, the exact MoldUDP64
-/// sequence range, inclusive) is published and delivery resumes after it. The run ends at the end-of-session
-/// packet once every sequence before it is delivered or given up, or when stopped, or after `idleTimeoutNanos`
-/// with nothing received. Known time is the receive clock (CLOCK_REALTIME when the datagram was read).
+/// before them fills. Every open gap is tracked at once by a `MoldUDP64GapTracker`, each on its own clock from
+/// when it was seen: re-requested from the retransmission endpoint after `requestDelayNanos` (time for the other
+/// line to fill it), again every quarter of the gap timeout, many at a time; given up `gapTimeoutNanos` after it
+/// was seen: a GAP event (`MD.XNAS._FEED.GAP`, scope `.source`, the exact MoldUDP64 sequence range, inclusive) is
+/// published in sequence and delivery resumes after it.
+///
+/// Nothing from the network stops the source: a malformed datagram (see `MoldUDP64.Fault`) is validated whole
+/// before any of its messages is used, dropped whole, counted by kind, and the sequences it announced are
+/// treated as missing. `FeedOptions.errorPolicy` does not apply here (it is for files).
+///
+/// Known time: when the handler could deliver the message in sequence — the receive clock (CLOCK_REALTIME when
+/// the datagram was read) for a message that arrives in order, the release time for one held behind a gap, the
+/// give-up time for a GAP — never earlier than the event before it, so known time never goes backwards in the
+/// delivered stream.
+///
+/// The run ends at the end-of-session packet once every sequence before it is delivered or given up, or when
+/// stopped, or after `idleTimeoutNanos` with nothing received.
 public final class MoldUDP64Source: EventSource {
     public let lineA: UDPEndpoint
     public let lineB: UDPEndpoint?
     /// Read when `run` starts; may be changed before (a test learns the retransmission port after binding).
     public var options: FeedOptions
+    /// Re-request bounds; nil derives them from `options` (`MoldUDP64GapTracker.Limits(options)`).
+    public var recoveryLimits: MoldUDP64GapTracker.Limits? = nil
     public let clock: EasternClock
     public var name: String { "moldudp64:\(lineA)" + (lineB.map { ",\($0)" } ?? "") }
     let board = CounterBoard()
@@ -27,14 +40,20 @@ public final class MoldUDP64Source: EventSource {
     /// Counts of the line handling; ITCH counts come from the normalizer.
     struct LineCounts {
         var packetsA: UInt64 = 0, packetsB: UInt64 = 0, packetsRetransmit: UInt64 = 0
-        var duplicates: UInt64 = 0, heartbeats: UInt64 = 0, badPackets: UInt64 = 0, wrongSession: UInt64 = 0
-        var gapsDetected: UInt64 = 0, requestsSent: UInt64 = 0, gapEvents: UInt64 = 0, messagesLost: UInt64 = 0
-        var buffered: UInt64 = 0
-        func pairs() -> [(name: String, value: UInt64)] {
-            [("packets.a", packetsA), ("packets.b", packetsB), ("packets.retransmit", packetsRetransmit),
-             ("duplicates", duplicates), ("heartbeats", heartbeats), ("bad_packets", badPackets),
-             ("wrong_session", wrongSession), ("gaps", gapsDetected), ("rerequests", requestsSent),
-             ("gap_events", gapEvents), ("messages_lost", messagesLost), ("buffered_ahead", buffered)]
+        var duplicates: UInt64 = 0, heartbeats: UInt64 = 0
+        var badPackets = [UInt64](repeating: 0, count: MoldUDP64.Fault.allCases.count)
+        var gapEvents: UInt64 = 0, messagesLost: UInt64 = 0, buffered: UInt64 = 0
+        mutating func record(_ fault: MoldUDP64.Fault) {
+            badPackets[MoldUDP64.Fault.allCases.firstIndex(of: fault)!] &+= 1
+        }
+        func pairs(_ tracker: MoldUDP64GapTracker) -> [(name: String, value: UInt64)] {
+            var out: [(name: String, value: UInt64)] = [
+                ("packets.a", packetsA), ("packets.b", packetsB), ("packets.retransmit", packetsRetransmit),
+                ("duplicates", duplicates), ("heartbeats", heartbeats), ("bad_packets", badPackets.reduce(0, &+))]
+            for (i, f) in MoldUDP64.Fault.allCases.enumerated() { out.append(("bad_packets.\(f.counterName)", badPackets[i])) }
+            out += [("gaps", tracker.gapsDetected), ("gaps_open", UInt64(tracker.ranges.count)), ("rerequests", tracker.requestsSent),
+                    ("gap_events", gapEvents), ("messages_lost", messagesLost), ("buffered_ahead", buffered)]
+            return out
         }
     }
 
@@ -62,59 +81,71 @@ public final class MoldUDP64Source: EventSource {
         let gapSubject = sink.subjects.intern(Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHNormalizer.feedToken, kind: .gap))
         let requester = try options.retransmitEndpoint.map { _ throws(FeedConfigError) in try UDPSocket() }
         var counts = LineCounts()
-        func publish() { board.publish(counts.pairs() + normalizer.counts.pairs()) }
+        var tracker = MoldUDP64GapTracker(limits: recoveryLimits ?? MoldUDP64GapTracker.Limits(options))
+        func publish() { board.publish(counts.pairs(tracker) + normalizer.counts.pairs()) }
         defer { publish() }
 
         var session: [UInt8]? = nil
         var expected: UInt64 = 1
-        var highestKnown: UInt64 = 1          // one past the highest sequence any packet announced
         var endOfSession: UInt64? = nil
-        var pending: [UInt64: (known: Nanos, bytes: [UInt8])] = [:]
-        var gapSince: Int64? = nil            // when the open gap (starting at `gapAt`) was first seen
-        var gapAt: UInt64 = 0
-        var lastRequest: Int64 = 0
+        var pending: [UInt64: [UInt8]] = [:]
+        var lastKnown = Nanos.zero           // known time of the last event delivered: it never goes back
         var lastReceive = tw_monotonic_ns()
         var lastPublish = lastReceive
-        var failure: ITCHError? = nil
+
+        func stamp(_ t: Nanos) -> Nanos { lastKnown = max(lastKnown, t); return lastKnown }
 
         func deliverPending() {
+            guard pending[expected] != nil else { return }
+            let known = stamp(Nanos.now())      // released now: not known in sequence before
             while let next = pending.removeValue(forKey: expected) {
-                next.bytes.withUnsafeBytes { b in normalizer.handle(ITCHMessage(base: b.baseAddress!, length: b.count), knownTime: next.known) }
+                next.withUnsafeBytes { b in normalizer.handle(ITCHMessage(base: b.baseAddress!, length: b.count), knownTime: known) }
                 expected &+= 1
             }
         }
 
-        func handle(_ packet: UnsafeRawBufferPointer, _ line: Int) {
-            let known = Nanos.now()
+        func handle(_ packet: UnsafeRawBufferPointer, _ line: Int, now: Int64) {
             let header: MoldUDP64.Header
-            do { header = try MoldUDP64.header(packet) } catch { counts.badPackets &+= 1; return }
+            do { header = try MoldUDP64.header(packet) } catch { counts.record(.truncatedHeader); return }
+            if let session, header.session != session { counts.record(.wrongSession); return }
+            // Validated whole before any message is used: a bad datagram delivers nothing, and what it announced
+            // is missing (believed no further than a datagram could hold). Only a valid datagram sets the session.
+            if !header.isEndOfSession {
+                do {
+                    _ = try MoldUDP64.validate(packet)
+                } catch {
+                    counts.record(MoldUDP64.Fault(error.problem))
+                    if session != nil {
+                        let announced = min(UInt64(header.count), UInt64(MoldUDP64.maxMessagesPerDatagram))
+                        tracker.announced(header.sequence, header.sequence &+ announced, now: now)
+                    }
+                    return
+                }
+            }
             if session == nil { session = header.session }
-            guard header.session == session else { counts.wrongSession &+= 1; return }
-            switch line { case 0: counts.packetsA &+= 1; case 1: counts.packetsB &+= 1; default: counts.packetsRetransmit &+= 1 }
             if header.isEndOfSession {
+                switch line { case 0: counts.packetsA &+= 1; case 1: counts.packetsB &+= 1; default: counts.packetsRetransmit &+= 1 }
                 endOfSession = header.sequence
-                highestKnown = max(highestKnown, header.sequence)
+                tracker.received(header.sequence, header.sequence, now: now)
                 return
             }
-            if header.isHeartbeat { counts.heartbeats &+= 1; highestKnown = max(highestKnown, header.sequence); return }
-            do {
-                try MoldUDP64.forEachMessage(in: packet) { seq, m in
-                    if seq < expected { counts.duplicates &+= 1; return }
-                    if seq == expected {
-                        normalizer.handle(m, knownTime: known)
-                        expected &+= 1
-                        deliverPending()
-                        return
-                    }
-                    if pending[seq] != nil { counts.duplicates &+= 1; return }
-                    pending[seq] = (known, Array(UnsafeRawBufferPointer(start: m.base, count: m.length)))
-                    counts.buffered &+= 1
+            switch line { case 0: counts.packetsA &+= 1; case 1: counts.packetsB &+= 1; default: counts.packetsRetransmit &+= 1 }
+            if header.isHeartbeat { counts.heartbeats &+= 1; tracker.received(header.sequence, header.sequence, now: now); return }
+            tracker.received(header.sequence, header.sequence &+ UInt64(header.count), now: now)
+            var read: Nanos? = nil              // the receive clock, read once per datagram
+            MoldUDP64.forEachMessage(inValidated: packet, header) { seq, m in
+                if seq < expected { counts.duplicates &+= 1; return }
+                if seq == expected {
+                    if read == nil { read = Nanos.now() }
+                    // Through `stamp`: messages released from `pending` just before may carry a later time.
+                    normalizer.handle(m, knownTime: stamp(read!))
+                    expected &+= 1
+                    deliverPending()
+                    return
                 }
-                highestKnown = max(highestKnown, header.sequence &+ UInt64(header.count))
-            } catch {
-                counts.badPackets &+= 1
-                normalizer.counts.record(error)
-                if options.errorPolicy == .stop { failure = error }
+                if pending[seq] != nil { counts.duplicates &+= 1; return }
+                pending[seq] = Array(UnsafeRawBufferPointer(start: m.base, count: m.length))
+                counts.buffered &+= 1
             }
         }
 
@@ -122,47 +153,36 @@ public final class MoldUDP64Source: EventSource {
         let lineOf = [0] + (socketB == nil ? [] : [1]) + (requester == nil ? [] : [2])
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65_536, alignment: 8)
         defer { buffer.deallocate() }
+        var request = [UInt8]()
 
         while !stop.isRaised {
             let ready = UDPSocket.poll(sockets, timeoutMillis: 1)
             for (i, r) in ready.enumerated() where r {
                 var drained = 0
                 while drained < 4096, let (n, _) = sockets[i].receive(into: buffer) {
-                    handle(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), lineOf[i])
-                    drained += 1
                     lastReceive = tw_monotonic_ns()
+                    handle(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), lineOf[i], now: lastReceive)
+                    drained += 1
                 }
             }
-            if let failure { throw failure }
             let now = tw_monotonic_ns()
-            if highestKnown > expected {
-                let upTo = pending.keys.min() ?? highestKnown     // first sequence we hold after the gap
-                if gapSince == nil || gapAt != expected {
-                    // A new gap (or the old one partly filled): its own clock, and a re-request allowed at once.
-                    gapSince = now; gapAt = expected; lastRequest = 0
-                    counts.gapsDetected &+= 1
+            if let end = endOfSession { tracker.discard(from: end) }
+            if !tracker.isEmpty {
+                if let endpoint = options.retransmitEndpoint, let requester, let session {
+                    for r in tracker.requestsDue(now: now) {
+                        request.removeAll(keepingCapacity: true)
+                        MoldUDP64.writeHeader(session: session, sequence: r.first, count: r.count, into: &request)
+                        requester.send(request, to: endpoint)
+                    }
                 }
-                let open = now - gapSince!
-                if let endpoint = options.retransmitEndpoint, let requester, let session, open >= options.requestDelayNanos,
-                   now - lastRequest >= max(options.gapTimeoutNanos / 4, 1_000_000) {
-                    var request = [UInt8]()
-                    MoldUDP64.writeHeader(session: session, sequence: expected,
-                                          count: UInt16(min(upTo - expected, UInt64(UInt16.max - 1))), into: &request)
-                    requester.send(request, to: endpoint)
-                    counts.requestsSent &+= 1
-                    lastRequest = now
-                }
-                if open >= options.gapTimeoutNanos {
-                    let t = Nanos.now()
-                    sink.emit(.gap(gapSubject, first: expected, last: upTo - 1, scope: .source, eventTime: t, knownTime: t))
+                while let lost = tracker.giveUp(at: expected, now: now) {
+                    let t = stamp(Nanos.now())
+                    sink.emit(.gap(gapSubject, first: lost.lowerBound, last: lost.upperBound, scope: .source, eventTime: t, knownTime: t))
                     counts.gapEvents &+= 1
-                    counts.messagesLost &+= upTo - expected
-                    expected = upTo
+                    counts.messagesLost &+= lost.upperBound - lost.lowerBound + 1   // not `count`: an Int, it could trap
+                    expected = lost.upperBound + 1
                     deliverPending()
-                    gapSince = nil
                 }
-            } else {
-                gapSince = nil
             }
             if let end = endOfSession, expected >= end, pending.isEmpty { break }
             if options.idleTimeoutNanos > 0, now - lastReceive > options.idleTimeoutNanos { break }
