@@ -30,4 +30,4 @@ bounded() {
 }
 
 bounded 2400 swift test || exit $?
-bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireJournalTests|HubTests|RelaySourceTests' || exit $?
+bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireJournalTests|HubTests|RelaySourceTests|TickwireRiskTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests' || exit $?
