@@ -4,6 +4,9 @@ public struct FeedOptions: Sendable {
     /// `--date`; `tickwire run` has no such flag and reads `[feeds] date` from its config file.
     public static let howToSetDate =
         "give the date: --date YYYY-MM-DD (tickwire decode, tickwire import), or date = \"YYYY-MM-DD\" under [feeds] in the config file (tickwire run --config FILE)"
+    /// The same for `tickwire run` alone, which reports a source's error in its own words.
+    public static let howToSetDateForRun =
+        "set date = \"YYYY-MM-DD\" under [feeds] in the config file and pass it with --config FILE (tickwire run has no --date)"
 
     /// The trading date of ITCH and LOBSTER timestamps; nil takes it from the file name.
     public var date: TradingDate?
