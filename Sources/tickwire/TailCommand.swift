@@ -35,6 +35,7 @@ struct Tail: ParsableCommand {
         var printed = 0
         let start = Nanos.now()
         var lastArrival = start
+        var lastFlush = start
         var warned = false
         var malformedReport = MalformedReport()
         // Every way out reports what was dropped, so a foreign publisher is never mistaken for a quiet one.
@@ -76,7 +77,12 @@ struct Tail: ParsableCommand {
                 }
                 out.bytes.append(10)
                 printed += 1
-                if out.bytes.count > 1 << 16 { out.flush() }
+                // Large writes under load, but never more than 100 ms behind: a trickle that never lets `next`
+                // time out must still reach the terminal (or a pipe) before 64 KiB pile up.
+                if out.bytes.count > 1 << 16 || Nanos.now().rawValue - lastFlush.rawValue > 100_000_000 {
+                    out.flush()
+                    lastFlush = Nanos.now()
+                }
                 if let count, printed >= count { out.flush(); return }
             }
         }

@@ -167,6 +167,22 @@ import Glibc
         #expect(!err.contains("nothing yet") && !err.contains("no event matching"), "\(err)")
     }
 
+    /// Events that keep arriving faster than tail's 200 ms poll still reach stdout promptly (they sat in a 64 KiB
+    /// buffer, so a slow feed showed nothing and looked like "nothing yet").
+    @Test func aTrickleOfEventsIsPrintedPromptly() throws {
+        let (_, pub, endpoint) = try publisher()
+        let tail = try ChildProcess(tickwireBinary, ["tail", "MD.X.*.QUOTE", "--connect", endpoint, "--count", "100000"])
+        defer { tail.signal(SIGKILL) }
+        let subject = Array("MD.X.A.QUOTE".utf8)
+        var n: UInt64 = 0
+        let got = try feed(tail, until: "\"subject\":\"MD.X.A.QUOTE\"", seconds: 8) {
+            n += 1
+            try pub.sendMultipart([subject, WireCodec.encode(quote(n), subjectSeq: n)])
+        }
+        #expect(got, "nothing on stdout after \(n) events; stderr: \(tail.stderr)")
+        #expect(!tail.stderr.contains("nothing yet"))
+    }
+
     /// STALE_QUOTE's words are an age and a window in milliseconds and the last quote's time in nanoseconds.
     @Test func staleQuoteAlertPrintsDurationsAndATime() throws {
         let (_, pub, endpoint) = try publisher()
