@@ -57,6 +57,36 @@ import TickwireCore
         #expect(skipped.bytes == 2 + Int(original[offset]) << 8 + Int(original[offset + 1]))
     }
 
+    /// Any one byte of any frame's prefix or type, set to any other value: at most a handful of messages lost, and
+    /// every detected error counted. Seeded; the seed and the case are in the failure message.
+    @Test func randomHeaderDamageLosesAtMostAHandful() {
+        let original = Fixture.bytes(Fixture.itchSlice)
+        var starts = [Int](), o = 0
+        while o < original.count { starts.append(o); o += 2 + Int(original[o]) << 8 + Int(original[o + 1]) }
+        let seed: UInt64 = 20_191_230
+        var state = seed
+        func next() -> Int { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Int(state >> 33) }
+        for trial in 0..<300 {
+            var bytes = original
+            let frame = next() % starts.count, at = starts[frame] + next() % 3
+            let value = UInt8((Int(bytes[at]) + 1 + next() % 255) % 256)
+            bytes[at] = value
+            var delivered = 0, errors = 0, skippedMessages = 0
+            bytes.withUnsafeBytes { buf in
+                var reader = BinaryFILEReader(buf)
+                while true {
+                    do { guard try reader.next() != nil else { break }; delivered += 1 } catch {
+                        errors += 1
+                        skippedMessages += reader.skipBadFrame().messages
+                    }
+                }
+            }
+            let lost = starts.count - delivered
+            #expect(lost <= 3, "seed \(seed) trial \(trial): byte \(at) (frame \(frame)) set to \(value): \(lost) lost")
+            #expect(lost == 0 || errors >= 1, "seed \(seed) trial \(trial): a loss without a counted error")
+        }
+    }
+
     /// The source counts what it skipped and says so afterwards (decode turns that into exit 1).
     @Test func fileSourceCountsAndReportsWhatItSkipped() throws {
         let (bytes, offset) = Damage.lowLengthByte0xFF.apply(frame: 100)
