@@ -39,6 +39,10 @@ public final class Subscriber {
     public private(set) var received: UInt64 = 0
     public private(set) var filtered: UInt64 = 0
     public private(set) var malformed: UInt64 = 0
+    /// Of `malformed`: messages without exactly 2 frames (subject, payload), and messages whose subject or payload
+    /// did not decode. A foreign or broken publisher shows up here, never as silence.
+    public private(set) var malformedFrames: UInt64 = 0
+    public private(set) var malformedPayloads: UInt64 = 0
     public private(set) var gaps: UInt64 = 0
     public private(set) var lost: UInt64 = 0
     /// The last malformed payload's error, for the caller to report.
@@ -98,12 +102,12 @@ public final class Subscriber {
 
     private func handle(_ frames: [[UInt8]]) -> Delivery? {
         received += 1
-        guard frames.count == 2 else { malformed += 1; lastError = .frames(count: frames.count); return nil }
+        guard frames.count == 2 else { malformed += 1; malformedFrames += 1; lastError = .frames(count: frames.count); return nil }
         let subject = String(decoding: frames[0], as: UTF8.self)
         guard patterns.contains(where: { $0.matches(subjectText: subject) }) else { filtered += 1; return nil }
         let wire: WireEvent
         do { wire = try WireEvent(subjectFrame: frames[0], payload: frames[1]) } catch {
-            malformed += 1; lastError = error; return nil
+            malformed += 1; malformedPayloads += 1; lastError = error; return nil
         }
         let event = Delivery.event(wire)
         if let last = lastSubjectSeq[subject], wire.subjectSeq > last &+ 1 {

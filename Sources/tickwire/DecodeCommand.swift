@@ -21,7 +21,7 @@ struct Decode: ParsableCommand {
     @Flag(help: "Print the source's counters (per-type counts, errors, unknown orders) to stderr at the end.")
     var stats = false
 
-    @Option(name: .customLong("on-error"), help: "stop (default) or skip: what to do with a malformed frame or row.")
+    @Option(name: .customLong("on-error"), help: "stop (default) or skip: what to do with a malformed frame or row. Skipping still exits 1, with a summary on stderr.")
     var onError: String = "stop"
 
     @Option(help: "MoldUDP64: the re-request endpoint HOST:PORT.")
@@ -53,7 +53,11 @@ struct Decode: ParsableCommand {
             if let date { options.date = try TradingDate(parsing: date) }
             if let retransmit { options.retransmitEndpoint = try UDPEndpoint(parsing: retransmit) }
         } catch { throw ValidationError(error.description) }
-        guard let feed = try SourceFactory.make(spec, options: options) else {
+        // A spec the factory cannot build (no trading date in the name, a port in use) is a usage error, like
+        // any other bad argument: exit 64. Bad data found while reading is exit 1 (README, "Exit codes").
+        let made: EventSource?
+        do { made = try SourceFactory.make(spec, options: options) } catch { throw ValidationError("\(error)") }
+        guard let feed = made else {
             throw ValidationError("'sim' is the daemon's simulator: run `tickwire run` and `tickwire tail` to see it")
         }
         let sink = PrintingSink(format: format)
@@ -63,6 +67,11 @@ struct Decode: ParsableCommand {
         if stats { FileHandle.standardError.write(Data((FeedStats.text(feed, events: sink.count) + "\n").utf8)) }
         if let failure {
             FileHandle.standardError.write(Data("tickwire decode: \(failure)\n".utf8))
+            throw ExitCode.failure
+        }
+        // --on-error skip goes on past damage, but a run that skipped anything is not a clean run.
+        if let skipped = (feed as? SkipReporting)?.skipSummary {
+            FileHandle.standardError.write(Data("tickwire decode: \(skipped)\n".utf8))
             throw ExitCode.failure
         }
     }

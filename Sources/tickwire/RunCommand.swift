@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import TickwireDaemon
+import TickwireFeeds
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -64,7 +65,10 @@ struct Run: ParsableCommand {
         // Anything in the process that reports through swift-metrics lands in the registry /metrics serves.
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: daemon.metrics.registry))
         do { try daemon.start() } catch {
-            logger.critical("cannot start: \(error)")
+            // Sources word a missing trading date for every command; `run` has no --date, only the config key.
+            let message = "\(error)".replacingOccurrences(of: FeedOptions.howToSetDate, with: FeedOptions.howToSetDateForRun)
+                .replacingOccurrences(of: "pass --date YYYY-MM-DD", with: FeedOptions.howToSetDateForRun)
+            logger.critical("cannot start: \(message)")
             throw ExitCode(2)
         }
         daemon.runUntilSignalled()

@@ -7,38 +7,60 @@ import TickwireZMQ
 struct Tail: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print decoded events for subject patterns, one a line.",
-        discussion: "Patterns: '*' matches one token, '>' one or more trailing tokens. Example: tickwire tail 'MD.>' --count 1000 --format jsonl")
+        discussion: """
+        Patterns: '*' matches one token, '>' one or more trailing tokens. Example: tickwire tail 'MD.>' --count 1000 --format jsonl
+        Exit status: 0 after --count events (or Ctrl-C); 1 when --timeout passes with no event; 64 on a bad argument,
+        such as an invalid pattern. Malformed messages from the publisher are counted and reported on stderr.
+        """)
 
     @Argument(help: "Subject patterns, such as 'MD.XNAS.*.TRADE' or 'MD.>'.") var patterns: [String]
     @Option(help: "The publisher to subscribe to.") var connect = "tcp://127.0.0.1:5556"
     @Option(help: "jsonl or text.") var format: OutputFormat = .jsonl
     @Option(help: "Exit 0 after this many events.") var count: Int?
-    @Option(help: "Exit non-zero if no event arrives for this many seconds.") var timeout: Double?
+    @Option(help: "Exit 1 if no event arrives for this many seconds (from the start, or since the last event).") var timeout: Double?
+
+    func validate() throws {
+        _ = try parsePatterns(patterns)
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be a positive number of seconds") }
+    }
 
     func run() throws {
         let parsed = try parsePatterns(patterns)
-        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        for p in parsed { if let note = rootWarning(p) { warn(note) } }
         let subscriber: Subscriber
         do { subscriber = try Subscriber(endpoint: connect, patterns: parsed) } catch { throw ValidationError("\(error)") }
         installInterruptHandler()
         var out = OutputBuffer()
         var printed = 0
-        var lastArrival = Nanos.now()
+        let start = Nanos.now()
+        var lastArrival = start
+        var lastFlush = start
         var warned = false
+        var malformedReport = MalformedReport()
+        // Every way out reports what was dropped, so a foreign publisher is never mistaken for a quiet one.
+        defer { malformedReport.final(subscriber) }
         while !interrupted.load(ordering: .relaxed) {
             // EINTR (Ctrl-C) ends the loop; the compiler of Swift 6.3 crashes on a `catch where` here.
             let result: Result<Delivery?, ZMQError>
             do { result = .success(try subscriber.next(timeoutMs: 200)) } catch { result = .failure(error) }
             if case .failure(let e) = result, e.isInterrupted { break }
             let delivery = try result.get()
+            malformedReport.update(subscriber, flush: { out.flush() })
             guard let delivery else {
                 out.flush()
                 let quiet = Double(Nanos.now().rawValue - lastArrival.rawValue) / 1e9
                 if let timeout, quiet >= timeout {
-                    fail("no event matching \(patterns.joined(separator: " ")) arrived from \(connect) within \(timeout) seconds")
+                    let what = patterns.joined(separator: " ")
+                    if printed == 0 {
+                        malformedReport.final(subscriber)
+                        fail("no event matching \(what) arrived from \(connect) within \(timeout) seconds\(malformedReport.aside(subscriber))")
+                    }
+                    malformedReport.final(subscriber)
+                    fail("\(printed) events printed, then none matching \(what) from \(connect) for \(timeout) seconds")
                 }
-                if !warned && quiet >= 5 {
-                    warn("waiting for \(connect): nothing yet after 5 seconds (is 'tickwire run' going?)")
+                if !warned && printed == 0 && quiet >= 5 {
+                    warn("waiting for \(connect): no event matching \(patterns.joined(separator: " ")) after 5 seconds\(malformedReport.aside(subscriber)) (is 'tickwire run' going?)")
                     warned = true
                 }
                 continue
@@ -50,18 +72,64 @@ struct Tail: ParsableCommand {
                 warn("gap: \(subject) lost subject_seq \(first)...\(last) (\(last - first + 1) messages)")
             case .event(let w):
                 switch format {
-                case .jsonl: EventText.appendJSON(subject: w.subject, subjectSeq: w.subjectSeq, event: w.event, to: &out.bytes)
-                case .text: out.bytes.append(contentsOf: EventText.textLine(w).utf8)
+                case .jsonl: TailText.appendJSON(subject: w.subject, subjectSeq: w.subjectSeq, event: w.event, to: &out.bytes)
+                case .text: out.bytes.append(contentsOf: TailText.textLine(w).utf8)
                 }
                 out.bytes.append(10)
                 printed += 1
-                if out.bytes.count > 1 << 16 { out.flush() }
+                // Large writes under load, but never more than 100 ms behind: a trickle that never lets `next`
+                // time out must still reach the terminal (or a pipe) before 64 KiB pile up.
+                if out.bytes.count > 1 << 16 || Nanos.now().rawValue - lastFlush.rawValue > 100_000_000 {
+                    out.flush()
+                    lastFlush = Nanos.now()
+                }
                 if let count, printed >= count { out.flush(); return }
             }
         }
         out.flush()
-        if subscriber.malformed > 0 { warn("\(subscriber.malformed) malformed messages skipped; last: \(subscriber.lastError.map { "\($0)" } ?? "")") }
     }
+}
+
+/// Reports malformed messages on stderr: the first at once with its reason, then a running count at most every
+/// 5 seconds, and a summary when tail ends.
+struct MalformedReport {
+    var reported: UInt64 = 0
+    var lastReport = Nanos(0)
+    var finished = false
+
+    mutating func update(_ s: Subscriber, flush: () -> Void) {
+        guard s.malformed > reported else { return }
+        let now = Nanos.now()
+        if reported == 0 || now.rawValue - lastReport.rawValue >= 5 * Nanos.perSecond {
+            flush()
+            warn("malformed message skipped (\(s.malformed) so far: \(Self.split(s))): \(s.lastError.map { "\($0)" } ?? "")")
+            reported = s.malformed
+            lastReport = now
+        }
+    }
+
+    mutating func final(_ s: Subscriber) {
+        guard !finished else { return }
+        finished = true
+        if s.malformed > 0 {
+            warn("\(s.malformed) malformed messages skipped (\(Self.split(s))); last: \(s.lastError.map { "\($0)" } ?? "")")
+        }
+    }
+
+    /// ", but N malformed messages arrived" when any did.
+    func aside(_ s: Subscriber) -> String { s.malformed > 0 ? ", but \(s.malformed) malformed messages arrived" : "" }
+
+    static func split(_ s: Subscriber) -> String {
+        "\(s.malformedFrames) with a wrong frame count, \(s.malformedPayloads) with a bad subject or payload"
+    }
+}
+
+/// A note for a pattern whose root no Tickwire stream has: it is valid, but matches nothing Tickwire publishes
+/// (subjects are case-sensitive: `md.>` is not `MD.>`).
+func rootWarning(_ p: SubjectPattern) -> String? {
+    let roots = ["MD", "TRADE", "ALERT", "RISK", "SYS"]
+    guard case .literal(let root) = p.tokens.first, !roots.contains(root) else { return nil }
+    return "pattern '\(p.text)': no Tickwire stream starts with '\(root)' (the roots are \(roots.joined(separator: ", ")); subjects are case-sensitive)"
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {

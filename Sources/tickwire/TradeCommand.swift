@@ -21,8 +21,10 @@ struct TradeCommand: ParsableCommand {
         @Option(help: "Desk (or book) the trade is for.") var desk: String?
         @Option(help: "Symbol.") var symbol: String?
         @Option(help: "buy or sell.") var side: String?
-        @Option(help: "Quantity, a decimal (up to 8 fractional digits).") var qty: String?
-        @Option(help: "Price, a decimal (up to 8 fractional digits).") var price: String?
+        // `.unconditional`: the next word is the value even when it looks like a flag, so `--price -5` reaches the
+        // check below ("price must be positive") instead of ArgumentParser's "Missing value" (`--price=-5` works too).
+        @Option(parsing: .unconditional, help: "Quantity, a positive decimal (up to 8 fractional digits).") var qty: String?
+        @Option(parsing: .unconditional, help: "Price, a positive decimal (up to 8 fractional digits).") var price: String?
         @Option(help: "Client order id: a retry with the same id never makes a second trade.") var id: String?
         @Option(help: "A JSONL file of trades with keys desk, symbol, side, qty, price, id ('-' for stdin).") var file: String?
         @Option(help: "The trade endpoint.") var connect = "tcp://127.0.0.1:5557"
@@ -37,6 +39,10 @@ struct TradeCommand: ParsableCommand {
                 throw ValidationError("--batch must be 1...\(TradeWire.maxTradesPerMessage)")
             }
             guard window >= 1 else { throw ValidationError("--window must be at least 1") }
+            // A bad single trade is a bad argument (exit 64), found before any connection is made.
+            if file == nil, let desk, let symbol, let side, let qty, let price, let id {
+                _ = try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id)
+            }
         }
 
         func run() throws {
@@ -131,8 +137,10 @@ func makeRequest(desk: String, symbol: String, side: String, qty: String, price:
     case "sell", "s": s = .sell
     default: throw ValidationError("side '\(side)' must be buy or sell")
     }
-    let request = TradeRequest(desk: desk, symbol: symbol, side: s, quantity: try Quantity(parsing: qty),
-                               price: try Price(parsing: price), clientOrderID: id)
+    let quantity: Quantity, limit: Price
+    do { quantity = try Quantity(parsing: qty) } catch { throw ValidationError("qty '\(qty)': \(error.reason)") }
+    do { limit = try Price(parsing: price) } catch { throw ValidationError("price '\(price)': \(error.reason)") }
+    let request = TradeRequest(desk: desk, symbol: symbol, side: s, quantity: quantity, price: limit, clientOrderID: id)
     if let bad = request.validationError() { throw ValidationError(bad.text) }
     return request
 }

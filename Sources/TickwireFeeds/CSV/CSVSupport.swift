@@ -24,9 +24,13 @@ struct CSVRows {
     }
 
     /// Calls `body` with each non-empty line's number and fields; stops early when it returns false.
+    ///
+    /// Lines end with LF or CRLF (files saved on Windows). Swift's `Character` holds CRLF as *one* grapheme
+    /// that is not equal to `"\n"`, so a split on `"\n"` alone sees a CRLF file as a single line: both are
+    /// separators here.
     func forEach(_ body: (Int, [Substring]) -> Bool) {
         var number = 0
-        for var line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for var line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             number += 1
             if line.last == "\r" { line = line.dropLast() }
             if line.isEmpty { continue }
@@ -55,11 +59,24 @@ struct CSVField {
         return Nanos(ns)
     }
 
+    /// A decimal that must not be negative (a size, an amount), exactly as fixed point e8.
+    func nonNegativeDecimal(_ v: Substring, _ field: String, emptyAs: Int64? = nil) throws(CSVError) -> Int64 {
+        let n = try decimal(v, field, emptyAs: emptyAs)
+        if n < 0 { throw fail(field, "'\(v)' is negative; a size is 0 or more") }
+        return n
+    }
+
     /// A decimal exactly as fixed point e8; an empty field is `emptyAs` when given, else an error.
     func decimal(_ v: Substring, _ field: String, emptyAs: Int64? = nil) throws(CSVError) -> Int64 {
         if v.isEmpty, let e = emptyAs { return e }
         do { return try FixedPoint.parseE8(String(v)) } catch { throw fail(field, error.reason) }
     }
+}
+
+/// What a CSV source skipped under `on_error = "skip"`, as one line; nil when nothing was.
+func csvSkipSummary(_ name: String, _ counts: CSVCounts, first: CSVError?) -> String? {
+    guard counts.errors > 0 else { return nil }
+    return "\(name): skipped \(counts.errors) of \(counts.rows) rows" + (first.map { "; first: \($0)" } ?? "")
 }
 
 /// The shared skeleton of CSV sources: counters, the error policy, the publish cadence.

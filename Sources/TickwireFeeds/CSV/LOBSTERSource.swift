@@ -10,13 +10,16 @@ import TickwireCore
 /// cross) and the file's line number as the trade id (LOBSTER has no match number). 7 (halt) publishes a
 /// STATUS: price -1 halted `H`, 0 quotation only `Q`, 1 trading resumed `T`. The symbol and the date come from
 /// the file name, the token before the date (the date may be configured instead); the known time is the event time, as for ITCH files.
-public final class LOBSTERSource: EventSource {
+///
+/// An empty file (no row at all) is a `FeedInputError`: a message file always has rows.
+public final class LOBSTERSource: EventSource, SkipReporting {
     public let path: String
     public let symbol: String
     public let clock: EasternClock
     public let policy: ErrorPolicy
     public var name: String { "lobster:\(path.split(separator: "/").last.map(String.init) ?? path)" }
     let board = CounterBoard()
+    let skipLog = SkipLog()
 
     /// - Throws: `FeedConfigError` when the name carries no date (and none is configured) or no symbol.
     public init(path: String, options: FeedOptions = FeedOptions()) throws(FeedConfigError) {
@@ -30,13 +33,14 @@ public final class LOBSTERSource: EventSource {
         }
         symbol = String(sym)
         guard let date = options.date ?? TradingDate.fromISOInFileName(path) else {
-            throw FeedConfigError("no trading date in '\(base)': name it SYMBOL_YYYY-MM-DD_... or pass --date YYYY-MM-DD")
+            throw FeedConfigError("no trading date in '\(base)': name it SYMBOL_YYYY-MM-DD_..., or \(FeedOptions.howToSetDate)")
         }
         clock = EasternClock(date: date)
         policy = options.errorPolicy
     }
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
+    public var skipSummary: String? { skipLog.summary }
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let file = try MappedFile(path: path)
@@ -45,7 +49,8 @@ public final class LOBSTERSource: EventSource {
         let book = OrderBookSet(expectedLiveOrders: 1 << 12)
         let id = { (kind: EventKind) in sink.subjects.intern(Subject.marketData(venue: ITCHNormalizer.venue, symbol: self.symbol, kind: kind)) }
         let quoteID = id(.quote), tradeID = id(.trade), statusID = id(.status)
-        var failure: CSVError?
+        var failure: CSVError?, firstSkipped: CSVError?
+        defer { skipLog.set(csvSkipSummary(name, counts, first: firstSkipped)) }
         CSVRows(path: path, file: file).forEach { line, f in
             counts.rows += 1
             let r = CSVField(path: path, line: line)
@@ -95,11 +100,13 @@ public final class LOBSTERSource: EventSource {
             } catch {
                 counts.errors += 1
                 if policy == .stop { failure = error; return false }
+                if firstSkipped == nil { firstSkipped = error }
             }
             if counts.rows & 0xFFF == 0 { board.publish(counts.pairs()); if stop.isRaised { return false } }
             return true
         }
         if let failure { throw failure }
+        if counts.rows == 0 && !stop.isRaised { throw FeedInputError("no LOBSTER rows in '\(path)': the file is empty") }
     }
 
     /// `34200.004241176` seconds → nanoseconds, exactly (at most 9 fractional digits).

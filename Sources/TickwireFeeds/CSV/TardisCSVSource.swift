@@ -8,7 +8,9 @@ import TickwireCore
 /// `MD.<EXCHANGE uppercased, sanitized>.<SYMBOL>.TRADE|QUOTE`, e.g. `MD.BINANCE-FUTURES.BTCUSDT.TRADE`.
 /// A trade id that is not a decimal integer is hashed (FNV-1a, 64 bits) so the id stays stable. An empty quote
 /// side (no bid or no ask) is published as price 0, size 0.
-public final class TardisCSVSource: EventSource {
+/// Sizes (`amount`, `ask_amount`, `bid_amount`) must not be negative; a row with one is refused naming line and
+/// field (and counted and skipped under `on_error = "skip"`).
+public final class TardisCSVSource: EventSource, SkipReporting {
     public enum Kind: String, Sendable { case trades, quotes }
 
     public let path: String
@@ -16,6 +18,7 @@ public final class TardisCSVSource: EventSource {
     public let policy: ErrorPolicy
     public var name: String { "tardis-\(kind.rawValue):\(path.split(separator: "/").last.map(String.init) ?? path)" }
     let board = CounterBoard()
+    let skipLog = SkipLog()
 
     static let tradeColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
     static let quoteColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "ask_amount", "ask_price", "bid_price", "bid_amount"]
@@ -25,6 +28,7 @@ public final class TardisCSVSource: EventSource {
     }
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
+    public var skipSummary: String? { skipLog.summary }
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let file = try MappedFile(path: path)
@@ -33,7 +37,8 @@ public final class TardisCSVSource: EventSource {
         var subjectCache: [String: SubjectID] = [:]
         var columns: [Int]? = nil
         let wanted = kind == .trades ? TardisCSVSource.tradeColumns : TardisCSVSource.quoteColumns
-        var failure: CSVError?
+        var failure: CSVError?, firstSkipped: CSVError?
+        defer { skipLog.set(csvSkipSummary(name, counts, first: firstSkipped)) }
         CSVRows(path: path, file: file).forEach { line, fields in
             guard let col = columns else {
                 // The header: find each column by name, in any order.
@@ -57,6 +62,7 @@ public final class TardisCSVSource: EventSource {
             } catch {
                 counts.errors += 1
                 if policy == .stop { failure = error; return false }
+                if firstSkipped == nil { firstSkipped = error }
             }
             if counts.rows & 0xFFF == 0 { board.publish(counts.pairs()); if stop.isRaised { return false } }
             return true
@@ -94,12 +100,12 @@ public final class TardisCSVSource: EventSource {
             case "unknown", "": side = .unknown
             default: throw r.fail(names[5], "'\(f[col[5]])' is not buy, sell or unknown")
             }
-            let price = try r.decimal(f[col[6]], names[6]), amount = try r.decimal(f[col[7]], names[7])
+            let price = try r.decimal(f[col[6]], names[6]), amount = try r.nonNegativeDecimal(f[col[7]], names[7])
             return .trade(subject, price: Price(e8: price), size: Quantity(e8: amount), side: side, tradeID: id,
                           eventTime: eventTime, knownTime: knownTime)
         case .quotes:
-            let askSize = try r.decimal(f[col[4]], names[4], emptyAs: 0), ask = try r.decimal(f[col[5]], names[5], emptyAs: 0)
-            let bid = try r.decimal(f[col[6]], names[6], emptyAs: 0), bidSize = try r.decimal(f[col[7]], names[7], emptyAs: 0)
+            let askSize = try r.nonNegativeDecimal(f[col[4]], names[4], emptyAs: 0), ask = try r.decimal(f[col[5]], names[5], emptyAs: 0)
+            let bid = try r.decimal(f[col[6]], names[6], emptyAs: 0), bidSize = try r.nonNegativeDecimal(f[col[7]], names[7], emptyAs: 0)
             return .quote(subject, bid: Price(e8: bid), bidSize: Quantity(e8: bidSize), ask: Price(e8: ask),
                           askSize: Quantity(e8: askSize), eventTime: eventTime, knownTime: knownTime)
         }

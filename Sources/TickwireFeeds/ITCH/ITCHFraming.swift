@@ -113,19 +113,69 @@ public struct BinaryFILEReader {
         return ITCHMessage(base: start, length: length)
     }
 
-    /// Steps past the frame that made `next()` throw. A frame whose length was readable is skipped whole; after
-    /// a zero prefix the reader resynchronises on the type byte that follows when it names a known type (the
-    /// message length is then implied by the type), else it moves on by the 2 prefix bytes; a truncated tail
-    /// ends the buffer.
-    public mutating func skipBadFrame() {
+    /// How many well-formed frames in a row (or fewer that end the buffer exactly) make a position plausible
+    /// when resynchronising. One frame passes by chance with odds of about 23 in 256 × 65,536 (a type byte
+    /// among the 23, and the 2-byte prefix equal to that type's length); four in a row practically never do.
+    public static let resyncChain = 4
+
+    /// Steps past the frame that made `next()` throw, to the next position where the framing is plausible
+    /// again, and says what it stepped over.
+    ///
+    /// ITCH 5.0 messages have fixed lengths by type, so a length prefix that disagrees with its type is damage,
+    /// never a longer message. The reader first tries the type's own length (a damaged prefix in front of an
+    /// intact type byte: exactly one message lost) and takes that position when `resyncChain` well-formed
+    /// frames follow it; otherwise it scans forward byte by byte for the first such position. After a zero
+    /// prefix followed by a known type it moves on by the type's length without the check (files written
+    /// without prefixes, such as the ritch synthetic capture: every frame counts as one error); after any
+    /// other zero prefix it moves on by the 2 prefix bytes. A truncated tail ends the buffer.
+    /// - Returns: the bytes stepped over and the damaged messages among them: exact when the type framed the
+    ///   message, a lower bound (1) when the reader had to scan.
+    /// - Complexity: O(1) when only the prefix was damaged; O(skipped bytes × `resyncChain`) when scanning.
+    @discardableResult
+    public mutating func skipBadFrame() -> SkippedInput {
+        let start = offset
         let remaining = buffer.count - offset
-        guard remaining >= 2, let base = buffer.baseAddress else { offset = buffer.count; return }
-        let length = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
-        if length == 0 {
-            let implied = remaining > 2 ? ITCHMessageType.length(ofType: base.load(fromByteOffset: offset + 2, as: UInt8.self)) : 0
-            offset = min(buffer.count, offset + 2 + implied)
-        } else {
-            offset = min(buffer.count, offset + 2 + length)
+        guard remaining >= 2, let base = buffer.baseAddress else {
+            offset = buffer.count
+            return SkippedInput(bytes: max(0, remaining), messages: remaining > 0 ? 1 : 0)
         }
+        let length = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        let implied = remaining > 2 ? ITCHMessageType.length(ofType: base.load(fromByteOffset: offset + 2, as: UInt8.self)) : 0
+        if length == 0 {
+            offset = min(buffer.count, offset + 2 + implied)
+            return SkippedInput(bytes: offset - start, messages: 1)
+        }
+        if implied > 0, offset + 2 + implied <= buffer.count, plausibleFrames(at: offset + 2 + implied) {
+            offset += 2 + implied
+            return SkippedInput(bytes: offset - start, messages: 1)
+        }
+        var p = offset + 1
+        while p < buffer.count && !plausibleFrames(at: p) { p += 1 }
+        offset = min(p, buffer.count)
+        return SkippedInput(bytes: offset - start, messages: 1)
     }
+
+    /// Whether `resyncChain` well-formed frames start at `position` (fewer when they end the buffer exactly).
+    func plausibleFrames(at position: Int) -> Bool {
+        guard let base = buffer.baseAddress else { return true }
+        var q = position
+        for _ in 0..<BinaryFILEReader.resyncChain {
+            if q == buffer.count { return true }
+            guard buffer.count - q >= 3 else { return false }
+            let length = Int(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: q, as: UInt16.self)))
+            guard length != 0, ITCHMessageType.length(ofType: base.load(fromByteOffset: q + 2, as: UInt8.self)) == length,
+                  q + 2 + length <= buffer.count else { return false }
+            q += 2 + length
+        }
+        return true
+    }
+}
+
+/// What `BinaryFILEReader.skipBadFrame()` stepped over.
+public struct SkippedInput: Equatable, Sendable {
+    public var bytes: Int
+    /// Damaged messages stepped over: exact when the type's length framed the message, a lower bound when the
+    /// reader scanned for the next plausible frame (it cannot know how many messages the damage spanned).
+    public var messages: Int
+    public init(bytes: Int, messages: Int) { self.bytes = bytes; self.messages = messages }
 }

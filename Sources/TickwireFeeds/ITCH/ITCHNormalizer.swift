@@ -17,6 +17,9 @@ public struct ITCHCounts: Sendable {
     /// Q crosses of zero shares (no cross happened); no trade is printed.
     public var emptyCrosses: UInt64 = 0
     public var trades: UInt64 = 0, quotes: UInt64 = 0, statuses: UInt64 = 0, busts: UInt64 = 0, books: UInt64 = 0
+    /// Under `on_error = "skip"`: bytes stepped over to resynchronise, and the damaged messages among them (a lower
+    /// bound where the reader had to scan; see `BinaryFILEReader.skipBadFrame()`).
+    public var skippedBytes: UInt64 = 0, skippedMessages: UInt64 = 0
 
     public init() {}
 
@@ -26,13 +29,15 @@ public struct ITCHCounts: Sendable {
 
     public mutating func record(_ error: ITCHError) { errors[error.problem.counterName, default: 0] += 1 }
 
-    /// `messages`, `messages.A`…, `errors`, `errors.<problem>`, `unknown_orders`, `duplicate_orders`,
-    /// `unknown_locate`, `non_printable`, `empty_crosses`, `events.trade|quote|status|bust`.
+    /// `messages`, `messages.A`…, `errors`, `errors.<problem>`, `skipped_bytes`, `skipped_messages` (when any),
+    /// `unknown_orders`, `duplicate_orders`, `unknown_locate`, `non_printable`, `empty_crosses`,
+    /// `events.trade|quote|status|bust`.
     public func pairs() -> [(name: String, value: UInt64)] {
         var out: [(name: String, value: UInt64)] = [("messages", messages)]
         for t in ITCHMessageType.allCases where byType[Int(t.rawValue)] > 0 { out.append(("messages.\(t.letter)", count(t))) }
         out.append(("errors", errorCount))
         for (k, v) in errors.sorted(by: { $0.key < $1.key }) { out.append(("errors.\(k)", v)) }
+        if skippedBytes > 0 || skippedMessages > 0 { out += [("skipped_bytes", skippedBytes), ("skipped_messages", skippedMessages)] }
         out += [("unknown_orders", unknownOrders), ("duplicate_orders", duplicateOrders), ("unknown_locate", unknownLocate),
                 ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes), ("events.book", books),
                 ("events.status", statuses), ("events.bust", busts)]

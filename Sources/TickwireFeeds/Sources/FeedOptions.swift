@@ -1,5 +1,13 @@
 /// Settings every source factory reads; each source uses the ones that concern it.
 public struct FeedOptions: Sendable {
+    /// How a user gives the trading date, for errors that need one: `tickwire decode` and `tickwire import` take
+    /// `--date`; `tickwire run` has no such flag and reads `[feeds] date` from its config file.
+    public static let howToSetDate =
+        "give the date: --date YYYY-MM-DD (tickwire decode, tickwire import), or date = \"YYYY-MM-DD\" under [feeds] in the config file (tickwire run --config FILE)"
+    /// The same for `tickwire run` alone, which reports a source's error in its own words.
+    public static let howToSetDateForRun =
+        "set date = \"YYYY-MM-DD\" under [feeds] in the config file and pass it with --config FILE (tickwire run has no --date)"
+
     /// The trading date of ITCH and LOBSTER timestamps; nil takes it from the file name.
     public var date: TradingDate?
     /// Stop at the first bad frame or row, or skip and count.
