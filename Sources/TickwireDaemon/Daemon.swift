@@ -173,6 +173,7 @@ public final class Daemon: @unchecked Sendable {
                 do {
                     try source.run(into: sink, stop: stop)
                     logger.info("source finished", metadata: ["source": "\(source.name)"])
+                    if let skipped = (source as? SkipReporting)?.skipSummary { logger.warning("\(skipped)") }
                 } catch {
                     logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
                 }

@@ -67,7 +67,6 @@ struct Run: ParsableCommand {
         do { try daemon.start() } catch {
             // Sources word a missing trading date for every command; `run` has no --date, only the config key.
             let message = "\(error)".replacingOccurrences(of: FeedOptions.howToSetDate, with: FeedOptions.howToSetDateForRun)
-                .replacingOccurrences(of: "pass --date YYYY-MM-DD", with: FeedOptions.howToSetDateForRun)
             logger.critical("cannot start: \(message)")
             throw ExitCode(2)
         }

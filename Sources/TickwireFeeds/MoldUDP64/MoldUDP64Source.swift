@@ -62,7 +62,7 @@ public final class MoldUDP64Source: EventSource {
     ///   today's date in New York is not guessed) or a socket cannot be bound.
     public init(lineA: UDPEndpoint, lineB: UDPEndpoint? = nil, options: FeedOptions) throws(FeedConfigError) {
         guard let date = options.date else {
-            throw FeedConfigError("a MoldUDP64 source needs the trading date: pass --date YYYY-MM-DD")
+            throw FeedConfigError("a MoldUDP64 source needs the trading date: " + FeedOptions.howToSetDate)
         }
         self.lineA = lineA; self.lineB = lineB; self.options = options
         clock = EasternClock(date: date)

@@ -10,7 +10,8 @@ public struct FeedOptions: Sendable {
 
     /// The trading date of ITCH and LOBSTER timestamps; nil takes it from the file name.
     public var date: TradingDate?
-    /// Stop at the first bad frame or row, or skip and count.
+    /// Stop at the first bad frame or row, or skip and count. For files only: a network source (MoldUDP64) never
+    /// stops on what arrives from the network; it drops a bad datagram, counts it and recovers its range.
     public var errorPolicy: ErrorPolicy
     /// MoldUDP64: where to send re-requests for missed sequences; nil disables retransmission.
     public var retransmitEndpoint: UDPEndpoint?
