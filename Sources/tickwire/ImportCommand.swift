@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TickwireCore
 import TickwireFeeds
 import TickwireStore
@@ -23,6 +24,7 @@ struct ImportCommand: ParsableCommand {
             do { options.date = try TradingDate(parsing: date) } catch { throw ValidationError("--date: \(error)") }
         }
         let subjects = SubjectTable()
+        var skipped = false
         for text in sources {
             let spec: SourceSpec
             do { spec = try SourceSpec(parsing: text) } catch { throw ValidationError("\(error)") }
@@ -34,6 +36,12 @@ struct ImportCommand: ParsableCommand {
             let counters = source.counters().filter { $0.value > 0 && ($0.name.contains("error") || $0.name.contains("unknown")) }
             print("\(text): \(report.events) events stored, \(report.sealed.count) partitions sealed"
                   + (counters.isEmpty ? "" : " (" + counters.map { "\($0.name) \($0.value)" }.joined(separator: ", ") + ")"))
+            if let summary = (source as? SkipReporting)?.skipSummary {
+                FileHandle.standardError.write(Data("tickwire import: \(summary)\n".utf8))
+                skipped = true
+            }
         }
+        // What was kept is stored; exit 1 says some input was not (as decode does under --on-error skip).
+        if skipped { throw ExitCode(1) }
     }
 }

@@ -40,6 +40,19 @@ import Glibc
         #expect(stop.status == 1 && stop.stderr.contains("ITCH frame at byte \(o)"))
     }
 
+    /// `import --skip-errors` stores what it could and says, with exit 1, what it skipped.
+    @Test func importSkipStoresTheRestAndFails() throws {
+        var bytes = Array(FileManager.default.contents(atPath: Self.itch)!)
+        var o = 0
+        for _ in 0..<100 { o += 2 + Int(bytes[o]) << 8 + Int(bytes[o + 1]) }
+        bytes[o + 1] = 0xFF
+        let damaged = Self.file("damaged_20191230.itch50", bytes)
+        let data = temporaryDirectory("import-skip")
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let r = try DaemonProcess.tickwire(["import", "--source", "itch:\(damaged)", "--skip-errors", "--data", data], seconds: 60)
+        #expect(r.status == 1 && r.stdout.contains("events stored") && r.stderr.contains("ITCH frame at byte \(o)"), "\(r)")
+    }
+
     @Test func emptyZerosFifoAndDevicesFailClearly() throws {
         let empty = Self.file("empty_20191230.itch50", [])
         var r = try DaemonProcess.tickwire(["decode", "--source", "itch:\(empty)"])
