@@ -1,3 +1,4 @@
+import CTickwireSys
 import Foundation
 import Hummingbird
 import HummingbirdCore
@@ -6,7 +7,6 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import Synchronization
-import CTickwireSys
 import TickwireCore
 import TickwireRing
 
@@ -39,7 +39,7 @@ final class MetricsServer: Sendable {
         var maxHeaderFields = 100
         var maxConnections = 64
         var backlog = 256
-        /// How long `stop` waits for in-flight responses before it cancels them.
+        /// How long `stop` waits for answers in flight before it closes their connections.
         var shutdownGrace: Duration = .seconds(2)
     }
 
@@ -54,7 +54,7 @@ final class MetricsServer: Sendable {
 
     /// - Parameters:
     ///   - endpoint: `HOST:PORT` (an IPv4 address; `localhost` means 127.0.0.1; port 0 for any free port).
-    ///   - handler: the body for a path, or nil for 404. Called on the server's threads, concurrently.
+    ///   - handler: the body for a path (without its query), or nil for 404. Called on the server's own thread.
     init(endpoint: String, limits: Limits = Limits(), logger: Logger? = nil,
          handler: @escaping @Sendable (String) -> String?) throws(MetricsServerError) {
         self.endpoint = endpoint
