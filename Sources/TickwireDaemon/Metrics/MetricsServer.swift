@@ -155,12 +155,28 @@ private final class ConnectionTracker: ChannelInboundHandler, RemovableChannelHa
     }
 }
 
+/// Hummingbird's basic context plus the connection, so the responder can ask for it to be closed.
+private struct MetricsRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 /// GET /anything: the handler's text, or 404; any other method 405.
 private struct MetricsResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
+    typealias Context = MetricsRequestContext
     let handler: @Sendable (String) -> String?
 
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    func respond(to request: Request, context: MetricsRequestContext) async throws -> Response {
+        // Nothing here reads a request body, and the server would otherwise drain one for as long as it keeps
+        // coming: a request that declares one is answered, then its connection closed (the connection handler
+        // closes after the answer in flight when asked to quiesce).
+        if request.headers[.transferEncoding] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0 {
+            context.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
         guard request.method == .get else {
             return Self.text(.methodNotAllowed, "GET only\n", extra: [.allow: "GET"])
         }
