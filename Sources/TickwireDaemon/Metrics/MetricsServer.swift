@@ -23,8 +23,9 @@ public struct MetricsServerError: Error, CustomStringConvertible {
 /// never holds up a scrape (issue 13: the hand-written server before this one served one connection at a time).
 /// Every connection is bounded: a request head must arrive whole within `idleTimeout` of the connection opening
 /// or of the previous response (a client dribbling its headers is cut then), a head larger than
-/// `maxHeadBytes` is answered 400 and the connection closed, and at most `maxConnections` are open at once
-/// (the rest wait in the listen backlog). GET only; the handler's body is answered 200, nil 404.
+/// `maxHeadBytes` is answered 400 and the connection closed, a request carrying a body is answered and its
+/// connection closed (bodies are never read), and at most `maxConnections` are open at once (the rest wait in
+/// the listen backlog). GET only; the handler's body is answered 200, nil 404.
 ///
 /// The server is running when `init` returns (the port is bound, so a busy endpoint throws from `init`) and
 /// runs until `stop`, which closes idle connections at once, lets in-flight responses finish (bounded), and
