@@ -140,7 +140,6 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             throw .endpointBusy("metrics \(config.metricsEndpoint) (\(error))")
         }
-        spawn("metrics") { [self] in metricsServer!.run(stop: stop) }
 
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
@@ -193,6 +192,7 @@ public final class Daemon: @unchecked Sendable {
         hub.wake()
         while running.load(ordering: .acquiring) > 0 { usleep(1_000) }
         publisher = nil
+        metricsServer?.stop()
         metricsServer = nil
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
         logger.info("tickwire stopped")

@@ -1,5 +1,12 @@
+import CTickwireSys
 import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
 import Prometheus
+import Synchronization
 import TickwireCore
 import TickwireRing
 
@@ -10,92 +17,305 @@ public struct MetricsServerError: Error, CustomStringConvertible {
     public var description: String { "\(endpoint): \(reason)" }
 }
 
-/// A small HTTP/1.0 server for Prometheus scrapes and `tickwire stats`: GET only, one request per connection,
-/// served on its own thread. Scrapes come a few times a minute, so simplicity beats throughput here.
-final class MetricsServer: @unchecked Sendable {
-    let fd: Int32
+/// The HTTP endpoint for Prometheus scrapes and `tickwire stats`, served by Hummingbird (SwiftNIO underneath).
+///
+/// Connections are served concurrently on an event loop thread of the server's own, so an idle or slow client
+/// never holds up a scrape (issue 13: the hand-written server before this one served one connection at a time).
+/// Every connection is bounded: a request head must arrive whole within `idleTimeout` of the connection opening
+/// or of the previous response (a client dribbling its headers is cut then), a head larger than
+/// `maxHeadBytes` is answered 400 and the connection closed, a request carrying a body is answered and its
+/// connection closed (bodies are never read), and at most `maxConnections` are open at once (the rest wait in
+/// the listen backlog). GET only; the handler's body is answered 200, nil 404.
+///
+/// The server is running when `init` returns (the port is bound, so a busy endpoint throws from `init`) and
+/// runs until `stop`, which closes idle connections at once, lets in-flight responses finish (bounded), and
+/// joins the event loop thread.
+final class MetricsServer: Sendable {
+    struct Limits: Sendable {
+        /// A connection with no request in progress is closed after this long; this is also the time a client has
+        /// to send a request head whole.
+        var idleTimeout: Duration = .seconds(5)
+        /// The request line and every header field together.
+        var maxHeadBytes = 16 * 1024
+        var maxHeaderFields = 100
+        var maxConnections = 64
+        var backlog = 256
+        /// How long `stop` waits for answers in flight before it closes their connections.
+        var shutdownGrace: Duration = .seconds(2)
+    }
+
     let endpoint: String
     /// The port actually bound (useful when 0 was asked for).
     let port: UInt16
-    private let handler: @Sendable (String) -> String?
+    let limits: Limits
+    private let group: MultiThreadedEventLoopGroup
+    private let lifecycle: Lifecycle
+    private let logger: Logger
+    private let executor: ThreadTaskExecutor
 
     /// - Parameters:
-    ///   - endpoint: `HOST:PORT` (an IPv4 address; `localhost` means 127.0.0.1).
-    ///   - handler: the body for a path, or nil for 404.
-    init(endpoint: String, handler: @escaping @Sendable (String) -> String?) throws(MetricsServerError) {
+    ///   - endpoint: `HOST:PORT` (an IPv4 address; `localhost` means 127.0.0.1; port 0 for any free port).
+    ///   - handler: the body for a path (without its query), or nil for 404. Called on the server's own thread.
+    init(endpoint: String, limits: Limits = Limits(), logger: Logger? = nil,
+         handler: @escaping @Sendable (String) -> String?) throws(MetricsServerError) {
         self.endpoint = endpoint
-        self.handler = handler
+        self.limits = limits
         func fail(_ r: String) -> MetricsServerError { MetricsServerError(endpoint: endpoint, reason: r) }
-        let parts = endpoint.split(separator: ":")
+        let parts = endpoint.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count == 2, let port = UInt16(parts[1]) else { throw fail("expected HOST:PORT such as 127.0.0.1:9464") }
         let host = parts[0] == "localhost" ? "127.0.0.1" : String(parts[0])
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { throw fail("'\(host)' is not an IPv4 address") }
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw fail(String(cString: strerror(errno))) }
-        var one: Int32 = 1
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if rc != 0 || listen(s, 16) != 0 {
-            let why = errno == EADDRINUSE ? "address already in use (is another 'tickwire run' going?)" : String(cString: strerror(errno))
-            close(s)
-            throw fail(why)
-        }
-        var bound = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-        self.port = UInt16(bigEndian: bound.sin_port)
-        fd = s
-    }
+        var probe = in_addr()
+        guard inet_pton(AF_INET, host, &probe) == 1 else { throw fail("'\(host)' is not an IPv4 address") }
 
-    deinit { close(fd) }
-
-    /// Serves until `stop` is raised (checked every 200 ms).
-    func run(stop: StopSignal) {
-        while !stop.isRaised {
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, 200) > 0 else { continue }
-            let c = accept(fd, nil, nil)
-            if c < 0 { continue }
-            serve(c)
-            close(c)
-        }
-    }
-
-    private func serve(_ c: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var request = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while request.count < 16_384 {
-            let n = read(c, &buf, buf.count)
-            if n <= 0 { break }
-            request.append(contentsOf: buf[0..<n])
-            if request.count >= 4, request.suffix(4) == [13, 10, 13, 10] { break }
-            if request.contains(10) && request.count > 2 && String(decoding: request, as: UTF8.self).contains("\r\n\r\n") { break }
-        }
-        let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self).split(separator: " ")
-        let response: String
-        if line.count >= 2, line[0] == "GET" {
-            let path = String(line[1].split(separator: "?").first ?? "")
-            if let body = handler(path) {
-                response = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-            } else {
-                response = "HTTP/1.0 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot found\n"
+        var log = logger ?? Logger(label: "tickwire.metrics")
+        if logger == nil { log.logLevel = .warning }
+        let lifecycle = Lifecycle()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let app = Application(
+            responder: MetricsResponder(handler: handler),
+            server: .http1(configuration: HTTP1Channel.Configuration(
+                additionalChannelHandlers: [ConnectionTracker(lifecycle)],
+                idleTimeout: TimeAmount(limits.idleTimeout),
+                httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeadBytes, maxHeaderListSize: limits.maxHeadBytes,
+                                                maxHeaderFieldCount: limits.maxHeaderFields))),
+            configuration: ApplicationConfiguration(
+                address: .hostname(host, port: Int(port)), backlog: limits.backlog, reuseAddress: true,
+                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: log)),
+            onServerRunning: { channel in lifecycle.bound(channel) },
+            eventLoopGroupProvider: .shared(group),
+            logger: log)
+        let executor = ThreadTaskExecutor(name: "tw-metrics")
+        // Application.run is Hummingbird's own ServiceGroup (the server and its date cache), without signal handlers:
+        // the daemon takes SIGINT and SIGTERM itself and calls `stop`.
+        Task.detached(executorPreference: executor) {
+            do {
+                try await app.run()
+                lifecycle.finished(nil)
+            } catch {
+                lifecycle.finished(error)
             }
-        } else {
-            response = "HTTP/1.0 405 Method Not Allowed\r\nContent-Length: 9\r\nConnection: close\r\n\r\nGET only\n"
         }
-        var bytes = Array(response.utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { write(c, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            bytes = bytes.dropFirst(n)
+        self.group = group
+        self.lifecycle = lifecycle
+        self.logger = log
+        self.executor = executor
+        switch lifecycle.waitUntilBound(seconds: 10) {
+        case .bound(let p):
+            self.port = p
+        case .failed(let error):
+            self.port = 0
+            stop()
+            if let io = error as? IOError, io.errnoCode == EADDRINUSE {
+                throw fail("address already in use (is another 'tickwire run' going?)")
+            }
+            throw fail("\(error)")
+        case .timedOut:
+            self.port = 0
+            stop()
+            throw fail("the HTTP server did not start within 10 s")
         }
+    }
+
+    /// Stops accepting, closes idle connections at once, lets responses in flight finish (at most `shutdownGrace`,
+    /// then their connections are closed), and ends the server's threads. Blocks until done; safe to call twice.
+    ///
+    /// This is the quiescing Hummingbird's graceful shutdown does (ChannelShouldQuiesceEvent to every connection),
+    /// driven from here rather than through ServiceLifecycle's `triggerGracefulShutdown`: that path hops through an
+    /// unstructured task on the shared cooperative pool, which a blocked caller on a two-core machine can starve.
+    func stop() {
+        guard lifecycle.beginStop() else { return }
+        lifecycle.serverChannel?.close(promise: nil)
+        for c in lifecycle.connections() { c.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        let grace = Double(limits.shutdownGrace.components.seconds) + Double(limits.shutdownGrace.components.attoseconds) / 1e18
+        if !lifecycle.waitUntilFinished(seconds: grace) {
+            for c in lifecycle.connections() { c.close(promise: nil) }
+            if !lifecycle.waitUntilFinished(seconds: 5) {
+                // Never seen; leave the threads rather than pull the event loop from under work still on it.
+                logger.error("metrics server on \(endpoint) did not stop within \(grace + 5) s; its threads are left running")
+                return
+            }
+        }
+        try? group.syncShutdownGracefully()
+        executor.shutdown()
+    }
+
+    deinit { stop() }
+}
+
+/// Registers each connection with the lifecycle, so `stop` can reach it; a connection accepted while stopping is
+/// closed at once.
+private final class ConnectionTracker: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = Never
+    private let lifecycle: Lifecycle
+    init(_ lifecycle: Lifecycle) { self.lifecycle = lifecycle }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        guard lifecycle.add(channel) else { channel.close(promise: nil); return }
+        channel.closeFuture.whenComplete { [lifecycle] _ in lifecycle.remove(channel) }
+    }
+}
+
+/// Hummingbird's basic context plus the connection, so the responder can ask for it to be closed.
+private struct MetricsRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
+/// GET /anything: the handler's text, or 404; any other method 405.
+private struct MetricsResponder: HTTPResponder {
+    typealias Context = MetricsRequestContext
+    let handler: @Sendable (String) -> String?
+
+    func respond(to request: Request, context: MetricsRequestContext) async throws -> Response {
+        // Nothing here reads a request body, and the server would otherwise drain one for as long as it keeps
+        // coming: a request that declares one is answered, then its connection closed (the connection handler
+        // closes after the answer in flight when asked to quiesce).
+        if request.headers[.transferEncoding] != nil || (request.headers[.contentLength].flatMap { Int($0) } ?? 0) > 0 {
+            context.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        guard request.method == .get else {
+            return Self.text(.methodNotAllowed, "GET only\n", extra: [.allow: "GET"])
+        }
+        guard let body = handler(request.uri.path) else { return Self.text(.notFound, "not found\n") }
+        return Self.text(.ok, body, contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    private static func text(_ status: HTTPResponse.Status, _ body: String, contentType: String = "text/plain; charset=utf-8",
+                             extra: HTTPFields = [:]) -> Response {
+        var headers = extra
+        headers[.contentType] = contentType
+        headers[.contentLength] = String(body.utf8.count)
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Runs the server's tasks (and the actors they call into) on a thread of its own instead of Swift's shared
+/// cooperative pool. That pool has one thread per core (two here); a caller blocked on one of them, such as a
+/// synchronous test waiting for an answer or `Daemon.start` waiting for the bind, must never be what the
+/// server needs in order to answer.
+private final class ThreadTaskExecutor: TaskExecutor, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [UnownedJob] = []
+    private var stopping = false
+    private var exited = false
+    private let done = DispatchSemaphore(value: 0)
+
+    init(name: String) {
+        let thread = Thread { [self] in run() }
+        thread.name = name
+        thread.start()
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        condition.lock()
+        if exited {
+            condition.unlock()
+            // A straggler after shutdown (nothing of ours should be left by then): run it on the shared pool.
+            globalConcurrentExecutor.enqueue(ExecutorJob(job))
+            return
+        }
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        _ = tw_set_thread_name("tw-metrics")
+        var batch: [UnownedJob] = []
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopping { condition.wait() }
+            if jobs.isEmpty {
+                exited = true
+                condition.unlock()
+                done.signal()
+                return
+            }
+            swap(&batch, &jobs)
+            condition.unlock()
+            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Runs what is queued, then ends the thread and waits for it.
+    func shutdown() {
+        condition.lock()
+        let first = !stopping
+        stopping = true
+        condition.signal()
+        condition.unlock()
+        if first { done.wait() }
+    }
+}
+
+/// The server's start and end, handed from its task to the threads that wait for them.
+private final class Lifecycle: Sendable {
+    enum Start { case bound(UInt16), failed(any Error), timedOut }
+    private struct State {
+        var server: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var error: (any Error)?
+        var finished = false
+        var stopping = false
+    }
+    private let state = Mutex(State())
+    private let started = DispatchSemaphore(value: 0)
+    private let ended = DispatchSemaphore(value: 0)
+
+    func bound(_ channel: any Channel) {
+        state.withLock { $0.server = channel }
+        started.signal()
+    }
+
+    var serverChannel: (any Channel)? { state.withLock { $0.server } }
+
+    /// False once stopping.
+    func add(_ channel: any Channel) -> Bool {
+        state.withLock { s in
+            if s.stopping { return false }
+            s.connections[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
+
+    func remove(_ channel: any Channel) { state.withLock { _ = $0.connections.removeValue(forKey: ObjectIdentifier(channel)) } }
+
+    func connections() -> [any Channel] { state.withLock { Array($0.connections.values) } }
+
+    func finished(_ error: (any Error)?) {
+        state.withLock { $0.error = error; $0.finished = true }
+        started.signal()
+        ended.signal()
+    }
+
+    func waitUntilBound(seconds: Double) -> Start {
+        guard started.wait(timeout: .now() + seconds) == .success else { return .timedOut }
+        return state.withLock { s in
+            if let p = s.server?.localAddress?.port, let port = UInt16(exactly: p), port != 0, !s.finished { return .bound(port) }
+            return .failed(s.error ?? MetricsServerError(endpoint: "", reason: "the HTTP server stopped as it started"))
+        }
+    }
+
+    /// True for the first caller only.
+    func beginStop() -> Bool {
+        state.withLock { s in
+            defer { s.stopping = true }
+            return !s.stopping
+        }
+    }
+
+    func waitUntilFinished(seconds: Double) -> Bool {
+        if state.withLock({ $0.finished }) { return true }
+        guard ended.wait(timeout: .now() + seconds) == .success else { return false }
+        ended.signal()
+        return true
     }
 }
 
