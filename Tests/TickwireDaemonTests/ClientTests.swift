@@ -5,21 +5,24 @@ import TickwireClient
 import TickwireCore
 import TickwireZMQ
 
+/// A raw ZeroMQ publisher on a free loopback port, for tests that send exactly the bytes they want.
+func publisher() throws -> (ZMQContext, ZMQSocket, String) {
+    let ctx = ZMQContext()
+    let pub = try ctx.socket(.pub)
+    try pub.bind("tcp://127.0.0.1:*")
+    return (ctx, pub, pub.lastEndpoint)
+}
+
+/// A QUOTE with sequence `seq` and fixed prices and times.
+func quote(_ seq: UInt64) -> Event {
+    var e = Event.quote(0, bid: Price(e8: 100), bidSize: Quantity(e8: 1), ask: Price(e8: 200), askSize: Quantity(e8: 1),
+                        eventTime: Nanos(1), knownTime: Nanos(2))
+    e.seq = seq
+    return e
+}
+
 /// The client library against a raw ZeroMQ publisher that sends exactly the bytes a test wants.
 @Suite struct SubscriberTests {
-    func publisher() throws -> (ZMQContext, ZMQSocket, String) {
-        let ctx = ZMQContext()
-        let pub = try ctx.socket(.pub)
-        try pub.bind("tcp://127.0.0.1:*")
-        return (ctx, pub, pub.lastEndpoint)
-    }
-
-    func quote(_ seq: UInt64) -> Event {
-        var e = Event.quote(0, bid: Price(e8: 100), bidSize: Quantity(e8: 1), ask: Price(e8: 200), askSize: Quantity(e8: 1),
-                            eventTime: Nanos(1), knownTime: Nanos(2))
-        e.seq = seq
-        return e
-    }
 
     /// Sends a probe until the subscription has reached the publisher, then returns.
     func handshake(_ pub: ZMQSocket, _ sub: Subscriber) throws {

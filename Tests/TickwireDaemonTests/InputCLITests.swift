@@ -21,13 +21,18 @@ import Glibc
 
     static func lines(_ s: String) -> [Substring] { s.split(separator: "\n") }
 
-    /// One length byte of the 100th frame damaged: skip mode loses that one message, counts it, and exits 1.
-    @Test func decodeSkipResyncsCountsAndFails() throws {
-        var bytes = Array(FileManager.default.contents(atPath: Self.itch)!)
+    /// The fixture with the 100th frame's length byte set to 0xFF; returns the file and that frame's offset.
+    static func damagedFixture() -> (path: String, offset: Int) {
+        var bytes = Array(FileManager.default.contents(atPath: itch)!)
         var o = 0
         for _ in 0..<100 { o += 2 + Int(bytes[o]) << 8 + Int(bytes[o + 1]) }
         bytes[o + 1] = 0xFF
-        let damaged = Self.file("damaged_20191230.itch50", bytes)
+        return (file("damaged_20191230.itch50", bytes), o)
+    }
+
+    /// One length byte of the 100th frame damaged: skip mode loses that one message, counts it, and exits 1.
+    @Test func decodeSkipResyncsCountsAndFails() throws {
+        let (damaged, o) = Self.damagedFixture()
         let clean = try DaemonProcess.tickwire(["decode", "--source", "itch:\(Self.itch)", "--on-error", "skip"])
         #expect(clean.status == 0 && clean.stderr.isEmpty)
         let r = try DaemonProcess.tickwire(["decode", "--source", "itch:\(damaged)", "--on-error", "skip", "--stats"])
@@ -42,11 +47,7 @@ import Glibc
 
     /// `import --skip-errors` stores what it could and says, with exit 1, what it skipped.
     @Test func importSkipStoresTheRestAndFails() throws {
-        var bytes = Array(FileManager.default.contents(atPath: Self.itch)!)
-        var o = 0
-        for _ in 0..<100 { o += 2 + Int(bytes[o]) << 8 + Int(bytes[o + 1]) }
-        bytes[o + 1] = 0xFF
-        let damaged = Self.file("damaged_20191230.itch50", bytes)
+        let (damaged, o) = Self.damagedFixture()
         let data = temporaryDirectory("import-skip")
         defer { try? FileManager.default.removeItem(atPath: data) }
         let r = try DaemonProcess.tickwire(["import", "--source", "itch:\(damaged)", "--skip-errors", "--data", data], seconds: 60)
@@ -121,19 +122,6 @@ import Glibc
 
 /// `tickwire tail` against a raw publisher that sends exactly what a test wants.
 @Suite(.timeLimit(.minutes(2))) struct TailCLITests {
-    func publisher() throws -> (ZMQContext, ZMQSocket, String) {
-        let ctx = ZMQContext()
-        let pub = try ctx.socket(.pub)
-        try pub.bind("tcp://127.0.0.1:*")
-        return (ctx, pub, pub.lastEndpoint)
-    }
-
-    func quote(_ seq: UInt64) -> Event {
-        var e = Event.quote(0, bid: Price(e8: 100), bidSize: Quantity(e8: 1), ask: Price(e8: 200), askSize: Quantity(e8: 1),
-                            eventTime: Nanos(1), knownTime: Nanos(2))
-        e.seq = seq
-        return e
-    }
 
     /// Sends `send()` every 50 ms until `child` prints `text` or exits; false on timeout.
     func feed(_ child: ChildProcess, until text: String, seconds: Double = 20, _ send: () throws -> Void) rethrows -> Bool {
