@@ -239,7 +239,8 @@ public final class Journal: @unchecked Sendable {
         do {
             // The mark is read before the segments: it never claims more than what the scan then finds on disk.
             found = try AckMark.read(directory: directory)
-            let readWholeFrom = found.mark.map { min(replayFrom, $0.segmentFirstSeq) } ?? 1
+            // An operator's truncate reads everything: what it cuts and keeps must all have been checked.
+            let readWholeFrom = options.onCorruption == .truncate ? 1 : found.mark.map { min(replayFrom, $0.segmentFirstSeq) } ?? 1
             scan = try JournalScan.run(directory, watch: found.mark?.seq ?? 0, headersOnlyBefore: readWholeFrom) { seg, bytes, off, seq, hash in
                 if seg != lastSegment || since == every {
                     index.append(IndexEntry(seq: seq, segment: seg, offset: Int64(off)))
