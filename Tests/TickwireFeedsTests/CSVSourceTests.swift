@@ -103,3 +103,31 @@ func counter(_ source: EventSource, _ name: String) -> UInt64 {
         #expect(throws: FeedConfigError.self) { try LOBSTERSource(path: "/tmp/nodate.csv") }
     }
 }
+
+/// Trade ids the store can rely on: it takes the same (subject, event time, id) for a correction.
+@Suite struct TradeIDTests {
+    /// Fills without an id at one instant are distinct fills: id 0 ("no id"), never one shared hash.
+    @Test func tardisFillsWithoutAnIdGetNoId() throws {
+        let text = """
+        exchange,symbol,timestamp,local_timestamp,id,side,price,amount
+        binance-futures,BTCUSDT,1582329602111000,1582329602418379,,buy,9682,0.1
+        binance-futures,BTCUSDT,1582329602111000,1582329602418379,,buy,9682,0.1
+        binance-futures,BTCUSDT,1582329602111000,1582329602418380,,sell,9681,0.2
+        binance-futures,BTCUSDT,1582329602111000,1582329602418381,abc,sell,9681,0.2
+
+        """
+        let sink = try collect(TardisCSVSource(path: Fixture.scratch("no_ids.csv", Array(text.utf8)), kind: .trades))
+        #expect(sink.events.map { $0.trade.tradeID } == [0, 0, 0, TardisCSVSource.fnv1a("abc")])
+    }
+
+    /// Two runs of the simulator never reuse a trade id.
+    @Test func simulatorTradeIdsDoNotRepeatAcrossRuns() throws {
+        var options = MarketSimulator.Options()
+        options.rate = 0
+        options.limit = 5_000
+        let first = try collect(MarketSimulator(options: options)).events.filter { $0.kind == .trade }.map(\.trade.tradeID)
+        let second = try collect(MarketSimulator(options: options)).events.filter { $0.kind == .trade }.map(\.trade.tradeID)
+        #expect(!first.isEmpty && !second.isEmpty)
+        #expect(Set(first).isDisjoint(with: second))
+    }
+}

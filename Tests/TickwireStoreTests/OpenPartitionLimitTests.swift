@@ -31,3 +31,19 @@ import TickwireCore
         #expect(stored.map(\.event.eventTime.rawValue).sorted() == expected.sorted())
     }
 }
+
+@Suite struct IdlessFillTests {
+    /// Fills without a trade id (0) at one instant are all kept, sealed or not: none is taken for a correction.
+    @Test func fillsWithoutAnIdAtOneInstantAreAllKept() throws {
+        let dir = scratchDirectory()
+        defer { cleanUp(dir) }
+        let ev = Events()
+        let fills = (0..<3).map { ev.trade("MD.BINANCE.BTCUSDT.TRADE", at: t(1), known: t(1 + Double($0)), price: 9682, id: 0) }
+        try ev.write(fills, to: dir, seal: false)
+        #expect(try read(dir).count == 3)
+        let w = try StoreWriter(directory: dir, subjects: ev.table)
+        try w.seal()
+        try w.close()
+        #expect(try read(dir).count == 3)
+    }
+}

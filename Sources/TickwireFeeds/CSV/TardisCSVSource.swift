@@ -6,7 +6,8 @@ import TickwireCore
 /// `timestamp` (the exchange's time) becomes the event time and `local_timestamp` (when the capture learned
 /// it) the known time, both microseconds → nanoseconds exactly. Subjects are
 /// `MD.<EXCHANGE uppercased, sanitized>.<SYMBOL>.TRADE|QUOTE`, e.g. `MD.BINANCE-FUTURES.BTCUSDT.TRADE`.
-/// A trade id that is not a decimal integer is hashed (FNV-1a, 64 bits) so the id stays stable. An empty quote
+/// A trade id that is not a decimal integer is hashed (FNV-1a, 64 bits) so the id stays stable; an empty one is
+/// 0, "no id" (every such fill is its own row in the store, never a correction of another). An empty quote
 /// side (no bid or no ask) is published as price 0, size 0.
 /// Sizes (`amount`, `ask_amount`, `bid_amount`) must not be negative; a row with one is refused naming line and
 /// field (and counted and skipped under `on_error = "skip"`).
@@ -92,7 +93,9 @@ public final class TardisCSVSource: EventSource, SkipReporting {
         switch kind {
         case .trades:
             let idText = f[col[4]]
-            let id = UInt64(idText) ?? TardisCSVSource.fnv1a(idText)
+            // No id: 0, which the store never takes for a correction key, so distinct fills at one instant stay
+            // distinct (a hash of "" would have made every id-less fill there a correction of the one before).
+            let id = idText.isEmpty ? 0 : UInt64(idText) ?? TardisCSVSource.fnv1a(idText)
             let side: Side
             switch f[col[5]] {
             case "buy": side = .buy

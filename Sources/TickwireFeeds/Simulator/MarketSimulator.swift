@@ -88,7 +88,10 @@ public final class MarketSimulator: EventSource {
 
         let startMono = tw_monotonic_ns()
         let rate = options.rate
-        var tradeID: UInt64 = 1
+        // Ids from the start time on (nanoseconds, one per trade after): unique across restarts, since a run makes
+        // far fewer trades than nanoseconds pass before the next start. The store takes the same (subject, event
+        // time, id) for a correction, so ids must never repeat.
+        var tradeID = UInt64(max(1, Nanos.now().rawValue))
         var burstLeft = 0, burstSymbol = 0
         var nextBurstAt = startMono + Int64(options.burstEverySeconds * 1e9)
 
