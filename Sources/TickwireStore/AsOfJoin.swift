@@ -180,7 +180,8 @@ extension StoreReader {
         // Trade subjects across the window's partitions, grouped by text in day order.
         var tradeParts = [String: [(SegmentReader, Int)]]()
         for (_, seg, subjects) in try matching(tradeQuery) {
-            for s in subjects { tradeParts[seg.subjects[s], default: []].append((seg, s)) }
+            // Trades only, whatever the pattern: `MD.XNAS.>` must not join quotes or statuses as if they were trades.
+            for s in subjects where seg.subjects[s].hasSuffix(".TRADE") { tradeParts[seg.subjects[s], default: []].append((seg, s)) }
         }
         let limit = j.asOf?.rawValue ?? .max
         let buffer = BlockBuffer(), scratch = BlockBuffer()

@@ -23,8 +23,8 @@ import TickwireCore
     }
 
     func join(_ dir: String, _ direction: AsOfDirection = .backward, strict: Bool = false, tolerance: Double? = nil,
-              asOf: Nanos? = nil, from: Nanos = t(0), to: Nanos = t(1000)) throws -> [Int64?] {
-        let j = try AsOfJoin(trades: SubjectPattern("MD.*.*.TRADE"), quotes: SubjectPattern("MD.*.*.QUOTE"), from: from, to: to,
+              asOf: Nanos? = nil, from: Nanos = t(0), to: Nanos = t(1000), trades: String = "MD.*.*.TRADE") throws -> [Int64?] {
+        let j = try AsOfJoin(trades: SubjectPattern(trades), quotes: SubjectPattern("MD.*.*.QUOTE"), from: from, to: to,
                              asOf: asOf, direction: direction, strict: strict, tolerance: tolerance.map { Int64($0 * 1e9) })
         var bids = [Int64?]()
         try StoreReader(directory: dir).asOfJoin(j) { batch in
@@ -39,6 +39,13 @@ import TickwireCore
         #expect(try join(dir) == [nil, 150, 200, 300])               // the late quote at 15 is known now
         #expect(try join(dir, strict: true, asOf: t(50)) == [nil, 100, 100, 300])
         #expect(try join(dir, asOf: t(25)) == [nil, 100, 200])      // the trade at 35 is not yet known
+    }
+
+    /// A pattern wider than trades (`MD.>`) joins the trades it matches, never its quotes as if they were trades.
+    @Test func onlyTradesAreJoinedWhateverThePattern() throws {
+        let dir = try store(); defer { cleanUp(dir) }
+        #expect(try join(dir, asOf: t(50), trades: "MD.>") == [nil, 100, 200, 300])
+        #expect(try join(dir, asOf: t(50), trades: ">") == [nil, 100, 200, 300])
     }
 
     @Test func forwardNearestAndTolerance() throws {
