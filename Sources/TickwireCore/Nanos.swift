@@ -49,7 +49,19 @@ public struct TimeError: Error, Equatable, CustomStringConvertible, Sendable {
         if t.isEmpty { throw fail("it is empty") }
         if let n = Int64(t) { self.init(n); return }
         var s = Substring(t)
-        if s.hasSuffix("Z") || s.hasSuffix("z") { s = s.dropLast() } else if s.hasSuffix("+00:00") { s = s.dropLast(6) }
+        // A UTC offset (Z, or ±HH:MM after a time of day) is taken off: the result is always UTC.
+        var offset: Int64 = 0
+        if s.hasSuffix("Z") || s.hasSuffix("z") {
+            s = s.dropLast()
+        } else if s.count > 6, s.contains("T"), let sign = s.dropLast(5).last, sign == "+" || sign == "-" {
+            let hm = s.suffix(5)
+            guard hm.count == 5, hm[hm.index(hm.startIndex, offsetBy: 2)] == ":",
+                  let h = Int64(hm.prefix(2)), let m = Int64(hm.suffix(2)), h <= 23, m <= 59 else {
+                throw fail("the UTC offset '\(sign)\(hm)' is not ±HH:MM")
+            }
+            offset = (sign == "+" ? 1 : -1) * (h * 60 + m) * 60 * Nanos.perSecond
+            s = s.dropLast(6)
+        }
         let dateTime = s.split(separator: "T", maxSplits: 1, omittingEmptySubsequences: false)
         let date = dateTime[0].split(separator: "-", omittingEmptySubsequences: false)
         guard date.count == 3, date[0].count == 4, date[1].count == 2, date[2].count == 2,
@@ -78,7 +90,7 @@ public struct TimeError: Error, Equatable, CustomStringConvertible, Sendable {
                 inDay += v
             }
         }
-        self.init(Nanos.days(fromCivil: y, mo, d) * Nanos.perDay + inDay)
+        self.init(Nanos.days(fromCivil: y, mo, d) * Nanos.perDay + inDay - offset)
     }
 
     // Howard Hinnant's civil-calendar algorithms (proleptic Gregorian), valid far beyond any trading date.

@@ -33,9 +33,24 @@ public struct StoreQuery: Sendable, Equatable {
     public static func duration(_ text: String, field: String = "--tolerance") throws(StoreError) -> Int64 {
         let units: [(String, Int64)] = [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000),
                                         ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            let digits = text.dropLast(suffix.count)
-            if let n = Int64(digits), n >= 0, n <= Int64.max / scale { return n * scale }
+        // Longest suffix first: "ms" is not "s" after an "m".
+        for (suffix, scale) in units.sorted(by: { $0.0.count > $1.0.count }) where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count)
+            if let n = Int64(number), n >= 0, n <= Int64.max / scale { return n * scale }
+            // A decimal (1.5s, 0.25ms), exact to the nanosecond: the fraction may not be finer than that.
+            let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2, let whole = Int64(parts[0].isEmpty ? "0" : parts[0]), whole >= 0, !parts[1].isEmpty,
+               parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), whole <= Int64.max / scale - 1 {
+                var fraction: Int64 = 0, unit = scale
+                for c in parts[1] {
+                    guard unit >= 10, unit % 10 == 0 else {
+                        throw .badQuery(field: field, reason: "'\(text)' is finer than a nanosecond")
+                    }
+                    unit /= 10
+                    fraction += Int64(c.wholeNumberValue!) * unit
+                }
+                return whole * scale + fraction
+            }
         }
         if let n = Int64(text), n >= 0 { return n }
         throw .badQuery(field: field, reason: "'\(text)' is not a duration such as 500ms, 2s or 1000000 (nanoseconds)")

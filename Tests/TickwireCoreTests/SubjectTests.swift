@@ -89,7 +89,12 @@ import TickwireCore
         #expect(try Nanos(parsing: "1577716200000000230") == t)
         #expect(try Nanos(parsing: "2019-12-30").rawValue == 1_577_664_000_000_000_000)
         #expect(try Nanos(parsing: "2020-02-22T00:00:02.5Z").rawValue == 1_582_329_602_500_000_000)
-        for bad in ["", "2019-13-01", "2019-02-30", "2019-12-30T25:00", "yesterday", "2019-12-30T14:30:00.1234567891Z"] {
+        // A UTC offset is taken off: the same instant however it is written.
+        #expect(try Nanos(parsing: "2019-12-30T09:30:00.000000230-05:00") == t)
+        #expect(try Nanos(parsing: "2019-12-30T15:30:00.000000230+01:00") == t)
+        #expect(try Nanos(parsing: "2019-12-30T14:30:00.000000230+00:00") == t)
+        for bad in ["", "2019-13-01", "2019-02-30", "2019-12-30T25:00", "yesterday", "2019-12-30T14:30:00.1234567891Z",
+                    "2019-12-30T14:30:00+25:00", "2019-12-30T14:30:00+0100"] {
             #expect(throws: TimeError.self) { try Nanos(parsing: bad) }
         }
     }

@@ -126,7 +126,12 @@ import TickwireCore
         #expect(try StoreQuery.duration("250ms") == 250_000_000)
         #expect(try StoreQuery.duration("2s") == 2_000_000_000)
         #expect(try StoreQuery.duration("1500") == 1500)
-        #expect(throws: StoreError.self) { try StoreQuery.duration("soon") }
+        #expect(try StoreQuery.duration("1.5s") == 1_500_000_000)
+        #expect(try StoreQuery.duration("0.25ms") == 250_000)
+        #expect(try StoreQuery.duration(".5m") == 30_000_000_000)
+        for bad in ["soon", "1.5ns", "0.0000000001s", "-1s", "1.s", "1..5s"] {
+            #expect(throws: StoreError.self, "\(bad)") { try StoreQuery.duration(bad) }
+        }
     }
 }
 
