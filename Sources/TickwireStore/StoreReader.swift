@@ -58,6 +58,17 @@ public struct StoreQuery: Sendable, Equatable {
 
     var knownLimit: Int64 { asOf?.rawValue ?? .max }
 
+    /// A note for a query that matched nothing, saying the likely reason: an empty range, a pattern in the wrong
+    /// case (subjects are upper case), or no data in the range. Nothing matching is an answer, not an error.
+    public func whyNothing(pattern text: String) -> String {
+        if from == to { return "no events: the range \(from.iso8601) to \(to.iso8601) is empty (--to is exclusive)" }
+        if text != text.uppercased() && text.uppercased() != text.lowercased() {
+            return "no events match '\(text)': subjects are case-sensitive and upper case; did you mean '\(text.uppercased())'?"
+        }
+        return "no events match '\(text)' with event times from \(from.iso8601) to \(to.iso8601)"
+            + (asOf.map { " as known at \($0.iso8601)" } ?? "")
+    }
+
     /// The trading days whose partitions can hold event times in [from, to).
     var days: ClosedRange<Int64>? {
         guard from < to else { return nil }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TickwireCore
 import TickwireStore
 import TickwireZMQ
@@ -33,13 +34,15 @@ struct ReplayCommand: ParsableCommand {
             throw ValidationError("--format must be jsonl or binary, not '\(format)'")
         }
         let reader = try StoreReader(directory: data + "/store")
+        let sent: UInt64
         if let endpoint = publish {
             let sink = try ZMQReplaySink(endpoint: endpoint, waitForSubscriber: waitSubscriber)
-            try Replayer.run(reader, query, pace: pace, into: sink)
+            sent = try Replayer.run(reader, query, pace: pace, into: sink)
         } else {
-            try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
+            sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
         }
         try reader.finishRead(command: "replay")
+        if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
     }
 }
 

@@ -47,3 +47,15 @@ import TickwireCore
         #expect(try read(dir).count == 3)
     }
 }
+
+@Suite struct EmptyAnswerTests {
+    /// A query that matches nothing says why it probably did: an empty range, a pattern in the wrong case.
+    @Test func nothingMatchedSaysWhy() throws {
+        let empty = try StoreQuery(subjects: "MD.>", from: "2020-02-22", to: "2020-02-22")
+        #expect(empty.whyNothing(pattern: "MD.>").contains("is empty"))
+        let lower = try StoreQuery(subjects: "md.xnas.>", from: "2020-02-22", to: "2020-02-23")
+        #expect(lower.whyNothing(pattern: "md.xnas.>").contains("did you mean 'MD.XNAS.>'"))
+        let none = try StoreQuery(subjects: "MD.>", from: "2020-02-22", to: "2020-02-23", asOf: "2020-02-24")
+        #expect(none.whyNothing(pattern: "MD.>") == "no events match 'MD.>' with event times from 2020-02-22T00:00:00.000000000Z to 2020-02-23T00:00:00.000000000Z as known at 2020-02-24T00:00:00.000000000Z")
+    }
+}
