@@ -7,19 +7,31 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# Every process this step started (its descendants, found through their parents): the watchdog ends these and
+# nothing else, so a run beside another checkout's tests never kills the other's.
+descendants() {
+    local c
+    for c in $(pgrep -P "$1"); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+
 bounded() {
     local limit=$1; shift
     "$@" &
     local pid=$!
     (
         sleep "$limit"
-        echo "test.sh: '$*' still running after ${limit} s; thread stacks of the test process follow" >&2
-        for p in $(pgrep -f 'PackageTests.xctest'); do
-            gdb -p "$p" -batch -ex 'thread apply all bt 40' >&2 2>&1 || true
+        echo "test.sh: '$*' still running after ${limit} s; thread stacks of its test process follow" >&2
+        procs=$(descendants "$pid")
+        for p in $procs; do
+            if tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q 'PackageTests.xctest'; then
+                gdb -p "$p" -batch -ex 'thread apply all bt 40' >&2 2>&1 || true
+            fi
         done
-        pkill -KILL -f 'PackageTests.xctest'
-        pkill -KILL -f "$PWD/.build[^ ]*/tickwire " || true
-        kill "$pid" 2>/dev/null
+        kill -KILL $procs 2>/dev/null
+        kill -KILL "$pid" 2>/dev/null
     ) &
     local watchdog=$!
     local rc=0
