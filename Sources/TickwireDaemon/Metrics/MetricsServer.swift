@@ -265,7 +265,7 @@ private final class Lifecycle: Sendable {
         var finished = false
         var stopping = false
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())   // a pthread mutex: ThreadSanitizer sees it (Synchronization.Mutex it does not)
     private let started = DispatchSemaphore(value: 0)
     private let ended = DispatchSemaphore(value: 0)
 

@@ -43,7 +43,8 @@ public final class SubscriptionHub: @unchecked Sendable {
         var subscriptions: [Int: InProcessSubscription] = [:]
         var consumer: RingConsumer?
     }
-    private let registry = Mutex(Registry())
+    /// A pthread mutex, not `Synchronization.Mutex`: ThreadSanitizer sees this one order the accesses it guards.
+    private let registry = Locked(Registry())
     private let attached = DispatchSemaphore(value: 0)
     private let version = Atomic<UInt64>(0)
     private let nextID = Atomic<Int>(1)
