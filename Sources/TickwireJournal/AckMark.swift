@@ -36,11 +36,7 @@ public struct AckMark: Sendable, Equatable {
     static let fileName = "acked.mark"
     static let slotSize = 512
     static let fileSize = 2 * slotSize
-    static let magic: UInt64 = {
-        var v: UInt64 = 0
-        for (i, b) in "TWJACK01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
-        return v
-    }()
+    static let magic = JournalFormat.magic("TWJACK01")
 
     /// What the mark file held at open.
     public enum Found: Sendable, Equatable {

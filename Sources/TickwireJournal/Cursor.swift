@@ -20,11 +20,7 @@ public final class JournalCursor {
     /// The last sequence handed out by `next`.
     public private(set) var position: UInt64
 
-    static let magic: UInt64 = {
-        var v: UInt64 = 0
-        for (i, b) in "TWJCUR01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
-        return v
-    }()
+    static let magic = JournalFormat.magic("TWJCUR01")
 
     /// Opens the cursor `name`, creating it at the journal's start when it does not exist.
     /// - Throws: `.invalidCursorName`, `.cursorFile` when the file is damaged.

@@ -74,11 +74,14 @@ public enum JournalFormat {
     public static let segmentHeaderSize = 64
     public static let version: UInt16 = 1
     /// `TWJSEG01` read as a little-endian u64.
-    public static let segmentMagic: UInt64 = {
+    public static let segmentMagic = magic("TWJSEG01")
+    /// An eight-character file magic as the little-endian u64 it is stored as (every journal file starts with one).
+    static func magic(_ text: StaticString) -> UInt64 {
+        precondition(text.utf8CodeUnitCount == 8)
         var v: UInt64 = 0
-        for (i, b) in "TWJSEG01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+        for i in 0..<8 { v |= UInt64(text.utf8Start[i]) << (8 * UInt64(i)) }
         return v
-    }()
+    }
     /// Payloads above this are refused (a trade is ~100 bytes; a corrupt length must not allocate gigabytes).
     public static let maxPayload = 1 << 20
     /// The unit a disk writes atomically, at the least: a never-written hole is a whole run of these.

@@ -336,11 +336,7 @@ final class IndexFile {
     /// Larger capacities are refused as damage (2^40 slots would be a 16 TiB file).
     static let maximumCapacity = 1 << 40
     /// `TWRIDX01` read as a little-endian u64.
-    static let magic: UInt64 = {
-        var v: UInt64 = 0
-        for (i, b) in "TWRIDX01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
-        return v
-    }()
+    static let magic = JournalFormat.magic("TWRIDX01")
 
     var path: String
     let fd: Int32

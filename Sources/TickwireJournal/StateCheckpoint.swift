@@ -11,11 +11,7 @@ import Glibc
 /// A checkpoint counts only while the journal still holds that record with that hash (after an operator's
 /// `--truncate` it may not): `load` checks it against the open journal.
 public enum StateCheckpoint {
-    static let magic: UInt64 = {
-        var v: UInt64 = 0
-        for (i, b) in "TWSTCK01".utf8.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
-        return v
-    }()
+    static let magic = JournalFormat.magic("TWSTCK01")
 
     public struct Saved: Sendable, Equatable {
         public var seq: UInt64
