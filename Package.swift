@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "TickwireDaemon", targets: ["TickwireDaemon"]),
         .library(name: "TickwireAlerts", targets: ["TickwireAlerts"]),
         .library(name: "TickwireRisk", targets: ["TickwireRisk"]),
+        .library(name: "TickwireNATS", targets: ["TickwireNATS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +39,8 @@ let package = Package(
     targets: [
         // C libraries, each behind a thin system-library or shim target.
         .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
+        // libnats (Debian libnats-dev): the floor-wide bus and the replicated trade log, at the edge only.
+        .systemLibrary(name: "CNATS", path: "Sources/CNATS"),
         .target(name: "CTickwireSys", path: "Sources/CTickwireSys"),
         // SQLite: the journal bench's baseline (WAL, synchronous=FULL); linked into TickwireBench only.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
@@ -45,6 +48,9 @@ let package = Package(
         // The core model: subjects, fixed-point numbers, times, events, the wire codec. Imports nothing of ours.
         .target(name: "TickwireCore"),
         .target(name: "TickwireZMQ", dependencies: ["CZeroMQ"]),
+        // NATS and JetStream through libnats: connections, subscriptions, streams. Core, Ring, Feeds, Journal and
+        // Store know nothing of it.
+        .target(name: "TickwireNATS", dependencies: ["CNATS"]),
         .target(name: "TickwireRing", dependencies: [
             "TickwireCore", "CTickwireSys",
             .product(name: "DequeModule", package: "swift-collections"),
@@ -95,6 +101,7 @@ let package = Package(
         .target(name: "TickwireTestSupport", dependencies: ["CTickwireSys"]),
         .testTarget(name: "TickwireCoreTests", dependencies: ["TickwireCore"]),
         .testTarget(name: "TickwireZMQTests", dependencies: ["TickwireZMQ"]),
+        .testTarget(name: "TickwireNATSTests", dependencies: ["TickwireNATS", "TickwireTestSupport"]),
         .testTarget(name: "TickwireRingTests", dependencies: ["TickwireRing", "TickwireCore"]),
         .testTarget(name: "TickwireFeedsTests", dependencies: ["TickwireFeeds", "TickwireCore"]),
         .testTarget(name: "TickwireJournalTests", dependencies: ["TickwireJournal", "TickwireCore"]),

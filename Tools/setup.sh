@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Tickwire needs on a Debian machine that has the Swift toolchain:
 # libzmq (ZeroMQ), jemalloc (the daemon's allocator), SQLite (a benchmark baseline), tmux (the ticker's
-# end-to-end test), gdb (stack dumps when a test run hangs) and pyzmq (the Python subscriber example and its test).
+# end-to-end test), gdb (stack dumps when a test run hangs), pyzmq (the Python subscriber example and its test),
+# and NATS: nats-server (the floor-wide bus and the replicated trade log; the tests start real clusters of it)
+# with its C client libnats.
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
-for pkg in libzmq3-dev libjemalloc-dev libsqlite3-dev tmux gdb python3-pip; do
+for pkg in libzmq3-dev libjemalloc-dev libsqlite3-dev tmux gdb python3-pip nats-server libnats-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

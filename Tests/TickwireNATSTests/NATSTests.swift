@@ -1,0 +1,151 @@
+import Foundation
+import TickwireNATS
+import TickwireTestSupport
+import XCTest
+
+/// The libnats module against a real three-node `nats-server` cluster on loopback.
+final class NATSTests: XCTestCase {
+    override class func setUp() {
+        super.setUp()
+        precondition(NATS.checkCompatibility(), "libnats headers and library differ")
+    }
+
+    func testServerListsAreParsedAndBadOnesNamed() throws {
+        XCTAssertEqual(try NATS.parseServers("nats://a:4222, b:4223"), ["nats://a:4222", "nats://b:4223"])
+        XCTAssertThrowsError(try NATS.parseServers("nats://a:4222,,")) { XCTAssert("\($0)".contains("empty server URL")) }
+        XCTAssertThrowsError(try NATS.parseServers("http://a:80")) { XCTAssert("\($0)".contains("'http://a:80'")) }
+        XCTAssertThrowsError(try NATS.parseServers("nats://a:99999")) { XCTAssert("\($0)".contains("not a NATS URL")) }
+    }
+
+    func testNoServerIsAClearErrorNamingTheURL() {
+        let url = "nats://127.0.0.1:\(freePort())"
+        var options = NATSConnection.Options(servers: [url])
+        options.connectTimeoutMs = 500
+        options.maxReconnect = 0
+        XCTAssertThrowsError(try NATSConnection(options)) { error in
+            XCTAssert("\(error)".contains(url), "\(error)")
+            XCTAssert((error as? NATSError)?.isNoServer == true, "\(error)")
+        }
+    }
+
+    /// Token-exact wildcards across servers: a subscriber on one server gets exactly its subjects from a
+    /// publisher on another, in order.
+    func testWildcardSubscriptionsAcrossTheClusterAreTokenExact() throws {
+        let cluster = try NATSCluster(size: 3, jetStream: false)
+        let pub = try NATSConnection(.init(servers: [cluster.servers[0].url]))
+        let sub = try NATSConnection(.init(servers: [cluster.servers[2].url]))
+        let got = Locked([String]())
+        let s1 = try sub.subscribe("MD.XNAS.*.TRADE") { m in got.withLock { $0.append(m.subject + "=" + String(decoding: m.bytes, as: UTF8.self)) } }
+        let s2 = try sub.subscribe("SYS.>") { m in got.withLock { $0.append(m.subject) } }
+        try sub.flush()
+        // Interest crosses the route asynchronously: wait until the publisher's server sees it.
+        try waitUntil(seconds: 10) {
+            ((cluster.monitor(0, "subsz")?["num_subscriptions"] as? Int) ?? 0) >= 2
+        }
+        let subjects = ["MD.XNAS.AAPL.TRADE", "MD.XNAS.AAPL.QUOTE", "MD.XNAS.AAPL.TRADE.X", "MD.XNYS.IBM.TRADE",
+                        "SYS.GAP", "SYS.A.B", "SYSX.GAP", "MD.XNAS.MSFT.TRADE"]
+        for (i, subject) in subjects.enumerated() {
+            try pub.publish(subject: subject, bytes: Array("\(i)".utf8))
+        }
+        try pub.flush()
+        try waitUntil(seconds: 10) { got.withLock { $0.count } >= 4 }
+        usleep(200_000)
+        XCTAssertEqual(got.withLock { $0 }.sorted(),
+                       ["MD.XNAS.AAPL.TRADE=0", "MD.XNAS.MSFT.TRADE=7", "SYS.A.B", "SYS.GAP"])
+        XCTAssertEqual(s1.dropped + s2.dropped, 0)
+        withExtendedLifetime((s1, s2)) {}
+    }
+
+    /// A server dies under a connection: the connection says so, moves to another server of the list, and
+    /// publishing resumes.
+    func testAConnectionFailsOverWhenItsServerIsKilled() throws {
+        let cluster = try NATSCluster(size: 3, jetStream: false)
+        let events = Locked([NATSConnectionEvent]())
+        var options = NATSConnection.Options(servers: cluster.servers.map(\.url))
+        options.onEvent = { e in events.withLock { $0.append(e) } }
+        let conn = try NATSConnection(options)
+        let first = conn.connectedURL
+        let index = cluster.servers.firstIndex { $0.url == first }!
+        cluster.kill(index)
+        try waitUntil(seconds: 20) {
+            events.withLock { $0.contains { if case .reconnected = $0 { true } else { false } } }
+        }
+        XCTAssertNotEqual(conn.connectedURL, first)
+        XCTAssert(events.withLock { $0.contains(.disconnected) })
+        try conn.publish(subject: "x", bytes: [1])
+        try conn.flush()
+    }
+
+    /// JetStream: a replicated stream, deduplication by message id, the stream-wide expected sequence, reading
+    /// back by sequence, and an ordered consumer from a sequence.
+    func testJetStreamStreamPublishDeduplicateAndReadInOrder() throws {
+        let cluster = try NATSCluster(size: 3)
+        let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try conn.jetStream()
+        var config = JetStream.StreamConfig(name: "T", subjects: ["T.>"])
+        config.replicas = 3
+        let info = try retrying { try js.addStream(config) }
+        XCTAssertEqual(info.lastSequence, 0)
+        let a = try retrying { try js.publish("T.req", bytes: [1], msgId: "trader-1") }
+        XCTAssertEqual(a, JetStream.PubAck(sequence: 1, duplicate: false))
+        let again = try js.publish("T.req", bytes: [9], msgId: "trader-1")
+        XCTAssertEqual(again, JetStream.PubAck(sequence: 1, duplicate: true))
+        XCTAssertEqual(try js.publish("T.req", bytes: [2], msgId: "trader-2", expectLastSequence: 1).sequence, 2)
+        XCTAssertThrowsError(try js.publish("T.req", bytes: [3], msgId: "trader-3", expectLastSequence: 1)) {
+            XCTAssertNotEqual(($0 as? NATSError)?.jetStreamCode, 0, "\($0)")
+        }
+        let stored = try js.message(stream: "T", sequence: 2)
+        XCTAssertEqual(stored.bytes, [2])
+        XCTAssertEqual(stored.msgId, "trader-2")
+
+        let acked = Locked([UInt64]())
+        var opts = JetStream.Options()
+        opts.onAsyncAck = { _, result in if case .success(let ack) = result { acked.withLock { $0.append(ack.sequence) } } }
+        let asyncJS = try conn.jetStream(opts)
+        for i in 3...100 { try asyncJS.publishAsync("T.req", bytes: [UInt8(i)], msgId: "trader-\(i)") }
+        try asyncJS.publishAsyncComplete(timeoutMs: 10_000)
+        XCTAssertEqual(acked.withLock { $0.count }, 98)
+
+        let seen = Locked([UInt64]())
+        let sub = try js.subscribeOrdered(stream: "T", subject: "T.>", startSequence: 50) { m in
+            seen.withLock { $0.append(m.streamPosition!.sequence) }
+        }
+        try waitUntil(seconds: 10) { seen.withLock { $0.count } >= 51 }
+        XCTAssertEqual(seen.withLock { $0 }, Array(50...100))
+        withExtendedLifetime(sub) {}
+    }
+
+    /// Retries while the cluster is still electing leaders (a fresh cluster's first stream can take seconds).
+    func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            do { return try body() } catch {
+                if Date() > deadline { throw error }
+                usleep(250_000)
+            }
+        }
+    }
+}
+
+func waitUntil(seconds: Double, file: StaticString = #filePath, line: UInt = #line, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        if Date() > deadline {
+            XCTFail("condition not met in \(seconds) s", file: file, line: line)
+            throw CancellationError()
+        }
+        usleep(20_000)
+    }
+}
+
+/// A value behind a lock, for handlers on libnats' threads.
+final class Locked<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ value: T) { self.value = value }
+    func withLock<R>(_ body: (inout T) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+}
