@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "TickwireRisk", dependencies: ["TickwireCore"]),
         .target(name: "TickwireDaemon", dependencies: [
             "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
-            "TickwireStore", "TickwireClient", "TickwireAlerts", "TickwireRisk", "CTickwireSys",
+            "TickwireStore", "TickwireClient", "TickwireAlerts", "TickwireRisk", "TickwireNATS", "CTickwireSys",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Metrics", package: "swift-metrics"),

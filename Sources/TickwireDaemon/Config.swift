@@ -2,6 +2,7 @@ import TOMLKit
 import TickwireAlerts
 import TickwireCore
 import TickwireFeeds
+import TickwireNATS
 import TickwireRisk
 
 /// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
@@ -63,6 +64,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var tradeEndpoint = "tcp://127.0.0.1:5557"
     /// The trade journal's segment size (its files roll at it and are prepared, zero-filled, at that size).
     public var journalSegmentBytes = 64 << 20
+    /// `[trades] replication = "jetstream"`: trades go through a JetStream log that every daemon of the pair
+    /// applies alike (nil: this daemon's journal alone, the embedded default).
+    public var tradeReplication: TradeReplicationConfig? = nil
     public var metricsEndpoint = "127.0.0.1:9464"
 
     public init() {}
@@ -74,7 +78,8 @@ public struct DaemonConfig: Sendable, Equatable {
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
-        "trades": ["endpoint", "journal_segment_bytes"],
+        "trades": ["endpoint", "journal_segment_bytes", "replication", "nats", "node", "stream", "replicas", "ack_timeout_ms",
+                   "duplicate_window_s"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint"],
     ]
@@ -180,6 +185,35 @@ public struct DaemonConfig: Sendable, Equatable {
         if let s = try r.section("trades") {
             if let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
             if let v = try s.int("journal_segment_bytes", min: 4096) { c.journalSegmentBytes = v }
+            let mode = try s.string("replication") ?? "none"
+            switch mode {
+            case "none":
+                for key in ["nats", "node", "stream", "replicas", "ack_timeout_ms", "duplicate_window_s"] where s.table[key] != nil {
+                    throw s.bad(key, "only with replication = \"jetstream\"")
+                }
+            case "jetstream":
+                guard let urls = try s.string("nats") else { throw s.bad("nats", "replication = \"jetstream\" needs the cluster's URLs, such as \"nats://h1:4222,nats://h2:4222\"") }
+                let servers: [String]
+                do { servers = try NATS.parseServers(urls) } catch { throw s.bad("nats", error.text) }
+                guard let node = try s.string("node") else { throw s.bad("node", "replication = \"jetstream\" needs this daemon's name (a token such as \"a\")") }
+                _ = try token(node, key: s.path("node"))
+                var rep = TradeReplicationConfig(servers: servers, node: node)
+                if let v = try s.string("stream") {
+                    guard !v.isEmpty, v.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != 0x2e && $0 != 0x2a && $0 != 0x3e }) else {
+                        throw s.bad("stream", "'\(v)' is not a JetStream stream name (printable, no spaces, '.', '*' or '>')")
+                    }
+                    rep.stream = v
+                }
+                if let v = try s.int("replicas", min: 1) {
+                    guard v <= 5 else { throw s.bad("replicas", "JetStream keeps at most 5 replicas, not \(v)") }
+                    rep.replicas = v
+                }
+                if let v = try s.int("ack_timeout_ms", min: 100) { rep.ackTimeoutMs = Int64(v) }
+                if let v = try s.int("duplicate_window_s", min: 1) { rep.duplicateWindowSeconds = v }
+                c.tradeReplication = rep
+            default:
+                throw s.bad("replication", "'\(mode)' is not one of none, jetstream")
+            }
         }
         if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
         return c

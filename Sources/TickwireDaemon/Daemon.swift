@@ -110,6 +110,16 @@ public final class Daemon: @unchecked Sendable {
             risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
                 .map { RejectReason(.preTradeCheck, $0.description) }
         }
+        // Replicated: the taking daemon checks against its live market; every daemon checks positions in log order.
+        tradeConfig.replication = config.tradeReplication
+        tradeConfig.marketCheck = { [risk] r in
+            let (why, mark) = risk.checkMarket(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
+            return (why.map { RejectReason(.preTradeCheck, $0.description) }, mark)
+        }
+        tradeConfig.sequencedCheck = { [risk] r, mark in
+            risk.submitSequenced(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price), markE8: mark)
+                .map { RejectReason(.preTradeCheck, $0.description) }
+        }
         // Risk positions are built from the journal: checkpointed with it, rebuilt from the last checkpoint and the
         // trades after it at start (and after a journal failure, which may have refused trades risk had counted).
         tradeConfig.state = JournalState(name: "risk", take: { [risk] in risk.snapshot().bytes }, rebuild: { [risk, logger] snapshot, trades in

@@ -369,10 +369,12 @@ public final class Journal: @unchecked Sendable {
     // MARK: Appending
 
     /// Appends a record; it is durable once `waitDurable(seq)` returns (or `onDurable` reports it).
+    /// - Parameter knownTime: when the record became known; nil is now. Replicas of one sequenced log pass the
+    ///   log's own time, so that their records, and so their hash chains, are identical byte for byte.
     /// - Returns: the record's sequence (gapless, from 1).
     /// - Throws: `.payloadTooLarge`, `.closed`, or the failure that stopped the journal.
     /// - Complexity: O(payload): a copy, a CRC32C and a SHA-256 under the append lock.
-    public func append(_ payload: UnsafeRawBufferPointer, eventTime: Nanos) throws(JournalError) -> UInt64 {
+    public func append(_ payload: UnsafeRawBufferPointer, eventTime: Nanos, knownTime: Nanos? = nil) throws(JournalError) -> UInt64 {
         guard payload.count <= JournalFormat.maxPayload else { throw .payloadTooLarge(bytes: payload.count) }
         let recordLength = Int64(JournalFormat.recordHeaderSize + payload.count)
         lock.lock()
@@ -405,7 +407,7 @@ public final class Journal: @unchecked Sendable {
         let prev = lastHash
         lastHash = pending.withUnsafeMutableBytes { b in
             JournalFormat.sealRecord(b, at: at, payloadLength: payload.count, seq: seq, eventTime: eventTime,
-                                     knownTime: .now(), prevHash: prev)
+                                     knownTime: knownTime ?? .now(), prevHash: prev)
         }
         appendSegmentSize += recordLength
         nextSeq = seq &+ 1
@@ -414,9 +416,9 @@ public final class Journal: @unchecked Sendable {
         return seq
     }
 
-    public func append(_ payload: [UInt8], eventTime: Nanos) throws(JournalError) -> UInt64 {
+    public func append(_ payload: [UInt8], eventTime: Nanos, knownTime: Nanos? = nil) throws(JournalError) -> UInt64 {
         let r: Result<UInt64, JournalError> = payload.withUnsafeBytes { p in
-            do { return .success(try append(p, eventTime: eventTime)) } catch { return .failure(error as! JournalError) }
+            do { return .success(try append(p, eventTime: eventTime, knownTime: knownTime)) } catch { return .failure(error as! JournalError) }
         }
         return try r.get()
     }

@@ -214,6 +214,17 @@ public final class JetStream: @unchecked Sendable {
         try check(js_PublishAsyncComplete(handle, &opts), "wait for asynchronous publishes")
     }
 
+    /// Takes back every asynchronous publish still waiting for its acknowledgement (a cluster without a quorum
+    /// never answers, and they would hold their places in flight for ever); returns how many. An answer that
+    /// comes for one later is ignored.
+    public func abandonPendingAsync() -> Int {
+        var list = natsMsgList()
+        guard js_PublishAsyncGetPendingList(&list, handle) == NATS_OK else { return 0 }
+        let n = Int(list.Count)
+        natsMsgList_Destroy(&list)
+        return n
+    }
+
     // MARK: Read
 
     /// The message stored at `sequence`.

@@ -180,6 +180,33 @@ public final class RiskEngine: Sendable {
         }
     }
 
+    /// The first limit the trade breaches that depends on the trade and the live market only (see `Phase.market`),
+    /// and the mark it was judged at (0: none). Changes nothing (but the rejection counters). With replicated
+    /// trades, the daemon that takes a submission calls this, and the mark travels with the request in the log.
+    public func checkMarket(_ trade: RiskTrade) -> (rejection: RiskRejection?, markE8: Int64) {
+        book.withLock { book in
+            let r = evaluate(trade, book, .market)
+            if let r { book.rejected[r.limit, default: 0] += 1 }
+            let position = book.desks[trade.desk]?[trade.symbol]
+            let slot = (position?.markSlot ?? -1) >= 0 ? position!.markSlot : board.existingSlot(trade.symbol)
+            return (r, board.load(slot))
+        }
+    }
+
+    /// Checks the limits that depend on the positions (see `Phase.sequenced`) at the logged `markE8` and, when
+    /// they hold, applies the trade, under one lock. Deterministic: it reads nothing of the live market, so
+    /// replicas applying one log in its order decide alike.
+    public func submitSequenced(_ trade: RiskTrade, markE8: Int64) -> RiskRejection? {
+        book.withLock { book -> RiskRejection? in
+            if let r = evaluate(trade, book, .sequenced(mark: markE8)) {
+                book.rejected[r.limit, default: 0] += 1
+                return r
+            }
+            apply(trade, to: &book)
+            return nil
+        }
+    }
+
     /// Applies a trade to positions, average cost and realized P&L, unchecked (a journaled trade was checked
     /// when submitted). A trade risk cannot price (quantity or price not above zero, no side) changes nothing.
     public func apply(_ trade: RiskTrade) { book.withLock { apply(trade, to: &$0) } }
@@ -268,31 +295,51 @@ public final class RiskEngine: Sendable {
         }
     }
 
-    private func evaluate(_ t: RiskTrade, _ book: Book) -> RiskRejection? {
+    /// Which limits an evaluation checks, and where its marks come from.
+    enum Phase {
+        /// Every limit, at the live marks (the single-daemon trade service).
+        case all
+        /// The limits that depend on the trade and the live market only (invalid, order quantity and notional,
+        /// require mark, price collar); nothing of the positions.
+        case market
+        /// The limits that depend on the positions (position, gross notional, loss), at marks a sequenced log
+        /// carries: `mark` for the traded symbol (0: none), each other position at its last trade price. The same
+        /// log gives the same decisions on every replica, whatever their live market data.
+        case sequenced(mark: Int64)
+    }
+
+    private func evaluate(_ t: RiskTrade, _ book: Book, _ phase: Phase = .all) -> RiskRejection? {
         let limits = config.limits(for: t.desk)
         func reject(_ limit: RiskLimit, _ value: Int128, _ bound: Int64) -> RiskRejection {
             RiskRejection(limit: limit, desk: t.desk, symbol: t.symbol, valueE8: clamp(value), limitE8: bound)
         }
         let q = t.quantity.e8, p = t.price.e8
         guard q > 0, p > 0, t.side != .unknown else { return reject(.invalidTrade, 0, 0) }
-        if q > limits.maxOrderQuantity.e8 { return reject(.maxOrderQuantity, Int128(q), limits.maxOrderQuantity.e8) }
-        let orderNotional = Int128(q) * Int128(p) / e8
-        if orderNotional > Int128(limits.maxOrderNotional.e8) {
-            return reject(.maxOrderNotional, orderNotional, limits.maxOrderNotional.e8)
-        }
-
         let positions = book.desks[t.desk] ?? [:]
         var position = positions[t.symbol] ?? Position()
-        let slot = position.markSlot >= 0 ? position.markSlot : board.existingSlot(t.symbol)
-        let mark = board.load(slot)
-        if mark == 0 {
-            if limits.requireMark { return reject(.requireMark, 0, 0) }
-        } else if limits.priceCollarBps != Int64.max {
-            let distance = Int128(abs(p - mark)) * 10_000
-            if distance > Int128(limits.priceCollarBps) * Int128(mark) {
-                return reject(.priceCollar, distance * e8 / Int128(mark), limits.priceCollarBps &* FixedPoint.scale)
+        let mark: Int64
+        if case .sequenced(let logged) = phase {
+            mark = logged
+        } else {
+            if q > limits.maxOrderQuantity.e8 { return reject(.maxOrderQuantity, Int128(q), limits.maxOrderQuantity.e8) }
+            let orderNotional = Int128(q) * Int128(p) / e8
+            if orderNotional > Int128(limits.maxOrderNotional.e8) {
+                return reject(.maxOrderNotional, orderNotional, limits.maxOrderNotional.e8)
             }
+            let slot = position.markSlot >= 0 ? position.markSlot : board.existingSlot(t.symbol)
+            mark = board.load(slot)
+            if mark == 0 {
+                if limits.requireMark { return reject(.requireMark, 0, 0) }
+            } else if limits.priceCollarBps != Int64.max {
+                let distance = Int128(abs(p - mark)) * 10_000
+                if distance > Int128(limits.priceCollarBps) * Int128(mark) {
+                    return reject(.priceCollar, distance * e8 / Int128(mark), limits.priceCollarBps &* FixedPoint.scale)
+                }
+            }
+            if case .market = phase { return nil }
         }
+        let live: Bool
+        if case .all = phase { live = true } else { live = false }
 
         let before = position
         Self.fill(&position, signed: t.side == .buy ? q : -q, price: p)
@@ -305,7 +352,7 @@ public final class RiskEngine: Sendable {
         // lacking one, at this trade's price.
         var grossBefore: Int128 = 0, grossAfter: Int128 = 0, pnlAfter: Int128 = 0
         for (symbol, other) in positions where symbol != t.symbol {
-            let value = valuation(other)
+            let value = live ? valuation(other) : other.lastPrice
             let g = Int128(other.quantity.magnitude) * Int128(value)
             grossBefore += g; grossAfter += g
             pnlAfter += other.realized + Int128(other.quantity) * Int128(value) - other.cost

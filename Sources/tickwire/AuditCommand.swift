@@ -120,5 +120,5 @@ extension AuditCommand {
 
 /// A record as JSON, with the trade decoded when the payload is one.
 private func line(_ r: JournalRecord) -> String {
-    JournalAudit.jsonLine(r, extra: TradeWire.decodeRecord(r.payload).map(TradeWire.jsonFields))
+    JournalAudit.jsonLine(r, extra: TradeWire.auditFields(r.payload))
 }

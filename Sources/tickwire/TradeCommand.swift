@@ -27,12 +27,13 @@ struct TradeCommand: ParsableCommand {
         @Option(parsing: .unconditional, help: "Price, a positive decimal (up to 8 fractional digits).") var price: String?
         @Option(help: "Client order id: a retry with the same id never makes a second trade.") var id: String?
         @Option(help: "A JSONL file of trades with keys desk, symbol, side, qty, price, id ('-' for stdin).") var file: String?
-        @Option(help: "The trade endpoint.") var connect = "tcp://127.0.0.1:5557"
+        @Option(help: "The trade endpoint, or the endpoints of a replicated pair separated by commas (A,B).") var connect = "tcp://127.0.0.1:5557"
         @Option(help: "Data directory holding keys/ (the server's public key and the trader's pair).") var data = "./tickwire-data"
         @Option(help: "Trader key to use (keys/traders/NAME.key); default: the first.") var trader: String?
         @Option(help: "Most trades in flight at once.") var window = 4096
         @Option(help: "Most trades sent in one message (--file).") var batch = 64
         @Option(help: "Give up on a reply after this many milliseconds.") var timeoutMs = 10_000
+        @Option(help: "Resend (same id) a trade with no reply after this many milliseconds, or refused because the replicated log was unavailable. Default: 2000 with several --connect endpoints, else never.") var retryMs: Int?
 
         func validate() throws {
             guard (1...TradeWire.maxTradesPerMessage).contains(batch) else {
@@ -49,29 +50,53 @@ struct TradeCommand: ParsableCommand {
             let context = ZMQContext()
             let client = try TradeClient.forDataDirectory(data, trader: trader, context: context, endpoint: connect)
             defer { client.close() }
+            // With several daemons (a replicated pair), a trade with no reply after --retry-ms, or refused because
+            // the replicated log was unavailable, is sent again with the same id (through whichever daemon is up)
+            // until --timeout-ms: an id names one trade, so a retry never makes a second one.
+            let retry = Int64(retryMs ?? (connect.contains(",") ? 2_000 : 0)) * 1_000_000
             var failed = false
+            var outstanding: [String: (request: TradeRequest, sentAt: Int64, deadline: Int64)] = [:]
             func emit(_ reply: TradeReply) {
                 switch reply {
                 case .ack(let id, let seq, _): print("{\"id\":\(jsonString(id)),\"seq\":\(seq)}")
                 case .reject(let id, let reason): print("{\"id\":\(jsonString(id)),\"error\":\(jsonString(reason.text))}"); failed = true
                 }
             }
-            if let file {
-                var outstanding = Set<String>()
-                func drain(untilBelow limit: Int) throws {
-                    while outstanding.count >= limit && !outstanding.isEmpty {
-                        guard let reply = try client.receive(timeoutMs: timeoutMs) else {
-                            for id in outstanding.sorted() {
-                                print("{\"id\":\(jsonString(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
-                            }
-                            failed = true
-                            outstanding.removeAll()
-                            return
-                        }
-                        outstanding.remove(reply.clientOrderID)
-                        emit(reply)
-                    }
+            func send(_ requests: [TradeRequest]) throws {
+                let now = Nanos.now().rawValue
+                for chunk in stride(from: 0, to: requests.count, by: batch).map({ requests[$0..<min($0 + batch, requests.count)] }) {
+                    try client.send(batch: Array(chunk))
                 }
+                for r in requests {
+                    outstanding[r.clientOrderID] = (r, now, outstanding[r.clientOrderID]?.deadline ?? now + Int64(timeoutMs) * 1_000_000)
+                }
+            }
+            /// Takes replies until fewer than `limit` trades are outstanding; resends what waited `retry` long.
+            func drain(untilBelow limit: Int) throws {
+                while outstanding.count >= limit && !outstanding.isEmpty {
+                    let now = Nanos.now().rawValue
+                    for (id, o) in outstanding where o.deadline <= now {
+                        print("{\"id\":\(jsonString(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
+                        failed = true
+                        outstanding[id] = nil
+                    }
+                    if retry > 0 {
+                        let due = outstanding.values.filter { now - $0.sentAt >= retry }.map(\.request)
+                        if !due.isEmpty { try send(due) }
+                    }
+                    guard !outstanding.isEmpty else { return }
+                    let wait = retry > 0 ? Int(retry / 1_000_000) / 4 + 1 : timeoutMs
+                    guard let reply = try client.receive(timeoutMs: wait) else { continue }
+                    guard let o = outstanding[reply.clientOrderID] else { continue }   // a late answer to a resent id
+                    if retry > 0, case .reject(_, let why) = reply, why.code == .replicationUnavailable, Nanos.now().rawValue < o.deadline {
+                        outstanding[reply.clientOrderID]!.sentAt = Nanos.now().rawValue   // try again after `retry`
+                        continue
+                    }
+                    outstanding[reply.clientOrderID] = nil
+                    emit(reply)
+                }
+            }
+            if let file {
                 let text: String
                 if file == "-" {
                     text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
@@ -86,8 +111,7 @@ struct TradeCommand: ParsableCommand {
                 func flush() throws {
                     guard !batched.isEmpty else { return }
                     try drain(untilBelow: max(1, window - batched.count + 1))
-                    try client.send(batch: batched)
-                    for r in batched { outstanding.insert(r.clientOrderID) }
+                    try send(batched)
                     batched.removeAll(keepingCapacity: true)
                 }
                 for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -107,8 +131,8 @@ struct TradeCommand: ParsableCommand {
                 guard let desk, let symbol, let side, let qty, let price, let id else {
                     throw ValidationError("give --desk, --symbol, --side, --qty, --price and --id, or --file")
                 }
-                emit(try client.submit(try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id),
-                                       timeoutMs: timeoutMs))
+                try send([try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id)])
+                try drain(untilBelow: 1)
             }
             if failed { throw ExitCode(1) }
         }

@@ -7,18 +7,24 @@ public final class TradeClient {
     private let socket: ZMQSocket
 
     /// - Parameters:
+    ///   - endpoint: one endpoint, or several separated by commas (the daemons of a replicated pair, which share
+    ///     the server key and the admitted traders): requests then go round-robin to those connected, none to a
+    ///     daemon that is down, and a retry with the same id may be answered by either.
     ///   - serverPublicKey: the service's CURVE public key (Z85).
     ///   - keys: this trader's pair (needs the secret).
     /// - Throws: `TradeServiceError`.
     public init(context: ZMQContext, endpoint: String = "tcp://127.0.0.1:5557", serverPublicKey: String,
                 keys: CurveKeyPair) throws {
         guard let secret = keys.secretKey else { throw TradeServiceError.keyFile(path: keys.name, reason: "has no secret key") }
+        let endpoints = endpoint.split(separator: ",").map(String.init)
         do {
             socket = try context.socket(.dealer)
             try socket.setCurveClient(serverKey: serverPublicKey, publicKey: keys.publicKey, secretKey: secret)
             try socket.setSendHighWaterMark(0)
             try socket.setReceiveHighWaterMark(0)
-            try socket.connect(endpoint)
+            // Queue only to daemons with a completed connection, so that nothing waits in the pipe of a dead one.
+            if endpoints.count > 1 { try socket.setImmediate(true) }
+            for e in endpoints { try socket.connect(e) }
         } catch { throw TradeServiceError.zmq(error) }
     }
 

@@ -52,6 +52,10 @@ public struct RejectReason: Sendable, Equatable, CustomStringConvertible, Error 
         case unauthenticated = 5
         /// The client order id was already journaled for a trade with other contents (an id names one trade).
         case idInUse = 6
+        /// Replicated trading: the replicated log did not take the trade, or did not confirm it in time (the
+        /// cluster is unavailable, an election is under way) or this daemon is not caught up with it yet. The
+        /// text says whether the trade may still be recorded; resending the same id tells its outcome.
+        case replicationUnavailable = 7
     }
     public var code: Code
     public var text: String
@@ -187,7 +191,13 @@ public enum TradeWire {
         return out
     }
 
+    /// The trade a journaled payload records as accepted: a version-1 record, or a version-2 decision record
+    /// (replicated trading) that accepted it; nil for anything else (a duplicate, a rejection, damage).
     public static func decodeRecord(_ bytes: [UInt8]) -> TradeRequest? {
+        if bytes.first == 2 {
+            guard let d = decodeDecision(bytes), case .accepted = d.decision else { return nil }
+            return d.request
+        }
         var r = Reader(bytes: bytes)
         guard r.u8() == version, let side = r.u8(), r.u16() != nil, let qty = r.u64(), let price = r.u64(),
               let trader = r.shortText(), let desk = r.shortText(), let symbol = r.shortText(), let id = r.shortText(),
@@ -195,6 +205,99 @@ public enum TradeWire {
         return TradeRequest(trader: trader, desk: desk, symbol: symbol, side: Side(rawValue: side) ?? .unknown,
                             quantity: Quantity(e8: Int64(bitPattern: qty)), price: Price(e8: Int64(bitPattern: price)),
                             clientOrderID: id)
+    }
+
+    /// The JSON fields of a journaled payload (for `tickwire audit`): the trade's, and for a decision record the
+    /// decision, the mark it was judged at and where the request came in.
+    public static func auditFields(_ payload: [UInt8]) -> String? {
+        guard payload.first == 2 else { return decodeRecord(payload).map(jsonFields) }
+        guard let d = decodeDecision(payload) else { return nil }
+        let decision: String
+        switch d.decision {
+        case .accepted: decision = "\"decision\":\"accepted\""
+        case .duplicate(let of): decision = "\"decision\":\"duplicate\",\"of_seq\":\(of)"
+        case .rejected(let why):
+            decision = "\"decision\":\"rejected\",\"reject_code\":\(why.code.rawValue),\"reason\":\(jsonQuoted(why.text))"
+        }
+        return jsonFields(d.request) + ",\(decision),\"mark\":\"\(Price(e8: d.markE8))\",\"origin\":\"\(d.origin)\""
+    }
+
+    /// `s` as a JSON string literal.
+    static func jsonQuoted(_ s: String) -> String {
+        var out = "\""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where c.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out + "\""
+    }
+
+    /// What the deterministic apply of one replicated request decided.
+    public enum Decision: Sendable, Equatable {
+        case accepted
+        /// The id was already a trade, at this sequence, with the same contents.
+        case duplicate(of: UInt64)
+        case rejected(RejectReason)
+    }
+
+    /// A replicated request as the log carries it (docs/STORAGE.md, "Replicated trades"): u8 version 1,
+    /// u8 ×3 zero, i64 time the taking daemon received it (ns), i64 the mark its market checks used (e8, 0 none),
+    /// u8-prefixed name of that daemon, then the version-1 record of the trade (trader included).
+    public static func encodeSequenced(_ t: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String) -> [UInt8] {
+        var out: [UInt8] = [1, 0, 0, 0]
+        put(UInt64(bitPattern: receivedNanos), &out)
+        put(UInt64(bitPattern: markE8), &out)
+        putShort(origin, &out)
+        out.append(contentsOf: encodeRecord(t))
+        return out
+    }
+
+    public static func decodeSequenced(_ bytes: [UInt8]) -> (request: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String)? {
+        var r = Reader(bytes: bytes)
+        guard r.u8() == 1, r.u8() != nil, r.u16() != nil, let received = r.u64(), let mark = r.u64(),
+              let origin = r.shortText(), let t = decodeRecord(Array(bytes[r.at...])) else { return nil }
+        return (t, Int64(bitPattern: received), Int64(bitPattern: mark), origin)
+    }
+
+    /// A decision record (journal payload version 2), one per message of the replicated log, so the journal's
+    /// sequence is the log's: u8 version 2, u8 decision (0 accepted, 1 duplicate, 2 rejected), u8 reject code,
+    /// u8 0, u64 the original's sequence (duplicate) or 0, i64 mark e8, u16 reason length + reason (UTF-8), the
+    /// u8-prefixed origin daemon, then the version-1 record of the trade.
+    public static func encodeDecision(_ d: Decision, request: TradeRequest, markE8: Int64, origin: String) -> [UInt8] {
+        var out: [UInt8] = [2, 0, 0, 0]
+        var of: UInt64 = 0
+        var text: [UInt8] = []
+        switch d {
+        case .accepted: break
+        case .duplicate(let seq): out[1] = 1; of = seq
+        case .rejected(let why): out[1] = 2; out[2] = why.code.rawValue; text = Array(why.text.utf8.prefix(1024))
+        }
+        put(of, &out)
+        put(UInt64(bitPattern: markE8), &out)
+        out.append(UInt8(text.count & 0xff)); out.append(UInt8(text.count >> 8))
+        out.append(contentsOf: text)
+        putShort(origin, &out)
+        out.append(contentsOf: encodeRecord(request))
+        return out
+    }
+
+    public static func decodeDecision(_ bytes: [UInt8]) -> (decision: Decision, request: TradeRequest, markE8: Int64, origin: String)? {
+        var r = Reader(bytes: bytes)
+        guard r.u8() == 2, let kind = r.u8(), let code = r.u8(), r.u8() != nil, let of = r.u64(), let mark = r.u64(),
+              let n = r.u16(), let text = r.text(length: Int(n)), let origin = r.shortText(), r.at < bytes.count,
+              bytes[r.at] == version, let t = decodeRecord(Array(bytes[r.at...])) else { return nil }
+        let d: Decision
+        switch kind {
+        case 0: d = .accepted
+        case 1: d = .duplicate(of: of)
+        case 2: d = .rejected(RejectReason(RejectReason.Code(rawValue: code) ?? .malformed, text))
+        default: return nil
+        }
+        return (d, t, Int64(bitPattern: mark), origin)
     }
 
     /// The JSON fields of a journaled trade (for `tickwire audit`), as `"key":value` text.

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TickwireCore
 import TickwireJournal
+import TickwireRing
 import TickwireZMQ
 
 /// A trade service failure, naming what and where.
@@ -12,6 +13,7 @@ public enum TradeServiceError: Error, CustomStringConvertible {
     case zmq(ZMQError)
     case journal(JournalError)
     case noReply(clientOrderID: String, milliseconds: Int)
+    case replication(String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,7 @@ public enum TradeServiceError: Error, CustomStringConvertible {
         case .zmq(let e): "ZeroMQ: \(e)"
         case .journal(let e): "\(e)"
         case .noReply(let id, let ms): "no reply for '\(id)' within \(ms) ms (is the daemon running, and is this trader's key admitted?)"
+        case .replication(let why): "replicated trading: \(why)"
         }
     }
 }
@@ -46,6 +49,15 @@ public struct TradeServiceConfig: Sendable {
     /// Slots of a new retry index (16 bytes each, two per trade): 4M make a 64 MiB file that holds two million
     /// trades before its first doubling, which pauses the service thread (about a second at eight million).
     public var retryIndexSlots = 1 << 22
+    /// Replicated trading (nil: this daemon alone, its journal the only copy). Every request goes through one
+    /// JetStream log; each daemon applies the log in order, deterministically, to its own journal.
+    public var replication: TradeReplicationConfig?
+    /// Replicated trading: the checks that depend on the live market, made by the daemon that takes a submission
+    /// (a reason refuses it before it reaches the log), and the mark they used, which travels with the request.
+    public var marketCheck: (@Sendable (TradeRequest) -> (RejectReason?, markE8: Int64))?
+    /// Replicated trading: the checks that depend on the positions, made in log order at the logged mark, from
+    /// what the log holds alone; applies the trade when they pass. Must be deterministic.
+    public var sequencedCheck: (@Sendable (TradeRequest, _ markE8: Int64) -> RejectReason?)?
 
     public init(endpoint: String = "tcp://127.0.0.1:5557", traders: [String: String] = [:], serverSecretKey: String? = nil,
                 preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)? = nil, journal: JournalOptions = JournalOptions()) {
@@ -87,11 +99,11 @@ public final class TradeService: @unchecked Sendable {
     public let config: TradeServiceConfig
     public let dataDirectory: String
     private let context: ZMQContext
-    private let log: @Sendable (String) -> Void
-    private let publish: @Sendable (Event, String) -> Void
+    let log: @Sendable (String) -> Void
+    let publish: @Sendable (Event, String) -> Void
 
     /// Replaced by a reopened one when the disk comes back after a failure (the serving thread's, after `start`).
-    private var journal: Journal?
+    var journal: Journal?
     private var journalOptions = JournalOptions()
     private var zap: ZAPHandler?
     private var router: ZMQSocket?
@@ -99,21 +111,23 @@ public final class TradeService: @unchecked Sendable {
     private var wakeSender: ZMQSocket?
     /// (trader, client order id) → journal sequence, on disk (`journal/retry.idx`): what makes a retry return the
     /// original acknowledgement; checked against the journal record on every hit.
-    private var retryIndex: RetryIndex?
+    var retryIndex: RetryIndex?
     /// The same for trades journaled and not yet durable (the index is checked against durable records only).
-    private var inFlight: [RetryKey: (seq: UInt64, request: TradeRequest)] = [:]
+    var inFlight: [RetryKey: (seq: UInt64, request: TradeRequest)] = [:]
     struct RetryKey: Hashable { let trader: String, clientOrderID: String }
     /// The sequence of the last checkpoint (retry index and state), and when the next is due.
     private var checkpointedSeq: UInt64 = 0
     private var nextCheckpoint: Int64 = 0
+    /// Replicated trading's state (nil without replication): the service thread's.
+    var replicated: ReplicatedState?
     /// Messages whose trades are journaled but not all durable yet, in arrival order.
     private var pending: [PendingMessage] = []
     private var pendingHead = 0
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private var running = false
-    private let countersLock = NSLock()
-    private var counts = Counters()
+    let countersLock = NSLock()
+    var counts = Counters()
 
     /// The endpoint actually bound (a `*` port resolved), after `start`.
     public private(set) var boundEndpoint = ""
@@ -138,7 +152,7 @@ public final class TradeService: @unchecked Sendable {
     deinit { stop() }
 
     public var counters: Counters { countersLock.lock(); defer { countersLock.unlock() }; return counts }
-    private func count(_ body: (inout Counters) -> Void) { countersLock.lock(); body(&counts); countersLock.unlock() }
+    func count(_ body: (inout Counters) -> Void) { countersLock.lock(); body(&counts); countersLock.unlock() }
 
     /// Loads or creates keys, opens and recovers the journal (rebuilding the retry map), starts the ZAP handler,
     /// binds the endpoint and starts serving.
@@ -185,6 +199,22 @@ public final class TradeService: @unchecked Sendable {
         if let r = journal!.recovery.skippedCorruption { log("journal: skipped damage (operator's choice): \(r)") }
         if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn tail of \(journal!.recovery.truncatedBytes) bytes (never acknowledged)") }
 
+        if let replication = config.replication {
+            let natsWake = try context.socket(.push)
+            try natsWake.setSendHighWaterMark(4)
+            try natsWake.connect(wakeEndpoint)
+            let guarded = Locked(natsWake)
+            do {
+                let replicator = try TradeReplicator(replication, wake: {
+                    guarded.withLock { _ = try? $0.send([1], dontWait: true) }
+                }, log: log)
+                replicated = ReplicatedState(replicator: replicator, wakeSocket: guarded, applied: journal!.durableSequence)
+            } catch {
+                natsWake.close()
+                journal?.close()
+                throw TradeServiceError.replication("\(error)")
+            }
+        }
         let zap = ZAPHandler(context: context, admitted: Dictionary(admittedTraders.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a }), log: log)
         try zap.start()
         self.zap = zap
@@ -257,7 +287,7 @@ public final class TradeService: @unchecked Sendable {
 
     /// Makes the retry index and `state` durable as of the journal's head. Only when every journaled trade is
     /// durable (nothing pending), so the state holds exactly the trades up to that sequence.
-    private func checkpoint(_ journal: Journal) {
+    func checkpoint(_ journal: Journal) {
         let head = journal.durableHead
         guard head.seq > checkpointedSeq, let index = retryIndex else { return }
         do {
@@ -278,7 +308,11 @@ public final class TradeService: @unchecked Sendable {
         running = false
         stopping.store(true, ordering: .releasing)
         done.wait()
-        if let journal, journal.failure == nil { checkpoint(journal) }
+        if let r = replicated {
+            r.replicator.close()
+            r.wakeSocket.withLock { $0.close() }
+        }
+        if let journal, journal.failure == nil, replicated.map({ $0.applied == journal.durableSequence }) ?? true { checkpoint(journal) }
         journal?.close()
         zap?.stop()
         router?.close(); wakeReceiver?.close(); wakeSender?.close()
@@ -300,9 +334,14 @@ public final class TradeService: @unchecked Sendable {
             guard let journal else { break }
             if ready[1].contains(.readable) { while (try? wake.receive(dontWait: true)) ?? nil != nil {} }
             if ready[0].contains(.readable) { receiveRequests(router, journal) }
-            acknowledgeDurable(router, journal)
             let now = Nanos.now().rawValue
-            if journal.failure == nil && pendingHead == pending.count && now >= nextCheckpoint {
+            if replicated != nil {
+                replicationStep(router, journal, now: now)
+            } else {
+                acknowledgeDurable(router, journal)
+            }
+            let settled = replicated.map { $0.applied == journal.durableSequence } ?? (pendingHead == pending.count)
+            if journal.failure == nil && settled && now >= nextCheckpoint {
                 nextCheckpoint = now + config.checkpointIntervalNanos
                 checkpoint(journal)
             }
@@ -314,12 +353,20 @@ public final class TradeService: @unchecked Sendable {
                 }
                 if pendingHead == pending.count && now >= nextProbe {
                     nextProbe = now + TradeService.resumeProbeNanos
-                    if resumeJournal(after: failure) { failed = false }
+                    if resumeJournal(after: failure) {
+                        failed = false
+                        if let reopened = self.journal { replicationResumed(reopened) }
+                    }
                 }
             }
         }
         // Answer what is already in flight before leaving.
         guard let journal else { return }
+        if replicated != nil {
+            try? journal.waitDurable(replicated!.applied)
+            replicationStep(router, journal, now: Nanos.now().rawValue)
+            return
+        }
         if let last = pending[pendingHead...].map(\.lastSeq).max() { try? journal.waitDurable(last) }
         acknowledgeDurable(router, journal)
     }
@@ -374,38 +421,34 @@ public final class TradeService: @unchecked Sendable {
         }
     }
 
-    private func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ replies: [TradeReply]) {
+    func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ replies: [TradeReply]) {
         _ = try? router.sendMultipart(envelope + replies.map(TradeWire.encodeReply), dontWait: true)
     }
 
     /// Judges every SUBMIT frame of one message in order; answers at once when none waits for the disk.
     private func handle(envelope: [[UInt8]], trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
+        if replicated != nil { return handleReplicated(envelope: envelope, trader: trader, bodies: bodies, router, journal) }
         let received = Nanos.now()
         var message = PendingMessage(envelope: envelope, replies: Array(repeating: nil, count: bodies.count),
                                      waiting: [], lastSeq: 0, received: received)
         var delta = Counters()
         // Counted before any reply is sent, so a client that sees its answer also sees it counted.
         func settle() { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
-        if bodies.count > TradeWire.maxTradesPerMessage {
-            delta.malformed += bodies.count; delta.rejected += bodies.count
-            settle()
-            let why = RejectReason(.malformed, "a message carries at most \(TradeWire.maxTradesPerMessage) trades, this one \(bodies.count)")
-            return reply(router, envelope, Array(repeating: .reject(clientOrderID: "", why), count: bodies.count))
-        }
+        if refuseOversized(envelope, bodies.count, router) { return }
         for (slot, bytes) in bodies.enumerated() {
-            var request: TradeRequest
-            do { request = try TradeWire.decodeRequest(bytes) } catch {
-                delta.malformed += 1; delta.rejected += 1
-                message.replies[slot] = .reject(clientOrderID: "", error)
+            let request: TradeRequest
+            switch Self.decode(bytes, trader: trader) {
+            case .success(let r): request = r
+            case .failure(let why):
+                delta.rejected += 1
+                if why.code == .malformed { delta.malformed += 1 }
+                message.replies[slot] = .reject(clientOrderID: why.clientOrderID, why.reason)
                 continue
             }
             func reject(_ reason: RejectReason) {
                 delta.rejected += 1
                 message.replies[slot] = .reject(clientOrderID: request.clientOrderID, reason)
             }
-            guard !trader.isEmpty else { reject(RejectReason(.unauthenticated, "no authenticated trader")); continue }
-            request.trader = trader
-            if let bad = request.validationError() { reject(bad); continue }
             let key = RetryKey(trader: trader, clientOrderID: request.clientOrderID)
             if let (seq, original) = inFlight[key] {
                 if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
@@ -447,10 +490,39 @@ public final class TradeService: @unchecked Sendable {
         }
     }
 
+    /// A message with more SUBMIT frames than allowed is refused whole (returns true when it was).
+    func refuseOversized(_ envelope: [[UInt8]], _ count: Int, _ router: ZMQSocket) -> Bool {
+        guard count > TradeWire.maxTradesPerMessage else { return false }
+        self.count { $0.malformed += count; $0.rejected += count }
+        let why = RejectReason(.malformed, "a message carries at most \(TradeWire.maxTradesPerMessage) trades, this one \(count)")
+        reply(router, envelope, Array(repeating: .reject(clientOrderID: "", why), count: count))
+        return true
+    }
+
+    struct FrameRefusal: Error {
+        let clientOrderID: String
+        let reason: RejectReason
+        var code: RejectReason.Code { reason.code }
+    }
+
+    /// One SUBMIT frame as a valid request of `trader`, or why not.
+    static func decode(_ bytes: [UInt8], trader: String) -> Result<TradeRequest, FrameRefusal> {
+        var request: TradeRequest
+        do { request = try TradeWire.decodeRequest(bytes) } catch {
+            return .failure(FrameRefusal(clientOrderID: "", reason: error))
+        }
+        guard !trader.isEmpty else {
+            return .failure(FrameRefusal(clientOrderID: request.clientOrderID, reason: RejectReason(.unauthenticated, "no authenticated trader")))
+        }
+        request.trader = trader
+        if let bad = request.validationError() { return .failure(FrameRefusal(clientOrderID: request.clientOrderID, reason: bad)) }
+        return .success(request)
+    }
+
     /// The durable sequence `key` was journaled under and that trade, if any: the retry index's candidates, each
     /// checked against its journal record (trader and client order id).
     /// - Throws: when a candidate's record cannot be read (damage): the caller refuses rather than guess.
-    private func journaledTrade(of key: RetryKey, _ journal: Journal) throws -> (seq: UInt64, trade: TradeRequest)? {
+    func journaledTrade(of key: RetryKey, _ journal: Journal) throws -> (seq: UInt64, trade: TradeRequest)? {
         guard let index = retryIndex else { return nil }
         let durable = journal.durableSequence
         var found: TradeRequest?

@@ -1,0 +1,442 @@
+import Foundation
+import TickwireCore
+import TickwireJournal
+import TickwireNATS
+import TickwireRing
+import TickwireZMQ
+
+/// Replicated trading's state, kept by the trade service's thread (docs/ARCHITECTURE.md, "Replicated trades").
+///
+/// The design is the one exchanges use: deterministic replicas behind one sequencer. The sequencer is a
+/// JetStream stream replicated on a three-server cluster. A daemon that takes a submission makes the checks that
+/// need the live market and puts the request, with the mark it used, into the stream (`Nats-Msg-Id` = trader and
+/// client order id, so a retry through either daemon is one message). Every daemon applies the stream in its
+/// order: the checks that depend on positions, from the log alone, then one decision record in its own journal,
+/// at the stream's sequence, with the stream's time as known time. So both journals hold the same records and
+/// the same hash chain. The taking daemon answers once its own journal holds the record on disk: an
+/// acknowledgement means "in the memory of a quorum of the cluster, and fsynced on this daemon".
+final class ReplicatedState {
+    let replicator: TradeReplicator
+    let wakeSocket: Locked<ZMQSocket>
+    /// The last sequence of the log applied to the journal (journal sequence = log sequence).
+    var applied: UInt64
+    /// Set once the stream is there and this daemon has checked that its journal agrees with it: the log's last
+    /// sequence then, which must be applied before submissions are taken.
+    var caughtUpAt: UInt64?
+    /// Why replicated trading cannot go on here (the journal and the log disagree): every submission is refused
+    /// with it until an operator acts.
+    var broken: String?
+    var nextSetupAttempt: Int64 = 0
+    var lastSetupError = ""
+    /// A stalled consumer is restarted: the applied sequence and the time it was last seen to move.
+    var progressCheck: (applied: UInt64, at: Int64) = (0, 0)
+    /// Submissions waiting for the log's answer (by message id) or for their record to be durable (by sequence).
+    var byMsgId: [String: [Slot]] = [:]
+    var bySeq: [UInt64: [Slot]] = [:]
+    /// Every sequence through this one whose waiting slots were answered (≤ applied and durable).
+    var resolvedThrough: UInt64
+    /// Messages with slots still open, oldest first (for the acknowledgement timeout).
+    var open: [Waiting] = []
+    var openHead = 0
+    /// Decisions applied recently, to answer without reading the journal back.
+    var decisions: [UInt64: (TradeWire.Decision, TradeRequest)] = [:]
+    /// Accepted trades not yet durable, published (and their ids taken out of flight) once durable.
+    var unpublished: [(seq: UInt64, request: TradeRequest, received: Nanos)] = []
+
+    init(replicator: TradeReplicator, wakeSocket: Locked<ZMQSocket>, applied: UInt64) {
+        self.replicator = replicator
+        self.wakeSocket = wakeSocket
+        self.applied = applied
+        resolvedThrough = applied
+    }
+
+    var ready: Bool { broken == nil && caughtUpAt.map { applied >= $0 } == true }
+
+    /// One request message from a client: its replies, filled as each trade's outcome is known.
+    final class Waiting {
+        let envelope: [[UInt8]]
+        var replies: [TradeReply?]
+        var openSlots = 0
+        let received: Int64
+        var msgIds: [String] = []
+        var clientOrderIDs: [String]
+        init(envelope: [[UInt8]], count: Int, received: Int64) {
+            self.envelope = envelope
+            replies = Array(repeating: nil, count: count)
+            clientOrderIDs = Array(repeating: "", count: count)
+            self.received = received
+        }
+    }
+
+    struct Slot {
+        let message: Waiting
+        let index: Int
+        let request: TradeRequest
+        /// The log already held this id when it was published (a retry).
+        var logDuplicate: Bool
+    }
+
+    /// Decisions kept in memory behind the durable sequence.
+    static let decisionWindow: UInt64 = 16_384
+    static let progressCheckNanos: Int64 = 2_000_000_000
+}
+
+extension TradeService {
+    static func msgId(_ r: TradeRequest) -> String { r.trader + "/" + r.clientOrderID }
+
+    // MARK: Taking submissions
+
+    /// Judges a client's message in replicated trading: what can be answered at once is, the rest goes to the log.
+    func handleReplicated(envelope: [[UInt8]], trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
+        guard let state = replicated else { return }
+        if refuseOversized(envelope, bodies.count, router) { return }
+        let received = Nanos.now()
+        let message = ReplicatedState.Waiting(envelope: envelope, count: bodies.count, received: received.rawValue)
+        var delta = Counters()
+        for (index, bytes) in bodies.enumerated() {
+            let request: TradeRequest
+            switch Self.decode(bytes, trader: trader) {
+            case .success(let r): request = r
+            case .failure(let why):
+                delta.rejected += 1
+                if why.code == .malformed { delta.malformed += 1 }
+                message.replies[index] = .reject(clientOrderID: why.clientOrderID, why.reason)
+                continue
+            }
+            func reject(_ reason: RejectReason) {
+                delta.rejected += 1
+                message.replies[index] = .reject(clientOrderID: request.clientOrderID, reason)
+            }
+            message.clientOrderIDs[index] = request.clientOrderID
+            if let broken = state.broken { reject(RejectReason(.replicationUnavailable, "not recorded: \(broken)")); continue }
+            guard state.ready else {
+                let why = state.caughtUpAt.map { "this daemon is catching up with the replicated log (at \(state.applied) of \($0))" }
+                    ?? "the replicated log is not reachable (\(state.lastSetupError.isEmpty ? "connecting" : state.lastSetupError))"
+                reject(RejectReason(.replicationUnavailable, "not recorded: \(why); try again, or through the other daemon"))
+                continue
+            }
+            let key = RetryKey(trader: trader, clientOrderID: request.clientOrderID)
+            if let (seq, original) = inFlight[key] {
+                if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
+                state.bySeq[seq, default: []].append(.init(message: message, index: index, request: request, logDuplicate: true))
+                message.openSlots += 1
+                continue
+            }
+            do {
+                if let (seq, original) = try journaledTrade(of: key, journal) {
+                    if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
+                    delta.duplicates += 1
+                    message.replies[index] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)
+                    continue
+                }
+            } catch {
+                reject(RejectReason(.journalUnavailable, "cannot tell whether id \(request.clientOrderID) was journaled before: \(error)"))
+                continue
+            }
+            var mark: Int64 = 0
+            if let check = config.marketCheck {
+                let (why, m) = check(request)
+                if let why { reject(why); continue }
+                mark = m
+            }
+            let id = Self.msgId(request)
+            let bytes = TradeWire.encodeSequenced(request, receivedNanos: received.rawValue, markE8: mark, origin: state.replicator.config.node)
+            do { try state.replicator.publish(bytes, msgId: id) } catch {
+                reject(RejectReason(.replicationUnavailable, "not recorded: \(error)"))
+                continue
+            }
+            state.byMsgId[id, default: []].append(.init(message: message, index: index, request: request, logDuplicate: false))
+            message.msgIds.append(id)
+            message.openSlots += 1
+        }
+        count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates }
+        if message.openSlots == 0 {
+            reply(router, envelope, message.replies.map { $0! })
+        } else {
+            state.open.append(message)
+        }
+    }
+
+    // MARK: The service thread's step
+
+    /// Sets the log up when it is not, applies what the log delivered, answers what is durable, times out what
+    /// waited too long.
+    func replicationStep(_ router: ZMQSocket, _ journal: Journal, now: Int64) {
+        guard let state = replicated else { return }
+        if state.caughtUpAt == nil && state.broken == nil && journal.failure == nil && now >= state.nextSetupAttempt {
+            setUpLog(state, journal, now: now)
+        }
+        for item in state.replicator.drain() {
+            switch item {
+            case .published(let id, let result): published(id, result, state, router, journal)
+            case .logged(let seq, let time, let bytes): apply(seq, time, bytes, state, journal)
+            }
+        }
+        let durable = min(journal.durableSequence, state.applied)
+        // Publish the trades now durable, and let their ids out of flight (the retry index holds them now).
+        var published = 0
+        while published < state.unpublished.count, state.unpublished[published].seq <= durable {
+            let (seq, r, received) = state.unpublished[published]
+            inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil
+            publish(Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: .now(),
+                          seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)), r.subject)
+            published += 1
+        }
+        if published > 0 { state.unpublished.removeFirst(published) }
+        while state.resolvedThrough < durable {
+            state.resolvedThrough += 1
+            for slot in state.bySeq.removeValue(forKey: state.resolvedThrough) ?? [] {
+                resolve(slot, at: state.resolvedThrough, state, router, journal)
+            }
+        }
+        if durable > ReplicatedState.decisionWindow {
+            let floor = durable - ReplicatedState.decisionWindow
+            if state.decisions.count > Int(ReplicatedState.decisionWindow) * 2 {
+                state.decisions = state.decisions.filter { $0.key > floor }
+            }
+        }
+        expire(state, router, now: now)
+        watchProgress(state, journal, now: now)
+    }
+
+    /// Creates or finds the stream, checks that this journal is a prefix of it, and starts consuming after the
+    /// journal's last record. A journal ahead of the log, or one whose last record is not the log's message at
+    /// that sequence, stops replicated trading here: the operator must find out why before this daemon trades.
+    private func setUpLog(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
+        do {
+            let last = try state.replicator.ensureStream()
+            let mine = journal.durableSequence
+            if mine > last {
+                state.broken = "the journal holds \(mine) records but the replicated log \(state.replicator.config.stream) only \(last): the log was lost or is another one"
+            } else if mine > 0 {
+                let logged = try state.replicator.message(mine)
+                let record = try journal.record(mine)
+                if let why = Self.disagreement(record: record.payload, logged: logged.bytes, seq: mine) {
+                    state.broken = why
+                }
+            }
+            if let broken = state.broken {
+                log("trades: replicated trading STOPPED: \(broken)")
+                return
+            }
+            state.applied = mine
+            state.resolvedThrough = min(state.resolvedThrough, mine)
+            try state.replicator.consume(from: mine + 1)
+            state.caughtUpAt = last
+            state.progressCheck = (mine, now)
+            log("trades: replicated log \(state.replicator.config.stream) at \(last) on \(state.replicator.connectedURL); journal at \(mine); catching up")
+        } catch {
+            let text = "\(error)"
+            if text != state.lastSetupError { log("trades: replicated log not ready: \(text); retrying every second") }
+            state.lastSetupError = text
+            state.nextSetupAttempt = now + 1_000_000_000
+        }
+    }
+
+    /// Why a journal record is not the decision on the log's message at the same sequence (nil: it is).
+    static func disagreement(record: [UInt8], logged: [UInt8], seq: UInt64) -> String? {
+        guard let d = TradeWire.decodeDecision(record) else {
+            return "journal record \(seq) is not a replicated decision record: this journal was not written from a replicated log"
+        }
+        guard let m = TradeWire.decodeSequenced(logged) else { return nil }   // an undecodable message is recorded as refused
+        guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8 else {
+            return "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (\(m.request.trader)/\(m.request.clientOrderID)): the journal and the log differ"
+        }
+        return nil
+    }
+
+    /// After the journal was reopened (a full disk came back): the records after its durable end are applied
+    /// again from the log.
+    func replicationResumed(_ journal: Journal) {
+        guard let state = replicated else { return }
+        state.replicator.stopConsuming()
+        state.caughtUpAt = nil
+        state.nextSetupAttempt = 0
+        state.unpublished.removeAll { $0.seq > journal.durableSequence }
+        state.decisions = state.decisions.filter { $0.key <= journal.durableSequence }
+    }
+
+    // MARK: Applying the log
+
+    /// Applies the log's message `seq` (and any before it this daemon has not applied): one decision record.
+    private func apply(_ seq: UInt64, _ time: Int64, _ bytes: [UInt8], _ state: ReplicatedState, _ journal: Journal) {
+        guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil, seq > state.applied else { return }
+        while state.applied + 1 < seq {
+            // A hole (an ordered consumer recreated mid-way): read the missing messages directly.
+            let missing = state.applied + 1
+            do {
+                let m = try state.replicator.message(missing)
+                applyOne(missing, m.timestampNanos, m.bytes, state, journal)
+            } catch {
+                log("trades: replicated log message \(missing) unreadable (\(error)); consuming again from it")
+                try? state.replicator.consume(from: missing)
+                return
+            }
+            if state.applied < missing { return }
+        }
+        applyOne(seq, time, bytes, state, journal)
+    }
+
+    private func applyOne(_ seq: UInt64, _ time: Int64, _ bytes: [UInt8], _ state: ReplicatedState, _ journal: Journal) {
+        let empty = TradeRequest(desk: "", symbol: "", side: .unknown, quantity: Quantity(e8: 0), price: Price(e8: 0), clientOrderID: "")
+        let message = TradeWire.decodeSequenced(bytes)
+        let request = message?.request ?? empty
+        let mark = message?.markE8 ?? 0
+        let decision: TradeWire.Decision
+        if message == nil {
+            decision = .rejected(RejectReason(.malformed, "log message \(seq) is not a trade request"))
+        } else if request.trader.isEmpty {
+            decision = .rejected(RejectReason(.unauthenticated, "no authenticated trader"))
+        } else if let bad = request.validationError() {
+            decision = .rejected(bad)
+        } else {
+            let key = RetryKey(trader: request.trader, clientOrderID: request.clientOrderID)
+            let earlier: (seq: UInt64, trade: TradeRequest)?
+            if let f = inFlight[key] { earlier = (f.seq, f.request) } else {
+                do { earlier = try journaledTrade(of: key, journal) } catch {
+                    // A decision that depends on an unreadable record cannot be made alike on every replica.
+                    state.broken = "cannot read the journal to judge log message \(seq) (\(error)); run 'tickwire audit verify'"
+                    log("trades: replicated trading STOPPED: \(state.broken!)")
+                    return
+                }
+            }
+            if let (first, original) = earlier {
+                decision = Self.difference(original, request, seq: first).map { .rejected($0) } ?? .duplicate(of: first)
+            } else if let check = config.sequencedCheck, let why = check(request, mark) {
+                decision = .rejected(why)
+            } else {
+                decision = .accepted
+            }
+        }
+        let record = TradeWire.encodeDecision(decision, request: request, markE8: mark, origin: message?.origin ?? "")
+        let journaled: UInt64
+        do {
+            journaled = try journal.append(record, eventTime: Nanos(message?.receivedNanos ?? time), knownTime: Nanos(time))
+        } catch {
+            // The journal stopped (a full disk): the service thread probes it and reopens; the log is applied
+            // again from its durable end then.
+            state.replicator.stopConsuming()
+            return
+        }
+        guard journaled == seq else {
+            state.broken = "journal sequence \(journaled) for log message \(seq): the journal and the log differ"
+            log("trades: replicated trading STOPPED: \(state.broken!)")
+            return
+        }
+        state.applied = seq
+        state.decisions[seq] = (decision, request)
+        if case .accepted = decision {
+            inFlight[RetryKey(trader: request.trader, clientOrderID: request.clientOrderID)] = (seq, request)
+            do { _ = try retryIndex?.insert(RetryIndex.key(trader: request.trader, clientOrderID: request.clientOrderID), seq: seq) } catch {
+                log("trades: retry index insert failed: \(error)")
+            }
+            state.unpublished.append((seq, request, Nanos(message!.receivedNanos)))
+        }
+    }
+
+    // MARK: Answering
+
+    private func published(_ id: String, _ result: Result<JetStream.PubAck, NATSError>, _ state: ReplicatedState,
+                           _ router: ZMQSocket, _ journal: Journal) {
+        guard let slots = state.byMsgId.removeValue(forKey: id) else { return }
+        switch result {
+        case .success(let ack):
+            for var slot in slots {
+                slot.logDuplicate = ack.duplicate
+                if ack.sequence <= state.resolvedThrough {
+                    resolve(slot, at: ack.sequence, state, router, journal)
+                } else {
+                    state.bySeq[ack.sequence, default: []].append(slot)
+                }
+            }
+        case .failure(let error):
+            let text = error.isTimeout
+                ? "no confirmation from the replicated log (\(error)): it may still be recorded; resend the same id to learn its outcome"
+                : "not recorded: the replicated log refused it (\(error))"
+            for slot in slots { settle(slot, .reject(clientOrderID: slot.request.clientOrderID, RejectReason(.replicationUnavailable, text)), router) }
+        }
+    }
+
+    /// Answers one waiting trade from the decision recorded at `seq` (the log message that carried its id).
+    private func resolve(_ slot: ReplicatedState.Slot, at seq: UInt64, _ state: ReplicatedState, _ router: ZMQSocket, _ journal: Journal) {
+        let r = slot.request
+        let recorded: (TradeWire.Decision, TradeRequest)?
+        if let d = state.decisions[seq] { recorded = d } else {
+            recorded = (try? journal.record(seq)).flatMap { TradeWire.decodeDecision($0.payload) }.map { ($0.decision, $0.request) }
+        }
+        guard let (decision, original) = recorded else {
+            return settle(slot, .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "cannot read the decision at seq \(seq); resend the same id")), router)
+        }
+        let reply: TradeReply
+        switch decision {
+        case .accepted:
+            if let why = Self.difference(original, r, seq: seq) { reply = .reject(clientOrderID: r.clientOrderID, why) }
+            else { reply = .ack(clientOrderID: r.clientOrderID, seq: seq, duplicate: slot.logDuplicate) }
+        case .duplicate(let first):
+            if let why = Self.difference(original, r, seq: first) { reply = .reject(clientOrderID: r.clientOrderID, why) }
+            else { reply = .ack(clientOrderID: r.clientOrderID, seq: first, duplicate: true) }
+        case .rejected(let why):
+            if let differs = Self.difference(original, r, seq: seq) { reply = .reject(clientOrderID: r.clientOrderID, differs) }
+            else { reply = .reject(clientOrderID: r.clientOrderID, why) }
+        }
+        settle(slot, reply, router)
+    }
+
+    private func settle(_ slot: ReplicatedState.Slot, _ answer: TradeReply, _ router: ZMQSocket) {
+        let m = slot.message
+        guard m.replies[slot.index] == nil else { return }   // already answered (timed out)
+        m.replies[slot.index] = answer
+        m.openSlots -= 1
+        switch answer {
+        case .ack(_, _, let duplicate): count { if duplicate { $0.duplicates += 1 } else { $0.accepted += 1 } }
+        case .reject: count { $0.rejected += 1 }
+        }
+        if m.openSlots == 0 { reply(router, m.envelope, m.replies.map { $0! }) }
+    }
+
+    /// Refuses what waited longer than the acknowledgement timeout (the cluster lost its quorum, or this daemon
+    /// cannot journal): the outcome is unknown, and a resend of the same id will tell it.
+    private func expire(_ state: ReplicatedState, _ router: ZMQSocket, now: Int64) {
+        let limit = state.replicator.config.ackTimeoutMs * 1_000_000
+        var abandoned = false
+        while state.openHead < state.open.count {
+            let m = state.open[state.openHead]
+            if m.openSlots > 0 {
+                guard now - m.received > limit else { break }
+                for id in m.msgIds where state.byMsgId.removeValue(forKey: id) != nil { abandoned = true }
+                for i in m.replies.indices where m.replies[i] == nil {
+                    m.replies[i] = .reject(clientOrderID: m.clientOrderIDs[i], RejectReason(.replicationUnavailable,
+                        "no confirmation within \(state.replicator.config.ackTimeoutMs) ms: the trade may or may not be recorded; resend the same id to learn its outcome"))
+                    count { $0.rejected += 1 }
+                }
+                m.openSlots = 0
+                reply(router, m.envelope, m.replies.map { $0! })
+            }
+            state.openHead += 1
+        }
+        if state.openHead == state.open.count {
+            state.open.removeAll(keepingCapacity: true); state.openHead = 0
+        } else if state.openHead >= 1024 {
+            state.open.removeFirst(state.openHead); state.openHead = 0
+        }
+        if abandoned {
+            let n = state.replicator.abandonUnanswered()
+            if n > 0 { log("trades: replicated log: gave up waiting on \(n) publish(es) the cluster never answered") }
+        }
+    }
+
+    /// An ordered consumer can die without a word (its server gone, the stream's leader moved): when the log has
+    /// more than this daemon applied and nothing moved for a while, consume again from the next sequence.
+    private func watchProgress(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
+        guard state.caughtUpAt != nil, state.broken == nil, journal.failure == nil else { return }
+        if state.applied != state.progressCheck.applied {
+            state.progressCheck = (state.applied, now)
+            return
+        }
+        guard now - state.progressCheck.at >= ReplicatedState.progressCheckNanos else { return }
+        state.progressCheck.at = now
+        guard state.replicator.isConnected, let last = try? state.replicator.lastSequence(), last > state.applied else { return }
+        log("trades: replicated log at \(last), applied \(state.applied) with no progress; consuming again from \(state.applied + 1)")
+        try? state.replicator.consume(from: state.applied + 1)
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+import TickwireCore
+import TickwireNATS
+import TickwireRing
+
+/// How replicated trading runs (`[trades] replication = "jetstream"`): the JetStream cluster that sequences every
+/// daemon's trade requests into one log, and this daemon's name in it.
+public struct TradeReplicationConfig: Sendable, Equatable {
+    /// The cluster's client URLs (any server will do; the client fails over between them).
+    public var servers: [String]
+    /// This daemon's name, carried in each request it puts in the log (`origin` in `tickwire audit`).
+    public var node: String
+    /// The stream that holds the log, and the subject requests are published on.
+    public var stream = "TICKWIRE_TRADES"
+    public var subject = "tickwire.trades.requests"
+    /// Copies of the log in the cluster: 3 survives the loss of one server.
+    public var replicas = 3
+    /// How long a submission waits for the log to take it and this daemon to journal it before it is refused as
+    /// of unknown outcome. Above a leader election (4–7 s on the Debian server) so that one is ridden out.
+    public var ackTimeoutMs: Int64 = 10_000
+    /// JetStream's `Nats-Msg-Id` deduplication window; the journal's own (trader, id) index covers retries after it.
+    public var duplicateWindowSeconds = 120
+    /// Asynchronous publishes in flight at most.
+    public var maxInFlight: Int64 = 4_096
+
+    public init(servers: [String], node: String) { self.servers = servers; self.node = node }
+}
+
+/// The NATS side of replicated trading: puts requests into the JetStream log (deduplicated by trader and client
+/// order id) and delivers the log back in its order, from any sequence, to the trade service's thread.
+///
+/// Everything that reaches the service comes through `drain()` (filled on libnats' threads, which then call
+/// `wake`): the log's outcome for each publish, and each message of the log. The service applies the log in
+/// order and owns every decision; this type only moves bytes.
+final class TradeReplicator: @unchecked Sendable {
+    enum Inbound {
+        /// The log took the request (at `sequence`; `duplicate` when it already held this id) or did not.
+        case published(msgId: String, Result<JetStream.PubAck, NATSError>)
+        /// A message of the log.
+        case logged(sequence: UInt64, timeNanos: Int64, bytes: [UInt8])
+    }
+
+    let config: TradeReplicationConfig
+    private let connection: NATSConnection
+    private let jetStream: JetStream
+    private let inbound = Locked<[Inbound]>([])
+    private let wake: @Sendable () -> Void
+    private let log: @Sendable (String) -> Void
+    private var subscription: NATSSubscription?
+    /// Publishes not yet answered, counted here so that a stalled cluster refuses at once instead of stalling
+    /// the service thread in libnats' wait for room.
+    private let unanswered = Locked(0)
+
+    /// Connects in the background (start never fails on a cluster that is down: trading waits for it).
+    init(_ config: TradeReplicationConfig, wake: @escaping @Sendable () -> Void,
+         log: @escaping @Sendable (String) -> Void) throws(NATSError) {
+        self.config = config
+        self.wake = wake
+        self.log = log
+        var options = NATSConnection.Options(servers: config.servers)
+        options.name = "tickwire-trades-\(config.node)"
+        options.sendAsap = true
+        options.retryOnFailedConnect = true
+        options.connectTimeoutMs = 1_000
+        options.maxPendingMessages = -1
+        options.onEvent = { event in
+            switch event {
+            case .disconnected: log("trades: replicated log: disconnected from the cluster; submissions are refused until it is back")
+            case .reconnected(let url): log("trades: replicated log: connected to \(url)")
+            case .error(let e): log("trades: replicated log: \(e)")
+            case .closed: break
+            }
+            wake()
+        }
+        connection = try NATSConnection(options)
+        var jsOptions = JetStream.Options()
+        jsOptions.waitMs = 2_000
+        jsOptions.maxPendingAsync = config.maxInFlight
+        jsOptions.stallWaitMs = 1
+        let inbound = self.inbound, unanswered = self.unanswered
+        jsOptions.onAsyncAck = { msgId, result in
+            unanswered.withLock { $0 -= 1 }
+            inbound.withLock { $0.append(.published(msgId: msgId ?? "", result)) }
+            wake()
+        }
+        jetStream = try connection.jetStream(jsOptions)
+    }
+
+    var isConnected: Bool { connection.isConnected }
+    var connectedURL: String { connection.connectedURL }
+
+    /// Creates the stream if the cluster has none (a log: nothing deleted, nothing purged, kept for ever) and
+    /// returns its last sequence.
+    func ensureStream() throws(NATSError) -> UInt64 {
+        var stream = JetStream.StreamConfig(name: config.stream, subjects: [config.subject])
+        stream.replicas = config.replicas
+        stream.duplicateWindowNanos = Int64(config.duplicateWindowSeconds) * 1_000_000_000
+        return try jetStream.addStream(stream).lastSequence
+    }
+
+    func lastSequence() throws(NATSError) -> UInt64 { try jetStream.streamInfo(config.stream).lastSequence }
+
+    /// The log's message at `sequence` (to fill a hole, or to check that a journal and the log agree).
+    func message(_ sequence: UInt64) throws(NATSError) -> JetStream.StoredMessage {
+        try jetStream.message(stream: config.stream, sequence: sequence)
+    }
+
+    /// Delivers the log from `sequence` on, in order (replacing an earlier consumer). What an old consumer still
+    /// had queued may arrive too: the service skips what it has applied.
+    func consume(from sequence: UInt64) throws(NATSError) {
+        subscription?.unsubscribe()
+        subscription = nil
+        let inbound = self.inbound, wake = self.wake
+        subscription = try jetStream.subscribeOrdered(stream: config.stream, subject: config.subject, startSequence: sequence) { m in
+            guard let position = m.streamPosition else { return }
+            let item = Inbound.logged(sequence: position.sequence, timeNanos: position.timestampNanos, bytes: m.bytes)
+            inbound.withLock { $0.append(item) }
+            wake()
+        }
+    }
+
+    func stopConsuming() {
+        subscription?.unsubscribe()
+        subscription = nil
+    }
+
+    /// Puts one request into the log.
+    /// - Throws: at once when it cannot be sent: no connection, or too many publishes unanswered (a cluster that
+    ///   takes nothing). The request is then certainly not in the log.
+    func publish(_ bytes: [UInt8], msgId: String) throws(NATSError) {
+        let admitted = unanswered.withLock { n -> Bool in
+            guard n < config.maxInFlight else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
+            throw NATSError(status: 0, operation: "replicated log", text: "\(config.maxInFlight) requests are waiting for the cluster to confirm them")
+        }
+        guard connection.isConnected else {
+            unanswered.withLock { $0 -= 1 }
+            throw NATSError(status: 0, operation: "replicated log", text: "not connected to the cluster (\(config.servers.joined(separator: ",")))")
+        }
+        do { try jetStream.publishAsync(config.subject, bytes: bytes, msgId: msgId) } catch {
+            unanswered.withLock { $0 -= 1 }
+            throw error
+        }
+    }
+
+    /// Gives up on every publish still waiting for its answer (a cluster without quorum never answers): they are
+    /// taken back from the client library, and counted as answered.
+    func abandonUnanswered() -> Int {
+        let n = jetStream.abandonPendingAsync()
+        unanswered.withLock { $0 = max(0, $0 - n) }
+        return n
+    }
+
+    func drain() -> [Inbound] { inbound.withLock { items in defer { items.removeAll(keepingCapacity: true) }; return items } }
+
+    func close() {
+        stopConsuming()
+        connection.close()
+    }
+}

@@ -1,0 +1,371 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireJournal
+import TickwireNATS
+import TickwireTestSupport
+import TickwireZMQ
+@testable import TickwireDaemon
+
+/// Active/active trading: two real daemons behind one JetStream log on a real three-server cluster. Whatever dies
+/// (a daemon, the stream's leader, the whole cluster for a while), every acknowledged trade ends up in both
+/// journals exactly once, at the same sequence, with the same decision, and both hash chains end alike.
+@Suite(.serialized) struct ReplicatedTradeTests {
+    /// Two daemons sharing the server key and the admitted traders, each with its own data directory and journal.
+    final class Pair: @unchecked Sendable {
+        let cluster: NATSCluster
+        let dirs: [String]
+        let tradePorts = [freePort(), freePort()]
+        private(set) var daemons: [ChildProcess?] = [nil, nil]
+        var endpoints: String { tradePorts.map { "tcp://127.0.0.1:\($0)" }.joined(separator: ",") }
+
+        /// - Parameter risk: keys of `[risk.default]` beside the price collar, which is off (the simulator's prices
+        ///   are not the tests').
+        init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000) throws {
+            self.cluster = cluster
+            dirs = [temporaryDirectory("pair-a"), temporaryDirectory("pair-b")]
+            for (i, node) in ["a", "b"].enumerated() {
+                try """
+                data = "\(dirs[i])"
+                log_level = "notice"
+                [publish]
+                endpoint = "tcp://127.0.0.1:\(freePort())"
+                [metrics]
+                endpoint = "127.0.0.1:\(freePort())"
+                [trades]
+                endpoint = "tcp://127.0.0.1:\(tradePorts[i])"
+                journal_segment_bytes = 65536
+                replication = "jetstream"
+                nats = "\(cluster.urls)"
+                node = "\(node)"
+                ack_timeout_ms = \(ackTimeoutMs)
+                [risk.default]
+                price_collar_bps = "none"
+                \(risk)
+                """.write(toFile: dirs[i] + "/tickwire.toml", atomically: true, encoding: .utf8)
+            }
+            try start(0)
+            // The pair shares one identity: b gets a's server key and traders.
+            try FileManager.default.copyItem(atPath: dirs[0] + "/keys", toPath: dirs[1] + "/keys")
+            try start(1)
+        }
+
+        func start(_ i: Int) throws {
+            let d = try ChildProcess(tickwireBinary, ["run", "--config", dirs[i] + "/tickwire.toml", "--rate", "100"])
+            daemons[i] = d
+            let deadline = Date().addingTimeInterval(60)
+            while !TradeCrashTests.listening(tradePorts[i]) && d.isRunning && Date() < deadline { usleep(10_000) }
+            guard TradeCrashTests.listening(tradePorts[i]) else { throw DaemonStartError(stderr: d.stderr) }
+        }
+
+        func kill9(_ i: Int) { daemons[i]?.kill9(); daemons[i] = nil }
+
+        /// Stops both gracefully (their journals then hold everything they applied).
+        func stop() {
+            for d in daemons.compactMap({ $0 }) { d.signal(SIGTERM); _ = d.wait(seconds: 30) }
+            daemons = [nil, nil]
+        }
+
+        func stderr(_ i: Int) -> String { daemons[i]?.stderr ?? "" }
+
+        deinit {
+            for d in daemons.compactMap({ $0 }) { d.kill9() }
+            for d in dirs { try? FileManager.default.removeItem(atPath: d) }
+        }
+    }
+
+    /// Acknowledgements seen by the clients: an id must always get the same sequence.
+    final class Ledger: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var acked: [String: UInt64] = [:]
+        private(set) var conflicts: [String] = []
+        func ack(_ id: String, _ seq: UInt64) {
+            lock.lock(); defer { lock.unlock() }
+            if let old = acked[id], old != seq { conflicts.append("\(id): \(old) then \(seq)") }
+            acked[id] = seq
+        }
+        var count: Int { lock.lock(); defer { lock.unlock() }; return acked.count }
+        private(set) var resends = 0, transientRefusals = 0, sentCount = 0
+        func resent() { lock.lock(); resends += 1; lock.unlock() }
+        func refusedForNow() { lock.lock(); transientRefusals += 1; lock.unlock() }
+        func sent(_ n: Int) { lock.lock(); sentCount += n; lock.unlock() }
+        var summary: String { lock.lock(); defer { lock.unlock() }; return "\(acked.count) acknowledged of \(sentCount) sent, \(resends) resent after no reply, \(transientRefusals) refused for an unavailable log and sent again" }
+        func isAcked(_ id: String) -> Bool { lock.lock(); defer { lock.unlock() }; return acked[id] != nil }
+    }
+
+    static func trade(_ id: String, desk: String = "D1", qty: Int64 = 1, side: Side = .buy) -> TradeRequest {
+        TradeRequest(desk: desk, symbol: "AAPL", side: side, quantity: Quantity(e8: qty * 100_000_000),
+                     price: Price(e8: 18_725_000_000), clientOrderID: id)
+    }
+
+    /// Sends the requests through the pair (round-robin over the daemons that are up) until all are sent or
+    /// `stopSending` says so, resending the same id after no reply or a refusal for an unavailable log, until each
+    /// sent one has a final answer or `seconds` pass. Returns the final answers by id (and counts resends).
+    @discardableResult
+    static func submit(_ requests: [TradeRequest], through pair: Pair, ledger: Ledger, seconds: Double = 90,
+                       stopSending: (() -> Bool)? = nil) -> [String: TradeReply] {
+        let ctx = ZMQContext()
+        guard let client = try? TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: pair.endpoints) else { return [:] }
+        defer { client.close() }
+        var answers: [String: TradeReply] = [:]
+        var sentAt: [String: Date] = [:]
+        let byId = Dictionary(requests.map { ($0.clientOrderID, $0) }, uniquingKeysWith: { a, _ in a })
+        var next = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while (next < requests.count && !(stopSending?() ?? false)) || !sentAt.isEmpty {
+            guard Date() < deadline else { break }
+            while next < requests.count && sentAt.count < 64 && !(stopSending?() ?? false) {
+                let r = requests[next]; next += 1
+                if (try? client.send(r)) != nil { sentAt[r.clientOrderID] = Date() }
+            }
+            for (id, at) in sentAt where Date().timeIntervalSince(at) > 2 {
+                if (try? client.send(byId[id]!)) != nil { sentAt[id] = Date(); ledger.resent() }
+            }
+            guard let reply = try? client.receive(timeoutMs: 200), sentAt[reply.clientOrderID] != nil else { continue }
+            switch reply {
+            case .reject(let id, let why) where why.code == .replicationUnavailable || why.code == .journalUnavailable:
+                sentAt[id] = Date().addingTimeInterval(-1.5)   // again in half a second
+                ledger.refusedForNow()
+            case .ack(let id, let seq, _):
+                ledger.ack(id, seq)
+                answers[id] = reply
+                sentAt[id] = nil
+            case .reject(let id, _):
+                answers[id] = reply
+                sentAt[id] = nil
+            }
+        }
+        ledger.sent(next)
+        return answers
+    }
+
+    /// Both journals after the run: they verify, hold the same records with the same head, and every acknowledged
+    /// trade is in them exactly once, at its acknowledged sequence, accepted.
+    static func checkJournals(_ pair: Pair, _ ledger: Ledger) throws {
+        #expect(ledger.conflicts.isEmpty, "an id acknowledged at two sequences: \(ledger.conflicts.prefix(5))")
+        var heads: [String] = [], counts: [Int] = []
+        var records: [[UInt64: [UInt8]]] = []
+        for dir in pair.dirs {
+            let v = try JournalAudit.verify(directory: dir + "/journal")
+            #expect(v.ok, "\(dir): \(String(describing: v.corruption))")
+            heads.append(v.headHash.hex); counts.append(v.records)
+            var payloads: [UInt64: [UInt8]] = [:]
+            var accepted: [String: [UInt64]] = [:]
+            try JournalAudit.forEach(directory: dir + "/journal") { r in
+                payloads[r.seq] = r.payload
+                if let t = TradeWire.decodeRecord(r.payload) { accepted[t.clientOrderID, default: []].append(r.seq) }
+            }
+            records.append(payloads)
+            let twice = accepted.filter { $0.value.count > 1 }
+            #expect(twice.isEmpty, "\(dir): accepted twice: \(twice.prefix(5))")
+            let missing = ledger.acked.filter { accepted[$0.key] != [$0.value] }
+            #expect(missing.isEmpty, "\(dir): acknowledged but absent or at another sequence: \(missing.prefix(5))")
+        }
+        #expect(counts[0] == counts[1], "records: \(counts)")
+        #expect(heads[0] == heads[1], "head hashes differ: \(heads)")
+        let common = Set(records[0].keys).intersection(records[1].keys)
+        let different = common.filter { records[0][$0] != records[1][$0] }.sorted()
+        #expect(different.isEmpty, "records differ at \(different.prefix(5))")
+    }
+
+    static var available: Bool { NATSCluster.executable != nil && FileManager.default.isExecutableFile(atPath: tickwireBinary) }
+
+    // MARK: Tests
+
+    /// Trades through both daemons, some refused by a position limit: both journals end identical, decisions
+    /// included, and `tickwire audit verify` prints the same count and head on both.
+    @Test func bothDaemonsRecordTheSameTradesAndDecisions() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, risk: "max_position = 50")
+        let ledger = Ledger()
+        let answers = Self.submit((0..<120).map { Self.trade("t\($0)") }, through: pair, ledger: ledger)
+        #expect(answers.count == 120)
+        let refused = answers.values.filter { if case .reject(_, let why) = $0 { why.code == .preTradeCheck } else { false } }
+        #expect(refused.count == 70, "max_position 50 of 120 one-lot buys: 70 refused in log order, got \(refused.count)")
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+        let outputs = try pair.dirs.map { try DaemonProcess.tickwire(["audit", "verify", "--data", $0]) }
+        #expect(outputs[0].status == 0 && outputs[0].stdout == outputs[1].stdout, "\(outputs)")
+        let shown = try DaemonProcess.tickwire(["audit", "show", "--data", pair.dirs[1], "100"])
+        #expect(shown.stdout.contains("\"decision\":\"rejected\"") && shown.stdout.contains("max_position"), "\(shown)")
+    }
+
+    /// One id sent to both daemons at once is one trade; the same id with other contents is refused, never
+    /// answered with the first acknowledgement.
+    @Test func oneIdIsOneTradeThroughEitherDaemon() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        _ = Self.submit([Self.trade("warm-up")], through: pair, ledger: ledger)   // both caught up and serving
+        let ctx = ZMQContext()
+        let clients = try pair.tradePorts.map {
+            try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\($0)")
+        }
+        defer { clients.forEach { $0.close() } }
+        for round in 0..<20 {
+            let id = "same-\(round)"
+            for c in clients { try c.send(Self.trade(id)) }
+            let replies = try clients.map { try $0.receive(timeoutMs: 15_000) }
+            var seqs: Set<UInt64> = []
+            for reply in replies {
+                guard case .ack(_, let seq, _)? = reply else { Issue.record("round \(round): \(String(describing: reply))"); continue }
+                seqs.insert(seq)
+                ledger.ack(id, seq)
+            }
+            #expect(seqs.count == 1, "round \(round): one id, sequences \(seqs)")
+        }
+        let other = try clients[1].submit(Self.trade("same-3", qty: 7), timeoutMs: 15_000)
+        guard case .reject(_, let why) = other else { Issue.record("other contents acknowledged: \(other)"); return }
+        #expect(why.code == .idInUse, "\(why)")
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+    }
+
+    /// kill -9 of either daemon at random moments while clients submit through both, many times: nothing
+    /// acknowledged is lost, doubled or judged differently, and the restarted daemon catches up from the log.
+    @Test func killingEitherDaemonLosesNothingAcknowledged() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        let cycles = 10
+        var all: [TradeRequest] = []
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var rng = SeededGenerator(seed: seed)
+        print("killingEitherDaemonLosesNothingAcknowledged: seed \(seed)")
+        for cycle in 0..<cycles {
+            // Far more than a cycle can send: the kill lands mid-stream, and sending stops a while after the restart.
+            let batch = (0..<200_000).map { Self.trade("k\(cycle)-\($0)", desk: "D\($0 % 4)", side: $0 % 3 == 0 ? .sell : .buy) }
+            let done = Locked2(false), stopSending = Locked2(false)
+            let sent = Locked2([String: TradeReply]())
+            let worker = Thread {
+                sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 90, stopSending: { stopSending.get() }))
+                done.set(true)
+            }
+            worker.start()
+            usleep(UInt32.random(in: 50_000...600_000, using: &rng))
+            let victim = Int.random(in: 0...1, using: &rng)
+            pair.kill9(victim)
+            usleep(UInt32.random(in: 0...300_000, using: &rng))
+            try pair.start(victim)
+            usleep(300_000)
+            stopSending.set(true)
+            let deadline = Date().addingTimeInterval(120)
+            while !done.get() && Date() < deadline { usleep(20_000) }
+            #expect(done.get(), "cycle \(cycle): the clients did not finish")
+            all += batch.filter { sent.get()[$0.clientOrderID] != nil }
+        }
+        print("kill -9 of either daemon, \(cycles) cycles: \(ledger.summary)")
+        #expect(ledger.resends + ledger.transientRefusals > 0, "no kill landed while trades were in flight")
+        // Everything sent is acknowledged in the end (every refusal here was transient).
+        let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
+        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5)) (seed \(seed))")
+        // Let both apply the whole log, then stop them.
+        let final = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
+        #expect(final.count == 1)
+        sleep(1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+    }
+
+    /// kill -9 of the stream's leader while clients submit, several times: the cluster elects another (4–7 s
+    /// here) and no acknowledged trade is lost or doubled.
+    @Test func killingTheStreamLeaderLosesNothingAcknowledged() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        _ = Self.submit([Self.trade("warm-up")], through: pair, ledger: ledger)
+        let probe = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try probe.jetStream()
+        var all: [TradeRequest] = []
+        for cycle in 0..<5 {
+            let batch = (0..<500_000).map { Self.trade("L\(cycle)-\($0)") }
+            let done = Locked2(false), stopSending = Locked2(false)
+            let sent = Locked2([String: TradeReply]())
+            let worker = Thread {
+                sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 120, stopSending: { stopSending.get() }))
+                done.set(true)
+            }
+            worker.start()
+            usleep(200_000)
+            // Right after a restart the probe may be reconnecting and the stream electing: ask until it answers.
+            var leader: String?
+            let asked = Date()
+            while leader == nil && Date().timeIntervalSince(asked) < 30 {
+                leader = (try? js.streamInfo("TICKWIRE_TRADES"))?.leader
+                if leader == nil { usleep(200_000) }
+            }
+            guard let leader, let index = cluster.servers.firstIndex(where: { $0.name == leader }) else {
+                Issue.record("cycle \(cycle): no stream leader"); continue
+            }
+            cluster.kill(index)
+            // Keep sending through the election (4–7 s here) and a little after.
+            sleep(9)
+            stopSending.set(true)
+            let deadline = Date().addingTimeInterval(120)
+            while !done.get() && Date() < deadline { usleep(20_000) }
+            #expect(done.get(), "cycle \(cycle): the clients did not finish")
+            all += batch.filter { sent.get()[$0.clientOrderID] != nil }
+            try cluster.start(index)
+            try cluster.waitReady(index, routes: 2)
+        }
+        print("kill -9 of the stream leader, 5 cycles: \(ledger.summary)")
+        #expect(ledger.resends + ledger.transientRefusals > 0, "no leader kill landed while trades were in flight")
+        let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
+        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
+        _ = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
+        sleep(1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+    }
+
+    /// The cluster gone: submissions are refused with a clear error (never acknowledged) and market data keeps
+    /// flowing; the cluster back: trading resumes by itself.
+    @Test func aClusterOutageRefusesTradesThenTradingResumes() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, ackTimeoutMs: 3_000)
+        let ledger = Ledger()
+        #expect(Self.submit([Self.trade("before")], through: pair, ledger: ledger).count == 1)
+        for i in 0..<3 { cluster.kill(i) }
+        let ctx = ZMQContext()
+        let client = try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\(pair.tradePorts[0])")
+        defer { client.close() }
+        let during = try client.submit(Self.trade("during"), timeoutMs: 15_000)
+        guard case .reject(_, let why) = during else { Issue.record("acknowledged with no cluster: \(during)"); return }
+        #expect(why.code == .replicationUnavailable, "\(why)")
+        #expect(why.text.contains("resend the same id") || why.text.contains("not recorded"), "\(why.text)")
+        #expect(pair.daemons[0]?.isRunning == true && pair.daemons[1]?.isRunning == true)
+        for i in 0..<3 { try cluster.start(i) }
+        for i in 0..<3 { try cluster.waitReady(i, routes: 2) }
+        let after = Self.submit([Self.trade("during"), Self.trade("after")], through: pair, ledger: ledger, seconds: 120)
+        #expect(after.values.allSatisfy { if case .ack = $0 { true } else { false } }, "\(after)")
+        sleep(1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing run can be repeated from its printed seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+final class Locked2<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    func get() -> T { lock.lock(); defer { lock.unlock() }; return v }
+    func set(_ n: T) { lock.lock(); v = n; lock.unlock() }
+}
