@@ -27,9 +27,18 @@ final class ReplicatedState {
     /// with it until an operator acts.
     var broken: String?
     var nextSetupAttempt: Int64 = 0
+    var setupPending = false
     var lastSetupError = ""
     /// A stalled consumer is restarted: the applied sequence and the time it was last seen to move.
     var progressCheck: (applied: UInt64, at: Int64) = (0, 0)
+    /// The highest sequence the log is known to hold (from acknowledgements and asks), the last time a consumer
+    /// was restarted, the last time the log's end was asked, and the highest sequence a fill was asked for.
+    var logKnownThrough: UInt64 = 0
+    var lastRestart: Int64 = 0, lastAsk: Int64 = 0
+    var fillAskedThrough: UInt64 = 0
+    /// A consumer is being made, or a fill read, on the replicator's queue: no second one is asked meanwhile
+    /// (each may wait seconds for a cluster that is electing).
+    var consumerPending = false, fillPending = false
     /// Submissions waiting for the log's answer (by message id) or for their record to be durable (by sequence).
     var byMsgId: [String: [Slot]] = [:]
     var bySeq: [UInt64: [Slot]] = [:]
@@ -78,7 +87,13 @@ final class ReplicatedState {
 
     /// Decisions kept in memory behind the durable sequence.
     static let decisionWindow: UInt64 = 16_384
-    static let progressCheckNanos: Int64 = 2_000_000_000
+    /// No progress for this long with the log known to hold more: the consumer is restarted (at most once a
+    /// second); with nothing known, the log's end is asked every `askNanos`.
+    static let stallNanos: Int64 = 300_000_000
+    static let restartNanos: Int64 = 1_000_000_000
+    static let askNanos: Int64 = 3_000_000_000
+    /// The most messages one stall's direct read asks for.
+    static let fillBatch: UInt64 = 4_096
 }
 
 extension TradeService {
@@ -163,13 +178,25 @@ extension TradeService {
     /// waited too long.
     func replicationStep(_ router: ZMQSocket, _ journal: Journal, now: Int64) {
         guard let state = replicated else { return }
-        if state.caughtUpAt == nil && state.broken == nil && journal.failure == nil && now >= state.nextSetupAttempt {
-            setUpLog(state, journal, now: now)
+        if state.caughtUpAt == nil && !state.setupPending && state.broken == nil && journal.failure == nil && now >= state.nextSetupAttempt {
+            state.setupPending = true
+            state.replicator.setUp(journalEnd: journal.durableSequence)
         }
         for item in state.replicator.drain() {
             switch item {
             case .published(let id, let result): published(id, result, state, router, journal)
             case .logged(let seq, let time, let bytes): apply(seq, time, bytes, state, journal)
+            case .streamReady(let last, let logged): streamReady(last: last, logged: logged, state, journal, now: now)
+            case .lastSequence(let last): state.logKnownThrough = max(state.logKnownThrough, last)
+            case .consumerDone: state.consumerPending = false
+            case .fillDone: state.fillPending = false
+            case .setupFailed(let text):
+                if text != state.lastSetupError { log("trades: replicated log not ready: \(text); retrying every second") }
+                state.lastSetupError = text
+                if state.caughtUpAt == nil {
+                    state.setupPending = false
+                    state.nextSetupAttempt = now + 1_000_000_000
+                }
             }
         }
         let durable = min(journal.durableSequence, state.applied)
@@ -199,38 +226,39 @@ extension TradeService {
         watchProgress(state, journal, now: now)
     }
 
-    /// Creates or finds the stream, checks that this journal is a prefix of it, and starts consuming after the
-    /// journal's last record. A journal ahead of the log, or one whose last record is not the log's message at
-    /// that sequence, stops replicated trading here: the operator must find out why before this daemon trades.
-    private func setUpLog(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
-        do {
-            let last = try state.replicator.ensureStream()
-            let mine = journal.durableSequence
-            if mine > last {
-                state.broken = "the journal holds \(mine) records but the replicated log \(state.replicator.config.stream) only \(last): the log was lost or is another one"
-            } else if mine > 0 {
-                let logged = try state.replicator.message(mine)
-                let record = try journal.record(mine)
-                if let why = Self.disagreement(record: record.payload, logged: logged.bytes, seq: mine) {
+    /// The stream is there: checks that this journal is a prefix of it and starts consuming after the journal's
+    /// last record. A journal ahead of the log, or one whose last record is not the log's message at that
+    /// sequence, stops replicated trading here: the operator must find out why before this daemon trades.
+    private func streamReady(last: UInt64, logged: JetStream.StoredMessage?, _ state: ReplicatedState, _ journal: Journal, now: Int64) {
+        state.setupPending = false
+        guard state.caughtUpAt == nil, state.broken == nil, journal.failure == nil else { return }
+        let mine = journal.durableSequence
+        if mine > last {
+            state.broken = "the journal holds \(mine) records but the replicated log \(state.replicator.config.stream) only \(last): the log was lost or is another one"
+        } else if mine > 0 {
+            do {
+                guard let logged, logged.sequence == mine else { state.nextSetupAttempt = now; return }
+                if let why = Self.disagreement(record: try journal.record(mine).payload, logged: logged.bytes, seq: mine) {
                     state.broken = why
                 }
+            } catch {
+                state.broken = "cannot read journal record \(mine) to check it against the replicated log: \(error)"
             }
-            if let broken = state.broken {
-                log("trades: replicated trading STOPPED: \(broken)")
-                return
-            }
-            state.applied = mine
-            state.resolvedThrough = min(state.resolvedThrough, mine)
-            try state.replicator.consume(from: mine + 1)
-            state.caughtUpAt = last
-            state.progressCheck = (mine, now)
-            log("trades: replicated log \(state.replicator.config.stream) at \(last) on \(state.replicator.connectedURL); journal at \(mine); catching up")
-        } catch {
-            let text = "\(error)"
-            if text != state.lastSetupError { log("trades: replicated log not ready: \(text); retrying every second") }
-            state.lastSetupError = text
-            state.nextSetupAttempt = now + 1_000_000_000
         }
+        if let broken = state.broken {
+            log("trades: replicated trading STOPPED: \(broken)")
+            return
+        }
+        state.applied = mine
+        state.resolvedThrough = min(state.resolvedThrough, mine)
+        state.logKnownThrough = max(state.logKnownThrough, last)
+        state.fillAskedThrough = mine
+        state.consumerPending = true
+        state.replicator.consume(from: mine + 1)
+        state.caughtUpAt = last
+        state.progressCheck = (mine, now)
+        state.lastSetupError = ""
+        log("trades: replicated log \(state.replicator.config.stream) at \(last) on \(state.replicator.connectedURL); journal at \(mine); catching up")
     }
 
     /// Why a journal record is not the decision on the log's message at the same sequence (nil: it is).
@@ -249,8 +277,8 @@ extension TradeService {
     /// again from the log.
     func replicationResumed(_ journal: Journal) {
         guard let state = replicated else { return }
-        state.replicator.stopConsuming()
         state.caughtUpAt = nil
+        state.setupPending = false
         state.nextSetupAttempt = 0
         state.unpublished.removeAll { $0.seq > journal.durableSequence }
         state.decisions = state.decisions.filter { $0.key <= journal.durableSequence }
@@ -261,18 +289,16 @@ extension TradeService {
     /// Applies the log's message `seq` (and any before it this daemon has not applied): one decision record.
     private func apply(_ seq: UInt64, _ time: Int64, _ bytes: [UInt8], _ state: ReplicatedState, _ journal: Journal) {
         guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil, seq > state.applied else { return }
-        while state.applied + 1 < seq {
-            // A hole (an ordered consumer recreated mid-way): read the missing messages directly.
-            let missing = state.applied + 1
-            do {
-                let m = try state.replicator.message(missing)
-                applyOne(missing, m.timestampNanos, m.bytes, state, journal)
-            } catch {
-                log("trades: replicated log message \(missing) unreadable (\(error)); consuming again from it")
-                try? state.replicator.consume(from: missing)
-                return
+        state.logKnownThrough = max(state.logKnownThrough, seq)
+        guard seq == state.applied + 1 else {
+            // A hole (two consumers' deliveries interleaved, or one recreated mid-way): read the missing messages,
+            // this one included, directly; they arrive in order.
+            if seq > state.fillAskedThrough && !state.fillPending {
+                state.fillPending = true
+                state.replicator.fill(max(state.applied, state.fillAskedThrough) + 1...seq)
+                state.fillAskedThrough = seq
             }
-            if state.applied < missing { return }
+            return
         }
         applyOne(seq, time, bytes, state, journal)
     }
@@ -315,7 +341,6 @@ extension TradeService {
         } catch {
             // The journal stopped (a full disk): the service thread probes it and reopens; the log is applied
             // again from its durable end then.
-            state.replicator.stopConsuming()
             return
         }
         guard journaled == seq else {
@@ -341,6 +366,7 @@ extension TradeService {
         guard let slots = state.byMsgId.removeValue(forKey: id) else { return }
         switch result {
         case .success(let ack):
+            state.logKnownThrough = max(state.logKnownThrough, ack.sequence)
             for var slot in slots {
                 slot.logDuplicate = ack.duplicate
                 if ack.sequence <= state.resolvedThrough {
@@ -425,18 +451,34 @@ extension TradeService {
         }
     }
 
-    /// An ordered consumer can die without a word (its server gone, the stream's leader moved): when the log has
-    /// more than this daemon applied and nothing moved for a while, consume again from the next sequence.
+    /// An ordered consumer can stall without a word (its server gone, the stream's leader moved, a consumer
+    /// being recreated during an election): when the log is known to hold more than this daemon applied and
+    /// nothing moved for `stallNanos`, consume again from the next sequence. With nothing known, ask the log's
+    /// end now and then (the other daemon's trades). Nothing here waits for the cluster.
     private func watchProgress(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
         guard state.caughtUpAt != nil, state.broken == nil, journal.failure == nil else { return }
         if state.applied != state.progressCheck.applied {
             state.progressCheck = (state.applied, now)
             return
         }
-        guard now - state.progressCheck.at >= ReplicatedState.progressCheckNanos else { return }
-        state.progressCheck.at = now
-        guard state.replicator.isConnected, let last = try? state.replicator.lastSequence(), last > state.applied else { return }
-        log("trades: replicated log at \(last), applied \(state.applied) with no progress; consuming again from \(state.applied + 1)")
-        try? state.replicator.consume(from: state.applied + 1)
+        guard now - state.progressCheck.at >= ReplicatedState.stallNanos else { return }
+        if state.logKnownThrough > state.applied && now - state.lastRestart >= ReplicatedState.restartNanos {
+            state.lastRestart = now
+            // Read what is known to be there directly (the stream's leader answers as soon as it is elected,
+            // sooner than a new consumer can be made), and make a new consumer for what comes after.
+            if !state.fillPending {
+                state.fillPending = true
+                state.fillAskedThrough = min(state.logKnownThrough, state.applied + ReplicatedState.fillBatch)
+                state.replicator.fill(state.applied + 1...state.fillAskedThrough)
+            }
+            if !state.consumerPending {
+                state.consumerPending = true
+                state.replicator.consume(from: state.applied + 1)
+                count { $0.consumerRestarts += 1 }
+            }
+        } else if now - state.lastAsk >= ReplicatedState.askNanos {
+            state.lastAsk = now
+            state.replicator.askLastSequence()
+        }
     }
 }

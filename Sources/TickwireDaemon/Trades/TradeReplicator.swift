@@ -38,6 +38,16 @@ final class TradeReplicator: @unchecked Sendable {
         case published(msgId: String, Result<JetStream.PubAck, NATSError>)
         /// A message of the log.
         case logged(sequence: UInt64, timeNanos: Int64, bytes: [UInt8])
+        /// The stream is there and ends at `last`; `atJournalEnd` is its message at the sequence asked for.
+        case streamReady(last: UInt64, atJournalEnd: JetStream.StoredMessage?)
+        /// Setting the stream up, or a consumer, failed.
+        case setupFailed(String)
+        /// The stream's last sequence, as asked.
+        case lastSequence(UInt64)
+        /// A consumer asked for with `consume` delivers now (or could not be made: `.setupFailed` came first).
+        case consumerDone(started: Bool)
+        /// A `fill` ended (all read, or the cluster stopped answering).
+        case fillDone
     }
 
     let config: TradeReplicationConfig
@@ -47,6 +57,9 @@ final class TradeReplicator: @unchecked Sendable {
     private let wake: @Sendable () -> Void
     private let log: @Sendable (String) -> Void
     private var subscription: NATSSubscription?
+    /// Every call that waits for the cluster (creating the stream or a consumer, reading a message) runs here,
+    /// never on the trade service's thread, which must keep answering while the cluster elects or is gone.
+    private let control = DispatchQueue(label: "tickwire.trades.replication")
     /// Publishes not yet answered, counted here so that a stalled cluster refuses at once instead of stalling
     /// the service thread in libnats' wait for room.
     private let unanswered = Locked(0)
@@ -89,39 +102,71 @@ final class TradeReplicator: @unchecked Sendable {
     var isConnected: Bool { connection.isConnected }
     var connectedURL: String { connection.connectedURL }
 
-    /// Creates the stream if the cluster has none (a log: nothing deleted, nothing purged, kept for ever) and
-    /// returns its last sequence.
-    func ensureStream() throws(NATSError) -> UInt64 {
-        var stream = JetStream.StreamConfig(name: config.stream, subjects: [config.subject])
-        stream.replicas = config.replicas
-        stream.duplicateWindowNanos = Int64(config.duplicateWindowSeconds) * 1_000_000_000
-        return try jetStream.addStream(stream).lastSequence
+    private func post(_ item: Inbound) {
+        inbound.withLock { $0.append(item) }
+        wake()
     }
 
-    func lastSequence() throws(NATSError) -> UInt64 { try jetStream.streamInfo(config.stream).lastSequence }
-
-    /// The log's message at `sequence` (to fill a hole, or to check that a journal and the log agree).
-    func message(_ sequence: UInt64) throws(NATSError) -> JetStream.StoredMessage {
-        try jetStream.message(stream: config.stream, sequence: sequence)
+    /// Creates the stream if the cluster has none (a log: nothing deleted, nothing purged, kept for ever), then
+    /// posts `.streamReady` with its last sequence and its message at `journalEnd` (when the stream holds it),
+    /// or `.setupFailed`.
+    func setUp(journalEnd: UInt64) {
+        control.async { [self] in
+            do {
+                var stream = JetStream.StreamConfig(name: config.stream, subjects: [config.subject])
+                stream.replicas = config.replicas
+                stream.duplicateWindowNanos = Int64(config.duplicateWindowSeconds) * 1_000_000_000
+                let last = try jetStream.addStream(stream).lastSequence
+                let logged = journalEnd > 0 && journalEnd <= last ? try jetStream.message(stream: config.stream, sequence: journalEnd) : nil
+                post(.streamReady(last: last, atJournalEnd: logged))
+            } catch {
+                post(.setupFailed("\(error)"))
+            }
+        }
     }
 
-    /// Delivers the log from `sequence` on, in order (replacing an earlier consumer). What an old consumer still
-    /// had queued may arrive too: the service skips what it has applied.
-    func consume(from sequence: UInt64) throws(NATSError) {
-        subscription?.unsubscribe()
-        subscription = nil
-        let inbound = self.inbound, wake = self.wake
-        subscription = try jetStream.subscribeOrdered(stream: config.stream, subject: config.subject, startSequence: sequence) { m in
-            guard let position = m.streamPosition else { return }
-            let item = Inbound.logged(sequence: position.sequence, timeNanos: position.timestampNanos, bytes: m.bytes)
-            inbound.withLock { $0.append(item) }
-            wake()
+    /// Posts the stream's last sequence (nothing when the cluster does not answer).
+    func askLastSequence() {
+        control.async { [self] in
+            if let last = try? jetStream.streamInfo(config.stream).lastSequence { post(.lastSequence(last)) }
+        }
+    }
+
+    /// Delivers the log from `sequence` on, in order, replacing an earlier consumer; `.setupFailed` if it cannot
+    /// be created. What an old consumer still had queued may arrive too: the service skips what it has applied.
+    func consume(from sequence: UInt64) {
+        control.async { [self] in
+            subscription?.unsubscribe()
+            subscription = nil
+            do {
+                subscription = try jetStream.subscribeOrdered(stream: config.stream, subject: config.subject, startSequence: sequence) { [self] m in
+                    guard let position = m.streamPosition else { return }
+                    post(.logged(sequence: position.sequence, timeNanos: position.timestampNanos, bytes: m.bytes))
+                }
+                post(.consumerDone(started: true))
+            } catch {
+                post(.setupFailed("consumer from \(sequence): \(error)"))
+                post(.consumerDone(started: false))
+            }
+        }
+    }
+
+    /// Reads `range` of the log directly (a hole an ordered consumer left) and posts each message in order.
+    func fill(_ range: ClosedRange<UInt64>) {
+        control.async { [self] in
+            defer { post(.fillDone) }
+            for seq in range {
+                guard let m = try? jetStream.message(stream: config.stream, sequence: seq) else { return }
+                post(.logged(sequence: seq, timeNanos: m.timestampNanos, bytes: m.bytes))
+            }
         }
     }
 
     func stopConsuming() {
-        subscription?.unsubscribe()
-        subscription = nil
+        control.sync {
+            subscription?.unsubscribe()
+            subscription = nil
+        }
     }
 
     /// Puts one request into the log.
@@ -158,6 +203,7 @@ final class TradeReplicator: @unchecked Sendable {
 
     func close() {
         stopConsuming()
+        control.sync {}
         connection.close()
     }
 }

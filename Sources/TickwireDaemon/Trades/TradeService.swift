@@ -92,6 +92,8 @@ public final class TradeService: @unchecked Sendable {
         public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
         /// Times the journal stopped on a failure (a full disk), and times it was reopened once writes worked again.
         public var journalFailures = 0, journalResumes = 0
+        /// Replicated trading: times the log's consumer was restarted after it stalled.
+        public var consumerRestarts = 0
     }
     /// How often a stopped journal's directory is probed for writes working again.
     static let resumeProbeNanos: Int64 = 1_000_000_000

@@ -1,0 +1,304 @@
+import Foundation
+import Histogram
+import TickwireCore
+import TickwireDaemon
+import TickwireNATS
+import TickwireTestSupport
+import TickwireZMQ
+
+/// `tickwire bench replicated`: trades through an active/active pair (two trade services, one JetStream log on a
+/// three-server cluster started for the run) beside, in the same run, a raw JetStream asynchronous publisher of
+/// the same messages with the same window (the floor: what the cluster itself acknowledges) and the single
+/// daemon with its local journal. Then a leader failover under a steady 1,000 trades/s, its outage beside the
+/// raw publisher's through the same kind of kill.
+///
+/// Parameters: `window` (trades in flight per client, default 512), `clients` (2: one per daemon),
+/// `rate` (failover pacing, 1000), `failover` (1 to run it, default 1).
+enum ReplicatedBench {
+    static func run(_ options: BenchOptions) throws -> BenchReport {
+        func param(_ k: String, _ d: Int) -> Int { options.parameters[k].flatMap(Int.init) ?? d }
+        let trades = options.events == 10_000_000 ? 20_000 : options.events
+        let window = param("window", 512), clients = param("clients", 2)
+        let root = options.directory + "/replicated-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let cluster = try NATSCluster(size: 3, name: "bench")
+        var n = 0
+        func fresh() -> String { n += 1; let d = root + "/\(n)"; try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true); return d }
+
+        var rounds: [[String: Any]] = []
+        var pairRates: [Double] = [], rawRates: [Double] = [], singleRates: [Double] = []
+        for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
+            let raw = try rawPublisher(cluster, stream: "RAW\(round)", trades: trades, window: window * clients)
+            let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients)
+            let single = try singleRun(fresh(), trades: trades, window: window, clients: clients)
+            rawRates.append(raw.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
+            rounds.append(["raw_jetstream": raw.json, "pair": pair.json, "single_daemon": single.json,
+                           "pair_vs_raw": (pair.rate / raw.rate * 100).rounded() / 100])
+        }
+        var report: BenchReport = ["suite": "replicated"]
+        if !rounds.isEmpty {
+            report["trades_per_run"] = trades
+            report["window_per_client"] = window
+            report["clients"] = clients
+            report["rounds"] = rounds
+            report["pair_vs_raw_jetstream_median"] = (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100
+            report["pair_vs_single_daemon_median"] = (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100
+            report["goal"] = "pair >= 0.8x the raw JetStream async publisher's acknowledged rate, same messages, same window"
+        }
+        if param("failover", 1) == 1 {
+            report["failover"] = try failover(cluster, root: fresh(), rate: param("rate", 1_000))
+        }
+        return report
+    }
+
+    struct Result {
+        var rate: Double
+        var latency: Histogram<UInt64>
+        var json: [String: Any] {
+            ["acks_per_s": Int(rate),
+             "ack_us": ["p50": Double(latency.valueAtPercentile(50)) / 1000, "p99": Double(latency.valueAtPercentile(99)) / 1000]]
+        }
+    }
+
+    static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+
+    static func request(_ c: Int, _ i: Int) -> TradeRequest {
+        TradeRequest(trader: "trader1", desk: "D\(c)", symbol: "AAPL", side: i % 2 == 0 ? .buy : .sell,
+                     quantity: Quantity(e8: 100_000_000), price: Price(e8: 18_725_000_000), clientOrderID: "c\(c)-\(i)")
+    }
+
+    /// The floor: the same replicated messages published asynchronously to a three-replica stream, `window` in
+    /// flight, each acknowledged by the cluster.
+    static func rawPublisher(_ cluster: NATSCluster, stream: String, trades: Int, window: Int) throws -> Result {
+        let conn = try NATSConnection({ var o = NATSConnection.Options(servers: cluster.servers.map(\.url)); o.sendAsap = true; return o }())
+        let stamps = Stamps(trades)
+        let sentAt = stamps.times
+        let latency = BenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
+        let acked = BenchBox(0)
+        var options = JetStream.Options()
+        options.maxPendingAsync = Int64(window)
+        options.onAsyncAck = { id, result in
+            let now = benchNow()
+            guard case .success = result, let id, let i = Int(id.split(separator: "-").last ?? "") else { return }
+            latency.update { _ = $0.record(UInt64(max(0, now - stamps.times[i]))) }
+            acked.update { $0 += 1 }
+        }
+        let js = try conn.jetStream(options)
+        var config = JetStream.StreamConfig(name: stream, subjects: [stream + ".requests"])
+        config.replicas = 3
+        _ = try retrying { try js.addStream(config) }
+        _ = try retrying { try js.publish(stream + ".requests", bytes: [0], msgId: "warm-up") }
+        let messages = (0..<trades).map { TradeWire.encodeSequenced(request(0, $0), receivedNanos: 0, markE8: 0, origin: "raw") }
+        let t0 = benchNow()
+        for i in 0..<trades {
+            sentAt[i] = benchNow()
+            while true {
+                do { try js.publishAsync(stream + ".requests", bytes: messages[i], msgId: "raw-\(i)"); break } catch { continue }
+            }
+        }
+        try js.publishAsyncComplete(timeoutMs: 60_000)
+        let t = Double(benchNow() - t0) / 1e9
+        guard acked.get == trades else { throw BenchError.failed("raw JetStream: \(acked.get) of \(trades) acknowledged") }
+        return Result(rate: Double(trades) / t, latency: latency.get)
+    }
+
+    /// Drives trade services with `clients` CURVE clients (client c on endpoint c % endpoints), `window` trades
+    /// in flight each; every trade must be acknowledged.
+    static func drive(_ endpoints: [String], dataDirectory: String, trades: Int, window: Int, clients: Int) throws -> Result {
+        let latency = BenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
+        let failures = BenchBox(0)
+        let per = trades / clients
+        let t0 = benchNow()
+        let threads = (0..<clients).map { c in
+            BenchThread {
+                let ctx = ZMQContext()
+                guard let client = try? TradeClient.forDataDirectory(dataDirectory, context: ctx, endpoint: endpoints[c % endpoints.count]) else {
+                    failures.update { $0 += 1 }; return
+                }
+                defer { client.close() }
+                var sentAt = [Int64](repeating: 0, count: per)
+                var h = Histogram<UInt64>(numberOfSignificantValueDigits: .three)
+                var sent = 0, acked = 0
+                while acked < per {
+                    while sent < per && sent - acked < window {
+                        sentAt[sent] = benchNow()
+                        if (try? client.send(request(c, sent))) == nil { failures.update { $0 += 1 }; return }
+                        sent += 1
+                    }
+                    guard let reply = try? client.receive(timeoutMs: 30_000) else { failures.update { $0 += 1 }; return }
+                    acked += 1
+                    guard case .ack(let id, _, _) = reply, let i = Int(id.split(separator: "-").last ?? "") else {
+                        failures.update { $0 += 1 }; continue
+                    }
+                    _ = h.record(UInt64(max(0, benchNow() - sentAt[i])))
+                }
+                let mine = h
+                latency.update { $0.add(mine) }
+            }
+        }
+        threads.forEach { $0.join() }
+        let t = Double(benchNow() - t0) / 1e9
+        if failures.get > 0 { throw BenchError.failed("\(failures.get) trades not acknowledged") }
+        return Result(rate: Double(per * clients) / t, latency: latency.get)
+    }
+
+    /// Two trade services replicating through `stream`: b shares a's keys.
+    static func startPair(_ cluster: NATSCluster, dirs: (String, String), stream: String,
+                          log: (@Sendable (String) -> Void)? = nil) throws -> ([ZMQContext], [TradeService]) {
+        // A context each: the ZAP handler binds one inproc endpoint per context.
+        let contexts = [ZMQContext(), ZMQContext()]
+        var services: [TradeService] = []
+        for (i, dir) in [dirs.0, dirs.1].enumerated() {
+            if i == 1 { try FileManager.default.copyItem(atPath: dirs.0 + "/keys", toPath: dir + "/keys") }
+            var config = TradeServiceConfig(endpoint: "tcp://127.0.0.1:*")
+            var replication = TradeReplicationConfig(servers: cluster.servers.map(\.url), node: i == 0 ? "a" : "b")
+            replication.stream = stream
+            replication.subject = stream + ".requests"
+            config.replication = replication
+            let node = i == 0 ? "a" : "b"
+            let service = TradeService(config: config, dataDirectory: dir, context: contexts[i],
+                                       log: { line in log?("\(node): \(line)") })
+            try service.start()
+            services.append(service)
+        }
+        // Serving once each has applied the whole log: a trade through each, retried until acknowledged.
+        for (i, s) in services.enumerated() {
+            let ctx = ZMQContext()
+            let client = try TradeClient.forDataDirectory(dirs.0, context: ctx, endpoint: s.boundEndpoint)
+            defer { client.close() }
+            _ = try retrying(seconds: 60) { () throws -> Void in
+                guard case .ack = try client.submit(request(9, i), timeoutMs: 15_000) else { throw BenchError.failed("not ready") }
+            }
+        }
+        return (contexts, services)
+    }
+
+    static func pairRun(_ cluster: NATSCluster, dirs: (String, String), stream: String, trades: Int, window: Int,
+                        clients: Int) throws -> Result {
+        let (context, services) = try startPair(cluster, dirs: dirs, stream: stream)
+        defer { services.forEach { $0.stop() }; withExtendedLifetime(context) {} }
+        return try drive(services.map(\.boundEndpoint), dataDirectory: dirs.0, trades: trades, window: window, clients: clients)
+    }
+
+    static func singleRun(_ dir: String, trades: Int, window: Int, clients: Int) throws -> Result {
+        let context = ZMQContext()
+        let service = TradeService(config: TradeServiceConfig(endpoint: "tcp://127.0.0.1:*"), dataDirectory: dir, context: context)
+        try service.start()
+        defer { service.stop() }
+        return try drive([service.boundEndpoint], dataDirectory: dir, trades: trades, window: window, clients: clients)
+    }
+
+    /// A steady `rate` of trades through the pair while the stream's leader is killed: the longest time with no
+    /// acknowledgement, beside the raw publisher's through a kill of its stream's leader.
+    static func failover(_ cluster: NATSCluster, root: String, rate: Int) throws -> [String: Any] {
+        let dirs = (root + "/a", root + "/b")
+        try FileManager.default.createDirectory(atPath: dirs.0, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dirs.1, withIntermediateDirectories: true)
+        let t00 = benchNow()
+        let (context, services) = try startPair(cluster, dirs: dirs, stream: "FAILOVER", log: { line in
+            FileHandle.standardError.write(Data("[\((benchNow() - t00) / 1_000_000) ms] \(line)\n".utf8))
+        })
+        defer { services.forEach { $0.stop() }; withExtendedLifetime(context) {} }
+        let probe = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try probe.jetStream()
+        let seconds = 20
+        let acks = BenchBox([Int64]())
+        let stop = BenchBox(false)
+        let driver = BenchThread {
+            let ctx = ZMQContext()
+            guard let client = try? TradeClient.forDataDirectory(dirs.0, context: ctx,
+                                                                  endpoint: services.map(\.boundEndpoint).joined(separator: ",")) else { return }
+            defer { client.close() }
+            var outstanding: [String: (TradeRequest, Int64)] = [:]
+            var next = 0, nextScan: Int64 = 0
+            let start = benchNow(), interval = 1_000_000_000 / Int64(rate)
+            while !stop.get || !outstanding.isEmpty {
+                let now = benchNow()
+                while !stop.get && now - start >= Int64(next) * interval {
+                    let r = request(5, next); next += 1
+                    try? client.send(r); outstanding[r.clientOrderID] = (r, now)
+                }
+                if now >= nextScan {
+                    nextScan = now + 100_000_000
+                    for (id, (r, at)) in outstanding where now - at > 2_000_000_000 { try? client.send(r); outstanding[id] = (r, now) }
+                }
+                guard let reply = try? client.receive(timeoutMs: 0) else { usleep(200); continue }
+                switch reply {
+                case .ack(let id, _, _) where outstanding[id] != nil:
+                    outstanding[id] = nil
+                    let t = benchNow()
+                    acks.update { $0.append(t) }
+                case .reject(let id, _) where outstanding[id] != nil:
+                    outstanding[id]!.1 = benchNow() - 1_500_000_000   // resend in half a second
+                default: break
+                }
+            }
+        }
+        sleep(5)
+        let leader = try js.streamInfo("FAILOVER").leader ?? ""
+        guard let index = cluster.servers.firstIndex(where: { $0.name == leader }) else { throw BenchError.failed("no leader") }
+        let killedAt = benchNow()
+        cluster.kill(index)
+        sleep(UInt32(seconds - 5))
+        stop.set(true)
+        driver.join()
+        try cluster.start(index)
+        try cluster.waitReady(index, routes: 2)
+        let times = acks.get.sorted()
+        let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+        let outage = gaps.max() ?? 0
+        let during = times.filter { $0 >= killedAt }
+        let sustained = during.count > 1 ? Double(during.count) / (Double(during.last! - killedAt) / 1e9) : 0
+        let rawOutage = try rawFailover(cluster)
+        return [
+            "offered_per_s": rate, "acknowledged": times.count,
+            "pair_outage_ms": outage / 1_000_000, "raw_jetstream_outage_ms": rawOutage / 1_000_000,
+            "pair_outage_minus_raw_ms": (outage - rawOutage) / 1_000_000,
+            "acks_per_s_from_kill_to_end": Int(sustained),
+            "goal": "outage <= the raw publisher's (the election) + 1000 ms; >= 1000 trades/s sustained",
+        ]
+    }
+
+    /// The raw publisher's outage through a kill of its stream's leader: synchronous publishes in a loop, the
+    /// longest time between two acknowledged ones.
+    static func rawFailover(_ cluster: NATSCluster) throws -> Int64 {
+        let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try conn.jetStream({ var o = JetStream.Options(); o.waitMs = 1_000; return o }())
+        var config = JetStream.StreamConfig(name: "RAWFAIL", subjects: ["RAWFAIL.x"])
+        config.replicas = 3
+        _ = try retrying { try js.addStream(config) }
+        var acked: [Int64] = []
+        var i = 0
+        let start = benchNow()
+        var killed: Int?
+        while benchNow() - start < 20_000_000_000 {
+            if killed == nil && benchNow() - start > 3_000_000_000 {
+                let leader = try retrying { try js.streamInfo("RAWFAIL").leader ?? "" }
+                killed = cluster.servers.firstIndex { $0.name == leader }
+                if let k = killed { cluster.kill(k) }
+            }
+            if (try? js.publish("RAWFAIL.x", bytes: [1], msgId: "r\(i)")) != nil { acked.append(benchNow()); i += 1 } else { usleep(10_000) }
+        }
+        if let k = killed { try cluster.start(k); try cluster.waitReady(k, routes: 2) }
+        return zip(acked.dropFirst(), acked).map { $0 - $1 }.max() ?? 0
+    }
+
+    /// Send times written by the publishing thread before each publish and read by the acknowledgement handler
+    /// after its acknowledgement (the network round trip orders them).
+    final class Stamps: @unchecked Sendable {
+        let times: UnsafeMutableBufferPointer<Int64>
+        init(_ n: Int) { times = .allocate(capacity: n); times.initialize(repeating: 0) }
+        deinit { times.deallocate() }
+    }
+
+    static func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            do { return try body() } catch {
+                if Date() > deadline { throw error }
+                usleep(250_000)
+            }
+        }
+    }
+}
