@@ -15,16 +15,21 @@ import TickwireZMQ
     final class Pair: @unchecked Sendable {
         let cluster: NATSCluster
         let dirs: [String]
-        let tradePorts = [freePort(), freePort()]
-        private(set) var daemons: [ChildProcess?] = [nil, nil]
-        var endpoints: String { tradePorts.map { "tcp://127.0.0.1:\($0)" }.joined(separator: ",") }
+        let tradePorts: [Int]
+        private(set) var daemons: [ChildProcess?]
+        /// The first two daemons' endpoints (a third, when there is one, joins later).
+        var endpoints: String { tradePorts.prefix(2).map { "tcp://127.0.0.1:\($0)" }.joined(separator: ",") }
 
         /// - Parameter risk: keys of `[risk.default]` beside the price collar, which is off (the simulator's prices
         ///   are not the tests').
-        init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000) throws {
+        init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000, duplicateWindow: Int = 120,
+             nodes: Int = 2) throws {
             self.cluster = cluster
-            dirs = [temporaryDirectory("pair-a"), temporaryDirectory("pair-b")]
-            for (i, node) in ["a", "b"].enumerated() {
+            let names = ["a", "b", "c"].prefix(nodes)
+            dirs = names.map { temporaryDirectory("pair-\($0)") }
+            tradePorts = names.map { _ in freePort() }
+            daemons = names.map { _ in nil }
+            for (i, node) in names.enumerated() {
                 try """
                 data = "\(dirs[i])"
                 log_level = "notice"
@@ -39,14 +44,15 @@ import TickwireZMQ
                 nats = "\(cluster.urls)"
                 node = "\(node)"
                 ack_timeout_ms = \(ackTimeoutMs)
+                duplicate_window_s = \(duplicateWindow)
                 [risk.default]
                 price_collar_bps = "none"
                 \(risk)
                 """.write(toFile: dirs[i] + "/tickwire.toml", atomically: true, encoding: .utf8)
             }
             try start(0)
-            // The pair shares one identity: b gets a's server key and traders.
-            try FileManager.default.copyItem(atPath: dirs[0] + "/keys", toPath: dirs[1] + "/keys")
+            // The pair shares one identity: the others get a's server key and traders.
+            for dir in dirs.dropFirst() { try FileManager.default.copyItem(atPath: dirs[0] + "/keys", toPath: dir + "/keys") }
             try start(1)
         }
 
@@ -63,7 +69,7 @@ import TickwireZMQ
         /// Stops both gracefully (their journals then hold everything they applied).
         func stop() {
             for d in daemons.compactMap({ $0 }) { d.signal(SIGTERM); _ = d.wait(seconds: 30) }
-            daemons = [nil, nil]
+            daemons = daemons.map { _ in nil }
         }
 
         func stderr(_ i: Int) -> String { daemons[i]?.stderr ?? "" }
@@ -141,11 +147,11 @@ import TickwireZMQ
 
     /// Both journals after the run: they verify, hold the same records with the same head, and every acknowledged
     /// trade is in them exactly once, at its acknowledged sequence, accepted.
-    static func checkJournals(_ pair: Pair, _ ledger: Ledger) throws {
+    static func checkJournals(_ pair: Pair, _ ledger: Ledger, nodes: Int = 2) throws {
         #expect(ledger.conflicts.isEmpty, "an id acknowledged at two sequences: \(ledger.conflicts.prefix(5))")
         var heads: [String] = [], counts: [Int] = []
         var records: [[UInt64: [UInt8]]] = []
-        for dir in pair.dirs {
+        for dir in pair.dirs.prefix(nodes) {
             let v = try JournalAudit.verify(directory: dir + "/journal")
             #expect(v.ok, "\(dir): \(String(describing: v.corruption))")
             heads.append(v.headHash.hex); counts.append(v.records)
@@ -161,11 +167,12 @@ import TickwireZMQ
             let missing = ledger.acked.filter { accepted[$0.key] != [$0.value] }
             #expect(missing.isEmpty, "\(dir): acknowledged but absent or at another sequence: \(missing.prefix(5))")
         }
-        #expect(counts[0] == counts[1], "records: \(counts)")
-        #expect(heads[0] == heads[1], "head hashes differ: \(heads)")
-        let common = Set(records[0].keys).intersection(records[1].keys)
-        let different = common.filter { records[0][$0] != records[1][$0] }.sorted()
-        #expect(different.isEmpty, "records differ at \(different.prefix(5))")
+        #expect(Set(counts).count == 1, "records: \(counts)")
+        #expect(Set(heads).count == 1, "head hashes differ: \(heads)")
+        for other in records.dropFirst() {
+            let different = Set(records[0].keys).intersection(other.keys).filter { records[0][$0] != other[$0] }.sorted()
+            #expect(different.isEmpty, "records differ at \(different.prefix(5))")
+        }
     }
 
     static var available: Bool { NATSCluster.executable != nil && FileManager.default.isExecutableFile(atPath: tickwireBinary) }
@@ -346,6 +353,89 @@ import TickwireZMQ
         sleep(1)
         pair.stop()
         try Self.checkJournals(pair, ledger)
+    }
+}
+
+extension ReplicatedTradeTests {
+    /// A retry after JetStream's duplicate window, through the other daemon: that daemon's own journal index knows
+    /// the id, so the client gets the original sequence, and other contents under the id are refused.
+    @Test func aRetryAfterTheDuplicateWindowIsStillOneTrade() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, duplicateWindow: 1)
+        let ledger = Ledger()
+        let first = Self.submit([Self.trade("late")], through: pair, ledger: ledger)
+        guard case .ack(_, let seq, false)? = first["late"] else { Issue.record("\(first)"); return }
+        sleep(3)
+        let ctx = ZMQContext()
+        let viaB = try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\(pair.tradePorts[1])")
+        defer { viaB.close() }
+        let again = try viaB.submit(Self.trade("late"), timeoutMs: 15_000)
+        #expect(again == .ack(clientOrderID: "late", seq: seq, duplicate: true), "\(again)")
+        let changed = try viaB.submit(Self.trade("late", qty: 2), timeoutMs: 15_000)
+        guard case .reject(_, let why) = changed else { Issue.record("\(changed)"); return }
+        #expect(why.code == .idInUse, "\(why)")
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+        let tail = try DaemonProcess.tickwire(["audit", "tail", "--data", pair.dirs[0], "--count", "5"])
+        #expect(tail.stdout.split(separator: "\n").count == 1 && tail.stdout.contains("\"id\":\"late\",\"decision\":\"accepted\""), "\(tail)")
+    }
+
+    /// A daemon that joins with an empty journal applies the whole log before it serves, and ends with the same
+    /// journal as the others.
+    @Test func aNewDaemonCatchesUpFromTheLog() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, nodes: 3)
+        let ledger = Ledger()
+        let answers = Self.submit((0..<500).map { Self.trade("n\($0)", desk: "D\($0 % 3)", side: $0 % 2 == 0 ? .buy : .sell) },
+                                  through: pair, ledger: ledger)
+        #expect(answers.count == 500)
+        try pair.start(2)
+        let ctx = ZMQContext()
+        let viaC = try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\(pair.tradePorts[2])")
+        defer { viaC.close() }
+        // Refused (catching up) until it has applied the log, then served.
+        var reply: TradeReply?
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            reply = try viaC.submit(Self.trade("via-c"), timeoutMs: 15_000)
+            if case .ack = reply { break }
+            usleep(100_000)
+        }
+        guard case .ack(_, let seq, _)? = reply else { Issue.record("\(String(describing: reply))"); return }
+        ledger.ack("via-c", seq)
+        #expect(seq == 501)
+        sleep(1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger, nodes: 3)
+    }
+
+    /// A journal the log does not back (the stream was deleted and made anew) stops replicated trading on that
+    /// daemon with a clear reason: it never trades on a history the others do not share.
+    @Test func aJournalAheadOfTheLogStopsTradingWithAReason() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+        pair.stop()
+        let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        try conn.jetStream().deleteStream("TICKWIRE_TRADES")
+        try pair.start(0)
+        let ctx = ZMQContext()
+        let viaA = try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\(pair.tradePorts[0])")
+        defer { viaA.close() }
+        var text = ""
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && !text.contains("the log was lost") {
+            let reply = try viaA.submit(Self.trade("y"), timeoutMs: 15_000)
+            guard case .reject(_, let why) = reply else { Issue.record("acknowledged on a lost log: \(reply)"); return }
+            text = why.text
+            usleep(100_000)
+        }
+        #expect(text.contains("journal holds 10 records but the replicated log TICKWIRE_TRADES only 0"), "\(text)")
+        #expect(pair.stderr(0).contains("replicated trading STOPPED"))
     }
 }
 
