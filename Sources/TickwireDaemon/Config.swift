@@ -67,6 +67,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// `[trades] replication = "jetstream"`: trades go through a JetStream log that every daemon of the pair
     /// applies alike (nil: this daemon's journal alone, the embedded default).
     public var tradeReplication: TradeReplicationConfig? = nil
+    /// Active/active: the market-data lease's term (ms). The holder stops publishing within it of its last renewal;
+    /// the other takes over a sixth of it later (plus an election, when the cluster lost its leader).
+    public var marketDataLeaseMs = 3_000
     public var metricsEndpoint = "127.0.0.1:9464"
 
     public init() {}
@@ -79,7 +82,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
         "trades": ["endpoint", "journal_segment_bytes", "replication", "nats", "node", "stream", "replicas", "ack_timeout_ms",
-                   "duplicate_window_s"],
+                   "duplicate_window_s", "md_lease_ms"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint"],
     ]
@@ -188,7 +191,7 @@ public struct DaemonConfig: Sendable, Equatable {
             let mode = try s.string("replication") ?? "none"
             switch mode {
             case "none":
-                for key in ["nats", "node", "stream", "replicas", "ack_timeout_ms", "duplicate_window_s"] where s.table[key] != nil {
+                for key in ["nats", "node", "stream", "replicas", "ack_timeout_ms", "duplicate_window_s", "md_lease_ms"] where s.table[key] != nil {
                     throw s.bad(key, "only with replication = \"jetstream\"")
                 }
             case "jetstream":
@@ -210,6 +213,7 @@ public struct DaemonConfig: Sendable, Equatable {
                 }
                 if let v = try s.int("ack_timeout_ms", min: 100) { rep.ackTimeoutMs = Int64(v) }
                 if let v = try s.int("duplicate_window_s", min: 1) { rep.duplicateWindowSeconds = v }
+                if let v = try s.int("md_lease_ms", min: 600) { c.marketDataLeaseMs = v }
                 c.tradeReplication = rep
             default:
                 throw s.bad("replication", "'\(mode)' is not one of none, jetstream")

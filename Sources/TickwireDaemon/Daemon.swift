@@ -48,6 +48,8 @@ public final class Daemon: @unchecked Sendable {
     private var publisher: ZMQPublisher!
     private var publishLatency = LatencyHistogram()
     private var publisherConsumer: RingConsumer!
+    /// Active/active: the market-data lease (nil: this daemon always publishes). Only its holder's publisher sends.
+    private(set) var lease: MarketDataLease?
     private var consumers: [RingConsumer] = []
     /// In-process subscriptions, fanned out through the subject router on their own thread.
     public let hub: SubscriptionHub
@@ -151,6 +153,14 @@ public final class Daemon: @unchecked Sendable {
             throw .endpointBusy("metrics \(config.metricsEndpoint) (\(error))")
         }
 
+        if let rep = config.tradeReplication {
+            var lc = MarketDataLease.Config(servers: rep.servers, node: rep.node)
+            lc.replicas = rep.replicas
+            lc.termMs = Int64(config.marketDataLeaseMs)
+            let lease = MarketDataLease(lc, log: { [logger] in logger.notice("\($0)") })
+            lease.start()
+            self.lease = lease
+        }
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
@@ -197,6 +207,7 @@ public final class Daemon: @unchecked Sendable {
     /// Stops the sources, lets consumers drain what was published, and joins every thread.
     public func shutdown() {
         trades?.stop()
+        lease?.stop()
         stop.raise()
         ring.close()
         hub.wake()
@@ -292,8 +303,32 @@ public final class Daemon: @unchecked Sendable {
 
     private func runPublisher() {
         let publisher = self.publisher!
+        guard let lease else {
+            while true {
+                let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
+                    publisher.send(event)
+                }
+                if n < 0 { break }
+            }
+            publisher.stopBudget()
+            return
+        }
+        // Active/active: events pass only while this daemon holds the market-data lease (checked per batch and,
+        // against its end, per event); a takeover is announced first on SYS.TAKEOVER with the time range
+        // subscribers may have missed between the two publishers.
+        let takeover = subjects.intern(text: "SYS.TAKEOVER")
         while true {
+            for t in lease.takeTakeovers() {
+                publisher.send(Event(subjectID: takeover, kind: .gap, flags: 2, eventTime: Nanos(t.to), knownTime: .now(),
+                                     a: t.from, b: t.to))
+            }
+            var until: Int64 = 0
             let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
+                let now = monotonicNanos()
+                if now >= until {
+                    guard lease.isActive(now: now) else { return }
+                    until = now + 1_000_000   // re-checked every millisecond within a batch
+                }
                 publisher.send(event)
             }
             if n < 0 { break }

@@ -241,6 +241,21 @@ public final class JetStream: @unchecked Sendable {
                              msgId: m.header("Nats-Msg-Id"), timestampNanos: natsMsg_GetTime(msg))
     }
 
+    /// The last message of `stream` on `subject`, nil when there is none.
+    public func lastMessage(stream: String, subject: String) throws(NATSError) -> StoredMessage? {
+        var msg: OpaquePointer? = nil
+        var code = jsErrCode(rawValue: 0)
+        let s = js_GetLastMsg(&msg, handle, stream, subject, nil, &code)
+        if s == NATS_NOT_FOUND || code.rawValue == 10037 { return nil }
+        guard s == NATS_OK, let msg else {
+            throw NATSError(s, "read the last message of \(stream) on \(subject)", jetStreamCode: code)
+        }
+        defer { natsMsg_Destroy(msg) }
+        let m = NATSMessage(handle: msg)
+        return StoredMessage(sequence: natsMsg_GetSequence(msg), subject: m.subject, bytes: m.bytes,
+                             msgId: m.header("Nats-Msg-Id"), timestampNanos: natsMsg_GetTime(msg))
+    }
+
     /// An ordered consumer: every message of `stream` on `subject` from `startSequence` on, in stream order,
     /// with no gap and no repeat. The library recreates the server-side consumer at the next expected sequence
     /// after a reconnection or a leader change. `handler` runs on the subscription's delivery thread; a message's

@@ -16,25 +16,30 @@ import TickwireZMQ
         let cluster: NATSCluster
         let dirs: [String]
         let tradePorts: [Int]
+        let pubPorts: [Int]
         private(set) var daemons: [ChildProcess?]
+        /// Each node's log lines from the processes it ran before the current one (kept across kills).
+        private(set) var pastLogs: [String]
         /// The first two daemons' endpoints (a third, when there is one, joins later).
         var endpoints: String { tradePorts.prefix(2).map { "tcp://127.0.0.1:\($0)" }.joined(separator: ",") }
 
         /// - Parameter risk: keys of `[risk.default]` beside the price collar, which is off (the simulator's prices
         ///   are not the tests').
         init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000, duplicateWindow: Int = 120,
-             nodes: Int = 2) throws {
+             nodes: Int = 2, trades: String = "", startBoth: Bool = true) throws {
             self.cluster = cluster
             let names = ["a", "b", "c"].prefix(nodes)
             dirs = names.map { temporaryDirectory("pair-\($0)") }
             tradePorts = names.map { _ in freePort() }
+            pubPorts = names.map { _ in freePort() }
             daemons = names.map { _ in nil }
+            pastLogs = names.map { _ in "" }
             for (i, node) in names.enumerated() {
                 try """
                 data = "\(dirs[i])"
                 log_level = "notice"
                 [publish]
-                endpoint = "tcp://127.0.0.1:\(freePort())"
+                endpoint = "tcp://127.0.0.1:\(pubPorts[i])"
                 [metrics]
                 endpoint = "127.0.0.1:\(freePort())"
                 [trades]
@@ -45,6 +50,7 @@ import TickwireZMQ
                 node = "\(node)"
                 ack_timeout_ms = \(ackTimeoutMs)
                 duplicate_window_s = \(duplicateWindow)
+                \(trades)
                 [risk.default]
                 price_collar_bps = "none"
                 \(risk)
@@ -53,10 +59,11 @@ import TickwireZMQ
             try start(0)
             // The pair shares one identity: the others get a's server key and traders.
             for dir in dirs.dropFirst() { try FileManager.default.copyItem(atPath: dirs[0] + "/keys", toPath: dir + "/keys") }
-            try start(1)
+            if startBoth { try start(1) }
         }
 
         func start(_ i: Int) throws {
+            if let old = daemons[i] { pastLogs[i] += old.stderr }
             let d = try ChildProcess(tickwireBinary, ["run", "--config", dirs[i] + "/tickwire.toml", "--rate", "100"])
             daemons[i] = d
             let deadline = Date().addingTimeInterval(60)
@@ -64,11 +71,22 @@ import TickwireZMQ
             guard TradeCrashTests.listening(tradePorts[i]) else { throw DaemonStartError(stderr: d.stderr) }
         }
 
-        func kill9(_ i: Int) { daemons[i]?.kill9(); daemons[i] = nil }
+        func kill9(_ i: Int) {
+            daemons[i]?.kill9()
+            if let old = daemons[i] { pastLogs[i] += old.stderr }
+            daemons[i] = nil
+        }
+
+        /// Takes a process started outside `start` as node `i`'s (its log is kept with the others).
+        func adopt(_ i: Int, _ c: ChildProcess) { pastLogs[i] += c.stderr }
+
+        /// Every line node `i` logged, across its restarts.
+        func logs(_ i: Int) -> String { pastLogs[i] + (daemons[i]?.stderr ?? "") }
 
         /// Stops both gracefully (their journals then hold everything they applied).
         func stop() {
             for d in daemons.compactMap({ $0 }) { d.signal(SIGTERM); _ = d.wait(seconds: 30) }
+            for (i, d) in daemons.enumerated() { if let d { pastLogs[i] += d.stderr } }
             daemons = daemons.map { _ in nil }
         }
 
@@ -436,6 +454,98 @@ extension ReplicatedTradeTests {
         }
         #expect(text.contains("journal holds 10 records but the replicated log TICKWIRE_TRADES only 0"), "\(text)")
         #expect(pair.stderr(0).contains("replicated trading STOPPED"))
+    }
+}
+
+extension ReplicatedTradeTests {
+    /// The periods each node held the market-data lease, from its log: [ACTIVE since, PASSIVE at or killed].
+    static func activePeriods(_ log: String, killedAt: [Int64]) -> [ClosedRange<Int64>] {
+        var periods: [ClosedRange<Int64>] = []
+        var since: Int64?
+        let kills = killedAt.sorted()
+        func number(after marker: String, in line: Substring) -> Int64? {
+            guard let r = line.range(of: marker) else { return nil }
+            return Int64(line[r.upperBound...].prefix { $0.isNumber })
+        }
+        for line in log.split(separator: "\n") {
+            if let t = number(after: "market data: ACTIVE since ", in: line) {
+                // A start after a kill: the previous period ended at the kill.
+                if let s = since { let end = kills.first { $0 >= s } ?? t; periods.append(s...max(s, end)) }
+                since = t
+            } else if let t = number(after: "market data: PASSIVE at ", in: line), let s = since {
+                periods.append(s...max(s, t)); since = nil
+            }
+        }
+        if let s = since { periods.append(s...(kills.first { $0 >= s } ?? Int64.max)) }
+        return periods
+    }
+
+    /// Both daemons race for the market-data lease (started together, again and again, and the holder killed):
+    /// never two publishers at once, the other takes over, and subscribers connected to both see each takeover
+    /// as one SYS.TAKEOVER notice naming the time range they may have missed.
+    @Test func exactlyOneDaemonPublishesMarketDataAtATime() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, trades: "md_lease_ms = 1200", startBoth: false)
+        let ctx = ZMQContext()
+        let sub = try ctx.socket(.sub)
+        try sub.subscribe("SYS.TAKEOVER")
+        for port in pair.pubPorts { try sub.connect("tcp://127.0.0.1:\(port)") }
+        // Read as they come (a subscriber that keeps up), on a thread of its own.
+        let received = Locked2([(from: Int64, to: Int64)]())
+        let reading = Locked2(true)
+        let reader = Thread {
+            while reading.get() {
+                guard let ready = try? ZMQ.poll([(sub, .readable)], timeoutMs: 50), ready[0].contains(.readable),
+                      let frames = try? sub.receiveMultipart(dontWait: true) else { continue }
+                if frames.count == 2, String(decoding: frames[0], as: UTF8.self) == "SYS.TAKEOVER", let e = try? WireCodec.decode(frames[1]) {
+                    var r = received.get(); r.append((e.event.a, e.event.b)); received.set(r)
+                }
+            }
+        }
+        reader.start()
+        var kills: [[Int64]] = [[], []]
+        func killBoth() { for i in 0..<2 { kills[i].append(Nanos.now().rawValue); pair.kill9(i) } }
+        // Races: both start at once, several times.
+        kills[0].append(Nanos.now().rawValue)
+        pair.kill9(0)
+        for _ in 0..<4 {
+            let started = try (0..<2).map { i -> ChildProcess in
+                try ChildProcess(tickwireBinary, ["run", "--config", pair.dirs[i] + "/tickwire.toml", "--rate", "100"])
+            }
+            sleep(4)
+            for (i, c) in started.enumerated() { kills[i].append(Nanos.now().rawValue); c.kill9() ; pair.adopt(i, c) }
+        }
+        // Takeovers: the holder killed, the other takes the lease (and announces it on SYS.TAKEOVER).
+        try pair.start(0); try pair.start(1)
+        func lastActive(_ i: Int) -> Int64 {
+            pair.logs(i).components(separatedBy: "market data: ACTIVE since ").dropFirst()
+                .compactMap { Int64($0.prefix { $0.isNumber }) }.max() ?? 0
+        }
+        var takeoversExpected = 0
+        for round in 0..<3 {
+            sleep(3)
+            let holder = lastActive(0) > lastActive(1) ? 0 : 1, other = 1 - holder
+            let killed = Nanos.now().rawValue
+            kills[holder].append(killed)
+            pair.kill9(holder)
+            sleep(4)
+            #expect(lastActive(other) > killed, "round \(round): node \(other) did not take over after node \(holder) died")
+            if lastActive(other) > killed { takeoversExpected += 1 }
+            try pair.start(holder)
+        }
+        sleep(2)
+        reading.set(false)
+        usleep(200_000)
+        let notices = received.get().count
+        for r in received.get() { #expect(r.from > 0 && r.to >= r.from, "a takeover notice names a time range") }
+        killBoth()
+        let a = Self.activePeriods(pair.logs(0), killedAt: kills[0]), b = Self.activePeriods(pair.logs(1), killedAt: kills[1])
+        #expect(!a.isEmpty && !b.isEmpty, "both held the lease at some point: \(a.count), \(b.count)")
+        for x in a { for y in b { #expect(!x.overlaps(y), "two publishers at once: \(x) and \(y)") } }
+        #expect(notices >= takeoversExpected, "\(notices) SYS.TAKEOVER notices for \(takeoversExpected) takeovers")
+        print("market-data lease: \(a.count) + \(b.count) periods held, \(notices) takeover notices")
+
     }
 }
 
