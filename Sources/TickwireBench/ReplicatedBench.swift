@@ -18,7 +18,7 @@ enum ReplicatedBench {
     static func run(_ options: BenchOptions) throws -> BenchReport {
         func param(_ k: String, _ d: Int) -> Int { options.parameters[k].flatMap(Int.init) ?? d }
         let trades = options.events == 10_000_000 ? 20_000 : options.events
-        let window = param("window", 512), clients = param("clients", 2)
+        let window = param("window", 512), clients = param("clients", 2), batch = param("batch", 1)
         let root = options.directory + "/replicated-\(getpid())"
         try? FileManager.default.removeItem(atPath: root)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -30,8 +30,8 @@ enum ReplicatedBench {
         var pairRates: [Double] = [], rawRates: [Double] = [], singleRates: [Double] = []
         for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
             let raw = try rawPublisher(cluster, stream: "RAW\(round)", trades: trades, window: window * clients)
-            let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients)
-            let single = try singleRun(fresh(), trades: trades, window: window, clients: clients)
+            let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients, batch: batch)
+            let single = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
             rawRates.append(raw.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
             rounds.append(["raw_jetstream": raw.json, "pair": pair.json, "single_daemon": single.json,
                            "pair_vs_raw": (pair.rate / raw.rate * 100).rounded() / 100])
@@ -41,6 +41,7 @@ enum ReplicatedBench {
             report["trades_per_run"] = trades
             report["window_per_client"] = window
             report["clients"] = clients
+            report["trades_per_client_message"] = batch
             report["rounds"] = rounds
             report["pair_vs_raw_jetstream_median"] = (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100
             report["pair_vs_single_daemon_median"] = (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100
@@ -105,7 +106,7 @@ enum ReplicatedBench {
 
     /// Drives trade services with `clients` CURVE clients (client c on endpoint c % endpoints), `window` trades
     /// in flight each; every trade must be acknowledged.
-    static func drive(_ endpoints: [String], dataDirectory: String, trades: Int, window: Int, clients: Int) throws -> Result {
+    static func drive(_ endpoints: [String], dataDirectory: String, trades: Int, window: Int, clients: Int, batch: Int = 1) throws -> Result {
         let latency = BenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
         let failures = BenchBox(0)
         let per = trades / clients
@@ -122,9 +123,11 @@ enum ReplicatedBench {
                 var sent = 0, acked = 0
                 while acked < per {
                     while sent < per && sent - acked < window {
-                        sentAt[sent] = benchNow()
-                        if (try? client.send(request(c, sent))) == nil { failures.update { $0 += 1 }; return }
-                        sent += 1
+                        let n = min(batch, per - sent, window - (sent - acked))
+                        let now = benchNow()
+                        for i in sent..<sent + n { sentAt[i] = now }
+                        if (try? client.send(batch: (sent..<sent + n).map { request(c, $0) })) == nil { failures.update { $0 += 1 }; return }
+                        sent += n
                     }
                     guard let reply = try? client.receive(timeoutMs: 30_000) else { failures.update { $0 += 1 }; return }
                     acked += 1
@@ -175,18 +178,18 @@ enum ReplicatedBench {
     }
 
     static func pairRun(_ cluster: NATSCluster, dirs: (String, String), stream: String, trades: Int, window: Int,
-                        clients: Int) throws -> Result {
+                        clients: Int, batch: Int) throws -> Result {
         let (context, services) = try startPair(cluster, dirs: dirs, stream: stream)
         defer { services.forEach { $0.stop() }; withExtendedLifetime(context) {} }
-        return try drive(services.map(\.boundEndpoint), dataDirectory: dirs.0, trades: trades, window: window, clients: clients)
+        return try drive(services.map(\.boundEndpoint), dataDirectory: dirs.0, trades: trades, window: window, clients: clients, batch: batch)
     }
 
-    static func singleRun(_ dir: String, trades: Int, window: Int, clients: Int) throws -> Result {
+    static func singleRun(_ dir: String, trades: Int, window: Int, clients: Int, batch: Int) throws -> Result {
         let context = ZMQContext()
         let service = TradeService(config: TradeServiceConfig(endpoint: "tcp://127.0.0.1:*"), dataDirectory: dir, context: context)
         try service.start()
         defer { service.stop() }
-        return try drive([service.boundEndpoint], dataDirectory: dir, trades: trades, window: window, clients: clients)
+        return try drive([service.boundEndpoint], dataDirectory: dir, trades: trades, window: window, clients: clients, batch: batch)
     }
 
     /// A steady `rate` of trades through the pair while the stream's leader is killed: the longest time with no

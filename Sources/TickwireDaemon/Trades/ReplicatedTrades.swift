@@ -91,7 +91,7 @@ final class ReplicatedState {
     /// second); with nothing known, the log's end is asked every `askNanos`.
     static let stallNanos: Int64 = 300_000_000
     static let restartNanos: Int64 = 1_000_000_000
-    static let askNanos: Int64 = 3_000_000_000
+    static let askNanos: Int64 = 1_000_000_000
     /// The most messages one stall's direct read asks for.
     static let fillBatch: UInt64 = 4_096
 }

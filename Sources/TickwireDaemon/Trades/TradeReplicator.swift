@@ -93,8 +93,7 @@ final class TradeReplicator: @unchecked Sendable {
         let inbound = self.inbound, unanswered = self.unanswered
         jsOptions.onAsyncAck = { msgId, result in
             unanswered.withLock { $0 -= 1 }
-            inbound.withLock { $0.append(.published(msgId: msgId ?? "", result)) }
-            wake()
+            Self.post(.published(msgId: msgId ?? "", result), to: inbound, wake: wake)
         }
         jetStream = try connection.jetStream(jsOptions)
     }
@@ -102,9 +101,17 @@ final class TradeReplicator: @unchecked Sendable {
     var isConnected: Bool { connection.isConnected }
     var connectedURL: String { connection.connectedURL }
 
-    private func post(_ item: Inbound) {
-        inbound.withLock { $0.append(item) }
-        wake()
+    private func post(_ item: Inbound) { Self.post(item, to: inbound, wake: wake) }
+
+    /// Appends for the service thread, waking it only when the queue was empty: a non-empty queue already has a
+    /// wake-up on its way, or is being drained (the service drains after it takes a wake-up). One wake-up per
+    /// burst instead of one inproc message per log message.
+    private static func post(_ item: Inbound, to inbound: Locked<[Inbound]>, wake: () -> Void) {
+        let wasEmpty = inbound.withLock { queue -> Bool in
+            queue.append(item)
+            return queue.count == 1
+        }
+        if wasEmpty { wake() }
     }
 
     /// Creates the stream if the cluster has none (a log: nothing deleted, nothing purged, kept for ever), then
