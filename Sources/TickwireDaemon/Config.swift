@@ -64,6 +64,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// The trade journal's segment size (its files roll at it and are prepared, zero-filled, at that size).
     public var journalSegmentBytes = 64 << 20
     public var metricsEndpoint = "127.0.0.1:9464"
+    /// The live monitor page at `/` and its WebSocket at `/ws`, on the metrics endpoint (docs/MONITOR.md).
+    public var metricsMonitor = true
 
     public init() {}
 
@@ -76,7 +78,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
         "trades": ["endpoint", "journal_segment_bytes"],
         "risk": ["default", "desks"],
-        "metrics": ["endpoint"],
+        "metrics": ["endpoint", "monitor"],
     ]
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -181,7 +183,10 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
             if let v = try s.int("journal_segment_bytes", min: 4096) { c.journalSegmentBytes = v }
         }
-        if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
+        if let s = try r.section("metrics") {
+            if let v = try s.string("endpoint") { c.metricsEndpoint = v }
+            if let v = try s.bool("monitor") { c.metricsMonitor = v }
+        }
         return c
     }
 
@@ -267,6 +272,12 @@ private struct Reader {
             out.append(s)
         }
         return out
+    }
+
+    func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let v = table[key] else { return nil }
+        guard let b = v.bool else { throw bad(key, "expected true or false") }
+        return b
     }
 
     func int(_ key: String, min: Int) throws(ConfigError) -> Int? {
