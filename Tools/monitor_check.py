@@ -18,6 +18,7 @@ Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`), sele
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -136,7 +137,15 @@ def main():
     ap.add_argument("--screenshot", required=True, help="where to save the page's screenshot (PNG)")
     ap.add_argument("--alert", help="an alert rule (PRICE_JUMP, …) the daemon raises; its alert must show")
     ap.add_argument("--timeout", type=float, default=45, help="seconds each wait may take")
+    ap.add_argument("--deadline", type=int, default=200, help="seconds the whole check may take")
     args = ap.parse_args()
+
+    # A bound of our own, so a hung browser still ends in `finally` (driver.quit ends Chromium and chromedriver)
+    # rather than being killed from outside and leaving them behind.
+    def overdue(signum, frame):
+        raise CheckFailed(f"the check took more than {args.deadline} s")
+    signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(args.deadline)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.screenshot)), exist_ok=True)
     driver = start_browser()
