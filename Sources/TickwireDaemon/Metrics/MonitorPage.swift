@@ -14,7 +14,7 @@ enum MonitorPage {
 <title>Tickwire monitor</title>
 <link rel="icon" href="data:,">
 <style>
-:root { --bg:#0d1117; --panel:#161b22; --line:#30363d; --text:#e6edf3; --dim:#8b949e; --ok:#3fb950; --warn:#d29922; --bad:#f85149; --p50:#58a6ff; --p99:#f0883e; --thr:#a371f7; }
+:root { color-scheme:dark; --bg:#0d1117; --panel:#161b22; --line:#30363d; --text:#e6edf3; --dim:#8b949e; --ok:#3fb950; --warn:#d29922; --bad:#f85149; --p50:#58a6ff; --p99:#f0883e; --thr:#a371f7; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--text); font:13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 header { display:flex; align-items:center; gap:18px; padding:10px 16px; border-bottom:1px solid var(--line); }
@@ -39,7 +39,7 @@ svg { width:100%; height:120px; display:block; background:#0b0f14; border:1px so
 .legend { color:var(--dim); font-size:11px; margin-top:4px; }
 .legend i { display:inline-block; width:10px; height:3px; vertical-align:middle; margin:0 4px 0 10px; }
 #alerts { list-style:none; margin:0; padding:0; max-height:260px; overflow-y:auto; overflow-x:hidden; }
-#alerts li { padding:3px 0; border-bottom:1px solid var(--line); display:grid; grid-template-columns:100px 150px 80px 1fr; gap:8px; white-space:nowrap; }
+#alerts li { padding:3px 0; border-bottom:1px solid var(--line); display:grid; grid-template-columns:100px 130px 70px 1fr; gap:8px; white-space:nowrap; }
 #alerts li span { overflow:hidden; text-overflow:ellipsis; }
 #alerts li.new { animation: flash 2s ease-out; }
 #alerts .rule { color:var(--warn); min-width:150px; }
@@ -90,7 +90,7 @@ footer { color:var(--dim); padding:4px 16px 14px; font-size:11px; }
       <div class="stat"><span>acked/s</span> <b id="trades-rate">-</b></div>
       <div class="stat"><span>fsync p50</span> <b id="fsync-p50">-</b></div>
       <div class="stat"><span>p99</span> <b id="fsync-p99">-</b></div>
-      <div class="stat"><span>syncs</span> <b id="fsync-count">-</b></div>
+      <div class="stat"><span>syncs in the last interval</span> <b id="fsync-count">-</b></div>
     </div>
     <table id="trade-outcomes"><thead><tr><th>outcome / rejected by risk limit</th><th>count</th></tr></thead><tbody></tbody></table>
     <h2 style="margin-top:10px">Desk limit use (RISK.&lt;DESK&gt;)</h2>
