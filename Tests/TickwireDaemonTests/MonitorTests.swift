@@ -246,6 +246,81 @@ import Glibc
     }
 }
 
+/// The snapshot's numbers without sockets: what the monitor computes from the daemon's statistics.
+@Suite struct MonitorFeedTests {
+    /// A finished simulator (a limit, no alert rules) leaves every counter still: the snapshot and `/metrics` must
+    /// then agree exactly, field by field, and the rates be zero.
+    @Test(.timeLimit(.minutes(2)))
+    func aSnapshotOfAStillDaemonEqualsWhatMetricsShows() throws {
+        let daemon = inProcessDaemon("monitor-feed") { c in
+            c.simRate = 0; c.simLimit = 3000; c.alertEntries = []; c.metricsMonitor = false
+        }
+        try daemon.start()
+        defer { daemon.shutdown() }
+        var published: UInt64 = 0, stillSince = Date()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let now = daemon.statistics().published
+            if now != published { published = now; stillSince = Date() }
+            if published > 0 && Date().timeIntervalSince(stillSince) > 1.5 { break }
+            usleep(100_000)
+        }
+        let feed = MonitorFeed(.init(statistics: { daemon.statistics() }))
+        _ = feed.next()
+        usleep(200_000)
+        let m = feed.next()
+        let samples = StatsTable.parse(daemon.metrics.render(daemon.statistics()))
+        func metric(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+            samples.first { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }?.value
+        }
+        #expect(m.ring.published == published && published > 0)
+        #expect(Double(m.ring.published) == metric("tickwire_ring_published_total"))
+        #expect(Double(m.ring.capacity) == metric("tickwire_ring_capacity"))
+        #expect(Double(m.ring.subjects) == metric("tickwire_subjects"))
+        #expect(m.ring.publishedPerSecond == 0 && m.intervalSeconds > 0)
+        let sim = try #require(m.sources.first { $0.name == "sim" })
+        #expect(sim.eventsPerSecond == 0)
+        for (counter, value) in sim.counters {
+            #expect(Double(value) == metric("tickwire_source_total", ["source": "sim", "counter": counter]), "sim \(counter)")
+        }
+        #expect(m.subscriptions.total == m.subscriptions.shown.count)
+        for sub in m.subscriptions.shown {
+            #expect(Double(sub.delivered) == metric("tickwire_subscription_delivered_total", ["subscription": sub.name]), "\(sub.name)")
+            #expect(Double(sub.dropped) == metric("tickwire_subscription_dropped_total", ["subscription": sub.name]), "\(sub.name)")
+            #expect(Double(sub.lag) == metric("tickwire_subscription_lag", ["subscription": sub.name]), "\(sub.name)")
+        }
+        for (outcome, value) in m.trades.outcomes {
+            #expect(Double(value) == metric("tickwire_trades_total", ["outcome": outcome]))
+        }
+        #expect(m.alerts.firedByRule.values.allSatisfy { $0 == 0 } && m.alerts.latest.isEmpty)
+        #expect(m.peers.isEmpty)
+        #expect(m.history.uptimeSeconds.count == 1)
+    }
+
+    /// Percentiles of an interval: the difference of two cumulative bucket counts, interpolated within a bucket.
+    @Test func intervalPercentilesComeFromTheBucketsThatGrew() {
+        let bounds = (0..<LatencyHistogram.bucketCount).map { Double(UInt64(1) << UInt64($0)) / 1e9 }
+        func cumulative(_ perBucket: [Int: UInt64]) -> [UInt64] {
+            var total: UInt64 = 0
+            return bounds.indices.map { i in total += perBucket[i] ?? 0; return total }
+        }
+        // Before: 1000 samples in [1, 2) µs (bucket 11). This interval: 100 more in [512, 1024) ns (bucket 10).
+        let before = cumulative([11: 1000])
+        let now = cumulative([11: 1000, 10: 100])
+        let l = MonitorFeed.intervalLatency(bounds: bounds, cumulative: now, before: before, sumSeconds: 0.0011, count: 1100)
+        #expect(l.samples == 100)
+        #expect(abs((l.p50Seconds ?? 0) - 768e-9) < 1e-12)          // halfway through 512…1024 ns
+        #expect(abs((l.p99Seconds ?? 0) - (512e-9 + 0.99 * 512e-9)) < 1e-12)
+        #expect(abs((l.meanSeconds ?? 0) - 1e-6) < 1e-12)
+        // An interval with nothing new has no percentiles.
+        let quiet = MonitorFeed.intervalLatency(bounds: bounds, cumulative: now, before: now, sumSeconds: 0.0011, count: 1100)
+        #expect(quiet.samples == 0 && quiet.p50Seconds == nil && quiet.p99Seconds == nil)
+        // 99 fast samples and 1 slow one: p50 among the fast, p99 at the top of theirs, not in the slow one's bucket.
+        let mixed = MonitorFeed.intervalLatency(bounds: bounds, cumulative: cumulative([10: 99, 20: 1]), before: nil, sumSeconds: 0, count: 100)
+        #expect((mixed.p50Seconds ?? 1) < 1024e-9 && (mixed.p99Seconds ?? 1) <= 1024e-9)
+    }
+}
+
 // MARK: - A WebSocket client on a raw TCP socket, so the tests can misbehave as a browser never would.
 
 private struct SocketError: Error, CustomStringConvertible { let description: String }
