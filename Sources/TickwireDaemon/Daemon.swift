@@ -62,6 +62,7 @@ public final class Daemon: @unchecked Sendable {
     private var monitorPages: MonitorPages?
     public let recentAlerts = RecentAlerts()
     /// Peers (an active/active partner, NATS bus members) for the monitor's `peers` section; none by default.
+    /// Set before `start`: the monitor's thread calls it once a second from then on.
     public var monitorPeers: @Sendable () -> [MonitorPeer] = { [] }
     private let storeWrites = LatencyHistogram()
     private let journalSyncs = LatencyHistogram()
