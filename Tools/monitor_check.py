@@ -61,32 +61,33 @@ def start_browser():
     return driver
 
 
+# Reads what the page shows, from its rendered elements, in one script: JavaScript runs between renders, so the
+# numbers are those of one snapshot, and no element can go stale under the read (as it can across selenium calls
+# while the page replaces its tables once a second).
+READ_PAGE = """
+const value = (id) => { const v = document.getElementById(id).dataset.value; return v === undefined || v === "" ? null : Number(v); };
+const subscriptions = {};
+for (const row of document.querySelectorAll("#subscriptions tbody tr[data-name]")) {
+  const cells = {};
+  for (const c of row.querySelectorAll("td[data-field]")) cells[c.dataset.field] = Number(c.dataset.value);
+  subscriptions[row.dataset.name] = cells;
+}
+const sources = {};
+for (const row of document.querySelectorAll("#sources tbody tr[data-name]")) sources[row.dataset.name] = row.cells[2].textContent;
+return { uptime: value("uptime"), published: value("ring-published"), rate: value("ring-rate"),
+         capacity: value("ring-capacity"), subjects: value("subjects"), subscriptions: subscriptions, sources: sources };
+"""
+
+
 def page_numbers(driver):
-    """What the page shows now: raw numbers from the elements' data-value attributes."""
-    def value(element_id):
-        v = driver.find_element(By.ID, element_id).get_attribute("data-value")
-        if v in (None, ""):
-            raise CheckFailed(f"#{element_id} has no value yet")
-        return float(v)
-    subscriptions = {}
-    for row in driver.find_elements(By.CSS_SELECTOR, "#subscriptions tbody tr[data-name]"):
-        cells = {c.get_attribute("data-field"): float(c.get_attribute("data-value"))
-                 for c in row.find_elements(By.CSS_SELECTOR, "td[data-field]")}
-        subscriptions[row.get_attribute("data-name")] = cells
-    sources = {}
-    for row in driver.find_elements(By.CSS_SELECTOR, "#sources tbody tr[data-name]"):
-        text = row.find_elements(By.TAG_NAME, "td")[2].text
-        counters = {k: float(v.replace(",", "")) for k, v in re.findall(r"(\w+)=([\d,\.]+)", text)}
-        sources[row.get_attribute("data-name")] = counters
-    return {
-        "uptime": value("uptime"),
-        "published": value("ring-published"),
-        "rate": value("ring-rate"),
-        "capacity": value("ring-capacity"),
-        "subjects": value("subjects"),
-        "subscriptions": subscriptions,
-        "sources": sources,
-    }
+    """What the page shows now: raw numbers from the elements' data-value attributes and the sources' counters."""
+    n = driver.execute_script(READ_PAGE)
+    for key in ["uptime", "published", "rate", "capacity", "subjects"]:
+        if n[key] is None:
+            raise CheckFailed(f"the page shows no {key} yet")
+    n["sources"] = {name: {k: float(v.replace(",", "")) for k, v in re.findall(r"(\w+)=([\d,\.]+)", text)}
+                    for name, text in n["sources"].items()}
+    return n
 
 
 def stats_numbers(tickwire, metrics):
@@ -198,14 +199,15 @@ def main():
 
         if args.alert:
             prefix = f"ALERT.{args.alert}."
-            item = wait_for(f"an {prefix}* alert on the page",
-                            lambda: driver.find_elements(By.CSS_SELECTOR, f'#alerts li[data-subject^="{prefix}"]'), args.timeout)
-            subject = item[0].get_attribute("data-subject")
+            item = wait_for(f"an {prefix}* alert on the page", lambda: driver.execute_script(
+                "const li = document.querySelector(`#alerts li[data-subject^='${arguments[0]}']`);"
+                "return li ? [li.dataset.subject, Array.from(li.children).map((c) => c.textContent).join(' ')] : null;", prefix), args.timeout)
+            subject, shown = item
             stats = stats_numbers(args.tickwire, args.metrics)
             fired = stats["alerts"].get(args.alert, 0)
             if fired <= 0:
                 failures.append(f"the page shows {subject} but tickwire stats counts no {args.alert} alert")
-            print(f"{'ok  ' if fired > 0 else 'FAIL'} alert on the page: {subject} ({item[0].text.strip()}); stats count {fired:.0f}")
+            print(f"{'ok  ' if fired > 0 else 'FAIL'} alert on the page: {subject} ({' '.join(shown.split())}); stats count {fired:.0f}")
 
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         for e in errors:
