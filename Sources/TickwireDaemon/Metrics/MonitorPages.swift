@@ -221,9 +221,10 @@ final class MonitorPages: Sendable {
                 if case .dropped = page.post.yield(buffer) { dropped.add(1, ordering: .relaxed) }
             }
             nextAt += interval
-            let wait = nextAt - monotonicNanos()
-            if wait <= 0 { nextAt = monotonicNanos(); continue }   // fell behind (a loaded machine): no catch-up burst
-            _ = self.wake.wait(timeout: .now() + .nanoseconds(Int(wait)))
+            let after = monotonicNanos()
+            // Fell behind (a loaded machine): the next one an interval from now, never two back to back to catch up.
+            if nextAt <= after { nextAt = after + interval }
+            _ = self.wake.wait(timeout: .now() + .nanoseconds(Int(nextAt - after)))
         }
     }
 
