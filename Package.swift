@@ -35,6 +35,8 @@ let package = Package(
         // Already in the graph through Hummingbird; named here because the metrics server starts and stops it itself.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The live monitor page's WebSocket (`/ws` beside `/metrics`), on the same Hummingbird server.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
     ],
     targets: [
         // C libraries, each behind a thin system-library or shim target.
@@ -77,6 +79,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
         ]),
         // `tickwire bench …`: measurements side by side with their baselines, printed as JSON.
         .target(name: "TickwireBench", dependencies: [

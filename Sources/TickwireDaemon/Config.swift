@@ -71,6 +71,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// the other takes over a sixth of it later (plus an election, when the cluster lost its leader).
     public var marketDataLeaseMs = 3_000
     public var metricsEndpoint = "127.0.0.1:9464"
+    /// The live monitor page at `/` and its WebSocket at `/ws`, on the metrics endpoint (docs/MONITOR.md).
+    public var metricsMonitor = true
 
     public init() {}
 
@@ -84,7 +86,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "trades": ["endpoint", "journal_segment_bytes", "replication", "nats", "node", "stream", "replicas", "ack_timeout_ms",
                    "duplicate_window_s", "md_lease_ms"],
         "risk": ["default", "desks"],
-        "metrics": ["endpoint"],
+        "metrics": ["endpoint", "monitor"],
     ]
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -219,7 +221,10 @@ public struct DaemonConfig: Sendable, Equatable {
                 throw s.bad("replication", "'\(mode)' is not one of none, jetstream")
             }
         }
-        if let s = try r.section("metrics"), let v = try s.string("endpoint") { c.metricsEndpoint = v }
+        if let s = try r.section("metrics") {
+            if let v = try s.string("endpoint") { c.metricsEndpoint = v }
+            if let v = try s.bool("monitor") { c.metricsMonitor = v }
+        }
         return c
     }
 
@@ -305,6 +310,12 @@ private struct Reader {
             out.append(s)
         }
         return out
+    }
+
+    func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let v = table[key] else { return nil }
+        guard let b = v.bool else { throw bad(key, "expected true or false") }
+        return b
     }
 
     func int(_ key: String, min: Int) throws(ConfigError) -> Int? {

@@ -60,6 +60,12 @@ public final class Daemon: @unchecked Sendable {
     /// Pre-trade limits and positions marked to the live market.
     public let risk: RiskEngine
     private var metricsServer: MetricsServer?
+    /// The monitor page's WebSocket pages (nil with `[metrics] monitor = false`), and the alerts it shows.
+    private var monitorPages: MonitorPages?
+    public let recentAlerts = RecentAlerts()
+    /// Peers (an active/active partner, NATS bus members) for the monitor's `peers` section; none by default.
+    /// Set before `start`: the monitor's thread calls it once a second from then on.
+    public var monitorPeers: @Sendable () -> [MonitorPeer] = { [] }
     private let storeWrites = LatencyHistogram()
     private let journalSyncs = LatencyHistogram()
     private let storeErrors = Atomic<UInt64>(0)
@@ -145,8 +151,15 @@ public final class Daemon: @unchecked Sendable {
         }
         self.trades = trades
 
+        if config.metricsMonitor {
+            monitorPages = MonitorPages(inputs: .init(
+                statistics: { [unowned self] in statistics() },
+                riskUse: { [risk] in risk.desks.map { ($0, risk.usage(desk: $0)) } },
+                alerts: recentAlerts,
+                peers: { [unowned self] in monitorPeers() }), logger: logger)
+        }
         do {
-            metricsServer = try MetricsServer(endpoint: config.metricsEndpoint) { [unowned self] path in
+            metricsServer = try MetricsServer(endpoint: config.metricsEndpoint, monitor: monitorPages) { [unowned self] path in
                 path == "/metrics" ? self.metrics.render(self.statistics()) : nil
             }
         } catch {
@@ -198,6 +211,8 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
         }
+        // Snapshots read `statistics()`, complete only now that every consumer and source is in place.
+        monitorPages?.start()
         logger.info("tickwire running", metadata: [
             "publish": "\(config.publishEndpoint)", "data": "\(config.dataDirectory)",
             "sources": "\(sources.map(\.name).joined(separator: ","))", "ring": "\(config.ringCapacity)",
@@ -206,6 +221,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// Stops the sources, lets consumers drain what was published, and joins every thread.
     public func shutdown() {
+        monitorPages?.stop()
         trades?.stop()
         lease?.stop()
         stop.raise()
@@ -285,6 +301,7 @@ public final class Daemon: @unchecked Sendable {
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
+        monitorPages?.addStatistics(to: &s)
         s.consumers = consumers.map { ($0.name, $0.counters) }
         let hubCounters = hub.consumerCounters
         if let hubCounters { s.consumers.append((SubscriptionHub.consumerName, hubCounters)) }
@@ -411,7 +428,10 @@ public final class Daemon: @unchecked Sendable {
                 alerts.tick(now: now) { raised.append($0) }
                 lastTick = now
             }
-            for alert in raised { ring.publish(alert) }
+            for alert in raised {
+                ring.publish(alert)
+                recentAlerts.record(alert, subject: subjects.text(alert.subjectID))
+            }
             raised.removeAll(keepingCapacity: true)
             // Limit use, once a second per desk with trades: RISK.<DESK>.
             if now.rawValue - lastRisk.rawValue >= 1_000_000_000 {

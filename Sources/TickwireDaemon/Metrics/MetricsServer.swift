@@ -2,6 +2,7 @@ import CTickwireSys
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOPosix
@@ -30,6 +31,9 @@ public struct MetricsServerError: Error, CustomStringConvertible {
 /// The server is running when `init` returns (the port is bound, so a busy endpoint throws from `init`) and
 /// runs until `stop`, which closes idle connections at once, lets in-flight responses finish (bounded), and
 /// joins the event loop thread.
+///
+/// With a `monitor`, the same server also serves the live monitor page at `/` and its WebSocket at `/ws`
+/// (`MonitorPages` bounds the pages); the head-arrival bound above then also covers a WebSocket upgrade request.
 final class MetricsServer: Sendable {
     struct Limits: Sendable {
         /// A connection with no request in progress is closed after this long; this is also the time a client has
@@ -52,11 +56,14 @@ final class MetricsServer: Sendable {
     private let lifecycle: Lifecycle
     private let logger: Logger
     private let executor: ThreadTaskExecutor
+    private let monitor: MonitorPages?
 
     /// - Parameters:
     ///   - endpoint: `HOST:PORT` (an IPv4 address; `localhost` means 127.0.0.1; port 0 for any free port).
+    ///   - monitor: the monitor's pages, to serve `/` and `/ws` too (nil: 404 there). Its owner starts it once the
+    ///     statistics it reads are complete; `stop` stops it and closes its pages.
     ///   - handler: the body for a path (without its query), or nil for 404. Called on the server's own thread.
-    init(endpoint: String, limits: Limits = Limits(), logger: Logger? = nil,
+    init(endpoint: String, limits: Limits = Limits(), monitor: MonitorPages? = nil, logger: Logger? = nil,
          handler: @escaping @Sendable (String) -> String?) throws(MetricsServerError) {
         self.endpoint = endpoint
         self.limits = limits
@@ -71,13 +78,32 @@ final class MetricsServer: Sendable {
         if logger == nil { log.logLevel = .warning }
         let lifecycle = Lifecycle()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let http1 = HTTP1Channel.Configuration(
+            idleTimeout: TimeAmount(limits.idleTimeout),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeadBytes, maxHeaderListSize: limits.maxHeadBytes,
+                                            maxHeaderFieldCount: limits.maxHeaderFields))
+        let pages = MonitorPages.Limits()
+        let ws = WebSocketServerConfiguration(maxFrameSize: monitor?.limits.maxInboundFrameBytes ?? pages.maxInboundFrameBytes,
+                                              autoPing: .enabled(timePeriod: .seconds(30)),
+                                              closeTimeout: monitor?.limits.closeTimeout ?? pages.closeTimeout)
+        let firstHead = TimeAmount(limits.idleTimeout)
+        // HTTP/1.1 with an upgrade to a WebSocket on /ws. Hummingbird's idle timeout starts only once a first request
+        // head is parsed, so `GuardedChannel` bounds the time to that first head (and tracks every connection, the
+        // upgraded ones too, for `stop`).
+        let server = HTTPServerBuilder { responder in
+            GuardedChannel(base: HTTP1WebSocketUpgradeChannel(
+                responder: responder, configuration: .init(http1: http1, ws: ws),
+                shouldUpgrade: { (head: HTTPRequest, channel: any Channel, _: Logger) throws -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> in
+                    FirstRequestDeadline.disarm(channel)
+                    let path = head.path.map { $0.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0] }
+                    guard let monitor, path == "/ws" else { return .dontUpgrade }
+                    return monitor.upgrade(channel: channel)
+                }),
+                lifecycle: lifecycle, firstHeadTimeout: firstHead)
+        }
         let app = Application(
-            responder: MetricsResponder(handler: handler),
-            server: .http1(configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionTracker(lifecycle)],
-                idleTimeout: TimeAmount(limits.idleTimeout),
-                httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeadBytes, maxHeaderListSize: limits.maxHeadBytes,
-                                                maxHeaderFieldCount: limits.maxHeaderFields))),
+            responder: MetricsResponder(handler: handler, page: monitor == nil ? nil : ByteBuffer(string: MonitorPage.html)),
+            server: server,
             configuration: ApplicationConfiguration(
                 address: .hostname(host, port: Int(port)), backlog: limits.backlog, reuseAddress: true,
                 availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: log)),
@@ -99,6 +125,7 @@ final class MetricsServer: Sendable {
         self.lifecycle = lifecycle
         self.logger = log
         self.executor = executor
+        self.monitor = monitor
         switch lifecycle.waitUntilBound(seconds: 10) {
         case .bound(let p):
             self.port = p
@@ -125,6 +152,8 @@ final class MetricsServer: Sendable {
     func stop() {
         guard lifecycle.beginStop() else { return }
         lifecycle.serverChannel?.close(promise: nil)
+        // Pages never finish by themselves: close them first rather than wait out the grace for them.
+        monitor?.stop()
         for c in lifecycle.connections() { c.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         let grace = Double(limits.shutdownGrace.components.seconds) + Double(limits.shutdownGrace.components.attoseconds) / 1e18
         if !lifecycle.waitUntilFinished(seconds: grace) {
@@ -156,6 +185,72 @@ private final class ConnectionTracker: ChannelInboundHandler, RemovableChannelHa
     }
 }
 
+/// Sets up each connection as `base` does, after adding what the metrics server needs on every connection,
+/// upgraded or not: its registration with the lifecycle and the bound on the time to its first request head.
+private struct GuardedChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+    let lifecycle: Lifecycle
+    let firstHeadTimeout: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ConnectionTracker(lifecycle), position: .first)
+            try channel.pipeline.syncOperations.addHandler(FirstRequestDeadline(firstHeadTimeout), position: .last)
+        }.flatMap { base.setup(channel: channel, logger: logger) }
+    }
+
+    /// Hummingbird's upgrade handling logs a connection that closes before its first request head (one our deadline
+    /// cut, a client that went away) as an error; to the daemon's log that is no error, so the level here is raised.
+    func handle(value: Value, logger: Logger) async {
+        var quiet = logger
+        quiet.logLevel = .critical
+        await base.handle(value: value, logger: quiet)
+    }
+}
+
+/// Closes a connection whose first request head has not arrived within the timeout (a client that connects and
+/// says nothing, or dribbles its head a byte at a time). Disarmed once a request is being answered or a
+/// WebSocket upgrade is decided; from then on Hummingbird's idle timeout, or the WebSocket's pings, take over.
+private final class FirstRequestDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
+    private var disarmed = false
+
+    init(_ timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) { if context.channel.isActive { arm(context) } }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { disarm() }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil, !disarmed else { return }
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    private func disarm() {
+        disarmed = true
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    /// Disarms the channel's deadline; callable from any thread.
+    static func disarm(_ channel: any Channel) {
+        if channel.eventLoop.inEventLoop {
+            (try? channel.pipeline.syncOperations.handler(type: FirstRequestDeadline.self))?.disarm()
+        } else {
+            channel.eventLoop.execute { (try? channel.pipeline.syncOperations.handler(type: FirstRequestDeadline.self))?.disarm() }
+        }
+    }
+}
+
 /// Hummingbird's basic context plus the connection, so the responder can ask for it to be closed.
 private struct MetricsRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
@@ -166,12 +261,15 @@ private struct MetricsRequestContext: RequestContext {
     }
 }
 
-/// GET /anything: the handler's text, or 404; any other method 405.
+/// GET /anything: the handler's text, or 404; GET / the monitor page when there is one; any other method 405.
 private struct MetricsResponder: HTTPResponder {
     typealias Context = MetricsRequestContext
     let handler: @Sendable (String) -> String?
+    /// The monitor page's HTML, when the monitor is on.
+    let page: ByteBuffer?
 
     func respond(to request: Request, context: MetricsRequestContext) async throws -> Response {
+        FirstRequestDeadline.disarm(context.channel)
         // Nothing here reads a request body, and the server would otherwise drain one for as long as it keeps
         // coming: a request that declares one is answered, then its connection closed (the connection handler
         // closes after the answer in flight when asked to quiesce).
@@ -180,6 +278,11 @@ private struct MetricsResponder: HTTPResponder {
         }
         guard request.method == .get else {
             return Self.text(.methodNotAllowed, "GET only\n", extra: [.allow: "GET"])
+        }
+        if let page, request.uri.path == "/" || request.uri.path == "/index.html" {
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .contentLength: String(page.readableBytes),
+                                                   .cacheControl: "no-store"],
+                            body: ResponseBody(byteBuffer: page))
         }
         guard let body = handler(request.uri.path) else { return Self.text(.notFound, "not found\n") }
         return Self.text(.ok, body, contentType: "text/plain; version=0.0.4; charset=utf-8")
