@@ -150,6 +150,10 @@ public final class Daemon: @unchecked Sendable {
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
+        if config.tradeReplication != nil {
+            let given = monitorPeers
+            monitorPeers = { [unowned self] in given() + replicationPeers() }
+        }
 
         if config.metricsMonitor {
             monitorPages = MonitorPages(inputs: .init(
@@ -314,6 +318,16 @@ public final class Daemon: @unchecked Sendable {
             s.consumers.append(("in-process:\(sub.name)", c))
         }
         return s
+    }
+
+    /// This daemon's part in an active/active pair, for the monitor: its role for market data (the lease) and
+    /// its health for trades (caught up with the log, or why it stopped).
+    private func replicationPeers() -> [MonitorPeer] {
+        guard let status = trades?.replicationStatus else { return [] }
+        let role = lease.map { $0.isActive() ? "publishing market data" : "standby for market data" } ?? ""
+        let health = status.broken.map { "STOPPED: \($0)" } ?? (status.ready ? "trading" : "catching up with the log")
+        return [MonitorPeer(name: status.node, role: role, health: health,
+                            detail: "log applied through \(status.applied) (known through \(status.logKnownThrough)); cluster \(status.cluster.isEmpty ? "unreachable" : status.cluster)")]
     }
 
     // MARK: - Wiring

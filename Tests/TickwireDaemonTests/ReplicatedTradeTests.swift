@@ -220,7 +220,11 @@ import TickwireZMQ
         pair.stop()
         try Self.checkJournals(pair, ledger)
         let outputs = try pair.dirs.map { try DaemonProcess.tickwire(["audit", "verify", "--data", $0]) }
-        #expect(outputs[0].status == 0 && outputs[0].stdout == outputs[1].stdout, "\(outputs)")
+        // The same count, last sequence and head hash (segment files roll at moments of each daemon's own).
+        func essentials(_ out: String) -> [String] {
+            out.split(separator: ",").filter { $0.contains("\"records\"") || $0.contains("\"last_seq\"") || $0.contains("\"head_hash\"") }.map(String.init)
+        }
+        #expect(outputs[0].status == 0 && essentials(outputs[0].stdout) == essentials(outputs[1].stdout) && essentials(outputs[0].stdout).count == 3, "\(outputs)")
         let shown = try DaemonProcess.tickwire(["audit", "show", "--data", pair.dirs[1], "100"])
         #expect(shown.stdout.contains("\"decision\":\"rejected\"") && shown.stdout.contains("max_position"), "\(shown)")
     }

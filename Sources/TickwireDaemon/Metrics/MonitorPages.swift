@@ -232,10 +232,3 @@ final class MonitorPages: Sendable {
         d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
     }
 }
-
-/// CLOCK_MONOTONIC in nanoseconds.
-private func monotonicNanos() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}

@@ -134,6 +134,7 @@ final class MarketDataLease: @unchecked Sendable {
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (the daemon's one helper for it).
 @inline(__always) func monotonicNanos() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

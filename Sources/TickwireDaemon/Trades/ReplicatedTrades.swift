@@ -224,6 +224,10 @@ extension TradeService {
         }
         expire(state, router, now: now)
         watchProgress(state, journal, now: now)
+        let status = ReplicationStatus(node: state.replicator.config.node, cluster: state.replicator.connectedURL,
+                                       applied: state.applied, logKnownThrough: state.logKnownThrough,
+                                       ready: state.ready, broken: state.broken)
+        replicationStatusBox.withLock { if $0 != status { $0 = status } }
     }
 
     /// The stream is there: checks that this journal is a prefix of it and starts consuming after the journal's

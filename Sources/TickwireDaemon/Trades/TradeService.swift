@@ -153,6 +153,20 @@ public final class TradeService: @unchecked Sendable {
 
     deinit { stop() }
 
+    /// Replicated trading as the monitor shows it (nil without replication); refreshed by the service thread.
+    public struct ReplicationStatus: Sendable, Equatable {
+        public var node: String
+        public var cluster: String
+        public var applied: UInt64
+        public var logKnownThrough: UInt64
+        /// Caught up with the log and taking trades.
+        public var ready: Bool
+        /// Why replicated trading stopped here, if it did.
+        public var broken: String?
+    }
+    let replicationStatusBox = Locked<ReplicationStatus?>(nil)
+    public var replicationStatus: ReplicationStatus? { replicationStatusBox.withLock { $0 } }
+
     public var counters: Counters { countersLock.lock(); defer { countersLock.unlock() }; return counts }
     func count(_ body: (inout Counters) -> Void) { countersLock.lock(); body(&counts); countersLock.unlock() }
 
