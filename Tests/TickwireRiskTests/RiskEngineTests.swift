@@ -249,9 +249,9 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
         #expect(risk.droppedMarkSymbols == 1)
     }
 
-    /// The market-data thread marks while two threads submit against one position limit of 1: each buy that is
-    /// accepted must find the position flat and leave it at exactly 1 until its own thread sells, and every
-    /// submit is counted once. An engine that checks and applies under separate locks lets both buys through
+    /// The market-data thread marks while two threads submit against one position limit of 1, 20,000 rounds each:
+    /// each buy that is accepted must find the position flat and leave it at exactly 1 until its own thread
+    /// sells, and every submit is counted once. An engine that checks and applies under separate locks lets both buys through
     /// (a position of 2); one without a lock loses updates (a position or a rejection count that does not add
     /// up). Runs under `swift test --sanitize=thread` too (Tools/test.sh): the marks take no lock.
     @Test func markingWhileTwoThreadsSubmitAgainstOneLimit() {
@@ -267,7 +267,7 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
                                    eventTime: .zero, knownTime: .zero))
             }
         }
-        let rounds = 40_000
+        let rounds = 20_000
         struct Tally: Sendable { var buys = 0, accepted = 0, sellsRejected = 0; var bad: [String] = [] }
         let tallies = (0..<2).map { _ in Locked(Tally()) }
         let ready = Atomic<Int>(0)
