@@ -10,7 +10,7 @@ import TickwireCore
 @usableFromInline
 final class AtomicWords {
     /// Words per 128-byte line: two adjacent 64-byte lines, so the adjacent-line prefetcher does not couple them.
-    @usableFromInline static let wordsPerLine = 16
+    @inlinable static var wordsPerLine: Int { 16 }
 
     @usableFromInline let base: UnsafeMutablePointer<Atomic<UInt64>>
     @usableFromInline let count: Int

@@ -24,6 +24,20 @@ struct BroadcastRingTests {
         #expect(consumer.counters.lag == 0)
     }
 
+    /// The control words are where the drawing in BroadcastRing.swift puts them, and the layout's rules hold.
+    @Test func controlWordsAreWhereTheDrawingPutsThem() {
+        #expect(BroadcastRing.layoutIsValid)
+        let words = Dictionary(uniqueKeysWithValues: BroadcastRing.layout.map { ($0.name, $0.word) })
+        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "closed": 32, "gatingEpoch": 33,
+                          "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "claimed": 64,
+                          "cell.cursor": 80, "cell.state": 81, "cell.producerWaiting": 82, "cell.stalls": 83,
+                          "cell.delivered": 84, "cell.dropped": 85, "cell.resyncs": 86])
+        #expect(BroadcastRing.wordsPerLine * 8 == 128)
+        let ring = BroadcastRing(capacity: 16, gapSubject: 0, maxConsumers: 3)
+        #expect(ring.control.count == 80 + 3 * 16)
+        #expect(ring.cellWord(2, BroadcastRing.cellResyncs) == 80 + 2 * 16 + 6)
+    }
+
     @Test func capacityRoundsUpToAPowerOfTwo() {
         #expect(BroadcastRing(capacity: 100, gapSubject: 0).capacity == 128)
     }
