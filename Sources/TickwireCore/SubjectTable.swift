@@ -11,7 +11,7 @@ public final class SubjectTable: @unchecked Sendable {
     /// Each entry: the subject's UTF-8 bytes, owned by the table until it is freed.
     private let chunks: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeRawBufferPointer>?>
     private let published = Atomic<UInt32>(0)
-    private let writer = Mutex<[String: SubjectID]>([:])
+    private let writer = Locked<[String: SubjectID]>([:])
 
     public init() {
         chunks = .allocate(capacity: SubjectTable.maxChunks)

@@ -1,3 +1,4 @@
+import Foundation
 import TOMLKit
 import TickwireAlerts
 import TickwireCore
@@ -5,12 +6,18 @@ import TickwireFeeds
 import TickwireNATS
 import TickwireRisk
 
-/// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
+/// A configuration mistake: the key (as `section.key`, `alerts[2].bps`), the line of the file when known, and
+/// what was wrong.
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public let key: String
     public let reason: String
-    public init(key: String, reason: String) { self.key = key; self.reason = reason }
-    public var description: String { key.isEmpty ? "config: \(reason)" : "config key '\(key)': \(reason)" }
+    /// The 1-based line of the TOML text the key is on (nil: not from a file, or not found).
+    public let line: Int?
+    public init(key: String, reason: String, line: Int? = nil) { self.key = key; self.reason = reason; self.line = line }
+    public var description: String {
+        let at = line.map { "config line \($0)" } ?? "config"
+        return key.isEmpty ? "\(at): \(reason)" : "\(at), key '\(key)': \(reason)"
+    }
 }
 
 /// Everything `tickwire run` can be told, from a TOML file and then flags. The defaults are the embedded
@@ -91,9 +98,16 @@ public struct DaemonConfig: Sendable, Equatable {
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
-    /// Reads a TOML document. - Throws: `ConfigError` naming the unknown key, the bad value, or the line and column
-    /// of a syntax error.
+    /// Reads a TOML document. - Throws: `ConfigError` naming the unknown key or the bad value and its line, or the
+    /// line and column of a syntax error.
     public static func parse(toml text: String) throws(ConfigError) -> DaemonConfig {
+        do { return try parseUnlocated(toml: text) } catch {
+            guard error.line == nil, let line = lineOf(key: error.key, in: text) else { throw error }
+            throw ConfigError(key: error.key, reason: error.reason, line: line)
+        }
+    }
+
+    private static func parseUnlocated(toml text: String) throws(ConfigError) -> DaemonConfig {
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw ConfigError(key: "", reason: "TOML syntax error at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
@@ -166,8 +180,8 @@ public struct DaemonConfig: Sendable, Equatable {
                 guard let t = entry.table else { throw ConfigError(key: "alerts[\(i)]", reason: "expected a table") }
                 out.append(try textValues(t, key: "alerts[\(i)]"))
             }
-            do { _ = try AlertRule.parseAll(out) } catch { throw ConfigError(key: "alerts", reason: "\(error)") }
             c.alertEntries = out
+            _ = try c.alertRules()
         }
         if let v = table["risk"] {
             guard let risk = v.table else { throw ConfigError(key: "risk", reason: "expected a [risk] table") }
@@ -183,9 +197,7 @@ public struct DaemonConfig: Sendable, Equatable {
                     c.riskDesks[desk] = try textValues(t, key: "risk.desks.\(desk)")
                 }
             }
-            do { _ = try RiskConfig.parse(default: c.riskDefault, desks: c.riskDesks) } catch {
-                throw ConfigError(key: "risk", reason: "\(error)")
-            }
+            _ = try c.riskConfig()
         }
         if let s = try r.section("trades") {
             if let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
@@ -241,6 +253,88 @@ public struct DaemonConfig: Sendable, Equatable {
         do { _ = try Subject(v) } catch { throw ConfigError(key: key, reason: "'\(v)' is not a subject token: \(error.reason)") }
         guard !v.contains(".") else { throw ConfigError(key: key, reason: "'\(v)' must be one token, without dots") }
         return v
+    }
+
+    /// The alert rules to run: the documented defaults when there is no `[[alerts]]`, none for an empty list.
+    /// - Throws: `ConfigError` naming the entry (`alerts[2].bps`) that `AlertRule.parse` refuses; `parse(toml:)`
+    ///   has already checked a file's entries, so only a config built in code can fail here.
+    public func alertRules() throws(ConfigError) -> [AlertRule] {
+        guard let entries = alertEntries else { return AlertRule.defaults }
+        do { return try AlertRule.parseAll(entries) } catch {
+            throw ConfigError(key: "alerts[\(error.index)]" + (error.key.map { ".\($0)" } ?? ""),
+                              reason: (error.rule.map { "rule '\($0)': " } ?? "") + error.reason)
+        }
+    }
+
+    /// The risk limits: `[risk.default]` over the embedded defaults, each `[risk.desks.<DESK>]` over that.
+    /// - Throws: `ConfigError` naming the table and key (`risk.desks.DESK7.max_loss`); as for `alertRules()`,
+    ///   only a config built in code can fail here.
+    public func riskConfig() throws(ConfigError) -> RiskConfig {
+        do { return try RiskConfig.parse(default: riskDefault, desks: riskDesks) } catch {
+            throw ConfigError(key: error.table + (error.key.map { ".\($0)" } ?? ""), reason: error.reason)
+        }
+    }
+
+    /// The line of `text` that holds `key` (`section.key`, `risk.desks.DESK7.max_loss`, `alerts[2].bps`, or a
+    /// table's own name): the key's line inside its table, else the table's header. Nil when not found (a key
+    /// written as a dotted key or in an inline table). TOMLKit does not report where a value was read.
+    static func lineOf(key: String, in text: String) -> Int? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        func name(_ header: String) -> String {
+            String(header.filter { $0 != " " && $0 != "\t" && $0 != "\"" })
+        }
+        /// The header line of a table (`occurrence` nil) or of the n-th entry of an array of tables; "" is the top.
+        func header(_ table: String, occurrence: Int?) -> Int? {
+            if table.isEmpty { return occurrence == nil ? -1 : nil }
+            var seen = 0
+            for (i, l) in lines.enumerated() {
+                if let n = occurrence {
+                    guard l.hasPrefix("[["), let end = l.range(of: "]]") else { continue }
+                    if name(String(l[l.index(l.startIndex, offsetBy: 2)..<end.lowerBound])) == table {
+                        if seen == n { return i }
+                        seen += 1
+                    }
+                } else if l.hasPrefix("["), !l.hasPrefix("[["), let end = l.firstIndex(of: "]"),
+                          name(String(l[l.index(after: l.startIndex)..<end])) == table {
+                    return i
+                }
+            }
+            return nil
+        }
+        /// The line of `key = …` in the table whose header is at `start` (-1: the top level).
+        func keyLine(_ key: String, after start: Int) -> Int? {
+            var i = start + 1
+            while i < lines.count, !lines[i].hasPrefix("[") {
+                let l = lines[i]
+                if l.hasPrefix(key), l.dropFirst(key.count).drop(while: { $0 == " " || $0 == "\t" }).first == "=" { return i }
+                i += 1
+            }
+            return nil
+        }
+        var table = key, field: String? = nil, occurrence: Int? = nil
+        if key.hasPrefix("alerts["), let close = key.firstIndex(of: "]") {
+            occurrence = Int(key[key.index(key.startIndex, offsetBy: 7)..<close])
+            table = "alerts"
+            let rest = key[key.index(after: close)...]
+            if rest.hasPrefix(".") { field = String(rest.dropFirst()) }
+            guard occurrence != nil, let h = header(table, occurrence: occurrence) else { return nil }
+            return (field.flatMap { keyLine($0, after: h) } ?? h) + 1
+        }
+        // Longest table first: `risk.desks.DESK7` before `risk.desks`; a key alone is at the top level.
+        var splits: [(String, String?)] = [(key, nil)]
+        var dot = key.endIndex
+        while let d = key[..<dot].lastIndex(of: ".") {
+            splits.append((String(key[..<d]), String(key[key.index(after: d)...])))
+            dot = d
+        }
+        splits.append(("", key))
+        for (t, f) in splits {
+            table = t; field = f
+            guard let h = header(table, occurrence: nil) else { continue }
+            if let f { if let k = keyLine(f, after: h) { return k + 1 } else if !t.isEmpty { return h + 1 } else { continue } }
+            return h + 1
+        }
+        return nil
     }
 
     /// The simulator's symbols: a list, a count of the built-in ones (or generated beyond them), or the default 24.

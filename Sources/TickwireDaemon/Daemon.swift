@@ -59,6 +59,8 @@ public final class Daemon: @unchecked Sendable {
     public let alerts: AlertEngine
     /// Pre-trade limits and positions marked to the live market.
     public let risk: RiskEngine
+    /// A rule or limit `init` could not read; `start` throws it.
+    private var configError: ConfigError?
     private var metricsServer: MetricsServer?
     /// The monitor page's WebSocket pages (nil with `[metrics] monitor = false`), and the alerts it shows.
     private var monitorPages: MonitorPages?
@@ -87,15 +89,23 @@ public final class Daemon: @unchecked Sendable {
         ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues,
                              asymmetricFences: false)
         hub = SubscriptionHub(ring: ring, subjects: subjects, gapSubject: gapSubject)
-        // The config was validated when it was parsed; these cannot fail on a parsed config.
-        let rules = config.alertEntries.map { (try? AlertRule.parseAll($0)) ?? [] } ?? AlertRule.defaults
+        // A parsed config's rules and limits were checked in `DaemonConfig.parse`. One built in code with a bad
+        // rule or limit is not run with defaults in their place: `start` refuses it, naming the key.
+        var rules: [AlertRule] = [], riskConfig = RiskConfig()
+        do {
+            rules = try config.alertRules()
+            riskConfig = try config.riskConfig()
+        } catch {
+            configError = error
+        }
         alerts = AlertEngine(rules: rules, subjects: subjects)
-        risk = RiskEngine(config: (try? RiskConfig.parse(default: config.riskDefault, desks: config.riskDesks)) ?? RiskConfig())
+        risk = RiskEngine(config: riskConfig)
     }
 
     /// Opens the data directory, binds every endpoint, and starts every thread.
     /// - Throws: `DaemonError` — a busy endpoint, an unusable data directory, a bad source — before any thread runs.
     public func start() throws(DaemonError) {
+        if let configError { throw .config(configError) }
         try openDataDirectory()
         sources = try makeSources()
         do {
@@ -109,7 +119,7 @@ public final class Daemon: @unchecked Sendable {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
             throw .transport("publishing on \(config.publishEndpoint)", error)
         }
-        // TRADES: the trade service starts here (issue 5). Risk checks each trade before it is journaled, and
+        // The trade service starts here. Risk checks each trade before it is journaled, and
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
         tradeConfig.journal.segmentBytes = Int64(config.journalSegmentBytes)

@@ -3,14 +3,14 @@ import Synchronization
 import TickwireCore
 
 /// 64-bit atomics placed in raw memory aligned to 128 bytes, so that words two threads write sit on their own
-/// cache lines (Swift cannot align a type to 64; see docs/ANCHORS.md).
+/// cache lines (Swift cannot align a type to 64 bytes, so the block is allocated aligned and addressed by index).
 ///
 /// The block owns its memory; `deinit` frees it. Words are addressed by index (8 bytes each), so a caller puts
 /// a contended word at a multiple of `wordsPerLine`.
 @usableFromInline
 final class AtomicWords {
     /// Words per 128-byte line: two adjacent 64-byte lines, so the adjacent-line prefetcher does not couple them.
-    @usableFromInline static let wordsPerLine = 16
+    @inlinable static var wordsPerLine: Int { 16 }
 
     @usableFromInline let base: UnsafeMutablePointer<Atomic<UInt64>>
     @usableFromInline let count: Int

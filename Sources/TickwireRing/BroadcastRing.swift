@@ -20,30 +20,112 @@ import TickwireCore
 /// `RingConsumer.poll` from one thread at a time; `addConsumer`, `removeConsumer`, `consumerStats`, counters and
 /// `close` from any thread.
 public final class BroadcastRing: @unchecked Sendable {
-    // Control words, each contended group on its own 128-byte line.
-    @usableFromInline static let publishedWord = 0          // producer writes; everybody reads
-    @usableFromInline static let parkedWord = 16             // consumers that may be asleep (consumers write)
-    @usableFromInline static let wakeEpochWord = 17          // futex word consumers sleep on
-    @usableFromInline static let closedWord = 32
-    @usableFromInline static let gatingEpochWord = 33        // bumped whenever the set of blocking consumers changes
-    @usableFromInline static let unguardedReadersWord = 34   // see `hasUnguardedReaders`
-    @usableFromInline static let gateWord = 48               // producer's cached minimum blocking cursor
-    @usableFromInline static let seenGatingEpochWord = 49
-    @usableFromInline static let stallsWord = 50
-    // Highest sequence a producer may be writing (lossy consumers check it; `.multi` producers claim with it).
-    // Off the published line, so a consumer spinning on `publishedWord` sees one store per batch, not two.
-    @usableFromInline static let claimedWord = 64
-    @usableFromInline static let firstCellWord = 80
-    // A consumer cell: 16 words (128 bytes).
-    @usableFromInline static let cellCursor = 0              // last sequence the consumer has finished with
-    @usableFromInline static let cellState = 1               // 0 free, 1 lossy, 2 blocking
-    @usableFromInline static let cellProducerWaiting = 2     // the producer sleeps on this cell's cursor
-    @usableFromInline static let cellStalls = 3
-    @usableFromInline static let cellDelivered = 4
-    @usableFromInline static let cellDropped = 5
-    @usableFromInline static let cellResyncs = 6
+    // MARK: Control block layout
+    //
+    // The control words, derived from one description: 64-bit words in 128-byte lines (`wordsPerLine` words; two
+    // 64-byte cache lines, so the adjacent-line prefetcher does not couple them), each line written by one side.
+    //
+    //   line │ word      │ field             │ written by                        │ read by
+    //  ══════╪═══════════╪═══════════════════╪═══════════════════════════════════╪══════════════════════════════
+    //    0   │  0        │ published         │ the producer, once a publish      │ every consumer, spinning
+    //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
+    //    1   │ 16        │ parked            │ consumers about to sleep          │ the producer, once a publish
+    //        │ 17        │ wakeEpoch (futex) │ the producer, waking them         │ sleeping consumers
+    //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
+    //    2   │ 32        │ closed            │ close()                           │ consumers, when waiting
+    //        │ 33        │ gatingEpoch       │ attaching/removing blocking ones  │ the producer, per publish
+    //        │ 34        │ unguardedReaders  │ attaching/removing/releasing      │ the producer, per batch
+    //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
+    //    3   │ 48        │ gate              │ the producer (cached slowest      │ the producer
+    //        │ 49        │ seenGatingEpoch   │   blocking cursor, and the epoch  │
+    //        │ 50        │ stalls            │   it was computed at)             │ stats
+    //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
+    //    4   │ 64        │ claimed           │ the producer(s), before slots     │ lossy consumers, per event
+    //  ══════╪═══════════╪═══════════════════╪═══════════════════════════════════╪══════════════════════════════
+    //  5 + c │ 80 + 16c  │ consumer c's cell: cursor (a futex the producer may sleep on), state, producerWaiting,
+    //        │  + 0…6    │ stalls, delivered, dropped, resyncs — written by consumer c (state, producerWaiting and
+    //        │           │ stalls by the producer or an attaching/removing thread)
+    //
+    // `published` and `claimed` are apart so that a consumer spinning on `published` sees one store per batch,
+    // not two. `layoutIsValid` checks the rules the drawing shows (Swift has no static assertion, so at the first
+    // ring); BroadcastRingTests checks the drawing itself. The words are @inlinable computed constants: where
+    // publish and poll are inlined into another module they fold to the same immediates as literals did.
+
+    @inlinable static var wordsPerLine: Int { AtomicWords.wordsPerLine }
+    @inlinable static func word(line: Int, field: Int) -> Int { line &* wordsPerLine &+ field }
+
+    @inlinable static var publishedLine: Int { 0 }
+    @inlinable static var parkingLine: Int { 1 }
+    @inlinable static var membershipLine: Int { 2 }
+    @inlinable static var gateLine: Int { 3 }
+    @inlinable static var claimLine: Int { 4 }
+    @inlinable static var firstCellLine: Int { 5 }
+
+    @inlinable static var publishedWord: Int { word(line: publishedLine, field: 0) }
+    @inlinable static var parkedWord: Int { word(line: parkingLine, field: 0) }
+    @inlinable static var wakeEpochWord: Int { word(line: parkingLine, field: 1) }
+    @inlinable static var closedWord: Int { word(line: membershipLine, field: 0) }
+    /// Bumped whenever the set of blocking consumers changes.
+    @inlinable static var gatingEpochWord: Int { word(line: membershipLine, field: 1) }
+    /// See `hasUnguardedReaders`.
+    @inlinable static var unguardedReadersWord: Int { word(line: membershipLine, field: 2) }
+    /// The producer's cached minimum blocking cursor.
+    @inlinable static var gateWord: Int { word(line: gateLine, field: 0) }
+    @inlinable static var seenGatingEpochWord: Int { word(line: gateLine, field: 1) }
+    @inlinable static var stallsWord: Int { word(line: gateLine, field: 2) }
+    /// The highest sequence a producer may be writing (lossy consumers check it; `.multi` producers claim with it).
+    @inlinable static var claimedWord: Int { word(line: claimLine, field: 0) }
+    @inlinable static var firstCellWord: Int { word(line: firstCellLine, field: 0) }
+
+    // A consumer cell: one line. Fields by offset from the cell's first word.
+    /// The last sequence the consumer has finished with.
+    @inlinable static var cellCursor: Int { 0 }
+    /// 0 free, 1 lossy, 2 blocking.
+    @inlinable static var cellState: Int { 1 }
+    /// The producer sleeps on this cell's cursor.
+    @inlinable static var cellProducerWaiting: Int { 2 }
+    @inlinable static var cellStalls: Int { 3 }
+    @inlinable static var cellDelivered: Int { 4 }
+    @inlinable static var cellDropped: Int { 5 }
+    @inlinable static var cellResyncs: Int { 6 }
     @usableFromInline static let stateLossy: UInt64 = 1
     @usableFromInline static let stateBlocking: UInt64 = 2
+
+    /// Every field of the drawing above, by line (a cell's fields on the first cell's line).
+    static let layout: [(name: String, line: Int, word: Int)] = shared + cell
+    private static let shared: [(name: String, line: Int, word: Int)] = [
+        ("published", publishedLine, publishedWord),
+        ("parked", parkingLine, parkedWord), ("wakeEpoch", parkingLine, wakeEpochWord),
+        ("closed", membershipLine, closedWord), ("gatingEpoch", membershipLine, gatingEpochWord),
+        ("unguardedReaders", membershipLine, unguardedReadersWord),
+        ("gate", gateLine, gateWord), ("seenGatingEpoch", gateLine, seenGatingEpochWord), ("stalls", gateLine, stallsWord),
+        ("claimed", claimLine, claimedWord),
+    ]
+    private static let cellFields: [(name: String, field: Int)] = [
+        ("cursor", cellCursor), ("state", cellState), ("producerWaiting", cellProducerWaiting), ("stalls", cellStalls),
+        ("delivered", cellDelivered), ("dropped", cellDropped), ("resyncs", cellResyncs),
+    ]
+    private static let cell: [(name: String, line: Int, word: Int)] = cellFields.map {
+        (name: "cell." + $0.name, line: firstCellLine, word: firstCellWord + $0.field)
+    }
+
+    /// The rules of the layout, checked once (at the first ring) since Swift has no static assertions: each word
+    /// on its own line's words, no two fields on one word, the cells after every shared line, and the words the
+    /// producer writes on every publish (`published`, `claimed`) on lines of their own.
+    static let layoutIsValid: Bool = {
+        var seen = Set<Int>()
+        for f in layout {
+            precondition(f.word / wordsPerLine == f.line && f.word >= 0, "ring layout: \(f.name) (word \(f.word)) is not on line \(f.line)")
+            precondition(seen.insert(f.word).inserted, "ring layout: \(f.name) shares word \(f.word)")
+            precondition(f.line <= firstCellLine, "ring layout: \(f.name) is past the first cell")
+            if !f.name.hasPrefix("cell.") { precondition(f.line < firstCellLine, "ring layout: \(f.name) is on a cell's line") }
+        }
+        for hot in [publishedLine, claimLine] {
+            precondition(layout.filter { $0.line == hot }.count == 1, "ring layout: line \(hot) is shared")
+        }
+        precondition(wordsPerLine * 8 == 128, "ring layout: lines are 128 bytes")
+        return true
+    }()
 
     /// How many slots; a power of two.
     public let capacity: Int
@@ -109,7 +191,8 @@ public final class BroadcastRing: @unchecked Sendable {
         self.maxConsumers = maxConsumers
         self.asymmetricFences = asymmetricFences && membarrierAvailable
         precondition(MemoryLayout<Event>.size == 64 && MemoryLayout<Event>.stride == 64, "Event must be 64 bytes")
-        control = AtomicWords(count: BroadcastRing.firstCellWord + maxConsumers * AtomicWords.wordsPerLine)
+        precondition(BroadcastRing.layoutIsValid)
+        control = AtomicWords(count: BroadcastRing.firstCellWord + maxConsumers * BroadcastRing.wordsPerLine)
         slots = AtomicWords(count: cap * 8)
         staging = .allocate(capacity: maxPublishBatch)
         staging.initialize(repeating: .empty, count: maxPublishBatch)
@@ -386,7 +469,7 @@ public final class BroadcastRing: @unchecked Sendable {
 
     @inlinable @inline(__always)
     func cellWord(_ cell: Int, _ field: Int) -> Int {
-        BroadcastRing.firstCellWord + cell * AtomicWords.wordsPerLine + field
+        BroadcastRing.firstCellWord + cell * BroadcastRing.wordsPerLine + field
     }
 
     /// Marks the end of the stream: consumers drain what is published, then `poll` returns -1. Publishing after

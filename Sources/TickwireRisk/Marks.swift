@@ -10,7 +10,7 @@ import TickwireCore
 final class MarkBoard: @unchecked Sendable {
     let capacity: Int
     private let prices: UnsafeMutablePointer<Atomic<Int64>>
-    private let index = Mutex<[String: Int32]>([:])
+    private let index = Locked<[String: Int32]>([:])
     /// Symbols that found the board full; their marks are dropped.
     let overflowed = Atomic<UInt64>(0)
 

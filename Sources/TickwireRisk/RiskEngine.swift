@@ -1,4 +1,3 @@
-import Synchronization
 import TickwireCore
 
 /// A desk's trade as risk sees it: who, what, which way, how much, at what price.
@@ -102,7 +101,7 @@ public struct RiskPosition: Sendable, Equatable {
 public final class RiskEngine: Sendable {
     public let config: RiskConfig
     let board: MarkBoard
-    private let book = Mutex(Book())
+    private let book = Locked(Book())
 
     struct Position {
         var quantity: Int64 = 0

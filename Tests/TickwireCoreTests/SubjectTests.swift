@@ -1,7 +1,7 @@
 import Testing
 import TickwireCore
 
-@Suite struct SubjectTests {
+@Suite(.timeLimit(.minutes(1))) struct SubjectTests {
     @Test(arguments: ["MD.XNAS.AAPL.TRADE", "MD.BINANCE-FUTURES.BTCUSDT.TRADE", "ALERT.PRICE_JUMP.AAPL", "TRADE.DESK7.AAPL", "A"])
     func validSubjects(_ text: String) throws {
         #expect(try Subject(text).text == text)
@@ -66,7 +66,7 @@ import TickwireCore
     }
 }
 
-@Suite struct NumbersAndTimeTests {
+@Suite(.timeLimit(.minutes(1))) struct NumbersAndTimeTests {
     @Test func fixedPointRoundTrips() throws {
         for text in ["0", "1", "-1", "289.87", "0.00000001", "92000000000", "-0.5", "10000.12345678"] {
             #expect(try Price(parsing: text).description == text)
@@ -100,25 +100,53 @@ import TickwireCore
     }
 }
 
-@Suite struct WireCodecTests {
-    @Test func roundTripsEveryKind() throws {
-        let events: [Event] = [
-            .trade(0, price: Price(e8: 28_987_000_000), size: Quantity(e8: 100 * FixedPoint.scale), side: .buy, tradeID: 42,
-                   eventTime: Nanos(1), knownTime: Nanos(2)),
-            .quote(0, bid: Price(e8: 1), bidSize: Quantity(e8: 2), ask: Price(e8: 3), askSize: Quantity(e8: 4), eventTime: Nanos(5), knownTime: Nanos(6)),
-            .status(0, Status(category: .trading, state: UInt8(ascii: "H"), reason: "LUDP"), eventTime: Nanos(7), knownTime: Nanos(8)),
-            .bust(0, tradeID: 99, eventTime: Nanos(9), knownTime: Nanos(10)),
-            .gap(0, first: 10, last: 19, scope: .publisher, eventTime: Nanos(11), knownTime: Nanos(12)),
-        ]
-        for var e in events {
-            e.seq = 77
-            let bytes = WireCodec.encode(e, subjectSeq: 5)
-            #expect(bytes.count == 72)
-            let (back, subjectSeq) = try WireCodec.decode(bytes)
-            #expect(back == e)
-            #expect(subjectSeq == 5)
+@Suite(.timeLimit(.minutes(1))) struct WireCodecTests {
+    /// One event of every kind, each field distinct (negative words, a source, flags), through encode and
+    /// decode. A kind added to `EventKind` without an event here fails the first check.
+    static let oneOfEachKind: [Event] = [
+        .trade(0, price: Price(e8: 28_987_000_000), size: Quantity(e8: 100 * FixedPoint.scale), side: .buy, tradeID: 42,
+               eventTime: Nanos(1), knownTime: Nanos(2)),
+        .quote(0, bid: Price(e8: -1), bidSize: Quantity(e8: 2), ask: Price(e8: 3), askSize: Quantity(e8: 4), eventTime: Nanos(5), knownTime: Nanos(6)),
+        .status(0, Status(category: .trading, state: UInt8(ascii: "H"), reason: "LUDP"), eventTime: Nanos(7), knownTime: Nanos(8)),
+        .bust(0, tradeID: 99, price: Price(e8: 123_456), size: Quantity(e8: 7), side: .sell, eventTime: Nanos(9), knownTime: Nanos(10)),
+        .gap(0, first: 10, last: UInt64.max, scope: .source, eventTime: Nanos(11), knownTime: Nanos(12)),
+        // BOOK: one price level (ITCHNormalizer): price, size, level, orders; `flags` the side.
+        Event(subjectID: 0, kind: .book, flags: Side.sell.rawValue, source: 3, eventTime: Nanos(13), knownTime: Nanos(14),
+              a: 28_987_000_000, b: 500 * FixedPoint.scale, c: 2, d: 17),
+        // ALERT: rule code, observed value, threshold, reference.
+        Event(subjectID: 0, kind: .alert, source: UInt16.max, eventTime: Nanos(-15), knownTime: Nanos(16),
+              a: 7, b: -250_000_000, c: 100_000_000, d: Int64.min),
+        // RISK: position, notional, P&L, used basis points.
+        Event(subjectID: 0, kind: .risk, eventTime: Nanos(17), knownTime: Nanos(Int64.max),
+              a: -1_000 * FixedPoint.scale, b: Int64.max, c: -5_005 * FixedPoint.scale, d: 10_001),
+    ]
+
+    @Test func oneOfEachKindCoversEveryKind() {
+        #expect(Self.oneOfEachKind.map(\.kind) == EventKind.allCases)
+    }
+
+    @Test(arguments: WireCodecTests.oneOfEachKind)
+    func roundTripsEveryKind(_ event: Event) throws {
+        var e = event
+        e.seq = 77
+        let bytes = WireCodec.encode(e, subjectSeq: 5)
+        #expect(bytes.count == 72)
+        #expect(bytes[1] == e.kind.rawValue)
+        let (back, subjectSeq) = try WireCodec.decode(bytes)
+        #expect(back == e)
+        #expect(subjectSeq == 5)
+        // The typed bodies read back what went in.
+        switch e.kind {
+        case .trade: #expect(back.trade == e.trade)
+        case .quote: #expect(back.quote == Quote(bid: Price(e8: -1), bidSize: Quantity(e8: 2), ask: Price(e8: 3), askSize: Quantity(e8: 4)))
+        case .status: #expect(back.status == Status(category: .trading, state: UInt8(ascii: "H"), reason: "LUDP"))
+        case .bust: #expect(back.bustBody == Bust(tradeID: 99, price: Price(e8: 123_456), size: Quantity(e8: 7), side: .sell))
+        case .gap: #expect(back.gapBody == Gap(first: 10, last: UInt64.max, scope: .source))
+        case .book: #expect(back.flags == Side.sell.rawValue && back.source == 3 && back.d == 17)
+        case .alert: #expect(back.alertBody == Alert(rule: 7, value: -250_000_000, threshold: 100_000_000, reference: Int64.min))
+        case .risk: #expect(back.riskBody == RiskUse(position: -1_000 * FixedPoint.scale, notional: Int64.max,
+                                                      pnl: -5_005 * FixedPoint.scale, usedBasisPoints: 10_001))
         }
-        #expect(Event.status(0, Status(category: .trading, state: UInt8(ascii: "H"), reason: "LUDP"), eventTime: .zero, knownTime: .zero).status.reason == "LUDP")
     }
 
     @Test func layoutIsLittleEndianAsDocumented() {

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TickwireCore
 @testable import TickwireFeeds
@@ -135,27 +136,49 @@ import TickwireCore
         #expect(set.orders.find(2) == -1)
     }
 
+    /// Random inserts and deletes against a `Set`. Seeded: a new seed each run (TICKWIRE_TEST_SEED repeats
+    /// one), named in every failure.
     @Test func orderTableSurvivesGrowthAndBackwardShiftDeletes() {
+        let seed = testSeed()
         let table = OrderTable(expectedLive: 4)
         var live = Set<UInt64>()
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix(seed: seed)
         for step in 0..<20_000 {
             let ref = UInt64.random(in: 0..<3_000, using: &rng)
             if live.contains(ref) {
                 let slot = table.find(ref)
-                #expect(slot >= 0)
+                #expect(slot >= 0, "seed \(seed) step \(step)")
                 table.remove(slot: slot); live.remove(ref)
             } else {
-                #expect(table.insert(ref, RestingOrder(price: UInt32(ref), shares: UInt32(step), locate: 1, side: .bid)))
+                #expect(table.insert(ref, RestingOrder(price: UInt32(ref), shares: UInt32(step), locate: 1, side: .bid)), "seed \(seed) step \(step)")
                 live.insert(ref)
             }
         }
-        #expect(table.count == live.count)
+        #expect(table.count == live.count, "seed \(seed)")
         for ref in 0..<UInt64(3_000) {
             let slot = table.find(ref)
-            #expect((slot >= 0) == live.contains(ref))
-            if slot >= 0 { #expect(table[slot: slot].price == UInt32(ref)) }
+            #expect((slot >= 0) == live.contains(ref), "seed \(seed) ref \(ref)")
+            if slot >= 0 { #expect(table[slot: slot].price == UInt32(ref), "seed \(seed) ref \(ref)") }
         }
-        #expect(table.resizes > 0)
+        #expect(table.resizes > 0, "seed \(seed)")
+    }
+}
+
+/// The seed of a random test: TICKWIRE_TEST_SEED when set (to repeat a failure), else a new one per run.
+func testSeed() -> UInt64 {
+    if let text = ProcessInfo.processInfo.environment["TICKWIRE_TEST_SEED"], let seed = UInt64(text) { return seed }
+    return UInt64.random(in: 0...UInt64.max)
+}
+
+/// A small seeded generator (SplitMix64) so random tests repeat.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

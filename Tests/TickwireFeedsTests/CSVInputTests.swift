@@ -3,7 +3,7 @@ import Testing
 import TickwireCore
 @testable import TickwireFeeds
 
-/// Issue 13: CRLF captures read like LF ones; negative sizes are refused naming line and field.
+/// CRLF captures read like LF ones; negative sizes are refused naming line and field.
 @Suite(.timeLimit(.minutes(1))) struct CSVInputTests {
     static func crlf(_ path: String, name: String) -> String {
         var out = [UInt8]()

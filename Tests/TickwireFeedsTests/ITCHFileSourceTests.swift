@@ -24,7 +24,7 @@ import TickwireCore
         let stopping = try ITCHFileSource(path: Fixture.zeroPrefix, options: FeedOptions(date: date))
         #expect(throws: ITCHError(offset: 0, problem: .zeroLengthPrefix)) { try collect(stopping) }
         #expect(counter(stopping, "errors.zero_length_prefix") == 1)
-        // Skipping counts every frame, and a file that held no message at all is still an error (issue 13).
+        // Skipping counts every frame, and a file that held no message at all is still an error.
         let skipping = try ITCHFileSource(path: Fixture.zeroPrefix, options: FeedOptions(date: date, errorPolicy: .skip))
         let sink = CollectingSink()
         #expect(throws: FeedInputError.self) { try skipping.run(into: sink, stop: StopSignal()) }

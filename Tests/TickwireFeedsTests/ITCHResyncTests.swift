@@ -3,7 +3,7 @@ import Testing
 import TickwireCore
 @testable import TickwireFeeds
 
-/// Issue 13: bad input gets an error naming what and where, is counted, and is never taken for a clean run.
+/// Bad input gets an error naming what and where, is counted, and is never taken for a clean run.
 @Suite(.timeLimit(.minutes(1))) struct ITCHResyncTests {
     /// The fixture with one byte of the frame at `frameIndex` changed by `damage` (offset within the frame, new value).
     static func damaged(frameIndex: Int, at byteInFrame: Int, to value: (UInt8) -> UInt8) -> (bytes: [UInt8], offset: Int) {

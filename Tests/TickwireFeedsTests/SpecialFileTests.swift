@@ -3,7 +3,7 @@ import Testing
 import TickwireCore
 @testable import TickwireFeeds
 
-/// Issue 13: empty files, zeros, FIFOs and devices are errors that say what the file is, never a quiet 0 messages.
+/// Empty files, zeros, FIFOs and devices are errors that say what the file is, never a quiet 0 messages.
 @Suite(.timeLimit(.minutes(1))) struct EmptyAndSpecialFileTests {
     let date = FeedOptions(date: try! TradingDate(parsing: "2019-12-30"))
 

@@ -4,7 +4,7 @@ import Testing
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized)
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct BroadcastRingTests {
     static let gapSubject: SubjectID = 999
 
@@ -22,6 +22,20 @@ struct BroadcastRingTests {
         #expect(consumer.poll(maxBatch: 10, timeoutNanos: 1_000_000) { _ in } == 0)
         #expect(consumer.counters.delivered == 2)
         #expect(consumer.counters.lag == 0)
+    }
+
+    /// The control words are where the drawing in BroadcastRing.swift puts them, and the layout's rules hold.
+    @Test func controlWordsAreWhereTheDrawingPutsThem() {
+        #expect(BroadcastRing.layoutIsValid)
+        let words = Dictionary(uniqueKeysWithValues: BroadcastRing.layout.map { ($0.name, $0.word) })
+        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "closed": 32, "gatingEpoch": 33,
+                          "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "claimed": 64,
+                          "cell.cursor": 80, "cell.state": 81, "cell.producerWaiting": 82, "cell.stalls": 83,
+                          "cell.delivered": 84, "cell.dropped": 85, "cell.resyncs": 86])
+        #expect(BroadcastRing.wordsPerLine * 8 == 128)
+        let ring = BroadcastRing(capacity: 16, gapSubject: 0, maxConsumers: 3)
+        #expect(ring.control.count == 80 + 3 * 16)
+        #expect(ring.cellWord(2, BroadcastRing.cellResyncs) == 80 + 2 * 16 + 6)
     }
 
     @Test func capacityRoundsUpToAPowerOfTwo() {
@@ -217,26 +231,53 @@ struct BroadcastRingTests {
         #expect(c.counters.resyncs == UInt64(r.gaps))
     }
 
-    @Test func pollTimesOutOnAQuietRingAndParkedConsumersWake() {
+    @Test func pollTimesOutOnAQuietRing() {
         let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
         let c = ring.addConsumer(name: "p", policy: .lossy, wait: .park)
         let t0 = DispatchTime.now().uptimeNanoseconds
         #expect(c.poll(maxBatch: 1, timeoutNanos: 20_000_000) { _ in } == 0)
         #expect(DispatchTime.now().uptimeNanoseconds - t0 >= 19_000_000)
-        let got = Shared([UInt64]())
+    }
+
+    /// A parked consumer sleeps in the kernel while the ring is quiet (it burns no CPU: a `.park` that spun or
+    /// yielded instead would burn most of the wait) and the producer's next publish wakes it at once (well
+    /// before its 5 s timeout), each time.
+    @Test func parkedConsumersSleepUntilAPublishWakesThem() {
+        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
+        let c = ring.addConsumer(name: "p", policy: .lossy, wait: .park)
+        let quietNanos: UInt64 = 300_000_000
+        let got = Shared([(seq: UInt64, cpuNanos: Int64, returnedAt: UInt64)]())
         let reader = TestThread {
             while true {
-                let n = c.poll(maxBatch: 8, timeoutNanos: nil) { e in got.with { $0.append(e.seq) } }
+                let cpu0 = threadCPUNanos()
+                var seqs: [UInt64] = []
+                let n = c.poll(maxBatch: 8, timeoutNanos: 5_000_000_000) { seqs.append($0.seq) }
+                let returnedAt = DispatchTime.now().uptimeNanoseconds
                 if n < 0 { break }
+                let cpu = threadCPUNanos() - cpu0
+                got.with { for s in seqs { $0.append((s, cpu, returnedAt)) } }
             }
         }
-        usleep(20_000)   // the reader is parked by now
-        ring.publish(quote(1, 1))
-        usleep(20_000)
-        ring.publish(quote(1, 2))
+        var publishedAt: [UInt64] = []
+        for i in 1...2 {
+            usleep(UInt32(quietNanos / 1000))   // the reader is parked by now
+            publishedAt.append(DispatchTime.now().uptimeNanoseconds)
+            ring.publish(quote(1, Int64(i)))
+            // The reader takes it before the next quiet spell starts.
+            let deadline = DispatchTime.now().uptimeNanoseconds + 10_000_000_000
+            while got.get.count < i && DispatchTime.now().uptimeNanoseconds < deadline { usleep(1_000) }
+        }
         ring.close()
         reader.join()
-        #expect(got.get == [1, 2])
+        let r = got.get
+        #expect(r.map(\.seq) == [1, 2])
+        for (i, e) in r.enumerated() where i < publishedAt.count {
+            let wakeNanos = e.returnedAt &- publishedAt[i]
+            #expect(wakeNanos < 2_000_000_000, "event \(e.seq) reached the parked reader \(wakeNanos / 1_000_000) ms after it was published")
+            // Spinning or yielding through the quiet spell costs ~100+ ms of CPU even on a loaded two-vCPU
+            // machine; parking costs the 256 spins before the futex wait and the wake-up.
+            #expect(e.cpuNanos < 30_000_000, "the reader burned \(e.cpuNanos / 1_000_000) ms of CPU waiting \(quietNanos / 1_000_000) ms for event \(e.seq): it did not park")
+        }
     }
 
     @Test func closeLetsConsumersDrainThenReturnsMinusOne() {
@@ -315,9 +356,24 @@ struct BroadcastRingTests {
             }
         }
         var i: Int64 = 0
+        var rowsSeen = 0
         let deadline = DispatchTime.now().uptimeNanoseconds + 1_500_000_000
-        while DispatchTime.now().uptimeNanoseconds < deadline && ring.consumerStats().count >= 0 {
+        while DispatchTime.now().uptimeNanoseconds < deadline {
             for _ in 0..<1000 { i += 1; ring.publish(quote(1, i)) }
+            // What `tickwire stats` would show now: at most one consumer per churn thread, each under the name
+            // and policy it was attached with.
+            let rows = ring.consumerStats()
+            rowsSeen += rows.count
+            if rows.count > 2 { bad.with { if $0.count < 10 { $0.append("\(rows.count) consumers listed, at most 2 attached: \(rows.map(\.name))") } } }
+            for row in rows {
+                let parts = row.name.dropFirst("churn".count).split(separator: "-").compactMap { Int($0) }
+                guard row.name.hasPrefix("churn"), parts.count == 2 else {
+                    bad.with { if $0.count < 10 { $0.append("unknown consumer listed: '\(row.name)'") } }
+                    continue
+                }
+                let policy: ConsumerPolicy = (parts[1] + parts[0]) % 2 == 0 ? .blocking : .lossy
+                if row.policy != policy { bad.with { if $0.count < 10 { $0.append("'\(row.name)' listed as \(row.policy), attached \(policy)") } } }
+            }
             if i >= 2_000_000 { break }
         }
         stop.store(true, ordering: .relaxed)
@@ -326,39 +382,43 @@ struct BroadcastRingTests {
         #expect(bad.get.isEmpty, "\(bad.get.prefix(5))")
         #expect(ring.consumerStats().isEmpty)
         #expect(i > 0)
+        #expect(rowsSeen > 0, "no consumer was ever listed: the check above proved nothing")
     }
 
-    /// A sleeping consumer is never woken for events (it finds them at its next look), but `close` and
-    /// `removeConsumer` wake it at once, however long its sleep.
+    /// A sleeping consumer is never woken for events (it finds them at its next look, here an hour away), but
+    /// `close` and `removeConsumer` wake it at once, however long its sleep.
     @Test func sleepingConsumersWakeForCloseAndRemovalNotForEvents() {
         let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject)
         let hour = WaitStrategy.sleep(nanoseconds: 3_600_000_000_000)
         let closing = ring.addConsumer(name: "closing", policy: .blocking, wait: hour)
         let removed = ring.addConsumer(name: "removed", policy: .lossy, wait: hour)
-        let results = Shared<[String: (handed: Int, seconds: Double)]>([:])
+        let handed = Shared<[String: Int]>([:])
+        let results = Shared<[String: Double]>([:])
         func waiter(_ c: RingConsumer, _ timeout: Int64?) -> TestThread {
             TestThread {
                 let t0 = Date()
-                var handed = 0
                 while true {
-                    let n = c.poll(maxBatch: 64, timeoutNanos: timeout) { _ in handed += 1 }
+                    let n = c.poll(maxBatch: 64, timeoutNanos: timeout) { _ in handed.with { $0[c.name, default: 0] += 1 } }
                     if n <= 0 { break }
                 }
-                results.with { $0[c.name] = (handed, Date().timeIntervalSince(t0)) }
+                results.with { $0[c.name] = Date().timeIntervalSince(t0) }
             }
         }
         let a = waiter(closing, nil), b = waiter(removed, nil)
-        usleep(50_000)
-        _ = ring.publish(quote(1, 1))      // seen by neither until it wakes
-        usleep(50_000)
+        usleep(50_000)                     // both asleep
+        _ = ring.publish(quote(1, 1))
+        _ = ring.publish(quote(1, 2))
+        usleep(200_000)                    // a sleeper woken by the publish would have taken them by now
+        let beforeWaking = handed.get
+        #expect(beforeWaking.isEmpty, "sleeping consumers were woken for events: \(beforeWaking)")
         ring.removeConsumer(removed)
         b.join()
         ring.close()
         a.join()
         let r = results.get
-        #expect(r["removed"]?.seconds ?? 99 < 5)
-        #expect(r["closing"]?.seconds ?? 99 < 5)
-        #expect(r["closing"]?.handed == 1, "close drains what was published")
+        #expect(r["removed"] ?? 99 < 5)
+        #expect(r["closing"] ?? 99 < 5)
+        #expect(handed.get["closing"] == 2, "close drains what was published")
     }
 
     /// Where `fill` writes: the claimed slots themselves while no lossy consumer is attached and the batch does
@@ -536,7 +596,7 @@ struct BroadcastRingTests {
 
 @inline(never) func tw_spin() { var x = 0; withUnsafeMutablePointer(to: &x) { $0.pointee &+= 1 } }
 
-@Test func aSourcePushingIntoARingSinkPublishesInOrder() {
+@Test(.timeLimit(.minutes(3))) func aSourcePushingIntoARingSinkPublishesInOrder() {
     let table = SubjectTable()
     let ring = BroadcastRing(capacity: 8, gapSubject: 0)
     let c = ring.addConsumer(name: "c", policy: .blocking, wait: .busySpin)

@@ -4,7 +4,7 @@ import Testing
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized)
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct LastValueCacheTests {
     @Test func keepsTheLatestQuoteTradeAndStatusPerSubject() {
         let lvc = LastValueCache(maxSubjects: 8)

@@ -4,7 +4,7 @@ import Testing
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized)
+@Suite(.serialized, .timeLimit(.minutes(3)))
 struct SubjectRouterTests {
     @Test func matchesLiteralsStarsAndTails() throws {
         let router = SubjectRouter<Int>()

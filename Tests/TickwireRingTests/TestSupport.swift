@@ -12,12 +12,11 @@ final class TestThread: @unchecked Sendable {
     func join() { done.wait() }
 }
 
-/// A value shared between test threads, written under a lock.
+/// A value shared between test threads, written under the project's lock.
 final class Shared<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func with<R>(_ body: (inout T) -> R) -> R { lock.lock(); defer { lock.unlock() }; return body(&value) }
+    private let locked: Locked<T>
+    init(_ value: T) { locked = Locked(value) }
+    func with<R>(_ body: (inout T) -> R) -> R { locked.withLock(body) }
     var get: T { with { $0 } }
 }
 
@@ -39,4 +38,11 @@ func follow(_ e: Event, _ expected: inout UInt64, _ label: String, valid: (Event
     }
     defer { expected = e.seq + 1 }
     return e.seq == expected && valid(e) ? nil : "\(label) seq \(e.seq), expected \(expected)"
+}
+
+/// CPU time the calling thread has used, in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`): what a wait burned.
+func threadCPUNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }

@@ -9,7 +9,13 @@ import TickwireCore
         ("jittered timestamps", { 1_767_623_400_000_000_000 + Int64($0) * 1_000_000 + Int64(($0 * 7919) % 1000) }),
         ("tick prices", { (10_000 + Int64(($0 * 31) % 17) - 8) * 1_000_000 }),
         ("extremes", { $0 % 3 == 0 ? Int64.max : $0 % 3 == 1 ? Int64.min : 0 }),
-        ("random", { _ in Int64.random(in: .min ... .max) }),
+        // Seeded: the same "random" column every run (a SplitMix64 step of the index).
+        ("random", { i in
+            var z = UInt64(i) &* 0x9E37_79B9_7F4A_7C15 &+ 20_260_105
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int64(bitPattern: z ^ (z >> 31))
+        }),
         ("small negatives", { -Int64($0 % 5) }),
     ]
 

@@ -19,17 +19,21 @@ import TickwireCore
         let whole = try Data(contentsOf: URL(fileURLWithPath: log))
         let blockBytes = AppendLog.headerSize + 24 + 100 * 64    // the first block also defines the subject (24 bytes)
         let edges = [0, blockBytes - 1, blockBytes, blockBytes + 1, blockBytes + AppendLog.headerSize + 100 * 64, whole.count]
-        for cut in edges + (0..<14).map({ _ in Int.random(in: 0..<whole.count) }) {
+        // Fourteen random cuts besides the edges, seeded (TICKWIRE_TEST_SEED repeats a run); the seed is in every failure.
+        let seed = ProcessInfo.processInfo.environment["TICKWIRE_TEST_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
+        var state = seed
+        func next() -> Int { state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407; return Int(state >> 33) }
+        for cut in edges + (0..<14).map({ _ in next() % whole.count }) {
             try whole.prefix(cut).write(to: URL(fileURLWithPath: log))
             let expected = cut < blockBytes ? 0 : 100 + (cut - blockBytes) / (AppendLog.headerSize + 100 * 64) * 100
-            #expect(try read(dir).count == expected, "cut at \(cut)")
+            #expect(try read(dir).count == expected, "seed \(seed): cut at \(cut)")
             // A writer reopening the partition cuts the tail and appends after the last whole block.
             let w2 = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
             for e in quotes(10, from: 5000) { try w2.append(e) }
             try w2.close()
             let wholeBlocks = cut < blockBytes ? 0 : blockBytes + (cut - blockBytes) / (AppendLog.headerSize + 100 * 64) * (AppendLog.headerSize + 100 * 64)
-            #expect(w2.tornBytesCut == UInt64(cut - wholeBlocks), "cut at \(cut)")
-            #expect(try read(dir).count == expected + 10, "cut at \(cut)")
+            #expect(w2.tornBytesCut == UInt64(cut - wholeBlocks), "seed \(seed): cut at \(cut)")
+            #expect(try read(dir).count == expected + 10, "seed \(seed): cut at \(cut)")
         }
     }
 
