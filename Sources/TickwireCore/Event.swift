@@ -141,8 +141,17 @@ public struct Status: Sendable, Equatable {
         case circuitBreaker = 4 // MWCB status: ITCH W
         case ipo = 5            // IPO quoting period: ITCH K
         case luld = 6           // LULD auction collar: ITCH J
+        /// Book integrity: state `S` stale (the book is not known to be right: sequences were lost), `C` current
+        /// again (rebuilt). Reasons: `GAP`, `SEQJUMP` (an absurd sequence jump), `SNAPSHOT` (rebuilt from one).
+        case book = 7
         case other = 255
     }
+    /// A book not known to be right, and why (`GAP`, `SEQJUMP`).
+    public static func stale(_ reason: String) -> Status { Status(category: .book, state: UInt8(ascii: "S"), reason: reason) }
+    /// A book rebuilt: known to be right again.
+    public static let rebuilt = Status(category: .book, state: UInt8(ascii: "C"), reason: "SNAPSHOT")
+    /// Whether this STATUS says a book is stale.
+    public var isStale: Bool { category == .book && state == UInt8(ascii: "S") }
     public var category: Category
     /// A one-byte ASCII state code (`H`, `T`, `O`, …).
     public var state: UInt8
