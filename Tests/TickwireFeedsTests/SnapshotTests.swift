@@ -281,3 +281,42 @@ extension SnapshotTests {
         }
     }
 }
+
+// MARK: - Configuration: the moldudp64: spec's keys
+
+@Suite struct MoldUDP64SettingsTests {
+    @Test func theSpecCarriesTheSnapshotServerAndTheRecoveryLimits() throws {
+        let spec = try SourceSpec(parsing: "moldudp64:239.1.1.1:30001,239.1.1.2:30001?snapshot=tcp://10.0.0.5:40000&user=desk&password=pw"
+                                  + "&gap_timeout_ms=100&request_delay_ms=5&max_request=64&max_outstanding=8&max_jump=5000&snapshot_timeout_ms=2000")
+        guard case .moldUDP64(let a, let b, let s) = spec else { Issue.record("not moldudp64"); return }
+        let (wantA, wantB) = (try UDPEndpoint(parsing: "239.1.1.1:30001"), try UDPEndpoint(parsing: "239.1.1.2:30001"))
+        #expect(a == wantA && b == wantB)
+        var o = FeedOptions(date: try TradingDate(parsing: "2019-12-30"))
+        s.apply(to: &o)
+        let server = try UDPEndpoint(parsing: "10.0.0.5:40000")
+        #expect(o.snapshotEndpoint == server)
+        #expect(o.snapshotUsername == "desk" && o.snapshotPassword == "pw")
+        #expect(o.gapTimeoutNanos == 100_000_000 && o.requestDelayNanos == 5_000_000 && o.snapshotTimeoutNanos == 2_000_000_000)
+        #expect(o.maxMessagesPerRequest == 64 && o.maxOutstandingRequests == 8 && o.maxSequenceJump == 5000)
+        let limits = MoldUDP64GapTracker.Limits(o)
+        #expect(limits.maxMessagesPerRequest == 64 && limits.maxOutstanding == 8 && limits.gapTimeoutNanos == 100_000_000)
+        // The password is not printed back.
+        #expect(!spec.description.contains("pw") && spec.description.contains("snapshot=10.0.0.5:40000"))
+        // Without keys, the spec is as before.
+        #expect(try SourceSpec(parsing: "moldudp64:127.0.0.1:5000") == .moldUDP64(lineA: try UDPEndpoint(parsing: "127.0.0.1:5000"), lineB: nil))
+    }
+
+    @Test(arguments: [
+        ("moldudp64:1.2.3.4:5?snapshot=1.2.3.4", "has no port"), ("moldudp64:1.2.3.4:5?max_request=0", "max_request=0: expected an integer from 1 to 65534"),
+        ("moldudp64:1.2.3.4:5?max_request=65535", "from 1 to 65534"), ("moldudp64:1.2.3.4:5?max_jump=-1", "max_jump=-1"),
+        ("moldudp64:1.2.3.4:5?colour=blue", "unknown key 'colour'"), ("moldudp64:1.2.3.4:5?snapshot", "is not KEY=VALUE"),
+    ])
+    func badKeysSayWhich(_ text: String, _ why: String) {
+        do {
+            _ = try SourceSpec(parsing: text)
+            Issue.record("'\(text)' parsed")
+        } catch {
+            #expect(error.description.contains(why), "\(error)")
+        }
+    }
+}
