@@ -165,6 +165,18 @@ import Glibc
         #expect(counts.connections == 3)
     }
 
+    @Test(.timeLimit(.minutes(1))) func aClientSilentAfterLoginIsClosedAtTheIdleTimeout() throws {
+        var options = GlimpseServer.Options()
+        options.idleTimeoutNanos = 300_000_000
+        let served = try Served(options)
+        let r = try rawSession(served.server.endpoint!, send: login(), seconds: 5)
+        #expect(r.closed)
+        // It got the login accepted and the whole snapshot, its end last, before the silence closed it.
+        #expect(r.received.count > 1_000 && r.received[2] == UInt8(ascii: "A"))
+        #expect(Array(r.received.suffix(21)) == GlimpseSnapshot.endOfSnapshot(nextSequence: 1001))
+        #expect(served.stop().faults[.idleTimeout] == 1)
+    }
+
     @Test(.timeLimit(.minutes(1))) func aSnapshotLargerThanTheOutputCapIsNotSent() throws {
         var options = GlimpseServer.Options()
         options.maxOutputBytes = 4_096

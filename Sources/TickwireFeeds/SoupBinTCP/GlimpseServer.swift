@@ -9,7 +9,8 @@ import CTickwireSys
 /// It heartbeats (`H`) after a second without sending, and closes on the client's logout (`O`).
 ///
 /// Bounded against any peer: at most `maxConnections` at once (more are accepted and closed at once,
-/// `refused`); a login within `loginTimeoutNanos`; nothing received for `idleTimeoutNanos` closes; client
+/// `refused`); a login within `loginTimeoutNanos`; nothing received, or no output taken, for
+/// `idleTimeoutNanos` closes; client
 /// packets over 64 bytes, of a type the server does not take, or anything but a login first close the
 /// connection; a snapshot larger than `maxOutputBytes` is not sent (the connection is closed). Each is
 /// counted by kind (`faults.<SoupBinTCP.Fault>`); nothing a client sends can stop the owner's loop.
@@ -44,6 +45,7 @@ public final class GlimpseServer {
     /// The largest packet a client may send: a login is 47 bytes with its type.
     public static let maxClientPacket = 64
 
+    /// One client. `lastSend` is when it last took output (or connected).
     final class Connection {
         let socket: TCPSocket
         var framer = SoupBinTCPFramer(maxPacket: GlimpseServer.maxClientPacket)
@@ -125,6 +127,8 @@ public final class GlimpseServer {
         }
         if !c.loggedIn && !c.closing && now - c.opened > options.loginTimeoutNanos { return .loginTimeout }
         if c.loggedIn && !c.closing && now - c.lastReceive > options.idleTimeoutNanos { return .idleTimeout }
+        // A peer that stops reading holds its whole snapshot here: as long without taking a byte is idle too.
+        if c.pending > 0 && now - c.lastSend > options.idleTimeoutNanos { return .idleTimeout }
         if c.loggedIn && !c.closing && c.pending == 0 && now - c.lastSend > 1_000_000_000 {
             SoupBinTCP.append(.serverHeartbeat, to: &c.out)
         }
