@@ -83,7 +83,12 @@ public struct TickerModel: Sendable {
             case .status:
                 let s = e.status
                 // Book integrity is its own flag: it must not overwrite the trading state.
-                if s.category == .book { row.stale = s.isStale } else { row.status = String(decoding: [s.state], as: UTF8.self) }
+                // The desk's reference data (directory, imbalance, …) is not a trading state either.
+                switch s.category {
+                case .book: row.stale = s.isStale
+                case .system, .trading, .shortSale, .circuitBreaker, .ipo, .other: row.status = String(decoding: [s.state], as: UTF8.self)
+                default: break
+                }
             case .bust:
                 row.volume = Quantity(e8: row.volume.e8 &- e.bustBody.size.e8)
             default:

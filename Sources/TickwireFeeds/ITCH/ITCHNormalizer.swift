@@ -50,7 +50,8 @@ public struct ITCHCounts: Sendable {
 
 /// Turns ITCH 5.0 messages into Tickwire events: keeps the order books, learns the locate → symbol map, and
 /// publishes `MD.XNAS.<SYM>.QUOTE` when a top of book changes, `.TRADE` for E, printable C, P and Q, `.STATUS`
-/// for H, Y, K and h (and `MD.XNAS._FEED.STATUS` for the feed-wide S and W), `.BUST` for B (repeating the voided
+/// for H, Y, K and h, and with numbers for R, J, I and N (and `MD.XNAS._FEED.STATUS` for the feed-wide S, W and
+/// V), `.BUST` for B (repeating the voided
 /// trade's price, size and side when it is among the last 262,144 trades).
 ///
 /// Trade sides are the aggressor's: an execution against a resting buy order is a sell. Q crosses have no
@@ -176,7 +177,10 @@ public final class ITCHNormalizer {
                             knownTime: knownTime ?? t, a: known ? recent.price : 0, b: known ? recent.size : 0,
                             c: Int64(bitPattern: match)))
             counts.busts &+= 1
-        case 0x52, 0x49, 0x4E, 0x4F, 0x4C, 0x4A: // R I N O L J: carry a symbol, publish nothing.
+        case 0x52, 0x49, 0x4E, 0x4A: // R I N J: what a desk watches at the open and the close.
+            if let stock = m.carriedStock { learn(locate, stock) }
+            deskStatus(type, locate, m, knownTime)
+        case 0x4F, 0x4C: // O L: carry a symbol, publish nothing.
             if let stock = m.carriedStock { learn(locate, stock) }
         case 0x53: // S
             emitStatus(feedStatus, Status(category: .system, state: m.u8(11)), m, knownTime)
@@ -194,9 +198,41 @@ public final class ITCHNormalizer {
             default: status = Status(category: .trading, state: m.u8(20), reason: "OPHALT-" + ascii(m, 19, 1))
             }
             emitStatus(ids.status, status, m, knownTime)
-        default: // V: levels only.
+        case 0x56: // V: the day's MWCB levels, feed-wide (8 decimals: already ×1e8).
+            let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+            sink.emit(.status(feedStatus, .mwcbLevels, state: type, Int64(bitPattern: m.u64(11)), Int64(bitPattern: m.u64(19)),
+                              Int64(bitPattern: m.u64(27)), eventTime: t, knownTime: knownTime ?? t))
+            counts.statuses &+= 1
+        default:
             break
         }
+    }
+
+    /// R, I, J and N as STATUS events whose words are numbers (`Status.Category.hasNumbers`; docs/PROTOCOL.md,
+    /// "STATUS by category"). Off the hot path: these come a few times a second per symbol at most.
+    func deskStatus(_ type: UInt8, _ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let ids = subjects(locate)
+        guard ids.status != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp)), known = knownTime ?? t
+        func price(_ at: Int) -> Int64 { Int64(m.u32(at)) &* 10_000 }
+        switch type {
+        case 0x52: // R: market category; financial status, round lots only, issue classification, LULD tier; lot; ETP leverage
+            let flags = Int64(m.u8(20)) | Int64(m.u8(25)) << 8 | Int64(m.u8(26)) << 16 | Int64(m.u8(32)) << 24
+            sink.emit(.status(ids.status, .directory, state: m.u8(19), flags, Int64(m.u32(21)) &* 100_000_000, Int64(m.u32(34)),
+                              eventTime: t, knownTime: known))
+        case 0x4A: // J: reference, upper and lower collar; the extension number above the state
+            sink.emit(.status(ids.status, .luld, state: type, extra: UInt64(m.u32(31)), price(19), price(23), price(27),
+                              eventTime: t, knownTime: known))
+        case 0x49: // I: paired, imbalance, reference; direction, cross type, variation — then near, far, reference
+            let extra = UInt64(m.u8(48)) | UInt64(m.u8(49)) << 8
+            sink.emit(.status(ids.status, .imbalance, state: m.u8(27), extra: extra, Int64(bitPattern: m.u64(11)) &* 100_000_000,
+                              Int64(bitPattern: m.u64(19)) &* 100_000_000, price(44), eventTime: t, knownTime: known))
+            sink.emit(.status(ids.status, .indicative, state: m.u8(48), price(40), price(36), price(44), eventTime: t, knownTime: known))
+            counts.statuses &+= 1
+        default: // N: the interest flag
+            sink.emit(.status(ids.status, .rpii, state: m.u8(19), 0, 0, 0, eventTime: t, knownTime: known))
+        }
+        counts.statuses &+= 1
     }
 
     @inline(__always)
