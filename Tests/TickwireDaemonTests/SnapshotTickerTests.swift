@@ -29,6 +29,15 @@ import TickwireCore
         #expect(!TickerRenderer.plainLines(m)[1].contains("STALE"))
     }
 
+    @Test func theDesksCategoriesDoNotOverwriteTheTradingState() throws {
+        var m = TickerModel(endpoint: "tcp://x")
+        let t0 = Nanos(1_000_000_000_000)
+        m.apply(try delivery("MD.XNAS.AAPL.STATUS", Status(category: .trading, state: UInt8(ascii: "H")), seq: 1), now: t0)
+        let directory = Event.status(0, .directory, state: UInt8(ascii: "Q"), 0, 100 * 100_000_000, 0, eventTime: Nanos(1), knownTime: Nanos(2))
+        m.apply(.event(WireEvent(subject: "MD.XNAS.AAPL.STATUS", subjectSeq: 2, event: directory)), now: t0)
+        #expect(m.rows["AAPL.XNAS"]?.status == "H")
+    }
+
     @Test func theStaleStatusReadsAsDocumentedInJSONLines() throws {
         guard case .event(let w) = try delivery("MD.XNAS.AAPL.STATUS", .stale("SEQJUMP"), seq: 1) else { Issue.record("no event"); return }
         let line = EventText.jsonLine(w)
