@@ -21,8 +21,16 @@ import TickwireCore
 /// give-up time for a GAP — never earlier than the event before it, so known time never goes backwards in the
 /// delivered stream.
 ///
-/// The run ends at the end-of-session packet once every sequence before it is delivered or given up, or when
-/// stopped, or after `idleTimeoutNanos` with nothing received.
+/// Sequence window: a packet more than `FeedOptions.maxSequenceJump` beyond the highest sequence seen is dropped
+/// and counted (`sequence_jumps`), never opened as a gap.
+///
+/// Snapshots (`FeedOptions.snapshotEndpoint`, a GLIMPSE-style SoupBinTCP server): the source starts from one
+/// (holding its lines' datagrams, bounded, until it says where the session is), and after an unrecoverable gap or
+/// a sequence jump marks every book stale (`ITCHNormalizer.markAllStale`), takes another and installs it when the
+/// stream reaches its sequence (`ITCHNormalizer.rebuild`). docs/FEEDS.md, "Snapshots".
+///
+/// The run ends at the end-of-session packet once every sequence before it is delivered or given up (and, with
+/// a snapshot server, the books rebuilt), or when stopped, or after `idleTimeoutNanos` with nothing received.
 public final class MoldUDP64Source: EventSource {
     public let lineA: UDPEndpoint
     public let lineB: UDPEndpoint?
