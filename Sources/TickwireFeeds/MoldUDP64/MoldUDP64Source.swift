@@ -243,7 +243,9 @@ public final class MoldUDP64Source: EventSource {
                 wantSnapshot = true; nextSnapshotAttempt = now + options.snapshotRetryNanos
                 return
             }
-            if s.nextSequence - max(expected, tracker.frontier) > options.maxSequenceJump {
+            // Usually the snapshot's sequence lies between `expected` and what the lines have shown (frontier).
+            let seen = max(expected, tracker.frontier)
+            if s.nextSequence > seen && s.nextSequence - seen > options.maxSequenceJump {
                 // The session really is there (a reset): nothing before it will come.
                 counts.sessionResets &+= 1
                 expected = s.nextSequence
