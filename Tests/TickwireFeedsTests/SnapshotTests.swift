@@ -320,3 +320,70 @@ extension SnapshotTests {
         }
     }
 }
+
+// MARK: - A scripted exchange: exact sequences, no timing
+
+extension SnapshotTests {
+    /// The state after the first `k` messages of the fixture.
+    static func state(after k: Int) -> ITCHSnapshotState {
+        var state = ITCHSnapshotState()
+        for m in messages.prefix(k) { m.withUnsafeBytes { state.apply(ITCHMessage(base: $0.baseAddress!, length: $0.count)) } }
+        return state
+    }
+
+    /// A snapshot server whose n-th login gets the n-th of `states` (the last one after that).
+    final class ScriptedServer: @unchecked Sendable {   // `server` is its thread's until `stop()` returns
+        let server: GlimpseServer
+        let stopSignal = StopSignal()
+        let done = DispatchSemaphore(value: 0)
+        init(_ states: [(ITCHSnapshotState, UInt64)]) throws {
+            server = try GlimpseServer(on: try UDPEndpoint(parsing: "127.0.0.1:0"), session: "TICKWIRE")
+            Thread.detachNewThread { [self] in
+                while !stopSignal.isRaised {
+                    let (state, next) = states[min(server.counts.logins, states.count - 1)]
+                    server.serve(state: state, nextSequence: next)
+                    usleep(200)
+                }
+                done.signal()
+            }
+        }
+        func stop() -> GlimpseServer.Counts { stopSignal.raise(); done.wait(); return server.counts }
+    }
+
+    /// Every line datagram is sent before the handler runs, so when it takes its second snapshot (after losing
+    /// 601…700) its lines have already shown everything up to the end of session: the snapshot's sequence (751)
+    /// lies behind what it has seen. That used to trap (an unsigned subtraction); now the snapshot waits for the
+    /// stream to reach 751 and the books end as the whole file's.
+    @Test(.timeLimit(.minutes(1))) func aSnapshotBehindWhatTheLinesShowedIsInstalledWhenTheStreamReachesIt() throws {
+        let server = try ScriptedServer([(Self.state(after: 500), 501), (Self.state(after: 750), 751)])
+        var fo = FeedOptions(date: Self.date, gapTimeoutNanos: 50_000_000, idleTimeoutNanos: 2_000_000_000)
+        fo.snapshotEndpoint = server.server.endpoint
+        let source = try MoldUDP64Source(lineA: loopback0, options: fo)
+        let line = source.boundLines[0]
+        let sender = try UDPSocket()
+        let session = MoldUDP64.session("TICKWIRE")
+        for seq in 400...1000 where !(601...700).contains(seq) {
+            let m = Self.messages[seq - 1]
+            var packet: [UInt8] = []
+            MoldUDP64.writeHeader(session: session, sequence: UInt64(seq), count: 1, into: &packet)
+            packet += [UInt8(m.count >> 8), UInt8(m.count & 0xff)] + m
+            sender.send(packet, to: line)
+        }
+        var end: [UInt8] = []
+        MoldUDP64.writeHeader(session: session, sequence: 1001, count: MoldUDP64.endOfSession, into: &end)
+        sender.send(end, to: line)
+        let sink = CollectingSink()
+        try source.run(into: sink, stop: StopSignal())
+        let served = server.stop()
+        let count = { (name: String) in source.counters().first { $0.name == name }?.value ?? 0 }
+        #expect(served.snapshots == 2)
+        #expect(count("snapshots") == 2)
+        #expect(count("gap_events") == 1 && count("messages_lost") == 100)
+        let gap = sink.events.first { $0.kind == .gap }?.gapBody
+        #expect(gap?.first == 601 && gap?.last == 700)
+        let (_, oracleSink) = Self.oracle()
+        #expect(Self.view(sink).quotes == Self.view(oracleSink).quotes)
+        let book = sink.events.filter { $0.kind == .status && $0.status.category == .book }.map(\.status)
+        #expect(book.contains { $0.isStale } && book.last == .rebuilt)
+    }
+}

@@ -371,12 +371,20 @@ public final class ITCHNormalizer {
     /// their STATUS — then each stale book publishes its rebuilt top (a QUOTE, even an empty one) and a STATUS
     /// `Status.rebuilt`, and every other book whose top changed publishes its QUOTE. Events are stamped
     /// `knownTime` for both times: the snapshot is the state at that moment, not at its messages' timestamps.
-    /// - Parameter snapshot: the snapshot's ITCH messages in BinaryFILE framing (validated).
+    ///
+    /// A snapshot older than what was delivered since (its sequence behind the stream's) is brought up to date
+    /// with `replay`, the messages delivered from its sequence on: they move the books only — their trades were
+    /// printed when they came — and an S or H they hold wins over the snapshot's (which is then not published).
+    /// - Parameters:
+    ///   - snapshot: the snapshot's ITCH messages in BinaryFILE framing (validated).
+    ///   - replay: messages delivered after the snapshot's sequence, in order (validated).
     /// - Returns: the books cleared of staleness.
     @discardableResult
-    public func rebuild(from snapshot: UnsafeRawBufferPointer, knownTime: Nanos) -> Int {
+    public func rebuild(from snapshot: UnsafeRawBufferPointer, replay: [[UInt8]] = [], knownTime: Nanos) -> Int {
         books.reset()
         staleReason = nil
+        var newer = Set<UInt32>()       // (type, locate) of the S and H the replay holds
+        for r in replay where r[0] == 0x53 || r[0] == 0x48 { newer.insert(UInt32(r[0]) << 16 | UInt32(r[1]) << 8 | UInt32(r[2])) }
         var reader = BinaryFILEReader(snapshot)
         while let m = try? reader.next() {
             counts.snapshotMessages &+= 1
@@ -389,11 +397,13 @@ public final class ITCHNormalizer {
                     counts.duplicateOrders &+= 1
                 }
             case 0x53, 0x48:
-                handle(m, knownTime: knownTime)
+                if newer.contains(UInt32(m.typeByte) << 16 | UInt32(locate)) { if m.typeByte == 0x48 { learn(locate, m.stock(11)) } }
+                else { handle(m, knownTime: knownTime) }
             default:
                 if let stock = m.carriedStock { learn(locate, stock) }
             }
         }
+        for r in replay { r.withUnsafeBytes { moveBooks(ITCHMessage(base: $0.baseAddress!, length: $0.count)) } }
         var cleared = 0
         for i in 0..<OrderBookSet.capacity {
             let locate = UInt16(i)
@@ -419,6 +429,20 @@ public final class ITCHNormalizer {
         }
         staleCount = 0
         return cleared
+    }
+
+    /// What `handle` does to the books and the symbol map, publishing nothing.
+    func moveBooks(_ m: ITCHMessage) {
+        let locate = m.stockLocate
+        switch m.typeByte {
+        case 0x41, 0x46:
+            learn(locate, m.stock(24))
+            _ = books.add(m.orderReference, locate: locate, side: m.sideByte == UInt8(ascii: "S") ? .ask : .bid, price: m.price, shares: m.shares)
+        case 0x45, 0x43, 0x58: _ = books.reduce(m.orderReference, by: m.executedShares)
+        case 0x44: _ = books.delete(m.orderReference)
+        case 0x55: _ = books.replace(m.orderReference, with: m.replaceNewReference, shares: m.replaceShares, price: m.replacePrice)
+        default: if let stock = m.carriedStock { learn(locate, stock) }
+        }
     }
 
     func emitStatus(_ subject: SubjectID, _ status: Status, _ m: ITCHMessage, _ knownTime: Nanos?) {

@@ -53,6 +53,7 @@ public final class MoldUDP64Source: EventSource {
         var gapEvents: UInt64 = 0, messagesLost: UInt64 = 0, buffered: UInt64 = 0
         var sequenceJumps: UInt64 = 0, sessionResets: UInt64 = 0
         var snapshots: UInt64 = 0, snapshotFailures: UInt64 = 0, snapshotBehind: UInt64 = 0, snapshotBufferDropped: UInt64 = 0
+        var snapshotReplayed: UInt64 = 0
         mutating func record(_ fault: MoldUDP64.Fault) {
             badPackets[MoldUDP64.Fault.allCases.firstIndex(of: fault)!] &+= 1
         }
@@ -66,7 +67,7 @@ public final class MoldUDP64Source: EventSource {
                     ("sequence_jumps", sequenceJumps), ("session_resets", sessionResets)]
             if snapshots > 0 || snapshotFailures > 0 {
                 out += [("snapshots", snapshots), ("snapshot_failures", snapshotFailures), ("snapshot_behind", snapshotBehind),
-                        ("snapshot_buffer_dropped", snapshotBufferDropped)]
+                        ("snapshot_buffer_dropped", snapshotBufferDropped), ("snapshot_replayed", snapshotReplayed)]
             }
             return out
         }
@@ -120,25 +121,54 @@ public final class MoldUDP64Source: EventSource {
         var joinCandidate: UInt64? = nil
         var heldBytes = 0
         var ready: GlimpseClient.Snapshot? = nil   // taken, waiting for the stream to reach its sequence
+        // While books are stale, every message delivered is kept (from `logFrom` on, at most snapshotBufferBytes):
+        // a snapshot taken meanwhile is usually behind the stream by the time it is complete (the lines go on
+        // while it comes), and these bring its books up to date. `lastLost`: the highest sequence given up.
+        var logging = false
+        var log: [(seq: UInt64, bytes: [UInt8])] = []
+        var logBytes = 0
+        var logFrom: UInt64 = .max
+        var lastLost: UInt64 = 0
 
         func stamp(_ t: Nanos) -> Nanos { lastKnown = max(lastKnown, t); return lastKnown }
 
-        /// Installs the snapshot waiting once the stream reaches its sequence (or passed it with a GAP: then
-        /// what was lost after it leaves the books stale and another snapshot is wanted).
+        /// Books not known to be right from here: STATUS per symbol, a snapshot wanted, delivered messages kept.
+        func goStale(_ reason: String, _ t: Nanos) {
+            normalizer.markAllStale(reason: reason, knownTime: t)
+            // A snapshot on its way or waiting is checked against `lastLost` when installed.
+            if snapshot == nil && ready == nil { wantSnapshot = true }
+            if !logging { logging = true; log.removeAll(); logBytes = 0; logFrom = expected }
+        }
+
+        /// Rebuilds the books from `s`, brought up to date with what was delivered from its sequence on.
+        func install(_ s: GlimpseClient.Snapshot) {
+            let t = stamp(Nanos.now())
+            let replay = s.nextSequence < expected ? log.filter { $0.seq >= s.nextSequence }.map(\.bytes) : []
+            s.messages.withUnsafeBytes { _ = normalizer.rebuild(from: $0, replay: replay, knownTime: t) }
+            counts.snapshots &+= 1
+            counts.snapshotReplayed &+= UInt64(replay.count)
+            logging = false; log.removeAll(); logBytes = 0; logFrom = .max
+            // Lost after the snapshot's point: still not right.
+            if lastLost >= s.nextSequence { goStale("GAP", t) }
+        }
+
+        /// Installs the snapshot waiting once the stream reaches its sequence.
         func installIfDue() {
             guard let s = ready, s.nextSequence <= expected else { return }
             ready = nil
-            let t = stamp(Nanos.now())
-            s.messages.withUnsafeBytes { _ = normalizer.rebuild(from: $0, knownTime: t) }
-            counts.snapshots &+= 1
-            if s.nextSequence < expected {
-                normalizer.markAllStale(reason: "GAP", knownTime: t)
-                wantSnapshot = true
-            }
+            install(s)
         }
 
         @inline(__always) func deliver(_ m: ITCHMessage, _ known: Nanos) {
             if ready != nil { installIfDue() }
+            if logging {
+                if logFrom != .max && logBytes + m.length <= options.snapshotBufferBytes {
+                    log.append((expected, Array(UnsafeRawBufferPointer(start: m.base, count: m.length)))); logBytes += m.length
+                } else if logFrom != .max {
+                    logFrom = .max; log.removeAll(); logBytes = 0     // too much to keep: only a newer snapshot will do
+                    counts.snapshotBufferDropped &+= 1
+                }
+            }
             normalizer.handle(m, knownTime: known)
             expected &+= 1
         }
@@ -157,10 +187,7 @@ public final class MoldUDP64Source: EventSource {
             let base = max(expected, tracker.frontier)
             guard sequence > base, sequence - base > options.maxSequenceJump else { return false }
             counts.sequenceJumps &+= 1
-            if snapshots != nil {
-                if normalizer.staleBooks == 0 { normalizer.markAllStale(reason: "SEQJUMP", knownTime: stamp(Nanos.now())) }
-                wantSnapshot = true
-            }
+            if snapshots != nil { goStale("SEQJUMP", stamp(Nanos.now())) }
             return true
         }
 
@@ -239,6 +266,8 @@ public final class MoldUDP64Source: EventSource {
                 return
             }
             if s.nextSequence < expected {
+                // Behind the stream: usable if every message delivered since its sequence was kept.
+                if logFrom <= s.nextSequence { install(s); return }
                 counts.snapshotBehind &+= 1; counts.snapshotFailures &+= 1
                 wantSnapshot = true; nextSnapshotAttempt = now + options.snapshotRetryNanos
                 return
@@ -322,13 +351,12 @@ public final class MoldUDP64Source: EventSource {
                     counts.gapEvents &+= 1
                     counts.messagesLost &+= lost.upperBound - lost.lowerBound + 1   // not `count`: an Int, it could trap
                     expected = lost.upperBound + 1
+                    lastLost = max(lastLost, lost.upperBound)
                     if snapshots != nil {
-                        // Covered by a snapshot taken or on its way (its sequence is later than anything sent
-                        // before the loss was seen); otherwise the books are wrong from here: stale until rebuilt.
-                        if let s = ready, s.nextSequence >= expected { } else if snapshot == nil {
-                            normalizer.markAllStale(reason: "GAP", knownTime: t)
-                            wantSnapshot = true
-                        }
+                        // Covered by a snapshot waiting whose sequence is past the loss; otherwise the books are
+                        // wrong from here: stale until rebuilt (a snapshot on its way was asked for after the
+                        // loss was seen, and `install` checks `lastLost` against its sequence).
+                        if let s = ready, s.nextSequence > lost.upperBound { } else { goStale("GAP", t) }
                         installIfDue()
                     }
                     deliverPending()
