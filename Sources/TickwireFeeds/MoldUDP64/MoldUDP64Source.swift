@@ -26,8 +26,10 @@ import TickwireCore
 ///
 /// Snapshots (`FeedOptions.snapshotEndpoint`, a GLIMPSE-style SoupBinTCP server): the source starts from one
 /// (holding its lines' datagrams, bounded, until it says where the session is), and after an unrecoverable gap or
-/// a sequence jump marks every book stale (`ITCHNormalizer.markAllStale`), takes another and installs it when the
-/// stream reaches its sequence (`ITCHNormalizer.rebuild`). docs/FEEDS.md, "Snapshots".
+/// a sequence jump marks every book stale (`ITCHNormalizer.markAllStale`), keeps what it delivers meanwhile, takes
+/// another snapshot and installs it (`ITCHNormalizer.rebuild`): at once, brought up to date with the kept
+/// messages, when it is behind the stream; when the stream reaches its sequence when it is ahead.
+/// docs/FEEDS.md, "Snapshots".
 ///
 /// The run ends at the end-of-session packet once every sequence before it is delivered or given up (and, with
 /// a snapshot server, the books rebuilt), or when stopped, or after `idleTimeoutNanos` with nothing received.
@@ -111,7 +113,8 @@ public final class MoldUDP64Source: EventSource {
 
         // Snapshot recovery (GLIMPSE over SoupBinTCP). At start, datagrams are held (bounded) until the first
         // snapshot says where the session is; after an unrecoverable gap the books are marked stale, delivery
-        // goes on, and the snapshot taken is installed when the stream reaches its sequence (`installIfDue`).
+        // goes on (kept in `log`), and the snapshot taken is installed: replaying the log when it is behind the
+        // stream, when the stream reaches its sequence (`installIfDue`) when it is ahead.
         let snapshots = options.snapshotEndpoint
         var snapshot: GlimpseClient? = nil
         var nextSnapshotAttempt: Int64 = 0
