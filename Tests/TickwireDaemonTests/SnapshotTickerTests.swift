@@ -3,7 +3,7 @@ import Testing
 import TickwireClient
 import TickwireCore
 
-/// Stale books as a trader sees them (issue 13, item 3): a STATUS of category `book` crosses the wire as any
+/// Stale books as a trader sees them: a STATUS of category `book` crosses the wire as any
 /// STATUS does, the ticker marks the row STALE without losing its trading state, and clears it when rebuilt.
 @Suite struct SnapshotTickerTests {
     func delivery(_ subject: String, _ status: Status, seq: UInt64) throws -> Delivery {

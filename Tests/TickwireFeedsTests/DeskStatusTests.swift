@@ -3,7 +3,7 @@ import Testing
 import TickwireCore
 @testable import TickwireFeeds
 
-/// What a desk watches at the open and the close (issue 13, "Also needed"): stock directory, LULD collars, NOII,
+/// What a desk watches at the open and the close: stock directory, LULD collars, NOII,
 /// MWCB levels and RPII, published as STATUS events whose words are numbers (docs/PROTOCOL.md, "STATUS by
 /// category"), checked field by field through the JSON lines a client reads.
 @Suite struct DeskStatusTests {

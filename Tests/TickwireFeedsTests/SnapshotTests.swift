@@ -3,7 +3,7 @@ import Testing
 import TickwireCore
 @testable import TickwireFeeds
 
-/// GLIMPSE-style snapshots (issue 13, item 3): what a snapshot holds, a handler that starts mid-session, and
+/// GLIMPSE-style snapshots: what a snapshot holds, a handler that starts mid-session, and
 /// books made stale by an unrecoverable gap and rebuilt from a snapshot — each checked against an oracle, a
 /// fresh normalizer fed the whole file.
 @Suite(.serialized) struct SnapshotTests {
@@ -240,7 +240,7 @@ extension SnapshotTests {
 // MARK: - An absurd sequence
 
 extension SnapshotTests {
-    /// Issue 13: a well-formed packet with sequence 2^60 opened one gap of 2^60 messages (2^52 re-request
+    /// A well-formed packet with sequence 2^60 used to open one gap of 2^60 messages (2^52 re-request
     /// ranges). Beyond the window it is dropped and counted; the session goes on, exactly.
     @Test(.timeLimit(.minutes(1)), arguments: [false, true])
     func aWellFormedPacketWithSequence2To60IsCountedNotAGap(_ withSnapshots: Bool) throws {
