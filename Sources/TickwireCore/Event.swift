@@ -103,6 +103,14 @@ public typealias SubjectID = UInt32
               knownTime: knownTime, a: Int64(status.state), b: Int64(bitPattern: status.reasonPacked))
     }
 
+    /// A STATUS of a category whose words are numbers (`Status.Category.hasNumbers`): w0 is the state in its low
+    /// byte and `extra` above it; w1…w3 as the category's row in docs/PROTOCOL.md says.
+    public static func status(_ subject: SubjectID, _ category: Status.Category, state: UInt8, extra: UInt64 = 0,
+                              _ w1: Int64, _ w2: Int64, _ w3: Int64, eventTime: Nanos, knownTime: Nanos) -> Event {
+        Event(subjectID: subject, kind: .status, flags: category.rawValue, eventTime: eventTime, knownTime: knownTime,
+              a: Int64(bitPattern: UInt64(state) | extra << 8), b: w1, c: w2, d: w3)
+    }
+
     public static func bust(_ subject: SubjectID, tradeID: UInt64, price: Price = .zero, size: Quantity = .zero,
                             side: Side = .unknown, eventTime: Nanos, knownTime: Nanos) -> Event {
         Event(subjectID: subject, kind: .bust, flags: side.rawValue, eventTime: eventTime, knownTime: knownTime,
@@ -141,8 +149,26 @@ public struct Status: Sendable, Equatable {
         case circuitBreaker = 4 // MWCB status: ITCH W
         case ipo = 5            // IPO quoting period: ITCH K
         case luld = 6           // LULD auction collar: ITCH J
+        /// Book integrity: state `S` stale (the book is not known to be right: sequences were lost), `C` current
+        /// again (rebuilt). Reasons: `GAP`, `SEQJUMP` (an absurd sequence jump), `SNAPSHOT` (rebuilt from one).
+        case book = 7
+        /// The desk's reference data and auction information (ITCH R, I, V, N; J is `luld`). Their words are
+        /// numbers, by category (docs/PROTOCOL.md, "STATUS by category"), not a reason.
+        case directory = 8      // ITCH R: market category, round lot size, issue flags
+        case imbalance = 9      // ITCH I: paired and imbalance shares, direction
+        case indicative = 10    // ITCH I: near, far and current reference prices of the cross
+        case mwcbLevels = 11    // ITCH V: the three market-wide circuit breaker levels
+        case rpii = 12          // ITCH N: retail price improvement interest
         case other = 255
+        /// Categories whose words w1…w3 are numbers (and w0 may carry more than the state in its upper bytes).
+        public var hasNumbers: Bool { self == .luld || rawValue >= 8 && self != .other }
     }
+    /// A book not known to be right, and why (`GAP`, `SEQJUMP`).
+    public static func stale(_ reason: String) -> Status { Status(category: .book, state: UInt8(ascii: "S"), reason: reason) }
+    /// A book rebuilt: known to be right again.
+    public static let rebuilt = Status(category: .book, state: UInt8(ascii: "C"), reason: "SNAPSHOT")
+    /// Whether this STATUS says a book is stale.
+    public var isStale: Bool { category == .book && state == UInt8(ascii: "S") }
     public var category: Category
     /// A one-byte ASCII state code (`H`, `T`, `O`, …).
     public var state: UInt8

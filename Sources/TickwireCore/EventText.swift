@@ -2,7 +2,7 @@
 ///
 /// JSONL fields: `subject`, `kind`, `seq`, `subject_seq`, `event_time`, `known_time` (integer nanoseconds),
 /// then per kind: TRADE `price`, `size`, `side`, `trade_id`; QUOTE `bid`, `bid_size`, `ask`, `ask_size`;
-/// STATUS `category`, `state`, `reason`; BUST `trade_id`, `price`, `size`, `side`; GAP `first`, `last`, `scope`;
+/// STATUS `category`, `state`, `reason` (for the desk categories, their numbers instead: docs/PROTOCOL.md); BUST `trade_id`, `price`, `size`, `side`; GAP `first`, `last`, `scope`;
 /// ALERT `rule`, `value`, `threshold`, `reference`; RISK `position`, `notional`, `pnl`, `used_bp`;
 /// BOOK `side` (bid|ask), `level` (0 = best), `price`, `size` (both 0: the level is empty), `levels` (on that side).
 /// Prices and sizes are JSON numbers printing the fixed-point value exactly.
@@ -37,7 +37,24 @@ public enum EventText {
             let s = e.status
             str("category", "\(s.category)")
             str("state", String(decoding: [s.state], as: UTF8.self))
-            str("reason", s.reason)
+            if s.category.hasNumbers {
+                let extra = UInt64(bitPattern: e.a) >> 8
+                func ascii(_ v: UInt64) -> String { String(decoding: [UInt8(truncatingIfNeeded: v)], as: UTF8.self) }
+                switch s.category {
+                case .luld: dec("reference", e.b); dec("upper", e.c); dec("lower", e.d); uint("extension", extra)
+                case .directory:
+                    dec("round_lot", e.c)
+                    let f = UInt64(bitPattern: e.b)
+                    str("financial_status", ascii(f)); str("round_lots_only", ascii(f >> 8)); str("issue_classification", ascii(f >> 16))
+                    str("luld_tier", ascii(f >> 24)); uint("etp_leverage", UInt64(bitPattern: e.d))
+                case .imbalance: dec("paired", e.b); dec("imbalance", e.c); dec("reference", e.d); str("cross_type", ascii(extra)); str("variation", ascii(extra >> 8))
+                case .indicative: dec("near", e.b); dec("far", e.c); dec("reference", e.d)
+                case .mwcbLevels: dec("level1", e.b); dec("level2", e.c); dec("level3", e.d)
+                default: break
+                }
+            } else {
+                str("reason", s.reason)
+            }
         case .bust:
             let b = e.bustBody
             uint("trade_id", b.tradeID); dec("price", b.price.e8); dec("size", b.size.e8); str("side", b.side.description)
@@ -72,6 +89,9 @@ public enum EventText {
             return "\(head) QUOTE \(q.bidSize) \(q.bid) x \(q.ask) \(q.askSize)"
         case .status:
             let s = e.status
+            if s.category.hasNumbers {
+                return "\(head) STATUS \(s.category) \(String(decoding: [s.state], as: UTF8.self)) \(Price(e8: e.b)) \(Price(e8: e.c)) \(Price(e8: e.d))"
+            }
             return "\(head) STATUS \(s.category) \(String(decoding: [s.state], as: UTF8.self)) \(s.reason)"
         case .bust:
             return "\(head) BUST trade_id=\(e.bustBody.tradeID)"

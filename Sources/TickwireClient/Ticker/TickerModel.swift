@@ -14,6 +14,9 @@ public struct TickerModel: Sendable {
         public var askSize: Quantity = .zero
         public var volume: Quantity = .zero
         public var status: String = ""
+        /// The book is not known to be right (a STATUS of category `book`, state `S`, until one with `C`):
+        /// its quote is the last one known, shown as stale.
+        public var stale = false
         /// +1 last move up, -1 down; shown as a flash until `flashUntil`.
         public var flashDirection: Int = 0
         public var flashUntil: Nanos = .zero
@@ -34,6 +37,8 @@ public struct TickerModel: Sendable {
     public private(set) var lost: UInt64 = 0
     public private(set) var lastAlert: String = ""
     public private(set) var lastRisk: String = ""
+    /// Rows whose book is stale now.
+    public var staleRows: Int { rows.values.reduce(0) { $0 + ($1.stale ? 1 : 0) } }
     public var endpoint: String
     /// How long a tick's flash lasts.
     public var flashNanos: Int64 = 300_000_000
@@ -77,7 +82,13 @@ public struct TickerModel: Sendable {
                 row.bid = q.bid; row.bidSize = q.bidSize; row.ask = q.ask; row.askSize = q.askSize
             case .status:
                 let s = e.status
-                row.status = String(decoding: [s.state], as: UTF8.self)
+                // Book integrity is its own flag: it must not overwrite the trading state.
+                // The desk's reference data (directory, imbalance, …) is not a trading state either.
+                switch s.category {
+                case .book: row.stale = s.isStale
+                case .system, .trading, .shortSale, .circuitBreaker, .ipo, .other: row.status = String(decoding: [s.state], as: UTF8.self)
+                default: break
+                }
             case .bust:
                 row.volume = Quantity(e8: row.volume.e8 &- e.bustBody.size.e8)
             default:

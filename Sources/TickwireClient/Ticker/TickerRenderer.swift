@@ -16,7 +16,9 @@ public enum TickerRenderer {
             out += style.isEmpty || !color ? fitted : style + fitted + esc + "0m"
             out += esc + "K\r\n"
         }
+        let stale = m.staleRows
         let title = "tickwire ticker  \(m.endpoint)  \(m.rows.count) books  \(m.events) events  gaps \(m.gaps) (\(m.lost) lost)"
+            + (stale > 0 ? "  \(stale) STALE" : "")
         line(title, style: esc + "1m")
         line(columns(header), style: esc + "4m")
         let bodyLines = height - 4
@@ -45,7 +47,7 @@ public enum TickerRenderer {
         if let c = r.change { change = (c > 0 ? "+" : "") + price(c) } else { change = "" }
         return [r.symbol, r.venue, r.last.map { price($0.e8) } ?? "-", change,
                 r.bid.map { "\(r.bidSize) \(price($0.e8))" } ?? "-", "x", r.ask.map { "\(price($0.e8)) \(r.askSize)" } ?? "-",
-                r.volume.description, String(r.updatesPerSecond), r.status.isEmpty ? "-" : r.status]
+                r.volume.description, String(r.updatesPerSecond), (r.status.isEmpty ? "-" : r.status) + (r.stale ? " STALE" : "")]
     }
 
     /// One row, styled per cell: the last price flashes green on an up-tick and red on a down-tick; the change
@@ -80,7 +82,7 @@ public enum TickerRenderer {
 
     static func rightAligned(_ column: Int) -> Bool { column >= 2 && column != 5 && column != 6 && column != 9 }
 
-    static let widths = [8, 6, 11, 9, 18, 1, 18, 12, 6, 2]
+    static let widths = [8, 6, 11, 9, 18, 1, 18, 12, 6, 7]   // ST: a state and STALE
 
     static func columns(_ cells: [String]) -> String {
         var s = ""

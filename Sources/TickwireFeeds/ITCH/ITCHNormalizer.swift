@@ -20,6 +20,8 @@ public struct ITCHCounts: Sendable {
     /// Under `on_error = "skip"`: bytes stepped over to resynchronise, and the damaged messages among them (a lower
     /// bound where the reader had to scan; see `BinaryFILEReader.skipBadFrame()`).
     public var skippedBytes: UInt64 = 0, skippedMessages: UInt64 = 0
+    /// Books marked stale (one per book per loss), and snapshot messages applied by `rebuild`.
+    public var staleMarks: UInt64 = 0, snapshotMessages: UInt64 = 0
 
     public init() {}
 
@@ -41,13 +43,15 @@ public struct ITCHCounts: Sendable {
         out += [("unknown_orders", unknownOrders), ("duplicate_orders", duplicateOrders), ("unknown_locate", unknownLocate),
                 ("non_printable", nonPrintable), ("empty_crosses", emptyCrosses), ("events.trade", trades), ("events.quote", quotes), ("events.book", books),
                 ("events.status", statuses), ("events.bust", busts)]
+        if staleMarks > 0 || snapshotMessages > 0 { out += [("stale_marks", staleMarks), ("snapshot_messages", snapshotMessages)] }
         return out
     }
 }
 
 /// Turns ITCH 5.0 messages into Tickwire events: keeps the order books, learns the locate → symbol map, and
 /// publishes `MD.XNAS.<SYM>.QUOTE` when a top of book changes, `.TRADE` for E, printable C, P and Q, `.STATUS`
-/// for H, Y, K and h (and `MD.XNAS._FEED.STATUS` for the feed-wide S and W), `.BUST` for B (repeating the voided
+/// for H, Y, K and h, and with numbers for R, J, I and N (and `MD.XNAS._FEED.STATUS` for the feed-wide S, W and
+/// V), `.BUST` for B (repeating the voided
 /// trade's price, size and side when it is among the last 262,144 trades).
 ///
 /// Trade sides are the aggressor's: an execution against a resting buy order is a sell. Q crosses have no
@@ -85,6 +89,12 @@ public final class ITCHNormalizer {
     /// The depth last published per locate: `depthLevels` bid levels then as many ask levels (empty: not yet).
     @exclusivity(unchecked) var publishedDepth: [[PriceLevel]] = []
     @exclusivity(unchecked) var bookSubjects: [SubjectID] = []
+    /// Stale books by locate (empty until a book is first marked), how many, and while set the reason books
+    /// learned from now on are marked with.
+    @exclusivity(unchecked) var stale: [Bool] = []
+    @exclusivity(unchecked) var staleCount = 0
+    var staleReason: String? = nil
+    var staleSince = Nanos.zero
 
     public init(sink: EventSink, clock: EasternClock, expectedLiveOrders: Int = 1 << 16) {
         self.sink = sink
@@ -167,7 +177,10 @@ public final class ITCHNormalizer {
                             knownTime: knownTime ?? t, a: known ? recent.price : 0, b: known ? recent.size : 0,
                             c: Int64(bitPattern: match)))
             counts.busts &+= 1
-        case 0x52, 0x49, 0x4E, 0x4F, 0x4C, 0x4A: // R I N O L J: carry a symbol, publish nothing.
+        case 0x52, 0x49, 0x4E, 0x4A: // R I N J: what a desk watches at the open and the close.
+            if let stock = m.carriedStock { learn(locate, stock) }
+            deskStatus(type, locate, m, knownTime)
+        case 0x4F, 0x4C: // O L: carry a symbol, publish nothing.
             if let stock = m.carriedStock { learn(locate, stock) }
         case 0x53: // S
             emitStatus(feedStatus, Status(category: .system, state: m.u8(11)), m, knownTime)
@@ -185,9 +198,41 @@ public final class ITCHNormalizer {
             default: status = Status(category: .trading, state: m.u8(20), reason: "OPHALT-" + ascii(m, 19, 1))
             }
             emitStatus(ids.status, status, m, knownTime)
-        default: // V: levels only.
+        case 0x56: // V: the day's MWCB levels, feed-wide (8 decimals: already ×1e8).
+            let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+            sink.emit(.status(feedStatus, .mwcbLevels, state: type, Int64(bitPattern: m.u64(11)), Int64(bitPattern: m.u64(19)),
+                              Int64(bitPattern: m.u64(27)), eventTime: t, knownTime: knownTime ?? t))
+            counts.statuses &+= 1
+        default:
             break
         }
+    }
+
+    /// R, I, J and N as STATUS events whose words are numbers (`Status.Category.hasNumbers`; docs/PROTOCOL.md,
+    /// "STATUS by category"). Off the hot path: these come a few times a second per symbol at most.
+    func deskStatus(_ type: UInt8, _ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let ids = subjects(locate)
+        guard ids.status != ITCHNormalizer.noSubject else { counts.unknownLocate &+= 1; return }
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp)), known = knownTime ?? t
+        func price(_ at: Int) -> Int64 { Int64(m.u32(at)) &* 10_000 }
+        switch type {
+        case 0x52: // R: market category; financial status, round lots only, issue classification, LULD tier; lot; ETP leverage
+            let flags = Int64(m.u8(20)) | Int64(m.u8(25)) << 8 | Int64(m.u8(26)) << 16 | Int64(m.u8(32)) << 24
+            sink.emit(.status(ids.status, .directory, state: m.u8(19), flags, Int64(m.u32(21)) &* 100_000_000, Int64(m.u32(34)),
+                              eventTime: t, knownTime: known))
+        case 0x4A: // J: reference, upper and lower collar; the extension number above the state
+            sink.emit(.status(ids.status, .luld, state: type, extra: UInt64(m.u32(31)), price(19), price(23), price(27),
+                              eventTime: t, knownTime: known))
+        case 0x49: // I: paired, imbalance, reference; direction, cross type, variation — then near, far, reference
+            let extra = UInt64(m.u8(48)) | UInt64(m.u8(49)) << 8
+            sink.emit(.status(ids.status, .imbalance, state: m.u8(27), extra: extra, Int64(bitPattern: m.u64(11)) &* 100_000_000,
+                              Int64(bitPattern: m.u64(19)) &* 100_000_000, price(44), eventTime: t, knownTime: known))
+            sink.emit(.status(ids.status, .indicative, state: m.u8(48), price(40), price(36), price(44), eventTime: t, knownTime: known))
+            counts.statuses &+= 1
+        default: // N: the interest flag
+            sink.emit(.status(ids.status, .rpii, state: m.u8(19), 0, 0, 0, eventTime: t, knownTime: known))
+        }
+        counts.statuses &+= 1
     }
 
     @inline(__always)
@@ -206,6 +251,8 @@ public final class ITCHNormalizer {
         symbols[Int(locate)] = stock.raw
         let none = ITCHNormalizer.noSubject
         subjectIDs[Int(locate)] = (none, none, none, none)
+        // While books are stale after a loss, a stock first seen now may have lost messages too.
+        if let reason = staleReason { markStale(locate, reason, staleSince) }
     }
 
     /// The locate's subjects, interned on first use; `noSubject` entries while its symbol is unknown.
@@ -224,6 +271,9 @@ public final class ITCHNormalizer {
 
     @inline(__always)
     func quoteIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        // A stale book publishes nothing: its top is not known to be the market's (issue 13 saw QUOTEs for
+        // states the market never had). One load when no book is stale.
+        if staleCount > 0 && stale[Int(locate)] { return }
         if depthLevels > 0 { depthIfChanged(locate, m, knownTime) }
         guard let top = books.takeChangedTop(locate) else { return }
         let ids = subjects(locate)
@@ -240,6 +290,11 @@ public final class ITCHNormalizer {
     /// array per side indexed by level. A new level near the top shifts the ones below it, and each shifted
     /// level is published too: level-based depth, as exchanges' market-by-price feeds send it.
     func depthIfChanged(_ locate: UInt16, _ m: ITCHMessage, _ knownTime: Nanos?) {
+        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
+        depthIfChanged(locate, eventTime: t, knownTime: knownTime ?? t)
+    }
+
+    func depthIfChanged(_ locate: UInt16, eventTime t: Nanos, knownTime: Nanos) {
         let n = depthLevels
         if publishedDepth.isEmpty {
             publishedDepth = Array(repeating: [], count: 1 << 16)
@@ -252,7 +307,6 @@ public final class ITCHNormalizer {
             bookSubjects[i] = subjects.intern(text: Subject.marketData(venue: ITCHNormalizer.venue, symbol: ITCHStock(raw: symbols[i]).text, kind: .book).text)
         }
         let book = books.books[i]
-        let t = clock.utc(nanosSinceMidnight: Int64(m.timestamp))
         for side in 0..<2 {
             let levels = side == 0 ? book.bids : book.asks   // best last
             for level in 0..<n {
@@ -260,7 +314,7 @@ public final class ITCHNormalizer {
                 if publishedDepth[i][side * n + level] == now { continue }
                 publishedDepth[i][side * n + level] = now
                 sink.emit(Event(subjectID: bookSubjects[i], kind: .book, flags: side == 0 ? Side.buy.rawValue : Side.sell.rawValue,
-                                eventTime: t, knownTime: knownTime ?? t,
+                                eventTime: t, knownTime: knownTime,
                                 a: Int64(now.price) &* 10_000, b: Int64(now.shares) &* 100_000_000, c: Int64(level), d: Int64(levels.count)))
                 counts.books &+= 1
             }
@@ -277,6 +331,118 @@ public final class ITCHNormalizer {
                         a: price, b: size, c: Int64(bitPattern: match)))
         recentTrades[Int(truncatingIfNeeded: match) & (ITCHNormalizer.recentTradeSlots - 1)] = (match, price, size, side.rawValue)
         counts.trades &+= 1
+    }
+
+    // MARK: - Stale books and rebuilding from a snapshot
+
+    /// Marks every book whose stock is known stale, publishing a STATUS (`Status.stale(reason)`) for each one not
+    /// stale already; until `rebuild`, stocks learned are marked stale as they are learned, and stale books
+    /// publish no QUOTE or BOOK. Trades still print.
+    /// - Returns: how many books became stale.
+    @discardableResult
+    public func markAllStale(reason: String, knownTime: Nanos) -> Int {
+        if staleReason == nil { staleReason = reason; staleSince = knownTime }
+        var n = 0
+        for locate in 0..<OrderBookSet.capacity where symbols[locate] != 0 && !isStale(UInt16(locate)) {
+            markStale(UInt16(locate), reason, knownTime); n += 1
+        }
+        return n
+    }
+
+    /// Whether a locate's book is stale.
+    public func isStale(_ locate: UInt16) -> Bool { staleCount > 0 && stale[Int(locate)] }
+    /// Books stale now.
+    public var staleBooks: Int { staleCount }
+
+    func markStale(_ locate: UInt16, _ reason: String, _ knownTime: Nanos) {
+        if stale.isEmpty { stale = [Bool](repeating: false, count: OrderBookSet.capacity) }
+        guard !stale[Int(locate)] else { return }
+        stale[Int(locate)] = true
+        staleCount += 1
+        counts.staleMarks &+= 1
+        let ids = subjects(locate)
+        guard ids.status != ITCHNormalizer.noSubject else { return }
+        sink.emit(.status(ids.status, .stale(reason), eventTime: knownTime, knownTime: knownTime))
+        counts.statuses &+= 1
+    }
+
+    /// Replaces every book with a snapshot's (`GlimpseSnapshot`): the books are emptied, the snapshot's
+    /// messages applied — R and stock-carrying messages teach symbols, A and F rest orders, S and H publish
+    /// their STATUS — then each stale book publishes its rebuilt top (a QUOTE, even an empty one) and a STATUS
+    /// `Status.rebuilt`, and every other book whose top changed publishes its QUOTE. Events are stamped
+    /// `knownTime` for both times: the snapshot is the state at that moment, not at its messages' timestamps.
+    ///
+    /// A snapshot older than what was delivered since (its sequence behind the stream's) is brought up to date
+    /// with `replay`, the messages delivered from its sequence on: they move the books only — their trades were
+    /// printed when they came — and an S or H they hold wins over the snapshot's (which is then not published).
+    /// - Parameters:
+    ///   - snapshot: the snapshot's ITCH messages in BinaryFILE framing (validated).
+    ///   - replay: messages delivered after the snapshot's sequence, in order (validated).
+    /// - Returns: the books cleared of staleness.
+    @discardableResult
+    public func rebuild(from snapshot: UnsafeRawBufferPointer, replay: [[UInt8]] = [], knownTime: Nanos) -> Int {
+        books.reset()
+        staleReason = nil
+        var newer = Set<UInt32>()       // (type, locate) of the S and H the replay holds
+        for r in replay where r[0] == 0x53 || r[0] == 0x48 { newer.insert(UInt32(r[0]) << 16 | UInt32(r[1]) << 8 | UInt32(r[2])) }
+        var reader = BinaryFILEReader(snapshot)
+        while let m = try? reader.next() {
+            counts.snapshotMessages &+= 1
+            let locate = m.stockLocate
+            switch m.typeByte {
+            case 0x41, 0x46:
+                learn(locate, m.stock(24))
+                let side: BookSide = m.sideByte == UInt8(ascii: "S") ? .ask : .bid
+                if !books.add(m.orderReference, locate: locate, side: side, price: m.price, shares: m.shares) {
+                    counts.duplicateOrders &+= 1
+                }
+            case 0x53, 0x48:
+                if newer.contains(UInt32(m.typeByte) << 16 | UInt32(locate)) { if m.typeByte == 0x48 { learn(locate, m.stock(11)) } }
+                else { handle(m, knownTime: knownTime) }
+            default:
+                if let stock = m.carriedStock { learn(locate, stock) }
+            }
+        }
+        for r in replay { r.withUnsafeBytes { moveBooks(ITCHMessage(base: $0.baseAddress!, length: $0.count)) } }
+        var cleared = 0
+        for i in 0..<OrderBookSet.capacity {
+            let locate = UInt16(i)
+            let wasStale = isStale(locate)
+            if wasStale { stale[i] = false; staleCount -= 1 }
+            let top: TopOfBook
+            if wasStale { top = books.books[i].top; books.books[i].published = top }
+            else if let changed = books.takeChangedTop(locate) { top = changed }
+            else { continue }
+            let ids = subjects(locate)
+            guard ids.quote != ITCHNormalizer.noSubject else { continue }
+            if wasStale {
+                // Current again first, then what it is: a subscriber never sees a QUOTE while the book is stale.
+                sink.emit(.status(ids.status, .rebuilt, eventTime: knownTime, knownTime: knownTime))
+                counts.statuses &+= 1
+                cleared += 1
+            }
+            sink.emit(Event(subjectID: ids.quote, kind: .quote, eventTime: knownTime, knownTime: knownTime,
+                            a: Int64(top.bid) &* 10_000, b: Int64(top.bidShares) &* 100_000_000,
+                            c: Int64(top.ask) &* 10_000, d: Int64(top.askShares) &* 100_000_000))
+            counts.quotes &+= 1
+            if depthLevels > 0 { depthIfChanged(locate, eventTime: knownTime, knownTime: knownTime) }
+        }
+        staleCount = 0
+        return cleared
+    }
+
+    /// What `handle` does to the books and the symbol map, publishing nothing.
+    func moveBooks(_ m: ITCHMessage) {
+        let locate = m.stockLocate
+        switch m.typeByte {
+        case 0x41, 0x46:
+            learn(locate, m.stock(24))
+            _ = books.add(m.orderReference, locate: locate, side: m.sideByte == UInt8(ascii: "S") ? .ask : .bid, price: m.price, shares: m.shares)
+        case 0x45, 0x43, 0x58: _ = books.reduce(m.orderReference, by: m.executedShares)
+        case 0x44: _ = books.delete(m.orderReference)
+        case 0x55: _ = books.replace(m.orderReference, with: m.replaceNewReference, shares: m.replaceShares, price: m.replacePrice)
+        default: if let stock = m.carriedStock { learn(locate, stock) }
+        }
     }
 
     func emitStatus(_ subject: SubjectID, _ status: Status, _ m: ITCHMessage, _ knownTime: Nanos?) {

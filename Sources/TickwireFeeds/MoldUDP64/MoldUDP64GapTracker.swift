@@ -32,7 +32,8 @@ public struct MoldUDP64GapTracker: Sendable {
         /// The source's timing from `FeedOptions`: a retry every quarter of the gap timeout, as before.
         public init(_ options: FeedOptions) {
             self.init(requestDelayNanos: options.requestDelayNanos, retryIntervalNanos: options.gapTimeoutNanos / 4,
-                      gapTimeoutNanos: options.gapTimeoutNanos)
+                      gapTimeoutNanos: options.gapTimeoutNanos, maxMessagesPerRequest: options.maxMessagesPerRequest,
+                      maxOutstanding: options.maxOutstandingRequests)
         }
     }
 
@@ -121,6 +122,14 @@ public struct MoldUDP64GapTracker: Sendable {
         if n == 0 { return nil }
         ranges.removeFirst(n)
         return expected...(next - 1)
+    }
+
+    /// Moves the start of the stream to `sequence` (a snapshot covers everything before it): ranges below it
+    /// are forgotten, and nothing before it will be asked for or opened.
+    public mutating func advance(to sequence: UInt64) {
+        ranges.removeAll { $0.end <= sequence }
+        if let i = ranges.indices.first, ranges[i].first < sequence { ranges[i].first = sequence }
+        frontier = max(frontier, sequence); confirmedFrontier = max(confirmedFrontier, sequence)
     }
 
     /// Forgets ranges at or beyond `end` (the end of session: nothing there will come).

@@ -36,6 +36,10 @@ public final class MoldUDP64Player: @unchecked Sendable {
         public var requestRateMessages = 20_000
         /// Answers wait this long before they are sent (a far re-request server, for tests of concurrency).
         public var responseDelayNanos: Int64 = 0
+        /// Where to serve GLIMPSE-style snapshots over SoupBinTCP (`GlimpseServer`): the books as they stand
+        /// when a client logs in, and the sequence to resume from. nil: no snapshot server.
+        public var snapshot: UDPEndpoint? = nil
+        public var snapshotServer = GlimpseServer.Options()
         public init(rate: Int = 100_000, dropAPercent: Double = 0, retransmit: UDPEndpoint? = nil, session: String = "TICKWIRE",
                     seed: UInt64 = 1, lingerNanos: Int64 = 2_000_000_000) {
             self.rate = rate; self.dropAPercent = dropAPercent; self.retransmit = retransmit; self.session = session
@@ -67,6 +71,7 @@ public final class MoldUDP64Player: @unchecked Sendable {
     let server: UDPSocket?
     let session: [UInt8]
     let board = CounterBoard()
+    let glimpse: GlimpseServer?
 
     /// Reads and validates the whole file first, and binds the retransmission endpoint.
     /// - Throws: `ITCHError` for a malformed file, `FeedConfigError` for a file or socket problem.
@@ -82,7 +87,16 @@ public final class MoldUDP64Player: @unchecked Sendable {
         session = MoldUDP64.session(options.session)
         sender = try UDPSocket()
         server = try options.retransmit.map { (e) throws(FeedConfigError) in try UDPSocket(receivingOn: e, bufferBytes: 1 << 20) }
+        glimpse = try options.snapshot.map { (e) throws(FeedConfigError) in
+            try GlimpseServer(on: e, session: options.session, options: options.snapshotServer)
+        }
     }
+
+    /// What the snapshot server did; read it after `run` returns (it is the playing thread's).
+    public var snapshotCounts: GlimpseServer.Counts? { glimpse?.counts }
+
+    /// The endpoint snapshots are served on (its real port when configured with port 0).
+    public var snapshotEndpoint: UDPEndpoint? { glimpse?.endpoint }
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
 
@@ -93,7 +107,19 @@ public final class MoldUDP64Player: @unchecked Sendable {
     public func run(stop: StopSignal) -> Counts {
         var counts = Counts()
         var answers = Answers()
-        defer { board.publish(counts.pairs()) }
+        var state = ITCHSnapshotState()
+        func pairs() -> [(name: String, value: UInt64)] { counts.pairs() + (glimpse?.counts.pairs() ?? []) }
+        defer { board.publish(pairs()) }
+        var lastServe: Int64 = 0
+        func serveAll() {
+            serve(&counts, &answers)
+            guard let glimpse else { return }
+            // Between packets and in the pacing spin: look at the TCP side at most every 100 µs.
+            let now = tw_monotonic_ns()
+            if now - lastServe < 100_000 { return }
+            lastServe = now
+            glimpse.serve(state: state, nextSequence: state.applied + 1, now: now)
+        }
         var rng = SplitMix64(seed: options.seed)
         let start = tw_monotonic_ns()
         var next = 0
@@ -108,6 +134,10 @@ public final class MoldUDP64Player: @unchecked Sendable {
                 next += 1
             }
             build(first: first, end: next, into: &packet)
+            // The exchange's state moves on whatever the lines lose: a snapshot includes dropped packets.
+            if glimpse != nil {
+                for f in frames[first..<next] { state.apply(ITCHMessage(base: file.bytes.baseAddress! + f.offset, length: f.length)) }
+            }
             let drop = Double(rng.next() % 10_000) < options.dropAPercent * 100
             let range = UInt64(first + 1)...UInt64(next)
             let index = counts.packetsA + counts.droppedA
@@ -122,12 +152,12 @@ public final class MoldUDP64Player: @unchecked Sendable {
             } else { sender.send(packet, to: lines[0]); counts.packetsA += 1 }
             if lines.count > 1 { sender.send(packet, to: lines[1]); counts.packetsB += 1 }
             counts.messages = next
-            serve(&counts, &answers)
+            serveAll()
             if options.rate > 0 {
                 let due = start + Int64(next) * 1_000_000_000 / Int64(options.rate)
-                while tw_monotonic_ns() < due { serve(&counts, &answers); tw_cpu_relax() }
+                while tw_monotonic_ns() < due { serveAll(); tw_cpu_relax() }
             }
-            if (counts.packetsA + counts.droppedA) % 256 == 0 { board.publish(counts.pairs()) }
+            if (counts.packetsA + counts.droppedA) % 256 == 0 { board.publish(pairs()) }
         }
         var end = [UInt8]()
         MoldUDP64.writeHeader(session: session, sequence: UInt64(frames.count + 1), count: MoldUDP64.endOfSession, into: &end)
@@ -135,10 +165,14 @@ public final class MoldUDP64Player: @unchecked Sendable {
         let lingerUntil = tw_monotonic_ns() + options.lingerNanos
         var lastEnd = tw_monotonic_ns()
         while !stop.isRaised && tw_monotonic_ns() < lingerUntil {
-            if let server { _ = UDPSocket.poll([server], timeoutMillis: 5) } else { usleep(5_000) }
-            serve(&counts, &answers)
+            if let server { _ = UDPSocket.poll([server], timeoutMillis: glimpse == nil ? 5 : 1) } else { usleep(glimpse == nil ? 5_000 : 1_000) }
+            serveAll()
             // End-of-session again every 50 ms: a lost datagram must not leave a receiver waiting.
-            if tw_monotonic_ns() - lastEnd > 50_000_000 { for line in lines { sender.send(end, to: line) }; lastEnd = tw_monotonic_ns() }
+            if tw_monotonic_ns() - lastEnd > 50_000_000 {
+                for line in lines { sender.send(end, to: line) }
+                lastEnd = tw_monotonic_ns()
+                board.publish(pairs())
+            }
         }
         return counts
     }

@@ -26,6 +26,23 @@ public struct FeedOptions: Sendable {
     public var idleTimeoutNanos: Int64
     /// ITCH: price levels per side to publish as `MD.XNAS.<SYM>.BOOK` (0: top of book only, as QUOTE).
     public var depthLevels = 0
+    /// MoldUDP64: most messages asked for in one re-request (1...65,534), and re-requests outstanding at once.
+    public var maxMessagesPerRequest: UInt64 = 256
+    public var maxOutstandingRequests = 64
+    /// MoldUDP64: a well-formed packet whose sequence is further than this beyond the highest one seen is not
+    /// a gap but a session reset (or garbage): dropped and counted (`sequence_jumps`); with a snapshot server a
+    /// snapshot decides where the session is.
+    public var maxSequenceJump: UInt64 = 1_000_000
+    /// MoldUDP64: a GLIMPSE-style snapshot server (SoupBinTCP) to start from and to rebuild the books from
+    /// after an unrecoverable gap; nil: none (a gap is published and the books go on as they are).
+    public var snapshotEndpoint: UDPEndpoint? = nil
+    public var snapshotUsername = ""
+    public var snapshotPassword = ""
+    /// A snapshot must be complete within this; a failed one is tried again after `snapshotRetryNanos`.
+    public var snapshotTimeoutNanos: Int64 = 10_000_000_000
+    public var snapshotRetryNanos: Int64 = 1_000_000_000
+    /// Datagram bytes held while the first snapshot comes (more are dropped, counted, and recovered as a gap).
+    public var snapshotBufferBytes = 64 << 20
 
     public init(date: TradingDate? = nil, errorPolicy: ErrorPolicy = .stop, retransmitEndpoint: UDPEndpoint? = nil,
                 gapTimeoutNanos: Int64 = 250_000_000, requestDelayNanos: Int64 = 2_000_000,
