@@ -192,13 +192,13 @@ import TickwireZMQ
             let twice = accepted.filter { $0.value.count > 1 }
             #expect(twice.isEmpty, "\(dir): accepted twice: \(twice.prefix(5))")
             let missing = ledger.acked.filter { accepted[$0.key] != [$0.value] }
-            #expect(missing.isEmpty, "\(dir): acknowledged but absent or at another sequence: \(missing.prefix(5))")
+            #expect(missing.isEmpty, "\(dir): \(missing.count) acknowledged but absent or at another sequence, such as \(missing.prefix(3).map { "\($0.key) acked at \($0.value), journaled at \(accepted[$0.key] ?? [])" })")
         }
         #expect(Set(counts).count == 1, "records: \(counts)")
         #expect(Set(heads).count == 1, "head hashes differ: \(heads)")
         for other in records.dropFirst() {
             let different = Set(records[0].keys).intersection(other.keys).filter { records[0][$0] != other[$0] }.sorted()
-            #expect(different.isEmpty, "records differ at \(different.prefix(5))")
+            #expect(different.isEmpty, "\(different.count) records differ, the first at \(different.first ?? 0): \(different.first.flatMap { records[0][$0] }.flatMap(TradeWire.auditFields) ?? "") against \(different.first.flatMap { other[$0] }.flatMap(TradeWire.auditFields) ?? "")")
         }
     }
 

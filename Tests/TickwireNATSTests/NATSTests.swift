@@ -115,6 +115,26 @@ final class NATSTests: XCTestCase {
         withExtendedLifetime(sub) {}
     }
 
+    /// A message's stored time is the same whether an ordered consumer delivers it or it is read by sequence:
+    /// replicas that journal it with that time as known time, by either path, write identical records.
+    func testStoredTimeIsTheSameByConsumerAndByRead() throws {
+        let cluster = try NATSCluster(size: 1)
+        let conn = try NATSConnection(.init(servers: [cluster.servers[0].url]))
+        let js = try conn.jetStream()
+        _ = try retrying { try js.addStream(JetStream.StreamConfig(name: "S", subjects: ["S.x"])) }
+        for i in 0..<50 { _ = try js.publish("S.x", bytes: [UInt8(i)]) }
+        let delivered = Locked([UInt64: Int64]())
+        let sub = try js.subscribeOrdered(stream: "S", subject: "S.x", startSequence: 1) { m in
+            let p = m.streamPosition!
+            delivered.withLock { $0[p.sequence] = p.timestampNanos }
+        }
+        try waitUntil(seconds: 10) { delivered.withLock { $0.count } == 50 }
+        for seq in 1...UInt64(50) {
+            XCTAssertEqual(try js.message(stream: "S", sequence: seq).timestampNanos, delivered.withLock { $0[seq] }, "seq \(seq)")
+        }
+        withExtendedLifetime(sub) {}
+    }
+
     /// Retries while the cluster is still electing leaders (a fresh cluster's first stream can take seconds).
     func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
         let deadline = Date().addingTimeInterval(seconds)
