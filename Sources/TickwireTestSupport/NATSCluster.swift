@@ -19,6 +19,7 @@ public final class NATSCluster: @unchecked Sendable {
 
     public let servers: [Server]
     public let directory: String
+    public let clusterName: String
     private var processes: [ChildProcess?]
 
     /// The `nats-server` executable (Debian installs it in /usr/sbin).
@@ -32,12 +33,17 @@ public final class NATSCluster: @unchecked Sendable {
     /// until the meta group has a leader.
     public init(size: Int = 3, jetStream: Bool = true, name: String = "nats") throws {
         guard Self.executable != nil else { throw SpawnError(executable: "nats-server", message: "not installed (Tools/setup.sh installs it)") }
+        Self.endStrays()
         directory = temporaryDirectory(name)
+        // A name of its own: a server left behind by a crashed run, still dialling its dead peers' route ports,
+        // must never join this cluster when one of those ports is handed out again.
+        let clusterName = "tw-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        self.clusterName = clusterName
         var servers: [Server] = []
         for i in 0..<size {
             let dir = directory + "/n\(i)"
             try FileManager.default.createDirectory(atPath: dir + "/store", withIntermediateDirectories: true)
-            servers.append(Server(name: "n\(i)", clientPort: freePort(), clusterPort: freePort(), monitorPort: freePort(),
+            servers.append(Server(name: "\(clusterName)-n\(i)", clientPort: freePort(), clusterPort: freePort(), monitorPort: freePort(),
                                   storeDir: dir + "/store", configPath: dir + "/server.conf"))
         }
         for s in servers {
@@ -55,7 +61,7 @@ public final class NATSCluster: @unchecked Sendable {
             if size > 1 {
                 conf += """
                 cluster {
-                  name: tickwire-test
+                  name: \(clusterName)
                   listen: 127.0.0.1:\(s.clusterPort)
                   routes: [\(routes.joined(separator: ", "))]
                 }
@@ -69,6 +75,24 @@ public final class NATSCluster: @unchecked Sendable {
         for i in 0..<size { try start(i) }
         for i in 0..<size { try waitReady(i, routes: size - 1) }
         if jetStream && size > 1 { try waitForJetStreamLeader() }
+    }
+
+    /// Ends `nats-server` processes that a test process started and did not stop before it died (their
+    /// configuration lives under `tickwire-test-…-<pid>-…`, and that pid is gone). Nothing else is touched.
+    static func endStrays() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for entry in entries {
+            guard let pid = Int32(entry),
+                  let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let args = String(decoding: raw, as: UTF8.self).split(separator: "\0")
+            guard args.first?.hasSuffix("nats-server") == true,
+                  let conf = args.first(where: { $0.contains("tickwire-test-") && $0.hasSuffix("server.conf") }) else { continue }
+            // …/tickwire-test-NAME-PID-RANDOM/nI/server.conf
+            let folder = conf.split(separator: "/").first { $0.hasPrefix("tickwire-test-") } ?? ""
+            let parts = folder.split(separator: "-")
+            guard parts.count >= 2, let owner = Int32(parts[parts.count - 2]), owner != getpid(), Glibc.kill(owner, 0) != 0 else { continue }
+            Glibc.kill(pid, SIGKILL)
+        }
     }
 
     /// Starts server `i` (again).
