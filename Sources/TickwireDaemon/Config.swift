@@ -2,6 +2,7 @@ import TOMLKit
 import TickwireAlerts
 import TickwireCore
 import TickwireFeeds
+import TickwireNATS
 import TickwireRisk
 
 /// A configuration mistake: the key (as `section.key`) or the file position, and what was wrong.
@@ -30,6 +31,11 @@ public struct DaemonConfig: Sendable, Equatable {
     /// they could hold more, the longest-stalled subscribers are cut. 0: no budget, N stalled subscribers may
     /// hold N high-water marks. See `PublishBudgetMonitor`.
     public var publishMemoryBudgetMB = 512
+
+    /// `[publish.nats]`: NATS servers of one cluster (nats://HOST:PORT) that also get every published message
+    /// (empty: no NATS); with `natsRequired`, no server reachable at start stops the daemon from starting.
+    public var natsServers: [String] = []
+    public var natsRequired = false
 
     /// Ring slots (a power of two).
     public var ringCapacity = 1 << 16
@@ -70,7 +76,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Every key a config file may hold, by section ("" is the top level).
     static let schema: [String: Set<String>] = [
         "": ["data", "log_level", "sources", "alerts"],
-        "publish": ["endpoint", "high_water_mark", "memory_budget_mb"],
+        "publish": ["endpoint", "high_water_mark", "memory_budget_mb", "nats"],
+        "publish.nats": ["servers", "required"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
@@ -108,6 +115,18 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.int("memory_budget_mb", min: 0) {
                 guard v <= 1 << 20 else { throw s.bad("memory_budget_mb", "\(v) MiB is more than a TiB") }
                 c.publishMemoryBudgetMB = v
+            }
+            if let n = try s.section("nats") {
+                if let v = n.table["servers"] {
+                    let text: String
+                    if let one = v.string { text = one } else if let list = try n.strings("servers") {
+                        text = list.joined(separator: ",")
+                    } else { throw n.bad("servers", "expected a string or an array of strings") }
+                    c.natsServers = try natsServers(text, key: n.path("servers"))
+                } else {
+                    throw n.bad("servers", "missing: [publish.nats] needs servers = \"nats://HOST:4222[,…]\"")
+                }
+                if let v = try n.bool("required") { c.natsRequired = v }
             }
         }
         if let s = try r.section("ring") {
@@ -193,6 +212,11 @@ public struct DaemonConfig: Sendable, Equatable {
         return v
     }
 
+    /// A NATS server list ("nats://h1:4222,nats://h2:4222"). - Throws: `ConfigError` naming the URL that is not one.
+    public static func natsServers(_ v: String, key: String) throws(ConfigError) -> [String] {
+        do { return try NATS.parseServers(v) } catch { throw ConfigError(key: key, reason: error.text) }
+    }
+
     /// A venue or symbol must be one subject token.
     public static func token(_ v: String, key: String) throws(ConfigError) -> String {
         do { _ = try Subject(v) } catch { throw ConfigError(key: key, reason: "'\(v)' is not a subject token: \(error.reason)") }
@@ -246,8 +270,8 @@ private struct Reader {
 
     func section(_ name: String) throws(ConfigError) -> Reader? {
         guard let v = table[name] else { return nil }
-        guard let t = v.table else { throw bad(name, "expected a [\(name)] table") }
-        let r = Reader(table: t, section: name)
+        guard let t = v.table else { throw bad(name, "expected a [\(path(name))] table") }
+        let r = Reader(table: t, section: path(name))
         try r.checkKeys(allowSections: false)
         return r
     }
@@ -267,6 +291,12 @@ private struct Reader {
             out.append(s)
         }
         return out
+    }
+
+    func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let v = table[key] else { return nil }
+        guard let b = v.bool else { throw bad(key, "expected true or false") }
+        return b
     }
 
     func int(_ key: String, min: Int) throws(ConfigError) -> Int? {

@@ -24,6 +24,10 @@ final class ZMQPublisher {
     static let latencySampleEvery: UInt64 = 16
     @exclusivity(unchecked) private var sent: UInt64 = 0
 
+    /// Where each numbered payload is also handed, for the NATS publisher's thread (nil: no NATS). Set before the
+    /// publisher thread starts.
+    var natsHandoff: NATSHandoff? = nil
+
     /// Keeps the subscribers' queues within the memory budget (nil: no budget).
     let budget: PublishBudgetMonitor?
     private var budgetStopped = false
@@ -73,6 +77,8 @@ final class ZMQPublisher {
         var wire = event
         wire.seq = seq
         WireCodec.encode(wire, subjectSeq: subjectSeq, into: payload)
+        // Same numbers, same bytes; never waits (a full queue is counted and reported to NATS subscribers).
+        _ = natsHandoff?.push(subjectID: event.subjectID, payload: payload)
         do {
             try socket.send(subject, more: true)
             try socket.send(UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
