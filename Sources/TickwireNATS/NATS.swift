@@ -126,7 +126,8 @@ public struct NATSMessage: @unchecked Sendable {
 /// What happens to a connection, reported on libnats' own callback thread.
 public enum NATSConnectionEvent: Sendable, Equatable {
     case disconnected
-    /// Connected again, to this server.
+    /// Connected again, to this server (with `retryOnFailedConnect`, also the first connection made in the
+    /// background).
     case reconnected(url: String)
     /// An asynchronous error: a slow consumer (messages dropped at the client's pending limit), a permission denial…
     case error(NATSError)
@@ -222,7 +223,13 @@ public final class NATSConnection: @unchecked Sendable {
             box.release()
         }, ctx), "natsOptions_SetClosedCB")
         if options.retryOnFailedConnect {
-            try check(natsOptions_SetRetryOnFailedConnect(opts, true, nil, nil), "natsOptions_SetRetryOnFailedConnect")
+            // With a connected callback libnats returns at once and connects in the background; without one,
+            // natsConnection_Connect blocks, retrying until it connects (forever with maxReconnect -1).
+            try check(natsOptions_SetRetryOnFailedConnect(opts, true, { nc, ctx in
+                var url = [CChar](repeating: 0, count: 256)
+                _ = natsConnection_GetConnectedUrl(nc, &url, url.count)
+                EventBox.from(ctx).send(.reconnected(url: String(cString: url)))
+            }, ctx), "natsOptions_SetRetryOnFailedConnect")
         }
         var nc: OpaquePointer? = nil
         let s = natsConnection_Connect(&nc, opts)

@@ -193,6 +193,7 @@ import Glibc
                     gaps[s, default: []].append(first...last)
                 }
             }
+            print("failover: server \(survivors[n]): \(seqs.count) received, \(gaps.values.reduce(0) { $0 + $1.count }) gaps seen, notices \(notices); daemon send_failed \(failed)")
             #expect(!received.isEmpty, "subscriber on server \(survivors[n])")
             // Carried on after the failover: it has the feed's last messages.
             #expect((seqs.max() ?? 0) >= UInt64(limit) - 100, "subscriber on server \(survivors[n]) stopped at \(seqs.max() ?? 0)")
