@@ -75,22 +75,46 @@ public final class Subscriber {
     ///   - pendingLimit: messages the NATS client may hold per pattern before it drops them (counted in
     ///     `droppedLocally`; each shows as a gap in its subject's `subject_seq`).
     /// - Throws: `SubscribeError` (no server reachable names the URLs).
-    public init(nats servers: [String], patterns: [SubjectPattern], pendingLimit: Int32 = 1_000_000) throws(SubscribeError) {
+    ///   - snapshot: first deliver the last value of every matching subject (and book level), asked of the daemon
+    ///     after subscribing, then the live stream stitched on by `subject_seq`: nothing missed, nothing repeated
+    ///     (`snapshotEntries` says how many; nil when no daemon answered, and the stream starts live only).
+    public init(nats servers: [String], patterns: [SubjectPattern], pendingLimit: Int32 = 1_000_000,
+                snapshot: Bool = false) throws(SubscribeError) {
         guard !patterns.isEmpty else { throw .noPatterns }
         endpoint = servers.joined(separator: ",")
         self.patterns = patterns
         accepted = patterns + Self.gapNoticePatterns(for: patterns)
+        let nats: NATSTransport
         do {
-            transport = try NATSTransport(servers: servers, patterns: accepted, pendingLimit: pendingLimit)
+            nats = try NATSTransport(servers: servers, patterns: accepted, pendingLimit: pendingLimit)
         } catch { throw .nats(error) }
+        transport = nats
+        if snapshot, let entries = SnapshotCodec.request(nats.connection, patterns: patterns, timeoutMs: 5_000) {
+            let wanted = entries.filter { w in patterns.contains { $0.matches(subjectText: w.subject) } }
+            for w in wanted {
+                lastSubjectSeq[w.subject] = max(lastSubjectSeq[w.subject] ?? 0, w.subjectSeq)
+            }
+            stitch = lastSubjectSeq
+            queued = wanted.map { .event($0) }
+            queued.reverse()   // popped from the end
+            snapshotEntries = wanted.count
+        }
     }
+
+    /// Entries of the snapshot delivered before the live stream; nil when none was asked for or none came.
+    public private(set) var snapshotEntries: Int? = nil
+    /// Live messages dropped because the snapshot already held them (or a later message of their subject).
+    public private(set) var stitched: UInt64 = 0
+    private var queued: [Delivery] = []
+    private var stitch: [String: UInt64] = [:]
 
     /// Subscribes on a NATS cluster given as a user types it: "nats://h1:4222,nats://h2:4222".
     /// - Throws: `SubscribeError` naming a URL that is not one, or the servers when none answers.
-    public convenience init(natsURLs text: String, patterns: [SubjectPattern], pendingLimit: Int32 = 1_000_000) throws(SubscribeError) {
+    public convenience init(natsURLs text: String, patterns: [SubjectPattern], pendingLimit: Int32 = 1_000_000,
+                            snapshot: Bool = false) throws(SubscribeError) {
         let servers: [String]
         do { servers = try NATS.parseServers(text) } catch { throw .nats(error) }
-        try self.init(nats: servers, patterns: patterns, pendingLimit: pendingLimit)
+        try self.init(nats: servers, patterns: patterns, pendingLimit: pendingLimit, snapshot: snapshot)
     }
 
     /// The daemon's NATS GAP notices for the streams `patterns` can match: `SYS.NATS.GAP.MD` for `MD.XNAS.>`,
@@ -117,6 +141,7 @@ public final class Subscriber {
     /// - Returns: nil on timeout.
     /// - Throws: `ZMQError` (EINTR when a signal arrived: check your stop flag and call again).
     public func next(timeoutMs: Int?) throws(ZMQError) -> Delivery? {
+        if let q = queued.popLast() { return q }
         if let p = pending { pending = nil; return p }
         let deadline = timeoutMs.map { Nanos.now().rawValue + Int64($0) * 1_000_000 }
         while true {
@@ -133,6 +158,7 @@ public final class Subscriber {
 
     /// A delivery if one is already waiting; never blocks.
     public func poll() throws(ZMQError) -> Delivery? {
+        if let q = queued.popLast() { return q }
         if let p = pending { pending = nil; return p }
         while true {
             guard let frames = try transport.receive(timeoutMs: 0) else { return nil }
@@ -148,6 +174,11 @@ public final class Subscriber {
         let wire: WireEvent
         do { wire = try WireEvent(subjectFrame: frames[0], payload: frames[1]) } catch {
             malformed += 1; malformedPayloads += 1; lastError = error; return nil
+        }
+        if !stitch.isEmpty, let upTo = stitch[subject] {
+            // Stitching the live stream onto the snapshot: what the snapshot covered is not delivered twice.
+            if wire.subjectSeq <= upTo { stitched += 1; return nil }
+            stitch.removeValue(forKey: subject)
         }
         let event = Delivery.event(wire)
         if let last = lastSubjectSeq[subject], wire.subjectSeq > last &+ 1 {

@@ -283,6 +283,8 @@ public final class Daemon: @unchecked Sendable {
                 ("tickwire_nats_reconnects_total", ("", ""), n.connectionEvents.reconnects.load(ordering: .relaxed), "NATS reconnections (to any server of the list)."),
                 ("tickwire_nats_gap_notices_total", ("", ""), n.gapNotices.load(ordering: .relaxed), "GAP notices published on SYS.NATS.GAP.<STREAM>."),
                 ("tickwire_nats_reported_lost_total", ("", ""), n.reportedLost.load(ordering: .relaxed), "Messages NATS subscribers were told they missed."),
+                ("tickwire_nats_snapshots_total", ("outcome", "served"), n.snapshotsServed.load(ordering: .relaxed), "Late joiners' snapshot requests on SYS.NATS.SNAPSHOT, by outcome."),
+                ("tickwire_nats_snapshots_total", ("outcome", "malformed"), n.snapshotRequestsMalformed.load(ordering: .relaxed), "Late joiners' snapshot requests on SYS.NATS.SNAPSHOT, by outcome."),
             ]
             s.gauges.append(("tickwire_nats_connected", n.isConnected ? 1 : 0, "1 while the NATS publisher is connected to a server."))
         }

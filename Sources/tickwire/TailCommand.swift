@@ -16,6 +16,8 @@ struct Tail: ParsableCommand {
     @Argument(help: "Subject patterns, such as 'MD.XNAS.*.TRADE' or 'MD.>'.") var patterns: [String]
     @Option(help: "The publisher to subscribe to.") var connect = "tcp://127.0.0.1:5556"
     @Option(help: "Subscribe on a NATS cluster instead: nats://HOST:PORT[,nats://HOST:PORT…].") var nats: String?
+    @Flag(help: "With --nats: first print the last value of every matching subject (the daemon's snapshot), then the live stream.")
+    var snapshot = false
     @Option(help: "jsonl or text.") var format: OutputFormat = .jsonl
     @Option(help: "Exit 0 after this many events.") var count: Int?
     @Option(help: "Exit 1 if no event arrives for this many seconds (from the start, or since the last event).") var timeout: Double?
@@ -29,8 +31,10 @@ struct Tail: ParsableCommand {
     func run() throws {
         let parsed = try parsePatterns(patterns)
         for p in parsed { if let note = rootWarning(p) { warn(note) } }
-        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed)
+        guard !snapshot || nats != nil else { throw ValidationError("--snapshot needs --nats (the snapshot service answers on NATS)") }
+        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed, snapshot: snapshot)
         let connect = nats ?? self.connect
+        if snapshot && subscriber.snapshotEntries == nil { warn("no snapshot from \(connect) within 5 seconds (is a daemon publishing there with --nats?); live stream only") }
         installInterruptHandler()
         var out = OutputBuffer()
         var droppedReported: Int64 = 0
@@ -104,9 +108,9 @@ struct Tail: ParsableCommand {
 }
 
 /// A subscriber on the ZeroMQ endpoint, or on the NATS cluster when `nats` names one.
-func makeSubscriber(connect: String, nats: String?, patterns: [SubjectPattern]) throws -> Subscriber {
+func makeSubscriber(connect: String, nats: String?, patterns: [SubjectPattern], snapshot: Bool = false) throws -> Subscriber {
     do {
-        if let nats { return try Subscriber(natsURLs: nats, patterns: patterns) }
+        if let nats { return try Subscriber(natsURLs: nats, patterns: patterns, snapshot: snapshot) }
         return try Subscriber(endpoint: connect, patterns: patterns)
     } catch {
         throw ValidationError("\(error)")

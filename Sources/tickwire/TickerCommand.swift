@@ -24,7 +24,8 @@ struct Ticker: ParsableCommand {
         // Alerts and risk feed the status line, whatever the rows show.
         let parsed = try parsePatterns(patterns) + (noStatus ? [] : [try SubjectPattern("ALERT.>"), try SubjectPattern("RISK.>")])
         guard fps >= 1 && fps <= 120 else { throw ValidationError("--fps must be between 1 and 120") }
-        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed)
+        // Over NATS the ticker opens full: the daemon's snapshot of the rows' last values, then the live stream.
+        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed, snapshot: nats != nil)
         let connect = nats ?? self.connect
         installInterruptHandler()
         let tty = isatty(1) == 1

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TickwireClient
 import TickwireCore
 import TickwireNATS
 
@@ -39,6 +40,11 @@ final class NATSPublisher: @unchecked Sendable {
     private var noticeSeq: [Int: UInt64] = [:]
     private var noticeSubjects: [Int: UnsafeMutablePointer<CChar>] = [:]
     private let notice = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
+    /// Late joiners' snapshots: the last values, and the requests (read on this thread between batches).
+    private var lastValues = NATSLastValues()
+    private let requests: NATSSyncSubscription
+    let snapshotsServed = Atomic<UInt64>(0)
+    let snapshotRequestsMalformed = Atomic<UInt64>(0)
 
     /// Connects to the cluster. With `required`, no server reachable is an error; without, the daemon starts
     /// anyway, says so, and keeps trying in the background (what it cannot send meanwhile is counted and reported).
@@ -76,6 +82,7 @@ final class NATSPublisher: @unchecked Sendable {
             options.retryOnFailedConnect = true
             connection = try NATSConnection(options)
         }
+        requests = try connection.subscribeSync(SnapshotCodec.requestSubject)
     }
 
     deinit {
@@ -92,6 +99,7 @@ final class NATSPublisher: @unchecked Sendable {
             }
             if n < 0 { break }
             if tracker.hasPending && connection.isConnected { reportLoss() }
+            serveSnapshots()
         }
         if tracker.hasPending && connection.isConnected { reportLoss() }
         try? connection.flush(timeoutMs: 2_000)
@@ -103,6 +111,7 @@ final class NATSPublisher: @unchecked Sendable {
         let (subject, stream) = entry(id)
         let seq = UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         tracker.arrived(stream: stream, seq: seq)
+        lastValues.update(id, payload)
         if connection.tryPublish(subject: subject, bytes: payload) {
             sent.add(1, ordering: .relaxed)
         } else {
@@ -132,6 +141,29 @@ final class NATSPublisher: @unchecked Sendable {
         cachedSubjects[i] = c
         cachedStreams[i] = stream
         return (c, stream)
+    }
+
+    /// Answers the snapshot requests waiting now, each with what this thread has published so far: a subscriber
+    /// that subscribed before asking gets every later message live, and stitches by `subject_seq`.
+    private func serveSnapshots() {
+        while let request = requests.next(timeoutMs: 0, { m in (m.reply, String(decoding: m.bytes, as: UTF8.self)) }) {
+            guard let reply = request.0 else { snapshotRequestsMalformed.add(1, ordering: .relaxed); continue }
+            var patterns: [SubjectPattern] = []
+            for text in request.1.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+                guard let p = try? SubjectPattern(String(text)) else { patterns = []; break }
+                patterns.append(p)
+            }
+            guard !patterns.isEmpty else {
+                snapshotRequestsMalformed.add(1, ordering: .relaxed)
+                // An empty chunk list still answers, so the requester does not wait for its timeout.
+                _ = try? connection.publish(subject: reply, bytes: SnapshotCodec.chunks([])[0])
+                continue
+            }
+            for chunk in lastValues.snapshot(matching: patterns, subjects: subjects) {
+                _ = try? connection.publish(subject: reply, bytes: chunk)
+            }
+            snapshotsServed.add(1, ordering: .relaxed)
+        }
     }
 
     /// Publishes one GAP notice per lost range; what cannot be published now waits for the next chance.
