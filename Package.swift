@@ -81,7 +81,7 @@ let package = Package(
         // `tickwire bench …`: measurements side by side with their baselines, printed as JSON.
         .target(name: "TickwireBench", dependencies: [
             "TickwireCore", "TickwireZMQ", "TickwireRing", "TickwireFeeds", "TickwireJournal",
-            "TickwireStore", "TickwireDaemon", "CSQLite", "CTickwireSys",
+            "TickwireStore", "TickwireDaemon", "CSQLite", "CTickwireSys", "TickwireNATS",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
