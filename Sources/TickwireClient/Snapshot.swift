@@ -1,5 +1,6 @@
 import TickwireCore
 import TickwireNATS
+import TickwireZMQ
 
 /// The late joiner's snapshot (docs/PROTOCOL.md, "Snapshot"): the last message of every subject matching a
 /// subscriber's patterns — and of every level of every book — with the numbers it was published with, so the
@@ -74,5 +75,22 @@ public enum SnapshotCodec {
             got[c.index] = c.entries
         }
         return (0..<total).flatMap { got[$0] ?? [] }
+    }
+
+    /// Asks a daemon's ZeroMQ snapshot socket (REP) for the snapshot of `patterns`: one request, the patterns;
+    /// one reply, one frame per chunk. - Returns: the entries, or nil when nothing answered within `timeoutMs`.
+    static func request(_ context: ZMQContext, endpoint: String, patterns: [SubjectPattern], timeoutMs: Int) -> [WireEvent]? {
+        guard let socket = try? context.socket(.req) else { return nil }
+        defer { socket.close() }
+        guard (try? socket.setLinger(milliseconds: 0)) != nil, (try? socket.connect(endpoint)) != nil,
+              (try? socket.send(Array(patterns.map(\.text).joined(separator: " ").utf8))) != nil,
+              let ready = try? ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs), ready[0].contains(.readable),
+              let frames = try? socket.receiveMultipart(dontWait: true) else { return nil }
+        var out: [WireEvent] = []
+        for f in frames {
+            guard let c = decode(chunk: f) else { return nil }
+            out += c.entries
+        }
+        return out
     }
 }

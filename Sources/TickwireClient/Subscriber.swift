@@ -58,8 +58,10 @@ public final class Subscriber {
     /// - Parameters:
     ///   - receiveHighWaterMark: messages queued in this process before ZeroMQ drops (0: unlimited).
     /// - Throws: `SubscribeError`.
+    ///   - snapshot: a daemon's snapshot endpoint (`run --snapshot-endpoint`): first deliver the last value of
+    ///     every matching subject, then the live stream stitched on by `subject_seq` (see `init(nats:…)`).
     public init(endpoint: String, patterns: [SubjectPattern], context: ZMQContext = ZMQContext(),
-                receiveHighWaterMark: Int = 1_000_000) throws(SubscribeError) {
+                receiveHighWaterMark: Int = 1_000_000, snapshot: String? = nil) throws(SubscribeError) {
         guard !patterns.isEmpty else { throw .noPatterns }
         self.endpoint = endpoint
         self.patterns = patterns
@@ -68,6 +70,30 @@ public final class Subscriber {
             transport = try ZMQTransport(endpoint: endpoint, patterns: patterns, context: context,
                                          receiveHighWaterMark: receiveHighWaterMark)
         } catch { throw .transport(error) }
+        if let snapshot {
+            // ZeroMQ says nothing of when a subscription reaches the publisher; a first message proves it has
+            // (a quiet feed: ask after 500 ms, and a message published in that window shows as a gap, never silently).
+            if let first = try? transport.receive(timeoutMs: 500) { prefetched.append(first) }
+            if let entries = SnapshotCodec.request(context, endpoint: snapshot, patterns: patterns, timeoutMs: 5_000) {
+                applySnapshot(entries)
+            }
+        }
+    }
+
+    /// Queues the snapshot's entries for delivery first and numbers the stitch from them.
+    private func applySnapshot(_ entries: [WireEvent]) {
+        let wanted = entries.filter { w in patterns.contains { $0.matches(subjectText: w.subject) } }
+        for w in wanted { lastSubjectSeq[w.subject] = max(lastSubjectSeq[w.subject] ?? 0, w.subjectSeq) }
+        stitch = lastSubjectSeq
+        queued = wanted.reversed().map { .event($0) }   // popped from the end
+        snapshotEntries = wanted.count
+    }
+
+    private var prefetched: [[[UInt8]]] = []
+
+    private func receiveFrames(timeoutMs: Int) throws(ZMQError) -> [[UInt8]]? {
+        if !prefetched.isEmpty { return prefetched.removeFirst() }
+        return try transport.receive(timeoutMs: timeoutMs)
     }
 
     /// Subscribes on a NATS cluster (`servers`: nats://HOST:PORT of one or more of its servers).
@@ -90,14 +116,7 @@ public final class Subscriber {
         } catch { throw .nats(error) }
         transport = nats
         if snapshot, let entries = SnapshotCodec.request(nats.connection, patterns: patterns, timeoutMs: 5_000) {
-            let wanted = entries.filter { w in patterns.contains { $0.matches(subjectText: w.subject) } }
-            for w in wanted {
-                lastSubjectSeq[w.subject] = max(lastSubjectSeq[w.subject] ?? 0, w.subjectSeq)
-            }
-            stitch = lastSubjectSeq
-            queued = wanted.map { .event($0) }
-            queued.reverse()   // popped from the end
-            snapshotEntries = wanted.count
+            applySnapshot(entries)
         }
     }
 
@@ -151,7 +170,7 @@ public final class Subscriber {
                 if left < 0 { return nil }
                 wait = Int(left)
             }
-            guard let frames = try transport.receive(timeoutMs: wait) else { continue }
+            guard let frames = try receiveFrames(timeoutMs: wait) else { continue }
             if let d = handle(frames) { return d }
         }
     }
@@ -161,7 +180,7 @@ public final class Subscriber {
         if let q = queued.popLast() { return q }
         if let p = pending { pending = nil; return p }
         while true {
-            guard let frames = try transport.receive(timeoutMs: 0) else { return nil }
+            guard let frames = try receiveFrames(timeoutMs: 0) else { return nil }
             if let d = handle(frames) { return d }
         }
     }

@@ -36,6 +36,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// (empty: no NATS); with `natsRequired`, no server reachable at start stops the daemon from starting.
     public var natsServers: [String] = []
     public var natsRequired = false
+    /// `[publish] snapshot_endpoint`: a ZeroMQ REP socket answering late joiners' snapshot requests (nil: none).
+    public var snapshotEndpoint: String? = nil
 
     /// Ring slots (a power of two).
     public var ringCapacity = 1 << 16
@@ -76,7 +78,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Every key a config file may hold, by section ("" is the top level).
     static let schema: [String: Set<String>] = [
         "": ["data", "log_level", "sources", "alerts"],
-        "publish": ["endpoint", "high_water_mark", "memory_budget_mb", "nats"],
+        "publish": ["endpoint", "high_water_mark", "memory_budget_mb", "nats", "snapshot_endpoint"],
         "publish.nats": ["servers", "required"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
@@ -116,6 +118,7 @@ public struct DaemonConfig: Sendable, Equatable {
                 guard v <= 1 << 20 else { throw s.bad("memory_budget_mb", "\(v) MiB is more than a TiB") }
                 c.publishMemoryBudgetMB = v
             }
+            if let v = try s.string("snapshot_endpoint") { c.snapshotEndpoint = try endpoint(v, key: s.path("snapshot_endpoint")) }
             if let n = try s.section("nats") {
                 if let v = n.table["servers"] {
                     let text: String

@@ -106,6 +106,18 @@ public final class Daemon: @unchecked Sendable {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
             throw .transport("publishing on \(config.publishEndpoint)", error)
         }
+        if let endpoint = config.snapshotEndpoint {
+            do {
+                let socket = try context.socket(.rep)
+                try socket.setLinger(milliseconds: 0)
+                try socket.bind(endpoint)
+                publisher.snapshotSocket = socket
+                publisher.snapshotValues = PublishedLastValues()
+            } catch {
+                if error.addressInUse { throw .endpointBusy(endpoint) }
+                throw .transport("snapshot requests on \(endpoint)", error)
+            }
+        }
         if !config.natsServers.isEmpty {
             do {
                 let nats = try NATSPublisher(servers: config.natsServers, required: config.natsRequired, subjects: subjects,
@@ -320,9 +332,11 @@ public final class Daemon: @unchecked Sendable {
                 publisher.send(event)
             }
             if n > 0 { publisher.natsHandoff?.wakeConsumer() }
+            if publisher.snapshotSocket != nil { publisher.serveSnapshots() }
             if n < 0 { break }
         }
         publisher.natsHandoff?.close()
+        publisher.snapshotSocket?.close()
         publisher.stopBudget()
     }
 

@@ -24,6 +24,8 @@ struct Run: ParsableCommand {
     var nats: String?
     @Flag(help: "Do not start when no NATS server answers (without it the daemon starts and keeps trying).")
     var natsRequired = false
+    @Option(help: "Answer late joiners' snapshot requests on this ZeroMQ REP endpoint (docs/PROTOCOL.md, \"Snapshot\").")
+    var snapshotEndpoint: String?
 
     func run() throws {
         var c = DaemonConfig()
@@ -54,6 +56,9 @@ struct Run: ParsableCommand {
         }
         if !sources.isEmpty { c.sources = sources }
         if let nats { c.natsServers = try wrap { () throws(ConfigError) in try DaemonConfig.natsServers(nats, key: "--nats") } }
+        if let snapshotEndpoint {
+            c.snapshotEndpoint = try wrap { () throws(ConfigError) in try DaemonConfig.endpoint(snapshotEndpoint, key: "--snapshot-endpoint") }
+        }
         if natsRequired {
             guard !c.natsServers.isEmpty else { throw ValidationError("--nats-required needs --nats URL or [publish.nats] servers") }
             c.natsRequired = true

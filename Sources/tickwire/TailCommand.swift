@@ -108,10 +108,12 @@ struct Tail: ParsableCommand {
 }
 
 /// A subscriber on the ZeroMQ endpoint, or on the NATS cluster when `nats` names one.
-func makeSubscriber(connect: String, nats: String?, patterns: [SubjectPattern], snapshot: Bool = false) throws -> Subscriber {
+/// `snapshot` over NATS asks the publishing daemon there; over ZeroMQ `snapshotEndpoint` names the daemon's socket.
+func makeSubscriber(connect: String, nats: String?, patterns: [SubjectPattern], snapshot: Bool = false,
+                    snapshotEndpoint: String? = nil) throws -> Subscriber {
     do {
         if let nats { return try Subscriber(natsURLs: nats, patterns: patterns, snapshot: snapshot) }
-        return try Subscriber(endpoint: connect, patterns: patterns)
+        return try Subscriber(endpoint: connect, patterns: patterns, snapshot: snapshotEndpoint)
     } catch {
         throw ValidationError("\(error)")
     }

@@ -4,6 +4,7 @@ import TickwireClient
 import TickwireCore
 import TickwireNATS
 import TickwireTestSupport
+import TickwireZMQ
 @testable import TickwireDaemon
 #if canImport(Glibc)
 import Glibc
@@ -45,6 +46,46 @@ import Glibc
         withExtendedLifetime(daemon) {}
     }
 
+    /// The same over ZeroMQ: the daemon's snapshot socket (`--snapshot-endpoint`), answered by the ZeroMQ
+    /// publisher between batches, then the PUB stream stitched on.
+    @Test func overZeroMQTheSnapshotSocketGivesTheSameStitchedStart() throws {
+        let snapshotEndpoint = "tcp://127.0.0.1:\(freePort())"
+        let daemon = try DaemonProcess(["--rate", "3000", "--snapshot-endpoint", snapshotEndpoint])
+        let reference = try Subscriber(endpoint: daemon.pub, patterns: [try SubjectPattern("MD.>")])
+        usleep(2_000_000)
+        let patterns = [try SubjectPattern("MD.XNAS.>"), try SubjectPattern("MD.*.MSFT.TRADE")]
+        let joiner = try Subscriber(endpoint: daemon.pub, patterns: patterns, snapshot: snapshotEndpoint)
+        let entries = try #require(joiner.snapshotEntries)
+        var got: [WireEvent] = []
+        var gaps = 0
+        let until = Date().addingTimeInterval(3)
+        while Date() < until, let d = try joiner.next(timeoutMs: 1_000) {
+            if case .event(let w) = d { got.append(w) } else { gaps += 1 }
+        }
+        #expect(gaps == 0)
+        #expect(entries > 20 && got.count > entries + 1_000)
+        #expect(Set(got.prefix(entries).map(\.subject)).count == entries)
+        for (subject, seqs) in got.seqsBySubject {
+            #expect(seqs == Array(seqs[0]...(seqs[0] + UInt64(seqs.count) - 1)), "\(subject): \(seqs.prefix(5))…")
+        }
+        // Entries are what was published: the reference (joined earlier) saw the same numbers with the same bodies.
+        var seen: [String: WireEvent] = [:]
+        // What it has queued so far (the feed goes on: read until it has nothing waiting, not until quiet).
+        while let d = try reference.poll() { if case .event(let w) = d { seen["\(w.subject)#\(w.subjectSeq)"] = w } }
+        let checkable = got.prefix(entries).filter { seen["\($0.subject)#\($0.subjectSeq)"] != nil }
+        #expect(checkable.count > entries / 2)
+        #expect(checkable.allSatisfy { seen["\($0.subject)#\($0.subjectSeq)"] == $0 })
+        // A request that is not patterns gets an empty answer, and the daemon goes on.
+        let ctx = ZMQContext()
+        let req = try ctx.socket(.req)
+        try req.connect(snapshotEndpoint)
+        try req.setReceiveTimeout(milliseconds: 5_000)
+        _ = try req.send(Array("MD..X".utf8))
+        let reply = try #require(try req.receiveMultipart())
+        #expect(reply.count == 1 && SnapshotCodec.decode(chunk: reply[0])?.entries.isEmpty == true)
+        #expect(daemon.child.isRunning)
+    }
+
     /// `tickwire ticker --nats` opens full: with the feed over, its first screen still has every row.
     @Test func theTickerOpensFull() throws {
         let cluster = try NATSCluster(size: 1, jetStream: false)
@@ -68,7 +109,7 @@ import Glibc
         let subjects = SubjectTable()
         let quote = subjects.intern(text: "MD.XNAS.AAPL.QUOTE"), book = subjects.intern(text: "MD.XNAS.AAPL.BOOK")
         let gap = subjects.intern(text: "MD.XNAS._FEED.GAP")
-        var table = NATSLastValues()
+        var table = PublishedLastValues()
         func put(_ id: SubjectID, _ e: Event, _ seq: UInt64) {
             var e = e
             e.seq = seq

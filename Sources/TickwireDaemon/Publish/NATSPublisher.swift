@@ -41,7 +41,7 @@ final class NATSPublisher: @unchecked Sendable {
     private var noticeSubjects: [Int: UnsafeMutablePointer<CChar>] = [:]
     private let notice = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
     /// Late joiners' snapshots: the last values, and the requests (read on this thread between batches).
-    private var lastValues = NATSLastValues()
+    private var lastValues = PublishedLastValues()
     private let requests: NATSSyncSubscription
     let snapshotsServed = Atomic<UInt64>(0)
     let snapshotRequestsMalformed = Atomic<UInt64>(0)

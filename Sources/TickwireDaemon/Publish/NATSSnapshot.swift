@@ -1,13 +1,14 @@
 import TickwireClient
 import TickwireCore
 
-/// The last payload the NATS publisher sent for every subject — for BOOK, for every side and level — kept on the
-/// NATS thread, so a snapshot it serves between two batches is exactly what it had published at that moment
-/// (docs/PROTOCOL.md, "Snapshot"). GAP notices and GAP events are not values and are left out.
+/// The last payload a publisher sent for every subject — for BOOK, for every side and level — kept on the
+/// publishing thread itself (the NATS thread; the ZeroMQ publisher when the snapshot socket is on), so a snapshot
+/// it serves between two batches is exactly what it had published at that moment (docs/PROTOCOL.md, "Snapshot").
+/// GAP notices and GAP events are not values and are left out.
 ///
 /// One flat array of 72-byte slots; a subject's slot is found by its id (a book level's through a dictionary),
 /// so an update is a copy, with no allocation once the slot exists.
-struct NATSLastValues {
+struct PublishedLastValues {
     private var slotOfSubject: [Int32] = []
     private var bookSlots: [UInt64: Int32] = [:]
     private var slotSubject: [SubjectID] = []
