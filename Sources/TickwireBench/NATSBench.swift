@@ -22,6 +22,8 @@ enum NATSBench {
         let n = options.events == 10_000_000 ? 300_000 : options.events
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencySeconds = Double(options.parameters["latency_seconds"] ?? "") ?? 3
+        // `send_asap=false`: both publishers let libnats batch writes (throughput) instead of one write a message.
+        sendAsap = options.parameters["send_asap"] != "false"
         let server = try LocalNATSServer()
         defer { server.stop() }
         var raw: [Double] = [], daemon: [Double] = [], daemonLost: [Double] = []
@@ -47,10 +49,12 @@ enum NATSBench {
             "daemon_nats_latency_ns": EBench.percentiles(daemonNATS),
             "daemon_zmq_latency_ns": EBench.percentiles(daemonZMQ),
             "libnats": NATS.version,
+            "send_asap": sendAsap,
         ]
     }
 
     typealias EBench = E2EBench
+    nonisolated(unsafe) static var sendAsap = true
 
     /// Counts messages on `>` and records wall-clock latency from the payload's known time.
     final class Counter: @unchecked Sendable {
@@ -96,7 +100,7 @@ enum NATSBench {
     static func rawThroughput(_ n: Int, url: String) throws -> Double {
         let (subConn, sub, counter) = try subscriber(url, pattern: "MD.>", latency: false)
         var o = NATSConnection.Options(servers: [url])
-        o.sendAsap = true
+        o.sendAsap = sendAsap
         let pub = try NATSConnection(o)
         let subjects = EBench.subjects.map { strdup($0)! }
         defer { subjects.forEach { free($0) } }
@@ -125,6 +129,7 @@ enum NATSBench {
         c.tradeEndpoint = "tcp://127.0.0.1:*"
         c.natsServers = [url]
         c.natsRequired = true
+        c.natsSendAsap = sendAsap
         c.dataDirectory = NSTemporaryDirectory() + "tickwire-natsbench-\(getpid())-\(port)"
         var logger = Logger(label: "bench")
         logger.logLevel = .error
@@ -148,7 +153,7 @@ enum NATSBench {
     static func rawLatencyRun(rate: Int, seconds: Double, url: String) throws -> Histogram<UInt64> {
         let (subConn, sub, counter) = try subscriber(url, pattern: "MD.>", latency: true)
         var o = NATSConnection.Options(servers: [url])
-        o.sendAsap = true
+        o.sendAsap = sendAsap
         let pub = try NATSConnection(o)
         let subject = strdup(EBench.subjects[0])!
         defer { free(subject) }

@@ -36,6 +36,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// (empty: no NATS); with `natsRequired`, no server reachable at start stops the daemon from starting.
     public var natsServers: [String] = []
     public var natsRequired = false
+    /// `[publish.nats] send_asap`: write each message at once (true: the latency setting, ~100 µs p50 hop) or
+    /// let libnats batch writes (false: several times the throughput, ~650 µs p50; NATS.md, BENCHMARKS.md).
+    public var natsSendAsap = true
     /// `[publish] snapshot_endpoint`: a ZeroMQ REP socket answering late joiners' snapshot requests (nil: none).
     public var snapshotEndpoint: String? = nil
 
@@ -79,7 +82,7 @@ public struct DaemonConfig: Sendable, Equatable {
     static let schema: [String: Set<String>] = [
         "": ["data", "log_level", "sources", "alerts"],
         "publish": ["endpoint", "high_water_mark", "memory_budget_mb", "nats", "snapshot_endpoint"],
-        "publish.nats": ["servers", "required"],
+        "publish.nats": ["servers", "required", "send_asap"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
@@ -130,6 +133,7 @@ public struct DaemonConfig: Sendable, Equatable {
                     throw n.bad("servers", "missing: [publish.nats] needs servers = \"nats://HOST:4222[,…]\"")
                 }
                 if let v = try n.bool("required") { c.natsRequired = v }
+                if let v = try n.bool("send_asap") { c.natsSendAsap = v }
             }
         }
         if let s = try r.section("ring") {

@@ -121,6 +121,7 @@ public final class Daemon: @unchecked Sendable {
         if !config.natsServers.isEmpty {
             do {
                 let nats = try NATSPublisher(servers: config.natsServers, required: config.natsRequired, subjects: subjects,
+                                             sendAsap: config.natsSendAsap,
                                              log: { [logger] in logger.notice("\($0)") })
                 publisher.natsHandoff = nats.handoff
                 natsPublisher = nats

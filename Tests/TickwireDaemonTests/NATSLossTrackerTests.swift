@@ -101,3 +101,27 @@ func natsWaitUntil(seconds: Double, _ what: String = "condition", _ condition: (
     if condition() { return }
     throw NATSTestTimeout(what: "\(what) not met within \(seconds) s")
 }
+
+/// `[publish.nats]` and `[publish] snapshot_endpoint` in the config file.
+@Suite struct NATSConfigTests {
+    @Test func publishNatsIsReadAndItsMistakesNamed() throws {
+        let c = try DaemonConfig.parse(toml: """
+        [publish]
+        snapshot_endpoint = "tcp://127.0.0.1:5558"
+        [publish.nats]
+        servers = ["nats://a:4222", "b:4223"]
+        required = true
+        send_asap = false
+        """)
+        #expect(c.natsServers == ["nats://a:4222", "nats://b:4223"] && c.natsRequired && !c.natsSendAsap)
+        #expect(c.snapshotEndpoint == "tcp://127.0.0.1:5558")
+        #expect(try DaemonConfig.parse(toml: "[publish.nats]\nservers = \"nats://a:1,nats://b:2\"\n").natsServers.count == 2)
+        for (text, key) in [("[publish.nats]\nservers = \"http://x:1\"\n", "publish.nats.servers"),
+                            ("[publish.nats]\nservers = \"nats://a:1\"\nrequired = \"yes\"\n", "publish.nats.required"),
+                            ("[publish.nats]\nservers = \"nats://a:1\"\nsendasap = true\n", "publish.nats.sendasap"),
+                            ("[publish]\nnats = \"nats://a:1\"\n", "publish.nats")] {
+            #expect(throws: ConfigError.self) { try DaemonConfig.parse(toml: text) }
+            do { _ = try DaemonConfig.parse(toml: text) } catch { #expect(error.key == key, "\(text): \(error)") }
+        }
+    }
+}

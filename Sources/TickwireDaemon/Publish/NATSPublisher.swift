@@ -49,7 +49,7 @@ final class NATSPublisher: @unchecked Sendable {
     /// Connects to the cluster. With `required`, no server reachable is an error; without, the daemon starts
     /// anyway, says so, and keeps trying in the background (what it cannot send meanwhile is counted and reported).
     /// - Throws: `NATSError` naming the URLs.
-    init(servers: [String], required: Bool, subjects: SubjectTable, queueCapacity: Int = 1 << 16,
+    init(servers: [String], required: Bool, subjects: SubjectTable, sendAsap: Bool = true, queueCapacity: Int = 1 << 16,
          log: @escaping @Sendable (String) -> Void) throws(NATSError) {
         self.servers = servers
         self.subjects = subjects
@@ -57,7 +57,7 @@ final class NATSPublisher: @unchecked Sendable {
         handoff = NATSHandoff(capacity: queueCapacity)
         var options = NATSConnection.Options(servers: servers)
         options.name = "tickwire-publisher"
-        options.sendAsap = true
+        options.sendAsap = sendAsap
         options.reconnectBufferBytes = 0
         options.maxReconnect = -1
         options.connectTimeoutMs = 2_000
