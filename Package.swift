@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys"]),
-        .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ"]),
+        .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ", "TickwireNATS"]),
         // Complex-event rules over the live stream, and pre-trade risk limits marked to market data.
         .target(name: "TickwireAlerts", dependencies: ["TickwireCore"]),
         .target(name: "TickwireRisk", dependencies: ["TickwireCore"]),
@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"]),
         .testTarget(name: "TickwireRiskTests", dependencies: ["TickwireRisk", "TickwireCore"]),
         .testTarget(name: "TickwireDaemonTests", dependencies: [
-            "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ", "TickwireTestSupport",
+            "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ", "TickwireTestSupport", "TickwireNATS",
         ]),
     ]
 )

@@ -17,4 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 python3 -c "import zmq" 2>/dev/null || python3 -m pip install -q pyzmq || python3 -m pip install -q --break-system-packages pyzmq
 python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium || python3 -m pip install -q --break-system-packages selenium
+# nats-py: Tools/subscribe_nats.py, a NATS subscriber written from docs/PROTOCOL.md alone (and its test).
+python3 -c "import nats" 2>/dev/null || python3 -m pip install -q nats-py || python3 -m pip install -q --break-system-packages nats-py
 echo "tickwire: dependencies installed" >&2

@@ -39,6 +39,16 @@ public struct DaemonConfig: Sendable, Equatable {
     /// hold N high-water marks. See `PublishBudgetMonitor`.
     public var publishMemoryBudgetMB = 512
 
+    /// `[publish.nats]`: NATS servers of one cluster (nats://HOST:PORT) that also get every published message
+    /// (empty: no NATS); with `natsRequired`, no server reachable at start stops the daemon from starting.
+    public var natsServers: [String] = []
+    public var natsRequired = false
+    /// `[publish.nats] send_asap`: write each message at once (true: the latency setting, ~100 µs p50 hop) or
+    /// let libnats batch writes (false: several times the throughput, ~650 µs p50; NATS.md, BENCHMARKS.md).
+    public var natsSendAsap = true
+    /// `[publish] snapshot_endpoint`: a ZeroMQ REP socket answering late joiners' snapshot requests (nil: none).
+    public var snapshotEndpoint: String? = nil
+
     /// Ring slots (a power of two).
     public var ringCapacity = 1 << 16
 
@@ -86,7 +96,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Every key a config file may hold, by section ("" is the top level).
     static let schema: [String: Set<String>] = [
         "": ["data", "log_level", "sources", "alerts"],
-        "publish": ["endpoint", "high_water_mark", "memory_budget_mb"],
+        "publish": ["endpoint", "high_water_mark", "memory_budget_mb", "nats", "snapshot_endpoint"],
+        "publish.nats": ["servers", "required", "send_asap"],
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
@@ -132,6 +143,20 @@ public struct DaemonConfig: Sendable, Equatable {
             if let v = try s.int("memory_budget_mb", min: 0) {
                 guard v <= 1 << 20 else { throw s.bad("memory_budget_mb", "\(v) MiB is more than a TiB") }
                 c.publishMemoryBudgetMB = v
+            }
+            if let v = try s.string("snapshot_endpoint") { c.snapshotEndpoint = try endpoint(v, key: s.path("snapshot_endpoint")) }
+            if let n = try s.section("nats") {
+                if let v = n.table["servers"] {
+                    let text: String
+                    if let one = v.string { text = one } else if let list = try n.strings("servers") {
+                        text = list.joined(separator: ",")
+                    } else { throw n.bad("servers", "expected a string or an array of strings") }
+                    c.natsServers = try natsServers(text, key: n.path("servers"))
+                } else {
+                    throw n.bad("servers", "missing: [publish.nats] needs servers = \"nats://HOST:4222[,…]\"")
+                }
+                if let v = try n.bool("required") { c.natsRequired = v }
+                if let v = try n.bool("send_asap") { c.natsSendAsap = v }
             }
         }
         if let s = try r.section("ring") {
@@ -246,6 +271,11 @@ public struct DaemonConfig: Sendable, Equatable {
             throw ConfigError(key: key, reason: "'\(v)' is not a ZeroMQ endpoint such as tcp://127.0.0.1:5556")
         }
         return v
+    }
+
+    /// A NATS server list ("nats://h1:4222,nats://h2:4222"). - Throws: `ConfigError` naming the URL that is not one.
+    public static func natsServers(_ v: String, key: String) throws(ConfigError) -> [String] {
+        do { return try NATS.parseServers(v) } catch { throw ConfigError(key: key, reason: error.text) }
     }
 
     /// A venue or symbol must be one subject token.
@@ -383,8 +413,8 @@ private struct Reader {
 
     func section(_ name: String) throws(ConfigError) -> Reader? {
         guard let v = table[name] else { return nil }
-        guard let t = v.table else { throw bad(name, "expected a [\(name)] table") }
-        let r = Reader(table: t, section: name)
+        guard let t = v.table else { throw bad(name, "expected a [\(path(name))] table") }
+        let r = Reader(table: t, section: path(name))
         try r.checkKeys(allowSections: false)
         return r
     }

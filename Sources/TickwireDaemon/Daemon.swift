@@ -5,6 +5,7 @@ import Synchronization
 import TickwireAlerts
 import TickwireCore
 import TickwireFeeds
+import TickwireNATS
 import TickwireRisk
 import TickwireStore
 import TickwireRing
@@ -17,6 +18,7 @@ public enum DaemonError: Error, CustomStringConvertible {
     case dataDirectory(String, String)
     case source(String, String)
     case config(ConfigError)
+    case nats([String], NATSError)
 
     public var description: String {
         switch self {
@@ -25,6 +27,7 @@ public enum DaemonError: Error, CustomStringConvertible {
         case .dataDirectory(let dir, let why): "data directory \(dir): \(why)"
         case .source(let spec, let why): "source '\(spec)': \(why)"
         case .config(let e): e.description
+        case .nats(let servers, let e): "NATS \(servers.joined(separator: ",")): \(e) (--nats-required; without it the daemon starts and keeps trying)"
         }
     }
 }
@@ -46,6 +49,8 @@ public final class Daemon: @unchecked Sendable {
     private let running = Atomic<Int>(0)
     private var sources: [EventSource] = []
     private var publisher: ZMQPublisher!
+    /// Core NATS, when `[publish.nats]` or `--nats` names servers.
+    private var natsPublisher: NATSPublisher?
     private var publishLatency = LatencyHistogram()
     private var publisherConsumer: RingConsumer!
     /// Active/active: the market-data lease (nil: this daemon always publishes). Only its holder's publisher sends.
@@ -119,6 +124,29 @@ public final class Daemon: @unchecked Sendable {
             if error.addressInUse { throw .endpointBusy(config.publishEndpoint) }
             throw .transport("publishing on \(config.publishEndpoint)", error)
         }
+        if let endpoint = config.snapshotEndpoint {
+            do {
+                let socket = try context.socket(.rep)
+                try socket.setLinger(milliseconds: 0)
+                try socket.bind(endpoint)
+                publisher.snapshotSocket = socket
+                publisher.snapshotValues = PublishedLastValues()
+            } catch {
+                if error.addressInUse { throw .endpointBusy(endpoint) }
+                throw .transport("snapshot requests on \(endpoint)", error)
+            }
+        }
+        if !config.natsServers.isEmpty {
+            do {
+                let nats = try NATSPublisher(servers: config.natsServers, required: config.natsRequired, subjects: subjects,
+                                             sendAsap: config.natsSendAsap,
+                                             log: { [logger] in logger.notice("\($0)") })
+                publisher.natsHandoff = nats.handoff
+                natsPublisher = nats
+            } catch {
+                throw .nats(config.natsServers, error)
+            }
+        }
         // The trade service starts here. Risk checks each trade before it is journaled, and
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
@@ -191,6 +219,7 @@ public final class Daemon: @unchecked Sendable {
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
         spawn("publisher") { [self] in runPublisher() }
+        if let nats = natsPublisher { spawn("nats") { nats.run() } }
         if let budget = publisher.budget { spawn("pub-budget") { budget.run() } }
         spawn("hub") { [self] in hub.run() }
         // Every event is kept while the disk takes writes: the store writer is a blocking consumer, so it can only
@@ -206,7 +235,7 @@ public final class Daemon: @unchecked Sendable {
         let storeConsumer = ring.addConsumer(name: "store-writer", policy: .blocking, wait: Self.backgroundWait)
         consumers.append(storeConsumer)
         let ownedWriter = Unchecked(writer)
-        let windowed = sources.map { $0 is ZMQRelaySource }
+        let windowed = sources.map { $0 is ZMQRelaySource || $0 is NATSRelaySource }
         spawn("store-writer") { [self] in runStoreWriter(ownedWriter.value, storeConsumer, windowed: windowed) }
         let analyticsConsumer = ring.addConsumer(name: "alerts-risk", policy: .lossy, wait: Self.backgroundWait)
         consumers.append(analyticsConsumer)
@@ -243,6 +272,7 @@ public final class Daemon: @unchecked Sendable {
         hub.wake()
         while running.load(ordering: .acquiring) > 0 { usleep(1_000) }
         publisher = nil
+        natsPublisher = nil
         metricsServer?.stop()
         metricsServer = nil
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
@@ -306,6 +336,22 @@ public final class Daemon: @unchecked Sendable {
                 ("tickwire_publish_queued_bound_bytes", Double(b.heldBoundMessages.load(ordering: .relaxed)) * bytes, "At most what the subscribers' queues hold now (messages times \(PublishBudgetMonitor.bytesPerMessage) bytes)."),
             ]
         }
+        if let n = natsPublisher {
+            s.counters += [
+                ("tickwire_nats_sent_total", ("", ""), n.sent.load(ordering: .relaxed), "Messages published to NATS."),
+                ("tickwire_nats_failed_total", ("reason", "queue_full"), n.handoff.dropped.load(ordering: .relaxed),
+                 "Messages not published to NATS: the NATS thread was a queue behind (queue_full), or no server took them (send_failed)."),
+                ("tickwire_nats_failed_total", ("reason", "send_failed"), n.failed.load(ordering: .relaxed),
+                 "Messages not published to NATS: the NATS thread was a queue behind (queue_full), or no server took them (send_failed)."),
+                ("tickwire_nats_disconnects_total", ("", ""), n.connectionEvents.disconnects.load(ordering: .relaxed), "NATS connections lost."),
+                ("tickwire_nats_reconnects_total", ("", ""), n.connectionEvents.reconnects.load(ordering: .relaxed), "NATS reconnections (to any server of the list)."),
+                ("tickwire_nats_gap_notices_total", ("", ""), n.gapNotices.load(ordering: .relaxed), "GAP notices published on SYS.NATS.GAP.<STREAM>."),
+                ("tickwire_nats_reported_lost_total", ("", ""), n.reportedLost.load(ordering: .relaxed), "Messages NATS subscribers were told they missed."),
+                ("tickwire_nats_snapshots_total", ("outcome", "served"), n.snapshotsServed.load(ordering: .relaxed), "Late joiners' snapshot requests on SYS.NATS.SNAPSHOT, by outcome."),
+                ("tickwire_nats_snapshots_total", ("outcome", "malformed"), n.snapshotRequestsMalformed.load(ordering: .relaxed), "Late joiners' snapshot requests on SYS.NATS.SNAPSHOT, by outcome."),
+            ]
+            s.gauges.append(("tickwire_nats_connected", n.isConnected ? 1 : 0, "1 while the NATS publisher is connected to a server."))
+        }
         s.counters.append(("tickwire_store_events_total", ("", ""), storeAppended.load(ordering: .relaxed), "Events appended to the store."))
         s.counters.append(("tickwire_store_errors_total", ("", ""), storeErrors.load(ordering: .relaxed), "Store appends or flushes that failed."))
         s.counters.append(("tickwire_store_lost_events_total", ("", ""), storeLost.load(ordering: .relaxed),
@@ -344,36 +390,34 @@ public final class Daemon: @unchecked Sendable {
 
     private func runPublisher() {
         let publisher = self.publisher!
-        guard let lease else {
-            while true {
-                let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
-                    publisher.send(event)
-                }
-                if n < 0 { break }
-            }
-            publisher.stopBudget()
-            return
-        }
         // Active/active: events pass only while this daemon holds the market-data lease (checked per batch and,
-        // against its end, per event); a takeover is announced first on SYS.TAKEOVER with the time range
-        // subscribers may have missed between the two publishers.
+        // against its end, every millisecond within one); a takeover is announced first on SYS.TAKEOVER with the
+        // time range subscribers may have missed between the two publishers. The NATS publisher is fed from
+        // `send`, so the lease gates it too.
+        let lease = self.lease
         let takeover = subjects.intern(text: "SYS.TAKEOVER")
         while true {
-            for t in lease.takeTakeovers() {
+            for t in lease?.takeTakeovers() ?? [] {
                 publisher.send(Event(subjectID: takeover, kind: .gap, flags: 2, eventTime: Nanos(t.to), knownTime: .now(),
                                      a: t.from, b: t.to))
             }
             var until: Int64 = 0
             let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
-                let now = monotonicNanos()
-                if now >= until {
-                    guard lease.isActive(now: now) else { return }
-                    until = now + 1_000_000   // re-checked every millisecond within a batch
+                if let lease {
+                    let now = monotonicNanos()
+                    if now >= until {
+                        guard lease.isActive(now: now) else { return }
+                        until = now + 1_000_000
+                    }
                 }
                 publisher.send(event)
             }
+            if n > 0 { publisher.natsHandoff?.wakeConsumer() }
+            if publisher.snapshotSocket != nil { publisher.serveSnapshots() }
             if n < 0 { break }
         }
+        publisher.natsHandoff?.close()
+        publisher.snapshotSocket?.close()
         publisher.stopBudget()
     }
 
@@ -506,9 +550,13 @@ public final class Daemon: @unchecked Sendable {
                 out.append(try relaySource(spec))
                 continue
             }
+            if spec.hasPrefix("nats:") {
+                out.append(try natsSource(spec))
+                continue
+            }
             let parsed: SourceSpec
             do { parsed = try SourceSpec(parsing: spec) } catch {
-                throw .source(spec, error.description + ", or zmq:ENDPOINT[#PATTERN]")
+                throw .source(spec, error.description + ", or zmq:ENDPOINT[#PATTERN], or nats:URL[,URL][#PATTERN]")
             }
             do {
                 if let source = try SourceFactory.make(parsed, options: options) {
@@ -545,6 +593,20 @@ public final class Daemon: @unchecked Sendable {
             throw .source(spec, "expected zmq:ENDPOINT[#PATTERN], such as zmq:tcp://10.0.0.5:5556#MD.>")
         }
         return ZMQRelaySource(endpoint: endpoint, pattern: pattern, context: context)
+    }
+
+    /// `nats:URL[,URL…][#PATTERN]`: market data from a NATS cluster (see `NATSRelaySource`).
+    private func natsSource(_ spec: String) throws(DaemonError) -> EventSource {
+        let rest = spec.dropFirst(5).split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        var pattern: SubjectPattern? = nil
+        if rest.count == 2 {
+            do { pattern = try SubjectPattern(rest[1]) } catch { throw .source(spec, error.description) }
+        }
+        let servers: [String]
+        do { servers = try NATS.parseServers(rest.first ?? "") } catch {
+            throw .source(spec, "\(error.text); expected nats:URL[,URL][#PATTERN], such as nats://10.0.0.5:4222#MD.>")
+        }
+        return NATSRelaySource(servers: servers, pattern: pattern, log: { [logger] in logger.notice("\($0)") })
     }
 
     private func openDataDirectory() throws(DaemonError) {

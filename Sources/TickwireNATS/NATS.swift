@@ -126,7 +126,8 @@ public struct NATSMessage: @unchecked Sendable {
 /// What happens to a connection, reported on libnats' own callback thread.
 public enum NATSConnectionEvent: Sendable, Equatable {
     case disconnected
-    /// Connected again, to this server.
+    /// Connected again, to this server (with `retryOnFailedConnect`, also the first connection made in the
+    /// background).
     case reconnected(url: String)
     /// An asynchronous error: a slow consumer (messages dropped at the client's pending limit), a permission denial…
     case error(NATSError)
@@ -163,6 +164,9 @@ public final class NATSConnection: @unchecked Sendable {
         public var maxPendingMessages: Int32 = 65_536
         /// Do not deliver this connection's own publishes to its own subscriptions.
         public var noEcho: Bool = false
+        /// Deliver every asynchronous subscription's messages from libnats' shared delivery pool instead of a
+        /// thread per subscription (for a process with thousands of subscriptions).
+        public var globalMessageDelivery: Bool = false
         /// Called for each connection event on libnats' thread: keep it short.
         public var onEvent: (@Sendable (NATSConnectionEvent) -> Void)? = nil
 
@@ -193,6 +197,9 @@ public final class NATSConnection: @unchecked Sendable {
         try check(natsOptions_SetPingInterval(opts, options.pingIntervalMs), "natsOptions_SetPingInterval")
         try check(natsOptions_SetMaxPingsOut(opts, options.maxPingsOut), "natsOptions_SetMaxPingsOut")
         try check(natsOptions_SetNoEcho(opts, options.noEcho), "natsOptions_SetNoEcho")
+        if options.globalMessageDelivery {
+            try check(natsOptions_UseGlobalMessageDelivery(opts, true), "natsOptions_UseGlobalMessageDelivery")
+        }
         if options.maxPendingMessages > 0 {
             try check(natsOptions_SetMaxPendingMsgs(opts, options.maxPendingMessages), "natsOptions_SetMaxPendingMsgs")
         }
@@ -216,7 +223,13 @@ public final class NATSConnection: @unchecked Sendable {
             box.release()
         }, ctx), "natsOptions_SetClosedCB")
         if options.retryOnFailedConnect {
-            try check(natsOptions_SetRetryOnFailedConnect(opts, true, nil, nil), "natsOptions_SetRetryOnFailedConnect")
+            // With a connected callback libnats returns at once and connects in the background; without one,
+            // natsConnection_Connect blocks, retrying until it connects (forever with maxReconnect -1).
+            try check(natsOptions_SetRetryOnFailedConnect(opts, true, { nc, ctx in
+                var url = [CChar](repeating: 0, count: 256)
+                _ = natsConnection_GetConnectedUrl(nc, &url, url.count)
+                EventBox.from(ctx).send(.reconnected(url: String(cString: url)))
+            }, ctx), "natsOptions_SetRetryOnFailedConnect")
         }
         var nc: OpaquePointer? = nil
         let s = natsConnection_Connect(&nc, opts)
@@ -263,6 +276,15 @@ public final class NATSConnection: @unchecked Sendable {
     public func publish(subject: UnsafePointer<CChar>, bytes: UnsafeRawBufferPointer) throws(NATSError) {
         let s = natsConnection_Publish(handle, subject, bytes.baseAddress, Int32(bytes.count))
         if s != NATS_OK { throw NATSError(s, "publish to \(String(cString: subject))") }
+    }
+
+    /// Publishes without building an error: for a hot path that counts failures instead of reporting each one
+    /// (while disconnected with `reconnectBufferBytes` 0 every publish fails at once).
+    /// - Returns: true when the client library took the message.
+    /// The corresponding C function is `natsConnection_Publish`.
+    @inline(__always)
+    public func tryPublish(subject: UnsafePointer<CChar>, bytes: UnsafeRawBufferPointer) -> Bool {
+        natsConnection_Publish(handle, subject, bytes.baseAddress, Int32(bytes.count)) == NATS_OK
     }
 
     public func publish(subject: String, bytes: [UInt8], reply: String? = nil) throws(NATSError) {
@@ -367,5 +389,65 @@ final class EventBox {
     func send(_ event: NATSConnectionEvent) { onEvent?(event) }
     static func from(_ ctx: UnsafeMutableRawPointer?) -> EventBox {
         Unmanaged<EventBox>.fromOpaque(ctx!).takeUnretainedValue()
+    }
+}
+
+// MARK: - Synchronous subscriptions (additions for issue 14)
+
+extension NATSConnection {
+    /// Subscribes to `subject` for reading on the caller's own thread with `NATSSyncSubscription.next`: a source
+    /// that must hand what it reads to a single-writer sink from its own thread, batching what is already waiting.
+    /// The corresponding C function is `natsConnection_SubscribeSync`.
+    public func subscribeSync(_ subject: String, pendingLimit: Int32? = nil) throws(NATSError) -> NATSSyncSubscription {
+        var sub: OpaquePointer? = nil
+        let s = natsConnection_SubscribeSync(&sub, handle, subject)
+        guard s == NATS_OK, let sub else { throw NATSError(s, "subscribe to \(subject)") }
+        let subscription = NATSSyncSubscription(sub, subject: subject)
+        if let pendingLimit {
+            try check(natsSubscription_SetPendingLimits(sub, pendingLimit, -1), "natsSubscription_SetPendingLimits")
+        }
+        return subscription
+    }
+}
+
+/// A subscription read with `next` on one thread.
+public final class NATSSyncSubscription: @unchecked Sendable {
+    let handle: OpaquePointer
+    public let subject: String
+
+    init(_ handle: OpaquePointer, subject: String) { self.handle = handle; self.subject = subject }
+
+    deinit { natsSubscription_Destroy(handle) }
+
+    public func unsubscribe() { _ = natsSubscription_Unsubscribe(handle) }
+
+    /// Hands the next message to `body`, waiting at most `timeoutMs` (0: only one already waiting).
+    /// - Returns: `body`'s result, or nil when no message came in time (or the subscription ended).
+    /// - warning: the message is valid only inside `body`.
+    /// The corresponding C function is `natsSubscription_NextMsg`.
+    public func next<R>(timeoutMs: Int64, _ body: (NATSMessage) -> R) -> R? {
+        var msg: OpaquePointer? = nil
+        guard natsSubscription_NextMsg(&msg, handle, timeoutMs) == NATS_OK, let msg else { return nil }
+        defer { natsMsg_Destroy(msg) }
+        return body(NATSMessage(handle: msg))
+    }
+
+    /// Messages the client library dropped because the reader fell behind its pending limit.
+    public var dropped: Int64 {
+        var n: Int64 = 0
+        _ = natsSubscription_GetDropped(handle, &n)
+        return n
+    }
+
+    /// False once the subscription ended (unsubscribed, or the connection closed).
+    public var isValid: Bool { natsSubscription_IsValid(handle) }
+}
+
+extension NATSMessage {
+    /// The subject's bytes (no terminator), borrowed for the duration of `body`: no String per message.
+    /// - warning: the pointer is valid only inside `body`.
+    public func withSubjectBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        let p = natsMsg_GetSubject(handle)!
+        return try body(UnsafeRawBufferPointer(start: p, count: strlen(p)))
     }
 }

@@ -8,14 +8,15 @@ struct Risk: ParsableCommand {
         abstract: "A live table of each desk's limit use (RISK.<DESK>): position, notional, P&L, tightest limit used.")
 
     @Option(help: "The publisher to subscribe to.") var connect = "tcp://127.0.0.1:5556"
+    @Option(help: "Subscribe on a NATS cluster instead: nats://HOST:PORT[,nats://HOST:PORT…].") var nats: String?
     @Option(help: "Desks to show (default: all).") var desk: [String] = []
     @Option(help: "Seconds between refreshes.") var interval = 1.0
     @Option(help: "Exit after this many seconds (default: until Ctrl-C or q).") var duration: Double?
 
     func run() throws {
         let patterns = desk.isEmpty ? [try SubjectPattern("RISK.>")] : try desk.map { try SubjectPattern("RISK.\($0)") }
-        let subscriber: Subscriber
-        do { subscriber = try Subscriber(endpoint: connect, patterns: patterns) } catch { throw ValidationError("\(error)") }
+        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: patterns)
+        let connect = nats ?? self.connect
         installInterruptHandler()
         let tty = isatty(1) == 1
         let terminal = tty ? RawTerminal() : nil

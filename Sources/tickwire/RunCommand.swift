@@ -17,9 +17,15 @@ struct Run: ParsableCommand {
     @Option(help: "Metrics and stats over HTTP: HOST:PORT.") var metrics: String?
     @Option(help: "Simulator events per second (0: as fast as the machine goes).") var rate: Int?
     @Option(help: "Simulator symbols: a count, or a comma-separated list such as AAPL,MSFT.") var symbols: String?
-    @Option(name: .customLong("source"), help: "A source: sim (default), itch:PATH, moldudp64:A[,B], tardis-trades:PATH, tardis-quotes:PATH, lobster:PATH. Repeatable.")
+    @Option(name: .customLong("source"), help: "A source: sim (default), itch:PATH, moldudp64:A[,B], tardis-trades:PATH, tardis-quotes:PATH, lobster:PATH, zmq:ENDPOINT[#PATTERN], nats:URL[,URL][#PATTERN]. Repeatable.")
     var sources: [String] = []
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(help: "Also publish every message to core NATS: nats://HOST:PORT[,nats://HOST:PORT…], servers of one cluster.")
+    var nats: String?
+    @Flag(help: "Do not start when no NATS server answers (without it the daemon starts and keeps trying).")
+    var natsRequired = false
+    @Option(help: "Answer late joiners' snapshot requests on this ZeroMQ REP endpoint (docs/PROTOCOL.md, \"Snapshot\").")
+    var snapshotEndpoint: String?
 
     func run() throws {
         var c = DaemonConfig()
@@ -49,6 +55,14 @@ struct Run: ParsableCommand {
             }
         }
         if !sources.isEmpty { c.sources = sources }
+        if let nats { c.natsServers = try wrap { () throws(ConfigError) in try DaemonConfig.natsServers(nats, key: "--nats") } }
+        if let snapshotEndpoint {
+            c.snapshotEndpoint = try wrap { () throws(ConfigError) in try DaemonConfig.endpoint(snapshotEndpoint, key: "--snapshot-endpoint") }
+        }
+        if natsRequired {
+            guard !c.natsServers.isEmpty else { throw ValidationError("--nats-required needs --nats URL or [publish.nats] servers") }
+            c.natsRequired = true
+        }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level '\(logLevel)' is not a level") }
             c.logLevel = level.rawValue

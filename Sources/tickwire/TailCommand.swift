@@ -15,6 +15,9 @@ struct Tail: ParsableCommand {
 
     @Argument(help: "Subject patterns, such as 'MD.XNAS.*.TRADE' or 'MD.>'.") var patterns: [String]
     @Option(help: "The publisher to subscribe to.") var connect = "tcp://127.0.0.1:5556"
+    @Option(help: "Subscribe on a NATS cluster instead: nats://HOST:PORT[,nats://HOST:PORT…].") var nats: String?
+    @Flag(help: "With --nats: first print the last value of every matching subject (the daemon's snapshot), then the live stream.")
+    var snapshot = false
     @Option(help: "jsonl or text.") var format: OutputFormat = .jsonl
     @Option(help: "Exit 0 after this many events.") var count: Int?
     @Option(help: "Exit 1 if no event arrives for this many seconds (from the start, or since the last event).") var timeout: Double?
@@ -28,10 +31,13 @@ struct Tail: ParsableCommand {
     func run() throws {
         let parsed = try parsePatterns(patterns)
         for p in parsed { if let note = rootWarning(p) { warn(note) } }
-        let subscriber: Subscriber
-        do { subscriber = try Subscriber(endpoint: connect, patterns: parsed) } catch { throw ValidationError("\(error)") }
+        guard !snapshot || nats != nil else { throw ValidationError("--snapshot needs --nats (the snapshot service answers on NATS)") }
+        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed, snapshot: snapshot)
+        let connect = nats ?? self.connect
+        if snapshot && subscriber.snapshotEntries == nil { warn("no snapshot from \(connect) within 5 seconds (is a daemon publishing there with --nats?); live stream only") }
         installInterruptHandler()
         var out = OutputBuffer()
+        var droppedReported: Int64 = 0
         var printed = 0
         let start = Nanos.now()
         var lastArrival = start
@@ -47,6 +53,12 @@ struct Tail: ParsableCommand {
             if case .failure(let e) = result, e.isInterrupted { break }
             let delivery = try result.get()
             malformedReport.update(subscriber, flush: { out.flush() })
+            let dropped = subscriber.droppedLocally
+            if dropped > droppedReported {
+                out.flush()
+                warn("the NATS client dropped \(dropped - droppedReported) messages at its pending limit (this process reads too slowly); each shows as a gap of its subject")
+                droppedReported = dropped
+            }
             guard let delivery else {
                 out.flush()
                 let quiet = Double(Nanos.now().rawValue - lastArrival.rawValue) / 1e9
@@ -71,6 +83,11 @@ struct Tail: ParsableCommand {
                 out.flush()
                 warn("gap: \(subject) lost subject_seq \(first)...\(last) (\(last - first + 1) messages)")
             case .event(let w):
+                if w.event.kind == .gap && w.subject.hasPrefix(Subscriber.gapNoticePrefix) {
+                    let g = w.event.gapBody
+                    out.flush()
+                    warn("gap: the publisher could not send seq \(g.first)...\(g.last) of stream \(w.subject.dropFirst(Subscriber.gapNoticePrefix.count)) to NATS (\(g.count) messages)")
+                }
                 switch format {
                 case .jsonl: TailText.appendJSON(subject: w.subject, subjectSeq: w.subjectSeq, event: w.event, to: &out.bytes)
                 case .text: out.bytes.append(contentsOf: TailText.textLine(w).utf8)
@@ -87,6 +104,18 @@ struct Tail: ParsableCommand {
             }
         }
         out.flush()
+    }
+}
+
+/// A subscriber on the ZeroMQ endpoint, or on the NATS cluster when `nats` names one.
+/// `snapshot` over NATS asks the publishing daemon there; over ZeroMQ `snapshotEndpoint` names the daemon's socket.
+func makeSubscriber(connect: String, nats: String?, patterns: [SubjectPattern], snapshot: Bool = false,
+                    snapshotEndpoint: String? = nil) throws -> Subscriber {
+    do {
+        if let nats { return try Subscriber(natsURLs: nats, patterns: patterns, snapshot: snapshot) }
+        return try Subscriber(endpoint: connect, patterns: patterns, snapshot: snapshotEndpoint)
+    } catch {
+        throw ValidationError("\(error)")
     }
 }
 

@@ -14,6 +14,8 @@ struct Ticker: ParsableCommand {
 
     @Argument(help: "Subject patterns, such as 'MD.XNAS.*.TRADE' 'MD.XNAS.AAPL.>'.") var patterns: [String] = ["MD.>"]
     @Option(help: "The publisher to subscribe to.") var connect = "tcp://127.0.0.1:5556"
+    @Option(help: "Subscribe on a NATS cluster instead: nats://HOST:PORT[,nats://HOST:PORT…].") var nats: String?
+    @Option(help: "Over ZeroMQ: the daemon's snapshot endpoint (run --snapshot-endpoint), so the ticker opens full.") var snapshot: String?
     @Option(help: "Frames per second on a terminal.") var fps = 10
     @Option(help: "Seconds between snapshots when stdout is not a terminal.") var interval = 1.0
     @Option(help: "Exit after this many seconds (default: until 'q').") var duration: Double?
@@ -23,8 +25,10 @@ struct Ticker: ParsableCommand {
         // Alerts and risk feed the status line, whatever the rows show.
         let parsed = try parsePatterns(patterns) + (noStatus ? [] : [try SubjectPattern("ALERT.>"), try SubjectPattern("RISK.>")])
         guard fps >= 1 && fps <= 120 else { throw ValidationError("--fps must be between 1 and 120") }
-        let subscriber: Subscriber
-        do { subscriber = try Subscriber(endpoint: connect, patterns: parsed) } catch { throw ValidationError("\(error)") }
+        // Over NATS the ticker opens full: the daemon's snapshot of the rows' last values, then the live stream.
+        let subscriber = try makeSubscriber(connect: connect, nats: nats, patterns: parsed, snapshot: nats != nil,
+                                            snapshotEndpoint: snapshot)
+        let connect = nats ?? self.connect
         installInterruptHandler()
         let tty = isatty(1) == 1
         let frameNanos = tty ? Int64(1_000_000_000 / fps) : Int64(interval * 1e9)

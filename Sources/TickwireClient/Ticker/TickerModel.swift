@@ -51,6 +51,10 @@ public struct TickerModel: Sendable {
         case .gap(_, let first, let last):
             gaps += 1
             lost += last - first + 1
+        case .event(let w) where w.event.kind == .gap && w.subject.hasPrefix(Subscriber.gapNoticePrefix):
+            // The daemon could not send these to NATS (docs/PROTOCOL.md, "NATS"): counted like a gap seen here.
+            gaps += 1
+            lost += w.event.gapBody.count
         case .event(let w):
             events += 1
             apply(w, now: now)

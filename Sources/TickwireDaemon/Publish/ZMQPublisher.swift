@@ -1,4 +1,5 @@
 import Synchronization
+import TickwireClient
 import TickwireCore
 import TickwireZMQ
 
@@ -23,6 +24,15 @@ final class ZMQPublisher {
     let latency = LatencyHistogram()
     static let latencySampleEvery: UInt64 = 16
     @exclusivity(unchecked) private var sent: UInt64 = 0
+
+    /// Where each numbered payload is also handed, for the NATS publisher's thread (nil: no NATS). Set before the
+    /// publisher thread starts.
+    var natsHandoff: NATSHandoff? = nil
+
+    /// The snapshot socket (REP, docs/PROTOCOL.md "Snapshot") and the last values it answers from, when
+    /// `[publish] snapshot_endpoint` is set; served by the publisher thread between batches (`serveSnapshots`).
+    var snapshotSocket: ZMQSocket? = nil
+    var snapshotValues: PublishedLastValues? = nil
 
     /// Keeps the subscribers' queues within the memory budget (nil: no budget).
     let budget: PublishBudgetMonitor?
@@ -66,6 +76,21 @@ final class ZMQPublisher {
         payload.deallocate()
     }
 
+    /// Answers the snapshot requests waiting now with what this thread has sent so far (call between batches).
+    func serveSnapshots() {
+        guard let socket = snapshotSocket, let values = snapshotValues else { return }
+        while let request = try? socket.receiveMultipart(dontWait: true) {
+            let text = String(decoding: request.first ?? [], as: UTF8.self)
+            var patterns: [SubjectPattern] = []
+            for t in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+                guard let p = try? SubjectPattern(String(t)) else { patterns = []; break }
+                patterns.append(p)
+            }
+            let chunks = patterns.isEmpty ? SnapshotCodec.chunks([]) : values.snapshot(matching: patterns, subjects: subjects)
+            _ = try? socket.sendMultipart(chunks)
+        }
+    }
+
     /// Sends one event; counts (never throws on) a failed send so one bad moment cannot stop the feed.
     func send(_ event: Event) {
         let subject = subjects.entry(event.subjectID)
@@ -73,6 +98,11 @@ final class ZMQPublisher {
         var wire = event
         wire.seq = seq
         WireCodec.encode(wire, subjectSeq: subjectSeq, into: payload)
+        // Same numbers, same bytes; never waits (a full queue is counted and reported to NATS subscribers).
+        _ = natsHandoff?.push(subjectID: event.subjectID, payload: payload)
+        if snapshotValues != nil {
+            snapshotValues!.update(event.subjectID, UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
+        }
         do {
             try socket.send(subject, more: true)
             try socket.send(UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
