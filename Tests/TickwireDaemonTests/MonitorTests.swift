@@ -166,7 +166,7 @@ import Glibc
         #expect(big.closeCode(seconds: 15) == 1009, "a 10 MB frame did not close its page with 1009")
 
         // Seeded garbage after the handshake: closed (by a close frame with a protocol error, or a reset).
-        var rng = SplitMix64(seed: 0x7157_3019)
+        var rng = SplitMix(seed: 0x7157_3019)
         print("garbage seed 0x71573019")
         let garbage = try RawWebSocket(port: port)
         #expect(try garbage.handshake() == 101)
@@ -464,18 +464,6 @@ private final class RawWebSocket {
     }
 }
 
-/// Seeded, so a failing garbage run can be repeated.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Sends `request` on a new connection and reads the response (each read bounded by 5 s).
 private func httpRequest(port: UInt16, _ request: String) throws -> (status: Int, head: String, body: String) {

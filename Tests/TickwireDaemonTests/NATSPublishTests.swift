@@ -72,7 +72,7 @@ import Glibc
     /// patterns: each receives exactly the messages its patterns match.
     @Test func twoThousandSubscriptionsAcrossTheClusterAreAllExact() throws {
         let seed = UInt64.random(in: 1...UInt64(UInt32.max))
-        var rng = SplitMix(seed)
+        var rng = SplitMix(seed: seed)
         let cluster = try NATSCluster(size: 3, jetStream: false)
         let reference = try NATSRawCollector(server: cluster.servers[0].url, pattern: "MD.>")
         let symbols = ["AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "TSLA", "JPM"]
@@ -213,15 +213,3 @@ import Glibc
     }
 }
 
-/// A seeded generator (the seed is printed on failure).
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

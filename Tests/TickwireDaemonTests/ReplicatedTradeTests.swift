@@ -271,7 +271,7 @@ import TickwireZMQ
         let cycles = 10
         var all: [TradeRequest] = []
         let seed = UInt64.random(in: 0...UInt64.max)
-        var rng = SeededGenerator(seed: seed)
+        var rng = SplitMix(seed: seed)
         print("killingEitherDaemonLosesNothingAcknowledged: seed \(seed)")
         for cycle in 0..<cycles {
             // Far more than a cycle can send: the kill lands mid-stream, and sending stops a while after the restart.
@@ -562,18 +562,6 @@ extension ReplicatedTradeTests {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so a failing run can be repeated from its printed seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 final class Locked2<T>: @unchecked Sendable {
     private let lock = NSLock()

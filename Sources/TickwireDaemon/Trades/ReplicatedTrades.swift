@@ -109,15 +109,7 @@ extension TradeService {
         let message = ReplicatedState.Waiting(envelope: envelope, count: bodies.count, received: received.rawValue)
         var delta = Counters()
         for (index, bytes) in bodies.enumerated() {
-            let request: TradeRequest
-            switch Self.decode(bytes, trader: trader) {
-            case .success(let r): request = r
-            case .failure(let why):
-                delta.rejected += 1
-                if why.code == .malformed { delta.malformed += 1 }
-                message.replies[index] = .reject(clientOrderID: why.clientOrderID, why.reason)
-                continue
-            }
+            guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[index] = $0 }) else { continue }
             func reject(_ reason: RejectReason) {
                 delta.rejected += 1
                 message.replies[index] = .reject(clientOrderID: request.clientOrderID, reason)

@@ -452,15 +452,7 @@ public final class TradeService: @unchecked Sendable {
         func settle() { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
         if refuseOversized(envelope, bodies.count, router) { return }
         for (slot, bytes) in bodies.enumerated() {
-            let request: TradeRequest
-            switch Self.decode(bytes, trader: trader) {
-            case .success(let r): request = r
-            case .failure(let why):
-                delta.rejected += 1
-                if why.code == .malformed { delta.malformed += 1 }
-                message.replies[slot] = .reject(clientOrderID: why.clientOrderID, why.reason)
-                continue
-            }
+            guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[slot] = $0 }) else { continue }
             func reject(_ reason: RejectReason) {
                 delta.rejected += 1
                 message.replies[slot] = .reject(clientOrderID: request.clientOrderID, reason)
@@ -515,24 +507,21 @@ public final class TradeService: @unchecked Sendable {
         return true
     }
 
-    struct FrameRefusal: Error {
-        let clientOrderID: String
-        let reason: RejectReason
-        var code: RejectReason.Code { reason.code }
-    }
-
-    /// One SUBMIT frame as a valid request of `trader`, or why not.
-    static func decode(_ bytes: [UInt8], trader: String) -> Result<TradeRequest, FrameRefusal> {
+    /// One SUBMIT frame as a valid request of `trader`; nil after handing `refused` the REJECT that answers it
+    /// instead (counted in `delta`).
+    static func decode(_ bytes: [UInt8], trader: String, _ delta: inout Counters, refused: (TradeReply) -> Void) -> TradeRequest? {
+        func refuse(_ id: String, _ why: RejectReason) -> TradeRequest? {
+            delta.rejected += 1
+            if why.code == .malformed { delta.malformed += 1 }
+            refused(.reject(clientOrderID: id, why))
+            return nil
+        }
         var request: TradeRequest
-        do { request = try TradeWire.decodeRequest(bytes) } catch {
-            return .failure(FrameRefusal(clientOrderID: "", reason: error))
-        }
-        guard !trader.isEmpty else {
-            return .failure(FrameRefusal(clientOrderID: request.clientOrderID, reason: RejectReason(.unauthenticated, "no authenticated trader")))
-        }
+        do { request = try TradeWire.decodeRequest(bytes) } catch { return refuse("", error) }
+        guard !trader.isEmpty else { return refuse(request.clientOrderID, RejectReason(.unauthenticated, "no authenticated trader")) }
         request.trader = trader
-        if let bad = request.validationError() { return .failure(FrameRefusal(clientOrderID: request.clientOrderID, reason: bad)) }
-        return .success(request)
+        if let bad = request.validationError() { return refuse(request.clientOrderID, bad) }
+        return request
     }
 
     /// The durable sequence `key` was journaled under and that trade, if any: the retry index's candidates, each
