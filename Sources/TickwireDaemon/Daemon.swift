@@ -321,6 +321,17 @@ public final class Daemon: @unchecked Sendable {
             for (outcome, n) in [("accepted", t.accepted), ("duplicate", t.duplicates), ("rejected", t.rejected), ("malformed", t.malformed)] {
                 s.counters.append(("tickwire_trades_total", ("outcome", outcome), UInt64(n), "Trade submissions by outcome (rejected includes risk, validation and authentication)."))
             }
+            s.counters.append(("tickwire_trades_journal_failures_total", ("", ""), UInt64(t.journalFailures), "Times the trade journal stopped on a failure (a full disk)."))
+            s.counters.append(("tickwire_trades_journal_resumes_total", ("", ""), UInt64(t.journalResumes), "Times the trade journal was reopened once writes worked again."))
+        }
+        if let r = trades?.replicationStatus, let t = trades?.counters {
+            s.counters.append(("tickwire_trades_replication_consumer_restarts_total", ("", ""), UInt64(t.consumerRestarts),
+                               "Replicated trading: times the log's consumer stalled and was replaced."))
+            s.gauges += [
+                ("tickwire_trades_replication_applied", Double(r.applied), "Replicated trading: the last sequence of the log applied to the journal."),
+                ("tickwire_trades_replication_ready", r.ready ? 1 : 0, "Replicated trading: 1 while caught up with the log and taking trades."),
+                ("tickwire_md_lease_active", lease?.isActive() == true ? 1 : 0, "Active/active: 1 while this daemon holds the market-data lease and publishes."),
+            ]
         }
         s.counters.append(("tickwire_publish_failures_total", ("", ""), publisher?.failed.load(ordering: .relaxed) ?? 0,
                            "Messages libzmq refused to send (counted; the feed goes on)."))
