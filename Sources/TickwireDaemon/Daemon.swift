@@ -188,9 +188,9 @@ public final class Daemon: @unchecked Sendable {
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
-        if config.tradeReplication != nil {
+        if config.tradeReplication != nil || natsPublisher != nil {
             let given = monitorPeers
-            monitorPeers = { [unowned self] in given() + replicationPeers() }
+            monitorPeers = { [unowned self] in given() + replicationPeers() + natsPeers() }
         }
 
         if config.metricsMonitor {
@@ -395,6 +395,14 @@ public final class Daemon: @unchecked Sendable {
         let health = status.broken.map { "STOPPED: \($0)" } ?? (status.ready ? "trading" : "catching up with the log")
         return [MonitorPeer(name: status.node, role: role, health: health,
                             detail: "log applied through \(status.applied) (known through \(status.logKnownThrough)); cluster \(status.cluster.isEmpty ? "unreachable" : status.cluster)")]
+    }
+
+    /// The NATS bus as the monitor shows it: this daemon's publisher, connected or not, and what it sent.
+    private func natsPeers() -> [MonitorPeer] {
+        guard let n = natsPublisher else { return [] }
+        let sent = n.sent.load(ordering: .relaxed), failed = n.failed.load(ordering: .relaxed)
+        return [MonitorPeer(name: "NATS bus", role: "market-data publisher", health: n.isConnected ? "connected" : "DISCONNECTED",
+                            detail: "\(sent) sent, \(failed) not sent (reported as gaps); servers \(config.natsServers.joined(separator: ","))")]
     }
 
     // MARK: - Wiring
