@@ -198,6 +198,14 @@ import Glibc
             ("[risk.default]\nmax_order_quantity = \"lots\"", "max_order_quantity"),
             ("[risk.desks.DESK7]\nmax_postion = 5", "max_postion"),
             ("[trades]\njournal_segment_bytes = 100", "trades.journal_segment_bytes"),
+            ("[trades]\nreplication = \"raft\"", "'raft' is not one of none, jetstream"),
+            ("[trades]\nreplication = \"jetstream\"\nnode = \"a\"", "trades.nats"),
+            ("[trades]\nreplication = \"jetstream\"\nnats = \"nats://a:4222\"", "trades.node"),
+            ("[trades]\nreplication = \"jetstream\"\nnats = \"http://a:80\"\nnode = \"a\"", "'http://a:80'"),
+            ("[trades]\nreplication = \"jetstream\"\nnats = \"nats://a:4222\"\nnode = \"a.b\"", "trades.node"),
+            ("[trades]\nreplication = \"jetstream\"\nnats = \"nats://a:4222\"\nnode = \"a\"\nreplicas = 7", "trades.replicas"),
+            ("[trades]\nreplication = \"jetstream\"\nnats = \"nats://a:4222\"\nnode = \"a\"\nstream = \"a.b\"", "trades.stream"),
+            ("[trades]\nnode = \"a\"", "only with replication"),
         ]
         for (toml, key) in cases {
             #expect {

@@ -451,6 +451,38 @@ extension ReplicatedTradeTests {
         try Self.checkJournals(pair, ledger, nodes: 3)
     }
 
+    /// Hostile or broken messages put straight into the log (by anything that can publish to its subject) are
+    /// recorded by every daemon as the same refusal, at their sequence, naming it; trading goes on, nothing is
+    /// lost, and the journals stay identical.
+    @Test func garbageInTheLogIsRecordedAsTheSameRefusalByEveryDaemon() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        #expect(Self.submit((0..<5).map { Self.trade("g\($0)") }, through: pair, ledger: ledger).count == 5)
+        let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try conn.jetStream()
+        let good = TradeWire.encodeSequenced(Self.trade("forged", qty: 1), receivedNanos: 1, markE8: 0, origin: "x")
+        let hostile: [[UInt8]] = [
+            [],                                     // empty
+            Array(good.prefix(good.count / 2)),     // truncated
+            [9] + good.dropFirst(),                 // another version
+            Array(repeating: 0xff, count: 300),     // garbage
+            good,                                   // well formed, but with no authenticated trader
+        ]
+        var seqs: [UInt64] = []
+        for bytes in hostile { seqs.append(try js.publish("tickwire.trades.requests", bytes: bytes).sequence) }
+        #expect(Self.submit((5..<10).map { Self.trade("g\($0)") }, through: pair, ledger: ledger).count == 5)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+        for seq in seqs {
+            let shown = try DaemonProcess.tickwire(["audit", "show", "--data", pair.dirs[1], "\(seq)"])
+            #expect(shown.stdout.contains("\"decision\":\"rejected\""), "seq \(seq): \(shown.stdout)")
+            #expect(shown.stdout.contains("log message \(seq) is not a trade request") || shown.stdout.contains("no authenticated trader"),
+                    "seq \(seq): \(shown.stdout)")
+        }
+    }
+
     /// A journal the log does not back (the stream was deleted and made anew) stops replicated trading on that
     /// daemon with a clear reason: it never trades on a history the others do not share.
     @Test func aJournalAheadOfTheLogStopsTradingWithAReason() throws {
