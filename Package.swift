@@ -101,7 +101,7 @@ let package = Package(
         ),
 
         // Child processes with bounded waits, free ports, temporary directories: for the tests only.
-        .target(name: "TickwireTestSupport", dependencies: ["CTickwireSys"]),
+        .target(name: "TickwireTestSupport", dependencies: ["CTickwireSys", "TickwireFeeds"]),
         .testTarget(name: "TickwireCoreTests", dependencies: ["TickwireCore"]),
         .testTarget(name: "TickwireZMQTests", dependencies: ["TickwireZMQ"]),
         .testTarget(name: "TickwireNATSTests", dependencies: ["TickwireNATS", "TickwireTestSupport"]),

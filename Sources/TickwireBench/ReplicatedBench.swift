@@ -295,13 +295,4 @@ enum ReplicatedBench {
         deinit { times.deallocate() }
     }
 
-    static func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
-        let deadline = Date().addingTimeInterval(seconds)
-        while true {
-            do { return try body() } catch {
-                if Date() > deadline { throw error }
-                usleep(250_000)
-            }
-        }
-    }
 }

@@ -423,7 +423,7 @@ public final class Daemon: @unchecked Sendable {
             var until: Int64 = 0
             let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
                 if let lease {
-                    let now = monotonicNanos()
+                    let now = tw_monotonic_ns()
                     if now >= until {
                         guard lease.isActive(now: now) else { return }
                         until = now + 1_000_000

@@ -146,6 +146,18 @@ public final class NATSCluster: @unchecked Sendable {
     }
 }
 
+/// Runs `body` until it stops throwing or `seconds` pass (then throws its last error): for a cluster that is
+/// still electing its leaders, or a stream that is still moving.
+public func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
+        do { return try body() } catch {
+            if Date() > deadline { throw error }
+            usleep(250_000)
+        }
+    }
+}
+
 /// A plain HTTP/1.0 GET on loopback with a 2 s bound, returning the body (for monitoring endpoints).
 public func httpGet(port: Int, path: String) -> Data? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -24,11 +24,11 @@ struct AuditCommand: ParsableCommand {
             switch v.ackMark {
             case .valid(let m): line += ",\"acked_seq\":\(m.seq)"
             case .missing: line += ",\"ack_mark\":\"missing\""
-            case .damaged(let why): line += ",\"ack_mark\":\(jsonString("damaged: " + why))"
+            case .damaged(let why): line += ",\"ack_mark\":\(TradeWire.jsonQuoted("damaged: " + why))"
             }
             if v.tornTailBytes > 0 { line += ",\"torn_tail_bytes\":\(v.tornTailBytes)" }
             if let c = v.corruption {
-                line += ",\"corrupt\":{\"seq\":\(c.seq),\"segment\":\"\(c.segment)\",\"offset\":\(c.offset),\"reason\":\(jsonString(c.reason))}"
+                line += ",\"corrupt\":{\"seq\":\(c.seq),\"segment\":\"\(c.segment)\",\"offset\":\(c.offset),\"reason\":\(TradeWire.jsonQuoted(c.reason))}"
             }
             if let lost = v.lostAcknowledged {
                 line += ",\"lost_acknowledged\":{\"from\":\(lost.lowerBound),\"to\":\(lost.upperBound)}"
@@ -108,7 +108,7 @@ extension AuditCommand {
             journal.close()
             var line = "{\"records\":\(r.records),\"last_seq\":\(journal.durableSequence)"
             if let c = r.skippedCorruption {
-                line += ",\"cut\":{\"seq\":\(c.seq),\"segment\":\"\(c.segment)\",\"offset\":\(c.offset),\"reason\":\(jsonString(c.reason))}"
+                line += ",\"cut\":{\"seq\":\(c.seq),\"segment\":\"\(c.segment)\",\"offset\":\(c.offset),\"reason\":\(TradeWire.jsonQuoted(c.reason))}"
             }
             if let lost = r.lostAcknowledged { line += ",\"lost_acknowledged\":{\"from\":\(lost.lowerBound),\"to\":\(lost.upperBound)}" }
             if !r.quarantined.isEmpty { line += ",\"quarantined\":[" + r.quarantined.map { "\"\($0)\"" }.joined(separator: ",") + "]" }

@@ -58,8 +58,8 @@ struct TradeCommand: ParsableCommand {
             var outstanding: [String: (request: TradeRequest, sentAt: Int64, deadline: Int64)] = [:]
             func emit(_ reply: TradeReply) {
                 switch reply {
-                case .ack(let id, let seq, _): print("{\"id\":\(jsonString(id)),\"seq\":\(seq)}")
-                case .reject(let id, let reason): print("{\"id\":\(jsonString(id)),\"error\":\(jsonString(reason.text))}"); failed = true
+                case .ack(let id, let seq, _): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"seq\":\(seq)}")
+                case .reject(let id, let reason): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\(TradeWire.jsonQuoted(reason.text))}"); failed = true
                 }
             }
             func send(_ requests: [TradeRequest]) throws {
@@ -76,7 +76,7 @@ struct TradeCommand: ParsableCommand {
                 while outstanding.count >= limit && !outstanding.isEmpty {
                     let now = Nanos.now().rawValue
                     for (id, o) in outstanding where o.deadline <= now {
-                        print("{\"id\":\(jsonString(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
+                        print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
                         failed = true
                         outstanding[id] = nil
                     }
@@ -118,7 +118,7 @@ struct TradeCommand: ParsableCommand {
                     if line.allSatisfy(\.isWhitespace) { continue }
                     let request: TradeRequest
                     do { request = try parseLine(String(line)) } catch {
-                        print("{\"line\":\(n + 1),\"error\":\(jsonString("\(file):\(n + 1): \(error)"))}")
+                        print("{\"line\":\(n + 1),\"error\":\(TradeWire.jsonQuoted("\(file):\(n + 1): \(error)"))}")
                         failed = true
                         continue
                     }
@@ -169,19 +169,3 @@ func makeRequest(desk: String, symbol: String, side: String, qty: String, price:
     return request
 }
 
-/// A JSON string literal.
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out + "\""
-}

@@ -135,16 +135,6 @@ final class NATSTests: XCTestCase {
         withExtendedLifetime(sub) {}
     }
 
-    /// Retries while the cluster is still electing leaders (a fresh cluster's first stream can take seconds).
-    func retrying<T>(seconds: Double = 30, _ body: () throws -> T) throws -> T {
-        let deadline = Date().addingTimeInterval(seconds)
-        while true {
-            do { return try body() } catch {
-                if Date() > deadline { throw error }
-                usleep(250_000)
-            }
-        }
-    }
 }
 
 func waitUntil(seconds: Double, file: StaticString = #filePath, line: UInt = #line, _ condition: () -> Bool) throws {

@@ -167,7 +167,7 @@ final class MonitorPages: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 for await snapshot in page.mailbox {
-                    page.writeBegan.store(max(1, monotonicNanos()), ordering: .relaxed)
+                    page.writeBegan.store(max(1, tw_monotonic_ns()), ordering: .relaxed)
                     do {
                         try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: snapshot)))
                     } catch {
@@ -195,7 +195,7 @@ final class MonitorPages: Sendable {
         let interval = Self.nanos(limits.pushInterval)
         let stall = Self.nanos(limits.stalledPageTimeout)
         let encoder = JSONEncoder()
-        var nextAt = monotonicNanos()
+        var nextAt = tw_monotonic_ns()
         while true {
             if state.withLock({ $0.stopping }) { return }
             let snapshot = feed.next(monitor: counters)
@@ -208,7 +208,7 @@ final class MonitorPages: Sendable {
                 s.latest = buffer
                 return Array(s.pages.values)
             }
-            let now = monotonicNanos()
+            let now = tw_monotonic_ns()
             for page in pages {
                 let began = page.writeBegan.load(ordering: .relaxed)
                 if began != 0 && now - began > stall {
@@ -221,7 +221,7 @@ final class MonitorPages: Sendable {
                 if case .dropped = page.post.yield(buffer) { dropped.add(1, ordering: .relaxed) }
             }
             nextAt += interval
-            let after = monotonicNanos()
+            let after = tw_monotonic_ns()
             // Fell behind (a loaded machine): the next one an interval from now, never two back to back to catch up.
             if nextAt <= after { nextAt = after + interval }
             _ = self.wake.wait(timeout: .now() + .nanoseconds(Int(nextAt - after)))

@@ -1,3 +1,4 @@
+import CTickwireSys
 import Foundation
 import Synchronization
 import TickwireCore
@@ -43,7 +44,7 @@ final class MarketDataLease: @unchecked Sendable {
     var margin: Int64 { config.termMs * 1_000_000 / 6 }
 
     /// Whether this daemon may publish now.
-    @inline(__always) func isActive(now: Int64 = monotonicNanos()) -> Bool { now < validUntil.load(ordering: .acquiring) }
+    @inline(__always) func isActive(now: Int64 = tw_monotonic_ns()) -> Bool { now < validUntil.load(ordering: .acquiring) }
 
     func takeTakeovers() -> [(from: Int64, to: Int64, previous: String)] {
         takeovers.withLock { t in defer { t.removeAll() }; return t }
@@ -70,7 +71,7 @@ final class MarketDataLease: @unchecked Sendable {
         var lastError = ""
         func note(_ text: String) { if text != lastError { log("market data lease: \(text)"); lastError = text } }
         while !stopping.load(ordering: .acquiring) {
-            let now = monotonicNanos()
+            let now = tw_monotonic_ns()
             // The holder stops by itself when its validity passed without a renewal (the publisher checks the
             // time too; this only logs when it happened).
             if holding && !isActive(now: now) {
@@ -100,18 +101,18 @@ final class MarketDataLease: @unchecked Sendable {
                 }
                 guard let last = try js.lastMessage(stream: config.stream, subject: config.subject) else { continue }
                 let holder = String(decoding: last.bytes, as: UTF8.self)
-                if last.sequence != seen.seq { seen = (last.sequence, monotonicNanos()) }
+                if last.sequence != seen.seq { seen = (last.sequence, tw_monotonic_ns()) }
                 if holder == config.node && holding {
-                    let sent = monotonicNanos()
+                    let sent = tw_monotonic_ns()
                     let ack = try js.publish(config.subject, bytes: Array(config.node.utf8), expectLastSequence: last.sequence)
                     validUntil.store(sent + term - margin, ordering: .releasing)
-                    seen = (ack.sequence, monotonicNanos())
-                } else if holder == config.node || monotonicNanos() - seen.since >= term + margin {
+                    seen = (ack.sequence, tw_monotonic_ns())
+                } else if holder == config.node || tw_monotonic_ns() - seen.since >= term + margin {
                     // Ours from before a restart (it lapsed: we were not publishing), or the holder's lapsed.
-                    let sent = monotonicNanos()
+                    let sent = tw_monotonic_ns()
                     let ack = try js.publish(config.subject, bytes: Array(config.node.utf8), expectLastSequence: last.sequence)
                     validUntil.store(sent + term - margin, ordering: .releasing)
-                    seen = (ack.sequence, monotonicNanos())
+                    seen = (ack.sequence, tw_monotonic_ns())
                     holding = true
                     let wall = Nanos.now().rawValue
                     takeovers.withLock { $0.append((last.timestampNanos, wall, holder)) }
@@ -132,11 +133,4 @@ final class MarketDataLease: @unchecked Sendable {
         }
         connection?.close()
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds (the daemon's one helper for it).
-@inline(__always) func monotonicNanos() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
 }

@@ -223,13 +223,16 @@ public enum TradeWire {
     }
 
     /// `s` as a JSON string literal.
-    static func jsonQuoted(_ s: String) -> String {
+    public static func jsonQuoted(_ s: String) -> String {
         var out = "\""
         for c in s.unicodeScalars {
             switch c {
             case "\"": out += "\\\""
             case "\\": out += "\\\\"
-            case _ where c.value < 0x20: out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where c.value < 0x20: out += "\\u00" + (c.value < 0x10 ? "0" : "") + String(c.value, radix: 16)
             default: out.unicodeScalars.append(c)
             }
         }
