@@ -327,6 +327,8 @@ public final class Daemon: @unchecked Sendable {
         if let r = trades?.replicationStatus, let t = trades?.counters {
             s.counters.append(("tickwire_trades_replication_consumer_restarts_total", ("", ""), UInt64(t.consumerRestarts),
                                "Replicated trading: times the log's consumer stalled and was replaced."))
+            s.counters.append(("tickwire_trades_replication_rollbacks_total", ("", ""), UInt64(t.rollbacks),
+                               "Replicated trading: times the journal was rolled back because the log no longer held what had been applied from it."))
             s.gauges += [
                 ("tickwire_trades_replication_applied", Double(r.applied), "Replicated trading: the last sequence of the log applied to the journal."),
                 ("tickwire_trades_replication_ready", r.ready ? 1 : 0, "Replicated trading: 1 while caught up with the log and taking trades."),

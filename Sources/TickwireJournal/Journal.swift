@@ -267,20 +267,7 @@ public final class Journal: @unchecked Sendable {
             }
             skipped = corruption
             if let problem = scan.problem {
-                let name = scan.segments[problem.segment].name
-                try FileIO.makeDirectories(directory + "/quarantine")
-                let stamp = String(Nanos.now().rawValue)
-                let copy = try FileIO.readFile(directory + "/" + name)
-                let qfd = try FileIO.open(directory + "/quarantine/\(name).\(stamp)", O_WRONLY | O_CREAT | O_TRUNC)
-                try FileIO.writeAll(qfd, copy, path: "quarantine/\(name)")
-                try FileIO.syncData(qfd, path: "quarantine/\(name)")
-                Glibc.close(qfd)
-                quarantined.append(name)
-                for later in scan.laterSegments {
-                    try FileIO.rename(directory + "/" + later, directory + "/quarantine/\(later).\(stamp)")
-                    quarantined.append(later)
-                }
-                try FileIO.syncDirectory(directory + "/quarantine")
+                quarantined = try Journal.quarantine(directory, copying: scan.segments[problem.segment].name, moving: scan.laterSegments)
             }
         }
         if let problem = scan.problem {

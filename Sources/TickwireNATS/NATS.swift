@@ -42,6 +42,8 @@ public struct NATSError: Error, CustomStringConvertible, Sendable, Equatable {
     public var isNoServer: Bool { status == Int32(NATS_NO_SERVER.rawValue) }
     /// The connection is closed for good.
     public var isClosed: Bool { status == Int32(NATS_CONNECTION_CLOSED.rawValue) }
+    /// The server answered that there is no such thing (a JetStream message not in the stream: error 10037).
+    public var isNotFound: Bool { status == Int32(NATS_NOT_FOUND.rawValue) || jetStreamCode == 10037 }
 }
 
 @inline(__always)

@@ -52,6 +52,31 @@ final class ReplicatedState {
     /// Accepted trades not yet durable, published (and their ids taken out of flight) once durable.
     var unpublished: [(seq: UInt64, request: TradeRequest, received: Nanos)] = []
 
+    /// Reading back what was applied, to compare with the log (docs/ARCHITECTURE.md, "When the log changes its
+    /// mind"): the range being read (and a token telling its answers from an earlier check's), whether it is the
+    /// check a start waits for, the lowest sequence a check is wanted from, and when a failed one is tried again.
+    var checking: (range: ClosedRange<UInt64>, token: UInt64, atStart: Bool)?
+    var checkToken: UInt64 = 0
+    var checkWanted: UInt64?
+    var nextCheck: Int64 = 0
+    /// Why a start's check is needed (the journal's end disagrees with the log, or is past it): the reason given
+    /// if no agreeing record is found before the disagreement.
+    var startProblem = ""
+    /// The log's last sequence when this start's check began (consuming starts from the journal's end then).
+    var startLast: UInt64 = 0
+    /// The server leading the log as last asked, and how far this daemon had applied then; how far it had
+    /// applied when the log's end was last asked.
+    var leader: (name: String, applied: UInt64)?
+    var appliedAtAsk: UInt64 = 0
+    /// Set when the journal must be cut back to this sequence (the log no longer holds what follows it there):
+    /// the service loop does it between steps.
+    var rollBackTo: UInt64?
+    /// Trades accepted in records a rollback cut, going back into the log under their ids (as many at a time as
+    /// the cluster has room for).
+    var republish: [(bytes: [UInt8], msgId: String)] = []
+    /// Answers that wait for a check because the journal looked unlike the log at their sequence.
+    var held: [(slot: Slot, seq: UInt64)] = []
+
     init(replicator: TradeReplicator, wakeSocket: Locked<ZMQSocket>, applied: UInt64) {
         self.replicator = replicator
         self.wakeSocket = wakeSocket
@@ -94,6 +119,10 @@ final class ReplicatedState {
     static let askNanos: Int64 = 1_000_000_000
     /// The most messages one stall's direct read asks for.
     static let fillBatch: UInt64 = 4_096
+    /// Records read back after a failover, a stalled consumer or a new leader (the log's messages they were
+    /// applied from are compared by sequence); at a start, widened up to `maxCheckBack` to find an agreeing one.
+    static let checkWindow: UInt64 = 1_024
+    static let maxCheckBack: UInt64 = 65_536
 }
 
 extension TradeService {
@@ -170,7 +199,8 @@ extension TradeService {
     /// waited too long.
     func replicationStep(_ router: ZMQSocket, _ journal: Journal, now: Int64) {
         guard let state = replicated else { return }
-        if state.caughtUpAt == nil && !state.setupPending && state.broken == nil && journal.failure == nil && now >= state.nextSetupAttempt {
+        if state.caughtUpAt == nil && !state.setupPending && state.checking == nil && state.rollBackTo == nil && state.broken == nil
+            && journal.failure == nil && now >= state.nextSetupAttempt {
             state.setupPending = true
             state.replicator.setUp(journalEnd: journal.durableSequence)
         }
@@ -179,7 +209,18 @@ extension TradeService {
             case .published(let id, let result): published(id, result, state, router, journal)
             case .logged(let seq, let time, let bytes): apply(seq, time, bytes, state, journal)
             case .streamReady(let last, let logged): streamReady(last: last, logged: logged, state, journal, now: now)
-            case .lastSequence(let last): state.logKnownThrough = max(state.logKnownThrough, last)
+            case .lastSequence(let last, let leader):
+                state.logKnownThrough = max(state.logKnownThrough, last)
+                // The log ends before what this daemon had applied when it asked: it lost messages.
+                if last < state.appliedAtAsk { wantCheck(from: last, state) }
+                if let leader {
+                    // A new leader may not hold the tail the old one delivered: check what was applied since
+                    // the old one was last seen.
+                    if let was = state.leader, was.name != leader { wantCheck(from: was.applied, state) }
+                    state.leader = (leader, state.applied)
+                }
+            case .checked(let seq, let bytes, let token): checked(seq, bytes, token, state, journal)
+            case .checkDone(let range, let complete, let token): checkDone(range, complete: complete, token, state, router, journal, now: now)
             case .consumerDone: state.consumerPending = false
             case .fillDone: state.fillPending = false
             case .setupFailed(let text):
@@ -216,38 +257,50 @@ extension TradeService {
         }
         expire(state, router, now: now)
         watchProgress(state, journal, now: now)
+        startCheck(state, journal, now: now)
+        if !state.republish.isEmpty && state.ready { republishCut(state) }
         let status = ReplicationStatus(node: state.replicator.config.node, cluster: state.replicator.connectedURL,
                                        applied: state.applied, logKnownThrough: state.logKnownThrough,
                                        ready: state.ready, broken: state.broken)
         replicationStatusBox.withLock { if $0 != status { $0 = status } }
     }
 
-    /// The stream is there: checks that this journal is a prefix of it and starts consuming after the journal's
-    /// last record. A journal ahead of the log, or one whose last record is not the log's message at that
-    /// sequence, stops replicated trading here: the operator must find out why before this daemon trades.
+    /// The stream is there. A journal whose last record is the log's message at that sequence starts consuming
+    /// after it (and checks the records before it in the background); one whose end disagrees with the log, or
+    /// is past it, is read back against the log first, to find the last record they agree on.
     private func streamReady(last: UInt64, logged: JetStream.StoredMessage?, _ state: ReplicatedState, _ journal: Journal, now: Int64) {
         state.setupPending = false
-        guard state.caughtUpAt == nil, state.broken == nil, journal.failure == nil else { return }
+        guard state.caughtUpAt == nil, state.broken == nil, state.checking == nil, journal.failure == nil else { return }
         let mine = journal.durableSequence
+        state.logKnownThrough = max(state.logKnownThrough, last)
         if mine > last {
-            state.broken = "the journal holds \(mine) records but the replicated log \(state.replicator.config.stream) only \(last): the log was lost or is another one"
+            state.startProblem = "the journal holds \(mine) records but the replicated log \(state.replicator.config.stream) only \(last): the log was lost or is another one"
         } else if mine > 0 {
             do {
                 guard let logged, logged.sequence == mine else { state.nextSetupAttempt = now; return }
-                if let why = Self.disagreement(record: try journal.record(mine).payload, logged: logged.bytes, seq: mine) {
-                    state.broken = why
+                guard let why = Self.disagreement(record: try journal.record(mine).payload, logged: logged.bytes, seq: mine) else {
+                    beginConsuming(after: mine, last: last, state, now: now)
+                    wantCheck(from: mine, state)
+                    return
                 }
+                state.startProblem = why
             } catch {
-                state.broken = "cannot read journal record \(mine) to check it against the replicated log: \(error)"
+                stop("cannot read journal record \(mine) to check it against the replicated log: \(error)", state)
+                return
             }
-        }
-        if let broken = state.broken {
-            log("trades: replicated trading STOPPED: \(broken)")
+        } else {
+            beginConsuming(after: 0, last: last, state, now: now)
             return
         }
+        log("trades: \(state.startProblem); reading the journal's last records back against the log")
+        state.startLast = last
+        check(max(1, mine - min(mine, ReplicatedState.checkWindow) + 1)...mine, atStart: true, state)
+    }
+
+    /// Starts applying the log after `mine`; submissions are taken once it has applied through `last`.
+    private func beginConsuming(after mine: UInt64, last: UInt64, _ state: ReplicatedState, now: Int64) {
         state.applied = mine
         state.resolvedThrough = min(state.resolvedThrough, mine)
-        state.logKnownThrough = max(state.logKnownThrough, last)
         state.fillAskedThrough = mine
         state.consumerPending = true
         state.replicator.consume(from: mine + 1)
@@ -257,22 +310,150 @@ extension TradeService {
         log("trades: replicated log \(state.replicator.config.stream) at \(last) on \(state.replicator.connectedURL); journal at \(mine); catching up")
     }
 
+    private func stop(_ why: String, _ state: ReplicatedState) {
+        state.broken = why
+        log("trades: replicated trading STOPPED: \(why)")
+    }
+
+    // MARK: Checking what was applied against the log
+
+    /// Asks for the records from `seq` (less the check window) to the last applied to be read back against the log.
+    func wantCheck(from seq: UInt64, _ state: ReplicatedState) {
+        let from = seq > ReplicatedState.checkWindow ? seq - ReplicatedState.checkWindow + 1 : 1
+        state.checkWanted = min(state.checkWanted ?? from, from)
+    }
+
+    private func check(_ range: ClosedRange<UInt64>, atStart: Bool, _ state: ReplicatedState) {
+        state.checkToken += 1
+        state.checking = (range, state.checkToken, atStart)
+        state.replicator.check(range, token: state.checkToken)
+    }
+
+    /// Starts a wanted check once consuming (it reads back durable records only).
+    private func startCheck(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
+        guard let from = state.checkWanted, state.checking == nil, state.caughtUpAt != nil, state.broken == nil,
+              state.rollBackTo == nil, journal.failure == nil, now >= state.nextCheck else { return }
+        let through = min(state.applied, journal.durableSequence)
+        guard from <= through else { return }   // not yet durable: asked again next step
+        state.checkWanted = nil
+        check(from...through, atStart: false, state)
+    }
+
+    /// One message read back: the first that is not what the journal holds at its sequence decides.
+    private func checked(_ seq: UInt64, _ bytes: [UInt8]?, _ token: UInt64, _ state: ReplicatedState, _ journal: Journal) {
+        guard let c = state.checking, c.token == token, c.range.contains(seq) else { return }
+        let why: String?
+        do {
+            let record = try journal.record(seq).payload
+            why = bytes.map { Self.disagreement(record: record, logged: $0, seq: seq) }
+                ?? "journal record \(seq) is not in the replicated log (it ends before it)"
+        } catch {
+            stop("cannot read journal record \(seq) to check it against the replicated log: \(error)", state)
+            state.checking = nil
+            return
+        }
+        guard let why else { return }
+        state.checking = nil
+        if seq > c.range.lowerBound {
+            // The record before agrees: everything after it is applied again from the log.
+            log("trades: \(why): the replicated log no longer holds what this daemon applied from \(seq) on; rolling the journal back to \(seq - 1)")
+            state.rollBackTo = seq - 1
+        } else if c.range.lowerBound > 1 && journal.durableSequence - c.range.lowerBound < ReplicatedState.maxCheckBack {
+            let from = c.range.lowerBound > ReplicatedState.checkWindow * 4 ? c.range.lowerBound - ReplicatedState.checkWindow * 4 : 1
+            check(from...c.range.lowerBound, atStart: c.atStart, state)
+        } else {
+            stop(c.atStart ? state.startProblem : "\(why), and so does every record checked before it", state)
+        }
+    }
+
+    private func checkDone(_ range: ClosedRange<UInt64>, complete: Bool, _ token: UInt64, _ state: ReplicatedState,
+                           _ router: ZMQSocket, _ journal: Journal, now: Int64) {
+        guard let c = state.checking, c.token == token else { return }
+        state.checking = nil
+        if !complete {
+            // The cluster stopped answering (an election): the same check again in a second.
+            state.nextCheck = now + 1_000_000_000
+            if c.atStart { state.nextSetupAttempt = state.nextCheck } else { state.checkWanted = min(state.checkWanted ?? range.lowerBound, range.lowerBound) }
+        } else if c.atStart {
+            // Every record read back agrees (the log's end moved on meanwhile): consume after the journal.
+            beginConsuming(after: journal.durableSequence, last: max(state.startLast, journal.durableSequence), state, now: now)
+        } else if state.checkWanted == nil {
+            // The journal is the log's: the answers held for the check are given from it.
+            let held = state.held
+            state.held.removeAll()
+            for (slot, seq) in held { resolve(slot, at: seq, state, router, journal, checked: true) }
+        }
+    }
+
     /// Why a journal record is not the decision on the log's message at the same sequence (nil: it is).
     static func disagreement(record: [UInt8], logged: [UInt8], seq: UInt64) -> String? {
         guard let d = TradeWire.decodeDecision(record) else {
             return "journal record \(seq) is not a replicated decision record: this journal was not written from a replicated log"
         }
-        guard let m = TradeWire.decodeSequenced(logged) else { return nil }   // an undecodable message is recorded as refused
+        guard let m = TradeWire.decodeSequenced(logged) else {
+            // An undecodable message is recorded as refused, with no request.
+            return d.request.trader.isEmpty && d.request.clientOrderID.isEmpty ? nil
+                : "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (not a trade request): the journal and the log differ"
+        }
         guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8 else {
             return "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (\(m.request.trader)/\(m.request.clientOrderID)): the journal and the log differ"
         }
         return nil
     }
 
-    /// After the journal was reopened (a full disk came back): the records after its durable end are applied
-    /// again from the log.
+    /// Cuts the journal back to `keep` (the log no longer holds, at the sequences that follow, what this daemon
+    /// applied), reopens it and applies the log again from there. The trades accepted in the cut records go back
+    /// into the log under their ids: the log drops as duplicates those it still holds and takes again any it lost,
+    /// so nothing acknowledged is lost (its sequence may change). The cut records stay in `journal/quarantine/`.
+    func rollBackReplicated(to keep: UInt64) {
+        guard let state = replicated, let journal, let index = retryIndex else { return }
+        state.rollBackTo = nil
+        try? journal.waitDurable(state.applied)
+        let end = journal.durableSequence
+        var from = keep + 1, cut: [(bytes: [UInt8], msgId: String)] = []
+        while from <= end, let batch = try? journal.records(from: from, limit: 1_024), let last = batch.last {
+            for r in batch {
+                guard let d = TradeWire.decodeDecision(r.payload), case .accepted = d.decision else { continue }
+                cut.append((TradeWire.encodeSequenced(d.request, receivedNanos: r.eventTime.rawValue, markE8: d.markE8, origin: d.origin),
+                            Self.msgId(d.request)))
+            }
+            from = last.seq + 1
+        }
+        journal.close()
+        let directory = dataDirectory + "/journal"
+        do {
+            let moved = try Journal.rollBack(directory: directory, through: keep)
+            let reopened = try recover(index)
+            self.journal = reopened
+            replicationResumed(reopened)
+            state.republish += cut
+            for (slot, seq) in state.held { state.bySeq[seq, default: []].append(slot) }
+            state.held.removeAll()
+            count { $0.rollbacks += 1 }
+            log("trades: journal rolled back from \(end) to \(keep) (records \(keep + 1)…\(end) kept in journal/quarantine/: \(moved.joined(separator: ", "))); \(cut.count) accepted trade(s) from them go back into the log under their ids")
+        } catch {
+            stop("rolling the journal back to \(keep) failed: \(error)", state)
+            if let reopened = try? recover(index) { self.journal = reopened }
+        }
+    }
+
+    /// Puts the cut trades back into the log, as many as it has room for now.
+    private func republishCut(_ state: ReplicatedState) {
+        var sent = 0
+        for item in state.republish {
+            do { try state.replicator.publish(item.bytes, msgId: item.msgId) } catch { break }
+            sent += 1
+        }
+        if sent > 0 { state.republish.removeFirst(sent) }
+    }
+
+    /// After the journal was reopened (a full disk came back, or a rollback): the records after its durable end
+    /// are applied again from the log.
     func replicationResumed(_ journal: Journal) {
         guard let state = replicated else { return }
+        state.checking = nil
+        state.checkWanted = nil
+        state.applied = journal.durableSequence
         state.caughtUpAt = nil
         state.setupPending = false
         state.nextSetupAttempt = 0
@@ -284,7 +465,15 @@ extension TradeService {
 
     /// Applies the log's message `seq` (and any before it this daemon has not applied): one decision record.
     private func apply(_ seq: UInt64, _ time: Int64, _ bytes: [UInt8], _ state: ReplicatedState, _ journal: Journal) {
-        guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil, seq > state.applied else { return }
+        guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil else { return }
+        guard seq > state.applied else {
+            // Delivered again (a consumer replaced): it must still be what was applied at that sequence.
+            if seq + ReplicatedState.checkWindow > state.applied, seq <= journal.durableSequence,
+               let record = try? journal.record(seq).payload, Self.disagreement(record: record, logged: bytes, seq: seq) != nil {
+                wantCheck(from: seq, state)
+            }
+            return
+        }
         state.logKnownThrough = max(state.logKnownThrough, seq)
         guard seq == state.applied + 1 else {
             // A hole (two consumers' deliveries interleaved, or one recreated mid-way): read the missing messages,
@@ -380,7 +569,9 @@ extension TradeService {
     }
 
     /// Answers one waiting trade from the decision recorded at `seq` (the log message that carried its id).
-    private func resolve(_ slot: ReplicatedState.Slot, at seq: UInt64, _ state: ReplicatedState, _ router: ZMQSocket, _ journal: Journal) {
+    /// `checked`: a check since found the journal as the log (the answer is given from it as it is).
+    private func resolve(_ slot: ReplicatedState.Slot, at seq: UInt64, _ state: ReplicatedState, _ router: ZMQSocket, _ journal: Journal,
+                         checked: Bool = false) {
         let r = slot.request
         let recorded: (TradeWire.Decision, TradeRequest)?
         if let d = state.decisions[seq] { recorded = d } else {
@@ -388,6 +579,26 @@ extension TradeService {
         }
         guard let (decision, original) = recorded else {
             return settle(slot, .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "cannot read the decision at seq \(seq); resend the same id")), router)
+        }
+        guard original.trader == r.trader, original.clientOrderID == r.clientOrderID else {
+            // The log says this id is at `seq` and the journal holds another there: they differ (the log replaced
+            // a message after this daemon applied it). The answer waits for the check and its rollback.
+            if checked {
+                return settle(slot, .reject(clientOrderID: r.clientOrderID, RejectReason(.replicationUnavailable, "the replicated log and this daemon's journal differ at seq \(seq); resend the same id")), router)
+            }
+            log("trades: the replicated log holds \(Self.msgId(r)) at \(seq) but the journal holds \(Self.msgId(original)) there; checking the journal against the log")
+            state.held.append((slot, seq))
+            wantCheck(from: seq, state)
+            return
+        }
+        if !checked, case .duplicate(let first) = decision, !slot.logDuplicate, let at = try? journal.record(first).knownTime,
+           Nanos.now().rawValue - at.rawValue < Int64(state.replicator.config.duplicateWindowSeconds) * 1_000_000_000 - 5_000_000_000 {
+            // The log took this id as new although the journal holds it from `first`, well inside the log's
+            // duplicate window: the log no longer holds it there. The answer waits for the check and its rollback.
+            log("trades: the replicated log took \(Self.msgId(r)) as new at \(seq) but the journal holds it from \(first); checking the journal against the log")
+            state.held.append((slot, seq))
+            wantCheck(from: first, state)
+            return
         }
         let reply: TradeReply
         switch decision {
@@ -453,6 +664,11 @@ extension TradeService {
     /// end now and then (the other daemon's trades). Nothing here waits for the cluster.
     private func watchProgress(_ state: ReplicatedState, _ journal: Journal, now: Int64) {
         guard state.caughtUpAt != nil, state.broken == nil, journal.failure == nil else { return }
+        if now - state.lastAsk >= ReplicatedState.askNanos {
+            state.lastAsk = now
+            state.appliedAtAsk = state.applied
+            state.replicator.askLastSequence()
+        }
         if state.applied != state.progressCheck.applied {
             state.progressCheck = (state.applied, now)
             return
@@ -471,10 +687,8 @@ extension TradeService {
                 state.consumerPending = true
                 state.replicator.consume(from: state.applied + 1)
                 count { $0.consumerRestarts += 1 }
+                wantCheck(from: state.applied, state)
             }
-        } else if now - state.lastAsk >= ReplicatedState.askNanos {
-            state.lastAsk = now
-            state.replicator.askLastSequence()
         }
     }
 }

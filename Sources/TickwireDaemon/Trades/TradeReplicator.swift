@@ -42,8 +42,12 @@ final class TradeReplicator: @unchecked Sendable {
         case streamReady(last: UInt64, atJournalEnd: JetStream.StoredMessage?)
         /// Setting the stream up, or a consumer, failed.
         case setupFailed(String)
-        /// The stream's last sequence, as asked.
-        case lastSequence(UInt64)
+        /// The stream's last sequence and the server leading it, as asked.
+        case lastSequence(UInt64, leader: String?)
+        /// The log's message at `sequence` as read back by `check` (nil: the log holds none there).
+        case checked(sequence: UInt64, bytes: [UInt8]?, token: UInt64)
+        /// A `check` ended: every sequence of `range` was read (`complete`), or the cluster stopped answering.
+        case checkDone(range: ClosedRange<UInt64>, complete: Bool, token: UInt64)
         /// A consumer asked for with `consume` delivers now (or could not be made: `.setupFailed` came first).
         case consumerDone(started: Bool)
         /// A `fill` ended (all read, or the cluster stopped answering).
@@ -60,6 +64,8 @@ final class TradeReplicator: @unchecked Sendable {
     /// Every call that waits for the cluster (creating the stream or a consumer, reading a message) runs here,
     /// never on the trade service's thread, which must keep answering while the cluster elects or is gone.
     private let control = DispatchQueue(label: "tickwire.trades.replication")
+    /// Reading the log back to check it (`check`) has a queue of its own: a long check never delays a fill.
+    private let checking = DispatchQueue(label: "tickwire.trades.replication.check")
     /// Publishes not yet answered, counted here so that a stalled cluster refuses at once instead of stalling
     /// the service thread in libnats' wait for room.
     private let unanswered = Locked(0)
@@ -132,10 +138,32 @@ final class TradeReplicator: @unchecked Sendable {
         }
     }
 
-    /// Posts the stream's last sequence (nothing when the cluster does not answer).
+    /// Posts the stream's last sequence and leader (nothing when the cluster does not answer).
     func askLastSequence() {
         control.async { [self] in
-            if let last = try? jetStream.streamInfo(config.stream).lastSequence { post(.lastSequence(last)) }
+            if let info = try? jetStream.streamInfo(config.stream) { post(.lastSequence(info.lastSequence, leader: info.leader)) }
+        }
+    }
+
+    /// Reads `range` of the log back by sequence, for the service to compare with what it applied: posts each
+    /// message (or that the log holds none there), then `.checkDone`. Stops at the first read the cluster does
+    /// not answer (an election): an unanswered read says nothing about the log's contents. Everything posted
+    /// carries `token`.
+    func check(_ range: ClosedRange<UInt64>, token: UInt64) {
+        checking.async { [self] in
+            for seq in range {
+                do throws(NATSError) {
+                    let m = try jetStream.message(stream: config.stream, sequence: seq)
+                    post(.checked(sequence: seq, bytes: m.bytes, token: token))
+                } catch {
+                    guard error.isNotFound else {
+                        post(.checkDone(range: range, complete: false, token: token))
+                        return
+                    }
+                    post(.checked(sequence: seq, bytes: nil, token: token))
+                }
+            }
+            post(.checkDone(range: range, complete: true, token: token))
         }
     }
 
@@ -211,6 +239,7 @@ final class TradeReplicator: @unchecked Sendable {
     func close() {
         stopConsuming()
         control.sync {}
+        checking.sync {}
         connection.close()
     }
 }

@@ -92,8 +92,9 @@ public final class TradeService: @unchecked Sendable {
         public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
         /// Times the journal stopped on a failure (a full disk), and times it was reopened once writes worked again.
         public var journalFailures = 0, journalResumes = 0
-        /// Replicated trading: times the log's consumer was restarted after it stalled.
-        public var consumerRestarts = 0
+        /// Replicated trading: times the log's consumer was restarted after it stalled, and times the journal was
+        /// rolled back because the log no longer held what had been applied from it.
+        public var consumerRestarts = 0, rollbacks = 0
     }
     /// How often a stopped journal's directory is probed for writes working again.
     static let resumeProbeNanos: Int64 = 1_000_000_000
@@ -260,7 +261,7 @@ public final class TradeService: @unchecked Sendable {
     /// journal reads whole only those segments, and verifies the rest behind), inserts the replayed trades' keys
     /// and rebuilds `state`. A checkpoint the journal no longer backs (cut back since) or an index ahead of the
     /// journal means a full replay instead.
-    private func recover(_ index: RetryIndex) throws(JournalError) -> Journal {
+    func recover(_ index: RetryIndex) throws(JournalError) -> Journal {
         let directory = dataDirectory + "/journal"
         let claimed = config.state.map { StateCheckpoint.claimedSeq(journalDirectory: directory, name: $0.name) ?? 0 } ?? .max
         /// Opens replaying from `from`; keeps the trades after `stateAfter` for `state`.
@@ -353,6 +354,7 @@ public final class TradeService: @unchecked Sendable {
             let now = Nanos.now().rawValue
             if replicated != nil {
                 replicationStep(router, journal, now: now)
+                if let keep = replicated?.rollBackTo { rollBackReplicated(to: keep) }
             } else {
                 acknowledgeDurable(router, journal)
             }
