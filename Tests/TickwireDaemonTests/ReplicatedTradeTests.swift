@@ -25,11 +25,12 @@ import TickwireZMQ
 
         /// - Parameter risk: keys of `[risk.default]` beside the price collar, which is off (the simulator's prices
         ///   are not the tests').
+        /// - Parameter dataDirectories: a node's data directory where one is given (a small file system).
         init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000, duplicateWindow: Int = 120,
-             nodes: Int = 2, trades: String = "", startBoth: Bool = true) throws {
+             nodes: Int = 2, trades: String = "", startBoth: Bool = true, dataDirectories: [Int: String] = [:]) throws {
             self.cluster = cluster
             let names = ["a", "b", "c"].prefix(nodes)
-            dirs = names.map { temporaryDirectory("pair-\($0)") }
+            dirs = names.enumerated().map { dataDirectories[$0.offset] ?? temporaryDirectory("pair-\($0.element)") }
             tradePorts = names.map { _ in freePort() }
             pubPorts = names.map { _ in freePort() }
             daemons = names.map { _ in nil }
@@ -549,6 +550,59 @@ extension ReplicatedTradeTests {
         let lost = Set(ledger.acked.filter { $0.value > 7 && $0.key.hasPrefix("x") }.map(\.key))
         try Self.checkJournals(pair, ledger, resequenced: lost)
         for i in 0..<2 { #expect(pair.logs(i).contains("to 7 (records 8…"), "node \(i): \(pair.logs(i).suffix(2_000))") }
+    }
+
+    /// A damaged sector in the middle of one daemon's journal: in a pair the log holds every acknowledged record,
+    /// so that daemon cuts its journal back to the last good record at start (a copy in quarantine), applies the
+    /// log again, and ends with the same journal as the other; no operator is needed.
+    @Test func aDamagedJournalInAPairIsRepairedFromTheLog() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        #expect(Self.submit((0..<30).map { Self.trade("d\($0)") }, through: pair, ledger: ledger).count == 30)
+        pair.stop()
+        let journal = pair.dirs[0] + "/journal"
+        let victim = try #require(try JournalAudit.show(directory: journal, seq: 12))
+        let handle = try #require(FileHandle(forUpdatingAtPath: journal + "/" + victim.segment))
+        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
+        let byte = try #require(try handle.read(upToCount: 1)).first!
+        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
+        try handle.write(contentsOf: [byte ^ 0x40])
+        try handle.close()
+        #expect(!(try JournalAudit.verify(directory: journal)).ok)
+        try pair.start(0)
+        try pair.start(1)
+        #expect(Self.submit([Self.trade("after")], through: pair, ledger: ledger).count == 1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+        #expect(pair.logs(0).contains("journal: DAMAGE at record seq 12"), "\(pair.logs(0).suffix(2_000))")
+        #expect(!((try? FileManager.default.contentsOfDirectory(atPath: journal + "/quarantine")) ?? []).isEmpty)
+    }
+
+    /// One daemon's disk fills while clients trade through both: it refuses at once (the clients go on through
+    /// the other), acknowledges nothing it has not journaled, and once the disk has room again it applies what
+    /// the log took meanwhile and ends with the same journal as the other.
+    @Test func aFullDiskOnOneDaemonLosesNothingAndItCatchesUpAfter() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        try withTmpfs(size: "256m") { disk in
+            let cluster = try NATSCluster(size: 3)
+            try FileManager.default.createDirectory(atPath: disk.path + "/a", withIntermediateDirectories: true)
+            let pair = try Pair(cluster: cluster, dataDirectories: [0: disk.path + "/a"])
+            let ledger = Ledger()
+            #expect(Self.submit((0..<20).map { Self.trade("before\($0)") }, through: pair, ledger: ledger).count == 20)
+            let filler = disk.path + "/filler"
+            try fill(filler, leavingFree: 64 << 10)
+            // Enough trades to need more than the room left (each decision record is ~200 bytes).
+            let during = (0..<2_000).map { Self.trade("full\($0)") }
+            #expect(Self.submit(during, through: pair, ledger: ledger).count == during.count)
+            #expect(pair.logs(0).contains("journal: stopped on"), "\(pair.logs(0).suffix(2_000))")
+            try FileManager.default.removeItem(atPath: filler)
+            #expect(Self.submit((0..<20).map { Self.trade("after\($0)") }, through: pair, ledger: ledger).count == 20)
+            pair.stop()
+            try Self.checkJournals(pair, ledger)
+            #expect(pair.logs(0).contains("resumed at seq"), "\(pair.logs(0).suffix(2_000))")
+        }
     }
 
     @Test func aJournalAheadOfTheLogStopsTradingWithAReason() throws {

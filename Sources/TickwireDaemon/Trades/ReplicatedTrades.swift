@@ -145,6 +145,10 @@ extension TradeService {
             }
             message.clientOrderIDs[index] = request.clientOrderID
             if let broken = state.broken { reject(RejectReason(.replicationUnavailable, "not recorded: \(broken)")); continue }
+            if let failure = journal.failure {
+                reject(RejectReason(.replicationUnavailable, "not recorded: this daemon's journal stopped (\(failure)); send it through the other daemon"))
+                continue
+            }
             guard state.ready else {
                 let why = state.caughtUpAt.map { "this daemon is catching up with the replicated log (at \(state.applied) of \($0))" }
                     ?? "the replicated log is not reachable (\(state.lastSetupError.isEmpty ? "connecting" : state.lastSetupError))"

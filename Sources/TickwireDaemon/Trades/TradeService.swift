@@ -212,7 +212,16 @@ public final class TradeService: @unchecked Sendable {
         }
         retryIndex = index
         if let why = index.rebuiltReason { log("trades: retry index made anew (\(why)); rebuilding it from the journal") }
-        do { journal = try recover(index) } catch { throw TradeServiceError.journal(error) }
+        do { journal = try recover(index) } catch .corrupt(let damage) where config.replication != nil {
+            // In a replicated pair the log holds every record this journal acknowledged (an acknowledgement waits
+            // for the log's), so damage is repaired from it: cut back to the last good record, apply the log again.
+            log("journal: DAMAGE at \(damage); the replicated log holds every record: cutting the journal back to the last good record (copies in journal/quarantine/) and applying the log again from there")
+            var cut = options
+            cut.onCorruption = .truncate
+            journalOptions = cut
+            defer { journalOptions = options }
+            do { journal = try recover(index) } catch { throw TradeServiceError.journal(error) }
+        } catch { throw TradeServiceError.journal(error) }
         if let r = journal!.recovery.skippedCorruption { log("journal: skipped damage (operator's choice): \(r)") }
         if journal!.recovery.truncatedBytes > 0 { log("journal: cut a torn tail of \(journal!.recovery.truncatedBytes) bytes (never acknowledged)") }
 
