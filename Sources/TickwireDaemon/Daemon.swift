@@ -215,6 +215,7 @@ public final class Daemon: @unchecked Sendable {
             let lease = MarketDataLease(lc, log: { [logger] in logger.notice("\($0)") })
             lease.start()
             self.lease = lease
+            natsPublisher?.holdsLease = { lease.isActive() }
         }
         publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
         consumers.append(publisherConsumer)
@@ -419,6 +420,8 @@ public final class Daemon: @unchecked Sendable {
         let takeover = subjects.intern(text: "SYS.TAKEOVER")
         while true {
             for t in lease?.takeTakeovers() ?? [] {
+                // What this daemon published before it last lost the lease is older than the other's since.
+                if publisher.snapshotValues != nil { publisher.snapshotValues = PublishedLastValues() }
                 publisher.send(Event(subjectID: takeover, kind: .gap, flags: 2, eventTime: Nanos(t.to), knownTime: .now(),
                                      a: t.from, b: t.to))
             }
@@ -434,7 +437,7 @@ public final class Daemon: @unchecked Sendable {
                 publisher.send(event)
             }
             if n > 0 { publisher.natsHandoff?.wakeConsumer() }
-            if publisher.snapshotSocket != nil { publisher.serveSnapshots() }
+            if publisher.snapshotSocket != nil { publisher.serveSnapshots(standby: lease.map { !$0.isActive() } ?? false) }
             if n < 0 { break }
         }
         publisher.natsHandoff?.close()

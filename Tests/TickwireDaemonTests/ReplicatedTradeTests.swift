@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TickwireClient
 import TickwireCore
 import TickwireJournal
 import TickwireNATS
@@ -27,7 +28,8 @@ import TickwireZMQ
         ///   are not the tests').
         /// - Parameter dataDirectories: a node's data directory where one is given (a small file system).
         init(cluster: NATSCluster, risk: String = "", ackTimeoutMs: Int = 10_000, duplicateWindow: Int = 120,
-             nodes: Int = 2, trades: String = "", startBoth: Bool = true, dataDirectories: [Int: String] = [:]) throws {
+             nodes: Int = 2, trades: String = "", startBoth: Bool = true, dataDirectories: [Int: String] = [:],
+             publishNATS: Bool = false) throws {
             self.cluster = cluster
             let names = ["a", "b", "c"].prefix(nodes)
             dirs = names.enumerated().map { dataDirectories[$0.offset] ?? temporaryDirectory("pair-\($0.element)") }
@@ -41,6 +43,7 @@ import TickwireZMQ
                 log_level = "notice"
                 [publish]
                 endpoint = "tcp://127.0.0.1:\(pubPorts[i])"
+                \(publishNATS ? "[publish.nats]\nservers = \"\(cluster.urls)\"" : "")
                 [metrics]
                 endpoint = "127.0.0.1:\(freePort())"
                 [trades]
@@ -652,6 +655,44 @@ extension ReplicatedTradeTests {
         }
         if let s = since { periods.append(s...(kills.first { $0 >= s } ?? Int64.max)) }
         return periods
+    }
+
+    /// Both daemons publish market data to NATS when they hold the lease: a late joiner's snapshot request is
+    /// answered by the holder alone (two answers would interleave their chunks), and after the holder dies the
+    /// other answers, with what it published since it took over.
+    @Test func onlyTheLeaseholderAnswersSnapshotRequests() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, trades: "md_lease_ms = 1200", publishNATS: true)
+        let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        defer { conn.close() }
+        /// The first chunks of every answer to one request for everything, within two seconds.
+        func answers() throws -> [(count: Int, entries: Int)] {
+            let inbox = "_INBOX.snapshot-test.\(UInt32.random(in: 0...UInt32.max))"
+            let sub = try conn.subscribeSync(inbox)
+            defer { sub.unsubscribe() }
+            try conn.publish(subject: SnapshotCodec.requestSubject, bytes: Array("MD.>".utf8), reply: inbox)
+            var firsts: [(Int, Int)] = []
+            let until = Date().addingTimeInterval(2)
+            while Date() < until, let chunk = sub.next(timeoutMs: 200, { $0.bytes }) {
+                if let c = SnapshotCodec.decode(chunk: chunk), c.index == 0 { firsts.append((c.count, c.entries.count)) }
+            }
+            return firsts
+        }
+        var first: [(count: Int, entries: Int)] = []
+        try retrying(seconds: 30) {
+            first = try answers()
+            guard first.first.map({ $0.entries > 0 }) == true else { throw POSIXError(.EAGAIN) }
+        }
+        #expect(first.count == 1, "answers to one request: \(first.count)")
+        let holder = pair.logs(0).contains("ACTIVE") && !pair.logs(1).contains("ACTIVE") ? 0 : (pair.logs(1).contains("ACTIVE") ? 1 : 0)
+        pair.kill9(holder)
+        var after: [(count: Int, entries: Int)] = []
+        try retrying(seconds: 30) {
+            after = try answers()
+            guard after.first.map({ $0.entries > 0 }) == true else { throw POSIXError(.EAGAIN) }
+        }
+        #expect(after.count == 1, "answers to one request after the takeover: \(after.count)")
     }
 
     /// Both daemons race for the market-data lease (started together, again and again, and the holder killed):

@@ -45,6 +45,13 @@ final class NATSPublisher: @unchecked Sendable {
     private let requests: NATSSyncSubscription
     let snapshotsServed = Atomic<UInt64>(0)
     let snapshotRequestsMalformed = Atomic<UInt64>(0)
+    /// Active/active: whether this daemon holds the market-data lease (nil: it always publishes). Only the holder
+    /// answers snapshot requests: two answers to one request would interleave their chunks, and the standby's
+    /// values carry another publisher's sequences.
+    var holdsLease: (@Sendable () -> Bool)?
+    /// A takeover notice starts the values afresh: what this daemon published before it last lost the lease is
+    /// older than what the other published since.
+    private let takeoverID: SubjectID
 
     /// Connects to the cluster. With `required`, no server reachable is an error; without, the daemon starts
     /// anyway, says so, and keeps trying in the background (what it cannot send meanwhile is counted and reported).
@@ -83,6 +90,7 @@ final class NATSPublisher: @unchecked Sendable {
             connection = try NATSConnection(options)
         }
         requests = try connection.subscribeSync(SnapshotCodec.requestSubject)
+        takeoverID = subjects.intern(text: "SYS.TAKEOVER")
     }
 
     deinit {
@@ -111,6 +119,7 @@ final class NATSPublisher: @unchecked Sendable {
         let (subject, stream) = entry(id)
         let seq = UInt64(littleEndian: payload.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         tracker.arrived(stream: stream, seq: seq)
+        if id == takeoverID { lastValues = PublishedLastValues() }
         lastValues.update(id, payload)
         if connection.tryPublish(subject: subject, bytes: payload) {
             sent.add(1, ordering: .relaxed)
@@ -146,7 +155,9 @@ final class NATSPublisher: @unchecked Sendable {
     /// Answers the snapshot requests waiting now, each with what this thread has published so far: a subscriber
     /// that subscribed before asking gets every later message live, and stitches by `subject_seq`.
     private func serveSnapshots() {
+        let answering = holdsLease?() ?? true
         while let request = requests.next(timeoutMs: 0, { m in (m.reply, String(decoding: m.bytes, as: UTF8.self)) }) {
+            guard answering else { continue }   // the leaseholder answers
             guard let reply = request.0 else { snapshotRequestsMalformed.add(1, ordering: .relaxed); continue }
             var patterns: [SubjectPattern] = []
             for text in request.1.split(whereSeparator: { $0 == " " || $0 == "\n" }) {

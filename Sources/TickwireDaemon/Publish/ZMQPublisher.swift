@@ -77,7 +77,9 @@ final class ZMQPublisher {
     }
 
     /// Answers the snapshot requests waiting now with what this thread has sent so far (call between batches).
-    func serveSnapshots() {
+    /// - Parameter standby: this daemon does not hold the market-data lease (active/active): it answers with no
+    ///   values, as it publishes none.
+    func serveSnapshots(standby: Bool = false) {
         guard let socket = snapshotSocket, let values = snapshotValues else { return }
         while let request = try? socket.receiveMultipart(dontWait: true) {
             let text = String(decoding: request.first ?? [], as: UTF8.self)
@@ -86,7 +88,7 @@ final class ZMQPublisher {
                 guard let p = try? SubjectPattern(String(t)) else { patterns = []; break }
                 patterns.append(p)
             }
-            let chunks = patterns.isEmpty ? SnapshotCodec.chunks([]) : values.snapshot(matching: patterns, subjects: subjects)
+            let chunks = patterns.isEmpty || standby ? SnapshotCodec.chunks([]) : values.snapshot(matching: patterns, subjects: subjects)
             _ = try? socket.sendMultipart(chunks)
         }
     }
