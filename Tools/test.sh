@@ -46,4 +46,4 @@ bounded() {
 }
 
 bounded 2400 swift test || exit $?
-bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireRiskTests|TickwireJournalTests|TickwireNATSTests|HubTests|RelaySourceTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests|MonitorFeedTests' || exit $?
+bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireRiskTests|TickwireJournalTests|TickwireNATSTests|HubTests|RelaySourceTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests|MonitorFeedTests|NATSLossTrackerTests' || exit $?
