@@ -80,6 +80,10 @@ public final class Daemon: @unchecked Sendable {
     private let storeLost = Atomic<UInt64>(0)
     private let storeOutOfWindow = Atomic<UInt64>(0)
     private var trades: TradeService?
+    /// Accepted trades go to the ring through this, so an acknowledgement never waits for a ring slot.
+    private let tradeEvents = TradeEventForwarder()
+    /// Where the trade service listens (nil until `start`).
+    public var tradeServiceEndpoint: String? { trades?.boundEndpoint }
     private var lockFD: Int32 = -1
     public let gapSubject: SubjectID
     public let startedAt = Nanos.now()
@@ -178,16 +182,17 @@ public final class Daemon: @unchecked Sendable {
         let trades = TradeService(
             config: tradeConfig, dataDirectory: config.dataDirectory, context: context,
             log: { [logger] in logger.notice("\($0)") },
-            publish: { [ring, subjects] event, subject in
+            publish: { [forwarder = tradeEvents, subjects] event, subject in
                 var e = event
                 e.subjectID = subjects.intern(text: subject)
-                _ = ring.publish(e)
+                forwarder.push(e)
             })
         do { try trades.start() } catch {
             if case .bind(_, let e)? = error as? TradeServiceError, e.addressInUse { throw .endpointBusy(config.tradeEndpoint) }
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
+        spawn("trade-events") { [ring, tradeEvents] in tradeEvents.run(ring) }
         if config.tradeReplication != nil || natsPublisher != nil {
             let given = monitorPeers
             monitorPeers = { [unowned self] in given() + replicationPeers() + natsPeers() }
@@ -267,6 +272,7 @@ public final class Daemon: @unchecked Sendable {
     public func shutdown() {
         monitorPages?.stop()
         trades?.stop()
+        tradeEvents.close()
         lease?.stop()
         stop.raise()
         ring.close()

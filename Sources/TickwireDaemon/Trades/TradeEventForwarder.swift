@@ -1,0 +1,43 @@
+import Foundation
+import TickwireCore
+import TickwireRing
+
+/// Accepted trades on their way to the ring (market data, the store), off the trade service's thread.
+///
+/// The ring's `publish` waits while a blocking consumer (the store writer, the wire) is a full ring behind; the
+/// trade service appends here and goes on answering, so an acknowledgement never waits for a ring slot. This
+/// thread publishes in the order the service appended. Unbounded, as trades are few beside market data: the queue
+/// holds only what arrives while the ring is full.
+final class TradeEventForwarder: @unchecked Sendable {
+    private let queue = Locked<(events: [Event], closed: Bool)>(([], false))
+    private let ready = DispatchSemaphore(value: 0)
+
+    func push(_ event: Event) {
+        let wasEmpty = queue.withLock { q -> Bool in
+            q.events.append(event)
+            return q.events.count == 1
+        }
+        if wasEmpty { ready.signal() }
+    }
+
+    /// Publishes what is pushed until `close`, then what is left.
+    func run(_ ring: BroadcastRing) {
+        var batch: [Event] = []
+        while true {
+            ready.wait()
+            let closed = queue.withLock { q -> Bool in
+                swap(&batch, &q.events)
+                return q.closed
+            }
+            for e in batch { ring.publish(e) }
+            batch.removeAll(keepingCapacity: true)
+            if closed { return }
+        }
+    }
+
+    /// Ends `run` once what was pushed before is published (call after the trade service stopped).
+    func close() {
+        queue.withLock { $0.closed = true }
+        ready.signal()
+    }
+}
