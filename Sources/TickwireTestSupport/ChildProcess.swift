@@ -1,5 +1,6 @@
 import CTickwireSys
 import Foundation
+import TickwireCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,8 +14,8 @@ import Glibc
 public final class ChildProcess: @unchecked Sendable {
     public let pid: pid_t
     private let outPath: String, errPath: String
-    private let lock = NSLock()
-    private var status: Int32?
+    /// The exit status once reaped.
+    private let status = Locked<Int32?>(nil)
 
     /// - Parameters:
     ///   - executable: an absolute path (use `/usr/bin/env` to search PATH).
@@ -43,7 +44,7 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Reaps the child if it has exited; returns its status: the exit code, or 128 + the signal that ended it.
     private func reap() -> Int32? {
-        lock.withLock {
+        status.withLock { status in
             if let status { return status }
             var raw: Int32 = 0
             guard waitpid(pid, &raw, WNOHANG) == pid else { return nil }

@@ -432,7 +432,8 @@ public final class MetricsExport: @unchecked Sendable {
     public let registry: PrometheusCollectorRegistry
     private var counters: [String: Counter] = [:]
     private var gauges: [String: Gauge] = [:]
-    private let lock = NSLock()
+    /// Held while a render copies a snapshot in and reads the exposition out (two scrapes at once).
+    private let rendering = Locked(())
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) { self.registry = registry }
 
@@ -453,8 +454,10 @@ public final class MetricsExport: @unchecked Sendable {
 
     /// Copies a snapshot into the registry and returns the whole exposition.
     public func render(_ s: DaemonStatistics) -> String {
-        lock.lock()
-        defer { lock.unlock() }
+        rendering.withLock { _ in renderLocked(s) }
+    }
+
+    private func renderLocked(_ s: DaemonStatistics) -> String {
         gauge("tickwire_uptime_seconds", [], s.uptimeSeconds, "Seconds since the daemon started.")
         counter("tickwire_ring_published_total", [], s.published, "Events published into the broadcast ring.")
         gauge("tickwire_ring_capacity", [], Double(s.ringCapacity), "Slots in the broadcast ring.")

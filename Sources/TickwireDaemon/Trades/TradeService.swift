@@ -129,8 +129,7 @@ public final class TradeService: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private var running = false
-    let countersLock = NSLock()
-    var counts = Counters()
+    private let counts = Locked(Counters())
 
     /// The endpoint actually bound (a `*` port resolved), after `start`.
     public private(set) var boundEndpoint = ""
@@ -168,8 +167,8 @@ public final class TradeService: @unchecked Sendable {
     let replicationStatusBox = Locked<ReplicationStatus?>(nil)
     public var replicationStatus: ReplicationStatus? { replicationStatusBox.withLock { $0 } }
 
-    public var counters: Counters { countersLock.lock(); defer { countersLock.unlock() }; return counts }
-    func count(_ body: (inout Counters) -> Void) { countersLock.lock(); body(&counts); countersLock.unlock() }
+    public var counters: Counters { counts.withLock { $0 } }
+    func count(_ body: (inout Counters) -> Void) { counts.withLock { body(&$0) } }
 
     /// Loads or creates keys, opens and recovers the journal (rebuilding the retry map), starts the ZAP handler,
     /// binds the endpoint and starts serving.
