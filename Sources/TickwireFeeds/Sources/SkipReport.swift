@@ -1,4 +1,3 @@
-import Synchronization
 import TickwireCore
 
 /// Input a file source read to its end but could not use: an empty file, a file with no message in it.
@@ -23,7 +22,7 @@ public protocol SkipReporting: AnyObject {
 /// The first skipped error and the summary of a run, written by the source's thread when it returns and read
 /// by any thread afterwards.
 final class SkipLog: Sendable {
-    private let state = Mutex<String?>(nil)
+    private let state = Locked<String?>(nil)
     init() {}
     func set(_ summary: String?) { state.withLock { $0 = summary } }
     var summary: String? { state.withLock { $0 } }
