@@ -11,18 +11,23 @@ extension Journal {
     /// For a replica whose tail the log it follows did not keep (docs/ARCHITECTURE.md, "Replicated trades"): the
     /// log is the truth, the records after `seq` are applied again from it. Not for damage: that is
     /// `CorruptionPolicy.truncate`, an operator's decision.
+    /// - Parameter damage: where record `seq + 1` lies damaged (found by the verifier in a segment the open did
+    ///   not read): the cut is made there, without reading it.
     /// - Returns: the files quarantined (empty when the journal already ended at `seq`).
     @discardableResult
-    public static func rollBack(directory: String, through seq: UInt64) throws(JournalError) -> [String] {
+    public static func rollBack(directory: String, through seq: UInt64, damage: JournalCorruption? = nil) throws(JournalError) -> [String] {
         var options = JournalOptions()
         options.preExtendSegments = false
         let journal = try Journal(directory: directory, options: options, replayFrom: .max)
-        let (keep, cut): (JournalRecord?, JournalRecord)
+        let keep: JournalRecord?, cut: (segment: String, offset: Int64)
         do {
             defer { journal.close() }
             guard seq < journal.durableSequence else { return [] }
             keep = seq == 0 ? nil : try journal.record(seq)
-            cut = try journal.record(seq + 1)
+            if let damage { cut = (damage.segment, damage.offset) } else {
+                let next = try journal.record(seq + 1)
+                cut = (next.segment, next.offset)
+            }
         }
         let generation = try AckMark.read(directory: directory).mark?.generation ?? 0
         let names = try segmentNames(directory)

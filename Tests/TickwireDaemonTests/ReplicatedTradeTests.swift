@@ -608,6 +608,36 @@ extension ReplicatedTradeTests {
         }
     }
 
+    /// Damage in a segment that a checkpointed start did not read, found by the journal's verifier while the
+    /// daemon runs: in a pair the daemon cuts its journal back to the record before it and applies the log again,
+    /// and ends with the same journal as the other.
+    @Test func damageTheVerifierFindsWhileRunningIsRepairedFromTheLog() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        // Several 64 KiB segments, and a checkpoint at the stop, so that the next start reads only the last one.
+        #expect(Self.submit((0..<1_500).map { Self.trade("v\($0)") }, through: pair, ledger: ledger).count == 1_500)
+        pair.stop()
+        let journal = pair.dirs[0] + "/journal"
+        let victim = try #require(try JournalAudit.show(directory: journal, seq: 40))
+        #expect(victim.segment == JournalFormat.segmentName(firstSeq: 1))
+        let handle = try #require(FileHandle(forUpdatingAtPath: journal + "/" + victim.segment))
+        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
+        let byte = try #require(try handle.read(upToCount: 1)).first!
+        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
+        try handle.write(contentsOf: [byte ^ 0x40])
+        try handle.close()
+        try pair.start(0)
+        try pair.start(1)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && !pair.logs(0).contains("journal rolled back") { usleep(200_000) }
+        #expect(Self.submit([Self.trade("after")], through: pair, ledger: ledger).count == 1)
+        pair.stop()
+        try Self.checkJournals(pair, ledger)
+        #expect(pair.logs(0).contains("the journal's verifier found damage"), "\(pair.logs(0).suffix(3_000))")
+    }
+
     @Test func aJournalAheadOfTheLogStopsTradingWithAReason() throws {
         guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
         let cluster = try NATSCluster(size: 3)

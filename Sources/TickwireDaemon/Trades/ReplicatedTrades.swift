@@ -71,6 +71,9 @@ final class ReplicatedState {
     /// Set when the journal must be cut back to this sequence (the log no longer holds what follows it there):
     /// the service loop does it between steps.
     var rollBackTo: UInt64?
+    /// Where the record after `rollBackTo` lies damaged, when the rollback repairs damage the journal's verifier
+    /// found (the log holds every record after it: nothing goes back into the log).
+    var damage: JournalCorruption?
     /// Trades accepted in records a rollback cut, going back into the log under their ids (as many at a time as
     /// the cluster has room for).
     var republish: [(bytes: [UInt8], msgId: String)] = []
@@ -411,11 +414,13 @@ extension TradeService {
     /// so nothing acknowledged is lost (its sequence may change). The cut records stay in `journal/quarantine/`.
     func rollBackReplicated(to keep: UInt64) {
         guard let state = replicated, let journal, let index = retryIndex else { return }
+        let damage = state.damage
         state.rollBackTo = nil
+        state.damage = nil
         try? journal.waitDurable(state.applied)
         let end = journal.durableSequence
         var from = keep + 1, cut: [(bytes: [UInt8], msgId: String)] = []
-        while from <= end, let batch = try? journal.records(from: from, limit: 1_024), let last = batch.last {
+        while damage == nil, from <= end, let batch = try? journal.records(from: from, limit: 1_024), let last = batch.last {
             for r in batch {
                 guard let d = TradeWire.decodeDecision(r.payload), case .accepted = d.decision else { continue }
                 cut.append((TradeWire.encodeSequenced(d.request, receivedNanos: r.eventTime.rawValue, markE8: d.markE8, origin: d.origin),
@@ -426,7 +431,7 @@ extension TradeService {
         journal.close()
         let directory = dataDirectory + "/journal"
         do {
-            let moved = try Journal.rollBack(directory: directory, through: keep)
+            let moved = try Journal.rollBack(directory: directory, through: keep, damage: damage)
             let reopened = try recover(index)
             self.journal = reopened
             replicationResumed(reopened)
@@ -439,6 +444,15 @@ extension TradeService {
             stop("rolling the journal back to \(keep) failed: \(error)", state)
             if let reopened = try? recover(index) { self.journal = reopened }
         }
+    }
+
+    /// Damage the journal's verifier found in records written before this start: in a pair the log holds every
+    /// record after it, so the journal is cut back to the record before the damage and the log applied again.
+    func repairFromLog(_ damage: JournalCorruption) {
+        guard let state = replicated, state.rollBackTo == nil, state.broken == nil else { return }
+        log("trades: the journal's verifier found damage (\(damage)); the replicated log holds every record after it: rolling the journal back to \(damage.seq - 1)")
+        state.rollBackTo = damage.seq - 1
+        state.damage = damage
     }
 
     /// Puts the cut trades back into the log, as many as it has room for now.

@@ -200,8 +200,10 @@ public final class TradeService: @unchecked Sendable {
             userCallback?(seq)
         }
         let userDamage = options.onDamage
+        let replicatedMode = config.replication != nil
         options.onDamage = { [log] c in
-            log("journal: DAMAGE in records written before this start: \(c); trading goes on, run 'tickwire audit verify'")
+            log(!replicatedMode ? "journal: DAMAGE in records written before this start: \(c); trading goes on, run 'tickwire audit verify'"
+                : "journal: DAMAGE in records written before this start: \(c); repairing it from the replicated log")
             userDamage?(c)
         }
         journalOptions = options
@@ -362,6 +364,9 @@ public final class TradeService: @unchecked Sendable {
             let now = Nanos.now().rawValue
             if replicated != nil {
                 replicationStep(router, journal, now: now)
+                if let damage = journal.backgroundDamage, replicated?.damage == nil, replicated?.rollBackTo == nil {
+                    repairFromLog(damage)
+                }
                 if let keep = replicated?.rollBackTo { rollBackReplicated(to: keep) }
             } else {
                 acknowledgeDurable(router, journal)
