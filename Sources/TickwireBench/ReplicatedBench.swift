@@ -27,14 +27,16 @@ enum ReplicatedBench {
         func fresh() -> String { n += 1; let d = root + "/\(n)"; try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true); return d }
 
         var rounds: [[String: Any]] = []
-        var pairRates: [Double] = [], rawRates: [Double] = [], singleRates: [Double] = []
+        var pairRates: [Double] = [], rawRates: [Double] = [], floorRates: [Double] = [], singleRates: [Double] = []
         for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
             let raw = try rawPublisher(cluster, stream: "RAW\(round)", trades: trades, window: window * clients)
+            let floor = try rawPipeline(cluster, stream: "FLOOR\(round)", directory: fresh(), trades: trades, window: window * clients)
             let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients, batch: batch)
             let single = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
-            rawRates.append(raw.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
-            rounds.append(["raw_jetstream": raw.json, "pair": pair.json, "single_daemon": single.json,
-                           "pair_vs_raw": (pair.rate / raw.rate * 100).rounded() / 100])
+            rawRates.append(raw.rate); floorRates.append(floor.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
+            rounds.append(["raw_jetstream": raw.json, "raw_pipeline": floor.json, "pair": pair.json, "single_daemon": single.json,
+                           "pair_vs_raw": (pair.rate / raw.rate * 100).rounded() / 100,
+                           "pair_vs_raw_pipeline": (pair.rate / floor.rate * 100).rounded() / 100])
         }
         var report: BenchReport = ["suite": "replicated"]
         if !rounds.isEmpty {
@@ -44,6 +46,7 @@ enum ReplicatedBench {
             report["trades_per_client_message"] = batch
             report["rounds"] = rounds
             report["pair_vs_raw_jetstream_median"] = (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100
+            report["pair_vs_raw_pipeline_median"] = (median(zip(pairRates, floorRates).map { $0 / $1 }) * 100).rounded() / 100
             report["pair_vs_single_daemon_median"] = (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100
             report["goal"] = "pair >= 0.8x the raw JetStream async publisher's acknowledged rate, same messages, same window"
         }

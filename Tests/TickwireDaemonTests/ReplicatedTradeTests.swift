@@ -242,12 +242,20 @@ import TickwireZMQ
         let cluster = try NATSCluster(size: 3)
         let pair = try Pair(cluster: cluster)
         let ledger = Ledger()
-        _ = Self.submit([Self.trade("warm-up")], through: pair, ledger: ledger)   // both caught up and serving
         let ctx = ZMQContext()
         let clients = try pair.tradePorts.map {
             try TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: "tcp://127.0.0.1:\($0)")
         }
         defer { clients.forEach { $0.close() } }
+        // Both caught up and serving: each daemon acknowledges a trade of its own.
+        for (i, c) in clients.enumerated() {
+            let deadline = Date().addingTimeInterval(60)
+            var reply: TradeReply?
+            repeat {
+                reply = try c.submit(Self.trade("warm-up-\(i)"), timeoutMs: 15_000)
+                if case .ack(_, let seq, _)? = reply { ledger.ack("warm-up-\(i)", seq) } else { usleep(200_000) }
+            } while !(reply.map { if case .ack = $0 { true } else { false } } ?? false) && Date() < deadline
+        }
         for round in 0..<20 {
             let id = "same-\(round)"
             for c in clients { try c.send(Self.trade(id)) }
