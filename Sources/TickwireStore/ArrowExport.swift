@@ -48,15 +48,17 @@ public final class ArrowWriter: FrameSink {
         for (c, f) in fields.enumerated() {
             let nulls = batch.nullCount(c)
             body.node(length: batch.rows, nulls: nulls)
-            body.add(nulls > 0 ? ArrowWriter.bitmap(batch.valid[c]) : [UInt8]())
-            let v = batch.values[c]
+            body.add(nulls > 0 ? ArrowWriter.bitmap(batch.validity(c)) : [UInt8]())
+            let v = batch.column(c)
             switch f.type {
             case .text: body.add(v.map { Int32(truncatingIfNeeded: $0) })
             case .timestamp, .int64, .uint64, .float64: body.add(v)
             case .decimal:
                 // 128-bit two's complement, little-endian: the value, then its sign extended.
                 var wide = [Int64](repeating: 0, count: 2 * v.count)
-                for i in v.indices { wide[2 * i] = v[i]; wide[2 * i + 1] = v[i] >> 63 }
+                wide.withUnsafeMutableBufferPointer { w in
+                    for i in 0..<v.count { w[2 &* i] = v[i]; w[2 &* i &+ 1] = v[i] >> 63 }
+                }
                 body.add(wide)
             case .uint8: body.add(v.map { UInt8(truncatingIfNeeded: $0) })
             case .uint16: body.add(v.map { UInt16(truncatingIfNeeded: $0) })
@@ -132,24 +134,33 @@ public final class ArrowWriter: FrameSink {
     }
 
     /// A validity bitmap from one byte per row (1 valid).
-    static func bitmap(_ valid: [UInt8]) -> [UInt8] {
+    static func bitmap(_ valid: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         var bits = [UInt8](repeating: 0, count: (valid.count + 7) / 8)
         for (i, v) in valid.enumerated() where v != 0 { bits[i >> 3] |= 1 << UInt8(i & 7) }
         return bits
     }
 
-    /// A record batch body being laid out: its buffers (each padded to 8 bytes) and field nodes.
+    /// A record batch body being laid out: its buffers (each padded to 8 bytes, written straight from the arrays
+    /// they came in) and field nodes.
     struct Body {
-        private var pieces = [[UInt8]]()
+        private var pieces = [(bytes: Int, write: (ArrowWriter) throws -> Void)]()
         private var buffers = [UInt8](), nodes = [UInt8]()
         private var nodeCount = 0
         private(set) var length = 0
 
         mutating func add<T: FixedWidthInteger>(_ xs: [T]) {
-            let bytes = xs.withUnsafeBytes { Array($0) }
-            buffers.appendLE(Int64(length)); buffers.appendLE(Int64(bytes.count))
-            pieces.append(bytes)
-            length += (bytes.count + 7) / 8 * 8
+            append(bytes: xs.count * MemoryLayout<T>.size) { w in try xs.withUnsafeBytes { try w.emit($0) } }
+        }
+
+        /// A column the batch holds as it is (valid while the batch is being written).
+        mutating func add(_ xs: UnsafeBufferPointer<Int64>) {
+            append(bytes: xs.count * 8) { w in try w.emit(UnsafeRawBufferPointer(xs)) }
+        }
+
+        private mutating func append(bytes: Int, _ write: @escaping (ArrowWriter) throws -> Void) {
+            buffers.appendLE(Int64(length)); buffers.appendLE(Int64(bytes))
+            pieces.append((bytes, write))
+            length += (bytes + 7) / 8 * 8
         }
 
         mutating func node(length: Int, nulls: Int) {
@@ -165,8 +176,8 @@ public final class ArrowWriter: FrameSink {
         func write(to w: ArrowWriter) throws {
             let zeros = [UInt8](repeating: 0, count: 8)
             for p in pieces {
-                try p.withUnsafeBytes { try w.emit($0) }
-                let pad = (8 - p.count % 8) % 8
+                try p.write(w)
+                let pad = (8 - p.bytes % 8) % 8
                 if pad > 0 { try zeros.withUnsafeBytes { try w.emit(UnsafeRawBufferPointer(rebasing: $0[0..<pad])) } }
             }
         }

@@ -101,11 +101,12 @@ public enum Bars {
             for b in bars where index[b.subject] == nil { index[b.subject] = Int64(subjects.count); subjects.append(b.subject) }
             let fields = Bars.fields(subjects: subjects)
             let w = try ArrowWriter(fields: fields, out: out)
-            var batch = FrameBatch(fields)
+            let batch = FrameBatch(fields)
             for b in bars {
-                batch.set(0, index[b.subject]!); batch.set(1, b.start)
-                batch.set(2, b.open); batch.set(3, b.high); batch.set(4, b.low); batch.set(5, b.close); batch.set(6, b.volume)
-                batch.set(7, Int64(bitPattern: b.vwap.bitPattern)); batch.set(8, Int64(b.trades))
+                let row = batch.rows
+                batch.set(0, row, index[b.subject]!); batch.set(1, row, b.start)
+                batch.set(2, row, b.open); batch.set(3, row, b.high); batch.set(4, row, b.low); batch.set(5, row, b.close); batch.set(6, row, b.volume)
+                batch.set(7, row, Int64(bitPattern: b.vwap.bitPattern)); batch.set(8, row, Int64(b.trades))
                 batch.endRow()
                 if batch.isFull { try w.write(batch); batch.removeAll() }
             }

@@ -28,50 +28,63 @@ public struct FrameField: Sendable {
 }
 
 /// Rows being gathered column by column: every value an `Int64` (see `FrameType`), with a validity byte per
-/// row for nullable columns. Writers narrow the values to each type's width when they encode.
-public struct FrameBatch {
+/// row for nullable columns, in storage allocated once for `rowsPerBatch` rows. Writers narrow the values to
+/// each type's width when they encode.
+public final class FrameBatch {
     public let fields: [FrameField]
-    public internal(set) var values: [[Int64]]
-    /// Per column: 1 valid, 0 null; empty for columns that are not nullable.
-    public internal(set) var valid: [[UInt8]]
-    public internal(set) var rows = 0
+    /// How many rows a batch gathers before it is written (an Arrow record batch, a Parquet page).
+    public static let rowsPerBatch = 65_536
+    private let values: UnsafeMutablePointer<Int64>
+    private let valid: UnsafeMutablePointer<UInt8>
+    private let nullable: [Bool]
+    public private(set) var rows = 0
 
     public init(_ fields: [FrameField]) {
         self.fields = fields
-        values = Array(repeating: [], count: fields.count)
-        valid = Array(repeating: [], count: fields.count)
-        for i in values.indices { values[i].reserveCapacity(FrameBatch.rowsPerBatch) }
+        nullable = fields.map(\.nullable)
+        values = .allocate(capacity: fields.count * FrameBatch.rowsPerBatch)
+        valid = .allocate(capacity: fields.count * FrameBatch.rowsPerBatch)
     }
 
-    /// How many rows a batch gathers before it is written (an Arrow record batch, a Parquet page).
-    public static let rowsPerBatch = 65_536
+    deinit { values.deallocate(); valid.deallocate() }
 
-    @inline(__always) mutating func set(_ column: Int, _ v: Int64) {
-        values[column].append(v)
-        if fields[column].nullable { valid[column].append(1) }
+    /// Sets a column of the row being filled, `row` being `rows` (read once a row: a class property's every
+    /// access is checked for exclusivity).
+    @inline(__always) func set(_ column: Int, _ row: Int, _ v: Int64) {
+        let at = column &* FrameBatch.rowsPerBatch &+ row
+        values[at] = v
+        valid[at] = 1
     }
 
-    @inline(__always) mutating func setNull(_ column: Int) {
-        values[column].append(0)
-        valid[column].append(0)
+    @inline(__always) func setNull(_ column: Int, _ row: Int) {
+        let at = column &* FrameBatch.rowsPerBatch &+ row
+        values[at] = 0
+        valid[at] = 0
     }
 
-    @inline(__always) mutating func endRow() { rows += 1 }
+    @inline(__always) func endRow() { rows &+= 1 }
 
     public var isFull: Bool { rows >= FrameBatch.rowsPerBatch }
 
-    /// Nulls in a column.
-    func nullCount(_ column: Int) -> Int {
-        fields[column].nullable ? valid[column].count - valid[column].reduce(0) { $0 + Int($1) } : 0
+    /// A column's values, valid until the batch is changed.
+    func column(_ c: Int) -> UnsafeBufferPointer<Int64> {
+        UnsafeBufferPointer(start: values + c * FrameBatch.rowsPerBatch, count: rows)
     }
 
-    mutating func removeAll() {
-        for i in values.indices {
-            values[i].removeAll(keepingCapacity: true)
-            valid[i].removeAll(keepingCapacity: true)
-        }
-        rows = 0
+    /// A column's validity (1 valid, 0 null); every row valid for a column that is not nullable.
+    func validity(_ c: Int) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: valid + c * FrameBatch.rowsPerBatch, count: rows)
     }
+
+    /// Nulls in a column.
+    func nullCount(_ c: Int) -> Int {
+        guard nullable[c] else { return 0 }
+        var valids = 0
+        for v in validity(c) { valids &+= Int(v) }
+        return rows - valids
+    }
+
+    func removeAll() { rows = 0 }
 }
 
 /// Where batches of rows go: an Arrow stream or file, a Parquet dataset.
@@ -101,21 +114,26 @@ public enum Frames {
          FrameField("a", .int64), FrameField("b", .int64), FrameField("c", .int64), FrameField("d", .int64)]
     }
 
-    static func appendEvent(_ e: Event, subject: Int32, to b: inout FrameBatch) {
-        b.set(0, Int64(subject)); b.set(1, Int64(e.kind.rawValue) - 1)
-        b.set(2, e.eventTime.rawValue); b.set(3, e.knownTime.rawValue)
-        if e.kind == .trade || e.kind == .bust {
-            b.set(4, e.a); b.set(5, e.b); b.set(6, Int64(e.flags <= 2 ? e.flags : 0)); b.set(7, e.c)
+    /// Appends row `i` of a block as an event row.
+    @inline(__always)
+    static func appendEvent(_ r: BlockBuffer, _ i: Int, subject: Int32, to b: FrameBatch) {
+        let row = b.rows, tag = r.tag[i]
+        let kind = tag & 0xFF, flags = (tag >> 8) & 0xFF
+        let a = r.a[i], bw = r.b[i], c = r.c[i], d = r.d[i]
+        b.set(0, row, Int64(subject)); b.set(1, row, kind - 1)
+        b.set(2, row, r.eventTime[i]); b.set(3, row, r.knownTime[i])
+        if kind == Int64(EventKind.trade.rawValue) || kind == Int64(EventKind.bust.rawValue) {
+            b.set(4, row, a); b.set(5, row, bw); b.set(6, row, flags <= 2 ? flags : 0); b.set(7, row, c)
         } else {
-            for c in 4...7 { b.setNull(c) }
+            for col in 4...7 { b.setNull(col, row) }
         }
-        if e.kind == .quote {
-            b.set(8, e.a); b.set(9, e.b); b.set(10, e.c); b.set(11, e.d)
+        if kind == Int64(EventKind.quote.rawValue) {
+            b.set(8, row, a); b.set(9, row, bw); b.set(10, row, c); b.set(11, row, d)
         } else {
-            for c in 8...11 { b.setNull(c) }
+            for col in 8...11 { b.setNull(col, row) }
         }
-        b.set(12, Int64(e.flags)); b.set(13, Int64(e.source))
-        b.set(14, e.a); b.set(15, e.b); b.set(16, e.c); b.set(17, e.d)
+        b.set(12, row, flags); b.set(13, row, (tag >> 16) & 0xFFFF)
+        b.set(14, row, a); b.set(15, row, bw); b.set(16, row, c); b.set(17, row, d)
         b.endRow()
     }
 
@@ -128,22 +146,42 @@ public enum Frames {
         return all.sorted()
     }
 
+    /// Calls `body` with every matching row in replay order (`StoreReader.replay`'s: event time, subject text,
+    /// known time, arrival; day after day, through the same cursors and heap) as a block and a row in it, with the
+    /// subject's index in `subjects` (sorted): no `Event` or `String` per row.
+    static func forEachRow(_ reader: StoreReader, _ q: StoreQuery, subjects: [String],
+                           _ body: (BlockBuffer, Int, Int32) throws -> Void) throws {
+        guard let days = q.days else { return }
+        var index = [String: Int32](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
+        for day in Set(reader.partitions.map(\.day).filter { days.contains($0) }).sorted() {
+            var cursors = [SubjectCursor]()
+            for (_, seg, subjects) in try reader.matching(q, days: day...day) {
+                for s in subjects { cursors.append(SubjectCursor(segment: seg, subject: s, query: q)) }
+            }
+            let byText = cursors.indices.sorted { cursors[$0].text < cursors[$1].text }
+            var column = [Int32](repeating: 0, count: cursors.count)     // by rank: the subject's dictionary index
+            for (rank, i) in byText.enumerated() { cursors[i].rank = rank; column[rank] = index[cursors[i].text]! }
+            var heap = CursorHeap(cursors.filter { $0.fill() })
+            while let c = heap.top {
+                try body(c.buffer, c.position, column[c.rank])
+                c.position += 1
+                if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
+            }
+        }
+    }
+
     /// Replays a query (replay order, as known at its K) into a sink as event rows.
     /// - Returns: the rows written.
     @discardableResult
     public static func replay(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
         let subjects = try Frames.subjects(reader, q)
-        var index = [String: Int32](minimumCapacity: subjects.count)
-        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
         let fields = eventFields(subjects: subjects)
         let out = try sink(fields)
-        var batch = FrameBatch(fields)
+        let batch = FrameBatch(fields)
         var total = 0
-        // Consecutive events often share a subject; the last one's index is kept to skip the lookup.
-        var last = "", lastIndex: Int32 = 0
-        try reader.replay(q) { stored in
-            if stored.subject != last { last = stored.subject; lastIndex = index[last]! }
-            appendEvent(stored.event, subject: lastIndex, to: &batch)
+        try forEachRow(reader, q, subjects: subjects) { block, i, subject in
+            appendEvent(block, i, subject: subject, to: batch)
             if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
         }
         if batch.rows > 0 { try out.write(batch); total += batch.rows }
@@ -173,21 +211,22 @@ public enum Frames {
         for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
         let fields = joinFields(subjects: subjects)
         let out = try sink(fields)
-        var b = FrameBatch(fields)
+        let b = FrameBatch(fields)
         var total = 0
         try reader.asOfJoin(j) { batch in
             let s = Int64(index[batch.subject]!)
             let t = batch.trades, q = batch.quotes
             for i in 0..<batch.count {
-                b.set(0, s); b.set(1, t.eventTime[i]); b.set(2, t.knownTime[i]); b.set(3, t.a[i]); b.set(4, t.b[i])
+                let row = b.rows
+                b.set(0, row, s); b.set(1, row, t.eventTime[i]); b.set(2, row, t.knownTime[i]); b.set(3, row, t.a[i]); b.set(4, row, t.b[i])
                 let side = (t.tag[i] >> 8) & 0xFF
-                b.set(5, side <= 2 ? side : 0); b.set(6, t.c[i])
+                b.set(5, row, side <= 2 ? side : 0); b.set(6, row, t.c[i])
                 let m = batch.match[i]
                 if m >= 0 {
-                    b.set(7, q.eventTime[m]); b.set(8, q.knownTime[m])
-                    b.set(9, q.bid[m]); b.set(10, q.bidSize[m]); b.set(11, q.ask[m]); b.set(12, q.askSize[m])
+                    b.set(7, row, q.eventTime[m]); b.set(8, row, q.knownTime[m])
+                    b.set(9, row, q.bid[m]); b.set(10, row, q.bidSize[m]); b.set(11, row, q.ask[m]); b.set(12, row, q.askSize[m])
                 } else {
-                    for c in 7...12 { b.setNull(c) }
+                    for c in 7...12 { b.setNull(c, row) }
                 }
                 b.endRow()
                 if b.isFull { try out.write(b); total += b.rows; b.removeAll() }

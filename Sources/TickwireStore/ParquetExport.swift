@@ -106,10 +106,10 @@ public final class ParquetFile: FrameSink {
         guard batch.rows > 0 else { return }
         for (c, f) in fields.enumerated() {
             var levels = [UInt8]()
-            let v = batch.values[c]
-            var present = v
+            let v = batch.column(c)
+            var present = Array(v)
             if f.nullable {
-                let valid = batch.valid[c]
+                let valid = batch.validity(c)
                 var encoded = [UInt8]()
                 ParquetFile.hybrid(valid.map { Int32($0) }, bitWidth: 1, into: &encoded)
                 levels.appendLE(UInt32(encoded.count))
@@ -326,40 +326,43 @@ public enum ParquetExport {
             throw StoreError.io(operation: "export into (not empty)", path: dir, errno: EEXIST)
         }
         let subjects = try Frames.subjects(reader, q)
-        var index = [String: Int32](minimumCapacity: subjects.count)
-        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
-        let venues = subjects.map { s -> String in
+        // Each subject's venue, as a number into `venues`.
+        var venues = [String](), venueNumbers = [String: Int]()
+        let venueOf = subjects.map { s -> Int in
             let root = Layout.root(ofSubject: s)
-            return root.hasPrefix("MD.") ? String(root.dropFirst(3)) : root
+            let venue = root.hasPrefix("MD.") ? String(root.dropFirst(3)) : root
+            if let v = venueNumbers[venue] { return v }
+            venueNumbers[venue] = venues.count
+            venues.append(venue)
+            return venues.count - 1
         }
         let fields = Frames.eventFields(subjects: subjects)
-        // Replay goes day by day: the files of a day are finished when the next day starts.
-        var open = [String: (file: ParquetFile, batch: FrameBatch)]()
+        // Rows come day by day: the files of a day (one per venue) are finished when the next day starts.
+        var open = [(file: ParquetFile, batch: FrameBatch)?](repeating: nil, count: venues.count)
         var files = [String](), rows = 0, day: Int64 = .min
         func closeAll() throws {
-            for (_, var w) in open.sorted(by: { $0.key < $1.key }) {
+            for v in open.indices.sorted(by: { venues[$0] < venues[$1] }) {
+                guard let w = open[v] else { continue }
                 if w.batch.rows > 0 { try w.file.write(w.batch); w.batch.removeAll() }
                 try w.file.finish()
+                open[v] = nil
             }
-            open.removeAll()
         }
-        var last = "", lastIndex: Int32 = 0
-        try reader.replay(q) { stored in
-            let d = Layout.day(of: stored.event.eventTime.rawValue)
+        try Frames.forEachRow(reader, q, subjects: subjects) { block, i, subject in
+            let d = Layout.day(of: block.eventTime[i])
             if d != day { try closeAll(); day = d }
-            if stored.subject != last { last = stored.subject; lastIndex = index[last]! }
-            let key = "date=\(Layout.dateText(day: d))/venue=\(venues[Int(lastIndex)])"
-            if open[key] == nil {
-                try FS.makeDirectories(dir + "/" + key)
-                let path = dir + "/" + key + "/part-0.parquet"
-                open[key] = (try ParquetFile(path: path, fields: fields), FrameBatch(fields))
-                files.append(path)
+            let v = venueOf[Int(subject)]
+            if open[v] == nil {
+                let partition = dir + "/date=\(Layout.dateText(day: d))/venue=\(venues[v])"
+                try FS.makeDirectories(partition)
+                open[v] = (try ParquetFile(path: partition + "/part-0.parquet", fields: fields), FrameBatch(fields))
+                files.append(partition + "/part-0.parquet")
             }
-            Frames.appendEvent(stored.event, subject: lastIndex, to: &open[key]!.batch)
+            Frames.appendEvent(block, i, subject: subject, to: open[v]!.batch)
             rows += 1
-            if open[key]!.batch.isFull {
-                try open[key]!.file.write(open[key]!.batch)
-                open[key]!.batch.removeAll()
+            if open[v]!.batch.isFull {
+                try open[v]!.file.write(open[v]!.batch)
+                open[v]!.batch.removeAll()
             }
         }
         try closeAll()
