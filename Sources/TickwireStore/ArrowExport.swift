@@ -4,7 +4,7 @@ import TickwireCore
 /// built by `FlatBuffer` below, the columns plain little-endian buffers (metadata version V5).
 ///
 /// - `.stream`: the IPC streaming format (schema, dictionaries, record batches, end-of-stream marker), for a pipe:
-///   `pl.read_ipc_stream`, `pyarrow.ipc.open_stream`, `pd.read_feather` does not take it but pyarrow does.
+///   `pl.read_ipc_stream`, `pyarrow.ipc.open_stream` (then `.read_pandas()`).
 /// - `.file`: the IPC file format ("Feather v2": `ARROW1`, the same messages, a footer indexing them), for
 ///   random access: `pl.read_ipc`, `pyarrow.ipc.open_file`, DuckDB's arrow extension.
 ///
@@ -18,7 +18,6 @@ public final class ArrowWriter: FrameSink {
     private var offset = 0
     private var dictionaryBlocks = [(offset: Int, metadata: Int, body: Int)]()
     private var batchBlocks = [(offset: Int, metadata: Int, body: Int)]()
-    public private(set) var rows = 0
 
     /// Writes the header, schema and dictionaries at once.
     public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream) throws {
@@ -68,7 +67,6 @@ public final class ArrowWriter: FrameSink {
         batchBlocks.append((offset, meta.count, body.length))
         try emit(meta)
         try body.write(to: self)
-        rows += batch.rows
     }
 
     /// Ends the stream (and, for a file, writes the footer) and flushes.
