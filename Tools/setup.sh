@@ -19,4 +19,8 @@ python3 -c "import zmq" 2>/dev/null || python3 -m pip install -q pyzmq || python
 python3 -c "import selenium" 2>/dev/null || python3 -m pip install -q selenium || python3 -m pip install -q --break-system-packages selenium
 # nats-py: Tools/subscribe_nats.py, a NATS subscriber written from docs/PROTOCOL.md alone (and its test).
 python3 -c "import nats" 2>/dev/null || python3 -m pip install -q nats-py || python3 -m pip install -q --break-system-packages nats-py
+# polars, pyarrow, pandas, duckdb: the DataFrame tests read Tickwire's Arrow streams and Parquet datasets with each
+# (Tests/TickwireStoreTests/ExportTests.swift, BarsTests.swift), and Tools/frames_peers.py measures against polars.
+python3 -c "import polars, pyarrow, pandas, duckdb" 2>/dev/null || python3 -m pip install -q polars pyarrow pandas duckdb numpy \
+    || python3 -m pip install -q --break-system-packages polars pyarrow pandas duckdb numpy
 echo "tickwire: dependencies installed" >&2

@@ -20,7 +20,7 @@ public typealias BenchReport = [String: Any]
 
 /// The suites `tickwire bench NAME` runs. Each lives in its own file and measures itself beside its baseline.
 public enum BenchSuites {
-    public static let names = ["ring", "router", "e2e", "itch", "journal", "recovery", "store", "replicated", "nats"]
+    public static let names = ["ring", "router", "e2e", "itch", "journal", "recovery", "store", "frames", "replicated", "nats"]
 
     public static func run(_ name: String, options: BenchOptions) throws -> BenchReport {
         switch name {
@@ -31,6 +31,7 @@ public enum BenchSuites {
         case "journal": return try JournalBench.run(options)
         case "recovery": return try RecoveryBench.run(options)
         case "store": return try StoreBench.run(options)
+        case "frames": return try FramesBench.run(options)
         case "replicated": return try ReplicatedBench.run(options)
         case "nats": return try NATSBench.run(options)
         default: throw BenchError.unknownSuite(name)

@@ -1,84 +1,125 @@
 import TickwireCore
 
-/// Writes events to an Apache Arrow IPC file (the "Feather v2" file format), by hand: the schema and record
-/// batches are flatbuffers built by `FlatBuffer` below, the columns plain little-endian buffers. DuckDB, polars,
-/// pandas (pyarrow) and Spark read it directly.
+/// Writes rows as Apache Arrow IPC, by hand: the schema, dictionary and record batch messages are flatbuffers
+/// built by `FlatBuffer` below, the columns plain little-endian buffers (metadata version V5).
 ///
-/// Columns: `subject` utf8, `kind` utf8, `event_time` and `known_time` timestamp[ns, tz=UTC], `flags` uint8,
-/// `source` uint16, `a`, `b`, `c`, `d` int64 (the event's payload words, e8 fixed point; meaning by kind).
-/// Rows are in replay order, as known at the query's K, in batches of up to 65,536.
-public enum ArrowExport {
-    public static let batchRows = 65_536
+/// - `.stream`: the IPC streaming format (schema, dictionaries, record batches, end-of-stream marker), for a pipe:
+///   `pl.read_ipc_stream`, `pyarrow.ipc.open_stream` (then `.read_pandas()`).
+/// - `.file`: the IPC file format ("Feather v2": `ARROW1`, the same messages, a footer indexing them), for
+///   random access: `pl.read_ipc`, `pyarrow.ipc.open_file`, DuckDB's arrow extension.
+///
+/// Column types (`FrameType`): text as dictionary<int32, utf8> (one dictionary batch per text column, before the
+/// first record batch), timestamp[ns, tz=UTC], decimal128(18, 8), int64, uint64, uint8, uint16, float64.
+public final class ArrowWriter: FrameSink {
+    public enum Layout: String, Sendable { case stream, file }
+    private let out: ByteOutput
+    private let layout: Layout
+    private let fields: [FrameField]
+    private var offset = 0
+    private var dictionaryBlocks = [(offset: Int, metadata: Int, body: Int)]()
+    private var batchBlocks = [(offset: Int, metadata: Int, body: Int)]()
 
-    /// - Returns: the rows written.
-    /// - Throws: `StoreError` from the store or the output file.
-    @discardableResult
-    public static func write(_ reader: StoreReader, _ q: StoreQuery, to path: String) throws -> Int {
-        let out = try ByteOutput(path: path)
-        var offset = 0
-        func emit(_ bytes: [UInt8]) throws {
-            out.buffer.append(contentsOf: bytes)
-            offset += bytes.count
-            try out.drainIfFull()
-        }
-        try emit(Array("ARROW1".utf8) + [0, 0])
-        let schema = schemaTable()
-        try emit(message(header: 1, schema, bodyLength: 0))
-        var blocks = [(offset: Int, metadata: Int, body: Int)]()
-        var batch = Batch()
-        var total = 0
-        func flushBatch() throws {
-            guard batch.rows > 0 else { return }
-            let (meta, body) = batch.encode()
-            blocks.append((offset, meta.count, body.count))
+    /// Writes the header, schema and dictionaries at once.
+    public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream) throws {
+        self.fields = fields; self.out = out; self.layout = layout
+        if layout == .file { try emit(Array("ARROW1".utf8) + [0, 0]) }
+        try emit(ArrowWriter.message(header: 1, schemaTable(), bodyLength: 0))
+        for (i, f) in fields.enumerated() where f.type == .text {
+            // A DictionaryBatch: the id (the column's number) and a one-column utf8 record batch of the values.
+            var offsets = [Int32](), bytes = [UInt8]()
+            offsets.reserveCapacity(f.dictionary.count + 1)
+            offsets.append(0)
+            for v in f.dictionary { bytes.append(contentsOf: v.utf8); offsets.append(Int32(bytes.count)) }
+            var body = Body()
+            body.add([UInt8]()); body.add(offsets); body.add(bytes)
+            body.node(length: f.dictionary.count, nulls: 0)
+            let batch = body.recordBatch(length: f.dictionary.count)
+            let meta = ArrowWriter.message(header: 2, .table([.i64(Int64(i)), .offset(batch), .bool(false)]), bodyLength: body.length)
+            dictionaryBlocks.append((offset, meta.count, body.length))
             try emit(meta)
-            try emit(body)
-            total += batch.rows
-            batch = Batch()
+            try body.write(to: self)
         }
-        try reader.replay(q) { stored in
-            batch.append(stored)
-            if batch.rows == batchRows { try flushBatch() }
-        }
-        try flushBatch()
-        try emit([0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])          // end of stream
-        // Footer: version, schema, dictionaries (none), record batch blocks.
-        var blockBytes = [UInt8]()
-        for b in blocks {
-            blockBytes.appendLE(Int64(b.offset)); blockBytes.appendLE(Int32(b.metadata)); blockBytes.appendLE(Int32(0))
-            blockBytes.appendLE(Int64(b.body))
-        }
-        let footer = FlatBuffer.serialize(.table([
-            .i16(4), .offset(schema), .offset(.structs([], count: 0, align: 8)),
-            .offset(.structs(blockBytes, count: blocks.count, align: 8)),
-        ]))
-        try emit(footer)
-        var tail = [UInt8]()
-        tail.appendLE(Int32(footer.count))
-        try emit(tail + Array("ARROW1".utf8))
-        try out.drain()
-        return total
     }
 
-    static let columns: [(name: String, type: UInt8, typeTable: FlatBuffer.Node)] = [
-        ("subject", 5, .table([])),
-        ("kind", 5, .table([])),
-        ("event_time", 10, .table([.i16(3), .offset(.string("UTC"))])),
-        ("known_time", 10, .table([.i16(3), .offset(.string("UTC"))])),
-        ("flags", 2, .table([.i32(8), .bool(false)])),
-        ("source", 2, .table([.i32(16), .bool(false)])),
-        ("a", 2, .table([.i32(64), .bool(true)])),
-        ("b", 2, .table([.i32(64), .bool(true)])),
-        ("c", 2, .table([.i32(64), .bool(true)])),
-        ("d", 2, .table([.i32(64), .bool(true)])),
-    ]
-
-    static func schemaTable() -> FlatBuffer.Node {
-        let fields = columns.map { c in
-            FlatBuffer.Node.table([.offset(.string(c.name)), .bool(false), .u8(c.type), .offset(c.typeTable),
-                                   nil, .offset(.tables([]))])
+    public func write(_ batch: FrameBatch) throws {
+        guard batch.rows > 0 else { return }
+        var body = Body()
+        for (c, f) in fields.enumerated() {
+            let nulls = batch.nullCount(c)
+            body.node(length: batch.rows, nulls: nulls)
+            body.add(nulls > 0 ? ArrowWriter.bitmap(batch.validity(c)) : [UInt8]())
+            let v = batch.column(c)
+            switch f.type {
+            case .text: body.add(v.map { Int32(truncatingIfNeeded: $0) })
+            case .timestamp, .int64, .uint64, .float64: body.add(v)
+            case .decimal:
+                // 128-bit two's complement, little-endian: the value, then its sign extended.
+                var wide = [Int64](repeating: 0, count: 2 * v.count)
+                wide.withUnsafeMutableBufferPointer { w in
+                    for i in 0..<v.count { w[2 &* i] = v[i]; w[2 &* i &+ 1] = v[i] >> 63 }
+                }
+                body.add(wide)
+            case .uint8: body.add(v.map { UInt8(truncatingIfNeeded: $0) })
+            case .uint16: body.add(v.map { UInt16(truncatingIfNeeded: $0) })
+            }
         }
-        return .table([.i16(0), .offset(.tables(fields))])
+        let meta = ArrowWriter.message(header: 3, body.recordBatch(length: batch.rows), bodyLength: body.length)
+        batchBlocks.append((offset, meta.count, body.length))
+        try emit(meta)
+        try body.write(to: self)
+    }
+
+    /// Ends the stream (and, for a file, writes the footer) and flushes.
+    public func finish() throws {
+        try emit([0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])          // end of stream
+        if layout == .file {
+            func blocks(_ bs: [(offset: Int, metadata: Int, body: Int)]) -> FlatBuffer.Node {
+                var bytes = [UInt8]()
+                for b in bs {
+                    bytes.appendLE(Int64(b.offset)); bytes.appendLE(Int32(b.metadata)); bytes.appendLE(Int32(0))
+                    bytes.appendLE(Int64(b.body))
+                }
+                return .structs(bytes, count: bs.count, align: 8)
+            }
+            let footer = FlatBuffer.serialize(.table([
+                .i16(4), .offset(schemaTable()), .offset(blocks(dictionaryBlocks)), .offset(blocks(batchBlocks)),
+            ]))
+            try emit(footer)
+            var tail = [UInt8]()
+            tail.appendLE(Int32(footer.count))
+            try emit(tail + Array("ARROW1".utf8))
+        }
+        try out.drain()
+    }
+
+    fileprivate func emit(_ bytes: UnsafeRawBufferPointer) throws {
+        out.buffer.append(contentsOf: bytes)
+        offset += bytes.count
+        try out.drainIfFull()
+    }
+
+    private func emit(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try emit($0) }
+    }
+
+    private func schemaTable() -> FlatBuffer.Node {
+        let fieldTables = fields.enumerated().map { (i, f) -> FlatBuffer.Node in
+            let (type, table): (UInt8, FlatBuffer.Node) = switch f.type {
+            case .text: (5, .table([]))
+            case .timestamp: (10, .table([.i16(3), .offset(.string("UTC"))]))
+            case .decimal: (7, .table([.i32(18), .i32(8), .i32(128)]))
+            case .int64: (2, .table([.i32(64), .bool(true)]))
+            case .uint64: (2, .table([.i32(64), .bool(false)]))
+            case .uint8: (2, .table([.i32(8), .bool(false)]))
+            case .uint16: (2, .table([.i32(16), .bool(false)]))
+            case .float64: (3, .table([.i16(2)]))
+            }
+            let dictionary: FlatBuffer.Field? = f.type == .text
+                ? .offset(.table([.i64(Int64(i)), .offset(.table([.i32(32), .bool(true)])), .bool(false)])) : nil
+            return .table([.offset(.string(f.name)), .bool(f.nullable), .u8(type), .offset(table), dictionary,
+                           .offset(.tables([]))])
+        }
+        return .table([.i16(0), .offset(.tables(fieldTables))])
     }
 
     /// An encapsulated message: continuation marker, metadata length, the Message flatbuffer padded to 8.
@@ -90,51 +131,63 @@ public enum ArrowExport {
         return out + fb
     }
 
-    /// One record batch being filled.
-    struct Batch {
-        var rows = 0
-        var subjectOffsets: [Int32] = [0], subjectBytes = [UInt8]()
-        var kindOffsets: [Int32] = [0], kindBytes = [UInt8]()
-        var eventTime = [Int64](), knownTime = [Int64](), flags = [UInt8](), source = [UInt16]()
-        var a = [Int64](), b = [Int64](), c = [Int64](), d = [Int64]()
+    /// A validity bitmap from one byte per row (1 valid).
+    static func bitmap(_ valid: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var bits = [UInt8](repeating: 0, count: (valid.count + 7) / 8)
+        for (i, v) in valid.enumerated() where v != 0 { bits[i >> 3] |= 1 << UInt8(i & 7) }
+        return bits
+    }
 
-        mutating func append(_ s: StoredEvent) {
-            subjectBytes.append(contentsOf: s.subject.utf8); subjectOffsets.append(Int32(subjectBytes.count))
-            kindBytes.append(contentsOf: s.event.kind.name.utf8); kindOffsets.append(Int32(kindBytes.count))
-            eventTime.append(s.event.eventTime.rawValue); knownTime.append(s.event.knownTime.rawValue)
-            flags.append(s.event.flags); source.append(s.event.source)
-            a.append(s.event.a); b.append(s.event.b); c.append(s.event.c); d.append(s.event.d)
-            rows += 1
+    /// A record batch body being laid out: its buffers (each padded to 8 bytes, written straight from the arrays
+    /// they came in) and field nodes.
+    struct Body {
+        private var pieces = [(bytes: Int, write: (ArrowWriter) throws -> Void)]()
+        private var buffers = [UInt8](), nodes = [UInt8]()
+        private var nodeCount = 0
+        private(set) var length = 0
+
+        mutating func add<T: FixedWidthInteger>(_ xs: [T]) {
+            append(bytes: xs.count * MemoryLayout<T>.size) { w in try xs.withUnsafeBytes { try w.emit($0) } }
         }
 
-        /// The RecordBatch message and its body: per column a validity buffer (empty: no nulls), then offsets and
-        /// data (utf8) or values, each padded to 8 bytes.
-        func encode() -> (metadata: [UInt8], body: [UInt8]) {
-            var body = [UInt8](), buffers = [UInt8](), nodes = [UInt8]()
-            func add(_ bytes: [UInt8]) {
-                buffers.appendLE(Int64(body.count)); buffers.appendLE(Int64(bytes.count))
-                body.append(contentsOf: bytes)
-                while body.count % 8 != 0 { body.append(0) }
-            }
-            func raw<T: FixedWidthInteger>(_ xs: [T]) -> [UInt8] {
-                var out = [UInt8](); out.reserveCapacity(xs.count * MemoryLayout<T>.size)
-                for x in xs { out.appendLE(x) }
-                return out
-            }
-            for _ in ArrowExport.columns { nodes.appendLE(Int64(rows)); nodes.appendLE(Int64(0)) }
-            add([]); add(raw(subjectOffsets)); add(subjectBytes)
-            add([]); add(raw(kindOffsets)); add(kindBytes)
-            for col in [eventTime, knownTime] { add([]); add(raw(col)) }
-            add([]); add(flags)
-            add([]); add(raw(source))
-            for col in [a, b, c, d] { add([]); add(raw(col)) }
-            let header = FlatBuffer.Node.table([
-                .i64(Int64(rows)),
-                .offset(.structs(nodes, count: ArrowExport.columns.count, align: 8)),
-                .offset(.structs(buffers, count: buffers.count / 16, align: 8)),
-            ])
-            return (ArrowExport.message(header: 3, header, bodyLength: body.count), body)
+        /// A column the batch holds as it is (valid while the batch is being written).
+        mutating func add(_ xs: UnsafeBufferPointer<Int64>) {
+            append(bytes: xs.count * 8) { w in try w.emit(UnsafeRawBufferPointer(xs)) }
         }
+
+        private mutating func append(bytes: Int, _ write: @escaping (ArrowWriter) throws -> Void) {
+            buffers.appendLE(Int64(length)); buffers.appendLE(Int64(bytes))
+            pieces.append((bytes, write))
+            length += (bytes + 7) / 8 * 8
+        }
+
+        mutating func node(length: Int, nulls: Int) {
+            nodes.appendLE(Int64(length)); nodes.appendLE(Int64(nulls))
+            nodeCount += 1
+        }
+
+        func recordBatch(length rows: Int) -> FlatBuffer.Node {
+            .table([.i64(Int64(rows)), .offset(.structs(nodes, count: nodeCount, align: 8)),
+                    .offset(.structs(buffers, count: buffers.count / 16, align: 8))])
+        }
+
+        func write(to w: ArrowWriter) throws {
+            let zeros = [UInt8](repeating: 0, count: 8)
+            for p in pieces {
+                try p.write(w)
+                let pad = (8 - p.bytes % 8) % 8
+                if pad > 0 { try zeros.withUnsafeBytes { try w.emit(UnsafeRawBufferPointer(rebasing: $0[0..<pad])) } }
+            }
+        }
+    }
+}
+
+extension Frames {
+    /// Stored events as Arrow (`tickwire export`, `tickwire replay --format arrow`).
+    /// - Returns: the rows written.
+    @discardableResult
+    public static func writeArrow(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput, layout: ArrowWriter.Layout = .stream) throws -> Int {
+        try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout) }
     }
 }
 

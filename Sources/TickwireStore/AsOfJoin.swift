@@ -41,6 +41,7 @@ public struct AsOfJoin: Sendable, Equatable {
 /// The visible quotes of one subject in time order, column by column; reused from subject to subject.
 public struct QuoteColumns {
     public internal(set) var eventTime: [Int64] = []
+    public internal(set) var knownTime: [Int64] = []
     public internal(set) var bid: [Int64] = []
     public internal(set) var bidSize: [Int64] = []
     public internal(set) var ask: [Int64] = []
@@ -48,16 +49,17 @@ public struct QuoteColumns {
     public var count: Int { eventTime.count }
 
     mutating func removeAll() {
-        eventTime.removeAll(keepingCapacity: true); bid.removeAll(keepingCapacity: true)
+        eventTime.removeAll(keepingCapacity: true); knownTime.removeAll(keepingCapacity: true); bid.removeAll(keepingCapacity: true)
         bidSize.removeAll(keepingCapacity: true); ask.removeAll(keepingCapacity: true); askSize.removeAll(keepingCapacity: true)
     }
 
     mutating func append(_ b: BlockBuffer, _ i: Int) {
-        eventTime.append(b.eventTime[i]); bid.append(b.a[i]); bidSize.append(b.b[i]); ask.append(b.c[i]); askSize.append(b.d[i])
+        eventTime.append(b.eventTime[i]); knownTime.append(b.knownTime[i]); bid.append(b.a[i]); bidSize.append(b.b[i]); ask.append(b.c[i]); askSize.append(b.d[i])
     }
 
     mutating func append(_ b: BlockBuffer) {
         eventTime.append(contentsOf: UnsafeBufferPointer(start: b.eventTime, count: b.count))
+        knownTime.append(contentsOf: UnsafeBufferPointer(start: b.knownTime, count: b.count))
         bid.append(contentsOf: UnsafeBufferPointer(start: b.a, count: b.count))
         bidSize.append(contentsOf: UnsafeBufferPointer(start: b.b, count: b.count))
         ask.append(contentsOf: UnsafeBufferPointer(start: b.c, count: b.count))

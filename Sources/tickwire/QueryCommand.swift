@@ -7,7 +7,7 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Query the store.",
-        subcommands: [AsOfJoinCommand.self])
+        subcommands: [AsOfJoinCommand.self, BarsCommand.self])
 }
 
 /// `tickwire query asof-join`: each trade with the quote prevailing at its time, as known at K.
@@ -29,7 +29,7 @@ struct AsOfJoinCommand: ParsableCommand {
     @Flag(help: "Exclude quotes at exactly the trade's time.") var strict = false
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
-    @Option(help: "csv or jsonl.") var format: String
+    @Option(help: "csv, jsonl or arrow (an Arrow IPC stream).") var format: String
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
@@ -40,14 +40,18 @@ struct AsOfJoinCommand: ParsableCommand {
         guard let dir = AsOfDirection(rawValue: direction) else {
             throw ValidationError("--direction must be backward, forward or nearest, not '\(direction)'")
         }
-        guard let fmt = StoreReader.JoinFormat(rawValue: format) else {
-            throw ValidationError("--format must be csv or jsonl, not '\(format)'")
+        guard format == "arrow" || StoreReader.JoinFormat(rawValue: format) != nil else {
+            throw ValidationError("--format must be csv, jsonl or arrow, not '\(format)'")
         }
         let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
         let reader = try StoreReader(directory: data + "/store")
-        try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        if let fmt = StoreReader.JoinFormat(rawValue: format) {
+            try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        } else {
+            try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out)) }
+        }
         try reader.finishRead(command: "query asof-join")
     }
 }

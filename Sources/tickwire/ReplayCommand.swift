@@ -20,7 +20,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "End of the event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Replay as known at this time.") var asOf: String?
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
-    @Option(help: "jsonl, or binary (length-prefixed subject and wire payload).") var format: String = "jsonl"
+    @Option(help: "jsonl, binary (length-prefixed subject and wire payload), or arrow (an Arrow IPC stream of typed columns).") var format: String = "jsonl"
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
     @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
     var waitSubscriber: Double = 5
@@ -30,8 +30,16 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
         let pace = try ReplayPace(parsing: pace)
+        if format == "arrow" {
+            guard pace == .max, publish == nil else { throw ValidationError("--format arrow writes as fast as it can: no --pace, no --publish") }
+            let reader = try StoreReader(directory: data + "/store")
+            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out))
+            try reader.finishRead(command: "replay")
+            if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
+            return
+        }
         guard let format = StreamReplaySink.Format(rawValue: format) else {
-            throw ValidationError("--format must be jsonl or binary, not '\(format)'")
+            throw ValidationError("--format must be jsonl, binary or arrow, not '\(format)'")
         }
         let reader = try StoreReader(directory: data + "/store")
         let sent: UInt64

@@ -1,0 +1,239 @@
+import TickwireCore
+
+/// A column's type as the Arrow and Parquet writers lay it out.
+public enum FrameType: Sendable, Equatable {
+    /// Text from a fixed list (the field's `dictionary`): Arrow dictionary<int32, utf8>, Parquet dictionary-encoded
+    /// strings. Values are indices into the list.
+    case text
+    /// timestamp[ns, UTC]; values are nanoseconds since the epoch.
+    case timestamp
+    /// decimal(18,8); values are e8 fixed point (`Price.e8`, `Quantity.e8`).
+    case decimal
+    case int64, uint64, uint8, uint16
+    /// IEEE double; values are its bit pattern.
+    case float64
+}
+
+/// A named, typed column.
+public struct FrameField: Sendable {
+    public let name: String
+    public let type: FrameType
+    public let nullable: Bool
+    /// The values of a `.text` column (index = stored value); empty otherwise.
+    public var dictionary: [String]
+
+    public init(_ name: String, _ type: FrameType, nullable: Bool = false, dictionary: [String] = []) {
+        self.name = name; self.type = type; self.nullable = nullable; self.dictionary = dictionary
+    }
+}
+
+/// Rows being gathered column by column: every value an `Int64` (see `FrameType`), with a validity byte per
+/// row for nullable columns, in storage allocated once for `rowsPerBatch` rows. Writers narrow the values to
+/// each type's width when they encode.
+public final class FrameBatch {
+    public let fields: [FrameField]
+    /// How many rows a batch gathers before it is written (an Arrow record batch, a Parquet page).
+    public static let rowsPerBatch = 65_536
+    private let values: UnsafeMutablePointer<Int64>
+    private let valid: UnsafeMutablePointer<UInt8>
+    private let nullable: [Bool]
+    public private(set) var rows = 0
+
+    public init(_ fields: [FrameField]) {
+        self.fields = fields
+        nullable = fields.map(\.nullable)
+        values = .allocate(capacity: fields.count * FrameBatch.rowsPerBatch)
+        valid = .allocate(capacity: fields.count * FrameBatch.rowsPerBatch)
+    }
+
+    deinit { values.deallocate(); valid.deallocate() }
+
+    /// Sets a column of the row being filled, `row` being `rows` (read once a row: a class property's every
+    /// access is checked for exclusivity).
+    @inline(__always) func set(_ column: Int, _ row: Int, _ v: Int64) {
+        let at = column &* FrameBatch.rowsPerBatch &+ row
+        values[at] = v
+        valid[at] = 1
+    }
+
+    @inline(__always) func setNull(_ column: Int, _ row: Int) {
+        let at = column &* FrameBatch.rowsPerBatch &+ row
+        values[at] = 0
+        valid[at] = 0
+    }
+
+    @inline(__always) func endRow() { rows &+= 1 }
+
+    public var isFull: Bool { rows >= FrameBatch.rowsPerBatch }
+
+    /// A column's values, valid until the batch is changed.
+    func column(_ c: Int) -> UnsafeBufferPointer<Int64> {
+        UnsafeBufferPointer(start: values + c * FrameBatch.rowsPerBatch, count: rows)
+    }
+
+    /// A column's validity (1 valid, 0 null); every row valid for a column that is not nullable.
+    func validity(_ c: Int) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(start: valid + c * FrameBatch.rowsPerBatch, count: rows)
+    }
+
+    /// Nulls in a column.
+    func nullCount(_ c: Int) -> Int {
+        guard nullable[c] else { return 0 }
+        var valids = 0
+        for v in validity(c) { valids &+= Int(v) }
+        return rows - valids
+    }
+
+    func removeAll() { rows = 0 }
+}
+
+/// Where batches of rows go: an Arrow stream or file, a Parquet dataset.
+public protocol FrameSink: AnyObject {
+    func write(_ batch: FrameBatch) throws
+    func finish() throws
+}
+
+/// The columns of stored events (replay and export) and of as-of joins, and how rows fill them.
+public enum Frames {
+    /// Kind names by `EventKind.rawValue - 1`.
+    static let kinds = EventKind.allCases.map(\.name)
+    /// Side names by `Side.rawValue`.
+    static let sides = ["unknown", "buy", "sell"]
+
+    /// Events: `subject`, `kind`, `event_time`, `known_time`; for TRADE and BUST `price`, `size`, `side`,
+    /// `trade_id`; for QUOTE `bid`, `bid_size`, `ask`, `ask_size` (null for other kinds); then the raw event:
+    /// `flags`, `source`, `a`, `b`, `c`, `d` (the payload words, meaning by kind as in docs/STORAGE.md).
+    public static func eventFields(subjects: [String]) -> [FrameField] {
+        [FrameField("subject", .text, dictionary: subjects), FrameField("kind", .text, dictionary: kinds),
+         FrameField("event_time", .timestamp), FrameField("known_time", .timestamp),
+         FrameField("price", .decimal, nullable: true), FrameField("size", .decimal, nullable: true),
+         FrameField("side", .text, nullable: true, dictionary: sides), FrameField("trade_id", .uint64, nullable: true),
+         FrameField("bid", .decimal, nullable: true), FrameField("bid_size", .decimal, nullable: true),
+         FrameField("ask", .decimal, nullable: true), FrameField("ask_size", .decimal, nullable: true),
+         FrameField("flags", .uint8), FrameField("source", .uint16),
+         FrameField("a", .int64), FrameField("b", .int64), FrameField("c", .int64), FrameField("d", .int64)]
+    }
+
+    /// Appends row `i` of a block as an event row.
+    @inline(__always)
+    static func appendEvent(_ r: BlockBuffer, _ i: Int, subject: Int32, to b: FrameBatch) {
+        let row = b.rows, tag = r.tag[i]
+        let kind = tag & 0xFF, flags = (tag >> 8) & 0xFF
+        let a = r.a[i], bw = r.b[i], c = r.c[i], d = r.d[i]
+        b.set(0, row, Int64(subject)); b.set(1, row, kind - 1)
+        b.set(2, row, r.eventTime[i]); b.set(3, row, r.knownTime[i])
+        if kind == Int64(EventKind.trade.rawValue) || kind == Int64(EventKind.bust.rawValue) {
+            b.set(4, row, a); b.set(5, row, bw); b.set(6, row, flags <= 2 ? flags : 0); b.set(7, row, c)
+        } else {
+            for col in 4...7 { b.setNull(col, row) }
+        }
+        if kind == Int64(EventKind.quote.rawValue) {
+            b.set(8, row, a); b.set(9, row, bw); b.set(10, row, c); b.set(11, row, d)
+        } else {
+            for col in 8...11 { b.setNull(col, row) }
+        }
+        b.set(12, row, flags); b.set(13, row, (tag >> 16) & 0xFFFF)
+        b.set(14, row, a); b.set(15, row, bw); b.set(16, row, c); b.set(17, row, d)
+        b.endRow()
+    }
+
+    /// The subjects a query can return, sorted: the dictionary of the `subject` column.
+    static func subjects(_ reader: StoreReader, _ q: StoreQuery, only suffix: String? = nil) throws(StoreError) -> [String] {
+        var all = Set<String>()
+        for (_, seg, subjects) in try reader.matching(q) {
+            for s in subjects where suffix.map({ seg.subjects[s].hasSuffix($0) }) ?? true { all.insert(seg.subjects[s]) }
+        }
+        return all.sorted()
+    }
+
+    /// Calls `body` with every matching row in replay order (`StoreReader.replay`'s: event time, subject text,
+    /// known time, arrival; day after day, through the same cursors and heap) as a block and a row in it, with the
+    /// subject's index in `subjects` (sorted): no `Event` or `String` per row.
+    static func forEachRow(_ reader: StoreReader, _ q: StoreQuery, subjects: [String],
+                           _ body: (BlockBuffer, Int, Int32) throws -> Void) throws {
+        guard let days = q.days else { return }
+        var index = [String: Int32](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
+        for day in Set(reader.partitions.map(\.day).filter { days.contains($0) }).sorted() {
+            var cursors = [SubjectCursor]()
+            for (_, seg, subjects) in try reader.matching(q, days: day...day) {
+                for s in subjects { cursors.append(SubjectCursor(segment: seg, subject: s, query: q)) }
+            }
+            let byText = cursors.indices.sorted { cursors[$0].text < cursors[$1].text }
+            var column = [Int32](repeating: 0, count: cursors.count)     // by rank: the subject's dictionary index
+            for (rank, i) in byText.enumerated() { cursors[i].rank = rank; column[rank] = index[cursors[i].text]! }
+            var heap = CursorHeap(cursors.filter { $0.fill() })
+            while let c = heap.top {
+                try body(c.buffer, c.position, column[c.rank])
+                c.position += 1
+                if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
+            }
+        }
+    }
+
+    /// Replays a query (replay order, as known at its K) into a sink as event rows.
+    /// - Returns: the rows written.
+    @discardableResult
+    public static func replay(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
+        let subjects = try Frames.subjects(reader, q)
+        let fields = eventFields(subjects: subjects)
+        let out = try sink(fields)
+        let batch = FrameBatch(fields)
+        var total = 0
+        try forEachRow(reader, q, subjects: subjects) { block, i, subject in
+            appendEvent(block, i, subject: subject, to: batch)
+            if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
+        }
+        if batch.rows > 0 { try out.write(batch); total += batch.rows }
+        try out.finish()
+        return total
+    }
+
+    /// Join rows: the trade's `subject`, `event_time`, `known_time`, `price`, `size`, `side`, `trade_id`; the
+    /// matched quote's `quote_event_time`, `quote_known_time`, `bid`, `bid_size`, `ask`, `ask_size` (null when
+    /// none matched).
+    public static func joinFields(subjects: [String]) -> [FrameField] {
+        [FrameField("subject", .text, dictionary: subjects),
+         FrameField("event_time", .timestamp), FrameField("known_time", .timestamp),
+         FrameField("price", .decimal), FrameField("size", .decimal),
+         FrameField("side", .text, dictionary: sides), FrameField("trade_id", .uint64),
+         FrameField("quote_event_time", .timestamp, nullable: true), FrameField("quote_known_time", .timestamp, nullable: true),
+         FrameField("bid", .decimal, nullable: true), FrameField("bid_size", .decimal, nullable: true),
+         FrameField("ask", .decimal, nullable: true), FrameField("ask_size", .decimal, nullable: true)]
+    }
+
+    /// Runs an as-of join into a sink as join rows (subjects in text order, then trade time).
+    /// - Returns: the rows written.
+    @discardableResult
+    public static func asOfJoin(_ reader: StoreReader, _ j: AsOfJoin, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
+        let subjects = try Frames.subjects(reader, StoreQuery(subjects: j.trades, from: j.from, to: j.to, asOf: j.asOf), only: ".TRADE")
+        var index = [String: Int32](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
+        let fields = joinFields(subjects: subjects)
+        let out = try sink(fields)
+        let b = FrameBatch(fields)
+        var total = 0
+        try reader.asOfJoin(j) { batch in
+            let s = Int64(index[batch.subject]!)
+            let t = batch.trades, q = batch.quotes
+            for i in 0..<batch.count {
+                let row = b.rows
+                b.set(0, row, s); b.set(1, row, t.eventTime[i]); b.set(2, row, t.knownTime[i]); b.set(3, row, t.a[i]); b.set(4, row, t.b[i])
+                let side = (t.tag[i] >> 8) & 0xFF
+                b.set(5, row, side <= 2 ? side : 0); b.set(6, row, t.c[i])
+                let m = batch.match[i]
+                if m >= 0 {
+                    b.set(7, row, q.eventTime[m]); b.set(8, row, q.knownTime[m])
+                    b.set(9, row, q.bid[m]); b.set(10, row, q.bidSize[m]); b.set(11, row, q.ask[m]); b.set(12, row, q.askSize[m])
+                } else {
+                    for c in 7...12 { b.setNull(c, row) }
+                }
+                b.endRow()
+                if b.isFull { try out.write(b); total += b.rows; b.removeAll() }
+            }
+        }
+        if b.rows > 0 { try out.write(b); total += b.rows }
+        try out.finish()
+        return total
+    }
+}

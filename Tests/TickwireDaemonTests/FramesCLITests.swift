@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+import TickwireTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The README's DataFrame one-liners through the real binary and a real pipe: `--format arrow` on standard
+/// output straight into polars and pandas, and the Parquet dataset into DuckDB (issue 16, item 4).
+@Suite(.timeLimit(.minutes(5))) struct FramesCLITests {
+    static let fixtures = packageRoot + "/Tests/Fixtures"
+
+    /// Runs a shell pipeline (bounded); `tickwire` in it is the built binary.
+    static func sh(_ pipeline: String, seconds: Double = 120) throws -> (status: Int32, stdout: String, stderr: String) {
+        let c = try ChildProcess("/bin/sh", ["-c", "set -e; " + pipeline.replacingOccurrences(of: "tickwire ", with: tickwireBinary + " ")])
+        guard let status = c.wait(seconds: seconds) else {
+            c.signal(SIGKILL)
+            return (-1, c.stdout, c.stderr + "\n(timed out)")
+        }
+        return (status, c.stdout, c.stderr)
+    }
+
+    @Test func arrowOnStandardOutputGoesStraightIntoPolarsAndPandas() throws {
+        let data = temporaryDirectory("frames-cli")
+        defer { try? FileManager.default.removeItem(atPath: data) }
+        let imported = try DaemonProcess.tickwire(["import", "--data", data, "--source", "tardis-trades:\(Self.fixtures)/tardis_trades_nautilus.csv",
+                                                   "--source", "tardis-quotes:\(Self.fixtures)/tardis_quotes_nautilus.csv"], seconds: 120)
+        try #require(imported.status == 0, "\(imported)")
+        let window = "--from 2020-02-22 --to 2020-02-23 --data \(data)"
+
+        var r = try Self.sh("""
+            tickwire replay --subjects 'MD.>' \(window) --format arrow | python3 -c 'import sys, polars as pl; df = pl.read_ipc_stream(sys.stdin.buffer); print(df.shape, df.schema["price"], df.schema["known_time"])'
+            """)
+        #expect(r.status == 0 && r.stdout == "(19998, 18) Decimal(precision=18, scale=8) Datetime(time_unit='ns', time_zone='UTC')\n", "\(r)")
+
+        r = try Self.sh("""
+            tickwire query asof-join --trades 'MD.*.BTCUSDT.TRADE' --quotes 'MD.*.BTCUSDT.QUOTE' \(window) --format arrow | python3 -c 'import sys, pyarrow as pa; df = pa.ipc.open_stream(sys.stdin.buffer).read_pandas(); print(len(df), list(df.columns)[-6:], df["side"].dtype)'
+            """)
+        #expect(r.status == 0 && r.stdout == "9999 ['quote_event_time', 'quote_known_time', 'bid', 'bid_size', 'ask', 'ask_size'] category\n", "\(r)")
+
+        r = try Self.sh("""
+            tickwire query bars --subjects 'MD.*.BTCUSDT.TRADE' --interval 1m \(window) --format arrow | python3 -c 'import sys, polars as pl; df = pl.read_ipc_stream(sys.stdin.buffer); print(df["trades"].sum(), df.columns)'
+            """)
+        #expect(r.status == 0 && r.stdout == "9999 ['subject', 'bar_start', 'open', 'high', 'low', 'close', 'volume', 'vwap', 'trades']\n", "\(r)")
+
+        r = try Self.sh("""
+            tickwire export --subjects 'MD.>' \(window) --format parquet --out \(data)/md-parquet
+            python3 -c "import duckdb; print(duckdb.sql(\\"SELECT venue, count(*) FROM read_parquet('\(data)/md-parquet/**/*.parquet', hive_partitioning = true) GROUP BY venue\\").fetchall())"
+            """)
+        #expect(r.status == 0 && r.stdout == "[('BINANCE-FUTURES', 19998)]\n", "\(r)")
+
+        // Bad input is named.
+        r = try Self.sh("tickwire query bars --subjects 'MD.>' --interval 0s \(window)")
+        #expect(r.status != 0 && r.stderr.contains("--interval"), "\(r)")
+        r = try Self.sh("tickwire replay --subjects 'MD.>' \(window) --format arrow --pace 1x")
+        #expect(r.status != 0 && r.stderr.contains("--format arrow"), "\(r)")
+    }
+}

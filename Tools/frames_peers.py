@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Tickwire's results into a polars DataFrame, beside polars reading the same data from Parquet, in one run.
+
+On the synthetic market of BENCHMARKS.md (Tools/asof_peers.py generates it with numpy, `tickwire bench frames`
+writes the same events into a store and leaves it), times, alternating the two sides, best of --runs:
+
+- replay: `tickwire replay --format arrow` piped into `pl.read_ipc_stream`, every event in replay order,
+  against `pl.read_parquet` of the same events + a sort by event time (the peer gets one sort key, not three);
+- as-of join: `tickwire query asof-join --format arrow` piped into `pl.read_ipc_stream`, against
+  `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol.
+
+Both sides end with a polars DataFrame in this process. The Parquet files are written by pyarrow (snappy, its
+default) outside the timed region. Prints one JSON object: both sides, `tickwire bench frames`' own figures, and
+ratios (peer seconds / Tickwire seconds: above 1 means Tickwire is faster).
+
+    python3 Tools/frames_peers.py [--n 2000000] [--symbols 1000] [--runs 3] [--tickwire .build/release/tickwire]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from asof_peers import ensure, market  # noqa: E402
+
+ensure("numpy", "polars", "pyarrow")
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2_000_000, help="trades and quotes each (default 2M)")
+    ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tickwire", default=".build/release/tickwire")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="frames-peers-") as d:
+        bench = subprocess.run([args.tickwire, "bench", "frames", "--runs", str(args.runs), "--param", f"n={args.n}",
+                                "--param", f"symbols={args.symbols}", "--param", f"store={d}"],
+                               check=True, capture_output=True, text=True).stdout
+        report = {"tickwire_bench_frames": json.loads(bench[bench.index("{"):]),
+                  "versions": {"polars": pl.__version__, "pyarrow": pa.__version__},
+                  "data": {"trades": args.n, "quotes": args.n, "symbols": args.symbols}}
+
+        quotes, trades, _ = market(args.n, args.symbols)
+        q = pa.table(quotes).sort_by("event_time")
+        t = pa.table(trades).sort_by("event_time")
+        pq.write_table(q, f"{d}/quotes.parquet")
+        pq.write_table(t, f"{d}/trades.parquet")
+        # Every event in one file, the columns a replay gives a quant: kind, times, trade and quote fields.
+        n = args.n
+        events = pa.table({
+            "sym": np.concatenate([quotes["sym"], trades["sym"]]),
+            "kind": pa.array(["QUOTE"] * n + ["TRADE"] * n).dictionary_encode(),
+            "event_time": np.concatenate([quotes["event_time"], trades["event_time"]]),
+            "known_time": np.concatenate([quotes["known_time"], trades["known_time"]]),
+            "price": pa.array(np.concatenate([np.zeros(n, np.int64), trades["price"]]), mask=np.arange(2 * n) < n),
+            "size": pa.array(np.concatenate([np.zeros(n, np.int64), trades["size"]]), mask=np.arange(2 * n) < n),
+            "side": pa.array(np.concatenate([np.zeros(n, np.int8), trades["side"]]), mask=np.arange(2 * n) < n),
+            "trade_id": pa.array(np.concatenate([np.zeros(n, np.int64), trades["trade_id"]]), mask=np.arange(2 * n) < n),
+            "bid": pa.array(np.concatenate([quotes["bid"], np.zeros(n, np.int64)]), mask=np.arange(2 * n) >= n),
+            "bid_size": pa.array(np.concatenate([quotes["bid_size"], np.zeros(n, np.int64)]), mask=np.arange(2 * n) >= n),
+            "ask": pa.array(np.concatenate([quotes["ask"], np.zeros(n, np.int64)]), mask=np.arange(2 * n) >= n),
+            "ask_size": pa.array(np.concatenate([quotes["ask_size"], np.zeros(n, np.int64)]), mask=np.arange(2 * n) >= n),
+        })
+        pq.write_table(events, f"{d}/events.parquet")
+        del events, q, t
+
+        window = ["--from", "2026-01-05", "--to", "2026-01-06", "--data", d, "--format", "arrow"]
+
+        def tickwire_frame(cmd):
+            p = subprocess.Popen([args.tickwire, *cmd, *window], stdout=subprocess.PIPE)
+            df = pl.read_ipc_stream(p.stdout)
+            if p.wait() != 0:
+                raise SystemExit(f"tickwire {' '.join(cmd)} failed")
+            return df
+
+        sides = {
+            "replay": (lambda: tickwire_frame(["replay", "--subjects", ">"]),
+                       lambda: pl.read_parquet(f"{d}/events.parquet").sort("event_time")),
+            "asof_join": (lambda: tickwire_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE", "--quotes", "MD.SYN.*.QUOTE"]),
+                          lambda: pl.read_parquet(f"{d}/trades.parquet").join_asof(
+                              pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
+        }
+        for name, (ours, peer) in sides.items():
+            best = {"tickwire": float("inf"), "polars": float("inf")}
+            shape = {}
+            for _ in range(args.runs):
+                for side, f in (("tickwire", ours), ("polars", peer)):
+                    t0 = time.perf_counter()
+                    df = f()
+                    best[side] = min(best[side], time.perf_counter() - t0)
+                    shape[side] = df.shape
+                    if name == "asof_join":
+                        shape[side + "_matched"] = int(df["bid"].is_not_null().sum())
+                    del df
+            report[name] = {"tickwire_seconds": best["tickwire"], "polars_seconds": best["polars"],
+                            "ratio": best["polars"] / best["tickwire"], "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}}
+        report["command"] = " ".join([sys.argv[0].split("/")[-1]] + sys.argv[1:])
+    print(json.dumps(report, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
