@@ -7,7 +7,7 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Query the store.",
-        subcommands: [AsOfJoinCommand.self])
+        subcommands: [AsOfJoinCommand.self, VersionsCommand.self, ChangesCommand.self])
 }
 
 /// `tickwire query asof-join`: each trade with the quote prevailing at its time, as known at K.

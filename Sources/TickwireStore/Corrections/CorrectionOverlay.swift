@@ -1,0 +1,196 @@
+import TickwireCore
+
+/// A partition's rows with its corrections applied as versions: every base row kept, each correction adding the
+/// version it makes (known from the correction's known time) and ending the one it replaces (docs/STORAGE.md,
+/// "Corrections"). Read through a segment built from it, the store's usual as-known-at-K test then shows each
+/// event in the version current at K.
+struct CorrectionOverlay {
+    /// Where an identity stands now.
+    enum State: Equatable { case absent, row(Int), deleted }
+
+    private(set) var subjects: [String]
+    private var subjectIndex: [String: UInt32]
+    /// Base rows (in segment order: subject, event time, known time, arrival), then the versions corrections made.
+    private(set) var events: [Event]
+    let baseCount: Int
+    /// Each subject's base rows (indices into `events`).
+    private let baseRanges: [Range<Int>]
+    /// Valid-until times corrections gave rows (event index -> the known time their next version or deletion).
+    private(set) var ends: [Int: Int64] = [:]
+    /// Every corrected (or inserted) identity's state.
+    private var states: [EventIdentity: State] = [:]
+    /// The identity each row made by a correction is a version of.
+    private var identityOfRow: [Int: EventIdentity] = [:]
+    /// Each identity's versions in order: the base row (if any), then one per correction (nil: a deletion).
+    private(set) var history: [EventIdentity: [(record: CorrectionRecord?, row: Int?)]] = [:]
+
+    init(base: SegmentReader?) {
+        var events = [Event]()
+        base?.allEvents(into: &events)
+        subjects = base?.subjects ?? []
+        subjectIndex = [:]
+        for (i, s) in subjects.enumerated() { subjectIndex[s] = UInt32(i) }
+        baseRanges = base?.ranges.map { $0.firstRow..<($0.firstRow + $0.rowCount) } ?? []
+        self.events = events
+        baseCount = events.count
+    }
+
+    private mutating func subjectID(_ s: String) -> UInt32 {
+        if let i = subjectIndex[s] { return i }
+        subjects.append(s)
+        subjectIndex[s] = UInt32(subjects.count - 1)
+        return UInt32(subjects.count - 1)
+    }
+
+    /// The base rows of a subject at one event time, in segment order.
+    func baseRows(subject: String, eventTime: Int64) -> Range<Int> {
+        guard let s = subjectIndex[subject], Int(s) < baseRanges.count else { return 0..<0 }
+        let r = baseRanges[Int(s)]
+        var lo = r.lowerBound, hi = r.upperBound
+        while lo < hi { let m = (lo + hi) / 2; if events[m].eventTime.rawValue < eventTime { lo = m + 1 } else { hi = m } }
+        var end = lo
+        while end < r.upperBound && events[end].eventTime.rawValue == eventTime { end += 1 }
+        return lo..<end
+    }
+
+    /// A base row's identity: its ordinal counts the earlier rows of the same subject, event and known time.
+    func identity(ofBaseRow i: Int) -> EventIdentity {
+        let e = events[i]
+        let run = baseRows(subject: subjects[Int(e.subjectID)], eventTime: e.eventTime.rawValue)
+        let ordinal = run.lowerBound..<i
+        return EventIdentity(subject: subjects[Int(e.subjectID)], eventTime: e.eventTime, knownTime: e.knownTime,
+                             ordinal: UInt32(ordinal.filter { events[$0].knownTime == e.knownTime }.count))
+    }
+
+    func identity(ofRow i: Int) -> EventIdentity { i < baseCount ? identity(ofBaseRow: i) : identityOfRow[i]! }
+
+    /// The base row an identity names, if the partition holds it.
+    func baseRow(_ id: EventIdentity) -> Int? {
+        var n: UInt32 = 0
+        for i in baseRows(subject: id.subject, eventTime: id.eventTime.rawValue) where events[i].knownTime == id.knownTime {
+            if n == id.ordinal { return i }
+            n += 1
+        }
+        return nil
+    }
+
+    func state(_ id: EventIdentity) -> State {
+        if let s = states[id] { return s }
+        return baseRow(id).map { .row($0) } ?? .absent
+    }
+
+    /// The corrections made so far name this identity (an insert's identity counts once it is made).
+    func isKnown(_ id: EventIdentity) -> Bool { states[id] != nil || baseRow(id) != nil }
+
+    /// The values of an identity's latest version (for a deleted event, the one before its deletion).
+    func latestValues(_ id: EventIdentity) -> EventValues? {
+        if case .row(let r) = state(id) { return EventValues(events[r]) }
+        return history[id]?.last(where: { $0.row != nil }).map { EventValues(events[$0.row!]) }
+    }
+
+    /// Identities stored or inserted at one subject and event time: base rows, then inserted events.
+    func identities(subject: String, eventTime: Nanos) -> [EventIdentity] {
+        baseRows(subject: subject, eventTime: eventTime.rawValue).map { identity(ofBaseRow: $0) }
+            + states.keys.filter { $0.subject == subject && $0.eventTime == eventTime && baseRow($0) == nil }
+                .sorted { ($0.knownTime, $0.ordinal) < ($1.knownTime, $1.ordinal) }
+    }
+
+    /// The event of a row, with its subject.
+    func event(_ i: Int) -> (String, Event) { (subjects[Int(events[i].subjectID)], events[i]) }
+
+    private mutating func end(_ row: Int, at k: Int64) { ends[row] = min(ends[row] ?? .max, k) }
+
+    private mutating func addVersion(_ id: EventIdentity, _ v: EventValues, at k: Nanos) -> Int {
+        let sid = subjectID(id.subject)
+        events.append(v.event(subjectID: sid, eventTime: id.eventTime, knownTime: k))
+        identityOfRow[events.count - 1] = id
+        return events.count - 1
+    }
+
+    /// Applies one record. - Returns: why it cannot apply (its event is missing or already deleted), or nil.
+    @discardableResult
+    mutating func apply(_ r: CorrectionRecord) -> String? {
+        let id = r.target, k = r.knownTime.rawValue
+        let before = state(id)
+        if history[id] == nil, case .row(let base) = before, base < baseCount { history[id] = [(nil, base)] }
+        switch (r.change, before) {
+        case (.insert(let v), .absent):
+            let row = addVersion(id, v, at: r.knownTime)
+            states[id] = .row(row)
+            history[id, default: []].append((r, row))
+        case (.insert, _):
+            return "an event \(id) is already stored"
+        case (.replace, .absent), (.delete, .absent):
+            return "no stored event \(id)"
+        case (.delete, .deleted):
+            return "event \(id) is already deleted"
+        case (.replace(let v), _):
+            var oldBust: Event?
+            if case .row(let old) = before {
+                end(old, at: k)
+                if events[old].kind == .bust && v.c != events[old].c { oldBust = events[old] }
+            }
+            let row = addVersion(id, v, at: r.knownTime)
+            states[id] = .row(row)
+            history[id, default: []].append((r, row))
+            if let b = oldBust { restoreTrade(voidedBy: b, subject: id.subject, at: k) }
+        case (.delete, .row(let old)):
+            end(old, at: k)
+            states[id] = .deleted
+            history[id, default: []].append((r, nil))
+            if events[old].kind == .bust { restoreTrade(voidedBy: events[old], subject: id.subject, at: k) }
+        }
+        return nil
+    }
+
+    /// A BUST withdrawn at `k` (deleted, or pointed at another trade id) stops voiding its trade: the trade's
+    /// version current just before `k` is shown again from `k`, as a new version of that trade.
+    private mutating func restoreTrade(voidedBy bust: Event, subject: String, at k: Int64) {
+        let stem = Layout.stem(subject)
+        var best: Int?
+        for i in events.indices where events[i].kind == .trade && events[i].c == bust.c && events[i].knownTime.rawValue < k
+            && Layout.stem(subjects[Int(events[i].subjectID)]) == stem && (ends[i] ?? .max) > k {
+            if best == nil || events[i].knownTime > events[best!].knownTime { best = i }
+        }
+        guard let row = best else { return }
+        let id = identity(ofRow: row)
+        if case .deleted = state(id) { return }
+        if history[id] == nil, row < baseCount { history[id] = [(nil, row)] }
+        end(row, at: k)
+        let copy = addVersion(id, EventValues(events[row]), at: Nanos(k))
+        states[id] = .row(copy)
+        history[id, default: []].append((nil, copy))
+    }
+
+    /// The partition as a segment to read: base rows and versions, versions resolved as sealing does, plus the
+    /// ends corrections gave.
+    func segment(generation: UInt64, path: String) throws(StoreError) -> SegmentReader {
+        let image = SegmentImage.build(subjects: subjects, events: events, generation: generation, ends: ends)
+        return try SegmentReader(image: image, path: path)
+    }
+}
+
+/// Reading a partition with its corrections: the one call the read path makes (`StoreReader`).
+enum Corrections {
+    /// A reader of the partition as `Sealing.openForReading` gives it, with its corrections applied when it has
+    /// any. A partition without a corrections log costs one `access` call more than before.
+    /// - Returns: the reader, and the damage found in its logs and its corrections log (a record that no longer
+    ///   applies counts as damage: a read must not pass for corrected when it is not).
+    static func openForReading(_ dir: String) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+        let logPath = dir + "/" + CorrectionLog.fileName
+        guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir) }
+        let (base, damage) = try Sealing.openForReading(dir)
+        let log = try CorrectionLog.read(path: logPath)
+        var found = damage + (log.damage.map { [$0] } ?? [])
+        guard !log.records.isEmpty else { return (base, found) }
+        var overlay = CorrectionOverlay(base: base)
+        for r in log.records {
+            if let why = overlay.apply(r) {
+                found.append(StoreDamage(path: logPath, offset: 0, bytes: 0,
+                                         reason: "correction \(r.number) no longer applies: \(why)", unattributedEvents: 0))
+            }
+        }
+        guard !overlay.events.isEmpty else { return (nil, found) }
+        return (try overlay.segment(generation: UInt64(log.records.count), path: dir + " (corrected)"), found)
+    }
+}
