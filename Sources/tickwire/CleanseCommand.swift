@@ -37,7 +37,7 @@ struct CleanseCommand: ParsableCommand {
         try reader.finishRead(command: "cleanse")
         if dryRun {
             for q in requests {
-                print("{\"subject\":\(CorrectionJSON.quoted(q.subject)),\"event_time\":\(q.eventTime.rawValue),\"known_time\":\(q.knownTime!.rawValue),\"op\":\"delete\",\"author\":\(CorrectionJSON.quoted(q.author)),\"reason\":\(CorrectionJSON.quoted(q.reason))}")
+                print("{\"subject\":\(CorrectionJSON.quoted(q.subject)),\"event_time\":\(q.eventTime.rawValue),\"known_time\":\(q.knownTime!.rawValue),\(q.tradeID.map { "\"trade_id\":\($0)," } ?? "")\"op\":\"delete\",\"author\":\(CorrectionJSON.quoted(q.author)),\"reason\":\(CorrectionJSON.quoted(q.reason))}")
             }
             return
         }

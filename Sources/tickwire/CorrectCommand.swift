@@ -26,7 +26,7 @@ struct CorrectCommand: ParsableCommand {
         if file == "-" {
             text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
         } else {
-            guard let d = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read '\(file)'") }
+            guard let d = FileManager.default.contents(atPath: file) else { throw InputError("cannot read '\(file)'") }
             text = String(decoding: d, as: UTF8.self)
         }
         var requests = [CorrectionRequest]()
@@ -35,17 +35,24 @@ struct CorrectCommand: ParsableCommand {
             if trimmed.isEmpty { continue }
             requests.append(try CorrectionJSON.request(String(trimmed), line: i + 1, file: file))
         }
-        guard !requests.isEmpty else { throw ValidationError("\(file): no corrections") }
+        guard !requests.isEmpty else { throw InputError("\(file): no corrections") }
         let store = data + "/store"
-        guard FileManager.default.fileExists(atPath: store) else { throw ValidationError("no store at '\(store)'") }
+        guard FileManager.default.fileExists(atPath: store) else { throw InputError("no store at '\(store)'") }
         let written: [CorrectionRecord]
         do { written = try StoreCorrections.apply(store: store, requests) } catch {
-            throw ValidationError("\(file): \(error)")
+            throw InputError("\(file): \(error) (nothing was written)")
         }
         for (req, r) in zip(requests, written) {
             print("{\"line\":\(req.line),\"number\":\(r.number),\"op\":\"\(CorrectionJSON.op(r.change))\",\"subject\":\(CorrectionJSON.quoted(r.target.subject)),\"known_time\":\(r.knownTime.rawValue),\"hash\":\"\(r.hash.hex)\"}")
         }
     }
+}
+
+/// A refusal of bad input, printed as `Error: …` with exit status 1 (no usage text: the input was wrong, not
+/// the command line).
+struct InputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ text: String) { description = text }
 }
 
 /// The JSON forms of corrections: parsing a line of `tickwire correct`, printing records and versions.
@@ -68,19 +75,19 @@ enum CorrectionJSON {
         switch v {
         case nil: return nil
         case let s as String:
-            do { return try Nanos(parsing: s) } catch { throw ValidationError("\(file): line \(line): \(key): \(error)") }
+            do { return try Nanos(parsing: s) } catch { throw InputError("\(file): line \(line): \(key): \(error)") }
         case let n as NSNumber:
-            guard let i = Int64(exactly: n.doubleValue), "\(i)" == n.stringValue else {
-                throw ValidationError("\(file): line \(line): \(key) must be an integer of nanoseconds or an ISO-8601 time")
+            guard let i = Int64(n.stringValue) else {
+                throw InputError("\(file): line \(line): \(key) must be an integer of nanoseconds or an ISO-8601 time")
             }
             return Nanos(i)
-        default: throw ValidationError("\(file): line \(line): \(key) must be a time")
+        default: throw InputError("\(file): line \(line): \(key) must be a time")
         }
     }
 
-    /// One line of a corrections file as a request. - Throws: a `ValidationError` naming the file and line.
+    /// One line of a corrections file as a request. - Throws: an `InputError` naming the file and line.
     static func request(_ text: String, line: Int, file: String) throws -> CorrectionRequest {
-        func bad(_ why: String) -> ValidationError { ValidationError("\(file): line \(line): \(why)") }
+        func bad(_ why: String) -> InputError { InputError("\(file): line \(line): \(why)") }
         guard let o = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] else {
             throw bad("not a JSON object")
         }
@@ -133,7 +140,7 @@ enum CorrectionJSON {
                                              "lower", "value", "threshold", "position", "notional", "pnl"]
 
     /// Field values as stored words: decimals as e8, sides and states from their names.
-    static func values(_ set: [String: Any], kind: EventKind?, bad: (String) -> ValidationError) throws -> [String: Int64] {
+    static func values(_ set: [String: Any], kind: EventKind?, bad: (String) -> InputError) throws -> [String: Int64] {
         var out = [String: Int64]()
         for (key, v) in set {
             let text: String

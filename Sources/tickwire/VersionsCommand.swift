@@ -27,7 +27,7 @@ struct VersionsCommand: ParsableCommand {
                                     ordinal: ordinal, operation: .delete, author: "", reason: "")
         let (id, versions): (EventIdentity, [EventVersion])
         do { (id, versions) = try StoreCorrections.versions(store: data + "/store", of: req) } catch {
-            throw ValidationError(error.description.replacingOccurrences(of: "line 0: ", with: ""))
+            throw InputError(error.description.replacingOccurrences(of: "line 0: ", with: ""))
         }
         for v in versions {
             var line = "{\"subject\":\(CorrectionJSON.quoted(id.subject)),\"event_time\":\(id.eventTime.rawValue),\"origin\":\"\(v.origin.rawValue)\",\"known_time\":\(v.knownTime.rawValue)"

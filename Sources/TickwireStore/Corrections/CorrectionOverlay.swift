@@ -21,6 +21,9 @@ struct CorrectionOverlay {
     private var states: [EventIdentity: State] = [:]
     /// The identity each row made by a correction is a version of.
     private var identityOfRow: [Int: EventIdentity] = [:]
+    /// Events inserted by corrections, by subject and event time.
+    private var inserted: [SubjectTime: [EventIdentity]] = [:]
+    private struct SubjectTime: Hashable { let subject: String; let eventTime: Nanos }
     /// Each identity's versions in order: the base row (if any), then one per correction (nil: a deletion).
     private(set) var history: [EventIdentity: [(record: CorrectionRecord?, row: Int?)]] = [:]
 
@@ -91,8 +94,7 @@ struct CorrectionOverlay {
     /// Identities stored or inserted at one subject and event time: base rows, then inserted events.
     func identities(subject: String, eventTime: Nanos) -> [EventIdentity] {
         baseRows(subject: subject, eventTime: eventTime.rawValue).map { identity(ofBaseRow: $0) }
-            + states.keys.filter { $0.subject == subject && $0.eventTime == eventTime && baseRow($0) == nil }
-                .sorted { ($0.knownTime, $0.ordinal) < ($1.knownTime, $1.ordinal) }
+            + (inserted[SubjectTime(subject: subject, eventTime: eventTime)] ?? [])
     }
 
     /// The event of a row, with its subject.
@@ -118,6 +120,7 @@ struct CorrectionOverlay {
             let row = addVersion(id, v, at: r.knownTime)
             states[id] = .row(row)
             history[id, default: []].append((r, row))
+            inserted[SubjectTime(subject: id.subject, eventTime: id.eventTime), default: []].append(id)
         case (.insert, _):
             return "an event \(id) is already stored"
         case (.replace, .absent), (.delete, .absent):
