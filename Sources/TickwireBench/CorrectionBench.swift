@@ -6,7 +6,8 @@ import CTickwireSys
 /// The read cost of corrections (docs/STORAGE.md, "Corrections"), in `tickwire bench store`: a fresh reader
 /// scanning every event of a correction-free store (today's path plus the one `access` check for a corrections
 /// log per partition opened), the price of that check alone, and the same scan after one correction in every
-/// partition (the partition is then rebuilt in memory with its versions, as a partition with an open log is).
+/// partition: reading the corrected segment `tickwire correct` leaves beside the sealed one, and without it
+/// (each reader then rebuilds the partition in memory with its versions, as for a partition with an open log).
 enum CorrectionBench {
     static func measure(store: String, query: StoreQuery, runs: Int) throws -> [String: Any] {
         // A copy of the sealed store to correct (hard links: the sealed files are never written again).
@@ -43,6 +44,10 @@ enum CorrectionBench {
             let (c, _) = try scan(corrected)
             plain.append(p); withCorrections.append(c); rows = n
         }
+        // Without the corrected segments: every reader rebuilds.
+        try removeCorrectedSegments(corrected)
+        var rebuilt = [Double]()
+        for _ in 0..<max(1, runs) { rebuilt.append(try scan(corrected).0) }
         // The check itself: one access(2) per partition opened.
         let partitions = max(1, requests.count)
         let probe = store + "/no-such-corrections.twc"
@@ -55,7 +60,19 @@ enum CorrectionBench {
                 "check_ns_per_partition": checkNs,
                 "check_share_of_scan": checkNs * Double(partitions) / 1e9 / best(plain),
                 "corrected_scan_seconds": best(withCorrections),
-                "corrected_ratio_vs_plain": best(withCorrections) / best(plain)]
+                "corrected_ratio_vs_plain": best(withCorrections) / best(plain),
+                "rebuilt_scan_seconds": best(rebuilt),
+                "rebuilt_ratio_vs_plain": best(rebuilt) / best(plain)]
+    }
+
+    static func removeCorrectedSegments(_ dir: String) throws {
+        let fm = FileManager.default
+        for name in try fm.contentsOfDirectory(atPath: dir) {
+            var isDir: ObjCBool = false
+            _ = fm.fileExists(atPath: dir + "/" + name, isDirectory: &isDir)
+            guard isDir.boolValue else { continue }
+            if name.hasPrefix("corrected-") { try fm.removeItem(atPath: dir + "/" + name) } else { try removeCorrectedSegments(dir + "/" + name) }
+        }
     }
 
     /// Mirrors a directory tree with hard links.

@@ -43,7 +43,7 @@ struct CorrectCommand: ParsableCommand {
             throw InputError("\(file): \(error) (nothing was written)")
         }
         for (req, r) in zip(requests, written) {
-            print("{\"line\":\(req.line),\"number\":\(r.number),\"op\":\"\(CorrectionJSON.op(r.change))\",\"subject\":\(CorrectionJSON.quoted(r.target.subject)),\"known_time\":\(r.knownTime.rawValue),\"hash\":\"\(r.hash.hex)\"}")
+            print("{\"line\":\(req.line),\"number\":\(r.number),\"op\":\"\(r.change.name)\",\"subject\":\(CorrectionJSON.quoted(r.target.subject)),\"known_time\":\(r.knownTime.rawValue),\"hash\":\"\(r.hash.hex)\"}")
         }
     }
 }
@@ -61,14 +61,6 @@ enum CorrectionJSON {
         var out = [UInt8]()
         EventText.appendJSONString(s, to: &out)
         return String(decoding: out, as: UTF8.self)
-    }
-
-    static func op(_ c: CorrectionChange) -> String {
-        switch c {
-        case .replace: "replace"
-        case .delete: "delete"
-        case .insert: "insert"
-        }
     }
 
     static func time(_ v: Any?, _ key: String, line: Int, file: String) throws -> Nanos? {

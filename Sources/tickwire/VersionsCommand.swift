@@ -65,7 +65,7 @@ struct ChangesCommand: ParsableCommand {
         do { pattern = try subjects.map { try SubjectPattern($0) } } catch { throw ValidationError("--subjects: \(error)") }
         for c in try StoreCorrections.changes(store: data + "/store", from: k1, to: k2, subjects: pattern) {
             let r = c.record, t = r.target
-            var line = "{\"partition\":\"\(c.partition)\",\"number\":\(r.number),\"known_time\":\(r.knownTime.rawValue),\"op\":\"\(CorrectionJSON.op(r.change))\""
+            var line = "{\"partition\":\"\(c.partition)\",\"number\":\(r.number),\"known_time\":\(r.knownTime.rawValue),\"op\":\"\(r.change.name)\""
             line += ",\"subject\":\(CorrectionJSON.quoted(t.subject)),\"event_time\":\(t.eventTime.rawValue),\"event_known_time\":\(t.knownTime.rawValue),\"ordinal\":\(t.ordinal)"
             if let b = c.before { line += ",\"before\":" + CorrectionJSON.valuesJSON(b) }
             if let a = c.after { line += ",\"after\":" + CorrectionJSON.valuesJSON(a) }

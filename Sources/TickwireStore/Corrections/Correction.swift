@@ -49,7 +49,8 @@ public enum CorrectionChange: Hashable, Sendable {
     /// A new event (the identity's subject and event time; its known time is the correction's).
     case insert(EventValues)
 
-    var name: String {
+    /// `replace`, `delete` or `insert`, as `tickwire correct` takes it.
+    public var name: String {
         switch self {
         case .replace: "replace"
         case .delete: "delete"

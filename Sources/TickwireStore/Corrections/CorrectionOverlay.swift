@@ -97,9 +97,6 @@ struct CorrectionOverlay {
             + (inserted[SubjectTime(subject: subject, eventTime: eventTime)] ?? [])
     }
 
-    /// The event of a row, with its subject.
-    func event(_ i: Int) -> (String, Event) { (subjects[Int(events[i].subjectID)], events[i]) }
-
     private mutating func end(_ row: Int, at k: Int64) { ends[row] = min(ends[row] ?? .max, k) }
 
     private mutating func addVersion(_ id: EventIdentity, _ v: EventValues, at k: Nanos) -> Int {
@@ -182,8 +179,9 @@ enum Corrections {
     static func openForReading(_ dir: String) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         let logPath = dir + "/" + CorrectionLog.fileName
         guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir) }
-        let (base, damage) = try Sealing.openForReading(dir)
         let log = try CorrectionLog.read(path: logPath)
+        if log.damage == nil, let cached = try CorrectedSegment.open(dir, log: log) { return (cached, []) }
+        let (base, damage) = try Sealing.openForReading(dir)
         var found = damage + (log.damage.map { [$0] } ?? [])
         guard !log.records.isEmpty else { return (base, found) }
         var overlay = CorrectionOverlay(base: base)
@@ -195,5 +193,48 @@ enum Corrections {
         }
         guard !overlay.events.isEmpty else { return (nil, found) }
         return (try overlay.segment(generation: UInt64(log.records.count), path: dir + " (corrected)"), found)
+    }
+}
+
+/// A sealed partition's corrected segment, built once by `tickwire correct` and read by every later reader: the
+/// overlay's segment written beside the sealed one as `corrected-G-H/` (G the sealed generation it was built on,
+/// H the first 16 hex digits of the corrections log's head hash). Derived data: used only while the partition has
+/// no open log, its sealed generation is still G and the log's head is still H; otherwise readers rebuild the
+/// overlay, as without it. Written like a sealed segment (`.tmp`, `fdatasync`, rename, directory `fsync`).
+enum CorrectedSegment {
+    static func name(generation: UInt64, head: ChainHash) -> String {
+        "corrected-" + Layout.padded(generation) + "-" + String(head.hex.prefix(16))
+    }
+
+    /// The cached segment, when it matches the partition and log as they are.
+    static func open(_ dir: String, log: CorrectionLog.Contents) throws(StoreError) -> SegmentReader? {
+        guard !log.records.isEmpty else { return nil }
+        let files = Layout.inspect(dir)
+        guard files.liveLogs.isEmpty, let g = files.sealedGeneration else { return nil }
+        let path = dir + "/" + name(generation: g, head: log.headHash)
+        guard FS.isDirectory(path) else { return nil }
+        return try SegmentReader.open(directory: path)
+    }
+
+    /// Writes the segment for `overlay` (the partition's sealed rows with every record of the log applied), if
+    /// the partition is sealed with no open log before and after building it; removes older ones. Best effort:
+    /// the corrections are already durable, and a reader without the cache rebuilds the same segment.
+    static func write(_ dir: String, overlay: CorrectionOverlay, head: ChainHash, generation before: UInt64?) {
+        let files = Layout.inspect(dir)
+        guard let g = files.sealedGeneration, g == before, files.liveLogs.isEmpty, !overlay.events.isEmpty else { return }
+        let final = name(generation: g, head: head)
+        let tmp = dir + "/" + final + ".tmp"
+        do {
+            let image = SegmentImage.build(subjects: overlay.subjects, events: overlay.events, generation: g, ends: overlay.ends)
+            try FS.makeDirectories(tmp)
+            for (file, bytes) in image.files { try FS.writeDurably(tmp + "/" + file, bytes) }
+            try FS.writeDurably(tmp + "/meta", image.meta())
+            try FS.syncDirectory(tmp)
+            try FS.rename(tmp, dir + "/" + final)
+            for old in FS.list(dir) where old.hasPrefix("corrected-") && old != final { try FS.removeTree(dir + "/" + old) }
+            try FS.syncDirectory(dir)
+        } catch {
+            try? FS.removeTree(tmp)
+        }
     }
 }

@@ -39,10 +39,16 @@ public enum StoreCorrections {
         for key in order {
             let dir = store + "/" + key.relativePath
             do {
+                let generation = Layout.inspect(dir).sealedGeneration
+                var after: CorrectionOverlay?
                 let records = try CorrectionLog.append(path: dir + "/" + CorrectionLog.fileName, directory: dir) { existing, last in
                     var o = try overlay(store, key, existing.records)
                     let planned = try plan(groups[key]!, &o, after: max(last, k - 1), clock: clock)
+                    after = o
                     return planned.map { ($0.known, $0.target, $0.change, $0.author, $0.reason) }
+                }
+                if let o = after, let head = records.last?.hash {
+                    CorrectedSegment.write(dir, overlay: o, head: head, generation: generation)
                 }
                 for (r, i) in zip(records, indices[key]!) { written[i] = r }
                 k = max(k, (records.last?.knownTime.rawValue ?? k) + 1)
