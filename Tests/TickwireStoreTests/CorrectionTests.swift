@@ -297,6 +297,39 @@ import TickwireTestSupport
         #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).map(\.event.a) == [1_000_000, 2])
     }
 
+    /// `export --as-of`: before a correction's known time, the file is byte for byte the one written before it.
+    @Test func exportAsOfKMinusOneIsTheExportFromBefore() throws {
+        let dir = try store(); defer { cleanUp(dir) }
+        func export(_ asOf: Nanos?) throws -> Data {
+            let path = dir + "/x-\(UInt32.random(in: 0...UInt32.max)).arrow"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            try ArrowExport.write(StoreReader(directory: dir), StoreQuery(subjects: SubjectPattern(">"), from: t(0), to: t(10), asOf: asOf), to: path)
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        }
+        let before = try export(nil)
+        let k = try correct(dir, at: t(100), [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 1]))])[0].knownTime
+        #expect(try export(Nanos(k.rawValue - 1)) == before)
+        #expect(try export(k) != before)
+        #expect(try export(k) == export(nil))
+    }
+
+    /// An append cut short by a crash is ignored, then cut by the next append, which chains onto the last whole record.
+    @Test func aTornAppendIsCutByTheNextOne() throws {
+        let dir = try store(); defer { cleanUp(dir) }
+        _ = try correct(dir, at: t(100), [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 1]))])
+        _ = try correct(dir, at: t(200), [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 2]))])
+        let path = dir + "/2026-01-05/MD.XNAS/corrections.twc"
+        let whole = try Data(contentsOf: URL(fileURLWithPath: path))
+        try whole.prefix(whole.count - 10).write(to: URL(fileURLWithPath: path))
+        #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).map(\.event.a) == [1])
+        let r = try correct(dir, at: t(300), [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 3]))])
+        #expect(r.map(\.number) == [2])
+        let v = try StoreCorrections.verify(store: dir)
+        #expect(v.ok && v.records == 2)
+        #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: t(250)).map(\.event.a) == [1])
+        #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).map(\.event.a) == [3])
+    }
+
     /// A partition without corrections is read as before: no overlay, the mapped sealed segment itself.
     @Test func aCorrectionFreePartitionIsReadAsBefore() throws {
         let dir = try store(); defer { cleanUp(dir) }
