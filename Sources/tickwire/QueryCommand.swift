@@ -30,11 +30,14 @@ struct AsOfJoinCommand: ParsableCommand {
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
     @Option(help: "csv or jsonl.") var format: String
+    @Flag(help: "jsonl: first a line recording the as-of moment used (now, when --as-of is left out), to repeat the run exactly.")
+    var header = false
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
+        var window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
+        if header { window = RunMetadata.pinned(window) }
         let quotePattern: SubjectPattern
         do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
         guard let dir = AsOfDirection(rawValue: direction) else {
@@ -46,8 +49,11 @@ struct AsOfJoinCommand: ParsableCommand {
         let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
+        if header && fmt != .jsonl { throw ValidationError("--header is for --format jsonl output") }
         let reader = try StoreReader(directory: data + "/store")
-        try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        let output = try ByteOutput(path: out)
+        if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
+        try reader.writeAsOfJoin(join, format: fmt, to: output)
         try reader.finishRead(command: "query asof-join")
     }
 }

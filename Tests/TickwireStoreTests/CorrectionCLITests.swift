@@ -63,6 +63,16 @@ struct CorrectionCLITests {
         let asOf = String(head.split(separator: ",")[1].dropFirst("\"as_of\":".count))
         #expect(withHeader.dropFirst(head.count + 1) == Substring(try replay(dir, asOf: asOf)))
 
+        // The join records its as-of too, and repeating it as of that moment gives the same rows.
+        let join = ["query", "asof-join", "--trades", "MD.*.*.TRADE", "--quotes", "MD.*.*.QUOTE", "--from", "\(t(0).rawValue)",
+                    "--to", "\(t(10).rawValue)", "--format", "jsonl", "--data", dir]
+        let (jc, joined, jerr) = try run(join + ["--header"])
+        #expect(jc == 0, "\(jerr)")
+        let jhead = try #require(joined.split(separator: "\n").first)
+        #expect(jhead.hasPrefix("{\"tickwire\":{\"command\":\"query asof-join\",\"as_of\":"))
+        let jAsOf = String(jhead.split(separator: ",")[1].dropFirst("\"as_of\":".count))
+        #expect(try joined.dropFirst(jhead.count + 1) == Substring(run(join + ["--as-of", jAsOf]).1))
+
         let (vc, versions, _) = try run(["query", "versions", "--subject", "MD.XNAS.AAPL.TRADE", "--event-time", "\(t(3).rawValue)", "--data", dir])
         #expect(vc == 0)
         #expect(versions.split(separator: "\n").count == 2 && versions.contains("\"author\":\"alice\"") && versions.contains("\"reason\":\"bad print\""))
