@@ -268,6 +268,13 @@ import TickwireTestSupport
         #expect(try one(dir, "MD.XNAS.AAPL.TRADE", asOf: t(150)).count == 3)
         let (_, v) = try StoreCorrections.versions(store: dir, of: req("MD.XNAS.AAPL.TRADE", t(3), .delete, tradeID: 2))
         #expect(v.last?.record?.author == "rule:price-band(0.05)")
+        // A quote a person corrected into a crossed one is found by its current version and deleted.
+        _ = try StoreCorrections.apply(store: dir, [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 102_000_000]))], clock: { t(300) })
+        let again = try CleansingRule.crossedQuotes.requests(StoreReader(directory: dir), q)
+        #expect(again.map(\.knownTime) == [t(300)])
+        _ = try StoreCorrections.apply(store: dir, again, clock: { t(400) })
+        #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).isEmpty)
+        #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: t(350)).map(\.event.a) == [102_000_000])
         // Run again: nothing new.
         #expect(try CleansingRule.priceBand(fraction: 0.05).requests(StoreReader(directory: dir), q).isEmpty)
         #expect(try CleansingRule.crossedQuotes.requests(StoreReader(directory: dir), q).isEmpty)

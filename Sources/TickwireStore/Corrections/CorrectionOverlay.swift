@@ -91,6 +91,12 @@ struct CorrectionOverlay {
         return history[id]?.last(where: { $0.row != nil }).map { EventValues(events[$0.row!]) }
     }
 
+    /// The known time of an identity's current version (nil when deleted or absent).
+    func currentKnownTime(_ id: EventIdentity) -> Nanos? {
+        if case .row(let r) = state(id) { return events[r].knownTime }
+        return nil
+    }
+
     /// Identities stored or inserted at one subject and event time: base rows, then inserted events.
     func identities(subject: String, eventTime: Nanos) -> [EventIdentity] {
         baseRows(subject: subject, eventTime: eventTime.rawValue).map { identity(ofBaseRow: $0) }

@@ -142,7 +142,8 @@ public enum StoreCorrections {
             }
             if req.knownTime == nil, let latest = candidates.max(by: { $0.knownTime < $1.knownTime }) { candidates = [latest] }
         }
-        if let k = req.knownTime { candidates = candidates.filter { $0.knownTime == k } }
+        // A known time names the event's first version, or its current one (what a read shows, e.g. to a rule).
+        if let k = req.knownTime { candidates = candidates.filter { $0.knownTime == k || overlay.currentKnownTime($0) == k } }
         if let o = req.ordinal { candidates = candidates.filter { $0.ordinal == o } }
         guard let first = candidates.first else { throw .noSuchEvent(line: req.line, identity: describe(req)) }
         guard candidates.count == 1 else { throw .ambiguous(line: req.line, identity: describe(req), matches: candidates.count) }
