@@ -31,7 +31,7 @@ struct CorrectCommand: ParsableCommand {
         }
         var requests = [CorrectionRequest]()
         for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)   // CRLF files too
             if trimmed.isEmpty { continue }
             requests.append(try CorrectionJSON.request(String(trimmed), line: i + 1, file: file))
         }
@@ -40,7 +40,7 @@ struct CorrectCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: store) else { throw InputError("no store at '\(store)'") }
         let written: [CorrectionRecord]
         do { written = try StoreCorrections.apply(store: store, requests) } catch {
-            throw InputError("\(file): \(error) (nothing was written)")
+            throw InputError("\(file): \(error)")
         }
         for (req, r) in zip(requests, written) {
             print("{\"line\":\(req.line),\"number\":\(r.number),\"op\":\"\(r.change.name)\",\"subject\":\(CorrectionJSON.quoted(r.target.subject)),\"known_time\":\(r.knownTime.rawValue),\"hash\":\"\(r.hash.hex)\"}")

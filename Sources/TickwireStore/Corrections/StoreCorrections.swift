@@ -19,7 +19,7 @@ public enum StoreCorrections {
         var groups = [PartitionKey: [CorrectionRequest]](), indices = [PartitionKey: [Int]]()
         var order = [PartitionKey]()
         for (i, r) in requests.enumerated() {
-            guard !r.subject.isEmpty, r.subject.utf8.count <= 1024 else { throw .invalid(line: r.line, reason: "a subject is required") }
+            guard !r.subject.isEmpty, r.subject.utf8.count <= 1024 else { throw .invalid(line: r.line, reason: "a subject of 1 to 1024 bytes is required") }
             guard r.author.utf8.count <= 255 else { throw .invalid(line: r.line, reason: "author is over 255 bytes") }
             guard r.reason.utf8.count <= 4096 else { throw .invalid(line: r.line, reason: "reason is over 4096 bytes") }
             let key = EventIdentity(subject: r.subject, eventTime: r.eventTime, knownTime: r.eventTime).partition
