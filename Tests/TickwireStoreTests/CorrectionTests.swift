@@ -337,6 +337,18 @@ import TickwireTestSupport
         #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).map(\.event.a) == [3])
     }
 
+    /// A venue's missing print inserted on a day the store has no partition for: the partition is made for it.
+    @Test func anInsertOnADayWithNoDataMakesItsPartition() throws {
+        let dir = try store(); defer { cleanUp(dir) }
+        let nextDay = Nanos(t(1).rawValue + Nanos.perDay)
+        let r = try correct(dir, at: t(100), [req("MD.XNYS.IBM.TRADE", nextDay, .insert(.trade, ["price": 5, "size": 1, "trade_id": 3]))])[0]
+        let got = try read(dir, "MD.XNYS.>", from: t(0), to: Nanos(nextDay.rawValue + 1))
+        #expect(got.map(\.subject) == ["MD.XNYS.IBM.TRADE"] && got[0].event.knownTime == r.knownTime && got[0].event.c == 3)
+        #expect(try read(dir, "MD.XNYS.>", from: t(0), to: Nanos(nextDay.rawValue + 1), asOf: t(99)).isEmpty)
+        try ev.write([ev.trade("MD.XNYS.IBM.TRADE", at: Nanos(nextDay.rawValue + 5), known: t(150), price: 6, id: 4)], to: dir)
+        #expect(try read(dir, "MD.XNYS.>", from: t(0), to: Nanos(nextDay.rawValue + 10)).map(\.event.c) == [3, 4])
+    }
+
     /// A partition without corrections is read as before: no overlay, the mapped sealed segment itself.
     @Test func aCorrectionFreePartitionIsReadAsBefore() throws {
         let dir = try store(); defer { cleanUp(dir) }
