@@ -111,7 +111,7 @@ enum CorrectionLog {
     }
 
     /// Appends records durably, under an exclusive `flock` on the log: the next numbers and links are taken from
-    /// the file as it is under the lock, the known times from `knownTimes(lastKnown)` (which must increase), and
+    /// the file as it is under the lock, the records from `make(existing, lastKnown)` (known times increasing), and
     /// nothing counts as written before `fdatasync` returns. A torn append at the end is cut first; a damaged
     /// log is refused (a correction must never be chained onto bytes that are not what was written).
     /// - Returns: the records as written.
@@ -171,7 +171,15 @@ enum CorrectionLog {
         try file.seek(to: existing.validBytes)
         try file.writeAll(bytes)
         try file.syncData()
-        if isNew { try FS.syncDirectory(directory) }
+        if isNew {
+            // The log's entry, and the partition's and date's directories when this made them.
+            var dir = directory
+            for _ in 0..<3 {
+                try FS.syncDirectory(dir)
+                guard let slash = dir.lastIndex(of: "/") else { break }
+                dir = String(dir[..<slash])
+            }
+        }
         return written
     }
 }
