@@ -349,6 +349,24 @@ import TickwireTestSupport
         #expect(try read(dir, "MD.XNYS.>", from: t(0), to: Nanos(nextDay.rawValue + 10)).map(\.event.c) == [3, 4])
     }
 
+    /// A trade the feed re-sent: the latest is what a trade id names; versions lists the feed's, then the people's.
+    @Test func aResentTradeIsCorrectedInItsLatestVersion() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try ev.write([ev.trade("MD.XNAS.AAPL.TRADE", at: t(2), known: t(2), price: 100, id: 7),
+                      ev.trade("MD.XNAS.AAPL.TRADE", at: t(2), known: t(50), price: 101, id: 7)], to: dir)
+        let k = try correct(dir, at: t(100), [req("MD.XNAS.AAPL.TRADE", t(2), .replace(["price": 102_000_000]), tradeID: 7)])[0].knownTime
+        #expect(try one(dir, "MD.XNAS.AAPL.TRADE", asOf: t(10)).map(\.event.a) == [100_000_000])
+        #expect(try one(dir, "MD.XNAS.AAPL.TRADE", asOf: t(60)).map(\.event.a) == [101_000_000])
+        #expect(try one(dir, "MD.XNAS.AAPL.TRADE", asOf: k).map(\.event.a) == [102_000_000])
+        let (_, v) = try StoreCorrections.versions(store: dir, of: req("MD.XNAS.AAPL.TRADE", t(2), .delete, tradeID: 7))
+        #expect(v.map(\.knownTime) == [t(2), t(50), k] && v.map(\.origin) == [.stored, .stored, .replace])
+        #expect(v.map(\.validUntil) == [t(50), k, nil])
+        let old = req("MD.XNAS.AAPL.TRADE", t(2), .delete, line: 9, tradeID: 7, known: t(2))
+        do { _ = try correct(dir, at: t(200), [old]); Issue.record("an earlier version was corrected") } catch {
+            #expect("\(error)".contains("line 9: the trade") && "\(error)".contains("superseded by the feed's version"))
+        }
+    }
+
     /// A partition without corrections is read as before: no overlay, the mapped sealed segment itself.
     @Test func aCorrectionFreePartitionIsReadAsBefore() throws {
         let dir = try store(); defer { cleanUp(dir) }

@@ -206,6 +206,14 @@ extension StoreCorrections {
             out.append(EventVersion(origin: .stored, knownTime: overlay.events[r].knownTime, validUntil: nil,
                                     values: EventValues(overlay.events[r]), record: nil))
         }
+        // A trade the feed re-sent (same id): its earlier stored versions come first.
+        if let first = out.first, first.origin == .stored, let v = first.values, v.kind == .trade, v.c != 0 {
+            let earlier = overlay.baseRows(subject: id.subject, eventTime: id.eventTime.rawValue)
+                .filter { overlay.events[$0].kind == .trade && overlay.events[$0].c == v.c && overlay.events[$0].knownTime < id.knownTime }
+                .map { EventVersion(origin: .stored, knownTime: overlay.events[$0].knownTime, validUntil: nil,
+                                    values: EventValues(overlay.events[$0]), record: nil) }
+            out = earlier + out
+        }
         for i in out.indices.dropLast() { out[i].validUntil = out[i + 1].knownTime }
         return (id, out)
     }
