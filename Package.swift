@@ -62,7 +62,7 @@ let package = Package(
             "TickwireCore", "CTickwireSys",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys"]),
+        .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ", "TickwireNATS"]),
         // Complex-event rules over the live stream, and pre-trade risk limits marked to market data.
         .target(name: "TickwireAlerts", dependencies: ["TickwireCore"]),

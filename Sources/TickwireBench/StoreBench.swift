@@ -142,6 +142,7 @@ enum StoreBench {
             }
         }
 
+        let correctionCost = try CorrectionBench.measure(store: store, query: all, runs: runs)
         let events2 = Double(2 * n)
         return [
             "suite": "store",
@@ -164,6 +165,7 @@ enum StoreBench {
             "as_known_at": ["corrections": corrections, "plain_rows": plainRows, "as_of_rows": asOfRows,
                             "plain_seconds": best(plainRead), "as_of_seconds": best(asOfRead),
                             "ratio_vs_plain": best(asOfRead) / best(plainRead)],
+            "corrections": correctionCost,
         ]
     }
 

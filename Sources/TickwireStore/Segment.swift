@@ -74,7 +74,8 @@ struct SegmentImage {
     /// - Parameters:
     ///   - subjects: subject texts; `events[i].subjectID` indexes it.
     ///   - events: rows in arrival order.
-    static func build(subjects: [String], events: [Event], generation: UInt64) -> SegmentImage {
+    ///   - ends: valid-until times given by corrections, by index in `events` (docs/STORAGE.md, "Corrections").
+    static func build(subjects: [String], events: [Event], generation: UInt64, ends: [Int: Int64] = [:]) -> SegmentImage {
         // The dictionary in text order, so the subject number order is the text order replay merges on.
         let order = subjects.indices.sorted { subjects[$0] < subjects[$1] }
         var dictionary = [String](), rankOf = [Int](repeating: 0, count: subjects.count)
@@ -109,7 +110,7 @@ struct SegmentImage {
                 }
             }
         }
-        let validUntil = Versions.resolve(events: events, perm: perm, starts: starts, dictionary: dictionary)
+        let validUntil = Versions.resolve(events: events, perm: perm, starts: starts, dictionary: dictionary, ends: ends)
         return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, validUntil: validUntil,
                       generation: generation)
     }
@@ -192,7 +193,8 @@ struct SegmentImage {
 /// from the bust's known time on. Every other event is its own version: quotes, statuses and alerts are
 /// observations, never corrected, so two quotes at the same instant are both kept.
 enum Versions {
-    static func resolve(events: [Event], perm: [Int32], starts: [Int], dictionary: [String]) -> [(row: Int, until: Int64)] {
+    static func resolve(events: [Event], perm: [Int32], starts: [Int], dictionary: [String],
+                        ends: [Int: Int64] = [:]) -> [(row: Int, until: Int64)] {
         // Busts first: (stem, trade id) -> earliest known time of a bust.
         var stemOf = [Int](repeating: 0, count: dictionary.count)
         var stems = [Substring: Int]()
@@ -201,13 +203,13 @@ enum Versions {
             if let k = stems[stem] { stemOf[s] = k } else { stemOf[s] = stems.count; stems[stem] = stems.count }
         }
         struct Key: Hashable { let stem: Int; let id: Int64 }
-        var busts = [Key: Int64]()
+        // A bust withdrawn by a correction voids only the rows known before it was withdrawn.
+        var busts = [Key: [(from: Int64, until: Int64)]]()
         for s in 0..<dictionary.count {
             for row in starts[s]..<starts[s + 1] {
                 let e = events[Int(perm[row])]
                 guard e.kind == .bust else { continue }
-                let key = Key(stem: stemOf[s], id: e.c)
-                busts[key] = min(busts[key] ?? .max, e.knownTime.rawValue)
+                busts[Key(stem: stemOf[s], id: e.c), default: []].append((e.knownTime.rawValue, ends[Int(perm[row])] ?? .max))
             }
         }
         var out = [(row: Int, until: Int64)]()
@@ -223,7 +225,10 @@ enum Versions {
                 let runStart = out.count
                 for i in (row..<end).reversed() {
                     let e = events[Int(perm[i])]
-                    guard e.kind == .trade, e.c != 0 else { continue }
+                    guard e.kind == .trade, e.c != 0 else {
+                        if !ends.isEmpty, let end = ends[Int(perm[i])] { out.append((i, end)) }
+                        continue
+                    }
                     var until = Int64.max
                     if end - row <= 32 {
                         for j in (i + 1)..<end {
@@ -234,7 +239,10 @@ enum Versions {
                         until = later[e.c] ?? .max
                         later[e.c] = e.knownTime.rawValue
                     }
-                    if !busts.isEmpty, let b = busts[Key(stem: stemOf[s], id: e.c)] { until = min(until, b) }
+                    if !busts.isEmpty, let bs = busts[Key(stem: stemOf[s], id: e.c)] {
+                        for b in bs where b.until > e.knownTime.rawValue { until = min(until, b.from) }
+                    }
+                    if !ends.isEmpty, let end = ends[Int(perm[i])] { until = min(until, end) }
                     if until != .max { out.append((i, until)) }
                 }
                 out[runStart...].reverse()

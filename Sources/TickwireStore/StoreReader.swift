@@ -127,7 +127,7 @@ public final class StoreReader {
 
     func segment(_ key: PartitionKey) throws(StoreError) -> SegmentReader? {
         if let s = cache[key] { return s }
-        let (s, found) = try Sealing.openForReading(directory + "/" + key.relativePath)
+        let (s, found) = try Corrections.openForReading(directory + "/" + key.relativePath)
         cache[key] = s
         damage += found
         return s

@@ -1,11 +1,12 @@
 import ArgumentParser
+import Foundation
 import TickwireDaemon
 import TickwireJournal
 
 /// `tickwire audit …`: read-only checks and views of the trade journal (safe while the daemon runs).
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "audit", abstract: "Verify and read the trade journal.",
+        commandName: "audit", abstract: "Verify and read the trade journal (verify also checks the store's corrections logs).",
         subcommands: [Verify.self, Tail.self, Show.self, Export.self, Repair.self])
 
     struct DataOption: ParsableArguments {
@@ -19,6 +20,11 @@ struct AuditCommand: ParsableCommand {
         @OptionGroup var options: DataOption
 
         func run() throws {
+            let corrections = try CorrectionsVerify.run(data: options.data)   // the store's corrections logs (CorrectCommand.swift)
+            if let c = corrections.line, !FileManager.default.fileExists(atPath: options.journal) {
+                print(c)
+                if !corrections.ok { throw ExitCode(1) } else { return }
+            }
             let v = try JournalAudit.verify(directory: options.journal)
             var line = "{\"ok\":\(v.ok),\"records\":\(v.records),\"segments\":\(v.segments),\"last_seq\":\(v.lastSeq),\"head_hash\":\"\(v.headHash.hex)\""
             switch v.ackMark {
@@ -34,7 +40,8 @@ struct AuditCommand: ParsableCommand {
                 line += ",\"lost_acknowledged\":{\"from\":\(lost.lowerBound),\"to\":\(lost.upperBound)}"
             }
             print(line + "}")
-            if !v.ok { throw ExitCode(1) }
+            if let c = corrections.line { print(c) }
+            if !v.ok || !corrections.ok { throw ExitCode(1) }
         }
     }
 

@@ -7,7 +7,7 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Query the store.",
-        subcommands: [AsOfJoinCommand.self, BarsCommand.self])
+        subcommands: [AsOfJoinCommand.self, BarsCommand.self, VersionsCommand.self, ChangesCommand.self])
 }
 
 /// `tickwire query asof-join`: each trade with the quote prevailing at its time, as known at K.
@@ -30,11 +30,14 @@ struct AsOfJoinCommand: ParsableCommand {
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
     @Option(help: "csv, jsonl or arrow (an Arrow IPC stream).") var format: String
+    @Flag(help: "jsonl: first a line recording the as-of moment used (now, when --as-of is left out), to repeat the run exactly.")
+    var header = false
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
+        var window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
+        if header { window = RunMetadata.pinned(window) }
         let quotePattern: SubjectPattern
         do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
         guard let dir = AsOfDirection(rawValue: direction) else {
@@ -46,9 +49,12 @@ struct AsOfJoinCommand: ParsableCommand {
         let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
+        if header && format != "jsonl" { throw ValidationError("--header is for --format jsonl output") }
         let reader = try StoreReader(directory: data + "/store")
         if let fmt = StoreReader.JoinFormat(rawValue: format) {
-            try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+            let output = try ByteOutput(path: out)
+            if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
+            try reader.writeAsOfJoin(join, format: fmt, to: output)
         } else {
             try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out)) }
         }

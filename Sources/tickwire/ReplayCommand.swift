@@ -24,11 +24,14 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
     @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
     var waitSubscriber: Double = 5
+    @Flag(help: "jsonl: first a line recording the as-of moment used (now, when --as-of is left out), to repeat the run exactly.")
+    var header = false
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        if header { query = RunMetadata.pinned(query) }
         let pace = try ReplayPace(parsing: pace)
         if format == "arrow" {
             guard pace == .max, publish == nil else { throw ValidationError("--format arrow writes as fast as it can: no --pace, no --publish") }
@@ -41,13 +44,16 @@ struct ReplayCommand: ParsableCommand {
         guard let format = StreamReplaySink.Format(rawValue: format) else {
             throw ValidationError("--format must be jsonl, binary or arrow, not '\(format)'")
         }
+        if header && (format != .jsonl || publish != nil) { throw ValidationError("--header is for --format jsonl output") }
         let reader = try StoreReader(directory: data + "/store")
         let sent: UInt64
         if let endpoint = publish {
             let sink = try ZMQReplaySink(endpoint: endpoint, waitForSubscriber: waitSubscriber)
             sent = try Replayer.run(reader, query, pace: pace, into: sink)
         } else {
-            sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
+            let output = try ByteOutput(path: out)
+            if header { output.buffer += Array((RunMetadata.jsonHeader(command: "replay", subjects: subjects, query) + "\n").utf8) }
+            sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(output, format: format))
         }
         try reader.finishRead(command: "replay")
         if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
