@@ -18,10 +18,12 @@ public final class ArrowWriter: FrameSink {
     private var offset = 0
     private var dictionaryBlocks = [(offset: Int, metadata: Int, body: Int)]()
     private var batchBlocks = [(offset: Int, metadata: Int, body: Int)]()
+    /// The schema's custom metadata (key, value): how the run can be repeated (`RunMetadata.keyValues`).
+    private let metadata: [(key: String, value: String)]
 
     /// Writes the header, schema and dictionaries at once.
-    public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream) throws {
-        self.fields = fields; self.out = out; self.layout = layout
+    public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream, metadata: [(key: String, value: String)] = []) throws {
+        self.fields = fields; self.out = out; self.layout = layout; self.metadata = metadata
         if layout == .file { try emit(Array("ARROW1".utf8) + [0, 0]) }
         try emit(ArrowWriter.message(header: 1, schemaTable(), bodyLength: 0))
         for (i, f) in fields.enumerated() where f.type == .text {
@@ -119,7 +121,9 @@ public final class ArrowWriter: FrameSink {
             return .table([.offset(.string(f.name)), .bool(f.nullable), .u8(type), .offset(table), dictionary,
                            .offset(.tables([]))])
         }
-        return .table([.i16(0), .offset(.tables(fieldTables))])
+        let keyValues: FlatBuffer.Field? = metadata.isEmpty ? nil
+            : .offset(.tables(metadata.map { .table([.offset(.string($0.key)), .offset(.string($0.value))]) }))
+        return .table([.i16(0), .offset(.tables(fieldTables)), keyValues])
     }
 
     /// An encapsulated message: continuation marker, metadata length, the Message flatbuffer padded to 8.
@@ -186,8 +190,9 @@ extension Frames {
     /// Stored events as Arrow (`tickwire export`, `tickwire replay --format arrow`).
     /// - Returns: the rows written.
     @discardableResult
-    public static func writeArrow(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput, layout: ArrowWriter.Layout = .stream) throws -> Int {
-        try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout) }
+    public static func writeArrow(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput, layout: ArrowWriter.Layout = .stream,
+                                  metadata: [(key: String, value: String)] = []) throws -> Int {
+        try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout, metadata: metadata) }
     }
 }
 

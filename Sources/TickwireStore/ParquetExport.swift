@@ -86,9 +86,13 @@ public final class ParquetFile: FrameSink {
         var columns: [(dictionaryOffset: Int?, dataOffset: Int, size: Int, values: Int)]
     }
 
-    public init(path: String, fields: [FrameField]) throws(StoreError) {
+    /// The file's key-value metadata (how the run can be repeated: `RunMetadata.keyValues`).
+    private let metadata: [(key: String, value: String)]
+
+    public init(path: String, fields: [FrameField], metadata: [(key: String, value: String)] = []) throws(StoreError) {
         out = try ByteOutput(path: path)
         self.fields = fields
+        self.metadata = metadata
         pages = Array(repeating: [], count: fields.count)
         pageValues = Array(repeating: 0, count: fields.count)
         dictionaryRemap = fields.map { $0.type == .text ? [Int32](repeating: -1, count: $0.dictionary.count) : [] }
@@ -223,6 +227,7 @@ public final class ParquetFile: FrameSink {
                 g.i64(2, Int64(group.columns.reduce(0) { $0 + $1.size }))
                 g.i64(3, Int64(group.rows))
             }
+            if !metadata.isEmpty { m.structs(5, metadata) { kv, p in kv.string(1, p.key); kv.string(2, p.value) } }
             m.string(6, "tickwire")
         }
         try emit(m.bytes)
@@ -321,7 +326,8 @@ public enum ParquetExport {
     /// - Returns: the rows written and the files, in the order written.
     /// - Throws: `StoreError.io` when the directory exists and is not empty, or a file cannot be written.
     @discardableResult
-    public static func write(_ reader: StoreReader, _ q: StoreQuery, toDirectory dir: String) throws -> (rows: Int, files: [String]) {
+    public static func write(_ reader: StoreReader, _ q: StoreQuery, toDirectory dir: String,
+                             metadata: [(key: String, value: String)] = []) throws -> (rows: Int, files: [String]) {
         if FS.isDirectory(dir), !FS.list(dir).isEmpty {
             throw StoreError.io(operation: "export into (not empty)", path: dir, errno: EEXIST)
         }
@@ -355,7 +361,7 @@ public enum ParquetExport {
             if open[v] == nil {
                 let partition = dir + "/date=\(Layout.dateText(day: d))/venue=\(venues[v])"
                 try FS.makeDirectories(partition)
-                open[v] = (try ParquetFile(path: partition + "/part-0.parquet", fields: fields), FrameBatch(fields))
+                open[v] = (try ParquetFile(path: partition + "/part-0.parquet", fields: fields, metadata: metadata), FrameBatch(fields))
                 files.append(partition + "/part-0.parquet")
             }
             Frames.appendEvent(block, i, subject: subject, to: open[v]!.batch)

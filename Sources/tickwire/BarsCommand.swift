@@ -25,14 +25,17 @@ struct BarsCommand: ParsableCommand {
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        // Arrow output records the as-of it used in its schema, so the run can be repeated exactly.
+        if format == "arrow" { query = RunMetadata.pinned(query) }
         let step = try StoreQuery.duration(interval, field: "--interval")
         guard let fmt = Bars.Format(rawValue: format) else {
             throw ValidationError("--format must be csv, jsonl or arrow, not '\(format)'")
         }
         let reader = try StoreReader(directory: data + "/store")
         let bars = try Bars.compute(reader, query, interval: step)
-        try Bars.write(bars, format: fmt, to: try ByteOutput(path: out))
+        try Bars.write(bars, format: fmt, to: try ByteOutput(path: out),
+                       metadata: fmt == .arrow ? RunMetadata.keyValues(command: "query bars", subjects: subjects, query) : [])
         try reader.finishRead(command: "query bars")
         if bars.isEmpty { FileHandle.standardError.write(Data("tickwire query bars: \(query.whyNothing(pattern: subjects))\n".utf8)) }
     }

@@ -26,15 +26,17 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        // The as-of used goes into the output's metadata (pinned to now without --as-of): the run can be repeated.
+        let query = RunMetadata.pinned(try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf))
+        let metadata = RunMetadata.keyValues(command: "export", subjects: subjects, query)
         guard ["arrow", "arrow-file", "parquet"].contains(format) else {
             throw ValidationError("--format must be arrow, arrow-file or parquet, not '\(format)'")
         }
         if format != "arrow" && out == nil { throw ValidationError("--format \(format) needs --out") }
         let reader = try StoreReader(directory: data + "/store")
         switch format {
-        case "parquet": try ParquetExport.write(reader, query, toDirectory: out!)
-        default: try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file)
+        case "parquet": try ParquetExport.write(reader, query, toDirectory: out!, metadata: metadata)
+        default: try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file, metadata: metadata)
         }
         try reader.finishRead(command: "export")
     }

@@ -37,7 +37,7 @@ struct AsOfJoinCommand: ParsableCommand {
 
     func run() throws {
         var window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
-        if header { window = RunMetadata.pinned(window) }
+        if header || format == "arrow" { window = RunMetadata.pinned(window) }
         let quotePattern: SubjectPattern
         do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
         guard let dir = AsOfDirection(rawValue: direction) else {
@@ -56,7 +56,8 @@ struct AsOfJoinCommand: ParsableCommand {
             if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
             try reader.writeAsOfJoin(join, format: fmt, to: output)
         } else {
-            try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out)) }
+            let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
+            try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out), metadata: metadata) }
         }
         try reader.finishRead(command: "query asof-join")
     }

@@ -31,12 +31,13 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
-        if header { query = RunMetadata.pinned(query) }
+        if header || format == "arrow" { query = RunMetadata.pinned(query) }
         let pace = try ReplayPace(parsing: pace)
         if format == "arrow" {
             guard pace == .max, publish == nil else { throw ValidationError("--format arrow writes as fast as it can: no --pace, no --publish") }
             let reader = try StoreReader(directory: data + "/store")
-            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out))
+            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out),
+                                             metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))
             try reader.finishRead(command: "replay")
             if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
             return

@@ -49,6 +49,27 @@ import Glibc
             """)
         #expect(r.status == 0 && r.stdout == "[('BINANCE-FUTURES', 19998)]\n", "\(r)")
 
+        // Each output records the as-of it used (schema / file metadata `tickwire`); run again at that as-of, after
+        // a correction made since, the output is byte for byte the same.
+        r = try Self.sh("""
+            tickwire replay --subjects 'MD.>' \(window) --format arrow --out \(data)/first.arrows
+            python3 -c 'import json, pyarrow as pa; m = pa.ipc.open_stream("\(data)/first.arrows").schema.metadata; print(json.loads(m[b"tickwire"])["tickwire"]["as_of"])'
+            """)
+        let asOf = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(r.status == 0 && Int64(asOf) != nil, "\(r)")
+        try #"{"subject":"MD.BINANCE-FUTURES.BTCUSDT.TRADE","event_time":1582329602111000000,"trade_id":42377944,"set":{"price":"1"},"author":"test","reason":"metadata"}"#
+            .write(toFile: data + "/fix.jsonl", atomically: true, encoding: .utf8)
+        r = try Self.sh("""
+            tickwire correct --file \(data)/fix.jsonl --data \(data) >/dev/null
+            tickwire replay --subjects 'MD.>' \(window) --format arrow --as-of \(asOf) --out \(data)/again.arrows
+            tickwire replay --subjects 'MD.>' \(window) --format arrow --out \(data)/latest.arrows
+            cmp -s \(data)/first.arrows \(data)/again.arrows && echo same-bytes-as-of
+            python3 -c 'import pyarrow as pa; r = lambda p: pa.ipc.open_stream(p).read_all(); print(r("\(data)/first.arrows").equals(r("\(data)/latest.arrows")))'
+            tickwire export --subjects 'MD.>' \(window) --format parquet --as-of \(asOf) --out \(data)/pq-as-of
+            python3 -c 'import glob, json, pyarrow.parquet as pq; f = glob.glob("\(data)/pq-as-of/**/*.parquet", recursive=True)[0]; print(json.loads(pq.read_metadata(f).metadata[b"tickwire"])["tickwire"]["as_of"])'
+            """)
+        #expect(r.status == 0 && r.stdout == "same-bytes-as-of\nFalse\n\(asOf)\n", "\(r)")
+
         // Bad input is named.
         r = try Self.sh("tickwire query bars --subjects 'MD.>' --interval 0s \(window)")
         #expect(r.status != 0 && r.stderr.contains("--interval"), "\(r)")

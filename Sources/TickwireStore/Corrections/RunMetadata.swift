@@ -20,4 +20,9 @@ public enum RunMetadata {
         return "{\"tickwire\":{\"command\":\"\(command)\",\"as_of\":\(k.rawValue),\"as_of_iso\":\"\(k.iso8601)\",\"subjects\":"
             + String(decoding: out, as: UTF8.self) + ",\"from\":\(q.from.rawValue),\"to\":\(q.to.rawValue)}}"
     }
+
+    /// The same, as Arrow schema / Parquet file key-value metadata: key `tickwire`, the header's JSON as value.
+    public static func keyValues(command: String, subjects: String, _ q: StoreQuery) -> [(key: String, value: String)] {
+        [("tickwire", jsonHeader(command: command, subjects: subjects, q))]
+    }
 }
