@@ -128,6 +128,25 @@ enum CorrectionJSON {
                                  tradeID: tradeID, ordinal: ordinal, operation: operation, author: author, reason: reason)
     }
 
+    /// A request as a line `tickwire correct` reads back (decimal fields as decimal text).
+    static func line(_ q: CorrectionRequest) -> String {
+        var out = "{\"subject\":\(quoted(q.subject)),\"event_time\":\(q.eventTime.rawValue)"
+        if let k = q.knownTime { out += ",\"known_time\":\(k.rawValue)" }
+        if let id = q.tradeID { out += ",\"trade_id\":\(id)" }
+        if let n = q.ordinal { out += ",\"ordinal\":\(n)" }
+        func set(_ fields: [String: Int64]) -> String {
+            ",\"set\":{" + fields.sorted { $0.key < $1.key }.map { key, v in
+                "\(quoted(key)):" + (decimalFields.contains(key) ? quoted(FixedPoint.format(e8: v)) : String(v))
+            }.joined(separator: ",") + "}"
+        }
+        switch q.operation {
+        case .delete: out += ",\"op\":\"delete\""
+        case .replace(let fields): out += ",\"op\":\"replace\"" + set(fields)
+        case .insert(let kind, let fields): out += ",\"op\":\"insert\",\"kind\":\(quoted(kind.name))" + set(fields)
+        }
+        return out + ",\"author\":\(quoted(q.author)),\"reason\":\(quoted(q.reason))}"
+    }
+
     static let decimalFields: Set<String> = ["price", "size", "bid", "bid_size", "ask", "ask_size", "reference", "upper",
                                              "lower", "value", "threshold", "position", "notional", "pnl"]
 

@@ -113,4 +113,19 @@ struct CorrectionCLITests {
         let (c3, _, err) = try run(["replay", "--subjects", "MD.>", "--from", "\(t(0).rawValue)", "--to", "\(t(10).rawValue)", "--data", dir])
         #expect(c3 == 1 && err.contains("corrections.twc"))
     }
+
+    /// `cleanse --rule fill-session --dry-run` prints `correct` lines; `correct` takes them as they are.
+    @Test func aFillSessionDryRunIsACorrectionsFile() throws {
+        let dir = try data(); defer { cleanUp(dir) }
+        let window = ["--subjects", "MD.>", "--from", "\(t(0).rawValue)", "--to", "\(t(10).rawValue)", "--data", dir]
+        let (c0, lines, e0) = try run(["cleanse", "--rule", "fill-session", "--venue", "XNYS", "--reference", "XNAS", "--dry-run"] + window)
+        #expect(c0 == 0 && lines.contains("\"op\":\"insert\",\"kind\":\"QUOTE\"") && lines.contains("\"bid\":\"1\""), "\(lines) \(e0)")
+        let file = dir + "/fill.jsonl"
+        try lines.write(toFile: file, atomically: true, encoding: .utf8)
+        let (c1, _, e1) = try run(["correct", "--file", file, "--data", dir])
+        #expect(c1 == 0, "\(e1)")
+        #expect(try replay(dir).contains("MD.XNYS.AAPL.QUOTE"))
+        let (c2, _, e2) = try run(["cleanse", "--rule", "fill-session", "--venue", "XNYS"] + window)
+        #expect(c2 != 0 && e2.contains("--reference"), "\(e2)")
+    }
 }

@@ -280,6 +280,38 @@ import TickwireTestSupport
         #expect(try CleansingRule.crossedQuotes.requests(StoreReader(directory: dir), q).isEmpty)
     }
 
+    /// fill-session: a symbol quoted on the reference venue and not at all on the venue gets the reference's
+    /// quotes, as inserts authored by the rule (a venue with no partition that day too); nothing else is touched,
+    /// nothing is visible before the fill's known time, and a second run asks for nothing.
+    @Test func fillSessionInsertsTheReferenceQuotesWhereAVenueHasNone() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try ev.write([
+            ev.quote("MD.XNAS.AAPL.QUOTE", at: t(1), known: t(1), bid: 100, ask: 101),
+            ev.quote("MD.XNAS.MSFT.QUOTE", at: t(2), known: t(2), bid: 300, ask: 301),
+            ev.quote("MD.XNYS.MSFT.QUOTE", at: t(3), known: t(3), bid: 299, ask: 302),
+            ev.quote("MD.XNAS.AAPL.QUOTE", at: t(4), known: t(4), bid: 102, ask: 103),
+            ev.trade("MD.XNAS.AAPL.TRADE", at: t(5), known: t(5), price: 102, id: 1),
+        ], to: dir)
+        let q = try StoreQuery(subjects: SubjectPattern("MD.>"), from: t(0), to: t(10))
+        let nyse = try CleansingRule.fillSession(venue: "XNYS", reference: "XNAS").requests(StoreReader(directory: dir), q)
+        #expect(nyse.map(\.subject) == ["MD.XNYS.AAPL.QUOTE", "MD.XNYS.AAPL.QUOTE"])
+        #expect(nyse.map(\.eventTime) == [t(1), t(4)])
+        let boston = try CleansingRule.fillSession(venue: "XBOS", reference: "XNAS").requests(StoreReader(directory: dir), q)
+        #expect(Set(boston.map(\.subject)) == ["MD.XBOS.AAPL.QUOTE", "MD.XBOS.MSFT.QUOTE"] && boston.count == 3)
+        _ = try StoreCorrections.apply(store: dir, nyse + boston, clock: { t(100) })
+        let filled = try one(dir, "MD.XNYS.AAPL.QUOTE", asOf: nil)
+        #expect(filled.map(\.event.a) == [100_000_000, 102_000_000] && filled.map(\.event.c) == [101_000_000, 103_000_000])
+        #expect(filled.map(\.event.eventTime) == [t(1), t(4)])
+        #expect(try one(dir, "MD.XNYS.AAPL.QUOTE", asOf: t(99)).isEmpty)
+        #expect(try one(dir, "MD.XBOS.MSFT.QUOTE", asOf: nil).map(\.event.a) == [300_000_000])
+        #expect(try one(dir, "MD.XNYS.MSFT.QUOTE", asOf: nil).map(\.event.a) == [299_000_000])
+        #expect(try one(dir, "MD.XNYS.AAPL.TRADE", asOf: nil).isEmpty)       // trades are never made up
+        let (_, v) = try StoreCorrections.versions(store: dir, of: req("MD.XNYS.AAPL.QUOTE", t(4), .delete))
+        #expect(v.last?.record?.author == "rule:fill-session(XNYS<-XNAS)")
+        #expect(try CleansingRule.fillSession(venue: "XNYS", reference: "XNAS").requests(StoreReader(directory: dir), q).isEmpty)
+        #expect(try CleansingRule.fillSession(venue: "XBOS", reference: "XNAS").requests(StoreReader(directory: dir), q).isEmpty)
+    }
+
     /// `correct` leaves the corrected segment beside the sealed one; reading it gives exactly what rebuilding gives.
     @Test func theCorrectedSegmentReadsAsTheRebuiltOverlay() throws {
         let dir = try store(); defer { cleanUp(dir) }
