@@ -51,6 +51,8 @@ public final class RetryingSubmitter {
         var request: TradeRequest
         var resendAt: Int64
         let giveUpAt: Int64
+        /// Due because it was refused for now (counted in `refusedAndResent`), not for want of a reply.
+        var refused = false
     }
     private var pending: [String: Pending] = [:]
     /// The outstanding trades are scanned for resends and give-ups at most this often, not on every reply (a
@@ -110,8 +112,11 @@ public final class RetryingSubmitter {
                 }
             }
             if !due.isEmpty {
-                resends += due.count
-                for r in due { pending[r.clientOrderID]!.resendAt = now + Int64(policy.resendAfterMs!) * 1_000_000 }
+                for r in due {
+                    if pending[r.clientOrderID]!.refused { refusedAndResent += 1 } else { resends += 1 }
+                    pending[r.clientOrderID]!.refused = false
+                    pending[r.clientOrderID]!.resendAt = now + Int64(policy.resendAfterMs!) * 1_000_000
+                }
                 // A failed resend is tried again at the next due time, like a lost one.
                 try? transmit(due, batch: TradeWire.maxTradesPerMessage)
             }
@@ -126,7 +131,7 @@ public final class RetryingSubmitter {
             now = Nanos.now().rawValue
             if let p = pending[r.clientOrderID] {
                 if case .reject(_, let why) = r, policy.resendAfterMs != nil, policy.transient.contains(why.code), now < p.giveUpAt {
-                    refusedAndResent += 1
+                    pending[r.clientOrderID]!.refused = true
                     pending[r.clientOrderID]!.resendAt = now + Int64(policy.resendRefusedAfterMs) * 1_000_000
                     nextScan = min(nextScan, pending[r.clientOrderID]!.resendAt)
                 } else {
