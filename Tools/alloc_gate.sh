@@ -39,7 +39,7 @@ log=$(mktemp)
 swift package --disable-sandbox benchmark thresholds check "${targets[@]}" --filter "$GATED" --no-progress 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ] && ! grep -q "WORSE than" "$log" && grep -q "BETTER than" "$log"; then
-    echo "alloc_gate: fewer allocations than the thresholds: run Tools/alloc_gate.sh --update and commit"
+    echo "alloc_gate: pass; some counts are below their thresholds (the uncached router keeps 10% slack; after a real improvement, run Tools/alloc_gate.sh --update and commit)"
     rc=0
 elif [ "$rc" -eq 0 ]; then
     echo "alloc_gate: every gated benchmark allocates within its threshold"

@@ -82,13 +82,11 @@ public enum BenchSuites {
 
 public enum BenchError: Error, CustomStringConvertible {
     case unknownSuite(String)
-    case notImplemented(String)
     case failed(String)
     case badParameter(String)
     public var description: String {
         switch self {
         case .unknownSuite(let n): "unknown bench suite '\(n)'; one of \(BenchSuites.names.joined(separator: ", "))"
-        case .notImplemented(let n): "bench suite '\(n)' is not built yet"
         case .failed(let why): why
         case .badParameter(let why): why
         }
