@@ -126,7 +126,8 @@ public final class RetryingSubmitter {
         let wait = timeoutMs < 0 ? untilScan : min(timeoutMs, untilScan)
         guard let first = try client.receive(timeoutMs: max(0, wait)) else { return false }
         var reply: TradeReply? = first
-        // Replies that came in the same message are handed out without waiting.
+        // Replies that came in the same message are handed out now; the socket is not read again, so that a
+        // caller keeping a window in flight sends more as soon as there is room.
         while let r = reply {
             now = Nanos.now().rawValue
             if let p = pending[r.clientOrderID] {
@@ -139,7 +140,7 @@ public final class RetryingSubmitter {
                     body(.replied(r))
                 }
             }
-            reply = try client.receive(timeoutMs: 0)
+            reply = client.hasBufferedReply ? try client.receive(timeoutMs: 0) : nil
         }
         return true
     }
