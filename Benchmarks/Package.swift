@@ -4,6 +4,8 @@ import PackageDescription
 // Benchmarks live in their own package so `swift test` never builds the harness.
 // Run: cd Benchmarks && swift package benchmark            (all)
 //      cd Benchmarks && swift package benchmark --target RingBenchmarks
+// The CI gate (Tools/alloc_gate.sh, a step of Tools/test.sh): the allocation counts of the per-event paths
+// against the committed thresholds in Thresholds/.
 let package = Package(
     name: "tickwire-benchmarks",
     platforms: [.macOS(.v15)],
@@ -14,6 +16,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
+        .executableTarget(
+            name: "CoreBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "TickwireCore", package: "tickwire"),
+            ],
+            path: "Benchmarks/CoreBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
         .executableTarget(
             name: "RingBenchmarks",
             dependencies: [
@@ -30,6 +41,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "TickwireFeeds", package: "tickwire"),
+                .product(name: "TickwireBenchSupport", package: "tickwire"),
                 .product(name: "TickwireCore", package: "tickwire"),
             ],
             path: "Benchmarks/FeedsBenchmarks",
@@ -50,6 +62,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "TickwireStore", package: "tickwire"),
+                .product(name: "TickwireBenchSupport", package: "tickwire"),
                 .product(name: "TickwireCore", package: "tickwire"),
             ],
             path: "Benchmarks/StoreBenchmarks",

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Interleaved A/B of two tickwire builds on the daemon's end-to-end path, for changes smaller than this shared
-# machine's run-to-run noise: runs `tickwire bench e2e --param only=daemon` with build A, then B, PAIRS times,
+# Interleaved A/B of two tickwire-bench builds on the daemon's end-to-end path, for changes smaller than this shared
+# machine's run-to-run noise: runs `tickwire-bench e2e --param only=daemon` with build A, then B, PAIRS times,
 # and prints the pairwise-median ratios B/A of throughput and of CPU time per message (the steadier figure).
 # Each run does ROUNDS rounds; the first round of each process is left out (start-up).
 #
-#   Tools/ab_e2e.sh OLD/.build/release/tickwire NEW/.build/release/tickwire [PAIRS=8] [ROUNDS=3]
+#   Tools/ab_e2e.sh OLD/.build/release/tickwire-bench NEW/.build/release/tickwire-bench [PAIRS=8] [ROUNDS=3]
 #
 # Build each side with `swift build -c release` (a git worktree for the old commit keeps the two apart).
 set -euo pipefail
@@ -12,7 +12,7 @@ A=$1 B=$2 PAIRS=${3:-8} ROUNDS=${4:-3}
 for i in $(seq 1 "$PAIRS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
-    "$bin" bench e2e --runs "$ROUNDS" --events 1000000 --param only=daemon 2>/dev/null | python3 -c "
+    "$bin" e2e --runs "$ROUNDS" --events 1000000 --param only=daemon 2>/dev/null | python3 -c "
 import json, statistics, sys
 d = json.load(sys.stdin)
 print('$side', statistics.median(d['daemon_msgs_per_s'][1:]), statistics.median(d['daemon_cpu_ns_per_msg'][1:]))"

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """As-of join and storage peers for Tickwire's store, on the same synthetic market, in one run.
 
-Generates the SyntheticMarket data (Sources/TickwireStore/SyntheticMarket.swift; BENCHMARKS.md) with numpy,
+Generates the SyntheticMarket data (Sources/TickwireBenchSupport/SyntheticMarket.swift; BENCHMARKS.md) with numpy,
 times polars join_asof, DuckDB ASOF JOIN and pandas merge_asof (backward, by symbol, every trade), measures the
-Parquet zstd bytes per quote, then runs `tickwire bench store` on the same data and prints one JSON object
+Parquet zstd bytes per quote, then runs `tickwire-bench store` on the same data and prints one JSON object
 with every figure and the ratios against the peers. The data is checked identical through a checksum the
 Swift suite also prints.
 
-    python3 Tools/asof_peers.py [--n 10000000] [--symbols 1000] [--runs 3] [--tickwire .build/release/tickwire]
+    python3 Tools/asof_peers.py [--n 10000000] [--symbols 1000] [--runs 3] [--tickwire-bench .build/release/tickwire-bench]
 
 Peers get their most favourable setup: integer symbol keys, frames already sorted as each requires (outside
 the timed region), tables already loaded into DuckDB.
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--n", type=int, default=10_000_000, help="trades and quotes each (default 10M)")
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tickwire", default=".build/release/tickwire", help="the tickwire binary; '' to skip it")
+    ap.add_argument("--tickwire-bench", dest="tickwire", default=".build/release/tickwire-bench", help="the tickwire-bench binary; '' to skip it")
     args = ap.parse_args()
 
     quotes, trades, checksum = market(args.n, args.symbols)
@@ -138,7 +138,7 @@ def main():
 
     if args.tickwire:
         env = dict(os.environ, TICKWIRE_STORE_N=str(n), RUNS=str(args.runs))
-        out = subprocess.run([args.tickwire, "bench", "store"], env=env, check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([args.tickwire, "store"], env=env, check=True, capture_output=True, text=True).stdout
         swift = json.loads(out[out.index("{"):])
         report["tickwire"] = swift
         same = swift["scan"]["checksum"] == checksum

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tickwire's results into a polars DataFrame, beside polars reading the same data from Parquet, in one run.
 
-On the synthetic market of BENCHMARKS.md (Tools/asof_peers.py generates it with numpy, `tickwire bench frames`
+On the synthetic market of BENCHMARKS.md (Tools/asof_peers.py generates it with numpy, `tickwire-bench frames`
 writes the same events into a store and leaves it), times, alternating the two sides, best of --runs:
 
 - replay: `tickwire replay --format arrow` piped into `pl.read_ipc_stream`, every event in replay order,
@@ -10,7 +10,7 @@ writes the same events into a store and leaves it), times, alternating the two s
   `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol.
 
 Both sides end with a polars DataFrame in this process. The Parquet files are written by pyarrow (snappy, its
-default) outside the timed region. Prints one JSON object: both sides, `tickwire bench frames`' own figures, and
+default) outside the timed region. Prints one JSON object: both sides, `tickwire-bench frames`' own figures, and
 ratios (peer seconds / Tickwire seconds: above 1 means Tickwire is faster).
 
     python3 Tools/frames_peers.py [--n 2000000] [--symbols 1000] [--runs 3] [--tickwire .build/release/tickwire]
@@ -42,7 +42,7 @@ def main():
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="frames-peers-") as d:
-        bench = subprocess.run([args.tickwire, "bench", "frames", "--runs", str(args.runs), "--param", f"n={args.n}",
+        bench = subprocess.run([args.tickwire + "-bench", "frames", "--runs", str(args.runs), "--param", f"n={args.n}",
                                 "--param", f"symbols={args.symbols}", "--param", f"store={d}"],
                                check=True, capture_output=True, text=True).stdout
         report = {"tickwire_bench_frames": json.loads(bench[bench.index("{"):]),

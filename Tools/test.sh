@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: every test against real daemons, sockets and files, then the concurrency tests again
-# under the thread sanitizer (in a scratch path of their own so the two builds do not overwrite each other).
+# The test command: every test against real daemons, sockets and files, then the allocation gate (the per-event
+# benchmarks' allocation counts against Benchmarks/Thresholds/, Tools/alloc_gate.sh), then the concurrency tests
+# again under the thread sanitizer (in a scratch path of their own so the two builds do not overwrite each other).
 #
 # Each step runs under a watchdog: a step still running after its limit gets the thread stacks of the test
 # process printed (gdb), then is killed, so a hang fails fast and says where it was.
@@ -46,4 +47,5 @@ bounded() {
 }
 
 bounded 2400 swift test || exit $?
+bounded 1200 Tools/alloc_gate.sh || exit $?
 bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireRiskTests|TickwireJournalTests|TickwireNATSTests|HubTests|RelaySourceTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests|MonitorFeedTests|NATSLossTrackerTests' || exit $?

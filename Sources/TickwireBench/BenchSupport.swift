@@ -69,8 +69,45 @@ func medianRatio(_ a: [Double], _ b: [Double]) -> Double {
     return r.isEmpty ? 0 : (r[r.count / 2] * 100).rounded() / 100
 }
 
-func rateReport(_ r: (best: Double, median: Double)) -> [String: Any] {
-    ["best_per_s": r.best.rounded(), "median_per_s": r.median.rounded()]
+/// A rate's best and median over the rounds, per second.
+struct Rate: Codable, Sendable {
+    var bestPerS: Double
+    var medianPerS: Double
+    init(_ r: (best: Double, median: Double)) { bestPerS = r.best.rounded(); medianPerS = r.median.rounded() }
+}
+
+
+/// Latency percentiles of a histogram, in nanoseconds.
+struct Latency: Codable, Sendable {
+    var samples: UInt64
+    var p50Ns: UInt64
+    var p99Ns: UInt64
+    var p99_9Ns: UInt64
+    var maxNs: UInt64
+    var meanNs: Double
+
+    private enum CodingKeys: String, CodingKey {
+        case samples, p50Ns = "p50_ns", p99Ns = "p99_ns", p99_9Ns = "p99_9_ns", maxNs = "max_ns", meanNs = "mean_ns"
+    }
+
+    init(_ h: Histogram<UInt64>) {
+        samples = h.totalCount
+        p50Ns = h.valueAtPercentile(50); p99Ns = h.valueAtPercentile(99); p99_9Ns = h.valueAtPercentile(99.9)
+        maxNs = h.max; meanNs = h.mean.rounded()
+    }
+}
+
+/// Percentiles in microseconds.
+struct Micros: Codable, Sendable {
+    var p50: Double, p99: Double, p99_9: Double?, max: Double?
+
+    private enum CodingKeys: String, CodingKey { case p50, p99, p99_9 = "p99_9", max }
+
+    init(_ h: Histogram<UInt64>, tail: Bool = true) {
+        p50 = Double(h.valueAtPercentile(50)) / 1000; p99 = Double(h.valueAtPercentile(99)) / 1000
+        p99_9 = tail ? Double(h.valueAtPercentile(99.9)) / 1000 : nil
+        max = tail ? Double(h.max) / 1000 : nil
+    }
 }
 
 func ratio(_ a: Double, _ b: Double) -> Double { b > 0 ? (a / b * 100).rounded() / 100 : 0 }
@@ -79,12 +116,7 @@ func ratio(_ a: Double, _ b: Double) -> Double { b > 0 ? (a / b * 100).rounded()
 struct LatencyRecorder {
     var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
     mutating func record(_ nanos: Int64) { histogram.record(UInt64(max(0, nanos))) }
-    var report: [String: Any] {
-        ["samples": histogram.totalCount,
-         "p50_ns": histogram.valueAtPercentile(50), "p99_ns": histogram.valueAtPercentile(99),
-         "p99_9_ns": histogram.valueAtPercentile(99.9), "max_ns": histogram.max,
-         "mean_ns": histogram.mean.rounded()]
-    }
+    var report: Latency { Latency(histogram) }
     var p99: UInt64 { histogram.valueAtPercentile(99) }
 }
 

@@ -3,13 +3,21 @@ import TickwireCore
 import TickwireStore
 import CTickwireSys
 
-/// The read cost of corrections (docs/STORAGE.md, "Corrections"), in `tickwire bench store`: a fresh reader
+/// The read cost of corrections (docs/STORAGE.md, "Corrections"), in `tickwire-bench store`: a fresh reader
 /// scanning every event of a correction-free store (today's path plus the one `access` check for a corrections
 /// log per partition opened), the price of that check alone, and the same scan after one correction in every
 /// partition: reading the corrected segment `tickwire correct` leaves beside the sealed one, and without it
 /// (each reader then rebuilds the partition in memory with its versions, as for a partition with an open log).
 enum CorrectionBench {
-    static func measure(store: String, query: StoreQuery, runs: Int) throws -> [String: Any] {
+    /// What corrections cost a read (`tickwire-bench store`, key `corrections`).
+    struct Cost: Codable, Sendable {
+        var rows: Int, partitions: Int, corrections: Int
+        var freshReaderScanSeconds: Double, checkNsPerPartition: Double, checkShareOfScan: Double
+        var correctedScanSeconds: Double, correctedRatioVsPlain: Double
+        var rebuiltScanSeconds: Double, rebuiltRatioVsPlain: Double
+    }
+
+    static func measure(store: String, query: StoreQuery, runs: Int) throws -> Cost {
         // A copy of the sealed store to correct (hard links: the sealed files are never written again).
         let corrected = store + "-corrected"
         try? FileManager.default.removeItem(atPath: corrected)
@@ -55,14 +63,11 @@ enum CorrectionBench {
         for _ in 0..<100_000 { _ = access(probe, F_OK) }
         let checkNs = Double(tw_monotonic_ns() - c0) / 100_000
         let best = { (xs: [Double]) in xs.min() ?? .nan }
-        return ["rows": rows, "partitions": partitions, "corrections": requests.count,
-                "fresh_reader_scan_seconds": best(plain),
-                "check_ns_per_partition": checkNs,
-                "check_share_of_scan": checkNs * Double(partitions) / 1e9 / best(plain),
-                "corrected_scan_seconds": best(withCorrections),
-                "corrected_ratio_vs_plain": best(withCorrections) / best(plain),
-                "rebuilt_scan_seconds": best(rebuilt),
-                "rebuilt_ratio_vs_plain": best(rebuilt) / best(plain)]
+        return Cost(rows: rows, partitions: partitions, corrections: requests.count,
+                    freshReaderScanSeconds: best(plain), checkNsPerPartition: checkNs,
+                    checkShareOfScan: checkNs * Double(partitions) / 1e9 / best(plain),
+                    correctedScanSeconds: best(withCorrections), correctedRatioVsPlain: best(withCorrections) / best(plain),
+                    rebuiltScanSeconds: best(rebuilt), rebuiltRatioVsPlain: best(rebuilt) / best(plain))
     }
 
     static func removeCorrectedSegments(_ dir: String) throws {

@@ -13,7 +13,7 @@ import TickwireZMQ
 /// off on every socket so nothing is dropped and the figure is the path's own speed. Latency: the same path
 /// paced at `latency_rate` messages/s, each stamped with its send time (monotonic) in `event_time`.
 enum E2EBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> any BenchReport {
         let n = options.events == 10_000_000 ? 1_000_000 : options.events
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
@@ -35,31 +35,54 @@ enum E2EBench {
             if only == nil { bareRuns.append(try throughput(n, via: .daemonWithoutAlerts).rate) }
         }
         if only != nil {
-            return ["suite": "e2e", "only": only!, "zmq_proxy_msgs_per_s": proxyRuns, "daemon_msgs_per_s": daemonRuns,
-                    "zmq_proxy_cpu_ns_per_msg": proxyCPU, "daemon_cpu_ns_per_msg": daemonCPU]
+            return OnePath(only: only!, zmqProxyMsgsPerS: proxyRuns, daemonMsgsPerS: daemonRuns,
+                           zmqProxyCpuNsPerMsg: proxyCPU, daemonCpuNsPerMsg: daemonCPU)
         }
         try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
         try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
         let pBest = proxyRuns.max()!, dBest = daemonRuns.max()!
-        return [
-            "suite": "e2e",
-            "messages_per_run": n,
-            "runs": options.runs,
-            "zmq_proxy_msgs_per_s": ["best": pBest, "median": median(proxyRuns)],
-            "daemon_msgs_per_s": ["best": dBest, "median": median(daemonRuns)],
-            "daemon_over_proxy_best": dBest / pBest,
-            "daemon_over_proxy_median": median(daemonRuns) / median(proxyRuns),
-            "proxy_over_daemon_cpu_per_msg_median": median(proxyCPU) / median(daemonCPU),
-            // CPU of the whole process (publisher, subscriber, forwarder, every thread) per message delivered: on
-            // two saturated cores throughput is about 2 s / this, and it is far steadier than wall-clock rates.
-            "zmq_proxy_cpu_ns_per_msg": median(proxyCPU),
-            "daemon_cpu_ns_per_msg": median(daemonCPU),
-            "daemon_without_alert_rules_msgs_per_s": ["best": bareRuns.max()!, "median": median(bareRuns)],
-            "alert_rules_on_over_off_median": median(daemonRuns) / median(bareRuns),
-            "latency_rate_msgs_per_s": latencyRate,
-            "zmq_proxy_latency_ns": percentiles(proxyLatency),
-            "daemon_latency_ns": percentiles(daemonLatency),
-        ]
+        return Result(
+            messagesPerRun: n, runs: options.runs,
+            zmqProxyMsgsPerS: .init(best: pBest, median: median(proxyRuns)),
+            daemonMsgsPerS: .init(best: dBest, median: median(daemonRuns)),
+            daemonOverProxyBest: dBest / pBest, daemonOverProxyMedian: median(daemonRuns) / median(proxyRuns),
+            proxyOverDaemonCpuPerMsgMedian: median(proxyCPU) / median(daemonCPU),
+            zmqProxyCpuNsPerMsg: median(proxyCPU), daemonCpuNsPerMsg: median(daemonCPU),
+            daemonWithoutAlertRulesMsgsPerS: .init(best: bareRuns.max()!, median: median(bareRuns)),
+            alertRulesOnOverOffMedian: median(daemonRuns) / median(bareRuns),
+            latencyRateMsgsPerS: latencyRate,
+            zmqProxyLatencyNs: Percentiles(proxyLatency), daemonLatencyNs: Percentiles(daemonLatency))
+    }
+
+    struct Result: BenchReport {
+        var suite = "e2e"
+        var messagesPerRun: Int, runs: Int
+        struct BestMedian: Codable, Sendable { var best: Double, median: Double }
+        var zmqProxyMsgsPerS: BestMedian, daemonMsgsPerS: BestMedian
+        var daemonOverProxyBest: Double, daemonOverProxyMedian: Double, proxyOverDaemonCpuPerMsgMedian: Double
+        /// CPU of the whole process (publisher, subscriber, forwarder, every thread) per message delivered: on two
+        /// saturated cores throughput is about 2 s / this, and it is far steadier than wall-clock rates.
+        var zmqProxyCpuNsPerMsg: Double, daemonCpuNsPerMsg: Double
+        var daemonWithoutAlertRulesMsgsPerS: BestMedian
+        var alertRulesOnOverOffMedian: Double
+        var latencyRateMsgsPerS: Int
+        var zmqProxyLatencyNs: Percentiles, daemonLatencyNs: Percentiles
+    }
+
+    /// `only=daemon` (or `proxy`): every round's figures of one path (Tools/ab_e2e.sh reads these).
+    struct OnePath: BenchReport {
+        var suite = "e2e"
+        var only: String
+        var zmqProxyMsgsPerS: [Double], daemonMsgsPerS: [Double], zmqProxyCpuNsPerMsg: [Double], daemonCpuNsPerMsg: [Double]
+    }
+
+    struct Percentiles: Codable, Sendable {
+        var count: UInt64, p50: UInt64, p99: UInt64, p99_9: UInt64, max: UInt64
+        private enum CodingKeys: String, CodingKey { case count, p50, p99, p99_9 = "p99_9", max }
+        init(_ h: Histogram<UInt64>) {
+            count = h.totalCount; p50 = h.valueAtPercentile(50); p99 = h.valueAtPercentile(99)
+            p99_9 = h.valueAtPercentile(99.9); max = h.max
+        }
     }
 
     /// `daemonWithoutAlerts`: the same daemon with no alert rules configured (`alerts = []`): what the rules cost.
@@ -206,10 +229,5 @@ enum E2EBench {
     static func median(_ xs: [Double]) -> Double {
         let s = xs.sorted()
         return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-    }
-
-    static func percentiles(_ h: Histogram<UInt64>) -> [String: Any] {
-        ["count": h.totalCount, "p50": h.valueAtPercentile(50), "p99": h.valueAtPercentile(99),
-         "p99_9": h.valueAtPercentile(99.9), "max": h.max]
     }
 }

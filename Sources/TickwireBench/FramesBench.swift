@@ -1,9 +1,10 @@
 import Foundation
+import TickwireBenchSupport
 import TickwireCore
 import TickwireStore
 import CTickwireSys
 
-/// `tickwire bench frames`: the store's results as DataFrame input, on the synthetic market of `bench store`
+/// `tickwire-bench frames`: the store's results as DataFrame input, on the synthetic market of `bench store`
 /// (Tools/asof_peers.py and Tools/frames_peers.py generate it identically).
 ///
 /// Inside one process: a full replay written as an Arrow IPC stream, beside the same replay written as the binary
@@ -13,7 +14,20 @@ import CTickwireSys
 ///
 /// Parameters: `n` (trades = quotes = n; else `TICKWIRE_STORE_N`, else `events`), `symbols` (1,000), `store`.
 enum FramesBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    struct Report: BenchReport {
+        var suite = "frames"
+        struct Data: Codable, Sendable { var trades: Int, quotes: Int, symbols: Int, generator: String, store: String }
+        var data: Data
+        var runs: Int
+        struct Replay: Codable, Sendable { var events: Int, seconds: Double, eventsPerS: Double, binarySeconds: Double, ratioVsBinary: Double }
+        var replayArrow: Replay
+        struct Join: Codable, Sendable { var trades: Int, seconds: Double, tradesPerS: Double, csvSeconds: Double, ratioVsCsv: Double }
+        var asofJoinArrow: Join
+        struct Parquet: Codable, Sendable { var seconds: Double, eventsPerS: Double }
+        var parquetExport: Parquet
+    }
+
+    static func run(_ options: BenchOptions) throws -> Report {
         let n = Int(options.parameters["n"] ?? ProcessInfo.processInfo.environment["TICKWIRE_STORE_N"] ?? "") ?? options.events
         let symbols = Int(options.parameters["symbols"] ?? "") ?? 1000
         let runs = max(1, options.runs)
@@ -57,15 +71,13 @@ enum FramesBench {
             try ParquetExport.write(StoreReader(directory: store), all, toDirectory: root + "/parquet")
         }
         try? FileManager.default.removeItem(atPath: root + "/parquet")
-        return [
-            "suite": "frames",
-            "data": ["trades": n, "quotes": n, "symbols": symbols, "generator": "SyntheticMarket (BENCHMARKS.md)", "store": store],
-            "runs": runs,
-            "replay_arrow": ["events": rows, "seconds": arrowReplay, "events_per_s": Double(rows) / arrowReplay,
-                             "binary_seconds": binaryReplay, "ratio_vs_binary": binaryReplay / arrowReplay],
-            "asof_join_arrow": ["trades": joined, "seconds": arrowJoin, "trades_per_s": Double(joined) / arrowJoin,
-                                "csv_seconds": csvJoin, "ratio_vs_csv": csvJoin / arrowJoin],
-            "parquet_export": ["seconds": parquet, "events_per_s": Double(rows) / parquet],
-        ]
+        return Report(
+            data: .init(trades: n, quotes: n, symbols: symbols, generator: "SyntheticMarket (BENCHMARKS.md)", store: store),
+            runs: runs,
+            replayArrow: .init(events: rows, seconds: arrowReplay, eventsPerS: Double(rows) / arrowReplay,
+                               binarySeconds: binaryReplay, ratioVsBinary: binaryReplay / arrowReplay),
+            asofJoinArrow: .init(trades: joined, seconds: arrowJoin, tradesPerS: Double(joined) / arrowJoin,
+                                 csvSeconds: csvJoin, ratioVsCsv: csvJoin / arrowJoin),
+            parquetExport: .init(seconds: parquet, eventsPerS: Double(rows) / parquet))
     }
 }

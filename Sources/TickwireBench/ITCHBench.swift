@@ -1,15 +1,16 @@
 import CTickwireSys
 import Foundation
+import TickwireBenchSupport
 import TickwireFeeds
 
-/// `tickwire bench itch`: ITCH 5.0 decode and decode+books, messages/s on one core, beside a copying decoder
+/// `tickwire-bench itch`: ITCH 5.0 decode and decode+books, messages/s on one core, beside a copying decoder
 /// and the memory-bandwidth ceiling measured over the same buffer in the same run.
 ///
 /// The input is the real 1000-message 09:30 slice repeated (order references offset per copy) to
 /// `options.events` messages. Parameters: `file=PATH` (default: the slice in Tests/Fixtures),
 /// `reset_every=N` messages between book resets (default 1,000,000).
 enum ITCHBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let defaultSlice = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures/nasdaq_itch50_20191230_0930_1000msgs.itch50").path
         let path = options.parameters["file"] ?? defaultSlice
@@ -48,23 +49,35 @@ enum ITCHBench {
         let bytesPerMessage = Double(input.count) / Double(messages)
         // The ceiling in messages/s: the byte rate of the summing loop divided by the mean framed message size.
         let ceilingMessages = (best: ceiling.best * 8 / bytesPerMessage, median: ceiling.median * 8 / bytesPerMessage)
-        func fig(_ r: (best: Double, median: Double)) -> [String: Any] {
-            ["msgs_per_s_best": Int(r.best), "msgs_per_s_median": Int(r.median),
-             "vs_copying_baseline": (r.best / copying.best * 100).rounded() / 100,
-             "fraction_of_memory_ceiling": (r.best / ceilingMessages.best * 1000).rounded() / 1000]
+        func fig(_ r: (best: Double, median: Double)) -> Result.Figure {
+            Result.Figure(msgsPerSBest: Int(r.best), msgsPerSMedian: Int(r.median),
+                          vsCopyingBaseline: (r.best / copying.best * 100).rounded() / 100,
+                          fractionOfMemoryCeiling: (r.best / ceilingMessages.best * 1000).rounded() / 1000)
         }
-        return [
-            "suite": "itch",
-            "input": ["messages": messages, "bytes": input.count, "bytes_per_message": (bytesPerMessage * 10).rounded() / 10,
-                      "source": "nasdaq_itch50_20191230_0930_1000msgs repeated \(copies)x", "books_reset_every": resetEvery],
-            "runs": options.runs,
-            "baseline_copying_decoder": ["msgs_per_s_best": Int(copying.best), "msgs_per_s_median": Int(copying.median)],
-            "ceiling_byte_sum": ["msgs_per_s_best": Int(ceilingMessages.best), "gb_per_s_best": (ceiling.best * 8 / 1e7).rounded() / 100],
-            "decode_in_place": fig(decode),
-            "decode_typed_bodies": fig(bodies),
-            "decode_and_books": fig(books),
-            "goals": ["decode_msgs_per_s": 50_000_000, "books_msgs_per_s": 10_000_000],
-            "checksum": sink & 0xFFFF,
-        ]
+        return Result(
+            input: .init(messages: messages, bytes: input.count, bytesPerMessage: (bytesPerMessage * 10).rounded() / 10,
+                         source: "nasdaq_itch50_20191230_0930_1000msgs repeated \(copies)x", booksResetEvery: resetEvery),
+            runs: options.runs,
+            baselineCopyingDecoder: .init(msgsPerSBest: Int(copying.best), msgsPerSMedian: Int(copying.median)),
+            ceilingByteSum: .init(msgsPerSBest: Int(ceilingMessages.best), gbPerSBest: (ceiling.best * 8 / 1e7).rounded() / 100),
+            decodeInPlace: fig(decode), decodeTypedBodies: fig(bodies), decodeAndBooks: fig(books),
+            goals: .init(decodeMsgsPerS: 50_000_000, booksMsgsPerS: 10_000_000),
+            checksum: sink & 0xFFFF)
+    }
+
+    struct Result: BenchReport {
+        var suite = "itch"
+        struct Input: Codable, Sendable { var messages: Int, bytes: Int, bytesPerMessage: Double, source: String, booksResetEvery: Int }
+        var input: Input
+        var runs: Int
+        struct Baseline: Codable, Sendable { var msgsPerSBest: Int, msgsPerSMedian: Int }
+        var baselineCopyingDecoder: Baseline
+        struct Ceiling: Codable, Sendable { var msgsPerSBest: Int, gbPerSBest: Double }
+        var ceilingByteSum: Ceiling
+        struct Figure: Codable, Sendable { var msgsPerSBest: Int, msgsPerSMedian: Int, vsCopyingBaseline: Double, fractionOfMemoryCeiling: Double }
+        var decodeInPlace: Figure, decodeTypedBodies: Figure, decodeAndBooks: Figure
+        struct Goals: Codable, Sendable { var decodeMsgsPerS: Int, booksMsgsPerS: Int }
+        var goals: Goals
+        var checksum: UInt64
     }
 }

@@ -7,7 +7,7 @@ import TickwireDaemon
 import TickwireJournal
 import TickwireZMQ
 
-/// `tickwire bench journal`: acknowledged (durable) appends per second with group commit, beside SQLite (WAL,
+/// `tickwire-bench journal`: acknowledged (durable) appends per second with group commit, beside SQLite (WAL,
 /// synchronous=FULL, one transaction per trade) and the device's raw limit (the same 128-byte records with
 /// write + fdatasync each, and batched 256 per fdatasync), all in one run on the same file system; plus the
 /// page-cache rate with sync off and acknowledgement latency.
@@ -19,7 +19,7 @@ import TickwireZMQ
 enum JournalBench {
     static let payloadBytes = 64   // + the 64-byte header = 128-byte records, as in the raw baselines
 
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let p = options.parameters
         func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
         let root = options.directory + "/journal-bench-\(getpid())"
@@ -119,21 +119,17 @@ enum JournalBench {
         let ackP50 = Double(blockingAcks[0].valueAtPercentile(50)) / 1000, ackP99 = Double(blockingAcks[0].valueAtPercentile(99)) / 1000
         let pacedP99 = Double(pacedAcks[0].valueAtPercentile(99)) / 1000
         func p99(_ h: Histogram<UInt64>) -> Double { Double(h.valueAtPercentile(99)) / 1000 }
-        func micros(_ h: Histogram<UInt64>) -> [String: Any] {
-            ["p50": Double(h.valueAtPercentile(50)) / 1000, "p99": Double(h.valueAtPercentile(99)) / 1000,
-             "p99_9": Double(h.valueAtPercentile(99.9)) / 1000, "max": Double(h.max) / 1000]
-        }
+        func micros(_ h: Histogram<UInt64>) -> Micros { Micros(h) }
         let groupBest = max(blocking.best, pipelined.best)
-        func fig(_ x: (best: Double, median: Double)) -> [String: Any] { ["best": Int(x.best), "median": Int(x.median)] }
-        return [
-            "suite": "journal",
-            "record_bytes": JournalFormat.recordHeaderSize + payloadBytes,
+        func fig(_ x: (best: Double, median: Double)) -> Result.BestMedian { .init(best: Int(x.best), median: Int(x.median)) }
+        return Result(
+            recordBytes: JournalFormat.recordHeaderSize + payloadBytes,
             // The machine is shared: a 1-minute load average well above the 2 cores divides every figure alike.
-            "load_average_1m": (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?",
-            "runs": runs,
-            "zmq_batch": zmqBatch,
-            "directory": options.directory,
-            "per_second": [
+            loadAverage_1m: (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?",
+            runs: runs,
+            zmqBatch: zmqBatch,
+            directory: options.directory,
+            perSecond: [
                 "raw_write_fdatasync_per_record": fig(rawSingle),
                 "raw_write_batched_256_per_fdatasync": fig(rawBatched),
                 "sqlite_wal_full_txn_per_trade": fig(sqlite),
@@ -146,7 +142,7 @@ enum JournalBench {
                 "sha256_128B_alone": fig(sha),
                 "crc32c_128B_alone": fig(crc),
             ],
-            "ratios": [
+            ratios: [
                 "journal_group_commit_vs_sqlite": groupBest / sqlite.best,
                 "journal_group_commit_vs_raw_batched": groupBest / rawBatched.best,
                 "journal_group_commit_vs_raw_per_record": groupBest / rawSingle.best,
@@ -163,21 +159,22 @@ enum JournalBench {
                 "blocking_ack_p99_before_vs_now": p99(blockingAcks[2]) / ackP99,
                 "raw_fsync_p50_appending_vs_prefilled": fsyncP50 / prefilledP50,
             ],
-            "ack_latency_us": [
-                "note": "blocking: \(param("threads", 64)) threads each in appendDurably; paced: the trade service's shape, one thread appending \(pacedRate)/s (the records due each ms), latency from append to the onDurable that covers it; raw: one 128-byte write + fdatasync, sampled between the variants",
-                "raw_write_fdatasync": micros(rawNearby),
-                "device_probe": ["note": "a separate thread's 128-byte write + fdatasync to its own file every \(DeviceProbe.intervalMillis) ms through every paced run; a run is stalled when one of them took \(DeviceProbe.stallNanos / 1_000_000) ms or more, a device stall that no journal on this disk can hide",
-                                 "paced_runs": runs, "stalled_runs_by_variant": Dictionary(uniqueKeysWithValues: zip(variants.map(\.name), pacedRunsStalled)),
-                                 "worst_probe_fdatasync_ms_in_stalled_runs": Double(probeWorstInStalledRuns) / 1e6] as [String: Any],
-                "raw_overwrite_prefilled_fdatasync_p50": prefilledP50,
-                "raw_overwrite_prefilled_fdatasync_p99": prefilledP99,
-                "variants": Dictionary(uniqueKeysWithValues: variants.enumerated().map { i, v in
-                    (v.name, ["blocking": micros(blockingAcks[i]), "blocking_fdatasync": micros(blockingSyncs[i]),
-                              "paced": micros(pacedAcks[i]), "paced_fdatasync": micros(pacedSyncs[i]),
-                              "paced_stall_free_runs": pacedAcksStallFree[i].totalCount == 0 ? "none" : micros(pacedAcksStallFree[i])] as [String: Any])
-                }),
-            ] as [String: Any],
-            "goals": [
+            ackLatencyUs: Result.AckLatency(
+                note: "blocking: \(param("threads", 64)) threads each in appendDurably; paced: the trade service's shape, one thread appending \(pacedRate)/s (the records due each ms), latency from append to the onDurable that covers it; raw: one 128-byte write + fdatasync, sampled between the variants",
+                rawWriteFdatasync: micros(rawNearby),
+                deviceProbe: .init(
+                    note: "a separate thread's 128-byte write + fdatasync to its own file every \(DeviceProbe.intervalMillis) ms through every paced run; a run is stalled when one of them took \(DeviceProbe.stallNanos / 1_000_000) ms or more, a device stall that no journal on this disk can hide",
+                    pacedRuns: runs, stalledRunsByVariant: Dictionary(uniqueKeysWithValues: zip(variants.map(\.name), pacedRunsStalled)),
+                    worstProbeFdatasyncMsInStalledRuns: Double(probeWorstInStalledRuns) / 1e6),
+                rawOverwritePrefilledFdatasyncP50: prefilledP50,
+                rawOverwritePrefilledFdatasyncP99: prefilledP99,
+                variants: Dictionary(uniqueKeysWithValues: variants.enumerated().map { i, v in
+                    (v.name, Result.Variant(blocking: micros(blockingAcks[i]), blockingFdatasync: micros(blockingSyncs[i]),
+                                            paced: micros(pacedAcks[i]), pacedFdatasync: micros(pacedSyncs[i]),
+                                            // nil: every paced run of this variant met a device stall.
+                                            pacedStallFreeRuns: pacedAcksStallFree[i].totalCount == 0 ? nil : micros(pacedAcksStallFree[i])))
+                })),
+            goals: [
                 "vs_sqlite_at_least_20x": groupBest / sqlite.best >= 20,
                 "vs_raw_batched_at_least_0.5x": groupBest / rawBatched.best >= 0.5,
                 "zeromq_at_least_200k_per_s": max(zmq.best, zmqBatched.best) >= 200_000,
@@ -189,8 +186,33 @@ enum JournalBench {
                 "paced_ack_p99_within_two_fsyncs_at_p99_stall_free_runs":
                     pacedAcksStallFree[0].totalCount > 0 && p99(pacedAcksStallFree[0]) <= 2 * fsyncP99,
                 "no_sync_at_least_2M_per_s": noSync.best >= 2_000_000,
-            ],
-        ]
+            ])
+    }
+
+    struct Result: BenchReport {
+        var suite = "journal"
+        var recordBytes: Int
+        var loadAverage_1m: String
+        var runs: Int, zmqBatch: Int
+        var directory: String
+        struct BestMedian: Codable, Sendable { var best: Int, median: Int }
+        var perSecond: [String: BestMedian]
+        var ratios: [String: Double]
+        struct Probe: Codable, Sendable {
+            var note: String, pacedRuns: Int, stalledRunsByVariant: [String: Int], worstProbeFdatasyncMsInStalledRuns: Double
+        }
+        struct Variant: Codable, Sendable {
+            var blocking: Micros, blockingFdatasync: Micros, paced: Micros, pacedFdatasync: Micros, pacedStallFreeRuns: Micros?
+        }
+        struct AckLatency: Codable, Sendable {
+            var note: String
+            var rawWriteFdatasync: Micros
+            var deviceProbe: Probe
+            var rawOverwritePrefilledFdatasyncP50: Double, rawOverwritePrefilledFdatasyncP99: Double
+            var variants: [String: Variant]
+        }
+        var ackLatencyUs: AckLatency
+        var goals: [String: Bool]
     }
 
     static func payload(_ i: Int) -> [UInt8] { (0..<payloadBytes).map { UInt8(truncatingIfNeeded: i &+ $0) } }

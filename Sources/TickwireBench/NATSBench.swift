@@ -9,7 +9,7 @@ import TickwireNATS
 import TickwireZMQ
 
 /// The daemon's NATS output against a raw libnats publisher of the same 72-byte payloads to the same kind of
-/// subscriber, through one local `nats-server` started for the run, in the same run (`tickwire bench nats`).
+/// subscriber, through one local `nats-server` started for the run, in the same run (`tickwire-bench nats`).
 ///
 /// Throughput: the daemon's simulator as fast as the daemon goes (`rate 0`, `limit` N) → ring → ZeroMQ
 /// publisher → NATS thread → nats-server → a libnats subscriber, measured at the subscriber from the first to the
@@ -18,7 +18,7 @@ import TickwireZMQ
 /// Latency: both paths paced at `latency_rate`, known time (wall clock) to receipt at the subscriber; the
 /// daemon's ZeroMQ subscriber is measured in the same run beside its NATS subscriber.
 enum NATSBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let n = options.events == 10_000_000 ? 300_000 : options.events
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencySeconds = Double(options.parameters["latency_seconds"] ?? "") ?? 3
@@ -35,22 +35,26 @@ enum NATSBench {
         }
         let rawLatency = try rawLatencyRun(rate: latencyRate, seconds: latencySeconds, url: server.url)
         let (daemonNATS, daemonZMQ) = try daemonLatencyRun(rate: latencyRate, seconds: latencySeconds, url: server.url)
-        return [
-            "suite": "nats",
-            "messages_per_run": n,
-            "runs": options.runs,
-            "raw_libnats_msgs_per_s": ["best": raw.max()!, "median": EBench.median(raw)],
-            "daemon_nats_msgs_per_s": ["best": daemon.max()!, "median": EBench.median(daemon)],
-            "daemon_over_raw_median": medianRatio(daemon, raw),
-            "daemon_over_raw_best": ratio(daemon.max()!, raw.max()!),
-            "daemon_nats_lost_per_run": daemonLost,
-            "latency_rate_msgs_per_s": latencyRate,
-            "raw_libnats_latency_ns": EBench.percentiles(rawLatency),
-            "daemon_nats_latency_ns": EBench.percentiles(daemonNATS),
-            "daemon_zmq_latency_ns": EBench.percentiles(daemonZMQ),
-            "libnats": NATS.version,
-            "send_asap": sendAsap,
-        ]
+        return Result(
+            messagesPerRun: n, runs: options.runs,
+            rawLibnatsMsgsPerS: .init(best: raw.max()!, median: EBench.median(raw)),
+            daemonNatsMsgsPerS: .init(best: daemon.max()!, median: EBench.median(daemon)),
+            daemonOverRawMedian: medianRatio(daemon, raw), daemonOverRawBest: ratio(daemon.max()!, raw.max()!),
+            daemonNatsLostPerRun: daemonLost, latencyRateMsgsPerS: latencyRate,
+            rawLibnatsLatencyNs: .init(rawLatency), daemonNatsLatencyNs: .init(daemonNATS), daemonZmqLatencyNs: .init(daemonZMQ),
+            libnats: NATS.version, sendAsap: sendAsap)
+    }
+
+    struct Result: BenchReport {
+        var suite = "nats"
+        var messagesPerRun: Int, runs: Int
+        var rawLibnatsMsgsPerS: E2EBench.Result.BestMedian, daemonNatsMsgsPerS: E2EBench.Result.BestMedian
+        var daemonOverRawMedian: Double, daemonOverRawBest: Double
+        var daemonNatsLostPerRun: [Double]
+        var latencyRateMsgsPerS: Int
+        var rawLibnatsLatencyNs: E2EBench.Percentiles, daemonNatsLatencyNs: E2EBench.Percentiles, daemonZmqLatencyNs: E2EBench.Percentiles
+        var libnats: String
+        var sendAsap: Bool
     }
 
     typealias EBench = E2EBench

@@ -3,7 +3,7 @@ import TickwireCore
 import TickwireDaemon
 import TickwireJournal
 
-/// `tickwire bench recovery`: what a trade service's start costs as the day's journal grows, and what its retry
+/// `tickwire-bench recovery`: what a trade service's start costs as the day's journal grows, and what its retry
 /// map holds in memory.
 ///
 /// For each journal size (`sizes`, default 100000 and 1000000 trades), in the same run:
@@ -15,12 +15,12 @@ import TickwireJournal
 /// Journals are written without fsync (the start reads them from the page cache, as after a restart on a
 /// running machine); 64 MiB segments as the daemon's.
 enum RecoveryBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let sizes = (options.parameters["sizes"] ?? "100000,1000000").split(separator: ",").compactMap { Int($0) }
         let root = options.directory + "/recovery-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        var rows: [BenchReport] = []
+        var rows: [Result.Size] = []
         for size in sizes {
             let dir = root + "/\(size)"
             try write(dir, trades: size)
@@ -55,17 +55,24 @@ enum RecoveryBench {
                 index.close()
             }
             full.sort(); checkpointed.sort()
-            rows.append([
-                "trades": size,
-                "full_start_s_median": full[full.count / 2],
-                "checkpointed_start_s_median": checkpointed[checkpointed.count / 2],
-                "speedup_median": full[full.count / 2] / max(checkpointed[checkpointed.count / 2], 1e-9),
-                "dictionary_rss_anon_bytes": dictionaryAnon,
-                "index_rss_anon_bytes": indexAnon,
-            ])
+            rows.append(Result.Size(
+                trades: size, fullStartSMedian: full[full.count / 2], checkpointedStartSMedian: checkpointed[checkpointed.count / 2],
+                speedupMedian: full[full.count / 2] / max(checkpointed[checkpointed.count / 2], 1e-9),
+                dictionaryRssAnonBytes: dictionaryAnon, indexRssAnonBytes: indexAnon))
         }
-        return ["suite": "recovery", "runs": options.runs, "sizes": rows,
-                "note": "full: Journal() reading every segment and a dictionary of every retry key (the start before); checkpointed: Journal(replayFrom:) 1,000 trades before the end, the rest of the keys already in a RetryIndex; RssAnon growth of each retry map holding every trade"]
+        return Result(runs: options.runs, sizes: rows)
+    }
+
+    struct Result: BenchReport {
+        var suite = "recovery"
+        var runs: Int
+        struct Size: Codable, Sendable {
+            var trades: Int
+            var fullStartSMedian: Double, checkpointedStartSMedian: Double, speedupMedian: Double
+            var dictionaryRssAnonBytes: Int, indexRssAnonBytes: Int
+        }
+        var sizes: [Size]
+        var note = "full: Journal() reading every segment and a dictionary of every retry key (the start before); checkpointed: Journal(replayFrom:) 1,000 trades before the end, the rest of the keys already in a RetryIndex; RssAnon growth of each retry map holding every trade"
     }
 
     /// A journal of `trades` trade records, as the trade service writes them.

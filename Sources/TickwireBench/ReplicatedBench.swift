@@ -6,7 +6,7 @@ import TickwireNATS
 import TickwireTestSupport
 import TickwireZMQ
 
-/// `tickwire bench replicated`: trades through an active/active pair (two trade services, one JetStream log on a
+/// `tickwire-bench replicated`: trades through an active/active pair (two trade services, one JetStream log on a
 /// three-server cluster started for the run) beside, in the same run, a raw JetStream asynchronous publisher of
 /// the same messages with the same window (the floor: what the cluster itself acknowledges) and the single
 /// daemon with its local journal. Then a leader failover under a steady 1,000 trades/s, its outage beside the
@@ -15,7 +15,7 @@ import TickwireZMQ
 /// Parameters: `window` (trades in flight per client, default 512), `clients` (2: one per daemon),
 /// `rate` (failover pacing, 1000), `failover` (1 to run it, default 1).
 enum ReplicatedBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Report {
         func param(_ k: String, _ d: Int) -> Int { options.parameters[k].flatMap(Int.init) ?? d }
         let trades = options.events == 10_000_000 ? 20_000 : options.events
         let window = param("window", 512), clients = param("clients", 2), batch = param("batch", 1)
@@ -26,7 +26,7 @@ enum ReplicatedBench {
         var n = 0
         func fresh() -> String { n += 1; let d = root + "/\(n)"; try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true); return d }
 
-        var rounds: [[String: Any]] = []
+        var rounds: [Report.Round] = []
         var pairRates: [Double] = [], rawRates: [Double] = [], floorRates: [Double] = [], singleRates: [Double] = []
         for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
             let raw = try rawPublisher(cluster, stream: "RAW\(round)", trades: trades, window: window * clients)
@@ -34,35 +34,49 @@ enum ReplicatedBench {
             let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients, batch: batch)
             let single = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
             rawRates.append(raw.rate); floorRates.append(floor.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
-            rounds.append(["raw_jetstream": raw.json, "raw_pipeline": floor.json, "pair": pair.json, "single_daemon": single.json,
-                           "pair_vs_raw": (pair.rate / raw.rate * 100).rounded() / 100,
-                           "pair_vs_raw_pipeline": (pair.rate / floor.rate * 100).rounded() / 100])
+            rounds.append(Report.Round(rawJetstream: raw.json, rawPipeline: floor.json, pair: pair.json, singleDaemon: single.json,
+                                       pairVsRaw: (pair.rate / raw.rate * 100).rounded() / 100,
+                                       pairVsRawPipeline: (pair.rate / floor.rate * 100).rounded() / 100))
         }
-        var report: BenchReport = ["suite": "replicated"]
+        var report = Report()
         if !rounds.isEmpty {
-            report["trades_per_run"] = trades
-            report["window_per_client"] = window
-            report["clients"] = clients
-            report["trades_per_client_message"] = batch
-            report["rounds"] = rounds
-            report["pair_vs_raw_jetstream_median"] = (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100
-            report["pair_vs_raw_pipeline_median"] = (median(zip(pairRates, floorRates).map { $0 / $1 }) * 100).rounded() / 100
-            report["pair_vs_single_daemon_median"] = (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100
-            report["goal"] = "pair >= 0.8x the raw JetStream async publisher's acknowledged rate, same messages, same window"
+            report.throughput = Report.Throughput(
+                tradesPerRun: trades, windowPerClient: window, clients: clients, tradesPerClientMessage: batch, rounds: rounds,
+                pairVsRawJetstreamMedian: (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100,
+                pairVsRawPipelineMedian: (median(zip(pairRates, floorRates).map { $0 / $1 }) * 100).rounded() / 100,
+                pairVsSingleDaemonMedian: (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100)
         }
         if param("failover", 1) == 1 {
-            report["failover"] = try failover(cluster, root: fresh(), rate: param("rate", 1_000))
+            report.failover = try failover(cluster, root: fresh(), rate: param("rate", 1_000))
         }
         return report
+    }
+
+    struct Report: BenchReport {
+        var suite = "replicated"
+        /// `rawPipeline`: the machine's floor for the pair's shape (ReplicatedFloor.swift).
+        struct Round: Codable, Sendable { var rawJetstream: Path, rawPipeline: Path, pair: Path, singleDaemon: Path, pairVsRaw: Double, pairVsRawPipeline: Double }
+        struct Path: Codable, Sendable { var acksPerS: Int, ackUs: Micros }
+        struct Throughput: Codable, Sendable {
+            var tradesPerRun: Int, windowPerClient: Int, clients: Int, tradesPerClientMessage: Int
+            var rounds: [Round]
+            var pairVsRawJetstreamMedian: Double, pairVsRawPipelineMedian: Double, pairVsSingleDaemonMedian: Double
+            var goal = "pair >= 0.8x the raw JetStream async publisher's acknowledged rate, same messages, same window"
+        }
+        var throughput: Throughput?
+        struct Failover: Codable, Sendable {
+            var offeredPerS: Int, acknowledged: Int
+            var pairOutageMs: Int64, rawJetstreamOutageMs: Int64, pairOutageMinusRawMs: Int64
+            var acksPerSFromKillToEnd: Int
+            var goal = "outage <= the raw publisher's (the election) + 1000 ms; >= 1000 trades/s sustained"
+        }
+        var failover: Failover?
     }
 
     struct Result {
         var rate: Double
         var latency: Histogram<UInt64>
-        var json: [String: Any] {
-            ["acks_per_s": Int(rate),
-             "ack_us": ["p50": Double(latency.valueAtPercentile(50)) / 1000, "p99": Double(latency.valueAtPercentile(99)) / 1000]]
-        }
+        var json: Report.Path { Report.Path(acksPerS: Int(rate), ackUs: Micros(latency, tail: false)) }
     }
 
     static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
@@ -197,7 +211,7 @@ enum ReplicatedBench {
 
     /// A steady `rate` of trades through the pair while the stream's leader is killed: the longest time with no
     /// acknowledgement, beside the raw publisher's through a kill of its stream's leader.
-    static func failover(_ cluster: NATSCluster, root: String, rate: Int) throws -> [String: Any] {
+    static func failover(_ cluster: NATSCluster, root: String, rate: Int) throws -> Report.Failover {
         let dirs = (root + "/a", root + "/b")
         try FileManager.default.createDirectory(atPath: dirs.0, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dirs.1, withIntermediateDirectories: true)
@@ -216,29 +230,22 @@ enum ReplicatedBench {
             guard let client = try? TradeClient.forDataDirectory(dirs.0, context: ctx,
                                                                   endpoint: services.map(\.boundEndpoint).joined(separator: ",")) else { return }
             defer { client.close() }
-            var outstanding: [String: (TradeRequest, Int64)] = [:]
-            var next = 0, nextScan: Int64 = 0
+            // The same retrying submitter as `tickwire trade submit --connect A,B`: the same id again after 2 s
+            // without a reply, or half a second after a refusal for an unavailable log.
+            let submitter = RetryingSubmitter(client: client, policy: .init(
+                resendAfterMs: 2_000, resendRefusedAfterMs: 500, giveUpAfterMs: 120_000,
+                transient: [.replicationUnavailable, .journalUnavailable]))
+            var next = 0
             let start = benchNow(), interval = 1_000_000_000 / Int64(rate)
-            while !stop.get || !outstanding.isEmpty {
+            while !stop.get || submitter.outstanding > 0 {
                 let now = benchNow()
                 while !stop.get && now - start >= Int64(next) * interval {
-                    let r = request(5, next); next += 1
-                    try? client.send(r); outstanding[r.clientOrderID] = (r, now)
+                    try? submitter.send([request(5, next)]); next += 1
                 }
-                if now >= nextScan {
-                    nextScan = now + 100_000_000
-                    for (id, (r, at)) in outstanding where now - at > 2_000_000_000 { try? client.send(r); outstanding[id] = (r, now) }
-                }
-                guard let reply = try? client.receive(timeoutMs: 0) else { usleep(200); continue }
-                switch reply {
-                case .ack(let id, _, _) where outstanding[id] != nil:
-                    outstanding[id] = nil
-                    let t = benchNow()
-                    acks.update { $0.append(t) }
-                case .reject(let id, _) where outstanding[id] != nil:
-                    outstanding[id]!.1 = benchNow() - 1_500_000_000   // resend in half a second
-                default: break
-                }
+                let replied = (try? submitter.poll(timeoutMs: 0) { outcome in
+                    if case .replied(.ack) = outcome { let t = benchNow(); acks.update { $0.append(t) } }
+                }) ?? false
+                if !replied { usleep(200) }
             }
         }
         sleep(5)
@@ -257,13 +264,10 @@ enum ReplicatedBench {
         let during = times.filter { $0 >= killedAt }
         let sustained = during.count > 1 ? Double(during.count) / (Double(during.last! - killedAt) / 1e9) : 0
         let rawOutage = try rawFailover(cluster)
-        return [
-            "offered_per_s": rate, "acknowledged": times.count,
-            "pair_outage_ms": outage / 1_000_000, "raw_jetstream_outage_ms": rawOutage / 1_000_000,
-            "pair_outage_minus_raw_ms": (outage - rawOutage) / 1_000_000,
-            "acks_per_s_from_kill_to_end": Int(sustained),
-            "goal": "outage <= the raw publisher's (the election) + 1000 ms; >= 1000 trades/s sustained",
-        ]
+        return Report.Failover(
+            offeredPerS: rate, acknowledged: times.count,
+            pairOutageMs: outage / 1_000_000, rawJetstreamOutageMs: rawOutage / 1_000_000,
+            pairOutageMinusRawMs: (outage - rawOutage) / 1_000_000, acksPerSFromKillToEnd: Int(sustained))
     }
 
     /// The raw publisher's outage through a kill of its stream's leader: synchronous publishes in a loop, the

@@ -5,7 +5,7 @@ import TickwireCore
 import TickwireRing
 import TickwireZMQ
 
-/// `tickwire bench ring`: the broadcast ring beside a lock-guarded deque, AsyncStream and libzmq inproc
+/// `tickwire-bench ring`: the broadcast ring beside a lock-guarded deque, AsyncStream and libzmq inproc
 /// PUB/SUB, all in the same run. Throughput for SPSC (one at a time and batched) and one producer to four
 /// consumers; hop latency percentiles busy-spinning and parked.
 ///
@@ -14,7 +14,7 @@ enum RingBench {
     static let batch = 64
     static let ringCapacity = 16_384
 
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> any BenchReport {
         let n = options.events
         let runs = options.runs
         let samples = Int(options.parameters["latency_samples"] ?? "") ?? 200_000
@@ -22,9 +22,9 @@ enum RingBench {
         // `only=hop`: the pinned busy-spin hop and its floor alone, e.g. to watch them over time.
         if options.parameters["only"] == "hop" {
             let (ring, floor, p99s) = pinnedHops(samples: samples, rounds: runs)
-            return ["suite": "ring", "only": "hop", "ring_busy_spin_pinned": ring.report, "floor_one_atomic_word_pinned": floor.report,
-                    "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(ring.p99), Double(floor.p99)),
-                    "p99_ns_ring_and_floor_by_round": p99s]
+            return HopOnly(ringBusySpinPinned: ring.report, floorOneAtomicWordPinned: floor.report,
+                           ratioP99RingBusySpinPinnedVsFloor: ratio(Double(ring.p99), Double(floor.p99)),
+                           p99NsRingAndFloorByRound: p99s)
         }
 
         // SPSC throughput: producer and consumer pinned to the two CPUs; the ring and its baselines take turns
@@ -59,61 +59,90 @@ enum RingBench {
         let hopStream = asyncStreamHop(samples: min(samples, 20_000), gapNanos: 50_000)
         let hopZMQ = try zmqHop(samples: min(samples, 20_000), gapNanos: 50_000)
 
-        return [
-            "suite": "ring",
-            "events": n, "runs": runs, "batch": batch, "ring_capacity": ringCapacity,
-            "spsc": [
-                "note": "producer and consumer pinned to CPUs 0 and 1; they yield after a short spin when they must wait (busy_spin: never yield); ratios are medians of per-round ratios, the measures taking turns",
-                "ring_batch64": rateReport((ringBatch.best, ringBatch.median)),
-                "ring_batch64_busy_spin": rateReport(ringBatchSpin),
-                "ring_one_at_a_time": rateReport((ringSingle.best, ringSingle.median)),
-                "plain_spsc_ring_batch64": rateReport((plainBatch.best, plainBatch.median)),
-                "plain_spsc_ring_one_at_a_time": rateReport((plainSingle.best, plainSingle.median)),
-                "locked_deque_batch64": rateReport((dequeBatch.best, dequeBatch.median)),
-                "locked_deque_one_at_a_time": rateReport((dequeSingle.best, dequeSingle.median)),
-                "async_stream": rateReport(stream),
-                "zmq_inproc_pubsub": rateReport(zmq),
-                "ratio_ring_batch64_vs_locked_deque_one_at_a_time": medianRatio(ringBatch.rounds, dequeSingle.rounds),
-                "ratio_ring_batch64_vs_locked_deque_batch64": medianRatio(ringBatch.rounds, dequeBatch.rounds),
-                "ratio_ring_batch64_vs_plain_spsc_ring_batch64": medianRatio(ringBatch.rounds, plainBatch.rounds),
-                "ratio_ring_one_at_a_time_vs_locked_deque_one_at_a_time": medianRatio(ringSingle.rounds, dequeSingle.rounds),
-                "ratio_ring_one_at_a_time_vs_plain_spsc_ring_one_at_a_time": medianRatio(ringSingle.rounds, plainSingle.rounds),
-                "ratio_ring_batch64_vs_async_stream": ratio(ringBatch.median, stream.median),
-                "ratio_ring_batch64_vs_zmq_inproc": ratio(ringBatch.median, zmq.median),
-            ] as [String: Any],
-            "same_thread_publish_then_poll_batch64": [
-                "note": "one thread publishes 64 then polls 64: the per-event cost with no scheduler in the way",
-                "ring": rateReport(sameThreadRing),
-                "locked_deque": rateReport(sameThreadDeque),
-                "ratio_ring_vs_locked_deque": ratio(sameThreadRing.median, sameThreadDeque.median),
-            ] as [String: Any],
-            "fanout_1p_4c": [
-                "note": "rates are events delivered to EACH consumer per second; 5 threads on 2 cores",
-                "ring_blocking_yield": rateReport(fanBlockingYield),
-                "ring_blocking_park": rateReport(fanBlockingPark),
-                "ring_lossy_yield": fanLossy,
-                "locked_deque_x4": rateReport(fanDeque),
-                "ratio_ring_blocking_yield_vs_locked_deque": ratio(fanBlockingYield.median, fanDeque.median),
-                "ratio_ring_blocking_park_vs_locked_deque": ratio(fanBlockingPark.median, fanDeque.median),
-            ] as [String: Any],
-            "hop_latency": [
-                "note": "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us; unpinned except ring_busy_spin_pinned (producer and consumer on CPUs 0 and 1, like the SPSC rows)",
-                "ring_busy_spin": hopSpin.report,
-                "ring_busy_spin_pinned": hopSpinPinned.report,
-                "floor_one_atomic_word_pinned": hopFloor.report,
-                "ratio_p99_ring_busy_spin_pinned_vs_floor": ratio(Double(hopSpinPinned.p99), Double(hopFloor.p99)),
-                "p99_ns_ring_and_floor_by_round": hopP99s,
-                "ring_parked": hopPark.report,
-                "locked_deque_spin": hopDequeSpin.report,
-                "locked_deque_condvar": hopDequePark.report,
-                "async_stream": hopStream.report,
-                "zmq_inproc_pubsub": hopZMQ.report,
-                "ratio_p99_locked_deque_spin_vs_ring_busy_spin": ratio(Double(hopDequeSpin.p99), Double(hopSpin.p99)),
-                "ratio_p99_locked_deque_condvar_vs_ring_parked": ratio(Double(hopDequePark.p99), Double(hopPark.p99)),
-                "ratio_p99_async_stream_vs_ring_parked": ratio(Double(hopStream.p99), Double(hopPark.p99)),
-                "ratio_p99_zmq_vs_ring_parked": ratio(Double(hopZMQ.p99), Double(hopPark.p99)),
-            ] as [String: Any],
-        ]
+        return Result(
+            events: n, runs: runs, batch: batch, ringCapacity: ringCapacity,
+            spsc: .init(
+                ringBatch64: Rate((ringBatch.best, ringBatch.median)), ringBatch64BusySpin: Rate(ringBatchSpin),
+                ringOneAtATime: Rate((ringSingle.best, ringSingle.median)),
+                plainSpscRingBatch64: Rate((plainBatch.best, plainBatch.median)),
+                plainSpscRingOneAtATime: Rate((plainSingle.best, plainSingle.median)),
+                lockedDequeBatch64: Rate((dequeBatch.best, dequeBatch.median)),
+                lockedDequeOneAtATime: Rate((dequeSingle.best, dequeSingle.median)),
+                asyncStream: Rate(stream), zmqInprocPubsub: Rate(zmq),
+                ratioRingBatch64VsLockedDequeOneAtATime: medianRatio(ringBatch.rounds, dequeSingle.rounds),
+                ratioRingBatch64VsLockedDequeBatch64: medianRatio(ringBatch.rounds, dequeBatch.rounds),
+                ratioRingBatch64VsPlainSpscRingBatch64: medianRatio(ringBatch.rounds, plainBatch.rounds),
+                ratioRingOneAtATimeVsLockedDequeOneAtATime: medianRatio(ringSingle.rounds, dequeSingle.rounds),
+                ratioRingOneAtATimeVsPlainSpscRingOneAtATime: medianRatio(ringSingle.rounds, plainSingle.rounds),
+                ratioRingBatch64VsAsyncStream: ratio(ringBatch.median, stream.median),
+                ratioRingBatch64VsZmqInproc: ratio(ringBatch.median, zmq.median)),
+            sameThreadPublishThenPollBatch64: .init(
+                ring: Rate(sameThreadRing), lockedDeque: Rate(sameThreadDeque),
+                ratioRingVsLockedDeque: ratio(sameThreadRing.median, sameThreadDeque.median)),
+            fanout_1p_4c: .init(
+                ringBlockingYield: Rate(fanBlockingYield), ringBlockingPark: Rate(fanBlockingPark), ringLossyYield: fanLossy,
+                lockedDequeX4: Rate(fanDeque),
+                ratioRingBlockingYieldVsLockedDeque: ratio(fanBlockingYield.median, fanDeque.median),
+                ratioRingBlockingParkVsLockedDeque: ratio(fanBlockingPark.median, fanDeque.median)),
+            hopLatency: .init(
+                ringBusySpin: hopSpin.report, ringBusySpinPinned: hopSpinPinned.report, floorOneAtomicWordPinned: hopFloor.report,
+                ratioP99RingBusySpinPinnedVsFloor: ratio(Double(hopSpinPinned.p99), Double(hopFloor.p99)),
+                p99NsRingAndFloorByRound: hopP99s,
+                ringParked: hopPark.report, lockedDequeSpin: hopDequeSpin.report, lockedDequeCondvar: hopDequePark.report,
+                asyncStream: hopStream.report, zmqInprocPubsub: hopZMQ.report,
+                ratioP99LockedDequeSpinVsRingBusySpin: ratio(Double(hopDequeSpin.p99), Double(hopSpin.p99)),
+                ratioP99LockedDequeCondvarVsRingParked: ratio(Double(hopDequePark.p99), Double(hopPark.p99)),
+                ratioP99AsyncStreamVsRingParked: ratio(Double(hopStream.p99), Double(hopPark.p99)),
+                ratioP99ZmqVsRingParked: ratio(Double(hopZMQ.p99), Double(hopPark.p99))))
+    }
+
+    struct Result: BenchReport {
+        var suite = "ring"
+        var events: Int, runs: Int, batch: Int, ringCapacity: Int
+        struct SPSC: Codable, Sendable {
+            var note = "producer and consumer pinned to CPUs 0 and 1; they yield after a short spin when they must wait (busy_spin: never yield); ratios are medians of per-round ratios, the measures taking turns"
+            var ringBatch64: Rate, ringBatch64BusySpin: Rate, ringOneAtATime: Rate
+            var plainSpscRingBatch64: Rate, plainSpscRingOneAtATime: Rate
+            var lockedDequeBatch64: Rate, lockedDequeOneAtATime: Rate, asyncStream: Rate, zmqInprocPubsub: Rate
+            var ratioRingBatch64VsLockedDequeOneAtATime: Double, ratioRingBatch64VsLockedDequeBatch64: Double
+            var ratioRingBatch64VsPlainSpscRingBatch64: Double
+            var ratioRingOneAtATimeVsLockedDequeOneAtATime: Double, ratioRingOneAtATimeVsPlainSpscRingOneAtATime: Double
+            var ratioRingBatch64VsAsyncStream: Double, ratioRingBatch64VsZmqInproc: Double
+        }
+        var spsc: SPSC
+        struct SameThread: Codable, Sendable {
+            var note = "one thread publishes 64 then polls 64: the per-event cost with no scheduler in the way"
+            var ring: Rate, lockedDeque: Rate, ratioRingVsLockedDeque: Double
+        }
+        var sameThreadPublishThenPollBatch64: SameThread
+        struct FanOut: Codable, Sendable {
+            var note = "rates are events delivered to EACH consumer per second; 5 threads on 2 cores"
+            var ringBlockingYield: Rate, ringBlockingPark: Rate, ringLossyYield: Lossy, lockedDequeX4: Rate
+            var ratioRingBlockingYieldVsLockedDeque: Double, ratioRingBlockingParkVsLockedDeque: Double
+        }
+        struct Lossy: Codable, Sendable {
+            var producerPerS: Double, minDeliveredPerConsumerPerS: Double, lostFractionMax: Double, resyncsTotal: UInt64
+        }
+        var fanout_1p_4c: FanOut
+        struct Hops: Codable, Sendable {
+            var note = "publish to delivery, one event at a time; busy-spin events every 2 us, parked every 50 us; unpinned except ring_busy_spin_pinned (producer and consumer on CPUs 0 and 1, like the SPSC rows)"
+            var ringBusySpin: Latency, ringBusySpinPinned: Latency, floorOneAtomicWordPinned: Latency
+            var ratioP99RingBusySpinPinnedVsFloor: Double
+            var p99NsRingAndFloorByRound: [[UInt64]]
+            var ringParked: Latency, lockedDequeSpin: Latency, lockedDequeCondvar: Latency, asyncStream: Latency, zmqInprocPubsub: Latency
+            var ratioP99LockedDequeSpinVsRingBusySpin: Double, ratioP99LockedDequeCondvarVsRingParked: Double
+            var ratioP99AsyncStreamVsRingParked: Double, ratioP99ZmqVsRingParked: Double
+        }
+        var hopLatency: Hops
+    }
+
+    /// `only=hop`: the pinned busy-spin hop and its floor alone.
+    struct HopOnly: BenchReport {
+        var suite = "ring"
+        var only = "hop"
+        var ringBusySpinPinned: Latency, floorOneAtomicWordPinned: Latency
+        var ratioP99RingBusySpinPinnedVsFloor: Double
+        var p99NsRingAndFloorByRound: [[UInt64]]
     }
 
     // MARK: - Throughput
@@ -352,7 +381,7 @@ enum RingBench {
 
     /// Lossy consumers never slow the producer: reports the producer's rate, each consumer's delivered rate
     /// and what fraction it lost (to laps, recovered by GAP).
-    static func ringFanOutLossy(events: Int, consumers: Int) -> [String: Any] {
+    static func ringFanOutLossy(events: Int, consumers: Int) -> Result.Lossy {
         let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0)
         let cs = (0..<consumers).map { ring.addConsumer(name: "c\($0)", policy: .lossy, wait: .yield) }
         let readers = cs.map { c in
@@ -368,12 +397,11 @@ enum RingBench {
         let t1 = benchNow()
         let counters = cs.map(\.counters)
         let delivered = counters.map { Double($0.delivered &- $0.resyncs) }   // less the GAP events (no cache here)
-        return [
-            "producer_per_s": (Double(events) / Double(tp - t0) * 1e9).rounded(),
-            "min_delivered_per_consumer_per_s": (delivered.min()! / Double(t1 - t0) * 1e9).rounded(),
-            "lost_fraction_max": ((counters.map { Double($0.dropped) }.max()! / Double(events)) * 10_000).rounded() / 10_000,
-            "resyncs_total": counters.reduce(0) { $0 + $1.resyncs },
-        ]
+        return Result.Lossy(
+            producerPerS: (Double(events) / Double(tp - t0) * 1e9).rounded(),
+            minDeliveredPerConsumerPerS: (delivered.min()! / Double(t1 - t0) * 1e9).rounded(),
+            lostFractionMax: ((counters.map { Double($0.dropped) }.max()! / Double(events)) * 10_000).rounded() / 10_000,
+            resyncsTotal: UInt64(counters.reduce(0) { $0 + $1.resyncs }))
     }
 
     static func dequeFanOut(events: Int, consumers: Int) -> Double {

@@ -2,7 +2,7 @@ import Foundation
 import TickwireCore
 import TickwireRing
 
-/// `tickwire bench router`: subject routing for 2,000 trader subscriptions, each a mix of literal and wildcard
+/// `tickwire-bench router`: subject routing for 2,000 trader subscriptions, each a mix of literal and wildcard
 /// patterns, over a universe of 4 venues × 500 symbols × 4 kinds (8,000 subjects).
 ///
 /// Measures matches per second on cache hits, the cost of a miss (every match walks the trie), both beside a
@@ -55,7 +55,7 @@ enum RouterBench {
         }
     }
 
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let subscriptionCount = Int(options.parameters["subscriptions"] ?? "") ?? 2_000
         let hot = Int(options.parameters["hot_subjects"] ?? "") ?? 1_000
         let u = universe()
@@ -118,30 +118,45 @@ enum RouterBench {
         let routed = routeThroughRing(universe: u, router: router, events: options.events, runs: options.runs)
         let paced = routedLatency(universe: u, router: router, samples: 20_000, gapNanos: 50_000)
 
-        return [
-            "suite": "router",
-            "subscriptions": subscriptionCount, "patterns": patternCount, "subjects": u.ids.count,
-            "hot_subjects": hot, "mean_fanout_hot": Double(fanout) / Double(hot),
-            "trie_build_ms": Double(buildNanos) / 1e6,
-            "cached_match": rateReport(cached).merging(["ns_per_match": (1e9 / cached.median * 10).rounded() / 10]) { a, _ in a },
-            "uncached_match": rateReport(uncached).merging(["ns_per_match": (1e9 / uncached.median * 10).rounded() / 10]) { a, _ in a },
-            "brute_force_match": rateReport(brute).merging(["ns_per_match": (1e9 / brute.median).rounded()]) { a, _ in a },
-            "ratio_cached_vs_brute_force": ratio(cached.median, brute.median),
-            "ratio_uncached_vs_brute_force": ratio(uncached.median, brute.median),
-            "ratio_cached_vs_uncached": ratio(cached.median, uncached.median),
-            "ring_to_2000_subscriptions": routed,
-            "ring_to_2000_subscriptions_paced_latency": [
-                "note": "one event every 50 us, parked consumer, publish to the end of its routing (hop + match + deliveries)",
-                "latency": paced.report,
-            ] as [String: Any],
-        ]
+        func matches(_ r: (best: Double, median: Double), digits: Double = 10) -> Result.Matches {
+            Result.Matches(bestPerS: r.best.rounded(), medianPerS: r.median.rounded(), nsPerMatch: (1e9 / r.median * digits).rounded() / digits)
+        }
+        return Result(
+            subscriptions: subscriptionCount, patterns: patternCount, subjects: u.ids.count,
+            hotSubjects: hot, meanFanoutHot: Double(fanout) / Double(hot), trieBuildMs: Double(buildNanos) / 1e6,
+            cachedMatch: matches(cached), uncachedMatch: matches(uncached), bruteForceMatch: matches(brute, digits: 1),
+            ratioCachedVsBruteForce: ratio(cached.median, brute.median),
+            ratioUncachedVsBruteForce: ratio(uncached.median, brute.median),
+            ratioCachedVsUncached: ratio(cached.median, uncached.median),
+            ringTo_2000Subscriptions: routed,
+            ringTo_2000SubscriptionsPacedLatency: .init(
+                note: "one event every 50 us, parked consumer, publish to the end of its routing (hop + match + deliveries)",
+                latency: paced.report))
+    }
+
+    struct Result: BenchReport {
+        var suite = "router"
+        var subscriptions: Int, patterns: Int, subjects: Int, hotSubjects: Int
+        var meanFanoutHot: Double, trieBuildMs: Double
+        struct Matches: Codable, Sendable { var bestPerS: Double, medianPerS: Double, nsPerMatch: Double }
+        var cachedMatch: Matches, uncachedMatch: Matches, bruteForceMatch: Matches
+        var ratioCachedVsBruteForce: Double, ratioUncachedVsBruteForce: Double, ratioCachedVsUncached: Double
+        struct Routed: Codable, Sendable {
+            var eventsPerS: Double, deliveriesPerS: Double, meanFanout: Double
+            var publishToRoutedLatencyUnderLoad: Latency
+            struct Cache: Codable, Sendable { var hits: Int, misses: Int }
+            var cache: Cache
+        }
+        var ringTo_2000Subscriptions: Routed?
+        struct Paced: Codable, Sendable { var note: String, latency: Latency }
+        var ringTo_2000SubscriptionsPacedLatency: Paced
     }
 
     /// One producer publishes market data over all 8,000 subjects into the ring; one busy-spinning consumer
     /// routes each event and counts a delivery per matching subscription. Every 1,024th event is stamped to
     /// measure publish-to-routed latency under load.
-    static func routeThroughRing(universe u: Universe, router: SubjectRouter<Int>, events: Int, runs: Int) -> [String: Any] {
-        var best: [String: Any] = [:]
+    static func routeThroughRing(universe u: Universe, router: SubjectRouter<Int>, events: Int, runs: Int) -> Result.Routed? {
+        var best: Result.Routed?
         var bestRate = 0.0
         for _ in 0..<max(1, runs) {
             let ring = BroadcastRing(capacity: 16_384, gapSubject: 0, producerWait: .yield)
@@ -184,13 +199,10 @@ enum RouterBench {
             if rate > bestRate {
                 bestRate = rate
                 let r = result.get
-                best = [
-                    "events_per_s": rate.rounded(),
-                    "deliveries_per_s": (Double(r.deliveries) / Double(t1 - t0) * 1e9).rounded(),
-                    "mean_fanout": Double(r.deliveries) / Double(events),
-                    "publish_to_routed_latency_under_load": r.latency.report,
-                    "cache": ["hits": router.cacheStats.hits, "misses": router.cacheStats.misses],
-                ]
+                best = Result.Routed(
+                    eventsPerS: rate.rounded(), deliveriesPerS: (Double(r.deliveries) / Double(t1 - t0) * 1e9).rounded(),
+                    meanFanout: Double(r.deliveries) / Double(events), publishToRoutedLatencyUnderLoad: r.latency.report,
+                    cache: .init(hits: Int(router.cacheStats.hits), misses: Int(router.cacheStats.misses)))
             }
         }
         return best

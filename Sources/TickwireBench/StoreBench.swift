@@ -1,16 +1,17 @@
 import Foundation
 import TickwireCore
+import TickwireBenchSupport
 import TickwireStore
 import CTickwireSys
 
-/// `tickwire bench store`: ingest, seal, scan, as-known-at reads and as-of joins on the synthetic market that
+/// `tickwire-bench store`: ingest, seal, scan, as-known-at reads and as-of joins on the synthetic market that
 /// Tools/asof_peers.py generates identically for polars, DuckDB and pandas.
 ///
 /// Size: parameter `n` (trades = quotes = n), else the environment's `TICKWIRE_STORE_N`, else `events`;
 /// parameter `symbols` (default 1,000). Baselines in the same run: a raw `write` of the same 64-byte events
 /// (ingest), a sum over the same events in an in-memory array (scan), the plain read (as-known-at).
 enum StoreBench {
-    static func run(_ options: BenchOptions) throws -> BenchReport {
+    static func run(_ options: BenchOptions) throws -> Result {
         let n = Int(options.parameters["n"] ?? ProcessInfo.processInfo.environment["TICKWIRE_STORE_N"] ?? "") ?? options.events
         let symbols = Int(options.parameters["symbols"] ?? "") ?? 1000
         let runs = max(1, options.runs)
@@ -144,29 +145,27 @@ enum StoreBench {
 
         let correctionCost = try CorrectionBench.measure(store: store, query: all, runs: runs)
         let events2 = Double(2 * n)
-        return [
-            "suite": "store",
-            "data": ["trades": n, "quotes": n, "symbols": symbols, "generator": "SyntheticMarket (BENCHMARKS.md)"],
-            "runs": runs,
-            "ingest": ["events_per_s": events2 / best(ingest), "seconds": best(ingest),
-                       "durable_events_per_s": events2 / best(durable),
-                       "raw_write_fdatasync_events_per_s": events2 / best(raw),
-                       "durable_ratio_vs_raw_write": best(raw) / best(durable)],
-            "seal": ["seconds": best(seal), "events_per_s": events2 / best(seal)],
-            "scan": ["events": scanned, "events_per_s": Double(scanned) / best(scan),
-                     "array_events_per_s": events2 / best(arrayScan), "ratio_vs_array": best(arrayScan) / best(scan),
-                     "projected_events_per_s": Double(scanned) / best(projected),
-                     "projected_ratio_vs_array": best(arrayScan) / best(projected),
-                     "checksum": checksum],
-            "replay": ["events": replayed, "events_per_s": Double(replayed) / replaySeconds],
-            "asof_join": ["trades": joined, "matched": matched, "trades_per_s": Double(joined) / best(joinTimes),
-                          "seconds": best(joinTimes)],
-            "bytes_per_quote": Double(quoteBytes) / Double(n),
-            "as_known_at": ["corrections": corrections, "plain_rows": plainRows, "as_of_rows": asOfRows,
-                            "plain_seconds": best(plainRead), "as_of_seconds": best(asOfRead),
-                            "ratio_vs_plain": best(asOfRead) / best(plainRead)],
-            "corrections": correctionCost,
-        ]
+        return Result(
+            data: .init(trades: n, quotes: n, symbols: symbols, generator: "SyntheticMarket (BENCHMARKS.md)"),
+            runs: runs,
+            ingest: .init(eventsPerS: events2 / best(ingest), seconds: best(ingest),
+                          durableEventsPerS: events2 / best(durable),
+                          rawWriteFdatasyncEventsPerS: events2 / best(raw),
+                          durableRatioVsRawWrite: best(raw) / best(durable)),
+            seal: .init(seconds: best(seal), eventsPerS: events2 / best(seal)),
+            scan: .init(events: scanned, eventsPerS: Double(scanned) / best(scan),
+                        arrayEventsPerS: events2 / best(arrayScan), ratioVsArray: best(arrayScan) / best(scan),
+                        projectedEventsPerS: Double(scanned) / best(projected),
+                        projectedRatioVsArray: best(arrayScan) / best(projected),
+                        checksum: checksum),
+            replay: .init(events: replayed, eventsPerS: Double(replayed) / replaySeconds),
+            asofJoin: .init(trades: joined, matched: matched, tradesPerS: Double(joined) / best(joinTimes),
+                            seconds: best(joinTimes)),
+            bytesPerQuote: Double(quoteBytes) / Double(n),
+            asKnownAt: .init(corrections: corrections, plainRows: plainRows, asOfRows: asOfRows,
+                             plainSeconds: best(plainRead), asOfSeconds: best(asOfRead),
+                             ratioVsPlain: best(asOfRead) / best(plainRead)),
+            corrections: correctionCost)
     }
 
     static func best(_ xs: [Double]) -> Double { xs.min() ?? .nan }
@@ -198,5 +197,36 @@ enum StoreBench {
             }
         }
         return total
+    }
+}
+
+extension StoreBench {
+    struct Result: BenchReport {
+        var suite = "store"
+        struct Data: Codable, Sendable { var trades: Int, quotes: Int, symbols: Int, generator: String }
+        var data: Data
+        var runs: Int
+        struct Ingest: Codable, Sendable {
+            var eventsPerS: Double, seconds: Double, durableEventsPerS: Double, rawWriteFdatasyncEventsPerS: Double
+            var durableRatioVsRawWrite: Double
+        }
+        var ingest: Ingest
+        struct Seal: Codable, Sendable { var seconds: Double, eventsPerS: Double }
+        var seal: Seal
+        struct Scan: Codable, Sendable {
+            var events: Int, eventsPerS: Double, arrayEventsPerS: Double, ratioVsArray: Double
+            var projectedEventsPerS: Double, projectedRatioVsArray: Double, checksum: Int64
+        }
+        var scan: Scan
+        struct Replay: Codable, Sendable { var events: Int, eventsPerS: Double }
+        var replay: Replay
+        struct AsOfJoin: Codable, Sendable { var trades: Int, matched: Int, tradesPerS: Double, seconds: Double }
+        var asofJoin: AsOfJoin
+        var bytesPerQuote: Double
+        struct KnownAt: Codable, Sendable {
+            var corrections: Int, plainRows: Int, asOfRows: Int, plainSeconds: Double, asOfSeconds: Double, ratioVsPlain: Double
+        }
+        var asKnownAt: KnownAt
+        var corrections: CorrectionBench.Cost
     }
 }

@@ -9,6 +9,6 @@ struct Tickwire: ParsableCommand {
         abstract: "A low-latency trading-floor feed handler: feeds in, subject-tagged events out over ZeroMQ.",
         subcommands: [Run.self, Tail.self, Ticker.self, Stats.self, Risk.self, Decode.self, Play.self,
                       ImportCommand.self, ReplayCommand.self, QueryCommand.self, ExportCommand.self,
-                      TradeCommand.self, KeygenCommand.self, AuditCommand.self, Bench.self, CorrectCommand.self, CleanseCommand.self]
+                      TradeCommand.self, KeygenCommand.self, AuditCommand.self, CorrectCommand.self, CleanseCommand.self]
     )
 }

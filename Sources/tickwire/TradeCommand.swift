@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import TickwireCore
-import TickwireDaemon
+import TickwireTradeClient
 import TickwireZMQ
 
 /// `tickwire trade submit …`: send trades to the daemon and print one JSON acknowledgement a line.
@@ -53,49 +53,20 @@ struct TradeCommand: ParsableCommand {
             // With several daemons (a replicated pair), a trade with no reply after --retry-ms, or refused because
             // the replicated log was unavailable, is sent again with the same id (through whichever daemon is up)
             // until --timeout-ms: an id names one trade, so a retry never makes a second one.
-            let retry = Int64(retryMs ?? (connect.contains(",") ? 2_000 : 0)) * 1_000_000
+            let retry = retryMs ?? (connect.contains(",") ? 2_000 : 0)
+            let submitter = RetryingSubmitter(client: client, policy: .init(resendAfterMs: retry > 0 ? retry : nil,
+                                                                          giveUpAfterMs: timeoutMs))
             var failed = false
-            var outstanding: [String: (request: TradeRequest, sentAt: Int64, deadline: Int64)] = [:]
-            func emit(_ reply: TradeReply) {
-                switch reply {
-                case .ack(let id, let seq, _): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"seq\":\(seq)}")
-                case .reject(let id, let reason): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\(TradeWire.jsonQuoted(reason.text))}"); failed = true
+            func emit(_ outcome: RetryingSubmitter.Outcome) {
+                switch outcome {
+                case .replied(.ack(let id, let seq, _)): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"seq\":\(seq)}")
+                case .replied(.reject(let id, let reason)):
+                    print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\(TradeWire.jsonQuoted(reason.text))}"); failed = true
+                case .noReply(let id, let ms): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\"no reply within \(ms) ms\"}"); failed = true
                 }
             }
-            func send(_ requests: [TradeRequest]) throws {
-                let now = Nanos.now().rawValue
-                for chunk in stride(from: 0, to: requests.count, by: batch).map({ requests[$0..<min($0 + batch, requests.count)] }) {
-                    try client.send(batch: Array(chunk))
-                }
-                for r in requests {
-                    outstanding[r.clientOrderID] = (r, now, outstanding[r.clientOrderID]?.deadline ?? now + Int64(timeoutMs) * 1_000_000)
-                }
-            }
-            /// Takes replies until fewer than `limit` trades are outstanding; resends what waited `retry` long.
-            func drain(untilBelow limit: Int) throws {
-                while outstanding.count >= limit && !outstanding.isEmpty {
-                    let now = Nanos.now().rawValue
-                    for (id, o) in outstanding where o.deadline <= now {
-                        print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\"no reply within \(timeoutMs) ms\"}")
-                        failed = true
-                        outstanding[id] = nil
-                    }
-                    if retry > 0 {
-                        let due = outstanding.values.filter { now - $0.sentAt >= retry }.map(\.request)
-                        if !due.isEmpty { try send(due) }
-                    }
-                    guard !outstanding.isEmpty else { return }
-                    let wait = retry > 0 ? Int(retry / 1_000_000) / 4 + 1 : timeoutMs
-                    guard let reply = try client.receive(timeoutMs: wait) else { continue }
-                    guard let o = outstanding[reply.clientOrderID] else { continue }   // a late answer to a resent id
-                    if retry > 0, case .reject(_, let why) = reply, why.code == .replicationUnavailable, Nanos.now().rawValue < o.deadline {
-                        outstanding[reply.clientOrderID]!.sentAt = Nanos.now().rawValue   // try again after `retry`
-                        continue
-                    }
-                    outstanding[reply.clientOrderID] = nil
-                    emit(reply)
-                }
-            }
+            func send(_ requests: [TradeRequest]) throws { try submitter.send(requests, batch: batch) }
+            func drain(untilBelow limit: Int) throws { try submitter.drain(untilBelow: limit, emit) }
             if let file {
                 let text: String
                 if file == "-" {

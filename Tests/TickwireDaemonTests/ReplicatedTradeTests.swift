@@ -123,8 +123,7 @@ import TickwireZMQ
         }
         var count: Int { lock.lock(); defer { lock.unlock() }; return acked.count }
         private(set) var resends = 0, transientRefusals = 0, sentCount = 0
-        func resent() { lock.lock(); resends += 1; lock.unlock() }
-        func refusedForNow() { lock.lock(); transientRefusals += 1; lock.unlock() }
+        func counted(resends r: Int, refusedAndResent t: Int) { lock.lock(); resends += r; transientRefusals += t; lock.unlock() }
         func sent(_ n: Int) { lock.lock(); sentCount += n; lock.unlock() }
         var summary: String { lock.lock(); defer { lock.unlock() }; return "\(acked.count) acknowledged of \(sentCount) sent, \(resends) resent after no reply, \(transientRefusals) refused for an unavailable log and sent again" }
         func isAcked(_ id: String) -> Bool { lock.lock(); defer { lock.unlock() }; return acked[id] != nil }
@@ -144,32 +143,23 @@ import TickwireZMQ
         let ctx = ZMQContext()
         guard let client = try? TradeClient.forDataDirectory(pair.dirs[0], context: ctx, endpoint: pair.endpoints) else { return [:] }
         defer { client.close() }
+        // The retrying submitter of `tickwire trade submit --connect A,B`; a journal refusal is "not now" here too.
+        let submitter = RetryingSubmitter(client: client, policy: .init(
+            resendAfterMs: 2_000, resendRefusedAfterMs: 500, giveUpAfterMs: Int(seconds * 1000),
+            transient: [.replicationUnavailable, .journalUnavailable]))
+        defer { ledger.counted(resends: submitter.resends, refusedAndResent: submitter.refusedAndResent) }
         var answers: [String: TradeReply] = [:]
-        var sentAt: [String: Date] = [:]
-        let byId = Dictionary(requests.map { ($0.clientOrderID, $0) }, uniquingKeysWith: { a, _ in a })
         var next = 0
         let deadline = Date().addingTimeInterval(seconds)
-        while (next < requests.count && !(stopSending?() ?? false)) || !sentAt.isEmpty {
+        while (next < requests.count && !(stopSending?() ?? false)) || submitter.outstanding > 0 {
             guard Date() < deadline else { break }
-            while next < requests.count && sentAt.count < 64 && !(stopSending?() ?? false) {
-                let r = requests[next]; next += 1
-                if (try? client.send(r)) != nil { sentAt[r.clientOrderID] = Date() }
+            while next < requests.count && submitter.outstanding < 64 && !(stopSending?() ?? false) {
+                try? submitter.send([requests[next]]); next += 1
             }
-            for (id, at) in sentAt where Date().timeIntervalSince(at) > 2 {
-                if (try? client.send(byId[id]!)) != nil { sentAt[id] = Date(); ledger.resent() }
-            }
-            guard let reply = try? client.receive(timeoutMs: 200), sentAt[reply.clientOrderID] != nil else { continue }
-            switch reply {
-            case .reject(let id, let why) where why.code == .replicationUnavailable || why.code == .journalUnavailable:
-                sentAt[id] = Date().addingTimeInterval(-1.5)   // again in half a second
-                ledger.refusedForNow()
-            case .ack(let id, let seq, _):
-                ledger.ack(id, seq)
-                answers[id] = reply
-                sentAt[id] = nil
-            case .reject(let id, _):
-                answers[id] = reply
-                sentAt[id] = nil
+            _ = try? submitter.poll(timeoutMs: 200) { outcome in
+                guard case .replied(let reply) = outcome else { return }
+                if case .ack(let id, let seq, _) = reply { ledger.ack(id, seq) }
+                answers[reply.clientOrderID] = reply
             }
         }
         ledger.sent(next)

@@ -1,6 +1,7 @@
 import Benchmark
 import Foundation
 import TickwireCore
+import TickwireBenchSupport
 import TickwireFeeds
 
 // ITCH 5.0 decode and decode+books over the real 09:30 slice repeated 1,000 times (1M messages), beside the

@@ -6,7 +6,7 @@ import TickwireRing
 
 // The ring and router hot paths, single-threaded so the figures isolate the code, not the scheduler, with
 // the allocation count per run (the CI gate: zero mallocs per event). Multi-threaded throughput and latency
-// live in `tickwire bench ring` / `tickwire bench router`, beside their baselines.
+// live in `tickwire-bench ring` / `tickwire-bench router`, beside their baselines.
 //
 // Each run moves `scaledIterations` events; Ring.* and Router.* are measured beside Baseline.* (a Deque
 // guarded by a plain lock, and a brute-force pattern matcher) in the same process.

@@ -1,6 +1,7 @@
 import Benchmark
 import Foundation
 import TickwireCore
+import TickwireBenchSupport
 import TickwireStore
 
 // The store's hot paths on the synthetic market (SyntheticMarket, 100 symbols): appending to the log, scanning a

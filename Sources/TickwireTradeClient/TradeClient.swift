@@ -53,6 +53,9 @@ public final class TradeClient {
         do { _ = try socket.sendMultipart(requests.map(TradeWire.encodeRequest)) } catch { throw TradeServiceError.zmq(error) }
     }
 
+    /// Whether a reply already received (in the message of an earlier one) waits to be handed out.
+    public var hasBufferedReply: Bool { receivedHead < received.count }
+
     /// The next reply, or nil after `timeoutMs` (-1: wait forever).
     public func receive(timeoutMs: Int) throws -> TradeReply? {
         if receivedHead < received.count {

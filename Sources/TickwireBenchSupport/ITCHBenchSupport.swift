@@ -1,6 +1,7 @@
 import TickwireCore
+import TickwireFeeds
 
-/// What the ITCH benchmarks share (`tickwire bench itch` and Benchmarks/FeedsBenchmarks): a large input built
+/// What the ITCH benchmarks share (`tickwire-bench itch` and Benchmarks/FeedsBenchmarks): a large input built
 /// from a real slice, the loops measured, and the baseline they are measured against.
 public enum ITCHBenchSupport {
     /// `copies` back-to-back copies of a BinaryFILE buffer with the order references renumbered densely and
@@ -161,12 +162,4 @@ public enum ITCHBenchSupport {
         }
         return (sum, n)
     }
-}
-
-/// A sink that only counts, for measuring the books without the cost of a consumer.
-public final class CountingSink: EventSink {
-    public let subjects: SubjectTable
-    public private(set) var count = 0
-    public init(subjects: SubjectTable = SubjectTable()) { self.subjects = subjects }
-    public func emit(_ event: Event) { count &+= 1 }
 }

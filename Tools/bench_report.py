@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md: one page of current results, a table per component, from the suites' JSON.
+
+    python3 Tools/bench_report.py                 # regenerate BENCHMARKS.md from Benchmarks/Results/*.json
+    python3 Tools/bench_report.py --run quick     # first run the quick suites, saving their JSON there
+    python3 Tools/bench_report.py --run itch      # or one suite: itch, router, ring, e2e, journal, recovery,
+                                                  # store, nats, replicated, alloc (package-benchmark)
+
+The inputs, all in Benchmarks/Results/:
+- `<suite>.json`: the output of `tickwire-bench <suite> ...` (the command is saved beside it, in `commands.json`);
+- `package-benchmark/*.p90.json`: package-benchmark's p90 per metric of the gated benchmarks (the allocation gate's
+  Ring.*, Router.* and Codec.*), exported with `--format metricP90AbsoluteThresholds`;
+- `environment.json`: the machine the fresh JSON came from (CPU, kernel, Swift, libzmq, nats-server), written
+  by --run;
+- `carried.json`: dated rows carried from earlier runs for the suites not re-run (the slow ones). A fresh suite's
+  row replaces the carried row with the same id.
+
+A quick run (itch, router, alloc) takes about 5 minutes on the 2-core VM after `swift build -c release`.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "Benchmarks", "Results")
+
+# Each suite's command; quick suites are run by `--run quick`.
+SUITES = {
+    "itch": ["itch", "--runs", "3"],
+    "router": ["router", "--events", "5000000", "--runs", "3"],
+    "ring": ["ring", "--events", "10000000", "--runs", "5"],
+    "e2e": ["e2e", "--runs", "5", "--events", "1000000"],
+    "journal": ["journal", "--runs", "3"],
+    "recovery": ["recovery", "--runs", "3"],
+    "store": ["store", "--runs", "3"],
+    "nats": ["nats", "--runs", "3"],
+    "replicated": ["replicated", "--events", "20000", "--runs", "3"],
+}
+QUICK = ["itch", "router", "alloc"]
+GATED = r"^(Ring|Router|Codec)\..*"
+
+COMPONENTS = [
+    ("ring", "Ring", "The broadcast ring (TickwireRing): two threads pinned to the two vCPUs unless noted."),
+    ("router", "Router", "Subject routing: 2,000 trader subscriptions of literal and wildcard patterns over 8,000 subjects."),
+    ("allocations", "Allocations per event (the CI gate)",
+     "package-benchmark's `mallocCountTotal` over a whole run of the benchmark (Ring.* and Codec.*: 1M events a run; "
+     "Router.*: 1,000 matches a run, so the uncached router's ~1,000 is one allocation per miss, the answer it caches); "
+     "the gated rows are checked by `Tools/alloc_gate.sh` against Benchmarks/Thresholds/ in every CI run (Tools/test.sh)."),
+    ("e2e", "Daemon end to end", "ZeroMQ in → ring → ZeroMQ out, with the store writer, alerts/risk and the hub running, "
+     "against a raw libzmq forwarder on the same 72-byte messages over the same loopback TCP."),
+    ("itch", "Feeds: ITCH 5.0", "The real 1,000-message NASDAQ slice repeated to 10M messages, references renumbered "
+     "as through a real day; one core."),
+    ("journal", "Journal and trades", "128-byte records; acknowledged means durable (fdatasync)."),
+    ("store", "Store and as-of joins", "10M trades × 10M quotes × 1,000 symbols of the synthetic market "
+     "(Sources/TickwireBenchSupport/SyntheticMarket.swift, mirrored in Tools/asof_peers.py)."),
+    ("risk", "Risk and alerts", "Single-threaded per-event costs, beside a bare loop over the same events."),
+    ("nats", "NATS output", "One local nats-server, one subscriber on MD.>, 300,000 messages a run."),
+    ("replicated", "Replicated trades (active/active)", "A three-server nats-server cluster, two daemons and the "
+     "clients, all on this VM's two vCPUs."),
+]
+
+
+def sh(cmd, **kw):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw).stdout.strip()
+    except OSError:
+        return ""
+
+
+def environment():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    swift = sh(["swift", "--version"]).splitlines()
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
+    zmq = sh(["pkg-config", "--modversion", "libzmq"]) or sh(["dpkg-query", "-W", "-f=${Version}", "libzmq5"])
+    nats = sh(["nats-server", "--version"])
+    libnats = sh(["sh", "-c", "dpkg-query -W -f='${Version}' 'libnats3*' 2>/dev/null | head -c 40"])
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "cpu": f"{cpu} × {os.cpu_count()} vCPUs",
+        "kernel": platform.release(),
+        "swift": swift[0] if swift else "?",
+        "libzmq": zmq or "?",
+        "nats_server": nats or "?",
+        "libnats": libnats or "?",
+        "load_average": " ".join(load),
+    }
+
+
+def run(which, bench):
+    os.makedirs(RESULTS, exist_ok=True)
+    commands_path = os.path.join(RESULTS, "commands.json")
+    commands = json.load(open(commands_path)) if os.path.exists(commands_path) else {}
+    names = QUICK if which == "quick" else [which]
+    for name in names:
+        if name == "alloc":
+            out = os.path.join(RESULTS, "package-benchmark")
+            os.makedirs(out, exist_ok=True)
+            for old in glob.glob(os.path.join(out, "*.json")):
+                os.remove(old)
+            cmd = ["swift", "package", "--disable-sandbox", "--allow-writing-to-directory", out, "benchmark",
+                   "--target", "CoreBenchmarks", "--target", "RingBenchmarks", "--filter", GATED,
+                   "--format", "metricP90AbsoluteThresholds", "--path", out, "--no-progress"]
+            print("running:", " ".join(cmd), file=sys.stderr)
+            subprocess.run(cmd, cwd=os.path.join(ROOT, "Benchmarks"), check=True, stdout=sys.stderr)
+            commands["alloc"] = "cd Benchmarks && swift package benchmark --target CoreBenchmarks --target RingBenchmarks"
+            continue
+        cmd = [bench] + SUITES[name]
+        print("running:", " ".join(cmd), file=sys.stderr)
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        json.loads(text)
+        with open(os.path.join(RESULTS, name + ".json"), "w") as f:
+            f.write(text)
+        commands[name] = "tickwire-bench " + " ".join(SUITES[name])
+    env = environment()
+    with open(os.path.join(RESULTS, "environment.json"), "w") as f:
+        json.dump(env, f, indent=2, sort_keys=True)
+        f.write("\n")
+    with open(commands_path, "w") as f:
+        json.dump(commands, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+# ---- Rows from fresh JSON ------------------------------------------------------------------------------------
+
+def m(x):
+    """A rate as millions (or thousands) with the unit's letter."""
+    if x >= 1e6:
+        return f"{x / 1e6:.1f}M" if x < 1e8 else f"{x / 1e6:.0f}M"
+    if x >= 1e3:
+        return f"{x / 1e3:.0f}k"
+    return f"{x:.0f}"
+
+
+def dur(ns):
+    """Nanoseconds as ns, µs or ms."""
+    if ns < 1_000:
+        return f"{ns:.0f} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f} µs"
+    return f"{ns / 1e6:.1f} ms"
+
+
+def status(met):
+    return "met" if met else "not met"
+
+
+def rows_itch(d, cmd, date):
+    base = d["baseline_copying_decoder"]["msgs_per_s_median"]
+    ceil = d["ceiling_byte_sum"]["msgs_per_s_best"]
+    dec, bod, books = d["decode_in_place"], d["decode_typed_bodies"], d["decode_and_books"]
+    goals = d.get("goals", {})
+    return [
+        dict(id="itch.decode", measure="ITCH 5.0 decode in place (frame, validate, read fields), one core",
+             value=f"{m(dec['msgs_per_s_median'])} msgs/s median ({m(dec['msgs_per_s_best'])} best)",
+             baseline=f"copying decoder: {m(base)}",
+             ratio=f"{dec['msgs_per_s_median'] / base:.1f}× ({dec['fraction_of_memory_ceiling']:.2f} of the byte-sum ceiling, {m(ceil)})",
+             goal=f"≥ {goals.get('decode_msgs_per_s', 50e6) / 1e6:g}M/s", status=status(dec["msgs_per_s_median"] >= goals.get("decode_msgs_per_s", 50e6)),
+             date=date, command=cmd),
+        dict(id="itch.bodies", measure="decode into the typed ITCHBody of all 23 types",
+             value=f"{m(bod['msgs_per_s_median'])} msgs/s median", baseline=f"copying decoder: {m(base)}",
+             ratio=f"{bod['msgs_per_s_median'] / base:.1f}×", goal="—", status="—", date=date, command=cmd),
+        dict(id="itch.books", measure="decode + order books + QUOTE/TRADE/STATUS events",
+             value=f"{m(books['msgs_per_s_median'])} msgs/s median", baseline=f"copying decoder alone: {m(base)}",
+             ratio=f"{books['msgs_per_s_median'] / base:.2f}×",
+             goal=f"≥ {goals.get('books_msgs_per_s', 10e6) / 1e6:g}M/s", status=status(books["msgs_per_s_median"] >= goals.get("books_msgs_per_s", 10e6)),
+             date=date, command=cmd),
+    ]
+
+
+def rows_router(d, cmd, date):
+    c, u, b = d["cached_match"], d["uncached_match"], d["brute_force_match"]
+    routed = d.get("ring_to_2000_subscriptions", {})
+    rows = [
+        dict(id="router.cached", measure=f"cached match, {d['subscriptions']:,} subscriptions ({d['patterns']:,} patterns), {d['hot_subjects']:,} hot subjects",
+             value=f"{m(c['median_per_s'])} matches/s ({c['ns_per_match']} ns)", baseline=f"brute force over every pattern: {b['median_per_s']:,.0f}/s",
+             ratio=f"{d['ratio_cached_vs_brute_force']:,.0f}×", goal="≥ 30M/s", status=status(c["median_per_s"] >= 30e6), date=date, command=cmd),
+        dict(id="router.uncached", measure=f"uncached match (walk, build and cache the answer; mean fan-out {d['mean_fanout_hot']:.0f})",
+             value=f"{m(u['median_per_s'])} matches/s ({u['ns_per_match']} ns)", baseline=f"brute force: {b['median_per_s']:,.0f}/s",
+             ratio=f"{d['ratio_uncached_vs_brute_force']:,.0f}×", goal="≤ 500 ns", status=status(u["ns_per_match"] <= 500), date=date, command=cmd),
+        dict(id="router.trie_build", measure=f"trie rebuild, all {d['subscriptions']:,} subscriptions", value=f"{d['trie_build_ms']:.0f} ms",
+             baseline="—", ratio="—", goal="—", status="—", date=date, command=cmd),
+    ]
+    if "events_per_s" in routed:
+        rows.append(dict(id="router.ring_to_subscriptions", measure=f"1 producer → ring → routing consumer → {d['subscriptions']:,} subscriptions",
+                         value=f"{m(routed['events_per_s'])} events/s = {routed['deliveries_per_s'] / 1e9:.2f}G deliveries/s",
+                         baseline="—", ratio="—", goal="—", status="—", date=date, command=cmd))
+    lat = d.get("ring_to_2000_subscriptions_paced_latency", {}).get("latency")
+    if lat:
+        rows.append(dict(id="router.paced_latency", measure="ring → router → subscriptions, parked, an event every 50 µs: p50 / p99",
+                         value=f"{dur(lat['p50_ns'])} / {dur(lat['p99_ns'])}", baseline="—", ratio="—", goal="—",
+                         status="—", date=date, command=cmd))
+    return rows
+
+
+def rows_alloc(directory, cmd, date):
+    """The gated benchmarks' p90 allocation counts beside the committed thresholds."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(directory, "*.p90.json"))):
+        name = os.path.basename(path)[:-len(".p90.json")]
+        bench = name.split(".", 1)[1]
+        data = json.load(open(path))
+        threshold_path = os.path.join(ROOT, "Benchmarks", "Thresholds", os.path.basename(path))
+        threshold = json.load(open(threshold_path)).get("mallocCountTotal") if os.path.exists(threshold_path) else None
+        count = data.get("mallocCountTotal")
+        rows.append(dict(
+            id=f"alloc.{bench}", measure=f"`{bench}`: mallocs per run (p90)",
+            value=f"{count}",
+            baseline="—", ratio="—",
+            goal=f"≤ {threshold} (Benchmarks/Thresholds)" if threshold is not None else "—",
+            status=("gated: " + status(count is not None and count <= threshold)) if threshold is not None else "not gated",
+            date=date, command=cmd))
+    return rows
+
+
+FRESH = {"itch": rows_itch, "router": rows_router}
+
+
+def load_rows():
+    carried = json.load(open(os.path.join(RESULTS, "carried.json")))
+    commands_path = os.path.join(RESULTS, "commands.json")
+    commands = json.load(open(commands_path)) if os.path.exists(commands_path) else {}
+    env_path = os.path.join(RESULTS, "environment.json")
+    env = json.load(open(env_path)) if os.path.exists(env_path) else {}
+    fresh_date = env.get("date_utc", "?")
+    by_component = {k: list(v) for k, v in carried.items() if not k.startswith("_")}
+    fresh_suites = []
+    for suite, fn in FRESH.items():
+        path = os.path.join(RESULTS, suite + ".json")
+        if not os.path.exists(path):
+            continue
+        fresh_suites.append(suite)
+        rows = fn(json.load(open(path)), commands.get(suite, "tickwire-bench " + " ".join(SUITES[suite])), fresh_date)
+        replace(by_component.setdefault(suite, []), rows)
+    alloc_dir = os.path.join(RESULTS, "package-benchmark")
+    if glob.glob(os.path.join(alloc_dir, "*.p90.json")):
+        fresh_suites.append("alloc")
+        rows = rows_alloc(alloc_dir, commands.get("alloc", "Tools/alloc_gate.sh"), fresh_date)
+        by_component["allocations"] = rows + by_component.get("allocations", [])
+    return by_component, env, fresh_suites, carried.get("_note", "")
+
+
+def replace(rows, fresh):
+    ids = {r["id"]: i for i, r in enumerate(rows)}
+    for r in fresh:
+        if r["id"] in ids:
+            rows[ids[r["id"]]] = r
+        else:
+            rows.append(r)
+
+
+def cell(s):
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def render(by_component, env, fresh_suites, note):
+    out = []
+    w = out.append
+    w("# Tickwire benchmarks")
+    w("")
+    w("<!-- Generated by Tools/bench_report.py from Benchmarks/Results/*.json: edit those (or run the suites), not this page. -->")
+    w("")
+    w("Current results, one table per component. Every figure is compared with a baseline measured **in the same run**")
+    w("on the same machine; the ratio is the claim, the absolute value is context (it moves 13–17% between runs on")
+    w("this shared VM). How the figures are taken is under [Method](#method); how they got here, what was tried and")
+    w("kept or dropped, is in [docs/BENCH-HISTORY.md](docs/BENCH-HISTORY.md).")
+    w("")
+    w("Run a suite: `swift build -c release`, then `.build/release/tickwire-bench SUITE` (suites: ring, router, e2e,")
+    w("itch, journal, recovery, store, replicated, nats; `--param KEY=VALUE` per suite, listed at the top of its file")
+    w("in Sources/TickwireBench/). The single-threaded per-event benchmarks and their allocation counts:")
+    w("`cd Benchmarks && swift package benchmark`. Regenerate this page: `python3 Tools/bench_report.py --run quick`.")
+    w("")
+    w("## Environment")
+    w("")
+    w(f"Fresh in this page ({', '.join(fresh_suites) or 'none'}), measured {env.get('date_utc', '?')} UTC on:")
+    w("")
+    w("| | |")
+    w("| --- | --- |")
+    for key, label in [("cpu", "CPU"), ("kernel", "kernel"), ("swift", "Swift"), ("libzmq", "libzmq"),
+                       ("nats_server", "nats-server"), ("libnats", "libnats"), ("load_average", "load average (1, 5, 15 min) at the end")]:
+        w(f"| {label} | {cell(env.get(key, '?'))} |")
+    w("")
+    w(f"Every other row is carried from an earlier run on the same VM, dated in its own column. {note}")
+    w("")
+    for key, title, intro in COMPONENTS:
+        rows = by_component.get(key)
+        if not rows:
+            continue
+        w(f"## {title}")
+        w("")
+        w(intro)
+        w("")
+        w("| measure | value | baseline (same run) | ratio | goal | status | measured (UTC) | command |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            w("| " + " | ".join(cell(r.get(c, "—")) for c in
+                                ["measure", "value", "baseline", "ratio", "goal", "status", "date"])
+              + f" | `{cell(r.get('command', ''))}` |")
+        w("")
+    w(METHOD)
+    return "\n".join(out)
+
+
+METHOD = """## Method
+
+Written once; every suite follows it.
+
+- **Baselines in the same run.** Each suite measures its component beside a baseline doing the same work in the
+  same process (a lock-guarded `Deque`, a plain SPSC ring, `zmq_proxy`, SQLite, raw `write` + `fdatasync`, raw
+  libnats and JetStream publishers, polars/DuckDB/pandas). On this shared VM the speed of everything drifts with
+  the host over minutes, so only the ratio is comparable between runs.
+- **Interleaving.** A suite runs the component and its baselines in turn, round after round (`--runs N` rounds),
+  so both see the same conditions; the ratio quoted is the median of the per-round ratios. Changes smaller than
+  the noise are measured as A/B pairs of builds taking turns (`Tools/ab_e2e.sh OLD NEW PAIRS`); calibrated with the
+  same build on both sides, single pairs range 0.72–1.41, so one step's few percent needs 8–16 pairs.
+- **Warm-up.** Latency measures publish untimed events for at least 300 ms and a full lap of the ring first, and
+  every path compared goes through the same pacing loop with the same warm-up (a fresh process's first tens of
+  milliseconds see interruptions on a quarter of the samples).
+- **Pinning.** Two-thread measures pin the producer to CPU 0 and the consumer to CPU 1: unpinned, runs on these
+  two vCPUs were bimodal (25–35M or 100–170M events/s by where the scheduler put the threads). Pinning does not
+  remove the tail: a vCPU taken by the host for milliseconds stalls a pinned thread too.
+- **The floor.** Beside the ring runs the least a hand-off between the two vCPUs can cost (one thread writes a
+  stamp and publishes its index in one atomic word; the other spins on it), and beside the batched ring the
+  plainest correct SPSC ring: what these two vCPUs can move between them at all. A p99 that the floor also misses
+  is the machine's, not the code's; a rate above the floor is not reachable by any design here.
+- **The device probe.** Journal latency runs carry a thread that writes and `fdatasync`s its own file every 10 ms;
+  a run in which a probe sync took 5 ms or more is counted as stalled (the disk stopped), and p99 is reported over
+  all runs and over stall-free runs.
+- **Allocations are counted, not guessed**: package-benchmark's malloc interposer over whole runs
+  (`mallocCountTotal`), gated in CI (Tools/alloc_gate.sh, a step of Tools/test.sh) against Benchmarks/Thresholds/.
+  Wall-clock figures are never gated: they move 13–17% between runs here.
+- **Release builds only** (`swift build -c release`); the benchmark executable `tickwire-bench` is built by the
+  same command as `tickwire`, links the same allocator (jemalloc) and the same libraries.
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", help="run suites first: quick, alloc, or a suite name")
+    ap.add_argument("--bench", default=os.path.join(ROOT, ".build", "release", "tickwire-bench"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = ap.parse_args()
+    if args.run:
+        if args.run not in SUITES and args.run not in ("quick", "alloc"):
+            ap.error(f"--run: unknown suite '{args.run}'; one of quick, alloc, {', '.join(SUITES)}")
+        run(args.run, args.bench)
+    by_component, env, fresh, note = load_rows()
+    text = render(by_component, env, fresh, note)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out} ({len(text.splitlines())} lines; fresh: {', '.join(fresh) or 'none'})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
