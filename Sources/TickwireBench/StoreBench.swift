@@ -164,6 +164,62 @@ enum StoreBench {
             "as_known_at": ["corrections": corrections, "plain_rows": plainRows, "as_of_rows": asOfRows,
                             "plain_seconds": best(plainRead), "as_of_seconds": best(asOfRead),
                             "ratio_vs_plain": best(asOfRead) / best(plainRead)],
+            "intraday": try intraday(events, table: table, market: market, sealed: store, root: root, runs: runs),
+        ]
+    }
+
+    /// Today as the daemon stores it — logs rolled every `Daemon`-sized chunk and sealed by a `StoreSealer`
+    /// thread while the writer appends, the last chunk's worth still a log — against the same events sealed:
+    /// a one-symbol, one-second query from a fresh reader each time (what `tickwire replay` does), and the bytes
+    /// each store takes. The tail left in a log is the worst case, one event short of a chunk.
+    static func intraday(_ events: [Event], table: SubjectTable, market: SyntheticMarket, sealed: String, root: String,
+                         runs: Int, chunkEvents: Int = 1 << 18) throws -> [String: Any] {
+        let dir = root + "/intraday"
+        let sealer = StoreSealer(directory: dir)
+        sealer.start()
+        let w = try StoreWriter(directory: dir, subjects: table, chunkEvents: chunkEvents, sealer: sealer)
+        let tail = events.count >= chunkEvents ? chunkEvents - 1 : 0
+        let chunked = (events.count - tail) / chunkEvents * chunkEvents
+        let w0 = tw_monotonic_ns()
+        try events[..<(chunked + tail)].withUnsafeBufferPointer { try w.append(contentsOf: $0) }
+        try w.flush()
+        let appendSeconds = Double(tw_monotonic_ns() - w0) / 1e9
+        sealer.drain()
+        let drainedSeconds = Double(tw_monotonic_ns() - w0) / 1e9
+        let subject = "MD.SYN.\(market.symbolName(market.symbols / 2)).QUOTE"
+        let mid = Nanos(SyntheticMarket.t0 + Int64(market.quotes / market.symbols / 2) * SyntheticMarket.step)
+        let q = try StoreQuery(subjects: SubjectPattern(subject), from: mid, to: Nanos(mid.rawValue + Nanos.perSecond))
+        var lateQ = q   // the last second written: read from the tail
+        let last = events[chunked + tail - 1].eventTime.rawValue
+        lateQ.from = Nanos(last - Nanos.perSecond); lateQ.to = Nanos(last + 1)
+        func time(_ store: String, _ q: StoreQuery) throws -> (Double, Int) {
+            var best = Double.infinity, rows = 0
+            for _ in 0..<max(runs, 3) {
+                let t0 = tw_monotonic_ns()
+                let reader = try StoreReader(directory: store)
+                rows = 0
+                try reader.replay(q) { _ in rows += 1 }
+                best = min(best, Double(tw_monotonic_ns() - t0) / 1e9)
+            }
+            return (best, rows)
+        }
+        let (sealedMid, sealedRows) = try time(sealed, q)
+        let (openMid, openRows) = try time(dir, q)
+        let (sealedLate, sealedLateRows) = try time(sealed, lateQ)
+        let (openLate, openLateRows) = try time(dir, lateQ)
+        precondition(sealedRows == openRows, "intraday and sealed reads differ")
+        let chunks = Layout.chunkCount(dir)
+        let intradayBytes = directoryBytes(dir)
+        try w.close()
+        sealer.finish()
+        return [
+            "chunk_events": chunkEvents, "chunks": chunks, "tail_events": tail,
+            "append_seconds": appendSeconds, "sealed_while_appending_seconds": drainedSeconds,
+            "one_symbol_second": ["subject": subject, "rows": sealedRows, "sealed_seconds": sealedMid,
+                                  "intraday_seconds": openMid, "ratio_intraday_vs_sealed": openMid / sealedMid],
+            "last_second_from_tail": ["rows": openLateRows, "sealed_rows": sealedLateRows, "sealed_seconds": sealedLate,
+                                      "intraday_seconds": openLate, "ratio_intraday_vs_sealed": openLate / sealedLate],
+            "bytes_per_event_intraday": Double(intradayBytes) / Double(chunked + tail),
         ]
     }
 

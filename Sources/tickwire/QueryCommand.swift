@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TickwireCore
 import TickwireStore
 
@@ -26,6 +27,8 @@ struct AsOfJoinCommand: ParsableCommand {
     @Option(help: "Start of the trades' event-time window (inclusive).") var from: String
     @Option(help: "End of the trades' event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Both sides as known at this time.") var asOf: String?
+    @Option(help: "event (the default: each trade with the quote prevailing at its event time) or known (each trade version as it arrived, with the quote known by then).")
+    var time: String = "event"
     @Flag(help: "Exclude quotes at exactly the trade's time.") var strict = false
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
@@ -43,11 +46,18 @@ struct AsOfJoinCommand: ParsableCommand {
         guard let fmt = StoreReader.JoinFormat(rawValue: format) else {
             throw ValidationError("--format must be csv or jsonl, not '\(format)'")
         }
-        let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
+        var join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
+        join.time = try StoreQuery.timeAxis(time)
         let reader = try StoreReader(directory: data + "/store")
-        try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
+        let rows = try reader.writeAsOfJoin(join, format: fmt, to: try ByteOutput(path: out))
         try reader.finishRead(command: "query asof-join")
+        var query = window
+        query.time = join.time
+        if rows == 0 { FileHandle.standardError.write(Data("tickwire query asof-join: \(reader.whyNothing(query, pattern: trades))\n".utf8)) }
+        if quotes != quotes.uppercased() && quotes.uppercased() != quotes.lowercased() {
+            FileHandle.standardError.write(Data("tickwire query asof-join: no quote subject matches '\(quotes)': subjects are upper case; did you mean '\(quotes.uppercased())'?\n".utf8))
+        }
     }
 }

@@ -19,6 +19,8 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Start of the event-time window (inclusive).") var from: String
     @Option(help: "End of the event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Replay as known at this time.") var asOf: String?
+    @Option(help: "event (the default: --from/--to and the order are event time, corrections applied) or known (every version as it arrived, in arrival order: what a live system saw).")
+    var time: String = "event"
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
     @Option(help: "jsonl, or binary (length-prefixed subject and wire payload).") var format: String = "jsonl"
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
@@ -28,7 +30,8 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
     func run() throws {
-        let query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        query.time = try StoreQuery.timeAxis(time)
         let pace = try ReplayPace(parsing: pace)
         guard let format = StreamReplaySink.Format(rawValue: format) else {
             throw ValidationError("--format must be jsonl or binary, not '\(format)'")
@@ -42,7 +45,7 @@ struct ReplayCommand: ParsableCommand {
             sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(try ByteOutput(path: out), format: format))
         }
         try reader.finishRead(command: "replay")
-        if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
+        if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }
     }
 }
 
