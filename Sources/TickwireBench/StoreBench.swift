@@ -1,6 +1,7 @@
 import Foundation
 import TickwireCore
 import TickwireStore
+import TickwireFeeds
 import CTickwireSys
 
 /// `tickwire bench store`: ingest, seal, scan, as-known-at reads and as-of joins on the synthetic market that
@@ -165,7 +166,68 @@ enum StoreBench {
                             "plain_seconds": best(plainRead), "as_of_seconds": best(asOfRead),
                             "ratio_vs_plain": best(asOfRead) / best(plainRead)],
             "intraday": try intraday(events, table: table, market: market, sealed: store, root: root, runs: runs),
+            "csv_import": try csvImport(events, table: table, root: root, runs: runs),
         ]
+    }
+
+    /// CSV import against polars `read_csv` of the same file, run in the same run from Tools/csv_peer.py: the
+    /// trades written as a tardis trades CSV; timed are the parse alone (into a counting sink), the whole
+    /// `StoreImporter` import (parse, store, seal, publish), and polars (best of `runs` each).
+    static func csvImport(_ events: [Event], table: SubjectTable, root: String, runs: Int) throws -> [String: Any] {
+        let path = root + "/trades.csv"
+        var text = [UInt8]()
+        text.reserveCapacity(events.count * 48)
+        text.append(contentsOf: "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n".utf8)
+        var rows = 0
+        for e in events where e.kind == .trade {
+            let symbol = table.text(e.subjectID).split(separator: ".")[2]
+            text.append(contentsOf: "binance-futures,\(symbol),\(e.eventTime.rawValue / 1000),\(e.knownTime.rawValue / 1000),\(e.c),".utf8)
+            text.append(contentsOf: (e.flags == Side.sell.rawValue ? "sell," : "buy,").utf8)
+            FixedPoint.appendDecimal(e8: e.a, to: &text); text.append(UInt8(ascii: ","))
+            FixedPoint.appendDecimal(e8: e.b, to: &text); text.append(UInt8(ascii: "\n"))
+            rows += 1
+        }
+        try Data(text).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var parse = [Double](), whole = [Double]()
+        for r in 0..<runs {
+            let source = TardisCSVSource(path: path, kind: .trades)
+            let sink = CountingSink()
+            let t0 = tw_monotonic_ns()
+            try source.run(into: sink, stop: StopSignal())
+            parse.append(Double(tw_monotonic_ns() - t0) / 1e9)
+            precondition(sink.count == rows, "the CSV read back \(sink.count) of \(rows) rows")
+            let store = root + "/csv-import-\(r)"
+            let i0 = tw_monotonic_ns()
+            try StoreImporter.importEvents(from: TardisCSVSource(path: path, kind: .trades), directory: store)
+            whole.append(Double(tw_monotonic_ns() - i0) / 1e9)
+            try? FileManager.default.removeItem(atPath: store)
+        }
+        var out: [String: Any] = ["rows": rows, "bytes": text.count, "parse_seconds": best(parse),
+                                  "import_seconds": best(whole), "parse_rows_per_s": Double(rows) / best(parse)]
+        let script = FileManager.default.currentDirectoryPath + "/Tools/csv_peer.py"
+        guard FileManager.default.fileExists(atPath: script) else {
+            out["polars"] = "not run: \(script) not found (run from the repository's root)"
+            return out
+        }
+        let peer = Process()
+        peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        peer.arguments = ["python3", script, path, String(runs)]
+        let pipe = Pipe()
+        peer.standardOutput = pipe
+        try peer.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        peer.waitUntilExit()
+        guard peer.terminationStatus == 0,
+              let polars = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let seconds = polars["seconds"] as? Double else {
+            out["polars"] = "not run: csv_peer.py failed (exit \(peer.terminationStatus); pip install polars)"
+            return out
+        }
+        out["polars"] = polars
+        out["ratio_parse_vs_polars"] = seconds / best(parse)
+        out["ratio_import_vs_polars"] = seconds / best(whole)
+        return out
     }
 
     /// Today as the daemon stores it — logs rolled every `Daemon`-sized chunk and sealed by a `StoreSealer`

@@ -456,7 +456,7 @@ public final class Daemon: @unchecked Sendable {
     /// from now are not stored (counted in `tickwire_store_out_of_window_total`); they were published all the same.
     private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer, windowed: [Bool]) {
         var lastFlush = Nanos.now()
-        var lastDayCheck = Int64.min
+        var lastDayCheck: Int64?
         var dirty = false
         let window = Int64(min(config.relayStoreWindowSeconds, 100 * 366 * 86_400)) * Nanos.perSecond
         let anyWindowed = window > 0 && windowed.contains(true)
@@ -494,7 +494,7 @@ public final class Daemon: @unchecked Sendable {
             if dirty && (n == 0 || Nanos.now().rawValue - lastFlush.rawValue >= Nanos.perSecond) { flush() }
             // Once a minute (and at start): dates before today go to the sealer whole.
             let t = tw_monotonic_ns()
-            if t - lastDayCheck >= 60 * Nanos.perSecond {
+            if lastDayCheck.map({ t - $0 >= 60 * Nanos.perSecond }) ?? true {
                 lastDayCheck = t
                 do {
                     let handed = try writer.closeDays(before: Self.startOfToday())

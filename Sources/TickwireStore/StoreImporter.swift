@@ -75,7 +75,12 @@ public enum StoreImporter {
         try FS.removeTree(staging)
         var published = false
         defer { if !published { try? FS.removeTree(staging) } }
-        let writer = try StoreWriter(directory: staging, subjects: subjects, chunkEvents: chunkEvents, compactRows: compactRows)
+        // Chunks are sealed on a thread of their own while the source is read.
+        let sealer = StoreSealer(directory: staging, compactRows: compactRows)
+        sealer.start()
+        defer { sealer.finish() }
+        let writer = try StoreWriter(directory: staging, subjects: subjects, chunkEvents: chunkEvents, sealer: sealer,
+                                     compactRows: compactRows)
         let sink = WriterSink(writer: writer, stop: stop)
         var sourceError: Error?
         do { try source.run(into: sink, stop: stop) } catch { sourceError = error }
@@ -84,6 +89,7 @@ public enum StoreImporter {
         if stop.isRaised { throw StoreError.badEvent(reason: "the import was interrupted; nothing was stored") }
         try writer.seal()
         try writer.close()
+        // A chunk the sealer could not seal is still a log: `seal` above sealed it or threw.
         let keys = Layout.partitions(in: staging)
         let record = "\(identity?.name ?? "import"): \(writer.appended) events into \(keys.count) partition\(keys.count == 1 ? "" : "s"), "
             + "stored \(Nanos.now().iso8601)"
