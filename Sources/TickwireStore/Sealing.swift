@@ -64,18 +64,24 @@ enum Sealing {
     /// same events would.
     /// - Parameter include: the subjects a read wants: only these are built from the logs and composed.
     /// - Returns: the reader (nil when the partition holds nothing), and the damage found in its logs.
-    static func openForReading(_ dir: String, include: (String) -> Bool = { _ in true }) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    /// - Parameter prefix: every subject `include` accepts starts with it.
+    static func openForReading(_ dir: String, prefix: String = "",
+                               include: (String) -> Bool = { _ in true }) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         // A sealer may absorb a log or chunk between listing the directory and opening it: look again.
         var attempt = 0
         while true {
-            do { return try openPieces(dir, include: include) } catch {
+            do { return try openPieces(dir, prefix: prefix, include: include) } catch {
                 attempt += 1
                 guard case .io(_, _, let e) = error, e == ENOENT, attempt < 8 else { throw error }
             }
         }
     }
 
-    private static func openPieces(_ dir: String, include: (String) -> Bool) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    private static func openPieces(_ dir: String, prefix: String, include: (String) -> Bool) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+        try withoutActuallyEscaping(include) { (include) throws(StoreError) in try openPieces(dir, prefix: prefix, escaping: include) }
+    }
+
+    private static func openPieces(_ dir: String, prefix: String, escaping include: @escaping (String) -> Bool) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         let files = Layout.inspect(dir)
         var pieces = [SegmentReader]()
         if let g = files.sealedGeneration { pieces.append(try SegmentReader.open(directory: dir + "/" + Layout.segmentName(g))) }
@@ -86,13 +92,15 @@ enum Sealing {
             let path = dir + "/" + Layout.logName(g)
             let m = try MappedFile(path: path)
             guard m.bytes.count >= AppendLog.headerSize else { continue }
-            var log = AppendLog.read(m.bytes)
+            // A bust (`STEM.BUST`) voids trades of `STEM.TRADE`: it comes along when those are read.
+            let wanted = { (s: String) -> Bool in
+                include(s) || (s.hasSuffix(".BUST") && include(String(Layout.stem(s)) + ".TRADE"))
+            }
+            var log = AppendLog.read(m.bytes, want: wanted)
             for i in log.damage.indices { log.damage[i].path = path }
             damage += log.damage
-            // A bust voids trades of its stem: the bust subjects of the stems read come along.
-            let stems = Set(log.subjects.filter { !$0.isEmpty && include($0) }.map { Layout.stem($0) })
             let map = log.subjects.map { s -> UInt32 in
-                guard !s.isEmpty, include(s) || (s.hasSuffix(".BUST") && stems.contains(Layout.stem(s))) else { return .max }
+                guard !s.isEmpty, wanted(s) else { return .max }
                 if let i = index[s] { return i }
                 index[s] = UInt32(subjects.count); subjects.append(s)
                 return UInt32(subjects.count - 1)
@@ -111,7 +119,7 @@ enum Sealing {
         switch pieces.count {
         case 0: return (nil, damage)
         case 1: return (pieces[0], damage)
-        default: return (try SegmentReader.compose(pieces, path: dir, include: include), damage)
+        default: return (try SegmentReader.compose(pieces, path: dir, prefix: prefix, include: include), damage)
         }
     }
 

@@ -293,18 +293,22 @@ final class SegmentReader {
     /// trades of its stem, whichever piece holds them), the subject's rows are merged from every piece into a
     /// segment built in memory, which resolves their versions as sealing would. Only subjects `include` accepts
     /// are composed, so a narrow read merges only what it reads.
-    static func compose(_ pieces: [SegmentReader], path: String, include: (String) -> Bool) throws(StoreError) -> SegmentReader {
+    /// - Parameter prefix: every subject `include` accepts starts with it (the pattern's literal tokens).
+    static func compose(_ pieces: [SegmentReader], path: String, prefix: String = "",
+                        include: (String) -> Bool) throws(StoreError) -> SegmentReader {
         var holders = [String: [(piece: Int, subject: Int)]]()
         var bustStems = [Substring: Set<Int>]()  // stem -> pieces holding one of its subjects (stems with a bust)
         for (p, seg) in pieces.enumerated() {
-            for (s, text) in seg.subjects.enumerated() {
-                if include(text) { holders[text, default: []].append((p, s)) }
-                if text.hasSuffix(".BUST") { bustStems[Layout.stem(text), default: []].insert(p) }
-            }
+            for s in seg.candidates(prefix) where include(seg.subjects[s]) { holders[seg.subjects[s], default: []].append((p, s)) }
+        }
+        // Busts only matter to trades read: their stems' `.BUST` subjects, found by binary search.
+        let tradeStems = Set(holders.keys.filter { $0.hasSuffix(".TRADE") }.map { Layout.stem($0) })
+        for (p, seg) in pieces.enumerated() {
+            for stem in tradeStems where seg.subjectIndex(String(stem) + ".BUST") != nil { bustStems[stem, default: []].insert(p) }
         }
         if !bustStems.isEmpty {
             for (p, seg) in pieces.enumerated() {
-                for text in seg.subjects where bustStems[Layout.stem(text)] != nil { bustStems[Layout.stem(text)]!.insert(p) }
+                for stem in bustStems.keys where seg.subjectIndex(String(stem) + ".TRADE") != nil { bustStems[stem]!.insert(p) }
             }
         }
         var merged = Set<String>()
@@ -385,6 +389,22 @@ final class SegmentReader {
         columnOffsets = []
         exceptionRows = nil
         owners = []
+    }
+
+    /// The subject numbers whose text starts with `prefix` (the dictionary is in text order: a binary search).
+    func candidates(_ prefix: String) -> Range<Int> {
+        if prefix.isEmpty { return subjects.indices }
+        var lo = 0, hi = subjects.count
+        while lo < hi { let mid = (lo + hi) / 2; if subjects[mid] < prefix { lo = mid + 1 } else { hi = mid } }
+        var end = lo
+        while end < subjects.count && subjects[end].hasPrefix(prefix) { end += 1 }
+        return lo..<end
+    }
+
+    /// The number of a subject, by binary search.
+    func subjectIndex(_ text: String) -> Int? {
+        let r = candidates(text)
+        return r.first { subjects[$0] == text }
     }
 
     /// The first block of subject `s` that may hold event time ≥ from.

@@ -157,7 +157,7 @@ public final class StoreReader {
     func segment(_ key: PartitionKey, _ pattern: SubjectPattern) throws(StoreError) -> SegmentReader? {
         let k = CacheKey(key: key, pattern: pattern.text)
         if let s = cache[k] { return s }
-        let (s, found) = try Sealing.openForReading(directory + "/" + key.relativePath,
+        let (s, found) = try Sealing.openForReading(directory + "/" + key.relativePath, prefix: pattern.literalPrefix,
                                                     include: { pattern.matches(subjectText: $0) })
         cache[k] = s
         // The same damage is met again when the partition is opened for another pattern.
@@ -401,6 +401,18 @@ struct CursorHeap {
 }
 
 extension SubjectPattern {
+    /// The text every matching subject starts with: the pattern itself when it has no wildcard, else its literal
+    /// tokens before the first one, each followed by a dot.
+    var literalPrefix: String {
+        var out = ""
+        for (i, t) in tokens.enumerated() {
+            guard case .literal(let s) = t else { return out }
+            out += s
+            if i < tokens.count - 1 { out += "." }
+        }
+        return out
+    }
+
     /// Whether some subject under a partition root (`MD.XNAS`, `ALERT`) could match.
     func couldMatch(root: String) -> Bool {
         let parts = root.split(separator: ".", omittingEmptySubsequences: false)
