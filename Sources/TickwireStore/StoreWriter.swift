@@ -73,6 +73,9 @@ public final class StoreWriter {
     public let sealer: StoreSealer?
     /// The newest log generation this writer opened per partition: a new log always goes above it.
     private var newestGeneration: [PartitionKey: UInt64] = [:]
+    /// Partitions opened since `closeDays` last looked at them, and whether it has looked at the whole store.
+    private var written = Set<PartitionKey>()
+    private var scannedStore = false
     /// Rows above which `seal` leaves a date in chunks rather than merging it (memory: about 130 bytes a row).
     public let compactRows: Int
     /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
@@ -233,6 +236,7 @@ public final class StoreWriter {
         let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents,
                                   fresh: chunkEvents != nil, above: newestGeneration[key] ?? 0, report: report)
         newestGeneration[key] = p.generation
+        written.insert(key)
         // Logs an earlier run left: closed now, so they can be sealed as chunks.
         if sealer != nil, let g = p.earlierLogs.last { sealer!.enqueue(.chunks(key, upTo: g)) }
         if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
@@ -292,7 +296,11 @@ public final class StoreWriter {
             lastUsed[key] = nil
             last = nil
         }
-        for key in Layout.partitions(in: directory) where key.day < cutoff {
+        // The whole store once (dates an earlier run left); then only the partitions this writer wrote since.
+        let candidates = scannedStore ? written.filter { $0.day < cutoff }.sorted() : Layout.partitions(in: directory).filter { $0.day < cutoff }
+        scannedStore = true
+        for key in candidates {
+            written.remove(key)
             let files = Layout.inspect(directory + "/" + key.relativePath)
             let pieces = files.liveChunks.count + (files.sealedGeneration == nil ? 0 : 1)
             guard !files.liveLogs.isEmpty || pieces > 1 else { continue }

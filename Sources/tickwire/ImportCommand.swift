@@ -49,7 +49,10 @@ struct ImportCommand: ParsableCommand {
             guard let source = try SourceFactory.make(spec, options: options) else {
                 throw ValidationError("source '\(text)' is a live feed; give \(forms)")
             }
-            let identity = try StoreImporter.Identity(kind: kind + (date.map { " --date \($0)" } ?? ""), path: path)
+            // Only a regular file has an identity; anything else is refused by the source with its reason (a FIFO
+            // must not be opened here: that would wait for a writer).
+            let regular = (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular
+            let identity = regular ? try StoreImporter.Identity(kind: kind + (date.map { " --date \($0)" } ?? ""), path: path) : nil
             let report = try StoreImporter.importEvents(from: source, directory: data + "/store", subjects: subjects,
                                                         identity: identity)
             if let before = report.alreadyImported {
