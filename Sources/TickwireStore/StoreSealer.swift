@@ -28,6 +28,9 @@ public final class StoreSealer: @unchecked Sendable {
     /// A closed date holding more rows than this stays in chunks: merging holds every row in memory (about
     /// 130 bytes a row at peak).
     public let compactRows: Int
+    /// Once a partition has this many chunks, they are merged with its sealed segment (while it holds at most
+    /// `compactRows` rows), so a read of today opens few pieces.
+    public let mergeChunks: Int
     private let report: @Sendable (StoreIncident) -> Void
     private let fail: @Sendable (PartitionKey, StoreError) -> Void
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -47,13 +50,14 @@ public final class StoreSealer: @unchecked Sendable {
     /// - Parameters:
     ///   - report: told of torn tails and quarantined logs met while sealing, on the sealer's thread.
     ///   - fail: told of a seal that failed (the partition keeps its logs), on the sealer's thread.
-    public init(directory: String, compactRows: Int = 16_000_000,
+    public init(directory: String, compactRows: Int = 16_000_000, mergeChunks: Int = 8,
                 report: @escaping @Sendable (StoreIncident) -> Void = StoreWriter.printToStandardError,
                 fail: @escaping @Sendable (PartitionKey, StoreError) -> Void = { key, error in
                     StoreWriter.printToStandardError(.sealFailed(partition: key.relativePath, reason: error.description))
                 }) {
         self.directory = directory
         self.compactRows = compactRows
+        self.mergeChunks = max(2, mergeChunks)
         self.report = report
         self.fail = fail
         mutex.initialize(to: pthread_mutex_t())
@@ -130,7 +134,7 @@ public final class StoreSealer: @unchecked Sendable {
             let r = queue.removeFirst()
             busy = true
             pthread_mutex_unlock(mutex)
-            let outcome = Self.perform(r, store: directory, compactRows: compactRows, report: report)
+            let outcome = Self.perform(r, store: directory, compactRows: compactRows, mergeChunks: mergeChunks, report: report)
             pthread_mutex_lock(mutex)
             busy = false
             switch outcome {
@@ -146,7 +150,8 @@ public final class StoreSealer: @unchecked Sendable {
     }
 
     /// Does one request on the calling thread. - Returns: whether it was a chunk request, or the failure.
-    static func perform(_ r: Request, store: String, compactRows: Int,
+    /// - Parameter mergeChunks: merge a partition's chunks into its segment once it has this many (nil: never).
+    static func perform(_ r: Request, store: String, compactRows: Int, mergeChunks: Int? = nil,
                         report: (StoreIncident) -> Void) -> Result<Bool, StoreError> {
         do {
             switch r {
@@ -154,6 +159,12 @@ public final class StoreSealer: @unchecked Sendable {
                 let dir = store + "/" + key.relativePath
                 for g in Layout.inspect(dir).liveLogs where g <= upTo {
                     try Sealing.sealChunk(store: store, key: key, generation: g, report: report)
+                }
+                // Every log up to the newest chunk is closed (the writer's log is always the newest generation):
+                // the merge takes them too. Over `compactRows` it merges nothing (memory stays bounded).
+                let files = Layout.inspect(dir)
+                if let m = mergeChunks, files.liveChunks.count >= m, let newest = files.liveChunks.last {
+                    try Sealing.seal(store: store, key: key, upTo: newest, compactRows: compactRows, report: report)
                 }
                 return .success(true)
             case .day(let key, let upTo):

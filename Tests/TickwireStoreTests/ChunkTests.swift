@@ -128,7 +128,8 @@ import TickwireTestSupport
         try w.flush()
         sealer.drain()
         let part = dir + "/2026-01-05/MD.XNAS"
-        #expect(Layout.inspect(part).liveChunks.count >= 19)
+        // Merged with the segment every 8 chunks: few pieces for a read of today.
+        #expect(Layout.inspect(part).sealedGeneration != nil && Layout.inspect(part).liveChunks.count < 8)
         try w.handOverAll(before: t(86_400 * 2))
         try w.close()
         sealer.finish()
