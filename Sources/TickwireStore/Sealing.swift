@@ -7,25 +7,20 @@ import Darwin
 
 /// Turning a partition's append logs into a sealed segment, and reading a partition that is still open.
 enum Sealing {
-    /// A partition's rows and the state of its live logs.
+    /// A partition's rows and the live logs they came from.
     struct Gathered {
         var subjects: [String] = []
-        /// Every row — the sealed segment's, then the live logs' intact blocks in arrival order — with
-        /// `subjectID` indexing `subjects`.
+        /// Every row — the sealed segment's, its chunks', then the live logs' intact blocks in arrival order —
+        /// with `subjectID` indexing `subjects`.
         var events: [Event] = []
         /// Each live log's path and what reading it found (its events are in `events`).
         var logs: [(path: String, contents: AppendLog.Contents)] = []
-        var hasSegment = false
-        /// Nothing to read or seal: no sealed segment and no event in an intact block.
-        var isEmpty: Bool { events.isEmpty && !hasSegment }
-        var damage: [StoreDamage] { logs.flatMap(\.contents.damage) }
     }
 
     /// Every row of a partition — its sealed segment, its sealed chunks, then its live logs of generation `upTo`
     /// or lower, in arrival order.
     static func gather(_ dir: String, files: Layout.PartitionFiles, upTo: UInt64 = .max) throws(StoreError) -> Gathered {
         var all = Gathered()
-        all.hasSegment = files.sealedGeneration != nil || !files.liveChunks.isEmpty
         var subjects = [String](), events = [Event]()
         var index = [String: UInt32]()
         func add(_ texts: [String], _ rows: [Event]) {

@@ -97,12 +97,6 @@ public final class StoreSealer: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// Requests waiting or being sealed.
-    public var pending: Int {
-        pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
-        return queue.count + (busy ? 1 : 0)
-    }
-
     public var sealed: Counts {
         pthread_mutex_lock(mutex); defer { pthread_mutex_unlock(mutex) }
         return counts
