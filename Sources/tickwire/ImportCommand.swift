@@ -53,8 +53,15 @@ struct ImportCommand: ParsableCommand {
             // must not be opened here: that would wait for a writer).
             let regular = (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeRegular
             let identity = regular ? try StoreImporter.Identity(kind: kind + (date.map { " --date \($0)" } ?? ""), path: path) : nil
-            let report = try StoreImporter.importEvents(from: source, directory: data + "/store", subjects: subjects,
+            let report: StoreImporter.Report
+            do {
+                report = try StoreImporter.importEvents(from: source, directory: data + "/store", subjects: subjects,
                                                         identity: identity)
+            } catch {
+                // The import is one transaction: say that nothing of this source is in the store.
+                FileHandle.standardError.write(Data("tickwire import: \(text): \(error)\ntickwire import: nothing of '\(text)' was stored\n".utf8))
+                throw ExitCode(1)
+            }
             if let before = report.alreadyImported {
                 print("\(text): already imported, nothing stored (\(before.trimmingCharacters(in: .whitespacesAndNewlines)))")
                 continue
