@@ -2,6 +2,7 @@ import Foundation
 import TickwireCore
 import TickwireBenchSupport
 import TickwireStore
+import TickwireFeeds
 import CTickwireSys
 
 /// `tickwire-bench store`: ingest, seal, scan, as-known-at reads and as-of joins on the synthetic market that
@@ -165,7 +166,138 @@ enum StoreBench {
             asKnownAt: .init(corrections: corrections, plainRows: plainRows, asOfRows: asOfRows,
                              plainSeconds: best(plainRead), asOfSeconds: best(asOfRead),
                              ratioVsPlain: best(asOfRead) / best(plainRead)),
-            corrections: correctionCost)
+            corrections: correctionCost,
+            intraday: try intraday(events, table: table, market: market, sealed: store, root: root, runs: runs),
+            csvImport: try csvImport(events, table: table, root: root, runs: runs))
+    }
+
+    /// CSV import against polars `read_csv` of the same file, run in the same run from Tools/csv_peer.py: the
+    /// trades written as a tardis trades CSV; timed are the parse alone (into a counting sink), the whole
+    /// `StoreImporter` import (parse, store, seal, publish), and polars (best of `runs` each).
+    struct CSVImport: Codable, Sendable {
+        var rows: Int, bytes: Int, parseSeconds: Double, importSeconds: Double, parseRowsPerS: Double
+        var polarsSeconds: Double?, polarsNote: String?
+        var ratioParseVsPolars: Double?, ratioImportVsPolars: Double?
+    }
+
+    static func csvImport(_ events: [Event], table: SubjectTable, root: String, runs: Int) throws -> CSVImport {
+        let path = root + "/trades.csv"
+        var text = [UInt8]()
+        text.reserveCapacity(events.count * 48)
+        text.append(contentsOf: "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n".utf8)
+        var rows = 0
+        for e in events where e.kind == .trade {
+            let symbol = table.text(e.subjectID).split(separator: ".")[2]
+            text.append(contentsOf: "binance-futures,\(symbol),\(e.eventTime.rawValue / 1000),\(e.knownTime.rawValue / 1000),\(e.c),".utf8)
+            text.append(contentsOf: (e.flags == Side.sell.rawValue ? "sell," : "buy,").utf8)
+            FixedPoint.appendDecimal(e8: e.a, to: &text); text.append(UInt8(ascii: ","))
+            FixedPoint.appendDecimal(e8: e.b, to: &text); text.append(UInt8(ascii: "\n"))
+            rows += 1
+        }
+        try Data(text).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var parse = [Double](), whole = [Double]()
+        for r in 0..<runs {
+            let source = TardisCSVSource(path: path, kind: .trades)
+            let sink = CountingSink()
+            let t0 = tw_monotonic_ns()
+            try source.run(into: sink, stop: StopSignal())
+            parse.append(Double(tw_monotonic_ns() - t0) / 1e9)
+            precondition(sink.count == rows, "the CSV read back \(sink.count) of \(rows) rows")
+            let store = root + "/csv-import-\(r)"
+            let i0 = tw_monotonic_ns()
+            try StoreImporter.importEvents(from: TardisCSVSource(path: path, kind: .trades), directory: store)
+            whole.append(Double(tw_monotonic_ns() - i0) / 1e9)
+            try? FileManager.default.removeItem(atPath: store)
+        }
+        var out = CSVImport(rows: rows, bytes: text.count, parseSeconds: best(parse), importSeconds: best(whole),
+                            parseRowsPerS: Double(rows) / best(parse))
+        let script = FileManager.default.currentDirectoryPath + "/Tools/csv_peer.py"
+        guard FileManager.default.fileExists(atPath: script) else {
+            out.polarsNote = "not run: \(script) not found (run from the repository's root)"
+            return out
+        }
+        let peer = Process()
+        peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        peer.arguments = ["python3", script, path, String(runs)]
+        let pipe = Pipe()
+        peer.standardOutput = pipe
+        try peer.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        peer.waitUntilExit()
+        guard peer.terminationStatus == 0,
+              let polars = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let seconds = polars["seconds"] as? Double else {
+            out.polarsNote = "not run: csv_peer.py failed (exit \(peer.terminationStatus); pip install polars)"
+            return out
+        }
+        out.polarsSeconds = seconds
+        out.ratioParseVsPolars = seconds / best(parse)
+        out.ratioImportVsPolars = seconds / best(whole)
+        return out
+    }
+
+    /// Today as the daemon stores it — logs rolled every `Daemon`-sized chunk and sealed by a `StoreSealer`
+    /// thread while the writer appends, the last chunk's worth still a log — against the same events sealed:
+    /// a one-symbol, one-second query from a fresh reader each time (what `tickwire replay` does), and the bytes
+    /// each store takes. The tail left in a log is the worst case, one event short of a chunk.
+    struct Intraday: Codable, Sendable {
+        var chunkEvents: Int, chunks: Int, tailEvents: Int, appendSeconds: Double, sealedWhileAppendingSeconds: Double
+        struct Read: Codable, Sendable {
+            var subject: String, rows: Int, sealedSeconds: Double, intradaySeconds: Double, ratioIntradayVsSealed: Double
+        }
+        var oneSymbolSecond: Read, lastSecondFromTail: Read
+        var bytesPerEventIntraday: Double
+    }
+
+    static func intraday(_ events: [Event], table: SubjectTable, market: SyntheticMarket, sealed: String, root: String,
+                         runs: Int, chunkEvents: Int = 1 << 18) throws -> Intraday {
+        let dir = root + "/intraday"
+        let sealer = StoreSealer(directory: dir)
+        sealer.start()
+        let w = try StoreWriter(directory: dir, subjects: table, chunkEvents: chunkEvents, sealer: sealer)
+        let tail = events.count >= chunkEvents ? chunkEvents - 1 : 0
+        let chunked = (events.count - tail) / chunkEvents * chunkEvents
+        let w0 = tw_monotonic_ns()
+        try events[..<(chunked + tail)].withUnsafeBufferPointer { try w.append(contentsOf: $0) }
+        try w.flush()
+        let appendSeconds = Double(tw_monotonic_ns() - w0) / 1e9
+        sealer.drain()
+        let drainedSeconds = Double(tw_monotonic_ns() - w0) / 1e9
+        let subject = "MD.SYN.\(market.symbolName(market.symbols / 2)).QUOTE"
+        let mid = Nanos(SyntheticMarket.t0 + Int64(market.quotes / market.symbols / 2) * SyntheticMarket.step)
+        let q = try StoreQuery(subjects: SubjectPattern(subject), from: mid, to: Nanos(mid.rawValue + Nanos.perSecond))
+        var lateQ = q   // the last second written: read from the tail
+        let last = events[chunked + tail - 1].eventTime.rawValue
+        lateQ.from = Nanos(last - Nanos.perSecond); lateQ.to = Nanos(last + 1)
+        func time(_ store: String, _ q: StoreQuery) throws -> (Double, Int) {
+            var best = Double.infinity, rows = 0
+            for _ in 0..<max(runs, 3) {
+                let t0 = tw_monotonic_ns()
+                let reader = try StoreReader(directory: store)
+                rows = 0
+                try reader.replay(q) { _ in rows += 1 }
+                best = min(best, Double(tw_monotonic_ns() - t0) / 1e9)
+            }
+            return (best, rows)
+        }
+        let (sealedMid, sealedRows) = try time(sealed, q)
+        let (openMid, openRows) = try time(dir, q)
+        let (sealedLate, sealedLateRows) = try time(sealed, lateQ)
+        let (openLate, openLateRows) = try time(dir, lateQ)
+        precondition(sealedRows == openRows, "intraday and sealed reads differ")
+        let chunks = Layout.chunkCount(dir)
+        let intradayBytes = directoryBytes(dir)
+        try w.close()
+        sealer.finish()
+        return Intraday(
+            chunkEvents: chunkEvents, chunks: chunks, tailEvents: tail,
+            appendSeconds: appendSeconds, sealedWhileAppendingSeconds: drainedSeconds,
+            oneSymbolSecond: .init(subject: subject, rows: sealedRows, sealedSeconds: sealedMid,
+                                   intradaySeconds: openMid, ratioIntradayVsSealed: openMid / sealedMid),
+            lastSecondFromTail: .init(subject: subject, rows: openLateRows, sealedSeconds: sealedLate,
+                                      intradaySeconds: openLate, ratioIntradayVsSealed: openLate / sealedLate),
+            bytesPerEventIntraday: Double(intradayBytes) / Double(chunked + tail))
     }
 
     static func best(_ xs: [Double]) -> Double { xs.min() ?? .nan }
@@ -228,5 +360,7 @@ extension StoreBench {
         }
         var asKnownAt: KnownAt
         var corrections: CorrectionBench.Cost
+        var intraday: Intraday
+        var csvImport: CSVImport
     }
 }

@@ -231,10 +231,17 @@ public final class Daemon: @unchecked Sendable {
         // Every event is kept while the disk takes writes: the store writer is a blocking consumer, so it can only
         // hold the feed back by back-pressure (counted as stalls). When a write fails (a full disk) it never holds
         // the feed back: it counts what it cannot keep (tickwire_store_lost_events_total) and retries by itself.
+        // Logs roll every `storeChunkEvents` events and a sealer thread turns each closed log into a sealed chunk
+        // (and a finished date into one segment), so a read of today maps sealed columns plus a small tail.
         let writer: StoreWriter
+        let sealer = StoreSealer(directory: config.dataDirectory + "/store",
+                                 report: { [logger] in logger.warning("\($0)") },
+                                 fail: { [logger] key, error in logger.error("store: sealing \(key) failed: \(error)") })
         do {
             writer = try StoreWriter(directory: config.dataDirectory + "/store", subjects: subjects,
+                                     chunkEvents: Self.storeChunkEvents, sealer: sealer,
                                      report: { [logger] in logger.warning("\($0)") })
+            sealer.start()
         } catch {
             throw .dataDirectory(config.dataDirectory, "store: \(error)")
         }
@@ -460,6 +467,7 @@ public final class Daemon: @unchecked Sendable {
     /// from now are not stored (counted in `tickwire_store_out_of_window_total`); they were published all the same.
     private func runStoreWriter(_ writer: StoreWriter, _ consumer: RingConsumer, windowed: [Bool]) {
         var lastFlush = Nanos.now()
+        var lastDayCheck: Int64?
         var dirty = false
         let window = Int64(min(config.relayStoreWindowSeconds, 100 * 366 * 86_400)) * Nanos.perSecond
         let anyWindowed = window > 0 && windowed.contains(true)
@@ -495,17 +503,37 @@ public final class Daemon: @unchecked Sendable {
                 storeLost.store(writer.lostEvents, ordering: .relaxed)
             }
             if dirty && (n == 0 || Nanos.now().rawValue - lastFlush.rawValue >= Nanos.perSecond) { flush() }
+            // Once a minute (and at start): dates before today go to the sealer whole.
+            let t = tw_monotonic_ns()
+            if lastDayCheck.map({ t - $0 >= 60 * Nanos.perSecond }) ?? true {
+                lastDayCheck = t
+                do {
+                    let handed = try writer.closeDays(before: Self.startOfToday())
+                    if !handed.isEmpty { logger.info("store: sealing \(handed.count) partitions of finished dates") }
+                } catch {
+                    logger.error("store: closing finished dates failed: \(error)")
+                }
+            }
         }
         flush()
         do {
-            let today = Nanos(Nanos.now().rawValue / Nanos.perDay * Nanos.perDay)
-            let sealed = try writer.seal(before: today)
-            if !sealed.isEmpty { logger.info("store sealed \(sealed.count) partitions") }
+            try writer.handOverAll(before: Self.startOfToday())
             try writer.close()
         } catch {
             logger.error("store close failed: \(error)")
         }
+        // Waits for what was handed over: today's logs become chunks, finished dates segments.
+        writer.sealer?.finish()
+        let sealed = writer.sealer?.sealed
+        if let sealed, sealed.chunks + sealed.days > 0 {
+            logger.info("store sealed \(sealed.chunks) chunk requests and \(sealed.days) dates (\(sealed.failures) failed)")
+        }
     }
+
+    /// Events a store log takes before it is sealed as a chunk: bounds the tail a read of today builds in memory.
+    static let storeChunkEvents = 1 << 18
+
+    static func startOfToday() -> Nanos { Nanos(Nanos.now().rawValue / Nanos.perDay * Nanos.perDay) }
 
     /// Alerts and risk marks share one parked, lossy consumer: neither may hold the feed back, and on two cores
     /// one thread for both is cheaper than two. Alerts are collected during a batch and published after it.

@@ -59,8 +59,11 @@ enum AppendLog {
     /// Reads every intact block of a log. At a block that is not valid, it looks for the next valid block
     /// (its magic, then every check below, the checksum over the whole block included): when there is one, the
     /// bytes between are `damage` and reading goes on there; when there is none, they are the torn tail.
-    static func read(_ p: UnsafeRawBufferPointer, keepEvents: Bool = true) -> Contents {
+    /// - Parameter want: when given, only events of the subjects it accepts are kept (every block is still
+    ///   checked whole): how a read of a few subjects takes them from a log without decoding the rest.
+    static func read(_ p: UnsafeRawBufferPointer, keepEvents: Bool = true, want: ((String) -> Bool)? = nil) -> Contents {
         var out = Contents()
+        var wanted = [Bool]()
         var offset = 0
         while offset < p.count {
             var parsed = block(p, at: offset, subjectCount: out.subjects.count, afterDamage: !out.damage.isEmpty)
@@ -79,13 +82,16 @@ enum AppendLog {
                 if id > out.subjects.count { out.subjects.append(contentsOf: repeatElement("", count: id - out.subjects.count)) }
                 out.subjects.append(text)
             }
-            if keepEvents { out.events.reserveCapacity(out.events.count + b.events.count) }
-            for e in b.events {
+            if let want { while wanted.count < out.subjects.count { wanted.append(want(out.subjects[wanted.count])) } }
+            if keepEvents && want == nil { out.events.reserveCapacity(out.events.count + b.count) }
+            for i in 0..<b.count {
+                let at = b.eventsStart + i * eventSize
+                let subject = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
                 // Only after damage: a subject whose definition was in the damaged bytes.
-                if Int(e.subjectID) >= out.subjects.count || out.subjects[Int(e.subjectID)].isEmpty {
+                if subject >= out.subjects.count || out.subjects[subject].isEmpty {
                     out.damage[out.damage.count - 1].unattributedEvents += 1
-                } else if keepEvents {
-                    out.events.append(e)
+                } else if keepEvents && (want == nil || wanted[subject]) {
+                    out.events.append(decodeEvent(p, at: at)!)
                 }
             }
             out.blocks += 1
@@ -98,7 +104,9 @@ enum AppendLog {
     /// One valid block: the subjects it defines (log-local id and text), its events, and where it ends.
     struct Block {
         var definitions: [(id: Int, text: String)] = []
-        var events: [Event] = []
+        /// Where its events start in the bytes, and how many (each checked: a known kind and a defined subject).
+        var eventsStart = 0
+        var count = 0
         var end = 0
     }
 
@@ -145,13 +153,14 @@ enum AppendLog {
             next = id + 1
             d += 6 + len
         }
-        b.events.reserveCapacity(count)
         var e = offset + headerSize + (defBytes + 7) & ~7
+        b.eventsStart = e
+        b.count = count
         for _ in 0..<count {
-            guard let event = decodeEvent(p, at: e), afterDamage || Int(event.subjectID) < next else {
+            guard EventKind(rawValue: p.load(fromByteOffset: e + 4, as: UInt8.self)) != nil,
+                  afterDamage || Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: e, as: UInt32.self))) < next else {
                 return .bad("an event with an unknown kind or subject")
             }
-            b.events.append(event)
             e += eventSize
         }
         b.end = offset + headerSize + payload

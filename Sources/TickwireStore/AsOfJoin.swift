@@ -23,6 +23,11 @@ public struct AsOfJoin: Sendable, Equatable {
     public var strict: Bool
     /// The largest distance between trade and quote event times, in nanoseconds; nil for none.
     public var tolerance: Int64?
+    /// `.event` (the default): trades by event time in [from, to), each with the quote prevailing at its event
+    /// time as known at `asOf`. `.known`: every trade version known in [from, to), each with the quote this
+    /// process had when the trade arrived — times compared are known times (`tolerance` too), and a quote not
+    /// yet known at the trade's known time is never taken.
+    public var time: TimeAxis = .event
     /// How far outside [from, to) a prevailing (or next) quote is looked for when there is no tolerance.
     public static let defaultReach: Int64 = 7 * Nanos.perDay
 
@@ -178,6 +183,7 @@ extension StoreReader {
     /// - Throws: `StoreError` from opening a partition, or what `body` throws.
     /// - Complexity: O(trades + quotes read).
     public func asOfJoin(_ j: AsOfJoin, _ body: (AsOfBatch) throws -> Void) throws {
+        if j.time == .known { return try asOfJoinKnown(j, body) }
         let tradeQuery = try StoreQuery(subjects: j.trades, from: j.from, to: j.to, asOf: j.asOf)
         // Trade subjects across the window's partitions, grouped by text in day order.
         var tradeParts = [String: [(SegmentReader, Int)]]()
@@ -204,35 +210,83 @@ extension StoreReader {
                     let n = seg.read(block: b, from: j.from.rawValue, to: j.to.rawValue, asOf: limit, into: buffer)
                     guard n > 0 else { continue }
                     quotes.eventTime.withUnsafeBufferPointer { qt in
-                        let qn = qt.count
-                        for i in 0..<n {
-                            let t = buffer.eventTime[i]
-                            if strictBackward { while q < qn && qt[q] < t { q &+= 1 } } else { while q < qn && qt[q] <= t { q &+= 1 } }
-                            var m = -1
-                            switch j.direction {
-                            case .backward:
-                                m = q - 1
-                            case .forward:
-                                // First quote ≥ t (> t when strict): skip the equal ones when strict.
-                                var f = q
-                                while f > 0 && qt[f - 1] == t && !j.strict { f -= 1 }
-                                if j.strict { while f < qn && qt[f] <= t { f += 1 } }
-                                m = f < qn ? f : -1
-                            case .nearest:
-                                let back = q - 1
-                                var f = q
-                                while f < qn && qt[f] == t { f += 1 } // equal times already count as backward
-                                if j.strict { while f < qn && qt[f] <= t { f += 1 } }
-                                let fwd = f < qn ? f : -1
-                                if back >= 0 && fwd >= 0 { m = t &- qt[back] <= qt[fwd] &- t ? back : fwd } else { m = back >= 0 ? back : fwd }
-                            }
-                            if m >= 0, let tol = j.tolerance, (qt[m] > t ? qt[m] &- t : t &- qt[m]) > tol { m = -1 }
-                            match[i] = m
-                        }
+                        for i in 0..<n { match[i] = Self.pick(buffer.eventTime[i], qt, &q, j, strictBackward: strictBackward) }
                     }
                     try match.withUnsafeBufferPointer { mp in
                         try body(AsOfBatch(subject: subject, trades: buffer, match: UnsafeBufferPointer(rebasing: mp[0..<n]), quotes: quotes))
                     }
+                }
+            }
+        }
+    }
+
+    /// The quote for a trade at time t among quote times `qt` (sorted), `q` being where the previous trade's
+    /// search left off (trades come in time order). - Returns: the index in `qt`, or -1.
+    @inline(__always)
+    static func pick(_ t: Int64, _ qt: UnsafeBufferPointer<Int64>, _ q: inout Int, _ j: AsOfJoin, strictBackward: Bool) -> Int {
+        let qn = qt.count
+        if strictBackward { while q < qn && qt[q] < t { q &+= 1 } } else { while q < qn && qt[q] <= t { q &+= 1 } }
+        var m = -1
+        switch j.direction {
+        case .backward:
+            m = q - 1
+        case .forward:
+            // First quote ≥ t (> t when strict): skip the equal ones when strict.
+            var f = q
+            while f > 0 && qt[f - 1] == t && !j.strict { f -= 1 }
+            if j.strict { while f < qn && qt[f] <= t { f += 1 } }
+            m = f < qn ? f : -1
+        case .nearest:
+            let back = q - 1
+            var f = q
+            while f < qn && qt[f] == t { f += 1 } // equal times already count as backward
+            if j.strict { while f < qn && qt[f] <= t { f += 1 } }
+            let fwd = f < qn ? f : -1
+            if back >= 0 && fwd >= 0 { m = t &- qt[back] <= qt[fwd] &- t ? back : fwd } else { m = back >= 0 ? back : fwd }
+        }
+        if m >= 0, let tol = j.tolerance, (qt[m] > t ? qt[m] &- t : t &- qt[m]) > tol { m = -1 }
+        return m
+    }
+
+    /// The join along known time (`AsOfJoin.time` `.known`): per trade subject, its trade versions known in the
+    /// window in known-time order, each matched against its quotes by known time (those known within the reach
+    /// of the window). Holds one subject's trades and quotes in memory at a time.
+    private func asOfJoinKnown(_ j: AsOfJoin, _ body: (AsOfBatch) throws -> Void) throws {
+        var tradeQuery = try StoreQuery(subjects: j.trades, from: j.from, to: j.to, asOf: j.asOf)
+        tradeQuery.time = .known
+        var quoteQuery = try StoreQuery(subjects: j.quotes, from: Nanos(j.from.rawValue < Int64.min + j.reach ? Int64.min : j.from.rawValue - j.reach),
+                                        to: Nanos(j.to.rawValue > Int64.max - j.reach ? Int64.max : j.to.rawValue &+ j.reach), asOf: j.asOf)
+        quoteQuery.time = .known
+        let buffer = BlockBuffer()
+        var quotes = QuoteColumns(), quoteKnown = [Int64]()
+        var match = [Int](repeating: -1, count: BlockBuffer.capacity)
+        let strictBackward = j.strict && j.direction != .forward
+        try knownRows(tradeQuery, subjectFilter: { $0.hasSuffix(".TRADE") }) { subject, trades in
+            quotes.removeAll(); quoteKnown.removeAll()
+            let quoteSubject = String(Layout.stem(subject)) + ".QUOTE"
+            if j.quotes.matches(subjectText: quoteSubject) {
+                try knownRows(quoteQuery, subjectFilter: { $0 == quoteSubject }) { _, rows in
+                    for e in rows {
+                        quotes.eventTime.append(e.eventTime.rawValue); quotes.bid.append(e.a); quotes.bidSize.append(e.b)
+                        quotes.ask.append(e.c); quotes.askSize.append(e.d); quoteKnown.append(e.knownTime.rawValue)
+                    }
+                }
+            }
+            var q = 0
+            for start in stride(from: 0, to: trades.count, by: BlockBuffer.capacity) {
+                let n = min(BlockBuffer.capacity, trades.count - start)
+                for i in 0..<n {
+                    let e = trades[start + i]
+                    buffer.column(.eventTime)[i] = e.eventTime.rawValue; buffer.column(.knownTime)[i] = e.knownTime.rawValue
+                    buffer.column(.tag)[i] = packTag(e)
+                    buffer.column(.a)[i] = e.a; buffer.column(.b)[i] = e.b; buffer.column(.c)[i] = e.c; buffer.column(.d)[i] = e.d
+                }
+                buffer.count = n
+                quoteKnown.withUnsafeBufferPointer { qk in
+                    for i in 0..<n { match[i] = Self.pick(buffer.knownTime[i], qk, &q, j, strictBackward: strictBackward) }
+                }
+                try match.withUnsafeBufferPointer { mp in
+                    try body(AsOfBatch(subject: subject, trades: buffer, match: UnsafeBufferPointer(rebasing: mp[0..<n]), quotes: quotes))
                 }
             }
         }
@@ -245,7 +299,7 @@ extension StoreReader {
         let from = j.from.rawValue, to = j.to.rawValue
         func segments(_ lo: Int64, _ hi: Int64) throws(StoreError) -> [(SegmentReader, Int)] {
             guard lo < hi else { return [] }
-            return try self.segments(holding: subject, days: Layout.day(of: lo)...Layout.day(of: hi - 1))
+            return try self.segments(holding: subject, days: Layout.day(of: lo)...Layout.day(of: hi - 1), pattern: j.quotes)
         }
         if j.direction != .forward {
             // Walk back day by day to the prevailing quote.

@@ -19,7 +19,7 @@ public struct PartitionKey: Hashable, Comparable, Sendable, CustomStringConverti
     public static func < (a: PartitionKey, b: PartitionKey) -> Bool { (a.day, a.root) < (b.day, b.root) }
 }
 
-enum Layout {
+public enum Layout {
     static func day(of t: Int64) -> Int64 {
         t >= 0 ? t / Nanos.perDay : (t &+ 1) / Nanos.perDay &- 1
     }
@@ -62,23 +62,39 @@ enum Layout {
 
     static func logName(_ generation: UInt64) -> String { "open-\(padded(generation)).log" }
     static func segmentName(_ generation: UInt64) -> String { "sealed-\(padded(generation))" }
+    static func chunkName(_ generation: UInt64) -> String { "chunk-\(padded(generation))" }
 
     static func padded(_ g: UInt64) -> String {
         let s = String(g)
         return String(repeating: "0", count: max(0, 8 - s.count)) + s
     }
 
-    /// What a partition directory holds: its newest sealed segment, its append logs, leftovers of a crash.
+    /// What a partition directory holds: its newest sealed segment, its sealed chunks, its append logs, leftovers
+    /// of a crash. A sealed segment `sealed-G` absorbs every log and chunk of generation G or lower; a chunk
+    /// `chunk-G` absorbs the one log `open-G.log`.
     struct PartitionFiles {
         var sealedGeneration: UInt64?
         var staleSegments: [String] = []
         var logGenerations: [UInt64] = []
+        var chunkGenerations: [UInt64] = []
         var temporaries: [String] = []
 
-        /// Logs not yet absorbed by the sealed segment (a segment absorbs every log of its generation or lower).
-        var liveLogs: [UInt64] { logGenerations.filter { $0 > (sealedGeneration ?? 0) || sealedGeneration == nil } }
-        var absorbedLogs: [UInt64] { logGenerations.filter { sealedGeneration != nil && $0 <= sealedGeneration! } }
-        var nextGeneration: UInt64 { max(sealedGeneration ?? 0, logGenerations.max() ?? 0) + 1 }
+        private func unabsorbed(_ g: UInt64) -> Bool { sealedGeneration.map { g > $0 } ?? true }
+        /// Sealed chunks not absorbed by the sealed segment, in generation (arrival) order.
+        var liveChunks: [UInt64] { chunkGenerations.filter(unabsorbed) }
+        /// Logs absorbed neither by the sealed segment nor by a chunk.
+        var liveLogs: [UInt64] {
+            let chunks = Set(chunkGenerations)
+            return logGenerations.filter { unabsorbed($0) && !chunks.contains($0) }
+        }
+        var absorbedLogs: [UInt64] {
+            let chunks = Set(chunkGenerations)
+            return logGenerations.filter { !unabsorbed($0) || chunks.contains($0) }
+        }
+        var absorbedChunks: [UInt64] { chunkGenerations.filter { !unabsorbed($0) } }
+        var nextGeneration: UInt64 {
+            max(sealedGeneration ?? 0, logGenerations.max() ?? 0, chunkGenerations.max() ?? 0) + 1
+        }
     }
 
     static func inspect(_ dir: String) -> PartitionFiles {
@@ -87,6 +103,7 @@ enum Layout {
         for name in FS.list(dir) {
             if name.hasSuffix(".tmp") { files.temporaries.append(name); continue }
             if name.hasPrefix("sealed-"), let g = UInt64(name.dropFirst(7)) { segments.append(g) }
+            if name.hasPrefix("chunk-"), let g = UInt64(name.dropFirst(6)) { files.chunkGenerations.append(g) }
             if name.hasPrefix("open-"), name.hasSuffix(".log"), let g = UInt64(name.dropFirst(5).dropLast(4)) {
                 files.logGenerations.append(g)
             }
@@ -95,20 +112,29 @@ enum Layout {
         files.sealedGeneration = segments.last
         files.staleSegments = segments.dropLast().map(segmentName)
         files.logGenerations.sort()
+        files.chunkGenerations.sort()
         return files
     }
 
-    /// Removes what a crash during sealing can leave: temporaries, logs already sealed, superseded segments.
+    /// Removes what a crash during sealing can leave: temporaries, logs and chunks already absorbed, superseded
+    /// segments. Only the store's one writer (or its sealer) calls it: a reader never writes.
     static func cleanUp(_ dir: String) throws(StoreError) -> PartitionFiles {
         var files = inspect(dir)
         let garbage = files.temporaries + files.staleSegments + files.absorbedLogs.map(logName)
+            + files.absorbedChunks.map(chunkName)
         guard !garbage.isEmpty else { return files }
         for name in garbage { try FS.removeTree(dir + "/" + name) }
         try FS.syncDirectory(dir)
         files.temporaries = []
         files.staleSegments = []
         files.logGenerations = files.liveLogs
+        files.chunkGenerations = files.liveChunks
         return files
+    }
+
+    /// Sealed chunks not yet absorbed, over every partition of a store (for reports).
+    public static func chunkCount(_ store: String) -> Int {
+        partitions(in: store).reduce(0) { $0 + inspect(store + "/" + $1.relativePath).liveChunks.count }
     }
 
     /// Every partition under a store directory, in (date, root) order.

@@ -29,6 +29,10 @@ final class OpenPartition {
     private var needsCut = false
     /// Bytes of a torn tail cut when this log was recovered.
     private(set) var tornBytesCut = 0
+    /// Events written to this log by this writer.
+    private(set) var logEvents = 0
+    /// Live logs of older generations when this one was opened (closed: no writer appends to them).
+    let earlierLogs: [UInt64]
 
     /// Opens (or continues) the partition's live log. A log left by an earlier run is recovered first: a torn
     /// tail (nothing valid after it) is cut; a log damaged before intact blocks is kept whole in the store's
@@ -37,15 +41,20 @@ final class OpenPartition {
     /// - Parameters:
     ///   - store: the store's root; the partition is `store/DATE/ROOT`.
     ///   - report: told of a torn tail cut or a log quarantined.
-    init(key: PartitionKey, store: String, subjects: SubjectTable, blockEvents: Int,
-         report: (StoreIncident) -> Void) throws(StoreError) {
+    ///   - fresh: start a new log (a generation above every one on disk and `above`) instead of continuing the
+    ///     newest: how a writer whose closed logs a sealer may be reading opens a partition. Nothing is cleaned
+    ///     up then (the sealer's temporaries are its own).
+    init(key: PartitionKey, store: String, subjects: SubjectTable, blockEvents: Int, fresh: Bool = false,
+         above: UInt64 = 0, report: (StoreIncident) -> Void) throws(StoreError) {
         self.key = key
         directory = store + "/" + key.relativePath
         self.blockEvents = blockEvents
         try FS.makeDirectories(directory)
-        let files = try Layout.cleanUp(directory)
-        let existing = files.liveLogs.last
-        generation = existing ?? files.nextGeneration
+        let files = fresh ? Layout.inspect(directory) : try Layout.cleanUp(directory)
+        let existing = fresh ? nil : files.liveLogs.last
+        let generation = existing ?? max(files.nextGeneration, above + 1)
+        self.generation = generation
+        earlierLogs = files.liveLogs.filter { $0 < generation }
         let path = directory + "/" + Layout.logName(generation)
         var logSubjects = [String]()
         if existing != nil {
@@ -141,6 +150,7 @@ final class OpenPartition {
             throw error
         }
         logEnd += AppendLog.headerSize + pendingDefinitions.count + padding + events.count
+        logEvents += staged
         staged = 0
         pendingDefinitions.removeAll(keepingCapacity: true)
         unsynced = true

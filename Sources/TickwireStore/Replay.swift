@@ -45,9 +45,11 @@ public enum Replayer {
                 if stop?.isRaised == true { throw Stopped() }
                 var e = stored.event
                 if case .speed(let speed) = pace {
-                    let first = firstEventTime ?? e.eventTime.rawValue
+                    // Paced along the query's time axis.
+                    let at = q.time == .known ? e.knownTime.rawValue : e.eventTime.rawValue
+                    let first = firstEventTime ?? at
                     firstEventTime = first
-                    let due = start + Int64(Double(e.eventTime.rawValue - first) / speed)
+                    let due = start + Int64(Double(at - first) / speed)
                     let wait = due - tw_monotonic_ns()
                     if wait > 0 {
                         var ts = timespec(tv_sec: Int(wait / Nanos.perSecond), tv_nsec: Int(wait % Nanos.perSecond))

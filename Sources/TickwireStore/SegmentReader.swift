@@ -96,8 +96,12 @@ final class SegmentReader {
     let blockInfos: [BlockInfo]
     private let columns: [UnsafeRawPointer]
     private let columnOffsets: [UnsafePointer<UInt64>]
-    private let exceptionRows: UnsafeRawPointer
+    private let exceptionRows: UnsafeRawPointer?
     private let owners: [AnyObject]
+    /// A composed reader (`compose`): the pieces it reads, and for each of its blocks the piece and the piece's
+    /// block. Empty for a reader of one segment.
+    private let parts: [SegmentReader]
+    private let partBlocks: [(part: Int32, block: Int32)]
 
     static func open(directory: String) throws(StoreError) -> SegmentReader {
         var files = [String: UnsafeRawBufferPointer](), owners = [AnyObject]()
@@ -122,6 +126,8 @@ final class SegmentReader {
     private init(path: String, files: [String: UnsafeRawBufferPointer], owners: [AnyObject]) throws(StoreError) {
         self.path = path
         self.owners = owners
+        parts = []
+        partBlocks = []
         func bad(_ file: String, _ offset: Int, _ why: String) -> StoreError { .corrupt(path: path + "/" + file, offset: offset, reason: why) }
         // meta: magic, version, generation, rows, then (size u64, crc u32, pad u32) per file, then its own CRC.
         let meta = files["meta"]!
@@ -219,6 +225,10 @@ final class SegmentReader {
     /// Decodes the columns of block `b` into `buffer` (all by default).
     @inline(__always)
     func decode(block b: Int, into buffer: BlockBuffer, columns wanted: StoreColumns = .all) {
+        if !parts.isEmpty {
+            let (p, pb) = partBlocks[b]
+            return parts[Int(p)].decode(block: Int(pb), into: buffer, columns: wanted)
+        }
         for col in Column.all where wanted.has(col) {
             let start = Int(UInt64(littleEndian: columnOffsets[col.rawValue][b]))
             _ = ColumnCodec.decode(columns[col.rawValue] + start, into: buffer.column(col),
@@ -230,7 +240,14 @@ final class SegmentReader {
     /// Decodes block `b` and keeps, packed at the front of `buffer`, the rows with event time in [from, to)
     /// that are true as known at `asOf` (known time ≤ asOf and not superseded or busted by then).
     /// - Returns: how many rows were kept.
-    func read(block b: Int, from: Int64, to: Int64, asOf: Int64, into buffer: BlockBuffer, columns: StoreColumns = .all) -> Int {
+    /// - Parameter allVersions: keep superseded and busted rows too (as each was known when it arrived).
+    func read(block b: Int, from: Int64, to: Int64, asOf: Int64, into buffer: BlockBuffer, columns: StoreColumns = .all,
+              allVersions: Bool = false) -> Int {
+        if !parts.isEmpty {
+            let (p, pb) = partBlocks[b]
+            return parts[Int(p)].read(block: Int(pb), from: from, to: to, asOf: asOf, into: buffer, columns: columns,
+                                      allVersions: allVersions)
+        }
         let info = blockInfos[b]
         if info.maxEventTime < from || info.minEventTime >= to { buffer.count = 0; return 0 }
         let columns = columns.closed
@@ -239,7 +256,7 @@ final class SegmentReader {
         var lo = 0, hi = info.rows
         if info.minEventTime < from { lo = lowerBound(t, info.rows, from) }
         if info.maxEventTime >= to { hi = lowerBound(t, info.rows, to) }
-        if info.maxKnownTime <= asOf && info.exceptionCount == 0 {
+        if info.maxKnownTime <= asOf && (info.exceptionCount == 0 || allVersions) {
             if lo > 0 { for col in Column.all where columns.has(col) { let p = buffer.column(col); memmove(p, p + lo, (hi - lo) * 8) } }
             buffer.count = hi - lo
             return hi - lo
@@ -252,9 +269,9 @@ final class SegmentReader {
             let row = info.firstRow + i
             var until = Int64.max
             while e < eEnd {
-                let r = Int(UInt64(littleEndian: exceptionRows.loadUnaligned(fromByteOffset: e * 16, as: UInt64.self)))
+                let r = Int(UInt64(littleEndian: exceptionRows.unsafelyUnwrapped.loadUnaligned(fromByteOffset: e * 16, as: UInt64.self)))
                 if r < row { e += 1; continue }
-                if r == row { until = Int64(littleEndian: exceptionRows.loadUnaligned(fromByteOffset: e * 16 + 8, as: Int64.self)) }
+                if r == row { until = Int64(littleEndian: exceptionRows.unsafelyUnwrapped.loadUnaligned(fromByteOffset: e * 16 + 8, as: Int64.self)) }
                 break
             }
             guard k[i] <= asOf && (until > asOf || until == .max) else { continue }
@@ -263,6 +280,131 @@ final class SegmentReader {
         }
         buffer.count = kept
         return kept
+    }
+
+    /// A reader of several pieces of one partition (its sealed segment, its chunks, the tail built from its logs,
+    /// in arrival order) that reads exactly as one segment of all their rows would: the same rows, in the same
+    /// order, with the same versions.
+    ///
+    /// A subject's blocks are the pieces' blocks one after the other when its event times rise strictly from
+    /// piece to piece (then no row of a later piece sorts before one of an earlier piece, and no correction —
+    /// same subject, event time and trade id — spans two pieces). Otherwise (late data, equal times at a piece
+    /// boundary), and for every subject of a stem with a `.BUST` subject spread over several pieces (a bust voids
+    /// trades of its stem, whichever piece holds them), the subject's rows are merged from every piece into a
+    /// segment built in memory, which resolves their versions as sealing would. Only subjects `include` accepts
+    /// are composed, so a narrow read merges only what it reads.
+    /// - Parameter prefix: every subject `include` accepts starts with it (the pattern's literal tokens).
+    static func compose(_ pieces: [SegmentReader], path: String, prefix: String = "",
+                        include: (String) -> Bool) throws(StoreError) -> SegmentReader {
+        var holders = [String: [(piece: Int, subject: Int)]]()
+        var bustStems = [Substring: Set<Int>]()  // stem -> pieces holding one of its subjects (stems with a bust)
+        for (p, seg) in pieces.enumerated() {
+            for s in seg.candidates(prefix) where include(seg.subjects[s]) { holders[seg.subjects[s], default: []].append((p, s)) }
+        }
+        // Busts only matter to trades read: their stems' `.BUST` subjects, found by binary search.
+        let tradeStems = Set(holders.keys.filter { $0.hasSuffix(".TRADE") }.map { Layout.stem($0) })
+        for (p, seg) in pieces.enumerated() {
+            for stem in tradeStems where seg.subjectIndex(String(stem) + ".BUST") != nil { bustStems[stem, default: []].insert(p) }
+        }
+        if !bustStems.isEmpty {
+            for (p, seg) in pieces.enumerated() {
+                for stem in bustStems.keys where seg.subjectIndex(String(stem) + ".TRADE") != nil { bustStems[stem]!.insert(p) }
+            }
+        }
+        var merged = Set<String>()
+        for (text, hs) in holders {
+            if let spread = bustStems[Layout.stem(text)], spread.count > 1 { merged.insert(text); continue }
+            for i in hs.indices.dropFirst() {
+                let a = pieces[hs[i - 1].piece], b = pieces[hs[i].piece]
+                let ra = a.ranges[hs[i - 1].subject], rb = b.ranges[hs[i].subject]
+                guard ra.blockCount > 0, rb.blockCount > 0 else { continue }
+                if a.blockInfos[ra.firstBlock + ra.blockCount - 1].maxEventTime >= b.blockInfos[rb.firstBlock].minEventTime {
+                    merged.insert(text); break
+                }
+            }
+        }
+        var mergedPiece: SegmentReader?
+        if !merged.isEmpty {
+            // The merged subjects and, for version resolution, every bust subject of their stems.
+            let stems = Set(merged.map { Layout.stem($0) })
+            var texts = [String](), number = [String: UInt32]()
+            var events = [Event]()
+            let buffer = BlockBuffer()
+            for seg in pieces {
+                for (s, text) in seg.subjects.enumerated()
+                where merged.contains(text) || (text.hasSuffix(".BUST") && stems.contains(Layout.stem(text))) {
+                    let id: UInt32
+                    if let n = number[text] { id = n } else { id = UInt32(texts.count); number[text] = id; texts.append(text) }
+                    let r = seg.ranges[s]
+                    for b in r.firstBlock..<(r.firstBlock + r.blockCount) {
+                        seg.decode(block: b, into: buffer)
+                        for i in 0..<buffer.count { var e = buffer.event(i); e.subjectID = id; events.append(e) }
+                    }
+                }
+            }
+            mergedPiece = try SegmentReader(image: SegmentImage.build(subjects: texts, events: events, generation: 0),
+                                            path: path + " (merged)")
+        }
+        let all = pieces + (mergedPiece.map { [$0] } ?? [])
+        var subjects = [String](), ranges = [SubjectRange](), infos = [BlockInfo](), partBlocks = [(part: Int32, block: Int32)]()
+        var rows = 0
+        for text in holders.keys.sorted() {
+            let from: [(piece: Int, subject: Int)]
+            if merged.contains(text), let m = mergedPiece, let s = m.subjectNumbers[text] {
+                from = [(all.count - 1, s)]
+            } else {
+                from = holders[text]!
+            }
+            let subject = subjects.count
+            subjects.append(text)
+            let firstBlock = infos.count, firstRow = rows
+            for (p, s) in from {
+                let r = all[p].ranges[s]
+                for b in r.firstBlock..<(r.firstBlock + r.blockCount) {
+                    var info = all[p].blockInfos[b]
+                    info.firstRow = rows
+                    info.subject = subject
+                    rows += info.rows
+                    infos.append(info)
+                    partBlocks.append((Int32(p), Int32(b)))
+                }
+            }
+            ranges.append(SubjectRange(firstBlock: firstBlock, blockCount: infos.count - firstBlock, firstRow: firstRow,
+                                       rowCount: rows - firstRow))
+        }
+        return SegmentReader(path: path, subjects: subjects, ranges: ranges, blockInfos: infos, rows: rows,
+                             parts: all, partBlocks: partBlocks)
+    }
+
+    private init(path: String, subjects: [String], ranges: [SubjectRange], blockInfos: [BlockInfo], rows: Int,
+                 parts: [SegmentReader], partBlocks: [(part: Int32, block: Int32)]) {
+        self.path = path
+        self.subjects = subjects
+        self.ranges = ranges
+        self.blockInfos = blockInfos
+        self.rows = rows
+        self.parts = parts
+        self.partBlocks = partBlocks
+        columns = []
+        columnOffsets = []
+        exceptionRows = nil
+        owners = []
+    }
+
+    /// The subject numbers whose text starts with `prefix` (the dictionary is in text order: a binary search).
+    func candidates(_ prefix: String) -> Range<Int> {
+        if prefix.isEmpty { return subjects.indices }
+        var lo = 0, hi = subjects.count
+        while lo < hi { let mid = (lo + hi) / 2; if subjects[mid] < prefix { lo = mid + 1 } else { hi = mid } }
+        var end = lo
+        while end < subjects.count && subjects[end].hasPrefix(prefix) { end += 1 }
+        return lo..<end
+    }
+
+    /// The number of a subject, by binary search.
+    func subjectIndex(_ text: String) -> Int? {
+        let r = candidates(text)
+        return r.first { subjects[$0] == text }
     }
 
     /// The first block of subject `s` that may hold event time ≥ from.

@@ -1,32 +1,179 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Loads a capture straight into the store, without a daemon: drives any `EventSource` (ITCH, tardis CSV,
-/// LOBSTER…) into a `StoreWriter`, then flushes and seals what it wrote.
+/// LOBSTER…) into a `StoreWriter`, then seals what it wrote.
+///
+/// An import is one transaction (docs/STORAGE.md, "Imports"): it is written and sealed in a staging directory
+/// of its own, and only a complete import is published into the store's partitions (each piece renamed in as
+/// a sealed chunk, the list of renames made durable first so that a crash mid-publish is completed on the next
+/// open). A failed or killed import leaves nothing in the store. An import with an identity (the file's bytes
+/// and how they are read) is recorded once done, and importing the same identity again stores nothing.
 public enum StoreImporter {
     public struct Report: Sendable, Equatable {
         public var events: UInt64
-        /// The partitions sealed (every partition the import touched, and any left open before it).
+        /// The partitions the import stored into (sealed afterwards when `seal`).
         public var sealed: [PartitionKey]
+        /// Set when the identity was imported before: what that import recorded. Nothing was stored this time.
+        public var alreadyImported: String?
+    }
+
+    /// What makes two imports the same: the kind of source and its options, and the file's bytes (size,
+    /// CRC-32C and a 64-bit multiplicative hash of the content).
+    public struct Identity: Sendable, Equatable {
+        public let name: String
+        public let key: String
+
+        /// Reads the whole file once (mapped).
+        /// - Parameters:
+        ///   - kind: how the file is read (`tardis-trades`, `itch` and its trading date…).
+        /// - Throws: `StoreError.io` when the file cannot be read.
+        public init(kind: String, path: String) throws(StoreError) {
+            let map = try MappedFile(path: path)
+            let crc = CRC32C.of(map.bytes)
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+            let p = map.bytes, words = p.count / 8
+            for i in 0..<words {
+                h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                h ^= h >> 29
+            }
+            for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
+            var kindHash: UInt32 = 0
+            kindHash = Array(kind.utf8).withUnsafeBytes { CRC32C.of($0) }
+            func hex<T: FixedWidthInteger>(_ v: T) -> String {
+                let s = String(v, radix: 16)
+                return String(repeating: "0", count: max(0, MemoryLayout<T>.size * 2 - s.count)) + s
+            }
+            key = "\(hex(kindHash))-\(hex(UInt64(p.count)))-\(hex(crc))-\(hex(h))"
+            name = "\(kind) \(path)"
+        }
     }
 
     /// - Parameters:
     ///   - source: the capture; it interns its subjects in `subjects`.
     ///   - directory: the store's root (`<data>/store`).
-    ///   - seal: seal the partitions afterwards (the default); false leaves them open, as a daemon would.
-    /// - Throws: the source's error, or `StoreError` from writing; what was appended before is flushed.
+    ///   - identity: when given, an import of the same identity done before makes this one store nothing.
+    ///   - seal: seal the partitions afterwards (the default); false leaves the imported pieces as chunks.
+    ///   - chunkEvents: events sealed at a time while importing (bounds memory whatever the file's size).
+    /// - Throws: the source's error, or `StoreError` from writing; nothing of this import is then in the store.
     @discardableResult
     public static func importEvents(from source: EventSource, directory: String, subjects: SubjectTable = SubjectTable(),
-                                    seal: Bool = true, stop: StopSignal = StopSignal()) throws -> Report {
-        let writer = try StoreWriter(directory: directory, subjects: subjects)
+                                    identity: Identity? = nil, seal: Bool = true, chunkEvents: Int = 4_000_000,
+                                    compactRows: Int = 16_000_000, stop: StopSignal = StopSignal()) throws -> Report {
+        // Holds the store's writer lock for the whole import: no daemon or other import writes meanwhile.
+        let owner = try StoreWriter(directory: directory, subjects: SubjectTable())
+        defer { try? owner.close() }
+        try recover(store: directory)
+        if let identity, let done = try? readText(doneFile(directory, identity)) {
+            return Report(events: 0, sealed: [], alreadyImported: done)
+        }
+        let staging = directory + "/" + stagingPrefix + String(UInt64(bitPattern: Nanos.now().rawValue), radix: 16)
+        try FS.removeTree(staging)
+        var published = false
+        defer { if !published { try? FS.removeTree(staging) } }
+        // Chunks are sealed on a thread of their own while the source is read.
+        let sealer = StoreSealer(directory: staging, compactRows: compactRows)
+        sealer.start()
+        defer { sealer.finish() }
+        let writer = try StoreWriter(directory: staging, subjects: subjects, chunkEvents: chunkEvents, sealer: sealer,
+                                     compactRows: compactRows)
         let sink = WriterSink(writer: writer, stop: stop)
         var sourceError: Error?
         do { try source.run(into: sink, stop: stop) } catch { sourceError = error }
-        try writer.flush()
         if let e = sink.error { throw e }
         if let e = sourceError { throw e }
-        let sealed = seal ? try writer.seal() : []
+        if stop.isRaised { throw StoreError.badEvent(reason: "the import was interrupted; nothing was stored") }
+        try writer.seal()
         try writer.close()
-        return Report(events: writer.appended, sealed: sealed)
+        // A chunk the sealer could not seal is still a log: `seal` above sealed it or threw.
+        let keys = Layout.partitions(in: staging)
+        let record = "\(identity?.name ?? "import"): \(writer.appended) events into \(keys.count) partition\(keys.count == 1 ? "" : "s"), "
+            + "stored \(Nanos.now().iso8601)"
+        try publish(staging: staging, store: directory, keys: keys, done: identity.map { doneFile(directory, $0) }, record: record)
+        published = true
+        if seal {
+            for key in keys { try Sealing.seal(store: directory, key: key, compactRows: compactRows, report: StoreWriter.printToStandardError) }
+        }
+        return Report(events: writer.appended, sealed: keys, alreadyImported: nil)
+    }
+
+    static let stagingPrefix = ".import-"
+    static func importsDirectory(_ store: String) -> String { store + "/imports" }
+    static func doneFile(_ store: String, _ identity: Identity) -> String { importsDirectory(store) + "/" + identity.key + ".done" }
+    static var pendingName: String { "publish.pending" }
+
+    /// Moves every sealed piece of the staged partitions into the store as new chunks. The plan (each rename, and
+    /// the record to write when done) is made durable first; `recover` completes a plan a crash interrupted.
+    static func publish(staging: String, store: String, keys: [PartitionKey], done: String?, record: String) throws(StoreError) {
+        try writePlan(staging: staging, store: store, keys: keys, done: done, record: record)
+        try complete(store: store)
+    }
+
+    /// Makes the plan of a publish durable: every rename, the record and where it goes. - Returns: the renames.
+    @discardableResult
+    static func writePlan(staging: String, store: String, keys: [PartitionKey], done: String?,
+                          record: String) throws(StoreError) -> [(String, String)] {
+        var plan = [(String, String)]()
+        for key in keys {
+            let from = staging + "/" + key.relativePath, to = store + "/" + key.relativePath
+            try FS.makeDirectories(to)
+            let files = Layout.inspect(from)
+            var next = Layout.inspect(to).nextGeneration
+            for name in (files.sealedGeneration.map { [Layout.segmentName($0)] } ?? []) + files.liveChunks.map(Layout.chunkName) {
+                plan.append((from + "/" + name, to + "/" + Layout.chunkName(next)))
+                next += 1
+            }
+        }
+        try FS.makeDirectories(importsDirectory(store))
+        var text = "done\t\(done ?? "")\nrecord\t\(record)\nstaging\t\(staging)\n"
+        for (a, b) in plan { text += "rename\t\(a)\t\(b)\n" }
+        let pending = importsDirectory(store) + "/" + pendingName
+        try FS.writeDurably(pending + ".tmp", Array(text.utf8))
+        try FS.rename(pending + ".tmp", pending)
+        try FS.syncDirectory(importsDirectory(store))
+        return plan
+    }
+
+    /// Carries out the durable plan of an interrupted publish (each rename not yet done), records the import as
+    /// done, and removes the plan and the staging directory; then removes staging directories a killed import
+    /// left without a plan. Called before every import.
+    public static func recover(store: String) throws(StoreError) {
+        if FS.exists(importsDirectory(store) + "/" + pendingName) { try complete(store: store) }
+        for name in FS.list(store) where name.hasPrefix(stagingPrefix) { try FS.removeTree(store + "/" + name) }
+        try? FS.remove(importsDirectory(store) + "/" + pendingName + ".tmp")
+    }
+
+    private static func complete(store: String) throws(StoreError) {
+        let pending = importsDirectory(store) + "/" + pendingName
+        var done = "", record = "", staging = ""
+        var dirs = Set<String>()
+        for line in try readText(pending).split(separator: "\n") {
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+            switch f.first {
+            case "done": done = f.count > 1 ? f[1] : ""
+            case "record": record = f.count > 1 ? f[1] : ""
+            case "staging": staging = f.count > 1 ? f[1] : ""
+            case "rename" where f.count == 3:
+                if FS.exists(f[1]) && !FS.exists(f[2]) { try FS.rename(f[1], f[2]) }
+                dirs.insert(String(f[2][..<f[2].lastIndex(of: "/")!]))
+            default: throw .corrupt(path: pending, offset: 0, reason: "an unknown line '\(line)'")
+            }
+        }
+        for d in dirs.sorted() { try FS.syncDirectory(d); try FS.syncDirectory(d + "/..") }
+        try FS.syncDirectory(store)
+        if !done.isEmpty { try FS.writeDurably(done, Array((record + "\n").utf8)) }
+        try FS.remove(pending)
+        try FS.syncDirectory(importsDirectory(store))
+        if !staging.isEmpty { try FS.removeTree(staging) }
+    }
+
+    static func readText(_ path: String) throws(StoreError) -> String {
+        let m = try MappedFile(path: path)
+        return String(decoding: m.bytes, as: UTF8.self)
     }
 
     /// Appends what a source emits; the first write error stops the source and is rethrown after it returns.

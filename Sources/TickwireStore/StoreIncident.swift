@@ -38,6 +38,8 @@ public enum StoreIncident: Sendable, Equatable, CustomStringConvertible {
     /// A log with damage followed by intact blocks was copied whole to `copy` in the store's `quarantine/`;
     /// the intact blocks before and after the damage were kept.
     case quarantined(path: String, damage: [StoreDamage], copy: String)
+    /// Sealing a partition failed (`StoreSealer`); its logs stay as they were and the next request tries again.
+    case sealFailed(partition: String, reason: String)
 
     public var description: String {
         switch self {
@@ -47,6 +49,8 @@ public enum StoreIncident: Sendable, Equatable, CustomStringConvertible {
             "store log '\(path)': cut a torn tail of \(bytes) bytes at byte \(offset) (\(why); nothing valid after it)"
         case .quarantined(let path, let damage, let copy):
             "store log '\(path)' is damaged: \(damage.map(\.summary).joined(separator: "; ")); copied whole to '\(copy)', its intact blocks kept"
+        case .sealFailed(let partition, let why):
+            "store: sealing \(partition) failed (its logs are kept; tried again at the next request): \(why)"
         }
     }
 }

@@ -1,12 +1,23 @@
 import TickwireCore
 
+/// Which time a read's window and order follow.
+public enum TimeAxis: String, Sendable, CaseIterable {
+    /// When it happened (the venue's time): history as it is now known, corrections applied. The default.
+    case event
+    /// When it was known (arrived): every version as it arrived — a correction or a bust is an event of its own —
+    /// in arrival order: what a live system could have seen, in the order it saw it.
+    case known
+}
+
 /// What to read: events with event time in [from, to) whose subject matches a pattern, as known at `asOf`
-/// (as known now when nil).
+/// (as known now when nil). With `time` `.known`, events with known time in [from, to) (and ≤ `asOf`), every
+/// version, in known-time order.
 public struct StoreQuery: Sendable, Equatable {
     public var subjects: SubjectPattern
     public var from: Nanos
     public var to: Nanos
     public var asOf: Nanos?
+    public var time: TimeAxis = .event
 
     /// - Throws: `StoreError.badQuery` when `from` is after `to`.
     public init(subjects: SubjectPattern, from: Nanos, to: Nanos, asOf: Nanos? = nil) throws(StoreError) {
@@ -58,14 +69,23 @@ public struct StoreQuery: Sendable, Equatable {
 
     var knownLimit: Int64 { asOf?.rawValue ?? .max }
 
+    /// Parses `--time`. - Throws: `StoreError.badQuery` naming `--time`.
+    public static func timeAxis(_ text: String) throws(StoreError) -> TimeAxis {
+        guard let axis = TimeAxis(rawValue: text) else {
+            throw .badQuery(field: "--time", reason: "'\(text)' is not event or known")
+        }
+        return axis
+    }
+
     /// A note for a query that matched nothing, saying the likely reason: an empty range, a pattern in the wrong
     /// case (subjects are upper case), or no data in the range. Nothing matching is an answer, not an error.
     public func whyNothing(pattern text: String) -> String {
         if from == to { return "no events: the range \(from.iso8601) to \(to.iso8601) is empty (--to is exclusive)" }
+        let axis = time == .known ? "known times" : "event times"
         if text != text.uppercased() && text.uppercased() != text.lowercased() {
             return "no events match '\(text)': subjects are case-sensitive and upper case; did you mean '\(text.uppercased())'?"
         }
-        return "no events match '\(text)' with event times from \(from.iso8601) to \(to.iso8601)"
+        return "no events match '\(text)' with \(axis) from \(from.iso8601) to \(to.iso8601)"
             + (asOf.map { " as known at \($0.iso8601)" } ?? "")
     }
 
@@ -102,7 +122,10 @@ public struct EventBatch {
 /// such a read a success: `checkIntact()` throws once the read is done.
 public final class StoreReader {
     public let directory: String
-    private var cache: [PartitionKey: SegmentReader?] = [:]
+    /// Partitions opened, by key and the pattern of the subjects read (a partition with several pieces is composed
+    /// for the subjects a read wants: `Sealing.openForReading`).
+    private var cache: [CacheKey: SegmentReader?] = [:]
+    private struct CacheKey: Hashable { let key: PartitionKey; let pattern: String }
     /// Damage found in the logs of the partitions read so far, in the order they were opened.
     public private(set) var damage: [StoreDamage] = []
 
@@ -116,20 +139,29 @@ public final class StoreReader {
     public private(set) lazy var partitions: [PartitionKey] = Layout.partitions(in: directory)
 
     /// The segments holding a subject, on the days in a range, in day order.
-    func segments(holding subject: String, days: ClosedRange<Int64>) throws(StoreError) -> [(SegmentReader, Int)] {
+    /// - Parameter pattern: the subjects the whole read will want from these partitions (a join's quote
+    ///   pattern), so that each partition is composed once for all of them; the subject itself when nil.
+    func segments(holding subject: String, days: ClosedRange<Int64>, pattern: SubjectPattern? = nil) throws(StoreError) -> [(SegmentReader, Int)] {
         let root = Layout.root(ofSubject: subject)
+        let wanted: SubjectPattern
+        if let pattern { wanted = pattern } else {
+            do { wanted = try SubjectPattern(subject) } catch { throw .badQuery(field: "subject", reason: error.description) }
+        }
         var out = [(SegmentReader, Int)]()
         for key in partitions where key.root == root && days.contains(key.day) {
-            if let seg = try segment(key), let s = seg.subjectNumbers[subject] { out.append((seg, s)) }
+            if let seg = try segment(key, wanted), let s = seg.subjectNumbers[subject] { out.append((seg, s)) }
         }
         return out
     }
 
-    func segment(_ key: PartitionKey) throws(StoreError) -> SegmentReader? {
-        if let s = cache[key] { return s }
-        let (s, found) = try Corrections.openForReading(directory + "/" + key.relativePath)
-        cache[key] = s
-        damage += found
+    func segment(_ key: PartitionKey, _ pattern: SubjectPattern) throws(StoreError) -> SegmentReader? {
+        let k = CacheKey(key: key, pattern: pattern.text)
+        if let s = cache[k] { return s }
+        let (s, found) = try Corrections.openForReading(directory + "/" + key.relativePath, prefix: pattern.literalPrefix,
+                                                    include: { pattern.matches(subjectText: $0) })
+        cache[k] = s
+        // The same damage is met again when the partition is opened for another pattern.
+        for d in found where !damage.contains(where: { $0.path == d.path && $0.offset == d.offset }) { damage.append(d) }
         return s
     }
 
@@ -148,7 +180,7 @@ public final class StoreReader {
         guard let range = days ?? q.days else { return [] }
         var out = [(PartitionKey, SegmentReader, [Int])]()
         for key in partitions where range.contains(key.day) && q.subjects.couldMatch(root: key.root) {
-            guard let seg = try segment(key) else { continue }
+            guard let seg = try segment(key, q.subjects) else { continue }
             let subjects = seg.subjects.indices.filter { q.subjects.matches(subjectText: seg.subjects[$0]) }
             if !subjects.isEmpty { out.append((key, seg, subjects)) }
         }
@@ -176,8 +208,10 @@ public final class StoreReader {
     }
 
     /// Calls `body` with every matching event in replay order: event time, then subject text, then known time
-    /// (then arrival). The same store and query give the same sequence every time, sealed or not.
+    /// (then arrival). The same store and query give the same sequence every time, sealed or not. With
+    /// `q.time` `.known`: known time, then event time, then subject text (`replayKnown`).
     public func replay(_ q: StoreQuery, _ body: (StoredEvent) throws -> Void) throws {
+        if q.time == .known { return try replayKnown(q, body) }
         guard let days = q.days else { return }
         // Only the days that have partitions: a window of years must not walk every empty day.
         for day in Set(partitions.map(\.day).filter { days.contains($0) }).sorted() {
@@ -195,6 +229,77 @@ public final class StoreReader {
                 if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
             }
         }
+    }
+
+    /// How far before its known time an event's time may lie and still be found by a known-time read: the
+    /// partitions of event dates up to this much before the window (and one day after it) are read.
+    public static let knownTimeReach: Int64 = 7 * Nanos.perDay
+
+    /// The event-time days a known-time window [from, to) can draw on.
+    static func knownDays(_ from: Nanos, _ to: Nanos) -> ClosedRange<Int64>? {
+        guard from < to else { return nil }
+        let lo = from.rawValue < Int64.min + knownTimeReach ? Int64.min : from.rawValue - knownTimeReach
+        return Layout.day(of: lo)...(Layout.day(of: to.rawValue - 1) + 1)
+    }
+
+    /// Every version of every matching row with known time in [from, to) and at most `asOf`, of one subject at a
+    /// time: `body` gets the subject and the rows, in (known time, event time, arrival) order.
+    func knownRows(_ q: StoreQuery, subjectFilter: (String) -> Bool = { _ in true },
+                   _ body: (String, [Event]) throws -> Void) throws {
+        guard let days = Self.knownDays(q.from, q.to) else { return }
+        let lo = q.from.rawValue, hi = min(q.to.rawValue, q.asOf.map { $0.rawValue == .max ? .max : $0.rawValue + 1 } ?? .max)
+        guard lo < hi else { return }
+        var bySubject = [String: [Event]]()
+        let buffer = BlockBuffer()
+        for (_, seg, subjects) in try matching(q, days: days) {
+            for s in subjects where subjectFilter(seg.subjects[s]) {
+                let r = seg.ranges[s]
+                var rows = bySubject[seg.subjects[s]] ?? []
+                for b in r.firstBlock..<(r.firstBlock + r.blockCount) where seg.blockInfos[b].maxKnownTime >= lo {
+                    let n = seg.read(block: b, from: .min, to: .max, asOf: .max, into: buffer, allVersions: true)
+                    for i in 0..<n where buffer.knownTime[i] >= lo && buffer.knownTime[i] < hi { rows.append(buffer.event(i)) }
+                }
+                bySubject[seg.subjects[s]] = rows
+            }
+        }
+        for subject in bySubject.keys.sorted() {
+            var rows = bySubject[subject]!
+            // Stable: rows of equal times keep segment (arrival) order.
+            let order = rows.indices.sorted {
+                let a = rows[$0], b = rows[$1]
+                if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
+                if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
+                return $0 < $1
+            }
+            rows = order.map { rows[$0] }
+            try body(subject, rows)
+        }
+    }
+
+    /// A replay along known time: every version of every matching row known in [from, to) (and at most `asOf`),
+    /// in the order (known time, event time, subject text, arrival). It holds the rows it returns in memory.
+    func replayKnown(_ q: StoreQuery, _ body: (StoredEvent) throws -> Void) throws {
+        var all = [(subject: String, event: Event)]()
+        try knownRows(q) { subject, rows in for e in rows { all.append((subject, e)) } }
+        // Subjects arrive in text order and each subject's rows in order: a stable sort on the times finishes it.
+        let order = all.indices.sorted {
+            let a = all[$0].event, b = all[$1].event
+            if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
+            if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
+            return $0 < $1
+        }
+        for i in order { try body(StoredEvent(subject: all[i].subject, event: all[i].event)) }
+    }
+
+    /// `StoreQuery.whyNothing`, and when the store holds no date in the range, which dates it holds.
+    public func whyNothing(_ q: StoreQuery, pattern text: String) -> String {
+        let note = q.whyNothing(pattern: text)
+        guard q.from < q.to, let range = q.time == .known ? Self.knownDays(q.from, q.to) : q.days else { return note }
+        let days = Set(partitions.map(\.day)).sorted()
+        if days.isEmpty { return note + "; the store holds no data yet" }
+        if days.contains(where: range.contains) { return note }
+        return note + "; no data is stored for those dates (the store holds \(days.count == 1 ? "only" : "\(days.count) dates,") "
+            + "\(Layout.dateText(day: days.first!))\(days.count > 1 ? " to " + Layout.dateText(day: days.last!) : ""))"
     }
 
     /// Every matching event in replay order, collected (for tests and small reads).
@@ -296,6 +401,18 @@ struct CursorHeap {
 }
 
 extension SubjectPattern {
+    /// The text every matching subject starts with: the pattern itself when it has no wildcard, else its literal
+    /// tokens before the first one, each followed by a dot.
+    var literalPrefix: String {
+        var out = ""
+        for (i, t) in tokens.enumerated() {
+            guard case .literal(let s) = t else { return out }
+            out += s
+            if i < tokens.count - 1 { out += "." }
+        }
+        return out
+    }
+
     /// Whether some subject under a partition root (`MD.XNAS`, `ALERT`) could match.
     func couldMatch(root: String) -> Bool {
         let parts = root.split(separator: ".", omittingEmptySubsequences: false)

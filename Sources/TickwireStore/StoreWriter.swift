@@ -67,6 +67,17 @@ public final class StoreWriter {
     private var failure: StoreError?
     private var lostSinceFailure = LostEvents()
     private let report: (StoreIncident) -> Void
+    /// Events a log takes before it is closed and sealed as a chunk (nil: logs are not rolled).
+    public let chunkEvents: Int?
+    /// Seals closed logs and dates on its own thread; nil: chunks are sealed on the writer's thread.
+    public let sealer: StoreSealer?
+    /// The newest log generation this writer opened per partition: a new log always goes above it.
+    private var newestGeneration: [PartitionKey: UInt64] = [:]
+    /// Partitions opened since `closeDays` last looked at them, and whether it has looked at the whole store.
+    private var written = Set<PartitionKey>()
+    private var scannedStore = false
+    /// Rows above which `seal` leaves a date in chunks rather than merging it (memory: about 130 bytes a row).
+    public let compactRows: Int
     /// Torn log tails cut on recovery (partitions a crash left mid-block), and their bytes.
     public private(set) var tornTailsCut: UInt64 = 0
     public private(set) var tornBytesCut: UInt64 = 0
@@ -81,9 +92,19 @@ public final class StoreWriter {
     ///   - report: told of every `StoreIncident` as it happens, on the writer's thread; by default they are
     ///     written to standard error.
     ///   - maxOpenPartitions: logs kept open at once (each one file descriptor and one block buffer).
+    ///   - chunkEvents: roll a partition's log once it holds this many events, and seal the closed log as a chunk
+    ///     (on `sealer`'s thread, or on the caller's when there is none), so that no log — and no seal — grows
+    ///     with the day. Nil (the default) keeps one log per partition until `seal`.
+    ///   - sealer: a running `StoreSealer` on the same directory for the closed logs (only with `chunkEvents`).
+    ///   - compactRows: a date with more rows stays in chunks when sealed.
     public init(directory: String, subjects: SubjectTable, blockEvents: Int = 4096, maxOpenPartitions: Int = 64,
+                chunkEvents: Int? = nil, sealer: StoreSealer? = nil, compactRows: Int = 16_000_000,
                 report: @escaping (StoreIncident) -> Void = StoreWriter.printToStandardError) throws(StoreError) {
         precondition(blockEvents > 0 && blockEvents <= 1 << 20 && maxOpenPartitions > 0)
+        precondition(sealer == nil || chunkEvents != nil, "a sealer needs chunkEvents")
+        self.chunkEvents = chunkEvents.map { max($0, 1) }
+        self.sealer = sealer
+        self.compactRows = compactRows
         self.directory = directory
         self.maxOpenPartitions = maxOpenPartitions
         self.report = report
@@ -130,7 +151,26 @@ public final class StoreWriter {
             lastRoot = root
         }
         let p = last.unsafelyUnwrapped
-        if p.stage(e, subjects: subjects) { try writeBlock(p) }
+        if p.stage(e, subjects: subjects) {
+            try writeBlock(p)
+            if let c = chunkEvents, p.logEvents >= c { try roll(p) }
+        }
+    }
+
+    /// Closes a partition's log (written and synced first) and hands it over to be sealed as a chunk; the
+    /// partition's next event starts a new log.
+    private func roll(_ p: OpenPartition) throws(StoreError) {
+        try flush(p)
+        open[p.key] = nil
+        lastUsed[p.key] = nil
+        last = nil
+        try handOver(.chunks(p.key, upTo: p.generation))
+    }
+
+    /// Gives a sealing request to the sealer, or (without one) does it here.
+    private func handOver(_ r: StoreSealer.Request) throws(StoreError) {
+        if let sealer { sealer.enqueue(r); return }
+        try StoreSealer.perform(r, store: directory, compactRows: compactRows, report: report).get()
     }
 
     private func writeBlock(_ p: OpenPartition) throws(StoreError) {
@@ -191,8 +231,14 @@ public final class StoreWriter {
             lastUsed[oldest] = nil
             partitionsEvicted += 1
             try flush(evicted)
+            if chunkEvents != nil { try handOver(.chunks(oldest, upTo: evicted.generation)) }
         }
-        let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents, report: report)
+        let p = try OpenPartition(key: key, store: directory, subjects: subjects, blockEvents: blockEvents,
+                                  fresh: chunkEvents != nil, above: newestGeneration[key] ?? 0, report: report)
+        newestGeneration[key] = p.generation
+        written.insert(key)
+        // Logs an earlier run left: closed now, so they can be sealed as chunks.
+        if sealer != nil, let g = p.earlierLogs.last { sealer!.enqueue(.chunks(key, upTo: g)) }
         if p.tornBytesCut > 0 { tornTailsCut += 1; tornBytesCut += UInt64(p.tornBytesCut) }
         open[key] = p
         lastUsed[key] = useTick
@@ -221,14 +267,62 @@ public final class StoreWriter {
     @discardableResult
     public func seal(before: Nanos? = nil) throws(StoreError) -> [PartitionKey] {
         let cutoff = before.map { Layout.day(of: $0.rawValue) } ?? .max
+        // The sealer must not work on a partition sealed here at the same time.
+        sealer?.drain()
         var sealed = [PartitionKey]()
         for key in Layout.partitions(in: directory) where key.day < cutoff {
             // Flushed before it is closed: if the flush fails, the partition stays open with what it still holds.
             if let p = open[key] { try flush(p); open[key] = nil; lastUsed[key] = nil }
-            if try Sealing.seal(store: directory, key: key, report: report) != nil { sealed.append(key) }
+            if try Sealing.seal(store: directory, key: key, compactRows: compactRows, report: report) != nil {
+                sealed.append(key)
+            }
         }
         last = nil
         return sealed
+    }
+
+    /// Hands every date before `before` to the sealer to be sealed whole: the open logs of those dates are
+    /// flushed and closed first, and dates an earlier run left unsealed are included. Call it from the writer's
+    /// thread now and then (the daemon does once a minute): a date is sealed soon after it ends.
+    /// - Returns: the partitions handed over.
+    @discardableResult
+    public func closeDays(before: Nanos) throws(StoreError) -> [PartitionKey] {
+        let cutoff = Layout.day(of: before.rawValue)
+        var handed = [PartitionKey]()
+        for key in open.keys.sorted() where key.day < cutoff {
+            let p = open[key]!
+            try flush(p)
+            open[key] = nil
+            lastUsed[key] = nil
+            last = nil
+        }
+        // The whole store once (dates an earlier run left); then only the partitions this writer wrote since.
+        let candidates = scannedStore ? written.filter { $0.day < cutoff }.sorted() : Layout.partitions(in: directory).filter { $0.day < cutoff }
+        scannedStore = true
+        for key in candidates {
+            written.remove(key)
+            let files = Layout.inspect(directory + "/" + key.relativePath)
+            let pieces = files.liveChunks.count + (files.sealedGeneration == nil ? 0 : 1)
+            guard !files.liveLogs.isEmpty || pieces > 1 else { continue }
+            let upTo = max(files.nextGeneration - 1, newestGeneration[key] ?? 0)
+            try handOver(.day(key, upTo: upTo))
+            handed.append(key)
+        }
+        return handed
+    }
+
+    /// Closes every open log and hands each to be sealed: dates before `before` whole, later ones as chunks.
+    /// With a sealer, `sealer.finish()` afterwards waits for them. The writer stays usable.
+    public func handOverAll(before: Nanos) throws(StoreError) {
+        try closeDays(before: before)
+        for key in open.keys.sorted() {
+            let p = open[key]!
+            try flush(p)
+            open[key] = nil
+            lastUsed[key] = nil
+            last = nil
+            try handOver(.chunks(key, upTo: p.generation))
+        }
     }
 
     /// Flushes and closes every open log and releases the directory to another writer; the partitions stay

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TickwireCore
 import TickwireStore
 
@@ -26,6 +27,8 @@ struct AsOfJoinCommand: ParsableCommand {
     @Option(help: "Start of the trades' event-time window (inclusive).") var from: String
     @Option(help: "End of the trades' event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Both sides as known at this time.") var asOf: String?
+    @Option(help: "event (the default: each trade with the quote prevailing at its event time) or known (each trade version as it arrived, with the quote known by then).")
+    var time: String = "event"
     @Flag(help: "Exclude quotes at exactly the trade's time.") var strict = false
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
@@ -46,19 +49,28 @@ struct AsOfJoinCommand: ParsableCommand {
         guard format == "arrow" || StoreReader.JoinFormat(rawValue: format) != nil else {
             throw ValidationError("--format must be csv, jsonl or arrow, not '\(format)'")
         }
-        let join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
+        var join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
+        join.time = try StoreQuery.timeAxis(time)
         if header && format != "jsonl" { throw ValidationError("--header is for --format jsonl output") }
         let reader = try StoreReader(directory: data + "/store")
+        let rows: Int
         if let fmt = StoreReader.JoinFormat(rawValue: format) {
             let output = try ByteOutput(path: out)
             if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
-            try reader.writeAsOfJoin(join, format: fmt, to: output)
+            rows = try reader.writeAsOfJoin(join, format: fmt, to: output)
         } else {
+            guard time == "event" else { throw ValidationError("--format arrow joins in event time only (not yet --time known); use csv or jsonl") }
             let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
-            try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out), metadata: metadata) }
+            rows = try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out), metadata: metadata) }
         }
         try reader.finishRead(command: "query asof-join")
+        var query = window
+        query.time = join.time
+        if rows == 0 { FileHandle.standardError.write(Data("tickwire query asof-join: \(reader.whyNothing(query, pattern: trades))\n".utf8)) }
+        if quotes != quotes.uppercased() && quotes.uppercased() != quotes.lowercased() {
+            FileHandle.standardError.write(Data("tickwire query asof-join: no quote subject matches '\(quotes)': subjects are upper case; did you mean '\(quotes.uppercased())'?\n".utf8))
+        }
     }
 }

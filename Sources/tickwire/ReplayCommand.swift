@@ -19,6 +19,8 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Start of the event-time window (inclusive).") var from: String
     @Option(help: "End of the event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Replay as known at this time.") var asOf: String?
+    @Option(help: "event (the default: --from/--to and the order are event time, corrections applied) or known (every version as it arrived, in arrival order: what a live system saw).")
+    var time: String = "event"
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
     @Option(help: "jsonl, binary (length-prefixed subject and wire payload), or arrow (an Arrow IPC stream of typed columns).") var format: String = "jsonl"
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
@@ -31,15 +33,17 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
+        query.time = try StoreQuery.timeAxis(time)
         if header || format == "arrow" { query = RunMetadata.pinned(query) }
         let pace = try ReplayPace(parsing: pace)
         if format == "arrow" {
             guard pace == .max, publish == nil else { throw ValidationError("--format arrow writes as fast as it can: no --pace, no --publish") }
+            guard time == "event" else { throw ValidationError("--format arrow replays in event time only (not yet --time known); use --format jsonl or binary") }
             let reader = try StoreReader(directory: data + "/store")
             let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out),
                                              metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))
             try reader.finishRead(command: "replay")
-            if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
+            if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }
             return
         }
         guard let format = StreamReplaySink.Format(rawValue: format) else {
@@ -57,7 +61,7 @@ struct ReplayCommand: ParsableCommand {
             sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(output, format: format))
         }
         try reader.finishRead(command: "replay")
-        if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(query.whyNothing(pattern: subjects))\n".utf8)) }
+        if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }
     }
 }
 

@@ -322,17 +322,17 @@ import TickwireTestSupport
         let partition = dir + "/" + key.relativePath
         let caches = FS.list(partition).filter { $0.hasPrefix("corrected-") }
         #expect(caches.count == 1)
-        #expect(try StoreReader(directory: dir).segment(key)?.path.contains("/corrected-") == true)
+        #expect(try StoreReader(directory: dir).segment(key, SubjectPattern(">"))?.path.contains("/corrected-") == true)
         let moments: [Nanos?] = [nil, t(99), t(100), Nanos(t(100).rawValue + 1), Nanos(t(100).rawValue + 2), Nanos(t(100).rawValue + 3)]
         let cached = try moments.map { try digest(read(dir, asOf: $0)) }
         try FS.removeTree(partition + "/" + caches[0])
-        #expect(try StoreReader(directory: dir).segment(key)?.path.hasSuffix("(corrected)") == true)
+        #expect(try StoreReader(directory: dir).segment(key, SubjectPattern(">"))?.path.hasSuffix("(corrected)") == true)
         #expect(try moments.map { try digest(read(dir, asOf: $0)) } == cached)
         // A later correction replaces it; late data sealed into a new generation makes it stale (rebuilt, not used).
         _ = try correct(dir, at: t(200), [req("MD.XNAS.AAPL.QUOTE", t(1), .replace(["bid": 2]))])
         #expect(FS.list(partition).filter { $0.hasPrefix("corrected-") }.count == 1)
         try ev.write([ev.quote("MD.XNAS.AAPL.QUOTE", at: t(0.5), known: t(300), bid: 1, ask: 2)], to: dir)
-        #expect(try StoreReader(directory: dir).segment(key)?.path.hasSuffix("(corrected)") == true)
+        #expect(try StoreReader(directory: dir).segment(key, SubjectPattern(">"))?.path.hasSuffix("(corrected)") == true)
         #expect(try one(dir, "MD.XNAS.AAPL.QUOTE", asOf: nil).map(\.event.a) == [1_000_000, 2])
     }
 
@@ -403,7 +403,7 @@ import TickwireTestSupport
     @Test func aCorrectionFreePartitionIsReadAsBefore() throws {
         let dir = try store(); defer { cleanUp(dir) }
         let reader = try StoreReader(directory: dir)
-        let seg = try reader.segment(PartitionKey(day: Layout.day(of: t(0).rawValue), root: "MD.XNAS"))
+        let seg = try reader.segment(PartitionKey(day: Layout.day(of: t(0).rawValue), root: "MD.XNAS"), SubjectPattern(">"))
         #expect(seg?.path.hasSuffix("sealed-00000001") == true)
     }
 }

@@ -1,4 +1,9 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A tardis.dev CSV capture: trades (`exchange,symbol,timestamp,local_timestamp,id,side,price,amount`) or
 /// quotes (`exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount`).
@@ -20,6 +25,8 @@ public final class TardisCSVSource: EventSource, SkipReporting {
     public var name: String { "tardis-\(kind.rawValue):\(path.split(separator: "/").last.map(String.init) ?? path)" }
     let board = CounterBoard()
     let skipLog = SkipLog()
+    /// Bytes of rows parsed as one unit (by either thread); small in tests to cross many segment boundaries.
+    var segmentBytes = 8 << 20
 
     static let tradeColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
     static let quoteColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "ask_amount", "ask_price", "bid_price", "bid_amount"]
@@ -31,45 +38,184 @@ public final class TardisCSVSource: EventSource, SkipReporting {
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
     public var skipSummary: String? { skipLog.summary }
 
+    /// Parses straight from the mapped file on two threads (`CSVParallel`), emitting in file order. A row the
+    /// byte-level fast path does not take (any unusual form, and every error) is read again through the
+    /// field readers, so what is accepted and every error message are as before.
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let file = try MappedFile(path: path)
         var counts = CSVCounts()
         defer { board.publish(counts.pairs()) }
-        var subjectCache: [String: SubjectID] = [:]
-        var columns: [Int]? = nil
         let wanted = kind == .trades ? TardisCSVSource.tradeColumns : TardisCSVSource.quoteColumns
-        var failure: CSVError?, firstSkipped: CSVError?
+        var firstSkipped: CSVError?
         defer { skipLog.set(csvSkipSummary(name, counts, first: firstSkipped)) }
-        CSVRows(path: path, file: file).forEach { line, fields in
-            guard let col = columns else {
-                // The header: find each column by name, in any order.
+        let p = file.bytes
+        // The header: the first non-empty line; each column found by name, in any order.
+        var offset = 0, line = 0, columns: [Int]?
+        while offset < p.count, columns == nil {
+            var end = offset
+            while end < p.count && p[end] != UInt8(ascii: "\n") { end += 1 }
+            line += 1
+            var textEnd = end
+            if textEnd > offset && p[textEnd - 1] == UInt8(ascii: "\r") { textEnd -= 1 }
+            if textEnd > offset {
+                let fields = String(decoding: UnsafeRawBufferPointer(rebasing: p[offset..<textEnd]), as: UTF8.self)
+                    .split(separator: ",", omittingEmptySubsequences: false)
                 var found = [Int]()
                 for w in wanted {
                     guard let i = fields.firstIndex(where: { $0 == w }) else {
-                        failure = CSVError(path: path, line: line, field: w,
-                                           reason: "the header has no '\(w)' column; a tardis \(kind.rawValue) file has \(wanted.joined(separator: ","))")
-                        return false
+                        throw CSVError(path: path, line: line, field: w,
+                                       reason: "the header has no '\(w)' column; a tardis \(kind.rawValue) file has \(wanted.joined(separator: ","))")
                     }
                     found.append(i)
                 }
                 columns = found
-                return true
             }
-            counts.rows += 1
-            do throws(CSVError) {
-                let event = try self.event(fields, col, CSVField(path: path, line: line), sink, &subjectCache)
-                sink.emit(event)
-                counts.events += 1
-            } catch {
-                counts.errors += 1
-                if policy == .stop { failure = error; return false }
-                if firstSkipped == nil { firstSkipped = error }
+            offset = min(end + 1, p.count)
+        }
+        guard let col = columns else {
+            throw CSVError(path: path, line: 1, field: "header", reason: "the file is empty; a header line was expected")
+        }
+        let subjects = sink.subjects
+        let parallel = CSVParallel(bytes: p, body: offset..<p.count, segmentBytes: segmentBytes) { [self] range in
+            parseSegment(p, range, col, subjects)
+        }
+        var failure: CSVError?
+        parallel.forEachInOrder { segment in
+            segment.events.withUnsafeBufferPointer { sink.emit(batch: $0) }
+            counts.rows += segment.rows
+            counts.events += UInt64(segment.events.count)
+            counts.errors += segment.errors
+            func absolute(_ e: CSVError) -> CSVError {
+                CSVError(path: e.path, line: e.line + line, field: e.field, reason: e.reason)
             }
-            if counts.rows & 0xFFF == 0 { board.publish(counts.pairs()); if stop.isRaised { return false } }
-            return true
+            if let e = segment.firstError {
+                if policy == .stop { failure = absolute(e); return false }
+                if firstSkipped == nil { firstSkipped = absolute(e) }
+            }
+            line += segment.lines
+            board.publish(counts.pairs())
+            return !stop.isRaised
         }
         if let failure { throw failure }
-        if columns == nil { throw CSVError(path: path, line: 1, field: "header", reason: "the file is empty; a header line was expected") }
+    }
+
+    /// One segment's rows, parsed.
+    struct Segment {
+        var events: [Event] = []
+        var rows: UInt64 = 0
+        var errors: UInt64 = 0
+        /// The first row refused (line relative to the segment); under the stop policy, parsing ended there.
+        var firstError: CSVError?
+        var lines = 0
+    }
+
+    /// Parses the rows in `range` (whole lines). Thread-safe: it touches only `subjects` (which locks).
+    func parseSegment(_ p: UnsafeRawBufferPointer, _ range: Range<Int>, _ col: [Int], _ subjects: SubjectTable) -> Segment {
+        var out = Segment()
+        out.events.reserveCapacity(range.count / 64)
+        let maxCol = col.max()!
+        var starts = [Int](repeating: 0, count: maxCol + 2)
+        var cache: [String: SubjectID] = [:]
+        var lastKey: Range<Int> = 0..<0, lastSubject: SubjectID = 0
+        let sink = InternOnly(subjects: subjects)
+        var offset = range.lowerBound
+        let end = range.upperBound
+        while offset < end {
+            var e = offset
+            // Fields: the start of each up to `maxCol + 1`; `n` counts them all.
+            var n = 1
+            starts[0] = offset
+            while e < end {
+                let b = p[e]
+                if b == UInt8(ascii: "\n") { break }
+                if b == UInt8(ascii: ",") {
+                    if n <= maxCol + 1 { starts[n] = e + 1 }
+                    n += 1
+                }
+                e += 1
+            }
+            out.lines += 1
+            var lineEnd = e
+            if lineEnd > offset && p[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+            let next = e + 1
+            defer { offset = next }
+            if lineEnd == offset { continue }
+            out.rows += 1
+            func field(_ i: Int) -> Range<Int> {
+                let a = starts[col[i]]
+                let b = col[i] + 1 < n ? starts[col[i] + 1] - 1 : lineEnd
+                return a..<min(b, lineEnd)
+            }
+            var event: Event?
+            if n > maxCol {
+                let ex = field(0), sym = field(1)
+                if !ex.isEmpty && !sym.isEmpty, let et = FastField.digits(p, field(2)), let kt = FastField.digits(p, field(3)),
+                   et <= Int64.max / 1000, kt <= Int64.max / 1000 {
+                    // The subject: the same bytes as the previous row's are the same subject.
+                    let keyRange = ex.lowerBound..<sym.upperBound
+                    var subject: SubjectID
+                    if keyRange.count == lastKey.count && lastKey.count > 0
+                        && memcmp(p.baseAddress! + keyRange.lowerBound, p.baseAddress! + lastKey.lowerBound, keyRange.count) == 0 {
+                        subject = lastSubject
+                    } else {
+                        let exchange = String(decoding: UnsafeRawBufferPointer(rebasing: p[ex]), as: UTF8.self)
+                        let symbol = String(decoding: UnsafeRawBufferPointer(rebasing: p[sym]), as: UTF8.self)
+                        let key = "\(exchange)\u{0}\(symbol)"
+                        if let s = cache[key] { subject = s } else {
+                            subject = sink.subjects.intern(Subject.marketData(venue: exchange.uppercased(), symbol: symbol,
+                                                                              kind: kind == .trades ? .trade : .quote))
+                            cache[key] = subject
+                        }
+                        lastKey = keyRange; lastSubject = subject
+                    }
+                    event = fastEvent(p, field, subject, Nanos(et * 1000), Nanos(kt * 1000))
+                }
+            }
+            if let event { out.events.append(event); continue }
+            // The slow path: the row's fields as text, read by the field readers (errors named as before).
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: p[offset..<lineEnd]), as: UTF8.self)
+            let fields = text.split(separator: ",", omittingEmptySubsequences: false)
+            do throws(CSVError) {
+                out.events.append(try self.event(fields, col, CSVField(path: path, line: out.lines), sink, &cache))
+            } catch {
+                out.errors += 1
+                if out.firstError == nil { out.firstError = error }
+                if policy == .stop { return out }
+            }
+        }
+        return out
+    }
+
+    /// A row in its plain form, or nil for the slow path.
+    @inline(__always)
+    private func fastEvent(_ p: UnsafeRawBufferPointer, _ field: (Int) -> Range<Int>, _ subject: SubjectID,
+                           _ eventTime: Nanos, _ knownTime: Nanos) -> Event? {
+        switch kind {
+        case .trades:
+            let idField = field(4)
+            let id: UInt64
+            if idField.isEmpty { id = 0 } else if let v = FastField.digits(p, idField) { id = UInt64(v) } else { return nil }
+            let s = field(5)
+            let side: Side
+            if FastField.equals(p, s, "buy") { side = .buy } else if FastField.equals(p, s, "sell") { side = .sell }
+            else if s.isEmpty || FastField.equals(p, s, "unknown") { side = .unknown } else { return nil }
+            guard let price = FastField.e8(p, field(6)), let amount = FastField.e8(p, field(7)), amount >= 0 else { return nil }
+            return .trade(subject, price: Price(e8: price), size: Quantity(e8: amount), side: side, tradeID: id,
+                          eventTime: eventTime, knownTime: knownTime)
+        case .quotes:
+            func value(_ i: Int) -> Int64? { let r = field(i); return r.isEmpty ? 0 : FastField.e8(p, r) }
+            guard let askSize = value(4), askSize >= 0, let ask = value(5), let bid = value(6),
+                  let bidSize = value(7), bidSize >= 0 else { return nil }
+            return .quote(subject, bid: Price(e8: bid), bidSize: Quantity(e8: bidSize), ask: Price(e8: ask),
+                          askSize: Quantity(e8: askSize), eventTime: eventTime, knownTime: knownTime)
+        }
+    }
+
+    /// Gives the field readers' `event` a sink whose only use is interning subjects.
+    private final class InternOnly: EventSink {
+        let subjects: SubjectTable
+        init(subjects: SubjectTable) { self.subjects = subjects }
+        func emit(_ event: Event) {}
     }
 
     func event(_ f: [Substring], _ col: [Int], _ r: CSVField, _ sink: EventSink,

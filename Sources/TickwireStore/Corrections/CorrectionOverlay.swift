@@ -182,9 +182,12 @@ enum Corrections {
     /// any. A partition without a corrections log costs one `access` call more than before.
     /// - Returns: the reader, and the damage found in its logs and its corrections log (a record that no longer
     ///   applies counts as damage: a read must not pass for corrected when it is not).
-    static func openForReading(_ dir: String) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    /// - Parameters: prefix, include: the subjects the caller reads (`Sealing.openForReading`); a partition with
+    ///   corrections is opened whole, since a correction may name any of its events.
+    static func openForReading(_ dir: String, prefix: String = "",
+                               include: (String) -> Bool = { _ in true }) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         let logPath = dir + "/" + CorrectionLog.fileName
-        guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir) }
+        guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir, prefix: prefix, include: include) }
         let log = try CorrectionLog.read(path: logPath)
         if log.damage == nil, let cached = try CorrectedSegment.open(dir, log: log) { return (cached, []) }
         let (base, damage) = try Sealing.openForReading(dir)
@@ -216,7 +219,7 @@ enum CorrectedSegment {
     static func open(_ dir: String, log: CorrectionLog.Contents) throws(StoreError) -> SegmentReader? {
         guard !log.records.isEmpty else { return nil }
         let files = Layout.inspect(dir)
-        guard files.liveLogs.isEmpty, let g = files.sealedGeneration else { return nil }
+        guard files.liveLogs.isEmpty, files.liveChunks.isEmpty, let g = files.sealedGeneration else { return nil }
         let path = dir + "/" + name(generation: g, head: log.headHash)
         guard FS.isDirectory(path) else { return nil }
         return try SegmentReader.open(directory: path)
@@ -227,7 +230,7 @@ enum CorrectedSegment {
     /// the corrections are already durable, and a reader without the cache rebuilds the same segment.
     static func write(_ dir: String, overlay: CorrectionOverlay, head: ChainHash, generation before: UInt64?) {
         let files = Layout.inspect(dir)
-        guard let g = files.sealedGeneration, g == before, files.liveLogs.isEmpty, !overlay.events.isEmpty else { return }
+        guard let g = files.sealedGeneration, g == before, files.liveLogs.isEmpty, files.liveChunks.isEmpty, !overlay.events.isEmpty else { return }
         let final = name(generation: g, head: head)
         let tmp = dir + "/" + final + ".tmp"
         do {

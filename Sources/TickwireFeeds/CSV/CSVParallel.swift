@@ -1,0 +1,177 @@
+import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Parsing a mapped CSV file's rows on two threads while the caller emits them in file order.
+///
+/// The body (after the header) is cut into segments of about `segmentBytes` at line ends. The calling thread
+/// emits segment after segment in order; a helper thread parses segments ahead of it (at most `window` ahead, so
+/// memory stays bounded whatever the file's size), and the calling thread parses whatever segment is next and
+/// not yet taken, so neither waits while there is work. Line numbers in a segment's results are relative to the
+/// segment; the caller adds the lines of the segments before it.
+final class CSVParallel<Result>: @unchecked Sendable {
+    let segments: [Range<Int>]
+    let window: Int
+    private let parse: (Range<Int>) -> Result
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var taken: [Bool]
+    private var results: [Result?]
+    private var emitted = 0
+    private var abandoned = false
+
+    /// - Parameters:
+    ///   - body: the byte range of the rows in `bytes`.
+    ///   - parse: parses one segment's rows (called on either thread; must touch no shared state but what is
+    ///     itself thread-safe).
+    init(bytes: UnsafeRawBufferPointer, body: Range<Int>, segmentBytes: Int = 8 << 20, window: Int = 4,
+         parse: @escaping (Range<Int>) -> Result) {
+        var segs = [Range<Int>]()
+        var start = body.lowerBound
+        while start < body.upperBound {
+            var end = min(start + segmentBytes, body.upperBound)
+            while end < body.upperBound && bytes[end - 1] != UInt8(ascii: "\n") { end += 1 }
+            segs.append(start..<end)
+            start = end
+        }
+        segments = segs
+        self.window = window
+        self.parse = parse
+        taken = [Bool](repeating: false, count: segs.count)
+        results = [Result?](repeating: nil, count: segs.count)
+        mutex.initialize(to: pthread_mutex_t())
+        cond.initialize(to: pthread_cond_t())
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        cond.deallocate()
+    }
+
+    /// Calls `body` with each segment's result in file order; stops when it returns false.
+    func forEachInOrder(_ body: (Result) -> Bool) {
+        var helper = pthread_t()
+        let box = Unmanaged.passRetained(ThreadBody { [self] in help() }).toOpaque()
+        let started = segments.count > 1 && pthread_create(&helper, nil, { arg in
+            Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().run()
+            return nil
+        }, box) == 0
+        if !started { Unmanaged<ThreadBody>.fromOpaque(box).release() }
+        defer {
+            pthread_mutex_lock(mutex)
+            abandoned = true
+            pthread_cond_broadcast(cond)
+            pthread_mutex_unlock(mutex)
+            if started { pthread_join(helper, nil) }
+        }
+        var k = 0
+        while k < segments.count {
+            pthread_mutex_lock(mutex)
+            if let r = results[k] {
+                results[k] = nil
+                emitted = k + 1
+                pthread_cond_broadcast(cond)
+                pthread_mutex_unlock(mutex)
+                if !body(r) { return }
+                k += 1
+                continue
+            }
+            if let j = (k..<min(segments.count, k + window)).first(where: { !taken[$0] }) {
+                taken[j] = true
+                pthread_mutex_unlock(mutex)
+                let r = parse(segments[j])
+                pthread_mutex_lock(mutex)
+                results[j] = r
+                pthread_mutex_unlock(mutex)
+                continue
+            }
+            pthread_cond_wait(cond, mutex)
+            pthread_mutex_unlock(mutex)
+        }
+    }
+
+    private func help() {
+        pthread_mutex_lock(mutex)
+        while true {
+            if abandoned { break }
+            guard let j = (emitted..<min(segments.count, emitted + window)).first(where: { !taken[$0] }) else {
+                if !taken.contains(false) { break }
+                pthread_cond_wait(cond, mutex)
+                continue
+            }
+            taken[j] = true
+            pthread_mutex_unlock(mutex)
+            let r = parse(segments[j])
+            pthread_mutex_lock(mutex)
+            results[j] = r
+            pthread_cond_broadcast(cond)
+        }
+        pthread_mutex_unlock(mutex)
+    }
+}
+
+/// What a helper thread runs (a C thread entry cannot capture a generic context).
+private final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Byte-level field readers for the fast path: each returns nil for anything but the plain form, and the
+/// caller then reads the row through the `CSVField` readers, which accept exactly what they accepted before and
+/// name what is wrong.
+enum FastField {
+    /// A non-negative decimal integer of at most 18 digits.
+    @inline(__always)
+    static func digits(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int64? {
+        guard !r.isEmpty, r.count <= 18 else { return nil }
+        var v: Int64 = 0
+        for i in r {
+            let d = p[i] &- UInt8(ascii: "0")
+            guard d < 10 else { return nil }
+            v = v &* 10 &+ Int64(d)
+        }
+        return v
+    }
+
+    /// A decimal (optional `-`, digits, optional `.` and at most 8 fraction digits, at most 10 whole digits) as
+    /// fixed point e8.
+    @inline(__always)
+    static func e8(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int64? {
+        var i = r.lowerBound
+        guard i < r.upperBound else { return nil }
+        let negative = p[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        var whole: Int64 = 0, wholeDigits = 0
+        while i < r.upperBound {
+            let d = p[i] &- UInt8(ascii: "0")
+            if d >= 10 { break }
+            whole = whole &* 10 &+ Int64(d); wholeDigits += 1; i += 1
+        }
+        var frac: Int64 = 0, fracDigits = 0
+        if i < r.upperBound && p[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < r.upperBound {
+                let d = p[i] &- UInt8(ascii: "0")
+                if d >= 10 { return nil }
+                frac = frac &* 10 &+ Int64(d); fracDigits += 1; i += 1
+            }
+        }
+        guard i == r.upperBound, wholeDigits + fracDigits > 0, wholeDigits <= 10, fracDigits <= 8 else { return nil }
+        for _ in fracDigits..<8 { frac &*= 10 }
+        let v = whole &* 100_000_000 &+ frac
+        return negative ? -v : v
+    }
+
+    @inline(__always)
+    static func equals(_ p: UnsafeRawBufferPointer, _ r: Range<Int>, _ text: StaticString) -> Bool {
+        guard r.count == text.utf8CodeUnitCount else { return false }
+        return memcmp(p.baseAddress! + r.lowerBound, text.utf8Start, r.count) == 0
+    }
+}

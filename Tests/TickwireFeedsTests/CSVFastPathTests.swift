@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+import TickwireCore
+import TickwireTestSupport
+@testable import TickwireFeeds
+
+/// The tardis reader's byte-level, two-thread path against the field readers alone (how every row was read
+/// before): the same events, counts and errors, line numbers included, across many segment boundaries.
+@Suite(.timeLimit(.minutes(2))) struct CSVFastPathTests {
+    /// Rows the fast path takes and rows it hands to the field readers: odd but valid forms and errors.
+    func file(kind: TardisCSVSource.Kind, rows: Int, seed: UInt64) -> String {
+        var rng = SplitMix(seed: seed)
+        var text = kind == .trades ? "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+                                   : "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n"
+        let odd = ["+7", "1e5", "-0.5", "1.100000000", "1.123456789", "", "12345678901.5", "abc", ".5", "5.", "-"]
+        func pick(_ normal: String) -> String { rng.next(below: 40) == 0 ? odd[Int(rng.next(below: UInt64(odd.count)))] : normal }
+        for i in 0..<rows {
+            if rng.next(below: 100) == 0 { text += rng.next(below: 2) == 0 ? "\n" : "\r\n"; continue }
+            let sym = ["BTCUSDT", "ETHUSDT", "SOL"][Int(rng.next(below: 3))]
+            let ex = rng.next(below: 50) == 0 ? "" : (rng.next(below: 2) == 0 ? "binance-futures" : "deribit")
+            let ts = 1_582_329_602_111_000 + Int64(i) * 1000
+            var fields = [ex, sym, pick(String(ts)), pick(String(ts + 300))]
+            if kind == .trades {
+                fields += [pick(String(42_000_000 + i)), ["buy", "sell", "unknown", "", "BUY"][Int(rng.next(below: 5))],
+                           pick("9682.\(rng.next(below: 100))"), pick("0.\(rng.next(below: 1000))")]
+            } else {
+                fields += [pick("1.5"), pick("9683.1"), pick("9682.\(rng.next(below: 9))"), pick("\(rng.next(below: 9))")]
+            }
+            if rng.next(below: 60) == 0 { fields.removeLast() }          // too few fields
+            if rng.next(below: 60) == 0 { fields.append("extra") }       // more are fine
+            text += fields.joined(separator: ",") + (rng.next(below: 10) == 0 ? "\r\n" : "\n")
+        }
+        return text
+    }
+
+    /// The reference: every row through `CSVRows` and the field readers, as the source read them before.
+    func reference(_ path: String, kind: TardisCSVSource.Kind, policy: ErrorPolicy) -> (events: [String], errors: Int, first: CSVError?) {
+        let source = TardisCSVSource(path: path, kind: kind, options: FeedOptions(errorPolicy: policy))
+        let sink = CollectingSink()
+        var cache = [String: SubjectID](), events = [String](), errors = 0, first: CSVError?, col: [Int]?
+        CSVRows(path: path, file: try! MappedFile(path: path)).forEach { line, fields in
+            guard let c = col else { col = [0, 1, 2, 3, 4, 5, 6, 7]; return true }
+            do throws(CSVError) {
+                let e = try source.event(fields, c, CSVField(path: path, line: line), sink, &cache)
+                events.append("\(sink.subjects.text(e.subjectID)) \(e)")
+            } catch {
+                errors += 1
+                if first == nil { first = error }
+                if policy == .stop { return false }
+            }
+            return true
+        }
+        return (events, errors, first)
+    }
+
+    @Test(arguments: [TardisCSVSource.Kind.trades, .quotes], [ErrorPolicy.skip, .stop])
+    func theFastPathReadsExactlyAsTheFieldReaders(kind: TardisCSVSource.Kind, policy: ErrorPolicy) throws {
+        let seed = testSeed()
+        let path = NSTemporaryDirectory() + "tardis-fast-\(getpid())-\(kind)-\(policy).csv"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try file(kind: kind, rows: 20_000, seed: seed).write(toFile: path, atomically: false, encoding: .utf8)
+        let expected = reference(path, kind: kind, policy: policy)
+        let source = TardisCSVSource(path: path, kind: kind, options: FeedOptions(errorPolicy: policy))
+        source.segmentBytes = 997   // hundreds of segments, parsed by both threads
+        let sink = CollectingSink()
+        var thrown: CSVError?
+        do { try source.run(into: sink, stop: StopSignal()) } catch let e as CSVError { thrown = e }
+        #expect(sink.events.map { "\(sink.subjects.text($0.subjectID)) \($0)" } == expected.events, "seed \(seed)")
+        #expect(expected.errors > 0, "seed \(seed)")
+        if policy == .stop {
+            #expect(thrown == expected.first, "seed \(seed)")
+        } else {
+            #expect(thrown == nil && counter(source, "errors") == UInt64(expected.errors), "seed \(seed)")
+            #expect(source.skipSummary?.contains(expected.first!.description) == true, "seed \(seed)")
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+import TickwireCore
+@testable import TickwireStore
+
+/// Known time as a read axis: what a live system could have seen, in the order it saw it.
+@Suite(.timeLimit(.minutes(2))) struct KnownTimeTests {
+    let ev = Events()
+
+    /// A quote that happened before a trade but arrived after it; a trade corrected and another busted later.
+    func fixture(_ dir: String, seal: Bool = true) throws {
+        try ev.write([
+            ev.quote("MD.XNAS.AAPL.QUOTE", at: t(0), known: t(0.1), bid: 100, ask: 101),
+            ev.trade("MD.XNAS.AAPL.TRADE", at: t(1), known: t(1.1), price: 100, id: 5),
+            ev.trade("MD.XNAS.AAPL.TRADE", at: t(2), known: t(2.5), price: 102, id: 6),
+            ev.quote("MD.XNAS.AAPL.QUOTE", at: t(1.5), known: t(3), bid: 104, ask: 105),   // late
+            ev.trade("MD.XNAS.AAPL.TRADE", at: t(1), known: t(4), price: 103, id: 5),     // correction of id 5
+            ev.bust("MD.XNAS.AAPL.BUST", at: t(2), known: t(6), id: 6),
+        ], to: dir, seal: seal)
+    }
+
+    func known(_ dir: String, from: Nanos = t(-10), to: Nanos = t(100), asOf: Nanos? = nil) throws -> [String] {
+        var q = try StoreQuery(subjects: SubjectPattern(">"), from: from, to: to, asOf: asOf)
+        q.time = .known
+        return digest(try StoreReader(directory: dir).events(q))
+    }
+
+    @Test func aKnownTimeReplayDeliversEveryVersionInArrivalOrder() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try fixture(dir)
+        let s = 1_000_000_000
+        let expected = [
+            "MD.XNAS.AAPL.QUOTE QUOTE e=0 k=\(s / 10) a=100000000",
+            "MD.XNAS.AAPL.TRADE TRADE e=\(s) k=\(s + s / 10) a=100000000",
+            "MD.XNAS.AAPL.TRADE TRADE e=\(2 * s) k=\(2 * s + s / 2) a=102000000",
+            "MD.XNAS.AAPL.QUOTE QUOTE e=\(s + s / 2) k=\(3 * s) a=104000000",
+            "MD.XNAS.AAPL.TRADE TRADE e=\(s) k=\(4 * s) a=103000000",
+            "MD.XNAS.AAPL.BUST BUST e=\(2 * s) k=\(6 * s) a=0",
+        ]
+        #expect(try known(dir) == expected)
+        // The window and --as-of are on known time.
+        #expect(try known(dir, from: t(1.1), to: t(4)) == Array(expected[1...3]))
+        #expect(try known(dir, asOf: t(3)) == Array(expected[0...3]))
+        // The event-time replay of the same store: corrections applied, the busted trade gone, event order.
+        #expect(digest(try read(dir)).map { $0.split(separator: " ")[0...1].joined(separator: " ") }
+                == ["MD.XNAS.AAPL.QUOTE QUOTE", "MD.XNAS.AAPL.TRADE TRADE", "MD.XNAS.AAPL.QUOTE QUOTE", "MD.XNAS.AAPL.BUST BUST"])
+        // Unsealed, and in chunks: the same.
+        let open = scratchDirectory(); defer { cleanUp(open) }
+        try fixture(open, seal: false)
+        #expect(try known(open) == expected)
+    }
+
+    @Test func aKnownTimeJoinNeverTakesAQuoteNotYetKnown() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try fixture(dir)
+        func join(_ time: TimeAxis) throws -> [String] {
+            var j = try AsOfJoin(trades: SubjectPattern("MD.XNAS.*.TRADE"), quotes: SubjectPattern("MD.XNAS.*.QUOTE"),
+                                 from: t(-10), to: t(100))
+            j.time = time
+            var rows = [String]()
+            try StoreReader(directory: dir).asOfJoin(j) { b in
+                for i in 0..<b.count {
+                    let r = b.row(i)
+                    rows.append("\(r.price) k=\(r.knownTime.rawValue - sessionOpen.rawValue) bid=\(r.quote.map { "\($0.bid)" } ?? "-")")
+                }
+            }
+            return rows
+        }
+        // By event time: the corrected trade only (the other was busted), with the quote prevailing at its time.
+        #expect(try join(.event) == ["1.03 k=4000000000 bid=1"])
+        // By known time each trade version takes the quote known when it arrived.
+        #expect(try join(.known) == ["1 k=1100000000 bid=1", "1.02 k=2500000000 bid=1", "1.03 k=4000000000 bid=1.04"])
+    }
+}
