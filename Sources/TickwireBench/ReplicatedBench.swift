@@ -89,36 +89,64 @@ enum ReplicatedBench {
     /// The floor: the same replicated messages published asynchronously to a three-replica stream, `window` in
     /// flight, each acknowledged by the cluster.
     static func rawPublisher(_ cluster: NATSCluster, stream: String, trades: Int, window: Int) throws -> Result {
-        let conn = try NATSConnection({ var o = NATSConnection.Options(servers: cluster.servers.map(\.url)); o.sendAsap = true; return o }())
         let stamps = Stamps(trades)
-        let sentAt = stamps.times
         let latency = BenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
         let acked = BenchBox(0)
-        var options = JetStream.Options()
-        options.maxPendingAsync = Int64(window)
-        options.onAsyncAck = { id, result in
+        let raw = try RawStream(cluster, stream: stream, trades: trades, window: window, origin: "raw") { i, result in
             let now = benchNow()
-            guard case .success = result, let id, let i = Int(id.split(separator: "-").last ?? "") else { return }
+            guard case .success = result else { return }
             latency.update { _ = $0.record(UInt64(max(0, now - stamps.times[i]))) }
             acked.update { $0 += 1 }
         }
-        let js = try conn.jetStream(options)
-        var config = JetStream.StreamConfig(name: stream, subjects: [stream + ".requests"])
-        config.replicas = 3
-        _ = try retrying { try js.addStream(config) }
-        _ = try retrying { try js.publish(stream + ".requests", bytes: [0], msgId: "warm-up") }
-        let messages = (0..<trades).map { TradeWire.encodeSequenced(request(0, $0), receivedNanos: 0, markE8: 0, origin: "raw") }
+        _ = try retrying { try raw.js.publish(raw.subject, bytes: [0], msgId: "warm-up") }
         let t0 = benchNow()
         for i in 0..<trades {
-            sentAt[i] = benchNow()
-            while true {
-                do { try js.publishAsync(stream + ".requests", bytes: messages[i], msgId: "raw-\(i)"); break } catch { continue }
-            }
+            stamps.times[i] = benchNow()
+            raw.publish(i)
         }
-        try js.publishAsyncComplete(timeoutMs: 60_000)
+        try raw.js.publishAsyncComplete(timeoutMs: 60_000)
         let t = Double(benchNow() - t0) / 1e9
         guard acked.get == trades else { throw BenchError.failed("raw JetStream: \(acked.get) of \(trades) acknowledged") }
         return Result(rate: Double(trades) / t, latency: latency.get)
+    }
+
+    /// The baselines' side of the cluster: a connection, a three-replica stream, the same replicated requests
+    /// encoded once, and their asynchronous publishes (`Nats-Msg-Id` ORIGIN-i); `answered(i, result)` gets the
+    /// cluster's answer for request i.
+    final class RawStream {
+        let conn: NATSConnection
+        let js: JetStream
+        let subject: String
+        private let origin: String
+        private let messages: [[UInt8]]
+
+        init(_ cluster: NATSCluster, stream: String, trades: Int, window: Int, origin: String,
+             answered: @escaping @Sendable (Int, Swift.Result<JetStream.PubAck, NATSError>) -> Void) throws {
+            conn = try NATSConnection({ var o = NATSConnection.Options(servers: cluster.servers.map(\.url)); o.sendAsap = true; return o }())
+            var options = JetStream.Options()
+            options.maxPendingAsync = Int64(window)
+            options.onAsyncAck = { id, result in
+                guard let id, let i = Int(id.split(separator: "-").last ?? "") else { return }
+                answered(i, result)
+            }
+            let js = try conn.jetStream(options)
+            self.js = js
+            subject = stream + ".requests"
+            var config = JetStream.StreamConfig(name: stream, subjects: [subject])
+            config.replicas = 3
+            _ = try retrying { try js.addStream(config) }
+            self.origin = origin
+            messages = (0..<trades).map { TradeWire.encodeSequenced(request(0, $0), receivedNanos: 0, markE8: 0, origin: origin) }
+        }
+
+        /// Publishes request i, trying again while libnats has no room.
+        func publish(_ i: Int) {
+            while true {
+                do { try js.publishAsync(subject, bytes: messages[i], msgId: "\(origin)-\(i)"); return } catch { continue }
+            }
+        }
+
+        deinit { conn.close() }
     }
 
     /// Drives trade services with `clients` CURVE clients (client c on endpoint c % endpoints), `window` trades

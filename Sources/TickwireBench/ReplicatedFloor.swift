@@ -53,40 +53,26 @@ extension ReplicatedBench {
         writers.forEach { $0.start() }
         defer { for r in replicas { r.state.update { $0.stop = true } } }
 
-        let conn = try NATSConnection({ var o = NATSConnection.Options(servers: cluster.servers.map(\.url)); o.sendAsap = true; return o }())
-        defer { conn.close() }
-        var options = JetStream.Options()
-        options.maxPendingAsync = Int64(window)
-        options.onAsyncAck = { id, result in
-            guard case .success(let ack) = result, let id, let i = Int(id.split(separator: "-").last ?? "") else { return }
+        let raw = try RawStream(cluster, stream: stream, trades: trades, window: window, origin: "floor") { i, result in
+            guard case .success(let ack) = result else { return }
             let r = replicas[i % 2]
-            let synced = r.state.get.durable >= ack.sequence
-            if synced { complete(i) } else {
-                var now = false
-                r.state.update { s in if s.durable >= ack.sequence { now = true } else { s.waiting.append((ack.sequence, i)) } }
-                if now { complete(i) }
-            }
+            var synced = false
+            r.state.update { s in if s.durable >= ack.sequence { synced = true } else { s.waiting.append((ack.sequence, i)) } }
+            if synced { complete(i) }
         }
-        let js = try conn.jetStream(options)
-        var config = JetStream.StreamConfig(name: stream, subjects: [stream + ".requests"])
-        config.replicas = 3
-        _ = try retrying { try js.addStream(config) }
         let subscriptions = try replicas.map { r in
-            try js.subscribeOrdered(stream: stream, subject: stream + ".requests", startSequence: 1) { m in
+            try raw.js.subscribeOrdered(stream: stream, subject: raw.subject, startSequence: 1) { m in
                 guard let seq = m.streamPosition?.sequence else { return }
                 let bytes = m.bytes
                 r.state.update { s in s.buffer += bytes; s.last = seq }
             }
         }
         defer { subscriptions.forEach { $0.unsubscribe() } }
-        let messages = (0..<trades).map { TradeWire.encodeSequenced(request(0, $0), receivedNanos: 0, markE8: 0, origin: "floor") }
         let t0 = benchNow()
         for i in 0..<trades {
             room.wait()
             stamps.times[i] = benchNow()
-            while true {
-                do { try js.publishAsync(stream + ".requests", bytes: messages[i], msgId: "floor-\(i)"); break } catch { continue }
-            }
+            raw.publish(i)
         }
         guard done.wait(timeout: .now() + 120) == .success else {
             throw BenchError.failed("raw pipeline: \(completed.get) of \(trades) acknowledged")

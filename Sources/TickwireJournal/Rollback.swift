@@ -30,7 +30,7 @@ extension Journal {
             }
         }
         let generation = try AckMark.read(directory: directory).mark?.generation ?? 0
-        let names = try segmentNames(directory)
+        let names = try JournalScan.segmentNames(directory).map(\.name)
         guard let at = names.firstIndex(of: cut.segment) else { throw .noSuchRecord(seq: seq + 1) }
         let later = Array(names[(at + 1)...])
         let quarantined = try quarantine(directory, copying: cut.segment, moving: later)
@@ -50,18 +50,6 @@ extension Journal {
                            time: .now(), hash: keep?.hash ?? .zero)
         try AckMarkFile(directory: directory, sync: true, mark: mark).close()
         return quarantined
-    }
-
-    /// The journal's segment files, in sequence order.
-    static func segmentNames(_ directory: String) throws(JournalError) -> [String] {
-        guard let dir = opendir(directory) else { throw .fromErrno("opendir", directory) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if JournalFormat.firstSeq(segmentName: name) != nil { names.append(name) }
-        }
-        return names.sorted()
     }
 
     /// Copies `copying` to `quarantine/` (it stays in place, to be cut by the caller) and moves `moving` there,

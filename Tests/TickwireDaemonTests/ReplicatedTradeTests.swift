@@ -198,6 +198,20 @@ import TickwireZMQ
         }
     }
 
+    /// Flips one bit in the payload of journal record `seq` (a damaged sector), the daemon stopped.
+    @discardableResult
+    static func flipPayloadByte(journal: String, seq: UInt64) throws -> JournalRecord {
+        let victim = try #require(try JournalAudit.show(directory: journal, seq: seq))
+        let handle = try #require(FileHandle(forUpdatingAtPath: journal + "/" + victim.segment))
+        defer { try? handle.close() }
+        let at = UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3
+        try handle.seek(toOffset: at)
+        let byte = try #require(try handle.read(upToCount: 1)).first!
+        try handle.seek(toOffset: at)
+        try handle.write(contentsOf: [byte ^ 0x40])
+        return victim
+    }
+
     static var available: Bool { NATSCluster.executable != nil && FileManager.default.isExecutableFile(atPath: tickwireBinary) }
 
     // MARK: Tests
@@ -564,13 +578,7 @@ extension ReplicatedTradeTests {
         #expect(Self.submit((0..<30).map { Self.trade("d\($0)") }, through: pair, ledger: ledger).count == 30)
         pair.stop()
         let journal = pair.dirs[0] + "/journal"
-        let victim = try #require(try JournalAudit.show(directory: journal, seq: 12))
-        let handle = try #require(FileHandle(forUpdatingAtPath: journal + "/" + victim.segment))
-        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
-        let byte = try #require(try handle.read(upToCount: 1)).first!
-        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
-        try handle.write(contentsOf: [byte ^ 0x40])
-        try handle.close()
+        try Self.flipPayloadByte(journal: journal, seq: 12)
         #expect(!(try JournalAudit.verify(directory: journal)).ok)
         try pair.start(0)
         try pair.start(1)
@@ -618,14 +626,8 @@ extension ReplicatedTradeTests {
         #expect(Self.submit((0..<1_500).map { Self.trade("v\($0)") }, through: pair, ledger: ledger).count == 1_500)
         pair.stop()
         let journal = pair.dirs[0] + "/journal"
-        let victim = try #require(try JournalAudit.show(directory: journal, seq: 40))
+        let victim = try Self.flipPayloadByte(journal: journal, seq: 40)
         #expect(victim.segment == JournalFormat.segmentName(firstSeq: 1))
-        let handle = try #require(FileHandle(forUpdatingAtPath: journal + "/" + victim.segment))
-        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
-        let byte = try #require(try handle.read(upToCount: 1)).first!
-        try handle.seek(toOffset: UInt64(victim.offset) + UInt64(JournalFormat.recordHeaderSize) + 3)
-        try handle.write(contentsOf: [byte ^ 0x40])
-        try handle.close()
         try pair.start(0)
         try pair.start(1)
         let deadline = Date().addingTimeInterval(60)

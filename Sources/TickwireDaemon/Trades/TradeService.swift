@@ -327,7 +327,7 @@ public final class TradeService: @unchecked Sendable {
     private func serve() {
         guard let router, let wake = wakeReceiver else { return }
         let items: [(ZMQSocket, ZMQ.PollEvents)] = [(router, .readable), (wake, .readable)]
-        var nextProbe: Int64 = 0
+        var nextProbe: Int64 = 0, nextDamageCheck: Int64 = 0
         var failed = false
         while !stopping.load(ordering: .acquiring) {
             let ready: [ZMQ.PollEvents]
@@ -341,8 +341,12 @@ public final class TradeService: @unchecked Sendable {
             let now = Nanos.now().rawValue
             if replicated != nil {
                 replicationStep(router, journal, now: now)
-                if let damage = journal.backgroundDamage, replicated?.damage == nil, replicated?.rollBackTo == nil {
-                    repairFromLog(damage)
+                // The verifier's findings, looked at once a second (it takes the journal's lock).
+                if now >= nextDamageCheck {
+                    nextDamageCheck = now + 1_000_000_000
+                    if let damage = journal.backgroundDamage, replicated?.damage == nil, replicated?.rollBackTo == nil {
+                        repairFromLog(damage)
+                    }
                 }
                 if let keep = replicated?.rollBackTo { rollBackReplicated(to: keep) }
             } else {
