@@ -220,7 +220,9 @@ extension MoldUDP64Tests {
         stop.raise(); done.wait(); done.signal()
         #expect(box.counts.requests == 6)
         #expect(box.counts.requestsTrimmed >= 2)              // the 60,000, and the one the bucket cut short
-        #expect(box.counts.requestsRefused >= 2)
+        // Of the five 256-message asks at most two fit whole; the other three are cut short or refused. Which of the
+        // two depends on the refill between sends (a loaded machine spaces them by milliseconds), so count both.
+        #expect(box.counts.requestsTrimmed + box.counts.requestsRefused >= 4, "\(box.counts)")
         #expect(box.counts.retransmitted == one.messages + flood.messages)
     }
 }
