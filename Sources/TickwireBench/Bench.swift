@@ -36,7 +36,7 @@ public enum BenchSuites {
         "recovery": ["sizes"],
         "store": ["n", "symbols"],
         "frames": ["n", "symbols", "store"],
-        "replicated": ["window", "clients", "batch", "throughput", "failover", "rate"],
+        "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],
         "nats": ["latency_rate", "latency_seconds", "send_asap"],
     ]
 

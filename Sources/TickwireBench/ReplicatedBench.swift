@@ -13,7 +13,8 @@ import TickwireZMQ
 /// raw publisher's through the same kind of kill.
 ///
 /// Parameters: `window` (trades in flight per client, default 512), `clients` (2: one per daemon),
-/// `rate` (failover pacing, 1000), `failover` (1 to run it, default 1).
+/// `rate` (failover pacing, 1000), `failover` (1 to run it, default 1), `paths` (which throughput paths to run,
+/// comma-separated, default `raw,floor,pair,single`: one alone to profile it; ratios need raw, floor and pair).
 enum ReplicatedBench {
     static func run(_ options: BenchOptions) throws -> Report {
         func param(_ k: String, _ d: Int) -> Int { options.parameters[k].flatMap(Int.init) ?? d }
@@ -26,25 +27,44 @@ enum ReplicatedBench {
         var n = 0
         func fresh() -> String { n += 1; let d = root + "/\(n)"; try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true); return d }
 
+        // The paths run in a rotated order each round (round r starts at the r-th), and each one's stream is deleted
+        // after it, so that no path always follows another's burst (the servers keep working on a stream for a
+        // while after it was written: snapshots, compaction) and each meets the same, empty cluster.
+        let order = ["raw", "floor", "pair", "single"]
+        let paths = Set((options.parameters["paths"] ?? order.joined(separator: ",")).split(separator: ",").map(String.init))
+        let admin = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        defer { admin.close() }
+        let adminJS = try admin.jetStream()
         var rounds: [Report.Round] = []
         var pairRates: [Double] = [], rawRates: [Double] = [], floorRates: [Double] = [], singleRates: [Double] = []
         for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
-            let raw = try rawPublisher(cluster, stream: "RAW\(round)", trades: trades, window: window * clients)
-            let floor = try rawPipeline(cluster, stream: "FLOOR\(round)", directory: fresh(), trades: trades, window: window * clients)
-            let pair = try pairRun(cluster, dirs: (fresh(), fresh()), stream: "PAIR\(round)", trades: trades, window: window, clients: clients, batch: batch)
-            let single = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
+            var results: [String: Result] = [:]
+            for k in 0..<order.count {
+                let path = order[(round + k) % order.count]
+                guard paths.contains(path) else { continue }
+                let stream = path.uppercased() + "\(round)"
+                switch path {
+                case "raw": results[path] = try rawPublisher(cluster, stream: stream, trades: trades, window: window * clients)
+                case "floor": results[path] = try rawPipeline(cluster, stream: stream, directory: fresh(), trades: trades, window: window * clients)
+                case "pair": results[path] = try pairRun(cluster, dirs: (fresh(), fresh()), stream: stream, trades: trades, window: window, clients: clients, batch: batch)
+                default: results[path] = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
+                }
+                if path != "single" { try? adminJS.deleteStream(stream) }
+                sleep(1)
+            }
+            let zero = Result(rate: 0, latency: Histogram<UInt64>(numberOfSignificantValueDigits: .three))
+            let (raw, floor, pair, single) = (results["raw"] ?? zero, results["floor"] ?? zero, results["pair"] ?? zero, results["single"] ?? zero)
             rawRates.append(raw.rate); floorRates.append(floor.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
             rounds.append(Report.Round(rawJetstream: raw.json, rawPipeline: floor.json, pair: pair.json, singleDaemon: single.json,
-                                       pairVsRaw: (pair.rate / raw.rate * 100).rounded() / 100,
-                                       pairVsRawPipeline: (pair.rate / floor.rate * 100).rounded() / 100))
+                                       pairVsRaw: ratio(pair.rate, raw.rate), pairVsRawPipeline: ratio(pair.rate, floor.rate)))
         }
         var report = Report()
         if !rounds.isEmpty {
             report.throughput = Report.Throughput(
                 tradesPerRun: trades, windowPerClient: window, clients: clients, tradesPerClientMessage: batch, rounds: rounds,
-                pairVsRawJetstreamMedian: (median(zip(pairRates, rawRates).map { $0 / $1 }) * 100).rounded() / 100,
-                pairVsRawPipelineMedian: (median(zip(pairRates, floorRates).map { $0 / $1 }) * 100).rounded() / 100,
-                pairVsSingleDaemonMedian: (median(zip(pairRates, singleRates).map { $0 / $1 }) * 100).rounded() / 100)
+                pairVsRawJetstreamMedian: median(zip(pairRates, rawRates).map(ratio)),
+                pairVsRawPipelineMedian: median(zip(pairRates, floorRates).map(ratio)),
+                pairVsSingleDaemonMedian: median(zip(pairRates, singleRates).map(ratio)))
         }
         if param("failover", 1) == 1 {
             report.failover = try failover(cluster, root: fresh(), rate: param("rate", 1_000))
@@ -80,6 +100,8 @@ enum ReplicatedBench {
     }
 
     static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
+    /// a ÷ b to two places; 0 when b was not run.
+    static func ratio(_ a: Double, _ b: Double) -> Double { b > 0 ? (a / b * 100).rounded() / 100 : 0 }
 
     static func request(_ c: Int, _ i: Int) -> TradeRequest {
         TradeRequest(trader: "trader1", desk: "D\(c)", symbol: "AAPL", side: i % 2 == 0 ? .buy : .sell,
