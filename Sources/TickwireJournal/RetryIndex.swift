@@ -26,9 +26,9 @@ import Glibc
 /// checkpoint and `journalEnds`; nothing here is shared with another thread. One process: the file must live
 /// beside a journal whose `LOCK` the process holds (`DATA/journal/retry.idx`).
 ///
-/// Memory: the table is a `MAP_SHARED` mapping of the file, advised `MADV_RANDOM`, so the only resident memory
-/// that grows with the entries is file-backed pages (RssFile) the kernel can write back and drop; the object
-/// itself holds a few words. Every insert dirties one random 4 KiB page: a checkpoint writes back at most
+/// Memory: the table is a `MAP_SHARED` mapping of the file, advised `MADV_RANDOM` and mapped in whole by a
+/// background thread at open (up to 512 MiB; see `populateInBackground`), so its resident memory is file-backed
+/// pages (RssFile) the kernel can write back and drop; the object itself holds a few words. Every insert dirties one random 4 KiB page: a checkpoint writes back at most
 /// min(inserts since the last one, pages in the table) pages.
 public final class RetryIndex {
     /// The index file's path.
@@ -101,7 +101,7 @@ public final class RetryIndex {
         coveredThrough = opened.headerCoveredThrough
         rebuiltReason = reason
         file.advise(MADV_RANDOM)
-        file.advise(MADV_WILLNEED)   // start reading the table in the background: the first lookups then seldom wait
+        file.populateInBackground()
         unlock = false
     }
 
@@ -277,6 +277,7 @@ public final class RetryIndex {
         // Renamed: the new table is the index file now, whatever the directory sync says.
         fresh.path = path
         fresh.advise(MADV_RANDOM)
+        fresh.populateInBackground()
         file = fresh   // the old mapping and descriptor go with the last reference
         count = n
         syncFailure = nil
@@ -446,6 +447,27 @@ final class IndexFile {
             throw JournalError.fromErrno("msync", path)
         }
     }
+
+    /// Maps the whole table into the process on a thread of its own (`MADV_POPULATE_READ`; `MADV_WILLNEED`, which
+    /// only reads it into the page cache, on kernels before 5.14), so lookups and inserts do not take a page
+    /// fault on each slot's first touch: on a fresh table nearly every trade touches a page of its own, and those
+    /// faults were a fifth of a replicated trade service's thread (`tickwire-bench replicated`). Tables above
+    /// `populateLimit` are left to fault in as used. The thread keeps the mapping alive until it is done.
+    func populateInBackground() {
+        guard bytes <= IndexFile.populateLimit else { return advise(MADV_WILLNEED) }
+        // The thread holds a reference (as an integer: the object is not Sendable; nothing else of it is used there).
+        let owner = UInt(bitPattern: Unmanaged.passRetained(self).toOpaque())
+        let (start, length) = (UInt(bitPattern: base), bytes)
+        pthread_detach(startThread {
+            let populateRead: Int32 = 22   // MADV_POPULATE_READ (Linux 5.14)
+            if madvise(UnsafeMutableRawPointer(bitPattern: start), length, populateRead) != 0 && errno == EINVAL {
+                _ = madvise(UnsafeMutableRawPointer(bitPattern: start), length, MADV_WILLNEED)
+            }
+            Unmanaged<IndexFile>.fromOpaque(UnsafeRawPointer(bitPattern: owner)!).release()
+        })
+    }
+
+    static let populateLimit = 512 << 20
 
     /// A hint about the table's access pattern (readahead); failures are ignored. The C function is `madvise`.
     func advise(_ advice: Int32) {
