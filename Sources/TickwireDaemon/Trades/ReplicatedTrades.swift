@@ -48,7 +48,7 @@ final class ReplicatedState {
     var open: [Waiting] = []
     var openHead = 0
     /// Decisions applied recently, to answer without reading the journal back.
-    var decisions: [UInt64: (TradeWire.Decision, TradeRequest)] = [:]
+    var decisions = RecentDecisions()
     /// Accepted trades not yet durable, published (and their ids taken out of flight) once durable.
     var unpublished: [(seq: UInt64, request: TradeRequest, received: Nanos)] = []
 
@@ -79,6 +79,27 @@ final class ReplicatedState {
     var republish: [(bytes: [UInt8], msgId: String)] = []
     /// Answers that wait for a check because the journal looked unlike the log at their sequence.
     var held: [(slot: Slot, seq: UInt64)] = []
+
+    /// The last `capacity` decisions applied, by sequence: a slot per sequence modulo the capacity, so recording
+    /// one costs a store and no hashing, and older ones fall out by themselves (they are read from the journal).
+    struct RecentDecisions {
+        static let capacity = 1 << 15
+        private var slots = [(seq: UInt64, decision: TradeWire.Decision, request: TradeRequest)?](repeating: nil, count: capacity)
+
+        subscript(seq: UInt64) -> (TradeWire.Decision, TradeRequest)? {
+            guard let s = slots[Int(seq & UInt64(Self.capacity - 1))], s.seq == seq else { return nil }
+            return (s.decision, s.request)
+        }
+
+        mutating func record(_ seq: UInt64, _ decision: TradeWire.Decision, _ request: TradeRequest) {
+            slots[Int(seq & UInt64(Self.capacity - 1))] = (seq, decision, request)
+        }
+
+        /// Drops every decision after `seq` (the journal was cut back to it).
+        mutating func forget(after seq: UInt64) {
+            for i in slots.indices where (slots[i]?.seq ?? 0) > seq { slots[i] = nil }
+        }
+    }
 
     init(replicator: TradeReplicator, wakeSocket: Locked<ZMQSocket>, applied: UInt64) {
         self.replicator = replicator
@@ -113,8 +134,6 @@ final class ReplicatedState {
         var logDuplicate: Bool
     }
 
-    /// Decisions kept in memory behind the durable sequence.
-    static let decisionWindow: UInt64 = 16_384
     /// No progress for this long with the log known to hold more: the consumer is restarted (at most once a
     /// second); with nothing known, the log's end is asked every `askNanos`.
     static let stallNanos: Int64 = 300_000_000
@@ -254,12 +273,6 @@ extension TradeService {
             state.resolvedThrough += 1
             for slot in state.bySeq.removeValue(forKey: state.resolvedThrough) ?? [] {
                 resolve(slot, at: state.resolvedThrough, state, router, journal)
-            }
-        }
-        if durable > ReplicatedState.decisionWindow {
-            let floor = durable - ReplicatedState.decisionWindow
-            if state.decisions.count > Int(ReplicatedState.decisionWindow) * 2 {
-                state.decisions = state.decisions.filter { $0.key > floor }
             }
         }
         expire(state, router, now: now)
@@ -476,7 +489,7 @@ extension TradeService {
         state.setupPending = false
         state.nextSetupAttempt = 0
         state.unpublished.removeAll { $0.seq > journal.durableSequence }
-        state.decisions = state.decisions.filter { $0.key <= journal.durableSequence }
+        state.decisions.forget(after: journal.durableSequence)
     }
 
     // MARK: Applying the log
@@ -552,7 +565,7 @@ extension TradeService {
             return
         }
         state.applied = seq
-        state.decisions[seq] = (decision, request)
+        state.decisions.record(seq, decision, request)
         if case .accepted = decision {
             inFlight[RetryKey(trader: request.trader, clientOrderID: request.clientOrderID)] = (seq, request)
             do { _ = try retryIndex?.insert(RetryIndex.key(trader: request.trader, clientOrderID: request.clientOrderID), seq: seq) } catch {
