@@ -509,7 +509,14 @@ extension ReplicatedTradeTests {
         try js.deleteStream("TICKWIRE_TRADES")
         var config = JetStream.StreamConfig(name: "TICKWIRE_TRADES", subjects: ["tickwire.trades.requests"])
         config.replicas = 3
-        _ = try js.addStream(config)
+        // A loaded machine can take longer than the API's wait to elect the new stream's leader: ask again (the
+        // same configuration again is no error).
+        var attempt = 0
+        while true {
+            attempt += 1
+            let outcome = Result { () throws(NATSError) in try js.addStream(config) }
+            guard case .failure(let error) = outcome, error.isTimeout, attempt < 6 else { _ = try outcome.get(); break }
+        }
         for m in kept { _ = try js.publish("tickwire.trades.requests", bytes: m.bytes, msgId: m.msgId) }
         let trader = TradeWire.decodeSequenced(kept[0].bytes)!.request.trader
         for i in 0..<foreign {
