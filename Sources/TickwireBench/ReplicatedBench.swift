@@ -24,6 +24,7 @@ enum ReplicatedBench {
         try? FileManager.default.removeItem(atPath: root)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let cluster = try NATSCluster(size: 3, name: "bench")
+        serverPids = cluster.pids
         var n = 0
         func fresh() -> String { n += 1; let d = root + "/\(n)"; try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true); return d }
 
@@ -37,24 +38,28 @@ enum ReplicatedBench {
         let adminJS = try admin.jetStream()
         var rounds: [Report.Round] = []
         var pairRates: [Double] = [], rawRates: [Double] = [], floorRates: [Double] = [], singleRates: [Double] = []
+        var cpuRatios: [Double] = []
         for round in 0..<(param("throughput", 1) == 1 ? max(1, options.runs) : 0) {
             var results: [String: Result] = [:]
             for k in 0..<order.count {
                 let path = order[(round + k) % order.count]
                 guard paths.contains(path) else { continue }
                 let stream = path.uppercased() + "\(round)"
+                let result: Result
                 switch path {
-                case "raw": results[path] = try rawPublisher(cluster, stream: stream, trades: trades, window: window * clients)
-                case "floor": results[path] = try rawPipeline(cluster, stream: stream, directory: fresh(), trades: trades, window: window * clients)
-                case "pair": results[path] = try pairRun(cluster, dirs: (fresh(), fresh()), stream: stream, trades: trades, window: window, clients: clients, batch: batch)
-                default: results[path] = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
+                case "raw": result = try rawPublisher(cluster, stream: stream, trades: trades, window: window * clients)
+                case "floor": result = try rawPipeline(cluster, stream: stream, directory: fresh(), trades: trades, window: window * clients)
+                case "pair": result = try pairRun(cluster, dirs: (fresh(), fresh()), stream: stream, trades: trades, window: window, clients: clients, batch: batch)
+                default: result = try singleRun(fresh(), trades: trades, window: window, clients: clients, batch: batch)
                 }
+                results[path] = result
                 if path != "single" { try? adminJS.deleteStream(stream) }
                 sleep(1)
             }
-            let zero = Result(rate: 0, latency: Histogram<UInt64>(numberOfSignificantValueDigits: .three))
+            let zero = Result(rate: 0, latency: Histogram<UInt64>(numberOfSignificantValueDigits: .three), trades: 0)
             let (raw, floor, pair, single) = (results["raw"] ?? zero, results["floor"] ?? zero, results["pair"] ?? zero, results["single"] ?? zero)
             rawRates.append(raw.rate); floorRates.append(floor.rate); pairRates.append(pair.rate); singleRates.append(single.rate)
+            cpuRatios.append(ratio(Double(pair.cpuNanos) / Double(max(1, pair.trades)), Double(floor.cpuNanos) / Double(max(1, floor.trades))))
             rounds.append(Report.Round(rawJetstream: raw.json, rawPipeline: floor.json, pair: pair.json, singleDaemon: single.json,
                                        pairVsRaw: ratio(pair.rate, raw.rate), pairVsRawPipeline: ratio(pair.rate, floor.rate)))
         }
@@ -64,7 +69,8 @@ enum ReplicatedBench {
                 tradesPerRun: trades, windowPerClient: window, clients: clients, tradesPerClientMessage: batch, rounds: rounds,
                 pairVsRawJetstreamMedian: median(zip(pairRates, rawRates).map(ratio)),
                 pairVsRawPipelineMedian: median(zip(pairRates, floorRates).map(ratio)),
-                pairVsSingleDaemonMedian: median(zip(pairRates, singleRates).map(ratio)))
+                pairVsSingleDaemonMedian: median(zip(pairRates, singleRates).map(ratio)),
+                pairCpuPerTradeVsRawPipelineMedian: median(cpuRatios))
         }
         if param("failover", 1) == 1 {
             report.failover = try failover(cluster, root: fresh(), rate: param("rate", 1_000))
@@ -76,11 +82,15 @@ enum ReplicatedBench {
         var suite = "replicated"
         /// `rawPipeline`: the machine's floor for the pair's shape (ReplicatedFloor.swift).
         struct Round: Codable, Sendable { var rawJetstream: Path, rawPipeline: Path, pair: Path, singleDaemon: Path, pairVsRaw: Double, pairVsRawPipeline: Double }
-        struct Path: Codable, Sendable { var acksPerS: Int, ackUs: Micros }
+        /// `cpuUsPerTrade`: CPU time of this process and the cluster's servers while the path's clock runs, divided
+        /// by its trades: on a shared machine whose cores are all busy, rates follow it.
+        struct Path: Codable, Sendable { var acksPerS: Int, ackUs: Micros, cpuUsPerTrade: Double }
         struct Throughput: Codable, Sendable {
             var tradesPerRun: Int, windowPerClient: Int, clients: Int, tradesPerClientMessage: Int
             var rounds: [Round]
             var pairVsRawJetstreamMedian: Double, pairVsRawPipelineMedian: Double, pairVsSingleDaemonMedian: Double
+            /// The pair's CPU per trade ÷ the floor's (this process and the servers).
+            var pairCpuPerTradeVsRawPipelineMedian: Double
             var goal = "pair >= 0.8x the raw JetStream async publisher's acknowledged rate, same messages, same window"
         }
         var throughput: Throughput?
@@ -96,7 +106,34 @@ enum ReplicatedBench {
     struct Result {
         var rate: Double
         var latency: Histogram<UInt64>
-        var json: Report.Path { Report.Path(acksPerS: Int(rate), ackUs: Micros(latency, tail: false)) }
+        var trades: Int
+        var cpuNanos: Int64 = 0
+        var json: Report.Path {
+            Report.Path(acksPerS: Int(rate), ackUs: Micros(latency, tail: false),
+                        cpuUsPerTrade: trades > 0 ? (Double(cpuNanos) / Double(trades) / 10).rounded() / 100 : 0)
+        }
+    }
+
+    /// The cluster's servers, whose CPU time `cpuNanos` adds to this process's.
+    nonisolated(unsafe) static var serverPids: [pid_t] = []
+
+    /// CPU time (user and system) of this process and of the cluster's servers so far: each path reads it when its
+    /// clock starts and stops (the steady state; set-up excluded, as from its rate).
+    static func cpuNanos() -> Int64 {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        func ns(_ t: timeval) -> Int64 { Int64(t.tv_sec) * 1_000_000_000 + Int64(t.tv_usec) * 1_000 }
+        var total = ns(usage.ru_utime) + ns(usage.ru_stime)
+        let tick = Int64(sysconf(Int32(_SC_CLK_TCK)))
+        for pid in serverPids {
+            // /proc/PID/stat: fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 13, let u = Int64(fields[11]), let s = Int64(fields[12]) else { continue }
+            total += (u + s) * 1_000_000_000 / tick
+        }
+        return total
     }
 
     static func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s[s.count / 2] }
@@ -121,7 +158,7 @@ enum ReplicatedBench {
             acked.update { $0 += 1 }
         }
         _ = try retrying { try raw.js.publish(raw.subject, bytes: [0], msgId: "warm-up") }
-        let t0 = benchNow()
+        let (t0, cpu0) = (benchNow(), cpuNanos())
         for i in 0..<trades {
             stamps.times[i] = benchNow()
             raw.publish(i)
@@ -129,7 +166,7 @@ enum ReplicatedBench {
         try raw.js.publishAsyncComplete(timeoutMs: 60_000)
         let t = Double(benchNow() - t0) / 1e9
         guard acked.get == trades else { throw BenchError.failed("raw JetStream: \(acked.get) of \(trades) acknowledged") }
-        return Result(rate: Double(trades) / t, latency: latency.get)
+        return Result(rate: Double(trades) / t, latency: latency.get, trades: trades, cpuNanos: cpuNanos() - cpu0)
     }
 
     /// The baselines' side of the cluster: a connection, a three-replica stream, the same replicated requests
@@ -177,7 +214,7 @@ enum ReplicatedBench {
         let latency = BenchBox(Histogram<UInt64>(numberOfSignificantValueDigits: .three))
         let failures = BenchBox(0)
         let per = trades / clients
-        let t0 = benchNow()
+        let (t0, cpu0) = (benchNow(), cpuNanos())
         let threads = (0..<clients).map { c in
             BenchThread {
                 let ctx = ZMQContext()
@@ -208,9 +245,9 @@ enum ReplicatedBench {
             }
         }
         threads.forEach { $0.join() }
-        let t = Double(benchNow() - t0) / 1e9
+        let (t, cpu) = (Double(benchNow() - t0) / 1e9, cpuNanos() - cpu0)
         if failures.get > 0 { throw BenchError.failed("\(failures.get) trades not acknowledged") }
-        return Result(rate: Double(per * clients) / t, latency: latency.get)
+        return Result(rate: Double(per * clients) / t, latency: latency.get, trades: per * clients, cpuNanos: cpu)
     }
 
     /// Two trade services replicating through `stream`: b shares a's keys.

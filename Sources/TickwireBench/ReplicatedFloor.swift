@@ -68,7 +68,7 @@ extension ReplicatedBench {
             }
         }
         defer { subscriptions.forEach { $0.unsubscribe() } }
-        let t0 = benchNow()
+        let (t0, cpu0) = (benchNow(), cpuNanos())
         for i in 0..<trades {
             room.wait()
             stamps.times[i] = benchNow()
@@ -78,6 +78,6 @@ extension ReplicatedBench {
             throw BenchError.failed("raw pipeline: \(completed.get) of \(trades) acknowledged")
         }
         let t = Double(benchNow() - t0) / 1e9
-        return Result(rate: Double(trades) / t, latency: latency.get)
+        return Result(rate: Double(trades) / t, latency: latency.get, trades: trades, cpuNanos: cpuNanos() - cpu0)
     }
 }

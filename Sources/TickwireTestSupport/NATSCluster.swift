@@ -108,6 +108,9 @@ public final class NATSCluster: @unchecked Sendable {
 
     public func isRunning(_ i: Int) -> Bool { processes[i]?.isRunning ?? false }
 
+    /// The running servers' process ids (for a benchmark to read their CPU time).
+    public var pids: [pid_t] { processes.compactMap { $0?.pid } }
+
     /// Waits until server `i` accepts clients and has `routes` routes to others.
     public func waitReady(_ i: Int, routes: Int, seconds: Double = 30) throws {
         let deadline = Date().addingTimeInterval(seconds)
