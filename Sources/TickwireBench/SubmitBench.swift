@@ -29,6 +29,7 @@ enum SubmitBench {
         let p = options.parameters
         func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
         let trades = param("trades", 200_000), batch = param("batch", 64), window = param("window", 4096)
+        // `only=command`: the command alone (e.g. under perf).
         let only = p["only"]
         let root = options.directory + "/submit-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -40,48 +41,48 @@ enum SubmitBench {
         let config = root + "/daemon.toml"
         try daemonConfig.write(toFile: config, atomically: true, encoding: .utf8)
 
-        func measure(_ body: () throws -> Double) -> Double {
-            do { return try body() } catch { fatalError("submit bench: \(error)") }
-        }
         let before = p["before_binary"]
-        let measures: [() -> Double] = (only == "command"
-            ? [{ measure { try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh()) } }]
-            : before.map { binary in
-                [{ measure { try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary) } }]
-            } ?? []) + [
-                { measure { try JournalBench.tradesOverZMQ(fresh(), clients: param("service_clients", 4), records: trades,
-                                                            batch: param("service_batch", 32)) } },
-                { measure { try preEncoded(trades: trades, batch: batch, window: window, config: config, data: fresh()) } },
-                { measure { try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh()) } },
-                { measure { try JournalBench.sqliteRate(fresh(), records: param("sqlite_records", 3000)) } },
-            ]
+        // CPU time of the command process a trade (user + system, µs): what the command costs the machine, which a
+        // loaded machine's wall clock hides.
+        var commandCPU: [Double] = [], beforeCPU: [Double] = []
+        func timed(_ cpu: inout [Double], _ binary: String) throws -> Double {
+            let r = try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary)
+            cpu.append((r.cpuMicrosPerTrade * 100).rounded() / 100)
+            return r.rate
+        }
+        var names: [String] = [], measures: [() -> Double] = []
+        func add(_ name: String, _ body: @escaping () throws -> Double) {
+            names.append(name)
+            measures.append { do { return try body() } catch { fatalError("submit bench, \(name): \(error)") } }
+        }
+        if let before { add("command_before") { try timed(&beforeCPU, before) } }
+        if only == nil {
+            add("service_in_process") {
+                try JournalBench.tradesOverZMQ(fresh(), clients: param("service_clients", 4), records: trades, batch: param("service_batch", 32))
+            }
+            add("daemon_pre_encoded") { try preEncoded(trades: trades, batch: batch, window: window, config: config, data: fresh()) }
+        }
+        add("command") { try timed(&commandCPU, tickwireBinary) }
+        if only == nil { add("sqlite") { try JournalBench.sqliteRate(fresh(), records: param("sqlite_records", 3000)) } }
         let r = interleaved(options.runs, measures)
-        let first = before == nil ? 0 : 1
-        func rounds(_ i: Int) -> [Double] { r.count > i ? r[i].rounds.map { $0.rounded() } : [] }
-        let beforeRounds = before == nil ? [] : rounds(0)
-        let commandRounds = only == "command" ? rounds(first) : rounds(first + 2)
-        let service = only == nil ? rounds(first) : [], daemon = rounds(first + 1), sqlite = rounds(first + 3)
+        func rounds(_ name: String) -> [Double] { names.firstIndex(of: name).map { r[$0].rounds.map { $0.rounded() } } ?? [] }
         func med(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.sorted()[xs.count / 2] }
+        let rates = Result.Rates(serviceInProcess: rounds("service_in_process"), daemonPreEncoded: rounds("daemon_pre_encoded"),
+                                 command: rounds("command"), sqlite: rounds("sqlite"),
+                                 commandBefore: before == nil ? nil : rounds("command_before"))
+        // The command against each of the others, round by round (a ratio of measures that ran is reported).
+        let against = [("service_in_process", rates.serviceInProcess), ("daemon_pre_encoded", rates.daemonPreEncoded),
+                       ("sqlite", rates.sqlite), ("command_before", rates.commandBefore ?? [])].filter { !$0.1.isEmpty }
         return Result(
             trades: trades, batch: batch, window: window, runs: options.runs,
             loadAverage_1m: (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?",
-            perSecondRounds: .init(serviceInProcess: service, daemonPreEncoded: daemon, command: commandRounds, sqlite: sqlite,
-                                   commandBefore: before == nil ? nil : beforeRounds),
-            perSecondMedian: .init(serviceInProcess: med(service), daemonPreEncoded: med(daemon), command: med(commandRounds),
-                                   sqlite: med(sqlite), commandBefore: before == nil ? nil : med(beforeRounds)),
+            perSecondRounds: rates,
+            perSecondMedian: .init(serviceInProcess: med(rates.serviceInProcess), daemonPreEncoded: med(rates.daemonPreEncoded),
+                                   command: med(rates.command), sqlite: med(rates.sqlite), commandBefore: rates.commandBefore.map(med)),
             beforeBinary: before,
-            ratiosMedianOfRounds: only == nil ? [
-                "command_vs_service_in_process": medianRatio(commandRounds, service),
-                "command_vs_daemon_pre_encoded": medianRatio(commandRounds, daemon),
-                "command_vs_sqlite": medianRatio(commandRounds, sqlite),
-                "daemon_pre_encoded_vs_service_in_process": medianRatio(daemon, service),
-            ].merging(before == nil ? [:] : ["command_vs_command_before": medianRatio(commandRounds, beforeRounds)]) { a, _ in a } : [:],
-            ratiosByRound: only == nil ? [
-                "command_vs_service_in_process": zip(commandRounds, service).map { ratio($0, $1) },
-                "command_vs_daemon_pre_encoded": zip(commandRounds, daemon).map { ratio($0, $1) },
-                "command_vs_sqlite": zip(commandRounds, sqlite).map { ratio($0, $1) },
-                "command_vs_command_before": zip(commandRounds, beforeRounds).map { ratio($0, $1) },
-            ] : [:])
+            commandCpuMicrosPerTradeRounds: .init(command: commandCPU, commandBefore: before == nil ? nil : beforeCPU),
+            ratiosMedianOfRounds: Dictionary(uniqueKeysWithValues: against.map { ("command_vs_\($0.0)", medianRatio(rates.command, $0.1)) }),
+            ratiosByRound: Dictionary(uniqueKeysWithValues: against.map { name, xs in ("command_vs_\(name)", zip(rates.command, xs).map { ratio($0, $1) }) }))
     }
 
     struct Result: BenchReport {
@@ -96,6 +97,8 @@ enum SubmitBench {
         var perSecondRounds: Rates<[Double]>
         var perSecondMedian: Rates<Double>
         var beforeBinary: String?
+        struct CPU: Codable, Sendable { var command: [Double], commandBefore: [Double]? }
+        var commandCpuMicrosPerTradeRounds: CPU
         var ratiosMedianOfRounds: [String: Double]
         var ratiosByRound: [String: [Double]]
     }
@@ -163,20 +166,29 @@ enum SubmitBench {
     /// `tickwire trade submit --file` of every trade against a fresh daemon: trades acknowledged a second from
     /// the process's start to its exit.
     static func command(file: String, trades: Int, batch: Int, window: Int, config: String, data: String,
-                        binary: String = tickwireBinary) throws -> Double {
+                        binary: String) throws -> (rate: Double, cpuMicrosPerTrade: Double) {
         let daemon = try Daemon(config: config, data: data)
+        // The command is the only child reaped while it runs (the daemon is reaped after): the children's usage
+        // grows by its own.
+        func childrenCPUMicros() -> Double {
+            var u = rusage()
+            getrusage(RUSAGE_CHILDREN.rawValue, &u)
+            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec)
+        }
+        let cpu0 = childrenCPUMicros()
         let t0 = tw_monotonic_ns()
         let submit = try ChildProcess(binary, ["trade", "submit", "--file", file, "--data", data, "--connect", daemon.tradeEndpoint,
                                                        "--batch", "\(batch)", "--window", "\(window)"])
         guard let status = submit.wait(seconds: 600) else { submit.kill9(); throw BenchError.failed("trade submit did not finish in 600 s") }
         let seconds = Double(tw_monotonic_ns() - t0) / 1e9
+        let cpu = childrenCPUMicros() - cpu0
         let out = submit.stdout
         var acks = 0
         for line in out.split(separator: "\n") where line.hasPrefix(#"{"id":"#) && line.contains(#"","seq":"#) { acks += 1 }
         guard status == 0, acks == trades else {
             throw BenchError.failed("trade submit exited \(status) with \(acks) of \(trades) acknowledged: \(submit.stderr.suffix(2000)) \(out.suffix(500))")
         }
-        return Double(trades) / seconds
+        return (Double(trades) / seconds, cpu / Double(trades))
     }
 
     /// One DEALER in this process with the command's shape, from SUBMIT frames encoded before the clock starts.
