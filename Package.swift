@@ -136,6 +136,7 @@ let package = Package(
         .testTarget(name: "TickwireStoreTests", dependencies: ["TickwireStore", "TickwireCore", "TickwireTestSupport"]),
         .testTarget(name: "TickwireAlertsTests", dependencies: ["TickwireAlerts", "TickwireCore"]),
         .testTarget(name: "TickwireRiskTests", dependencies: ["TickwireRisk", "TickwireCore"]),
+        .testTarget(name: "TickwireTradeClientTests", dependencies: ["TickwireTradeClient", "TickwireCore"]),
         .testTarget(name: "TickwireDaemonTests", dependencies: [
             "TickwireDaemon", "TickwireClient", "TickwireCore", "TickwireZMQ", "TickwireTestSupport", "TickwireNATS",
             "TickwireTradeClient",

@@ -21,7 +21,7 @@ public protocol BenchReport: Codable, Sendable {}
 
 /// The suites `tickwire-bench NAME` runs. Each lives in its own file and measures itself beside its baseline.
 public enum BenchSuites {
-    public static let names = ["ring", "router", "e2e", "itch", "journal", "recovery", "store", "frames", "replicated", "nats"]
+    public static let names = ["ring", "router", "e2e", "itch", "journal", "recovery", "store", "frames", "replicated", "nats", "submit"]
 
     /// The `--param` keys each suite reads (documented at the top of its file): any other is refused, so a
     /// misspelt key cannot silently leave a default in place.
@@ -38,6 +38,7 @@ public enum BenchSuites {
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],
         "nats": ["latency_rate", "latency_seconds", "send_asap"],
+        "submit": ["trades", "batch", "window", "service_clients", "service_batch", "sqlite_records", "before_binary", "only"],
     ]
 
     /// Parses `KEY=VALUE` arguments for `suite`.
@@ -68,6 +69,7 @@ public enum BenchSuites {
         case "frames": return try FramesBench.run(options)
         case "replicated": return try ReplicatedBench.run(options)
         case "nats": return try NATSBench.run(options)
+        case "submit": return try SubmitBench.run(options)
         default: throw BenchError.unknownSuite(name)
         }
     }

@@ -48,7 +48,7 @@ public final class RetryingSubmitter {
     public private(set) var resends = 0, refusedAndResent = 0
 
     private struct Pending {
-        var request: TradeRequest
+        var trade: EncodedTrade
         var resendAt: Int64
         let giveUpAt: Int64
         /// Due because it was refused for now (counted in `refusedAndResent`), not for want of a reply.
@@ -75,20 +75,25 @@ public final class RetryingSubmitter {
     /// keeps its first give-up time), also when the send throws: it is then resent after `resendAfterMs`.
     /// - Throws: `TradeServiceError.zmq` when the socket refuses the message.
     public func send(_ requests: [TradeRequest], batch: Int = 1) throws {
-        let now = Nanos.now().rawValue
-        for r in requests {
-            pending[r.clientOrderID] = Pending(
-                request: r, resendAt: now + Int64(policy.resendAfterMs ?? Int.max / 2_000_000) * 1_000_000,
-                giveUpAt: pending[r.clientOrderID]?.giveUpAt ?? now + Int64(policy.giveUpAfterMs) * 1_000_000)
-        }
-        try transmit(requests, batch: batch)
+        try send(encoded: requests.map(EncodedTrade.init), batch: batch)
     }
 
-    private func transmit(_ requests: [TradeRequest], batch: Int) throws {
+    /// `send(_:batch:)` for SUBMIT frames encoded beforehand (`TradeLine` reads them straight from text).
+    public func send(encoded trades: [EncodedTrade], batch: Int = 1) throws {
+        let now = Nanos.now().rawValue
+        let resendAt = now + Int64(policy.resendAfterMs ?? Int.max / 2_000_000) * 1_000_000
+        let giveUpAt = now + Int64(policy.giveUpAfterMs) * 1_000_000
+        for t in trades {
+            pending[t.clientOrderID] = Pending(trade: t, resendAt: resendAt, giveUpAt: pending[t.clientOrderID]?.giveUpAt ?? giveUpAt)
+        }
+        try transmit(trades, batch: batch)
+    }
+
+    private func transmit(_ trades: [EncodedTrade], batch: Int) throws {
         var i = 0
-        while i < requests.count {
-            let end = min(i + max(1, batch), requests.count)
-            if end - i == 1 { try client.send(requests[i]) } else { try client.send(batch: Array(requests[i..<end])) }
+        while i < trades.count {
+            let end = min(i + max(1, batch), trades.count)
+            try client.send(encoded: trades[i..<end])
             i = end
         }
     }
@@ -102,13 +107,13 @@ public final class RetryingSubmitter {
         var now = Nanos.now().rawValue
         if now >= nextScan {
             nextScan = now + scanIntervalNanos
-            var due: [TradeRequest] = []
+            var due: [EncodedTrade] = []
             for (id, p) in pending {
                 if p.giveUpAt <= now {
                     pending[id] = nil
                     body(.noReply(clientOrderID: id, milliseconds: policy.giveUpAfterMs))
                 } else if policy.resendAfterMs != nil && p.resendAt <= now {
-                    due.append(p.request)
+                    due.append(p.trade)
                 }
             }
             if !due.isEmpty {

@@ -49,8 +49,19 @@ public final class TradeClient {
     /// round of the service's loop for all of them. Their replies come back together, in the same order. A batch
     /// of one is the same message `send(_:)` makes.
     public func send(batch requests: [TradeRequest]) throws {
-        precondition(!requests.isEmpty && requests.count <= TradeWire.maxTradesPerMessage, "a batch holds 1...\(TradeWire.maxTradesPerMessage) trades")
-        do { _ = try socket.sendMultipart(requests.map(TradeWire.encodeRequest)) } catch { throw TradeServiceError.zmq(error) }
+        try send(encoded: requests.map(EncodedTrade.init))
+    }
+
+    /// Sends SUBMIT frames encoded beforehand (`EncodedTrade`) in one message, as `send(batch:)` does.
+    public func send(encoded trades: some Collection<EncodedTrade>) throws {
+        precondition(!trades.isEmpty && trades.count <= TradeWire.maxTradesPerMessage, "a batch holds 1...\(TradeWire.maxTradesPerMessage) trades")
+        do {
+            var left = trades.count
+            for t in trades {
+                left -= 1
+                try socket.send(t.frame, more: left > 0)
+            }
+        } catch { throw TradeServiceError.zmq(error) }
     }
 
     /// Whether a reply already received (in the message of an earlier one) waits to be handed out.
@@ -63,8 +74,13 @@ public final class TradeClient {
             return received[receivedHead - 1]
         }
         do {
-            let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)
-            guard ready[0].contains(.readable), let frames = try socket.receiveMultipart(dontWait: true), !frames.isEmpty else { return nil }
+            // A message already waiting is taken without a poll (the common case while many trades are in flight).
+            var message = try socket.receiveMultipart(dontWait: true)
+            if message == nil && timeoutMs != 0 {
+                guard try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)[0].contains(.readable) else { return nil }
+                message = try socket.receiveMultipart(dontWait: true)
+            }
+            guard let frames = message, !frames.isEmpty else { return nil }
             received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
             receivedHead = 1
             return received[0]

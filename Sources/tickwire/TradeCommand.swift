@@ -47,6 +47,10 @@ struct TradeCommand: ParsableCommand {
         }
 
         func run() throws {
+            // A file that cannot be opened is a bad argument, found before any connection is made.
+            let input: Int32? = file.map { $0 == "-" ? STDIN_FILENO : open($0, O_RDONLY | O_CLOEXEC) }
+            if let file, input! < 0 { throw ValidationError("cannot read \(file): \(String(cString: strerror(errno)))") }
+            defer { if let input, input != STDIN_FILENO { close(input) } }
             let context = ZMQContext()
             let client = try TradeClient.forDataDirectory(data, trader: trader, context: context, endpoint: connect)
             defer { client.close() }
@@ -56,87 +60,122 @@ struct TradeCommand: ParsableCommand {
             let retry = retryMs ?? (connect.contains(",") ? 2_000 : 0)
             let submitter = RetryingSubmitter(client: client, policy: .init(resendAfterMs: retry > 0 ? retry : nil,
                                                                           giveUpAfterMs: timeoutMs))
+            let out = OutputLines()
+            defer { out.flush() }
             var failed = false
             func emit(_ outcome: RetryingSubmitter.Outcome) {
                 switch outcome {
-                case .replied(.ack(let id, let seq, _)): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"seq\":\(seq)}")
-                case .replied(.reject(let id, let reason)):
-                    print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\(TradeWire.jsonQuoted(reason.text))}"); failed = true
-                case .noReply(let id, let ms): print("{\"id\":\(TradeWire.jsonQuoted(id)),\"error\":\"no reply within \(ms) ms\"}"); failed = true
+                case .replied(.ack(let id, let seq, _)): out.line { $0.field("id", id); $0.field("seq", seq) }
+                case .replied(.reject(let id, let reason)): out.line { $0.field("id", id); $0.field("error", reason.text) }; failed = true
+                case .noReply(let id, let ms): out.line { $0.field("id", id); $0.field("error", "no reply within \(ms) ms") }; failed = true
                 }
             }
-            func send(_ requests: [TradeRequest]) throws { try submitter.send(requests, batch: batch) }
-            func drain(untilBelow limit: Int) throws { try submitter.drain(untilBelow: limit, emit) }
-            if let file {
-                let text: String
-                if file == "-" {
-                    text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-                } else {
-                    guard let data = FileManager.default.contents(atPath: file) else {
-                        throw ValidationError("cannot read \(file)")
+            // Replies already waiting are taken at once; only when none is does the output go out before waiting,
+            // so a reader of the output sees every reply that came in while the command waits for more.
+            func drain(untilBelow limit: Int) throws {
+                while submitter.outstanding >= max(1, limit) {
+                    if try !submitter.poll(timeoutMs: 0, emit) {
+                        out.flush()
+                        try submitter.poll(timeoutMs: -1, emit)
                     }
-                    text = String(decoding: data, as: UTF8.self)
                 }
+            }
+            if let file, let input {
                 // Consecutive trades travel together, up to `batch` a message (their replies come back together).
-                var batched: [TradeRequest] = []
+                var batched: [EncodedTrade] = []
+                batched.reserveCapacity(batch)
                 func flush() throws {
                     guard !batched.isEmpty else { return }
                     try drain(untilBelow: max(1, window - batched.count + 1))
-                    try send(batched)
+                    try submitter.send(encoded: batched, batch: batch)
                     batched.removeAll(keepingCapacity: true)
                 }
-                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                    if line.allSatisfy(\.isWhitespace) { continue }
-                    let request: TradeRequest
-                    do { request = try parseLine(String(line)) } catch {
-                        print("{\"line\":\(n + 1),\"error\":\(TradeWire.jsonQuoted("\(file):\(n + 1): \(error)"))}")
-                        failed = true
-                        continue
+                do {
+                    try TradeFile.forEachLine(fd: input) { line, n in
+                        do {
+                            guard let trade = try TradeLine.encode(line) else { return }
+                            batched.append(trade)
+                        } catch {
+                            out.line { $0.field("line", UInt64(n)); $0.field("error", "\(file):\(n): \(error)") }
+                            failed = true
+                            return
+                        }
+                        if batched.count >= batch { try flush() }
                     }
-                    batched.append(request)
-                    if batched.count >= batch { try flush() }
-                }
+                } catch let e as TradeInputError { throw ValidationError("\(file): \(e)") }
                 try flush()
                 try drain(untilBelow: 1)
             } else {
                 guard let desk, let symbol, let side, let qty, let price, let id else {
                     throw ValidationError("give --desk, --symbol, --side, --qty, --price and --id, or --file")
                 }
-                try send([try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id)])
+                try submitter.send([try makeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id)])
                 try drain(untilBelow: 1)
             }
             if failed { throw ExitCode(1) }
-        }
-
-        func parseLine(_ line: String) throws -> TradeRequest {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                throw ValidationError("not a JSON object")
-            }
-            func field(_ key: String) throws -> String {
-                switch object[key] {
-                case let s as String: return s
-                case let n as NSNumber: return n.stringValue
-                default: throw ValidationError("missing or non-scalar \"\(key)\"")
-                }
-            }
-            return try makeRequest(desk: field("desk"), symbol: field("symbol"), side: field("side"), qty: field("qty"),
-                                   price: field("price"), id: field("id"))
         }
     }
 }
 
 func makeRequest(desk: String, symbol: String, side: String, qty: String, price: String, id: String) throws -> TradeRequest {
-    let s: Side
-    switch side.lowercased() {
-    case "buy", "b": s = .buy
-    case "sell", "s": s = .sell
-    default: throw ValidationError("side '\(side)' must be buy or sell")
+    do { return try TradeRequest(desk: desk, symbol: symbol, side: side, qty: qty, price: price, id: id) } catch {
+        throw ValidationError(error.reason)
     }
-    let quantity: Quantity, limit: Price
-    do { quantity = try Quantity(parsing: qty) } catch { throw ValidationError("qty '\(qty)': \(error.reason)") }
-    do { limit = try Price(parsing: price) } catch { throw ValidationError("price '\(price)': \(error.reason)") }
-    let request = TradeRequest(desk: desk, symbol: symbol, side: s, quantity: quantity, price: limit, clientOrderID: id)
-    if let bad = request.validationError() { throw ValidationError(bad.text) }
-    return request
 }
 
+/// Standard output as one JSON object a line, written in large blocks (a file's acknowledgements are many short
+/// lines) and whenever the caller is about to wait.
+final class OutputLines {
+    private var buffer: [UInt8] = []
+    private var first = true
+
+    init() { buffer.reserveCapacity(1 << 16) }
+
+    /// Appends `{…}` and a newline, the fields written by `body`.
+    func line(_ body: (OutputLines) -> Void) {
+        buffer.append(UInt8(ascii: "{"))
+        first = true
+        body(self)
+        buffer.append(contentsOf: "}\n".utf8)
+        if buffer.count >= 1 << 16 { flush() }
+    }
+
+    func field(_ key: StaticString, _ value: UInt64) {
+        name(key)
+        FixedPoint.appendUnsigned(value, to: &buffer)
+    }
+
+    func field(_ key: StaticString, _ value: String) {
+        name(key)
+        // Client order ids are printable ASCII without quotes or backslashes: most values need no escaping.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) {
+            buffer.append(UInt8(ascii: "\""))
+            buffer.append(contentsOf: value.utf8)
+            buffer.append(UInt8(ascii: "\""))
+        } else {
+            buffer.append(contentsOf: TradeWire.jsonQuoted(value).utf8)
+        }
+    }
+
+    private func name(_ key: StaticString) {
+        if !first { buffer.append(UInt8(ascii: ",")) }
+        first = false
+        buffer.append(UInt8(ascii: "\""))
+        buffer.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        buffer.append(contentsOf: "\":".utf8)
+    }
+
+    /// Writes what is buffered (a closed or full output loses it, as `print` would).
+    func flush() {
+        buffer.withUnsafeBytes { b in
+            var done = 0
+            while done < b.count {
+                let n = write(STDOUT_FILENO, b.baseAddress! + done, b.count - done)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                done += n
+            }
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}

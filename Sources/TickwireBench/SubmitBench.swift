@@ -1,0 +1,229 @@
+import CTickwireSys
+import Foundation
+import TickwireCore
+import TickwireTestSupport
+import TickwireTradeClient
+import TickwireZMQ
+
+/// `tickwire-bench submit`: the path a user types, `tickwire trade submit --file trades.jsonl`, end to end (the
+/// process started, the file read, every trade sent over CURVE to a real `tickwire run`, the last
+/// acknowledgement printed, the process exited), beside what the trade service does without the command, in
+/// interleaved rounds:
+/// - `service_in_process`: the trade service in this process, `service_clients` in-process clients each keeping
+///   2,048 trades in flight, `service_batch` a message (the journal suite's `trades_acked_over_zeromq_curve_batched`);
+/// - `daemon_pre_encoded`: a fresh `tickwire run` like the command's, fed by one in-process DEALER with the
+///   command's shape (`batch` a message, `window` in flight) from SUBMIT frames encoded before the clock starts:
+///   what that daemon acknowledges for one connection when the client costs nothing;
+/// - `command`: the real `tickwire trade submit --file` process against a fresh `tickwire run`;
+/// - SQLite (WAL, synchronous=FULL, a transaction per trade), the journal suite's baseline;
+/// - with `before_binary=PATH`, the same command from another build of `tickwire` (before a change).
+///
+/// Each daemon runs the simulator at one event a second (idle), risk limits off, and the trades are in a symbol
+/// it does not simulate (no price collar), so every trade is acknowledged.
+///
+/// Parameters (`key=value`): `trades` (200000), `batch` (64) and `window` (4096): the command's defaults,
+/// `service_clients` (4), `service_batch` (32), `sqlite_records` (3000), `before_binary` (none), `only` (`command`:
+/// the command alone, e.g. under perf; the ratios then mean nothing).
+enum SubmitBench {
+    static func run(_ options: BenchOptions) throws -> Result {
+        let p = options.parameters
+        func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
+        let trades = param("trades", 200_000), batch = param("batch", 64), window = param("window", 4096)
+        // `only=command`: the command alone (e.g. under perf).
+        let only = p["only"]
+        let root = options.directory + "/submit-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var n = 0
+        func fresh() -> String { n += 1; return root + "/\(n)" }
+        let file = root + "/trades.jsonl"
+        try writeTrades(to: file, count: trades)
+        let config = root + "/daemon.toml"
+        try daemonConfig.write(toFile: config, atomically: true, encoding: .utf8)
+
+        let before = p["before_binary"]
+        // CPU time of the command process a trade (user + system, µs): what the command costs the machine, which a
+        // loaded machine's wall clock hides.
+        var commandCPU: [Double] = [], beforeCPU: [Double] = []
+        func timed(_ cpu: inout [Double], _ binary: String) throws -> Double {
+            let r = try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary)
+            cpu.append((r.cpuMicrosPerTrade * 100).rounded() / 100)
+            return r.rate
+        }
+        var names: [String] = [], measures: [() -> Double] = []
+        func add(_ name: String, _ body: @escaping () throws -> Double) {
+            names.append(name)
+            measures.append { do { return try body() } catch { fatalError("submit bench, \(name): \(error)") } }
+        }
+        if let before { add("command_before") { try timed(&beforeCPU, before) } }
+        if only == nil {
+            add("service_in_process") {
+                try JournalBench.tradesOverZMQ(fresh(), clients: param("service_clients", 4), records: trades, batch: param("service_batch", 32))
+            }
+            add("daemon_pre_encoded") { try preEncoded(trades: trades, batch: batch, window: window, config: config, data: fresh()) }
+        }
+        add("command") { try timed(&commandCPU, tickwireBinary) }
+        if only == nil { add("sqlite") { try JournalBench.sqliteRate(fresh(), records: param("sqlite_records", 3000)) } }
+        let r = interleaved(options.runs, measures)
+        func rounds(_ name: String) -> [Double] { names.firstIndex(of: name).map { r[$0].rounds.map { $0.rounded() } } ?? [] }
+        func med(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.sorted()[xs.count / 2] }
+        let rates = Result.Rates(serviceInProcess: rounds("service_in_process"), daemonPreEncoded: rounds("daemon_pre_encoded"),
+                                 command: rounds("command"), sqlite: rounds("sqlite"),
+                                 commandBefore: before == nil ? nil : rounds("command_before"))
+        // The command against each of the others, round by round (a ratio of measures that ran is reported).
+        let against = [("service_in_process", rates.serviceInProcess), ("daemon_pre_encoded", rates.daemonPreEncoded),
+                       ("sqlite", rates.sqlite), ("command_before", rates.commandBefore ?? [])].filter { !$0.1.isEmpty }
+        return Result(
+            trades: trades, batch: batch, window: window, runs: options.runs,
+            loadAverage_1m: (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "?",
+            perSecondRounds: rates,
+            perSecondMedian: .init(serviceInProcess: med(rates.serviceInProcess), daemonPreEncoded: med(rates.daemonPreEncoded),
+                                   command: med(rates.command), sqlite: med(rates.sqlite), commandBefore: rates.commandBefore.map(med)),
+            beforeBinary: before,
+            commandCpuMicrosPerTradeRounds: .init(command: commandCPU, commandBefore: before == nil ? nil : beforeCPU),
+            ratiosMedianOfRounds: Dictionary(uniqueKeysWithValues: against.map { ("command_vs_\($0.0)", medianRatio(rates.command, $0.1)) }),
+            ratiosByRound: Dictionary(uniqueKeysWithValues: against.map { name, xs in ("command_vs_\(name)", zip(rates.command, xs).map { ratio($0, $1) }) }))
+    }
+
+    struct Result: BenchReport {
+        var suite = "submit"
+        var trades: Int, batch: Int, window: Int, runs: Int
+        var loadAverage_1m: String
+        struct Rates<T: Codable & Sendable>: Codable, Sendable {
+            var serviceInProcess: T, daemonPreEncoded: T, command: T, sqlite: T
+            /// The command from `before_binary`.
+            var commandBefore: T?
+        }
+        var perSecondRounds: Rates<[Double]>
+        var perSecondMedian: Rates<Double>
+        var beforeBinary: String?
+        struct CPU: Codable, Sendable { var command: [Double], commandBefore: [Double]? }
+        var commandCpuMicrosPerTradeRounds: CPU
+        var ratiosMedianOfRounds: [String: Double]
+        var ratiosByRound: [String: [Double]]
+    }
+
+    /// Risk limits off (every trade is acknowledged, none refused by a limit the bench would have to size), and a
+    /// simulator of one event a second in a symbol the trades do not use.
+    static let daemonConfig = """
+        [sim]
+        rate = 1
+        symbols = ["SIMX"]
+
+        [risk.default]
+        max_position = "none"
+        max_gross_notional = "none"
+        max_loss = "none"
+        max_order_quantity = "none"
+        max_order_notional = "none"
+        price_collar_bps = "none"
+
+        """
+
+    /// The trades of every run: desks, symbols and sides varied, quantities as numbers and strings alike.
+    static func request(_ i: Int) -> TradeRequest {
+        TradeRequest(desk: "DESK\(i % 8)", symbol: ["AAPL", "MSFT", "NVDA", "AMZN"][i % 4], side: i % 2 == 0 ? .buy : .sell,
+                     quantity: Quantity(e8: Int64(1 + i % 500) * 100_000_000), price: Price(e8: 18_725_000_000 + Int64(i % 997) * 1_000_000),
+                     clientOrderID: "bench-\(i)")
+    }
+
+    static func writeTrades(to path: String, count: Int) throws {
+        var text = ""
+        text.reserveCapacity(count * 110)
+        for i in 0..<count {
+            let r = request(i)
+            let qty = i % 3 == 0 ? "\"\(r.quantity)\"" : "\(r.quantity)"
+            text += "{\"desk\":\"\(r.desk)\",\"symbol\":\"\(r.symbol)\",\"side\":\"\(r.side)\",\"qty\":\(qty),\"price\":\"\(r.price)\",\"id\":\"\(r.clientOrderID)\"}\n"
+        }
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+
+    /// A `tickwire run` on free loopback ports with its own data directory, stopped (SIGTERM, then SIGKILL) by its
+    /// own pid when released.
+    final class Daemon {
+        let child: ChildProcess
+        let tradeEndpoint: String
+        let data: String
+
+        init(config: String, data: String) throws {
+            self.data = data
+            tradeEndpoint = "tcp://127.0.0.1:\(freePort())"
+            child = try ChildProcess(tickwireBinary, ["run", "--config", config, "--data", data, "--trades", tradeEndpoint,
+                                                      "--pub", "tcp://127.0.0.1:\(freePort())", "--metrics", "127.0.0.1:\(freePort())"])
+            guard child.waitForOutput("tickwire running", seconds: 60) else {
+                child.kill9()
+                throw BenchError.failed("tickwire run did not start: \(child.stderr.suffix(2000))")
+            }
+        }
+
+        deinit {
+            child.signal(SIGTERM)
+            if child.wait(seconds: 20) == nil { child.kill9() }
+            try? FileManager.default.removeItem(atPath: data)
+        }
+    }
+
+    /// `tickwire trade submit --file` of every trade against a fresh daemon: trades acknowledged a second from
+    /// the process's start to its exit.
+    static func command(file: String, trades: Int, batch: Int, window: Int, config: String, data: String,
+                        binary: String) throws -> (rate: Double, cpuMicrosPerTrade: Double) {
+        let daemon = try Daemon(config: config, data: data)
+        // The command is the only child reaped while it runs (the daemon is reaped after): the children's usage
+        // grows by its own.
+        func childrenCPUMicros() -> Double {
+            var u = rusage()
+            getrusage(RUSAGE_CHILDREN.rawValue, &u)
+            return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec)
+        }
+        let cpu0 = childrenCPUMicros()
+        let t0 = tw_monotonic_ns()
+        let submit = try ChildProcess(binary, ["trade", "submit", "--file", file, "--data", data, "--connect", daemon.tradeEndpoint,
+                                                       "--batch", "\(batch)", "--window", "\(window)"])
+        guard let status = submit.wait(seconds: 600) else { submit.kill9(); throw BenchError.failed("trade submit did not finish in 600 s") }
+        let seconds = Double(tw_monotonic_ns() - t0) / 1e9
+        let cpu = childrenCPUMicros() - cpu0
+        let out = submit.stdout
+        var acks = 0
+        for line in out.split(separator: "\n") where line.hasPrefix(#"{"id":"#) && line.contains(#"","seq":"#) { acks += 1 }
+        guard status == 0, acks == trades else {
+            throw BenchError.failed("trade submit exited \(status) with \(acks) of \(trades) acknowledged: \(submit.stderr.suffix(2000)) \(out.suffix(500))")
+        }
+        return (Double(trades) / seconds, cpu / Double(trades))
+    }
+
+    /// One DEALER in this process with the command's shape, from SUBMIT frames encoded before the clock starts.
+    static func preEncoded(trades: Int, batch: Int, window: Int, config: String, data: String) throws -> Double {
+        let daemon = try Daemon(config: config, data: data)
+        let server = try CurveKeyPair.read(from: KeyStore.serverPath(data))
+        let keys = try KeyStore.traderPair(data: data, name: nil)
+        let context = ZMQContext()
+        let socket = try context.socket(.dealer)
+        defer { socket.close() }
+        try socket.setCurveClient(serverKey: server.publicKey, publicKey: keys.publicKey, secretKey: keys.secretKey!)
+        try socket.setSendHighWaterMark(0)
+        try socket.setReceiveHighWaterMark(0)
+        try socket.connect(daemon.tradeEndpoint)
+        let messages = stride(from: 0, to: trades, by: batch).map { start in
+            (start..<min(trades, start + batch)).map { TradeWire.encodeRequest(request($0)) }
+        }
+        var sent = 0, acked = 0, next = 0
+        let t0 = tw_monotonic_ns()
+        while acked < trades {
+            while next < messages.count && sent - acked + messages[next].count <= window {
+                try socket.sendMultipart(messages[next])
+                sent += messages[next].count
+                next += 1
+            }
+            guard try ZMQ.poll([(socket, .readable)], timeoutMs: 10_000)[0].contains(.readable) else {
+                throw BenchError.failed("no reply within 10 s with \(sent - acked) trades in flight")
+            }
+            while let frames = try socket.receiveMultipart(dontWait: true) {
+                for f in frames where f.first != TradeWire.ack {
+                    throw BenchError.failed("a trade was not acknowledged: \((try? TradeWire.decodeReply(f)).map { "\($0)" } ?? "\(f)")")
+                }
+                acked += frames.count
+            }
+        }
+        return Double(trades) * 1e9 / Double(tw_monotonic_ns() - t0)
+    }
+}

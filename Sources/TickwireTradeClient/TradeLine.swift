@@ -1,0 +1,380 @@
+import TickwireCore
+
+/// A trade request that cannot be sent, in words a user can act on ("side 'hold' must be buy or sell").
+public struct TradeInputError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+extension TradeRequest {
+    /// A request from fields as a user writes them: side `buy`/`b`/`sell`/`s` in any case, quantity and price as
+    /// exact decimals of up to 8 fractional digits.
+    /// - Throws: `TradeInputError` naming the first field that is wrong.
+    public init(desk: String, symbol: String, side: String, qty: String, price: String, id: String) throws(TradeInputError) {
+        let s: Side
+        switch side.lowercased() {
+        case "buy", "b": s = .buy
+        case "sell", "s": s = .sell
+        default: throw TradeInputError("side '\(side)' must be buy or sell")
+        }
+        let quantity: Quantity, limit: Price
+        do { quantity = try Quantity(parsing: qty) } catch { throw TradeInputError("qty '\(qty)': \(error.reason)") }
+        do { limit = try Price(parsing: price) } catch { throw TradeInputError("price '\(price)': \(error.reason)") }
+        self.init(desk: desk, symbol: symbol, side: s, quantity: quantity, price: limit, clientOrderID: id)
+        if let bad = validationError() { throw TradeInputError(bad.text) }
+    }
+}
+
+/// A SUBMIT frame ready to send and the client order id it carries.
+public struct EncodedTrade: Sendable, Equatable {
+    public var frame: [UInt8]
+    public var clientOrderID: String
+    public init(_ request: TradeRequest) { frame = TradeWire.encodeRequest(request); clientOrderID = request.clientOrderID }
+    init(frame: [UInt8], clientOrderID: String) { self.frame = frame; self.clientOrderID = clientOrderID }
+}
+
+/// One line of a JSON-lines trade file (`tickwire trade submit --file`): a JSON object with `desk`, `symbol`,
+/// `side`, `qty`, `price` and `id`, each a string or a number (other keys are ignored), read straight into a
+/// SUBMIT frame.
+///
+/// Strict: anything that is not one JSON object (RFC 8259) with those six scalars is refused, naming the column
+/// and what was expected. The fields then mean what `TradeRequest.init(desk:symbol:side:qty:price:id:)` says: a
+/// line whose fields are plain (a side spelt out, unsigned decimals, valid tokens) is encoded in place; any other
+/// is handed to that initializer, which accepts it or words the error, so both paths agree by construction.
+public enum TradeLine {
+    /// The SUBMIT frame of one line (without its newline), or nil for a blank line.
+    /// - Throws: `TradeInputError` saying what is wrong.
+    public static func encode(_ line: UnsafeBufferPointer<UInt8>) throws(TradeInputError) -> EncodedTrade? {
+        var scanner = JSONObjectScanner(line)
+        scanner.skipSpace()
+        if scanner.atEnd { return nil }
+        var fields = Fields()
+        do { try scanner.object(into: &fields) } catch {
+            // A line of Unicode spaces (no-break space, …) was blank before this parser too.
+            if String(decoding: line, as: UTF8.self).allSatisfy(\.isWhitespace) { return nil }
+            throw error
+        }
+        return try fields.encode(line)
+    }
+
+    /// `encode` on the bytes of `line`.
+    public static func encode(_ line: some StringProtocol) throws(TradeInputError) -> EncodedTrade? {
+        var text = String(line)
+        let r: Result<EncodedTrade?, TradeInputError> = text.withUTF8 { b in
+            do throws(TradeInputError) { return .success(try encode(b)) } catch { return .failure(error) }
+        }
+        return try r.get()
+    }
+
+    /// A field's value: where it is in the line, or its bytes when it had escapes or was a number with an exponent.
+    struct Value {
+        var range: Range<Int>
+        var decoded: [UInt8]?
+        func text(_ line: UnsafeBufferPointer<UInt8>) -> String {
+            decoded.map { String(decoding: $0, as: UTF8.self) } ?? String(decoding: UnsafeBufferPointer(rebasing: line[range]), as: UTF8.self)
+        }
+        func withBytes<T>(_ line: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+            if let decoded { return decoded.withUnsafeBufferPointer(body) }
+            return body(UnsafeBufferPointer(rebasing: line[range]))
+        }
+    }
+
+    /// The six fields, in the order their absence is reported.
+    struct Fields {
+        static let names = ["desk", "symbol", "side", "qty", "price", "id"]
+        static let nameBytes = names.map { Array($0.utf8) }
+        var values = [Value?](repeating: nil, count: 6)
+        /// Fields given as something other than a string or a number (an object, an array, true, false, null).
+        var nonScalar = [Bool](repeating: false, count: 6)
+
+        func encode(_ line: UnsafeBufferPointer<UInt8>) throws(TradeInputError) -> EncodedTrade {
+            var v: [Value] = []
+            v.reserveCapacity(6)
+            for i in 0..<6 {
+                guard let value = values[i], !nonScalar[i] else { throw TradeInputError("missing or non-scalar \"\(Fields.names[i])\"") }
+                v.append(value)
+            }
+            if let fast = plain(v, line) { return fast }
+            let request = try TradeRequest(desk: v[0].text(line), symbol: v[1].text(line), side: v[2].text(line),
+                                           qty: v[3].text(line), price: v[4].text(line), id: v[5].text(line))
+            return EncodedTrade(request)
+        }
+
+        /// The frame of plain fields, built from the line's bytes; nil for anything else (then the slow path decides).
+        private func plain(_ v: [Value], _ line: UnsafeBufferPointer<UInt8>) -> EncodedTrade? {
+            guard let side = v[2].withBytes(line, Self.side), let qty = v[3].withBytes(line, Self.decimalE8), qty > 0,
+                  let price = v[4].withBytes(line, Self.decimalE8), price > 0,
+                  v[0].withBytes(line, { Self.isToken($0) }), v[1].withBytes(line, { Self.isToken($0) }),
+                  v[5].withBytes(line, Self.isClientOrderID) else { return nil }
+            var frame: [UInt8] = [TradeWire.submit, TradeWire.version, side.rawValue, 0]
+            frame.reserveCapacity(23 + 32 + 32 + 64)
+            TradeWire.put(UInt64(bitPattern: qty), &frame)
+            TradeWire.put(UInt64(bitPattern: price), &frame)
+            for i in [0, 1, 5] {
+                v[i].withBytes(line) { b in frame.append(UInt8(b.count)); frame.append(contentsOf: b) }
+            }
+            return EncodedTrade(frame: frame, clientOrderID: v[5].text(line))
+        }
+
+        private static func side(_ b: UnsafeBufferPointer<UInt8>) -> Side? {
+            // ASCII lower case: | 0x20 maps A-Z onto a-z and leaves a-z alone.
+            switch b.count {
+            case 1: return b[0] | 0x20 == UInt8(ascii: "b") ? .buy : b[0] | 0x20 == UInt8(ascii: "s") ? .sell : nil
+            case 3: return b[0] | 0x20 == UInt8(ascii: "b") && b[1] | 0x20 == UInt8(ascii: "u") && b[2] | 0x20 == UInt8(ascii: "y") ? .buy : nil
+            case 4:
+                return b[0] | 0x20 == UInt8(ascii: "s") && b[1] | 0x20 == UInt8(ascii: "e") && b[2] | 0x20 == UInt8(ascii: "l")
+                    && b[3] | 0x20 == UInt8(ascii: "l") ? .sell : nil
+            default: return nil
+            }
+        }
+
+        /// An unsigned decimal with at most 8 fractional digits and at most 10 whole digits (10^10 × 10^8 is below
+        /// Int64.max; longer ones go the slow way, which says when they are too large).
+        private static func decimalE8(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
+            var whole: Int64 = 0, frac: Int64 = 0, wholeDigits = 0, fracDigits = 0, i = 0
+            while i < b.count, b[i] &- UInt8(ascii: "0") < 10 { whole = whole &* 10 &+ Int64(b[i] &- UInt8(ascii: "0")); wholeDigits += 1; i += 1 }
+            if i < b.count {
+                guard b[i] == UInt8(ascii: ".") else { return nil }
+                i += 1
+                while i < b.count, b[i] &- UInt8(ascii: "0") < 10 { frac = frac &* 10 &+ Int64(b[i] &- UInt8(ascii: "0")); fracDigits += 1; i += 1 }
+            }
+            guard i == b.count, wholeDigits + fracDigits > 0, wholeDigits <= 10, fracDigits <= FixedPoint.fractionDigits else { return nil }
+            for _ in fracDigits..<FixedPoint.fractionDigits { frac &*= 10 }
+            return whole &* FixedPoint.scale &+ frac
+        }
+
+        private static func isToken(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+            !b.isEmpty && b.count <= TradeWire.maxToken && b.allSatisfy {
+                ($0 &- 0x30 < 10) || ($0 | 0x20) &- 0x61 < 26 || $0 == 0x5f || $0 == 0x2d
+            }
+        }
+
+        private static func isClientOrderID(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+            !b.isEmpty && b.count <= TradeWire.maxClientOrderID && b.allSatisfy { $0 > 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }
+        }
+    }
+}
+
+/// A strict reader of one JSON object (RFC 8259) on one line, keeping the six trade fields and skipping the rest.
+struct JSONObjectScanner {
+    let b: UnsafeBufferPointer<UInt8>
+    var i = 0
+    init(_ b: UnsafeBufferPointer<UInt8>) { self.b = b }
+
+    var atEnd: Bool { i >= b.count }
+
+    func fail(_ expected: String) -> TradeInputError {
+        let found = atEnd ? "the end of the line" : b[i] < 0x20 || b[i] >= 0x7f ? "byte 0x\(String(b[i], radix: 16))" : "'\(Character(Unicode.Scalar(b[i])))'"
+        return TradeInputError("not a JSON object: column \(i + 1): expected \(expected), found \(found)")
+    }
+
+    mutating func skipSpace() {
+        while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0d || b[i] == 0x0a { i += 1 }
+    }
+
+    mutating func expect(_ c: UInt8, _ what: String) throws(TradeInputError) {
+        guard i < b.count, b[i] == c else { throw fail(what) }
+        i += 1
+    }
+
+    /// The whole line: one object, then only white space.
+    mutating func object(into fields: inout TradeLine.Fields) throws(TradeInputError) {
+        try expect(UInt8(ascii: "{"), "'{'")
+        skipSpace()
+        if i < b.count, b[i] == UInt8(ascii: "}") {
+            i += 1
+        } else {
+            while true {
+                skipSpace()
+                let key = try string()
+                skipSpace()
+                try expect(UInt8(ascii: ":"), "':' after a key")
+                skipSpace()
+                let field = key.withBytes(b) { k in TradeLine.Fields.nameBytes.firstIndex { $0.elementsEqual(k) } }
+                if let field {
+                    // A repeated key: the last one counts.
+                    fields.nonScalar[field] = false
+                    if i < b.count, b[i] == UInt8(ascii: "\"") {
+                        fields.values[field] = try string()
+                    } else if i < b.count, b[i] == UInt8(ascii: "-") || b[i] &- UInt8(ascii: "0") < 10 {
+                        fields.values[field] = try number()
+                    } else {
+                        try skipValue(depth: 0)
+                        fields.nonScalar[field] = true
+                    }
+                } else {
+                    try skipValue(depth: 0)
+                }
+                skipSpace()
+                if i < b.count, b[i] == UInt8(ascii: ",") { i += 1; continue }
+                try expect(UInt8(ascii: "}"), "',' or '}'")
+                break
+            }
+        }
+        skipSpace()
+        guard atEnd else { throw fail("the end of the line after the object") }
+    }
+
+    /// A string at `i`: its range inside the quotes, and its decoded bytes when it has escapes.
+    mutating func string() throws(TradeInputError) -> TradeLine.Value {
+        try expect(UInt8(ascii: "\""), "a string")
+        let start = i
+        var decoded: [UInt8]? = nil
+        var nonASCII = false
+        while true {
+            guard i < b.count else { throw fail("the closing '\"' of a string") }
+            let c = b[i]
+            if c == UInt8(ascii: "\"") { break }
+            if c < 0x20 { throw fail("a character (control characters must be escaped)") }
+            if c >= 0x80 { nonASCII = true }
+            if c == UInt8(ascii: "\\") {
+                if decoded == nil { decoded = Array(b[start..<i]) }
+                i += 1
+                guard i < b.count else { throw fail("an escape") }
+                switch b[i] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): decoded!.append(b[i])
+                case UInt8(ascii: "b"): decoded!.append(0x08)
+                case UInt8(ascii: "f"): decoded!.append(0x0c)
+                case UInt8(ascii: "n"): decoded!.append(0x0a)
+                case UInt8(ascii: "r"): decoded!.append(0x0d)
+                case UInt8(ascii: "t"): decoded!.append(0x09)
+                case UInt8(ascii: "u"):
+                    i += 1
+                    var scalar = try hex4()
+                    if scalar >= 0xd800 && scalar < 0xdc00 {
+                        guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
+                            throw fail("'\\u' and the low half of a surrogate pair")
+                        }
+                        i += 2
+                        let low = try hex4()
+                        guard low >= 0xdc00 && low < 0xe000 else { throw fail("the low half of a surrogate pair") }
+                        scalar = 0x10000 + ((scalar - 0xd800) << 10) + (low - 0xdc00)
+                    } else if scalar >= 0xdc00 && scalar < 0xe000 {
+                        throw fail("a character, not the low half of a surrogate pair alone")
+                    }
+                    decoded!.append(contentsOf: String(Character(Unicode.Scalar(scalar)!)).utf8)
+                    continue
+                default: throw fail("an escape (one of \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)")
+                }
+                i += 1
+                continue
+            }
+            decoded?.append(c)
+            i += 1
+        }
+        let range = start..<i
+        i += 1
+        if nonASCII && String(validating: UnsafeBufferPointer(rebasing: b[range]), as: UTF8.self) == nil {
+            i = start
+            throw fail("UTF-8 text")
+        }
+        return TradeLine.Value(range: range, decoded: decoded)
+    }
+
+    private mutating func hex4() throws(TradeInputError) -> UInt32 {
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            guard i < b.count else { throw fail("four hex digits") }
+            let c = b[i] | 0x20
+            let d: UInt8
+            if c &- UInt8(ascii: "0") < 10 { d = c &- UInt8(ascii: "0") } else if c &- UInt8(ascii: "a") < 6 { d = c &- UInt8(ascii: "a") &+ 10 } else {
+                throw fail("four hex digits")
+            }
+            v = v << 4 | UInt32(d)
+            i += 1
+        }
+        return v
+    }
+
+    /// A number at `i` (RFC 8259's grammar): its text, with an exponent applied (`1.5e2` reads as `150`), so
+    /// that it means the exact decimal written.
+    mutating func number() throws(TradeInputError) -> TradeLine.Value {
+        let start = i
+        if b[i] == UInt8(ascii: "-") { i += 1 }
+        func digits() -> Int { let s = i; while i < b.count, b[i] &- UInt8(ascii: "0") < 10 { i += 1 }; return i - s }
+        let intStart = i
+        let intDigits = digits()
+        guard intDigits > 0 else { throw fail("a digit") }
+        if intDigits > 1 && b[intStart] == UInt8(ascii: "0") { i = intStart + 1; throw fail("no leading zero") }
+        var fracRange = i..<i
+        if i < b.count, b[i] == UInt8(ascii: ".") {
+            i += 1
+            let s = i
+            guard digits() > 0 else { throw fail("a digit after '.'") }
+            fracRange = s..<i
+        }
+        guard i < b.count, b[i] | 0x20 == UInt8(ascii: "e") else { return TradeLine.Value(range: start..<i, decoded: nil) }
+        i += 1
+        var negativeExponent = false
+        if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { negativeExponent = b[i] == UInt8(ascii: "-"); i += 1 }
+        let expStart = i
+        guard digits() > 0 else { throw fail("a digit in the exponent") }
+        // An exponent this large makes a number no quantity or price can be (the decimal parser says too large or
+        // too fine); the cap only keeps the text it reads short.
+        var exponent = 0
+        for c in b[expStart..<i] { exponent = min(exponent * 10 + Int(c - UInt8(ascii: "0")), 10_000) }
+        if negativeExponent { exponent = -exponent }
+        // Digits without the point (leading zeros dropped), and where the point goes after shifting by the exponent.
+        var mantissa = Array(b[intStart..<intStart + intDigits]) + Array(b[fracRange])
+        var point = intDigits + exponent
+        while mantissa.first == UInt8(ascii: "0") { mantissa.removeFirst(); point -= 1 }
+        if mantissa.isEmpty { return TradeLine.Value(range: start..<i, decoded: Array("0".utf8)) }
+        var text: [UInt8] = b[start] == UInt8(ascii: "-") ? [UInt8(ascii: "-")] : []
+        if point <= 0 {
+            text.append(contentsOf: "0.".utf8)
+            text.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: -point))
+            text.append(contentsOf: mantissa)
+        } else if point >= mantissa.count {
+            text.append(contentsOf: mantissa)
+            text.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: point - mantissa.count))
+        } else {
+            text.append(contentsOf: mantissa[..<point])
+            text.append(UInt8(ascii: "."))
+            text.append(contentsOf: mantissa[point...])
+        }
+        return TradeLine.Value(range: start..<i, decoded: text)
+    }
+
+    /// Skips any JSON value (objects and arrays nested up to 64 deep).
+    mutating func skipValue(depth: Int) throws(TradeInputError) {
+        guard i < b.count else { throw fail("a value") }
+        guard depth < 64 else { throw fail("a value nested less than 64 deep") }
+        switch b[i] {
+        case UInt8(ascii: "\""): _ = try string()
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): _ = try number()
+        case UInt8(ascii: "t"): try literal("true")
+        case UInt8(ascii: "f"): try literal("false")
+        case UInt8(ascii: "n"): try literal("null")
+        case UInt8(ascii: "["), UInt8(ascii: "{"):
+            let isObject = b[i] == UInt8(ascii: "{")
+            let close = isObject ? UInt8(ascii: "}") : UInt8(ascii: "]")
+            i += 1
+            skipSpace()
+            if i < b.count, b[i] == close { i += 1; return }
+            while true {
+                skipSpace()
+                if isObject {
+                    _ = try string()
+                    skipSpace()
+                    try expect(UInt8(ascii: ":"), "':' after a key")
+                    skipSpace()
+                }
+                try skipValue(depth: depth + 1)
+                skipSpace()
+                if i < b.count, b[i] == UInt8(ascii: ",") { i += 1; continue }
+                try expect(close, isObject ? "',' or '}'" : "',' or ']'")
+                return
+            }
+        default: throw fail("a value")
+        }
+    }
+
+    private mutating func literal(_ word: StaticString) throws(TradeInputError) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= b.count, UnsafeBufferPointer(start: word.utf8Start, count: n).elementsEqual(b[i..<i + n]) else {
+            throw fail("a value")
+        }
+        i += n
+    }
+}
