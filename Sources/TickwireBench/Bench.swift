@@ -37,7 +37,7 @@ public enum BenchSuites {
         "store": ["n", "symbols"],
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate"],
-        "nats": ["latency_rate", "latency_seconds", "send_asap"],
+        "nats": ["latency_rate", "latency_seconds", "send_asap", "fanout", "fanout_messages", "fanout_rate"],
     ]
 
     /// Parses `KEY=VALUE` arguments for `suite`.
