@@ -37,7 +37,7 @@ public enum BenchSuites {
         "store": ["n", "symbols"],
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],
-        "nats": ["latency_rate", "latency_seconds", "send_asap"],
+        "nats": ["latency_rate", "latency_seconds", "send_asap", "fanout", "fanout_messages", "fanout_rate"],
         "submit": ["trades", "batch", "window", "service_clients", "service_batch", "sqlite_records", "before_binary", "only"],
     ]
 

@@ -26,23 +26,27 @@ enum NATSBench {
         sendAsap = options.parameters["send_asap"] != "false"
         let server = try LocalNATSServer()
         defer { server.stop() }
-        var raw: [Double] = [], daemon: [Double] = [], daemonLost: [Double] = []
+        var raw: [Double] = [], daemon: [Double] = [], daemonLost: [Double] = [], queueFull: [Double] = []
         for _ in 0..<options.runs {
             raw.append(try rawThroughput(n, url: server.url))
             let d = try daemonThroughput(n, url: server.url)
             daemon.append(d.rate)
             daemonLost.append(Double(d.lost))
+            queueFull.append(Double(d.queueFull))
         }
         let rawLatency = try rawLatencyRun(rate: latencyRate, seconds: latencySeconds, url: server.url)
         let (daemonNATS, daemonZMQ) = try daemonLatencyRun(rate: latencyRate, seconds: latencySeconds, url: server.url)
+        let fanout = options.parameters["fanout"] == "false" ? nil : try NATSFanoutBench.run(
+            options, runs: options.runs, messages: Int(options.parameters["fanout_messages"] ?? "") ?? 50_000,
+            latencyRate: Int(options.parameters["fanout_rate"] ?? "") ?? 2_000, latencySeconds: latencySeconds)
         return Result(
             messagesPerRun: n, runs: options.runs,
             rawLibnatsMsgsPerS: .init(best: raw.max()!, median: EBench.median(raw)),
             daemonNatsMsgsPerS: .init(best: daemon.max()!, median: EBench.median(daemon)),
             daemonOverRawMedian: medianRatio(daemon, raw), daemonOverRawBest: ratio(daemon.max()!, raw.max()!),
-            daemonNatsLostPerRun: daemonLost, latencyRateMsgsPerS: latencyRate,
+            daemonNatsLostPerRun: daemonLost, daemonNatsQueueFullPerRun: queueFull, latencyRateMsgsPerS: latencyRate,
             rawLibnatsLatencyNs: .init(rawLatency), daemonNatsLatencyNs: .init(daemonNATS), daemonZmqLatencyNs: .init(daemonZMQ),
-            libnats: NATS.version, sendAsap: sendAsap)
+            libnats: NATS.version, sendAsap: sendAsap, fanout: fanout)
     }
 
     struct Result: BenchReport {
@@ -51,10 +55,15 @@ enum NATSBench {
         var rawLibnatsMsgsPerS: E2EBench.Result.BestMedian, daemonNatsMsgsPerS: E2EBench.Result.BestMedian
         var daemonOverRawMedian: Double, daemonOverRawBest: Double
         var daemonNatsLostPerRun: [Double]
+        /// Of those, dropped by the daemon itself: the simulator outran its NATS thread by the handoff's 65,536
+        /// slots (reported to NATS subscribers as GAPs).
+        var daemonNatsQueueFullPerRun: [Double]
         var latencyRateMsgsPerS: Int
         var rawLibnatsLatencyNs: E2EBench.Percentiles, daemonNatsLatencyNs: E2EBench.Percentiles, daemonZmqLatencyNs: E2EBench.Percentiles
         var libnats: String
         var sendAsap: Bool
+        /// 2,000 subscriptions over three servers (nil with `fanout=false`).
+        var fanout: NATSFanoutBench.Result?
     }
 
     typealias EBench = E2EBench
@@ -119,7 +128,7 @@ enum NATSBench {
         return Double(got) / (Double(max(1, counter.last - counter.first)) / 1e9)
     }
 
-    static func daemon(url: String, rate: Int, limit: Int?) throws -> (Daemon, String) {
+    static func daemon(url: String, rate: Int, limit: Int?, _ adjust: (inout DaemonConfig) -> Void = { _ in }) throws -> (Daemon, String) {
         let port = EBench.freeTCPPort()
         var c = DaemonConfig()
         c.sources = ["sim"]
@@ -135,23 +144,25 @@ enum NATSBench {
         c.natsRequired = true
         c.natsSendAsap = sendAsap
         c.dataDirectory = NSTemporaryDirectory() + "tickwire-natsbench-\(getpid())-\(port)"
+        adjust(&c)
         var logger = Logger(label: "bench")
         logger.logLevel = .error
         let d = Daemon(config: c, logger: logger)
         return (d, c.dataDirectory)
     }
 
-    static func daemonThroughput(_ n: Int, url: String) throws -> (rate: Double, lost: Int) {
+    static func daemonThroughput(_ n: Int, url: String) throws -> (rate: Double, lost: Int, queueFull: UInt64) {
         let (subConn, sub, counter) = try subscriber(url, pattern: "MD.>", latency: false)
         let (d, dir) = try daemon(url: url, rate: 0, limit: n)
         try d.start()
         // The simulator also publishes one STATUS per book before its first event: expect at least n.
         waitFor(counter, n)
+        let queueFull = d.statistics().counters.first { $0.name == "tickwire_nats_failed_total" && $0.labels.1 == "queue_full" }?.value ?? 0
         d.shutdown()
         try? FileManager.default.removeItem(atPath: dir)
         let got = counter.received.load(ordering: .acquiring)
         withExtendedLifetime((subConn, sub)) {}
-        return (Double(got) / (Double(max(1, counter.last - counter.first)) / 1e9), max(0, n - got))
+        return (Double(got) / (Double(max(1, counter.last - counter.first)) / 1e9), max(0, n - got), queueFull)
     }
 
     static func rawLatencyRun(rate: Int, seconds: Double, url: String) throws -> Histogram<UInt64> {

@@ -43,8 +43,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// (empty: no NATS); with `natsRequired`, no server reachable at start stops the daemon from starting.
     public var natsServers: [String] = []
     public var natsRequired = false
-    /// `[publish.nats] send_asap`: write each message at once (true: the latency setting, ~100 µs p50 hop) or
-    /// let libnats batch writes (false: several times the throughput, ~650 µs p50; NATS.md, BENCHMARKS.md).
+    /// `[publish.nats] send_asap`: write each message as soon as the NATS thread has it, and what queued behind it
+    /// in one write (true: the latency setting, ~100 µs p50 hop), or let libnats batch writes on its 1 ms flusher
+    /// (false; NATS.md, BENCHMARKS.md).
     public var natsSendAsap = true
     /// `[publish] snapshot_endpoint`: a ZeroMQ REP socket answering late joiners' snapshot requests (nil: none).
     public var snapshotEndpoint: String? = nil

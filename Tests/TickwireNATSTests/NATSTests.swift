@@ -152,6 +152,76 @@ func waitUntil(seconds: Double, file: StaticString = #filePath, line: UInt = #li
 }
 
 /// A value behind a lock, for handlers on libnats' threads.
+extension NATSTests {
+    /// Batched writes (`Options.batchedWrites`): what a thread publishes between `beginWriteBatch` and
+    /// `endWriteBatch` reaches a subscriber on another server whole and in order; a publish outside a batch goes
+    /// out at once; the rest of the protocol (flush, request/reply, pings) runs on the module's socket thread; and
+    /// after kill -9 of its server the connection carries on from another.
+    func testBatchedWritesDeliverInOrderAndTheConnectionFailsOver() throws {
+        let cluster = try NATSCluster(size: 3, jetStream: false)
+        var options = NATSConnection.Options(servers: cluster.servers.map(\.url))
+        options.batchedWrites = true
+        options.reconnectWaitMs = 100
+        let pub = try NATSConnection(options)
+        let home = cluster.servers.firstIndex { $0.url == pub.connectedURL }!
+        let other = (home + 1) % 3
+        let sub = try NATSConnection(.init(servers: [cluster.servers[other].url]))
+        let got = Locked([UInt32]())
+        let s = try sub.subscribe("T.>", pendingLimit: -1) { m in
+            m.withBytes { b in got.withLock { $0.append(b.loadUnaligned(as: UInt32.self)) } }
+        }
+        let responder = try sub.subscribe("ASK") { m in
+            if let reply = m.reply { try? sub.publish(subject: reply, bytes: m.bytes + [1]) }
+        }
+        try sub.flush()
+        // Interest crosses the route asynchronously: probe (outside any batch, with no flush) until one arrives.
+        var next: UInt32 = 0
+        func send(_ n: UInt32) { withUnsafeBytes(of: n) { _ = pub.tryPublish(subject: "T.X", bytes: $0) } }
+        try waitUntil(seconds: 30) {
+            if got.withLock({ $0.isEmpty }) { send(next); next += 1; usleep(20_000) }
+            return !got.withLock { $0.isEmpty }
+        }
+        try waitUntil(seconds: 10) { got.withLock { $0.count } == Int(next) }
+        // Batches of 1 to 500, seeded.
+        var rng = SystemRandomNumberGenerator()
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max), using: &rng)
+        var state = seed
+        func batch(upTo total: UInt32) {
+            while next < total {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                let size = 1 + UInt32(state >> 33) % 500
+                pub.beginWriteBatch()
+                for _ in 0..<min(size, total - next) { send(next); next += 1 }
+                pub.endWriteBatch()
+            }
+        }
+        batch(upTo: 20_000)
+        // Request/reply and flush ride the socket thread (the reply is read there, the request written there).
+        XCTAssertEqual(try pub.request("ASK", bytes: [7], timeoutMs: 5_000), [7, 1], "seed \(seed)")
+        try pub.flush()
+        try waitUntil(seconds: 20) { got.withLock { $0.count } >= Int(next) }
+        XCTAssertEqual(got.withLock { $0 }, Array(0..<next), "seed \(seed)")
+
+        // kill -9 of the publisher's server: it reconnects to another, and batches reach the subscriber again.
+        cluster.kill(home)
+        try waitUntil(seconds: 30) { pub.isConnected && pub.connectedURL != cluster.servers[home].url }
+        let resumedAt = next
+        try waitUntil(seconds: 30) {
+            batch(upTo: next + 10)
+            usleep(50_000)
+            return got.withLock { $0.last ?? 0 } >= resumedAt
+        }
+        let before = next
+        batch(upTo: next + 20_000)
+        try pub.flush()
+        try waitUntil(seconds: 20) { got.withLock { $0.last } == next - 1 }
+        let after = got.withLock { $0.filter { $0 >= before } }
+        XCTAssertEqual(after, Array(before..<next), "seed \(seed)")
+        XCTAssertEqual(s.dropped, 0)
+        withExtendedLifetime((s, responder)) {}
+    }
+}
+
 final class Locked<T>: @unchecked Sendable {
     private var value: T
     private let lock = NSLock()

@@ -8,7 +8,9 @@ import TickwireNATS
 /// payload and the same `seq`/`subject_seq`, also goes to core NATS (docs/PROTOCOL.md, "NATS").
 ///
 /// The ZeroMQ publisher hands each encoded payload over through `NATSHandoff` and never waits for this thread;
-/// this thread publishes with the client's send-as-soon-as-possible mode (the latency path, NATS.md). A NATS
+/// this thread publishes what is queued and writes it in one go (`batchedWrites`): a message that finds the thread
+/// idle is written at once (the latency of libnats' send-as-soon-as-possible mode, NATS.md), a burst that queued
+/// up behind it costs one system call per batch instead of one per message. A NATS
 /// outage never reaches the feed: libnats buffers nothing while disconnected (`reconnectBufferBytes` 0), so each
 /// publish then fails at once and is counted, and the connection moves by itself to any server of the list.
 /// Once connected again, a GAP notice per stream names the exact `seq` range NATS subscribers did not get:
@@ -65,6 +67,7 @@ final class NATSPublisher: @unchecked Sendable {
         var options = NATSConnection.Options(servers: servers)
         options.name = "tickwire-publisher"
         options.sendAsap = sendAsap
+        options.batchedWrites = sendAsap
         options.reconnectBufferBytes = 0
         options.maxReconnect = -1
         options.connectTimeoutMs = 2_000
@@ -102,12 +105,17 @@ final class NATSPublisher: @unchecked Sendable {
     /// The NATS thread: publishes what the handoff brings until it is closed and drained, then flushes.
     func run() {
         while true {
+            // What is queued goes out in one write (a batch of one when keeping up): with `sendAsap` alone, each
+            // message cost a system call and the thread fell behind the raw libnats publisher (BENCHMARKS.md, NATS).
+            var batching = false
             let n = handoff.drain(maxBatch: 256, timeoutNanos: 100_000_000) { id, payload in
+                if !batching { connection.beginWriteBatch(); batching = true }
                 send(id, payload)
             }
             if n < 0 { break }
             if tracker.hasPending && connection.isConnected { reportLoss() }
             serveSnapshots()
+            if batching { connection.endWriteBatch() }
         }
         if tracker.hasPending && connection.isConnected { reportLoss() }
         try? connection.flush(timeoutMs: 2_000)
