@@ -3,7 +3,7 @@
 
     python3 Tools/bench_report.py                 # regenerate BENCHMARKS.md from Benchmarks/Results/*.json
     python3 Tools/bench_report.py --run quick     # first run the quick suites, saving their JSON there
-    python3 Tools/bench_report.py --run itch      # or one suite: itch, router, ring, e2e, journal, recovery,
+    python3 Tools/bench_report.py --run itch      # or one suite: itch, router, ring, e2e, journal, recovery, submit,
                                                   # store, nats, replicated, alloc (package-benchmark)
 
 The inputs, all in Benchmarks/Results/:
@@ -41,6 +41,7 @@ SUITES = {
     "store": ["store", "--runs", "3"],
     "nats": ["nats", "--runs", "3"],
     "replicated": ["replicated", "--events", "20000", "--runs", "3"],
+    "submit": ["submit", "--runs", "5"],
 }
 QUICK = ["itch", "router", "alloc"]
 GATED = r"^(Ring|Router|Codec)\..*"
