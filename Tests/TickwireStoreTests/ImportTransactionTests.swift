@@ -54,10 +54,10 @@ final class LinesSource: EventSource, @unchecked Sendable {
         let path = try capture(dir, lines: 5000); defer { try? FileManager.default.removeItem(atPath: path) }
         let store = dir + "/store"
         let first = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
-                                                   identity: .init(kind: "lines", path: path), chunkEvents: 700)
+                                                   identity: .init(kind: "lines", path: path), heldRows: 700)
         #expect(first.events == 5000 && first.alreadyImported == nil)
         let second = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
-                                                    identity: .init(kind: "lines", path: path), chunkEvents: 700)
+                                                    identity: .init(kind: "lines", path: path), heldRows: 700)
         #expect(second.events == 0)
         #expect(second.alreadyImported?.contains("5000 events") == true)
         #expect(try count(store) == 5000)
@@ -80,7 +80,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
         let bad = try capture(dir, lines: 5000, badAt: 4321); defer { try? FileManager.default.removeItem(atPath: bad) }
         #expect(throws: LinesSource.BadLine.self) {
             try StoreImporter.importEvents(from: LinesSource(path: bad), directory: store,
-                                           identity: .init(kind: "lines", path: bad), chunkEvents: 500)
+                                           identity: .init(kind: "lines", path: bad), heldRows: 500)
         }
         #expect(try count(store) == 300)
         #expect(Layout.partitions(in: store).count == 1)
@@ -108,7 +108,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
             }
             killer.start()
             _ = try? StoreImporter.importEvents(from: LinesSource(path: dir + "/in-capture.csv"), directory: dir + "/store",
-                                                chunkEvents: 50_000)
+                                                heldRows: 50_000)
             while true { usleep(100_000) }
         }
         _ = path

@@ -175,3 +175,75 @@ enum FastField {
         return memcmp(p.baseAddress! + r.lowerBound, text.utf8Start, r.count) == 0
     }
 }
+
+/// Subjects found by the bytes of a row's two key fields (exchange and symbol) in the mapped file, so that a
+/// row of a pair seen before costs a hash and a compare, not the strings and dictionary lookup of the first.
+/// Entries point at the pair's first occurrence in the file, which stays mapped for the whole parse.
+struct SubjectsByBytes {
+    private struct Entry { var hash: UInt64; var first: Range<Int>; var second: Range<Int>; var subject: SubjectID }
+    private var slots = [Int32](repeating: -1, count: 256)
+    private var entries: [Entry] = []
+    /// The previous row's entry: most files repeat a pair row after row.
+    private var last = -1
+
+    @inline(__always)
+    private static func hash(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> UInt64 {
+        let h = mix(p, b, mix(p, a, 0xcbf2_9ce4_8422_2325))
+        return h ^ (h &>> 32)
+    }
+
+    @inline(__always)
+    private static func mix(_ p: UnsafeRawBufferPointer, _ r: Range<Int>, _ h0: UInt64) -> UInt64 {
+        var h = h0, i = r.lowerBound
+        while i &+ 8 <= r.upperBound {
+            h = (h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+            h ^= h &>> 29
+            i &+= 8
+        }
+        while i < r.upperBound { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3; i &+= 1 }
+        return (h ^ 0xff) &* 0xC4CE_B9FE_1A85_EC53
+    }
+
+    @inline(__always)
+    private static func same(_ p: UnsafeRawBufferPointer, _ x: Range<Int>, _ y: Range<Int>) -> Bool {
+        x.count == y.count && memcmp(p.baseAddress! + x.lowerBound, p.baseAddress! + y.lowerBound, x.count) == 0
+    }
+
+    @inline(__always)
+    private func matches(_ k: Int, _ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        let e = entries[k]
+        return Self.same(p, e.first, a) && Self.same(p, e.second, b)
+    }
+
+    /// The subject of the pair at `a` and `b`, if it was inserted before.
+    @inline(__always)
+    mutating func find(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> SubjectID? {
+        if last >= 0 && matches(last, p, a, b) { return entries[last].subject }
+        let h = Self.hash(p, a, b)
+        let mask = slots.count &- 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] >= 0 {
+            let k = Int(slots[i])
+            if entries[k].hash == h && matches(k, p, a, b) { last = k; return entries[k].subject }
+            i = (i &+ 1) & mask
+        }
+        return nil
+    }
+
+    mutating func insert(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>, _ subject: SubjectID) {
+        if 2 * (entries.count + 1) > slots.count {
+            slots = [Int32](repeating: -1, count: slots.count * 2)
+            for k in entries.indices { place(entries[k].hash, k) }
+        }
+        entries.append(Entry(hash: Self.hash(p, a, b), first: a, second: b, subject: subject))
+        last = entries.count - 1
+        place(entries[last].hash, last)
+    }
+
+    private mutating func place(_ h: UInt64, _ k: Int) {
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] >= 0 { i = (i + 1) & mask }
+        slots[i] = Int32(k)
+    }
+}

@@ -114,9 +114,14 @@ public final class TardisCSVSource: EventSource, SkipReporting {
         var out = Segment()
         out.events.reserveCapacity(range.count / 64)
         let maxCol = col.max()!
-        var starts = [Int](repeating: 0, count: maxCol + 2)
+        // Unchecked buffers for the per-byte loop: `n` never passes `maxCol + 1` when it stores.
+        let starts = UnsafeMutablePointer<Int>.allocate(capacity: maxCol + 2)
+        let column = UnsafeMutablePointer<Int>.allocate(capacity: col.count)
+        defer { starts.deallocate(); column.deallocate() }
+        starts.initialize(repeating: 0, count: maxCol + 2)
+        for i in col.indices { column[i] = col[i] }
         var cache: [String: SubjectID] = [:]
-        var lastKey: Range<Int> = 0..<0, lastSubject: SubjectID = 0
+        var byBytes = SubjectsByBytes()
         let sink = InternOnly(subjects: subjects)
         var offset = range.lowerBound
         let end = range.upperBound
@@ -142,22 +147,19 @@ public final class TardisCSVSource: EventSource, SkipReporting {
             if lineEnd == offset { continue }
             out.rows += 1
             func field(_ i: Int) -> Range<Int> {
-                let a = starts[col[i]]
-                let b = col[i] + 1 < n ? starts[col[i] + 1] - 1 : lineEnd
-                return a..<min(b, lineEnd)
+                let c = column[i]
+                let a = starts[c]
+                let b = c &+ 1 < n ? starts[c &+ 1] &- 1 : lineEnd
+                return a..<Swift.min(b, lineEnd)
             }
             var event: Event?
             if n > maxCol {
                 let ex = field(0), sym = field(1)
                 if !ex.isEmpty && !sym.isEmpty, let et = FastField.digits(p, field(2)), let kt = FastField.digits(p, field(3)),
                    et <= Int64.max / 1000, kt <= Int64.max / 1000 {
-                    // The subject: the same bytes as the previous row's are the same subject.
-                    let keyRange = ex.lowerBound..<sym.upperBound
-                    var subject: SubjectID
-                    if keyRange.count == lastKey.count && lastKey.count > 0
-                        && memcmp(p.baseAddress! + keyRange.lowerBound, p.baseAddress! + lastKey.lowerBound, keyRange.count) == 0 {
-                        subject = lastSubject
-                    } else {
+                    // The subject: found by the bytes of the two fields (no text built for a pair seen before).
+                    let subject: SubjectID
+                    if let s = byBytes.find(p, ex, sym) { subject = s } else {
                         let exchange = String(decoding: UnsafeRawBufferPointer(rebasing: p[ex]), as: UTF8.self)
                         let symbol = String(decoding: UnsafeRawBufferPointer(rebasing: p[sym]), as: UTF8.self)
                         let key = "\(exchange)\u{0}\(symbol)"
@@ -166,7 +168,7 @@ public final class TardisCSVSource: EventSource, SkipReporting {
                                                                               kind: kind == .trades ? .trade : .quote))
                             cache[key] = subject
                         }
-                        lastKey = keyRange; lastSubject = subject
+                        byBytes.insert(p, ex, sym, subject)
                     }
                     event = fastEvent(p, field, subject, Nanos(et * 1000), Nanos(kt * 1000))
                 }
