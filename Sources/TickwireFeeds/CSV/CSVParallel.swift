@@ -132,10 +132,19 @@ enum FastField {
     static func digits(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int64? {
         guard !r.isEmpty, r.count <= 18 else { return nil }
         var v: Int64 = 0
-        for i in r {
+        var i = r.lowerBound
+        // Eight digits at a time (a timestamp in µs has 16): one check and three multiplies, not eight steps.
+        while i &+ 8 <= r.upperBound {
+            let w = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            guard SWAR.areEightDigits(w) else { return nil }
+            v = v &* 100_000_000 &+ Int64(SWAR.eightDigits(w))
+            i &+= 8
+        }
+        while i < r.upperBound {
             let d = p[i] &- UInt8(ascii: "0")
             guard d < 10 else { return nil }
             v = v &* 10 &+ Int64(d)
+            i &+= 1
         }
         return v
     }
@@ -245,5 +254,34 @@ struct SubjectsByBytes {
         var i = Int(truncatingIfNeeded: h) & mask
         while slots[i] >= 0 { i = (i + 1) & mask }
         slots[i] = Int32(k)
+    }
+}
+
+/// Eight bytes at a time, the first byte of the text in the low byte of the word (a little-endian load).
+enum SWAR {
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let high: UInt64 = 0x8080_8080_8080_8080
+
+    /// The high bit of each byte of `w` equal to `byte`, and no other bit (exact: no borrow between bytes).
+    @inline(__always)
+    static func matches(_ w: UInt64, _ byte: UInt8) -> UInt64 {
+        let t = w ^ (ones &* UInt64(byte))
+        return ~(((t & ~high) &+ ~high) | t | ~high)
+    }
+
+    /// Whether every byte of `w` is an ASCII digit.
+    @inline(__always)
+    static func areEightDigits(_ w: UInt64) -> Bool {
+        let nibbles: UInt64 = 0xF0F0_F0F0_F0F0_F0F0, zeros: UInt64 = 0x3030_3030_3030_3030
+        return w & nibbles == zeros && (w &+ 0x0606_0606_0606_0606) & nibbles == zeros
+    }
+
+    /// The value of eight ASCII digits, the first the most significant (Lemire's three multiplies).
+    @inline(__always)
+    static func eightDigits(_ w: UInt64) -> UInt64 {
+        // (Swift's shifts bind tighter than its multiplies: every product is parenthesized.)
+        var v = ((w & 0x0F0F_0F0F_0F0F_0F0F) &* 2561) &>> 8
+        v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) &>> 16
+        return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) &>> 32
     }
 }

@@ -127,21 +127,42 @@ public final class TardisCSVSource: EventSource, SkipReporting {
         let end = range.upperBound
         while offset < end {
             var e = offset
-            // Fields: the start of each up to `maxCol + 1`; `n` counts them all.
+            // Fields: the start of each up to `maxCol + 1`; `n` counts them all. Eight bytes at a time (the
+            // commas and the line end found by `SWAR.matches`), the last few of the segment one by one.
             var n = 1
             starts[0] = offset
-            while e < end {
-                let b = p[e]
-                if b == UInt8(ascii: "\n") { break }
-                if b == UInt8(ascii: ",") {
-                    if n <= maxCol + 1 { starts[n] = e + 1 }
-                    n += 1
+            scan: while true {
+                if e &+ 8 <= end {
+                    let w = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: e, as: UInt64.self))
+                    var commas = SWAR.matches(w, UInt8(ascii: ","))
+                    let newline = SWAR.matches(w, UInt8(ascii: "\n"))
+                    // Only the commas before the line's end belong to it.
+                    if newline != 0 { commas &= (UInt64(1) &<< UInt64(newline.trailingZeroBitCount)) &- 1 }
+                    while commas != 0 {
+                        if n <= maxCol + 1 { starts[n] = e &+ (commas.trailingZeroBitCount &>> 3) &+ 1 }
+                        n += 1
+                        commas &= commas &- 1
+                    }
+                    if newline != 0 { e &+= (newline.trailingZeroBitCount &>> 3); break scan }
+                    e &+= 8
+                } else {
+                    while e < end {
+                        let b = p[e]
+                        if b == UInt8(ascii: "\n") { break }
+                        if b == UInt8(ascii: ",") {
+                            if n <= maxCol + 1 { starts[n] = e + 1 }
+                            n += 1
+                        }
+                        e += 1
+                    }
+                    break scan
                 }
-                e += 1
             }
             out.lines += 1
-            var lineEnd = e
-            if lineEnd > offset && p[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+            // Constants from here on: the nested `field` captures them by value (a captured `var` would be boxed
+            // and checked for exclusive access on every read).
+            let lineEnd = e > offset && p[e - 1] == UInt8(ascii: "\r") ? e - 1 : e
+            let fieldCount = n
             let next = e + 1
             defer { offset = next }
             if lineEnd == offset { continue }
@@ -149,11 +170,11 @@ public final class TardisCSVSource: EventSource, SkipReporting {
             func field(_ i: Int) -> Range<Int> {
                 let c = column[i]
                 let a = starts[c]
-                let b = c &+ 1 < n ? starts[c &+ 1] &- 1 : lineEnd
+                let b = c &+ 1 < fieldCount ? starts[c &+ 1] &- 1 : lineEnd
                 return a..<Swift.min(b, lineEnd)
             }
             var event: Event?
-            if n > maxCol {
+            if fieldCount > maxCol {
                 let ex = field(0), sym = field(1)
                 if !ex.isEmpty && !sym.isEmpty, let et = FastField.digits(p, field(2)), let kt = FastField.digits(p, field(3)),
                    et <= Int64.max / 1000, kt <= Int64.max / 1000 {
