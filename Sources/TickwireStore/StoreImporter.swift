@@ -170,19 +170,4 @@ public enum StoreImporter {
         let m = try MappedFile(path: path)
         return String(decoding: m.bytes, as: UTF8.self)
     }
-
-    /// Appends what a source emits; the first write error stops the source and is rethrown after it returns.
-    final class WriterSink: EventSink {
-        let writer: StoreWriter
-        let stop: StopSignal
-        var error: StoreError?
-        var subjects: SubjectTable { writer.subjects }
-
-        init(writer: StoreWriter, stop: StopSignal) { self.writer = writer; self.stop = stop }
-
-        func emit(_ event: Event) {
-            guard error == nil else { return }
-            do { try writer.append(event) } catch { self.error = error; stop.raise() }
-        }
-    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TickwireCore
+import TickwireTestSupport
 @testable import TickwireStore
 
 /// Emits a fixed list of events (their ids in the table the importer is given).
@@ -73,11 +74,12 @@ final class ListSource: EventSource, @unchecked Sendable {
         try read(store, from: Nanos(0), to: Nanos(Int64.max / 2))
     }
 
-    @Test(arguments: [1_000_000, 2_500, 700])
+    /// 40,000 rows: the larger partitions are encoded on two threads (`SegmentImage.parallelRows`).
+    @Test(arguments: [1_000_000, 9_000, 700])
     func datesSealedWholeHaveTheWritersColumnBytes(heldRows: Int) throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
         let ev = Events()
-        let events = market(ev, rows: 12_000)
+        let events = market(ev, rows: 40_000)
         try ev.write(events, to: dir + "/writer")
         try StoreImporter.importEvents(from: ListSource(events), directory: dir + "/import", subjects: ev.table, heldRows: heldRows)
         let a = try sealedFiles(dir + "/writer"), b = try sealedFiles(dir + "/import")
@@ -111,7 +113,7 @@ final class ListSource: EventSource, @unchecked Sendable {
         let source = try TardisFixtureSource()
         let table = SubjectTable()
         let w = try StoreWriter(directory: dir + "/writer", subjects: table)
-        let sink = StoreImporter.WriterSink(writer: w, stop: StopSignal())
+        let sink = WriterSink(writer: w, stop: StopSignal())
         try source.run(into: sink, stop: StopSignal())
         try w.seal()
         try w.close()
@@ -119,17 +121,16 @@ final class ListSource: EventSource, @unchecked Sendable {
         let a = try sealedFiles(dir + "/writer"), b = try sealedFiles(dir + "/import")
         #expect(!a.isEmpty && a == b)
     }
-}
 
-/// A seeded generator for test data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next(below n: UInt64) -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return (z ^ (z >> 31)) % n
+    /// Encoding on two threads writes the bytes one thread does (corrections and busts in both halves).
+    @Test func columnsEncodedInTwoPartsAreTheOnePassBytes() {
+        let ev = Events()
+        let events = market(ev, rows: 20_000)
+        var texts = [String]()
+        for id in 0..<Int(events.map(\.subjectID).max()! + 1) { texts.append(ev.table.text(SubjectID(id))) }
+        let one = SegmentImage.build(subjects: texts, events: events, generation: 1, parallelRows: .max)
+        let two = SegmentImage.build(subjects: texts, events: events, generation: 1, parallelRows: 1)
+        #expect(one.files["valid_until"]!.count > 8 + 16 * 100)
+        #expect(one.files == two.files)
     }
 }

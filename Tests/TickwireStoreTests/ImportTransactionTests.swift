@@ -30,6 +30,22 @@ final class LinesSource: EventSource, @unchecked Sendable {
     func counters() -> [(name: String, value: UInt64)] { [] }
 }
 
+/// Appends what a source emits to a `StoreWriter` (how a daemon stores a feed): the reference the importer's
+/// stores are compared with, and a way to stage by hand.
+final class WriterSink: EventSink {
+    let writer: StoreWriter
+    let stop: StopSignal
+    var error: StoreError?
+    var subjects: SubjectTable { writer.subjects }
+
+    init(writer: StoreWriter, stop: StopSignal) { self.writer = writer; self.stop = stop }
+
+    func emit(_ event: Event) {
+        guard error == nil else { return }
+        do { try writer.append(event) } catch { self.error = error; stop.raise() }
+    }
+}
+
 @Suite(.timeLimit(.minutes(3))) struct ImportTransactionTests {
     func capture(_ dir: String, lines n: Int, badAt: Int? = nil, start: Int64 = sessionOpen.rawValue) throws -> String {
         let path = dir + "-capture.csv"
@@ -129,7 +145,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
         // Staged as an import would: three days' partitions... here one day in chunks.
         let staging = store + "/" + StoreImporter.stagingPrefix + "test"
         let w = try StoreWriter(directory: staging, subjects: SubjectTable(), blockEvents: 100, chunkEvents: 1000, compactRows: 10)
-        try LinesSource(path: path).run(into: StoreImporter.WriterSink(writer: w, stop: StopSignal()), stop: StopSignal())
+        try LinesSource(path: path).run(into: WriterSink(writer: w, stop: StopSignal()), stop: StopSignal())
         try w.seal()
         try w.close()
         let identity = try StoreImporter.Identity(kind: "lines", path: path)
