@@ -34,7 +34,7 @@ public enum BenchSuites {
                     "raw_nearby_records", "threads", "per_thread", "pipeline_threads", "window", "pipelined_records",
                     "nosync_records", "zmq_clients", "zmq_records", "zmq_batch"],
         "recovery": ["sizes"],
-        "store": ["n", "symbols"],
+        "store": ["n", "symbols", "only"],
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],
         "nats": ["latency_rate", "latency_seconds", "send_asap", "fanout", "fanout_messages", "fanout_rate"],

@@ -9,15 +9,20 @@ import CTickwireSys
 /// Tools/asof_peers.py generates identically for polars, DuckDB and pandas.
 ///
 /// Size: parameter `n` (trades = quotes = n), else the environment's `TICKWIRE_STORE_N`, else `events`;
-/// parameter `symbols` (default 1,000). Baselines in the same run: a raw `write` of the same 64-byte events
+/// parameter `symbols` (default 1,000); `only=csv_import` runs the CSV import against polars alone. Baselines in the same run: a raw `write` of the same 64-byte events
 /// (ingest), a sum over the same events in an in-memory array (scan), the plain read (as-known-at).
 enum StoreBench {
-    static func run(_ options: BenchOptions) throws -> Result {
+    static func run(_ options: BenchOptions) throws -> any BenchReport {
         let n = Int(options.parameters["n"] ?? ProcessInfo.processInfo.environment["TICKWIRE_STORE_N"] ?? "") ?? options.events
         let symbols = Int(options.parameters["symbols"] ?? "") ?? 1000
         let runs = max(1, options.runs)
-        let market = SyntheticMarket(symbols: symbols, quotes: n, trades: n)
         let root = options.directory + "/store-bench-\(getpid())"
+        if options.parameters["only"] == "csv_import" {
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            return try csvImportOnly(options, n: n, symbols: symbols, runs: runs, root: root)
+        }
+        let market = SyntheticMarket(symbols: symbols, quotes: n, trades: n)
         try? FileManager.default.removeItem(atPath: root)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -171,13 +176,38 @@ enum StoreBench {
             csvImport: try csvImport(events, table: table, root: root, runs: runs))
     }
 
-    /// CSV import against polars `read_csv` of the same file, run in the same run from Tools/csv_peer.py: the
-    /// trades written as a tardis trades CSV; timed are the parse alone (into a counting sink), the whole
-    /// `StoreImporter` import (parse, store, seal, publish), and polars (best of `runs` each).
+    /// CSV import against polars `read_csv` of the same file, run from Tools/csv_peer.py in interleaved rounds
+    /// (each round: polars once, the parse once, the import once): the trades written as a tardis trades CSV;
+    /// timed are the parse alone (into a counting sink), the whole import as `tickwire import` does it (the
+    /// file's identity, then `StoreImporter`: parse, stage, seal, publish, each piece forced to the device), and
+    /// polars. Ratios are polars' time ÷ ours per round; the median of them is the figure to quote.
     struct CSVImport: Codable, Sendable {
         var rows: Int, bytes: Int, parseSeconds: Double, importSeconds: Double, parseRowsPerS: Double
         var polarsSeconds: Double?, polarsNote: String?
         var ratioParseVsPolars: Double?, ratioImportVsPolars: Double?
+        /// Per round, in round order.
+        var roundsParseSeconds: [Double], roundsImportSeconds: [Double], roundsPolarsSeconds: [Double]
+        var roundsRatioImportVsPolars: [Double]
+    }
+
+    /// `--param only=csv_import`: the CSV import alone.
+    struct CSVImportOnly: BenchReport {
+        var suite = "store"
+        var only = "csv_import"
+        var data: Result.Data
+        var runs: Int
+        var csvImport: CSVImport
+    }
+
+    static func csvImportOnly(_ options: BenchOptions, n: Int, symbols: Int, runs: Int, root: String) throws -> CSVImportOnly {
+        let market = SyntheticMarket(symbols: symbols, quotes: 0, trades: n)
+        let table = SubjectTable()
+        let (quoteIDs, tradeIDs) = market.intern(into: table)
+        var events = [Event]()
+        events.reserveCapacity(n)
+        market.generate(quoteIDs: quoteIDs, tradeIDs: tradeIDs) { events.append($0) }
+        return CSVImportOnly(data: .init(trades: n, quotes: 0, symbols: symbols, generator: "SyntheticMarket (BENCHMARKS.md)"),
+                             runs: runs, csvImport: try csvImport(events, table: table, root: root, runs: runs))
     }
 
     static func csvImport(_ events: [Event], table: SubjectTable, root: String, runs: Int) throws -> CSVImport {
@@ -196,8 +226,18 @@ enum StoreBench {
         }
         try Data(text).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        var parse = [Double](), whole = [Double]()
+        let script = FileManager.default.currentDirectoryPath + "/Tools/csv_peer.py"
+        var polarsNote: String?
+        if !FileManager.default.fileExists(atPath: script) {
+            polarsNote = "not run: \(script) not found (run from the repository's root)"
+        }
+        var parse = [Double](), whole = [Double](), polars = [Double]()
         for r in 0..<runs {
+            if polarsNote == nil {
+                do { polars.append(try polarsReadCSV(script: script, path: path, rows: rows)) } catch {
+                    polarsNote = "not run: \(error)"
+                }
+            }
             let source = TardisCSVSource(path: path, kind: .trades)
             let sink = CountingSink()
             let t0 = tw_monotonic_ns()
@@ -206,20 +246,32 @@ enum StoreBench {
             precondition(sink.count == rows, "the CSV read back \(sink.count) of \(rows) rows")
             let store = root + "/csv-import-\(r)"
             let i0 = tw_monotonic_ns()
-            try StoreImporter.importEvents(from: TardisCSVSource(path: path, kind: .trades), directory: store)
+            let identity = try StoreImporter.Identity(kind: "tardis-trades", path: path)
+            let report = try StoreImporter.importEvents(from: TardisCSVSource(path: path, kind: .trades), directory: store,
+                                                        identity: identity)
             whole.append(Double(tw_monotonic_ns() - i0) / 1e9)
+            precondition(report.events == UInt64(rows), "the import stored \(report.events) of \(rows) rows")
             try? FileManager.default.removeItem(atPath: store)
         }
-        var out = CSVImport(rows: rows, bytes: text.count, parseSeconds: best(parse), importSeconds: best(whole),
-                            parseRowsPerS: Double(rows) / best(parse))
-        let script = FileManager.default.currentDirectoryPath + "/Tools/csv_peer.py"
-        guard FileManager.default.fileExists(atPath: script) else {
-            out.polarsNote = "not run: \(script) not found (run from the repository's root)"
-            return out
+        func median(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.sorted()[xs.count / 2] }
+        var out = CSVImport(rows: rows, bytes: text.count, parseSeconds: median(parse), importSeconds: median(whole),
+                            parseRowsPerS: Double(rows) / median(parse), polarsNote: polarsNote,
+                            roundsParseSeconds: parse, roundsImportSeconds: whole, roundsPolarsSeconds: polars,
+                            roundsRatioImportVsPolars: [])
+        if polars.count == runs {
+            out.polarsSeconds = median(polars)
+            out.ratioParseVsPolars = medianRatio(polars, parse)
+            out.roundsRatioImportVsPolars = zip(polars, whole).map { ($0 / $1 * 100).rounded() / 100 }
+            out.ratioImportVsPolars = medianRatio(polars, whole)
         }
+        return out
+    }
+
+    /// One `pl.read_csv` of `path` by Tools/csv_peer.py, in seconds (its own timing: not the interpreter's start).
+    static func polarsReadCSV(script: String, path: String, rows: Int) throws -> Double {
         let peer = Process()
         peer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        peer.arguments = ["python3", script, path, String(runs)]
+        peer.arguments = ["python3", script, path, "1"]
         let pipe = Pipe()
         peer.standardOutput = pipe
         try peer.run()
@@ -227,14 +279,10 @@ enum StoreBench {
         peer.waitUntilExit()
         guard peer.terminationStatus == 0,
               let polars = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let seconds = polars["seconds"] as? Double else {
-            out.polarsNote = "not run: csv_peer.py failed (exit \(peer.terminationStatus); pip install polars)"
-            return out
+              let seconds = polars["seconds"] as? Double, polars["rows"] as? Int == rows else {
+            throw BenchError.failed("csv_peer.py failed (exit \(peer.terminationStatus); pip install polars)")
         }
-        out.polarsSeconds = seconds
-        out.ratioParseVsPolars = seconds / best(parse)
-        out.ratioImportVsPolars = seconds / best(whole)
-        return out
+        return seconds
     }
 
     /// Today as the daemon stores it — logs rolled every `Daemon`-sized chunk and sealed by a `StoreSealer`

@@ -73,12 +73,15 @@ enum ColumnCodec {
         guard skip < n else { return (0, 1, 0) }
         var lo = t[skip], hi = t[skip]
         for i in skip..<n { lo = Swift.min(lo, t[i]); hi = Swift.max(hi, t[i]) }
-        var g: UInt64 = 0
+        // Most offsets are multiples of the divisor found so far (times in µs as ns, prices on a tick): each is
+        // tested with a multiply (`ExactDivisor`), and only one that is not costs a gcd.
+        var g: UInt64 = 0, divisor = ExactDivisor(1)
         for i in skip..<n {
             let x = UInt64(bitPattern: t[i] &- lo)
-            if x == 0 || (g != 0 && x % g == 0) { continue }
+            if x == 0 || (g != 0 && divisor.divides(x)) { continue }
             g = gcd(g, x)
             if g == 1 { break }
+            divisor = ExactDivisor(g)
         }
         if g == 0 { return (lo, 1, 0) }
         let range = UInt64(bitPattern: hi &- lo) / g
@@ -93,6 +96,32 @@ enum ColumnCodec {
         return a
     }
 
+    /// Division by a constant that is exact (the dividend a multiple of it), and the test for it, by
+    /// multiplication: d = 2^k · m with m odd; x is a multiple of d when its low k bits are zero and
+    /// (x >> k) · m⁻¹ (mod 2^64) is at most (2^64 − 1) / m, and that product is then x / d (Granlund and
+    /// Montgomery, "Division by invariant integers using multiplication", 1994, §9).
+    struct ExactDivisor {
+        let shift: UInt64
+        let inverse: UInt64
+        let limit: UInt64
+
+        init(_ d: UInt64) {
+            precondition(d > 0)
+            let k = d.trailingZeroBitCount
+            let m = d >> UInt64(k)
+            var y = m   // correct to 3 bits: m · m ≡ 1 (mod 8) for odd m; each step doubles them
+            for _ in 0..<5 { y = y &* (2 &- m &* y) }
+            shift = UInt64(k); inverse = y; limit = UInt64.max / m
+        }
+
+        @inline(__always) func divides(_ x: UInt64) -> Bool {
+            x.trailingZeroBitCount >= Int(shift) && (x &>> shift) &* inverse <= limit
+        }
+
+        /// x / d, for x a multiple of d.
+        @inline(__always) func quotient(_ x: UInt64) -> UInt64 { (x &>> shift) &* inverse }
+    }
+
     private static func pack(_ t: UnsafePointer<Int64>, _ n: Int, base: Int64, scale: UInt64, width: Int, into out: inout [UInt8]) {
         let bytes = packedBytes(count: n, width: width)
         let start = out.count
@@ -101,8 +130,9 @@ enum ColumnCodec {
         out.withUnsafeMutableBytes { raw in
             let p = raw.baseAddress! + start
             var acc: UInt64 = 0, bits = 0, word = 0
+            let divisor = ExactDivisor(scale)   // every offset is a multiple of the scale (`frame`)
             for i in 0..<n {
-                let u = UInt64(bitPattern: t[i] &- base) / scale
+                let u = divisor.quotient(UInt64(bitPattern: t[i] &- base))
                 if width == 64 {
                     p.storeBytes(of: u.littleEndian, toByteOffset: i * 8, as: UInt64.self)
                     continue

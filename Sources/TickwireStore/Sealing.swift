@@ -120,7 +120,7 @@ enum Sealing {
 
     /// Writes a segment image durably as `name` in `dir`: files under `name.tmp/`, each `fdatasync`ed, the
     /// directory synced, renamed into place, the partition directory synced.
-    private static func writeSegment(_ image: SegmentImage, dir: String, name: String) throws(StoreError) {
+    static func writeSegment(_ image: SegmentImage, dir: String, name: String) throws(StoreError) {
         let tmp = dir + "/" + name + ".tmp"
         try FS.makeDirectories(tmp)
         for (file, bytes) in image.files { try FS.writeDurably(tmp + "/" + file, bytes) }

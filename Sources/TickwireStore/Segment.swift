@@ -1,4 +1,9 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The columns of a sealed segment, in decode order. A column may be encoded against an earlier one.
 enum Column: Int, CaseIterable {
@@ -75,7 +80,9 @@ struct SegmentImage {
     ///   - subjects: subject texts; `events[i].subjectID` indexes it.
     ///   - events: rows in arrival order.
     ///   - ends: valid-until times given by corrections, by index in `events` (docs/STORAGE.md, "Corrections").
-    static func build(subjects: [String], events: [Event], generation: UInt64, ends: [Int: Int64] = [:]) -> SegmentImage {
+    ///   - parallelRows: from this many rows on, the columns are encoded on two threads (the same bytes).
+    static func build(subjects: [String], events: [Event], generation: UInt64, ends: [Int: Int64] = [:],
+                      parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
         // The dictionary in text order, so the subject number order is the text order replay merges on.
         let order = subjects.indices.sorted { subjects[$0] < subjects[$1] }
         var dictionary = [String](), rankOf = [Int](repeating: 0, count: subjects.count)
@@ -112,52 +119,38 @@ struct SegmentImage {
         }
         let validUntil = Versions.resolve(events: events, perm: perm, starts: starts, dictionary: dictionary, ends: ends)
         return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, validUntil: validUntil,
+                      parallelRows: parallelRows,
                       generation: generation)
     }
 
+    /// Rows past which the columns are encoded on two threads, each taking a run of subjects.
+    static let parallelRows = 1 << 13
+
     private static func encode(dictionary: [String], events: [Event], perm: [Int32], starts: [Int],
-                               validUntil: [(row: Int, until: Int64)], generation: UInt64) -> SegmentImage {
+                               validUntil: [(row: Int, until: Int64)], parallelRows: Int, generation: UInt64) -> SegmentImage {
         var subjectsFile = [UInt8]()
         for s in dictionary { subjectsFile.appendLE(UInt16(s.utf8.count)); subjectsFile.append(contentsOf: s.utf8) }
-        let columns = (0..<Column.count).map { _ in ByteSink() }
-        var offsets = [[UInt64]](repeating: [], count: Column.all.count)
+        // Subjects are independent: split them where half the rows are and encode the halves side by side; the
+        // parts are then joined in subject order, exactly as one pass would have written them.
+        var cut = dictionary.count
+        if events.count >= parallelRows {
+            cut = starts.firstIndex { $0 >= events.count / 2 } ?? dictionary.count
+            cut = min(max(cut, 1), dictionary.count)
+        }
+        let ranges = cut < dictionary.count ? [0..<cut, cut..<dictionary.count] : [0..<dictionary.count]
+        let parts = EncodedPart.inParallel(ranges) { range in
+            EncodedPart(subjects: range, events: events, perm: perm, starts: starts, validUntil: validUntil)
+        }
         var subjectIndex = [UInt8](), blockIndex = [UInt8]()
-        var blockCount = 0, exception = 0
-        let n = blockRows
-        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.all.count)
-        let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: n)
-        defer { values.deallocate(); scratch.deallocate() }
-        for s in 0..<dictionary.count {
-            let firstBlock = blockCount
-            var row = starts[s]
-            while row < starts[s + 1] {
-                let count = min(n, starts[s + 1] - row)
-                var minT = Int64.max, maxT = Int64.min, maxK = Int64.min
-                for i in 0..<count {
-                    let e = events[Int(perm[row + i])]
-                    values[i] = e.eventTime.rawValue
-                    values[n + i] = e.knownTime.rawValue
-                    values[2 * n + i] = packTag(e)
-                    values[3 * n + i] = e.a; values[4 * n + i] = e.b; values[5 * n + i] = e.c; values[6 * n + i] = e.d
-                    minT = min(minT, e.eventTime.rawValue); maxT = max(maxT, e.eventTime.rawValue)
-                    maxK = max(maxK, e.knownTime.rawValue)
-                }
-                for col in Column.all {
-                    offsets[col.rawValue].append(UInt64(columns[col.rawValue].bytes.count))
-                    ColumnCodec.encode(values + col.rawValue * n, count: count,
-                                       reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) },
-                                       modes: col.modes, scratch: scratch, into: &columns[col.rawValue].bytes)
-                }
-                let firstException = exception
-                while exception < validUntil.count && validUntil[exception].row < row + count { exception += 1 }
-                blockIndex.appendLE(UInt64(row)); blockIndex.appendLE(UInt32(count)); blockIndex.appendLE(UInt32(s))
-                blockIndex.appendLE(minT); blockIndex.appendLE(maxT); blockIndex.appendLE(maxK)
-                blockIndex.appendLE(UInt32(firstException)); blockIndex.appendLE(UInt32(exception - firstException))
-                blockCount += 1
-                row += count
+        var blockCount = 0
+        for part in parts {
+            for (k, s) in part.subjects.enumerated() {
+                let blocks = part.blocksPerSubject[k]
+                subjectIndex.appendLE(UInt32(blockCount)); subjectIndex.appendLE(UInt32(blocks))
+                subjectIndex.appendLE(UInt64(starts[s])); subjectIndex.appendLE(UInt64(starts[s + 1] - starts[s]))
+                blockCount += blocks
             }
-            subjectIndex.appendLE(UInt32(firstBlock)); subjectIndex.appendLE(UInt32(blockCount - firstBlock))
-            subjectIndex.appendLE(UInt64(starts[s])); subjectIndex.appendLE(UInt64(starts[s + 1] - starts[s]))
+            blockIndex.append(contentsOf: part.blockIndex)
         }
         var image = SegmentImage()
         image.rows = events.count
@@ -175,13 +168,110 @@ struct SegmentImage {
         image.files["valid_until"] = vu
         for col in Column.all {
             var file = [UInt8]()
+            let header = 8 + 8 * (blockCount + 1)
+            file.reserveCapacity(header + parts.reduce(0) { $0 + $1.columns[col.rawValue].count })
             file.appendLE(UInt64(blockCount))
-            for o in offsets[col.rawValue] { file.appendLE(UInt64(8 + 8 * (blockCount + 1)) + o) }
-            file.appendLE(UInt64(8 + 8 * (blockCount + 1) + columns[col.rawValue].bytes.count))
-            file.append(contentsOf: columns[col.rawValue].bytes)
+            var base = 0
+            for part in parts {
+                for o in part.offsets[col.rawValue] { file.appendLE(UInt64(header + base) + o) }
+                base += part.columns[col.rawValue].count
+            }
+            file.appendLE(UInt64(header + base))
+            for part in parts { file.append(contentsOf: part.columns[col.rawValue]) }
             image.files[col.fileName] = file
         }
         return image
+    }
+}
+
+/// The encoded blocks of a run of subjects: their column bytes (offsets relative to the part), block index
+/// entries and block counts, to be joined with the other parts in subject order.
+private struct EncodedPart {
+    let subjects: Range<Int>
+    var columns = [[UInt8]](repeating: [], count: Column.count)
+    var offsets = [[UInt64]](repeating: [], count: Column.count)
+    var blockIndex = [UInt8]()
+    var blocksPerSubject = [Int]()
+
+    init(subjects: Range<Int>, events: [Event], perm: [Int32], starts: [Int], validUntil: [(row: Int, until: Int64)]) {
+        self.subjects = subjects
+        let n = SegmentImage.blockRows
+        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.count)
+        let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: n)
+        defer { values.deallocate(); scratch.deallocate() }
+        // The valid-until entries are in row order: the first one at or after this part's first row.
+        let firstRow = subjects.isEmpty ? 0 : starts[subjects.lowerBound]
+        var lo = 0, hi = validUntil.count
+        while lo < hi { let mid = (lo + hi) / 2; if validUntil[mid].row < firstRow { lo = mid + 1 } else { hi = mid } }
+        var exception = lo
+        for s in subjects {
+            var blocks = 0
+            var row = starts[s]
+            while row < starts[s + 1] {
+                let count = min(n, starts[s + 1] - row)
+                var minT = Int64.max, maxT = Int64.min, maxK = Int64.min
+                for i in 0..<count {
+                    let e = events[Int(perm[row + i])]
+                    values[i] = e.eventTime.rawValue
+                    values[n + i] = e.knownTime.rawValue
+                    values[2 * n + i] = packTag(e)
+                    values[3 * n + i] = e.a; values[4 * n + i] = e.b; values[5 * n + i] = e.c; values[6 * n + i] = e.d
+                    minT = min(minT, e.eventTime.rawValue); maxT = max(maxT, e.eventTime.rawValue)
+                    maxK = max(maxK, e.knownTime.rawValue)
+                }
+                for col in Column.all {
+                    offsets[col.rawValue].append(UInt64(columns[col.rawValue].count))
+                    ColumnCodec.encode(values + col.rawValue * n, count: count,
+                                       reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) },
+                                       modes: col.modes, scratch: scratch, into: &columns[col.rawValue])
+                }
+                let firstException = exception
+                while exception < validUntil.count && validUntil[exception].row < row + count { exception += 1 }
+                blockIndex.appendLE(UInt64(row)); blockIndex.appendLE(UInt32(count)); blockIndex.appendLE(UInt32(s))
+                blockIndex.appendLE(minT); blockIndex.appendLE(maxT); blockIndex.appendLE(maxK)
+                blockIndex.appendLE(UInt32(firstException)); blockIndex.appendLE(UInt32(exception - firstException))
+                blocks += 1
+                row += count
+            }
+            blocksPerSubject.append(blocks)
+        }
+    }
+
+    /// `make` of each range, the first on the calling thread and the others on threads of their own.
+    static func inParallel(_ ranges: [Range<Int>], _ make: @escaping (Range<Int>) -> EncodedPart) -> [EncodedPart] {
+        guard ranges.count > 1 else { return ranges.map(make) }
+        let others = ranges.dropFirst().map { range in PartThread { make(range) } }
+        let first = make(ranges[0])
+        return [first] + others.map { $0.join() }
+    }
+}
+
+/// One part encoded on a thread of its own.
+private final class PartThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private var result: EncodedPart?
+    private var started = false
+    private let body: () -> EncodedPart
+
+    init(_ body: @escaping () -> EncodedPart) {
+        self.body = body
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let rc = pthread_create(&thread, nil, { arg in
+            let me = Unmanaged<PartThread>.fromOpaque(arg!).takeRetainedValue()
+            me.result = me.body()
+            return nil
+        }, box)
+        if rc != 0 {   // no thread: encode here
+            Unmanaged<PartThread>.fromOpaque(box).release()
+            result = body()
+        }
+        started = rc == 0
+    }
+
+    /// Waits for the part (the thread's exit orders its writes before this read).
+    func join() -> EncodedPart {
+        if started { pthread_join(thread, nil) }
+        return result!
     }
 }
 
@@ -251,11 +341,6 @@ enum Versions {
         }
         return out
     }
-}
-
-/// A growing byte buffer with one owner, so appending through it never copies the bytes already there.
-final class ByteSink {
-    var bytes: [UInt8] = []
 }
 
 extension Array where Element == UInt8 {

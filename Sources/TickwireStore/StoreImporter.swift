@@ -58,11 +58,12 @@ public enum StoreImporter {
     ///   - directory: the store's root (`<data>/store`).
     ///   - identity: when given, an import of the same identity done before makes this one store nothing.
     ///   - seal: seal the partitions afterwards (the default); false leaves the imported pieces as chunks.
-    ///   - chunkEvents: events sealed at a time while importing (bounds memory whatever the file's size).
+    ///   - heldRows: rows held in memory at most (past it, the largest partition held is sealed as a chunk):
+    ///     bounds memory whatever the file's size. A date with fewer rows is encoded once, whole.
     /// - Throws: the source's error, or `StoreError` from writing; nothing of this import is then in the store.
     @discardableResult
     public static func importEvents(from source: EventSource, directory: String, subjects: SubjectTable = SubjectTable(),
-                                    identity: Identity? = nil, seal: Bool = true, chunkEvents: Int = 4_000_000,
+                                    identity: Identity? = nil, seal: Bool = true, heldRows: Int = 16_000_000,
                                     compactRows: Int = 16_000_000, stop: StopSignal = StopSignal()) throws -> Report {
         // Holds the store's writer lock for the whole import: no daemon or other import writes meanwhile.
         let owner = try StoreWriter(directory: directory, subjects: SubjectTable())
@@ -75,30 +76,24 @@ public enum StoreImporter {
         try FS.removeTree(staging)
         var published = false
         defer { if !published { try? FS.removeTree(staging) } }
-        // Chunks are sealed on a thread of their own while the source is read.
-        let sealer = StoreSealer(directory: staging, compactRows: compactRows)
-        sealer.start()
-        defer { sealer.finish() }
-        let writer = try StoreWriter(directory: staging, subjects: subjects, chunkEvents: chunkEvents, sealer: sealer,
-                                     compactRows: compactRows)
-        let sink = WriterSink(writer: writer, stop: stop)
+        try FS.makeDirectories(staging)
+        let stager = ImportStager(directory: staging, subjects: subjects, heldRows: heldRows, compactRows: compactRows,
+                                  stop: stop)
         var sourceError: Error?
-        do { try source.run(into: sink, stop: stop) } catch { sourceError = error }
-        if let e = sink.error { throw e }
+        do { try source.run(into: stager, stop: stop) } catch { sourceError = error }
+        if let e = stager.error { throw e }
         if let e = sourceError { throw e }
         if stop.isRaised { throw StoreError.badEvent(reason: "the import was interrupted; nothing was stored") }
-        try writer.seal()
-        try writer.close()
-        // A chunk the sealer could not seal is still a log: `seal` above sealed it or threw.
+        try stager.finish()
         let keys = Layout.partitions(in: staging)
-        let record = "\(identity?.name ?? "import"): \(writer.appended) events into \(keys.count) partition\(keys.count == 1 ? "" : "s"), "
+        let record = "\(identity?.name ?? "import"): \(stager.appended) events into \(keys.count) partition\(keys.count == 1 ? "" : "s"), "
             + "stored \(Nanos.now().iso8601)"
         try publish(staging: staging, store: directory, keys: keys, done: identity.map { doneFile(directory, $0) }, record: record)
         published = true
         if seal {
             for key in keys { try Sealing.seal(store: directory, key: key, compactRows: compactRows, report: StoreWriter.printToStandardError) }
         }
-        return Report(events: writer.appended, sealed: keys, alreadyImported: nil)
+        return Report(events: stager.appended, sealed: keys, alreadyImported: nil)
     }
 
     static let stagingPrefix = ".import-"
@@ -174,20 +169,5 @@ public enum StoreImporter {
     static func readText(_ path: String) throws(StoreError) -> String {
         let m = try MappedFile(path: path)
         return String(decoding: m.bytes, as: UTF8.self)
-    }
-
-    /// Appends what a source emits; the first write error stops the source and is rethrown after it returns.
-    final class WriterSink: EventSink {
-        let writer: StoreWriter
-        let stop: StopSignal
-        var error: StoreError?
-        var subjects: SubjectTable { writer.subjects }
-
-        init(writer: StoreWriter, stop: StopSignal) { self.writer = writer; self.stop = stop }
-
-        func emit(_ event: Event) {
-            guard error == nil else { return }
-            do { try writer.append(event) } catch { self.error = error; stop.raise() }
-        }
     }
 }

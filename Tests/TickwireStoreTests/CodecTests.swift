@@ -1,5 +1,6 @@
 import Testing
 import TickwireCore
+import TickwireTestSupport
 @testable import TickwireStore
 
 @Suite struct CodecTests {
@@ -57,5 +58,23 @@ import TickwireCore
         }
         #expect(out[1] <= 3) // five ticks: at most 3 bits a value
         #expect(out.count <= ColumnCodec.headerSize + 1024 * 3 / 8 + 8)
+    }
+
+    /// The multiply test and quotient agree with `%` and `/` for every kind of divisor: odd, powers of two, both,
+    /// the scales the store meets (1,000 for µs as ns, 10^6 for a price tick) and the extremes.
+    @Test func exactDivisionByMultiplicationIsDivision() {
+        var rng = SplitMix(seed: 11)
+        let divisors: [UInt64] = [1, 2, 3, 7, 8, 10, 1000, 1_000_000, 100_000_000, 3 << 40, UInt64.max, UInt64.max - 1, 1 << 63]
+            + (0..<400).map { _ in max(1, rng.next() >> rng.next(below: 64)) }
+        for d in divisors {
+            let exact = ColumnCodec.ExactDivisor(d)
+            for _ in 0..<200 {
+                let q = rng.next() % (UInt64.max / d)
+                #expect(exact.divides(q &* d) && exact.quotient(q &* d) == q, "d=\(d) q=\(q)")
+                let x = rng.next()
+                #expect(exact.divides(x) == (x % d == 0), "d=\(d) x=\(x)")
+                if x % d == 0 { #expect(exact.quotient(x) == x / d) }
+            }
+        }
     }
 }

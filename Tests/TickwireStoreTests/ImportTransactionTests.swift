@@ -30,6 +30,22 @@ final class LinesSource: EventSource, @unchecked Sendable {
     func counters() -> [(name: String, value: UInt64)] { [] }
 }
 
+/// Appends what a source emits to a `StoreWriter` (how a daemon stores a feed): the reference the importer's
+/// stores are compared with, and a way to stage by hand.
+final class WriterSink: EventSink {
+    let writer: StoreWriter
+    let stop: StopSignal
+    var error: StoreError?
+    var subjects: SubjectTable { writer.subjects }
+
+    init(writer: StoreWriter, stop: StopSignal) { self.writer = writer; self.stop = stop }
+
+    func emit(_ event: Event) {
+        guard error == nil else { return }
+        do { try writer.append(event) } catch { self.error = error; stop.raise() }
+    }
+}
+
 @Suite(.timeLimit(.minutes(3))) struct ImportTransactionTests {
     func capture(_ dir: String, lines n: Int, badAt: Int? = nil, start: Int64 = sessionOpen.rawValue) throws -> String {
         let path = dir + "-capture.csv"
@@ -54,10 +70,10 @@ final class LinesSource: EventSource, @unchecked Sendable {
         let path = try capture(dir, lines: 5000); defer { try? FileManager.default.removeItem(atPath: path) }
         let store = dir + "/store"
         let first = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
-                                                   identity: .init(kind: "lines", path: path), chunkEvents: 700)
+                                                   identity: .init(kind: "lines", path: path), heldRows: 700)
         #expect(first.events == 5000 && first.alreadyImported == nil)
         let second = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
-                                                    identity: .init(kind: "lines", path: path), chunkEvents: 700)
+                                                    identity: .init(kind: "lines", path: path), heldRows: 700)
         #expect(second.events == 0)
         #expect(second.alreadyImported?.contains("5000 events") == true)
         #expect(try count(store) == 5000)
@@ -80,7 +96,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
         let bad = try capture(dir, lines: 5000, badAt: 4321); defer { try? FileManager.default.removeItem(atPath: bad) }
         #expect(throws: LinesSource.BadLine.self) {
             try StoreImporter.importEvents(from: LinesSource(path: bad), directory: store,
-                                           identity: .init(kind: "lines", path: bad), chunkEvents: 500)
+                                           identity: .init(kind: "lines", path: bad), heldRows: 500)
         }
         #expect(try count(store) == 300)
         #expect(Layout.partitions(in: store).count == 1)
@@ -108,7 +124,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
             }
             killer.start()
             _ = try? StoreImporter.importEvents(from: LinesSource(path: dir + "/in-capture.csv"), directory: dir + "/store",
-                                                chunkEvents: 50_000)
+                                                heldRows: 50_000)
             while true { usleep(100_000) }
         }
         _ = path
@@ -129,7 +145,7 @@ final class LinesSource: EventSource, @unchecked Sendable {
         // Staged as an import would: three days' partitions... here one day in chunks.
         let staging = store + "/" + StoreImporter.stagingPrefix + "test"
         let w = try StoreWriter(directory: staging, subjects: SubjectTable(), blockEvents: 100, chunkEvents: 1000, compactRows: 10)
-        try LinesSource(path: path).run(into: StoreImporter.WriterSink(writer: w, stop: StopSignal()), stop: StopSignal())
+        try LinesSource(path: path).run(into: WriterSink(writer: w, stop: StopSignal()), stop: StopSignal())
         try w.seal()
         try w.close()
         let identity = try StoreImporter.Identity(kind: "lines", path: path)

@@ -132,10 +132,19 @@ enum FastField {
     static func digits(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int64? {
         guard !r.isEmpty, r.count <= 18 else { return nil }
         var v: Int64 = 0
-        for i in r {
+        var i = r.lowerBound
+        // Eight digits at a time (a timestamp in µs has 16): one check and three multiplies, not eight steps.
+        while i &+ 8 <= r.upperBound {
+            let w = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            guard SWAR.areEightDigits(w) else { return nil }
+            v = v &* 100_000_000 &+ Int64(SWAR.eightDigits(w))
+            i &+= 8
+        }
+        while i < r.upperBound {
             let d = p[i] &- UInt8(ascii: "0")
             guard d < 10 else { return nil }
             v = v &* 10 &+ Int64(d)
+            i &+= 1
         }
         return v
     }
@@ -173,5 +182,106 @@ enum FastField {
     static func equals(_ p: UnsafeRawBufferPointer, _ r: Range<Int>, _ text: StaticString) -> Bool {
         guard r.count == text.utf8CodeUnitCount else { return false }
         return memcmp(p.baseAddress! + r.lowerBound, text.utf8Start, r.count) == 0
+    }
+}
+
+/// Subjects found by the bytes of a row's two key fields (exchange and symbol) in the mapped file, so that a
+/// row of a pair seen before costs a hash and a compare, not the strings and dictionary lookup of the first.
+/// Entries point at the pair's first occurrence in the file, which stays mapped for the whole parse.
+struct SubjectsByBytes {
+    private struct Entry { var hash: UInt64; var first: Range<Int>; var second: Range<Int>; var subject: SubjectID }
+    private var slots = [Int32](repeating: -1, count: 256)
+    private var entries: [Entry] = []
+    /// The previous row's entry: most files repeat a pair row after row.
+    private var last = -1
+
+    @inline(__always)
+    private static func hash(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> UInt64 {
+        let h = mix(p, b, mix(p, a, 0xcbf2_9ce4_8422_2325))
+        return h ^ (h &>> 32)
+    }
+
+    @inline(__always)
+    private static func mix(_ p: UnsafeRawBufferPointer, _ r: Range<Int>, _ h0: UInt64) -> UInt64 {
+        var h = h0, i = r.lowerBound
+        while i &+ 8 <= r.upperBound {
+            h = (h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+            h ^= h &>> 29
+            i &+= 8
+        }
+        while i < r.upperBound { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3; i &+= 1 }
+        return (h ^ 0xff) &* 0xC4CE_B9FE_1A85_EC53
+    }
+
+    @inline(__always)
+    private static func same(_ p: UnsafeRawBufferPointer, _ x: Range<Int>, _ y: Range<Int>) -> Bool {
+        x.count == y.count && memcmp(p.baseAddress! + x.lowerBound, p.baseAddress! + y.lowerBound, x.count) == 0
+    }
+
+    @inline(__always)
+    private func matches(_ k: Int, _ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        let e = entries[k]
+        return Self.same(p, e.first, a) && Self.same(p, e.second, b)
+    }
+
+    /// The subject of the pair at `a` and `b`, if it was inserted before.
+    @inline(__always)
+    mutating func find(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> SubjectID? {
+        if last >= 0 && matches(last, p, a, b) { return entries[last].subject }
+        let h = Self.hash(p, a, b)
+        let mask = slots.count &- 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] >= 0 {
+            let k = Int(slots[i])
+            if entries[k].hash == h && matches(k, p, a, b) { last = k; return entries[k].subject }
+            i = (i &+ 1) & mask
+        }
+        return nil
+    }
+
+    mutating func insert(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>, _ subject: SubjectID) {
+        if 2 * (entries.count + 1) > slots.count {
+            slots = [Int32](repeating: -1, count: slots.count * 2)
+            for k in entries.indices { place(entries[k].hash, k) }
+        }
+        entries.append(Entry(hash: Self.hash(p, a, b), first: a, second: b, subject: subject))
+        last = entries.count - 1
+        place(entries[last].hash, last)
+    }
+
+    private mutating func place(_ h: UInt64, _ k: Int) {
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] >= 0 { i = (i + 1) & mask }
+        slots[i] = Int32(k)
+    }
+}
+
+/// Eight bytes at a time, the first byte of the text in the low byte of the word (a little-endian load).
+enum SWAR {
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let high: UInt64 = 0x8080_8080_8080_8080
+
+    /// The high bit of each byte of `w` equal to `byte`, and no other bit (exact: no borrow between bytes).
+    @inline(__always)
+    static func matches(_ w: UInt64, _ byte: UInt8) -> UInt64 {
+        let t = w ^ (ones &* UInt64(byte))
+        return ~(((t & ~high) &+ ~high) | t | ~high)
+    }
+
+    /// Whether every byte of `w` is an ASCII digit.
+    @inline(__always)
+    static func areEightDigits(_ w: UInt64) -> Bool {
+        let nibbles: UInt64 = 0xF0F0_F0F0_F0F0_F0F0, zeros: UInt64 = 0x3030_3030_3030_3030
+        return w & nibbles == zeros && (w &+ 0x0606_0606_0606_0606) & nibbles == zeros
+    }
+
+    /// The value of eight ASCII digits, the first the most significant (Lemire's three multiplies).
+    @inline(__always)
+    static func eightDigits(_ w: UInt64) -> UInt64 {
+        // (Swift's shifts bind tighter than its multiplies: every product is parenthesized.)
+        var v = ((w & 0x0F0F_0F0F_0F0F_0F0F) &* 2561) &>> 8
+        v = ((v & 0x00FF_00FF_00FF_00FF) &* 6_553_601) &>> 16
+        return ((v & 0x0000_FFFF_0000_FFFF) &* 42_949_672_960_001) &>> 32
     }
 }

@@ -114,50 +114,73 @@ public final class TardisCSVSource: EventSource, SkipReporting {
         var out = Segment()
         out.events.reserveCapacity(range.count / 64)
         let maxCol = col.max()!
-        var starts = [Int](repeating: 0, count: maxCol + 2)
+        // Unchecked buffers for the per-byte loop: `n` never passes `maxCol + 1` when it stores.
+        let starts = UnsafeMutablePointer<Int>.allocate(capacity: maxCol + 2)
+        let column = UnsafeMutablePointer<Int>.allocate(capacity: col.count)
+        defer { starts.deallocate(); column.deallocate() }
+        starts.initialize(repeating: 0, count: maxCol + 2)
+        for i in col.indices { column[i] = col[i] }
         var cache: [String: SubjectID] = [:]
-        var lastKey: Range<Int> = 0..<0, lastSubject: SubjectID = 0
+        var byBytes = SubjectsByBytes()
         let sink = InternOnly(subjects: subjects)
         var offset = range.lowerBound
         let end = range.upperBound
         while offset < end {
             var e = offset
-            // Fields: the start of each up to `maxCol + 1`; `n` counts them all.
+            // Fields: the start of each up to `maxCol + 1`; `n` counts them all. Eight bytes at a time (the
+            // commas and the line end found by `SWAR.matches`), the last few of the segment one by one.
             var n = 1
             starts[0] = offset
-            while e < end {
-                let b = p[e]
-                if b == UInt8(ascii: "\n") { break }
-                if b == UInt8(ascii: ",") {
-                    if n <= maxCol + 1 { starts[n] = e + 1 }
-                    n += 1
+            scan: while true {
+                if e &+ 8 <= end {
+                    let w = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: e, as: UInt64.self))
+                    var commas = SWAR.matches(w, UInt8(ascii: ","))
+                    let newline = SWAR.matches(w, UInt8(ascii: "\n"))
+                    // Only the commas before the line's end belong to it.
+                    if newline != 0 { commas &= (UInt64(1) &<< UInt64(newline.trailingZeroBitCount)) &- 1 }
+                    while commas != 0 {
+                        if n <= maxCol + 1 { starts[n] = e &+ (commas.trailingZeroBitCount &>> 3) &+ 1 }
+                        n += 1
+                        commas &= commas &- 1
+                    }
+                    if newline != 0 { e &+= (newline.trailingZeroBitCount &>> 3); break scan }
+                    e &+= 8
+                } else {
+                    while e < end {
+                        let b = p[e]
+                        if b == UInt8(ascii: "\n") { break }
+                        if b == UInt8(ascii: ",") {
+                            if n <= maxCol + 1 { starts[n] = e + 1 }
+                            n += 1
+                        }
+                        e += 1
+                    }
+                    break scan
                 }
-                e += 1
             }
             out.lines += 1
-            var lineEnd = e
-            if lineEnd > offset && p[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+            // Constants from here on: the nested `field` captures them by value (a captured `var` would be boxed
+            // and checked for exclusive access on every read).
+            let lineEnd = e > offset && p[e - 1] == UInt8(ascii: "\r") ? e - 1 : e
+            let fieldCount = n
             let next = e + 1
             defer { offset = next }
             if lineEnd == offset { continue }
             out.rows += 1
             func field(_ i: Int) -> Range<Int> {
-                let a = starts[col[i]]
-                let b = col[i] + 1 < n ? starts[col[i] + 1] - 1 : lineEnd
-                return a..<min(b, lineEnd)
+                let c = column[i]
+                let a = starts[c]
+                let b = c &+ 1 < fieldCount ? starts[c &+ 1] &- 1 : lineEnd
+                return a..<Swift.min(b, lineEnd)
             }
             var event: Event?
-            if n > maxCol {
+            if fieldCount > maxCol {
                 let ex = field(0), sym = field(1)
                 if !ex.isEmpty && !sym.isEmpty, let et = FastField.digits(p, field(2)), let kt = FastField.digits(p, field(3)),
                    et <= Int64.max / 1000, kt <= Int64.max / 1000 {
-                    // The subject: the same bytes as the previous row's are the same subject.
-                    let keyRange = ex.lowerBound..<sym.upperBound
-                    var subject: SubjectID
-                    if keyRange.count == lastKey.count && lastKey.count > 0
-                        && memcmp(p.baseAddress! + keyRange.lowerBound, p.baseAddress! + lastKey.lowerBound, keyRange.count) == 0 {
-                        subject = lastSubject
-                    } else {
+                    // The subject: found by the bytes of the two fields (no text built for a pair seen before).
+                    let subject: SubjectID
+                    if let s = byBytes.find(p, ex, sym) { subject = s } else {
                         let exchange = String(decoding: UnsafeRawBufferPointer(rebasing: p[ex]), as: UTF8.self)
                         let symbol = String(decoding: UnsafeRawBufferPointer(rebasing: p[sym]), as: UTF8.self)
                         let key = "\(exchange)\u{0}\(symbol)"
@@ -166,7 +189,7 @@ public final class TardisCSVSource: EventSource, SkipReporting {
                                                                               kind: kind == .trades ? .trade : .quote))
                             cache[key] = subject
                         }
-                        lastKey = keyRange; lastSubject = subject
+                        byBytes.insert(p, ex, sym, subject)
                     }
                     event = fastEvent(p, field, subject, Nanos(et * 1000), Nanos(kt * 1000))
                 }
