@@ -27,6 +27,19 @@ enum RingBench {
                            p99NsRingAndFloorByRound: p99s)
         }
 
+        // `only=spsc`: the batched ring (its single-producer and its multi-producer path, one producer either way)
+        // against the plain in-place SPSC floor, taking turns round by round.
+        if options.parameters["only"] == "spsc" {
+            let r = interleaved(runs, [
+                { ringSPSC(events: n, batch: batch, wait: .yield) },
+                { ringSPSC(events: n, batch: batch, wait: .yield, producers: .multi) },
+                { plainSPSC(events: n, batch: batch) },
+            ])
+            return SPSCOnly(events: n, runs: runs, ringBatch64: r[0].rounds, ringMultiBatch64: r[1].rounds, plainSpscRingBatch64: r[2].rounds,
+                            ratioRingBatch64VsPlainSpscRingBatch64: medianRatio(r[0].rounds, r[2].rounds),
+                            ratioRingMultiBatch64VsPlainSpscRingBatch64: medianRatio(r[1].rounds, r[2].rounds))
+        }
+
         // SPSC throughput: producer and consumer pinned to the two CPUs; the ring and its baselines take turns
         // round by round, and ratios are medians of per-round ratios.
         let spsc = interleaved(runs, [
@@ -145,11 +158,20 @@ enum RingBench {
         var p99NsRingAndFloorByRound: [[UInt64]]
     }
 
+    /// `only=spsc`: every round's rates (events/s) of the batched ring and the plain floor.
+    struct SPSCOnly: BenchReport {
+        var suite = "ring"
+        var only = "spsc"
+        var events: Int, runs: Int
+        var ringBatch64: [Double], ringMultiBatch64: [Double], plainSpscRingBatch64: [Double]
+        var ratioRingBatch64VsPlainSpscRingBatch64: Double, ratioRingMultiBatch64VsPlainSpscRingBatch64: Double
+    }
+
     // MARK: - Throughput
 
     /// One producer, one blocking consumer, both waiting per `wait`; events per second delivered.
-    static func ringSPSC(events: Int, batch: Int, wait: WaitStrategy) -> Double {
-        let ring = BroadcastRing(capacity: ringCapacity, gapSubject: 0, producerWait: wait)
+    static func ringSPSC(events: Int, batch: Int, wait: WaitStrategy, producers: ProducerMode = .single) -> Double {
+        let ring = BroadcastRing(capacity: ringCapacity, producers: producers, gapSubject: 0, producerWait: wait)
         let consumer = ring.addConsumer(name: "spsc", policy: .blocking, wait: wait)
         let sum = BenchBox<Int64>(0)
         let reader = BenchThread(cpu: consumerCPU) {

@@ -10,12 +10,18 @@ public protocol EventSink: AnyObject {
     /// Takes several events in order, as one `emit` each would; a sink may hand them on at once (the ring
     /// claims their slots and wakes its consumers once). For a source that has several ready at a time.
     func emit(batch: UnsafeBufferPointer<Event>)
+    /// The source has nothing more for now (its read came back empty, it is about to wait): a sink that collects
+    /// what `emit` hands it passes it on. A source that calls this whenever it would wait says so with
+    /// `EventSource.flushesSink`.
+    func flush()
 }
 
 extension EventSink {
     public func emit(batch: UnsafeBufferPointer<Event>) {
         for e in batch { emit(e) }
     }
+
+    public func flush() {}
 }
 
 /// A feed: the simulator, an ITCH file, a MoldUDP64 line pair, a CSV capture.
@@ -27,6 +33,13 @@ public protocol EventSource: AnyObject {
     func run(into sink: EventSink, stop: StopSignal) throws
     /// Counters worth showing (`messages`, `errors`, `unknown_orders`, `gaps`…), read from any thread.
     func counters() -> [(name: String, value: UInt64)]
+    /// Whether `run` calls `sink.flush()` before every wait for input (or never waits), so that the sink may
+    /// collect emitted events and publish them together. False unless a source says so.
+    var flushesSink: Bool { get }
+}
+
+extension EventSource {
+    public var flushesSink: Bool { false }
 }
 
 /// A flag raised once to ask loops on other threads to finish.

@@ -254,15 +254,20 @@ public final class Daemon: @unchecked Sendable {
         consumers.append(analyticsConsumer)
         spawn("alerts-risk") { [self] in runAnalytics(analyticsConsumer) }
         for (index, source) in sources.enumerated() {
-            // The source and its sink are used by this thread alone from here on.
-            let owned = Unchecked((source, RingSink(ring: ring, subjects: subjects, source: UInt16(index))))
+            // The source and its sink are used by this thread alone from here on. A source that flushes before it
+            // waits gets a collecting sink: its events reach the ring in batches, one claim each (the ring has
+            // several producers: the sources, trade events, alerts and risk).
+            let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index), collects: source.flushesSink)
+            let owned = Unchecked((source, sink))
             spawn("source-\(source.name)") { [self] in
                 let (source, sink) = owned.value
                 do {
                     try source.run(into: sink, stop: stop)
+                    sink.flush()
                     logger.info("source finished", metadata: ["source": "\(source.name)"])
                     if let skipped = (source as? SkipReporting)?.skipSummary { logger.warning("\(skipped)") }
                 } catch {
+                    sink.flush()
                     logger.error("source stopped: \(error)", metadata: ["source": "\(source.name)"])
                 }
             }
@@ -554,10 +559,11 @@ public final class Daemon: @unchecked Sendable {
                 alerts.tick(now: now) { raised.append($0) }
                 lastTick = now
             }
-            for alert in raised {
-                ring.publish(alert)
-                recentAlerts.record(alert, subject: subjects.text(alert.subjectID))
+            raised.withUnsafeBufferPointer { batch in
+                var done = 0
+                while done < batch.count { done += ring.publish(contentsOf: UnsafeBufferPointer(rebasing: batch[done...])) }
             }
+            for alert in raised { recentAlerts.record(alert, subject: subjects.text(alert.subjectID)) }
             raised.removeAll(keepingCapacity: true)
             // Limit use, once a second per desk with trades: RISK.<DESK>.
             if now.rawValue - lastRisk.rawValue >= 1_000_000_000 {

@@ -16,9 +16,9 @@ import TickwireCore
 ///
 /// Sequences start at 1; `publishedSequence` is the highest sequence consumers may read.
 ///
-/// Threads: `publish`/`publishBatch` from the one producer thread (or several with `.multi`); each
-/// `RingConsumer.poll` from one thread at a time; `addConsumer`, `removeConsumer`, `consumerStats`, counters and
-/// `close` from any thread.
+/// Threads: `publish`, `publishBatch` and `publish(contentsOf:)` from the one producer thread (or several with
+/// `.multi`, each claiming a whole batch with one fetch-add); each `RingConsumer.poll` from one thread at a time;
+/// `addConsumer`, `removeConsumer`, `consumerStats`, counters and `close` from any thread.
 public final class BroadcastRing: @unchecked Sendable {
     // MARK: Control block layout
     //
@@ -277,22 +277,45 @@ public final class BroadcastRing: @unchecked Sendable {
         }
         return withUnsafeTemporaryAllocation(of: Event.self, capacity: n) { buffer in
             fill(buffer)
-            let last = control[BroadcastRing.claimedWord].pointee.wrappingAdd(UInt64(n), ordering: .acquiringAndReleasing).newValue
-            let first = last &- UInt64(n - 1)
-            awaitGate(last)
-            atomicMemoryFence(ordering: .releasing)
-            for i in 0..<n {
-                var e = buffer[i]
-                e.seq = first &+ UInt64(i)
-                slot(e.seq).storeEvent(e)
-            }
-            awaitTurn(first)
-            if let lvc = lastValues {
-                for i in 0..<n { var e = buffer[i]; e.seq = first &+ UInt64(i); lvc.update(e) }
-            }
-            endWrite(upTo: last)
-            return n
+            return publishClaiming(UnsafeBufferPointer(buffer))
         }
+    }
+
+    /// Publishes the first events of `events` (at most `maxPublishBatch`) in order, as `publishBatch` does:
+    /// one claim, one publishing store and at most one wake-up for all of them. For a producer that collects its
+    /// events before it publishes them (`RingSink`); with `.multi` they go from `events` to the slots with no
+    /// staging copy.
+    /// - Returns: how many events were published.
+    @inlinable @discardableResult
+    public func publish(contentsOf events: UnsafeBufferPointer<Event>) -> Int {
+        let n = Swift.min(events.count, maxPublishBatch)
+        guard n > 0, let from = events.baseAddress else { return 0 }
+        if producerMode == .single {
+            return publishBatch(count: n) { $0.baseAddress!.update(from: from, count: n) }
+        }
+        return publishClaiming(UnsafeBufferPointer(start: from, count: n))
+    }
+
+    /// `.multi`: claims `buffer.count` slots with one fetch-add, stores the events stamped, waits until every
+    /// earlier claim is published, then publishes them with one store.
+    @inlinable
+    func publishClaiming(_ buffer: UnsafeBufferPointer<Event>) -> Int {
+        let n = buffer.count
+        let last = control[BroadcastRing.claimedWord].pointee.wrappingAdd(UInt64(n), ordering: .acquiringAndReleasing).newValue
+        let first = last &- UInt64(n - 1)
+        awaitGate(last)
+        atomicMemoryFence(ordering: .releasing)
+        for i in 0..<n {
+            var e = buffer[i]
+            e.seq = first &+ UInt64(i)
+            slot(e.seq).storeEvent(e)
+        }
+        awaitTurn(first)
+        if let lvc = lastValues {
+            for i in 0..<n { var e = buffer[i]; e.seq = first &+ UInt64(i); lvc.update(e) }
+        }
+        endWrite(upTo: last)
+        return n
     }
 
     /// Whether a reader the producer does not wait for may be copying slots, so they must be stored as atomic

@@ -26,13 +26,14 @@ final class ZMQPublisher {
     @exclusivity(unchecked) private var sent: UInt64 = 0
 
     /// Where each numbered payload is also handed, for the NATS publisher's thread (nil: no NATS). Set before the
-    /// publisher thread starts.
-    var natsHandoff: NATSHandoff? = nil
+    /// publisher thread starts. Like the snapshot fields below, read per event and touched by that thread alone from
+    /// then on: exclusivity is not checked at run time (a runtime call and a thread-local lookup per read).
+    @exclusivity(unchecked) var natsHandoff: NATSHandoff? = nil
 
     /// The snapshot socket (REP, docs/PROTOCOL.md "Snapshot") and the last values it answers from, when
     /// `[publish] snapshot_endpoint` is set; served by the publisher thread between batches (`serveSnapshots`).
-    var snapshotSocket: ZMQSocket? = nil
-    var snapshotValues: PublishedLastValues? = nil
+    @exclusivity(unchecked) var snapshotSocket: ZMQSocket? = nil
+    @exclusivity(unchecked) var snapshotValues: PublishedLastValues? = nil
 
     /// Keeps the subscribers' queues within the memory budget (nil: no budget).
     let budget: PublishBudgetMonitor?

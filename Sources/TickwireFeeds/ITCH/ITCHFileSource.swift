@@ -55,6 +55,9 @@ public final class ITCHFileSource: EventSource, SkipReporting {
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
 
+    /// A mapped file: it never waits for input.
+    public var flushesSink: Bool { true }
+
     /// Feeds every BinaryFILE message of `buffer` to `normalizer`, publishing counters every 64Ki messages.
     /// - Returns: the first error skipped under `.skip` (nil when none was).
     /// - Throws: the first `ITCHError` when `policy` is `.stop`; with `.skip` errors are counted and skipped, and

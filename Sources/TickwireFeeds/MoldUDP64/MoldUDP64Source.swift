@@ -90,6 +90,9 @@ public final class MoldUDP64Source: EventSource {
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
 
+    /// Flushes before each wait for datagrams.
+    public var flushesSink: Bool { true }
+
     /// The endpoints the lines are bound to (their real ports when configured with port 0).
     public var boundLines: [UDPEndpoint] { [socketA.localEndpoint, socketB?.localEndpoint].compactMap { $0 } }
 
@@ -296,6 +299,7 @@ public final class MoldUDP64Source: EventSource {
         var request = [UInt8]()
 
         while !stop.isRaised {
+            sink.flush()
             let readable = UDPSocket.poll(sockets, timeoutMillis: 1)
             for (i, r) in readable.enumerated() where r {
                 var drained = 0

@@ -27,6 +27,8 @@ public final class MarketSimulator: EventSource {
     ]
 
     public let name = "sim"
+    /// Flushes before each pacing sleep; unpaced, it never waits.
+    public var flushesSink: Bool { true }
     public let options: Options
     private let emitted = Atomic<UInt64>(0)
     private let bursts = Atomic<UInt64>(0)
@@ -103,6 +105,7 @@ public final class MarketSimulator: EventSource {
                 let owed = Int((mono - startMono) / 1_000) * rate / 1_000_000
                 if count >= owed {
                     let ahead = Int64(count - owed + 1) * 1_000_000_000 / Int64(rate)
+                    sink.flush()
                     sleepNanos(min(ahead, 2_000_000))
                     continue
                 }
