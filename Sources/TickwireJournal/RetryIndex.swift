@@ -28,8 +28,9 @@ import Glibc
 ///
 /// Memory: the table is a `MAP_SHARED` mapping of the file, advised `MADV_RANDOM` and mapped in whole by a
 /// background thread at open (up to 512 MiB; see `populateInBackground`), so its resident memory is file-backed
-/// pages (RssFile) the kernel can write back and drop; the object itself holds a few words. Every insert dirties one random 4 KiB page: a checkpoint writes back at most
-/// min(inserts since the last one, pages in the table) pages.
+/// pages (RssFile) the kernel can write back and drop; the object itself holds a few words. Every insert dirties
+/// one random 4 KiB page: a checkpoint writes back at most min(inserts since the last one, pages in the table)
+/// pages.
 public final class RetryIndex {
     /// The index file's path.
     public let path: String
