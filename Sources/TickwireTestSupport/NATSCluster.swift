@@ -17,10 +17,10 @@ public final class NATSCluster: @unchecked Sendable {
         public var url: String { "nats://127.0.0.1:\(clientPort)" }
     }
 
-    public let servers: [Server]
+    public private(set) var servers: [Server] = []
     public let directory: String
     public let clusterName: String
-    private var processes: [ChildProcess?]
+    private var processes: [ChildProcess?] = []
 
     /// The `nats-server` executable (Debian installs it in /usr/sbin).
     public static let executable: String? = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
@@ -39,11 +39,38 @@ public final class NATSCluster: @unchecked Sendable {
         // must never join this cluster when one of those ports is handed out again.
         let clusterName = "tw-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         self.clusterName = clusterName
+        // A server that cannot bind a port it was given (another test's process took it between `freePort` and
+        // the server's start) exits, and its peers dial its route port in vain: the cluster is set up again on
+        // other ports, up to three times.
+        var attempt = 0
+        while true {
+            attempt += 1
+            try configure(size: size, jetStream: jetStream)
+            do {
+                for i in 0..<size { try start(i) }
+                for i in 0..<size { try waitReady(i, routes: size - 1) }
+                break
+            } catch where attempt < 3 && servers.indices.contains(where: { !isRunning($0) }) {
+                for i in servers.indices { kill(i) }
+            }
+        }
+        if jetStream && size > 1 { try waitForJetStreamLeader() }
+    }
+
+    /// Picks `size` servers' ports (all distinct), writes their configurations.
+    private func configure(size: Int, jetStream: Bool) throws {
         var servers: [Server] = []
+        var used = Set<Int>()
+        func port() -> Int {
+            var p = freePort()
+            while !used.insert(p).inserted { p = freePort() }
+            return p
+        }
         for i in 0..<size {
             let dir = directory + "/n\(i)"
+            try? FileManager.default.removeItem(atPath: dir)   // what an earlier attempt's server wrote
             try FileManager.default.createDirectory(atPath: dir + "/store", withIntermediateDirectories: true)
-            servers.append(Server(name: "\(clusterName)-n\(i)", clientPort: freePort(), clusterPort: freePort(), monitorPort: freePort(),
+            servers.append(Server(name: "\(clusterName)-n\(i)", clientPort: port(), clusterPort: port(), monitorPort: port(),
                                   storeDir: dir + "/store", configPath: dir + "/server.conf"))
         }
         for s in servers {
@@ -72,9 +99,6 @@ public final class NATSCluster: @unchecked Sendable {
         }
         self.servers = servers
         processes = Array(repeating: nil, count: size)
-        for i in 0..<size { try start(i) }
-        for i in 0..<size { try waitReady(i, routes: size - 1) }
-        if jetStream && size > 1 { try waitForJetStreamLeader() }
     }
 
     /// Ends `nats-server` processes that a test process started and did not stop before it died (their
