@@ -62,6 +62,36 @@ public enum FixedPoint {
         return negative ? -value : value
     }
 
+    /// A decimal from its bytes (optional `-`, digits, optional `.` and at most 8 fraction digits, at most 10 whole
+    /// digits, so it cannot overflow) as e8, without making a String: the fast path of the parsers that read
+    /// mapped files and input lines. Nil for anything else, which `parseE8` then judges and explains.
+    @inlinable
+    public static func parseE8(bytes p: UnsafeRawBufferPointer) -> Int64? {
+        var i = 0
+        guard i < p.count else { return nil }
+        let negative = p[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        var whole: Int64 = 0, wholeDigits = 0
+        while i < p.count {
+            let d = p[i] &- UInt8(ascii: "0")
+            if d >= 10 { break }
+            whole = whole &* 10 &+ Int64(d); wholeDigits += 1; i += 1
+        }
+        var frac: Int64 = 0, fracDigits = 0
+        if i < p.count && p[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < p.count {
+                let d = p[i] &- UInt8(ascii: "0")
+                if d >= 10 { return nil }
+                frac = frac &* 10 &+ Int64(d); fracDigits += 1; i += 1
+            }
+        }
+        guard i == p.count, wholeDigits + fracDigits > 0, wholeDigits <= 10, fracDigits <= fractionDigits else { return nil }
+        for _ in fracDigits..<fractionDigits { frac &*= 10 }
+        let v = whole &* scale &+ frac
+        return negative ? -v : v
+    }
+
     /// The exact decimal text of an e8 value: no exponent, trailing zeros trimmed (`12.5`, `100`, `-0.0001`).
     public static func format(e8: Int64) -> String {
         var out = [UInt8]()

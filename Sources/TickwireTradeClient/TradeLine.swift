@@ -129,19 +129,10 @@ public enum TradeLine {
             }
         }
 
-        /// An unsigned decimal with at most 8 fractional digits and at most 10 whole digits (10^10 × 10^8 is below
-        /// Int64.max; longer ones go the slow way, which says when they are too large).
+        /// A decimal that takes the fast path (`FixedPoint.parseE8(bytes:)`: at most 10 whole digits, so no
+        /// overflow); longer ones, and signs, go the slow way, which says what is wrong with them.
         private static func decimalE8(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
-            var whole: Int64 = 0, frac: Int64 = 0, wholeDigits = 0, fracDigits = 0, i = 0
-            while i < b.count, b[i] &- UInt8(ascii: "0") < 10 { whole = whole &* 10 &+ Int64(b[i] &- UInt8(ascii: "0")); wholeDigits += 1; i += 1 }
-            if i < b.count {
-                guard b[i] == UInt8(ascii: ".") else { return nil }
-                i += 1
-                while i < b.count, b[i] &- UInt8(ascii: "0") < 10 { frac = frac &* 10 &+ Int64(b[i] &- UInt8(ascii: "0")); fracDigits += 1; i += 1 }
-            }
-            guard i == b.count, wholeDigits + fracDigits > 0, wholeDigits <= 10, fracDigits <= FixedPoint.fractionDigits else { return nil }
-            for _ in fracDigits..<FixedPoint.fractionDigits { frac &*= 10 }
-            return whole &* FixedPoint.scale &+ frac
+            FixedPoint.parseE8(bytes: UnsafeRawBufferPointer(b))
         }
 
         private static func isToken(_ b: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -149,33 +149,10 @@ enum FastField {
         return v
     }
 
-    /// A decimal (optional `-`, digits, optional `.` and at most 8 fraction digits, at most 10 whole digits) as
-    /// fixed point e8.
+    /// A decimal as fixed point e8 (`FixedPoint.parseE8(bytes:)`).
     @inline(__always)
     static func e8(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int64? {
-        var i = r.lowerBound
-        guard i < r.upperBound else { return nil }
-        let negative = p[i] == UInt8(ascii: "-")
-        if negative { i += 1 }
-        var whole: Int64 = 0, wholeDigits = 0
-        while i < r.upperBound {
-            let d = p[i] &- UInt8(ascii: "0")
-            if d >= 10 { break }
-            whole = whole &* 10 &+ Int64(d); wholeDigits += 1; i += 1
-        }
-        var frac: Int64 = 0, fracDigits = 0
-        if i < r.upperBound && p[i] == UInt8(ascii: ".") {
-            i += 1
-            while i < r.upperBound {
-                let d = p[i] &- UInt8(ascii: "0")
-                if d >= 10 { return nil }
-                frac = frac &* 10 &+ Int64(d); fracDigits += 1; i += 1
-            }
-        }
-        guard i == r.upperBound, wholeDigits + fracDigits > 0, wholeDigits <= 10, fracDigits <= 8 else { return nil }
-        for _ in fracDigits..<8 { frac &*= 10 }
-        let v = whole &* 100_000_000 &+ frac
-        return negative ? -v : v
+        FixedPoint.parseE8(bytes: UnsafeRawBufferPointer(rebasing: p[r]))
     }
 
     @inline(__always)
