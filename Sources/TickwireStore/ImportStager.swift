@@ -35,18 +35,14 @@ final class ImportStager: EventSink {
     }
     private var held: [PartitionKey: Held] = [:]
     @exclusivity(unchecked) private var heldCount = 0
-    /// Global `SubjectID` -> index into `roots` + 1 (0: not yet looked at).
-    @exclusivity(unchecked) private var rootOf: [Int32] = []
-    private var roots: [String] = []
-    /// The partition of the previous event and the event-time range of its date (most events go to the same one).
+    @exclusivity(unchecked) private var router: PartitionRouter
+    /// The partition of the previous event.
     @exclusivity(unchecked) private var last: Held?
-    @exclusivity(unchecked) private var lastDayStart = Int64.max
-    @exclusivity(unchecked) private var lastDayEnd = Int64.min
-    @exclusivity(unchecked) private var lastRoot: Int32 = -1
 
     init(directory: String, subjects: SubjectTable, heldRows: Int, compactRows: Int, stop: StopSignal) {
         self.directory = directory
         self.subjects = subjects
+        router = PartitionRouter(subjects: subjects)
         self.heldRows = max(1, heldRows)
         self.compactRows = compactRows
         self.stop = stop
@@ -63,15 +59,9 @@ final class ImportStager: EventSink {
         guard error == nil else { return }
         appended &+= 1
         let id = Int(e.subjectID)
-        let root = id < rootOf.count && rootOf[id] != 0 ? rootOf[id] - 1 : learnRoot(id)
-        let t = e.eventTime.rawValue
-        if t < lastDayStart || t >= lastDayEnd || root != lastRoot || last == nil {
-            let day = Layout.day(of: t)
-            let key = PartitionKey(day: day, root: roots[Int(root)])
+        if let key = router.key(for: e, hasCurrent: last != nil) {
             if let h = held[key] { last = h } else { let h = Held(key: key); held[key] = h; last = h }
-            lastDayStart = day &* Nanos.perDay
-            lastDayEnd = day == Int64.max / Nanos.perDay ? .max : lastDayStart &+ Nanos.perDay
-            lastRoot = root
+            router.enter()
         }
         let h = last.unsafelyUnwrapped
         var row = e
@@ -88,15 +78,6 @@ final class ImportStager: EventSink {
         if heldCount > heldRows, let largest = held.values.max(by: { $0.events.count < $1.events.count }) {
             do { try sealChunk(largest) } catch { self.error = error; stop.raise() }
         }
-    }
-
-    private func learnRoot(_ id: Int) -> Int32 {
-        let root = Layout.root(ofSubject: subjects.entry(SubjectID(id)))
-        let index: Int32
-        if let i = roots.firstIndex(of: root) { index = Int32(i) } else { index = Int32(roots.count); roots.append(root) }
-        if id >= rootOf.count { rootOf.append(contentsOf: repeatElement(0, count: id + 1 - rootOf.count)) }
-        rootOf[id] = index + 1
-        return index
     }
 
     /// Seals what a partition holds as its next chunk and lets go of it.

@@ -40,14 +40,8 @@ public final class StoreWriter {
     // The per-event state below is not checked for exclusivity at run time: a writer is used by one thread, and
     // the check (a runtime call pair and a thread-local lookup per access) was about a sixth of the daemon's
     // store-writer thread.
-    /// Global SubjectID -> index into `roots` + 1 (0: not yet looked at).
-    @exclusivity(unchecked) private var rootOf: [Int32] = []
-    private var roots: [String] = []
-    /// The partition the previous event went to, and the event-time range of its date: most events go to the same
-    /// one, found with two comparisons instead of a division.
-    @exclusivity(unchecked) private var lastDayStart = Int64.max
-    @exclusivity(unchecked) private var lastDayEnd = Int64.min
-    @exclusivity(unchecked) private var lastRoot: Int32 = -1
+    @exclusivity(unchecked) private var router: PartitionRouter
+    /// The partition the previous event went to.
     @exclusivity(unchecked) private var last: OpenPartition?
     /// Held (`flock`) for the writer's lifetime: one writer per store directory.
     private let lock: OwnedFile
@@ -109,6 +103,7 @@ public final class StoreWriter {
         self.maxOpenPartitions = maxOpenPartitions
         self.report = report
         self.subjects = subjects
+        router = PartitionRouter(subjects: subjects)
         self.blockEvents = blockEvents
         try FS.makeDirectories(directory)
         lock = try OwnedFile(path: directory + "/LOCK", flags: O_RDWR | O_CREAT)
@@ -135,20 +130,13 @@ public final class StoreWriter {
             guard tw_monotonic_ns() >= retryAt else { lose(seq: e.seq, eventTime: e.eventTime.rawValue); return }
             retryAt = 0
         }
-        let id = Int(e.subjectID)
-        var root: Int32
-        if id < rootOf.count, rootOf[id] != 0 { root = rootOf[id] - 1 } else { root = learnRoot(e.subjectID) }
-        let t = e.eventTime.rawValue
-        if t < lastDayStart || t >= lastDayEnd || root != lastRoot || last == nil {
-            let day = Layout.day(of: t)
-            do { last = try partition(PartitionKey(day: day, root: roots[Int(root)])) } catch {
-                lose(seq: e.seq, eventTime: t)
+        if let key = router.key(for: e, hasCurrent: last != nil) {
+            do { last = try partition(key) } catch {
+                lose(seq: e.seq, eventTime: e.eventTime.rawValue)
                 suspend(error)
                 throw error
             }
-            lastDayStart = day &* Nanos.perDay
-            lastDayEnd = day == Int64.max / Nanos.perDay ? .max : lastDayStart &+ Nanos.perDay
-            lastRoot = root
+            router.enter()
         }
         let p = last.unsafelyUnwrapped
         if p.stage(e, subjects: subjects) {
@@ -210,15 +198,6 @@ public final class StoreWriter {
     /// Stages a batch of events (what a ring consumer drains at once).
     public func append(contentsOf events: UnsafeBufferPointer<Event>) throws(StoreError) {
         for e in events { try append(e) }
-    }
-
-    private func learnRoot(_ id: SubjectID) -> Int32 {
-        let root = Layout.root(ofSubject: subjects.entry(id))
-        let index: Int32
-        if let i = roots.firstIndex(of: root) { index = Int32(i) } else { index = Int32(roots.count); roots.append(root) }
-        if Int(id) >= rootOf.count { rootOf.append(contentsOf: repeatElement(0, count: Int(id) + 1 - rootOf.count)) }
-        rootOf[Int(id)] = index + 1
-        return index
     }
 
     private func partition(_ key: PartitionKey) throws(StoreError) -> OpenPartition {
