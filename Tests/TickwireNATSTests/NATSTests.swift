@@ -119,7 +119,7 @@ final class NATSTests: XCTestCase {
     }
 
     /// A message's stored time is the same whether an ordered consumer delivers it or it is read by sequence:
-    /// replicas that journal it with that time as known time, by either path, write identical records.
+    /// the refusal of an undecodable log message carries that time, written by either path and checked by reading.
     func testStoredTimeIsTheSameByConsumerAndByRead() throws {
         let cluster = try NATSCluster(size: 1)
         let conn = try NATSConnection(.init(servers: [cluster.servers[0].url]))

@@ -245,7 +245,7 @@ extension TradeService {
                     if let was = state.leader, was.name != leader { wantCheck(from: was.applied, state) }
                     state.leader = (leader, state.applied)
                 }
-            case .checked(let seq, let bytes, let token): checked(seq, bytes, token, state, journal)
+            case .checked(let seq, let message, let token): checked(seq, message, token, state, journal)
             case .checkDone(let range, let complete, let token): checkDone(range, complete: complete, token, state, router, journal, now: now)
             case .consumerDone: state.consumerPending = false
             case .fillDone: state.fillPending = false
@@ -298,7 +298,7 @@ extension TradeService {
         } else if mine > 0 {
             do {
                 guard let logged, logged.sequence == mine else { state.nextSetupAttempt = now; return }
-                guard let why = Self.disagreement(record: try journal.record(mine).payload, logged: logged.bytes, seq: mine) else {
+                guard let why = Self.disagreement(record: try journal.record(mine), logged: logged.bytes, time: logged.timestampNanos) else {
                     beginConsuming(after: mine, last: last, state, now: now)
                     wantCheck(from: mine, state)
                     return
@@ -360,12 +360,13 @@ extension TradeService {
     }
 
     /// One message read back: the first that is not what the journal holds at its sequence decides.
-    private func checked(_ seq: UInt64, _ bytes: [UInt8]?, _ token: UInt64, _ state: ReplicatedState, _ journal: Journal) {
+    private func checked(_ seq: UInt64, _ message: (timeNanos: Int64, bytes: [UInt8])?, _ token: UInt64, _ state: ReplicatedState,
+                         _ journal: Journal) {
         guard let c = state.checking, c.token == token, c.range.contains(seq) else { return }
         let why: String?
         do {
-            let record = try journal.record(seq).payload
-            why = bytes.map { Self.disagreement(record: record, logged: $0, seq: seq) }
+            let record = try journal.record(seq)
+            why = message.map { Self.disagreement(record: record, logged: $0.bytes, time: $0.timeNanos) }
                 ?? "journal record \(seq) is not in the replicated log (it ends before it)"
         } catch {
             stop("cannot read journal record \(seq) to check it against the replicated log: \(error)", state)
@@ -405,17 +406,20 @@ extension TradeService {
         }
     }
 
-    /// Why a journal record is not the decision on the log's message at the same sequence (nil: it is).
-    static func disagreement(record: [UInt8], logged: [UInt8], seq: UInt64) -> String? {
-        guard let d = TradeWire.decodeDecision(record) else {
+    /// Why a journal record is not the decision on the log's message at the same sequence (nil: it is): everything
+    /// the record took from the message is compared (a decision record's times are in the message's bytes; an
+    /// undecodable message's record carries the log's time for it).
+    static func disagreement(record: JournalRecord, logged: [UInt8], time: Int64) -> String? {
+        let seq = record.seq
+        guard let d = TradeWire.decodeDecision(record.payload) else {
             return "journal record \(seq) is not a replicated decision record: this journal was not written from a replicated log"
         }
         guard let m = TradeWire.decodeSequenced(logged) else {
             // An undecodable message is recorded as refused, with no request.
-            return d.request.trader.isEmpty && d.request.clientOrderID.isEmpty ? nil
+            return d.request.trader.isEmpty && d.request.clientOrderID.isEmpty && record.knownTime.rawValue == time ? nil
                 : "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (not a trade request): the journal and the log differ"
         }
-        guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8 else {
+        guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8, record.eventTime.rawValue == m.receivedNanos else {
             return "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (\(m.request.trader)/\(m.request.clientOrderID)): the journal and the log differ"
         }
         return nil
@@ -500,7 +504,7 @@ extension TradeService {
         guard seq > state.applied else {
             // Delivered again (a consumer replaced): it must still be what was applied at that sequence.
             if seq + ReplicatedState.checkWindow > state.applied, seq <= journal.durableSequence,
-               let record = try? journal.record(seq).payload, Self.disagreement(record: record, logged: bytes, seq: seq) != nil {
+               let record = try? journal.record(seq), Self.disagreement(record: record, logged: bytes, time: time) != nil {
                 wantCheck(from: seq, state)
             }
             return
@@ -551,9 +555,14 @@ extension TradeService {
             }
         }
         let record = TradeWire.encodeDecision(decision, request: request, markE8: mark, origin: message?.origin ?? "")
+        // Both times come from the message's bytes, not from the log's time for it: a trade put into the log again
+        // (the log lost its tail and the cut trades went back in, in the same order) is the same bytes at the same
+        // sequence under a new log time, and a replica that applied that copy must write the record that one which
+        // kept the first copy holds, or their chains end apart.
+        let received = Nanos(message?.receivedNanos ?? time)
         let journaled: UInt64
         do {
-            journaled = try journal.append(record, eventTime: Nanos(message?.receivedNanos ?? time), knownTime: Nanos(time))
+            journaled = try journal.append(record, eventTime: received, knownTime: received)
         } catch {
             // The journal stopped (a full disk): the service thread probes it and reopens; the log is applied
             // again from its durable end then.
@@ -625,7 +634,8 @@ extension TradeService {
         if !checked, case .duplicate(let first) = decision, !slot.logDuplicate, let at = try? journal.record(first).knownTime,
            Nanos.now().rawValue - at.rawValue < Int64(state.replicator.config.duplicateWindowSeconds) * 1_000_000_000 - 5_000_000_000 {
             // The log took this id as new although the journal holds it from `first`, well inside the log's
-            // duplicate window: the log no longer holds it there. The answer waits for the check and its rollback.
+            // duplicate window (measured from the trade's receipt, at or before the log's time for it): the log no
+            // longer holds it there. The answer waits for the check and its rollback.
             log("trades: the replicated log took \(Self.msgId(r)) as new at \(seq) but the journal holds it from \(first); checking the journal against the log")
             state.held.append((slot, seq))
             wantCheck(from: first, state)

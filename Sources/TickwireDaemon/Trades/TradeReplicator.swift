@@ -45,7 +45,7 @@ final class TradeReplicator: @unchecked Sendable {
         /// The stream's last sequence and the server leading it, as asked.
         case lastSequence(UInt64, leader: String?)
         /// The log's message at `sequence` as read back by `check` (nil: the log holds none there).
-        case checked(sequence: UInt64, bytes: [UInt8]?, token: UInt64)
+        case checked(sequence: UInt64, message: (timeNanos: Int64, bytes: [UInt8])?, token: UInt64)
         /// A `check` ended: every sequence of `range` was read (`complete`), or the cluster stopped answering.
         case checkDone(range: ClosedRange<UInt64>, complete: Bool, token: UInt64)
         /// A consumer asked for with `consume` delivers now (or could not be made: `.setupFailed` came first).
@@ -154,13 +154,13 @@ final class TradeReplicator: @unchecked Sendable {
             for seq in range {
                 do throws(NATSError) {
                     let m = try jetStream.message(stream: config.stream, sequence: seq)
-                    post(.checked(sequence: seq, bytes: m.bytes, token: token))
+                    post(.checked(sequence: seq, message: (m.timestampNanos, m.bytes), token: token))
                 } catch {
                     guard error.isNotFound else {
                         post(.checkDone(range: range, complete: false, token: token))
                         return
                     }
-                    post(.checked(sequence: seq, bytes: nil, token: token))
+                    post(.checked(sequence: seq, message: nil, token: token))
                 }
             }
             post(.checkDone(range: range, complete: true, token: token))
