@@ -25,7 +25,10 @@ import Glibc
         let limit = 20_000
         let daemon = try DaemonProcess(["--config", simConfig(rate: 5_000, limit: limit), "--nats", cluster.servers[0].url])
         let zmq = try Subscriber(endpoint: daemon.pub, patterns: [try SubjectPattern("MD.>")])
-        try waitUntilStable(atLeast: limit) { reference.count }
+        do { try waitUntilStable(atLeast: limit) { reference.count } } catch {
+            Issue.record("\(error): \(reference.shortfall(expected: limit, daemon: daemon))")
+            return
+        }
 
         let all = reference.events
         #expect(reference.undecodable.get() == 0)

@@ -12,10 +12,14 @@ final class NATSRawCollector: @unchecked Sendable {
     let subscription: NATSSubscription
     let box = NATSTestBox([WireEvent]())
     let undecodable = NATSTestBox(0)
+    /// What happened to the connection (a disconnect, a slow-consumer error…), for a failing test to show.
+    let connectionEvents = NATSTestBox([String]())
 
     init(server: String, pattern: String) throws {
         var o = NATSConnection.Options(servers: [server])
         o.maxPendingMessages = 2_000_000
+        let seen = connectionEvents
+        o.onEvent = { e in seen.update { $0.append("\(Date()): \(e)") } }
         connection = try NATSConnection(o)
         let box = self.box, bad = undecodable
         subscription = try connection.subscribe(pattern, pendingLimit: 2_000_000) { m in
@@ -28,6 +32,21 @@ final class NATSRawCollector: @unchecked Sendable {
 
     var events: [WireEvent] { box.get() }
     var count: Int { box.update { $0.count } }
+
+    /// Why the collection stopped short of `1...expected`: the seqs it lacks, the connection's events, and what
+    /// the daemon counted as sent and not sent.
+    func shortfall(expected: Int, daemon: DaemonProcess) -> String {
+        let got = Set(events.map(\.event.seq))
+        let missing = (1...UInt64(expected)).filter { !got.contains($0) }
+        let counters = ["tickwire_nats_sent_total", "tickwire_nats_failed_total{reason=\"queue_full\"}",
+                        "tickwire_nats_failed_total{reason=\"send_failed\"}"].map { name -> String in
+            let parts = name.split(separator: "{", maxSplits: 1)
+            let labels = parts.count > 1 ? String(parts[1].dropLast()) : ""
+            return "\(name) = \(metric(daemon.metricsPort, String(parts[0]), labels).map { "\($0)" } ?? "?")"
+        }
+        return "missing seqs (\(missing.count)): \(missing.prefix(20)); collector connection: \(connectionEvents.get()); "
+            + counters.joined(separator: ", ") + "; daemon log: \(daemon.child.stderr.suffix(1_500))"
+    }
 }
 
 /// What a `Subscriber` delivered until `quietSeconds` passed without anything.
