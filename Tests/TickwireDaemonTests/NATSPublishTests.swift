@@ -25,17 +25,31 @@ import Glibc
         let limit = 20_000
         let daemon = try DaemonProcess(["--config", simConfig(rate: 5_000, limit: limit), "--nats", cluster.servers[0].url])
         let zmq = try Subscriber(endpoint: daemon.pub, patterns: [try SubjectPattern("MD.>")])
-        do { try waitUntilStable(atLeast: limit) { reference.count } } catch {
+        // Core NATS delivers at most once. On a machine loaded enough that the daemon's connection goes without a
+        // PONG for its ping window (1 s × 2), libnats declares it stale and reconnects, and what the daemon publishes
+        // in between is lost: counted as send_failed and reported to subscribers as a GAP (a loaded CI run lost 15
+        // that way). What must hold then: the only messages missing are those counted, every subscriber is told,
+        // and everything else is exact.
+        func sendFailed() -> Int { Int(metric(daemon.metricsPort, "tickwire_nats_failed_total", "reason=\"send_failed\"") ?? 0) }
+        do { try waitUntilStable(atLeast: limit) { reference.count + sendFailed() } } catch {
             Issue.record("\(error): \(reference.shortfall(expected: limit, daemon: daemon))")
             return
         }
-
+        let lost = sendFailed()
         let all = reference.events
         #expect(reference.undecodable.get() == 0)
-        // The whole MD stream reached NATS: seq 1...N without a hole, each subject's subject_seq 1...n.
-        #expect(all.map(\.event.seq) == Array(1...UInt64(all.count)))
-        let bySubject = all.seqsBySubject
-        for (subject, seqs) in bySubject { #expect(seqs == Array(1...UInt64(seqs.count)), "\(subject)") }
+        // The whole MD stream reached NATS: seq 1...N without a hole but what was counted as not sent, each
+        // subject's subject_seq 1...n.
+        let received = Set(all.map(\.event.seq))
+        let missing = (1...UInt64(limit)).filter { !received.contains($0) }
+        #expect(missing.count <= lost && (lost == 0) == missing.isEmpty,
+                "\(missing.count) missing, \(lost) counted as not sent: \(reference.shortfall(expected: limit, daemon: daemon))")
+        #expect(all.map(\.event.seq) == (1...UInt64(limit)).filter { received.contains($0) })
+        if lost == 0 {
+            for (subject, seqs) in all.seqsBySubject { #expect(seqs == Array(1...UInt64(seqs.count)), "\(subject)") }
+        } else {
+            print("NATSPublishTests: the daemon's connection reconnected; \(lost) messages counted as not sent and reported")
+        }
 
         for (sub, patterns) in [(a, patternsA), (b, patternsB)] {
             let compiled = patterns.map { try! SubjectPattern($0) }
@@ -48,7 +62,7 @@ import Glibc
                 }
             }
             let expected = all.filter { w in compiled.contains { $0.matches(subjectText: w.subject) } }
-            #expect(gaps == 0)
+            #expect(lost > 0 ? gaps > 0 : gaps == 0, "\(gaps) gaps reported, \(lost) messages not sent")
             #expect(!expected.isEmpty)
             // Exactly these events, each subject in order (subjects interleave by delivery thread).
             #expect(got.seqsBySubject == expected.seqsBySubject, "\(patterns)")
@@ -59,14 +73,14 @@ import Glibc
         // The ZeroMQ subscriber joined late; everything it got is byte for byte (decoded) what NATS carried.
         let refByKey = Dictionary(uniqueKeysWithValues: all.map { ("\($0.subject)#\($0.subjectSeq)", $0) })
         var compared = 0
+        let notSent = Set(missing)
         for d in drain(zmq) {
-            guard case .event(let w) = d else { continue }
+            guard case .event(let w) = d, !notSent.contains(w.event.seq) else { continue }
             #expect(refByKey["\(w.subject)#\(w.subjectSeq)"] == w)
             compared += 1
         }
         #expect(compared > 1_000)
         #expect(metric(daemon.metricsPort, "tickwire_nats_sent_total").map { $0 >= Double(limit) } == true)
-        #expect(metric(daemon.metricsPort, "tickwire_nats_failed_total", "reason=\"send_failed\"") == 0)
         #expect(metric(daemon.metricsPort, "tickwire_nats_failed_total", "reason=\"queue_full\"") == 0)
         withExtendedLifetime((reference, daemon)) {}
     }

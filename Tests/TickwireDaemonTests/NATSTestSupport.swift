@@ -38,15 +38,10 @@ final class NATSRawCollector: @unchecked Sendable {
     func shortfall(expected: Int, daemon: DaemonProcess) -> String {
         let got = Set(events.map(\.event.seq))
         let missing = (1...UInt64(expected)).filter { !got.contains($0) }
-        let counters = ["tickwire_nats_sent_total", "tickwire_nats_failed_total{reason=\"queue_full\"}",
-                        "tickwire_nats_failed_total{reason=\"send_failed\"}"].map { name -> String in
-            let parts = name.split(separator: "{", maxSplits: 1)
-            let labels = parts.count > 1 ? String(parts[1].dropLast()) : ""
-            return "\(name) = \(metric(daemon.metricsPort, String(parts[0]), labels).map { "\($0)" } ?? "?")"
-        }
-        return "missing seqs (\(missing.count)): \(missing.prefix(20)); collector connection: \(connectionEvents.get()); "
-            + counters.joined(separator: ", ") + "; daemon log: \(daemon.child.stderr.suffix(1_500))"
+        return "missing seqs (\(missing.count)): \(missing.prefix(20)); " + connectionReport + "; " + daemon.natsReport
     }
+
+    var connectionReport: String { "the reference collector's connection: \(connectionEvents.get())" }
 }
 
 /// What a `Subscriber` delivered until `quietSeconds` passed without anything.
@@ -82,6 +77,18 @@ func simConfig(rate: Int, limit: Int, extra: String = "") -> String {
 }
 
 /// A counter's value on a daemon's /metrics (`labels` as rendered, such as `reason="queue_full"`).
+extension DaemonProcess {
+    /// What the daemon counted as published to NATS and not, and the end of its log: for a test that found a
+    /// message missing to say where it went.
+    var natsReport: String {
+        let counters = [("tickwire_nats_sent_total", ""), ("tickwire_nats_failed_total", "reason=\"queue_full\""),
+                        ("tickwire_nats_failed_total", "reason=\"send_failed\"")].map { name, labels in
+            "\(name){\(labels)} = \(metric(metricsPort, name, labels).map { "\($0)" } ?? "?")"
+        }
+        return counters.joined(separator: ", ") + "; daemon log: \(child.stderr.suffix(1_500))"
+    }
+}
+
 func metric(_ port: Int, _ name: String, _ labels: String = "") -> Double? {
     guard let data = httpGet(port: port, path: "/metrics") else { return nil }
     let key = labels.isEmpty ? name + " " : name + "{" + labels + "} "

@@ -53,7 +53,7 @@ import Glibc
         #expect(player.stderr.contains("snapshot.served"), "\(player.stderr.suffix(1000))")
     }
 
-    @Test(.timeLimit(.minutes(1))) func playRefusesBadSnapshotFlagsAndRunRefusesBadSpecKeys() throws {
+    @Test(.timeLimit(.minutes(3))) func playRefusesBadSnapshotFlagsAndRunRefusesBadSpecKeys() throws {
         let bad = try DaemonProcess.tickwire(["play", Self.itch, "--to", "127.0.0.1:1", "--snapshot", "127.0.0.1"])
         #expect(bad.status == 64 && bad.stderr.contains("--snapshot"), "\(bad.stderr)")
         let caps = try DaemonProcess.tickwire(["play", Self.itch, "--to", "127.0.0.1:1", "--max-request", "0"])
