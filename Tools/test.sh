@@ -10,7 +10,7 @@
 # still blocked after N minutes is reported at once by name ("Time limit was exceeded"), although its thread
 # cannot be stopped; the watchdog then ends the step. A test's clock runs from its start, also while it waits
 # for one of the two threads of Swift's cooperative pool that tests blocked on daemons hold: on a loaded machine
-# in-memory tests waited over a minute that way, so no suite's limit is under three minutes.
+# in-memory tests waited over two minutes that way, so no suite's limit is under five minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -52,7 +52,7 @@ let ms: Int64 = 1_000_000
 let trades = try! SubjectPattern("MD.*.*.TRADE")
 let quotes = try! SubjectPattern("MD.*.*.QUOTE")
 
-@Suite(.timeLimit(.minutes(3))) struct PriceJumpTests {
+@Suite(.timeLimit(.minutes(5))) struct PriceJumpTests {
     let h = Harness([AlertRule(.priceJump(bps: 100, windowNanos: 1_000 * ms), subjects: trades, cooldownNanos: 0)])
 
     @Test func firesAtExactlyTheThresholdWithinTheWindowAndNotBelowIt() {
@@ -107,7 +107,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct CooldownTests {
+@Suite(.timeLimit(.minutes(5))) struct CooldownTests {
     @Test func alertsWithinTheCooldownAreSuppressedAndCounted() {
         let h = Harness([AlertRule(.priceJump(bps: 100, windowNanos: 1_000 * ms), subjects: trades, cooldownNanos: 500 * ms)])
         h.trade(ms: 0, "100")
@@ -120,7 +120,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct CrossedMarketTests {
+@Suite(.timeLimit(.minutes(5))) struct CrossedMarketTests {
     @Test func saysLockedOrCrossedOnEnteringEachState() {
         let h = Harness([AlertRule(.crossedMarket(alertOnLocked: true), subjects: quotes, cooldownNanos: 0)])
         #expect(h.quote(ms: 1, bid: "100", ask: "101").isEmpty)
@@ -158,7 +158,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct VolumeSpikeTests {
+@Suite(.timeLimit(.minutes(5))) struct VolumeSpikeTests {
     let h = Harness([AlertRule(.volumeSpike(bucketNanos: 1_000 * ms, factorE8: 3 * FixedPoint.scale, minBuckets: 3,
                                             lookbackBuckets: 4), subjects: trades, cooldownNanos: 0)])
 
@@ -193,7 +193,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct StaleQuoteTests {
+@Suite(.timeLimit(.minutes(5))) struct StaleQuoteTests {
     @Test func firesOnceWhenNoQuoteArrivesForMoreThanTheWindowAndRearmsOnTheNextQuote() {
         let h = Harness([AlertRule(.staleQuote(windowNanos: 1_000 * ms), subjects: quotes, cooldownNanos: 0)])
         #expect(h.tick(ms: 10_000).isEmpty)                   // nothing seen yet: nothing to be stale
@@ -222,7 +222,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct TradeOutsideQuoteTests {
+@Suite(.timeLimit(.minutes(5))) struct TradeOutsideQuoteTests {
     @Test func firesOnTradesBelowTheBidOrAboveTheAskOfTheSameVenueAndSymbol() {
         let h = Harness([AlertRule(.tradeOutsideQuote(toleranceBps: 0), subjects: trades, cooldownNanos: 0)])
         #expect(h.trade(ms: 1, "50").isEmpty)                     // no quote yet
@@ -257,7 +257,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct AllRulesTests {
+@Suite(.timeLimit(.minutes(5))) struct AllRulesTests {
     @Test func oneEventRaisesEveryRuleThatAppliesInRuleOrder() {
         let h = Harness([
             AlertRule(.tradeOutsideQuote(toleranceBps: 0), subjects: trades, cooldownNanos: 0),
@@ -271,7 +271,7 @@ let quotes = try! SubjectPattern("MD.*.*.QUOTE")
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct BatchTests {
+@Suite(.timeLimit(.minutes(5))) struct BatchTests {
     @Test func aBatchRaisesWhatTheSameEventsOneByOneRaise() {
         let rules = AlertRule.defaults
         let one = Harness(rules), batch = Harness(rules)

@@ -2,7 +2,7 @@ import Testing
 import TickwireAlerts
 import TickwireCore
 
-@Suite(.timeLimit(.minutes(3))) struct AlertConfigTests {
+@Suite(.timeLimit(.minutes(5))) struct AlertConfigTests {
     @Test func readsEveryRuleWithItsParameters() throws {
         let rules = try AlertRule.parseAll([
             ["rule": "price_jump", "subjects": "MD.XNAS.*.TRADE", "bps": "50", "window_ms": "250", "cooldown_ms": "0"],

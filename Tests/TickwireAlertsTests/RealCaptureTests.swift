@@ -5,7 +5,7 @@ import TickwireCore
 
 /// Real captures (Tests/Fixtures/PROVENANCE.md) run through the rules. The expected counts come from an independent
 /// reference: a brute-force Python pass over the same CSV with exact decimals (each window rescanned per trade).
-@Suite(.timeLimit(.minutes(2))) struct RealCaptureTests {
+@Suite(.timeLimit(.minutes(5))) struct RealCaptureTests {
     static func lines(_ name: String) throws -> [Substring] {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Fixtures/\(name)")

@@ -1,7 +1,7 @@
 import Testing
 import TickwireCore
 
-@Suite(.timeLimit(.minutes(3))) struct SubjectTests {
+@Suite(.timeLimit(.minutes(5))) struct SubjectTests {
     @Test(arguments: ["MD.XNAS.AAPL.TRADE", "MD.BINANCE-FUTURES.BTCUSDT.TRADE", "ALERT.PRICE_JUMP.AAPL", "TRADE.DESK7.AAPL", "A"])
     func validSubjects(_ text: String) throws {
         #expect(try Subject(text).text == text)
@@ -66,7 +66,7 @@ import TickwireCore
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct NumbersAndTimeTests {
+@Suite(.timeLimit(.minutes(5))) struct NumbersAndTimeTests {
     @Test func fixedPointRoundTrips() throws {
         for text in ["0", "1", "-1", "289.87", "0.00000001", "92000000000", "-0.5", "10000.12345678"] {
             #expect(try Price(parsing: text).description == text)
@@ -100,7 +100,7 @@ import TickwireCore
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct WireCodecTests {
+@Suite(.timeLimit(.minutes(5))) struct WireCodecTests {
     /// One event of every kind, each field distinct (negative words, a source, flags), through encode and
     /// decode. A kind added to `EventKind` without an event here fails the first check.
     static let oneOfEachKind: [Event] = [

@@ -9,7 +9,7 @@ import Glibc
 
 /// Issue 13 through the real `tickwire` binary: bad input is named, counted and fails the run; bad arguments
 /// exit 64 (ArgumentParser's EX_USAGE), bad data 1 (README, "Exit codes").
-@Suite(.timeLimit(.minutes(2))) struct InputCLITests {
+@Suite(.timeLimit(.minutes(5))) struct InputCLITests {
     static let fixtures = packageRoot + "/Tests/Fixtures"
     static let itch = fixtures + "/nasdaq_itch50_20191230_0930_1000msgs.itch50"
 
@@ -121,7 +121,7 @@ import Glibc
 }
 
 /// `tickwire tail` against a raw publisher that sends exactly what a test wants.
-@Suite(.timeLimit(.minutes(2))) struct TailCLITests {
+@Suite(.timeLimit(.minutes(5))) struct TailCLITests {
 
     /// Sends `send()` every 50 ms until `child` prints `text` or exits; false on timeout.
     func feed(_ child: ChildProcess, until text: String, seconds: Double = 20, _ send: () throws -> Void) rethrows -> Bool {

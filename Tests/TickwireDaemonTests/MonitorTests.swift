@@ -41,7 +41,7 @@ import Glibc
         print("monitor screenshot: \(screenshot)")
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func thePageIsSelfContainedAndMetricsIsUnchanged() throws {
         let daemon = try DaemonProcess(["--rate", "500"])
         let port = UInt16(daemon.metricsPort)
@@ -61,7 +61,7 @@ import Glibc
         #expect(metrics.body.contains("tickwire_monitor_pages 0"))
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func aWebSocketGetsASnapshotAboutOnceASecondAndStaysOpen() throws {
         let daemon = try DaemonProcess(["--rate", "1000"])
         let ws = try RawWebSocket(port: UInt16(daemon.metricsPort))
@@ -95,7 +95,7 @@ import Glibc
         }
     }
 
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func monitorFalseLeavesOnlyMetrics() throws {
         let daemon = try DaemonProcess(["--config", configFile("[metrics]\nmonitor = false\n")])
         let port = UInt16(daemon.metricsPort)
@@ -113,7 +113,7 @@ import Glibc
     /// closed; a page beside it that reads gets every snapshot meanwhile. The pages' server runs in-process with a
     /// fast push (every 20 ms) and small buffers, so the stalled page's buffers fill in a second instead of hours;
     /// its snapshots are a real in-process daemon's.
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func aPageThatStopsReadingIsClosedAndTheOthersKeepGettingSnapshots() throws {
         let daemon = inProcessDaemon("monitor-stall") { $0.simRate = 2000; $0.metricsMonitor = false }
         try daemon.start()
@@ -151,7 +151,7 @@ import Glibc
         print("stalled page closed after \(closedAfter ?? -1) s; \(dropped) snapshots dropped; \(received) delivered to the reader")
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(5)))
     func garbageAndOversizedFramesCloseOnlyTheirPage() throws {
         let daemon = try DaemonProcess(["--rate", "500"])
         let port = UInt16(daemon.metricsPort)
@@ -195,7 +195,7 @@ import Glibc
         #expect(daemon.child.isRunning)
     }
 
-    @Test(.timeLimit(.minutes(3)))
+    @Test(.timeLimit(.minutes(5)))
     func twoHundredPagesAreCappedAndTheDaemonGoesOn() throws {
         let daemon = try DaemonProcess(["--rate", "500"])
         let port = UInt16(daemon.metricsPort)
@@ -250,7 +250,7 @@ import Glibc
 @Suite struct MonitorFeedTests {
     /// A finished simulator (a limit, no alert rules) leaves every counter still: the snapshot and `/metrics` must
     /// then agree exactly, field by field, and the rates be zero.
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func aSnapshotOfAStillDaemonEqualsWhatMetricsShows() throws {
         let daemon = inProcessDaemon("monitor-feed") { c in
             c.simRate = 0; c.simLimit = 3000; c.alertEntries = []; c.metricsMonitor = false

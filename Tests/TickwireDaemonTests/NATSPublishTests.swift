@@ -57,6 +57,7 @@ import Glibc
             var gaps = 0
             for d in drain(sub) {
                 switch d {
+                case .event(let w) where w.subject.hasPrefix(Subscriber.gapNoticePrefix): gaps += 1   // the daemon's notice
                 case .event(let w): got.append(w)
                 case .gap: gaps += 1
                 }

@@ -8,7 +8,7 @@ import TickwireZMQ
 /// The one retrying submitter (`tickwire trade submit`, the replicated tests' client, the failover bench) against a
 /// real trade service: a refusal that says "not now" (REJECT 7) is resent with the same id until accepted, a final
 /// refusal is handed back, and a trade with no reply is resent and then given up on by name.
-@Suite(.serialized, .timeLimit(.minutes(2))) struct RetryingSubmitterTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct RetryingSubmitterTests {
     /// A pre-trade check that refuses each id with REJECT 7 (replication unavailable) its first `times` times.
     final class RefuseFirst: Sendable {
         let times: Int

@@ -26,7 +26,7 @@ import Glibc
         return out.filter { $0.value != "0 0 0 0" }
     }
 
-    @Test(.timeLimit(.minutes(2))) func aHandlerJoiningMidSessionWithLossEndsWithTheBooksOfTheWholeFile() throws {
+    @Test(.timeLimit(.minutes(5))) func aHandlerJoiningMidSessionWithLossEndsWithTheBooksOfTheWholeFile() throws {
         let line = freePort(), snapshot = freePort()
         let player = try ChildProcess(tickwireBinary, ["play", Self.itch, "--to", "127.0.0.1:\(line)", "--snapshot", "127.0.0.1:\(snapshot)",
                                                        "--rate", "1000", "--drop-a", "20", "--linger", "4"])
@@ -53,7 +53,7 @@ import Glibc
         #expect(player.stderr.contains("snapshot.served"), "\(player.stderr.suffix(1000))")
     }
 
-    @Test(.timeLimit(.minutes(3))) func playRefusesBadSnapshotFlagsAndRunRefusesBadSpecKeys() throws {
+    @Test(.timeLimit(.minutes(5))) func playRefusesBadSnapshotFlagsAndRunRefusesBadSpecKeys() throws {
         let bad = try DaemonProcess.tickwire(["play", Self.itch, "--to", "127.0.0.1:1", "--snapshot", "127.0.0.1"])
         #expect(bad.status == 64 && bad.stderr.contains("--snapshot"), "\(bad.stderr)")
         let caps = try DaemonProcess.tickwire(["play", Self.itch, "--to", "127.0.0.1:1", "--max-request", "0"])

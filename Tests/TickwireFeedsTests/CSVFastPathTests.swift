@@ -6,7 +6,7 @@ import TickwireTestSupport
 
 /// The tardis reader's byte-level, two-thread path against the field readers alone (how every row was read
 /// before): the same events, counts and errors, line numbers included, across many segment boundaries.
-@Suite(.timeLimit(.minutes(2))) struct CSVFastPathTests {
+@Suite(.timeLimit(.minutes(5))) struct CSVFastPathTests {
     /// Rows the fast path takes and rows it hands to the field readers: odd but valid forms and errors.
     func file(kind: TardisCSVSource.Kind, rows: Int, seed: UInt64) -> String {
         var rng = SplitMix(seed: seed)

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireFeeds
 
 /// CRLF captures read like LF ones; negative sizes are refused naming line and field.
-@Suite(.timeLimit(.minutes(3))) struct CSVInputTests {
+@Suite(.timeLimit(.minutes(5))) struct CSVInputTests {
     static func crlf(_ path: String, name: String) -> String {
         var out = [UInt8]()
         for b in Fixture.bytes(path) { if b == 10 { out.append(13) }; out.append(b) }

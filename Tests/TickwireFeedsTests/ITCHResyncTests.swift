@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireFeeds
 
 /// Bad input gets an error naming what and where, is counted, and is never taken for a clean run.
-@Suite(.timeLimit(.minutes(3))) struct ITCHResyncTests {
+@Suite(.timeLimit(.minutes(5))) struct ITCHResyncTests {
     /// The fixture with one byte of the frame at `frameIndex` changed by `damage` (offset within the frame, new value).
     static func damaged(frameIndex: Int, at byteInFrame: Int, to value: (UInt8) -> UInt8) -> (bytes: [UInt8], offset: Int) {
         var bytes = Fixture.bytes(Fixture.itchSlice)

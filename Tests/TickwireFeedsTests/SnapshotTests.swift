@@ -175,7 +175,7 @@ extension SnapshotTests {
         return (quotes, depth)
     }
 
-    @Test(.timeLimit(.minutes(3))) func aHandlerStartingMidSessionGetsTheRestingOrdersAndEndsWithTheBooksOfOneThatSawEverything() throws {
+    @Test(.timeLimit(.minutes(5))) func aHandlerStartingMidSessionGetsTheRestingOrdersAndEndsWithTheBooksOfOneThatSawEverything() throws {
         // 1,000 messages at 1,000 a second: the receiver binds its line and logs in about 0.4 s in.
         let r = try play(rate: 1_000, startAfterMillis: 400, depth: 8)
         let (_, oracleSink) = Self.oracle(depth: 8)
@@ -191,7 +191,7 @@ extension SnapshotTests {
         #expect(!theirs.quotes.isEmpty)
     }
 
-    @Test(.timeLimit(.minutes(3))) func anUnrecoverableGapMakesTheBooksStaleUntilASnapshotRebuildsThem() throws {
+    @Test(.timeLimit(.minutes(5))) func anUnrecoverableGapMakesTheBooksStaleUntilASnapshotRebuildsThem() throws {
         // One line, a fifth of its packets lost, no re-request server: every loss is unrecoverable.
         let r = try play(rate: 20_000, dropA: 20, retransmit: false, gapTimeoutNanos: 50_000_000)
         #expect(r.player.droppedA > 0)
@@ -221,7 +221,7 @@ extension SnapshotTests {
         #expect(Self.view(r.sink).quotes == Self.view(oracleSink).quotes)
     }
 
-    @Test(.timeLimit(.minutes(3))) func withoutASnapshotServerAGapLeavesNoStaleStatus() throws {
+    @Test(.timeLimit(.minutes(5))) func withoutASnapshotServerAGapLeavesNoStaleStatus() throws {
         // The behaviour without `snapshot=` is as before: a GAP, no STATUS of category book.
         let lineA = try freePort()
         let player = try MoldUDP64Player(path: Fixture.itchSlice, to: [lineA], options: .init(rate: 50_000, dropAPercent: 20, seed: 11, lingerNanos: 1_000_000_000))
@@ -242,7 +242,7 @@ extension SnapshotTests {
 extension SnapshotTests {
     /// A well-formed packet with sequence 2^60 used to open one gap of 2^60 messages (2^52 re-request
     /// ranges). Beyond the window it is dropped and counted; the session goes on, exactly.
-    @Test(.timeLimit(.minutes(3)), arguments: [false, true])
+    @Test(.timeLimit(.minutes(5)), arguments: [false, true])
     func aWellFormedPacketWithSequence2To60IsCountedNotAGap(_ withSnapshots: Bool) throws {
         let lineA = try freePort()
         var po = MoldUDP64Player.Options(rate: 2_000, retransmit: loopback0, seed: 3, lingerNanos: 2_000_000_000)
@@ -354,7 +354,7 @@ extension SnapshotTests {
     /// 601…700) its lines have already shown everything up to the end of session: the snapshot's sequence (751)
     /// lies behind what it has seen. That used to trap (an unsigned subtraction); now the snapshot waits for the
     /// stream to reach 751 and the books end as the whole file's.
-    @Test(.timeLimit(.minutes(3))) func aSnapshotBehindWhatTheLinesShowedIsInstalledWhenTheStreamReachesIt() throws {
+    @Test(.timeLimit(.minutes(5))) func aSnapshotBehindWhatTheLinesShowedIsInstalledWhenTheStreamReachesIt() throws {
         let server = try ScriptedServer([(Self.state(after: 500), 501), (Self.state(after: 750), 751)])
         var fo = FeedOptions(date: Self.date, gapTimeoutNanos: 50_000_000, idleTimeoutNanos: 2_000_000_000)
         fo.snapshotEndpoint = server.server.endpoint

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireFeeds
 
 /// Empty files, zeros, FIFOs and devices are errors that say what the file is, never a quiet 0 messages.
-@Suite(.timeLimit(.minutes(3))) struct EmptyAndSpecialFileTests {
+@Suite(.timeLimit(.minutes(5))) struct EmptyAndSpecialFileTests {
     let date = FeedOptions(date: try! TradingDate(parsing: "2019-12-30"))
 
     @Test func emptyITCHFileIsAnError() throws {

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireJournal
 
 /// `Journal.rollBack`: a replica cut back to the last record its log kept, every later record kept in quarantine.
-@Suite(.timeLimit(.minutes(2))) struct RollbackTests {
+@Suite(.timeLimit(.minutes(5))) struct RollbackTests {
     static let options = JournalOptions(segmentBytes: 4096, indexEvery: 8)
 
     /// A journal of `count` records over several 4 KiB segments, and each record's hash.

@@ -5,7 +5,7 @@ import TickwireCore
 
 /// The batch path a producer pays one claim for: `publish(contentsOf:)` and the collecting `RingSink`, on both
 /// producer modes.
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.serialized, .timeLimit(.minutes(5)))
 struct BatchPublishTests {
     static let gapSubject: SubjectID = 999
 

@@ -4,7 +4,7 @@ import Testing
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.serialized, .timeLimit(.minutes(5)))
 struct BroadcastRingTests {
     static let gapSubject: SubjectID = 999
 
@@ -596,7 +596,7 @@ struct BroadcastRingTests {
 
 @inline(never) func tw_spin() { var x = 0; withUnsafeMutablePointer(to: &x) { $0.pointee &+= 1 } }
 
-@Test(.timeLimit(.minutes(3))) func aSourcePushingIntoARingSinkPublishesInOrder() {
+@Test(.timeLimit(.minutes(5))) func aSourcePushingIntoARingSinkPublishesInOrder() {
     let table = SubjectTable()
     let ring = BroadcastRing(capacity: 8, gapSubject: 0)
     let c = ring.addConsumer(name: "c", policy: .blocking, wait: .busySpin)

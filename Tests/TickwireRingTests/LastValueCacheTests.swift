@@ -4,7 +4,7 @@ import Testing
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.serialized, .timeLimit(.minutes(5)))
 struct LastValueCacheTests {
     @Test func keepsTheLatestQuoteTradeAndStatusPerSubject() {
         let lvc = LastValueCache(maxSubjects: 8)

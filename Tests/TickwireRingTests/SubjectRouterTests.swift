@@ -5,7 +5,7 @@ import TickwireTestSupport
 import TickwireCore
 @testable import TickwireRing
 
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.serialized, .timeLimit(.minutes(5)))
 struct SubjectRouterTests {
     @Test func matchesLiteralsStarsAndTails() throws {
         let router = SubjectRouter<Int>()

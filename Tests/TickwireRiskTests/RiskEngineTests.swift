@@ -21,7 +21,7 @@ func trade(_ desk: String, _ symbol: String, _ side: Side, _ quantity: String, a
 /// DESK7 in AAPL.
 func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { trade("DESK7", "AAPL", side, quantity, at: price) }
 
-@Suite(.timeLimit(.minutes(3))) struct RiskLimitTests {
+@Suite(.timeLimit(.minutes(5))) struct RiskLimitTests {
     let risk = engine()
 
     @Test func tradesRiskCannotPriceAreInvalid() {
@@ -130,7 +130,7 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct EmbeddedDefaultTests {
+@Suite(.timeLimit(.minutes(5))) struct EmbeddedDefaultTests {
     @Test func aFatFingerTradeIsRejectedOutOfTheBox() {
         let risk = RiskEngine()
         risk.mark(symbol: "AAPL", price: px("100"))
@@ -142,7 +142,7 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct PositionAndPnLTests {
+@Suite(.timeLimit(.minutes(5))) struct PositionAndPnLTests {
     @Test func averageCostAndRealizedPnLAreExactThroughAFlip() {
         let risk = engine()
         for t in [trade("D", "X", .buy, "100", at: "10.01"), trade("D", "X", .buy, "200", at: "10.04"),
@@ -210,7 +210,7 @@ func trade(_ side: Side, _ quantity: String, at price: String) -> RiskTrade { tr
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct MarkerTests {
+@Suite(.timeLimit(.minutes(5))) struct MarkerTests {
     @Test func marksBySymbolFromQuoteMidsAndTradesOnAnyVenue() {
         let risk = engine()
         let table = SubjectTable()
@@ -311,7 +311,7 @@ final class TestThread: @unchecked Sendable {
     func join() { done.wait() }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct RiskConfigTests {
+@Suite(.timeLimit(.minutes(5))) struct RiskConfigTests {
     @Test func desksInheritTheDefaultKeyByKey() throws {
         let config = try RiskConfig.parse(default: ["max_order_quantity": "50_000", "max_loss": "none"],
                                           desks: ["DESK7": ["max_position": "2500.5", "price_collar_bps": "250", "require_mark": "true"]])
@@ -344,7 +344,7 @@ final class TestThread: @unchecked Sendable {
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct RiskSnapshotTests {
+@Suite(.timeLimit(.minutes(5))) struct RiskSnapshotTests {
     /// A checkpoint of the positions plus the trades after it rebuilds exactly what all the trades build, and
     /// the byte form round-trips (the 128-bit cost and P&L included). Random trades from a new seed each run
     /// (TICKWIRE_TEST_SEED repeats one), named in every failure.

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireStore
 
 /// Damage inside an unsealed log: reported with its file and offset, read around, and never deleted.
-@Suite(.timeLimit(.minutes(2))) struct DamageTests {
+@Suite(.timeLimit(.minutes(5))) struct DamageTests {
     let ev = Events()
     static let firstBlock = AppendLog.headerSize + 24 + 100 * 64    // the first block also defines the subject
     static let block = AppendLog.headerSize + 100 * 64

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireStore
 
 /// The store writer on a full disk (a real tmpfs; mounting needs root, elsewhere the tests are skipped, not faked).
-@Suite(.timeLimit(.minutes(2))) struct FullDiskTests {
+@Suite(.timeLimit(.minutes(5))) struct FullDiskTests {
     let ev = Events()
 
     /// Quote `i`: one subject, a microsecond apart, the ring sequence `i` and bid `i`, so each is recognisable.

@@ -28,7 +28,7 @@ final class ListSource: EventSource, @unchecked Sendable {
 /// The importer seals from memory, without the append logs a `StoreWriter` writes: what it stores must be what
 /// the writer's logs sealed would be — the same column bytes where a date is sealed whole, the same rows read
 /// back where it stays in chunks.
-@Suite(.timeLimit(.minutes(3))) struct ImportStagerTests {
+@Suite(.timeLimit(.minutes(5))) struct ImportStagerTests {
     /// Each partition's files (but `meta`, which records the generation) of a store whose partitions are each
     /// one sealed piece.
     func sealedFiles(_ store: String) throws -> [String: [UInt8]] {

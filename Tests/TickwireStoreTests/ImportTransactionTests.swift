@@ -46,7 +46,7 @@ final class WriterSink: EventSink {
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct ImportTransactionTests {
+@Suite(.timeLimit(.minutes(5))) struct ImportTransactionTests {
     func capture(_ dir: String, lines n: Int, badAt: Int? = nil, start: Int64 = sessionOpen.rawValue) throws -> String {
         let path = dir + "-capture.csv"
         var text = ""

@@ -4,7 +4,7 @@ import TickwireCore
 @testable import TickwireStore
 
 /// Known time as a read axis: what a live system could have seen, in the order it saw it.
-@Suite(.timeLimit(.minutes(2))) struct KnownTimeTests {
+@Suite(.timeLimit(.minutes(5))) struct KnownTimeTests {
     let ev = Events()
 
     /// A quote that happened before a trade but arrived after it; a trade corrected and another busted later.

@@ -5,7 +5,7 @@ import TickwireTradeClient
 
 /// `tickwire trade submit --file`'s reader: each line a JSON object with the six fields, straight into a SUBMIT
 /// frame; every malformed line refused with what is wrong.
-@Suite(.timeLimit(.minutes(2))) struct TradeLineTests {
+@Suite(.timeLimit(.minutes(5))) struct TradeLineTests {
     func encode(_ line: String) throws(TradeInputError) -> EncodedTrade? { try TradeLine.encode(line) }
 
     func error(_ line: String) -> String {
@@ -143,7 +143,7 @@ import TickwireTradeClient
 
 /// The file is read in blocks: lines that straddle a block, a line longer than a block, and a last line without
 /// a newline all come out whole, numbered as in the file.
-@Suite(.timeLimit(.minutes(2))) struct TradeFileTests {
+@Suite(.timeLimit(.minutes(5))) struct TradeFileTests {
     func lines(of text: [UInt8]) throws -> [(String, Int)] {
         let path = NSTemporaryDirectory() + "tradefile-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         #expect(FileManager.default.createFile(atPath: path, contents: Data(text)))
