@@ -254,6 +254,36 @@ public enum Frames {
          FrameField("ask", .decimal, nullable: true), FrameField("ask_size", .decimal, nullable: true)]
     }
 
+    /// Appends rows of a joined block as join rows, column by column (see `appendEvents`).
+    static func appendJoinRows(_ batch: AsOfBatch, _ range: Range<Int>, subject: Int64, to b: FrameBatch) {
+        let at = b.rows, lo = range.lowerBound, t = batch.trades, match = batch.match
+        @inline(__always) func fill(_ c: Int, _ value: (Int) -> Int64) {
+            let v = b.values(c, from: at)
+            for i in range { v[i &- lo] = value(i) }
+        }
+        fill(0) { _ in subject }
+        fill(1) { t.eventTime[$0] }
+        fill(2) { t.knownTime[$0] }
+        fill(3) { t.a[$0] }
+        fill(4) { t.b[$0] }
+        fill(5) { let side = (t.tag[$0] >> 8) & 0xFF; return side <= 2 ? side : 0 }
+        fill(6) { t.c[$0] }
+        /// A quote column: the matched quote's value, or null (0).
+        func fill(_ c: Int, _ quote: [Int64]) {
+            quote.withUnsafeBufferPointer { q in
+                let v = b.values(c, from: at), ok = b.valid(c, from: at)
+                for i in range {
+                    let m = match[i]
+                    v[i &- lo] = m >= 0 ? q[m] : 0
+                    ok[i &- lo] = m >= 0 ? 1 : 0
+                }
+            }
+        }
+        let q = batch.quotes
+        fill(7, q.eventTime); fill(8, q.knownTime); fill(9, q.bid); fill(10, q.bidSize); fill(11, q.ask); fill(12, q.askSize)
+        b.endRows(range.count)
+    }
+
     /// Runs an as-of join into a sink as join rows (subjects in text order, then trade time).
     /// - Returns: the rows written.
     @discardableResult
@@ -267,20 +297,11 @@ public enum Frames {
         var total = 0
         try reader.asOfJoin(j) { batch in
             let s = Int64(index[batch.subject]!)
-            let t = batch.trades, q = batch.quotes
-            for i in 0..<batch.count {
-                let row = b.rows
-                b.set(0, row, s); b.set(1, row, t.eventTime[i]); b.set(2, row, t.knownTime[i]); b.set(3, row, t.a[i]); b.set(4, row, t.b[i])
-                let side = (t.tag[i] >> 8) & 0xFF
-                b.set(5, row, side <= 2 ? side : 0); b.set(6, row, t.c[i])
-                let m = batch.match[i]
-                if m >= 0 {
-                    b.set(7, row, q.eventTime[m]); b.set(8, row, q.knownTime[m])
-                    b.set(9, row, q.bid[m]); b.set(10, row, q.bidSize[m]); b.set(11, row, q.ask[m]); b.set(12, row, q.askSize[m])
-                } else {
-                    for c in 7...12 { b.setNull(c, row) }
-                }
-                b.endRow()
+            var done = 0
+            while done < batch.count {
+                let n = min(batch.count - done, FrameBatch.rowsPerBatch - b.rows)
+                appendJoinRows(batch, done..<(done + n), subject: s, to: b)
+                done += n
                 if b.isFull { try out.write(b); total += b.rows; b.removeAll() }
             }
         }
