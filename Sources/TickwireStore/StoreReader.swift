@@ -327,6 +327,7 @@ final class SubjectCursor {
     let segment: SegmentReader
     let subject: Int
     let text: String
+    /// Its place among the day's subjects in text order (`ReplayMerge`).
     var rank = 0
     /// Sized to the subject: a day of many thin subjects (a full ITCH day) must not hold 56 KiB per cursor.
     let buffer: BlockBuffer
@@ -359,7 +360,6 @@ final class SubjectCursor {
     }
 
     @inline(__always) var eventTime: Int64 { buffer.eventTime[position] }
-    @inline(__always) var knownTime: Int64 { buffer.knownTime[position] }
 }
 
 extension SubjectPattern {
