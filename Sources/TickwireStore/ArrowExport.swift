@@ -52,11 +52,12 @@ public final class ArrowWriter: FrameSink {
         // The layout first (a bitmap only for a column with nulls), then the body filled in place, written after
         // its message without another copy.
         var nodes = [UInt8](), buffers = [UInt8]()
-        var length = 0
+        var length = 0, padding = [Range<Int>]()
         func buffer(_ bytes: Int) -> Int {
             let at = length
             buffers.appendLE(Int64(at)); buffers.appendLE(Int64(bytes))
             length += (bytes + 7) & ~7
+            padding.append((at + bytes)..<length)
             return at
         }
         var places = [(bitmap: Int?, values: Int)]()
@@ -69,11 +70,7 @@ public final class ArrowWriter: FrameSink {
         }
         let p = body(length)
         // Padding is zero: the same rows give the same bytes.
-        for i in 0..<(buffers.count / 16) {
-            let (at, n) = buffers.withUnsafeBytes { ($0.loadUnaligned(fromByteOffset: 16 * i, as: Int64.self), $0.loadUnaligned(fromByteOffset: 16 * i + 8, as: Int64.self)) }
-            let end = Int(at + n)
-            (p + end).initializeMemory(as: UInt8.self, repeating: 0, count: ((end + 7) & ~7) - end)
-        }
+        for r in padding where !r.isEmpty { (p + r.lowerBound).initializeMemory(as: UInt8.self, repeating: 0, count: r.count) }
         for (c, f) in fields.enumerated() {
             let v = batch.column(c)
             if let bitmap = places[c].bitmap { ArrowWriter.pack(batch.validity(c), into: p + bitmap) }
