@@ -2,7 +2,7 @@
 """Tickwire's results into a polars DataFrame, beside polars reading the same data from Parquet, in one run.
 
 On the synthetic market of BENCHMARKS.md (Tools/asof_peers.py generates it with numpy, `tickwire-bench frames`
-writes the same events into a store and leaves it), times, alternating the two sides, best of --runs:
+writes the same events into a store and leaves it), times, alternating the two sides, --runs rounds:
 
 - replay: `tickwire replay --format arrow` piped into `pl.read_ipc_stream`, every event in replay order,
   against `pl.read_parquet` of the same events + a sort by event time (the peer gets one sort key, not three);
@@ -11,13 +11,15 @@ writes the same events into a store and leaves it), times, alternating the two s
 
 Both sides end with a polars DataFrame in this process. The Parquet files are written by pyarrow (snappy, its
 default) outside the timed region. Prints one JSON object: both sides, `tickwire-bench frames`' own figures, and
-ratios (peer seconds / Tickwire seconds: above 1 means Tickwire is faster).
+ratios (peer seconds / Tickwire seconds: above 1 means Tickwire is faster): of the best rounds (`ratio`), of
+each round (`round_ratios`, the two sides of a round run back to back) and of the medians (`median_ratio`).
 
     python3 Tools/frames_peers.py [--n 2000000] [--symbols 1000] [--runs 3] [--tickwire .build/release/tickwire]
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,19 +92,26 @@ def main():
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
         for name, (ours, peer) in sides.items():
-            best = {"tickwire": float("inf"), "polars": float("inf")}
+            rounds = {"tickwire": [], "polars": []}
             shape = {}
             for _ in range(args.runs):
                 for side, f in (("tickwire", ours), ("polars", peer)):
                     t0 = time.perf_counter()
                     df = f()
-                    best[side] = min(best[side], time.perf_counter() - t0)
+                    rounds[side].append(time.perf_counter() - t0)
                     shape[side] = df.shape
                     if name == "asof_join":
                         shape[side + "_matched"] = int(df["bid"].is_not_null().sum())
                     del df
+            best = {k: min(v) for k, v in rounds.items()}
+            median = {k: statistics.median(v) for k, v in rounds.items()}
             report[name] = {"tickwire_seconds": best["tickwire"], "polars_seconds": best["polars"],
-                            "ratio": best["polars"] / best["tickwire"], "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}}
+                            "ratio": best["polars"] / best["tickwire"],
+                            "tickwire_rounds": rounds["tickwire"], "polars_rounds": rounds["polars"],
+                            "round_ratios": [p / t for t, p in zip(rounds["tickwire"], rounds["polars"])],
+                            "median_ratio": median["polars"] / median["tickwire"],
+                            "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}}
+        report["load_average"] = os.getloadavg()
         report["command"] = " ".join([sys.argv[0].split("/")[-1]] + sys.argv[1:])
     print(json.dumps(report, indent=2, sort_keys=True))
 

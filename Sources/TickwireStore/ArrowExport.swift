@@ -20,6 +20,9 @@ public final class ArrowWriter: FrameSink {
     private var batchBlocks = [(offset: Int, metadata: Int, body: Int)]()
     /// The schema's custom metadata (key, value): how the run can be repeated (`RunMetadata.keyValues`).
     private let metadata: [(key: String, value: String)]
+    /// A record batch's body, filled in place batch after batch.
+    private var bodyBytes = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 64)
+    private var bodyCapacity = 8
 
     /// Writes the header, schema and dictionaries at once.
     public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream, metadata: [(key: String, value: String)] = []) throws {
@@ -44,31 +47,71 @@ public final class ArrowWriter: FrameSink {
     }
 
     public func write(_ batch: FrameBatch) throws {
-        guard batch.rows > 0 else { return }
-        var body = Body()
+        let rows = batch.rows
+        guard rows > 0 else { return }
+        // The layout first (a bitmap only for a column with nulls), then the body filled in place, written after
+        // its message without another copy.
+        var nodes = [UInt8](), buffers = [UInt8]()
+        var length = 0, padding = [Range<Int>]()
+        func buffer(_ bytes: Int) -> Int {
+            let at = length
+            buffers.appendLE(Int64(at)); buffers.appendLE(Int64(bytes))
+            length += (bytes + 7) & ~7
+            padding.append((at + bytes)..<length)
+            return at
+        }
+        var places = [(bitmap: Int?, values: Int)]()
+        places.reserveCapacity(fields.count)
         for (c, f) in fields.enumerated() {
             let nulls = batch.nullCount(c)
-            body.node(length: batch.rows, nulls: nulls)
-            body.add(nulls > 0 ? ArrowWriter.bitmap(batch.validity(c)) : [UInt8]())
+            nodes.appendLE(Int64(rows)); nodes.appendLE(Int64(nulls))
+            let bitmap = buffer(nulls > 0 ? (rows + 7) / 8 : 0)
+            places.append((nulls > 0 ? bitmap : nil, buffer(rows * f.type.arrowWidth)))
+        }
+        let p = body(length)
+        // Padding is zero: the same rows give the same bytes.
+        for r in padding where !r.isEmpty { (p + r.lowerBound).initializeMemory(as: UInt8.self, repeating: 0, count: r.count) }
+        for (c, f) in fields.enumerated() {
             let v = batch.column(c)
+            if let bitmap = places[c].bitmap { ArrowWriter.pack(batch.validity(c), into: p + bitmap) }
+            let dst = p + places[c].values
             switch f.type {
-            case .text: body.add(v.map { Int32(truncatingIfNeeded: $0) })
-            case .timestamp, .int64, .uint64, .float64: body.add(v)
+            case .text:
+                let o = dst.assumingMemoryBound(to: Int32.self)
+                for i in 0..<rows { o[i] = Int32(truncatingIfNeeded: v[i]) }
+            case .timestamp, .int64, .uint64, .float64:
+                dst.copyMemory(from: v.baseAddress!, byteCount: rows * 8)
             case .decimal:
                 // 128-bit two's complement, little-endian: the value, then its sign extended.
-                var wide = [Int64](repeating: 0, count: 2 * v.count)
-                wide.withUnsafeMutableBufferPointer { w in
-                    for i in 0..<v.count { w[2 &* i] = v[i]; w[2 &* i &+ 1] = v[i] >> 63 }
-                }
-                body.add(wide)
-            case .uint8: body.add(v.map { UInt8(truncatingIfNeeded: $0) })
-            case .uint16: body.add(v.map { UInt16(truncatingIfNeeded: $0) })
+                let o = dst.assumingMemoryBound(to: Int64.self)
+                for i in 0..<rows { o[2 &* i] = v[i]; o[2 &* i &+ 1] = v[i] >> 63 }
+            case .uint8:
+                let o = dst.assumingMemoryBound(to: UInt8.self)
+                for i in 0..<rows { o[i] = UInt8(truncatingIfNeeded: v[i]) }
+            case .uint16:
+                let o = dst.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<rows { o[i] = UInt16(truncatingIfNeeded: v[i]) }
             }
         }
-        let meta = ArrowWriter.message(header: 3, body.recordBatch(length: batch.rows), bodyLength: body.length)
-        batchBlocks.append((offset, meta.count, body.length))
+        let meta = ArrowWriter.message(header: 3, .table([.i64(Int64(rows)), .offset(.structs(nodes, count: fields.count, align: 8)),
+                                                          .offset(.structs(buffers, count: buffers.count / 16, align: 8))]),
+                                       bodyLength: length)
+        batchBlocks.append((offset, meta.count, length))
         try emit(meta)
-        try body.write(to: self)
+        try out.write(UnsafeRawBufferPointer(start: p, count: length))
+        offset += length
+    }
+
+    deinit { bodyBytes.deallocate() }
+
+    /// The body memory, at least `bytes` long (its contents unspecified).
+    private func body(_ bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes > bodyCapacity {
+            bodyBytes.deallocate()
+            bodyCapacity = max(bytes, 2 * bodyCapacity)
+            bodyBytes = .allocate(byteCount: bodyCapacity, alignment: 64)
+        }
+        return bodyBytes
     }
 
     /// Ends the stream (and, for a file, writes the footer) and flushes.
@@ -135,14 +178,23 @@ public final class ArrowWriter: FrameSink {
         return out + fb
     }
 
-    /// A validity bitmap from one byte per row (1 valid).
-    static func bitmap(_ valid: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        var bits = [UInt8](repeating: 0, count: (valid.count + 7) / 8)
-        for (i, v) in valid.enumerated() where v != 0 { bits[i >> 3] |= 1 << UInt8(i & 7) }
-        return bits
+    /// Packs one validity byte per row (1 valid, 0 null) into a bitmap, eight rows a multiply: byte i of the
+    /// word lands on bit 56 + i of the product.
+    static func pack(_ valid: UnsafeBufferPointer<UInt8>, into p: UnsafeMutableRawPointer) {
+        let n = valid.count, whole = n / 8
+        let src = UnsafeRawPointer(valid.baseAddress!), bits = p.assumingMemoryBound(to: UInt8.self)
+        for i in 0..<whole {
+            let x = UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 &* i, as: UInt64.self))
+            bits[i] = UInt8(truncatingIfNeeded: (x &* 0x0102_0408_1020_4080) >> 56)
+        }
+        if whole * 8 < n {
+            var last: UInt8 = 0
+            for j in (whole * 8)..<n where valid[j] != 0 { last |= 1 << UInt8(j & 7) }
+            bits[whole] = last
+        }
     }
 
-    /// A record batch body being laid out: its buffers (each padded to 8 bytes, written straight from the arrays
+    /// A dictionary batch body being laid out: its buffers (each padded to 8 bytes, written straight from the arrays
     /// they came in) and field nodes.
     struct Body {
         private var pieces = [(bytes: Int, write: (ArrowWriter) throws -> Void)]()
@@ -152,11 +204,6 @@ public final class ArrowWriter: FrameSink {
 
         mutating func add<T: FixedWidthInteger>(_ xs: [T]) {
             append(bytes: xs.count * MemoryLayout<T>.size) { w in try xs.withUnsafeBytes { try w.emit($0) } }
-        }
-
-        /// A column the batch holds as it is (valid while the batch is being written).
-        mutating func add(_ xs: UnsafeBufferPointer<Int64>) {
-            append(bytes: xs.count * 8) { w in try w.emit(UnsafeRawBufferPointer(xs)) }
         }
 
         private mutating func append(bytes: Int, _ write: @escaping (ArrowWriter) throws -> Void) {
@@ -193,6 +240,19 @@ extension Frames {
     public static func writeArrow(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput, layout: ArrowWriter.Layout = .stream,
                                   metadata: [(key: String, value: String)] = []) throws -> Int {
         try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout, metadata: metadata) }
+    }
+}
+
+extension FrameType {
+    /// Bytes a value takes in an Arrow buffer (a dictionary index for text).
+    var arrowWidth: Int {
+        switch self {
+        case .text: 4
+        case .timestamp, .int64, .uint64, .float64: 8
+        case .decimal: 16
+        case .uint8: 1
+        case .uint16: 2
+        }
     }
 }
 

@@ -64,6 +64,12 @@ public final class FrameBatch {
 
     @inline(__always) func endRow() { rows &+= 1 }
 
+    /// Where a column's value for row `row` goes, and its validity (for a nullable column), for filling a run
+    /// of rows column by column; `endRows` then counts them.
+    @inline(__always) func values(_ column: Int, from row: Int) -> UnsafeMutablePointer<Int64> { self.values + (column &* FrameBatch.rowsPerBatch &+ row) }
+    @inline(__always) func valid(_ column: Int, from row: Int) -> UnsafeMutablePointer<UInt8> { self.valid + (column &* FrameBatch.rowsPerBatch &+ row) }
+    @inline(__always) func endRows(_ n: Int) { rows &+= n }
+
     public var isFull: Bool { rows >= FrameBatch.rowsPerBatch }
 
     /// A column's values, valid until the batch is changed.
@@ -71,7 +77,7 @@ public final class FrameBatch {
         UnsafeBufferPointer(start: values + c * FrameBatch.rowsPerBatch, count: rows)
     }
 
-    /// A column's validity (1 valid, 0 null); every row valid for a column that is not nullable.
+    /// A column's validity (1 valid, 0 null); meaningful for a nullable column only.
     func validity(_ c: Int) -> UnsafeBufferPointer<UInt8> {
         UnsafeBufferPointer(start: valid + c * FrameBatch.rowsPerBatch, count: rows)
     }
@@ -114,14 +120,14 @@ public enum Frames {
          FrameField("a", .int64), FrameField("b", .int64), FrameField("c", .int64), FrameField("d", .int64)]
     }
 
-    /// Appends row `i` of a block as an event row.
+    /// Appends a merged row as an event row.
     @inline(__always)
-    static func appendEvent(_ r: BlockBuffer, _ i: Int, subject: Int32, to b: FrameBatch) {
-        let row = b.rows, tag = r.tag[i]
+    static func appendEvent(_ r: UnsafePointer<MergedRow>, subject: Int32, to b: FrameBatch) {
+        let row = b.rows, tag = r.pointee.tag
         let kind = tag & 0xFF, flags = (tag >> 8) & 0xFF
-        let a = r.a[i], bw = r.b[i], c = r.c[i], d = r.d[i]
+        let a = r.pointee.a, bw = r.pointee.b, c = r.pointee.c, d = r.pointee.d
         b.set(0, row, Int64(subject)); b.set(1, row, kind - 1)
-        b.set(2, row, r.eventTime[i]); b.set(3, row, r.knownTime[i])
+        b.set(2, row, r.pointee.eventTime); b.set(3, row, r.pointee.knownTime)
         if kind == Int64(EventKind.trade.rawValue) || kind == Int64(EventKind.bust.rawValue) {
             b.set(4, row, a); b.set(5, row, bw); b.set(6, row, flags <= 2 ? flags : 0); b.set(7, row, c)
         } else {
@@ -147,28 +153,58 @@ public enum Frames {
     }
 
     /// Calls `body` with every matching row in replay order (`StoreReader.replay`'s: event time, subject text,
-    /// known time, arrival; day after day, through the same cursors and heap) as a block and a row in it, with the
-    /// subject's index in `subjects` (sorted): no `Event` or `String` per row.
+    /// known time, arrival; day after day, through the same cursors and merge) with the subject's index in
+    /// `subjects` (sorted): no `Event` or `String` per row.
     static func forEachRow(_ reader: StoreReader, _ q: StoreQuery, subjects: [String],
-                           _ body: (BlockBuffer, Int, Int32) throws -> Void) throws {
-        guard let days = q.days else { return }
+                           _ body: (UnsafePointer<MergedRow>, Int32) throws -> Void) throws {
         var index = [String: Int32](minimumCapacity: subjects.count)
         for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
-        for day in Set(reader.partitions.map(\.day).filter { days.contains($0) }).sorted() {
-            var cursors = [SubjectCursor]()
-            for (_, seg, subjects) in try reader.matching(q, days: day...day) {
-                for s in subjects { cursors.append(SubjectCursor(segment: seg, subject: s, query: q)) }
-            }
-            let byText = cursors.indices.sorted { cursors[$0].text < cursors[$1].text }
-            var column = [Int32](repeating: 0, count: cursors.count)     // by rank: the subject's dictionary index
-            for (rank, i) in byText.enumerated() { cursors[i].rank = rank; column[rank] = index[cursors[i].text]! }
-            var heap = CursorHeap(cursors.filter { $0.fill() })
-            while let c = heap.top {
-                try body(c.buffer, c.position, column[c.rank])
-                c.position += 1
-                if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
+        try reader.forEachDay(q) { cursors, merge in
+            let column = cursors.map { index[$0.text]! }   // by rank: the subject's dictionary index
+            try merge.run { rows, order in
+                for i in order { let r = rows + Int(i); try body(r, column[Int(r.pointee.rank)]) }
             }
         }
+    }
+
+    /// Appends rows (merged, in replay order) as event rows, column by column: filled a row at a time, a batch is
+    /// 36 write streams 512 KiB apart, which alias in the cache (most of a replay's time, BENCH-HISTORY D1).
+    static func appendEvents(_ rows: UnsafePointer<MergedRow>, _ n: Int, subjects column: [Int32], to b: FrameBatch) {
+        let at = b.rows
+        let trade = Int64(EventKind.trade.rawValue), bust = Int64(EventKind.bust.rawValue), quote = Int64(EventKind.quote.rawValue)
+        @inline(__always) func fill(_ c: Int, _ value: (MergedRow) -> Int64) {
+            let v = b.values(c, from: at)
+            for i in 0..<n { v[i] = value(rows[i]) }
+        }
+        /// A nullable column: the value where `present`, else null (0).
+        @inline(__always) func fill(_ c: Int, present: (Int64) -> Bool, _ value: (MergedRow) -> Int64) {
+            let v = b.values(c, from: at), ok = b.valid(c, from: at)
+            for i in 0..<n {
+                let r = rows[i], yes = present(r.tag & 0xFF)
+                v[i] = yes ? value(r) : 0
+                ok[i] = yes ? 1 : 0
+            }
+        }
+        column.withUnsafeBufferPointer { subjects in fill(0) { Int64(subjects[Int($0.rank)]) } }
+        fill(1) { ($0.tag & 0xFF) - 1 }
+        fill(2) { $0.eventTime }
+        fill(3) { $0.knownTime }
+        let isTrade = { (k: Int64) in k == trade || k == bust }, isQuote = { (k: Int64) in k == quote }
+        fill(4, present: isTrade) { $0.a }
+        fill(5, present: isTrade) { $0.b }
+        fill(6, present: isTrade) { let flags = ($0.tag >> 8) & 0xFF; return flags <= 2 ? flags : 0 }
+        fill(7, present: isTrade) { $0.c }
+        fill(8, present: isQuote) { $0.a }
+        fill(9, present: isQuote) { $0.b }
+        fill(10, present: isQuote) { $0.c }
+        fill(11, present: isQuote) { $0.d }
+        fill(12) { ($0.tag >> 8) & 0xFF }
+        fill(13) { ($0.tag >> 16) & 0xFFFF }
+        fill(14) { $0.a }
+        fill(15) { $0.b }
+        fill(16) { $0.c }
+        fill(17) { $0.d }
+        b.endRows(n)
     }
 
     /// Replays a query (replay order, as known at its K) into a sink as event rows.
@@ -176,13 +212,29 @@ public enum Frames {
     @discardableResult
     public static func replay(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
         let subjects = try Frames.subjects(reader, q)
+        var index = [String: Int32](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
         let fields = eventFields(subjects: subjects)
         let out = try sink(fields)
         let batch = FrameBatch(fields)
+        // A window's rows gathered into replay order 4,096 at a time (256 KiB: they stay in the cache for the
+        // 18 passes), then spread into columns.
+        let chunk = 4096
+        let sorted = UnsafeMutablePointer<MergedRow>.allocate(capacity: chunk)
+        defer { sorted.deallocate() }
         var total = 0
-        try forEachRow(reader, q, subjects: subjects) { block, i, subject in
-            appendEvent(block, i, subject: subject, to: batch)
-            if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
+        try reader.forEachDay(q) { cursors, merge in
+            let column = cursors.map { index[$0.text]! }   // by rank: the subject's dictionary index
+            try merge.run { rows, order in
+                var done = 0
+                while done < order.count {
+                    let n = min(order.count - done, FrameBatch.rowsPerBatch - batch.rows, chunk)
+                    for i in 0..<n { sorted[i] = rows[Int(order[done &+ i])] }
+                    appendEvents(sorted, n, subjects: column, to: batch)
+                    done += n
+                    if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
+                }
+            }
         }
         if batch.rows > 0 { try out.write(batch); total += batch.rows }
         try out.finish()
@@ -202,6 +254,36 @@ public enum Frames {
          FrameField("ask", .decimal, nullable: true), FrameField("ask_size", .decimal, nullable: true)]
     }
 
+    /// Appends rows of a joined block as join rows, column by column (see `appendEvents`).
+    static func appendJoinRows(_ batch: AsOfBatch, _ range: Range<Int>, subject: Int64, to b: FrameBatch) {
+        let at = b.rows, lo = range.lowerBound, t = batch.trades, match = batch.match
+        @inline(__always) func fill(_ c: Int, _ value: (Int) -> Int64) {
+            let v = b.values(c, from: at)
+            for i in range { v[i &- lo] = value(i) }
+        }
+        fill(0) { _ in subject }
+        fill(1) { t.eventTime[$0] }
+        fill(2) { t.knownTime[$0] }
+        fill(3) { t.a[$0] }
+        fill(4) { t.b[$0] }
+        fill(5) { let side = (t.tag[$0] >> 8) & 0xFF; return side <= 2 ? side : 0 }
+        fill(6) { t.c[$0] }
+        /// A quote column: the matched quote's value, or null (0).
+        func fill(_ c: Int, _ quote: [Int64]) {
+            quote.withUnsafeBufferPointer { q in
+                let v = b.values(c, from: at), ok = b.valid(c, from: at)
+                for i in range {
+                    let m = match[i]
+                    v[i &- lo] = m >= 0 ? q[m] : 0
+                    ok[i &- lo] = m >= 0 ? 1 : 0
+                }
+            }
+        }
+        let q = batch.quotes
+        fill(7, q.eventTime); fill(8, q.knownTime); fill(9, q.bid); fill(10, q.bidSize); fill(11, q.ask); fill(12, q.askSize)
+        b.endRows(range.count)
+    }
+
     /// Runs an as-of join into a sink as join rows (subjects in text order, then trade time).
     /// - Returns: the rows written.
     @discardableResult
@@ -215,20 +297,11 @@ public enum Frames {
         var total = 0
         try reader.asOfJoin(j) { batch in
             let s = Int64(index[batch.subject]!)
-            let t = batch.trades, q = batch.quotes
-            for i in 0..<batch.count {
-                let row = b.rows
-                b.set(0, row, s); b.set(1, row, t.eventTime[i]); b.set(2, row, t.knownTime[i]); b.set(3, row, t.a[i]); b.set(4, row, t.b[i])
-                let side = (t.tag[i] >> 8) & 0xFF
-                b.set(5, row, side <= 2 ? side : 0); b.set(6, row, t.c[i])
-                let m = batch.match[i]
-                if m >= 0 {
-                    b.set(7, row, q.eventTime[m]); b.set(8, row, q.knownTime[m])
-                    b.set(9, row, q.bid[m]); b.set(10, row, q.bidSize[m]); b.set(11, row, q.ask[m]); b.set(12, row, q.askSize[m])
-                } else {
-                    for c in 7...12 { b.setNull(c, row) }
-                }
-                b.endRow()
+            var done = 0
+            while done < batch.count {
+                let n = min(batch.count - done, FrameBatch.rowsPerBatch - b.rows)
+                appendJoinRows(batch, done..<(done + n), subject: s, to: b)
+                done += n
                 if b.isFull { try out.write(b); total += b.rows; b.removeAll() }
             }
         }

@@ -354,8 +354,8 @@ public enum ParquetExport {
                 open[v] = nil
             }
         }
-        try Frames.forEachRow(reader, q, subjects: subjects) { block, i, subject in
-            let d = Layout.day(of: block.eventTime[i])
+        try Frames.forEachRow(reader, q, subjects: subjects) { row, subject in
+            let d = Layout.day(of: row.pointee.eventTime)
             if d != day { try closeAll(); day = d }
             let v = venueOf[Int(subject)]
             if open[v] == nil {
@@ -364,7 +364,7 @@ public enum ParquetExport {
                 open[v] = (try ParquetFile(path: partition + "/part-0.parquet", fields: fields, metadata: metadata), FrameBatch(fields))
                 files.append(partition + "/part-0.parquet")
             }
-            Frames.appendEvent(block, i, subject: subject, to: open[v]!.batch)
+            Frames.appendEvent(row, subject: subject, to: open[v]!.batch)
             rows += 1
             if open[v]!.batch.isFull {
                 try open[v]!.file.write(open[v]!.batch)

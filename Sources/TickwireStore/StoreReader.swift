@@ -212,6 +212,23 @@ public final class StoreReader {
     /// `q.time` `.known`: known time, then event time, then subject text (`replayKnown`).
     public func replay(_ q: StoreQuery, _ body: (StoredEvent) throws -> Void) throws {
         if q.time == .known { return try replayKnown(q, body) }
+        try forEachDay(q) { cursors, merge in
+            try merge.run { rows, order in
+                for i in order {
+                    let r = rows[Int(i)]
+                    let t = r.tag
+                    try body(StoredEvent(subject: cursors[Int(r.rank)].text, event: Event(
+                        subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
+                        flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
+                        eventTime: Nanos(r.eventTime), knownTime: Nanos(r.knownTime), a: r.a, b: r.b, c: r.c, d: r.d)))
+                }
+            }
+        }
+    }
+
+    /// Calls `body` once a day with a partition, in day order: the day's matching subjects' cursors in rank (text)
+    /// order, and the merge that puts their rows in replay order (`ReplayMerge`).
+    func forEachDay(_ q: StoreQuery, _ body: ([SubjectCursor], ReplayMerge) throws -> Void) throws {
         guard let days = q.days else { return }
         // Only the days that have partitions: a window of years must not walk every empty day.
         for day in Set(partitions.map(\.day).filter { days.contains($0) }).sorted() {
@@ -219,15 +236,10 @@ public final class StoreReader {
             for (_, seg, subjects) in try matching(q, days: day...day) {
                 for s in subjects { cursors.append(SubjectCursor(segment: seg, subject: s, query: q)) }
             }
-            // Ranks by subject text across the day's partitions: the merge compares integers.
-            let byText = cursors.indices.sorted { cursors[$0].text < cursors[$1].text }
-            for (rank, i) in byText.enumerated() { cursors[i].rank = rank }
-            var heap = CursorHeap(cursors.filter { $0.fill() })
-            while let c = heap.top {
-                try body(StoredEvent(subject: c.text, event: c.buffer.event(c.position)))
-                c.position += 1
-                if c.position < c.buffer.count || c.fill() { heap.topAdvanced() } else { heap.popTop() }
-            }
+            // Ranks by subject text across the day's partitions.
+            cursors.sort { $0.text < $1.text }
+            for (rank, c) in cursors.enumerated() { c.rank = rank }
+            try body(cursors, ReplayMerge(cursors))
         }
     }
 
@@ -315,6 +327,7 @@ final class SubjectCursor {
     let segment: SegmentReader
     let subject: Int
     let text: String
+    /// Its place among the day's subjects in text order (`ReplayMerge`).
     var rank = 0
     /// Sized to the subject: a day of many thin subjects (a full ITCH day) must not hold 56 KiB per cursor.
     let buffer: BlockBuffer
@@ -347,57 +360,6 @@ final class SubjectCursor {
     }
 
     @inline(__always) var eventTime: Int64 { buffer.eventTime[position] }
-    @inline(__always) var knownTime: Int64 { buffer.knownTime[position] }
-}
-
-/// A binary min-heap of cursors by (event time, subject rank, known time). The keys of each cursor's current
-/// row are copied into flat arrays, so a sift compares integers without touching the cursors.
-struct CursorHeap {
-    private var cursors: [SubjectCursor]
-    private var heap: [Int32]             // cursor numbers
-    private var eventTime: [Int64], knownTime: [Int64], rank: [Int]
-
-    init(_ cs: [SubjectCursor]) {
-        cursors = cs
-        heap = (0..<Int32(cs.count)).map { $0 }
-        eventTime = cs.map(\.eventTime); knownTime = cs.map(\.knownTime); rank = cs.map(\.rank)
-        for i in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
-    }
-
-    var top: SubjectCursor? { heap.isEmpty ? nil : cursors[Int(heap[0])] }
-
-    /// The top cursor moved to its next row.
-    mutating func topAdvanced() {
-        let c = Int(heap[0])
-        eventTime[c] = cursors[c].eventTime; knownTime[c] = cursors[c].knownTime
-        siftDown(0)
-    }
-
-    mutating func popTop() {
-        let last = heap.removeLast()
-        if !heap.isEmpty { heap[0] = last; siftDown(0) }
-    }
-
-    @inline(__always) private func less(_ x: Int32, _ y: Int32) -> Bool {
-        let a = Int(x), b = Int(y)
-        if eventTime[a] != eventTime[b] { return eventTime[a] < eventTime[b] }
-        if rank[a] != rank[b] { return rank[a] < rank[b] }
-        return knownTime[a] < knownTime[b]
-    }
-
-    private mutating func siftDown(_ start: Int) {
-        var i = start
-        let n = heap.count
-        while true {
-            let l = 2 &* i &+ 1, r = l &+ 1
-            var m = i
-            if l < n && less(heap[l], heap[m]) { m = l }
-            if r < n && less(heap[r], heap[m]) { m = r }
-            if m == i { return }
-            heap.swapAt(i, m)
-            i = m
-        }
-    }
 }
 
 extension SubjectPattern {
