@@ -127,7 +127,7 @@ public struct DaemonConfig: Sendable, Equatable {
             throw ConfigError(key: "", reason: "\(error)")
         }
         var c = DaemonConfig()
-        var r = Reader(table: table, section: "")
+        let r = Reader(table: table, section: "")
         try r.checkKeys(allowSections: true)
         if let v = try r.string("data") { c.dataDirectory = v }
         if let v = try r.string("log_level") {
