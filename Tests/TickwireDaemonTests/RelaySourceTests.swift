@@ -158,4 +158,70 @@ import TickwireZMQ
         let outOfWindow = d.statistics().counters.first { $0.name == "tickwire_store_out_of_window_total" }?.value ?? 0
         #expect(outOfWindow == UInt64(total - near), "out of window: \(outOfWindow)")
     }
+
+    /// Sending is done in turns: by the publisher thread, or by the source's thread when it finds the publisher
+    /// thread asleep (`ZMQPublisher.assist`). Paced in small bursts, so that both happen many times over, every
+    /// message still comes out once, in order, numbered without a hole (`seq` and `subject_seq`).
+    @Test func messagesComeOutOnceAndInOrderWhicheverThreadSendsThem() throws {
+        let ctx = ZMQContext()
+        let upstream = try ctx.socket(.pub)
+        try upstream.setSendHighWaterMark(0)
+        let inPort = freePort()
+        try upstream.bind("tcp://127.0.0.1:\(inPort)")
+        let d = inProcessDaemon("relay-turns") { c in
+            c.sources = ["zmq:tcp://127.0.0.1:\(inPort)"]
+            c.publishHighWaterMark = 0
+            c.publishMemoryBudgetMB = 0
+        }
+        let c = d.config
+        try d.start()
+        defer { d.shutdown(); try? FileManager.default.removeItem(atPath: c.dataDirectory) }
+        let sub = try ctx.socket(.sub)
+        try sub.setReceiveHighWaterMark(0)
+        try sub.subscribe("MD.XNAS.")
+        try sub.connect(c.publishEndpoint)
+        try sub.setReceiveTimeout(milliseconds: 50)
+        func quote(_ i: Int) -> [UInt8] {
+            let now = Nanos.now()
+            return WireCodec.encode(Event.quote(0, bid: Price(e8: Int64(i)), bidSize: Quantity(e8: 1), ask: Price(e8: Int64(i) + 1),
+                                                askSize: Quantity(e8: 2), eventTime: now, knownTime: now), subjectSeq: 0)
+        }
+        var joined = false
+        for _ in 0..<200 where !joined {
+            try upstream.sendMultipart([Array("MD.XNAS.WARM.QUOTE".utf8), quote(0)])
+            joined = try sub.receiveMultipart() != nil
+        }
+        #expect(joined)
+        usleep(100_000)
+        while try sub.receiveMultipart(dontWait: true) != nil {}
+
+        // Bursts of 1 to 4 messages, 300 µs apart: the publisher thread falls asleep between most of them.
+        let total = 2_000
+        var sent = 0, burst = 0
+        while sent < total {
+            for _ in 0...(burst % 4) where sent < total {
+                sent += 1
+                try upstream.sendMultipart([Array("MD.XNAS.S\(sent % 3).QUOTE".utf8), quote(sent)])
+            }
+            burst += 1
+            usleep(300)
+        }
+
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        var bad: [String] = []
+        var lastSeq: UInt64?
+        var lastSubjectSeq: [String: UInt64] = [:]
+        for expected in 1...total {
+            guard let frames = try sub.receiveMultipart() else { bad.append("timed out at \(expected)"); break }
+            guard frames.count == 2, let (e, subjectSeq) = try? WireCodec.decode(frames[1]) else { bad.append("undecodable at \(expected)"); break }
+            let subject = String(decoding: frames[0], as: UTF8.self)
+            if subject != "MD.XNAS.S\(expected % 3).QUOTE" || e.a != Int64(expected) { bad.append("message \(expected): \(subject) bid \(e.a)") }
+            if let l = lastSeq, e.seq != l + 1 { bad.append("seq \(e.seq) after \(l)") }
+            if let l = lastSubjectSeq[subject], subjectSeq != l + 1 { bad.append("\(subject): subject_seq \(subjectSeq) after \(l)") }
+            lastSeq = e.seq
+            lastSubjectSeq[subject] = subjectSeq
+        }
+        #expect(bad.isEmpty, "\(bad.prefix(5))")
+        #expect(try sub.receiveMultipart(dontWait: true) == nil, "every message once")
+    }
 }
