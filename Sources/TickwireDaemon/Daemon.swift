@@ -258,9 +258,6 @@ public final class Daemon: @unchecked Sendable {
             // waits gets a collecting sink: its events reach the ring in batches, one claim each (the ring has
             // several producers: the sources, trade events, alerts and risk).
             let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index), collects: source.flushesSink)
-            sink.afterPublish = { [publisher = publisher!, publisherConsumer = publisherConsumer!, lease] in
-                publisher.assist(publisherConsumer, lease: lease)
-            }
             let owned = Unchecked((source, sink))
             spawn("source-\(source.name)") { [self] in
                 let (source, sink) = owned.value
@@ -433,26 +430,33 @@ public final class Daemon: @unchecked Sendable {
 
     private func runPublisher() {
         let publisher = self.publisher!
-        // Active/active: events pass only while this daemon holds the market-data lease (`sendAvailable`); a
-        // takeover is announced first on SYS.TAKEOVER with the time range subscribers may have missed between the
-        // two publishers. The NATS publisher is fed from `send`, so the lease gates it too.
+        // Active/active: events pass only while this daemon holds the market-data lease (checked per batch and,
+        // against its end, every millisecond within one); a takeover is announced first on SYS.TAKEOVER with the
+        // time range subscribers may have missed between the two publishers. The NATS publisher is fed from
+        // `send`, so the lease gates it too.
         let lease = self.lease
         let takeover = subjects.intern(text: "SYS.TAKEOVER")
         while true {
-            publisher.takeTurn()
             for t in lease?.takeTakeovers() ?? [] {
                 // What this daemon published before it last lost the lease is older than the other's since.
                 if publisher.snapshotValues != nil { publisher.snapshotValues = PublishedLastValues() }
                 publisher.send(Event(subjectID: takeover, kind: .gap, flags: 2, eventTime: Nanos(t.to), knownTime: .now(),
                                      a: t.from, b: t.to))
             }
-            let n = publisher.sendAvailable(from: publisherConsumer, lease: lease)
+            var until: Int64 = 0
+            let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
+                if let lease {
+                    let now = tw_monotonic_ns()
+                    if now >= until {
+                        guard lease.isActive(now: now) else { return }
+                        until = now + 1_000_000
+                    }
+                }
+                publisher.send(event)
+            }
+            if n > 0 { publisher.natsHandoff?.wakeConsumer() }
             if publisher.snapshotSocket != nil { publisher.serveSnapshots(standby: lease.map { !$0.isActive() } ?? false) }
-            let next = publisherConsumer.nextSequence
-            publisher.endTurn()
             if n < 0 { break }
-            // Waits outside the turn: a source sends what it publishes while this thread is parked (`assist`).
-            if n == 0 { _ = publisherConsumer.awaitPublished(next, timeoutNanos: 100_000_000) }
         }
         publisher.natsHandoff?.close()
         publisher.snapshotSocket?.close()

@@ -15,7 +15,6 @@ public final class RingConsumer: @unchecked Sendable {
     /// The next sequence to hand over. Touched by the polling thread only.
     @usableFromInline var next: UInt64
     @usableFromInline let detached = Atomic<Bool>(false)
-    private let parked = Atomic<Bool>(false)
     /// The ring's control words, its slots and this consumer's cell, taken once (the ring keeps them alive).
     /// Reaching them through `ring.control` retained and released the words' owner on every poll: a write to
     /// the cache line the producer reads on every publish (busy-spin hop p50 165 → 105 ns, p99 710 → 295 ns in
@@ -47,10 +46,6 @@ public final class RingConsumer: @unchecked Sendable {
 
     /// The next sequence `poll` will hand over.
     public var nextSequence: UInt64 { next }
-
-    /// Whether a thread is asleep in this consumer's `.park` wait (past its spin), as last seen: a hint for a
-    /// producer that could do the consumer's work itself rather than wait for it to be woken and scheduled.
-    public var isParked: Bool { parked.load(ordering: .relaxed) }
 
     @inlinable @inline(__always)
     func word(_ field: Int) -> UnsafeMutablePointer<Atomic<UInt64>> { cellWords[field] }
@@ -156,24 +151,10 @@ public final class RingConsumer: @unchecked Sendable {
         return handed
     }
 
-    /// Waits, per the consumer's wait strategy, until `sequence` is published, the ring closes or the consumer is
-    /// removed, at most `timeoutNanos` (nil: no limit), without handing anything over.
-    ///
-    /// For a consumer whose polls are taken in turns by several threads (one at a time, each turn handed over with a
-    /// release and taken with an acquire): a thread reads `nextSequence` during its turn and waits here outside it,
-    /// so that another thread may poll meanwhile. Safe from any thread.
-    /// - Returns: false on timeout.
-    public func awaitPublished(_ sequence: UInt64, timeoutNanos: Int64?) -> Bool {
-        awaitEvents(timeoutNanos: timeoutNanos, target: sequence) != nil
-    }
-
-    /// Waits for `target` (by default `next`) to be published. Returns the published sequence (below `target` when
-    /// the ring closed or the consumer was removed), or nil on timeout.
+    /// Waits for `next` to be published. Returns the published sequence (below `next` when the ring closed or
+    /// the consumer was removed), or nil on timeout.
     @usableFromInline
-    func awaitEvents(timeoutNanos: Int64?) -> UInt64? { awaitEvents(timeoutNanos: timeoutNanos, target: next) }
-
-    @usableFromInline
-    func awaitEvents(timeoutNanos: Int64?, target next: UInt64) -> UInt64? {
+    func awaitEvents(timeoutNanos: Int64?) -> UInt64? {
         let deadline = timeoutNanos.map { monotonicNanos() &+ Swift.max(0, $0) }
         var spins = 0
         while true {
@@ -204,7 +185,7 @@ public final class RingConsumer: @unchecked Sendable {
                 if spins < spinsBeforeBlocking { relax() } else { yieldThread() }
             case .park:
                 if spins < spinsBeforeBlocking { relax(); continue }
-                park(deadline: deadline, target: next)
+                park(deadline: deadline)
             case .sleep(let nanos):
                 nap(nanos, deadline: deadline)
             }
@@ -220,9 +201,7 @@ public final class RingConsumer: @unchecked Sendable {
         _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
     }
 
-    private func park(deadline: Int64?, target next: UInt64) {
-        parked.store(true, ordering: .relaxed)
-        defer { parked.store(false, ordering: .relaxed) }
+    private func park(deadline: Int64?) {
         control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if ring.asymmetricFences { tw_membarrier() }
         let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)

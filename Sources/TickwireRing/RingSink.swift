@@ -23,10 +23,6 @@ public final class RingSink: EventSink {
     public let batchLimit: Int
     @usableFromInline let pending: UnsafeMutablePointer<Event>
     @usableFromInline var pendingCount = 0
-    /// Called on the source's thread after each publish into the ring (each event, or each batch of a collecting
-    /// sink). Set before the source runs. The daemon uses it to send what it just published itself when its
-    /// publisher thread is asleep (`ZMQPublisher.assist`): one thread wake-up fewer between input and output.
-    public var afterPublish: (() -> Void)?
 
     /// - Parameter collects: collect emitted events until `flush` (the source must flush whenever it waits).
     public init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16 = 0, collects: Bool = false) {
@@ -49,7 +45,6 @@ public final class RingSink: EventSink {
         e.source = source
         guard collects else {
             ring.publish(e)
-            afterPublish?()
             return
         }
         (pending + pendingCount).initialize(to: e)
@@ -59,13 +54,11 @@ public final class RingSink: EventSink {
 
     /// Publishes what `emit` collected (nothing when the sink does not collect).
     public func flush() {
-        guard pendingCount > 0 else { return }
         var done = 0
         while done < pendingCount {
             done += ring.publish(contentsOf: UnsafeBufferPointer(start: pending + done, count: pendingCount - done))
         }
         pendingCount = 0
-        afterPublish?()
     }
 
     /// One claim, one publishing store and at most one wake-up per `maxPublishBatch` events, after what was
@@ -83,6 +76,5 @@ public final class RingSink: EventSink {
                 }
             }
         }
-        if batch.count > 0 { afterPublish?() }
     }
 }

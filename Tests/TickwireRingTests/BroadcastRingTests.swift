@@ -280,26 +280,6 @@ struct BroadcastRingTests {
         }
     }
 
-    /// `awaitPublished` waits for a sequence without handing anything over (for a consumer whose polls are taken
-    /// in turns by several threads, as the daemon's publisher's are), and `isParked` shows it asleep past its spin,
-    /// so that another thread can tell (a wait that never parks fails here).
-    @Test func awaitPublishedWaitsWithoutTakingAndIsParkedShowsTheSleep() {
-        let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
-        let c = ring.addConsumer(name: "p", policy: .blocking, wait: .park)
-        #expect(!c.awaitPublished(1, timeoutNanos: 1_000_000), "nothing published: it times out")
-        let woke = Shared(false)
-        let waiter = TestThread { woke.with { $0 = c.awaitPublished(1, timeoutNanos: 10_000_000_000) } }
-        let deadline = DispatchTime.now().uptimeNanoseconds + 10_000_000_000
-        while !c.isParked && DispatchTime.now().uptimeNanoseconds < deadline { usleep(1_000) }
-        #expect(c.isParked, "the waiter parked")
-        ring.publish(quote(1, 1))
-        waiter.join()
-        #expect(woke.get)
-        #expect(!c.isParked)
-        #expect(c.nextSequence == 1, "waiting handed nothing over")
-        #expect(c.poll(maxBatch: 8, timeoutNanos: 0) { _ in } == 1)
-    }
-
     @Test func closeLetsConsumersDrainThenReturnsMinusOne() {
         let ring = BroadcastRing(capacity: 16, gapSubject: Self.gapSubject)
         let c = ring.addConsumer(name: "c", policy: .blocking, wait: .park)

@@ -1,25 +1,15 @@
-import CTickwireSys
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 import TickwireClient
 import TickwireCore
-import TickwireRing
 import TickwireZMQ
 
 /// The daemon's outbound stage: encodes ring events into the two-frame wire format (docs/PROTOCOL.md) and
-/// sends them on a ZeroMQ PUB socket. Used by one thread at a time (see "turns" below); allocates nothing per event.
+/// sends them on a ZeroMQ PUB socket. Runs on one thread; allocates nothing per event.
 ///
 /// ZeroMQ filters by subject prefix at this socket and never blocks it: a subscriber whose queue reaches the
 /// high-water mark loses messages, and sees the loss as a jump in `seq` and `subject_seq`.
 /// What all subscribers' queues together hold is kept within a memory budget by `PublishBudgetMonitor`, which
 /// cuts the longest-stalled subscribers beyond it.
-///
-/// Sending is done in turns (`takeTurn`, `endTurn`): by the publisher thread, and by a source's thread that has
-/// just published into the ring while the publisher thread is parked (`assist`). At a quiet moment an event then
-/// reaches ZeroMQ on the thread that received it, instead of waiting for the publisher thread to be woken and
-/// scheduled (docs/BENCH-HISTORY.md E8); under load the publisher thread is awake and sends everything.
 final class ZMQPublisher {
     let socket: ZMQSocket
     let subjects: SubjectTable
@@ -102,55 +92,6 @@ final class ZMQPublisher {
             let chunks = patterns.isEmpty || standby ? SnapshotCodec.chunks([]) : values.snapshot(matching: patterns, subjects: subjects)
             _ = try? socket.sendMultipart(chunks)
         }
-    }
-
-    // MARK: Turns
-
-    /// Whether a thread holds the turn to send. The ring consumer, the socket, the sequencer and every other
-    /// per-event field are used only by the turn's holder: the turn is taken with an acquiring exchange (a locked
-    /// instruction, the full barrier libzmq asks for when a socket moves between threads) and handed back with a
-    /// releasing store.
-    private let turn = Atomic<Bool>(false)
-
-    /// Takes the turn to send, waiting (spin, then yield) while a source's thread holds it to send one batch.
-    func takeTurn() {
-        var spins = 0
-        while turn.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged == false {
-            spins += 1
-            if spins < 256 { tw_cpu_relax() } else { _ = sched_yield() }
-        }
-    }
-
-    func endTurn() { turn.store(false, ordering: .releasing) }
-
-    /// Sends what `consumer` has now, at most 256 events, without waiting; during a turn.
-    /// - Parameter lease: active/active: events pass only while this daemon holds the market-data lease (checked
-    ///   per batch and, against its end, every millisecond within one).
-    /// - Returns: `RingConsumer.poll`'s result: the events taken, or -1 once the ring is closed and drained.
-    func sendAvailable(from consumer: RingConsumer, lease: MarketDataLease?) -> Int {
-        var until: Int64 = 0
-        let n = consumer.poll(maxBatch: 256, timeoutNanos: 0) { event in
-            if let lease {
-                let now = tw_monotonic_ns()
-                if now >= until {
-                    guard lease.isActive(now: now) else { return }
-                    until = now + 1_000_000
-                }
-            }
-            send(event)
-        }
-        if n > 0 { natsHandoff?.wakeConsumer() }
-        return n
-    }
-
-    /// Called by a source's thread after it published into the ring: if the publisher thread is parked (past its
-    /// spin; it is being woken) and the turn is free, sends what is published now (at most 256 events) in its place.
-    /// Never waits. While the publisher thread keeps up by spinning, it sends everything itself.
-    func assist(_ consumer: RingConsumer, lease: MarketDataLease?) {
-        guard consumer.isParked,
-              turn.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
-        _ = sendAvailable(from: consumer, lease: lease)
-        endTurn()
     }
 
     /// Sends one event; counts (never throws on) a failed send so one bad moment cannot stop the feed.
