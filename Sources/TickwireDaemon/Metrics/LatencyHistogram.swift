@@ -2,8 +2,8 @@ import Synchronization
 
 /// A histogram of nanosecond durations that threads record into and any thread reads: power-of-two buckets, one
 /// relaxed atomic add per sample (or, from a histogram's only recording thread, none: `recordAsOnlyWriter`), no
-/// lock and no allocation. Coarse (a factor of two per bucket),
-/// which is what a Prometheus histogram shows anyway; percentiles for benchmarks come from HdrHistogram.
+/// lock and no allocation. Coarse (a factor of two per bucket), which is what a Prometheus histogram shows anyway;
+/// percentiles for benchmarks come from HdrHistogram.
 public final class LatencyHistogram: @unchecked Sendable {
     /// Bucket i counts samples in [2^(i-1), 2^i) ns; bucket 0 counts zero and negative samples (clock steps).
     public static let bucketCount = 40   // up to 2^39 ns ≈ 550 s
