@@ -22,7 +22,9 @@ enum E2EBench {
         var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var daemonLatency = proxyLatency
         // `only=daemon` (or `proxy`) runs one path alone, e.g. under perf; the ratios then mean nothing.
+        // `only=latency`: the paced latency of both paths alone, taking turns round by round.
         let only = options.parameters["only"]
+        if only == "latency" { return try latencyRounds(latencyCount, rate: latencyRate, runs: options.runs) }
         for _ in 0..<options.runs {
             if only == nil || only == "proxy" {
                 let r = try throughput(n, via: .proxy)
@@ -76,6 +78,34 @@ enum E2EBench {
         var zmqProxyMsgsPerS: [Double], daemonMsgsPerS: [Double], zmqProxyCpuNsPerMsg: [Double], daemonCpuNsPerMsg: [Double]
     }
 
+    /// `only=latency`: every round's p50 and p99 of both paths (ns), their medians and the median ratios, and the
+    /// daemon's own share: publish (the bench's send) to the daemon's hand-off to ZeroMQ, p50 as the upper bound of
+    /// its power-of-two bucket (`tickwire_publish_latency_seconds`).
+    struct LatencyOnly: BenchReport {
+        var suite = "e2e"
+        var only = "latency"
+        var latencyRateMsgsPerS: Int, messagesPerRound: Int
+        var zmqProxyP50Ns: [UInt64], daemonP50Ns: [UInt64], zmqProxyP99Ns: [UInt64], daemonP99Ns: [UInt64]
+        var daemonHandOffP50AtMostNs: [UInt64]
+        var daemonOverProxyP50Median: Double, daemonOverProxyP99Median: Double
+    }
+
+    static func latencyRounds(_ n: Int, rate: Int, runs: Int) throws -> LatencyOnly {
+        var r = LatencyOnly(latencyRateMsgsPerS: rate, messagesPerRound: n, zmqProxyP50Ns: [], daemonP50Ns: [], zmqProxyP99Ns: [],
+                            daemonP99Ns: [], daemonHandOffP50AtMostNs: [], daemonOverProxyP50Median: 0, daemonOverProxyP99Median: 0)
+        for _ in 0..<runs {
+            var p = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three), d = p
+            try latency(n, rate: rate, via: .proxy, into: &p)
+            let handOff = try latency(n, rate: rate, via: .daemon, into: &d)
+            r.zmqProxyP50Ns.append(p.valueAtPercentile(50)); r.zmqProxyP99Ns.append(p.valueAtPercentile(99))
+            r.daemonP50Ns.append(d.valueAtPercentile(50)); r.daemonP99Ns.append(d.valueAtPercentile(99))
+            r.daemonHandOffP50AtMostNs.append(handOff ?? 0)
+        }
+        r.daemonOverProxyP50Median = median(zip(r.daemonP50Ns, r.zmqProxyP50Ns).map { Double($0) / Double($1) })
+        r.daemonOverProxyP99Median = median(zip(r.daemonP99Ns, r.zmqProxyP99Ns).map { Double($0) / Double($1) })
+        return r
+    }
+
     struct Percentiles: Codable, Sendable {
         var count: UInt64, p50: UInt64, p99: UInt64, p99_9: UInt64, max: UInt64
         private enum CodingKeys: String, CodingKey { case count, p50, p99, p99_9 = "p99_9", max }
@@ -91,6 +121,8 @@ enum E2EBench {
     /// A running forwarder: `input` is where a publisher connects, `output` where a subscriber connects.
     final class Forwarder {
         let input: String, output: String
+        /// The daemon behind a `.daemon` path (nil for the proxy).
+        var daemon: Daemon?
         private var stopAction: () -> Void
         init(input: String, output: String, stop: @escaping () -> Void) { self.input = input; self.output = output; self.stopAction = stop }
         func stop() { stopAction() }
@@ -125,18 +157,23 @@ enum E2EBench {
             logger.logLevel = .error
             let d = Daemon(config: c, logger: logger)
             try d.start()
-            return Forwarder(input: "bind:tcp://127.0.0.1:\(inPort)", output: c.publishEndpoint) {
+            let f = Forwarder(input: "bind:tcp://127.0.0.1:\(inPort)", output: c.publishEndpoint) {
                 d.shutdown()
                 try? FileManager.default.removeItem(atPath: c.dataDirectory)
             }
+            f.daemon = d
+            return f
         }
     }
 
     static let subjects = (0..<24).map { "MD.XNAS.S\($0).QUOTE" }
 
-    static func message(_ i: Int, stamp: Int64) -> [UInt8] {
+    /// - Parameters:
+    ///   - stamp: the event time (the latency runs' monotonic send time).
+    ///   - known: the known time (the latency runs' wall-clock send time, which the daemon's hand-off histogram reads).
+    static func message(_ i: Int, stamp: Int64, known: Int64? = nil) -> [UInt8] {
         var e = Event.quote(0, bid: Price(e8: 100 + Int64(i % 7)), bidSize: Quantity(e8: 100), ask: Price(e8: 200), askSize: Quantity(e8: 100),
-                            eventTime: Nanos(stamp), knownTime: Nanos(stamp))
+                            eventTime: Nanos(stamp), knownTime: Nanos(known ?? stamp))
         e.seq = UInt64(i)
         return WireCodec.encode(e, subjectSeq: UInt64(i))
     }
@@ -168,7 +205,9 @@ enum E2EBench {
         return (Double(got) / seconds, cpu)
     }
 
-    static func latency(_ n: Int, rate: Int, via path: Path, into h: inout Histogram<UInt64>) throws {
+    /// - Returns: for a daemon, the daemon's publish-to-hand-off p50 at most (ns), from its own histogram.
+    @discardableResult
+    static func latency(_ n: Int, rate: Int, via path: Path, into h: inout Histogram<UInt64>) throws -> UInt64? {
         let f = try startForwarder(path)
         defer { f.stop() }
         let ctx = ZMQContext()
@@ -180,7 +219,7 @@ enum E2EBench {
             for i in 0..<n {
                 let due = t0 + Int64(i) * interval
                 while tw_monotonic_ns() < due { tw_cpu_relax() }
-                _ = try? pub.sendMultipart([subject, message(i, stamp: tw_monotonic_ns())])
+                _ = try? pub.sendMultipart([subject, message(i, stamp: tw_monotonic_ns(), known: Nanos.now().rawValue)])
             }
         }
         sender.start()
@@ -189,6 +228,12 @@ enum E2EBench {
             guard let frames = try sub.receiveMultipart(), frames.count == 2, let (e, _) = try? WireCodec.decode(frames[1]) else { break }
             h.record(UInt64(max(0, tw_monotonic_ns() - e.eventTime.rawValue)))
         }
+        guard let handOff = f.daemon?.statistics().histograms.first(where: { $0.name == "tickwire_publish_latency_seconds" })
+        else { return nil }
+        let s = handOff.histogram.snapshot()
+        // The connect's warm-ups (known time 0) sit in the last bucket and barely move the median.
+        guard let p50 = s.bounds.first(where: { $0.count * 2 >= s.count }) else { return nil }
+        return UInt64(p50.le * 1e9)
     }
 
     /// A publisher feeding the forwarder and a subscriber on its far side, joined (a warm-up message seen).

@@ -29,7 +29,11 @@ final class TradeEventForwarder: @unchecked Sendable {
                 swap(&batch, &q.events)
                 return q.closed
             }
-            for e in batch { ring.publish(e) }
+            // One claim (one locked add on the daemon's multi-producer ring) per `maxPublishBatch` events.
+            batch.withUnsafeBufferPointer { events in
+                var done = 0
+                while done < events.count { done += ring.publish(contentsOf: UnsafeBufferPointer(rebasing: events[done...])) }
+            }
             batch.removeAll(keepingCapacity: true)
             if closed { return }
         }
