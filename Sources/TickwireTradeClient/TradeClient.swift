@@ -1,10 +1,18 @@
 import TickwireCore
 import TickwireZMQ
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A trader's connection to the trade service: a CURVE-authenticated DEALER, many requests in flight.
 /// Used by one thread at a time.
 public final class TradeClient {
     private let socket: ZMQSocket
+
+    /// How long a request waits for a connection to take it. A DEALER with none (the daemon down, or this trader's
+    /// key refused at the handshake) would hold `send` for ever; after this it is `.noReply`, as for a reply that
+    /// never came (nothing was sent, so resending the same id is safe).
+    public static let sendTimeoutMs = 5_000
 
     /// - Parameters:
     ///   - endpoint: one endpoint, or several separated by commas (the daemons of a replicated pair, which share
@@ -22,6 +30,7 @@ public final class TradeClient {
             try socket.setCurveClient(serverKey: serverPublicKey, publicKey: keys.publicKey, secretKey: secret)
             try socket.setSendHighWaterMark(0)
             try socket.setReceiveHighWaterMark(0)
+            try socket.setSendTimeout(milliseconds: Self.sendTimeoutMs)
             // Queue only to daemons with a completed connection, so that nothing waits in the pipe of a dead one.
             if endpoints.count > 1 { try socket.setImmediate(true) }
             for e in endpoints { try socket.connect(e) }
@@ -42,7 +51,7 @@ public final class TradeClient {
 
     /// Sends a request without waiting (the reply names its client order id).
     public func send(_ request: TradeRequest) throws {
-        do { try socket.send(TradeWire.encodeRequest(request)) } catch { throw TradeServiceError.zmq(error) }
+        do { try socket.send(TradeWire.encodeRequest(request)) } catch { throw Self.notSent(error, request.clientOrderID) }
     }
 
     /// Sends several requests in one message (at most `TradeWire.maxTradesPerMessage`): one CURVE box and one
@@ -61,7 +70,13 @@ public final class TradeClient {
                 left -= 1
                 try socket.send(t.frame, more: left > 0)
             }
-        } catch { throw TradeServiceError.zmq(error) }
+        } catch { throw Self.notSent(error, trades.first!.clientOrderID) }
+    }
+
+    /// A send that failed: `.noReply` when no connection took it within `sendTimeoutMs` (libzmq's EAGAIN; only a
+    /// message's first frame can wait, so nothing of it was sent).
+    private static func notSent(_ error: ZMQError, _ clientOrderID: String) -> TradeServiceError {
+        error.code == EAGAIN ? .noReply(clientOrderID: clientOrderID, milliseconds: sendTimeoutMs) : .zmq(error)
     }
 
     /// Whether a reply already received (in the message of an earlier one) waits to be handed out.
