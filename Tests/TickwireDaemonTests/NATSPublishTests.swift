@@ -30,12 +30,11 @@ import Glibc
         // in between is lost: counted as send_failed and reported to subscribers as a GAP (a loaded CI run lost 15
         // that way). What must hold then: the only messages missing are those counted, every subscriber is told,
         // and everything else is exact.
-        func sendFailed() -> Int { Int(metric(daemon.metricsPort, "tickwire_nats_failed_total", "reason=\"send_failed\"") ?? 0) }
-        do { try waitUntilStable(atLeast: limit) { reference.count + sendFailed() } } catch {
+        do { try waitUntilStable(atLeast: limit) { reference.count + daemon.natsNotSent } } catch {
             Issue.record("\(error): \(reference.shortfall(expected: limit, daemon: daemon))")
             return
         }
-        let lost = sendFailed()
+        let lost = daemon.natsNotSent
         let all = reference.events
         #expect(reference.undecodable.get() == 0)
         // The whole MD stream reached NATS: seq 1...N without a hole but what was counted as not sent, each

@@ -78,6 +78,9 @@ func simConfig(rate: Int, limit: Int, extra: String = "") -> String {
 
 /// A counter's value on a daemon's /metrics (`labels` as rendered, such as `reason="queue_full"`).
 extension DaemonProcess {
+    /// Messages the daemon counted as not sent to NATS (no connection took them: `send_failed`).
+    var natsNotSent: Int { Int(metric(metricsPort, "tickwire_nats_failed_total", "reason=\"send_failed\"") ?? 0) }
+
     /// What the daemon counted as published to NATS and not, and the end of its log: for a test that found a
     /// message missing to say where it went.
     var natsReport: String {

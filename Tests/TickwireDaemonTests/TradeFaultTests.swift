@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TickwireCore
 import TickwireJournal
+import TickwireTestSupport
 import TickwireZMQ
 @testable import TickwireDaemon
 
@@ -240,5 +241,21 @@ final class CountingState: @unchecked Sendable {
         let lines = s.logs.all.filter { $0.contains("refused CURVE key") }
         #expect(lines.count == ZAPHandler.logBurst, "\(lines.count) lines")
         #expect(s.service.counters.accepted == 0)
+    }
+
+    /// A client whose request no connection takes (here both daemons of a pair down, so the DEALER has none; a key
+    /// refused at the handshake does the same) gets "no reply" within the send limit, never a send held for ever.
+    @Test func aRequestNoConnectionTakesEndsAsNoReply() throws {
+        let ctx = ZMQContext()
+        let server = try CurveKeyPair.generate(name: "server")
+        let client = try TradeClient(context: ctx, endpoint: "tcp://127.0.0.1:\(freePort()),tcp://127.0.0.1:\(freePort())",
+                                     serverPublicKey: server.publicKey, keys: try CurveKeyPair.generate(name: "trader"))
+        defer { client.close() }
+        do {
+            _ = try client.submit(tradeOrder("nobody"), timeoutMs: 1_000)
+            Issue.record("a request with no connection was answered")
+        } catch TradeServiceError.noReply(let id, _) {
+            #expect(id == "nobody")
+        }
     }
 }
