@@ -23,10 +23,8 @@ public final class LatencyHistogram: @unchecked Sendable {
 
     @inline(__always)
     public func record(nanos: Int64) {
-        let i = nanos <= 0 ? 0 : min(LatencyHistogram.bucketCount - 1, 64 - nanos.leadingZeroBitCount)
-        buckets[i].wrappingAdd(1, ordering: .relaxed)
-        // Clamped so a replayed capture's years-old known times cannot overflow the sum.
-        sumNanos.wrappingAdd(UInt64(min(max(0, nanos), 1 << 40)), ordering: .relaxed)
+        buckets[Self.bucket(nanos)].wrappingAdd(1, ordering: .relaxed)
+        sumNanos.wrappingAdd(Self.summand(nanos), ordering: .relaxed)
     }
 
     /// `record` for a histogram that only the calling thread records into (the publisher's): a relaxed load and
@@ -34,10 +32,17 @@ public final class LatencyHistogram: @unchecked Sendable {
     /// Readers see each word whole; a reader may see a sample's bucket before its sum.
     @inline(__always)
     public func recordAsOnlyWriter(nanos: Int64) {
-        let i = nanos <= 0 ? 0 : min(LatencyHistogram.bucketCount - 1, 64 - nanos.leadingZeroBitCount)
+        let i = Self.bucket(nanos)
         buckets[i].store(buckets[i].load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-        sumNanos.store(sumNanos.load(ordering: .relaxed) &+ UInt64(min(max(0, nanos), 1 << 40)), ordering: .relaxed)
+        sumNanos.store(sumNanos.load(ordering: .relaxed) &+ Self.summand(nanos), ordering: .relaxed)
     }
+
+    @inline(__always)
+    private static func bucket(_ nanos: Int64) -> Int { nanos <= 0 ? 0 : min(bucketCount - 1, 64 - nanos.leadingZeroBitCount) }
+
+    /// Clamped so a replayed capture's years-old known times cannot overflow the sum.
+    @inline(__always)
+    private static func summand(_ nanos: Int64) -> UInt64 { UInt64(min(max(0, nanos), 1 << 40)) }
 
     /// Cumulative counts at each upper bound (seconds), the sum (seconds) and the count.
     public func snapshot() -> (bounds: [(le: Double, count: UInt64)], sumSeconds: Double, count: UInt64) {
