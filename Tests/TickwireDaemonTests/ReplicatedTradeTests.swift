@@ -175,7 +175,7 @@ import TickwireZMQ
         var heads: [String] = [], counts: [Int] = []
         struct Written: Equatable { var payload: [UInt8], eventTime: Nanos, knownTime: Nanos }
         var records: [[UInt64: Written]] = []
-        for dir in pair.dirs.prefix(nodes) {
+        for (node, dir) in pair.dirs.prefix(nodes).enumerated() {
             let v = try JournalAudit.verify(directory: dir + "/journal")
             #expect(v.ok, "\(dir): \(String(describing: v.corruption))")
             heads.append(v.headHash.hex); counts.append(v.records)
@@ -189,7 +189,9 @@ import TickwireZMQ
             let twice = accepted.filter { $0.value.count > 1 }
             #expect(twice.isEmpty, "\(dir): accepted twice: \(twice.prefix(5))")
             let missing = ledger.acked.filter { resequenced.contains($0.key) ? accepted[$0.key]?.count != 1 : accepted[$0.key] != [$0.value] }
-            #expect(missing.isEmpty, "\(dir): \(missing.count) acknowledged but absent or at another sequence, such as \(missing.prefix(3).map { "\($0.key) acked at \($0.value), journaled at \(accepted[$0.key] ?? [])" })")
+            // What the daemon said of the log changing its mind, to tell next time why a sequence moved.
+            let rollbacks = pair.logs(node).split(separator: "\n").filter { $0.contains("rolling the journal back") || $0.contains("rolled back") || $0.contains("checking the journal against the log") }
+            #expect(missing.isEmpty, "\(dir): \(missing.count) acknowledged but absent or at another sequence, such as \(missing.prefix(3).map { "\($0.key) acked at \($0.value), journaled at \(accepted[$0.key] ?? [])" }); its rollbacks: \(rollbacks.prefix(6))")
         }
         #expect(Set(counts).count == 1, "records: \(counts)")
         #expect(Set(heads).count == 1, "head hashes differ: \(heads)")
