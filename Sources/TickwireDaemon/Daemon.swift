@@ -166,9 +166,11 @@ public final class Daemon: @unchecked Sendable {
             let (why, mark) = risk.checkMarket(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))
             return (why.map { RejectReason(.preTradeCheck, $0.description) }, mark)
         }
-        tradeConfig.sequencedCheck = { [risk] r, mark in
-            risk.submitSequenced(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price), markE8: mark)
-                .map { RejectReason(.preTradeCheck, $0.description) }
+        tradeConfig.sequencedCheck = { [risk] r, mark, reinstated in
+            let trade = RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price)
+            // An accepted (perhaps acknowledged) trade the log lost and took back: its decision stands.
+            if reinstated { risk.apply(trade); return nil }
+            return risk.submitSequenced(trade, markE8: mark).map { RejectReason(.preTradeCheck, $0.description) }
         }
         // Risk positions are built from the journal: checkpointed with it, rebuilt from the last checkpoint and the
         // trades after it at start (and after a journal failure, which may have refused trades risk had counted).

@@ -214,7 +214,8 @@ public enum TradeWire {
         guard let d = decodeDecision(payload) else { return nil }
         let decision: String
         switch d.decision {
-        case .accepted: decision = "\"decision\":\"accepted\""
+        case .accepted:
+            decision = "\"decision\":\"accepted\"" + (d.formerSeq == 0 ? "" : ",\"reinstated_from_seq\":\(d.formerSeq)")
         case .duplicate(let of): decision = "\"decision\":\"duplicate\",\"of_seq\":\(of)"
         case .rejected(let why):
             decision = "\"decision\":\"rejected\",\"reject_code\":\(why.code.rawValue),\"reason\":\(jsonQuoted(why.text))"
@@ -250,32 +251,47 @@ public enum TradeWire {
     /// A replicated request as the log carries it (docs/STORAGE.md, "Replicated trades"): u8 version 1,
     /// u8 ×3 zero, i64 time the taking daemon received it (ns), i64 the mark its market checks used (e8, 0 none),
     /// u8-prefixed name of that daemon, then the version-1 record of the trade (trader included).
-    public static func encodeSequenced(_ t: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String) -> [UInt8] {
-        var out: [UInt8] = [1, 0, 0, 0]
+    ///
+    /// A trade the log had confirmed and then lost in an election goes back into the log as version 2, which adds
+    /// a u64 after the mark: the sequence it was accepted at first (`formerSeq`). Every replica accepts it again
+    /// without the position checks, so an acknowledged decision is never taken back.
+    public static func encodeSequenced(_ t: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String,
+                                       formerSeq: UInt64 = 0) -> [UInt8] {
+        var out: [UInt8] = [formerSeq == 0 ? 1 : 2, 0, 0, 0]
         put(UInt64(bitPattern: receivedNanos), &out)
         put(UInt64(bitPattern: markE8), &out)
+        if formerSeq != 0 { put(formerSeq, &out) }
         putShort(origin, &out)
         out.append(contentsOf: encodeRecord(t))
         return out
     }
 
-    public static func decodeSequenced(_ bytes: [UInt8]) -> (request: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String)? {
+    public static func decodeSequenced(_ bytes: [UInt8])
+        -> (request: TradeRequest, receivedNanos: Int64, markE8: Int64, origin: String, formerSeq: UInt64)? {
         var r = Reader(bytes: bytes)
-        guard r.u8() == 1, r.u8() != nil, r.u16() != nil, let received = r.u64(), let mark = r.u64(),
-              let origin = r.shortText(), let t = decodeRecord(Array(bytes[r.at...])) else { return nil }
-        return (t, Int64(bitPattern: received), Int64(bitPattern: mark), origin)
+        guard let v = r.u8(), v == 1 || v == 2, r.u8() != nil, r.u16() != nil, let received = r.u64(), let mark = r.u64()
+        else { return nil }
+        var former: UInt64 = 0
+        if v == 2 {
+            guard let f = r.u64(), f > 0 else { return nil }
+            former = f
+        }
+        guard let origin = r.shortText(), let t = decodeRecord(Array(bytes[r.at...])) else { return nil }
+        return (t, Int64(bitPattern: received), Int64(bitPattern: mark), origin, former)
     }
 
     /// A decision record (journal payload version 2), one per message of the replicated log, so the journal's
     /// sequence is the log's: u8 version 2, u8 decision (0 accepted, 1 duplicate, 2 rejected), u8 reject code,
-    /// u8 0, u64 the original's sequence (duplicate) or 0, i64 mark e8, u16 reason length + reason (UTF-8), the
+    /// u8 0, u64 the original's sequence (duplicate), the sequence a reinstated trade was accepted at first
+    /// (accepted; `formerSeq`), or 0, i64 mark e8, u16 reason length + reason (UTF-8), the
     /// u8-prefixed origin daemon, then the version-1 record of the trade.
-    public static func encodeDecision(_ d: Decision, request: TradeRequest, markE8: Int64, origin: String) -> [UInt8] {
+    public static func encodeDecision(_ d: Decision, request: TradeRequest, markE8: Int64, origin: String,
+                                      formerSeq: UInt64 = 0) -> [UInt8] {
         var out: [UInt8] = [2, 0, 0, 0]
         var of: UInt64 = 0
         var text: [UInt8] = []
         switch d {
-        case .accepted: break
+        case .accepted: of = formerSeq
         case .duplicate(let seq): out[1] = 1; of = seq
         case .rejected(let why): out[1] = 2; out[2] = why.code.rawValue; text = Array(why.text.utf8.prefix(1024))
         }
@@ -288,7 +304,8 @@ public enum TradeWire {
         return out
     }
 
-    public static func decodeDecision(_ bytes: [UInt8]) -> (decision: Decision, request: TradeRequest, markE8: Int64, origin: String)? {
+    public static func decodeDecision(_ bytes: [UInt8])
+        -> (decision: Decision, request: TradeRequest, markE8: Int64, origin: String, formerSeq: UInt64)? {
         var r = Reader(bytes: bytes)
         guard r.u8() == 2, let kind = r.u8(), let code = r.u8(), r.u8() != nil, let of = r.u64(), let mark = r.u64(),
               let n = r.u16(), let text = r.text(length: Int(n)), let origin = r.shortText(), r.at < bytes.count,
@@ -300,7 +317,7 @@ public enum TradeWire {
         case 2: d = .rejected(RejectReason(RejectReason.Code(rawValue: code) ?? .malformed, text))
         default: return nil
         }
-        return (d, t, Int64(bitPattern: mark), origin)
+        return (d, t, Int64(bitPattern: mark), origin, kind == 0 ? of : 0)
     }
 
     /// The JSON fields of a journaled trade (for `tickwire audit`), as `"key":value` text.

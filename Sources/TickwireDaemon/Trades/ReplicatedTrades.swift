@@ -419,7 +419,8 @@ extension TradeService {
             return d.request.trader.isEmpty && d.request.clientOrderID.isEmpty && record.knownTime.rawValue == time ? nil
                 : "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (not a trade request): the journal and the log differ"
         }
-        guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8, record.eventTime.rawValue == m.receivedNanos else {
+        guard d.request == m.request, d.origin == m.origin, d.markE8 == m.markE8, record.eventTime.rawValue == m.receivedNanos,
+              d.decision != .accepted || d.formerSeq == m.formerSeq else {
             return "journal record \(seq) (\(d.request.trader)/\(d.request.clientOrderID)) is not the replicated log's message \(seq) (\(m.request.trader)/\(m.request.clientOrderID)): the journal and the log differ"
         }
         return nil
@@ -440,8 +441,10 @@ extension TradeService {
         while damage == nil, from <= end, let batch = try? journal.records(from: from, limit: 1_024), let last = batch.last {
             for r in batch {
                 guard let d = TradeWire.decodeDecision(r.payload), case .accepted = d.decision else { continue }
-                cut.append((TradeWire.encodeSequenced(d.request, receivedNanos: r.eventTime.rawValue, markE8: d.markE8, origin: d.origin),
-                            Self.msgId(d.request)))
+                // Reinstated: accepted again wherever the log now places it, its first sequence named.
+                let former = d.formerSeq != 0 ? d.formerSeq : r.seq
+                cut.append((TradeWire.encodeSequenced(d.request, receivedNanos: r.eventTime.rawValue, markE8: d.markE8, origin: d.origin,
+                                                      formerSeq: former), Self.msgId(d.request)))
             }
             from = last.seq + 1
         }
@@ -548,13 +551,14 @@ extension TradeService {
             }
             if let (first, original) = earlier {
                 decision = Self.difference(original, request, seq: first).map { .rejected($0) } ?? .duplicate(of: first)
-            } else if let check = config.sequencedCheck, let why = check(request, mark) {
+            } else if let check = config.sequencedCheck, let why = check(request, mark, message!.formerSeq != 0) {
                 decision = .rejected(why)
             } else {
                 decision = .accepted
             }
         }
-        let record = TradeWire.encodeDecision(decision, request: request, markE8: mark, origin: message?.origin ?? "")
+        let record = TradeWire.encodeDecision(decision, request: request, markE8: mark, origin: message?.origin ?? "",
+                                              formerSeq: decision == .accepted ? message?.formerSeq ?? 0 : 0)
         // Both times come from the message's bytes, not from the log's time for it: a trade put into the log again
         // (the log lost its tail and the cut trades went back in, in the same order) is the same bytes at the same
         // sequence under a new log time, and a replica that applied that copy must write the record that one which

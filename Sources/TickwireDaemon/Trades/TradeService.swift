@@ -33,8 +33,9 @@ public struct TradeServiceConfig: Sendable {
     /// (a reason refuses it before it reaches the log), and the mark they used, which travels with the request.
     public var marketCheck: (@Sendable (TradeRequest) -> (RejectReason?, markE8: Int64))?
     /// Replicated trading: the checks that depend on the positions, made in log order at the logged mark, from
-    /// what the log holds alone; applies the trade when they pass. Must be deterministic.
-    public var sequencedCheck: (@Sendable (TradeRequest, _ markE8: Int64) -> RejectReason?)?
+    /// what the log holds alone; applies the trade when they pass. Must be deterministic. `reinstated`: a trade
+    /// accepted before at another sequence (the log lost it and it went back in): apply it, unchecked.
+    public var sequencedCheck: (@Sendable (TradeRequest, _ markE8: Int64, _ reinstated: Bool) -> RejectReason?)?
 
     public init(endpoint: String = "tcp://127.0.0.1:5557", traders: [String: String] = [:], serverSecretKey: String? = nil,
                 preTradeCheck: (@Sendable (TradeRequest) -> RejectReason?)? = nil, journal: JournalOptions = JournalOptions()) {
