@@ -4,8 +4,8 @@ import Glibc
 #endif
 
 /// A persistent hash index from a retry key (the trade service's trader + 0x00 + client order id) to the journal
-/// sequence of the record that key was first journaled as: the trade service's dedupe map, kept in a memory-mapped
-/// file instead of the heap, so resident memory and start-up stay flat as the journal grows.
+/// sequence of the record that key was first journaled as: the trade service's dedupe map, a flat table in memory
+/// kept in a file, so a start reads the table instead of the whole journal, and memory is 16 bytes a slot.
 ///
 /// The journal is the source of truth; the index is a cache of it that may hold
 /// - false candidates: two keys with the same 64-bit hash;
@@ -26,11 +26,10 @@ import Glibc
 /// checkpoint and `journalEnds`; nothing here is shared with another thread. One process: the file must live
 /// beside a journal whose `LOCK` the process holds (`DATA/journal/retry.idx`).
 ///
-/// Memory: the table is a `MAP_SHARED` mapping of the file, advised `MADV_RANDOM` and mapped in whole by a
-/// background thread at open (up to 512 MiB; see `populateInBackground`), so its resident memory is file-backed
-/// pages (RssFile) the kernel can write back and drop; the object itself holds a few words. Every insert dirties
-/// one random 4 KiB page: a checkpoint writes back at most min(inserts since the last one, pages in the table)
-/// pages.
+/// Memory: the table is anonymous memory (transparent huge pages where the kernel gives them), read from the file
+/// at open and written back at checkpoints: only the 4 KiB pages dirtied since the last one, with `pwrite`. It
+/// was a `MAP_SHARED` mapping of the file: each insert into a page that a checkpoint had cleaned took a write
+/// fault through ext4's `page_mkwrite`, a quarter of a replicated trade service's thread.
 public final class RetryIndex {
     /// The index file's path.
     public let path: String
@@ -101,8 +100,6 @@ public final class RetryIndex {
         count = opened.headerCount
         coveredThrough = opened.headerCoveredThrough
         rebuiltReason = reason
-        file.advise(MADV_RANDOM)
-        file.populateInBackground()
         unlock = false
     }
 
@@ -212,7 +209,7 @@ public final class RetryIndex {
                 if atHardLimit { throw error }
             }
         }
-        let added = IndexFile.place(hash: h, seq: seq, in: file.slots, capacity: file.capacity)
+        let added = file.place(hash: h, seq: seq)
         if added { count &+= 1 }
         return added
     }
@@ -220,14 +217,14 @@ public final class RetryIndex {
     // MARK: - Durability
 
     /// Makes every entry inserted so far durable, then records that the journal up to `coveredThrough` is in the
-    /// table: the table is synced (`msync`, which is `fdatasync` of the range), then the header is written and
+    /// table: the dirty pages are written and synced (`pwrite`, `fdatasync`), then the header is written and
     /// synced, so after a crash the header never claims more than the file holds.
     /// - Parameter coveredThrough: a sequence whose record, and every one before it, has been inserted (normally
     ///   the journal's durable sequence once its records' keys are in).
     /// - Throws: `.io` or `.diskFull` naming the path; the header then keeps its previous value, and every later
     ///   checkpoint throws the same error until the table doubles or the index is reopened (the next start replays
     ///   from the last checkpoint that succeeded; lookups and inserts go on meanwhile).
-    /// - Complexity: writes back the pages dirtied since the last checkpoint (one 4 KiB page per insert at most).
+    /// - Complexity: writes the pages dirtied since the last checkpoint (one 4 KiB page per insert at most).
     public func checkpoint(coveredThrough seq: UInt64) throws(JournalError) {
         if let failure = syncFailure { throw failure }
         do { try file.sync() } catch { syncFailure = error; throw error }
@@ -244,7 +241,7 @@ public final class RetryIndex {
     }
 
     private func writeHeader(coveredThrough seq: UInt64) throws(JournalError) {
-        file.writeHeader(count: count, coveredThrough: seq)
+        try file.writeHeader(count: count, coveredThrough: seq)
         try file.syncHeader()
         coveredThrough = seq
     }
@@ -259,17 +256,14 @@ public final class RetryIndex {
                                          coveredThrough: coveredThrough)
         var n = 0
         do {
-            old.advise(MADV_SEQUENTIAL)
-            let from = old.slots, to = fresh.slots
+            let from = old.slots
             for i in 0..<old.capacity {
                 let seq = UInt64(littleEndian: from[2 &* i &+ 1])
-                if seq != 0, IndexFile.place(hash: UInt64(littleEndian: from[2 &* i]), seq: seq, in: to, capacity: fresh.capacity) {
-                    n &+= 1
-                }
+                if seq != 0, fresh.place(hash: UInt64(littleEndian: from[2 &* i]), seq: seq) { n &+= 1 }
             }
-            old.advise(MADV_RANDOM)
-            fresh.writeHeader(count: n, coveredThrough: coveredThrough)
             try fresh.sync()
+            try fresh.writeHeader(count: n, coveredThrough: coveredThrough)
+            try fresh.syncHeader()
             try FileIO.rename(tmp, path)
         } catch {
             unlink(tmp)
@@ -277,8 +271,6 @@ public final class RetryIndex {
         }
         // Renamed: the new table is the index file now, whatever the directory sync says.
         fresh.path = path
-        fresh.advise(MADV_RANDOM)
-        fresh.populateInBackground()
         file = fresh   // the old mapping and descriptor go with the last reference
         count = n
         syncFailure = nil
@@ -307,7 +299,8 @@ public final class RetryIndex {
     deinit { close() }
 }
 
-/// The index file, mapped: its header page and its table of slots. The one owner of the descriptor and the mapping.
+/// The index file: its header page and its table of slots, the table held in memory. The one owner of the descriptor
+/// and the table.
 ///
 /// ```
 /// 0      4096                                   4096 + 16·capacity
@@ -342,32 +335,41 @@ final class IndexFile {
 
     var path: String
     let fd: Int32
-    let base: UnsafeMutableRawPointer
-    let bytes: Int
     let capacity: Int
     let seed: UInt64
-    /// Pairs of little-endian words (hash, sequence), `capacity` of them.
-    /// - warning: valid only while this object lives (the mapping goes with it); never keep it past a growth.
+    /// Pairs of little-endian words (hash, sequence), `capacity` of them, in anonymous memory: the file's table
+    /// as of the last `sync`, plus what was placed since.
+    /// - warning: valid only while this object lives; never keep it past a growth.
     let slots: UnsafeMutablePointer<UInt64>
+    let tableBytes: Int
     let headerCount: Int
     let headerCoveredThrough: UInt64
+    /// One bit per 4 KiB page of the table placed into since the last `sync`.
+    private var dirty: [UInt64]
+
+    static let pageBytes = 4096
+    static let slotsPerPage = pageBytes / slotBytes
 
     private init(path: String, fd: Int32, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) {
-        let bytes = IndexFile.headerBytes + capacity * IndexFile.slotBytes
-        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+        let tableBytes = capacity * IndexFile.slotBytes
+        guard let p = mmap(nil, tableBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
             throw JournalError.fromErrno("mmap", path)   // the caller still owns and closes `fd`
         }
-        self.path = path; self.fd = fd; self.base = p; self.bytes = bytes; self.capacity = capacity; self.seed = seed
-        slots = (p + IndexFile.headerBytes).bindMemory(to: UInt64.self, capacity: 2 * capacity)
+        // Random probes over tens of MiB: huge pages spare a TLB miss on most of them (a hint; failure is fine).
+        _ = madvise(p, tableBytes, 14)   // MADV_HUGEPAGE
+        self.path = path; self.fd = fd; self.capacity = capacity; self.seed = seed; self.tableBytes = tableBytes
+        slots = p.bindMemory(to: UInt64.self, capacity: 2 * capacity)
         headerCount = count; headerCoveredThrough = coveredThrough
+        let pages = (tableBytes + IndexFile.pageBytes - 1) / IndexFile.pageBytes
+        dirty = [UInt64](repeating: 0, count: (pages + 63) / 64)
     }
 
     deinit {
-        munmap(base, bytes)
+        munmap(UnsafeMutableRawPointer(slots), tableBytes)
         Glibc.close(fd)
     }
 
-    /// Opens and maps a valid index file, or says why it cannot be used (missing, short, damaged, other version).
+    /// Opens and reads a valid index file, or says why it cannot be used (missing, short, damaged, other version).
     enum Opened {
         case valid(IndexFile)
         /// Why the file cannot be used; the caller replaces it.
@@ -397,13 +399,16 @@ final class IndexFile {
         guard size == expected else { return .unusable("\(size) bytes, expected \(expected) for \(capacity) slots") }
         let file = try IndexFile(path: path, fd: fd, capacity: Int(capacity), seed: u64(Header.seed), count: Int(count),
                                  coveredThrough: u64(Header.coveredThrough))
+        let table = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(file.slots), count: file.tableBytes)
+        guard try FileIO.pread(fd, into: table, at: Int64(headerBytes), path: path) == file.tableBytes else {
+            return .unusable("shorter than its table while reading it")
+        }
         ok = true
         return .valid(file)
     }
 
     /// A new file of `capacity` empty slots with its header, allocated on the disk up front (`posix_fallocate`), so
-    /// a full disk is an error here and never a SIGBUS when a slot's page is first written through the mapping.
-    /// Not synced.
+    /// a full disk is an error here, not at a checkpoint. Not synced.
     static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) -> IndexFile {
         let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
         let bytes = headerBytes + capacity * slotBytes
@@ -413,74 +418,58 @@ final class IndexFile {
             throw JournalError.fromErrno("posix_fallocate", path, rc)
         }
         let file: IndexFile
-        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
-        catch { Glibc.close(fd); unlink(path); throw error }
-        file.writeHeader(count: count, coveredThrough: coveredThrough)
+        do {
+            file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough)
+            try file.writeHeader(count: count, coveredThrough: coveredThrough)
+        } catch { Glibc.close(fd); unlink(path); throw error }
         return file
     }
 
-    /// Writes every header field and its CRC into the mapped header page (not synced).
-    func writeHeader(count: Int, coveredThrough: UInt64) {
-        let h = UnsafeMutableRawBufferPointer(start: base, count: Header.end)
-        h.storeBytes(of: IndexFile.magic.littleEndian, toByteOffset: Header.magic, as: UInt64.self)
-        h.storeBytes(of: IndexFile.version.littleEndian, toByteOffset: Header.version, as: UInt32.self)
-        h.storeBytes(of: UInt32(IndexFile.headerBytes).littleEndian, toByteOffset: Header.headerSize, as: UInt32.self)
-        h.storeBytes(of: UInt64(capacity).littleEndian, toByteOffset: Header.capacity, as: UInt64.self)
-        h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: Header.count, as: UInt64.self)
-        h.storeBytes(of: coveredThrough.littleEndian, toByteOffset: Header.coveredThrough, as: UInt64.self)
-        h.storeBytes(of: seed.littleEndian, toByteOffset: Header.seed, as: UInt64.self)
-        h.storeBytes(of: tw_realtime_ns().littleEndian, toByteOffset: Header.writtenAt, as: Int64.self)
-        let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(h)[0..<Header.crc]))
-        h.storeBytes(of: crc.littleEndian, toByteOffset: Header.crc, as: UInt32.self)
-        h.storeBytes(of: UInt32(0), toByteOffset: Header.crc + 4, as: UInt32.self)
-    }
-
-    /// Writes back the whole mapping and waits. The corresponding C function is `msync` (MS_SYNC: on Linux an
-    /// `fdatasync` of the range).
-    func sync() throws(JournalError) { try sync(bytes) }
-
-    /// Writes back the header page and waits.
-    func syncHeader() throws(JournalError) { try sync(IndexFile.headerBytes) }
-
-    private func sync(_ length: Int) throws(JournalError) {
-        while msync(base, length, MS_SYNC) != 0 {
-            if errno == EINTR { continue }
-            throw JournalError.fromErrno("msync", path)
+    /// Writes every header field and its CRC at the start of the file (not synced).
+    func writeHeader(count: Int, coveredThrough: UInt64) throws(JournalError) {
+        var bytes = [UInt8](repeating: 0, count: Header.end)
+        bytes.withUnsafeMutableBytes { h in
+            h.storeBytes(of: IndexFile.magic.littleEndian, toByteOffset: Header.magic, as: UInt64.self)
+            h.storeBytes(of: IndexFile.version.littleEndian, toByteOffset: Header.version, as: UInt32.self)
+            h.storeBytes(of: UInt32(IndexFile.headerBytes).littleEndian, toByteOffset: Header.headerSize, as: UInt32.self)
+            h.storeBytes(of: UInt64(capacity).littleEndian, toByteOffset: Header.capacity, as: UInt64.self)
+            h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: Header.count, as: UInt64.self)
+            h.storeBytes(of: coveredThrough.littleEndian, toByteOffset: Header.coveredThrough, as: UInt64.self)
+            h.storeBytes(of: seed.littleEndian, toByteOffset: Header.seed, as: UInt64.self)
+            h.storeBytes(of: tw_realtime_ns().littleEndian, toByteOffset: Header.writtenAt, as: Int64.self)
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(h)[0..<Header.crc]))
+            h.storeBytes(of: crc.littleEndian, toByteOffset: Header.crc, as: UInt32.self)
         }
+        try FileIO.writeAll(fd, bytes, at: 0, path: path)
     }
 
-    /// Maps the whole table into the process on a thread of its own (`MADV_POPULATE_READ`; `MADV_WILLNEED`, which
-    /// only reads it into the page cache, on kernels before 5.14), so lookups and inserts do not take a page
-    /// fault on each slot's first touch: on a fresh table nearly every trade touches a page of its own, and those
-    /// faults were a fifth of a replicated trade service's thread (`tickwire-bench replicated`). Tables above
-    /// `populateLimit` are left to fault in as used. The thread keeps the mapping alive until it is done.
-    func populateInBackground() {
-        guard bytes <= IndexFile.populateLimit else { return advise(MADV_WILLNEED) }
-        // The thread holds a reference (as an integer: the object is not Sendable; nothing else of it is used there).
-        let owner = UInt(bitPattern: Unmanaged.passRetained(self).toOpaque())
-        let (start, length) = (UInt(bitPattern: base), bytes)
-        pthread_detach(startThread {
-            let populateRead: Int32 = 22   // MADV_POPULATE_READ (Linux 5.14)
-            if madvise(UnsafeMutableRawPointer(bitPattern: start), length, populateRead) != 0 && errno == EINVAL {
-                _ = madvise(UnsafeMutableRawPointer(bitPattern: start), length, MADV_WILLNEED)
-            }
-            Unmanaged<IndexFile>.fromOpaque(UnsafeRawPointer(bitPattern: owner)!).release()
-        })
+    /// Writes the table's dirty pages into the file, each run of adjacent ones with one `pwrite`, and syncs the
+    /// file (`fdatasync`). A page stays dirty until it is written.
+    func sync() throws(JournalError) {
+        let base = UnsafeRawPointer(slots)
+        var word = 0
+        while word < dirty.count {
+            guard dirty[word] != 0 else { word &+= 1; continue }
+            let first = word &* 64 &+ dirty[word].trailingZeroBitCount
+            var end = first &+ 1
+            while end < dirty.count &* 64, dirty[end >> 6] & (1 << UInt64(end & 63)) != 0 { end &+= 1 }
+            let offset = first &* IndexFile.pageBytes, length = min(end &* IndexFile.pageBytes, tableBytes) &- offset
+            try FileIO.writeAll(fd, UnsafeRawBufferPointer(start: base + offset, count: length),
+                                at: Int64(IndexFile.headerBytes &+ offset), path: path)
+            for page in first..<end { dirty[page >> 6] &= ~(1 << UInt64(page & 63)) }
+            word = end >> 6
+        }
+        try FileIO.syncData(fd, path: path)
     }
 
-    static let populateLimit = 512 << 20
-
-    /// A hint about the table's access pattern (readahead); failures are ignored. The C function is `madvise`.
-    func advise(_ advice: Int32) {
-        _ = madvise(base + IndexFile.headerBytes, bytes - IndexFile.headerBytes, advice)
-    }
+    /// Syncs the header written by `writeHeader`.
+    func syncHeader() throws(JournalError) { try FileIO.syncData(fd, path: path) }
 
     /// Linear probing from the hash's home slot: writes (hash, seq) into the first empty slot, unless the same pair
-    /// is met first. The hash is stored before the sequence, which marks the slot used: a crash between the two
-    /// leaves an empty slot (or, were the stores reordered, an entry with a wrong hash no lookup matches).
+    /// is met first, and marks its page dirty. The hash is stored before the sequence, which marks the slot used.
     /// - Returns: whether a slot was written.
     @inline(__always)
-    static func place(hash h: UInt64, seq: UInt64, in slots: UnsafeMutablePointer<UInt64>, capacity: Int) -> Bool {
+    func place(hash h: UInt64, seq: UInt64) -> Bool {
         let mask = capacity &- 1
         var i = Int(truncatingIfNeeded: h) & mask
         for _ in 0..<capacity {
@@ -488,6 +477,8 @@ final class IndexFile {
             if s == 0 {
                 slots[2 &* i] = h.littleEndian
                 slots[2 &* i &+ 1] = seq.littleEndian
+                let page = i / IndexFile.slotsPerPage
+                dirty[page >> 6] |= 1 << UInt64(page & 63)
                 return true
             }
             if s == seq && UInt64(littleEndian: slots[2 &* i]) == h { return false }

@@ -12,7 +12,7 @@ import TickwireZMQ
 /// need the live market and puts the request, with the mark it used, into the stream (`Nats-Msg-Id` = trader and
 /// client order id, so a retry through either daemon is one message). Every daemon applies the stream in its
 /// order: the checks that depend on positions, from the log alone, then one decision record in its own journal,
-/// at the stream's sequence, with the stream's time as known time. So both journals hold the same records and
+/// at the stream's sequence, timed by the message's own receive time. So both journals hold the same records and
 /// the same hash chain. The taking daemon answers once its own journal holds the record on disk: an
 /// acknowledgement means "in the memory of a quorum of the cluster, and fsynced on this daemon".
 final class ReplicatedState {
