@@ -355,8 +355,10 @@ final class IndexFile {
         guard let p = mmap(nil, tableBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
             throw JournalError.fromErrno("mmap", path)   // the caller still owns and closes `fd`
         }
-        // Random probes over tens of MiB: huge pages spare a TLB miss on most of them (a hint; failure is fine).
+        // Random probes over tens of MiB: huge pages spare a TLB miss on most of them; and the table is made
+        // resident now, so no insert or lookup on the service thread takes a fault (hints; failures are fine).
         _ = madvise(p, tableBytes, 14)   // MADV_HUGEPAGE
+        _ = madvise(p, tableBytes, 23)   // MADV_POPULATE_WRITE (Linux 5.14)
         self.path = path; self.fd = fd; self.capacity = capacity; self.seed = seed; self.tableBytes = tableBytes
         slots = p.bindMemory(to: UInt64.self, capacity: 2 * capacity)
         headerCount = count; headerCoveredThrough = coveredThrough
