@@ -112,19 +112,31 @@ public let tickwireBinary: String = {
 public let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
-/// A TCP port nobody listens on right now (bound to 0, read back, closed).
+/// A TCP port nobody listens on right now, for a child process to listen on.
+///
+/// Drawn at random below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default) and checked
+/// by binding it: a port `bind(0)` hands out comes from that range, where every outgoing connection of every test
+/// process also takes its local port, so one could be taken between this call and the child's bind (a daemon
+/// then failed to start on a loaded CI run). Ports below the range are only ever taken by a listener; each is
+/// handed out once per process.
 public func freePort() -> Int {
-    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(s) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    while true {
+        let port = Int.random(in: 20_000...32_000)
+        guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(s) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if bound == 0 { return port }
+    }
 }
+
+private let handedOut = Locked(Set<Int>())
 
 /// A fresh directory under the system's temporary directory.
 public func temporaryDirectory(_ name: String) -> String {
