@@ -111,8 +111,10 @@ import Glibc
         let limit = 20_000
         let daemon = try DaemonProcess(["--config", simConfig(rate: 5_000, limit: limit), "--nats", cluster.servers[0].url])
         let zmq = try Subscriber(endpoint: daemon.pub, patterns: md)
-        // The healthy subscriber reads as it comes (on its own thread); the stalled one reads nothing for 2 s of
-        // the 4 s feed, then reads on.
+        // The healthy subscriber reads as it comes (on its own thread); the stalled one reads nothing until it has
+        // dropped (its 1,000 pending are full, a fraction of the way into the 4 s feed), then reads on, so the
+        // feed's later messages show its gaps. (A fixed 2 s stall could, on a loaded machine, cover the feed's end,
+        // where a loss has no later message to show it.)
         final class Healthy: @unchecked Sendable {
             let sub: Subscriber
             var events: [WireEvent] = []
@@ -129,7 +131,9 @@ import Glibc
             }
             h.done.signal()
         }.start()
-        usleep(2_000_000)
+        let stallEnds = Date().addingTimeInterval(60)
+        while stalled.droppedLocally == 0 && Date() < stallEnds { usleep(10_000) }
+        usleep(200_000)
         var stalledGaps = 0, stalledLost: UInt64 = 0, stalledEvents = 0
         for d in drain(stalled) {
             switch d {
