@@ -214,7 +214,7 @@ enum SubmitBench {
                 sent += messages[next].count
                 next += 1
             }
-            guard try ZMQ.poll([(socket, .readable)], timeoutMs: 10_000)[0].contains(.readable) else {
+            guard try socket.waitReadable(timeoutMs: 10_000) else {
                 throw BenchError.failed("no reply within 10 s with \(sent - acked) trades in flight")
             }
             while let frames = try socket.receiveMultipart(dontWait: true) {

@@ -84,7 +84,7 @@ public enum SnapshotCodec {
         defer { socket.close() }
         guard (try? socket.setLinger(milliseconds: 0)) != nil, (try? socket.connect(endpoint)) != nil,
               (try? socket.send(Array(patterns.map(\.text).joined(separator: " ").utf8))) != nil,
-              let ready = try? ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs), ready[0].contains(.readable),
+              (try? socket.waitReadable(timeoutMs: timeoutMs)) == true,
               let frames = try? socket.receiveMultipart(dontWait: true) else { return nil }
         var out: [WireEvent] = []
         for f in frames {

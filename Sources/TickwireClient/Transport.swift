@@ -31,8 +31,7 @@ final class ZMQTransport: SubscriberTransport {
     func receive(timeoutMs: Int) throws(ZMQError) -> [[UInt8]]? {
         if let frames = try socket.receiveMultipart(dontWait: true) { return frames }
         guard timeoutMs != 0 else { return nil }
-        let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)
-        guard ready[0].contains(.readable) else { return nil }
+        guard try socket.waitReadable(timeoutMs: timeoutMs) else { return nil }
         return try socket.receiveMultipart(dontWait: true)
     }
 

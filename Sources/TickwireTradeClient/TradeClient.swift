@@ -92,7 +92,7 @@ public final class TradeClient {
             // A message already waiting is taken without a poll (the common case while many trades are in flight).
             var message = try socket.receiveMultipart(dontWait: true)
             if message == nil && timeoutMs != 0 {
-                guard try ZMQ.poll([(socket, .readable)], timeoutMs: timeoutMs)[0].contains(.readable) else { return nil }
+                guard try socket.waitReadable(timeoutMs: timeoutMs) else { return nil }
                 message = try socket.receiveMultipart(dontWait: true)
             }
             guard let frames = message, !frames.isEmpty else { return nil }

@@ -234,6 +234,17 @@ public final class ZMQSocket: @unchecked Sendable {
     /// Whether the last frame received has more frames after it.
     public var hasMore: Bool { (try? intOption(ZMQ_RCVMORE)) == 1 }
 
+    /// Waits until a message can be received, at most `timeoutMs` (-1: forever), allocating nothing (a receive
+    /// loop calls it each time it runs dry). `ZMQ.poll` waits on several sockets.
+    /// - Returns: whether one can be received now.
+    /// - Throws: `ZMQError` (EINTR when a signal arrived). The corresponding C function is `zmq_poll`.
+    public func waitReadable(timeoutMs: Int) throws(ZMQError) -> Bool {
+        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+        let rc = zmq_poll(&item, 1, timeoutMs)
+        if rc < 0 { throw ZMQError.last("zmq_poll") }
+        return item.revents & Int16(ZMQ_POLLIN) != 0
+    }
+
     // MARK: Sending
 
     /// Sends one frame from raw bytes.

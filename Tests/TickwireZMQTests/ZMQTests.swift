@@ -45,6 +45,11 @@ import TickwireZMQ
         #expect(try ZMQ.poll([(b, .readable)], timeoutMs: 1000) == [.readable])
         #expect(try b.receive(dontWait: true) == Array("x".utf8))
         #expect(try b.receive(dontWait: true) == nil)
+        // The one-socket wait, without allocating.
+        #expect(try b.waitReadable(timeoutMs: 0) == false)
+        try a.send("y")
+        #expect(try b.waitReadable(timeoutMs: 1000) == true)
+        #expect(try b.receive(dontWait: true) == Array("y".utf8))
     }
 
     @Test func errorsCarryZMQText() throws {

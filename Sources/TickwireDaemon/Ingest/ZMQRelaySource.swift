@@ -54,8 +54,7 @@ public final class ZMQRelaySource: EventSource {
             batched = 0
         }
         while !stop.isRaised {
-            let ready = try ZMQ.poll([(socket, .readable)], timeoutMs: 100)
-            guard ready[0].contains(.readable) else { continue }
+            guard try socket.waitReadable(timeoutMs: 100) else { continue }
             // Drain everything waiting before polling again.
             defer { flush() }
             while try subjectFrame.receive(from: socket, dontWait: true) {

@@ -73,7 +73,7 @@ final class PublishBudgetMonitor: @unchecked Sendable {
         var lastSample: Int64 = 0
         while !finished.load(ordering: .acquiring) {
             do {
-                _ = try ZMQ.poll([(pair, .readable)], timeoutMs: 20)
+                _ = try pair.waitReadable(timeoutMs: 20)
                 while let e = try ZMQMonitorEvent.receive(from: pair, dontWait: true) { handle(e) }
             } catch {
                 if error.isTerminated { break }
