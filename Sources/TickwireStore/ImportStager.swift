@@ -1,4 +1,9 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An import's rows held in memory per partition and sealed from there into the import's staging store.
 ///
@@ -11,6 +16,10 @@ import TickwireCore
 /// Partitioning is the `StoreWriter`'s: the UTC date of the event time, and the subject's root. The rows a
 /// partition's segment or chunk holds, and their order, are exactly those the writer's logs would have held, so
 /// the sealed columns are the same. Used by one thread.
+///
+/// A partition's rows are written once, into a mapping reserved for the most a partition can hold (`Rows`): an
+/// array grown by doubling copied every row again and took fresh pages for each copy, ~2 s of 5.5M rows on the
+/// parse's calling thread (docs/BENCH-HISTORY.md, T2).
 final class ImportStager: EventSink {
     let directory: String
     let subjects: SubjectTable
@@ -28,10 +37,10 @@ final class ImportStager: EventSink {
         /// Global `SubjectID` -> local id + 1 (0: not in `texts` yet).
         @exclusivity(unchecked) var localOf: [UInt32] = []
         var texts: [String] = []
-        @exclusivity(unchecked) var events: [Event] = []
+        let rows: Rows
         /// Chunks sealed so far: their generations are 1 through `chunks`.
         var chunks: UInt64 = 0
-        init(key: PartitionKey) { self.key = key }
+        init(key: PartitionKey, capacity: Int) { self.key = key; rows = Rows(capacity: capacity) }
     }
     private var held: [PartitionKey: Held] = [:]
     @exclusivity(unchecked) private var heldCount = 0
@@ -48,22 +57,30 @@ final class ImportStager: EventSink {
         self.stop = stop
     }
 
-    func emit(_ event: Event) { take(event) }
+    func emit(_ event: Event) {
+        withUnsafePointer(to: event) { emit(batch: UnsafeBufferPointer(start: $0, count: 1)) }
+    }
 
+    /// Takes the batch a run of one partition at a time (the partition's object held once per run, not per row).
     func emit(batch: UnsafeBufferPointer<Event>) {
-        for e in batch { take(e) }
+        var i = 0
+        while i < batch.count && error == nil {
+            if let key = router.key(for: batch[i], hasCurrent: last != nil) {
+                if let h = held[key] { last = h } else { let h = Held(key: key, capacity: heldRows + 1); held[key] = h; last = h }
+                router.enter()
+            }
+            let h = last.unsafelyUnwrapped
+            repeat {
+                take(batch[i], into: h)
+                i &+= 1
+            } while i < batch.count && error == nil && router.key(for: batch[i], hasCurrent: true) == nil
+        }
     }
 
     @inline(__always)
-    private func take(_ e: Event) {
-        guard error == nil else { return }
+    private func take(_ e: Event, into h: Held) {
         appended &+= 1
         let id = Int(e.subjectID)
-        if let key = router.key(for: e, hasCurrent: last != nil) {
-            if let h = held[key] { last = h } else { let h = Held(key: key); held[key] = h; last = h }
-            router.enter()
-        }
-        let h = last.unsafelyUnwrapped
         var row = e
         if id < h.localOf.count, h.localOf[id] != 0 {
             row.subjectID = h.localOf[id] - 1
@@ -73,23 +90,23 @@ final class ImportStager: EventSink {
             h.localOf[id] = UInt32(h.texts.count)
             row.subjectID = UInt32(h.texts.count - 1)
         }
-        h.events.append(row)
+        h.rows.append(row)
         heldCount += 1
-        if heldCount > heldRows, let largest = held.values.max(by: { $0.events.count < $1.events.count }) {
+        if heldCount > heldRows, let largest = held.values.max(by: { $0.rows.count < $1.rows.count }) {
             do { try sealChunk(largest) } catch { self.error = error; stop.raise() }
         }
     }
 
     /// Seals what a partition holds as its next chunk and lets go of it.
     private func sealChunk(_ h: Held) throws(StoreError) {
-        guard !h.events.isEmpty else { return }
+        guard h.rows.count > 0 else { return }
         let dir = directory + "/" + h.key.relativePath
         try FS.makeDirectories(dir)
-        let image = SegmentImage.build(subjects: h.texts, events: h.events, generation: h.chunks + 1)
+        let image = h.rows.withRows { SegmentImage.build(subjects: h.texts, rows: $0, generation: h.chunks + 1) }
         try Sealing.writeSegment(image, dir: dir, name: Layout.chunkName(h.chunks + 1))
         h.chunks += 1
-        heldCount -= h.events.count
-        h.events = []
+        heldCount -= h.rows.count
+        h.rows.removeAll()
         h.texts = []
         h.localOf = []
     }
@@ -106,11 +123,11 @@ final class ImportStager: EventSink {
             if h.chunks > 0 {
                 try sealChunk(h)
                 chunked.append(key)
-            } else if !h.events.isEmpty {
+            } else if h.rows.count > 0 {
                 let dir = directory + "/" + key.relativePath
                 try FS.makeDirectories(dir)
-                let image = SegmentImage.build(subjects: h.texts, events: h.events, generation: 1)
-                h.events = []
+                let image = h.rows.withRows { SegmentImage.build(subjects: h.texts, rows: $0, generation: 1) }
+                h.rows.removeAll()
                 try Sealing.writeSegment(image, dir: dir, name: Layout.segmentName(1))
             }
         }
@@ -119,5 +136,61 @@ final class ImportStager: EventSink {
         for key in chunked {
             try Sealing.seal(store: directory, key: key, compactRows: compactRows, report: StoreWriter.printToStandardError)
         }
+    }
+}
+
+/// A partition's rows in an anonymous mapping reserved whole up front (`MAP_NORESERVE`: only the pages written
+/// take memory, and `removeAll` gives them back), so a row is written once and never moved to grow. Huge pages
+/// are not asked for: on the 2-core VM measured, zeroing fresh 2 MiB pages took a third of the import's CPU
+/// (perf, 5.5M rows), far more than the 4 KiB faults. If the reservation is refused (a kernel that counts it
+/// against a strict commit limit), a smaller one grows by copying.
+final class Rows {
+    private var base: UnsafeMutablePointer<Event>
+    private var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        let wanted = max(1, capacity), small = min(wanted, 1 << 16)
+        if let p = Rows.map(wanted) { (base, self.capacity) = (p, wanted) }
+        else if let p = Rows.map(small) { (base, self.capacity) = (p, small) }
+        else { fatalError("no memory for \(small) rows") }
+    }
+
+    deinit { munmap(base, capacity * MemoryLayout<Event>.stride) }
+
+    @inline(__always)
+    func append(_ e: Event) {
+        if count == capacity { grow() }
+        (base + count).initialize(to: e)
+        count &+= 1
+    }
+
+    /// - warning: the buffer is valid only during `body`.
+    func withRows<R>(_ body: (UnsafeBufferPointer<Event>) -> R) -> R {
+        body(UnsafeBufferPointer(start: base, count: count))
+    }
+
+    /// Forgets the rows and gives their pages back (the reservation stays).
+    func removeAll() {
+        let bytes = count * MemoryLayout<Event>.stride
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        _ = madvise(base, (bytes + page - 1) / page * page, MADV_DONTNEED)
+        count = 0
+    }
+
+    private func grow() {
+        let bigger = capacity * 2
+        guard let p = Rows.map(bigger) else { fatalError("no memory for \(bigger) rows") }
+        p.initialize(from: base, count: count)
+        munmap(base, capacity * MemoryLayout<Event>.stride)
+        base = p
+        capacity = bigger
+    }
+
+    private static func map(_ rows: Int) -> UnsafeMutablePointer<Event>? {
+        let bytes = rows * MemoryLayout<Event>.stride
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              p != MAP_FAILED else { return nil }
+        return p.bindMemory(to: Event.self, capacity: rows)
     }
 }

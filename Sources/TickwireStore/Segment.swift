@@ -83,6 +83,15 @@ struct SegmentImage {
     ///   - parallelRows: from this many rows on, the columns are encoded on two threads (the same bytes).
     static func build(subjects: [String], events: [Event], generation: UInt64, ends: [Int: Int64] = [:],
                       parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
+        events.withUnsafeBufferPointer {
+            build(subjects: subjects, rows: $0, generation: generation, ends: ends, parallelRows: parallelRows)
+        }
+    }
+
+    /// `build(subjects:events:…)` of rows held elsewhere than an array (the import's mapped partitions).
+    /// - warning: `events` is read only during the call.
+    static func build(subjects: [String], rows events: UnsafeBufferPointer<Event>, generation: UInt64,
+                      ends: [Int: Int64] = [:], parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
         // The dictionary in text order, so the subject number order is the text order replay merges on.
         let order = subjects.indices.sorted { subjects[$0] < subjects[$1] }
         var dictionary = [String](), rankOf = [Int](repeating: 0, count: subjects.count)
@@ -101,20 +110,18 @@ struct SegmentImage {
             let s = rankOf[Int(e.subjectID)]
             perm[fill[s]] = Int32(i); fill[s] += 1
         }
-        events.withUnsafeBufferPointer { ev in
-            perm.withUnsafeMutableBufferPointer { p in
-                for s in 0..<dictionary.count {
-                    let range = starts[s]..<starts[s + 1]
-                    func less(_ x: Int32, _ y: Int32) -> Bool {
-                        let a = ev[Int(x)], b = ev[Int(y)]
-                        if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
-                        if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
-                        return x < y
-                    }
-                    var sorted = true
-                    for i in range.dropFirst() where less(p[i], p[i - 1]) { sorted = false; break }
-                    if !sorted { p[range].sort(by: less) }
+        perm.withUnsafeMutableBufferPointer { p in
+            for s in 0..<dictionary.count {
+                let range = starts[s]..<starts[s + 1]
+                func less(_ x: Int32, _ y: Int32) -> Bool {
+                    let a = events[Int(x)], b = events[Int(y)]
+                    if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
+                    if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
+                    return x < y
                 }
+                var sorted = true
+                for i in range.dropFirst() where less(p[i], p[i - 1]) { sorted = false; break }
+                if !sorted { p[range].sort(by: less) }
             }
         }
         let validUntil = Versions.resolve(events: events, perm: perm, starts: starts, dictionary: dictionary, ends: ends)
@@ -126,7 +133,7 @@ struct SegmentImage {
     /// Rows past which the columns are encoded on two threads, each taking a run of subjects.
     static let parallelRows = 1 << 13
 
-    private static func encode(dictionary: [String], events: [Event], perm: [Int32], starts: [Int],
+    private static func encode(dictionary: [String], events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int],
                                validUntil: [(row: Int, until: Int64)], parallelRows: Int, generation: UInt64) -> SegmentImage {
         var subjectsFile = [UInt8]()
         for s in dictionary { subjectsFile.appendLE(UInt16(s.utf8.count)); subjectsFile.append(contentsOf: s.utf8) }
@@ -193,7 +200,7 @@ private struct EncodedPart {
     var blockIndex = [UInt8]()
     var blocksPerSubject = [Int]()
 
-    init(subjects: Range<Int>, events: [Event], perm: [Int32], starts: [Int], validUntil: [(row: Int, until: Int64)]) {
+    init(subjects: Range<Int>, events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int], validUntil: [(row: Int, until: Int64)]) {
         self.subjects = subjects
         let n = SegmentImage.blockRows
         let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.count)
@@ -283,7 +290,7 @@ private final class PartThread: @unchecked Sendable {
 /// from the bust's known time on. Every other event is its own version: quotes, statuses and alerts are
 /// observations, never corrected, so two quotes at the same instant are both kept.
 enum Versions {
-    static func resolve(events: [Event], perm: [Int32], starts: [Int], dictionary: [String],
+    static func resolve(events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int], dictionary: [String],
                         ends: [Int: Int64] = [:]) -> [(row: Int, until: Int64)] {
         // Busts first: (stem, trade id) -> earliest known time of a bust.
         var stemOf = [Int](repeating: 0, count: dictionary.count)

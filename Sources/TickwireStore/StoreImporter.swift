@@ -1,3 +1,4 @@
+import Synchronization
 import TickwireCore
 #if canImport(Glibc)
 import Glibc
@@ -24,32 +25,90 @@ public enum StoreImporter {
 
     /// What makes two imports the same: the kind of source and its options, and the file's bytes (size,
     /// CRC-32C and a 64-bit multiplicative hash of the content).
+    ///
+    /// The content is hashed on a thread of its own, started here, so that it runs beside the import's parse
+    /// instead of before it (docs/BENCH-HISTORY.md, T2); `key` waits for it. The kind and the size, known at
+    /// once, begin the key: an import whose kind and size no import recorded cannot have been done before.
     public struct Identity: Sendable, Equatable {
         public let name: String
-        public let key: String
+        /// The key's start: the kind's hash and the file's size.
+        let prefix: String
+        private let digest: Digest
 
-        /// Reads the whole file once (mapped).
+        /// Maps the file and starts hashing it.
         /// - Parameters:
         ///   - kind: how the file is read (`tardis-trades`, `itch` and its trading date…).
         /// - Throws: `StoreError.io` when the file cannot be read.
         public init(kind: String, path: String) throws(StoreError) {
             let map = try MappedFile(path: path)
-            let crc = CRC32C.of(map.bytes)
-            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
-            let p = map.bytes, words = p.count / 8
-            for i in 0..<words {
-                h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-                h ^= h >> 29
-            }
-            for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
-            var kindHash: UInt32 = 0
-            kindHash = Array(kind.utf8).withUnsafeBytes { CRC32C.of($0) }
-            func hex<T: FixedWidthInteger>(_ v: T) -> String {
-                let s = String(v, radix: 16)
-                return String(repeating: "0", count: max(0, MemoryLayout<T>.size * 2 - s.count)) + s
-            }
-            key = "\(hex(kindHash))-\(hex(UInt64(p.count)))-\(hex(crc))-\(hex(h))"
+            let kindHash = Array(kind.utf8).withUnsafeBytes { CRC32C.of($0) }
+            prefix = "\(Self.hex(kindHash))-\(Self.hex(UInt64(map.bytes.count)))-"
+            digest = Digest(map)
             name = "\(kind) \(path)"
+        }
+
+        /// `<kind hash>-<size>-<CRC-32C>-<hash>`, in hex: the name of the import's record.
+        public var key: String { prefix + digest.value }
+
+        public static func == (a: Identity, b: Identity) -> Bool { a.name == b.name && a.key == b.key }
+
+        static func hex<T: FixedWidthInteger>(_ v: T) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: max(0, MemoryLayout<T>.size * 2 - s.count)) + s
+        }
+
+        /// The content's CRC-32C and hash, computed on a thread of its own.
+        private final class Digest: @unchecked Sendable {
+            /// Let go once hashed: a second mapping of the file would count again in the process's resident size.
+            private var map: MappedFile?
+            private var thread = pthread_t()
+            private var started = false
+            /// Written by the thread; read after it is joined.
+            private var computed = ""
+            private let joined = Mutex<String?>(nil)
+
+            deinit {
+                // Never waited for: let the thread end by itself (this may run on it, holding the last reference).
+                if started && joined.withLock({ $0 == nil }) { pthread_detach(thread) }
+            }
+
+            init(_ map: MappedFile) {
+                self.map = map
+                let box = Unmanaged.passRetained(self).toOpaque()
+                started = pthread_create(&thread, nil, { arg in
+                    let me = Unmanaged<Digest>.fromOpaque(arg!).takeRetainedValue()
+                    me.computed = Digest.of(me.map.unsafelyUnwrapped.bytes)
+                    me.map = nil
+                    return nil
+                }, box) == 0
+                if !started {
+                    Unmanaged<Digest>.fromOpaque(box).release()
+                    computed = Digest.of(map.bytes)
+                    self.map = nil
+                }
+            }
+
+            /// Waits for the thread the first time.
+            var value: String {
+                joined.withLock { value in
+                    if let value { return value }
+                    if started { pthread_join(thread, nil) }
+                    value = computed
+                    return computed
+                }
+            }
+
+            static func of(_ p: UnsafeRawBufferPointer) -> String {
+                let crc = CRC32C.of(p)
+                var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+                let words = p.count / 8
+                for i in 0..<words {
+                    h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                    h ^= h >> 29
+                }
+                for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
+                return "\(hex(crc))-\(hex(h))"
+            }
         }
     }
 
@@ -69,7 +128,9 @@ public enum StoreImporter {
         let owner = try StoreWriter(directory: directory, subjects: SubjectTable())
         defer { try? owner.close() }
         try recover(store: directory)
-        if let identity, let done = try? readText(doneFile(directory, identity)) {
+        // Without a record of this kind and size the file is new, and its hash runs beside the parse; with one,
+        // the hash is waited for first, so that a file imported before is not read again.
+        if let identity, mayBeDone(directory, identity), let done = try? readText(doneFile(directory, identity)) {
             return Report(events: 0, sealed: [], alreadyImported: done)
         }
         let staging = directory + "/" + stagingPrefix + String(UInt64(bitPattern: Nanos.now().rawValue), radix: 16)
@@ -99,6 +160,9 @@ public enum StoreImporter {
     static let stagingPrefix = ".import-"
     static func importsDirectory(_ store: String) -> String { store + "/imports" }
     static func doneFile(_ store: String, _ identity: Identity) -> String { importsDirectory(store) + "/" + identity.key + ".done" }
+    static func mayBeDone(_ store: String, _ identity: Identity) -> Bool {
+        FS.list(importsDirectory(store)).contains { $0.hasPrefix(identity.prefix) }
+    }
     static var pendingName: String { "publish.pending" }
 
     /// Moves every sealed piece of the staged partitions into the store as new chunks. The plan (each rename, and

@@ -122,6 +122,19 @@ final class ListSource: EventSource, @unchecked Sendable {
         #expect(!a.isEmpty && a == b)
     }
 
+    /// Rows past a reservation (the fallback when the full one is refused) are moved to a larger one intact, and
+    /// `removeAll` leaves the reservation usable.
+    @Test func rowsGrownPastTheirReservationKeepEveryRow() {
+        let ev = Events()
+        let events = market(ev, rows: 5_000)
+        let rows = Rows(capacity: 3)
+        for e in events { rows.append(e) }
+        #expect(rows.withRows { Array($0) } == events)
+        rows.removeAll()
+        rows.append(events[7])
+        #expect(rows.withRows { Array($0) } == [events[7]])
+    }
+
     /// Encoding on two threads writes the bytes one thread does (corrections and busts in both halves).
     @Test func columnsEncodedInTwoPartsAreTheOnePassBytes() {
         let ev = Events()

@@ -86,6 +86,26 @@ final class WriterSink: EventSink {
         #expect(noLeftovers(store))
     }
 
+    /// The kind and size begin the key and are known before the hash: a file of the same size and other bytes is
+    /// waited for and compared whole, and imported; the same bytes again are not.
+    @Test func anotherFileOfTheSameSizeIsAnotherImport() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        let store = dir + "/store"
+        let path = try capture(dir, lines: 3000); defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
+                                                   identity: .init(kind: "lines", path: path))
+        #expect(first.events == 3000)
+        // One price digit changed: the same size, other bytes.
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        text = String(text.dropLast(2)) + (text.dropLast().last == "0" ? "1" : "0") + "\n"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        let other = try StoreImporter.Identity(kind: "lines", path: path)
+        #expect(StoreImporter.mayBeDone(store, other))
+        #expect(try StoreImporter.importEvents(from: LinesSource(path: path), directory: store, identity: other).events == 3000)
+        #expect(try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
+                                               identity: .init(kind: "lines", path: path)).alreadyImported != nil)
+    }
+
     @Test func aBadLineMidwayLeavesNothingBehind() throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
         let store = dir + "/store"
