@@ -23,8 +23,9 @@ public struct TradeServiceConfig: Sendable {
     /// How often the retry index and `state` are checkpointed (when every journaled trade is durable): what a
     /// start replays is what came after the last one.
     public var checkpointIntervalNanos: Int64 = 5_000_000_000
-    /// Slots of a new retry index (16 bytes each, two per trade): 4M make a 64 MiB file that holds two million
-    /// trades before its first doubling, which pauses the service thread (about a second at eight million).
+    /// Slots of a new retry index (16 bytes each, two per trade): 4M make a 64 MiB table (resident, and its file)
+    /// that holds two million trades before its first doubling, which pauses the service thread (about a second
+    /// at eight million).
     public var retryIndexSlots = 1 << 22
     /// Replicated trading (nil: this daemon alone, its journal the only copy). Every request goes through one
     /// JetStream log; each daemon applies the log in order, deterministically, to its own journal.
