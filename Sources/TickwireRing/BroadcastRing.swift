@@ -38,7 +38,8 @@ public final class BroadcastRing: @unchecked Sendable {
     //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
     //    3   │ 48        │ gate              │ the producer (cached slowest      │ the producer
     //        │ 49        │ seenGatingEpoch   │   blocking cursor, and the epoch  │
-    //        │ 50        │ stalls            │   it was computed at)             │ stats
+    //        │ 50        │ stalls            │   it was computed at; its next    │ stats
+    //        │ 51        │ next              │   sequence when `.single`)        │ the producer
     //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
     //    4   │ 64        │ claimed           │ the producer(s), before slots     │ lossy consumers, per event
     //  ══════╪═══════════╪═══════════════════╪═══════════════════════════════════╪══════════════════════════════
@@ -47,9 +48,12 @@ public final class BroadcastRing: @unchecked Sendable {
     //        │           │ stalls by the producer or an attaching/removing thread)
     //
     // `published` and `claimed` are apart so that a consumer spinning on `published` sees one store per batch,
-    // not two. `layoutIsValid` checks the rules the drawing shows (Swift has no static assertion, so at the first
-    // ring); BroadcastRingTests checks the drawing itself. The words are @inlinable computed constants: where
-    // publish and poll are inlined into another module they fold to the same immediates as literals did.
+    // not two. Nothing a publish writes is in the ring object itself: other threads read its fields, and a
+    // producer store there (the next sequence was a stored property) invalidated a polling consumer's copy of
+    // that line once a batch. `layoutIsValid` checks the rules the drawing shows (Swift has no static assertion,
+    // so at the first ring); BroadcastRingTests checks the drawing itself. The words are @inlinable computed
+    // constants: where publish and poll are inlined into another module they fold to the same immediates as
+    // literals did.
 
     @inlinable static var wordsPerLine: Int { AtomicWords.wordsPerLine }
     @inlinable static func word(line: Int, field: Int) -> Int { line &* wordsPerLine &+ field }
@@ -73,6 +77,8 @@ public final class BroadcastRing: @unchecked Sendable {
     @inlinable static var gateWord: Int { word(line: gateLine, field: 0) }
     @inlinable static var seenGatingEpochWord: Int { word(line: gateLine, field: 1) }
     @inlinable static var stallsWord: Int { word(line: gateLine, field: 2) }
+    /// Single producer only: the next sequence to publish.
+    @inlinable static var nextWord: Int { word(line: gateLine, field: 3) }
     /// The highest sequence a producer may be writing (lossy consumers check it; `.multi` producers claim with it).
     @inlinable static var claimedWord: Int { word(line: claimLine, field: 0) }
     @inlinable static var firstCellWord: Int { word(line: firstCellLine, field: 0) }
@@ -99,6 +105,7 @@ public final class BroadcastRing: @unchecked Sendable {
         ("closed", membershipLine, closedWord), ("gatingEpoch", membershipLine, gatingEpochWord),
         ("unguardedReaders", membershipLine, unguardedReadersWord),
         ("gate", gateLine, gateWord), ("seenGatingEpoch", gateLine, seenGatingEpochWord), ("stalls", gateLine, stallsWord),
+        ("next", gateLine, nextWord),
         ("claimed", claimLine, claimedWord),
     ]
     private static let cellFields: [(name: String, field: Int)] = [
@@ -151,8 +158,12 @@ public final class BroadcastRing: @unchecked Sendable {
     /// The single producer's staging area for a `publishBatch` that cannot be filled in place (multi-producer
     /// batches stage on the stack).
     @usableFromInline let staging: UnsafeMutablePointer<Event>
-    /// Single producer only: the next sequence to publish.
-    @usableFromInline var nextSequence: UInt64 = 1
+    /// Single producer only: the next sequence to publish (word `nextWord`, relaxed: one thread reads and
+    /// writes it).
+    @inlinable var nextSequence: UInt64 {
+        get { control[BroadcastRing.nextWord].pointee.load(ordering: .relaxed) }
+        set { control[BroadcastRing.nextWord].pointee.store(newValue, ordering: .relaxed) }
+    }
 
     private struct Registry {
         var names: [String?]
@@ -197,6 +208,7 @@ public final class BroadcastRing: @unchecked Sendable {
         staging = .allocate(capacity: maxPublishBatch)
         staging.initialize(repeating: .empty, count: maxPublishBatch)
         control[BroadcastRing.gateWord].pointee.store(UInt64.max, ordering: .relaxed)
+        control[BroadcastRing.nextWord].pointee.store(1, ordering: .relaxed)
         registry = Locked(Registry(names: Array(repeating: nil, count: maxConsumers),
                                   policies: Array(repeating: nil, count: maxConsumers),
                                   free: Array((0..<maxConsumers).reversed())))
@@ -246,7 +258,8 @@ public final class BroadcastRing: @unchecked Sendable {
     }
 
     /// Claims up to `count` slots (at most `maxPublishBatch`), lets `fill` write the events into a buffer of
-    /// that many, then stamps their sequences and publishes them together: one fenced store for the batch.
+    /// that many, then publishes them together under consecutive sequences (consumers receive them stamped):
+    /// one fenced store for the batch.
     ///
     /// `fill` must initialize every element of the buffer it receives. A single producer with no lossy consumer
     /// attached hands `fill` the claimed slots themselves, after waiting for blocking consumers to free them;
@@ -337,23 +350,22 @@ public final class BroadcastRing: @unchecked Sendable {
     /// events straight into the slots, with no staging copy and plain (vector) stores. Blocking consumers read
     /// a slot only after the release store that publishes it, and the producer rewrites it only after their
     /// cursors (released after the read) pass it, so no access to these slots races.
+    ///
+    /// The slots' `seq` words are left as `fill` wrote them: a consumer stamps each event with the sequence of
+    /// the slot it read (`RingConsumer.poll`), so stamping them here was a second pass over the batch's lines
+    /// for nothing. The last-value cache gets stamped copies.
     @inlinable @inline(__always)
     func fillInPlace(first: UInt64, count n: Int, _ fill: (UnsafeMutableBufferPointer<Event>) -> Void) {
         slot(first).withMemoryRebound(to: Event.self, capacity: n) { events in
             let buffer = UnsafeMutableBufferPointer(start: events, count: n)
             fill(buffer)
+            guard let lvc = lastValues else { return }
             var s = first
-            if let lvc = lastValues {
-                for i in 0..<n {
-                    buffer[i].seq = s
-                    lvc.update(buffer[i])
-                    s &+= 1
-                }
-            } else {
-                for i in 0..<n {
-                    buffer[i].seq = s
-                    s &+= 1
-                }
+            for i in 0..<n {
+                var e = buffer[i]
+                e.seq = s
+                lvc.update(e)
+                s &+= 1
             }
         }
     }

@@ -12,8 +12,9 @@ public final class RingConsumer: @unchecked Sendable {
     public let wait: WaitStrategy
     @usableFromInline let ring: BroadcastRing
     @usableFromInline let cell: Int
-    /// The next sequence to hand over. Touched by the polling thread only.
-    @usableFromInline var next: UInt64
+    /// The next sequence to hand over. Touched by the polling thread only (hence no dynamic exclusivity check:
+    /// it was a runtime call, `swift_beginAccess`, on every poll).
+    @exclusivity(unchecked) @usableFromInline var next: UInt64
     @usableFromInline let detached = Atomic<Bool>(false)
     /// The ring's control words, its slots and this consumer's cell, taken once (the ring keeps them alive).
     /// Reaching them through `ring.control` retained and released the words' owner on every poll: a write to
@@ -22,7 +23,11 @@ public final class RingConsumer: @unchecked Sendable {
     @usableFromInline let control: AtomicWordsView
     @usableFromInline let slots: AtomicWordsView
     @usableFromInline let cellWords: AtomicWordsView
+    /// The ring's constants the poll path needs, copied so that a poll reads nothing of the ring object: a line
+    /// shared with whatever the producer writes there would be invalidated under it once a batch.
     @usableFromInline let mask: UInt64
+    @usableFromInline let capacity: UInt64
+    @usableFromInline let asymmetricFences: Bool
 
     init(ring: BroadcastRing, cell: Int, name: String, policy: ConsumerPolicy, wait: WaitStrategy, next: UInt64) {
         self.ring = ring; self.cell = cell; self.name = name; self.policy = policy; self.wait = wait; self.next = next
@@ -30,6 +35,8 @@ public final class RingConsumer: @unchecked Sendable {
         slots = ring.slots.view
         cellWords = AtomicWordsView(base: ring.control[ring.cellWord(cell, 0)])
         mask = ring.mask
+        capacity = UInt64(ring.capacity)
+        asymmetricFences = ring.asymmetricFences
     }
 
     deinit {
@@ -54,7 +61,8 @@ public final class RingConsumer: @unchecked Sendable {
     func slot(_ sequence: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> { slots.eventSlot(sequence, mask: mask) }
 
     /// Waits, per the consumer's wait strategy, up to `timeoutNanos` (nil: until an event arrives or the ring
-    /// closes), then hands each available event, at most `maxBatch`, to `body` in sequence order.
+    /// closes), then hands each available event, at most `maxBatch`, to `body` in sequence order, stamped with
+    /// its sequence (the slot's own `seq` word is not relied on: a batch filled in place leaves it unwritten).
     ///
     /// A lossy consumer that was lapped first receives one GAP event (kind `.gap`, subject `gapSubject`, scope
     /// `.publisher`, `a` the first lost sequence, `b` the last, `seq` 0), then the last-value cache's entries
@@ -75,11 +83,11 @@ public final class RingConsumer: @unchecked Sendable {
             if available < next { return -1 }
         }
         let last = Swift.min(available, next &+ UInt64(maxBatch - 1))
-        let capacity = UInt64(ring.capacity)
         var s = next
         if policy == .lossy {
             while s <= last {
-                let e = slot(s).loadEvent()
+                var e = slot(s).loadEvent()
+                e.seq = s
                 // The copy is good only if no producer had claimed the sequence that reuses the slot.
                 atomicMemoryFence(ordering: .acquiring)
                 if control[BroadcastRing.claimedWord].pointee.load(ordering: .relaxed) >= s &+ capacity {
@@ -93,7 +101,9 @@ public final class RingConsumer: @unchecked Sendable {
             }
         } else {
             while s <= last {
-                body(slot(s).loadEvent())
+                var e = slot(s).loadEvent()
+                e.seq = s
+                body(e)
                 s &+= 1
             }
         }
@@ -113,7 +123,7 @@ public final class RingConsumer: @unchecked Sendable {
         }
         // Pairs with a parking producer (store waiting flag, barrier, load cursor); as in `endWrite`, a plain
         // store when the producer's membarrier supplies the barrier.
-        if ring.asymmetricFences {
+        if asymmetricFences {
             word(BroadcastRing.cellCursor).pointee.store(last, ordering: .releasing)
             atomicMemoryFence(ordering: .acquiringAndReleasing)
             if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .relaxed) != 0 { wakeProducer() }
@@ -203,7 +213,7 @@ public final class RingConsumer: @unchecked Sendable {
 
     private func park(deadline: Int64?) {
         control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        if ring.asymmetricFences { tw_membarrier() }
+        if asymmetricFences { tw_membarrier() }
         let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
         if control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent) >= next
             || control[BroadcastRing.closedWord].pointee.load(ordering: .sequentiallyConsistent) != 0

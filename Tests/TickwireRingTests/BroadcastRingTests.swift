@@ -29,7 +29,8 @@ struct BroadcastRingTests {
         #expect(BroadcastRing.layoutIsValid)
         let words = Dictionary(uniqueKeysWithValues: BroadcastRing.layout.map { ($0.name, $0.word) })
         #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "closed": 32, "gatingEpoch": 33,
-                          "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "claimed": 64,
+                          "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "next": 51,
+                          "claimed": 64,
                           "cell.cursor": 80, "cell.state": 81, "cell.producerWaiting": 82, "cell.stalls": 83,
                           "cell.delivered": 84, "cell.dropped": 85, "cell.resyncs": 86])
         #expect(BroadcastRing.wordsPerLine * 8 == 128)
