@@ -401,11 +401,11 @@ final class IndexFile {
         guard size == expected else { return .unusable("\(size) bytes, expected \(expected) for \(capacity) slots") }
         let file = try IndexFile(path: path, fd: fd, capacity: Int(capacity), seed: u64(Header.seed), count: Int(count),
                                  coveredThrough: u64(Header.coveredThrough))
+        ok = true   // the descriptor is `file`'s now: it closes it, whatever follows
         let table = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(file.slots), count: file.tableBytes)
         guard try FileIO.pread(fd, into: table, at: Int64(headerBytes), path: path) == file.tableBytes else {
             return .unusable("shorter than its table while reading it")
         }
-        ok = true
         return .valid(file)
     }
 
@@ -420,10 +420,10 @@ final class IndexFile {
             throw JournalError.fromErrno("posix_fallocate", path, rc)
         }
         let file: IndexFile
-        do {
-            file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough)
-            try file.writeHeader(count: count, coveredThrough: coveredThrough)
-        } catch { Glibc.close(fd); unlink(path); throw error }
+        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
+        catch { Glibc.close(fd); unlink(path); throw error }
+        // From here `file` owns the descriptor and closes it.
+        do { try file.writeHeader(count: count, coveredThrough: coveredThrough) } catch { unlink(path); throw error }
         return file
     }
 
