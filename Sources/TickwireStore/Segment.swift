@@ -247,38 +247,9 @@ private struct EncodedPart {
     /// `make` of each range, the first on the calling thread and the others on threads of their own.
     static func inParallel(_ ranges: [Range<Int>], _ make: @escaping (Range<Int>) -> EncodedPart) -> [EncodedPart] {
         guard ranges.count > 1 else { return ranges.map(make) }
-        let others = ranges.dropFirst().map { range in PartThread { make(range) } }
+        let others = ranges.dropFirst().map { range in BackgroundValue { make(range) } }
         let first = make(ranges[0])
-        return [first] + others.map { $0.join() }
-    }
-}
-
-/// One part encoded on a thread of its own.
-private final class PartThread: @unchecked Sendable {
-    private var thread = pthread_t()
-    private var result: EncodedPart?
-    private var started = false
-    private let body: () -> EncodedPart
-
-    init(_ body: @escaping () -> EncodedPart) {
-        self.body = body
-        let box = Unmanaged.passRetained(self).toOpaque()
-        let rc = pthread_create(&thread, nil, { arg in
-            let me = Unmanaged<PartThread>.fromOpaque(arg!).takeRetainedValue()
-            me.result = me.body()
-            return nil
-        }, box)
-        if rc != 0 {   // no thread: encode here
-            Unmanaged<PartThread>.fromOpaque(box).release()
-            result = body()
-        }
-        started = rc == 0
-    }
-
-    /// Waits for the part (the thread's exit orders its writes before this read).
-    func join() -> EncodedPart {
-        if started { pthread_join(thread, nil) }
-        return result!
+        return [first] + others.map(\.value)
     }
 }
 

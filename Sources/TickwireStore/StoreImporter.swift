@@ -1,4 +1,3 @@
-import Synchronization
 import TickwireCore
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +32,9 @@ public enum StoreImporter {
         public let name: String
         /// The key's start: the kind's hash and the file's size.
         let prefix: String
-        private let digest: Digest
+        /// The content's digest, computed on a thread of its own, which lets the mapping go once done (a second
+        /// mapping of the file would count again in the process's resident size).
+        private let digest: BackgroundValue<String>
 
         /// Maps the file and starts hashing it.
         /// - Parameters:
@@ -43,7 +44,7 @@ public enum StoreImporter {
             let map = try MappedFile(path: path)
             let kindHash = Array(kind.utf8).withUnsafeBytes { CRC32C.of($0) }
             prefix = "\(Self.hex(kindHash))-\(Self.hex(UInt64(map.bytes.count)))-"
-            digest = Digest(map)
+            digest = BackgroundValue { Identity.contentDigest(map.bytes) }
             name = "\(kind) \(path)"
         }
 
@@ -57,58 +58,17 @@ public enum StoreImporter {
             return String(repeating: "0", count: max(0, MemoryLayout<T>.size * 2 - s.count)) + s
         }
 
-        /// The content's CRC-32C and hash, computed on a thread of its own.
-        private final class Digest: @unchecked Sendable {
-            /// Let go once hashed: a second mapping of the file would count again in the process's resident size.
-            private var map: MappedFile?
-            private var thread = pthread_t()
-            private var started = false
-            /// Written by the thread; read after it is joined.
-            private var computed = ""
-            private let joined = Mutex<String?>(nil)
-
-            deinit {
-                // Never waited for: let the thread end by itself (this may run on it, holding the last reference).
-                if started && joined.withLock({ $0 == nil }) { pthread_detach(thread) }
+        /// The content's CRC-32C and hash, in hex.
+        static func contentDigest(_ p: UnsafeRawBufferPointer) -> String {
+            let crc = CRC32C.of(p)
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+            let words = p.count / 8
+            for i in 0..<words {
+                h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                h ^= h >> 29
             }
-
-            init(_ map: MappedFile) {
-                self.map = map
-                let box = Unmanaged.passRetained(self).toOpaque()
-                started = pthread_create(&thread, nil, { arg in
-                    let me = Unmanaged<Digest>.fromOpaque(arg!).takeRetainedValue()
-                    me.computed = Digest.of(me.map.unsafelyUnwrapped.bytes)
-                    me.map = nil
-                    return nil
-                }, box) == 0
-                if !started {
-                    Unmanaged<Digest>.fromOpaque(box).release()
-                    computed = Digest.of(map.bytes)
-                    self.map = nil
-                }
-            }
-
-            /// Waits for the thread the first time.
-            var value: String {
-                joined.withLock { value in
-                    if let value { return value }
-                    if started { pthread_join(thread, nil) }
-                    value = computed
-                    return computed
-                }
-            }
-
-            static func of(_ p: UnsafeRawBufferPointer) -> String {
-                let crc = CRC32C.of(p)
-                var h: UInt64 = 0x9E37_79B9_7F4A_7C15
-                let words = p.count / 8
-                for i in 0..<words {
-                    h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-                    h ^= h >> 29
-                }
-                for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
-                return "\(hex(crc))-\(hex(h))"
-            }
+            for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
+            return "\(hex(crc))-\(hex(h))"
         }
     }
 

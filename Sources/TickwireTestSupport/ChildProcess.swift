@@ -125,18 +125,22 @@ public func freePort() -> Int {
         guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(s) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if bound == 0 { return port }
+        if withLoopback(port: port, { bind(s, $0, $1) }) == 0 { return port }
     }
 }
 
 private let handedOut = Locked(Set<Int>())
+
+/// Calls `body` with 127.0.0.1:`port` as a `sockaddr` and its length (for `bind` and `connect`).
+func withLoopback<R>(port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = UInt16(port).bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+}
 
 /// A fresh directory under the system's temporary directory.
 public func temporaryDirectory(_ name: String) -> String {
