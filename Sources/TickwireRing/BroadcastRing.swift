@@ -30,7 +30,8 @@ public final class BroadcastRing: @unchecked Sendable {
     //    0   │  0        │ published         │ the producer, once a publish      │ every consumer, spinning
     //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
     //    1   │ 16        │ parked            │ consumers about to sleep          │ the producer, once a publish
-    //        │ 17        │ wakeEpoch (futex) │ the producer, waking them         │ sleeping consumers
+    //        │ 17        │ wakeEpoch (futex) │ the producer, waking them         │ parked consumers
+    //        │ 18        │ napEpoch (futex)  │ close(), removeConsumer           │ napping (`.sleep`) consumers
     //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
     //    2   │ 32        │ closed            │ close()                           │ consumers, when waiting
     //        │ 33        │ gatingEpoch       │ attaching/removing blocking ones  │ the producer, per publish
@@ -68,6 +69,9 @@ public final class BroadcastRing: @unchecked Sendable {
     @inlinable static var publishedWord: Int { word(line: publishedLine, field: 0) }
     @inlinable static var parkedWord: Int { word(line: parkingLine, field: 0) }
     @inlinable static var wakeEpochWord: Int { word(line: parkingLine, field: 1) }
+    /// What `.sleep` consumers nap on: only `close` and `removeConsumer` move it. On `wakeEpoch` they were woken by
+    /// every publish that woke a parked consumer beside them (the daemon's store writer and alerts, per event).
+    @inlinable static var napEpochWord: Int { word(line: parkingLine, field: 2) }
     @inlinable static var closedWord: Int { word(line: membershipLine, field: 0) }
     /// Bumped whenever the set of blocking consumers changes.
     @inlinable static var gatingEpochWord: Int { word(line: membershipLine, field: 1) }
@@ -102,6 +106,7 @@ public final class BroadcastRing: @unchecked Sendable {
     private static let shared: [(name: String, line: Int, word: Int)] = [
         ("published", publishedLine, publishedWord),
         ("parked", parkingLine, parkedWord), ("wakeEpoch", parkingLine, wakeEpochWord),
+        ("napEpoch", parkingLine, napEpochWord),
         ("closed", membershipLine, closedWord), ("gatingEpoch", membershipLine, gatingEpochWord),
         ("unguardedReaders", membershipLine, unguardedReadersWord),
         ("gate", gateLine, gateWord), ("seenGatingEpoch", gateLine, seenGatingEpochWord), ("stalls", gateLine, stallsWord),
@@ -428,6 +433,12 @@ public final class BroadcastRing: @unchecked Sendable {
         _ = tw_futex_wake(control.futexWord(BroadcastRing.wakeEpochWord), Int32.max)
     }
 
+    /// Wakes the napping (`.sleep`) consumers: for `close` and `removeConsumer` only, never for an event.
+    func wakeNappers() {
+        control[BroadcastRing.napEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        _ = tw_futex_wake(control.futexWord(BroadcastRing.napEpochWord), Int32.max)
+    }
+
     /// Multi-producer: waits until every earlier claim is published, so sequences become visible in order.
     @usableFromInline
     func awaitTurn(_ first: UInt64) {
@@ -513,6 +524,7 @@ public final class BroadcastRing: @unchecked Sendable {
         control[BroadcastRing.closedWord].pointee.store(1, ordering: .sequentiallyConsistent)
         control[BroadcastRing.parkedWord].pointee.store(1, ordering: .sequentiallyConsistent)
         wakeConsumers()
+        wakeNappers()
     }
 
     // MARK: - Consumers
@@ -587,6 +599,7 @@ public final class BroadcastRing: @unchecked Sendable {
         // A parked consumer being removed wakes and sees it.
         control[BroadcastRing.parkedWord].pointee.store(1, ordering: .sequentiallyConsistent)
         wakeConsumers()
+        wakeNappers()
     }
 
     /// Called by a consumer's deinit, after its last poll (and after `deactivate`): from here it can copy no

@@ -202,13 +202,16 @@ public final class RingConsumer: @unchecked Sendable {
         }
     }
 
-    /// Sleeps on the wake epoch for at most `nanos` without counting as parked: the producer never wakes this
-    /// consumer for an event, only `close` and `removeConsumer` do (they bump the epoch for everyone).
+    /// Sleeps on the nap epoch for at most `nanos` without counting as parked: the producer never wakes this
+    /// consumer for an event, not even when it wakes parked consumers beside it; only `close` and `removeConsumer`
+    /// do (they bump the nap epoch for everyone).
     private func nap(_ nanos: Int64, deadline: Int64?) {
-        let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .acquiring)
+        // The epoch before the checks: a close or removal after them moves it, and the wait returns at once.
+        let epoch = control[BroadcastRing.napEpochWord].pointee.load(ordering: .acquiring)
+        if control[BroadcastRing.closedWord].pointee.load(ordering: .acquiring) != 0 || detached.load(ordering: .acquiring) { return }
         var timeout = Swift.max(1_000, nanos)
         if let deadline { timeout = Swift.min(timeout, Swift.max(0, deadline &- monotonicNanos())) }
-        _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
+        _ = tw_futex_wait(control.futexWord(BroadcastRing.napEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
     }
 
     private func park(deadline: Int64?) {

@@ -28,7 +28,7 @@ struct BroadcastRingTests {
     @Test func controlWordsAreWhereTheDrawingPutsThem() {
         #expect(BroadcastRing.layoutIsValid)
         let words = Dictionary(uniqueKeysWithValues: BroadcastRing.layout.map { ($0.name, $0.word) })
-        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "closed": 32, "gatingEpoch": 33,
+        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "napEpoch": 18, "closed": 32, "gatingEpoch": 33,
                           "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "next": 51,
                           "claimed": 64,
                           "cell.cursor": 80, "cell.state": 81, "cell.producerWaiting": 82, "cell.stalls": 83,
@@ -386,13 +386,15 @@ struct BroadcastRingTests {
         #expect(rowsSeen > 0, "no consumer was ever listed: the check above proved nothing")
     }
 
-    /// A sleeping consumer is never woken for events (it finds them at its next look, here an hour away), but
-    /// `close` and `removeConsumer` wake it at once, however long its sleep.
+    /// A sleeping consumer is never woken for events (it finds them at its next look, here an hour away), not even
+    /// when the publish wakes a parked consumer beside it, but `close` and `removeConsumer` wake it at once,
+    /// however long its sleep.
     @Test func sleepingConsumersWakeForCloseAndRemovalNotForEvents() {
         let ring = BroadcastRing(capacity: 64, gapSubject: Self.gapSubject)
         let hour = WaitStrategy.sleep(nanoseconds: 3_600_000_000_000)
         let closing = ring.addConsumer(name: "closing", policy: .blocking, wait: hour)
         let removed = ring.addConsumer(name: "removed", policy: .lossy, wait: hour)
+        let parked = ring.addConsumer(name: "parked", policy: .blocking, wait: .park)
         let handed = Shared<[String: Int]>([:])
         let results = Shared<[String: Double]>([:])
         func waiter(_ c: RingConsumer, _ timeout: Int64?) -> TestThread {
@@ -405,17 +407,18 @@ struct BroadcastRingTests {
                 results.with { $0[c.name] = Date().timeIntervalSince(t0) }
             }
         }
-        let a = waiter(closing, nil), b = waiter(removed, nil)
-        usleep(50_000)                     // both asleep
+        let a = waiter(closing, nil), b = waiter(removed, nil), c = waiter(parked, nil)
+        usleep(50_000)                     // all three asleep
         _ = ring.publish(quote(1, 1))
         _ = ring.publish(quote(1, 2))
         usleep(200_000)                    // a sleeper woken by the publish would have taken them by now
         let beforeWaking = handed.get
-        #expect(beforeWaking.isEmpty, "sleeping consumers were woken for events: \(beforeWaking)")
+        #expect(beforeWaking == ["parked": 2], "only the parked consumer is woken for events: \(beforeWaking)")
         ring.removeConsumer(removed)
         b.join()
         ring.close()
         a.join()
+        c.join()
         let r = results.get
         #expect(r["removed"] ?? 99 < 5)
         #expect(r["closing"] ?? 99 < 5)
