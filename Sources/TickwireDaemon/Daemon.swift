@@ -35,9 +35,11 @@ public enum DaemonError: Error, CustomStringConvertible {
 /// The feed handler: sources normalize into one broadcast ring; consumers fan the ring out to ZeroMQ and to
 /// in-process subscribers. One owner per concern; this type only wires them and runs their threads.
 ///
-/// Threads (2 cores): one per source, one for the ZeroMQ publisher (a blocking ring consumer: ZeroMQ itself
-/// never blocks, it drops per subscriber at the high-water mark, so this stage slows the feed only when the
-/// machine cannot encode and send as fast as the sources produce), the in-process subscription hub (lossy).
+/// Threads (2 cores): one per source, which also sends to ZeroMQ what it published when no other thread is
+/// sending (`PublishStage`: the wire is a blocking ring consumer, but ZeroMQ itself never blocks, it drops per
+/// subscriber at the high-water mark, so it slows the feed only when the machine cannot encode and send as fast
+/// as the sources produce); one publisher thread that takes over in a flood; the in-process subscription hub
+/// (lossy).
 public final class Daemon: @unchecked Sendable {
     public let config: DaemonConfig
     public let subjects = SubjectTable()
@@ -52,7 +54,8 @@ public final class Daemon: @unchecked Sendable {
     /// Core NATS, when `[publish.nats]` or `--nats` names servers.
     private var natsPublisher: NATSPublisher?
     private var publishLatency = LatencyHistogram()
-    private var publisherConsumer: RingConsumer!
+    /// Sends the ring's events to ZeroMQ and NATS from the thread that holds its turn (see `PublishStage`).
+    private var publishStage: PublishStage!
     /// Active/active: the market-data lease (nil: this daemon always publishes). Only its holder's publisher sends.
     private(set) var lease: MarketDataLease?
     private var consumers: [RingConsumer] = []
@@ -93,8 +96,10 @@ public final class Daemon: @unchecked Sendable {
         self.logger = logger
         lastValues = LastValueCache(maxSubjects: 1 << 16)
         gapSubject = subjects.intern(text: "SYS.GAP")
-        // Symmetric fences: the publisher parks each time it catches up with the sources, and a membarrier per
-        // park cost more than a locked store per publish (5% of the path's CPU per message, BENCHMARKS.md).
+        // Symmetric fences: when the publisher parked on the ring each time it caught up with the sources, a
+        // membarrier per park cost more than a locked store per publish (5% of the path's CPU per message,
+        // BENCH-HISTORY E3). Since it sends in turns (`PublishStage`) only the hub parks here: asymmetric fences
+        // may pay again, not measured yet.
         ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues,
                              asymmetricFences: false)
         hub = SubscriptionHub(ring: ring, subjects: subjects, gapSubject: gapSubject)
@@ -151,6 +156,18 @@ public final class Daemon: @unchecked Sendable {
                 throw .nats(config.natsServers, error)
             }
         }
+        if let rep = config.tradeReplication {
+            var lc = MarketDataLease.Config(servers: rep.servers, node: rep.node)
+            lc.replicas = rep.replicas
+            lc.termMs = Int64(config.marketDataLeaseMs)
+            let lease = MarketDataLease(lc, log: { [logger] in logger.notice("\($0)") })
+            lease.start()
+            self.lease = lease
+            natsPublisher?.holdsLease = { lease.isActive() }
+        }
+        // Before any producer: the trade-event forwarder, alerts and the sources send through it (`kick`).
+        publishStage = PublishStage(publisher: publisher, ring: ring, lease: lease, takeover: subjects.intern(text: "SYS.TAKEOVER"))
+        consumers.append(publishStage.consumer)
         // The trade service starts here. Risk checks each trade before it is journaled, and
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
@@ -194,7 +211,7 @@ public final class Daemon: @unchecked Sendable {
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
-        spawn("trade-events") { [ring, tradeEvents] in tradeEvents.run(ring) }
+        spawn("trade-events") { [ring, tradeEvents, publishStage] in tradeEvents.run(ring, afterPublish: publishStage!.kick) }
         if config.tradeReplication != nil || natsPublisher != nil {
             let given = monitorPeers
             monitorPeers = { [unowned self] in given() + replicationPeers() + natsPeers() }
@@ -215,18 +232,7 @@ public final class Daemon: @unchecked Sendable {
             throw .endpointBusy("metrics \(config.metricsEndpoint) (\(error))")
         }
 
-        if let rep = config.tradeReplication {
-            var lc = MarketDataLease.Config(servers: rep.servers, node: rep.node)
-            lc.replicas = rep.replicas
-            lc.termMs = Int64(config.marketDataLeaseMs)
-            let lease = MarketDataLease(lc, log: { [logger] in logger.notice("\($0)") })
-            lease.start()
-            self.lease = lease
-            natsPublisher?.holdsLease = { lease.isActive() }
-        }
-        publisherConsumer = ring.addConsumer(name: "zmq-publisher", policy: .blocking, wait: .park)
-        consumers.append(publisherConsumer)
-        spawn("publisher") { [self] in runPublisher() }
+        spawn("publisher") { [publishStage] in publishStage!.run() }
         if let nats = natsPublisher { spawn("nats") { nats.run() } }
         if let budget = publisher.budget { spawn("pub-budget") { budget.run() } }
         spawn("hub") { [self] in hub.run() }
@@ -259,7 +265,8 @@ public final class Daemon: @unchecked Sendable {
             // The source and its sink are used by this thread alone from here on. A source that flushes before it
             // waits gets a collecting sink: its events reach the ring in batches, one claim each (the ring has
             // several producers: the sources, trade events, alerts and risk).
-            let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index), collects: source.flushesSink)
+            let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index), collects: source.flushesSink,
+                                afterPublish: publishStage.kick)
             let owned = Unchecked((source, sink))
             spawn("source-\(source.name)") { [self] in
                 let (source, sink) = owned.value
@@ -290,6 +297,7 @@ public final class Daemon: @unchecked Sendable {
         lease?.stop()
         stop.raise()
         ring.close()
+        publishStage?.wakeThread()
         hub.wake()
         while running.load(ordering: .acquiring) > 0 { usleep(1_000) }
         publisher = nil
@@ -430,41 +438,6 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: - Wiring
 
-    private func runPublisher() {
-        let publisher = self.publisher!
-        // Active/active: events pass only while this daemon holds the market-data lease (checked per batch and,
-        // against its end, every millisecond within one); a takeover is announced first on SYS.TAKEOVER with the
-        // time range subscribers may have missed between the two publishers. The NATS publisher is fed from
-        // `send`, so the lease gates it too.
-        let lease = self.lease
-        let takeover = subjects.intern(text: "SYS.TAKEOVER")
-        while true {
-            for t in lease?.takeTakeovers() ?? [] {
-                // What this daemon published before it last lost the lease is older than the other's since.
-                if publisher.snapshotValues != nil { publisher.snapshotValues = PublishedLastValues() }
-                publisher.send(Event(subjectID: takeover, kind: .gap, flags: 2, eventTime: Nanos(t.to), knownTime: .now(),
-                                     a: t.from, b: t.to))
-            }
-            var until: Int64 = 0
-            let n = publisherConsumer.poll(maxBatch: 256, timeoutNanos: 100_000_000) { event in
-                if let lease {
-                    let now = tw_monotonic_ns()
-                    if now >= until {
-                        guard lease.isActive(now: now) else { return }
-                        until = now + 1_000_000
-                    }
-                }
-                publisher.send(event)
-            }
-            if n > 0 { publisher.natsHandoff?.wakeConsumer() }
-            if publisher.snapshotSocket != nil { publisher.serveSnapshots(standby: lease.map { !$0.isActive() } ?? false) }
-            if n < 0 { break }
-        }
-        publisher.natsHandoff?.close()
-        publisher.snapshotSocket?.close()
-        publisher.stopBudget()
-    }
-
     /// Appends what the ring carries, flushes (fdatasync) at least once a second and when the feed goes quiet,
     /// and on shutdown flushes and seals every trading date before today. A write error (a full disk) is logged
     /// with its file and errno and counted; the writer counts the events it could not keep, retries by itself
@@ -565,6 +538,7 @@ public final class Daemon: @unchecked Sendable {
                 var done = 0
                 while done < batch.count { done += ring.publish(contentsOf: UnsafeBufferPointer(rebasing: batch[done...])) }
             }
+            if !raised.isEmpty { publishStage.kick() }
             for alert in raised { recentAlerts.record(alert, subject: subjects.text(alert.subjectID)) }
             raised.removeAll(keepingCapacity: true)
             // Limit use, once a second per desk with trades: RISK.<DESK>.
@@ -577,6 +551,7 @@ public final class Daemon: @unchecked Sendable {
                     ring.publish(Event(subjectID: id, kind: .risk, eventTime: now, knownTime: now,
                                        a: use.position, b: use.notional, c: use.pnl, d: use.usedBasisPoints))
                 }
+                if !risk.desks.isEmpty { publishStage.kick() }
             }
         }
     }

@@ -21,15 +21,22 @@ public final class RingSink: EventSink {
     /// The most events collected before they are published: 64 (the relay sources' batch), or the ring's
     /// `maxPublishBatch` if smaller. An event waits at most for the source to produce this many more.
     public let batchLimit: Int
+    /// Called on this sink's thread after each publish into the ring (the daemon sends what waits to ZeroMQ from
+    /// there when no other thread is sending).
+    @usableFromInline let afterPublish: (() -> Void)?
     @usableFromInline let pending: UnsafeMutablePointer<Event>
     @usableFromInline var pendingCount = 0
 
-    /// - Parameter collects: collect emitted events until `flush` (the source must flush whenever it waits).
-    public init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16 = 0, collects: Bool = false) {
+    /// - Parameters:
+    ///   - collects: collect emitted events until `flush` (the source must flush whenever it waits).
+    ///   - afterPublish: called after each publish into the ring, on the sink's thread.
+    public init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16 = 0, collects: Bool = false,
+                afterPublish: (() -> Void)? = nil) {
         self.ring = ring
         self.subjects = subjects
         self.source = source
         self.collects = collects
+        self.afterPublish = afterPublish
         batchLimit = Swift.min(64, ring.maxPublishBatch)
         pending = .allocate(capacity: batchLimit)
     }
@@ -45,6 +52,7 @@ public final class RingSink: EventSink {
         e.source = source
         guard collects else {
             ring.publish(e)
+            afterPublish?()
             return
         }
         (pending + pendingCount).initialize(to: e)
@@ -54,11 +62,13 @@ public final class RingSink: EventSink {
 
     /// Publishes what `emit` collected (nothing when the sink does not collect).
     public func flush() {
+        guard pendingCount > 0 else { return }
         var done = 0
         while done < pendingCount {
             done += ring.publish(contentsOf: UnsafeBufferPointer(start: pending + done, count: pendingCount - done))
         }
         pendingCount = 0
+        afterPublish?()
     }
 
     /// One claim, one publishing store and at most one wake-up per `maxPublishBatch` events, after what was
@@ -76,5 +86,6 @@ public final class RingSink: EventSink {
                 }
             }
         }
+        if batch.count > 0 { afterPublish?() }
     }
 }

@@ -20,8 +20,8 @@ final class TradeEventForwarder: @unchecked Sendable {
         if wasEmpty { ready.signal() }
     }
 
-    /// Publishes what is pushed until `close`, then what is left.
-    func run(_ ring: BroadcastRing) {
+    /// Publishes what is pushed until `close`, then what is left, calling `afterPublish` after each batch.
+    func run(_ ring: BroadcastRing, afterPublish: () -> Void) {
         var batch: [Event] = []
         while true {
             ready.wait()
@@ -34,6 +34,7 @@ final class TradeEventForwarder: @unchecked Sendable {
                 var done = 0
                 while done < events.count { done += ring.publish(contentsOf: UnsafeBufferPointer(rebasing: events[done...])) }
             }
+            if !batch.isEmpty { afterPublish() }
             batch.removeAll(keepingCapacity: true)
             if closed { return }
         }
