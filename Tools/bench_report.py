@@ -11,7 +11,7 @@ The inputs, all in Benchmarks/Results/:
 - `package-benchmark/*.p90.json`: package-benchmark's p90 per metric of the gated benchmarks (the allocation gate's
   Ring.*, Router.* and Codec.*), exported with `--format metricP90AbsoluteThresholds`;
 - `environment.json`: the machine the fresh JSON came from (CPU, kernel, Swift, libzmq, nats-server), written
-  by --run;
+  by --run; `runs.json`: when each suite last ran and the load average then (its rows' date);
 - `carried.json`: dated rows carried from earlier runs for the suites not re-run (the slow ones). A fresh suite's
   row replaces the carried row with the same id.
 
@@ -42,7 +42,12 @@ SUITES = {
     "nats": ["nats", "--runs", "3"],
     "replicated": ["replicated", "--events", "20000", "--runs", "3"],
     "submit": ["submit", "--runs", "5"],
+    # Narrow runs of two suites whose full runs are long, for the rows that carry goals.
+    "e2e_latency": ["e2e", "--runs", "7", "--param", "only=latency"],
+    "ring_spsc": ["ring", "--events", "10000000", "--runs", "9", "--param", "only=spsc"],
 }
+# The component a suite's rows belong to, where it is not the suite's own name.
+COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal"}
 QUICK = ["itch", "router", "alloc"]
 GATED = r"^(Ring|Router|Codec)\..*"
 
@@ -101,6 +106,17 @@ def environment():
     }
 
 
+def stamp(suite):
+    """Records when `suite` ran and the load then, for its rows' date column."""
+    path = os.path.join(RESULTS, "runs.json")
+    runs = json.load(open(path)) if os.path.exists(path) else {}
+    env = environment()
+    runs[suite] = {"date_utc": env["date_utc"], "load_average": env["load_average"]}
+    with open(path, "w") as f:
+        json.dump(runs, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
 def run(which, bench):
     os.makedirs(RESULTS, exist_ok=True)
     commands_path = os.path.join(RESULTS, "commands.json")
@@ -118,6 +134,7 @@ def run(which, bench):
             print("running:", " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, cwd=os.path.join(ROOT, "Benchmarks"), check=True, stdout=sys.stderr)
             commands["alloc"] = "cd Benchmarks && swift package benchmark --target CoreBenchmarks --target RingBenchmarks"
+            stamp(name)
             continue
         cmd = [bench] + SUITES[name]
         print("running:", " ".join(cmd), file=sys.stderr)
@@ -126,6 +143,7 @@ def run(which, bench):
         with open(os.path.join(RESULTS, name + ".json"), "w") as f:
             f.write(text)
         commands[name] = "tickwire-bench " + " ".join(SUITES[name])
+        stamp(name)
     env = environment()
     with open(os.path.join(RESULTS, "environment.json"), "w") as f:
         json.dump(env, f, indent=2, sort_keys=True)
@@ -227,7 +245,83 @@ def rows_alloc(directory, cmd, date):
     return rows
 
 
-FRESH = {"itch": rows_itch, "router": rows_router}
+def rows_e2e(d, cmd, date):
+    """Throughput, CPU and the alert rules' cost from a full e2e run (its latency is one round: see e2e_latency)."""
+    dm, pm = d["daemon_msgs_per_s"], d["zmq_proxy_msgs_per_s"]
+    ratio = d["daemon_over_proxy_median"]
+    return [
+        dict(id="e2e.throughput", measure="daemon throughput (ZeroMQ in → ring → ZeroMQ out, store, alerts, hub)",
+             value=f"{m(dm['median'])} msgs/s (median of {d['runs']}; best {m(dm['best'])})",
+             baseline=f"zmq_proxy, same messages, interleaved: {m(pm['median'])} (best {m(pm['best'])})",
+             ratio=f"{ratio:.2f} (best rounds {d['daemon_over_proxy_best']:.2f})",
+             goal="≥ 1.0× (issue 17)", status=status(ratio >= 1.0), date=date, command=cmd),
+        dict(id="e2e.cpu", measure="CPU per delivered message, proxy ÷ daemon",
+             value=f"{d['daemon_cpu_ns_per_msg']:,.0f} ns (daemon)", baseline=f"zmq_proxy {d['zmq_proxy_cpu_ns_per_msg']:,.0f} ns",
+             ratio=f"{d['proxy_over_daemon_cpu_per_msg_median']:.2f}", goal="—", status="—", date=date, command=cmd),
+        dict(id="e2e.rules", measure="daemon with every alert rule on ÷ no rules",
+             value=f"{m(dm['median'])} / {m(d['daemon_without_alert_rules_msgs_per_s']['median'])} msgs/s",
+             baseline="the daemon with alerts = []", ratio=f"{d['alert_rules_on_over_off_median']:.2f}×",
+             goal="≤ 10% loss (issue 7)", status=status(d["alert_rules_on_over_off_median"] >= 0.9), date=date, command=cmd),
+    ]
+
+
+def rows_e2e_latency(d, cmd, date):
+    """Paced latency of both paths, round by round; the ratio is the median of per-round ratios."""
+    def med(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    dp50, pp50, dp99, pp99 = d["daemon_p50_ns"], d["zmq_proxy_p50_ns"], d["daemon_p99_ns"], d["zmq_proxy_p99_ns"]
+    r50, r99 = d["daemon_over_proxy_p50_median"], d["daemon_over_proxy_p99_median"]
+    rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(dp50, pp50))
+    hand = d["daemon_hand_off_p50_at_most_ns"]
+    return [
+        dict(id="e2e.latency", measure=f"publish → receive at {d['latency_rate_msgs_per_s'] // 1000}k msgs/s, p50 / p99",
+             value=f"{dur(med(dp50))}; p99 {dur(med(dp99))} (medians of {len(dp50)} rounds)",
+             baseline=f"zmq_proxy, rounds taking turns: {dur(med(pp50))}; p99 {dur(med(pp99))}",
+             ratio=f"p50 {r50:.2f}× (rounds {rounds}); p99 {r99:.2f}×",
+             goal="p50 ≤ 1.2× (issue 17)", status=status(r50 <= 1.2), date=date, command=cmd),
+        dict(id="e2e.handoff", measure="bench send → the daemon's hand-off to ZeroMQ, p50 (power-of-two bucket)",
+             value="≤ " + (dur(min(hand)) if min(hand) == max(hand) else f"{dur(min(hand))}–{dur(max(hand))}"), baseline=f"the whole zmq_proxy path's p50, same rounds: {dur(min(pp50))}–{dur(max(pp50))}",
+             ratio="—", goal="—", status="diagnostic", date=date, command=cmd),
+    ]
+
+
+def rows_ring_spsc(d, cmd, date):
+    def rng(xs):
+        return f"{m(min(xs))}–{m(max(xs))}"
+    single, multi = d["ratio_ring_batch64_vs_plain_spsc_ring_batch64"], d["ratio_ring_multi_batch64_vs_plain_spsc_ring_batch64"]
+    per_round = [a / b for a, b in zip(d["ring_batch64"], d["plain_spsc_ring_batch64"])]
+    return [
+        dict(id="ring.spsc.batch64.vs_plain", measure="SPSC, batches of 64, pinned",
+             value=f"{rng(d['ring_batch64'])} ev/s (one producer); {rng(d['ring_multi_batch64'])} (multi-producer path)",
+             baseline=f"plain in-place SPSC ring, same pinning, rounds taking turns: {rng(d['plain_spsc_ring_batch64'])}",
+             ratio=f"{single:.2f}× single (rounds {min(per_round):.2f}–{max(per_round):.2f}), {multi:.2f}× multi (medians of per-round ratios, {d['runs']} rounds)",
+             goal="≥ 0.95× the plain ring (issue 17)", status=f"single: {status(single >= 0.95)}; multi: {status(multi >= 0.95)}",
+             date=date, command=cmd),
+    ]
+
+
+def rows_submit(d, cmd, date):
+    med, ratios = d["per_second_median"], d["ratios_median_of_rounds"]
+    by_round = d["ratios_by_round"].get("command_vs_service_in_process", [])
+    spread = f" ({min(by_round):.2f}–{max(by_round):.2f})" if by_round else ""
+    cpu = d["command_cpu_micros_per_trade_rounds"]["command"]
+    vs_service, vs_sqlite = ratios["command_vs_service_in_process"], ratios["command_vs_sqlite"]
+    return [
+        dict(id="journal.trade_submit",
+             measure=f"tickwire trade submit --file, {d['trades']:,} trades, end to end (a real `tickwire run`, fresh each round)",
+             value=f"median {m(med['command'])}/s ({d['runs']} rounds); the command's CPU {min(cpu):.1f}–{max(cpu):.1f} µs a trade",
+             baseline=f"same rounds: the trade service in process {m(med['service_in_process'])}/s; one in-process client with "
+                      f"pre-encoded frames {m(med['daemon_pre_encoded'])}/s; SQLite {m(med['sqlite'])}/s",
+             ratio=f"{vs_service:.2f}× the service{spread}; {ratios['command_vs_daemon_pre_encoded']:.2f}× the pre-encoded client; "
+                   f"{vs_sqlite:,.0f}× SQLite",
+             goal="≥ 0.8× the service; ≥ 20× SQLite (issue 17)",
+             status=f"service: {status(vs_service >= 0.8)}; SQLite: {status(vs_sqlite >= 20)}", date=date, command=cmd),
+    ]
+
+
+FRESH = {"itch": rows_itch, "router": rows_router, "e2e": rows_e2e, "e2e_latency": rows_e2e_latency,
+         "ring_spsc": rows_ring_spsc, "submit": rows_submit}
 
 
 def load_rows():
@@ -237,6 +331,12 @@ def load_rows():
     env_path = os.path.join(RESULTS, "environment.json")
     env = json.load(open(env_path)) if os.path.exists(env_path) else {}
     fresh_date = env.get("date_utc", "?")
+    runs_path = os.path.join(RESULTS, "runs.json")
+    runs = json.load(open(runs_path)) if os.path.exists(runs_path) else {}
+
+    def date_of(suite):
+        r = runs.get(suite)
+        return f"{r['date_utc']} (load {r['load_average']})" if r else fresh_date
     by_component = {k: list(v) for k, v in carried.items() if not k.startswith("_")}
     fresh_suites = []
     for suite, fn in FRESH.items():
@@ -244,12 +344,12 @@ def load_rows():
         if not os.path.exists(path):
             continue
         fresh_suites.append(suite)
-        rows = fn(json.load(open(path)), commands.get(suite, "tickwire-bench " + " ".join(SUITES[suite])), fresh_date)
-        replace(by_component.setdefault(suite, []), rows)
+        rows = fn(json.load(open(path)), commands.get(suite, "tickwire-bench " + " ".join(SUITES[suite])), date_of(suite))
+        replace(by_component.setdefault(COMPONENT_OF.get(suite, suite), []), rows)
     alloc_dir = os.path.join(RESULTS, "package-benchmark")
     if glob.glob(os.path.join(alloc_dir, "*.p90.json")):
         fresh_suites.append("alloc")
-        rows = rows_alloc(alloc_dir, commands.get("alloc", "Tools/alloc_gate.sh"), fresh_date)
+        rows = rows_alloc(alloc_dir, commands.get("alloc", "Tools/alloc_gate.sh"), date_of("alloc"))
         by_component["allocations"] = rows + by_component.get("allocations", [])
     return by_component, env, fresh_suites, carried.get("_note", "")
 
