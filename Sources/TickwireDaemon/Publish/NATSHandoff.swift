@@ -2,8 +2,9 @@ import CTickwireSys
 import Synchronization
 import TickwireCore
 
-/// A bounded single-producer, single-consumer queue of encoded wire messages: the ZeroMQ publisher thread hands
-/// each payload it sent (already numbered) to the NATS publisher thread.
+/// A bounded single-producer, single-consumer queue of encoded wire messages: the thread sending to ZeroMQ (the
+/// holder of `PublishStage`'s turn, one at a time, the turn ordering them) hands each payload it sent (already
+/// numbered) to the NATS publisher thread.
 ///
 /// Why not a second ring consumer: NATS must carry the same `seq`/`subject_seq` as ZeroMQ, and those numbers
 /// depend on every event before them. A lossy ring consumer that is lapped cannot number what follows the loss;
@@ -51,7 +52,7 @@ final class NATSHandoff: @unchecked Sendable {
         slots.deallocate()
     }
 
-    // MARK: Producer (the ZeroMQ publisher thread)
+    // MARK: Producer (the holder of the publish turn)
 
     /// Copies one payload in; never waits. - Returns: false when the queue was full (the message is counted as
     /// dropped).

@@ -4,7 +4,8 @@ import TickwireCore
 import TickwireZMQ
 
 /// The daemon's outbound stage: encodes ring events into the two-frame wire format (docs/PROTOCOL.md) and
-/// sends them on a ZeroMQ PUB socket. Runs on one thread; allocates nothing per event.
+/// sends them on a ZeroMQ PUB socket. Used by one thread at a time (the holder of `PublishStage`'s turn);
+/// allocates nothing per event.
 ///
 /// ZeroMQ filters by subject prefix at this socket and never blocks it: a subscriber whose queue reaches the
 /// high-water mark loses messages, and sees the loss as a jump in `seq` and `subject_seq`.
@@ -13,8 +14,8 @@ import TickwireZMQ
 final class ZMQPublisher {
     let socket: ZMQSocket
     let subjects: SubjectTable
-    // The publisher thread's own state: exclusivity is not checked at run time (a runtime call pair and a
-    // thread-local lookup per access, per event).
+    // The sending thread's own state (one at a time, ordered by the turn): exclusivity is not checked at run
+    // time (a runtime call pair and a thread-local lookup per access, per event).
     @exclusivity(unchecked) private var sequencer = WireSequencer()
     private let payload = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
     /// Sends libzmq refused (counted, never thrown: one bad moment must not stop the feed). Read by metrics.
@@ -25,13 +26,13 @@ final class ZMQPublisher {
     static let latencySampleEvery: UInt64 = 16
     @exclusivity(unchecked) private var sent: UInt64 = 0
 
-    /// Where each numbered payload is also handed, for the NATS publisher's thread (nil: no NATS). Set before the
-    /// publisher thread starts. Like the snapshot fields below, read per event and touched by that thread alone from
-    /// then on: exclusivity is not checked at run time (a runtime call and a thread-local lookup per read).
+    /// Where each numbered payload is also handed, for the NATS publisher's thread (nil: no NATS). Set before any
+    /// thread sends. Like the snapshot fields below, read per event and touched by the turn's holder alone from then
+    /// on: exclusivity is not checked at run time (a runtime call and a thread-local lookup per read).
     @exclusivity(unchecked) var natsHandoff: NATSHandoff? = nil
 
     /// The snapshot socket (REP, docs/PROTOCOL.md "Snapshot") and the last values it answers from, when
-    /// `[publish] snapshot_endpoint` is set; served by the publisher thread between batches (`serveSnapshots`).
+    /// `[publish] snapshot_endpoint` is set; served by the turn's holder between batches (`serveSnapshots`).
     @exclusivity(unchecked) var snapshotSocket: ZMQSocket? = nil
     @exclusivity(unchecked) var snapshotValues: PublishedLastValues? = nil
 
@@ -64,7 +65,7 @@ final class ZMQPublisher {
         self.subjects = subjects
     }
 
-    /// Stops the socket's monitor and lets the budget's thread end (call on the publisher thread, once it is done).
+    /// Stops the socket's monitor and lets the budget's thread end (call on the publisher thread, once nothing more is sent).
     func stopBudget() {
         guard let budget, !budgetStopped else { return }
         budgetStopped = true
