@@ -211,7 +211,7 @@ public final class Daemon: @unchecked Sendable {
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")
         }
         self.trades = trades
-        spawn("trade-events") { [ring, tradeEvents, publishStage] in tradeEvents.run(ring, afterPublish: publishStage!.kick) }
+        spawn("trade-events") { [ring, tradeEvents, publishStage] in tradeEvents.run(ring) { publishStage!.kick() } }
         if config.tradeReplication != nil || natsPublisher != nil {
             let given = monitorPeers
             monitorPeers = { [unowned self] in given() + replicationPeers() + natsPeers() }
@@ -266,7 +266,7 @@ public final class Daemon: @unchecked Sendable {
             // waits gets a collecting sink: its events reach the ring in batches, one claim each (the ring has
             // several producers: the sources, trade events, alerts and risk).
             let sink = RingSink(ring: ring, subjects: subjects, source: UInt16(index), collects: source.flushesSink,
-                                afterPublish: publishStage.kick)
+                                afterPublish: { [publishStage] full in publishStage!.kick(flooding: full) })
             let owned = Unchecked((source, sink))
             spawn("source-\(source.name)") { [self] in
                 let (source, sink) = owned.value

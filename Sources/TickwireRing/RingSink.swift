@@ -21,17 +21,19 @@ public final class RingSink: EventSink {
     /// The most events collected before they are published: 64 (the relay sources' batch), or the ring's
     /// `maxPublishBatch` if smaller. An event waits at most for the source to produce this many more.
     public let batchLimit: Int
-    /// Called on this sink's thread after each publish into the ring (the daemon sends what waits to ZeroMQ from
-    /// there when no other thread is sending).
-    @usableFromInline let afterPublish: (() -> Void)?
+    /// Called on this sink's thread after each publish into the ring, with whether the batch was full (the source
+    /// had more input waiting): the daemon sends what waits to ZeroMQ from there when no other thread is sending
+    /// and the source is not flooding.
+    @usableFromInline let afterPublish: ((_ full: Bool) -> Void)?
     @usableFromInline let pending: UnsafeMutablePointer<Event>
     @usableFromInline var pendingCount = 0
 
     /// - Parameters:
     ///   - collects: collect emitted events until `flush` (the source must flush whenever it waits).
-    ///   - afterPublish: called after each publish into the ring, on the sink's thread.
+    ///   - afterPublish: called after each publish into the ring, on the sink's thread, with whether the batch
+    ///     was full (`batchLimit` events or more).
     public init(ring: BroadcastRing, subjects: SubjectTable, source: UInt16 = 0, collects: Bool = false,
-                afterPublish: (() -> Void)? = nil) {
+                afterPublish: ((_ full: Bool) -> Void)? = nil) {
         self.ring = ring
         self.subjects = subjects
         self.source = source
@@ -52,7 +54,7 @@ public final class RingSink: EventSink {
         e.source = source
         guard collects else {
             ring.publish(e)
-            afterPublish?()
+            afterPublish?(false)
             return
         }
         (pending + pendingCount).initialize(to: e)
@@ -67,8 +69,9 @@ public final class RingSink: EventSink {
         while done < pendingCount {
             done += ring.publish(contentsOf: UnsafeBufferPointer(start: pending + done, count: pendingCount - done))
         }
+        let full = pendingCount >= batchLimit
         pendingCount = 0
-        afterPublish?()
+        afterPublish?(full)
     }
 
     /// One claim, one publishing store and at most one wake-up per `maxPublishBatch` events, after what was
@@ -86,6 +89,6 @@ public final class RingSink: EventSink {
                 }
             }
         }
-        if batch.count > 0 { afterPublish?() }
+        if batch.count > 0 { afterPublish?(batch.count >= batchLimit) }
     }
 }

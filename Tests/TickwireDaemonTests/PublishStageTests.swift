@@ -8,8 +8,9 @@ import TickwireTestSupport
 import TickwireZMQ
 
 /// The publish stage's turn: several producers publish into a small ring and send what waits themselves when no
-/// other thread is sending, beside the publisher thread. Every event reaches the subscriber once, numbered
-/// without a gap, each producer's in its order; a producer that never kicks is still sent, by the thread.
+/// other thread is sending, or hand it to the publisher thread (a flood), beside it. Every event reaches the
+/// subscriber once, numbered without a gap, each producer's in its order; a producer that never kicks is still
+/// sent, by the thread.
 /// (Under the thread sanitizer too: Tools/test.sh.)
 @Suite(.timeLimit(.minutes(5))) struct PublishStageTests {
     struct Fixture {
@@ -83,7 +84,11 @@ import TickwireZMQ
                         while sent < b.count { sent += ring.publish(contentsOf: UnsafeBufferPointer(rebasing: b[sent...])) }
                     }
                     i += n
-                    if rng.next() % 8 != 0 { stage.kick() }   // some batches are left to the publisher thread
+                    switch rng.next() % 8 {
+                    case 0: break                                  // left to the publisher thread's look
+                    case 1, 2: stage.kick(flooding: true)          // handed to the publisher thread
+                    default: stage.kick()                          // sent here when the turn is free
+                    }
                 }
                 done.add(1, ordering: .releasing)
             }

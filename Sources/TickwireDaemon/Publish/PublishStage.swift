@@ -7,9 +7,11 @@ import TickwireRing
 ///
 /// A producer that has just published into the ring (a source, the trade-event forwarder, alerts and risk) calls
 /// `kick`: if the turn is free it takes it and sends what is waiting itself, on its own thread, so an event
-/// reaches ZeroMQ without a wake-up of another thread (zmq_proxy's shape: receive and send on one thread). The
-/// publisher thread takes over when a producer finds more than `kickLimit` events waiting (a flood), and looks
-/// every 10 ms for what no kick sent (snapshot requests, a takeover, a producer that does not kick).
+/// reaches ZeroMQ without a wake-up of another thread (zmq_proxy's shape: receive and send on one thread). A
+/// source with more input waiting (a full batch) hands the sending to the publisher thread instead, so reading and
+/// sending run on two threads in a flood; that thread also takes over when a kick finds more than `kickLimit`
+/// events waiting, and looks every 10 ms for what no kick sent (snapshot requests, a takeover, a producer that
+/// does not kick).
 ///
 /// One thread at a time holds the turn, so the consumer, the sockets and the publisher's sequencer keep a single
 /// user; the turn's acquiring take and releasing return order their accesses, which is what libzmq asks of a
@@ -38,6 +40,8 @@ final class PublishStage: @unchecked Sendable {
 
     /// Events a producer sends itself before it hands the rest to the publisher thread.
     static let kickLimit = 1_024
+    /// Pauses (~25 ns each) the publisher thread spins for more before it sleeps.
+    static let spinsBeforeSleeping = 256
     /// How long the publisher thread sleeps when nobody wakes it.
     static let idleNanos: Int64 = 10_000_000
 
@@ -58,9 +62,12 @@ final class PublishStage: @unchecked Sendable {
 
     /// After a publish into the ring: sends what is waiting if no other thread is sending, else leaves it to the
     /// thread that is (it looks again once it lets the turn go).
-    func kick() {
+    /// - Parameter flooding: the producer has more input waiting (it published a full batch): the publisher thread
+    ///   sends, so that reading the input and sending run on two threads.
+    func kick(flooding: Bool = false) {
         // Orders this thread's publish before its look at the turn, for a ring without symmetric fences too.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if flooding { wakeThread(); return }
         while take() {
             let more = send(limit: Self.kickLimit)
             release()
@@ -112,6 +119,8 @@ final class PublishStage: @unchecked Sendable {
     private var futexWord: UnsafeMutablePointer<UInt32> { UnsafeMutableRawPointer(wakeEpoch).assumingMemoryBound(to: UInt32.self) }
 
     private func sleepUntilWoken() {
+        // A flood's next batch usually comes within the spin: no system call on either side.
+        for _ in 0..<Self.spinsBeforeSleeping where !waiting { tw_cpu_relax() }
         asleep.store(true, ordering: .sequentiallyConsistent)
         let epoch = wakeEpoch.pointee.load(ordering: .sequentiallyConsistent)
         if !waiting { _ = tw_futex_wait(futexWord, epoch, Self.idleNanos) }
