@@ -7,7 +7,9 @@ writes the same events into a store and leaves it), times, alternating the two s
 - replay: `tickwire replay --format arrow` piped into `pl.read_ipc_stream`, every event in replay order,
   against `pl.read_parquet` of the same events + a sort by event time (the peer gets one sort key, not three);
 - as-of join: `tickwire query asof-join --format arrow` piped into `pl.read_ipc_stream`, against
-  `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol.
+  `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol;
+- replay_file, asof_join_file: the same through a file, `--format arrow-file --out F` then `pl.read_ipc(F)`,
+  which maps the file instead of reading a pipe (the file is removed after each round, outside the timing).
 
 Both sides end with a polars DataFrame in this process. The Parquet files are written by pyarrow (snappy, its
 default) outside the timed region. Prints one JSON object: both sides, `tickwire-bench frames`' own figures, and
@@ -84,6 +86,12 @@ def main():
                 raise SystemExit(f"tickwire {' '.join(cmd)} failed")
             return df
 
+        result = f"{d}/result.arrow"
+
+        def tickwire_file_frame(cmd):
+            subprocess.run([args.tickwire, *cmd, *window[:-1], "arrow-file", "--out", result], check=True)
+            return pl.read_ipc(result)
+
         sides = {
             "replay": (lambda: tickwire_frame(["replay", "--subjects", ">"]),
                        lambda: pl.read_parquet(f"{d}/events.parquet").sort("event_time")),
@@ -91,6 +99,9 @@ def main():
                           lambda: pl.read_parquet(f"{d}/trades.parquet").join_asof(
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
+        sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1])
+        sides["asof_join_file"] = (lambda: tickwire_file_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE",
+                                                                "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1])
         for name, (ours, peer) in sides.items():
             rounds = {"tickwire": [], "polars": []}
             shape = {}
@@ -100,9 +111,11 @@ def main():
                     df = f()
                     rounds[side].append(time.perf_counter() - t0)
                     shape[side] = df.shape
-                    if name == "asof_join":
+                    if name.startswith("asof_join"):
                         shape[side + "_matched"] = int(df["bid"].is_not_null().sum())
                     del df
+                    if os.path.exists(result):
+                        os.remove(result)
             best = {k: min(v) for k, v in rounds.items()}
             median = {k: statistics.median(v) for k, v in rounds.items()}
             report[name] = {"tickwire_seconds": best["tickwire"], "polars_seconds": best["polars"],

@@ -32,7 +32,7 @@ struct AsOfJoinCommand: ParsableCommand {
     @Flag(help: "Exclude quotes at exactly the trade's time.") var strict = false
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
-    @Option(help: "csv, jsonl or arrow (an Arrow IPC stream).") var format: String
+    @Option(help: "csv, jsonl, arrow (an Arrow IPC stream) or arrow-file (the Arrow IPC file format, to --out: pl.read_ipc maps it).") var format: String
     @Flag(help: "jsonl: first a line recording the as-of moment used (now, when --as-of is left out), to repeat the run exactly.")
     var header = false
     @Option(help: "Write to this file instead of standard output.") var out: String?
@@ -40,15 +40,17 @@ struct AsOfJoinCommand: ParsableCommand {
 
     func run() throws {
         var window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
-        if header || format == "arrow" { window = RunMetadata.pinned(window) }
+        let arrow = format == "arrow" || format == "arrow-file"
+        if header || arrow { window = RunMetadata.pinned(window) }
         let quotePattern: SubjectPattern
         do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
         guard let dir = AsOfDirection(rawValue: direction) else {
             throw ValidationError("--direction must be backward, forward or nearest, not '\(direction)'")
         }
-        guard format == "arrow" || StoreReader.JoinFormat(rawValue: format) != nil else {
-            throw ValidationError("--format must be csv, jsonl or arrow, not '\(format)'")
+        guard arrow || StoreReader.JoinFormat(rawValue: format) != nil else {
+            throw ValidationError("--format must be csv, jsonl, arrow or arrow-file, not '\(format)'")
         }
+        if format == "arrow-file" && out == nil { throw ValidationError("--format arrow-file needs --out (the file format ends with an index)") }
         var join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
@@ -61,9 +63,12 @@ struct AsOfJoinCommand: ParsableCommand {
             if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
             rows = try reader.writeAsOfJoin(join, format: fmt, to: output)
         } else {
-            guard time == "event" else { throw ValidationError("--format arrow joins in event time only (not yet --time known); use csv or jsonl") }
+            guard time == "event" else { throw ValidationError("--format \(format) joins in event time only (not yet --time known); use csv or jsonl") }
             let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
-            rows = try Frames.asOfJoin(reader, join) { fields in try ArrowWriter(fields: fields, out: try ByteOutput(path: out), metadata: metadata) }
+            let layout: ArrowWriter.Layout = format == "arrow" ? .stream : .file
+            rows = try Frames.asOfJoin(reader, join) { fields in
+                try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: layout, metadata: metadata)
+            }
         }
         try reader.finishRead(command: "query asof-join")
         var query = window

@@ -22,7 +22,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "event (the default: --from/--to and the order are event time, corrections applied) or known (every version as it arrived, in arrival order: what a live system saw).")
     var time: String = "event"
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
-    @Option(help: "jsonl, binary (length-prefixed subject and wire payload), or arrow (an Arrow IPC stream of typed columns).") var format: String = "jsonl"
+    @Option(help: "jsonl, binary (length-prefixed subject and wire payload), arrow (an Arrow IPC stream of typed columns) or arrow-file (the Arrow IPC file format, to --out: pl.read_ipc maps it).") var format: String = "jsonl"
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
     @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
     var waitSubscriber: Double = 5
@@ -34,20 +34,22 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
         query.time = try StoreQuery.timeAxis(time)
-        if header || format == "arrow" { query = RunMetadata.pinned(query) }
+        let arrow = format == "arrow" || format == "arrow-file"
+        if header || arrow { query = RunMetadata.pinned(query) }
         let pace = try ReplayPace(parsing: pace)
-        if format == "arrow" {
-            guard pace == .max, publish == nil else { throw ValidationError("--format arrow writes as fast as it can: no --pace, no --publish") }
-            guard time == "event" else { throw ValidationError("--format arrow replays in event time only (not yet --time known); use --format jsonl or binary") }
+        if arrow {
+            guard pace == .max, publish == nil else { throw ValidationError("--format \(format) writes as fast as it can: no --pace, no --publish") }
+            guard time == "event" else { throw ValidationError("--format \(format) replays in event time only (not yet --time known); use --format jsonl or binary") }
+            if format == "arrow-file" && out == nil { throw ValidationError("--format arrow-file needs --out (the file format ends with an index)") }
             let reader = try StoreReader(directory: data + "/store")
-            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out),
+            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file,
                                              metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))
             try reader.finishRead(command: "replay")
             if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }
             return
         }
         guard let format = StreamReplaySink.Format(rawValue: format) else {
-            throw ValidationError("--format must be jsonl, binary or arrow, not '\(format)'")
+            throw ValidationError("--format must be jsonl, binary, arrow or arrow-file, not '\(format)'")
         }
         if header && (format != .jsonl || publish != nil) { throw ValidationError("--header is for --format jsonl output") }
         let reader = try StoreReader(directory: data + "/store")

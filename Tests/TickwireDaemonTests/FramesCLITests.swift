@@ -43,6 +43,16 @@ import Glibc
             """)
         #expect(r.status == 0 && r.stdout == "9999 ['subject', 'bar_start', 'open', 'high', 'low', 'close', 'volume', 'vwap', 'trades']\n", "\(r)")
 
+        // The IPC file format, which polars maps instead of reading: the same table as the stream.
+        r = try Self.sh("""
+            tickwire replay --subjects 'MD.>' \(window) --format arrow-file --out \(data)/replay.arrow
+            tickwire replay --subjects 'MD.>' \(window) --format arrow --out \(data)/replay.arrows
+            tickwire query asof-join --trades 'MD.*.BTCUSDT.TRADE' --quotes 'MD.*.BTCUSDT.QUOTE' \(window) --format arrow-file --out \(data)/join.arrow
+            tickwire query asof-join --trades 'MD.*.BTCUSDT.TRADE' --quotes 'MD.*.BTCUSDT.QUOTE' \(window) --format arrow --out \(data)/join.arrows
+            python3 -c 'import polars as pl; d = "\(data)"; print([pl.read_ipc(f"{d}/{n}.arrow").equals(pl.read_ipc_stream(f"{d}/{n}.arrows")) for n in ("replay", "join")])'
+            """)
+        #expect(r.status == 0 && r.stdout == "[True, True]\n", "\(r)")
+
         r = try Self.sh("""
             tickwire export --subjects 'MD.>' \(window) --format parquet --out \(data)/md-parquet
             python3 -c "import duckdb; print(duckdb.sql(\\"SELECT venue, count(*) FROM read_parquet('\(data)/md-parquet/**/*.parquet', hive_partitioning = true) GROUP BY venue\\").fetchall())"
@@ -75,5 +85,7 @@ import Glibc
         #expect(r.status != 0 && r.stderr.contains("--interval"), "\(r)")
         r = try Self.sh("tickwire replay --subjects 'MD.>' \(window) --format arrow --pace 1x")
         #expect(r.status != 0 && r.stderr.contains("--format arrow"), "\(r)")
+        r = try Self.sh("tickwire query asof-join --trades 'MD.>' --quotes 'MD.>' \(window) --format arrow-file")
+        #expect(r.status != 0 && r.stderr.contains("--format arrow-file needs --out"), "\(r)")
     }
 }
