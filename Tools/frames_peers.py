@@ -9,7 +9,9 @@ writes the same events into a store and leaves it), times, alternating the two s
 - as-of join: `tickwire query asof-join --format arrow` piped into `pl.read_ipc_stream`, against
   `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol;
 - replay_file, asof_join_file: the same through a file, `--format arrow-file --out F` then `pl.read_ipc(F)`,
-  which maps the file instead of reading a pipe (the file is removed after each round, outside the timing).
+  which maps the file instead of reading a pipe (the file is removed after each round, outside the timing);
+- replay_binary: `tickwire replay --format binary` (the wire format a backtest reads) to /dev/null, against the
+  same polars read_parquet + sort (issue 16: "full binary replay ≥ polars read_parquet + sort").
 
 Both sides end with a polars DataFrame in this process. The Parquet files are written by pyarrow (snappy, its
 default) outside the timed region. Prints one JSON object: both sides, `tickwire-bench frames`' own figures, and
@@ -100,6 +102,8 @@ def main():
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
         sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1])
+        sides["replay_binary"] = (lambda: subprocess.run([args.tickwire, "replay", "--subjects", ">", *window[:-1], "binary"],
+                                                         stdout=subprocess.DEVNULL, check=True) and None, sides["replay"][1])
         sides["asof_join_file"] = (lambda: tickwire_file_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE",
                                                                 "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1])
         for name, (ours, peer) in sides.items():
@@ -110,6 +114,8 @@ def main():
                     t0 = time.perf_counter()
                     df = f()
                     rounds[side].append(time.perf_counter() - t0)
+                    if df is None:
+                        continue
                     shape[side] = df.shape
                     if name.startswith("asof_join"):
                         shape[side + "_matched"] = int(df["bid"].is_not_null().sum())

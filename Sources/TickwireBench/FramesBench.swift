@@ -60,7 +60,7 @@ enum FramesBench {
         var rows = 0, joined = 0
         let arrowReplay = try time { rows = try Frames.writeArrow(StoreReader(directory: store), all, to: ByteOutput(path: "/dev/null")) }
         let binaryReplay = try time {
-            try Replayer.run(StoreReader(directory: store), all, pace: .max, into: StreamReplaySink(ByteOutput(path: "/dev/null"), format: .binary))
+            try Replayer.writeBinary(StoreReader(directory: store), all, to: ByteOutput(path: "/dev/null"))
         }
         let arrowJoin = try time {
             joined = try Frames.asOfJoin(StoreReader(directory: store), join) { try ArrowWriter(fields: $0, out: ByteOutput(path: "/dev/null")) }

@@ -67,6 +67,58 @@ public enum Replayer {
     }
 }
 
+extension Replayer {
+    /// `tickwire replay --format binary` at full speed: the same bytes as `run` into a binary `StreamReplaySink`,
+    /// written straight from the merge. Per event: no subject string passed, hashed or retained (each subject's
+    /// record header and numbering slot are taken once a day), two appends.
+    /// - Returns: how many events were written.
+    @discardableResult
+    public static func writeBinary(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput) throws -> UInt64 {
+        if q.time == .known { return try run(reader, q, pace: .max, into: StreamReplaySink(out, format: .binary)) }
+        var sequencer = WireSequencer()
+        var ids = [String: SubjectID]()
+        var sent: UInt64 = 0
+        let payload = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
+        defer { payload.deallocate() }
+        try reader.forEachDay(q) { cursors, merge in
+            // Per subject of the day: its record header (u32 length, text, u32 payload length) and its id.
+            let headers: [[UInt8]] = cursors.map { c in
+                var h = [UInt8]()
+                h.appendLE(UInt32(c.text.utf8.count))
+                h.append(contentsOf: c.text.utf8)
+                h.appendLE(UInt32(WireCodec.payloadSize))
+                return h
+            }
+            let local: [SubjectID] = cursors.map { c in
+                if let id = ids[c.text] { return id }
+                let id = SubjectID(ids.count)
+                ids[c.text] = id
+                return id
+            }
+            try merge.run { rows, order in
+                for i in order {
+                    let r = rows[Int(i)]
+                    let rank = Int(r.rank)
+                    var e = r.event
+                    let header = headers[rank]
+                    let numbers = header.withUnsafeBytes { h in
+                        // The subject's text sits after the 4-byte length, before the 4-byte payload length.
+                        sequencer.next(local[rank], subject: UnsafeRawBufferPointer(rebasing: h[4..<(h.count - 4)]))
+                    }
+                    e.seq = numbers.seq
+                    WireCodec.encode(e, subjectSeq: numbers.subjectSeq, into: payload)
+                    out.buffer.append(contentsOf: header)
+                    out.buffer.append(contentsOf: UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
+                }
+                sent &+= UInt64(order.count)
+                try out.drainIfFull()
+            }
+        }
+        try out.drain()
+        return sent
+    }
+}
+
 /// Buffered output to a file (created or truncated) or standard output; the one owner of its descriptor.
 public final class ByteOutput {
     public let path: String

@@ -8,6 +8,13 @@ struct MergedRow {
     var tag: Int64
     var a: Int64, b: Int64, c: Int64, d: Int64
     var rank: Int64
+
+    /// The stored event (subject id 0: the subject is the cursor's, `rank`).
+    @inline(__always) var event: Event {
+        Event(subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: tag)) ?? .gap,
+              flags: UInt8(truncatingIfNeeded: tag &>> 8), source: UInt16(truncatingIfNeeded: tag &>> 16),
+              eventTime: Nanos(eventTime), knownTime: Nanos(knownTime), a: a, b: b, c: c, d: d)
+    }
 }
 
 /// Puts the rows of one day's subjects into replay order — event time, then subject text, then each subject's own

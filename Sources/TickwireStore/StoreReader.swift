@@ -216,11 +216,7 @@ public final class StoreReader {
             try merge.run { rows, order in
                 for i in order {
                     let r = rows[Int(i)]
-                    let t = r.tag
-                    try body(StoredEvent(subject: cursors[Int(r.rank)].text, event: Event(
-                        subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
-                        flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
-                        eventTime: Nanos(r.eventTime), knownTime: Nanos(r.knownTime), a: r.a, b: r.b, c: r.c, d: r.d)))
+                    try body(StoredEvent(subject: cursors[Int(r.rank)].text, event: r.event))
                 }
             }
         }

@@ -60,7 +60,9 @@ struct ReplayCommand: ParsableCommand {
         } else {
             let output = try ByteOutput(path: out)
             if header { output.buffer += Array((RunMetadata.jsonHeader(command: "replay", subjects: subjects, query) + "\n").utf8) }
-            sent = try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(output, format: format))
+            sent = format == .binary && pace == .max
+                ? try Replayer.writeBinary(reader, query, to: output)
+                : try Replayer.run(reader, query, pace: pace, into: StreamReplaySink(output, format: format))
         }
         try reader.finishRead(command: "replay")
         if sent == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TickwireCore
+import TickwireTestSupport
 @testable import TickwireStore
 
 @Suite struct ReplayTests {
@@ -30,6 +31,32 @@ import TickwireCore
         #expect(lines[0].hasPrefix(#"{"subject":"MD.XNAS.AAPL.QUOTE","kind":"QUOTE","seq":1,"subject_seq":1,"#))
         #expect(lines[1].hasPrefix(#"{"subject":"MD.XNAS.AAPL.TRADE","kind":"TRADE","seq":2,"subject_seq":1,"#))
         #expect(lines[2].hasPrefix(#"{"subject":"MD.XNAS.AAPL.QUOTE","kind":"QUOTE","seq":3,"subject_seq":2,"#))
+    }
+
+    /// `writeBinary` (the CLI's `--format binary` at full speed) writes the same bytes as the generic replay into a
+    /// binary sink: over two days, two streams (MD, TRADE: `seq` per stream), subjects interleaved at equal times.
+    @Test func theFastBinaryReplayWritesTheGenericReplaysBytes() throws {
+        let seed = testSeed()
+        var rng = SplitMix(seed: seed)
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        let subjects = (0..<30).map { $0 % 3 == 0 ? "TRADE.DESK\($0 % 2).S\($0)" : "MD.XNAS.S\($0).QUOTE" }
+        var events: [Event] = []
+        for i in 0..<3_000 {
+            let at = t(Double(rng.next() % 2_000) / 10 + (i % 2 == 0 ? 0 : 86_400))   // two days; many equal times
+            let s = subjects[Int(rng.next() % UInt64(subjects.count))]
+            events.append(s.hasPrefix("MD") ? ev.quote(s, at: at, known: at, bid: 100, ask: 101)
+                                             : ev.trade(s, at: at, known: at, price: 100, id: UInt64(i + 1)))
+        }
+        try ev.write(events, to: dir)
+        for (pattern, from, to) in [(">", "2026-01-05", "2026-01-07"), ("MD.>", "2026-01-05", "2026-01-06"), ("TRADE.*.*", "2026-01-06", "2026-01-07")] {
+            let q = try StoreQuery(subjects: pattern, from: from, to: to)
+            let generic = dir + "/generic", fast = dir + "/fast"
+            try Replayer.run(StoreReader(directory: dir), q, pace: .max, into: StreamReplaySink(ByteOutput(path: generic), format: .binary))
+            let sent = try Replayer.writeBinary(StoreReader(directory: dir), q, to: ByteOutput(path: fast))
+            let a = try Data(contentsOf: URL(fileURLWithPath: generic)), b = try Data(contentsOf: URL(fileURLWithPath: fast))
+            #expect(!a.isEmpty && a == b, "\(pattern): \(a.count) against \(b.count) bytes (seed \(seed))")
+            #expect(sent > 0)
+        }
     }
 
     @Test func binaryIsTheTwoWireFramesLengthPrefixed() throws {
