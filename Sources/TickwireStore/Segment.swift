@@ -88,10 +88,19 @@ struct SegmentImage {
         }
     }
 
+    /// What the import's stager learnt of its rows as they arrived, so that sealing need not read every row
+    /// again to sort them by subject: each row's subject (as `Event.subjectID`), and which rows are busts.
+    struct Arrivals {
+        var subjects: UnsafeBufferPointer<UInt32>
+        var busts: [Int]
+    }
+
     /// `build(subjects:events:…)` of rows held elsewhere than an array (the import's mapped partitions).
-    /// - warning: `events` is read only during the call.
-    static func build(subjects: [String], rows events: UnsafeBufferPointer<Event>, generation: UInt64,
-                      ends: [Int: Int64] = [:], parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
+    /// - Parameter arrivals: the rows' subjects and busts, when the caller kept them (the same bytes either way).
+    /// - warning: `events` and `arrivals` are read only during the call.
+    static func build(subjects: [String], rows events: UnsafeBufferPointer<Event>, arrivals: Arrivals? = nil,
+                      generation: UInt64, ends: [Int: Int64] = [:],
+                      parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
         // The dictionary in text order, so the subject number order is the text order replay merges on.
         let order = subjects.indices.sorted { subjects[$0] < subjects[$1] }
         var dictionary = [String](), rankOf = [Int](repeating: 0, count: subjects.count)
@@ -99,20 +108,32 @@ struct SegmentImage {
             if dictionary.last != subjects[i] { dictionary.append(subjects[i]) }
             rankOf[i] = dictionary.count - 1
         }
-        // Counting sort by subject keeps arrival order within a subject. The busts are gathered in the same pass,
+        // Counting sort by subject keeps arrival order within a subject. The busts are found in the counting pass,
         // in arrival order: every subject's versions need them, and a pass in subject order reads rows scattered.
+        // With the stager's arrivals, neither pass reads the rows themselves.
         var starts = [Int](repeating: 0, count: dictionary.count + 1)
-        for e in events { starts[rankOf[Int(e.subjectID)] + 1] += 1 }
+        var bustRows = arrivals?.busts ?? []
+        if let arrivals {
+            for s in arrivals.subjects { starts[rankOf[Int(s)] + 1] += 1 }
+        } else {
+            for (i, e) in events.enumerated() {
+                starts[rankOf[Int(e.subjectID)] + 1] += 1
+                if e.kind == .bust { bustRows.append(i) }
+            }
+        }
         for s in 0..<dictionary.count { starts[s + 1] += starts[s] }
-        var fill = starts
         let perm = UnsafeMutableBufferPointer<Int32>.allocate(capacity: events.count)
         defer { perm.deallocate() }
-        var busts = Versions.Busts(dictionary: dictionary)
-        for (i, e) in events.enumerated() {
-            let s = rankOf[Int(e.subjectID)]
-            perm[fill[s]] = Int32(i); fill[s] += 1
-            if e.kind == .bust { busts.add(e, subject: s, until: ends[i] ?? .max) }
+        func fill<Subjects: Sequence<UInt32>>(_ subjectOfRow: Subjects) {
+            var next = starts
+            for (i, s) in subjectOfRow.enumerated() {
+                let r = rankOf[Int(s)]
+                perm[next[r]] = Int32(i); next[r] += 1
+            }
         }
+        if let arrivals { fill(arrivals.subjects) } else { fill(events.lazy.map(\.subjectID)) }
+        var busts = Versions.Busts(dictionary: dictionary)
+        for i in bustRows { busts.add(events[i], subject: rankOf[Int(events[i].subjectID)], until: ends[i] ?? .max) }
         return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, busts: busts, ends: ends,
                       parallelRows: parallelRows, generation: generation)
     }
