@@ -154,8 +154,10 @@ final class ImportStager: EventSink {
                 let dir = directory + "/" + key.relativePath
                 try FS.makeDirectories(dir)
                 let image = h.build(generation: 1)
-                h.removeAll()
+                // The rows' pages are given back on a thread of their own while the files are written.
+                let released = BackgroundValue { h.removeAll() }
                 try Sealing.writeSegment(image, dir: dir, name: Layout.segmentName(1))
+                released.value
             }
         }
         heldCount = 0
