@@ -356,7 +356,7 @@ enum Versions {
                 if !ends.isEmpty, let end = ends[Int(perm[i])] { until = min(until, end) }
                 if until != .max { out.append((i, until)) }
             }
-            out[runStart...].reverse()
+            if out.count - runStart > 1 { out[runStart...].reverse() }
             row = end
         }
     }
