@@ -74,16 +74,19 @@ enum ColumnCodec {
         var lo = t[skip], hi = t[skip]
         for i in skip..<n { lo = Swift.min(lo, t[i]); hi = Swift.max(hi, t[i]) }
         // Most offsets are multiples of the divisor found so far (times in µs as ns, prices on a tick): each is
-        // tested with a multiply (`ExactDivisor`), and only one that is not costs a gcd.
-        var g: UInt64 = 0, divisor = ExactDivisor(1)
-        for i in skip..<n {
+        // tested with a multiply (`ExactDivisor`), and only one that is not costs a gcd. Zero passes the test, so
+        // the loop has no branch on it (a column of two values, such as buy and sell in `tag`, mispredicted it
+        // half the time; docs/BENCH-HISTORY.md, T3).
+        var first = skip
+        while first < n && t[first] == lo { first += 1 }
+        guard first < n else { return (lo, 1, 0) }
+        var g = UInt64(bitPattern: t[first] &- lo), divisor = ExactDivisor(g)
+        var i = first + 1
+        while i < n && g != 1 {
             let x = UInt64(bitPattern: t[i] &- lo)
-            if x == 0 || (g != 0 && divisor.divides(x)) { continue }
-            g = gcd(g, x)
-            if g == 1 { break }
-            divisor = ExactDivisor(g)
+            if !divisor.divides(x) { g = gcd(g, x); divisor = ExactDivisor(g) }
+            i += 1
         }
-        if g == 0 { return (lo, 1, 0) }
         let range = UInt64(bitPattern: hi &- lo) / g
         var width = range == 0 ? 0 : 64 - range.leadingZeroBitCount
         if width > maxPackedWidth { width = 64 }

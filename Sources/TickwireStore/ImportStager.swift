@@ -37,10 +37,35 @@ final class ImportStager: EventSink {
         /// Global `SubjectID` -> local id + 1 (0: not in `texts` yet).
         @exclusivity(unchecked) var localOf: [UInt32] = []
         var texts: [String] = []
-        let rows: Rows
+        let rows: Rows<Event>
+        /// Each row's subject, and the rows that are busts, as they arrived: sealing sorts by these without
+        /// reading the rows again (`SegmentImage.Arrivals`).
+        let subjectOf: Rows<UInt32>
+        var busts: [Int] = []
         /// Chunks sealed so far: their generations are 1 through `chunks`.
         var chunks: UInt64 = 0
-        init(key: PartitionKey, capacity: Int) { self.key = key; rows = Rows(capacity: capacity) }
+        init(key: PartitionKey, capacity: Int) {
+            self.key = key
+            rows = Rows(capacity: capacity)
+            subjectOf = Rows(capacity: capacity)
+        }
+
+        /// Seals the rows held (the rows and what was learnt of them as they arrived).
+        func build(generation: UInt64) -> SegmentImage {
+            rows.withRows { events in
+                subjectOf.withRows { subjects in
+                    SegmentImage.build(subjects: texts, rows: events, arrivals: .init(subjects: subjects, busts: busts),
+                                       generation: generation)
+                }
+            }
+        }
+
+        /// Forgets the rows held and gives their pages back.
+        func removeAll() {
+            rows.removeAll()
+            subjectOf.removeAll()
+            busts = []
+        }
     }
     private var held: [PartitionKey: Held] = [:]
     @exclusivity(unchecked) private var heldCount = 0
@@ -90,7 +115,9 @@ final class ImportStager: EventSink {
             h.localOf[id] = UInt32(h.texts.count)
             row.subjectID = UInt32(h.texts.count - 1)
         }
+        if row.kind == .bust { h.busts.append(h.rows.count) }
         h.rows.append(row)
+        h.subjectOf.append(row.subjectID)
         heldCount += 1
         if heldCount > heldRows, let largest = held.values.max(by: { $0.rows.count < $1.rows.count }) {
             do { try sealChunk(largest) } catch { self.error = error; stop.raise() }
@@ -102,11 +129,11 @@ final class ImportStager: EventSink {
         guard h.rows.count > 0 else { return }
         let dir = directory + "/" + h.key.relativePath
         try FS.makeDirectories(dir)
-        let image = h.rows.withRows { SegmentImage.build(subjects: h.texts, rows: $0, generation: h.chunks + 1) }
+        let image = h.build(generation: h.chunks + 1)
         try Sealing.writeSegment(image, dir: dir, name: Layout.chunkName(h.chunks + 1))
         h.chunks += 1
         heldCount -= h.rows.count
-        h.rows.removeAll()
+        h.removeAll()
         h.texts = []
         h.localOf = []
     }
@@ -126,9 +153,11 @@ final class ImportStager: EventSink {
             } else if h.rows.count > 0 {
                 let dir = directory + "/" + key.relativePath
                 try FS.makeDirectories(dir)
-                let image = h.rows.withRows { SegmentImage.build(subjects: h.texts, rows: $0, generation: 1) }
-                h.rows.removeAll()
+                let image = h.build(generation: 1)
+                // The rows' pages are given back on a thread of their own while the files are written.
+                let released = BackgroundValue { h.removeAll() }
                 try Sealing.writeSegment(image, dir: dir, name: Layout.segmentName(1))
+                released.value
             }
         }
         heldCount = 0
@@ -139,13 +168,14 @@ final class ImportStager: EventSink {
     }
 }
 
-/// A partition's rows in an anonymous mapping reserved whole up front (`MAP_NORESERVE`: only the pages written
-/// take memory, and `removeAll` gives them back), so a row is written once and never moved to grow. Huge pages
-/// are not asked for: on the 2-core VM measured, zeroing fresh 2 MiB pages took a third of the import's CPU
-/// (perf, 5.5M rows), far more than the 4 KiB faults. If the reservation is refused (a kernel that counts it
-/// against a strict commit limit), a smaller one grows by copying.
-final class Rows {
-    private var base: UnsafeMutablePointer<Event>
+/// A partition's rows (or what is kept of each row) in an anonymous mapping reserved whole up front
+/// (`MAP_NORESERVE`: only the pages written, and at most 2 MiB ahead of them, take memory, and `removeAll` gives
+/// them back), so a row is written once and never moved to grow. Huge pages are not asked for: on the 2-core VM
+/// measured, zeroing fresh 2 MiB pages took a third of the import's CPU (perf, 5.5M rows), far more than the
+/// 4 KiB faults. If the reservation is refused (a kernel that counts it against a strict commit limit), a
+/// smaller one grows by copying.
+final class Rows<Row> {
+    private var base: UnsafeMutablePointer<Row>
     private var capacity: Int
     private(set) var count = 0
 
@@ -156,23 +186,34 @@ final class Rows {
         else { fatalError("no memory for \(small) rows") }
     }
 
-    deinit { munmap(base, capacity * MemoryLayout<Event>.stride) }
+    deinit { munmap(base, capacity * MemoryLayout<Row>.stride) }
 
     @inline(__always)
-    func append(_ e: Event) {
+    func append(_ e: Row) {
         if count == capacity { grow() }
+        if count % Rows.populated == 0 { populate() }
         (base + count).initialize(to: e)
         count &+= 1
     }
 
+    /// Rows whose pages are mapped in at once, ahead of their writes: one call instead of a fault a page.
+    private static var populated: Int { max(1, (2 << 20) / MemoryLayout<Row>.stride) }
+
+    /// Maps in the pages of the next `populated` rows (MADV_POPULATE_WRITE, Linux 5.14; before it, and if it
+    /// fails, the writes fault them in one by one as before).
+    private func populate() {
+        let rows = min(Rows.populated, capacity - count)
+        _ = madvise(base + count, rows * MemoryLayout<Row>.stride, 23)
+    }
+
     /// - warning: the buffer is valid only during `body`.
-    func withRows<R>(_ body: (UnsafeBufferPointer<Event>) -> R) -> R {
+    func withRows<R>(_ body: (UnsafeBufferPointer<Row>) -> R) -> R {
         body(UnsafeBufferPointer(start: base, count: count))
     }
 
     /// Forgets the rows and gives their pages back (the reservation stays).
     func removeAll() {
-        let bytes = count * MemoryLayout<Event>.stride
+        let bytes = count * MemoryLayout<Row>.stride
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         _ = madvise(base, (bytes + page - 1) / page * page, MADV_DONTNEED)
         count = 0
@@ -182,15 +223,15 @@ final class Rows {
         let bigger = capacity * 2
         guard let p = Rows.map(bigger) else { fatalError("no memory for \(bigger) rows") }
         p.initialize(from: base, count: count)
-        munmap(base, capacity * MemoryLayout<Event>.stride)
+        munmap(base, capacity * MemoryLayout<Row>.stride)
         base = p
         capacity = bigger
     }
 
-    private static func map(_ rows: Int) -> UnsafeMutablePointer<Event>? {
-        let bytes = rows * MemoryLayout<Event>.stride
+    private static func map(_ rows: Int) -> UnsafeMutablePointer<Row>? {
+        let bytes = rows * MemoryLayout<Row>.stride
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
               p != MAP_FAILED else { return nil }
-        return p.bindMemory(to: Event.self, capacity: rows)
+        return p.bindMemory(to: Row.self, capacity: rows)
     }
 }

@@ -80,7 +80,7 @@ struct SegmentImage {
     ///   - subjects: subject texts; `events[i].subjectID` indexes it.
     ///   - events: rows in arrival order.
     ///   - ends: valid-until times given by corrections, by index in `events` (docs/STORAGE.md, "Corrections").
-    ///   - parallelRows: from this many rows on, the columns are encoded on two threads (the same bytes).
+    ///   - parallelRows: from this many rows on, the segment is built on two threads (the same bytes).
     static func build(subjects: [String], events: [Event], generation: UInt64, ends: [Int: Int64] = [:],
                       parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
         events.withUnsafeBufferPointer {
@@ -88,10 +88,19 @@ struct SegmentImage {
         }
     }
 
+    /// What the import's stager learnt of its rows as they arrived, so that sealing need not read every row
+    /// again to sort them by subject: each row's subject (as `Event.subjectID`), and which rows are busts.
+    struct Arrivals {
+        var subjects: UnsafeBufferPointer<UInt32>
+        var busts: [Int]
+    }
+
     /// `build(subjects:events:…)` of rows held elsewhere than an array (the import's mapped partitions).
-    /// - warning: `events` is read only during the call.
-    static func build(subjects: [String], rows events: UnsafeBufferPointer<Event>, generation: UInt64,
-                      ends: [Int: Int64] = [:], parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
+    /// - Parameter arrivals: the rows' subjects and busts, when the caller kept them (the same bytes either way).
+    /// - warning: `events` and `arrivals` are read only during the call.
+    static func build(subjects: [String], rows events: UnsafeBufferPointer<Event>, arrivals: Arrivals? = nil,
+                      generation: UInt64, ends: [Int: Int64] = [:],
+                      parallelRows: Int = SegmentImage.parallelRows) -> SegmentImage {
         // The dictionary in text order, so the subject number order is the text order replay merges on.
         let order = subjects.indices.sorted { subjects[$0] < subjects[$1] }
         var dictionary = [String](), rankOf = [Int](repeating: 0, count: subjects.count)
@@ -99,46 +108,47 @@ struct SegmentImage {
             if dictionary.last != subjects[i] { dictionary.append(subjects[i]) }
             rankOf[i] = dictionary.count - 1
         }
-        // Counting sort by subject keeps arrival order within a subject; then each subject's rows are sorted by
-        // time only if they are not already (arrival order is nearly always time order).
+        // Counting sort by subject keeps arrival order within a subject. The busts are found in the counting pass,
+        // in arrival order: every subject's versions need them, and a pass in subject order reads rows scattered.
+        // With the stager's arrivals, neither pass reads the rows themselves.
         var starts = [Int](repeating: 0, count: dictionary.count + 1)
-        for e in events { starts[rankOf[Int(e.subjectID)] + 1] += 1 }
-        for s in 0..<dictionary.count { starts[s + 1] += starts[s] }
-        var fill = starts
-        var perm = [Int32](repeating: 0, count: events.count)
-        for (i, e) in events.enumerated() {
-            let s = rankOf[Int(e.subjectID)]
-            perm[fill[s]] = Int32(i); fill[s] += 1
-        }
-        perm.withUnsafeMutableBufferPointer { p in
-            for s in 0..<dictionary.count {
-                let range = starts[s]..<starts[s + 1]
-                func less(_ x: Int32, _ y: Int32) -> Bool {
-                    let a = events[Int(x)], b = events[Int(y)]
-                    if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
-                    if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
-                    return x < y
-                }
-                var sorted = true
-                for i in range.dropFirst() where less(p[i], p[i - 1]) { sorted = false; break }
-                if !sorted { p[range].sort(by: less) }
+        var bustRows = arrivals?.busts ?? []
+        if let arrivals {
+            for s in arrivals.subjects { starts[rankOf[Int(s)] + 1] += 1 }
+        } else {
+            for (i, e) in events.enumerated() {
+                starts[rankOf[Int(e.subjectID)] + 1] += 1
+                if e.kind == .bust { bustRows.append(i) }
             }
         }
-        let validUntil = Versions.resolve(events: events, perm: perm, starts: starts, dictionary: dictionary, ends: ends)
-        return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, validUntil: validUntil,
-                      parallelRows: parallelRows,
-                      generation: generation)
+        for s in 0..<dictionary.count { starts[s + 1] += starts[s] }
+        let perm = UnsafeMutableBufferPointer<Int32>.allocate(capacity: events.count)
+        defer { perm.deallocate() }
+        func fill<Subjects: Sequence<UInt32>>(_ subjectOfRow: Subjects) {
+            var next = starts
+            for (i, s) in subjectOfRow.enumerated() {
+                let r = rankOf[Int(s)]
+                perm[next[r]] = Int32(i); next[r] += 1
+            }
+        }
+        if let arrivals { fill(arrivals.subjects) } else { fill(events.lazy.map(\.subjectID)) }
+        var busts = Versions.Busts(dictionary: dictionary)
+        for i in bustRows { busts.add(events[i], subject: rankOf[Int(events[i].subjectID)], until: ends[i] ?? .max) }
+        return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, busts: busts, ends: ends,
+                      parallelRows: parallelRows, generation: generation)
     }
 
-    /// Rows past which the columns are encoded on two threads, each taking a run of subjects.
+    /// Rows past which a segment is built on two threads, each taking a run of subjects.
     static let parallelRows = 1 << 13
 
-    private static func encode(dictionary: [String], events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int],
-                               validUntil: [(row: Int, until: Int64)], parallelRows: Int, generation: UInt64) -> SegmentImage {
+    private static func encode(dictionary: [String], events: UnsafeBufferPointer<Event>, perm: UnsafeMutableBufferPointer<Int32>,
+                               starts: [Int], busts: Versions.Busts, ends: [Int: Int64], parallelRows: Int,
+                               generation: UInt64) -> SegmentImage {
         var subjectsFile = [UInt8]()
         for s in dictionary { subjectsFile.appendLE(UInt16(s.utf8.count)); subjectsFile.append(contentsOf: s.utf8) }
-        // Subjects are independent: split them where half the rows are and encode the halves side by side; the
-        // parts are then joined in subject order, exactly as one pass would have written them.
+        // Subjects are independent once the busts are known: split them where half the rows are, and sort, resolve
+        // and encode the halves side by side, each subject's rows read while they are still in cache. The parts
+        // are then joined in subject order, exactly as one pass would have written them.
         var cut = dictionary.count
         if events.count >= parallelRows {
             cut = starts.firstIndex { $0 >= events.count / 2 } ?? dictionary.count
@@ -146,10 +156,11 @@ struct SegmentImage {
         }
         let ranges = cut < dictionary.count ? [0..<cut, cut..<dictionary.count] : [0..<dictionary.count]
         let parts = EncodedPart.inParallel(ranges) { range in
-            EncodedPart(subjects: range, events: events, perm: perm, starts: starts, validUntil: validUntil)
+            EncodedPart(subjects: range, events: events, perm: perm, starts: starts, busts: busts, ends: ends)
         }
-        var subjectIndex = [UInt8](), blockIndex = [UInt8]()
-        var blockCount = 0
+        var subjectIndex = [UInt8](), blockIndex = [UInt8](), vu = [UInt8]()
+        var blockCount = 0, exceptions = 0
+        vu.appendLE(UInt64(parts.reduce(0) { $0 + $1.validUntil.count }))
         for part in parts {
             for (k, s) in part.subjects.enumerated() {
                 let blocks = part.blocksPerSubject[k]
@@ -157,7 +168,13 @@ struct SegmentImage {
                 subjectIndex.appendLE(UInt64(starts[s])); subjectIndex.appendLE(UInt64(starts[s + 1] - starts[s]))
                 blockCount += blocks
             }
-            blockIndex.append(contentsOf: part.blockIndex)
+            for b in part.blocks {
+                blockIndex.appendLE(UInt64(b.firstRow)); blockIndex.appendLE(UInt32(b.rows)); blockIndex.appendLE(UInt32(b.subject))
+                blockIndex.appendLE(b.minEventTime); blockIndex.appendLE(b.maxEventTime); blockIndex.appendLE(b.maxKnownTime)
+                blockIndex.appendLE(UInt32(exceptions + b.firstException)); blockIndex.appendLE(UInt32(b.exceptions))
+            }
+            for x in part.validUntil { vu.appendLE(UInt64(x.row)); vu.appendLE(x.until) }
+            exceptions += part.validUntil.count
         }
         var image = SegmentImage()
         image.rows = events.count
@@ -169,9 +186,6 @@ struct SegmentImage {
         blocks.append(contentsOf: subjectIndex)
         blocks.append(contentsOf: blockIndex)
         image.files["blocks"] = blocks
-        var vu = [UInt8]()
-        vu.appendLE(UInt64(validUntil.count))
-        for x in validUntil { vu.appendLE(UInt64(x.row)); vu.appendLE(x.until) }
         image.files["valid_until"] = vu
         for col in Column.all {
             var file = [UInt8]()
@@ -191,31 +205,49 @@ struct SegmentImage {
     }
 }
 
-/// The encoded blocks of a run of subjects: their column bytes (offsets relative to the part), block index
-/// entries and block counts, to be joined with the other parts in subject order.
+/// A run of subjects sorted, resolved and encoded: their column bytes (offsets relative to the part), block
+/// index entries and valid-until exceptions (numbered from the part's first), to be joined with the other parts
+/// in subject order.
 private struct EncodedPart {
+    struct Block {
+        var firstRow: Int, rows: Int, subject: Int
+        var minEventTime: Int64, maxEventTime: Int64, maxKnownTime: Int64
+        var firstException: Int, exceptions: Int
+    }
     let subjects: Range<Int>
     var columns = [[UInt8]](repeating: [], count: Column.count)
     var offsets = [[UInt64]](repeating: [], count: Column.count)
-    var blockIndex = [UInt8]()
+    var blocks = [Block]()
     var blocksPerSubject = [Int]()
+    var validUntil = [(row: Int, until: Int64)]()
 
-    init(subjects: Range<Int>, events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int], validUntil: [(row: Int, until: Int64)]) {
+    /// - Parameter perm: every row's index in `events`, by subject; this part sorts its subjects' ranges by time.
+    init(subjects: Range<Int>, events: UnsafeBufferPointer<Event>, perm: UnsafeMutableBufferPointer<Int32>, starts: [Int],
+         busts: Versions.Busts, ends: [Int: Int64]) {
         self.subjects = subjects
         let n = SegmentImage.blockRows
         let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.count)
         let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: n)
         defer { values.deallocate(); scratch.deallocate() }
-        // The valid-until entries are in row order: the first one at or after this part's first row.
-        let firstRow = subjects.isEmpty ? 0 : starts[subjects.lowerBound]
-        var lo = 0, hi = validUntil.count
-        while lo < hi { let mid = (lo + hi) / 2; if validUntil[mid].row < firstRow { lo = mid + 1 } else { hi = mid } }
-        var exception = lo
+        var exception = 0
         for s in subjects {
+            // Each subject's rows by time, only if arrival order (nearly always time order) was not.
+            let range = starts[s]..<starts[s + 1]
+            func less(_ x: Int32, _ y: Int32) -> Bool {
+                let a = events[Int(x)], b = events[Int(y)]
+                if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
+                if a.knownTime != b.knownTime { return a.knownTime < b.knownTime }
+                return x < y
+            }
+            var sorted = true
+            for i in range.dropFirst() where less(perm[i], perm[i - 1]) { sorted = false; break }
+            if !sorted { perm[range].sort(by: less) }
+            Versions.resolve(subject: s, rows: range, events: events, perm: UnsafeBufferPointer(perm), busts: busts,
+                             ends: ends, into: &validUntil)
             var blocks = 0
-            var row = starts[s]
-            while row < starts[s + 1] {
-                let count = min(n, starts[s + 1] - row)
+            var row = range.lowerBound
+            while row < range.upperBound {
+                let count = min(n, range.upperBound - row)
                 var minT = Int64.max, maxT = Int64.min, maxK = Int64.min
                 for i in 0..<count {
                     let e = events[Int(perm[row + i])]
@@ -234,9 +266,9 @@ private struct EncodedPart {
                 }
                 let firstException = exception
                 while exception < validUntil.count && validUntil[exception].row < row + count { exception += 1 }
-                blockIndex.appendLE(UInt64(row)); blockIndex.appendLE(UInt32(count)); blockIndex.appendLE(UInt32(s))
-                blockIndex.appendLE(minT); blockIndex.appendLE(maxT); blockIndex.appendLE(maxK)
-                blockIndex.appendLE(UInt32(firstException)); blockIndex.appendLE(UInt32(exception - firstException))
+                self.blocks.append(Block(firstRow: row, rows: count, subject: s, minEventTime: minT, maxEventTime: maxT,
+                                         maxKnownTime: maxK, firstException: firstException,
+                                         exceptions: exception - firstException))
                 blocks += 1
                 row += count
             }
@@ -260,64 +292,73 @@ private struct EncodedPart {
 /// with its id on the subject of the same stem (`MD.XNAS.AAPL.BUST` voids trades of `MD.XNAS.AAPL.TRADE`)
 /// from the bust's known time on. Every other event is its own version: quotes, statuses and alerts are
 /// observations, never corrected, so two quotes at the same instant are both kept.
+///
+/// The busts are gathered first (any subject's may void another's trades); then each subject resolves alone,
+/// so subjects can be resolved on different threads.
 enum Versions {
-    static func resolve(events: UnsafeBufferPointer<Event>, perm: [Int32], starts: [Int], dictionary: [String],
-                        ends: [Int: Int64] = [:]) -> [(row: Int, until: Int64)] {
-        // Busts first: (stem, trade id) -> earliest known time of a bust.
-        var stemOf = [Int](repeating: 0, count: dictionary.count)
-        var stems = [Substring: Int]()
-        for (s, text) in dictionary.enumerated() {
-            let stem = Layout.stem(text)
-            if let k = stems[stem] { stemOf[s] = k } else { stemOf[s] = stems.count; stems[stem] = stems.count }
-        }
+    /// The segment's busts: (stem, trade id) -> when each bust of that trade came to be known, and when it was
+    /// withdrawn by a correction (a withdrawn bust voids only rows known before that).
+    struct Busts {
         struct Key: Hashable { let stem: Int; let id: Int64 }
-        // A bust withdrawn by a correction voids only the rows known before it was withdrawn.
-        var busts = [Key: [(from: Int64, until: Int64)]]()
-        for s in 0..<dictionary.count {
-            for row in starts[s]..<starts[s + 1] {
-                let e = events[Int(perm[row])]
-                guard e.kind == .bust else { continue }
-                busts[Key(stem: stemOf[s], id: e.c), default: []].append((e.knownTime.rawValue, ends[Int(perm[row])] ?? .max))
+        /// Subject number -> its stem's number.
+        let stemOf: [Int]
+        var voids = [Key: [(from: Int64, until: Int64)]]()
+
+        init(dictionary: [String]) {
+            var stemOf = [Int](repeating: 0, count: dictionary.count)
+            var stems = [Substring: Int]()
+            for (s, text) in dictionary.enumerated() {
+                let stem = Layout.stem(text)
+                if let k = stems[stem] { stemOf[s] = k } else { stemOf[s] = stems.count; stems[stem] = stems.count }
             }
+            self.stemOf = stemOf
         }
-        var out = [(row: Int, until: Int64)]()
-        for s in 0..<dictionary.count {
-            var row = starts[s]
-            while row < starts[s + 1] {
-                // One run of equal event time: a later version of the same trade id supersedes an earlier one.
-                let t = events[Int(perm[row])].eventTime
-                var end = row + 1
-                while end < starts[s + 1] && events[Int(perm[end])].eventTime == t { end += 1 }
-                // Walk the run backwards, remembering the next version of each trade id (a map only for long runs).
-                var later = [Int64: Int64]()
-                let runStart = out.count
-                for i in (row..<end).reversed() {
-                    let e = events[Int(perm[i])]
-                    guard e.kind == .trade, e.c != 0 else {
-                        if !ends.isEmpty, let end = ends[Int(perm[i])] { out.append((i, end)) }
-                        continue
-                    }
-                    var until = Int64.max
-                    if end - row <= 32 {
-                        for j in (i + 1)..<end {
-                            let f = events[Int(perm[j])]
-                            if f.kind == .trade && f.c == e.c { until = f.knownTime.rawValue; break }
-                        }
-                    } else {
-                        until = later[e.c] ?? .max
-                        later[e.c] = e.knownTime.rawValue
-                    }
-                    if !busts.isEmpty, let bs = busts[Key(stem: stemOf[s], id: e.c)] {
-                        for b in bs where b.until > e.knownTime.rawValue { until = min(until, b.from) }
-                    }
-                    if !ends.isEmpty, let end = ends[Int(perm[i])] { until = min(until, end) }
-                    if until != .max { out.append((i, until)) }
+
+        /// Adds a bust of subject `s`, withdrawn at `until` (`.max`: never).
+        mutating func add(_ bust: Event, subject s: Int, until: Int64) {
+            voids[Key(stem: stemOf[s], id: bust.c), default: []].append((bust.knownTime.rawValue, until))
+        }
+    }
+
+    /// Appends the exceptions of subject `s`, whose rows (sorted) are `perm[rows]`, in row order.
+    /// - Parameters:
+    ///   - ends: valid-until times given by corrections, by index in `events`.
+    static func resolve(subject s: Int, rows: Range<Int>, events: UnsafeBufferPointer<Event>, perm: UnsafeBufferPointer<Int32>,
+                        busts: Busts, ends: [Int: Int64], into out: inout [(row: Int, until: Int64)]) {
+        var row = rows.lowerBound
+        while row < rows.upperBound {
+            // One run of equal event time: a later version of the same trade id supersedes an earlier one.
+            let t = events[Int(perm[row])].eventTime
+            var end = row + 1
+            while end < rows.upperBound && events[Int(perm[end])].eventTime == t { end += 1 }
+            // Walk the run backwards, remembering the next version of each trade id (a map only for long runs).
+            var later = [Int64: Int64]()
+            let runStart = out.count
+            for i in (row..<end).reversed() {
+                let e = events[Int(perm[i])]
+                guard e.kind == .trade, e.c != 0 else {
+                    if !ends.isEmpty, let end = ends[Int(perm[i])] { out.append((i, end)) }
+                    continue
                 }
-                out[runStart...].reverse()
-                row = end
+                var until = Int64.max
+                if end - row <= 32 {
+                    for j in (i + 1)..<end {
+                        let f = events[Int(perm[j])]
+                        if f.kind == .trade && f.c == e.c { until = f.knownTime.rawValue; break }
+                    }
+                } else {
+                    until = later[e.c] ?? .max
+                    later[e.c] = e.knownTime.rawValue
+                }
+                if !busts.voids.isEmpty, let bs = busts.voids[Busts.Key(stem: busts.stemOf[s], id: e.c)] {
+                    for b in bs where b.until > e.knownTime.rawValue { until = min(until, b.from) }
+                }
+                if !ends.isEmpty, let end = ends[Int(perm[i])] { until = min(until, end) }
+                if until != .max { out.append((i, until)) }
             }
+            if out.count - runStart > 1 { out[runStart...].reverse() }
+            row = end
         }
-        return out
     }
 }
 

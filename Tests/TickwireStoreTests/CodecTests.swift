@@ -60,6 +60,42 @@ import TickwireTestSupport
         #expect(out.count <= ColumnCodec.headerSize + 1024 * 3 / 8 + 8)
     }
 
+    /// A plain block's frame is the column's minimum, the gcd of every offset from it (by `%`, value by value)
+    /// and the bits of the largest quotient, whatever comes first in the block: zeros, a two-valued column (buy
+    /// and sell in `tag`), offsets whose gcd falls to 1 midway, a single non-zero offset at the end, the offset
+    /// right after the first non-zero one the only one that lowers the gcd.
+    @Test func theFrameIsTheMinimumTheGcdAndTheWidth() {
+        var rng = SplitMix(seed: 5)
+        let columns: [[Int64]] = [
+            (0..<1024).map { _ in rng.next(below: 2) == 0 ? 1 : 1 | 1 << 8 },
+            (0..<1024).map { _ in Int64(rng.next(below: 10) + 1) * 10_000_000_000 },
+            (0..<1024).map { $0 < 900 ? 7_000 : Int64(rng.next(below: 50)) * 3_000 + 7_000 },
+            (0..<1024).map { $0 == 1023 ? 1_000_007 : 1_000 },
+            (0..<1024).map { $0 < 500 ? 100 : $0 == 501 ? 104 : 106 },
+            (0..<1024).map { $0 < 512 ? 0 : Int64(bitPattern: rng.next()) },
+            (0..<1024).map { _ in -Int64(rng.next(below: 4)) * 6 },
+        ]
+        for (k, v) in columns.enumerated() {
+            let lo = v.min()!
+            var g: UInt64 = 0
+            for x in v { var (a, b) = (g, UInt64(bitPattern: x &- lo)); while b != 0 { (a, b) = (b, a % b) }; g = a }
+            let range = g == 0 ? 0 : UInt64(bitPattern: v.max()! &- lo) / g
+            let bits = range == 0 ? 0 : 64 - range.leadingZeroBitCount
+            var out = [UInt8]()
+            let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: v.count)
+            defer { scratch.deallocate() }
+            v.withUnsafeBufferPointer {
+                ColumnCodec.encode($0.baseAddress!, count: v.count, reference: nil, modes: [.plain], scratch: scratch, into: &out)
+            }
+            let (width, base, scale) = out.withUnsafeBytes {
+                (Int($0[1]), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self), $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+            }
+            #expect(width == (bits > ColumnCodec.maxPackedWidth ? 64 : bits), "column \(k)")
+            #expect(base == lo, "column \(k)")
+            #expect(scale == (g == 0 || bits > ColumnCodec.maxPackedWidth ? 1 : g), "column \(k)")
+        }
+    }
+
     /// The multiply test and quotient agree with `%` and `/` for every kind of divisor: odd, powers of two, both,
     /// the scales the store meets (1,000 for µs as ns, 10^6 for a price tick) and the extremes.
     @Test func exactDivisionByMultiplicationIsDivision() {

@@ -127,7 +127,7 @@ final class ListSource: EventSource, @unchecked Sendable {
     @Test func rowsGrownPastTheirReservationKeepEveryRow() {
         let ev = Events()
         let events = market(ev, rows: 5_000)
-        let rows = Rows(capacity: 3)
+        let rows = Rows<Event>(capacity: 3)
         for e in events { rows.append(e) }
         #expect(rows.withRows { Array($0) } == events)
         rows.removeAll()

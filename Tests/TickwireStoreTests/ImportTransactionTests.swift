@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TickwireCore
+import TickwireTestSupport
 @testable import TickwireStore
 
 /// A capture in a small text form, `event_time_ns,price` a line, read from a real file: trades of one symbol.
@@ -84,6 +85,25 @@ final class WriterSink: EventSink {
                                                identity: .init(kind: "lines", path: path)).alreadyImported == nil)
         #expect(try StoreImporter.Identity(kind: "lines", path: path) != StoreImporter.Identity(kind: "lines --date 2020-01-01", path: path))
         #expect(noLeftovers(store))
+    }
+
+    /// The content digest takes the CRC and the hash of the 8-byte words in one pass: it must be the key the
+    /// two passes gave (CRC-32C of every byte; the hash over the words, then the tail bytes), at every tail length.
+    @Test func theContentDigestIsTheTwoPassOne() {
+        var rng = SplitMix(seed: 11)
+        for count in Array(0...40) + [4_096, 100_003] {
+            let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next(below: 256)) }
+            var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+            bytes.withUnsafeBytes { p in
+                for i in 0..<count / 8 {
+                    h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                    h ^= h >> 29
+                }
+                for i in (count / 8 * 8)..<count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
+            }
+            let want = StoreImporter.Identity.hex(CRC32C.of(bytes)) + "-" + StoreImporter.Identity.hex(h)
+            #expect(bytes.withUnsafeBytes { StoreImporter.Identity.contentDigest($0) } == want, "\(count) bytes")
+        }
     }
 
     /// The kind and size begin the key and are known before the hash: a file of the same size and other bytes is

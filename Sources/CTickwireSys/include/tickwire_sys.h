@@ -58,6 +58,10 @@ int tw_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[
 uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
 /// The slicing-by-8 path alone (tests compare it with the hardware path).
 uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
+/// `tw_crc32c` of `words` 8-byte little-endian words, and in the same pass the multiply-fold hash
+/// `*hash = ((*hash ^ w) * multiplier) ^ (that >> shift)` of each word w in turn.
+uint32_t tw_crc32c_mulhash(uint32_t crc, uint64_t *hash, const void *data, size_t words, uint64_t multiplier,
+                           unsigned shift);
 
 /// What the kernel still holds to send on a connected socket: for TCP, `notsent` is the bytes queued but not yet
 /// sent (TCP_INFO tcpi_notsent_bytes: non-zero while the peer's window is shut) and `unacked` the bytes sent but

@@ -26,7 +26,10 @@ public final class TardisCSVSource: EventSource, SkipReporting {
     let board = CounterBoard()
     let skipLog = SkipLog()
     /// Bytes of rows parsed as one unit (by either thread); small in tests to cross many segment boundaries.
-    var segmentBytes = 8 << 20
+    /// A segment's events (reserved at one a 64 bytes of text) stay under jemalloc's 8 MiB `oversize_threshold`:
+    /// larger blocks are given back to the kernel as soon as they are freed, so every segment's events faulted
+    /// in fresh pages again (~60K page faults a 5.5M-row import at 8 MiB; docs/BENCH-HISTORY.md, T3).
+    var segmentBytes = 6 << 20
 
     static let tradeColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"]
     static let quoteColumns = ["exchange", "symbol", "timestamp", "local_timestamp", "ask_amount", "ask_price", "bid_price", "bid_amount"]
