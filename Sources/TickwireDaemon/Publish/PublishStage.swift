@@ -20,7 +20,7 @@ import TickwireRing
 /// go (a store and a load, both sequentially consistent, against the producer's publish and its take).
 ///
 /// Before, the publisher thread parked on the ring and each batch woke it: on a 2-vCPU machine that wake-up and
-/// its spin were a third of the daemon's latency at 20k msgs/s (docs/BENCH-HISTORY.md, E9).
+/// its spin were about half of what the daemon added to zmq_proxy's latency at 20k msgs/s (docs/BENCH-HISTORY.md, E10).
 final class PublishStage: @unchecked Sendable {
     let publisher: ZMQPublisher
     private let ring: BroadcastRing
