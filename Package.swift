@@ -1,6 +1,15 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// tickwire-bench's innermost loops (the suites' baselines, and the ring's inlined publish and poll) start on a
+// 64-byte boundary, so a ratio does not move with where the linker happened to put the floor's loop (10% between
+// two builds of the same source, BENCH-HISTORY R8, R9). An x86 backend option: other machines build without it.
+#if arch(x86_64)
+let benchLoopAlignment: [SwiftSetting] = [.unsafeFlags(["-Xllvm", "-x86-experimental-pref-innermost-loop-alignment=6"])]
+#else
+let benchLoopAlignment: [SwiftSetting] = []
+#endif
+
 // One module per concern; the folder tree under Sources/ is the data flow:
 // feeds in -> ring -> (ZeroMQ out, client, journal, store) -> replay. See docs/ARCHITECTURE.md.
 let package = Package(
@@ -105,10 +114,7 @@ let package = Package(
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
         ],
-        // Every loop compiled here (the suites' baselines, and the ring's inlined publish and poll) starts on a
-        // 64-byte boundary, so a ratio does not move with where the linker happened to put the floor's loop
-        // (10% between two builds of the same source, BENCH-HISTORY R8).
-        swiftSettings: [.unsafeFlags(["-Xllvm", "-x86-experimental-pref-innermost-loop-alignment=6"])]),
+        swiftSettings: benchLoopAlignment),
         .executableTarget(
             name: "tickwire",
             dependencies: [
