@@ -105,6 +105,17 @@ import TickwireZMQ
 
         func stderr(_ i: Int) -> String { daemons[i]?.stderr ?? "" }
 
+        /// Whether node `i`'s journal holds at least `records` records within `seconds` (a daemon that started
+        /// while the cluster was still electing applies the log a few seconds after the other).
+        func journalHolds(_ i: Int, _ records: Int, within seconds: Double = 60) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            repeat {
+                if ((try? JournalAudit.verify(directory: dirs[i] + "/journal").records) ?? 0) >= records { return true }
+                usleep(100_000)
+            } while Date() < deadline
+            return false
+        }
+
         deinit {
             for d in daemons.compactMap({ $0 }) { d.kill9() }
             for d in dirs { try? FileManager.default.removeItem(atPath: d) }
@@ -581,6 +592,8 @@ extension ReplicatedTradeTests {
         let pair = try Pair(cluster: cluster)
         let ledger = Ledger()
         #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+        // The premise: both have applied all ten (one may join the log late while the new cluster elects).
+        try #require(pair.journalHolds(0, 10) && pair.journalHolds(1, 10))
         try Self.replaceLog(cluster, keep: 7, foreign: 2)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline && !(0..<2).allSatisfy({ pair.logs($0).contains("journal rolled back") }) { usleep(200_000) }
@@ -602,6 +615,9 @@ extension ReplicatedTradeTests {
         let pair = try Pair(cluster: cluster)
         let ledger = Ledger()
         #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+        // The premise: the daemon that stays up holds all ten (it may have joined the log late, while the new
+        // cluster elected its leaders; a CI run killed the other before it had applied any).
+        try #require(pair.journalHolds(1, 10), "\(pair.logs(1).suffix(2_000))")
         pair.kill9(0)
         try Self.replaceLog(cluster, keep: 3, foreign: 0)
         let conn = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
