@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 
@@ -267,17 +268,14 @@ def rows_e2e(d, cmd, date):
 
 def rows_e2e_latency(d, cmd, date):
     """Paced latency of both paths, round by round; the ratio is the median of per-round ratios."""
-    def med(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
     dp50, pp50, dp99, pp99 = d["daemon_p50_ns"], d["zmq_proxy_p50_ns"], d["daemon_p99_ns"], d["zmq_proxy_p99_ns"]
     r50, r99 = d["daemon_over_proxy_p50_median"], d["daemon_over_proxy_p99_median"]
     rounds = ", ".join(f"{a / b:.2f}" for a, b in zip(dp50, pp50))
     hand = d["daemon_hand_off_p50_at_most_ns"]
     return [
         dict(id="e2e.latency", measure=f"publish → receive at {d['latency_rate_msgs_per_s'] // 1000}k msgs/s, p50 / p99",
-             value=f"{dur(med(dp50))}; p99 {dur(med(dp99))} (medians of {len(dp50)} rounds)",
-             baseline=f"zmq_proxy, rounds taking turns: {dur(med(pp50))}; p99 {dur(med(pp99))}",
+             value=f"{dur(statistics.median(dp50))}; p99 {dur(statistics.median(dp99))} (medians of {len(dp50)} rounds)",
+             baseline=f"zmq_proxy, rounds taking turns: {dur(statistics.median(pp50))}; p99 {dur(statistics.median(pp99))}",
              ratio=f"p50 {r50:.2f}× (rounds {rounds}); p99 {r99:.2f}×",
              goal="p50 ≤ 1.2× (issue 17)", status=status(r50 <= 1.2), date=date, command=cmd),
         dict(id="e2e.handoff", measure="bench send → the daemon's hand-off to ZeroMQ, p50 (power-of-two bucket)",

@@ -102,8 +102,11 @@ def main():
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
         sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1])
-        sides["replay_binary"] = (lambda: subprocess.run([args.tickwire, "replay", "--subjects", ">", *window[:-1], "binary"],
-                                                         stdout=subprocess.DEVNULL, check=True) and None, sides["replay"][1])
+        def tickwire_binary_replay():
+            """The binary records to /dev/null: no DataFrame on this side (None)."""
+            subprocess.run([args.tickwire, "replay", "--subjects", ">", *window[:-1], "binary"], stdout=subprocess.DEVNULL, check=True)
+
+        sides["replay_binary"] = (tickwire_binary_replay, sides["replay"][1])
         sides["asof_join_file"] = (lambda: tickwire_file_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE",
                                                                 "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1])
         for name, (ours, peer) in sides.items():

@@ -40,17 +40,16 @@ struct AsOfJoinCommand: ParsableCommand {
 
     func run() throws {
         var window = try StoreQuery(subjects: trades, from: from, to: to, asOf: asOf)
-        let arrow = format == "arrow" || format == "arrow-file"
-        if header || arrow { window = RunMetadata.pinned(window) }
+        let arrow = try ArrowWriter.Layout(format: format, out: out)
+        if header || arrow != nil { window = RunMetadata.pinned(window) }
         let quotePattern: SubjectPattern
         do { quotePattern = try SubjectPattern(quotes) } catch { throw StoreError.badQuery(field: "--quotes", reason: error.description) }
         guard let dir = AsOfDirection(rawValue: direction) else {
             throw ValidationError("--direction must be backward, forward or nearest, not '\(direction)'")
         }
-        guard arrow || StoreReader.JoinFormat(rawValue: format) != nil else {
+        guard arrow != nil || StoreReader.JoinFormat(rawValue: format) != nil else {
             throw ValidationError("--format must be csv, jsonl, arrow or arrow-file, not '\(format)'")
         }
-        if format == "arrow-file" && out == nil { throw ValidationError("--format arrow-file needs --out (the file format ends with an index)") }
         var join = try AsOfJoin(trades: window.subjects, quotes: quotePattern, from: window.from, to: window.to,
                                 asOf: window.asOf, direction: dir, strict: strict,
                                 tolerance: try tolerance.map { (t: String) throws(StoreError) -> Int64 in try StoreQuery.duration(t) })
@@ -65,9 +64,8 @@ struct AsOfJoinCommand: ParsableCommand {
         } else {
             guard time == "event" else { throw ValidationError("--format \(format) joins in event time only (not yet --time known); use csv or jsonl") }
             let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
-            let layout: ArrowWriter.Layout = format == "arrow" ? .stream : .file
             rows = try Frames.asOfJoin(reader, join) { fields in
-                try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: layout, metadata: metadata)
+                try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: arrow ?? .stream, metadata: metadata)
             }
         }
         try reader.finishRead(command: "query asof-join")

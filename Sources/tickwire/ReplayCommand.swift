@@ -34,15 +34,14 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         var query = try StoreQuery(subjects: subjects, from: from, to: to, asOf: asOf)
         query.time = try StoreQuery.timeAxis(time)
-        let arrow = format == "arrow" || format == "arrow-file"
-        if header || arrow { query = RunMetadata.pinned(query) }
+        let arrow = try ArrowWriter.Layout(format: format, out: out)
+        if header || arrow != nil { query = RunMetadata.pinned(query) }
         let pace = try ReplayPace(parsing: pace)
-        if arrow {
+        if let arrow {
             guard pace == .max, publish == nil else { throw ValidationError("--format \(format) writes as fast as it can: no --pace, no --publish") }
             guard time == "event" else { throw ValidationError("--format \(format) replays in event time only (not yet --time known); use --format jsonl or binary") }
-            if format == "arrow-file" && out == nil { throw ValidationError("--format arrow-file needs --out (the file format ends with an index)") }
             let reader = try StoreReader(directory: data + "/store")
-            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file,
+            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: arrow,
                                              metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))
             try reader.finishRead(command: "replay")
             if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }

@@ -91,12 +91,11 @@ import TickwireZMQ
         /// consumer within about a second), then stops them gracefully.
         func stop() {
             let conn = try? NATSConnection(.init(servers: cluster.servers.map(\.url)))
-            let last = (try? conn?.jetStream().streamInfo("TICKWIRE_TRADES").lastSequence) ?? nil
-            let deadline = Date().addingTimeInterval(30)
-            while let last, Date() < deadline {
-                let counts = daemons.indices.filter { daemons[$0] != nil }.map { (try? JournalAudit.verify(directory: dirs[$0] + "/journal").records) ?? -1 }
-                if counts.allSatisfy({ $0 >= Int(last) }) { break }
-                usleep(100_000)
+            if let last = (try? conn?.jetStream().streamInfo("TICKWIRE_TRADES").lastSequence) ?? nil {
+                let deadline = Date().addingTimeInterval(30)
+                for i in daemons.indices where daemons[i] != nil {
+                    _ = journalHolds(i, Int(last), within: max(0, deadline.timeIntervalSinceNow))
+                }
             }
             for d in daemons.compactMap({ $0 }) { d.signal(SIGTERM); _ = d.wait(seconds: 30) }
             for (i, d) in daemons.enumerated() { if let d { pastLogs[i] += d.stderr } }

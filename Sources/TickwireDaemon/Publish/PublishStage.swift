@@ -65,9 +65,10 @@ final class PublishStage: @unchecked Sendable {
     /// - Parameter flooding: the producer has more input waiting (it published a full batch): the publisher thread
     ///   sends, so that reading the input and sending run on two threads.
     func kick(flooding: Bool = false) {
+        // The wake-up's sequentially consistent add orders the publish before it.
+        if flooding { wakeThread(); return }
         // Orders this thread's publish before its look at the turn, for a ring without symmetric fences too.
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if flooding { wakeThread(); return }
         while take() {
             let more = send(limit: Self.kickLimit)
             release()
@@ -161,6 +162,6 @@ final class PublishStage: @unchecked Sendable {
         sentThrough.store(consumer.nextSequence &- 1, ordering: .relaxed)
         if sent > 0 { publisher.natsHandoff?.wakeConsumer() }
         if publisher.snapshotSocket != nil { publisher.serveSnapshots(standby: lease.map { !$0.isActive() } ?? false) }
-        return closed || (limit != Int.max && sent >= limit)
+        return closed || sent >= limit
     }
 }
