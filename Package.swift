@@ -62,6 +62,8 @@ let package = Package(
         .target(name: "CTickwireSys", path: "Sources/CTickwireSys"),
         // SQLite: the journal bench's baseline (WAL, synchronous=FULL); linked into TickwireBench only.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
+        // xxHash (Debian libxxhash-dev): XXH3-128 of an imported file's bytes, the import's identity.
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash"),
 
         // The core model: subjects, fixed-point numbers, times, events, the wire codec. Imports nothing of ours.
         .target(name: "TickwireCore"),
@@ -78,7 +80,7 @@ let package = Package(
             "TickwireCore", "CTickwireSys",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "TickwireStore", dependencies: ["TickwireCore", "CTickwireSys", "CXXHash", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "TickwireClient", dependencies: ["TickwireCore", "TickwireZMQ", "TickwireNATS"]),
         // A trader's side of trade submission: the wire model, CURVE keys, the client and its retrying
         // submitter. `tickwire trade` needs only this, not the daemon.

@@ -8,7 +8,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
-for pkg in libzmq3-dev libjemalloc-dev libsqlite3-dev tmux gdb python3-pip nats-server libnats-dev chromium chromium-driver; do
+for pkg in libzmq3-dev libjemalloc-dev libsqlite3-dev libxxhash-dev tmux gdb python3-pip nats-server libnats-dev chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,4 +1,5 @@
 import CTickwireSys
+import CXXHash
 import TickwireCore
 #if canImport(Glibc)
 import Glibc
@@ -23,8 +24,8 @@ public enum StoreImporter {
         public var alreadyImported: String?
     }
 
-    /// What makes two imports the same: the kind of source and its options, and the file's bytes (size,
-    /// CRC-32C and a 64-bit multiplicative hash of the content).
+    /// What makes two imports the same: the kind of source and its options, and the file's bytes (size and
+    /// XXH3-128 of the content).
     ///
     /// The content is hashed on a thread of its own, started here, so that it runs beside the import's parse
     /// instead of before it (docs/BENCH-HISTORY.md, T2); `key` waits for it. The kind and the size, known at
@@ -33,35 +34,76 @@ public enum StoreImporter {
         public let name: String
         /// The key's start: the kind's hash and the file's size.
         let prefix: String
-        /// The content's digest, computed on a thread of its own, which lets the mapping go once done (a second
-        /// mapping of the file would count again in the process's resident size).
-        private let digest: BackgroundValue<String>
+        let path: String
+        /// The content's digest, computed on a thread of its own.
+        private let digest: BackgroundValue<Result<String, StoreError>>
 
-        /// Maps the file and starts hashing it.
+        /// Opens the file and starts hashing it.
         /// - Parameters:
         ///   - kind: how the file is read (`tardis-trades`, `itch` and its trading date…).
         /// - Throws: `StoreError.io` when the file cannot be read.
         public init(kind: String, path: String) throws(StoreError) {
-            let map = try MappedFile(path: path)
+            let file = try OwnedFile(path: path, flags: O_RDONLY)
+            let size = try file.size()
             let kindHash = Array(kind.utf8).withUnsafeBytes { CRC32C.of($0) }
-            prefix = "\(Self.hex(kindHash))-\(Self.hex(UInt64(map.bytes.count)))-"
-            digest = BackgroundValue { Identity.contentDigest(map.bytes) }
+            prefix = "\(Self.hex(kindHash))-\(Self.hex(UInt64(size)))-"
+            digest = BackgroundValue { Result { () throws(StoreError) in try Identity.contentDigest(file) } }
             name = "\(kind) \(path)"
+            self.path = path
         }
 
-        /// `<kind hash>-<size>-<CRC-32C>-<hash>`, in hex: the name of the import's record.
-        public var key: String { prefix + digest.value }
+        /// `<kind hash>-<size>-x<XXH3-128>`, in hex: the name of the import's record.
+        /// - Throws: `StoreError.io` when reading the file for its hash failed.
+        public func key() throws(StoreError) -> String { prefix + (try digest.value.get()) }
 
-        public static func == (a: Identity, b: Identity) -> Bool { a.name == b.name && a.key == b.key }
+        /// The key an import of the same file and kind recorded before XXH3 (`<kind hash>-<size>-<CRC-32C>-<hash>`):
+        /// a store written then knows its imports by it. Maps and hashes the file again (only when a record of
+        /// that form begins with `prefix`).
+        func legacyKey() throws(StoreError) -> String {
+            let map = try MappedFile(path: path)
+            return prefix + Identity.legacyDigest(map.bytes)
+        }
+
+        public static func == (a: Identity, b: Identity) -> Bool { a.name == b.name && (try? a.key()) == (try? b.key()) }
 
         static func hex<T: FixedWidthInteger>(_ v: T) -> String {
             let s = String(v, radix: 16)
             return String(repeating: "0", count: max(0, MemoryLayout<T>.size * 2 - s.count)) + s
         }
 
-        /// The content's CRC-32C and hash, in hex. The words' CRC and hash are taken in one pass
-        /// (`tw_crc32c_mulhash`): this thread shares the cores with the parse's two.
+        /// The content's XXH3-128, in hex after an `x` (which tells it from the legacy digest's CRC).
         static func contentDigest(_ p: UnsafeRawBufferPointer) -> String {
+            digestText(XXH3_128bits(p.baseAddress, p.count))
+        }
+
+        /// `contentDigest` of the file's bytes, read 1 MiB at a time into one buffer: no mapping to fault in and
+        /// take down, and no second copy of the file in the resident size; ~20% less CPU than hashing a mapping
+        /// (docs/BENCH-HISTORY.md, T4), on a thread that shares the cores with the parse's two.
+        static func contentDigest(_ file: OwnedFile) throws(StoreError) -> String {
+            let state = XXH3_createState()!
+            defer { XXH3_freeState(state) }
+            XXH3_128bits_reset(state)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+            defer { buffer.deallocate() }
+            var offset: off_t = 0
+            while true {
+                let n = pread(file.fd, buffer.baseAddress, buffer.count, offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw .io(operation: "read", path: file.path, errno: errno)
+                }
+                if n == 0 { break }
+                XXH3_128bits_update(state, buffer.baseAddress, n)
+                offset += off_t(n)
+            }
+            return digestText(XXH3_128bits_digest(state))
+        }
+
+        private static func digestText(_ h: XXH128_hash_t) -> String { "x" + hex(h.high64) + hex(h.low64) }
+
+        /// The digest of keys recorded before XXH3: the content's CRC-32C and a 64-bit multiplicative hash of its
+        /// 8-byte words, in hex, taken in one pass (`tw_crc32c_mulhash`).
+        static func legacyDigest(_ p: UnsafeRawBufferPointer) -> String {
             var h: UInt64 = 0x9E37_79B9_7F4A_7C15
             let words = p.count / 8
             var crc = p.baseAddress.map { tw_crc32c_mulhash(0, &h, $0, words, 0xFF51_AFD7_ED55_8CCD, 29) } ?? 0
@@ -89,7 +131,7 @@ public enum StoreImporter {
         try recover(store: directory)
         // Without a record of this kind and size the file is new, and its hash runs beside the parse; with one,
         // the hash is waited for first, so that a file imported before is not read again.
-        if let identity, mayBeDone(directory, identity), let done = try? readText(doneFile(directory, identity)) {
+        if let identity, let done = try doneRecord(directory, identity) {
             return Report(events: 0, sealed: [], alreadyImported: done)
         }
         let staging = directory + "/" + stagingPrefix + String(UInt64(bitPattern: Nanos.now().rawValue), radix: 16)
@@ -108,7 +150,8 @@ public enum StoreImporter {
         let keys = Layout.partitions(in: staging)
         let record = "\(identity?.name ?? "import"): \(stager.appended) events into \(keys.count) partition\(keys.count == 1 ? "" : "s"), "
             + "stored \(Nanos.now().iso8601)"
-        try publish(staging: staging, store: directory, keys: keys, done: identity.map { doneFile(directory, $0) }, record: record)
+        let done = try identity.map { (i) throws(StoreError) in doneFile(directory, try i.key()) }
+        try publish(staging: staging, store: directory, keys: keys, done: done, record: record)
         published = true
         if seal {
             for key in keys { try Sealing.seal(store: directory, key: key, compactRows: compactRows, report: StoreWriter.printToStandardError) }
@@ -118,9 +161,19 @@ public enum StoreImporter {
 
     static let stagingPrefix = ".import-"
     static func importsDirectory(_ store: String) -> String { store + "/imports" }
-    static func doneFile(_ store: String, _ identity: Identity) -> String { importsDirectory(store) + "/" + identity.key + ".done" }
+    static func doneFile(_ store: String, _ key: String) -> String { importsDirectory(store) + "/" + key + ".done" }
     static func mayBeDone(_ store: String, _ identity: Identity) -> Bool {
         FS.list(importsDirectory(store)).contains { $0.hasPrefix(identity.prefix) }
+    }
+
+    /// The record of an import of `identity` done before, under its key or, for a store written before XXH3,
+    /// its legacy key; nil when there is none.
+    static func doneRecord(_ store: String, _ identity: Identity) throws(StoreError) -> String? {
+        let names = FS.list(importsDirectory(store)).filter { $0.hasPrefix(identity.prefix) && $0.hasSuffix(".done") }
+        guard !names.isEmpty else { return nil }
+        if let done = try? readText(doneFile(store, try identity.key())) { return done }
+        guard names.contains(where: { !$0.dropFirst(identity.prefix.count).hasPrefix("x") }) else { return nil }
+        return try? readText(doneFile(store, try identity.legacyKey()))
     }
     static var pendingName: String { "publish.pending" }
 

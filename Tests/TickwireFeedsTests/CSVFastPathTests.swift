@@ -7,6 +7,9 @@ import TickwireTestSupport
 /// The tardis reader's byte-level, two-thread path against the field readers alone (how every row was read
 /// before): the same events, counts and errors, line numbers included, across many segment boundaries.
 @Suite(.timeLimit(.minutes(5))) struct CSVFastPathTests {
+    let symbols = ["BTCUSDT", "ETHUSDT", "SOL", "SOLUSDT", "12345678", "123456789", "ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOPQ",
+                   "BTC-PERPETUAL-2026-03-27"]
+
     /// Rows the fast path takes and rows it hands to the field readers: odd but valid forms and errors.
     func file(kind: TardisCSVSource.Kind, rows: Int, seed: UInt64) -> String {
         var rng = SplitMix(seed: seed)
@@ -16,8 +19,11 @@ import TickwireTestSupport
         func pick(_ normal: String) -> String { rng.next(below: 40) == 0 ? odd[Int(rng.next(below: UInt64(odd.count)))] : normal }
         for i in 0..<rows {
             if rng.next(below: 100) == 0 { text += rng.next(below: 2) == 0 ? "\n" : "\r\n"; continue }
-            let sym = ["BTCUSDT", "ETHUSDT", "SOL"][Int(rng.next(below: 3))]
-            let ex = rng.next(below: 50) == 0 ? "" : (rng.next(below: 2) == 0 ? "binance-futures" : "deribit")
+            // Symbols around the subject table's 8- and 16-byte keys (one a prefix of another, one longer than
+            // 16 bytes), and hundreds of others so that its table grows.
+            let sym = rng.next(below: 4) == 0 ? "S\(rng.next(below: 400))"
+                : symbols[Int(rng.next(below: UInt64(symbols.count)))]
+            let ex = rng.next(below: 50) == 0 ? "" : ["binance-futures", "deribit", "a-venue-longer-than-sixteen"][Int(rng.next(below: 3))]
             let ts = 1_582_329_602_111_000 + Int64(i) * 1000
             var fields = [ex, sym, pick(String(ts)), pick(String(ts + 300))]
             if kind == .trades {
@@ -81,5 +87,43 @@ import TickwireTestSupport
             #expect(thrown == nil && counter(source, "errors") == UInt64(expected.errors), "seed \(seed)")
             #expect(source.skipSummary?.contains(expected.first!.description) == true, "seed \(seed)")
         }
+    }
+
+    /// A field's words read where fewer than 16 bytes follow its start (the file's last bytes) are the words read
+    /// with room to spare.
+    @Test func aFieldsWordsAreTheSameAtTheEndOfTheFile() {
+        let text = Array("xx,ABCDEFGHIJKLMNOPQ,123456789".utf8)
+        text.withUnsafeBytes { p in
+            let padded = text + [UInt8](repeating: 0x55, count: 16)
+            padded.withUnsafeBytes { q in
+                for start in 0..<text.count {
+                    for end in start...min(text.count, start + 16) {
+                        #expect(SubjectsByBytes.words(p, start..<end) == SubjectsByBytes.words(q, start..<end), "\(start)..<\(end)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two pairs have the same short key exactly when their bytes are the same: prefixes, a trailing zero byte,
+    /// one byte changed anywhere, the 8- and 16-byte edges; a field longer than 16 bytes has no short key.
+    @Test func shortKeysAreEqualExactlyForEqualPairs() {
+        var texts = ["", "A", "A\u{0}", "AB", "ABCDEFGH", "ABCDEFGH\u{0}", "ABCDEFGHI", "ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNO"]
+        for i in 0..<16 { texts.append(String("ABCDEFGHIJKLMNOP".enumerated().map { $0.offset == i ? "x" : $0.element })) }
+        let pairs = texts.flatMap { a in ["SOL", "SOLUSDT", "SOLUSDT\u{0}", ""].map { (a, $0) } }
+        var keys = [SubjectsByBytes.ShortKey]()
+        for (a, b) in pairs {
+            let line = Array((a + "," + b + "," + String(repeating: "9", count: 20)).utf8)
+            line.withUnsafeBytes { p in
+                keys.append(SubjectsByBytes.shortKey(p, 0..<a.utf8.count, (a.utf8.count + 1)..<(a.utf8.count + 1 + b.utf8.count))!)
+            }
+        }
+        for i in pairs.indices {
+            for j in pairs.indices {
+                #expect((keys[i] == keys[j]) == (pairs[i] == pairs[j]), "\(pairs[i]) against \(pairs[j])")
+            }
+        }
+        let long = Array("ABCDEFGHIJKLMNOPQ,SOL,0000000000000000".utf8)
+        #expect(long.withUnsafeBytes { SubjectsByBytes.shortKey($0, 0..<17, 18..<21) } == nil)
     }
 }

@@ -87,9 +87,27 @@ final class WriterSink: EventSink {
         #expect(noLeftovers(store))
     }
 
-    /// The content digest takes the CRC and the hash of the 8-byte words in one pass: it must be the key the
-    /// two passes gave (CRC-32C of every byte; the hash over the words, then the tail bytes), at every tail length.
-    @Test func theContentDigestIsTheTwoPassOne() {
+    /// The content digest is XXH3-128, its high half first (the empty input's hash is xxHash's published one),
+    /// and the file read a buffer at a time gives the digest of its bytes whole, at buffer boundaries and beside.
+    @Test func theContentDigestIsXXH3Of128Bits() throws {
+        #expect([UInt8]().withUnsafeBytes { StoreImporter.Identity.contentDigest($0) } == "x99aa06d3014798d86001c324468d497f")
+        let a = Array("tickwire".utf8), b = Array("tickwirf".utf8)
+        #expect(a.withUnsafeBytes { StoreImporter.Identity.contentDigest($0) } != b.withUnsafeBytes { StoreImporter.Identity.contentDigest($0) })
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        var rng = SplitMix(seed: 5)
+        for count in [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20] {
+            let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next(below: 256)) }
+            let path = dir + "/file-\(count)"
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let read = try StoreImporter.Identity.contentDigest(OwnedFile(path: path, flags: O_RDONLY))
+            #expect(read == bytes.withUnsafeBytes { StoreImporter.Identity.contentDigest($0) }, "\(count) bytes")
+        }
+    }
+
+    /// The legacy digest (keys recorded before XXH3) takes the CRC and the hash of the 8-byte words in one pass:
+    /// it must be the key the two passes gave (CRC-32C of every byte; the hash over the words, then the tail
+    /// bytes), at every tail length.
+    @Test func theLegacyDigestIsTheTwoPassOne() {
         var rng = SplitMix(seed: 11)
         for count in Array(0...40) + [4_096, 100_003] {
             let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next(below: 256)) }
@@ -102,8 +120,32 @@ final class WriterSink: EventSink {
                 for i in (count / 8 * 8)..<count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
             }
             let want = StoreImporter.Identity.hex(CRC32C.of(bytes)) + "-" + StoreImporter.Identity.hex(h)
-            #expect(bytes.withUnsafeBytes { StoreImporter.Identity.contentDigest($0) } == want, "\(count) bytes")
+            #expect(bytes.withUnsafeBytes { StoreImporter.Identity.legacyDigest($0) } == want, "\(count) bytes")
         }
+    }
+
+    /// A store whose import was recorded under the legacy key (before XXH3) still knows the file: importing it
+    /// again stores nothing. Another file of the same size beside such a record is imported.
+    @Test func anImportRecordedUnderTheLegacyKeyIsStillKnown() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        let store = dir + "/store"
+        let path = try capture(dir, lines: 2000); defer { try? FileManager.default.removeItem(atPath: path) }
+        let identity = try StoreImporter.Identity(kind: "lines", path: path)
+        #expect(try StoreImporter.importEvents(from: LinesSource(path: path), directory: store, identity: identity).events == 2000)
+        // What an older Tickwire left: the same record under the legacy key.
+        let legacyKey = try identity.legacyKey()
+        #expect(try identity.key().hasPrefix(identity.prefix + "x") && legacyKey.hasPrefix(identity.prefix) && !legacyKey.contains("-x"))
+        try FS.rename(StoreImporter.doneFile(store, try identity.key()), StoreImporter.doneFile(store, legacyKey))
+        let again = try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
+                                                   identity: .init(kind: "lines", path: path))
+        #expect(again.events == 0 && again.alreadyImported?.contains("2000 events") == true)
+        #expect(try count(store) == 2000)
+        // One price digit changed: the same size and kind, other bytes.
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        text = String(text.dropLast(2)) + (text.dropLast().last == "0" ? "1" : "0") + "\n"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(try StoreImporter.importEvents(from: LinesSource(path: path), directory: store,
+                                               identity: .init(kind: "lines", path: path)).events == 2000)
     }
 
     /// The kind and size begin the key and are known before the hash: a file of the same size and other bytes is
@@ -190,7 +232,7 @@ final class WriterSink: EventSink {
         try w.close()
         let identity = try StoreImporter.Identity(kind: "lines", path: path)
         let renames = try StoreImporter.writePlan(staging: staging, store: store, keys: Layout.partitions(in: staging),
-                                                  done: StoreImporter.doneFile(store, identity), record: "test import")
+                                                  done: StoreImporter.doneFile(store, try identity.key()), record: "test import")
         #expect(renames.count == 3)
         try FS.makeDirectories(String(renames[0].1[..<renames[0].1.lastIndex(of: "/")!]))
         try FS.rename(renames[0].0, renames[0].1)

@@ -164,73 +164,130 @@ enum FastField {
 
 /// Subjects found by the bytes of a row's two key fields (exchange and symbol) in the mapped file, so that a
 /// row of a pair seen before costs a hash and a compare, not the strings and dictionary lookup of the first.
-/// Entries point at the pair's first occurrence in the file, which stays mapped for the whole parse.
+///
+/// A pair whose fields are both at most 16 bytes (every venue and symbol seen so far) is keyed by those bytes as
+/// four words and the two lengths: hashed with a few multiplies and compared word by word, with no call and no
+/// loop over bytes (the byte loops and `memcmp` were a third of the parse's own samples; docs/BENCH-HISTORY.md,
+/// T4). A longer pair is keyed by where it first occurs in the mapped file (which stays mapped for the whole
+/// parse), hashed and compared byte by byte.
 struct SubjectsByBytes {
-    private struct Entry { var hash: UInt64; var first: Range<Int>; var second: Range<Int>; var subject: SubjectID }
-    private var slots = [Int32](repeating: -1, count: 256)
-    private var entries: [Entry] = []
-    /// The previous row's entry: most files repeat a pair row after row.
-    private var last = -1
+    /// Both fields' bytes, zero past each field's length, and the lengths: equal keys are equal pairs.
+    struct ShortKey: Equatable {
+        var a0: UInt64, a1: UInt64, b0: UInt64, b1: UInt64, lengths: UInt64
 
-    @inline(__always)
-    private static func hash(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> UInt64 {
-        let h = mix(p, b, mix(p, a, 0xcbf2_9ce4_8422_2325))
-        return h ^ (h &>> 32)
-    }
-
-    @inline(__always)
-    private static func mix(_ p: UnsafeRawBufferPointer, _ r: Range<Int>, _ h0: UInt64) -> UInt64 {
-        var h = h0, i = r.lowerBound
-        while i &+ 8 <= r.upperBound {
-            h = (h ^ p.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
-            h ^= h &>> 29
-            i &+= 8
+        @inline(__always)
+        var hash: UInt64 {
+            var h = (a0 ^ lengths) &* 0x9E37_79B9_7F4A_7C15
+            h = (h ^ a1 ^ (h &>> 29)) &* 0xFF51_AFD7_ED55_8CCD
+            h = (h ^ b0 ^ (h &>> 32)) &* 0xC4CE_B9FE_1A85_EC53
+            h = (h ^ b1 ^ (h &>> 29)) &* 0x9E37_79B9_7F4A_7C15
+            return h ^ (h &>> 32)
         }
-        while i < r.upperBound { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3; i &+= 1 }
-        return (h ^ 0xff) &* 0xC4CE_B9FE_1A85_EC53
+    }
+
+    private struct LongEntry { var hash: UInt64; var first: Range<Int>; var second: Range<Int>; var subject: SubjectID }
+    private var shortSlots = [Int32](repeating: -1, count: 256)
+    private var shortKeys: [ShortKey] = []
+    private var shortSubjects: [SubjectID] = []
+    private var longSlots = [Int32](repeating: -1, count: 16)
+    private var longEntries: [LongEntry] = []
+    /// The previous row's short key and subject: most files repeat a pair row after row.
+    private var lastKey = ShortKey(a0: 0, a1: 0, b0: 0, b1: 0, lengths: UInt64.max)
+    private var lastSubject: SubjectID = 0
+
+    /// The words of a field of at most 16 bytes: two loads and a mask where 16 bytes can be read from its start,
+    /// byte by byte at the very end of the file.
+    @inline(__always)
+    static func words(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> (UInt64, UInt64) {
+        let n = r.count
+        if r.lowerBound &+ 16 <= p.count {
+            let w0 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: r.lowerBound, as: UInt64.self))
+            let w1 = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: r.lowerBound &+ 8, as: UInt64.self))
+            let m0: UInt64 = n >= 8 ? .max : (UInt64(1) &<< UInt64(n &* 8)) &- 1
+            let m1: UInt64 = n >= 16 ? .max : n <= 8 ? 0 : (UInt64(1) &<< UInt64((n &- 8) &* 8)) &- 1
+            return (w0 & m0, w1 & m1)
+        }
+        var w: (UInt64, UInt64) = (0, 0)
+        for i in 0..<n {
+            let b = UInt64(p[r.lowerBound + i]) << UInt64((i % 8) * 8)
+            if i < 8 { w.0 |= b } else { w.1 |= b }
+        }
+        return w
     }
 
     @inline(__always)
-    private static func same(_ p: UnsafeRawBufferPointer, _ x: Range<Int>, _ y: Range<Int>) -> Bool {
-        x.count == y.count && memcmp(p.baseAddress! + x.lowerBound, p.baseAddress! + y.lowerBound, x.count) == 0
-    }
-
-    @inline(__always)
-    private func matches(_ k: Int, _ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
-        let e = entries[k]
-        return Self.same(p, e.first, a) && Self.same(p, e.second, b)
+    static func shortKey(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> ShortKey? {
+        guard a.count <= 16 && b.count <= 16 else { return nil }
+        let (a0, a1) = words(p, a), (b0, b1) = words(p, b)
+        return ShortKey(a0: a0, a1: a1, b0: b0, b1: b1, lengths: UInt64(a.count) | UInt64(b.count) << 8)
     }
 
     /// The subject of the pair at `a` and `b`, if it was inserted before.
     @inline(__always)
     mutating func find(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> SubjectID? {
-        if last >= 0 && matches(last, p, a, b) { return entries[last].subject }
-        let h = Self.hash(p, a, b)
-        let mask = slots.count &- 1
+        guard let key = Self.shortKey(p, a, b) else { return findLong(p, a, b) }
+        if key == lastKey { return lastSubject }
+        let mask = shortSlots.count &- 1
+        var i = Int(truncatingIfNeeded: key.hash) & mask
+        while true {
+            let k = Int(shortSlots[i])
+            if k < 0 { return nil }
+            if shortKeys[k] == key { lastKey = key; lastSubject = shortSubjects[k]; return lastSubject }
+            i = (i &+ 1) & mask
+        }
+    }
+
+    mutating func insert(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>, _ subject: SubjectID) {
+        guard let key = Self.shortKey(p, a, b) else { return insertLong(p, a, b, subject) }
+        if 2 * (shortKeys.count + 1) > shortSlots.count {
+            shortSlots = [Int32](repeating: -1, count: shortSlots.count * 2)
+            for k in shortKeys.indices { Self.place(&shortSlots, shortKeys[k].hash, k) }
+        }
+        shortKeys.append(key)
+        shortSubjects.append(subject)
+        Self.place(&shortSlots, key.hash, shortKeys.count - 1)
+        (lastKey, lastSubject) = (key, subject)
+    }
+
+    private static func place(_ slots: inout [Int32], _ h: UInt64, _ k: Int) {
+        let mask = slots.count - 1
         var i = Int(truncatingIfNeeded: h) & mask
-        while slots[i] >= 0 {
-            let k = Int(slots[i])
-            if entries[k].hash == h && matches(k, p, a, b) { last = k; return entries[k].subject }
+        while slots[i] >= 0 { i = (i + 1) & mask }
+        slots[i] = Int32(k)
+    }
+
+    private static func longHash(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for r in [a, b] {
+            for i in r { h = (h ^ UInt64(p[i])) &* 0x100_0000_01b3 }
+            h = (h ^ 0xff) &* 0xC4CE_B9FE_1A85_EC53
+        }
+        return h ^ (h &>> 32)
+    }
+
+    private static func same(_ p: UnsafeRawBufferPointer, _ x: Range<Int>, _ y: Range<Int>) -> Bool {
+        x.count == y.count && memcmp(p.baseAddress! + x.lowerBound, p.baseAddress! + y.lowerBound, x.count) == 0
+    }
+
+    private func findLong(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>) -> SubjectID? {
+        let h = Self.longHash(p, a, b)
+        let mask = longSlots.count &- 1
+        var i = Int(truncatingIfNeeded: h) & mask
+        while longSlots[i] >= 0 {
+            let e = longEntries[Int(longSlots[i])]
+            if e.hash == h && Self.same(p, e.first, a) && Self.same(p, e.second, b) { return e.subject }
             i = (i &+ 1) & mask
         }
         return nil
     }
 
-    mutating func insert(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>, _ subject: SubjectID) {
-        if 2 * (entries.count + 1) > slots.count {
-            slots = [Int32](repeating: -1, count: slots.count * 2)
-            for k in entries.indices { place(entries[k].hash, k) }
+    private mutating func insertLong(_ p: UnsafeRawBufferPointer, _ a: Range<Int>, _ b: Range<Int>, _ subject: SubjectID) {
+        if 2 * (longEntries.count + 1) > longSlots.count {
+            longSlots = [Int32](repeating: -1, count: longSlots.count * 2)
+            for k in longEntries.indices { Self.place(&longSlots, longEntries[k].hash, k) }
         }
-        entries.append(Entry(hash: Self.hash(p, a, b), first: a, second: b, subject: subject))
-        last = entries.count - 1
-        place(entries[last].hash, last)
-    }
-
-    private mutating func place(_ h: UInt64, _ k: Int) {
-        let mask = slots.count - 1
-        var i = Int(truncatingIfNeeded: h) & mask
-        while slots[i] >= 0 { i = (i + 1) & mask }
-        slots[i] = Int32(k)
+        longEntries.append(LongEntry(hash: Self.longHash(p, a, b), first: a, second: b, subject: subject))
+        Self.place(&longSlots, longEntries[longEntries.count - 1].hash, longEntries.count - 1)
     }
 }
 

@@ -166,8 +166,8 @@ public final class TardisCSVSource: EventSource, SkipReporting {
             // and checked for exclusive access on every read).
             let lineEnd = e > offset && p[e - 1] == UInt8(ascii: "\r") ? e - 1 : e
             let fieldCount = n
-            let next = e + 1
-            defer { offset = next }
+            let lineNext = e + 1
+            defer { offset = lineNext }
             if lineEnd == offset { continue }
             out.rows += 1
             func field(_ i: Int) -> Range<Int> {
@@ -176,7 +176,7 @@ public final class TardisCSVSource: EventSource, SkipReporting {
                 let b = c &+ 1 < fieldCount ? starts[c &+ 1] &- 1 : lineEnd
                 return a..<Swift.min(b, lineEnd)
             }
-            var event: Event?
+            var taken = false
             if fieldCount > maxCol {
                 let ex = field(0), sym = field(1)
                 if !ex.isEmpty && !sym.isEmpty, let et = FastField.digits(p, field(2)), let kt = FastField.digits(p, field(3)),
@@ -194,10 +194,10 @@ public final class TardisCSVSource: EventSource, SkipReporting {
                         }
                         byBytes.insert(p, ex, sym, subject)
                     }
-                    event = fastEvent(p, field, subject, Nanos(et * 1000), Nanos(kt * 1000))
+                    taken = fastEvent(p, field, subject, Nanos(et * 1000), Nanos(kt * 1000), into: &out.events)
                 }
             }
-            if let event { out.events.append(event); continue }
+            if taken { continue }
             // The slow path: the row's fields as text, read by the field readers (errors named as before).
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: p[offset..<lineEnd]), as: UTF8.self)
             let fields = text.split(separator: ",", omittingEmptySubsequences: false)
@@ -212,29 +212,32 @@ public final class TardisCSVSource: EventSource, SkipReporting {
         return out
     }
 
-    /// A row in its plain form, or nil for the slow path.
+    /// Appends a row in its plain form to `events`; false (nothing appended) for the slow path. The event is
+    /// built where it is appended: returned as an optional it went through memory and was copied again, with a
+    /// stalled reload (a sixth of the parse's own samples; docs/BENCH-HISTORY.md, T4).
     @inline(__always)
     private func fastEvent(_ p: UnsafeRawBufferPointer, _ field: (Int) -> Range<Int>, _ subject: SubjectID,
-                           _ eventTime: Nanos, _ knownTime: Nanos) -> Event? {
+                           _ eventTime: Nanos, _ knownTime: Nanos, into events: inout [Event]) -> Bool {
         switch kind {
         case .trades:
             let idField = field(4)
             let id: UInt64
-            if idField.isEmpty { id = 0 } else if let v = FastField.digits(p, idField) { id = UInt64(v) } else { return nil }
+            if idField.isEmpty { id = 0 } else if let v = FastField.digits(p, idField) { id = UInt64(v) } else { return false }
             let s = field(5)
             let side: Side
             if FastField.equals(p, s, "buy") { side = .buy } else if FastField.equals(p, s, "sell") { side = .sell }
-            else if s.isEmpty || FastField.equals(p, s, "unknown") { side = .unknown } else { return nil }
-            guard let price = FastField.e8(p, field(6)), let amount = FastField.e8(p, field(7)), amount >= 0 else { return nil }
-            return .trade(subject, price: Price(e8: price), size: Quantity(e8: amount), side: side, tradeID: id,
-                          eventTime: eventTime, knownTime: knownTime)
+            else if s.isEmpty || FastField.equals(p, s, "unknown") { side = .unknown } else { return false }
+            guard let price = FastField.e8(p, field(6)), let amount = FastField.e8(p, field(7)), amount >= 0 else { return false }
+            events.append(.trade(subject, price: Price(e8: price), size: Quantity(e8: amount), side: side, tradeID: id,
+                                 eventTime: eventTime, knownTime: knownTime))
         case .quotes:
             func value(_ i: Int) -> Int64? { let r = field(i); return r.isEmpty ? 0 : FastField.e8(p, r) }
             guard let askSize = value(4), askSize >= 0, let ask = value(5), let bid = value(6),
-                  let bidSize = value(7), bidSize >= 0 else { return nil }
-            return .quote(subject, bid: Price(e8: bid), bidSize: Quantity(e8: bidSize), ask: Price(e8: ask),
-                          askSize: Quantity(e8: askSize), eventTime: eventTime, knownTime: knownTime)
+                  let bidSize = value(7), bidSize >= 0 else { return false }
+            events.append(.quote(subject, bid: Price(e8: bid), bidSize: Quantity(e8: bidSize), ask: Price(e8: ask),
+                                 askSize: Quantity(e8: askSize), eventTime: eventTime, knownTime: knownTime))
         }
+        return true
     }
 
     /// Gives the field readers' `event` a sink whose only use is interning subjects.
