@@ -17,19 +17,22 @@ enum ColumnCodec {
     /// Widths above this are stored as whole 64-bit words, so every narrower value is one unaligned load.
     static let maxPackedWidth = 56
 
-    /// Appends one encoded block of `n` values to `out`, trying each of `modes`.
+    /// Appends one encoded block of `n` values to `out`, trying each of `modes`: the first of the narrowest wins.
     static func encode(_ v: UnsafePointer<Int64>, count n: Int, reference: UnsafePointer<Int64>?, modes: [Mode],
                        scratch t: UnsafeMutablePointer<Int64>, into out: inout [UInt8]) {
         precondition(n > 0)
         var best: (mode: Mode, width: Int, base: Int64, scale: UInt64)?
         for mode in modes {
             if mode == .reference && reference == nil { continue }
-            let skip = transform(v, n, reference, mode, t)
-            let (base, scale, width) = frame(t, n, skip)
+            let (skip, lo, hi) = transform(v, n, reference, mode, t)
+            // A mode that cannot be narrower than the best so far is not framed: its divisor pass is most of a
+            // mode's cost (docs/BENCH-HISTORY.md, T4).
+            if let b = best, widthAtLeast(t, n, skip, lo, hi) >= b.width { continue }
+            let (base, scale, width) = frame(t, n, skip, lo, hi)
             if best == nil || width < best!.width { best = (mode, width, base, scale) }
         }
         let chosen = best!
-        let skip = transform(v, n, reference, chosen.mode, t)
+        let skip = transform(v, n, reference, chosen.mode, t).skip
         for i in 0..<skip { t[i] = chosen.base }
         let first = v[0], firstDelta = n > 1 ? v[1] &- v[0] : 0
         var header = [UInt8](repeating: 0, count: headerSize)
@@ -50,29 +53,71 @@ enum ColumnCodec {
     /// the decoder may always load a whole word.
     static func packedBytes(count n: Int, width: Int) -> Int { ((n * width + 63) / 64) * 8 + 8 }
 
+    /// Writes the mode's values from `skip` on into `t`, and returns `skip` with their minimum and maximum (both
+    /// 0 when there are none).
     private static func transform(_ v: UnsafePointer<Int64>, _ n: Int, _ r: UnsafePointer<Int64>?, _ mode: Mode,
-                                  _ t: UnsafeMutablePointer<Int64>) -> Int {
+                                  _ t: UnsafeMutablePointer<Int64>) -> (skip: Int, lo: Int64, hi: Int64) {
+        let skip: Int
         switch mode {
         case .plain:
             for i in 0..<n { t[i] = v[i] }
-            return 0
+            skip = 0
         case .delta:
             for i in 1..<max(n, 1) { t[i] = v[i] &- v[i - 1] }
-            return min(1, n)
+            skip = min(1, n)
         case .deltaOfDelta:
             for i in stride(from: 2, to: n, by: 1) { t[i] = (v[i] &- v[i - 1]) &- (v[i - 1] &- v[i - 2]) }
-            return min(2, n)
+            skip = min(2, n)
         case .reference:
             for i in 0..<n { t[i] = v[i] &- r![i] }
-            return 0
+            skip = 0
         }
+        guard skip < n else { return (skip, 0, 0) }
+        let (lo, hi) = minMax(t, skip, n)
+        return (skip, lo, hi)
     }
 
-    /// The minimum, the common divisor of the offsets from it, and the bit width they need.
-    private static func frame(_ t: UnsafeMutablePointer<Int64>, _ n: Int, _ skip: Int) -> (Int64, UInt64, Int) {
+    /// The minimum and maximum of t[a..<b] (a < b), in four independent chains: one chain of compares and
+    /// moves waited on itself element after element, and was almost half of the codec's time (T4).
+    @inline(__always)
+    private static func minMax(_ t: UnsafePointer<Int64>, _ a: Int, _ b: Int) -> (Int64, Int64) {
+        var l0 = t[a], l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0
+        var i = a &+ 1
+        while i &+ 4 <= b {
+            let x0 = t[i], x1 = t[i &+ 1], x2 = t[i &+ 2], x3 = t[i &+ 3]
+            l0 = Swift.min(l0, x0); h0 = Swift.max(h0, x0)
+            l1 = Swift.min(l1, x1); h1 = Swift.max(h1, x1)
+            l2 = Swift.min(l2, x2); h2 = Swift.max(h2, x2)
+            l3 = Swift.min(l3, x3); h3 = Swift.max(h3, x3)
+            i &+= 4
+        }
+        while i < b { l0 = Swift.min(l0, t[i]); h0 = Swift.max(h0, t[i]); i &+= 1 }
+        return (Swift.min(Swift.min(l0, l1), Swift.min(l2, l3)), Swift.max(Swift.max(h0, h1), Swift.max(h2, h3)))
+    }
+
+    /// Bits a quotient up to `range` takes: at most `maxPackedWidth`, else a whole word.
+    @inline(__always)
+    private static func width(_ range: UInt64) -> Int {
+        let w = range == 0 ? 0 : 64 - range.leadingZeroBitCount
+        return w > maxPackedWidth ? 64 : w
+    }
+
+    /// A lower bound of `frame`'s width: the block's divisor divides the gcd of any of its offsets, so the range
+    /// over the gcd of the first few non-zero offsets can only be smaller than the range over the divisor.
+    private static func widthAtLeast(_ t: UnsafeMutablePointer<Int64>, _ n: Int, _ skip: Int, _ lo: Int64, _ hi: Int64) -> Int {
+        guard skip < n, hi != lo else { return 0 }
+        var g: UInt64 = 0, found = 0, i = skip
+        while i < n && found < 4 && g != 1 {
+            let x = UInt64(bitPattern: t[i] &- lo)
+            if x != 0 { g = gcd(g, x); found += 1 }
+            i += 1
+        }
+        return width(UInt64(bitPattern: hi &- lo) / g)
+    }
+
+    /// The minimum (`lo`, from `transform`), the common divisor of the offsets from it, and the bit width they need.
+    private static func frame(_ t: UnsafeMutablePointer<Int64>, _ n: Int, _ skip: Int, _ lo: Int64, _ hi: Int64) -> (Int64, UInt64, Int) {
         guard skip < n else { return (0, 1, 0) }
-        var lo = t[skip], hi = t[skip]
-        for i in skip..<n { lo = Swift.min(lo, t[i]); hi = Swift.max(hi, t[i]) }
         // Most offsets are multiples of the divisor found so far (times in µs as ns, prices on a tick): each is
         // tested with a multiply (`ExactDivisor`), and only one that is not costs a gcd. Zero passes the test, so
         // the loop has no branch on it (a column of two values, such as buy and sell in `tag`, mispredicted it
@@ -87,10 +132,8 @@ enum ColumnCodec {
             if !divisor.divides(x) { g = gcd(g, x); divisor = ExactDivisor(g) }
             i += 1
         }
-        let range = UInt64(bitPattern: hi &- lo) / g
-        var width = range == 0 ? 0 : 64 - range.leadingZeroBitCount
-        if width > maxPackedWidth { width = 64 }
-        return (lo, width == 64 ? 1 : g, width)
+        let w = width(UInt64(bitPattern: hi &- lo) / g)
+        return (lo, w == 64 ? 1 : g, w)
     }
 
     private static func gcd(_ a0: UInt64, _ b0: UInt64) -> UInt64 {

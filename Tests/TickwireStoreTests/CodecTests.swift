@@ -60,6 +60,56 @@ import TickwireTestSupport
         #expect(out.count <= ColumnCodec.headerSize + 1024 * 3 / 8 + 8)
     }
 
+    /// The mode chosen is the first of the narrowest, each mode's width found by definition (its values' minimum,
+    /// the gcd of the offsets by `%`, the bits of the largest quotient): a mode left unframed because it cannot be
+    /// narrower than the best so far never changes the choice, the base or the scale.
+    @Test(arguments: 0..<shapes.count, [1, 2, 3, 1000, 1024])
+    func theChosenModeIsTheFirstOfTheNarrowest(shape: Int, count: Int) {
+        var rng = SplitMix(seed: testSeed() &+ UInt64(shape * 10_000 + count))
+        let values = (0..<count).map(CodecTests.shapes[shape].1)
+        let references: [[Int64]] = [(0..<count).map { Int64($0) * 3 }, values.map { $0 &- Int64(rng.next(below: 4)) * 1000 }, values]
+        let lists: [[ColumnCodec.Mode]] = [[.delta, .deltaOfDelta], [.reference, .delta], [.plain, .delta], [.reference, .plain, .delta],
+                                           [.deltaOfDelta, .delta, .plain, .reference]]
+        for reference in references {
+            for modes in lists {
+                var want: (mode: ColumnCodec.Mode, width: Int, base: Int64, scale: UInt64)?
+                for mode in modes {
+                    let skip = mode == .delta ? min(1, count) : mode == .deltaOfDelta ? min(2, count) : 0
+                    let t: [Int64] = (skip..<count).map { i in
+                        switch mode {
+                        case .plain: values[i]
+                        case .delta: values[i] &- values[i - 1]
+                        case .deltaOfDelta: (values[i] &- values[i - 1]) &- (values[i - 1] &- values[i - 2])
+                        case .reference: values[i] &- reference[i]
+                        }
+                    }
+                    let lo = t.min() ?? 0
+                    var g: UInt64 = 0
+                    for x in t { var (a, b) = (g, UInt64(bitPattern: x &- lo)); while b != 0 { (a, b) = (b, a % b) }; g = a }
+                    let range = g == 0 ? 0 : UInt64(bitPattern: (t.max() ?? 0) &- lo) / g
+                    var width = range == 0 ? 0 : 64 - range.leadingZeroBitCount
+                    if width > ColumnCodec.maxPackedWidth { width = 64 }
+                    let candidate = (mode, width, t.isEmpty ? 0 : lo, width == 0 || width == 64 ? 1 : g)
+                    if want == nil || width < want!.width { want = candidate }
+                }
+                var out = [UInt8]()
+                let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: count)
+                defer { scratch.deallocate() }
+                values.withUnsafeBufferPointer { v in
+                    reference.withUnsafeBufferPointer { r in
+                        ColumnCodec.encode(v.baseAddress!, count: count, reference: r.baseAddress!, modes: modes, scratch: scratch, into: &out)
+                    }
+                }
+                let got = out.withUnsafeBytes {
+                    (ColumnCodec.Mode(rawValue: $0[0])!, Int($0[1]), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self),
+                     $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                }
+                #expect(got.0 == want!.mode && got.1 == want!.width && got.2 == want!.base && got.3 == want!.scale,
+                        "shape \(CodecTests.shapes[shape].0), \(count) values, modes \(modes): \(got) against \(want!)")
+            }
+        }
+    }
+
     /// A plain block's frame is the column's minimum, the gcd of every offset from it (by `%`, value by value)
     /// and the bits of the largest quotient, whatever comes first in the block: zeros, a two-valued column (buy
     /// and sell in `tag`), offsets whose gcd falls to 1 midway, a single non-zero offset at the end, the offset
