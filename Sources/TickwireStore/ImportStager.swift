@@ -1,3 +1,4 @@
+import CTickwireSys
 import TickwireCore
 #if canImport(Glibc)
 import Glibc
@@ -17,9 +18,12 @@ import Darwin
 /// partition's segment or chunk holds, and their order, are exactly those the writer's logs would have held, so
 /// the sealed columns are the same. Used by one thread.
 ///
-/// A partition's rows are written once, into a mapping reserved for the most a partition can hold (`Rows`): an
-/// array grown by doubling copied every row again and took fresh pages for each copy, ~2 s of 5.5M rows on the
-/// parse's calling thread (docs/BENCH-HISTORY.md, T2).
+/// Most rows are never held whole: while a subject's rows come in (event time, known time) order with no second
+/// version of a trade and no bust in the partition, they are encoded a block at a time as they arrive (`Stream`),
+/// into the very blocks sealing would have made from them (the rows were staged, faulting in 64 bytes of fresh
+/// memory each, and read back in subject order; docs/BENCH-HISTORY.md, T5). A subject that stops qualifying has its
+/// blocks decoded back and is staged from there. Staged rows are written once, into a mapping reserved for the
+/// most a partition can hold (`Rows`; docs/BENCH-HISTORY.md, T2).
 final class ImportStager: EventSink {
     let directory: String
     let subjects: SubjectTable
@@ -27,18 +31,81 @@ final class ImportStager: EventSink {
     let compactRows: Int
     /// Events taken.
     @exclusivity(unchecked) private(set) var appended: UInt64 = 0
+    /// Blocks encoded as their rows arrived, and blocks decoded back when their subject stopped qualifying.
+    @exclusivity(unchecked) private(set) var blocksStreamed = 0, blocksDecoded = 0
     /// The first write that failed; the source is stopped through `stop`, and the import fails.
     @exclusivity(unchecked) private(set) var error: StoreError?
     private let stop: StopSignal
 
-    /// One partition's rows not yet sealed, with subject ids local to them (indexing `texts`).
+    /// A subject's rows encoded a block at a time as they arrive, as long as they come in order and without
+    /// versions: such rows are never staged, sorted or read again (docs/BENCH-HISTORY.md, T5). The blocks are the
+    /// ones sealing the staged rows would have made, and decode back to those rows if the subject stops qualifying.
+    private struct Stream {
+        var part = EncodedPart(streaming: ())
+        /// The block being filled: room for `blockRows` rows, taken at the subject's first row (`Held` frees it).
+        var pending: UnsafeMutablePointer<Event>?
+        var pendingCount = 0
+        var last = (eventTime: Int64.min, knownTime: Int64.min)
+        /// Trade ids in the current run of one event time: a repeated one there is a correction.
+        var runIDs: [Int64] = []
+        /// False once the subject's rows are staged instead.
+        var live = true
+
+        /// Whether the subject stays streamable with `e` next: in (event time, known time) order, so that sealing
+        /// would not reorder it, and not a second version of a trade id in the run of its event time, so that
+        /// `Versions.resolve` would find no exception (busts end streaming for the whole partition).
+        @inline(__always)
+        mutating func accepts(_ e: Event) -> Bool {
+            let t = e.eventTime.rawValue, k = e.knownTime.rawValue
+            if t < last.eventTime || (t == last.eventTime && k < last.knownTime) { return false }
+            if t != last.eventTime && !runIDs.isEmpty { runIDs.removeAll(keepingCapacity: true) }
+            if e.kind == .trade && e.c != 0 {
+                if runIDs.count >= 64 || runIDs.contains(e.c) { return false }
+                runIDs.append(e.c)
+            }
+            last = (t, k)
+            return true
+        }
+
+        /// Adds a row to the block being filled, and encodes the block when it is full.
+        @inline(__always)
+        mutating func append(_ e: Event, values: UnsafeMutablePointer<Int64>, scratch: UnsafeMutablePointer<Int64>) {
+            if pending == nil { pending = .allocate(capacity: SegmentImage.blockRows) }
+            (pending.unsafelyUnwrapped + pendingCount).initialize(to: e)
+            pendingCount &+= 1
+            if pendingCount == SegmentImage.blockRows { flush(values: values, scratch: scratch) }
+        }
+
+        /// Encodes the rows pending as the part's next block.
+        mutating func flush(values: UnsafeMutablePointer<Int64>, scratch: UnsafeMutablePointer<Int64>) {
+            guard let pending, pendingCount > 0 else { return }
+            part.appendStreamed(UnsafeBufferPointer(start: pending, count: pendingCount), values: values, scratch: scratch)
+            pendingCount = 0
+        }
+
+        /// Frees the block being filled.
+        mutating func release() {
+            pending?.deallocate()
+            pending = nil
+            pendingCount = 0
+        }
+    }
+
+    /// One partition's rows not yet sealed, with subject ids local to them (indexing `texts`): each subject's
+    /// either streamed (`streams`) or staged (`rows`).
     private final class Held {
         let key: PartitionKey
         /// Global `SubjectID` -> local id + 1 (0: not in `texts` yet).
         @exclusivity(unchecked) var localOf: [UInt32] = []
         var texts: [String] = []
+        /// By local id: the subject's stream (`live` false when its rows are staged).
+        @exclusivity(unchecked) var streams: [Stream] = []
+        /// False once a bust arrived (a bust voids trades of other subjects): every subject is then staged.
+        var streaming = true
+        /// Rows taken since the last seal, streamed and staged.
+        var count = 0
         let rows: Rows<Event>
-        /// Each row's subject, and the rows that are busts, as they arrived: sealing sorts by these without
+        /// Each staged row's subject, and the rows that are busts, as they arrived: sealing sorts by these without
         /// reading the rows again (`SegmentImage.Arrivals`).
         let subjectOf: Rows<UInt32>
         var busts: [Int] = []
@@ -50,21 +117,49 @@ final class ImportStager: EventSink {
             subjectOf = Rows(capacity: capacity)
         }
 
-        /// Seals the rows held (the rows and what was learnt of them as they arrived).
-        func build(generation: UInt64) -> SegmentImage {
-            rows.withRows { events in
+        deinit { for i in streams.indices { streams[i].release() } }
+
+        /// Stages a streamed subject: its blocks decoded back and the rows of its unfinished block.
+        func stage(_ local: Int) {
+            guard streams[local].live else { return }
+            var stream = streams[local]
+            streams[local] = Stream(live: false)
+            let unfinished = stream.pending.map { Array(UnsafeBufferPointer(start: $0, count: stream.pendingCount)) } ?? []
+            stream.release()
+            for e in stream.part.decodedRows(subject: SubjectID(local)) + unfinished {
+                rows.append(e)
+                subjectOf.append(UInt32(local))
+            }
+        }
+
+        /// Seals what is held: streamed subjects' last blocks encoded, then every subject together.
+        func build(generation: UInt64, values: UnsafeMutablePointer<Int64>, scratch: UnsafeMutablePointer<Int64>) -> SegmentImage {
+            var streamed = [Int: EncodedPart]()
+            for local in streams.indices where streams[local].live {
+                streams[local].flush(values: values, scratch: scratch)
+                streams[local].release()
+                streamed[local] = streams[local].part
+            }
+            return rows.withRows { events in
                 subjectOf.withRows { subjects in
-                    SegmentImage.build(subjects: texts, rows: events, arrivals: .init(subjects: subjects, busts: busts),
+                    SegmentImage.build(subjects: texts, rows: events,
+                                       arrivals: .init(subjects: subjects, busts: busts, streamed: streamed),
                                        generation: generation)
                 }
             }
         }
 
-        /// Forgets the rows held and gives their pages back.
+        /// Forgets the rows held and gives their pages back; the next rows begin a new chunk.
         func removeAll() {
             rows.removeAll()
             subjectOf.removeAll()
             busts = []
+            texts = []
+            localOf = []
+            for i in streams.indices { streams[i].release() }
+            streams = []
+            streaming = true
+            count = 0
         }
     }
     private var held: [PartitionKey: Held] = [:]
@@ -72,6 +167,9 @@ final class ImportStager: EventSink {
     @exclusivity(unchecked) private var router: PartitionRouter
     /// The partition of the previous event.
     @exclusivity(unchecked) private var last: Held?
+    /// A block's values and a codec's scratch, for the streams' blocks.
+    private let values = UnsafeMutablePointer<Int64>.allocate(capacity: SegmentImage.blockRows * Column.count)
+    private let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: SegmentImage.blockRows)
 
     init(directory: String, subjects: SubjectTable, heldRows: Int, compactRows: Int, stop: StopSignal) {
         self.directory = directory
@@ -80,6 +178,11 @@ final class ImportStager: EventSink {
         self.heldRows = max(1, heldRows)
         self.compactRows = compactRows
         self.stop = stop
+    }
+
+    deinit {
+        values.deallocate()
+        scratch.deallocate()
     }
 
     func emit(_ event: Event) {
@@ -96,10 +199,23 @@ final class ImportStager: EventSink {
             }
             let h = last.unsafelyUnwrapped
             repeat {
+                if i &+ Self.prefetchRows < batch.count { prefetch(batch[i &+ Self.prefetchRows], in: h) }
                 take(batch[i], into: h)
                 i &+= 1
             } while i < batch.count && error == nil && router.key(for: batch[i], hasCurrent: true) == nil
         }
+    }
+
+    /// How many rows ahead the line a streamed row goes to is asked for: rows of hundreds of subjects land in
+    /// as many blocks, each store a cache miss that in-order stores could not overlap (docs/BENCH-HISTORY.md, T5).
+    private static let prefetchRows = 8
+
+    @inline(__always)
+    private func prefetch(_ e: Event, in h: Held) {
+        let id = Int(e.subjectID)
+        guard id < h.localOf.count, h.localOf[id] != 0 else { return }
+        let l = Int(h.localOf[id] &- 1)
+        if let p = h.streams[l].pending { tw_prefetch_write(p + h.streams[l].pendingCount) }
     }
 
     @inline(__always)
@@ -107,35 +223,56 @@ final class ImportStager: EventSink {
         appended &+= 1
         let id = Int(e.subjectID)
         var row = e
+        let local: Int
         if id < h.localOf.count, h.localOf[id] != 0 {
-            row.subjectID = h.localOf[id] - 1
+            local = Int(h.localOf[id] - 1)
         } else {
             if id >= h.localOf.count { h.localOf.append(contentsOf: repeatElement(0, count: id + 1 - h.localOf.count)) }
             h.texts.append(subjects.text(e.subjectID))
+            h.streams.append(Stream(live: h.streaming))
             h.localOf[id] = UInt32(h.texts.count)
-            row.subjectID = UInt32(h.texts.count - 1)
+            local = h.texts.count - 1
+        }
+        row.subjectID = UInt32(local)
+        if row.kind == .bust && h.streaming {
+            for s in h.streams.indices where h.streams[s].live { blocksDecoded += h.streams[s].part.blocks.count; h.stage(s) }
+            h.streaming = false
+        }
+        if h.streams[local].live {
+            if h.streams[local].accepts(row) {
+                if h.streams[local].pendingCount == SegmentImage.blockRows - 1 { blocksStreamed += 1 }
+                h.streams[local].append(row, values: values, scratch: scratch)
+                taken(h)
+                return
+            }
+            blocksDecoded += h.streams[local].part.blocks.count
+            h.stage(local)
         }
         if row.kind == .bust { h.busts.append(h.rows.count) }
         h.rows.append(row)
         h.subjectOf.append(row.subjectID)
+        taken(h)
+    }
+
+    @inline(__always)
+    private func taken(_ h: Held) {
+        h.count += 1
         heldCount += 1
-        if heldCount > heldRows, let largest = held.values.max(by: { $0.rows.count < $1.rows.count }) {
+        if heldCount > heldRows, let largest = held.values.max(by: { $0.count < $1.count }) {
             do { try sealChunk(largest) } catch { self.error = error; stop.raise() }
         }
     }
 
     /// Seals what a partition holds as its next chunk and lets go of it.
     private func sealChunk(_ h: Held) throws(StoreError) {
-        guard h.rows.count > 0 else { return }
+        guard h.count > 0 else { return }
         let dir = directory + "/" + h.key.relativePath
         try FS.makeDirectories(dir)
-        let image = h.build(generation: h.chunks + 1)
+        let image = h.build(generation: h.chunks + 1, values: values, scratch: scratch)
         try Sealing.writeSegment(image, dir: dir, name: Layout.chunkName(h.chunks + 1))
         h.chunks += 1
-        heldCount -= h.rows.count
+        heldCount -= h.count
         h.removeAll()
-        h.texts = []
-        h.localOf = []
     }
 
     /// Seals everything held: a partition that arrived whole as its segment, one sealed in chunks as a last chunk;
@@ -150,10 +287,10 @@ final class ImportStager: EventSink {
             if h.chunks > 0 {
                 try sealChunk(h)
                 chunked.append(key)
-            } else if h.rows.count > 0 {
+            } else if h.count > 0 {
                 let dir = directory + "/" + key.relativePath
                 try FS.makeDirectories(dir)
-                let image = h.build(generation: 1)
+                let image = h.build(generation: 1, values: values, scratch: scratch)
                 // The rows' pages are given back on a thread of their own while the files are written.
                 let released = BackgroundValue { h.removeAll() }
                 try Sealing.writeSegment(image, dir: dir, name: Layout.segmentName(1))

@@ -93,6 +93,9 @@ struct SegmentImage {
     struct Arrivals {
         var subjects: UnsafeBufferPointer<UInt32>
         var busts: [Int]
+        /// Subjects (by `Event.subjectID`) whose rows, all of them, arrived already encoded, one part each
+        /// (`EncodedPart.appendBlock` in arrival order); they have no rows in `events`.
+        var streamed: [Int: EncodedPart] = [:]
     }
 
     /// `build(subjects:events:…)` of rows held elsewhere than an array (the import's mapped partitions).
@@ -121,8 +124,15 @@ struct SegmentImage {
                 if e.kind == .bust { bustRows.append(i) }
             }
         }
+        var streamedAt = [Int: EncodedPart]()
+        for (s, part) in arrivals?.streamed ?? [:] {
+            precondition(starts[rankOf[s] + 1] == 0 && streamedAt[rankOf[s]] == nil, "a streamed subject with rows or a twin")
+            starts[rankOf[s] + 1] = part.rows
+            streamedAt[rankOf[s]] = part
+        }
         for s in 0..<dictionary.count { starts[s + 1] += starts[s] }
-        let perm = UnsafeMutableBufferPointer<Int32>.allocate(capacity: events.count)
+        // The rows are numbered in subject order over every subject; `perm` holds those that arrived as rows.
+        let perm = UnsafeMutableBufferPointer<Int32>.allocate(capacity: starts[dictionary.count])
         defer { perm.deallocate() }
         func fill<Subjects: Sequence<UInt32>>(_ subjectOfRow: Subjects) {
             var next = starts
@@ -135,29 +145,56 @@ struct SegmentImage {
         var busts = Versions.Busts(dictionary: dictionary)
         for i in bustRows { busts.add(events[i], subject: rankOf[Int(events[i].subjectID)], until: ends[i] ?? .max) }
         return encode(dictionary: dictionary, events: events, perm: perm, starts: starts, busts: busts, ends: ends,
-                      parallelRows: parallelRows, generation: generation)
+                      streamed: streamedAt, parallelRows: parallelRows, generation: generation)
     }
 
     /// Rows past which a segment is built on two threads, each taking a run of subjects.
     static let parallelRows = 1 << 13
 
     private static func encode(dictionary: [String], events: UnsafeBufferPointer<Event>, perm: UnsafeMutableBufferPointer<Int32>,
-                               starts: [Int], busts: Versions.Busts, ends: [Int: Int64], parallelRows: Int,
-                               generation: UInt64) -> SegmentImage {
+                               starts: [Int], busts: Versions.Busts, ends: [Int: Int64], streamed: [Int: EncodedPart],
+                               parallelRows: Int, generation: UInt64) -> SegmentImage {
+        let rows = starts[dictionary.count]
+        var parts = [EncodedPart]()
+        if streamed.isEmpty {
+            // Subjects are independent once the busts are known: split them where half the rows are, and sort,
+            // resolve and encode the halves side by side, each subject's rows read while they are still in cache.
+            // The parts are then joined in subject order, exactly as one pass would have written them.
+            var cut = dictionary.count
+            if rows >= parallelRows {
+                cut = starts.firstIndex { $0 >= rows / 2 } ?? dictionary.count
+                cut = min(max(cut, 1), dictionary.count)
+            }
+            let ranges = cut < dictionary.count ? [0..<cut, cut..<dictionary.count] : [0..<dictionary.count]
+            parts = EncodedPart.inParallel(ranges) { range in
+                EncodedPart(subjects: range, events: events, perm: perm, starts: starts, busts: busts, ends: ends)
+            }
+        } else {
+            // Streamed subjects are encoded already: placed at their rank and row; the runs of subjects between
+            // them are encoded from their rows.
+            var s = 0
+            while s < dictionary.count {
+                if var part = streamed[s] {
+                    part.place(subject: s, firstRow: starts[s])
+                    parts.append(part)
+                    s += 1
+                    continue
+                }
+                var end = s + 1
+                while end < dictionary.count && streamed[end] == nil { end += 1 }
+                parts.append(EncodedPart(subjects: s..<end, events: events, perm: perm, starts: starts, busts: busts, ends: ends))
+                s = end
+            }
+        }
+        return join(dictionary: dictionary, parts: parts, starts: starts, generation: generation)
+    }
+
+    /// The segment of `parts`, encoded already and in subject order (every subject of `dictionary` in exactly
+    /// one), `starts` the row where each subject begins.
+    private static func join(dictionary: [String], parts: [EncodedPart], starts: [Int], generation: UInt64) -> SegmentImage {
+        let rows = starts[dictionary.count]
         var subjectsFile = [UInt8]()
         for s in dictionary { subjectsFile.appendLE(UInt16(s.utf8.count)); subjectsFile.append(contentsOf: s.utf8) }
-        // Subjects are independent once the busts are known: split them where half the rows are, and sort, resolve
-        // and encode the halves side by side, each subject's rows read while they are still in cache. The parts
-        // are then joined in subject order, exactly as one pass would have written them.
-        var cut = dictionary.count
-        if events.count >= parallelRows {
-            cut = starts.firstIndex { $0 >= events.count / 2 } ?? dictionary.count
-            cut = min(max(cut, 1), dictionary.count)
-        }
-        let ranges = cut < dictionary.count ? [0..<cut, cut..<dictionary.count] : [0..<dictionary.count]
-        let parts = EncodedPart.inParallel(ranges) { range in
-            EncodedPart(subjects: range, events: events, perm: perm, starts: starts, busts: busts, ends: ends)
-        }
         var subjectIndex = [UInt8](), blockIndex = [UInt8](), vu = [UInt8]()
         var blockCount = 0, exceptions = 0
         vu.appendLE(UInt64(parts.reduce(0) { $0 + $1.validUntil.count }))
@@ -177,12 +214,12 @@ struct SegmentImage {
             exceptions += part.validUntil.count
         }
         var image = SegmentImage()
-        image.rows = events.count
+        image.rows = rows
         image.generation = generation
         image.files["subjects"] = subjectsFile
         var blocks = [UInt8]()
         blocks.appendLE(SegmentImage.magic); blocks.appendLE(SegmentImage.version)
-        blocks.appendLE(UInt64(events.count)); blocks.appendLE(UInt32(blockCount)); blocks.appendLE(UInt32(dictionary.count))
+        blocks.appendLE(UInt64(rows)); blocks.appendLE(UInt32(blockCount)); blocks.appendLE(UInt32(dictionary.count))
         blocks.append(contentsOf: subjectIndex)
         blocks.append(contentsOf: blockIndex)
         image.files["blocks"] = blocks
@@ -208,18 +245,20 @@ struct SegmentImage {
 /// A run of subjects sorted, resolved and encoded: their column bytes (offsets relative to the part), block
 /// index entries and valid-until exceptions (numbered from the part's first), to be joined with the other parts
 /// in subject order.
-private struct EncodedPart {
+struct EncodedPart {
     struct Block {
         var firstRow: Int, rows: Int, subject: Int
         var minEventTime: Int64, maxEventTime: Int64, maxKnownTime: Int64
         var firstException: Int, exceptions: Int
     }
-    let subjects: Range<Int>
+    private(set) var subjects: Range<Int>
     var columns = [[UInt8]](repeating: [], count: Column.count)
     var offsets = [[UInt64]](repeating: [], count: Column.count)
     var blocks = [Block]()
     var blocksPerSubject = [Int]()
     var validUntil = [(row: Int, until: Int64)]()
+    /// Rows in the part.
+    private(set) var rows = 0
 
     /// - Parameter perm: every row's index in `events`, by subject; this part sorts its subjects' ranges by time.
     init(subjects: Range<Int>, events: UnsafeBufferPointer<Event>, perm: UnsafeMutableBufferPointer<Int32>, starts: [Int],
@@ -248,32 +287,91 @@ private struct EncodedPart {
             var row = range.lowerBound
             while row < range.upperBound {
                 let count = min(n, range.upperBound - row)
-                var minT = Int64.max, maxT = Int64.min, maxK = Int64.min
-                for i in 0..<count {
-                    let e = events[Int(perm[row + i])]
-                    values[i] = e.eventTime.rawValue
-                    values[n + i] = e.knownTime.rawValue
-                    values[2 * n + i] = packTag(e)
-                    values[3 * n + i] = e.a; values[4 * n + i] = e.b; values[5 * n + i] = e.c; values[6 * n + i] = e.d
-                    minT = min(minT, e.eventTime.rawValue); maxT = max(maxT, e.eventTime.rawValue)
-                    maxK = max(maxK, e.knownTime.rawValue)
-                }
-                for col in Column.all {
-                    offsets[col.rawValue].append(UInt64(columns[col.rawValue].count))
-                    ColumnCodec.encode(values + col.rawValue * n, count: count,
-                                       reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) },
-                                       modes: col.modes, scratch: scratch, into: &columns[col.rawValue])
-                }
                 let firstException = exception
                 while exception < validUntil.count && validUntil[exception].row < row + count { exception += 1 }
-                self.blocks.append(Block(firstRow: row, rows: count, subject: s, minEventTime: minT, maxEventTime: maxT,
-                                         maxKnownTime: maxK, firstException: firstException,
-                                         exceptions: exception - firstException))
+                appendBlock(subject: s, firstRow: row, count: count, values: values, scratch: scratch,
+                            exceptions: firstException..<exception) { events[Int(perm[row + $0])] }
                 blocks += 1
                 row += count
             }
             blocksPerSubject.append(blocks)
         }
+    }
+
+    /// An empty part of one subject, whose rows arrive already in order and without versions (no two trades of
+    /// the same id at the same time, no bust): its blocks are appended one at a time as they fill
+    /// (`appendBlock`), and `place` gives it its subject number and first row once every subject is known.
+    init(streaming: ()) {
+        subjects = 0..<1
+        blocksPerSubject = [0]
+    }
+
+    /// Encodes rows `row(0..<count)` (at most `blockRows`, in order) as the next block of subject `s`, the segment's
+    /// rows `firstRow..<firstRow + count`; `exceptions` are the block's in `validUntil`.
+    /// - Parameter values: room for `blockRows` values of every column; `scratch` for `blockRows`.
+    @inline(__always)
+    mutating func appendBlock(subject s: Int, firstRow: Int, count: Int, values: UnsafeMutablePointer<Int64>,
+                              scratch: UnsafeMutablePointer<Int64>, exceptions: Range<Int>, row: (Int) -> Event) {
+        let n = SegmentImage.blockRows
+        var minT = Int64.max, maxT = Int64.min, maxK = Int64.min
+        for i in 0..<count {
+            let e = row(i)
+            values[i] = e.eventTime.rawValue
+            values[n + i] = e.knownTime.rawValue
+            values[2 * n + i] = packTag(e)
+            values[3 * n + i] = e.a; values[4 * n + i] = e.b; values[5 * n + i] = e.c; values[6 * n + i] = e.d
+            minT = min(minT, e.eventTime.rawValue); maxT = max(maxT, e.eventTime.rawValue)
+            maxK = max(maxK, e.knownTime.rawValue)
+        }
+        for col in Column.all {
+            offsets[col.rawValue].append(UInt64(columns[col.rawValue].count))
+            ColumnCodec.encode(values + col.rawValue * n, count: count,
+                               reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) },
+                               modes: col.modes, scratch: scratch, into: &columns[col.rawValue])
+        }
+        blocks.append(Block(firstRow: firstRow, rows: count, subject: s, minEventTime: minT, maxEventTime: maxT,
+                            maxKnownTime: maxK, firstException: exceptions.lowerBound, exceptions: exceptions.count))
+        rows += count
+    }
+
+    /// A streamed part's next block (`init(streaming:)`): rows numbered from the part's first.
+    mutating func appendStreamed(_ rows: UnsafeBufferPointer<Event>, values: UnsafeMutablePointer<Int64>,
+                                 scratch: UnsafeMutablePointer<Int64>) {
+        appendBlock(subject: 0, firstRow: self.rows, count: rows.count, values: values, scratch: scratch,
+                    exceptions: 0..<0) { rows[$0] }
+        blocksPerSubject[0] += 1
+    }
+
+    /// Makes a streamed part subject `s`, its rows beginning at the segment's row `firstRow`.
+    mutating func place(subject s: Int, firstRow: Int) {
+        subjects = s..<(s + 1)
+        for k in blocks.indices { blocks[k].subject = s; blocks[k].firstRow += firstRow }
+    }
+
+    /// A streamed part's rows, decoded back, in order (as `SegmentReader` decodes them: seq 0), each with subject
+    /// id `subject`.
+    func decodedRows(subject: SubjectID) -> [Event] {
+        var out = [Event]()
+        out.reserveCapacity(rows)
+        let n = SegmentImage.blockRows
+        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.count)
+        defer { values.deallocate() }
+        for (k, block) in blocks.enumerated() {
+            for col in Column.all {
+                columns[col.rawValue].withUnsafeBytes { p in
+                    _ = ColumnCodec.decode(p.baseAddress! + Int(offsets[col.rawValue][k]), into: values + col.rawValue * n,
+                                           reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) })
+                }
+            }
+            for i in 0..<block.rows {
+                let t = values[2 * n + i]
+                out.append(Event(subjectID: subject, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
+                                 flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
+                                 eventTime: Nanos(values[i]), knownTime: Nanos(values[n + i]),
+                                 a: values[3 * n + i], b: values[4 * n + i], c: values[5 * n + i], d: values[6 * n + i]))
+            }
+        }
+        return out
     }
 
     /// `make` of each range, the first on the calling thread and the others on threads of their own.

@@ -63,6 +63,9 @@ uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
 uint32_t tw_crc32c_mulhash(uint32_t crc, uint64_t *hash, const void *data, size_t words, uint64_t multiplier,
                            unsigned shift);
 
+/// Asks for the cache line at `p` ahead of a store to it (a hint: any address is safe).
+static inline void tw_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+
 /// What the kernel still holds to send on a connected socket: for TCP, `notsent` is the bytes queued but not yet
 /// sent (TCP_INFO tcpi_notsent_bytes: non-zero while the peer's window is shut) and `unacked` the bytes sent but
 /// not acknowledged; for other sockets `notsent` is SIOCOUTQ and `unacked` 0. Returns 0 or an errno.
