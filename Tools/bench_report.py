@@ -46,9 +46,10 @@ SUITES = {
     # Narrow runs of two suites whose full runs are long, for the rows that carry goals.
     "e2e_latency": ["e2e", "--runs", "7", "--param", "only=latency"],
     "ring_spsc": ["ring", "--events", "10000000", "--runs", "9", "--param", "only=spsc"],
+    "store_csv": ["store", "--runs", "7", "--param", "n=5500000", "--param", "symbols=500", "--param", "only=csv_import"],
 }
 # The component a suite's rows belong to, where it is not the suite's own name.
-COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal"}
+COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "store_csv": "store"}
 QUICK = ["itch", "router", "alloc"]
 GATED = r"^(Ring|Router|Codec)\..*"
 
@@ -318,8 +319,29 @@ def rows_submit(d, cmd, date):
     ]
 
 
+def rows_store_csv(d, cmd, date):
+    c, runs = d["csv_import"], d["runs"]
+    parse_r, import_r = c["rounds_parse_seconds"], c["rounds_ratio_import_vs_polars"]
+    mb = c["bytes"] / 1e6
+    return [
+        dict(id="store.csv_parse",
+             measure=f"tardis trades CSV parse alone (counting sink), both cores, from the mapped file; "
+                     f"{c['rows'] / 1e6:.1f}M trades, {mb:.0f} MB",
+             value=f"{c['parse_seconds']:.3f} s median ({runs} rounds: {min(parse_r):.3f}–{max(parse_r):.3f})",
+             baseline=f"polars read_csv (2 threads), same rounds: median {c['polars_seconds']:.3f} s",
+             ratio=f"{c['ratio_parse_vs_polars']:.2f}×", goal="—", status="—", date=date, command=cmd),
+        dict(id="store.csv_import",
+             measure=f"whole tardis import (the file's identity beside the parse, parse, subjects encoded as their rows "
+                     f"arrive, seal, publish); {c['rows'] / 1e6:.1f}M trades, {mb:.0f} MB",
+             value=f"{c['import_seconds']:.3f} s median ({runs} rounds after one not counted)",
+             baseline=f"polars read_csv, same rounds: median {c['polars_seconds']:.3f} s",
+             ratio=f"{c['ratio_import_vs_polars']:.2f}× (rounds {min(import_r):.2f}–{max(import_r):.2f})",
+             goal="≥ 1× polars read_csv (issue 16)", status=status(c["ratio_import_vs_polars"] >= 1), date=date, command=cmd),
+    ]
+
+
 FRESH = {"itch": rows_itch, "router": rows_router, "e2e": rows_e2e, "e2e_latency": rows_e2e_latency,
-         "ring_spsc": rows_ring_spsc, "submit": rows_submit}
+         "ring_spsc": rows_ring_spsc, "submit": rows_submit, "store_csv": rows_store_csv}
 
 
 def load_rows():
