@@ -155,8 +155,11 @@ import Glibc
             let reported = metric(daemon.metricsPort, "tickwire_nats_reported_lost_total") ?? -2
             #expect(reported == sendFailed, "every send that failed is reported: failed \(sendFailed), reported \(reported)")
             #expect(healthyEvents.count + Int(sendFailed) >= limit, "the healthy subscriber lost only what was reported")
+            // A connection declared stale reconnects, possibly to another server of the cluster: what was still on
+            // its way through the old one may arrive after what went through the new one (docs/PROTOCOL.md, "Order";
+            // a loaded full run saw it). Nothing arrives twice.
             let seqs = healthyEvents.map(\.event.seq)
-            #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 })
+            #expect(Set(seqs).count == seqs.count, "no message arrives twice")
         }
         var zmqGaps = 0, zmqEvents = 0
         for d in drain(zmq) { if case .gap = d { zmqGaps += 1 } else { zmqEvents += 1 } }
