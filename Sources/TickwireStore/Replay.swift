@@ -70,7 +70,7 @@ public enum Replayer {
 extension Replayer {
     /// `tickwire replay --format binary` at full speed: the same bytes as `run` into a binary `StreamReplaySink`,
     /// written straight from the merge. Per event: no subject string passed, hashed or retained (each subject's
-    /// record header and numbering slot are taken once a day), two appends.
+    /// record header and numbering slot are taken once a day), and one append to the output a window.
     /// - Returns: how many events were written.
     @discardableResult
     public static func writeBinary(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput) throws -> UInt64 {
@@ -78,40 +78,59 @@ extension Replayer {
         var sequencer = WireSequencer()
         var ids = [String: SubjectID]()
         var sent: UInt64 = 0
-        let payload = UnsafeMutableRawPointer.allocate(byteCount: WireCodec.payloadSize, alignment: 8)
-        defer { payload.deallocate() }
+        // A window's records are built in one buffer and appended to the output at once: appended a record at a
+        // time (a header array retained and released, the output's buffer reached through its class) they spent a
+        // fifth of a replay in reference counting (docs/BENCH-HISTORY.md, D5).
+        var scratch = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 8), scratchBytes = 1
+        defer { scratch.deallocate() }
         try reader.forEachDay(q) { cursors, merge in
-            // Per subject of the day: its record header (u32 length, text, u32 payload length) and its id.
-            let headers: [[UInt8]] = cursors.map { c in
-                var h = [UInt8]()
-                h.appendLE(UInt32(c.text.utf8.count))
-                h.append(contentsOf: c.text.utf8)
-                h.appendLE(UInt32(WireCodec.payloadSize))
-                return h
+            // Per subject of the day: its record header (u32 length, text, u32 payload length), all in one array
+            // (subject k's from `starts[k]` to `starts[k + 1]`), and its id.
+            var headers = [UInt8](), starts = [Int]()
+            for c in cursors {
+                starts.append(headers.count)
+                headers.appendLE(UInt32(c.text.utf8.count))
+                headers.append(contentsOf: c.text.utf8)
+                headers.appendLE(UInt32(WireCodec.payloadSize))
             }
+            starts.append(headers.count)
+            let longest = zip(starts, starts.dropFirst()).map { $1 - $0 }.max() ?? 0
             let local: [SubjectID] = cursors.map { c in
                 if let id = ids[c.text] { return id }
                 let id = SubjectID(ids.count)
                 ids[c.text] = id
                 return id
             }
-            try merge.run { rows, order in
-                for i in order {
-                    let r = rows[Int(i)]
-                    let rank = Int(r.rank)
-                    var e = r.event
-                    let header = headers[rank]
-                    let numbers = header.withUnsafeBytes { h in
-                        // The subject's text sits after the 4-byte length, before the 4-byte payload length.
-                        sequencer.next(local[rank], subject: UnsafeRawBufferPointer(rebasing: h[4..<(h.count - 4)]))
+            try headers.withUnsafeBytes { h in
+                try starts.withUnsafeBufferPointer { starts in
+                    try local.withUnsafeBufferPointer { local in
+                        try merge.run { rows, order in
+                            let need = order.count * (longest + WireCodec.payloadSize)
+                            if need > scratchBytes {
+                                scratch.deallocate()
+                                scratchBytes = max(need, 2 * scratchBytes)
+                                scratch = .allocate(byteCount: scratchBytes, alignment: 8)
+                            }
+                            var at = 0
+                            for i in order {
+                                let r = rows[Int(i)]
+                                let rank = Int(r.rank)
+                                let from = starts[rank], to = starts[rank &+ 1]
+                                // The subject's text sits after the 4-byte length, before the 4-byte payload length.
+                                let numbers = sequencer.next(local[rank], subject: UnsafeRawBufferPointer(rebasing: h[(from &+ 4)..<(to &- 4)]))
+                                var e = r.event
+                                e.seq = numbers.seq
+                                (scratch + at).copyMemory(from: h.baseAddress! + from, byteCount: to &- from)
+                                at &+= to &- from
+                                WireCodec.encode(e, subjectSeq: numbers.subjectSeq, into: scratch + at)
+                                at &+= WireCodec.payloadSize
+                            }
+                            out.buffer.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: at))
+                            sent &+= UInt64(order.count)
+                            try out.drainIfFull()
+                        }
                     }
-                    e.seq = numbers.seq
-                    WireCodec.encode(e, subjectSeq: numbers.subjectSeq, into: payload)
-                    out.buffer.append(contentsOf: header)
-                    out.buffer.append(contentsOf: UnsafeRawBufferPointer(start: payload, count: WireCodec.payloadSize))
                 }
-                sent &+= UInt64(order.count)
-                try out.drainIfFull()
             }
         }
         try out.drain()
