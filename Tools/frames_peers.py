@@ -9,7 +9,10 @@ writes the same events into a store and leaves it), times, alternating the two s
 - as-of join: `tickwire query asof-join --format arrow` piped into `pl.read_ipc_stream`, against
   `pl.read_parquet` of trades and quotes (each written sorted by event time) + `join_asof` backward by symbol;
 - replay_file, asof_join_file: the same through a file, `--format arrow-file --out F` then `pl.read_ipc(F)`,
-  which maps the file instead of reading a pipe (the file is removed after each round, outside the timing);
+  which maps the file instead of reading a pipe (the file is removed after each round, outside the timing); and,
+  in the same rounds, the machine's floor for that route: writing as many bytes as Tickwire's file holds to a
+  fresh file in the same directory (one 8 MiB buffer written over and over), which any producer of the file pays
+  (`floor_rounds`, `median_ratio_to_floor` = floor seconds / Tickwire seconds);
 - replay_binary: `tickwire replay --format binary` (the wire format a backtest reads) to /dev/null, against the
   same polars read_parquet + sort (issue 16: "full binary replay ≥ polars read_parquet + sort").
 
@@ -90,9 +93,22 @@ def main():
 
         result = f"{d}/result.arrow"
 
+        result_bytes = {}
+
         def tickwire_file_frame(cmd):
             subprocess.run([args.tickwire, *cmd, *window[:-1], "arrow-file", "--out", result], check=True)
+            result_bytes[cmd[0]] = os.path.getsize(result)
             return pl.read_ipc(result)
+
+        zeros = memoryview(bytes(8 << 20))
+
+        def write_floor(cmd):
+            """Writes as many bytes as Tickwire's file for `cmd` held to a fresh file; no DataFrame (None)."""
+            left = result_bytes[cmd[0]]
+            fd = os.open(result, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            while left > 0:
+                left -= os.write(fd, zeros[:min(left, len(zeros))])
+            os.close(fd)
 
         sides = {
             "replay": (lambda: tickwire_frame(["replay", "--subjects", ">"]),
@@ -101,28 +117,29 @@ def main():
                           lambda: pl.read_parquet(f"{d}/trades.parquet").join_asof(
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
-        sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1])
+        sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1],
+                                lambda: write_floor(["replay"]))
         def tickwire_binary_replay():
             """The binary records to /dev/null: no DataFrame on this side (None)."""
             subprocess.run([args.tickwire, "replay", "--subjects", ">", *window[:-1], "binary"], stdout=subprocess.DEVNULL, check=True)
 
         sides["replay_binary"] = (tickwire_binary_replay, sides["replay"][1])
         sides["asof_join_file"] = (lambda: tickwire_file_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE",
-                                                                "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1])
-        for name, (ours, peer) in sides.items():
-            rounds = {"tickwire": [], "polars": []}
+                                                                "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1],
+                                   lambda: write_floor(["query"]))
+        for name, (ours, peer, *floor) in sides.items():
+            rounds = {"tickwire": [], "polars": []} | ({"floor": []} if floor else {})
             shape = {}
             for _ in range(args.runs):
-                for side, f in (("tickwire", ours), ("polars", peer)):
+                for side, f in (("tickwire", ours), ("polars", peer), *((("floor", floor[0]),) if floor else ())):
                     t0 = time.perf_counter()
                     df = f()
                     rounds[side].append(time.perf_counter() - t0)
-                    if df is None:
-                        continue
-                    shape[side] = df.shape
-                    if name.startswith("asof_join"):
-                        shape[side + "_matched"] = int(df["bid"].is_not_null().sum())
-                    del df
+                    if df is not None:
+                        shape[side] = df.shape
+                        if name.startswith("asof_join"):
+                            shape[side + "_matched"] = int(df["bid"].is_not_null().sum())
+                        del df
                     if os.path.exists(result):
                         os.remove(result)
             best = {k: min(v) for k, v in rounds.items()}
@@ -133,6 +150,11 @@ def main():
                             "round_ratios": [p / t for t, p in zip(rounds["tickwire"], rounds["polars"])],
                             "median_ratio": median["polars"] / median["tickwire"],
                             "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}}
+            if floor:
+                report[name] |= {"floor_rounds": rounds["floor"],
+                                 "floor_bytes": result_bytes["replay" if name == "replay_file" else "query"],
+                                 "median_ratio_to_floor": median["floor"] / median["tickwire"],
+                                 "floor_median_ratio_to_polars": median["polars"] / median["floor"]}
         report["load_average"] = os.getloadavg()
         report["command"] = " ".join([sys.argv[0].split("/")[-1]] + sys.argv[1:])
     print(json.dumps(report, indent=2, sort_keys=True))
