@@ -20,19 +20,25 @@ import TickwireTestSupport
         ("small negatives", { -Int64($0 % 5) }),
     ]
 
+    /// One block of `values` encoded with the first of the narrowest of `modes`, against `reference`.
+    func encoded(_ values: [Int64], reference: [Int64], modes: [ColumnCodec.Mode]) -> [UInt8] {
+        var out = [UInt8]()
+        let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: values.count)
+        defer { scratch.deallocate() }
+        values.withUnsafeBufferPointer { v in
+            reference.withUnsafeBufferPointer { r in
+                ColumnCodec.encode(v.baseAddress!, count: values.count, reference: r.baseAddress!, modes: modes, scratch: scratch, into: &out)
+            }
+        }
+        return out
+    }
+
     @Test(arguments: 0..<shapes.count, [1, 2, 3, 1000, 1024])
     func everyModeRoundTrips(shape: Int, count: Int) {
         let values = (0..<count).map(CodecTests.shapes[shape].1)
         let reference = (0..<count).map { Int64($0) * 3 }
         for modes: [ColumnCodec.Mode] in [[.plain], [.delta], [.deltaOfDelta], [.reference], [.plain, .delta, .deltaOfDelta, .reference]] {
-            var out = [UInt8]()
-            let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: count)
-            defer { scratch.deallocate() }
-            values.withUnsafeBufferPointer { v in
-                reference.withUnsafeBufferPointer { r in
-                    ColumnCodec.encode(v.baseAddress!, count: count, reference: r.baseAddress!, modes: modes, scratch: scratch, into: &out)
-                }
-            }
+            let out = encoded(values, reference: reference, modes: modes)
             var decoded = [Int64](repeating: 0, count: count)
             let n = out.withUnsafeBytes { p in
                 #expect(ColumnCodec.blockSize(p.baseAddress!, available: p.count)?.bytes == p.count)
@@ -92,14 +98,7 @@ import TickwireTestSupport
                     let candidate = (mode, width, t.isEmpty ? 0 : lo, width == 0 || width == 64 ? 1 : g)
                     if want == nil || width < want!.width { want = candidate }
                 }
-                var out = [UInt8]()
-                let scratch = UnsafeMutablePointer<Int64>.allocate(capacity: count)
-                defer { scratch.deallocate() }
-                values.withUnsafeBufferPointer { v in
-                    reference.withUnsafeBufferPointer { r in
-                        ColumnCodec.encode(v.baseAddress!, count: count, reference: r.baseAddress!, modes: modes, scratch: scratch, into: &out)
-                    }
-                }
+                let out = encoded(values, reference: reference, modes: modes)
                 let got = out.withUnsafeBytes {
                     (ColumnCodec.Mode(rawValue: $0[0])!, Int($0[1]), $0.loadUnaligned(fromByteOffset: 8, as: Int64.self),
                      $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
