@@ -94,7 +94,7 @@ struct SegmentImage {
         var subjects: UnsafeBufferPointer<UInt32>
         var busts: [Int]
         /// Subjects (by `Event.subjectID`) whose rows, all of them, arrived already encoded, one part each
-        /// (`EncodedPart.appendBlock` in arrival order); they have no rows in `events`.
+        /// (`EncodedPart.appendStreamed` in arrival order); they have no rows in `events`.
         var streamed: [Int: EncodedPart] = [:]
     }
 
