@@ -155,6 +155,9 @@ public final class Subscriber {
     /// Messages the transport dropped in this process before they were read (the NATS client's pending limit);
     /// each also shows as a `.gap` of its subject when that subject's next message arrives.
     public var droppedLocally: Int64 { transport.droppedLocally }
+    /// Times a NATS subscriber's connection was lost and made again (0 over ZeroMQ): what was on its way then
+    /// shows as gaps.
+    public var reconnects: UInt64 { transport.reconnects }
 
     /// The next delivery, waiting at most `timeoutMs` (nil: forever).
     /// - Returns: nil on timeout.

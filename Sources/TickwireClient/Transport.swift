@@ -13,6 +13,9 @@ protocol SubscriberTransport: AnyObject {
     /// Messages the transport dropped in this process before the subscriber read them (the NATS client's pending
     /// limit); ZeroMQ's receive queue drops are not counted by libzmq and show only as gaps.
     var droppedLocally: Int64 { get }
+    /// Times the transport's connection was lost and made again (NATS; ZeroMQ reconnects unseen, 0): messages on
+    /// their way at the loss show only as gaps.
+    var reconnects: UInt64 { get }
 }
 
 /// A ZeroMQ SUB socket subscribed to the patterns' literal prefixes (ZeroMQ filters bytes, not tokens).
@@ -36,6 +39,7 @@ final class ZMQTransport: SubscriberTransport {
     }
 
     var droppedLocally: Int64 { 0 }
+    var reconnects: UInt64 { 0 }
 }
 
 /// NATS subscriptions, one per pattern, filtered token-exactly by the servers.
@@ -112,6 +116,8 @@ final class NATSTransport: SubscriberTransport, @unchecked Sendable {
         defer { condition.unlock() }
         return droppedHere + subscriptions.reduce(0) { $0 + $1.dropped }
     }
+
+    var reconnects: UInt64 { connection.statistics().reconnects }
 }
 
 /// Decides, on one subscription's delivery thread, whether that subscription is the first whose pattern matches

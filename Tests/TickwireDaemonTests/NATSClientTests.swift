@@ -147,28 +147,34 @@ import Glibc
         for d in drain(stalled) {
             switch d {
             case .gap(_, let first, let last): stalledGaps += 1; stalledLost += last - first + 1
-            case .event: stalledEvents += 1
+            case .event(let w): if w.subject.hasPrefix("MD.") { stalledEvents += 1 }
             }
         }
         #expect(h.done.wait(timeout: .now() + 200) == .success)
-        let healthyEvents = h.events, healthyGaps = h.gaps
+        // The healthy subscriber's deliveries: the feed's events, and the daemon's GAP notices of what it could
+        // not send (`SYS.NATS.GAP.MD`, delivered as events numbered on their own subject from 1).
+        let healthyEvents = h.events.filter { $0.subject.hasPrefix("MD.") }
+        let notices = h.events.filter { $0.subject.hasPrefix(Subscriber.gapNoticePrefix) }
+        let healthyGaps = h.gaps
         let sendFailed = metric(daemon.metricsPort, "tickwire_nats_failed_total", "reason=\"send_failed\"") ?? -1
-        if sendFailed == 0 {
-            #expect(healthyGaps == 0)
-            #expect(healthyEvents.map(\.event.seq) == Array(1...UInt64(healthyEvents.count)))
+        let disconnects = metric(daemon.metricsPort, "tickwire_nats_disconnects_total") ?? -1
+        let seqs = healthyEvents.map(\.event.seq)
+        #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 }, "the feed in order, nothing twice")
+        if sendFailed == 0 && disconnects == 0 && healthy.reconnects == 0 {
+            #expect(healthyGaps == 0 && notices.isEmpty)
+            #expect(seqs == Array(1...UInt64(healthyEvents.count)))
             #expect(healthyEvents.count >= limit)
         } else {
-            // The daemon's own connection was declared stale (on a starved machine libnats' PINGs go unanswered;
-            // a loaded full run saw 8 sends fail): what it published meanwhile was not sent, and is counted and
-            // reported, never lost silently. That is not the stalled subscriber's doing, which the rest checks.
-            let reported = metric(daemon.metricsPort, "tickwire_nats_reported_lost_total") ?? -2
-            #expect(reported == sendFailed, "every send that failed is reported: failed \(sendFailed), reported \(reported)")
-            #expect(healthyEvents.count + Int(sendFailed) >= limit, "the healthy subscriber lost only what was reported")
-            // A connection declared stale reconnects, possibly to another server of the cluster: what was still on
-            // its way through the old one may arrive after what went through the new one (docs/PROTOCOL.md, "Order";
-            // a loaded full run saw it). Nothing arrives twice.
-            let seqs = healthyEvents.map(\.event.seq)
-            #expect(Set(seqs).count == seqs.count, "no message arrives twice")
+            // A connection lost on a starved machine (libnats' PINGs unanswered; loaded runs saw the daemon's lost
+            // on a quiet machine too, 2 of 6 runs). What the daemon could not send is counted and reported in GAP
+            // notices; what was on its way at the loss shows as gaps (docs/PROTOCOL.md, "Delivery is at most
+            // once"). Never lost silently. That is not the stalled subscriber's doing, which the rest checks.
+            if sendFailed > 0 {
+                let reported = metric(daemon.metricsPort, "tickwire_nats_reported_lost_total") ?? -2
+                #expect(reported >= sendFailed, "every send that failed is reported: failed \(sendFailed), reported \(reported)")
+            }
+            #expect(healthyEvents.count >= limit || healthyGaps > 0 || !notices.isEmpty,
+                    "a loss is told: \(healthyEvents.count) of \(limit), no gap (send failed \(sendFailed), daemon disconnects \(disconnects), subscriber reconnects \(healthy.reconnects))")
         }
         var zmqGaps = 0, zmqEvents = 0
         for d in drain(zmq) { if case .gap = d { zmqGaps += 1 } else { zmqEvents += 1 } }
