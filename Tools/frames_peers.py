@@ -93,18 +93,18 @@ def main():
 
         result = f"{d}/result.arrow"
 
-        result_bytes = {}
+        result_bytes = [0]   # the size of the file Tickwire wrote last (the floor of the same round writes as much)
 
         def tickwire_file_frame(cmd):
             subprocess.run([args.tickwire, *cmd, *window[:-1], "arrow-file", "--out", result], check=True)
-            result_bytes[cmd[0]] = os.path.getsize(result)
+            result_bytes[0] = os.path.getsize(result)
             return pl.read_ipc(result)
 
         zeros = memoryview(bytes(8 << 20))
 
-        def write_floor(cmd):
-            """Writes as many bytes as Tickwire's file for `cmd` held to a fresh file; no DataFrame (None)."""
-            left = result_bytes[cmd[0]]
+        def write_floor():
+            """Writes as many bytes as Tickwire's file of the round held to a fresh file; no DataFrame (None)."""
+            left = result_bytes[0]
             fd = os.open(result, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             while left > 0:
                 left -= os.write(fd, zeros[:min(left, len(zeros))])
@@ -118,7 +118,7 @@ def main():
                               pl.read_parquet(f"{d}/quotes.parquet"), on="event_time", by="sym", strategy="backward")),
         }
         sides["replay_file"] = (lambda: tickwire_file_frame(["replay", "--subjects", ">"]), sides["replay"][1],
-                                lambda: write_floor(["replay"]))
+                                write_floor)
         def tickwire_binary_replay():
             """The binary records to /dev/null: no DataFrame on this side (None)."""
             subprocess.run([args.tickwire, "replay", "--subjects", ">", *window[:-1], "binary"], stdout=subprocess.DEVNULL, check=True)
@@ -126,7 +126,7 @@ def main():
         sides["replay_binary"] = (tickwire_binary_replay, sides["replay"][1])
         sides["asof_join_file"] = (lambda: tickwire_file_frame(["query", "asof-join", "--trades", "MD.SYN.*.TRADE",
                                                                 "--quotes", "MD.SYN.*.QUOTE"]), sides["asof_join"][1],
-                                   lambda: write_floor(["query"]))
+                                   write_floor)
         for name, (ours, peer, *floor) in sides.items():
             rounds = {"tickwire": [], "polars": []} | ({"floor": []} if floor else {})
             shape = {}
@@ -152,7 +152,7 @@ def main():
                             "shapes": {k: list(v) if isinstance(v, tuple) else v for k, v in shape.items()}}
             if floor:
                 report[name] |= {"floor_rounds": rounds["floor"],
-                                 "floor_bytes": result_bytes["replay" if name == "replay_file" else "query"],
+                                 "floor_bytes": result_bytes[0],
                                  "median_ratio_to_floor": median["floor"] / median["tickwire"],
                                  "floor_median_ratio_to_polars": median["polars"] / median["floor"]}
         report["load_average"] = os.getloadavg()

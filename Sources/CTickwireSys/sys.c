@@ -208,43 +208,6 @@ uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len) {
     return tw_crc32c_sw(crc, data, len);
 }
 
-#if defined(__x86_64__)
-// One loop for both: the hash's multiply chain (about 6 cycles a word) hides the CRC's (3), and the bytes are
-// read once (docs/BENCH-HISTORY.md, T3).
-__attribute__((target("sse4.2")))
-static uint32_t crc32c_mulhash_sse42(uint32_t crc, uint64_t *hash, const uint8_t *p, size_t words,
-                                     uint64_t multiplier, unsigned shift) {
-    uint64_t c = ~crc, h = *hash;
-    for (size_t i = 0; i < words; i++) {
-        uint64_t w;
-        __builtin_memcpy(&w, p + 8 * i, 8);
-        c = __builtin_ia32_crc32di(c, w);
-        h = (h ^ w) * multiplier;
-        h ^= h >> shift;
-    }
-    *hash = h;
-    return ~(uint32_t)c;
-}
-#endif
-
-uint32_t tw_crc32c_mulhash(uint32_t crc, uint64_t *hash, const void *data, size_t words, uint64_t multiplier,
-                           unsigned shift) {
-    pthread_once(&crc32c_once, crc32c_init);
-#if defined(__x86_64__)
-    if (crc32c_hw) return crc32c_mulhash_sse42(crc, hash, data, words, multiplier, shift);
-#endif
-    const uint8_t *p = data;
-    uint64_t h = *hash;
-    for (size_t i = 0; i < words; i++) {
-        uint64_t w;
-        __builtin_memcpy(&w, p + 8 * i, 8);  // little-endian hosts only (x86_64, aarch64)
-        h = (h ^ w) * multiplier;
-        h ^= h >> shift;
-    }
-    *hash = h;
-    return tw_crc32c_sw(crc, data, 8 * words);
-}
-
 int tw_socket_send_backlog(int fd, uint32_t *notsent, uint32_t *unacked) {
     struct tcp_info info;
     socklen_t len = sizeof info;

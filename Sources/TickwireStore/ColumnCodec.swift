@@ -22,9 +22,11 @@ enum ColumnCodec {
                        scratch t: UnsafeMutablePointer<Int64>, into out: inout [UInt8]) {
         precondition(n > 0)
         var best: (mode: Mode, width: Int, base: Int64, scale: UInt64)?
+        var inScratch: Mode?
         for mode in modes {
             if mode == .reference && reference == nil { continue }
             let (skip, lo, hi) = transform(v, n, reference, mode, t)
+            inScratch = mode
             // A mode that cannot be narrower than the best so far is not framed: its divisor pass is most of a
             // mode's cost (docs/BENCH-HISTORY.md, T4).
             if let b = best, widthAtLeast(t, n, skip, lo, hi) >= b.width { continue }
@@ -32,7 +34,8 @@ enum ColumnCodec {
             if best == nil || width < best!.width { best = (mode, width, base, scale) }
         }
         let chosen = best!
-        let skip = transform(v, n, reference, chosen.mode, t).skip
+        // The chosen mode's values are still in `t` when it was the last one tried.
+        let skip = chosen.mode == inScratch ? skipped(chosen.mode, n) : transform(v, n, reference, chosen.mode, t).skip
         for i in 0..<skip { t[i] = chosen.base }
         let first = v[0], firstDelta = n > 1 ? v[1] &- v[0] : 0
         var header = [UInt8](repeating: 0, count: headerSize)
@@ -53,25 +56,26 @@ enum ColumnCodec {
     /// the decoder may always load a whole word.
     static func packedBytes(count n: Int, width: Int) -> Int { ((n * width + 63) / 64) * 8 + 8 }
 
+    /// Leading values a mode keeps in the header rather than in `t`: the first (delta), the first two (delta of delta).
+    private static func skipped(_ mode: Mode, _ n: Int) -> Int {
+        switch mode {
+        case .plain, .reference: 0
+        case .delta: min(1, n)
+        case .deltaOfDelta: min(2, n)
+        }
+    }
+
     /// Writes the mode's values from `skip` on into `t`, and returns `skip` with their minimum and maximum (both
     /// 0 when there are none).
     private static func transform(_ v: UnsafePointer<Int64>, _ n: Int, _ r: UnsafePointer<Int64>?, _ mode: Mode,
                                   _ t: UnsafeMutablePointer<Int64>) -> (skip: Int, lo: Int64, hi: Int64) {
-        let skip: Int
         switch mode {
-        case .plain:
-            for i in 0..<n { t[i] = v[i] }
-            skip = 0
-        case .delta:
-            for i in 1..<max(n, 1) { t[i] = v[i] &- v[i - 1] }
-            skip = min(1, n)
-        case .deltaOfDelta:
-            for i in stride(from: 2, to: n, by: 1) { t[i] = (v[i] &- v[i - 1]) &- (v[i - 1] &- v[i - 2]) }
-            skip = min(2, n)
-        case .reference:
-            for i in 0..<n { t[i] = v[i] &- r![i] }
-            skip = 0
+        case .plain: for i in 0..<n { t[i] = v[i] }
+        case .delta: for i in 1..<max(n, 1) { t[i] = v[i] &- v[i - 1] }
+        case .deltaOfDelta: for i in stride(from: 2, to: n, by: 1) { t[i] = (v[i] &- v[i - 1]) &- (v[i - 1] &- v[i - 2]) }
+        case .reference: for i in 0..<n { t[i] = v[i] &- r![i] }
         }
+        let skip = skipped(mode, n)
         guard skip < n else { return (skip, 0, 0) }
         let (lo, hi) = minMax(t, skip, n)
         return (skip, lo, hi)

@@ -70,7 +70,7 @@ public enum Replayer {
 extension Replayer {
     /// `tickwire replay --format binary` at full speed: the same bytes as `run` into a binary `StreamReplaySink`,
     /// written straight from the merge. Per event: no subject string passed, hashed or retained (each subject's
-    /// record header and numbering slot are taken once a day), and one append to the output a window.
+    /// record header and numbering slot are taken once a day), and one write a window.
     /// - Returns: how many events were written.
     @discardableResult
     public static func writeBinary(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput) throws -> UInt64 {
@@ -78,9 +78,9 @@ extension Replayer {
         var sequencer = WireSequencer()
         var ids = [String: SubjectID]()
         var sent: UInt64 = 0
-        // A window's records are built in one buffer and appended to the output at once: appended a record at a
-        // time (a header array retained and released, the output's buffer reached through its class) they spent a
-        // fifth of a replay in reference counting (docs/BENCH-HISTORY.md, D5).
+        // A window's records are built in one buffer and written from it at once: appended to the output a record
+        // at a time (a header array retained and released, the output's buffer reached through its class) they
+        // spent a fifth of a replay in reference counting (docs/BENCH-HISTORY.md, D5).
         var scratch = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 8), scratchBytes = 1
         defer { scratch.deallocate() }
         try reader.forEachDay(q) { cursors, merge in
@@ -125,9 +125,8 @@ extension Replayer {
                                 WireCodec.encode(e, subjectSeq: numbers.subjectSeq, into: scratch + at)
                                 at &+= WireCodec.payloadSize
                             }
-                            out.buffer.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: at))
+                            try out.write(UnsafeRawBufferPointer(start: scratch, count: at))
                             sent &+= UInt64(order.count)
-                            try out.drainIfFull()
                         }
                     }
                 }

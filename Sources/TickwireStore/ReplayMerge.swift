@@ -11,9 +11,7 @@ struct MergedRow {
 
     /// The stored event (subject id 0: the subject is the cursor's, `rank`).
     @inline(__always) var event: Event {
-        Event(subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: tag)) ?? .gap,
-              flags: UInt8(truncatingIfNeeded: tag &>> 8), source: UInt16(truncatingIfNeeded: tag &>> 16),
-              eventTime: Nanos(eventTime), knownTime: Nanos(knownTime), a: a, b: b, c: c, d: d)
+        Event(storedTag: tag, eventTime: eventTime, knownTime: knownTime, a: a, b: b, c: c, d: d)
     }
 }
 

@@ -353,22 +353,18 @@ struct EncodedPart {
     func decodedRows(subject: SubjectID) -> [Event] {
         var out = [Event]()
         out.reserveCapacity(rows)
-        let n = SegmentImage.blockRows
-        let values = UnsafeMutablePointer<Int64>.allocate(capacity: n * Column.count)
-        defer { values.deallocate() }
+        let buffer = BlockBuffer()
         for (k, block) in blocks.enumerated() {
             for col in Column.all {
                 columns[col.rawValue].withUnsafeBytes { p in
-                    _ = ColumnCodec.decode(p.baseAddress! + Int(offsets[col.rawValue][k]), into: values + col.rawValue * n,
-                                           reference: col.reference.map { UnsafePointer(values + $0.rawValue * n) })
+                    _ = ColumnCodec.decode(p.baseAddress! + Int(offsets[col.rawValue][k]), into: buffer.column(col),
+                                           reference: col.reference.map { UnsafePointer(buffer.column($0)) })
                 }
             }
             for i in 0..<block.rows {
-                let t = values[2 * n + i]
-                out.append(Event(subjectID: subject, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
-                                 flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
-                                 eventTime: Nanos(values[i]), knownTime: Nanos(values[n + i]),
-                                 a: values[3 * n + i], b: values[4 * n + i], c: values[5 * n + i], d: values[6 * n + i]))
+                var e = buffer.event(i)
+                e.subjectID = subject
+                out.append(e)
             }
         }
         return out

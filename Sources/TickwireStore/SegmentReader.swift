@@ -47,10 +47,18 @@ public final class BlockBuffer {
     /// Row `i` as an `Event` (subject id 0, seq 0: the store keeps subjects as text and replay numbers events).
     @inlinable
     public func event(_ i: Int) -> Event {
-        let t = tag[i]
-        return Event(subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
-                     flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
-                     eventTime: Nanos(eventTime[i]), knownTime: Nanos(knownTime[i]), a: a[i], b: b[i], c: c[i], d: d[i])
+        Event(storedTag: tag[i], eventTime: eventTime[i], knownTime: knownTime[i], a: a[i], b: b[i], c: c[i], d: d[i])
+    }
+}
+
+extension Event {
+    /// A stored row's columns as an event: `tag` is kind | flags << 8 | source << 16 (`packTag`); subject id 0 and
+    /// seq 0.
+    @inlinable
+    init(storedTag t: Int64, eventTime: Int64, knownTime: Int64, a: Int64, b: Int64, c: Int64, d: Int64) {
+        self.init(subjectID: 0, kind: EventKind(rawValue: UInt8(truncatingIfNeeded: t)) ?? .gap,
+                  flags: UInt8(truncatingIfNeeded: t &>> 8), source: UInt16(truncatingIfNeeded: t &>> 16),
+                  eventTime: Nanos(eventTime), knownTime: Nanos(knownTime), a: a, b: b, c: c, d: d)
     }
 }
 

@@ -1,4 +1,3 @@
-import CTickwireSys
 import CXXHash
 import TickwireCore
 #if canImport(Glibc)
@@ -102,13 +101,16 @@ public enum StoreImporter {
         private static func digestText(_ h: XXH128_hash_t) -> String { "x" + hex(h.high64) + hex(h.low64) }
 
         /// The digest of keys recorded before XXH3: the content's CRC-32C and a 64-bit multiplicative hash of its
-        /// 8-byte words, in hex, taken in one pass (`tw_crc32c_mulhash`).
+        /// 8-byte words then its tail bytes, in hex. Only a store holding such a record reads a file for it.
         static func legacyDigest(_ p: UnsafeRawBufferPointer) -> String {
             var h: UInt64 = 0x9E37_79B9_7F4A_7C15
             let words = p.count / 8
-            var crc = p.baseAddress.map { tw_crc32c_mulhash(0, &h, $0, words, 0xFF51_AFD7_ED55_8CCD, 29) } ?? 0
-            crc = CRC32C.of(UnsafeRawBufferPointer(rebasing: p[(words * 8)...]), continuing: crc)
+            for i in 0..<words {
+                h = (h ^ p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0xFF51_AFD7_ED55_8CCD
+                h ^= h >> 29
+            }
             for i in (words * 8)..<p.count { h = (h ^ UInt64(p[i])) &* 0xC4CE_B9FE_1A85_EC53 }
+            let crc = CRC32C.of(p)
             return "\(hex(crc))-\(hex(h))"
         }
     }
@@ -162,14 +164,16 @@ public enum StoreImporter {
     static let stagingPrefix = ".import-"
     static func importsDirectory(_ store: String) -> String { store + "/imports" }
     static func doneFile(_ store: String, _ key: String) -> String { importsDirectory(store) + "/" + key + ".done" }
-    static func mayBeDone(_ store: String, _ identity: Identity) -> Bool {
-        FS.list(importsDirectory(store)).contains { $0.hasPrefix(identity.prefix) }
+    /// The records whose name begins with the identity's kind and size: only these may be an import of it.
+    static func records(_ store: String, _ identity: Identity) -> [String] {
+        FS.list(importsDirectory(store)).filter { $0.hasPrefix(identity.prefix) && $0.hasSuffix(".done") }
     }
+    static func mayBeDone(_ store: String, _ identity: Identity) -> Bool { !records(store, identity).isEmpty }
 
     /// The record of an import of `identity` done before, under its key or, for a store written before XXH3,
     /// its legacy key; nil when there is none.
     static func doneRecord(_ store: String, _ identity: Identity) throws(StoreError) -> String? {
-        let names = FS.list(importsDirectory(store)).filter { $0.hasPrefix(identity.prefix) && $0.hasSuffix(".done") }
+        let names = records(store, identity)
         guard !names.isEmpty else { return nil }
         if let done = try? readText(doneFile(store, try identity.key())) { return done }
         guard names.contains(where: { !$0.dropFirst(identity.prefix.count).hasPrefix("x") }) else { return nil }

@@ -104,9 +104,23 @@ final class WriterSink: EventSink {
         }
     }
 
-    /// The legacy digest (keys recorded before XXH3) takes the CRC and the hash of the 8-byte words in one pass:
-    /// it must be the key the two passes gave (CRC-32C of every byte; the hash over the words, then the tail
-    /// bytes), at every tail length.
+    /// A file that cannot be read for its hash (here a directory: open succeeds, read fails) is an error naming the
+    /// read and the path, not a key.
+    @Test func aFileThatCannotBeReadHasNoKey() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try FS.makeDirectories(dir + "/not-a-file")
+        let identity = try StoreImporter.Identity(kind: "lines", path: dir + "/not-a-file")
+        do {
+            _ = try identity.key()
+            Issue.record("a directory got a key")
+        } catch {
+            guard case .io(let operation, let path, let code) = error else { Issue.record("\(error)"); return }
+            #expect(operation == "read" && path == dir + "/not-a-file" && code == EISDIR)
+        }
+    }
+
+    /// The legacy digest (keys recorded before XXH3) is the key those imports recorded: CRC-32C of every byte, and
+    /// the hash over the 8-byte words, then the tail bytes, at every tail length.
     @Test func theLegacyDigestIsTheTwoPassOne() {
         var rng = SplitMix(seed: 11)
         for count in Array(0...40) + [4_096, 100_003] {

@@ -58,10 +58,6 @@ int tw_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[
 uint32_t tw_crc32c(uint32_t crc, const void *data, size_t len);
 /// The slicing-by-8 path alone (tests compare it with the hardware path).
 uint32_t tw_crc32c_sw(uint32_t crc, const void *data, size_t len);
-/// `tw_crc32c` of `words` 8-byte little-endian words, and in the same pass the multiply-fold hash
-/// `*hash = ((*hash ^ w) * multiplier) ^ (that >> shift)` of each word w in turn.
-uint32_t tw_crc32c_mulhash(uint32_t crc, uint64_t *hash, const void *data, size_t words, uint64_t multiplier,
-                           unsigned shift);
 
 /// Asks for the cache line at `p` ahead of a store to it (a hint: any address is safe).
 static inline void tw_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
