@@ -104,6 +104,35 @@ final class WriterSink: EventSink {
         }
     }
 
+    /// An import onto a full disk (a real tmpfs) fails naming the write that found no space, leaves nothing of
+    /// itself and loses nothing stored before; once space returns, the same file imports whole.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func anImportOntoAFullDiskLeavesNothingAndSucceedsOnceSpaceReturns() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        let small = try capture(dir + "-small", lines: 300, start: sessionOpen.rawValue - Nanos.perDay)
+        let big = try capture(dir + "-big", lines: 400_000)
+        defer { for p in [small, big] { try? FileManager.default.removeItem(atPath: p) } }
+        try withSmallTmpfs(size: "4m") { mount in
+            let store = mount + "/store"
+            try StoreImporter.importEvents(from: LinesSource(path: small), directory: store, identity: .init(kind: "lines", path: small))
+            let ballast = mount + "/ballast"
+            try Data(count: 3_900 << 10).write(to: URL(fileURLWithPath: ballast))
+            do {
+                try StoreImporter.importEvents(from: LinesSource(path: big), directory: store, identity: .init(kind: "lines", path: big))
+                Issue.record("the import fitted in what was left")
+            } catch let e as StoreError {
+                guard case .io(_, _, let code) = e else { Issue.record("\(e)"); return }
+                #expect(code == ENOSPC, "\(e)")
+            }
+            #expect(noLeftovers(store))
+            #expect(try count(store) == 300)
+            try FileManager.default.removeItem(atPath: ballast)
+            let again = try StoreImporter.importEvents(from: LinesSource(path: big), directory: store, identity: .init(kind: "lines", path: big))
+            #expect(again.events == 400_000 && again.alreadyImported == nil)
+            #expect(try count(store) == 400_300)
+        }
+    }
+
     /// A file that cannot be read for its hash (here a directory: open succeeds, read fails) is an error naming the
     /// read and the path, not a key.
     @Test func aFileThatCannotBeReadHasNoKey() throws {
