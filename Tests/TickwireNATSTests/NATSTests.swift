@@ -181,7 +181,10 @@ extension NATSTests {
             if got.withLock({ $0.isEmpty }) { send(next); next += 1; usleep(20_000) }
             return !got.withLock { $0.isEmpty }
         }
-        try waitUntil(seconds: 10) { got.withLock { $0.count } == Int(next) }
+        // Probes sent before the interest arrived are gone (a loaded run lost the first): from the first that
+        // arrived on, every one must.
+        try waitUntil(seconds: 10) { got.withLock { $0.last } == next - 1 }
+        let first = got.withLock { $0.first! }
         // Batches of 1 to 500, seeded.
         var rng = SystemRandomNumberGenerator()
         let seed = UInt64.random(in: 0...UInt64(UInt32.max), using: &rng)
@@ -199,8 +202,8 @@ extension NATSTests {
         // Request/reply and flush ride the socket thread (the reply is read there, the request written there).
         XCTAssertEqual(try pub.request("ASK", bytes: [7], timeoutMs: 5_000), [7, 1], "seed \(seed)")
         try pub.flush()
-        try waitUntil(seconds: 20) { got.withLock { $0.count } >= Int(next) }
-        XCTAssertEqual(got.withLock { $0 }, Array(0..<next), "seed \(seed)")
+        try waitUntil(seconds: 20) { got.withLock { $0.count } >= Int(next - first) }
+        XCTAssertEqual(got.withLock { $0 }, Array(first..<next), "seed \(seed)")
 
         // kill -9 of the publisher's server: it reconnects to another, and batches reach the subscriber again.
         cluster.kill(home)
