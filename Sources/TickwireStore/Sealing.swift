@@ -60,27 +60,30 @@ enum Sealing {
     /// - Parameter include: the subjects a read wants: only these are built from the logs and composed.
     /// - Returns: the reader (nil when the partition holds nothing), and the damage found in its logs.
     /// - Parameter prefix: every subject `include` accepts starts with it.
-    static func openForReading(_ dir: String, prefix: String = "",
-                               include: (String) -> Bool = { _ in true }) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    /// - Parameter opened: segments this reader opened before (reused, and the new ones added).
+    static func openForReading(_ dir: String, prefix: String = "", include: (String) -> Bool = { _ in true },
+                               opened: SegmentReader.Opened = .init()) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         // A sealer may absorb a log or chunk between listing the directory and opening it: look again.
         var attempt = 0
         while true {
-            do { return try openPieces(dir, prefix: prefix, include: include) } catch {
+            do { return try openPieces(dir, prefix: prefix, include: include, opened: opened) } catch {
                 attempt += 1
                 guard case .io(_, _, let e) = error, e == ENOENT, attempt < 8 else { throw error }
             }
         }
     }
 
-    private static func openPieces(_ dir: String, prefix: String, include: (String) -> Bool) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
-        try withoutActuallyEscaping(include) { (include) throws(StoreError) in try openPieces(dir, prefix: prefix, escaping: include) }
+    private static func openPieces(_ dir: String, prefix: String, include: (String) -> Bool,
+                                   opened: SegmentReader.Opened) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+        try withoutActuallyEscaping(include) { (include) throws(StoreError) in try openPieces(dir, prefix: prefix, escaping: include, opened: opened) }
     }
 
-    private static func openPieces(_ dir: String, prefix: String, escaping include: @escaping (String) -> Bool) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    private static func openPieces(_ dir: String, prefix: String, escaping include: @escaping (String) -> Bool,
+                                   opened: SegmentReader.Opened) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         let files = Layout.inspect(dir)
         var pieces = [SegmentReader]()
-        if let g = files.sealedGeneration { pieces.append(try SegmentReader.open(directory: dir + "/" + Layout.segmentName(g))) }
-        for g in files.liveChunks { pieces.append(try SegmentReader.open(directory: dir + "/" + Layout.chunkName(g))) }
+        if let g = files.sealedGeneration { pieces.append(try opened.open(dir + "/" + Layout.segmentName(g))) }
+        for g in files.liveChunks { pieces.append(try opened.open(dir + "/" + Layout.chunkName(g))) }
         var damage = [StoreDamage]()
         var subjects = [String](), events = [Event](), index = [String: UInt32]()
         for g in files.liveLogs {

@@ -111,10 +111,26 @@ final class SegmentReader {
     private let parts: [SegmentReader]
     private let partBlocks: [(part: Int32, block: Int32)]
 
+    /// Segments one reader opened, by directory. A sealed segment or chunk never changes once written, so a reader
+    /// that opens a partition again for another pattern (a join's trades, then its quotes) maps and checks each
+    /// once.
+    final class Opened {
+        private var byDirectory = [String: SegmentReader]()
+
+        init() {}
+
+        func open(_ directory: String) throws(StoreError) -> SegmentReader {
+            if let s = byDirectory[directory] { return s }
+            let s = try SegmentReader.open(directory: directory)
+            byDirectory[directory] = s
+            return s
+        }
+    }
+
     static func open(directory: String) throws(StoreError) -> SegmentReader {
         var files = [String: UnsafeRawBufferPointer](), owners = [AnyObject]()
         for name in ["meta"] + SegmentImage.fileNames {
-            let m = try MappedFile(path: directory + "/" + name)
+            let m = try MappedFile(path: directory + "/" + name, populate: true)   // every byte is checked below
             files[name] = m.bytes
             owners.append(m)
         }

@@ -126,6 +126,8 @@ public final class StoreReader {
     /// for the subjects a read wants: `Sealing.openForReading`).
     private var cache: [CacheKey: SegmentReader?] = [:]
     private struct CacheKey: Hashable { let key: PartitionKey; let pattern: String }
+    /// The sealed segments and chunks under those, each mapped and checked once.
+    private let opened = SegmentReader.Opened()
     /// Damage found in the logs of the partitions read so far, in the order they were opened.
     public private(set) var damage: [StoreDamage] = []
 
@@ -158,7 +160,7 @@ public final class StoreReader {
         let k = CacheKey(key: key, pattern: pattern.text)
         if let s = cache[k] { return s }
         let (s, found) = try Corrections.openForReading(directory + "/" + key.relativePath, prefix: pattern.literalPrefix,
-                                                    include: { pattern.matches(subjectText: $0) })
+                                                    include: { pattern.matches(subjectText: $0) }, opened: opened)
         cache[k] = s
         // The same damage is met again when the partition is opened for another pattern.
         for d in found where !damage.contains(where: { $0.path == d.path && $0.offset == d.offset }) { damage.append(d) }

@@ -26,8 +26,9 @@ func segmentFiles(_ dir: String) -> [String] {
     @Test func crc32cMatchesTheStandardCheckValueAndTheTablePath() {
         let check = Array("123456789".utf8)
         #expect(check.withUnsafeBytes { crc32c($0) } == 0xE306_9283)
-        for n in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
-            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 7) }
+        // Lengths about the three-chain blocks of 3 × 256 and 3 × 8192 bytes, and several of them.
+        for n in [0, 1, 7, 8, 9, 63, 64, 65, 767, 768, 769, 1000, 24_575, 24_576, 24_577, 24_576 + 768 + 13, 100_003] {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) }
             let hw = bytes.withUnsafeBytes { crc32c($0) }
             let sw = bytes.withUnsafeBytes { tw_crc32c_sw(0, $0.baseAddress, $0.count) }
             #expect(hw == sw, "length \(n)")

@@ -184,13 +184,13 @@ enum Corrections {
     ///   applies counts as damage: a read must not pass for corrected when it is not).
     /// - Parameters: prefix, include: the subjects the caller reads (`Sealing.openForReading`); a partition with
     ///   corrections is opened whole, since a correction may name any of its events.
-    static func openForReading(_ dir: String, prefix: String = "",
-                               include: (String) -> Bool = { _ in true }) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
+    static func openForReading(_ dir: String, prefix: String = "", include: (String) -> Bool = { _ in true },
+                               opened: SegmentReader.Opened = .init()) throws(StoreError) -> (SegmentReader?, [StoreDamage]) {
         let logPath = dir + "/" + CorrectionLog.fileName
-        guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir, prefix: prefix, include: include) }
+        guard CorrectionLog.exists(logPath) else { return try Sealing.openForReading(dir, prefix: prefix, include: include, opened: opened) }
         let log = try CorrectionLog.read(path: logPath)
         if log.damage == nil, let cached = try CorrectedSegment.open(dir, log: log) { return (cached, []) }
-        let (base, damage) = try Sealing.openForReading(dir)
+        let (base, damage) = try Sealing.openForReading(dir, opened: opened)
         var found = damage + (log.damage.map { [$0] } ?? [])
         guard !log.records.isEmpty else { return (base, found) }
         var overlay = CorrectionOverlay(base: base)
