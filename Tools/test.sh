@@ -50,4 +50,4 @@ bounded() {
 
 bounded 2400 swift test || exit $?
 bounded 1200 Tools/alloc_gate.sh || exit $?
-bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireRiskTests|TickwireJournalTests|TickwireNATSTests|HubTests|RelaySourceTests|PublishStageTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests|MonitorFeedTests|NATSLossTrackerTests|ImportStagerTests' || exit $?
+bounded 1500 swift test --sanitize=thread --scratch-path .build-tsan --filter 'TickwireRingTests|TickwireRiskTests|TickwireJournalTests|TickwireNATSTests|HubTests|RelaySourceTests|PublishStageTests|TradeServiceTests|TradeFaultTests|TradeCheckpointTests|MonitorFeedTests|NATSLossTrackerTests|ImportStagerTests|ExportTests' || exit $?

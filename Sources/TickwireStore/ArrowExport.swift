@@ -8,25 +8,33 @@ import TickwireCore
 /// - `.file`: the IPC file format ("Feather v2": `ARROW1`, the same messages, a footer indexing them), for
 ///   random access: `pl.read_ipc`, `pyarrow.ipc.open_file`, DuckDB's arrow extension.
 ///
-/// Column types (`FrameType`): text as dictionary<int32, utf8> (one dictionary batch per text column, before the
-/// first record batch), timestamp[ns, tz=UTC], decimal128(18, 8), int64, uint64, uint8, uint16, float64.
+/// Column types (`FrameType`): text as dictionary<int8, int16 or int32 (the narrowest for its dictionary), utf8>
+/// (one dictionary batch per text column, before the first record batch), timestamp[ns, tz=UTC], decimal(18, 8)
+/// (64 bits wide by default, `Decimals`), int64, uint64, uint8, uint16, float64.
 public final class ArrowWriter: FrameSink {
     public enum Layout: String, Sendable { case stream, file }
+    /// The width of the decimal(18, 8) columns. 64 bits is the narrowest Arrow decimal that holds precision 18:
+    /// half the bytes of 128 for the same values (a join's result is two thirds decimals). Arrow's format has it
+    /// since Arrow 18 (pyarrow ≥ 18; polars 2.1 and DuckDB 2.0 read it); 128 is for older readers.
+    public enum Decimals: Int, Sendable { case bits64 = 64, bits128 = 128 }
     private let out: ByteOutput
     private let layout: Layout
+    private let decimals: Decimals
     private let fields: [FrameField]
     private var offset = 0
     private var dictionaryBlocks = [(offset: Int, metadata: Int, body: Int)]()
     private var batchBlocks = [(offset: Int, metadata: Int, body: Int)]()
     /// The schema's custom metadata (key, value): how the run can be repeated (`RunMetadata.keyValues`).
     private let metadata: [(key: String, value: String)]
-    /// A record batch's body, filled in place batch after batch.
-    private var bodyBytes = UnsafeMutableRawPointer.allocate(byteCount: 8, alignment: 64)
-    private var bodyCapacity = 8
+    /// Two record batch bodies, filled in place in turn: one is built while the other is written
+    /// (`ByteOutput.writeBehind`).
+    private var bodies: [(bytes: UnsafeMutableRawPointer, capacity: Int)] = (0..<2).map { _ in (.allocate(byteCount: 8, alignment: 64), 8) }
+    private var turn = 0
 
     /// Writes the header, schema and dictionaries at once.
-    public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream, metadata: [(key: String, value: String)] = []) throws {
-        self.fields = fields; self.out = out; self.layout = layout; self.metadata = metadata
+    public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream, decimals: Decimals = .bits64,
+                metadata: [(key: String, value: String)] = []) throws {
+        self.fields = fields; self.out = out; self.layout = layout; self.decimals = decimals; self.metadata = metadata
         if layout == .file { try emit(Array("ARROW1".utf8) + [0, 0]) }
         try emit(ArrowWriter.message(header: 1, schemaTable(), bodyLength: 0))
         for (i, f) in fields.enumerated() where f.type == .text {
@@ -66,7 +74,7 @@ public final class ArrowWriter: FrameSink {
             let nulls = batch.nullCount(c)
             nodes.appendLE(Int64(rows)); nodes.appendLE(Int64(nulls))
             let bitmap = buffer(nulls > 0 ? (rows + 7) / 8 : 0)
-            places.append((nulls > 0 ? bitmap : nil, buffer(rows * f.type.arrowWidth)))
+            places.append((nulls > 0 ? bitmap : nil, buffer(rows * width(f))))
         }
         let p = body(length)
         // Padding is zero: the same rows give the same bytes.
@@ -76,10 +84,18 @@ public final class ArrowWriter: FrameSink {
             if let bitmap = places[c].bitmap { ArrowWriter.pack(batch.validity(c), into: p + bitmap) }
             let dst = p + places[c].values
             switch f.type {
+            case .text where width(f) == 1:
+                let o = dst.assumingMemoryBound(to: Int8.self)
+                for i in 0..<rows { o[i] = Int8(truncatingIfNeeded: v[i]) }
+            case .text where width(f) == 2:
+                let o = dst.assumingMemoryBound(to: Int16.self)
+                for i in 0..<rows { o[i] = Int16(truncatingIfNeeded: v[i]) }
             case .text:
                 let o = dst.assumingMemoryBound(to: Int32.self)
                 for i in 0..<rows { o[i] = Int32(truncatingIfNeeded: v[i]) }
             case .timestamp, .int64, .uint64, .float64:
+                dst.copyMemory(from: v.baseAddress!, byteCount: rows * 8)
+            case .decimal where decimals == .bits64:
                 dst.copyMemory(from: v.baseAddress!, byteCount: rows * 8)
             case .decimal:
                 // 128-bit two's complement, little-endian: the value, then its sign extended.
@@ -98,20 +114,25 @@ public final class ArrowWriter: FrameSink {
                                        bodyLength: length)
         batchBlocks.append((offset, meta.count, length))
         try emit(meta)
-        try out.write(UnsafeRawBufferPointer(start: p, count: length))
+        try out.writeBehind(UnsafeRawBufferPointer(start: p, count: length))
         offset += length
+        turn ^= 1
     }
 
-    deinit { bodyBytes.deallocate() }
+    deinit {
+        try? out.settle()   // a body may still be going out (after an error): not freed under the writer
+        for b in bodies { b.bytes.deallocate() }
+    }
 
-    /// The body memory, at least `bytes` long (its contents unspecified).
+    /// This turn's body memory, at least `bytes` long (its contents unspecified). The other turn's body may be
+    /// going out meanwhile; this one's last write was waited for when the other was handed over.
     private func body(_ bytes: Int) -> UnsafeMutableRawPointer {
-        if bytes > bodyCapacity {
-            bodyBytes.deallocate()
-            bodyCapacity = max(bytes, 2 * bodyCapacity)
-            bodyBytes = .allocate(byteCount: bodyCapacity, alignment: 64)
+        if bytes > bodies[turn].capacity {
+            bodies[turn].bytes.deallocate()
+            bodies[turn].capacity = max(bytes, 2 * bodies[turn].capacity)
+            bodies[turn].bytes = .allocate(byteCount: bodies[turn].capacity, alignment: 64)
         }
-        return bodyBytes
+        return bodies[turn].bytes
     }
 
     /// Ends the stream (and, for a file, writes the footer) and flushes.
@@ -147,12 +168,24 @@ public final class ArrowWriter: FrameSink {
         try bytes.withUnsafeBytes { try emit($0) }
     }
 
+    /// Bytes a value of the field takes in a record batch: a text column's dictionary index is the narrowest
+    /// signed integer that numbers its dictionary (int8, int16 or int32: a side is one byte, not four).
+    private func width(_ f: FrameField) -> Int {
+        switch f.type {
+        case .text: f.dictionary.count <= Int(Int8.max) + 1 ? 1 : f.dictionary.count <= Int(Int16.max) + 1 ? 2 : 4
+        case .decimal: decimals.rawValue / 8
+        case .timestamp, .int64, .uint64, .float64: 8
+        case .uint8: 1
+        case .uint16: 2
+        }
+    }
+
     private func schemaTable() -> FlatBuffer.Node {
         let fieldTables = fields.enumerated().map { (i, f) -> FlatBuffer.Node in
             let (type, table): (UInt8, FlatBuffer.Node) = switch f.type {
             case .text: (5, .table([]))
             case .timestamp: (10, .table([.i16(3), .offset(.string("UTC"))]))
-            case .decimal: (7, .table([.i32(18), .i32(8), .i32(128)]))
+            case .decimal: (7, .table([.i32(18), .i32(8), .i32(Int32(decimals.rawValue))]))
             case .int64: (2, .table([.i32(64), .bool(true)]))
             case .uint64: (2, .table([.i32(64), .bool(false)]))
             case .uint8: (2, .table([.i32(8), .bool(false)]))
@@ -160,7 +193,7 @@ public final class ArrowWriter: FrameSink {
             case .float64: (3, .table([.i16(2)]))
             }
             let dictionary: FlatBuffer.Field? = f.type == .text
-                ? .offset(.table([.i64(Int64(i)), .offset(.table([.i32(32), .bool(true)])), .bool(false)])) : nil
+                ? .offset(.table([.i64(Int64(i)), .offset(.table([.i32(Int32(8 * width(f))), .bool(true)])), .bool(false)])) : nil
             return .table([.offset(.string(f.name)), .bool(f.nullable), .u8(type), .offset(table), dictionary,
                            .offset(.tables([]))])
         }
@@ -238,21 +271,8 @@ extension Frames {
     /// - Returns: the rows written.
     @discardableResult
     public static func writeArrow(_ reader: StoreReader, _ q: StoreQuery, to out: ByteOutput, layout: ArrowWriter.Layout = .stream,
-                                  metadata: [(key: String, value: String)] = []) throws -> Int {
-        try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout, metadata: metadata) }
-    }
-}
-
-extension FrameType {
-    /// Bytes a value takes in an Arrow buffer (a dictionary index for text).
-    var arrowWidth: Int {
-        switch self {
-        case .text: 4
-        case .timestamp, .int64, .uint64, .float64: 8
-        case .decimal: 16
-        case .uint8: 1
-        case .uint16: 2
-        }
+                                  decimals: ArrowWriter.Decimals = .bits64, metadata: [(key: String, value: String)] = []) throws -> Int {
+        try replay(reader, q) { fields in try ArrowWriter(fields: fields, out: out, layout: layout, decimals: decimals, metadata: metadata) }
     }
 }
 

@@ -86,7 +86,8 @@ public enum Bars {
     }
 
     /// Writes bars as CSV (with a header line), JSON lines or an Arrow IPC stream.
-    public static func write(_ bars: [Bar], format: Format, to out: ByteOutput, metadata: [(key: String, value: String)] = []) throws {
+    public static func write(_ bars: [Bar], format: Format, to out: ByteOutput, decimals: ArrowWriter.Decimals = .bits64,
+                             metadata: [(key: String, value: String)] = []) throws {
         switch format {
         case .csv, .jsonl:
             if format == .csv { out.buffer.append(contentsOf: (Bar.csvHeader + "\n").utf8) }
@@ -100,7 +101,7 @@ public enum Bars {
             var subjects = [String](), index = [String: Int64]()
             for b in bars where index[b.subject] == nil { index[b.subject] = Int64(subjects.count); subjects.append(b.subject) }
             let fields = Bars.fields(subjects: subjects)
-            let w = try ArrowWriter(fields: fields, out: out, metadata: metadata)
+            let w = try ArrowWriter(fields: fields, out: out, decimals: decimals, metadata: metadata)
             let batch = FrameBatch(fields)
             for b in bars {
                 let row = batch.rows

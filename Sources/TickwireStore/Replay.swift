@@ -143,6 +143,8 @@ public final class ByteOutput {
     private let file: OwnedFile?
     private var fd: Int32 { file?.fd ?? 1 }
     public var buffer = [UInt8]()
+    /// The thread `writeBehind` hands large pieces to, started by its first call.
+    private var behind: WriteBehind?
 
     /// - Parameter path: a file to create or truncate; nil or `-` for standard output.
     /// - Throws: `StoreError.io` when the file cannot be opened.
@@ -174,13 +176,33 @@ public final class ByteOutput {
     }
 
     public func drain() throws(StoreError) {
+        try settle()
         let e = buffer.withUnsafeBytes { ByteOutput.writeAll(fd, $0) }
         if e != 0 { throw .io(operation: "write", path: path, errno: e) }
         buffer.removeAll(keepingCapacity: true)
     }
 
+    /// Writes the buffer, then hands `bytes` to a thread of this output's own and returns at once, so that the
+    /// caller builds its next piece while these go out (into a file, the kernel's copy into the page cache costs
+    /// as much as building them). The caller leaves `bytes` unchanged until its next call on this output that
+    /// writes, or `settle()`: each waits for the piece to be written first, so the bytes go out in call order.
+    public func writeBehind(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
+        try drain()
+        if behind == nil { behind = WriteBehind(fd: fd) }
+        behind!.hand(bytes)
+    }
+
+    /// Waits until a piece handed to `writeBehind` is written. - Throws: `StoreError.io` if writing it failed.
+    public func settle() throws(StoreError) {
+        guard let behind, behind.busy else { return }
+        let e = behind.wait()
+        if e != 0 { throw .io(operation: "write", path: path, errno: e) }
+    }
+
+    deinit { behind?.stop() }
+
     /// Writes every byte (again after a partial write or EINTR). - Returns: 0, or the errno of the failure.
-    private static func writeAll(_ fd: Int32, _ p: UnsafeRawBufferPointer) -> Int32 {
+    fileprivate static func writeAll(_ fd: Int32, _ p: UnsafeRawBufferPointer) -> Int32 {
         var done = 0
         while done < p.count {
             let n = Glibc.write(fd, p.baseAddress! + done, p.count - done)
@@ -191,6 +213,86 @@ public final class ByteOutput {
             done += n
         }
         return 0
+    }
+}
+
+/// One thread writing the pieces `ByteOutput.writeBehind` hands it, one at a time. The thread touches only the
+/// descriptor, the piece's bytes and the state under `mutex`; it lives until `stop()` (the output's deinit).
+private final class WriteBehind {
+    private let fd: Int32
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var thread = pthread_t()
+    // Under `mutex`:
+    private var piece: UnsafeRawBufferPointer?
+    private var error: Int32 = 0
+    private var stopping = false
+    /// A piece is handed and not yet waited for; only the owning thread reads or writes it.
+    private(set) var busy = false
+
+    init(fd: Int32) {
+        self.fd = fd
+        mutex.initialize(to: pthread_mutex_t()); cond.initialize(to: pthread_cond_t())
+        precondition(pthread_mutex_init(mutex, nil) == 0 && pthread_cond_init(cond, nil) == 0)
+        let rc = pthread_create(&thread, nil, { arg in
+            Unmanaged<WriteBehind>.fromOpaque(arg!).takeUnretainedValue().run()
+            return nil
+        }, Unmanaged.passUnretained(self).toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    deinit {
+        pthread_cond_destroy(cond); pthread_mutex_destroy(mutex)
+        cond.deallocate(); mutex.deallocate()
+    }
+
+    /// Hands a piece over (the previous one waited for). Called by the owner only.
+    func hand(_ bytes: UnsafeRawBufferPointer) {
+        precondition(!busy, "a piece handed before the previous one was waited for")
+        busy = true
+        pthread_mutex_lock(mutex)
+        piece = bytes
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until the piece handed is written. - Returns: 0, or the errno of its failure.
+    func wait() -> Int32 {
+        pthread_mutex_lock(mutex)
+        while piece != nil { pthread_cond_wait(cond, mutex) }
+        let e = error
+        error = 0
+        pthread_mutex_unlock(mutex)
+        busy = false
+        return e
+    }
+
+    /// Waits for a piece in flight, ends the thread and joins it.
+    func stop() {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+        pthread_join(thread, nil)
+    }
+
+    private func run() {
+        pthread_mutex_lock(mutex)
+        while true {
+            if let p = piece {
+                pthread_mutex_unlock(mutex)
+                let e = ByteOutput.writeAll(fd, p)
+                pthread_mutex_lock(mutex)
+                error = e
+                piece = nil
+                pthread_cond_broadcast(cond)
+            } else if stopping {
+                break
+            } else {
+                pthread_cond_wait(cond, mutex)
+            }
+        }
+        pthread_mutex_unlock(mutex)
     }
 }
 

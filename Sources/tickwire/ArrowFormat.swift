@@ -15,3 +15,16 @@ extension ArrowWriter.Layout {
         }
     }
 }
+
+/// `--arrow-decimal`, for every command that writes Arrow: the width of the decimal(18,8) columns.
+struct ArrowDecimalOption: ParsableArguments {
+    @Option(name: .customLong("arrow-decimal"),
+            help: "Bits of the Arrow decimal(18,8) columns: 64 (half the bytes; readers of Arrow 18 or later: pyarrow >= 18, polars, DuckDB) or 128 (any Arrow reader).")
+    var bits: Int = 64
+
+    func validate() throws {
+        guard ArrowWriter.Decimals(rawValue: bits) != nil else { throw ValidationError("--arrow-decimal must be 64 or 128, not \(bits)") }
+    }
+
+    var decimals: ArrowWriter.Decimals { ArrowWriter.Decimals(rawValue: bits)! }
+}

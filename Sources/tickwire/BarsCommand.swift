@@ -21,6 +21,7 @@ struct BarsCommand: ParsableCommand {
     @Option(help: "Bar length: 1m, 5m, 1h, 30s, 500ms, or integer nanoseconds.") var interval: String
     @Option(name: .customLong("as-of"), help: "Trades as known at this time.") var asOf: String?
     @Option(help: "csv, jsonl or arrow (an Arrow IPC stream).") var format: String = "csv"
+    @OptionGroup var arrowDecimal: ArrowDecimalOption
     @Option(help: "Write to this file instead of standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
@@ -34,7 +35,7 @@ struct BarsCommand: ParsableCommand {
         }
         let reader = try StoreReader(directory: data + "/store")
         let bars = try Bars.compute(reader, query, interval: step)
-        try Bars.write(bars, format: fmt, to: try ByteOutput(path: out),
+        try Bars.write(bars, format: fmt, to: try ByteOutput(path: out), decimals: arrowDecimal.decimals,
                        metadata: fmt == .arrow ? RunMetadata.keyValues(command: "query bars", subjects: subjects, query) : [])
         try reader.finishRead(command: "query bars")
         if bars.isEmpty { FileHandle.standardError.write(Data("tickwire query bars: \(query.whyNothing(pattern: subjects))\n".utf8)) }

@@ -22,6 +22,7 @@ struct ExportCommand: ParsableCommand {
     @Option(help: "End of the event-time window (exclusive).") var to: String
     @Option(name: .customLong("as-of"), help: "Export as known at this time.") var asOf: String?
     @Option(help: "arrow (IPC stream), arrow-file (IPC file) or parquet (a dataset directory).") var format: String = "arrow"
+    @OptionGroup var arrowDecimal: ArrowDecimalOption
     @Option(help: "The file (arrow, arrow-file) or directory (parquet) to write; arrow without it goes to standard output.") var out: String?
     @Option(help: "The data directory.") var data: String = "./tickwire-data"
 
@@ -36,7 +37,8 @@ struct ExportCommand: ParsableCommand {
         let reader = try StoreReader(directory: data + "/store")
         switch format {
         case "parquet": try ParquetExport.write(reader, query, toDirectory: out!, metadata: metadata)
-        default: try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file, metadata: metadata)
+        default: try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: format == "arrow" ? .stream : .file,
+                                           decimals: arrowDecimal.decimals, metadata: metadata)
         }
         try reader.finishRead(command: "export")
     }

@@ -33,6 +33,7 @@ struct AsOfJoinCommand: ParsableCommand {
     @Option(help: "backward (prevailing), forward or nearest.") var direction: String = "backward"
     @Option(help: "Largest trade-to-quote distance: 500ms, 2s, or integer nanoseconds.") var tolerance: String?
     @Option(help: "csv, jsonl, arrow (an Arrow IPC stream) or arrow-file (the Arrow IPC file format, to --out: pl.read_ipc maps it).") var format: String
+    @OptionGroup var arrowDecimal: ArrowDecimalOption
     @Flag(help: "jsonl: first a line recording the as-of moment used (now, when --as-of is left out), to repeat the run exactly.")
     var header = false
     @Option(help: "Write to this file instead of standard output.") var out: String?
@@ -65,7 +66,7 @@ struct AsOfJoinCommand: ParsableCommand {
             guard time == "event" else { throw ValidationError("--format \(format) joins in event time only (not yet --time known); use csv or jsonl") }
             let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
             rows = try Frames.asOfJoin(reader, join) { fields in
-                try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: arrow ?? .stream, metadata: metadata)
+                try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: arrow ?? .stream, decimals: arrowDecimal.decimals, metadata: metadata)
             }
         }
         try reader.finishRead(command: "query asof-join")

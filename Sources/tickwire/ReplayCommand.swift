@@ -23,6 +23,7 @@ struct ReplayCommand: ParsableCommand {
     var time: String = "event"
     @Option(help: "max, or a multiple of the recorded pace: 1x, 10x.") var pace: String = "max"
     @Option(help: "jsonl, binary (length-prefixed subject and wire payload), arrow (an Arrow IPC stream of typed columns) or arrow-file (the Arrow IPC file format, to --out: pl.read_ipc maps it).") var format: String = "jsonl"
+    @OptionGroup var arrowDecimal: ArrowDecimalOption
     @Option(help: "Bind a ZeroMQ PUB endpoint and publish there instead of writing.") var publish: String?
     @Option(name: .customLong("wait-subscriber"), help: "With --publish: seconds to wait for a first subscriber (then publish anyway).")
     var waitSubscriber: Double = 5
@@ -41,7 +42,7 @@ struct ReplayCommand: ParsableCommand {
             guard pace == .max, publish == nil else { throw ValidationError("--format \(format) writes as fast as it can: no --pace, no --publish") }
             guard time == "event" else { throw ValidationError("--format \(format) replays in event time only (not yet --time known); use --format jsonl or binary") }
             let reader = try StoreReader(directory: data + "/store")
-            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: arrow,
+            let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: arrow, decimals: arrowDecimal.decimals,
                                              metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))
             try reader.finishRead(command: "replay")
             if rows == 0 { FileHandle.standardError.write(Data("tickwire replay: \(reader.whyNothing(query, pattern: subjects))\n".utf8)) }

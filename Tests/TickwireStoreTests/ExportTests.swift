@@ -72,21 +72,26 @@ let eventColumns = "subject,kind,event_time,known_time,price,size,side,trade_id,
     }
 
     /// The IPC stream and file hold the typed columns; pyarrow reads both (equal), polars reads the stream and
-    /// pandas gets it through pyarrow; every value survives exactly.
+    /// pandas gets it through pyarrow; every value survives exactly. Decimals are 64 bits wide unless 128 is
+    /// asked for (the same values), dictionary indices as narrow as their dictionaries allow.
     @Test func arrowStreamAndFileReadIntoPyarrowPolarsAndPandas() throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
         let events = try writeMixedStore(dir)
         let q = try StoreQuery(subjects: ">", from: "2026-01-05", to: "2026-01-07")
-        let stream = dir + "/out.arrows", file = dir + "/out.arrow"
+        let stream = dir + "/out.arrows", file = dir + "/out.arrow", wide = dir + "/out128.arrow"
         let rows = try Frames.writeArrow(StoreReader(directory: dir), q, to: ByteOutput(path: stream))
         #expect(rows == events.count && rows == 70_006)   // one correction supersedes, one bust voids
         #expect(try Frames.writeArrow(StoreReader(directory: dir), q, to: ByteOutput(path: file), layout: .file) == rows)
+        #expect(try Frames.writeArrow(StoreReader(directory: dir), q, to: ByteOutput(path: wide), layout: .file, decimals: .bits128) == rows)
         let script = canonicalPython + """
             import sys, pyarrow as pa, pyarrow.ipc as ipc, polars as pl, pandas as pd
             cols = sys.argv[3].split(',')
             with open(sys.argv[1], 'rb') as f:
                 t = ipc.open_stream(f).read_all()
             assert t.equals(ipc.open_file(sys.argv[2]).read_all()), 'stream and file differ'
+            wide = ipc.open_file(sys.argv[4]).read_all()
+            assert wide.schema.field('bid').type == pa.decimal128(18, 8), wide.schema
+            assert wide.cast(t.schema).equals(t), 'decimal128 and decimal64 differ'
             print(', '.join(f'{f.name}: {f.type}' for f in t.schema if f.name in ('subject', 'event_time', 'price', 'side', 'trade_id', 'flags', 'source')))
             for c in ('event_time', 'known_time'):
                 t = t.set_column(t.schema.get_field_index(c), c, t.column(c).cast(pa.int64()))
@@ -96,9 +101,9 @@ let eventColumns = "subject,kind,event_time,known_time,price,size,side,trade_id,
             pdf = pd.read_feather(sys.argv[2])
             print(len(pdf), pdf['event_time'].dtype, pdf['side'].iloc[1])
             """
-        let out = try python(script, [stream, file, eventColumns]).split(separator: "\n").map(String.init)
+        let out = try python(script, [stream, file, eventColumns, wide]).split(separator: "\n").map(String.init)
         try #require(out.count == rows + 3)
-        #expect(out[0] == "subject: dictionary<values=string, indices=int32, ordered=0>, event_time: timestamp[ns, tz=UTC], price: decimal128(18, 8), side: dictionary<values=string, indices=int32, ordered=0>, trade_id: uint64, flags: uint8, source: uint16")
+        #expect(out[0] == "subject: dictionary<values=string, indices=int8, ordered=0>, event_time: timestamp[ns, tz=UTC], price: decimal64(18, 8), side: dictionary<values=string, indices=int8, ordered=0>, trade_id: uint64, flags: uint8, source: uint16")
         #expect(Array(out[1...rows]) == canonicalLines(events, partition: false))
         #expect(out[rows + 1] == "70006 Decimal(precision=18, scale=8) Datetime(time_unit='ns', time_zone='UTC') Categorical")
         #expect(out[rows + 2].hasPrefix("70006 datetime64[ns, UTC] buy"))

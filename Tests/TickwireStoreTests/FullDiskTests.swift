@@ -112,6 +112,36 @@ import TickwireCore
     }
 }
 
+extension FullDiskTests {
+    /// An Arrow export onto a full disk fails naming the file and ENOSPC, as a stream and as a file, whether the
+    /// write that failed was a batch's body going out behind the next batch (`ByteOutput.writeBehind`) or a
+    /// buffered message.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func anArrowExportOntoAFullDiskFailsNamingENOSPC() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try ev.write((0..<200_000).map { quote($0) }, to: dir)
+        let q = try StoreQuery(subjects: SubjectPattern(">"), from: t(-1), to: t(3600))
+        try withSmallTmpfs(size: "2m") { mount in
+            for layout in [ArrowWriter.Layout.stream, .file] {
+                let path = mount + "/out-\(layout)"
+                #expect {
+                    try Frames.writeArrow(StoreReader(directory: dir), q, to: ByteOutput(path: path), layout: layout)
+                } throws: { error in
+                    guard case StoreError.io(let operation, let failed, let errno) = error else { return false }
+                    return operation == "write" && failed == path && errno == ENOSPC
+                }
+                try FileManager.default.removeItem(atPath: path)
+            }
+            // A piece written behind alone: its failure is the next call's error.
+            let path = mount + "/piece", out = try ByteOutput(path: path)
+            try [UInt8](repeating: 1, count: 4 << 20).withUnsafeBytes { piece in
+                try out.writeBehind(piece)
+                #expect(throws: StoreError.io(operation: "write", path: path, errno: ENOSPC)) { try out.settle() }
+            }
+        }
+    }
+}
+
 /// Collects a writer's incidents.
 final class IncidentLog: @unchecked Sendable {
     private let lock = NSLock()
