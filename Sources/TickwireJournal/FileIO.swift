@@ -134,42 +134,6 @@ enum FileIO {
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 }
 
-/// A pthread mutex with two condition variables: off the appenders' fast path only in the sense that it is held
-/// for a memcpy and a hash. A plain (non-priority-inheritance) mutex: `Synchronization.Mutex` is 1.2-106x slower
-/// under contention here (docs/ANCHORS.md).
-final class LockWithConditions: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private static let conditions = 4
-    private let conds = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: LockWithConditions.conditions)
-
-    init() {
-        pthread_mutex_init(mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)   // timed waits use tw_monotonic_ns deadlines
-        for i in 0..<LockWithConditions.conditions { pthread_cond_init(conds + i, &attr) }
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        for i in 0..<LockWithConditions.conditions { pthread_cond_destroy(conds + i) }
-        pthread_mutex_destroy(mutex)
-        conds.deallocate(); mutex.deallocate()
-    }
-
-    func lock() { pthread_mutex_lock(mutex) }
-    func unlock() { pthread_mutex_unlock(mutex) }
-    /// Waits on condition 0, 1 or 2; the mutex must be held.
-    func wait(_ which: Int) { pthread_cond_wait(conds + which, mutex) }
-    /// Waits on a condition until signalled or until the monotonic clock reads `deadline` (ns).
-    func wait(_ which: Int, until deadline: Int64) {
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        _ = pthread_cond_timedwait(conds + which, mutex, &ts)
-    }
-    func signal(_ which: Int) { pthread_cond_signal(conds + which) }
-    func broadcast(_ which: Int) { pthread_cond_broadcast(conds + which) }
-}
-
 /// Starts a joinable thread running `body`.
 func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }

@@ -217,13 +217,12 @@ public final class ByteOutput {
 }
 
 /// One thread writing the pieces `ByteOutput.writeBehind` hands it, one at a time. The thread touches only the
-/// descriptor, the piece's bytes and the state under `mutex`; it lives until `stop()` (the output's deinit).
+/// descriptor, the piece's bytes and the state under `lock`; it lives until `stop()` (the output's deinit).
 private final class WriteBehind {
     private let fd: Int32
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let lock = LockWithConditions()   // condition 0: a piece handed, written, or the end
     private var thread = pthread_t()
-    // Under `mutex`:
+    // Under `lock`:
     private var piece: UnsafeRawBufferPointer?
     private var error: Int32 = 0
     private var stopping = false
@@ -232,8 +231,6 @@ private final class WriteBehind {
 
     init(fd: Int32) {
         self.fd = fd
-        mutex.initialize(to: pthread_mutex_t()); cond.initialize(to: pthread_cond_t())
-        precondition(pthread_mutex_init(mutex, nil) == 0 && pthread_cond_init(cond, nil) == 0)
         let rc = pthread_create(&thread, nil, { arg in
             Unmanaged<WriteBehind>.fromOpaque(arg!).takeUnretainedValue().run()
             return nil
@@ -241,58 +238,53 @@ private final class WriteBehind {
         precondition(rc == 0, "pthread_create failed: \(rc)")
     }
 
-    deinit {
-        pthread_cond_destroy(cond); pthread_mutex_destroy(mutex)
-        cond.deallocate(); mutex.deallocate()
-    }
-
     /// Hands a piece over (the previous one waited for). Called by the owner only.
     func hand(_ bytes: UnsafeRawBufferPointer) {
         precondition(!busy, "a piece handed before the previous one was waited for")
         busy = true
-        pthread_mutex_lock(mutex)
+        lock.lock()
         piece = bytes
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
+        lock.broadcast(0)
+        lock.unlock()
     }
 
     /// Waits until the piece handed is written. - Returns: 0, or the errno of its failure.
     func wait() -> Int32 {
-        pthread_mutex_lock(mutex)
-        while piece != nil { pthread_cond_wait(cond, mutex) }
+        lock.lock()
+        while piece != nil { lock.wait(0) }
         let e = error
         error = 0
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
         busy = false
         return e
     }
 
     /// Waits for a piece in flight, ends the thread and joins it.
     func stop() {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         stopping = true
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
+        lock.broadcast(0)
+        lock.unlock()
         pthread_join(thread, nil)
     }
 
     private func run() {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         while true {
             if let p = piece {
-                pthread_mutex_unlock(mutex)
+                lock.unlock()
                 let e = ByteOutput.writeAll(fd, p)
-                pthread_mutex_lock(mutex)
+                lock.lock()
                 error = e
                 piece = nil
-                pthread_cond_broadcast(cond)
+                lock.broadcast(0)
             } else if stopping {
                 break
             } else {
-                pthread_cond_wait(cond, mutex)
+                lock.wait(0)
             }
         }
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
     }
 }
 
