@@ -108,7 +108,7 @@ final class SegmentReader {
     private let owners: [AnyObject]
     /// A composed reader (`compose`): the pieces it reads, and for each of its blocks the piece and the piece's
     /// block. Empty for a reader of one segment.
-    private let parts: [SegmentReader]
+    let parts: [SegmentReader]
     private let partBlocks: [(part: Int32, block: Int32)]
 
     /// Segments one reader opened, by directory. A sealed segment or chunk never changes once written, so a reader
@@ -310,10 +310,10 @@ final class SegmentReader {
     /// in arrival order) that reads exactly as one segment of all their rows would: the same rows, in the same
     /// order, with the same versions.
     ///
-    /// A subject's blocks are the pieces' blocks one after the other when its event times rise strictly from
-    /// piece to piece (then no row of a later piece sorts before one of an earlier piece, and no correction —
-    /// same subject, event time and trade id — spans two pieces). Otherwise (late data, equal times at a piece
-    /// boundary), and for every subject of a stem with a `.BUST` subject spread over several pieces (a bust voids
+    /// A subject's blocks are the pieces' blocks one after the other when its event times rise from piece to
+    /// piece, pieces meeting at one time only in order (`meetInOrder`: then no row of a later piece sorts before
+    /// one of an earlier piece, and no correction — same subject, event time and trade id — spans two pieces).
+    /// Otherwise (late data, a later piece's row at the meeting time known earlier), and for every subject of a stem with a `.BUST` subject spread over several pieces (a bust voids
     /// trades of its stem, whichever piece holds them), the subject's rows are merged from every piece into a
     /// segment built in memory, which resolves their versions as sealing would. Only subjects `include` accepts
     /// are composed, so a narrow read merges only what it reads.
@@ -336,13 +336,15 @@ final class SegmentReader {
             }
         }
         var merged = Set<String>()
+        let last = BlockBuffer(), first = BlockBuffer()
         for (text, hs) in holders {
             if let spread = bustStems[Layout.stem(text)], spread.count > 1 { merged.insert(text); continue }
             for i in hs.indices.dropFirst() {
                 let a = pieces[hs[i - 1].piece], b = pieces[hs[i].piece]
                 let ra = a.ranges[hs[i - 1].subject], rb = b.ranges[hs[i].subject]
                 guard ra.blockCount > 0, rb.blockCount > 0 else { continue }
-                if a.blockInfos[ra.firstBlock + ra.blockCount - 1].maxEventTime >= b.blockInfos[rb.firstBlock].minEventTime {
+                let end = a.blockInfos[ra.firstBlock + ra.blockCount - 1].maxEventTime, start = b.blockInfos[rb.firstBlock].minEventTime
+                if end > start || (end == start && !meetInOrder(a, ra.firstBlock + ra.blockCount - 1, b, rb.firstBlock, last, first)) {
                     merged.insert(text); break
                 }
             }
@@ -398,6 +400,33 @@ final class SegmentReader {
         }
         return SegmentReader(path: path, subjects: subjects, ranges: ranges, blockInfos: infos, rows: rows,
                              parts: all, partBlocks: partBlocks)
+    }
+
+    /// Whether one subject's rows in block `ab` of `a` then block `bb` of `b`, the last and first of the subject's
+    /// rows in two pieces that meet at one event time T, read in order one piece after the other: every row of
+    /// `a` at T is known no later than every row of `b` at T (equal known times keep arrival order, and `a`
+    /// arrived first), and no trade id at T is in both (a later version of a trade in the other piece). Decided
+    /// from the two blocks alone: a run of T filling either block counts as out of order.
+    static func meetInOrder(_ a: SegmentReader, _ ab: Int, _ b: SegmentReader, _ bb: Int, _ x: BlockBuffer, _ y: BlockBuffer) -> Bool {
+        a.decode(block: ab, into: x)
+        b.decode(block: bb, into: y)
+        let t = x.eventTime[x.count - 1]
+        var known = Int64.min, ids = Set<Int64>()
+        var i = x.count - 1
+        while i >= 0 && x.eventTime[i] == t {
+            known = max(known, x.knownTime[i])
+            let e = x.event(i)
+            if e.kind == .trade && e.c != 0 { ids.insert(e.c) }
+            i -= 1
+        }
+        guard i >= 0 else { return false }
+        var j = 0
+        while j < y.count && y.eventTime[j] == t {
+            let e = y.event(j)
+            if e.knownTime.rawValue < known || (e.kind == .trade && e.c != 0 && ids.contains(e.c)) { return false }
+            j += 1
+        }
+        return j < y.count
     }
 
     private init(path: String, subjects: [String], ranges: [SubjectRange], blockInfos: [BlockInfo], rows: Int,

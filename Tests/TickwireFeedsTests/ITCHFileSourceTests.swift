@@ -31,4 +31,20 @@ import TickwireCore
         #expect(sink.events.isEmpty)
         #expect(counter(skipping, "errors") == 12_012 && counter(skipping, "messages") == 0)
     }
+
+    /// A file of ~70 MB, read through its mapping with the pages read let go every 32 MiB, gives exactly the
+    /// events its bytes give from memory (where nothing is let go).
+    @Test func aFileLetGoAsItIsReadGivesTheEventsOfItsBytes() throws {
+        let slice = Fixture.bytes(Fixture.itchSlice)
+        let bytes = [[UInt8]](repeating: slice, count: 2_000).flatMap { $0 }
+        let path = Fixture.scratch("12302019.NASDAQ_ITCH50", bytes)
+        let fromFile = try collect(try ITCHFileSource(path: path, options: FeedOptions(errorPolicy: .skip)))
+        let inMemory = CollectingSink()
+        let normalizer = ITCHNormalizer(sink: inMemory, clock: EasternClock(date: try TradingDate(parsing: "2019-12-30")))
+        try bytes.withUnsafeBytes { buffer in
+            do { try ITCHFileSource.replay(buffer, into: normalizer, policy: .skip, stop: StopSignal()) { _ in } } catch { throw error }
+        }
+        #expect(bytes.count > 64 << 20 && fromFile.events.count > 10_000)
+        #expect(fromFile.events == inMemory.events)
+    }
 }

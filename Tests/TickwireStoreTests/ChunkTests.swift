@@ -237,4 +237,34 @@ import TickwireTestSupport
         let files = Layout.inspect(dir + "/2026-01-05/MD.XNAS")
         #expect(files.liveLogs.isEmpty && files.temporaries.isEmpty)
     }
+
+    /// Pieces that meet at one event time are read one after the other, with no subject rebuilt in memory, when
+    /// the later piece's rows at that time are known no earlier and correct no trade of the earlier one; a row
+    /// known earlier, or a correction across the meeting, is merged. Each reads as the day sealed whole.
+    @Test(arguments: [("in order", false), ("known earlier", true), ("a correction across", true)])
+    func piecesMeetingAtOneTimeAreMergedOnlyWhenTheyMustBe(_ meeting: (String, Bool)) throws {
+        // Two chunks of six events and a tail; AAA's quotes and trades meet at t(2) between the chunks.
+        let aaa = "MD.XNAS.AAA.TRADE", quote = "MD.XNAS.AAA.QUOTE", bbb = "MD.XNAS.BBB.QUOTE"
+        let known = meeting.0 == "known earlier" ? t(2.0005) : t(2.002)
+        let events = [
+            ev.quote(quote, at: t(1), known: t(1.001), bid: 100, ask: 106), ev.trade(aaa, at: t(1), known: t(1.001), price: 100, id: 4),
+            ev.quote(quote, at: t(2), known: t(2.001), bid: 100, ask: 106), ev.trade(aaa, at: t(2), known: t(2.001), price: 101, id: 5),
+            ev.quote(bbb, at: t(1.5), known: t(1.501), bid: 7, ask: 8), ev.quote(bbb, at: t(1.6), known: t(1.601), bid: 7, ask: 8),
+            ev.quote(quote, at: t(2), known: known, bid: 101, ask: 106),
+            ev.trade(aaa, at: t(2), known: known, price: 102, id: meeting.0 == "a correction across" ? 5 : 6),
+            ev.quote(quote, at: t(3), known: t(3.001), bid: 102, ask: 106), ev.trade(aaa, at: t(3), known: t(3.001), price: 103, id: 7),
+            ev.quote(bbb, at: t(3.5), known: t(3.501), bid: 7, ask: 8), ev.quote(bbb, at: t(3.6), known: t(3.601), bid: 7, ask: 8),
+            ev.quote(bbb, at: t(4), known: t(4.001), bid: 7, ask: 8),
+        ]
+        let reference = scratchDirectory(); defer { cleanUp(reference) }
+        try write(events, to: reference, chunkEvents: nil, seal: true)
+        let chunked = scratchDirectory(); defer { cleanUp(chunked) }
+        try write(events, to: chunked, chunkEvents: 6, blockEvents: 6, seal: false)
+        let part = chunked + "/2026-01-05/MD.XNAS"
+        #expect(Layout.inspect(part).liveChunks.count == 2, "\(Layout.inspect(part))")
+        let (composed, _) = try Sealing.openForReading(part)
+        let merged = composed?.parts.contains { $0.path.hasSuffix("(merged)") } ?? false
+        #expect(merged == meeting.1, "\(meeting.0)")
+        #expect(try same(views(chunked), views(reference)), "\(meeting.0)")
+    }
 }
