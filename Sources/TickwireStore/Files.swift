@@ -112,6 +112,11 @@ final class MappedFile {
     deinit {
         if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), bytes.count) }
     }
+
+    /// Unmaps the pages touched so far; they stay in the page cache and map again when read.
+    func letGo() {
+        if let p = bytes.baseAddress { _ = madvise(UnsafeMutableRawPointer(mutating: p), bytes.count, MADV_DONTNEED) }
+    }
 }
 
 enum FS {

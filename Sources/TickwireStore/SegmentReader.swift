@@ -128,13 +128,16 @@ final class SegmentReader {
     }
 
     static func open(directory: String) throws(StoreError) -> SegmentReader {
-        var files = [String: UnsafeRawBufferPointer](), owners = [AnyObject]()
+        var files = [String: UnsafeRawBufferPointer](), maps = [MappedFile]()
         for name in ["meta"] + SegmentImage.fileNames {
-            let m = try MappedFile(path: directory + "/" + name, populate: true)   // every byte is checked below
+            let m = try MappedFile(path: directory + "/" + name, populate: true)   // every byte is checked at once
             files[name] = m.bytes
-            owners.append(m)
+            maps.append(m)
         }
-        return try SegmentReader(path: directory, files: files, owners: owners)
+        let segment = try SegmentReader(path: directory, files: files, owners: maps)
+        // Checked: from now on the process holds only the pages a read touches (a day's store is gigabytes).
+        for m in maps { m.letGo() }
+        return segment
     }
 
     convenience init(image: SegmentImage, path: String) throws(StoreError) {
