@@ -258,17 +258,17 @@ extension StoreReader {
                                         to: Nanos(j.to.rawValue > Int64.max - j.reach ? Int64.max : j.to.rawValue &+ j.reach), asOf: j.asOf)
         quoteQuery.time = .known
         let buffer = BlockBuffer()
-        var quotes = QuoteColumns(), quoteKnown = [Int64]()
+        var quotes = QuoteColumns()
         var match = [Int](repeating: -1, count: BlockBuffer.capacity)
         let strictBackward = j.strict && j.direction != .forward
         try knownRows(tradeQuery, subjectFilter: { $0.hasSuffix(".TRADE") }) { subject, trades in
-            quotes.removeAll(); quoteKnown.removeAll()
+            quotes.removeAll()
             let quoteSubject = String(Layout.stem(subject)) + ".QUOTE"
             if j.quotes.matches(subjectText: quoteSubject) {
                 try knownRows(quoteQuery, subjectFilter: { $0 == quoteSubject }) { _, rows in
                     for e in rows {
-                        quotes.eventTime.append(e.eventTime.rawValue); quotes.bid.append(e.a); quotes.bidSize.append(e.b)
-                        quotes.ask.append(e.c); quotes.askSize.append(e.d); quoteKnown.append(e.knownTime.rawValue)
+                        quotes.eventTime.append(e.eventTime.rawValue); quotes.knownTime.append(e.knownTime.rawValue)
+                        quotes.bid.append(e.a); quotes.bidSize.append(e.b); quotes.ask.append(e.c); quotes.askSize.append(e.d)
                     }
                 }
             }
@@ -282,7 +282,7 @@ extension StoreReader {
                     buffer.column(.a)[i] = e.a; buffer.column(.b)[i] = e.b; buffer.column(.c)[i] = e.c; buffer.column(.d)[i] = e.d
                 }
                 buffer.count = n
-                quoteKnown.withUnsafeBufferPointer { qk in
+                quotes.knownTime.withUnsafeBufferPointer { qk in
                     for i in 0..<n { match[i] = Self.pick(buffer.knownTime[i], qk, &q, j, strictBackward: strictBackward) }
                 }
                 try match.withUnsafeBufferPointer { mp in

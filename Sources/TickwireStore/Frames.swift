@@ -143,10 +143,11 @@ public enum Frames {
         b.endRow()
     }
 
-    /// The subjects a query can return, sorted: the dictionary of the `subject` column.
+    /// The subjects a query can return, sorted: the dictionary of the `subject` column. Along known time, those of
+    /// every partition the query can read (`StoreReader.knownDays`).
     static func subjects(_ reader: StoreReader, _ q: StoreQuery, only suffix: String? = nil) throws(StoreError) -> [String] {
         var all = Set<String>()
-        for (_, seg, subjects) in try reader.matching(q) {
+        for (_, seg, subjects) in try reader.matching(q, days: q.time == .known ? StoreReader.knownDays(q.from, q.to) : nil) {
             for s in subjects where suffix.map({ seg.subjects[s].hasSuffix($0) }) ?? true { all.insert(seg.subjects[s]) }
         }
         return all.sorted()
@@ -211,6 +212,7 @@ public enum Frames {
     /// - Returns: the rows written.
     @discardableResult
     public static func replay(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
+        if q.time == .known { return try replayKnown(reader, q, into: sink) }
         let subjects = try Frames.subjects(reader, q)
         var index = [String: Int32](minimumCapacity: subjects.count)
         for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
@@ -234,6 +236,39 @@ public enum Frames {
                     done += n
                     if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
                 }
+            }
+        }
+        if batch.rows > 0 { try out.write(batch); total += batch.rows }
+        try out.finish()
+        return total
+    }
+
+    /// A replay along known time (`StoreReader.replayKnown`: every version as it arrived, in arrival order),
+    /// which holds the window's rows in memory anyway: gathered first, they give the subject dictionary.
+    private static func replayKnown(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
+        var rows = [MergedRow](), texts = [String](), rank = [String: Int64]()
+        try reader.replay(q) { s in
+            let r: Int64
+            if let k = rank[s.subject] { r = k } else { r = Int64(texts.count); rank[s.subject] = r; texts.append(s.subject) }
+            let e = s.event
+            rows.append(MergedRow(eventTime: e.eventTime.rawValue, knownTime: e.knownTime.rawValue, tag: packTag(e),
+                                  a: e.a, b: e.b, c: e.c, d: e.d, rank: r))
+        }
+        let subjects = texts.sorted()
+        var index = [String: Int32](minimumCapacity: subjects.count)
+        for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
+        let column = texts.map { index[$0]! }   // by rank (first arrival): the subject's dictionary index
+        let fields = eventFields(subjects: subjects)
+        let out = try sink(fields)
+        let batch = FrameBatch(fields)
+        var total = 0
+        try rows.withUnsafeBufferPointer { p in
+            var done = 0
+            while done < p.count {
+                let n = min(p.count - done, FrameBatch.rowsPerBatch - batch.rows)
+                appendEvents(p.baseAddress! + done, n, subjects: column, to: batch)
+                done += n
+                if batch.isFull { try out.write(batch); total += batch.rows; batch.removeAll() }
             }
         }
         if batch.rows > 0 { try out.write(batch); total += batch.rows }
@@ -288,7 +323,9 @@ public enum Frames {
     /// - Returns: the rows written.
     @discardableResult
     public static func asOfJoin(_ reader: StoreReader, _ j: AsOfJoin, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
-        let subjects = try Frames.subjects(reader, StoreQuery(subjects: j.trades, from: j.from, to: j.to, asOf: j.asOf), only: ".TRADE")
+        var tradeQuery = try StoreQuery(subjects: j.trades, from: j.from, to: j.to, asOf: j.asOf)
+        tradeQuery.time = j.time
+        let subjects = try Frames.subjects(reader, tradeQuery, only: ".TRADE")
         var index = [String: Int32](minimumCapacity: subjects.count)
         for (i, s) in subjects.enumerated() { index[s] = Int32(i) }
         let fields = joinFields(subjects: subjects)

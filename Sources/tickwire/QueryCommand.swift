@@ -63,7 +63,6 @@ struct AsOfJoinCommand: ParsableCommand {
             if header { output.buffer += Array((RunMetadata.jsonHeader(command: "query asof-join", subjects: trades, window) + "\n").utf8) }
             rows = try reader.writeAsOfJoin(join, format: fmt, to: output)
         } else {
-            guard time == "event" else { throw ValidationError("--format \(format) joins in event time only (not yet --time known); use csv or jsonl") }
             let metadata = RunMetadata.keyValues(command: "query asof-join", subjects: trades, window)
             rows = try Frames.asOfJoin(reader, join) { fields in
                 try ArrowWriter(fields: fields, out: try ByteOutput(path: out), layout: arrow ?? .stream, decimals: arrowDecimal.decimals, metadata: metadata)

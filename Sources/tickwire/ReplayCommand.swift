@@ -40,7 +40,6 @@ struct ReplayCommand: ParsableCommand {
         let pace = try ReplayPace(parsing: pace)
         if let arrow {
             guard pace == .max, publish == nil else { throw ValidationError("--format \(format) writes as fast as it can: no --pace, no --publish") }
-            guard time == "event" else { throw ValidationError("--format \(format) replays in event time only (not yet --time known); use --format jsonl or binary") }
             let reader = try StoreReader(directory: data + "/store")
             let rows = try Frames.writeArrow(reader, query, to: try ByteOutput(path: out), layout: arrow, decimals: arrowDecimal.decimals,
                                              metadata: RunMetadata.keyValues(command: "replay", subjects: subjects, query))

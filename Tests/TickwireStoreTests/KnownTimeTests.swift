@@ -71,4 +71,43 @@ import TickwireCore
         // By known time each trade version takes the quote known when it arrived.
         #expect(try join(.known) == ["1 k=1100000000 bid=1", "1.02 k=2500000000 bid=1", "1.03 k=4000000000 bid=1.04"])
     }
+
+    /// The Arrow rows of a known-time replay and join are the rows the known-time reads give, in their order.
+    @Test func arrowAlongKnownTimeHasTheKnownTimeRows() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        try fixture(dir)
+        let reader = try StoreReader(directory: dir)
+        var q = try StoreQuery(subjects: SubjectPattern(">"), from: t(-10), to: t(100))
+        q.time = .known
+        let replay = RowSink()
+        #expect(try Frames.replay(reader, q) { replay.fields = $0; return replay } == 6)
+        // subject, kind, event time, known time, then the payload words a…d.
+        #expect(replay.rows.map { r in [replay.text(0, r[0]), replay.text(1, r[1])] + [r[2], r[3], r[14], r[15], r[16], r[17]].map(String.init) }
+                == (try reader.events(q)).map { s in [s.subject, s.event.kind.name] + [s.event.eventTime.rawValue, s.event.knownTime.rawValue,
+                                                                                  s.event.a, s.event.b, s.event.c, s.event.d].map(String.init) })
+        var j = try AsOfJoin(trades: SubjectPattern("MD.XNAS.*.TRADE"), quotes: SubjectPattern("MD.XNAS.*.QUOTE"), from: t(-10), to: t(100))
+        j.time = .known
+        let join = RowSink()
+        #expect(try Frames.asOfJoin(reader, j) { join.fields = $0; return join } == 3)
+        var expected = [[Int64]]()
+        try reader.asOfJoin(j) { b in
+            for i in 0..<b.count {
+                let m = b.match[i]
+                expected.append([b.trades.knownTime[i], b.trades.a[i], m < 0 ? 0 : b.quotes.knownTime[m], m < 0 ? 0 : b.quotes.bid[m]])
+            }
+        }
+        // known_time, price, quote_known_time, bid: each trade version with the quote known when it arrived.
+        #expect(join.rows.map { [$0[2], $0[3], $0[8], $0[9]] } == expected && expected.allSatisfy { $0[2] <= $0[0] })
+    }
+}
+
+/// Collects a frame writer's rows, column values as stored (text as dictionary indices, nulls as 0).
+final class RowSink: FrameSink {
+    var fields = [FrameField]()
+    var rows = [[Int64]]()
+    func write(_ batch: FrameBatch) throws {
+        for r in 0..<batch.rows { rows.append(fields.indices.map { batch.column($0)[r] }) }
+    }
+    func finish() throws {}
+    func text(_ column: Int, _ value: Int64) -> String { fields[column].dictionary[Int(value)] }
 }
