@@ -83,8 +83,14 @@ public final class RetryingSubmitter {
         let now = Nanos.now().rawValue
         let resendAt = now + Int64(policy.resendAfterMs ?? Int.max / 2_000_000) * 1_000_000
         let giveUpAt = now + Int64(policy.giveUpAfterMs) * 1_000_000
+        // One hash of the id a trade (a resend keeps the first give-up time): thousands are in flight, and the
+        // id's hashing was most of this thread's time.
         for t in trades {
-            pending[t.clientOrderID] = Pending(trade: t, resendAt: resendAt, giveUpAt: pending[t.clientOrderID]?.giveUpAt ?? giveUpAt)
+            modify(&pending[t.clientOrderID, default: Pending(trade: t, resendAt: resendAt, giveUpAt: giveUpAt)]) { p in
+                p.trade = t
+                p.resendAt = resendAt
+                p.refused = false
+            }
         }
         try transmit(trades, batch: batch)
     }
@@ -135,13 +141,13 @@ public final class RetryingSubmitter {
         // caller keeping a window in flight sends more as soon as there is room.
         while let r = reply {
             now = Nanos.now().rawValue
-            if let p = pending[r.clientOrderID] {
+            if var p = pending.removeValue(forKey: r.clientOrderID) {
                 if case .reject(_, let why) = r, policy.resendAfterMs != nil, policy.transient.contains(why.code), now < p.giveUpAt {
-                    pending[r.clientOrderID]!.refused = true
-                    pending[r.clientOrderID]!.resendAt = now + Int64(policy.resendRefusedAfterMs) * 1_000_000
-                    nextScan = min(nextScan, pending[r.clientOrderID]!.resendAt)
+                    p.refused = true
+                    p.resendAt = now + Int64(policy.resendRefusedAfterMs) * 1_000_000
+                    nextScan = min(nextScan, p.resendAt)
+                    pending[r.clientOrderID] = p
                 } else {
-                    pending[r.clientOrderID] = nil
                     body(.replied(r))
                 }
             }
@@ -155,3 +161,6 @@ public final class RetryingSubmitter {
         while pending.count >= max(1, limit) { try poll(timeoutMs: -1, body) }
     }
 }
+
+/// Runs `body` on a value in place (a dictionary's `[key, default:]` accessor: one lookup to insert or change).
+@inline(__always) private func modify<T>(_ value: inout T, _ body: (inout T) -> Void) { body(&value) }
