@@ -189,7 +189,12 @@ public final class ByteOutput {
     public func writeBehind(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
         try drain()
         if behind == nil { behind = WriteBehind(fd: fd) }
-        behind!.hand(bytes)
+        guard let behind else {   // no thread to be had: written here and now
+            let e = ByteOutput.writeAll(fd, bytes)
+            if e != 0 { throw .io(operation: "write", path: path, errno: e) }
+            return
+        }
+        behind.hand(bytes)
     }
 
     /// Waits until a piece handed to `writeBehind` is written. - Throws: `StoreError.io` if writing it failed.
@@ -229,13 +234,14 @@ private final class WriteBehind {
     /// A piece is handed and not yet waited for; only the owning thread reads or writes it.
     private(set) var busy = false
 
-    init(fd: Int32) {
+    /// nil when no thread can be started.
+    init?(fd: Int32) {
         self.fd = fd
         let rc = pthread_create(&thread, nil, { arg in
             Unmanaged<WriteBehind>.fromOpaque(arg!).takeUnretainedValue().run()
             return nil
         }, Unmanaged.passUnretained(self).toOpaque())
-        precondition(rc == 0, "pthread_create failed: \(rc)")
+        if rc != 0 { return nil }
     }
 
     /// Hands a piece over (the previous one waited for). Called by the owner only.
