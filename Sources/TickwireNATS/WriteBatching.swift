@@ -35,6 +35,13 @@ final class SocketLoop: @unchecked Sendable {
     /// The thread in a write batch (`pthread_self()`), 0 when none.
     private let batchThread = Atomic<UInt>(0)
     private let stopping = Atomic<Bool>(false)
+    /// Serializes this adapter's calls of `natsConnection_ProcessWriteEvent` (`processWrite`).
+    private let writeMutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        m.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(m, nil)
+        return m
+    }()
     private let wake: Int32
     private var thread = pthread_t()
 
@@ -61,6 +68,23 @@ final class SocketLoop: @unchecked Sendable {
             close(wake)
             throw NATSError(status: Int32(NATS_SYS_ERROR.rawValue), operation: "pthread_create", text: String(cString: strerror(rc)))
         }
+    }
+
+    deinit {
+        pthread_mutex_destroy(writeMutex)
+        writeMutex.deallocate()
+    }
+
+    /// Writes what libnats has buffered, if it still has anything to write. libnats sends whatever its buffer
+    /// holds, and a send of an empty buffer returns 0, which it takes for the server closing the connection: a
+    /// loop thread woken for a write that `endBatch` had just made (or the other way round) ended the connection
+    /// that way, a few times in ten runs of a busy publisher (NEXT.md, ninth session). Both callers go through
+    /// here, one at a time, and look again at `writePending` (set and cleared under libnats' lock) first.
+    private func processWrite(_ nc: OpaquePointer) {
+        pthread_mutex_lock(writeMutex)
+        defer { pthread_mutex_unlock(writeMutex) }
+        guard writePending.load(ordering: .acquiring) else { return }
+        natsConnection_ProcessWriteEvent(nc)
     }
 
     /// Ends the thread and waits for it; call before the connection is destroyed (it may be inside libnats).
@@ -117,13 +141,13 @@ final class SocketLoop: @unchecked Sendable {
     func endBatch(_ nc: OpaquePointer) {
         batchThread.store(0, ordering: .relaxed)
         guard writePending.load(ordering: .acquiring) else { return }
-        natsConnection_ProcessWriteEvent(nc)
+        processWrite(nc)
         while writePending.load(ordering: .acquiring) {
             let fd = socket.load(ordering: .acquiring)
             guard fd >= 0 else { return }
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&p, 1, 100)
-            natsConnection_ProcessWriteEvent(nc)
+            processWrite(nc)
         }
     }
 
@@ -153,7 +177,7 @@ final class SocketLoop: @unchecked Sendable {
             let revents = Int32(fds.1.revents)
             guard fds.1.fd >= 0, revents != 0, let nc = OpaquePointer(bitPattern: connection.load(ordering: .acquiring)) else { continue }
             if revents & (POLLIN | POLLHUP | POLLERR) != 0 && events & Int16(POLLIN) != 0 { natsConnection_ProcessReadEvent(nc) }
-            if revents & (POLLOUT | POLLHUP | POLLERR) != 0 && events & Int16(POLLOUT) != 0 { natsConnection_ProcessWriteEvent(nc) }
+            if revents & (POLLOUT | POLLHUP | POLLERR) != 0 && events & Int16(POLLOUT) != 0 { processWrite(nc) }
         }
     }
 }

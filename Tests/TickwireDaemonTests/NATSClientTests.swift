@@ -165,8 +165,8 @@ import Glibc
             #expect(seqs == Array(1...UInt64(healthyEvents.count)))
             #expect(healthyEvents.count >= limit)
         } else {
-            // A connection lost on a starved machine (libnats' PINGs unanswered; loaded runs saw the daemon's lost
-            // on a quiet machine too, 2 of 6 runs). What the daemon could not send is counted and reported in GAP
+            // A connection lost on a starved machine (libnats' PINGs unanswered under load; on a quiet machine the
+            // event-loop adapter's empty write lost it until the ninth session's fix, NEXT.md item 4). What the daemon could not send is counted and reported in GAP
             // notices; what was on its way at the loss shows as gaps (docs/PROTOCOL.md, "Delivery is at most
             // once"). Never lost silently. That is not the stalled subscriber's doing, which the rest checks.
             if sendFailed > 0 {
