@@ -223,7 +223,11 @@ public final class RingConsumer: @unchecked Sendable {
             || detached.load(ordering: .sequentiallyConsistent) {
             return
         }
-        let timeout = deadline.map { Swift.max(0, $0 &- monotonicNanos()) } ?? -1
+        // A 100 ms backstop, as the producer's gate has one: the wake is exact, the timeout only bounds the cost of
+        // a bug. A consumer that slept through a wake would otherwise never move its cursor, and a producer gated
+        // on it never publish the event that wakes it (a hang seen once in CI, docs/NEXT.md).
+        let backstop: Int64 = 100_000_000
+        let timeout = deadline.map { Swift.min(backstop, Swift.max(0, $0 &- monotonicNanos())) } ?? backstop
         _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
     }
 }
