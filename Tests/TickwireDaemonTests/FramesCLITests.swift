@@ -38,6 +38,14 @@ import Glibc
             """)
         #expect(r.status == 0 && r.stdout == "9999 ['quote_event_time', 'quote_known_time', 'bid', 'bid_size', 'ask', 'ask_size'] category\n", "\(r)")
 
+        // The decimals' width: 128 on request (for readers before Arrow 18), anything else refused by name.
+        r = try Self.sh("""
+            tickwire replay --subjects 'MD.>' \(window) --format arrow --arrow-decimal 128 | python3 -c 'import sys, pyarrow as pa; print(pa.ipc.open_stream(sys.stdin.buffer).schema.field("price").type)'
+            """)
+        #expect(r.status == 0 && r.stdout == "decimal128(18, 8)\n", "\(r)")
+        r = try Self.sh("tickwire replay --subjects 'MD.>' \(window) --format arrow --arrow-decimal 32")
+        #expect(r.status != 0 && r.stdout.isEmpty && r.stderr.contains("--arrow-decimal must be 64 or 128, not 32"), "\(r)")
+
         r = try Self.sh("""
             tickwire query bars --subjects 'MD.*.BTCUSDT.TRADE' --interval 1m \(window) --format arrow | python3 -c 'import sys, polars as pl; df = pl.read_ipc_stream(sys.stdin.buffer); print(df["trades"].sum(), df.columns)'
             """)
