@@ -243,16 +243,13 @@ public enum Frames {
         return total
     }
 
-    /// A replay along known time (`StoreReader.replayKnown`: every version as it arrived, in arrival order),
+    /// A replay along known time (`StoreReader.knownOrder`: every version as it arrived, in arrival order),
     /// which holds the window's rows in memory anyway: gathered first, they give the subject dictionary.
     private static func replayKnown(_ reader: StoreReader, _ q: StoreQuery, into sink: (_ fields: [FrameField]) throws -> FrameSink) throws -> Int {
-        var rows = [MergedRow](), texts = [String](), rank = [String: Int64]()
-        try reader.replay(q) { s in
-            let r: Int64
-            if let k = rank[s.subject] { r = k } else { r = Int64(texts.count); rank[s.subject] = r; texts.append(s.subject) }
-            let e = s.event
-            rows.append(MergedRow(eventTime: e.eventTime.rawValue, knownTime: e.knownTime.rawValue, tag: packTag(e),
-                                  a: e.a, b: e.b, c: e.c, d: e.d, rank: r))
+        let (texts, known) = try reader.knownOrder(q)
+        let rows = known.map { r in
+            MergedRow(eventTime: r.event.eventTime.rawValue, knownTime: r.event.knownTime.rawValue, tag: packTag(r.event),
+                      a: r.event.a, b: r.event.b, c: r.event.c, d: r.event.d, rank: Int64(r.subject))
         }
         let subjects = texts.sorted()
         var index = [String: Int32](minimumCapacity: subjects.count)

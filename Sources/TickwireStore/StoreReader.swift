@@ -289,8 +289,19 @@ public final class StoreReader {
     /// A replay along known time: every version of every matching row known in [from, to) (and at most `asOf`),
     /// in the order (known time, event time, subject text, arrival). It holds the rows it returns in memory.
     func replayKnown(_ q: StoreQuery, _ body: (StoredEvent) throws -> Void) throws {
-        var all = [(subject: String, event: Event)]()
-        try knownRows(q) { subject, rows in for e in rows { all.append((subject, e)) } }
+        let (subjects, rows) = try knownOrder(q)
+        for r in rows { try body(StoredEvent(subject: subjects[r.subject], event: r.event)) }
+    }
+
+    /// The rows of `replayKnown`, in its order, each with its subject as an index into `subjects` (the subjects in
+    /// the order they were first read).
+    func knownOrder(_ q: StoreQuery) throws -> (subjects: [String], rows: [(subject: Int, event: Event)]) {
+        var subjects = [String](), index = [String: Int](), all = [(subject: Int, event: Event)]()
+        try knownRows(q) { subject, rows in
+            let s: Int
+            if let i = index[subject] { s = i } else { s = subjects.count; index[subject] = s; subjects.append(subject) }
+            for e in rows { all.append((s, e)) }
+        }
         // Subjects arrive in text order and each subject's rows in order: a stable sort on the times finishes it.
         let order = all.indices.sorted {
             let a = all[$0].event, b = all[$1].event
@@ -298,7 +309,7 @@ public final class StoreReader {
             if a.eventTime != b.eventTime { return a.eventTime < b.eventTime }
             return $0 < $1
         }
-        for i in order { try body(StoredEvent(subject: all[i].subject, event: all[i].event)) }
+        return (subjects, order.map { all[$0] })
     }
 
     /// `StoreQuery.whyNothing`, and when the store holds no date in the range, which dates it holds.
