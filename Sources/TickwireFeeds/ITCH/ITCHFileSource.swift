@@ -1,9 +1,4 @@
 import TickwireCore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Replays a NASDAQ ITCH 5.0 BinaryFILE (`12302019.NASDAQ_ITCH50`) from a memory map as Tickwire events.
 ///
@@ -41,7 +36,7 @@ public final class ITCHFileSource: EventSource, SkipReporting {
         let normalizer = ITCHNormalizer(sink: sink, clock: clock)
         normalizer.depthLevels = depthLevels
         defer { board.publish(normalizer.counts.pairs()) }
-        let firstSkipped = try ITCHFileSource.replay(file.bytes, into: normalizer, policy: policy, stop: stop, mapped: true) { [board] in
+        let firstSkipped = try ITCHFileSource.replay(file.bytes, into: normalizer, policy: policy, stop: stop, letGo: file.letGo) { [board] in
             board.publish($0.counts.pairs())
         }
         let c = normalizer.counts
@@ -64,14 +59,14 @@ public final class ITCHFileSource: EventSource, SkipReporting {
     public var flushesSink: Bool { true }
 
     /// Feeds every BinaryFILE message of `buffer` to `normalizer`, publishing counters every 64Ki messages.
-    /// - Parameter mapped: `buffer` is a file mapped read-only: the pages read are let go as the read goes on
-    ///   (`release`). Never for memory of the process's own, which letting go would zero.
+    /// - Parameter letGo: for a mapped file (`MappedFile.letGo`), called with what has been read, every 32 MiB.
     /// - Returns: the first error skipped under `.skip` (nil when none was).
     /// - Throws: the first `ITCHError` when `policy` is `.stop`; with `.skip` errors are counted and skipped, and
     ///   the bytes and messages stepped over are counted in `normalizer.counts`.
     @discardableResult
     public static func replay(_ buffer: UnsafeRawBufferPointer, into normalizer: ITCHNormalizer, policy: ErrorPolicy,
-                              stop: StopSignal, mapped: Bool = false, publish: (ITCHNormalizer) -> Void) throws(ITCHError) -> ITCHError? {
+                              stop: StopSignal, letGo: ((Range<Int>) -> Void)? = nil,
+                              publish: (ITCHNormalizer) -> Void) throws(ITCHError) -> ITCHError? {
         var firstSkipped: ITCHError?
         var reader = BinaryFILEReader(buffer)
         var sincePublish = 0, released = 0
@@ -92,19 +87,12 @@ public final class ITCHFileSource: EventSource, SkipReporting {
                 sincePublish = 0
                 publish(normalizer)
                 if stop.isRaised { return firstSkipped }
-                if mapped { released = release(buffer, upTo: reader.offset, from: released) }
+                if let letGo, reader.offset - released >= 32 << 20 {
+                    letGo(released..<reader.offset)
+                    released = reader.offset
+                }
             }
         }
         return firstSkipped
-    }
-
-    /// Unmaps the pages of a mapped file read up to `offset` (from `from`, in 32 MiB steps): a day's file is read
-    /// once, front to back, and without this every page read stays in the process's resident set until the end
-    /// (13 GB for a full ITCH day). The pages stay in the page cache. - Returns: the new start of what is mapped.
-    private static func release(_ buffer: UnsafeRawBufferPointer, upTo offset: Int, from: Int) -> Int {
-        let step = 32 << 20, upTo = offset / step * step
-        guard upTo > from, let base = buffer.baseAddress, Int(bitPattern: base) % 4096 == 0 else { return from }
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + from), upTo - from, MADV_DONTNEED)
-        return upTo
     }
 }
