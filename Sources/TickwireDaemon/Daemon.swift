@@ -403,6 +403,8 @@ public final class Daemon: @unchecked Sendable {
         s.histograms = [("tickwire_journal_fsync_seconds", "The trade journal's fdatasync per group commit.", "", journalSyncs),
                         ("tickwire_store_flush_seconds", "Time to write and fdatasync the store's open partitions.", "", storeWrites),
                         ("tickwire_publish_latency_seconds", "Known time to hand-off to ZeroMQ, sampled on every 16th published message.", "", publishLatency)]
+        s.counters.append(("tickwire_ring_missed_wakes_total", ("", ""), ring.missedWakes,
+                           "Ring sleeps that ran to their backstop although what they waited for had come (lost wake-ups; 0 unless the wake protocol has a bug)."))
         monitorPages?.addStatistics(to: &s)
         s.consumers = consumers.map { ($0.name, $0.counters) }
         let hubCounters = hub.consumerCounters

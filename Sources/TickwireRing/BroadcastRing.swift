@@ -32,6 +32,8 @@ public final class BroadcastRing: @unchecked Sendable {
     //    1   │ 16        │ parked            │ consumers about to sleep          │ the producer, once a publish
     //        │ 17        │ wakeEpoch (futex) │ the producer, waking them         │ parked consumers
     //        │ 18        │ napEpoch (futex)  │ close(), removeConsumer           │ napping (`.sleep`) consumers
+    //        │ 19        │ missedWakes       │ a sleeper whose backstop found    │ stats, tests
+    //        │           │                   │   what it waited for (a bug)      │
     //  ──────┼───────────┼───────────────────┼───────────────────────────────────┼──────────────────────────────
     //    2   │ 32        │ closed            │ close()                           │ consumers, when waiting
     //        │ 33        │ gatingEpoch       │ attaching/removing blocking ones  │ the producer, per publish
@@ -72,6 +74,9 @@ public final class BroadcastRing: @unchecked Sendable {
     /// What `.sleep` consumers nap on: only `close` and `removeConsumer` move it. On `wakeEpoch` they were woken by
     /// every publish that woke a parked consumer beside them (the daemon's store writer and alerts, per event).
     @inlinable static var napEpochWord: Int { word(line: parkingLine, field: 2) }
+    /// Sleeps that ran to their backstop although what they waited for had come: lost wake-ups, which the
+    /// protocol rules out (counted so that a test can prove it, and an operator see it).
+    @inlinable static var missedWakesWord: Int { word(line: parkingLine, field: 3) }
     @inlinable static var closedWord: Int { word(line: membershipLine, field: 0) }
     /// Bumped whenever the set of blocking consumers changes.
     @inlinable static var gatingEpochWord: Int { word(line: membershipLine, field: 1) }
@@ -92,7 +97,8 @@ public final class BroadcastRing: @unchecked Sendable {
     @inlinable static var cellCursor: Int { 0 }
     /// 0 free, 1 lossy, 2 blocking.
     @inlinable static var cellState: Int { 1 }
-    /// The producer sleeps on this cell's cursor.
+    /// How many producers sleep on this cell's cursor: each counts itself in and out (never reset, so a cell
+    /// reused under a producer still counting itself out stays balanced).
     @inlinable static var cellProducerWaiting: Int { 2 }
     @inlinable static var cellStalls: Int { 3 }
     @inlinable static var cellDelivered: Int { 4 }
@@ -106,7 +112,7 @@ public final class BroadcastRing: @unchecked Sendable {
     private static let shared: [(name: String, line: Int, word: Int)] = [
         ("published", publishedLine, publishedWord),
         ("parked", parkingLine, parkedWord), ("wakeEpoch", parkingLine, wakeEpochWord),
-        ("napEpoch", parkingLine, napEpochWord),
+        ("napEpoch", parkingLine, napEpochWord), ("missedWakes", parkingLine, missedWakesWord),
         ("closed", membershipLine, closedWord), ("gatingEpoch", membershipLine, gatingEpochWord),
         ("unguardedReaders", membershipLine, unguardedReadersWord),
         ("gate", gateLine, gateWord), ("seenGatingEpoch", gateLine, seenGatingEpochWord), ("stalls", gateLine, stallsWord),
@@ -228,6 +234,10 @@ public final class BroadcastRing: @unchecked Sendable {
 
     /// How many times the producer had to wait for a blocking consumer.
     public var producerStalls: UInt64 { control[BroadcastRing.stallsWord].pointee.load(ordering: .relaxed) }
+
+    /// Sleeps, by a parked consumer or the producer, that ran to their backstop although what they waited for had
+    /// come: lost wake-ups. Zero unless the wake protocol has a bug; each one cost the sleeper its backstop.
+    public var missedWakes: UInt64 { control[BroadcastRing.missedWakesWord].pointee.load(ordering: .relaxed) }
 
     /// Whether `close()` was called.
     public var isClosed: Bool { control[BroadcastRing.closedWord].pointee.load(ordering: .acquiring) != 0 }
@@ -426,8 +436,30 @@ public final class BroadcastRing: @unchecked Sendable {
         }
     }
 
+    #if DEBUG
+    /// Tests only: a pause run at each point where a sleeper and its waker race (a side registered as asleep, a
+    /// side about to look for sleepers, a wake starting), to widen the windows a lost wake-up needs (a fail point,
+    /// as FoundationDB's BUGGIFY). Set before the ring's threads start; compiled out of release builds.
+    @usableFromInline var failPoint: ((FailPoint) -> Void)?
+
+    /// Where `failPoint` runs.
+    @usableFromInline enum FailPoint: Sendable {
+        /// The producer, before it takes the parked consumers' registrations.
+        case wakingConsumers
+        /// A consumer, registered as parked, before it looks again.
+        case consumerRegistered
+        /// A consumer, its cursor stored, before it looks for a waiting producer.
+        case cursorStored
+        /// The producer, counted as waiting on a cursor, before it looks again.
+        case producerRegistered
+    }
+    #endif
+
     @usableFromInline
     func wakeConsumers() {
+        #if DEBUG
+        failPoint?(.wakingConsumers)
+        #endif
         guard control[BroadcastRing.parkedWord].pointee.exchange(0, ordering: .sequentiallyConsistent) != 0 else { return }
         control[BroadcastRing.wakeEpochWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         _ = tw_futex_wake(control.futexWord(BroadcastRing.wakeEpochWord), Int32.max)
@@ -496,14 +528,24 @@ public final class BroadcastRing: @unchecked Sendable {
             case .park:
                 spins += 1
                 if spins < spinsBeforeBlocking { relax(); continue }
-                control[w + BroadcastRing.cellProducerWaiting].pointee.store(1, ordering: .sequentiallyConsistent)
+                // A count of sleepers that each sleeper takes back itself: a consumer's wake only reads it. When the
+                // consumer cleared a flag instead, it could clear it for a cursor this thread had already seen, as
+                // this thread was going to sleep on that cursor; the next cursor then woke nobody.
+                let waiting = control[w + BroadcastRing.cellProducerWaiting]
+                waiting.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 if asymmetricFences { tw_membarrier() }
+                #if DEBUG
+                failPoint?(.producerRegistered)
+                #endif
                 let c = control[w + BroadcastRing.cellCursor].pointee.load(ordering: .sequentiallyConsistent)
-                guard c == slowest,
-                      control[w + BroadcastRing.cellState].pointee.load(ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking
-                else { continue }
-                // A 10 ms backstop: the wake is exact, the timeout only bounds the cost of a bug.
-                _ = tw_futex_wait(control.futexWord(w + BroadcastRing.cellCursor), UInt32(truncatingIfNeeded: c), 10_000_000)
+                if c == slowest,
+                   control[w + BroadcastRing.cellState].pointee.load(ordering: .sequentiallyConsistent) == BroadcastRing.stateBlocking,
+                   // A 10 ms backstop: the wake is exact, the timeout only bounds the cost of a bug.
+                   tw_futex_wait(control.futexWord(w + BroadcastRing.cellCursor), UInt32(truncatingIfNeeded: c), 10_000_000) != 0,
+                   errno == ETIMEDOUT, control[w + BroadcastRing.cellCursor].pointee.load(ordering: .acquiring) != c {
+                    control[BroadcastRing.missedWakesWord].pointee.wrappingAdd(1, ordering: .relaxed)
+                }
+                waiting.pointee.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             case .sleep(let nanos):
                 // Not announced as waiting: the consumer's progress wakes nobody, the producer looks again after
                 // the sleep.
@@ -548,7 +590,7 @@ public final class BroadcastRing: @unchecked Sendable {
         }
         let w = cellWord(cell, 0)
         for f in [BroadcastRing.cellStalls, BroadcastRing.cellDelivered, BroadcastRing.cellDropped,
-                  BroadcastRing.cellResyncs, BroadcastRing.cellProducerWaiting] {
+                  BroadcastRing.cellResyncs] {
             control[w + f].pointee.store(0, ordering: .relaxed)
         }
         let start: UInt64

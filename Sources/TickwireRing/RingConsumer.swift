@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CTickwireSys
 import Synchronization
 import TickwireCore
@@ -125,6 +128,9 @@ public final class RingConsumer: @unchecked Sendable {
         // store when the producer's membarrier supplies the barrier.
         if asymmetricFences {
             word(BroadcastRing.cellCursor).pointee.store(last, ordering: .releasing)
+            #if DEBUG
+            ring.failPoint?(.cursorStored)
+            #endif
             atomicMemoryFence(ordering: .acquiringAndReleasing)
             if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .relaxed) != 0 { wakeProducer() }
             return
@@ -135,9 +141,9 @@ public final class RingConsumer: @unchecked Sendable {
         }
     }
 
+    /// The producer counts itself out when it wakes: this only reads the count (see `awaitGateSlowly`).
     @usableFromInline
     func wakeProducer() {
-        guard word(BroadcastRing.cellProducerWaiting).pointee.exchange(0, ordering: .sequentiallyConsistent) != 0 else { return }
         _ = tw_futex_wake(cellWords.futexWord(BroadcastRing.cellCursor), Int32.max)
     }
 
@@ -215,9 +221,17 @@ public final class RingConsumer: @unchecked Sendable {
     }
 
     private func park(deadline: Int64?) {
+        // The epoch before the registration: a wake that takes this registration moves the epoch after it, so the
+        // wait below cannot sleep through it. Read after the registration, as it once was, the epoch could already
+        // be the one moved by a wake for an event this consumer had read: that wake took the registration, the
+        // consumer slept on the new epoch, and no later publish woke it (both consumers of a ring asleep, the
+        // producer gated on them: a hang seen in CI; `parkedSidesNeverSleepThroughAWake`).
+        let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
         control[BroadcastRing.parkedWord].pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if asymmetricFences { tw_membarrier() }
-        let epoch = control[BroadcastRing.wakeEpochWord].pointee.load(ordering: .sequentiallyConsistent)
+        #if DEBUG
+        ring.failPoint?(.consumerRegistered)
+        #endif
         if control[BroadcastRing.publishedWord].pointee.load(ordering: .sequentiallyConsistent) >= next
             || control[BroadcastRing.closedWord].pointee.load(ordering: .sequentiallyConsistent) != 0
             || detached.load(ordering: .sequentiallyConsistent) {
@@ -228,6 +242,10 @@ public final class RingConsumer: @unchecked Sendable {
         // on it never publish the event that wakes it (a hang seen once in CI, docs/NEXT.md).
         let backstop: Int64 = 100_000_000
         let timeout = deadline.map { Swift.min(backstop, Swift.max(0, $0 &- monotonicNanos())) } ?? backstop
-        _ = tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout)
+        if tw_futex_wait(control.futexWord(BroadcastRing.wakeEpochWord), UInt32(truncatingIfNeeded: epoch), timeout) != 0
+            && errno == ETIMEDOUT && timeout == backstop
+            && control[BroadcastRing.publishedWord].pointee.load(ordering: .acquiring) >= next {
+            control[BroadcastRing.missedWakesWord].pointee.wrappingAdd(1, ordering: .relaxed)
+        }
     }
 }

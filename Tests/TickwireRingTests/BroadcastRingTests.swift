@@ -28,7 +28,7 @@ struct BroadcastRingTests {
     @Test func controlWordsAreWhereTheDrawingPutsThem() {
         #expect(BroadcastRing.layoutIsValid)
         let words = Dictionary(uniqueKeysWithValues: BroadcastRing.layout.map { ($0.name, $0.word) })
-        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "napEpoch": 18, "closed": 32, "gatingEpoch": 33,
+        #expect(words == ["published": 0, "parked": 16, "wakeEpoch": 17, "napEpoch": 18, "missedWakes": 19, "closed": 32, "gatingEpoch": 33,
                           "unguardedReaders": 34, "gate": 48, "seenGatingEpoch": 49, "stalls": 50, "next": 51,
                           "claimed": 64,
                           "cell.cursor": 80, "cell.state": 81, "cell.producerWaiting": 82, "cell.stalls": 83,
@@ -107,6 +107,44 @@ struct BroadcastRingTests {
             #expect(c.counters.resyncs == 0)
         }
     }
+
+    /// The shape of a hang seen once in CI: a small ring, two blocking consumers and the producer all parking, the
+    /// producer pausing now and then so that the consumers catch up and park while it publishes. Each sleep that
+    /// runs to its backstop although what it waited for had come is a lost wake-up (`missedWakes`). Two were
+    /// possible: a consumer registered as parked could have its registration taken by a wake for an event it had
+    /// already read and then sleep on the epoch that wake had moved to; and a consumer could clear the producer's
+    /// waiting flag for a cursor the producer had already seen, as the producer was going to sleep on that cursor.
+    /// The windows are nanoseconds wide; random pauses at the racing points of one side (`BroadcastRing.failPoint`)
+    /// make them wide enough to fail in seconds. Before the fixes: 23-35 lost wakes in every run for the
+    /// consumers' park; 2-4 in two runs of three for the producer's gate, whose window stays narrower.
+    @Test(arguments: [ParkingSide.consumers, .producer])
+    func parkedSidesNeverSleepThroughAWake(side: ParkingSide) {
+        let sites: [BroadcastRing.FailPoint] = side == .consumers ? [.wakingConsumers, .consumerRegistered]
+                                                                  : [.cursorStored, .producerRegistered]
+        let ring = BroadcastRing(capacity: side == .consumers ? 16 : 8, gapSubject: Self.gapSubject, producerWait: .park)
+        ring.failPoint = { site in
+            guard sites.contains(site) else { return }
+            let until = monotonicNanos() + Int64.random(in: 0...30_000)
+            while monotonicNanos() < until { relax() }
+        }
+        let consumers = (0..<2).map { ring.addConsumer(name: "c\($0)", policy: .blocking, wait: .park) }
+        let readers = consumers.map { c in
+            TestThread { while c.poll(maxBatch: side == .consumers ? 8 : 2, timeoutNanos: nil, { _ in }) >= 0 {} }
+        }
+        let end = monotonicNanos() + 3_000_000_000
+        var published = 0
+        while monotonicNanos() < end {
+            for _ in 0..<Int.random(in: 1...40) { ring.publish(quote(1, 1)); published += 1 }
+            if side == .producer { continue }   // always gated: the producer's side is its wait for a slot
+            if Bool.random() { sched_yield() } else { for _ in 0..<Int.random(in: 0...2_000) { relax() } }
+        }
+        ring.close()
+        readers.forEach { $0.join() }
+        #expect(ring.missedWakes == 0, "\(ring.missedWakes) lost wake-ups in \(published) events")
+        for c in consumers { #expect(c.counters.delivered == UInt64(published)) }
+    }
+
+    enum ParkingSide: Sendable { case consumers, producer }
 
     @Test func aSlowBlockingConsumerStallsTheProducerAndTheStallIsCounted() {
         let ring = BroadcastRing(capacity: 8, gapSubject: Self.gapSubject, producerWait: .park)
