@@ -30,6 +30,8 @@ public final class ArrowWriter: FrameSink {
     /// (`ByteOutput.writeBehind`).
     private var bodies: [(bytes: UnsafeMutableRawPointer, capacity: Int)] = (0..<2).map { _ in (.allocate(byteCount: 8, alignment: 64), 8) }
     private var turn = 0
+    /// Column storage traded with each batch written: it holds the columns going out behind the caller.
+    private var spare: FrameBatch?
 
     /// Writes the header, schema and dictionaries at once.
     public init(fields: [FrameField], out: ByteOutput, layout: Layout = .stream, decimals: Decimals = .bits64,
@@ -57,67 +59,95 @@ public final class ArrowWriter: FrameSink {
     public func write(_ batch: FrameBatch) throws {
         let rows = batch.rows
         guard rows > 0 else { return }
-        // The layout first (a bitmap only for a column with nulls), then the body filled in place, written after
-        // its message without another copy.
+        // The layout first (a bitmap only for a column with nulls). The body is then gathered: 8-byte values
+        // straight from the batch's columns, everything else (bitmaps, narrowed indices, 128-bit decimals,
+        // padding) built in this turn's body memory; the batch's storage goes out behind the caller, who gets
+        // the spare's (`FrameBatch.exchangeStorage`). The body's bytes are the same either way.
         var nodes = [UInt8](), buffers = [UInt8]()
-        var length = 0, padding = [Range<Int>]()
-        func buffer(_ bytes: Int) -> Int {
-            let at = length
-            buffers.appendLE(Int64(at)); buffers.appendLE(Int64(bytes))
-            length += (bytes + 7) & ~7
-            padding.append((at + bytes)..<length)
-            return at
-        }
-        var places = [(bitmap: Int?, values: Int)]()
-        places.reserveCapacity(fields.count)
+        var length = 0
+        var shape = [(nulls: Int, bitmap: Int, values: Int, direct: Bool)]()
+        shape.reserveCapacity(fields.count)
+        var built = 0
         for (c, f) in fields.enumerated() {
             let nulls = batch.nullCount(c)
-            nodes.appendLE(Int64(rows)); nodes.appendLE(Int64(nulls))
-            let bitmap = buffer(nulls > 0 ? (rows + 7) / 8 : 0)
-            places.append((nulls > 0 ? bitmap : nil, buffer(rows * width(f))))
+            let bitmap = nulls > 0 ? (rows + 7) / 8 : 0, values = rows * width(f)
+            let direct = width(f) == 8
+            shape.append((nulls, bitmap, values, direct))
+            built += ArrowWriter.padded(bitmap) + (direct ? 0 : ArrowWriter.padded(values))
         }
-        let p = body(length)
-        // Padding is zero: the same rows give the same bytes.
-        for r in padding where !r.isEmpty { (p + r.lowerBound).initializeMemory(as: UInt8.self, repeating: 0, count: r.count) }
+        let p = body(built)
+        var pieces = [UnsafeRawBufferPointer]()
+        var at = 0          // where the next built bytes go in `p`
+        var runStart = 0    // the built bytes not yet made a piece start here
+        func describe(_ bytes: Int) {
+            buffers.appendLE(Int64(length)); buffers.appendLE(Int64(bytes))
+            length += ArrowWriter.padded(bytes)
+        }
+        /// Built bytes: `fill` writes `bytes` at `dst`; the padding after them is zero (the same rows give the
+        /// same bytes).
+        func build(_ bytes: Int, _ fill: (UnsafeMutableRawPointer) -> Void) {
+            fill(p + at)
+            (p + at + bytes).initializeMemory(as: UInt8.self, repeating: 0, count: ArrowWriter.padded(bytes) - bytes)
+            at += ArrowWriter.padded(bytes)
+            describe(bytes)
+        }
         for (c, f) in fields.enumerated() {
+            nodes.appendLE(Int64(rows)); nodes.appendLE(Int64(shape[c].nulls))
+            if shape[c].bitmap > 0 {
+                build(shape[c].bitmap) { ArrowWriter.pack(batch.validity(c), into: $0) }
+            } else {
+                describe(0)
+            }
             let v = batch.column(c)
-            if let bitmap = places[c].bitmap { ArrowWriter.pack(batch.validity(c), into: p + bitmap) }
-            let dst = p + places[c].values
-            switch f.type {
-            case .text where width(f) == 1:
-                let o = dst.assumingMemoryBound(to: Int8.self)
-                for i in 0..<rows { o[i] = Int8(truncatingIfNeeded: v[i]) }
-            case .text where width(f) == 2:
-                let o = dst.assumingMemoryBound(to: Int16.self)
-                for i in 0..<rows { o[i] = Int16(truncatingIfNeeded: v[i]) }
-            case .text:
-                let o = dst.assumingMemoryBound(to: Int32.self)
-                for i in 0..<rows { o[i] = Int32(truncatingIfNeeded: v[i]) }
-            case .timestamp, .int64, .uint64, .float64:
-                dst.copyMemory(from: v.baseAddress!, byteCount: rows * 8)
-            case .decimal where decimals == .bits64:
-                dst.copyMemory(from: v.baseAddress!, byteCount: rows * 8)
-            case .decimal:
-                // 128-bit two's complement, little-endian: the value, then its sign extended.
-                let o = dst.assumingMemoryBound(to: Int64.self)
-                for i in 0..<rows { o[2 &* i] = v[i]; o[2 &* i &+ 1] = v[i] >> 63 }
-            case .uint8:
-                let o = dst.assumingMemoryBound(to: UInt8.self)
-                for i in 0..<rows { o[i] = UInt8(truncatingIfNeeded: v[i]) }
-            case .uint16:
-                let o = dst.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<rows { o[i] = UInt16(truncatingIfNeeded: v[i]) }
+            if shape[c].direct {
+                if at > runStart { pieces.append(UnsafeRawBufferPointer(start: p + runStart, count: at - runStart)) }
+                runStart = at
+                pieces.append(UnsafeRawBufferPointer(v))
+                describe(shape[c].values)
+                continue
+            }
+            build(shape[c].values) { dst in
+                switch f.type {
+                case .text where width(f) == 1:
+                    let o = dst.assumingMemoryBound(to: Int8.self)
+                    for i in 0..<rows { o[i] = Int8(truncatingIfNeeded: v[i]) }
+                case .text where width(f) == 2:
+                    let o = dst.assumingMemoryBound(to: Int16.self)
+                    for i in 0..<rows { o[i] = Int16(truncatingIfNeeded: v[i]) }
+                case .text:
+                    let o = dst.assumingMemoryBound(to: Int32.self)
+                    for i in 0..<rows { o[i] = Int32(truncatingIfNeeded: v[i]) }
+                case .decimal:
+                    // 128-bit two's complement, little-endian: the value, then its sign extended.
+                    let o = dst.assumingMemoryBound(to: Int64.self)
+                    for i in 0..<rows { o[2 &* i] = v[i]; o[2 &* i &+ 1] = v[i] >> 63 }
+                case .uint8:
+                    let o = dst.assumingMemoryBound(to: UInt8.self)
+                    for i in 0..<rows { o[i] = UInt8(truncatingIfNeeded: v[i]) }
+                case .uint16:
+                    let o = dst.assumingMemoryBound(to: UInt16.self)
+                    for i in 0..<rows { o[i] = UInt16(truncatingIfNeeded: v[i]) }
+                case .timestamp, .int64, .uint64, .float64:
+                    preconditionFailure("8-byte values are written from the batch")
+                }
             }
         }
+        if at > runStart { pieces.append(UnsafeRawBufferPointer(start: p + runStart, count: at - runStart)) }
         let meta = ArrowWriter.message(header: 3, .table([.i64(Int64(rows)), .offset(.structs(nodes, count: fields.count, align: 8)),
                                                           .offset(.structs(buffers, count: buffers.count / 16, align: 8))]),
                                        bodyLength: length)
         batchBlocks.append((offset, meta.count, length))
         try emit(meta)
-        try out.writeBehind(UnsafeRawBufferPointer(start: p, count: length))
+        try out.writeBehind(pieces: pieces)
+        // The batch's columns are going out: the caller fills the spare's storage meanwhile (the previous piece,
+        // written from it, was waited for by `writeBehind`).
+        if spare == nil { spare = FrameBatch(batch.fields) }
+        batch.exchangeStorage(with: spare!)
         offset += length
         turn ^= 1
     }
+
+    @inline(__always) private static func padded(_ bytes: Int) -> Int { (bytes + 7) & ~7 }
 
     deinit {
         try? out.settle()   // a body may still be going out (after an error): not freed under the writer

@@ -52,6 +52,8 @@ public struct QuoteColumns {
     public internal(set) var ask: [Int64] = []
     public internal(set) var askSize: [Int64] = []
     public var count: Int { eventTime.count }
+    /// What a quote's row needs of the store (not its tag).
+    static let columns: StoreColumns = [.eventTime, .knownTime, .a, .b, .c, .d]
 
     mutating func removeAll() {
         eventTime.removeAll(keepingCapacity: true); knownTime.removeAll(keepingCapacity: true); bid.removeAll(keepingCapacity: true)
@@ -80,6 +82,8 @@ public struct AsOfBatch {
     public let match: UnsafeBufferPointer<Int>
     public let quotes: QuoteColumns
     public var count: Int { trades.count }
+    /// What a trade's row needs of the store: column d is not decoded (`trades.d` holds nothing of the trade).
+    static let tradeColumns: StoreColumns = [.eventTime, .knownTime, .tag, .a, .b, .c]
 
     /// Row `i` as a value.
     public func row(_ i: Int) -> AsOfRow {
@@ -207,10 +211,13 @@ extension StoreReader {
                 let r = seg.ranges[s]
                 for b in seg.firstBlock(subject: s, from: j.from.rawValue)..<(r.firstBlock + r.blockCount) {
                     if seg.blockInfos[b].minEventTime >= j.to.rawValue { break }
-                    let n = seg.read(block: b, from: j.from.rawValue, to: j.to.rawValue, asOf: limit, into: buffer)
+                    let n = seg.read(block: b, from: j.from.rawValue, to: j.to.rawValue, asOf: limit, into: buffer,
+                                     columns: AsOfBatch.tradeColumns)
                     guard n > 0 else { continue }
                     quotes.eventTime.withUnsafeBufferPointer { qt in
-                        for i in 0..<n { match[i] = Self.pick(buffer.eventTime[i], qt, &q, j, strictBackward: strictBackward) }
+                        match.withUnsafeMutableBufferPointer { m in
+                            for i in 0..<n { m[i] = Self.pick(buffer.eventTime[i], qt, &q, j, strictBackward: strictBackward) }
+                        }
                     }
                     try match.withUnsafeBufferPointer { mp in
                         try body(AsOfBatch(subject: subject, trades: buffer, match: UnsafeBufferPointer(rebasing: mp[0..<n]), quotes: quotes))
@@ -283,7 +290,9 @@ extension StoreReader {
                 }
                 buffer.count = n
                 quotes.knownTime.withUnsafeBufferPointer { qk in
-                    for i in 0..<n { match[i] = Self.pick(buffer.knownTime[i], qk, &q, j, strictBackward: strictBackward) }
+                    match.withUnsafeMutableBufferPointer { m in
+                        for i in 0..<n { m[i] = Self.pick(buffer.knownTime[i], qk, &q, j, strictBackward: strictBackward) }
+                    }
                 }
                 try match.withUnsafeBufferPointer { mp in
                     try body(AsOfBatch(subject: subject, trades: buffer, match: UnsafeBufferPointer(rebasing: mp[0..<n]), quotes: quotes))
@@ -309,7 +318,7 @@ extension StoreReader {
                 var b = seg.firstBlock(subject: s, from: from) // the block that may hold `from`; earlier ones before it
                 if b == r.firstBlock + r.blockCount { b -= 1 }
                 while b >= r.firstBlock {
-                    if seg.read(block: b, from: earliest, to: from, asOf: limit, into: scratch) > 0 {
+                    if seg.read(block: b, from: earliest, to: from, asOf: limit, into: scratch, columns: QuoteColumns.columns) > 0 {
                         quotes.append(scratch, scratch.count - 1)
                         break outer
                     }
@@ -321,7 +330,7 @@ extension StoreReader {
             let r = seg.ranges[s]
             for b in seg.firstBlock(subject: s, from: from)..<(r.firstBlock + r.blockCount) {
                 if seg.blockInfos[b].minEventTime >= to { break }
-                if seg.read(block: b, from: from, to: to, asOf: limit, into: scratch) > 0 { quotes.append(scratch) }
+                if seg.read(block: b, from: from, to: to, asOf: limit, into: scratch, columns: QuoteColumns.columns) > 0 { quotes.append(scratch) }
             }
         }
         if j.direction != .backward {
@@ -329,7 +338,7 @@ extension StoreReader {
             outer: for (seg, s) in try segments(to, latest) {
                 let r = seg.ranges[s]
                 for b in seg.firstBlock(subject: s, from: to)..<(r.firstBlock + r.blockCount) {
-                    if seg.read(block: b, from: to, to: latest, asOf: limit, into: scratch) > 0 {
+                    if seg.read(block: b, from: to, to: latest, asOf: limit, into: scratch, columns: QuoteColumns.columns) > 0 {
                         quotes.append(scratch, 0)
                         break outer
                     }

@@ -34,8 +34,8 @@ public final class FrameBatch {
     public let fields: [FrameField]
     /// How many rows a batch gathers before it is written (an Arrow record batch, a Parquet page).
     public static let rowsPerBatch = 65_536
-    private let values: UnsafeMutablePointer<Int64>
-    private let valid: UnsafeMutablePointer<UInt8>
+    private var values: UnsafeMutablePointer<Int64>
+    private var valid: UnsafeMutablePointer<UInt8>
     private let nullable: [Bool]
     public private(set) var rows = 0
 
@@ -91,10 +91,21 @@ public final class FrameBatch {
     }
 
     func removeAll() { rows = 0 }
+
+    /// Trades column storage with `other` (of the same fields), not the row count: a sink that writes this batch's
+    /// columns from where they are, behind the caller, keeps them in `other` and gives the caller other storage
+    /// (its values then unspecified until refilled).
+    func exchangeStorage(with other: FrameBatch) {
+        precondition(other.fields.count == fields.count, "storage exchanged between batches of different shapes")
+        swap(&values, &other.values)
+        swap(&valid, &other.valid)
+    }
 }
 
 /// Where batches of rows go: an Arrow stream or file, a Parquet dataset.
 public protocol FrameSink: AnyObject {
+    /// Takes the batch's rows. A sink may keep the batch's storage and leave it other storage: after the call the
+    /// row count stands, the values are unspecified until refilled.
     func write(_ batch: FrameBatch) throws
     func finish() throws
 }

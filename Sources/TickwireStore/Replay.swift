@@ -187,14 +187,21 @@ public final class ByteOutput {
     /// as much as building them). The caller leaves `bytes` unchanged until its next call on this output that
     /// writes, or `settle()`: each waits for the piece to be written first, so the bytes go out in call order.
     public func writeBehind(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
+        try writeBehind(pieces: [bytes])
+    }
+
+    /// `writeBehind` of several pieces, written one after the other as one (gathered from where each is).
+    public func writeBehind(pieces: [UnsafeRawBufferPointer]) throws(StoreError) {
         try drain()
         if behind == nil { behind = WriteBehind(fd: fd) }
         guard let behind else {   // no thread to be had: written here and now
-            let e = ByteOutput.writeAll(fd, bytes)
-            if e != 0 { throw .io(operation: "write", path: path, errno: e) }
+            for p in pieces {
+                let e = ByteOutput.writeAll(fd, p)
+                if e != 0 { throw .io(operation: "write", path: path, errno: e) }
+            }
             return
         }
-        behind.hand(bytes)
+        behind.hand(pieces)
     }
 
     /// Waits until a piece handed to `writeBehind` is written. - Throws: `StoreError.io` if writing it failed.
@@ -228,7 +235,7 @@ private final class WriteBehind {
     private let lock = LockWithConditions()   // condition 0: a piece handed, written, or the end
     private var thread = pthread_t()
     // Under `lock`:
-    private var piece: UnsafeRawBufferPointer?
+    private var pieces: [UnsafeRawBufferPointer]?
     private var error: Int32 = 0
     private var stopping = false
     /// A piece is handed and not yet waited for; only the owning thread reads or writes it.
@@ -245,11 +252,11 @@ private final class WriteBehind {
     }
 
     /// Hands a piece over (the previous one waited for). Called by the owner only.
-    func hand(_ bytes: UnsafeRawBufferPointer) {
+    func hand(_ bytes: [UnsafeRawBufferPointer]) {
         precondition(!busy, "a piece handed before the previous one was waited for")
         busy = true
         lock.lock()
-        piece = bytes
+        pieces = bytes
         lock.broadcast(0)
         lock.unlock()
     }
@@ -257,7 +264,7 @@ private final class WriteBehind {
     /// Waits until the piece handed is written. - Returns: 0, or the errno of its failure.
     func wait() -> Int32 {
         lock.lock()
-        while piece != nil { lock.wait(0) }
+        while pieces != nil { lock.wait(0) }
         let e = error
         error = 0
         lock.unlock()
@@ -277,12 +284,13 @@ private final class WriteBehind {
     private func run() {
         lock.lock()
         while true {
-            if let p = piece {
+            if let ps = pieces {
                 lock.unlock()
-                let e = ByteOutput.writeAll(fd, p)
+                var e: Int32 = 0
+                for p in ps where e == 0 { e = ByteOutput.writeAll(fd, p) }
                 lock.lock()
                 error = e
-                piece = nil
+                pieces = nil
                 lock.broadcast(0)
             } else if stopping {
                 break
