@@ -81,6 +81,28 @@ final class OwnedFile {
         return Int(st.st_size)
     }
 
+    /// The file's bytes as they are now, read into memory of this process's own (the corresponding C function is
+    /// `pread`): for a file another process may cut back while it is read, which a mapping would turn into SIGBUS.
+    /// A cut while reading ends the bytes where the file then ended.
+    func readAll() throws(StoreError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: try size())
+        var done = 0
+        let r: Result<Int, StoreError> = bytes.withUnsafeMutableBytes { b in
+            while done < b.count {
+                let n = pread(fd, b.baseAddress! + done, b.count - done, off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return .failure(.io(operation: "pread", path: path, errno: errno))
+                }
+                if n == 0 { break }
+                done += n
+            }
+            return .success(done)
+        }
+        bytes.removeLast(bytes.count - (try r.get()))
+        return bytes
+    }
+
     /// Moves the write position to `offset` (the corresponding C function is `lseek`).
     func seek(to offset: Int) throws(StoreError) {
         guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw .io(operation: "lseek", path: path, errno: errno) }

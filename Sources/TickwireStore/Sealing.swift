@@ -88,13 +88,16 @@ enum Sealing {
         var subjects = [String](), events = [Event](), index = [String: UInt32]()
         for g in files.liveLogs {
             let path = dir + "/" + Layout.logName(g)
-            let m = try MappedFile(path: path)
-            guard m.bytes.count >= AppendLog.headerSize else { continue }
+            // Read, not mapped: the writer (the daemon) may cut the log back under this reader (a block whose write
+            // failed), and a mapped page past the new end would kill the reader with SIGBUS. A log is an open
+            // partition's tail since its last chunk: what a reader holds of it is bounded by the chunk size.
+            let bytes = try OwnedFile(path: path, flags: O_RDONLY).readAll()
+            guard bytes.count >= AppendLog.headerSize else { continue }
             // A bust (`STEM.BUST`) voids trades of `STEM.TRADE`: it comes along when those are read.
             let wanted = { (s: String) -> Bool in
                 include(s) || (s.hasSuffix(".BUST") && include(String(Layout.stem(s)) + ".TRADE"))
             }
-            var log = AppendLog.read(m.bytes, want: wanted)
+            var log = bytes.withUnsafeBytes { AppendLog.read($0, want: wanted) }
             for i in log.damage.indices { log.damage[i].path = path }
             damage += log.damage
             let map = log.subjects.map { s -> UInt32 in

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TickwireCore
 @testable import TickwireStore
@@ -35,6 +36,41 @@ import TickwireCore
             #expect(w2.tornBytesCut == UInt64(cut - wholeBlocks), "seed \(seed): cut at \(cut)")
             #expect(try read(dir).count == expected + 10, "seed \(seed): cut at \(cut)")
         }
+    }
+
+    /// A reader beside a writer that cuts its log back (as the daemon's store writer cuts a block whose write failed)
+    /// and writes it again: the reader sees a whole prefix of the log's blocks every time and never faults. Reading
+    /// the log through a mapping, a cut under the reader's pages killed it with SIGBUS (this test then crashes).
+    @Test func aReaderBesideAWriterCuttingItsLogBackSeesWholeBlocksAndNeverFaults() throws {
+        let dir = scratchDirectory(); defer { cleanUp(dir) }
+        let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
+        for e in quotes(20_000) { try w.append(e) }
+        try w.close()
+        let log = dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)
+        let whole = try [UInt8](Data(contentsOf: URL(fileURLWithPath: log)))
+        let blockBytes = AppendLog.headerSize + 100 * 64, firstBlock = blockBytes + 24   // the first defines the subject
+        let half = firstBlock + 99 * blockBytes   // 100 whole blocks: 10,000 events
+        let fd = open(log, O_WRONLY)
+        #expect(fd >= 0)
+        let stop = Atomic(false)
+        let cutter = Thread {
+            while !stop.load(ordering: .relaxed) {
+                _ = ftruncate(fd, off_t(half))
+                _ = whole[half...].withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(half)) }
+            }
+        }
+        cutter.start()
+        let end = Date().addingTimeInterval(1.5)
+        var reads = 0
+        while Date() < end {
+            let n = try read(dir).count
+            #expect(n >= 10_000 && n <= 20_000 && n % 100 == 0, "read \(n) events")
+            reads += 1
+        }
+        stop.store(true, ordering: .relaxed)
+        while !cutter.isFinished { usleep(1_000) }
+        close(fd)
+        #expect(reads > 10)
     }
 
     /// With nothing valid after it, a damaged block is a torn tail (DamageTests: damage before intact blocks).
