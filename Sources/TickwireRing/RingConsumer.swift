@@ -136,6 +136,9 @@ public final class RingConsumer: @unchecked Sendable {
             return
         }
         word(BroadcastRing.cellCursor).pointee.store(last, ordering: .sequentiallyConsistent)
+        #if DEBUG
+        ring.failPoint?(.cursorStored)
+        #endif
         if word(BroadcastRing.cellProducerWaiting).pointee.load(ordering: .sequentiallyConsistent) != 0 {
             wakeProducer()
         }
