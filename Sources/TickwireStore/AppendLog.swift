@@ -46,12 +46,17 @@ enum AppendLog {
         var damage: [StoreDamage] = []
     }
 
-    /// Reads a log file. - Throws: `StoreError.io` when it cannot be opened or mapped.
+    /// Reads a log file. - Throws: `StoreError.io` when it cannot be opened or read.
     /// - Parameter keepEvents: false checks every block and keeps only what recovery needs (subjects, ends,
-    ///   damage), not the events: reopening a partition must not hold its whole log in memory.
+    ///   damage), not the decoded events.
+    ///
+    /// Read with `pread`, not mapped: a sector the disk cannot read is then an error naming the file (EIO), where
+    /// through a mapping it was SIGBUS and the end of the daemon; and a log cut back meanwhile cannot fault. The
+    /// bytes are held while they are read: a log the daemon writes is at most one chunk (`StoreWriter.chunkEvents`,
+    /// 2^18 events, ~17 MB).
     static func read(path: String, keepEvents: Bool = true) throws(StoreError) -> Contents {
-        let map = try MappedFile(path: path)
-        var out = read(map.bytes, keepEvents: keepEvents)
+        let bytes = try OwnedFile(path: path, flags: O_RDONLY).readAll()
+        var out = bytes.withUnsafeBytes { read($0, keepEvents: keepEvents) }
         for i in out.damage.indices { out.damage[i].path = path }
         return out
     }
