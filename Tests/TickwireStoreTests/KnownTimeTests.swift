@@ -98,6 +98,9 @@ import TickwireCore
         }
         // known_time, price, quote_known_time, bid: each trade version with the quote known when it arrived.
         #expect(join.rows.map { [$0[2], $0[3], $0[8], $0[9]] } == expected && expected.allSatisfy { $0[2] <= $0[0] })
+        // Pinned, not only agreeing with the join it is built from: the trades known at 1.1 s and 2.5 s took the quote
+        // known at 0.1 s, the correction known at 4 s the late quote known at 3 s.
+        #expect(join.rows.map { $0[8] } == [t(0.1), t(0.1), t(3)].map(\.rawValue))
     }
 }
 
