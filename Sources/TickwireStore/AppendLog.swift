@@ -54,9 +54,10 @@ enum AppendLog {
     /// through a mapping it was SIGBUS and the end of the daemon; and a log cut back meanwhile cannot fault. The
     /// bytes are held while they are read: a log the daemon writes is at most one chunk (`StoreWriter.chunkEvents`,
     /// 2^18 events, ~17 MB).
-    static func read(path: String, keepEvents: Bool = true) throws(StoreError) -> Contents {
+    /// - Parameter want: as for `read(_:keepEvents:want:)`.
+    static func read(path: String, keepEvents: Bool = true, want: ((String) -> Bool)? = nil) throws(StoreError) -> Contents {
         let bytes = try OwnedFile(path: path, flags: O_RDONLY).readAll()
-        var out = bytes.withUnsafeBytes { read($0, keepEvents: keepEvents) }
+        var out = bytes.withUnsafeBytes { read($0, keepEvents: keepEvents, want: want) }
         for i in out.damage.indices { out.damage[i].path = path }
         return out
     }

@@ -87,19 +87,16 @@ final class OwnedFile {
     func readAll() throws(StoreError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: try size())
         var done = 0
-        let r: Result<Int, StoreError> = bytes.withUnsafeMutableBytes { b in
-            while done < b.count {
-                let n = pread(fd, b.baseAddress! + done, b.count - done, off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return .failure(.io(operation: "pread", path: path, errno: errno))
-                }
-                if n == 0 { break }
-                done += n
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(operation: "pread", path: path, errno: errno)
             }
-            return .success(done)
+            if n == 0 { break }
+            done += n
         }
-        bytes.removeLast(bytes.count - (try r.get()))
+        bytes.removeLast(bytes.count - done)
         return bytes
     }
 

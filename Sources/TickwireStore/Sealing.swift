@@ -86,19 +86,13 @@ enum Sealing {
         for g in files.liveChunks { pieces.append(try opened.open(dir + "/" + Layout.chunkName(g))) }
         var damage = [StoreDamage]()
         var subjects = [String](), events = [Event](), index = [String: UInt32]()
+        // A bust (`STEM.BUST`) voids trades of `STEM.TRADE`: it comes along when those are read.
+        let wanted = { (s: String) -> Bool in
+            include(s) || (s.hasSuffix(".BUST") && include(String(Layout.stem(s)) + ".TRADE"))
+        }
         for g in files.liveLogs {
-            let path = dir + "/" + Layout.logName(g)
-            // Read, not mapped: the writer (the daemon) may cut the log back under this reader (a block whose write
-            // failed), and a mapped page past the new end would kill the reader with SIGBUS. A log is an open
-            // partition's tail since its last chunk: what a reader holds of it is bounded by the chunk size.
-            let bytes = try OwnedFile(path: path, flags: O_RDONLY).readAll()
-            guard bytes.count >= AppendLog.headerSize else { continue }
-            // A bust (`STEM.BUST`) voids trades of `STEM.TRADE`: it comes along when those are read.
-            let wanted = { (s: String) -> Bool in
-                include(s) || (s.hasSuffix(".BUST") && include(String(Layout.stem(s)) + ".TRADE"))
-            }
-            var log = bytes.withUnsafeBytes { AppendLog.read($0, want: wanted) }
-            for i in log.damage.indices { log.damage[i].path = path }
+            // Read, not mapped (`AppendLog.read(path:)`): the writer may cut the log back under this reader.
+            let log = try AppendLog.read(path: dir + "/" + Layout.logName(g), want: wanted)
             damage += log.damage
             let map = log.subjects.map { s -> UInt32 in
                 guard !s.isEmpty, wanted(s) else { return .max }

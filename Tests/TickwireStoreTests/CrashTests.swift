@@ -11,12 +11,17 @@ import TickwireCore
         (start..<start + n).map { ev.quote("MD.XNAS.AAPL.QUOTE", at: t(day * 86_400 + Double($0) * 0.001), known: t(day * 86_400 + Double($0) * 0.001), bid: Int64($0), ask: Int64($0) + 1) }
     }
 
+    /// Writes `n` quotes in blocks of 100 to one partition's open log and returns the log's path.
+    func writeLog(_ dir: String, quotes n: Int) throws -> String {
+        let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
+        for e in quotes(n) { try w.append(e) }
+        try w.close()
+        return dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)
+    }
+
     @Test func aTornLogIsCutToItsLastWholeBlockAndWritingContinues() throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
-        let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
-        for e in quotes(1000) { try w.append(e) }
-        try w.close()
-        let log = dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)
+        let log = try writeLog(dir, quotes: 1000)
         let whole = try Data(contentsOf: URL(fileURLWithPath: log))
         let blockBytes = AppendLog.headerSize + 24 + 100 * 64    // the first block also defines the subject (24 bytes)
         let edges = [0, blockBytes - 1, blockBytes, blockBytes + 1, blockBytes + AppendLog.headerSize + 100 * 64, whole.count]
@@ -43,10 +48,7 @@ import TickwireCore
     /// the log through a mapping, a cut under the reader's pages killed it with SIGBUS (this test then crashes).
     @Test func aReaderBesideAWriterCuttingItsLogBackSeesWholeBlocksAndNeverFaults() throws {
         let dir = scratchDirectory(); defer { cleanUp(dir) }
-        let w = try StoreWriter(directory: dir, subjects: ev.table, blockEvents: 100)
-        for e in quotes(20_000) { try w.append(e) }
-        try w.close()
-        let log = dir + "/2026-01-05/MD.XNAS/" + Layout.logName(1)
+        let log = try writeLog(dir, quotes: 20_000)
         let whole = try [UInt8](Data(contentsOf: URL(fileURLWithPath: log)))
         let blockBytes = AppendLog.headerSize + 100 * 64, firstBlock = blockBytes + 24   // the first defines the subject
         let half = firstBlock + 99 * blockBytes   // 100 whole blocks: 10,000 events
