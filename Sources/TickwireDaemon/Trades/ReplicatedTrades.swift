@@ -74,9 +74,10 @@ final class ReplicatedState {
     /// Where the record after `rollBackTo` lies damaged, when the rollback repairs damage the journal's verifier
     /// found (the log holds every record after it: nothing goes back into the log).
     var damage: JournalCorruption?
-    /// Trades accepted in records a rollback cut, going back into the log under their ids (as many at a time as
-    /// the cluster has room for).
-    var republish: [(bytes: [UInt8], msgId: String)] = []
+    /// Trades accepted in records a rollback cut, owed to the log until the journal holds them again, and when
+    /// they are next looked at.
+    var putBacks: PutBacks
+    var nextPutBack: Int64 = 0
     /// Answers that wait for a check because the journal looked unlike the log at their sequence.
     var held: [(slot: Slot, seq: UInt64)] = []
 
@@ -106,6 +107,7 @@ final class ReplicatedState {
         self.wakeSocket = wakeSocket
         self.applied = applied
         resolvedThrough = applied
+        putBacks = PutBacks(resendNanos: replicator.config.ackTimeoutMs * 1_000_000)
     }
 
     var ready: Bool { broken == nil && caughtUpAt.map { applied >= $0 } == true }
@@ -278,7 +280,7 @@ extension TradeService {
         expire(state, router, now: now)
         watchProgress(state, journal, now: now)
         startCheck(state, journal, now: now)
-        if !state.republish.isEmpty && state.ready { republishCut(state) }
+        if !state.putBacks.isEmpty && state.ready { putBackStep(state, journal, now: now) }
         let status = ReplicationStatus(node: state.replicator.config.node, cluster: state.replicator.connectedURL,
                                        applied: state.applied, logKnownThrough: state.logKnownThrough,
                                        ready: state.ready, broken: state.broken)
@@ -429,7 +431,8 @@ extension TradeService {
     /// Cuts the journal back to `keep` (the log no longer holds, at the sequences that follow, what this daemon
     /// applied), reopens it and applies the log again from there. The trades accepted in the cut records go back
     /// into the log under their ids: the log drops as duplicates those it still holds and takes again any it lost,
-    /// so nothing acknowledged is lost (its sequence may change). The cut records stay in `journal/quarantine/`.
+    /// so nothing acknowledged is lost (its sequence may change). They are written to `journal/putback/` before
+    /// the cut, and sent until the journal holds each again; the cut records stay in `journal/quarantine/`.
     func rollBackReplicated(to keep: UInt64) {
         guard let state = replicated, let journal, let index = retryIndex else { return }
         let damage = state.damage
@@ -437,16 +440,12 @@ extension TradeService {
         state.damage = nil
         try? journal.waitDurable(state.applied)
         let end = journal.durableSequence
-        var from = keep + 1, cut: [(bytes: [UInt8], msgId: String)] = []
-        while damage == nil, from <= end, let batch = try? journal.records(from: from, limit: 1_024), let last = batch.last {
-            for r in batch {
-                guard let d = TradeWire.decodeDecision(r.payload), case .accepted = d.decision else { continue }
-                // Reinstated: accepted again wherever the log now places it, its first sequence named.
-                let former = d.formerSeq != 0 ? d.formerSeq : r.seq
-                cut.append((TradeWire.encodeSequenced(d.request, receivedNanos: r.eventTime.rawValue, markE8: d.markE8, origin: d.origin,
-                                                      formerSeq: former), Self.msgId(d.request)))
-            }
-            from = last.seq + 1
+        // Damage is cut without reading it: the log holds every record after it, nothing goes back.
+        let saved: (file: String, messages: [[UInt8]])?
+        do { saved = damage == nil ? try savePutBacks(after: keep, through: end, journal) : nil } catch {
+            // Not cut: the trades would otherwise be in neither the journal nor a put-back file.
+            stop("cannot keep the trades after \(keep) to put them back into the log (\(error)); the journal was not rolled back", state)
+            return
         }
         journal.close()
         let directory = dataDirectory + "/journal"
@@ -455,11 +454,11 @@ extension TradeService {
             let reopened = try recover(index)
             self.journal = reopened
             replicationResumed(reopened)
-            state.republish += cut
+            if let saved { state.putBacks.add(file: saved.file, messages: saved.messages) }
             for (slot, seq) in state.held { state.bySeq[seq, default: []].append(slot) }
             state.held.removeAll()
             count { $0.rollbacks += 1 }
-            log("trades: journal rolled back from \(end) to \(keep) (records \(keep + 1)…\(end) kept in journal/quarantine/: \(moved.joined(separator: ", "))); \(cut.count) accepted trade(s) from them go back into the log under their ids")
+            log("trades: journal rolled back from \(end) to \(keep) (records \(keep + 1)…\(end) kept in journal/quarantine/: \(moved.joined(separator: ", "))); \(saved?.messages.count ?? 0) accepted trade(s) from them go back into the log under their ids\(saved.map { " (journal/putback/\($0.file))" } ?? "")")
         } catch {
             stop("rolling the journal back to \(keep) failed: \(error)", state)
             if let reopened = try? recover(index) { self.journal = reopened }
@@ -473,16 +472,6 @@ extension TradeService {
         log("trades: the journal's verifier found damage (\(damage)); the replicated log holds every record after it: rolling the journal back to \(damage.seq - 1)")
         state.rollBackTo = damage.seq - 1
         state.damage = damage
-    }
-
-    /// Puts the cut trades back into the log, as many as it has room for now.
-    private func republishCut(_ state: ReplicatedState) {
-        var sent = 0
-        for item in state.republish {
-            do { try state.replicator.publish(item.bytes, msgId: item.msgId) } catch { break }
-            sent += 1
-        }
-        if sent > 0 { state.republish.removeFirst(sent) }
     }
 
     /// After the journal was reopened (a full disk came back, or a rollback): the records after its durable end
@@ -592,6 +581,7 @@ extension TradeService {
 
     private func published(_ id: String, _ result: Result<JetStream.PubAck, NATSError>, _ state: ReplicatedState,
                            _ router: ZMQSocket, _ journal: Journal) {
+        state.putBacks.answered(id, result, now: Nanos.now().rawValue)
         guard let slots = state.byMsgId.removeValue(forKey: id) else { return }
         switch result {
         case .success(let ack):

@@ -214,7 +214,9 @@ public final class TradeService: @unchecked Sendable {
                 let replicator = try TradeReplicator(replication, wake: {
                     guarded.withLock { _ = try? $0.send([1], dontWait: true) }
                 }, log: log)
-                replicated = ReplicatedState(replicator: replicator, wakeSocket: guarded, applied: journal!.durableSequence)
+                let state = ReplicatedState(replicator: replicator, wakeSocket: guarded, applied: journal!.durableSequence)
+                loadPutBacks(state)
+                replicated = state
             } catch {
                 natsWake.close()
                 journal?.close()
