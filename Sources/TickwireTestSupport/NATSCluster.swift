@@ -132,6 +132,9 @@ public final class NATSCluster: @unchecked Sendable {
 
     public func isRunning(_ i: Int) -> Bool { processes[i]?.isRunning ?? false }
 
+    /// Sends `signal` to server `i` (SIGSTOP and SIGCONT: a server cut off for a while and back, its state kept).
+    public func signal(_ i: Int, _ signal: Int32) { processes[i]?.signal(signal) }
+
     /// The running servers' process ids (for a benchmark to read their CPU time).
     public var pids: [pid_t] { processes.compactMap { $0?.pid } }
 

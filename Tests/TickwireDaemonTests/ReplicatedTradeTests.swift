@@ -220,20 +220,27 @@ import TickwireZMQ
             records.append(payloads)
             let twice = accepted.filter { $0.value.count > 1 }
             #expect(twice.isEmpty, "\(dir): accepted twice: \(twice.prefix(5))")
-            // Acknowledged at S: accepted at S, or (the log lost it after confirming it) reinstated from S.
-            let missing = ledger.acked.filter { id, seqs in
-                guard let at = accepted[id], at.count == 1 else { return true }
+            // Acknowledged at S: accepted at S, or (the log lost it after confirming it) reinstated from S. Or, once the
+            // log changed its mind (a rollback), accepted once at another sequence: a resend of the id reached the new
+            // log before the put-back, so the record is the resend's and names no earlier sequence (PROTOCOL.md).
+            let rolledBack = pair.logs(node).contains("journal rolled back")
+            let absent = ledger.acked.filter { id, _ in accepted[id]?.count != 1 }
+            let moved = ledger.acked.filter { id, seqs in
+                guard let at = accepted[id], at.count == 1 else { return false }
                 return !seqs.isSubset(of: [at[0], firstAt[id] ?? at[0]])
             }
             let reinstated = ledger.acked.filter { id, seqs in firstAt[id].map(seqs.contains) ?? false }.count
             if reinstated > 0 { print("\(dir): \(reinstated) acknowledged trade(s) reinstated at a later sequence after the log lost them") }
+            if rolledBack && !moved.isEmpty { print("\(dir): \(moved.count) acknowledged trade(s) journaled once at another sequence (a resend reached the log before the put-back)") }
             // What the daemon said of the log changing its mind, to tell next time why a sequence moved.
             let rollbacks = pair.logs(node).split(separator: "\n").filter { $0.contains("rolling the journal back") || $0.contains("rolled back") || $0.contains("checking the journal against the log") }
-            if !missing.isEmpty {
-                let seqs = missing.values.flatMap { $0 }
+            let wrong = absent.merging(rolledBack ? [:] : moved) { a, _ in a }
+            if !wrong.isEmpty {
+                let seqs = wrong.values.flatMap { $0 }
                 Issue.record("""
-                    \(dir): \(missing.count) acknowledged but absent or at another sequence (acknowledged at \(seqs.min()!)…\(seqs.max()!)), \
-                    such as \(missing.prefix(3).map { "\($0.key) acked at \($0.value.sorted()), journaled at \(accepted[$0.key] ?? [])" }); \
+                    \(dir): \(wrong.count) acknowledged but absent (\(absent.count), such as \(absent.keys.prefix(3))) or at another \
+                    sequence with no rollback (acknowledged at \(seqs.min()!)…\(seqs.max()!)), \
+                    such as \(wrong.prefix(3).map { "\($0.key) acked at \($0.value.sorted()), journaled at \(accepted[$0.key] ?? [])" }); \
                     its rollbacks: \(rollbacks.prefix(6)); logs, journals and the servers' stores kept in \(pair.keepEvidence())
                     """)
             }
@@ -430,6 +437,86 @@ import TickwireZMQ
         // daemons check what they applied against the log after each failover and roll such a tail back.
         let rollbacks = (0..<2).map { pair.logs($0).components(separatedBy: "journal rolled back").count - 1 }
         print("rollbacks after leader kills: \(rollbacks)")
+        try Self.checkJournals(pair, ledger)
+    }
+
+    /// More than the log's replication survives: the stream's leader and one other server lose power at once
+    /// while trading. nats-server 2.9.10 acknowledges a message once a quorum holds it in memory and syncs its files
+    /// every two minutes, so each comes back with its store as it was on disk a moment before (here: a copy taken
+    /// two seconds earlier, while it ran). The two form a quorum without the last messages the log confirmed, and
+    /// the third server's longer log is cut to theirs. The daemons find their journals ahead of the log, roll back
+    /// and put the cut trades back: every acknowledged trade must end in both journals once, at its sequence or
+    /// reinstated from it.
+    ///
+    /// Beyond the cluster's fault model (two of three servers lose what they had confirmed), nats-server 2.9.10
+    /// then serves split views for a while (the third server's consumers deliver its old tail after the two have
+    /// cut it), and the daemons roll back as often as it changes its mind; a run can end with one still applying
+    /// the log again after its last rollback. So it runs on demand (`TICKWIRE_CHAOS_TESTS=1`), not in CI: it found
+    /// the stale deliveries applied after a rollback and the acknowledgements a resend moves (docs/NEXT.md).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["TICKWIRE_CHAOS_TESTS"] == "1"))
+    func twoServersLosingPowerLosesNothingAcknowledged() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster)
+        let ledger = Ledger()
+        _ = Self.submit([Self.trade("warm-up")], through: pair, ledger: ledger)
+        let probe = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
+        let js = try probe.jetStream()
+        let batch = (0..<500_000).map { Self.trade("P-\($0)") }
+        let done = Locked2(false), stopSending = Locked2(false)
+        let sent = Locked2([String: TradeReply]())
+        let worker = Thread {
+            sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 120, stopSending: { stopSending.get() }))
+            done.set(true)
+        }
+        worker.start()
+        usleep(500_000)
+        let leader = try retrying { () throws -> String in
+            guard let l = try js.streamInfo("TICKWIRE_TRADES").leader else { throw NATSError(status: 0, operation: "leader", text: "none yet") }
+            return l
+        }
+        let index = try #require(cluster.servers.firstIndex { $0.name == leader })
+        let other = (index + 1) % 3
+        let fm = FileManager.default
+        let onDisk = [index, other].map { cluster.servers[$0].storeDir + ".on-disk" }
+        for (i, copy) in zip([index, other], onDisk) { try fm.copyItem(atPath: cluster.servers[i].storeDir, toPath: copy) }
+        let before = try js.streamInfo("TICKWIRE_TRADES").lastSequence
+        sleep(2)
+        cluster.kill(index)
+        cluster.kill(other)
+        let confirmed = ledger.acked.values.flatMap { $0 }.max() ?? 0
+        for (i, copy) in zip([index, other], onDisk) {
+            try fm.removeItem(atPath: cluster.servers[i].storeDir)
+            try fm.moveItem(atPath: copy, toPath: cluster.servers[i].storeDir)
+        }
+        // The third server, which holds the whole log, is cut off until the two have elected the stream's leader
+        // among themselves (it would otherwise win the election with its longer log).
+        let third = 3 - index - other
+        cluster.signal(third, SIGSTOP)
+        try cluster.start(index)
+        try cluster.start(other)
+        try cluster.waitReady(index, routes: 1)
+        try cluster.waitReady(other, routes: 1)
+        let shorter = try retrying(seconds: 60) { () throws -> UInt64 in
+            let info = try js.streamInfo("TICKWIRE_TRADES")
+            guard info.leader != nil else { throw NATSError(status: 0, operation: "leader", text: "none yet") }
+            return info.lastSequence
+        }
+        cluster.signal(third, SIGCONT)
+        sleep(10)
+        stopSending.set(true)
+        let deadline = Date().addingTimeInterval(120)
+        while !done.get() && Date() < deadline { usleep(20_000) }
+        #expect(done.get(), "the clients did not finish")
+        print("two of three servers lost power: the log held \(before) when their disks were, \(confirmed) acknowledged at the loss, \(shorter) after; \(ledger.summary)")
+        let all = batch.filter { sent.get()[$0.clientOrderID] != nil }
+        let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
+        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
+        _ = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
+        sleep(1)
+        pair.stop()
+        let rollbacks = (0..<2).map { pair.logs($0).components(separatedBy: "journal rolled back").count - 1 }
+        print("rollbacks after two servers lost power: \(rollbacks)")
         try Self.checkJournals(pair, ledger)
     }
 

@@ -29,6 +29,10 @@ final class ReplicatedState {
     var nextSetupAttempt: Int64 = 0
     var setupPending = false
     var lastSetupError = ""
+    /// Counts the journal's reopenings (a rollback, a full disk back): what a consumer or a fill read in an
+    /// earlier epoch is dropped, since the log may have changed its mind since (a rollback that applied an old
+    /// consumer's queued deliveries would write the log's old tail back into the journal).
+    var epoch: UInt64 = 0
     /// A stalled consumer is restarted: the applied sequence and the time it was last seen to move.
     var progressCheck: (applied: UInt64, at: Int64) = (0, 0)
     /// The highest sequence the log is known to hold (from acknowledgements and asks), the last time a consumer
@@ -235,7 +239,9 @@ extension TradeService {
         for item in state.replicator.drain() {
             switch item {
             case .published(let id, let result): published(id, result, state, router, journal)
-            case .logged(let seq, let time, let bytes): apply(seq, time, bytes, state, journal)
+            case .logged(let seq, let time, let bytes, let epoch):
+                // Read before the journal was last reopened (a rollback): the log as it was then, not now.
+                if epoch == state.epoch { apply(seq, time, bytes, state, journal) }
             case .streamReady(let last, let logged): streamReady(last: last, logged: logged, state, journal, now: now)
             case .lastSequence(let last, let leader):
                 state.logKnownThrough = max(state.logKnownThrough, last)
@@ -325,7 +331,7 @@ extension TradeService {
         state.resolvedThrough = min(state.resolvedThrough, mine)
         state.fillAskedThrough = mine
         state.consumerPending = true
-        state.replicator.consume(from: mine + 1)
+        state.replicator.consume(from: mine + 1, epoch: state.epoch)
         state.caughtUpAt = last
         state.progressCheck = (mine, now)
         state.lastSetupError = ""
@@ -478,6 +484,8 @@ extension TradeService {
     /// are applied again from the log.
     func replicationResumed(_ journal: Journal) {
         guard let state = replicated else { return }
+        state.epoch += 1
+        state.fillPending = false
         state.checking = nil
         state.checkWanted = nil
         state.applied = journal.durableSequence
@@ -507,7 +515,7 @@ extension TradeService {
             // this one included, directly; they arrive in order.
             if seq > state.fillAskedThrough && !state.fillPending {
                 state.fillPending = true
-                state.replicator.fill(max(state.applied, state.fillAskedThrough) + 1...seq)
+                state.replicator.fill(max(state.applied, state.fillAskedThrough) + 1...seq, epoch: state.epoch)
                 state.fillAskedThrough = seq
             }
             return
@@ -716,11 +724,11 @@ extension TradeService {
             if !state.fillPending {
                 state.fillPending = true
                 state.fillAskedThrough = min(state.logKnownThrough, state.applied + ReplicatedState.fillBatch)
-                state.replicator.fill(state.applied + 1...state.fillAskedThrough)
+                state.replicator.fill(state.applied + 1...state.fillAskedThrough, epoch: state.epoch)
             }
             if !state.consumerPending {
                 state.consumerPending = true
-                state.replicator.consume(from: state.applied + 1)
+                state.replicator.consume(from: state.applied + 1, epoch: state.epoch)
                 count { $0.consumerRestarts += 1 }
                 wantCheck(from: state.applied, state)
             }

@@ -36,8 +36,8 @@ final class TradeReplicator: @unchecked Sendable {
     enum Inbound {
         /// The log took the request (at `sequence`; `duplicate` when it already held this id) or did not.
         case published(msgId: String, Result<JetStream.PubAck, NATSError>)
-        /// A message of the log.
-        case logged(sequence: UInt64, timeNanos: Int64, bytes: [UInt8])
+        /// A message of the log, read by a consumer or a fill asked for in `epoch` (`consume`, `fill`).
+        case logged(sequence: UInt64, timeNanos: Int64, bytes: [UInt8], epoch: UInt64)
         /// The stream is there and ends at `last`; `atJournalEnd` is its message at the sequence asked for.
         case streamReady(last: UInt64, atJournalEnd: JetStream.StoredMessage?)
         /// Setting the stream up, or a consumer, failed.
@@ -168,15 +168,16 @@ final class TradeReplicator: @unchecked Sendable {
     }
 
     /// Delivers the log from `sequence` on, in order, replacing an earlier consumer; `.setupFailed` if it cannot
-    /// be created. What an old consumer still had queued may arrive too: the service skips what it has applied.
-    func consume(from sequence: UInt64) {
+    /// be created. What an old consumer still had queued may arrive too: the service skips what it has applied,
+    /// and drops what was read in an earlier `epoch` (before a rollback: the log as it was then).
+    func consume(from sequence: UInt64, epoch: UInt64) {
         control.async { [self] in
             subscription?.unsubscribe()
             subscription = nil
             do {
                 subscription = try jetStream.subscribeOrdered(stream: config.stream, subject: config.subject, startSequence: sequence) { [self] m in
                     guard let position = m.streamPosition else { return }
-                    post(.logged(sequence: position.sequence, timeNanos: position.timestampNanos, bytes: m.bytes))
+                    post(.logged(sequence: position.sequence, timeNanos: position.timestampNanos, bytes: m.bytes, epoch: epoch))
                 }
                 post(.consumerDone(started: true))
             } catch {
@@ -187,12 +188,12 @@ final class TradeReplicator: @unchecked Sendable {
     }
 
     /// Reads `range` of the log directly (a hole an ordered consumer left) and posts each message in order.
-    func fill(_ range: ClosedRange<UInt64>) {
+    func fill(_ range: ClosedRange<UInt64>, epoch: UInt64) {
         control.async { [self] in
             defer { post(.fillDone) }
             for seq in range {
                 guard let m = try? jetStream.message(stream: config.stream, sequence: seq) else { return }
-                post(.logged(sequence: seq, timeNanos: m.timestampNanos, bytes: m.bytes))
+                post(.logged(sequence: seq, timeNanos: m.timestampNanos, bytes: m.bytes, epoch: epoch))
             }
         }
     }
