@@ -254,6 +254,7 @@ extension TradeService {
                     state.leader = (leader, state.applied)
                 }
             case .checked(let seq, let message, let token): checked(seq, message, token, state, journal)
+            case .spot(let seq, let message): spotted(seq, message, state, journal)
             case .checkDone(let range, let complete, let token): checkDone(range, complete: complete, token, state, router, journal, now: now)
             case .consumerDone: state.consumerPending = false
             case .fillDone: state.fillPending = false
@@ -393,6 +394,19 @@ extension TradeService {
         } else {
             stop(c.atStart ? state.startProblem : "\(why), and so does every record checked before it", state)
         }
+    }
+
+    /// A spot read of the last record applied (once a second): a record the stream's leader does not hold there
+    /// means this daemon's consumer read another history (a replica's stale tail), so what was applied is checked.
+    private func spotted(_ seq: UInt64, _ message: (timeNanos: Int64, bytes: [UInt8])?, _ state: ReplicatedState, _ journal: Journal) {
+        guard state.checking == nil, state.checkWanted == nil, state.rollBackTo == nil, seq <= min(state.applied, journal.durableSequence),
+              let record = try? journal.record(seq) else { return }
+        let why = message.map { Self.disagreement(record: record, logged: $0.bytes, time: $0.timeNanos) }
+            ?? "journal record \(seq) is not in the replicated log (it ends before it)"
+        guard let why else { return }
+        log("trades: spot check: \(why); checking the journal against the log")
+        count { $0.spotMismatches += 1 }
+        wantCheck(from: seq, state)
     }
 
     private func checkDone(_ range: ClosedRange<UInt64>, complete: Bool, _ token: UInt64, _ state: ReplicatedState,
@@ -711,6 +725,8 @@ extension TradeService {
             state.lastAsk = now
             state.appliedAtAsk = state.applied
             state.replicator.askLastSequence()
+            let last = min(state.applied, journal.durableSequence)
+            if last > 0 && state.checking == nil { state.replicator.spot(last) }
         }
         if state.applied != state.progressCheck.applied {
             state.progressCheck = (state.applied, now)

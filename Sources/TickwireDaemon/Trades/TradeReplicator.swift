@@ -46,6 +46,8 @@ final class TradeReplicator: @unchecked Sendable {
         case lastSequence(UInt64, leader: String?)
         /// The log's message at `sequence` as read back by `check` (nil: the log holds none there).
         case checked(sequence: UInt64, message: (timeNanos: Int64, bytes: [UInt8])?, token: UInt64)
+        /// The log's message at `sequence` as read by `spot` (nil: the log holds none there).
+        case spot(sequence: UInt64, message: (timeNanos: Int64, bytes: [UInt8])?)
         /// A `check` ended: every sequence of `range` was read (`complete`), or the cluster stopped answering.
         case checkDone(range: ClosedRange<UInt64>, complete: Bool, token: UInt64)
         /// A consumer asked for with `consume` delivers now (or could not be made: `.setupFailed` came first).
@@ -164,6 +166,21 @@ final class TradeReplicator: @unchecked Sendable {
                 }
             }
             post(.checkDone(range: range, complete: true, token: token))
+        }
+    }
+
+    /// Reads the log's message at `seq` from the stream's leader and posts it as `.spot` (nothing when the
+    /// cluster does not answer). A consumer reads the store of whichever server holds it (nats-server 2.9.10
+    /// places an ephemeral consumer on a random replica), and a replica can hold a tail the leader no longer
+    /// has: a spot read of what was last applied tells the service within a second.
+    func spot(_ seq: UInt64) {
+        checking.async { [self] in
+            do throws(NATSError) {
+                let m = try jetStream.message(stream: config.stream, sequence: seq)
+                post(.spot(sequence: seq, message: (m.timestampNanos, m.bytes)))
+            } catch {
+                if error.isNotFound { post(.spot(sequence: seq, message: nil)) }
+            }
         }
     }
 

@@ -74,6 +74,8 @@ public final class TradeService: @unchecked Sendable {
         /// Replicated trading: times the log's consumer was restarted after it stalled, and times the journal was
         /// rolled back because the log no longer held what had been applied from it.
         public var consumerRestarts = 0, rollbacks = 0
+        /// Replicated trading: spot reads of the last applied record that the stream's leader did not bear out.
+        public var spotMismatches = 0
     }
     /// How often a stopped journal's directory is probed for writes working again.
     static let resumeProbeNanos: Int64 = 1_000_000_000
