@@ -220,6 +220,31 @@ import TickwireZMQ
         return answers
     }
 
+    /// Submits `batch` through the pair on a thread of its own (as `submit` does) while a test breaks things.
+    final class Submitting: @unchecked Sendable {
+        let batch: [TradeRequest]
+        private let done = Locked2(false), stopSending = Locked2(false)
+        private let sent = Locked2([String: TradeReply]())
+
+        init(_ batch: [TradeRequest], through pair: Pair, ledger: Ledger, seconds: Double) {
+            self.batch = batch
+            Thread { [self] in
+                sent.set(ReplicatedTradeTests.submit(batch, through: pair, ledger: ledger, seconds: seconds, stopSending: { self.stopSending.get() }))
+                done.set(true)
+            }.start()
+        }
+
+        /// Stops sending and waits (two minutes at most) for the answers: the requests that were sent.
+        func finish(_ what: String) -> [TradeRequest] {
+            stopSending.set(true)
+            let deadline = Date().addingTimeInterval(120)
+            while !done.get() && Date() < deadline { usleep(20_000) }
+            #expect(done.get(), "\(what): the clients did not finish")
+            let answered = sent.get()
+            return batch.filter { answered[$0.clientOrderID] != nil }
+        }
+    }
+
     /// Both journals after the run: they verify, hold the same records with the same head, and every acknowledged
     /// trade is in them exactly once, accepted, at its acknowledged sequence; or, when the log lost it after
     /// confirming it, reinstated from that sequence (accepted again at a later one, the first named in its record;
@@ -377,24 +402,14 @@ import TickwireZMQ
         for cycle in 0..<cycles {
             // Far more than a cycle can send: the kill lands mid-stream, and sending stops a while after the restart.
             let batch = (0..<200_000).map { Self.trade("k\(cycle)-\($0)", desk: "D\($0 % 4)", side: $0 % 3 == 0 ? .sell : .buy) }
-            let done = Locked2(false), stopSending = Locked2(false)
-            let sent = Locked2([String: TradeReply]())
-            let worker = Thread {
-                sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 90, stopSending: { stopSending.get() }))
-                done.set(true)
-            }
-            worker.start()
+            let submitting = Submitting(batch, through: pair, ledger: ledger, seconds: 90)
             usleep(UInt32.random(in: 50_000...600_000, using: &rng))
             let victim = Int.random(in: 0...1, using: &rng)
             pair.kill9(victim)
             usleep(UInt32.random(in: 0...300_000, using: &rng))
             try pair.start(victim)
             usleep(300_000)
-            stopSending.set(true)
-            let deadline = Date().addingTimeInterval(120)
-            while !done.get() && Date() < deadline { usleep(20_000) }
-            #expect(done.get(), "cycle \(cycle): the clients did not finish")
-            all += batch.filter { sent.get()[$0.clientOrderID] != nil }
+            all += submitting.finish("cycle \(cycle)")
         }
         print("kill -9 of either daemon, \(cycles) cycles: \(ledger.summary)")
         #expect(ledger.resends + ledger.transientRefusals > 0, "no kill landed while trades were in flight")
@@ -422,13 +437,7 @@ import TickwireZMQ
         var all: [TradeRequest] = []
         for cycle in 0..<5 {
             let batch = (0..<500_000).map { Self.trade("L\(cycle)-\($0)") }
-            let done = Locked2(false), stopSending = Locked2(false)
-            let sent = Locked2([String: TradeReply]())
-            let worker = Thread {
-                sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 120, stopSending: { stopSending.get() }))
-                done.set(true)
-            }
-            worker.start()
+            let submitting = Submitting(batch, through: pair, ledger: ledger, seconds: 120)
             usleep(200_000)
             // Right after a restart the probe may be reconnecting and the stream electing: ask until it answers.
             var leader: String?
@@ -443,11 +452,7 @@ import TickwireZMQ
             cluster.kill(index)
             // Keep sending through the election (4–7 s here) and a little after.
             sleep(9)
-            stopSending.set(true)
-            let deadline = Date().addingTimeInterval(120)
-            while !done.get() && Date() < deadline { usleep(20_000) }
-            #expect(done.get(), "cycle \(cycle): the clients did not finish")
-            all += batch.filter { sent.get()[$0.clientOrderID] != nil }
+            all += submitting.finish("cycle \(cycle)")
             try cluster.start(index)
             try cluster.waitReady(index, routes: 2)
         }
@@ -489,13 +494,7 @@ import TickwireZMQ
         let probe = try NATSConnection(.init(servers: cluster.servers.map(\.url)))
         let js = try probe.jetStream()
         let batch = (0..<500_000).map { Self.trade("P-\($0)") }
-        let done = Locked2(false), stopSending = Locked2(false)
-        let sent = Locked2([String: TradeReply]())
-        let worker = Thread {
-            sent.set(Self.submit(batch, through: pair, ledger: ledger, seconds: 120, stopSending: { stopSending.get() }))
-            done.set(true)
-        }
-        worker.start()
+        let submitting = Submitting(batch, through: pair, ledger: ledger, seconds: 120)
         usleep(500_000)
         let leader = try retrying { () throws -> String in
             guard let l = try js.streamInfo("TICKWIRE_TRADES").leader else { throw NATSError(status: 0, operation: "leader", text: "none yet") }
@@ -530,12 +529,8 @@ import TickwireZMQ
         }
         cluster.signal(third, SIGCONT)
         sleep(10)
-        stopSending.set(true)
-        let deadline = Date().addingTimeInterval(120)
-        while !done.get() && Date() < deadline { usleep(20_000) }
-        #expect(done.get(), "the clients did not finish")
+        let all = submitting.finish("after the power loss")
         print("two of three servers lost power: the log held \(before) when their disks were, \(confirmed) acknowledged at the loss, \(shorter) after; \(ledger.summary)")
-        let all = batch.filter { sent.get()[$0.clientOrderID] != nil }
         let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
         #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
         _ = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
