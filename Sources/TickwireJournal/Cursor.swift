@@ -68,13 +68,7 @@ public final class JournalCursor {
             let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[0..<24]))
             b.storeBytes(of: crc.littleEndian, toByteOffset: 24, as: UInt32.self)
         }
-        let tmp = path + ".tmp"
-        let fd = try FileIO.open(tmp, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { Glibc.close(fd) }
-        try FileIO.writeAll(fd, bytes, path: tmp)
-        try FileIO.syncData(fd, path: tmp)
-        try FileIO.rename(tmp, path)
-        try FileIO.syncDirectory(journal.directory + "/cursors")
+        try FileIO.replaceDurably(path, with: bytes)
         committed = seq
         if position < seq { position = seq }
     }

@@ -132,6 +132,18 @@ enum FileIO {
     }
 
     static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// Puts `bytes` at `path` so that a crash leaves the old file or the new one whole: written to `path.tmp`,
+    /// `fdatasync`ed, renamed over `path`, its directory synced.
+    static func replaceDurably(_ path: String, with bytes: [UInt8]) throws(JournalError) {
+        let tmp = path + ".tmp"
+        let fd = try open(tmp, O_WRONLY | O_CREAT | O_TRUNC)
+        defer { Glibc.close(fd) }
+        try writeAll(fd, bytes, path: tmp)
+        try syncData(fd, path: tmp)
+        try rename(tmp, path)
+        try syncDirectory(path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
+    }
 }
 
 /// Starts a joinable thread running `body`.

@@ -1,7 +1,4 @@
 import TickwireCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Messages a replica owes its replicated log, kept on disk until they are back in it: the trades a rollback
 /// cut from the journal (docs/ARCHITECTURE.md, "When the log changes its mind"). Written before the journal is
@@ -36,13 +33,7 @@ public enum PutBackFile {
         // stepped back could meet an older name).
         var name = "\(Nanos.now().rawValue)\(suffix)"
         while FileIO.exists(folder + "/" + name) || FileIO.exists(folder + "/" + name + ".settled") { name = "\(Nanos.now().rawValue)\(suffix)" }
-        let final = folder + "/" + name, tmp = final + ".tmp"
-        let fd = try FileIO.open(tmp, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { Glibc.close(fd) }
-        try FileIO.writeAll(fd, bytes, path: tmp)
-        try FileIO.syncData(fd, path: tmp)
-        try FileIO.rename(tmp, final)
-        try FileIO.syncDirectory(folder)
+        try FileIO.replaceDurably(folder + "/" + name, with: bytes)
         return name
     }
 

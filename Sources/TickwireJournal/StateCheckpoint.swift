@@ -34,13 +34,7 @@ public enum StateCheckpoint {
         bytes += state
         let crc = bytes.withUnsafeBytes { crc32c($0) }
         withUnsafeBytes(of: crc.littleEndian) { bytes.append(contentsOf: $0) }
-        let final = path(journalDirectory, name), tmp = final + ".tmp"
-        let fd = try FileIO.open(tmp, O_WRONLY | O_CREAT | O_TRUNC)
-        defer { Glibc.close(fd) }
-        try FileIO.writeAll(fd, bytes, path: tmp)
-        try FileIO.syncData(fd, path: tmp)
-        try FileIO.rename(tmp, final)
-        try FileIO.syncDirectory(journalDirectory + "/checkpoints")
+        try FileIO.replaceDurably(path(journalDirectory, name), with: bytes)
     }
 
     /// The checkpoint `name` if its file is whole and `journal` holds its record with its hash; nil otherwise
