@@ -245,6 +245,20 @@ import TickwireZMQ
         }
     }
 
+    /// After a run that broke things: every request sent was answered, a last trade goes through, both journals
+    /// settle on the log (a daemon whose consumer read a replica's stale tail notices within a second and rolls
+    /// back), and `checkJournals` holds. Prints how often each daemon rolled back.
+    static func settleAndCheck(_ pair: Pair, _ ledger: Ledger, sent: [TradeRequest], _ what: String) throws {
+        let missing = sent.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
+        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
+        _ = submit([trade("final")], through: pair, ledger: ledger)
+        #expect(pair.converged(), "the journals did not settle on the log within two minutes")
+        pair.stop()
+        let rollbacks = (0..<2).map { pair.logs($0).components(separatedBy: "journal rolled back").count - 1 }
+        print("rollbacks after \(what): \(rollbacks)")
+        try checkJournals(pair, ledger)
+    }
+
     /// Both journals after the run: they verify, hold the same records with the same head, and every acknowledged
     /// trade is in them exactly once, accepted, at its acknowledged sequence; or, when the log lost it after
     /// confirming it, reinstated from that sequence (accepted again at a later one, the first named in its record;
@@ -458,17 +472,9 @@ import TickwireZMQ
         }
         print("kill -9 of the stream leader, 5 cycles: \(ledger.summary)")
         #expect(ledger.resends + ledger.transientRefusals > 0, "no leader kill landed while trades were in flight")
-        let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
-        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
-        _ = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
-        // A daemon whose consumer read a replica's stale tail notices within a second and rolls back.
-        #expect(pair.converged(), "the journals did not settle on the log within two minutes")
-        pair.stop()
         // nats-server 2.9.10 has been seen to replace, in an election, a message it had already delivered: the
         // daemons check what they applied against the log after each failover and roll such a tail back.
-        let rollbacks = (0..<2).map { pair.logs($0).components(separatedBy: "journal rolled back").count - 1 }
-        print("rollbacks after leader kills: \(rollbacks)")
-        try Self.checkJournals(pair, ledger)
+        try Self.settleAndCheck(pair, ledger, sent: all, "leader kills")
     }
 
     /// More than the log's replication survives: the stream's leader and one other server lose power at once
@@ -531,14 +537,7 @@ import TickwireZMQ
         sleep(10)
         let all = submitting.finish("after the power loss")
         print("two of three servers lost power: the log held \(before) when their disks were, \(confirmed) acknowledged at the loss, \(shorter) after; \(ledger.summary)")
-        let missing = all.filter { !ledger.isAcked($0.clientOrderID) }.map(\.clientOrderID)
-        #expect(missing.isEmpty, "never acknowledged: \(missing.prefix(5))")
-        _ = Self.submit([Self.trade("final")], through: pair, ledger: ledger)
-        #expect(pair.converged(), "the journals did not settle on the log within two minutes")
-        pair.stop()
-        let rollbacks = (0..<2).map { pair.logs($0).components(separatedBy: "journal rolled back").count - 1 }
-        print("rollbacks after two servers lost power: \(rollbacks)")
-        try Self.checkJournals(pair, ledger)
+        try Self.settleAndCheck(pair, ledger, sent: all, "two servers lost power")
     }
 
     /// The cluster gone: submissions are refused with a clear error (never acknowledged) and market data keeps

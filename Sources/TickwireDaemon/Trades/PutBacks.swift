@@ -66,7 +66,8 @@ struct PutBacks {
     /// remembered, to be checked once the log is applied through S. False: not a put-back.
     @discardableResult
     mutating func answered(_ msgId: String, _ result: Result<JetStream.PubAck, NATSError>, now: Int64) -> Bool {
-        guard var e = entries[msgId] else { return false }
+        // Called for every publish's answer: nothing pending (the usual case) costs no hashing of the id.
+        guard !entries.isEmpty, var e = entries[msgId] else { return false }
         switch result {
         case .success(let ack): e.heldAt = ack.duplicate ? ack.sequence : nil
         case .failure: e.sentAt = now - resendNanos + Self.retryNanos
