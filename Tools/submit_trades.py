@@ -5,7 +5,7 @@
     python3 Tools/submit_trades.py trades.jsonl --data ./tickwire-data --connect tcp://127.0.0.1:5557
 
 Reads one JSON object a line ({"desk","symbol","side","qty","price","id"}; '-' reads stdin), sends them over a
-CURVE-authenticated DEALER, up to --batch SUBMIT frames a message and --window trades in flight, and prints one
+CURVE-authenticated DEALER, up to --batch trades a message (packed in one frame) and --window in flight, and prints one
 JSON acknowledgement a line as replies arrive: {"id":..., "seq":...} or {"id":..., "error":...}. Exits 1 if any
 trade was rejected or unanswered. Keys come from the data directory, as for `tickwire trade submit`.
 """
@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import zmq
 
-SUBMIT, ACK, REJECT, VERSION = 0x01, 0x02, 0x03, 1
+SUBMIT, ACK, REJECT, SUBMIT_PACKED, REPLIES_PACKED, VERSION = 0x01, 0x02, 0x03, 0x04, 0x05, 1
 SIDES = {"buy": 1, "sell": 2}
 MAX_PER_MESSAGE = 1024
 
@@ -54,6 +54,27 @@ def encode_submit(t):
             + short(str(t["desk"])) + short(str(t["symbol"])) + short(str(t["id"])))
 
 
+def pack(kind, frames):
+    """One frame holding several: type, version, u16 count, then each as a u16 length and its bytes."""
+    out = bytearray(struct.pack("<BBH", kind, VERSION, len(frames)))
+    for f in frames:
+        out += struct.pack("<H", len(f)) + f
+    return bytes(out)
+
+
+def unpack(frame):
+    """The frames of a packed reply (PROTOCOL.md, "Packed batches")."""
+    kind, version, count = struct.unpack_from("<BBH", frame, 0)
+    if kind != REPLIES_PACKED or version != VERSION:
+        raise ValueError(f"not a packed reply: type 0x{kind:02x}, version {version}")
+    at, frames = 4, []
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", frame, at)
+        frames.append(frame[at + 2:at + 2 + n])
+        at += 2 + n
+    return frames
+
+
 def decode_reply(frame):
     kind, version, flags = frame[0], frame[1], frame[2]
     if version != VERSION:
@@ -77,7 +98,7 @@ def main():
     ap.add_argument("--data", default="./tickwire-data", help="data directory holding keys/")
     ap.add_argument("--trader", help="trader key keys/traders/NAME.key (default: the first)")
     ap.add_argument("--connect", default="tcp://127.0.0.1:5557")
-    ap.add_argument("--batch", type=int, default=64, help=f"SUBMIT frames a message, 1..{MAX_PER_MESSAGE}")
+    ap.add_argument("--batch", type=int, default=64, help=f"trades a message (packed in one frame), 1..{MAX_PER_MESSAGE}")
     ap.add_argument("--window", type=int, default=4096, help="most trades in flight")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     args = ap.parse_args()
@@ -106,7 +127,10 @@ def main():
             print(json.dumps({"error": f"no reply within {args.timeout} s for {outstanding} trades"}))
             failed = True
             return False
-        for frame in sock.recv_multipart():
+        frames = sock.recv_multipart()
+        if len(frames) == 1 and frames[0][0] == REPLIES_PACKED:
+            frames = unpack(frames[0])
+        for frame in frames:
             reply = decode_reply(frame)
             failed |= "error" in reply
             outstanding -= 1
@@ -122,7 +146,8 @@ def main():
             if not receive_one():
                 return
         if batch:
-            sock.send_multipart(batch)
+            # A batch in one packed frame: one CURVE box, not one a trade.
+            sock.send(pack(SUBMIT_PACKED, batch) if len(batch) > 1 else batch[0])
             outstanding += len(batch)
             batch.clear()
 

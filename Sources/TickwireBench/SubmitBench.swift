@@ -43,11 +43,14 @@ enum SubmitBench {
 
         let before = p["before_binary"]
         // CPU time of the command process a trade (user + system, µs): what the command costs the machine, which a
-        // loaded machine's wall clock hides.
+        // loaded machine's wall clock hides. And each path's whole CPU a trade (every process it runs in).
         var commandCPU: [Double] = [], beforeCPU: [Double] = []
-        func timed(_ cpu: inout [Double], _ binary: String) throws -> Double {
+        var pathCPU: [String: [Double]] = [:]
+        func note(_ name: String, _ micros: Double) { pathCPU[name, default: []].append((micros * 100).rounded() / 100) }
+        func timed(_ cpu: inout [Double], _ name: String, _ binary: String) throws -> Double {
             let r = try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary)
             cpu.append((r.cpuMicrosPerTrade * 100).rounded() / 100)
+            note(name, r.pathCPUMicrosPerTrade)
             return r.rate
         }
         var names: [String] = [], measures: [() -> Double] = []
@@ -55,14 +58,22 @@ enum SubmitBench {
             names.append(name)
             measures.append { do { return try body() } catch { fatalError("submit bench, \(name): \(error)") } }
         }
-        if let before { add("command_before") { try timed(&beforeCPU, before) } }
+        if let before { add("command_before") { try timed(&beforeCPU, "command_before", before) } }
         if only == nil {
             add("service_in_process") {
-                try JournalBench.tradesOverZMQ(fresh(), clients: param("service_clients", 4), records: trades, batch: param("service_batch", 32))
+                let cpu0 = E2EBench.processCPUNanos()
+                let rate = try JournalBench.tradesOverZMQ(fresh(), clients: param("service_clients", 4), records: trades,
+                                                          batch: param("service_batch", 32))
+                note("service_in_process", Double(E2EBench.processCPUNanos() - cpu0) / 1e3 / Double(trades))
+                return rate
             }
-            add("daemon_pre_encoded") { try preEncoded(trades: trades, batch: batch, window: window, config: config, data: fresh()) }
+            add("daemon_pre_encoded") {
+                let r = try preEncoded(trades: trades, batch: batch, window: window, config: config, data: fresh())
+                note("daemon_pre_encoded", r.pathCPUMicrosPerTrade)
+                return r.rate
+            }
         }
-        add("command") { try timed(&commandCPU, tickwireBinary) }
+        add("command") { try timed(&commandCPU, "command", tickwireBinary) }
         if only == nil { add("sqlite") { try JournalBench.sqliteRate(fresh(), records: param("sqlite_records", 3000)) } }
         let r = interleaved(options.runs, measures)
         func rounds(_ name: String) -> [Double] { names.firstIndex(of: name).map { r[$0].rounds.map { $0.rounded() } } ?? [] }
@@ -81,6 +92,7 @@ enum SubmitBench {
                                    command: med(rates.command), sqlite: med(rates.sqlite), commandBefore: rates.commandBefore.map(med)),
             beforeBinary: before,
             commandCpuMicrosPerTradeRounds: .init(command: commandCPU, commandBefore: before == nil ? nil : beforeCPU),
+            pathCpuMicrosPerTradeRounds: pathCPU,
             ratiosMedianOfRounds: Dictionary(uniqueKeysWithValues: against.map { ("command_vs_\($0.0)", medianRatio(rates.command, $0.1)) }),
             ratiosByRound: Dictionary(uniqueKeysWithValues: against.map { name, xs in ("command_vs_\(name)", zip(rates.command, xs).map { ratio($0, $1) }) }))
     }
@@ -99,6 +111,9 @@ enum SubmitBench {
         var beforeBinary: String?
         struct CPU: Codable, Sendable { var command: [Double], commandBefore: [Double]? }
         var commandCpuMicrosPerTradeRounds: CPU
+        /// Each path's CPU a trade, every process of it (µs): the service's process (service and clients); the
+        /// daemon and this process's client; the daemon and the command. Steadier than rates on a shared machine.
+        var pathCpuMicrosPerTradeRounds: [String: [Double]]
         var ratiosMedianOfRounds: [String: Double]
         var ratiosByRound: [String: [Double]]
     }
@@ -156,6 +171,16 @@ enum SubmitBench {
             }
         }
 
+        /// The daemon's CPU so far (user + system, µs), from /proc.
+        var cpuMicros: Double {
+            guard let stat = try? String(contentsOfFile: "/proc/\(child.pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return 0 }
+            // Fields after the command's name: state is field 3, utime 14 and stime 15.
+            let f = stat[stat.index(after: close)...].split(separator: " ")
+            guard f.count > 12, let u = Double(f[11]), let s = Double(f[12]) else { return 0 }
+            return (u + s) * 1e6 / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+
         deinit {
             child.signal(SIGTERM)
             if child.wait(seconds: 20) == nil { child.kill9() }
@@ -166,8 +191,9 @@ enum SubmitBench {
     /// `tickwire trade submit --file` of every trade against a fresh daemon: trades acknowledged a second from
     /// the process's start to its exit.
     static func command(file: String, trades: Int, batch: Int, window: Int, config: String, data: String,
-                        binary: String) throws -> (rate: Double, cpuMicrosPerTrade: Double) {
+                        binary: String) throws -> (rate: Double, cpuMicrosPerTrade: Double, pathCPUMicrosPerTrade: Double) {
         let daemon = try Daemon(config: config, data: data)
+        let daemon0 = daemon.cpuMicros
         // The command is the only child reaped while it runs (the daemon is reaped after): the children's usage
         // grows by its own.
         func childrenCPUMicros() -> Double {
@@ -182,17 +208,18 @@ enum SubmitBench {
         guard let status = submit.wait(seconds: 600) else { submit.kill9(); throw BenchError.failed("trade submit did not finish in 600 s") }
         let seconds = Double(tw_monotonic_ns() - t0) / 1e9
         let cpu = childrenCPUMicros() - cpu0
+        let daemonCPU = daemon.cpuMicros - daemon0
         let out = submit.stdout
         var acks = 0
         for line in out.split(separator: "\n") where line.hasPrefix(#"{"id":"#) && line.contains(#"","seq":"#) { acks += 1 }
         guard status == 0, acks == trades else {
             throw BenchError.failed("trade submit exited \(status) with \(acks) of \(trades) acknowledged: \(submit.stderr.suffix(2000)) \(out.suffix(500))")
         }
-        return (Double(trades) / seconds, cpu / Double(trades))
+        return (Double(trades) / seconds, cpu / Double(trades), (cpu + daemonCPU) / Double(trades))
     }
 
     /// One DEALER in this process with the command's shape, from SUBMIT frames encoded before the clock starts.
-    static func preEncoded(trades: Int, batch: Int, window: Int, config: String, data: String) throws -> Double {
+    static func preEncoded(trades: Int, batch: Int, window: Int, config: String, data: String) throws -> (rate: Double, pathCPUMicrosPerTrade: Double) {
         let daemon = try Daemon(config: config, data: data)
         let server = try CurveKeyPair.read(from: KeyStore.serverPath(data))
         let keys = try KeyStore.traderPair(data: data, name: nil)
@@ -203,27 +230,33 @@ enum SubmitBench {
         try socket.setSendHighWaterMark(0)
         try socket.setReceiveHighWaterMark(0)
         try socket.connect(daemon.tradeEndpoint)
+        // Packed as `TradeClient` packs a batch.
         let messages = stride(from: 0, to: trades, by: batch).map { start in
-            (start..<min(trades, start + batch)).map { TradeWire.encodeRequest(request($0)) }
+            let frames = (start..<min(trades, start + batch)).map { TradeWire.encodeRequest(request($0)) }
+            return (count: frames.count, frame: frames.count == 1 ? frames[0] : TradeWire.pack(TradeWire.submitPacked, frames))
         }
         var sent = 0, acked = 0, next = 0
-        let t0 = tw_monotonic_ns()
+        let t0 = tw_monotonic_ns(), cpu0 = E2EBench.processCPUNanos(), daemon0 = daemon.cpuMicros
         while acked < trades {
             while next < messages.count && sent - acked + messages[next].count <= window {
-                try socket.sendMultipart(messages[next])
+                try socket.send(messages[next].frame)
                 sent += messages[next].count
                 next += 1
             }
             guard try socket.waitReadable(timeoutMs: 10_000) else {
                 throw BenchError.failed("no reply within 10 s with \(sent - acked) trades in flight")
             }
-            while let frames = try socket.receiveMultipart(dontWait: true) {
+            while var frames = try socket.receiveMultipart(dontWait: true) {
+                if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
+                    frames = try TradeWire.unpack(frames[0], type: TradeWire.repliesPacked)
+                }
                 for f in frames where f.first != TradeWire.ack {
                     throw BenchError.failed("a trade was not acknowledged: \((try? TradeWire.decodeReply(f)).map { "\($0)" } ?? "\(f)")")
                 }
                 acked += frames.count
             }
         }
-        return Double(trades) * 1e9 / Double(tw_monotonic_ns() - t0)
+        let cpu = Double(E2EBench.processCPUNanos() - cpu0) / 1e3 + daemon.cpuMicros - daemon0
+        return (Double(trades) * 1e9 / Double(tw_monotonic_ns() - t0), cpu / Double(trades))
     }
 }

@@ -54,9 +54,9 @@ public final class TradeClient {
         do { try socket.send(TradeWire.encodeRequest(request)) } catch { throw Self.notSent(error, request.clientOrderID) }
     }
 
-    /// Sends several requests in one message (at most `TradeWire.maxTradesPerMessage`): one CURVE box and one
-    /// round of the service's loop for all of them. Their replies come back together, in the same order. A batch
-    /// of one is the same message `send(_:)` makes.
+    /// Sends several requests in one message (at most `TradeWire.maxTradesPerMessage`), packed in one frame: one
+    /// CURVE box and one round of the service's loop for all of them. Their replies come back together, in the
+    /// same order, packed too. A batch of one is the same message `send(_:)` makes.
     public func send(batch requests: [TradeRequest]) throws {
         try send(encoded: requests.map(EncodedTrade.init))
     }
@@ -65,11 +65,7 @@ public final class TradeClient {
     public func send(encoded trades: some Collection<EncodedTrade>) throws {
         precondition(!trades.isEmpty && trades.count <= TradeWire.maxTradesPerMessage, "a batch holds 1...\(TradeWire.maxTradesPerMessage) trades")
         do {
-            var left = trades.count
-            for t in trades {
-                left -= 1
-                try socket.send(t.frame, more: left > 0)
-            }
+            try socket.send(trades.count == 1 ? trades.first!.frame : TradeWire.pack(TradeWire.submitPacked, trades.lazy.map(\.frame)))
         } catch { throw Self.notSent(error, trades.first!.clientOrderID) }
     }
 
@@ -95,7 +91,10 @@ public final class TradeClient {
                 guard try socket.waitReadable(timeoutMs: timeoutMs) else { return nil }
                 message = try socket.receiveMultipart(dontWait: true)
             }
-            guard let frames = message, !frames.isEmpty else { return nil }
+            guard var frames = message, !frames.isEmpty else { return nil }
+            if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
+                frames = try TradeWire.unpack(frames[0], type: TradeWire.repliesPacked)
+            }
             received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
             receivedHead = 1
             return received[0]

@@ -78,13 +78,17 @@ public enum TradeReply: Sendable, Equatable {
 public enum TradeWire {
     public static let version: UInt8 = 1
     public static let submit: UInt8 = 0x01, ack: UInt8 = 0x02, reject: UInt8 = 0x03
+    /// A batch's SUBMIT frames in one frame, and its replies in one frame (docs/PROTOCOL.md, "Packed batches"):
+    /// ZeroMQ's CURVE seals every frame in its own box, so a batch of 64 frames costs 64 boxes each way, a
+    /// packed one one.
+    public static let submitPacked: UInt8 = 0x04, repliesPacked: UInt8 = 0x05
     public static let maxToken = 32
     public static let maxClientOrderID = 64
-    /// The most SUBMIT frames one request message may carry.
+    /// The most trades one request message may carry (SUBMIT frames, or the frames packed in one).
     public static let maxTradesPerMessage = 1024
     /// The largest frame the trade service accepts: a peer that sends a larger one is disconnected by ZeroMQ
-    /// (ZMQ_MAXMSGSIZE). A SUBMIT frame is at most a few hundred bytes.
-    public static let maxFrameBytes = 16 << 10
+    /// (ZMQ_MAXMSGSIZE). A SUBMIT frame is at most 788 bytes, so a packed frame of 1,024 of them fits.
+    public static let maxFrameBytes = 1 << 20
 
     struct Reader {
         let bytes: [UInt8]
@@ -178,6 +182,42 @@ public enum TradeWire {
         default:
             throw RejectReason(.malformed, "byte 0: unknown reply type \(type)")
         }
+    }
+
+    /// One frame holding `frames` (SUBMIT frames, or replies): type, version, u16 count, then each frame as a u16
+    /// length and its bytes.
+    public static func pack(_ type: UInt8, _ frames: some Collection<[UInt8]>) -> [UInt8] {
+        precondition(frames.count <= Int(UInt16.max))
+        var out: [UInt8] = [type, version, UInt8(frames.count & 0xff), UInt8(frames.count >> 8)]
+        out.reserveCapacity(4 + frames.reduce(0) { $0 + 2 + $1.count })
+        for f in frames {
+            precondition(f.count <= Int(UInt16.max))
+            out.append(UInt8(f.count & 0xff)); out.append(UInt8(f.count >> 8))
+            out.append(contentsOf: f)
+        }
+        return out
+    }
+
+    /// The frames `pack` put in `bytes`. - Throws: `.malformed` naming the byte offset where it is wrong.
+    public static func unpack(_ bytes: [UInt8], type: UInt8) throws(RejectReason) -> [[UInt8]] {
+        var r = Reader(bytes: bytes)
+        guard bytes.count >= 4 else { throw RejectReason(.malformed, "packed frame of \(bytes.count) bytes ends inside its 4-byte header") }
+        guard r.u8() == type else { throw RejectReason(.malformed, "byte 0: not a packed frame (0x0\(type))") }
+        guard r.u8() == version else { throw RejectReason(.malformed, "byte 1: unsupported version") }
+        let count = r.u16()!
+        guard count > 0 else { throw RejectReason(.malformed, "byte 2: a packed frame holds at least one frame") }
+        var frames: [[UInt8]] = []
+        frames.reserveCapacity(Int(count))
+        for i in 0..<Int(count) {
+            let at = r.at
+            guard let n = r.u16(), r.at + Int(n) <= bytes.count else {
+                throw RejectReason(.malformed, "byte \(at): frame \(i + 1) of \(count) runs past the end of the packed frame")
+            }
+            frames.append(Array(bytes[r.at..<r.at + Int(n)]))
+            r.at += Int(n)
+        }
+        guard r.at == bytes.count else { throw RejectReason(.malformed, "byte \(r.at): \(bytes.count - r.at) trailing bytes") }
+        return frames
     }
 
     /// The journaled payload of an accepted trade (version 1): u8 version, u8 side, u16 0, i64 quantity e8,

@@ -199,6 +199,76 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         #expect(try client.submit(tradeOrder("after")) == .ack(clientOrderID: "after", seq: 3, duplicate: false))
     }
 
+    /// A batch packed in one frame is judged as the same frames one a frame would be, and answered in one packed
+    /// frame, in order.
+    @Test func hostileFramesInAPackedBatchAreRejectedInPlaceAndTheRestJournaled() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let socket = try rawDealer(s, ctx)
+        defer { socket.close() }
+        let truncated = Array(TradeWire.encodeRequest(tradeOrder("T1")).prefix(30))
+        _ = try socket.send(TradeWire.pack(TradeWire.submitPacked, [TradeWire.encodeRequest(tradeOrder("G1")), truncated, [0xFF, 0x01],
+                                                                    [], TradeWire.encodeRequest(tradeOrder("G1"))]))
+        let message = try #require(try socket.receiveMultipart())
+        #expect(message.count == 1 && message[0].first == TradeWire.repliesPacked)
+        let replies = try TradeWire.unpack(message[0], type: TradeWire.repliesPacked).map { try TradeWire.decodeReply($0) }
+        #expect(replies.count == 5)
+        #expect(replies[0] == .ack(clientOrderID: "G1", seq: 1, duplicate: false))
+        for (i, needle) in [(1, "runs past the end"), (2, "byte 0"), (3, "byte 0")] {
+            guard case .reject("", let r) = replies[i] else { Issue.record("frame \(i) accepted: \(replies[i])"); continue }
+            #expect(r.code == .malformed && r.text.contains(needle), "frame \(i): \(r.text)")
+        }
+        #expect(replies[4] == .ack(clientOrderID: "G1", seq: 1, duplicate: true))
+        #expect(s.service.counters.malformed == 3 && s.service.counters.accepted == 1)
+
+        // More trades than a message may carry, packed: each is refused, none is journaled.
+        let tooMany = (0...TradeWire.maxTradesPerMessage).map { TradeWire.encodeRequest(tradeOrder("M\($0)")) }
+        _ = try socket.send(TradeWire.pack(TradeWire.submitPacked, tooMany))
+        let refused = try TradeWire.unpack(try #require(try socket.receiveMultipart()).first!, type: TradeWire.repliesPacked)
+        #expect(refused.count == tooMany.count)
+        guard case .reject(_, let why) = try TradeWire.decodeReply(refused[0]) else { Issue.record("an oversized batch was accepted"); return }
+        #expect(why.code == .malformed && why.text.contains("at most \(TradeWire.maxTradesPerMessage)"), "\(why.text)")
+        #expect(s.service.counters.accepted == 1)
+    }
+
+    /// A packed frame whose own structure is broken, cut at any byte, is refused whole: one packed REJECT naming
+    /// the byte, nothing journaled, and the connection still served.
+    @Test func aBrokenPackedFrameIsRefusedWhole() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let socket = try rawDealer(s, ctx)
+        defer { socket.close() }
+        let packed = TradeWire.pack(TradeWire.submitPacked, (0..<3).map { TradeWire.encodeRequest(tradeOrder("P\($0)")) })
+        for n in 1..<packed.count {
+            _ = try socket.send(Array(packed.prefix(n)))
+            let message = try #require(try socket.receiveMultipart(), "\(n) bytes: no reply")
+            let replies = try TradeWire.unpack(message[0], type: TradeWire.repliesPacked).map { try TradeWire.decodeReply($0) }
+            guard replies.count == 1, case .reject("", let why) = replies[0], why.code == .malformed else {
+                Issue.record("\(n) bytes: \(replies)"); continue
+            }
+            #expect(why.text.contains("byte") || why.text.contains("header"), "\(n) bytes: \(why.text)")
+        }
+        #expect(s.service.counters.accepted == 0 && s.service.counters.malformed == packed.count - 1)
+        // The whole frame, on the same connection: three trades journaled.
+        _ = try socket.send(packed)
+        let whole = try TradeWire.unpack(try #require(try socket.receiveMultipart())[0], type: TradeWire.repliesPacked)
+        #expect(try whole.map { try TradeWire.decodeReply($0) } == (0..<3).map { .ack(clientOrderID: "P\($0)", seq: UInt64($0 + 1), duplicate: false) })
+        // The largest batch a client may pack, well over a plain frame's size, is taken.
+        let client = try s.client(ctx)
+        defer { client.close() }
+        let big = (0..<TradeWire.maxTradesPerMessage).map {
+            TradeRequest(desk: String(repeating: "D", count: 32), symbol: String(repeating: "S", count: 32), side: .buy,
+                         quantity: Quantity(e8: 100_000_000), price: Price(e8: 100_000_000), clientOrderID: String(repeating: "x", count: 58) + "\($0 + 100_000)")
+        }
+        try client.send(batch: big)
+        for i in 0..<big.count {
+            let reply = try #require(try client.receive(timeoutMs: 10_000), "reply \(i)")
+            #expect(reply == .ack(clientOrderID: big[i].clientOrderID, seq: UInt64(i + 4), duplicate: false))
+        }
+    }
+
     @Test func manyInFlightFromSeveralClientsAreEachAckedOnce() throws {
         let s = try RunningTradeService()
         defer { s.service.stop() }

@@ -118,14 +118,14 @@ final class ReplicatedState {
 
     /// One request message from a client: its replies, filled as each trade's outcome is known.
     final class Waiting {
-        let envelope: [[UInt8]]
+        let route: TradeService.ReplyRoute
         var replies: [TradeReply?]
         var openSlots = 0
         let received: Int64
         var msgIds: [String] = []
         var clientOrderIDs: [String]
-        init(envelope: [[UInt8]], count: Int, received: Int64) {
-            self.envelope = envelope
+        init(route: TradeService.ReplyRoute, count: Int, received: Int64) {
+            self.route = route
             replies = Array(repeating: nil, count: count)
             clientOrderIDs = Array(repeating: "", count: count)
             self.received = received
@@ -159,11 +159,11 @@ extension TradeService {
     // MARK: Taking submissions
 
     /// Judges a client's message in replicated trading: what can be answered at once is, the rest goes to the log.
-    func handleReplicated(envelope: [[UInt8]], trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
+    func handleReplicated(route: ReplyRoute, trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
         guard let state = replicated else { return }
-        if refuseOversized(envelope, bodies.count, router) { return }
+        if refuseOversized(route, bodies.count, router) { return }
         let received = Nanos.now()
-        let message = ReplicatedState.Waiting(envelope: envelope, count: bodies.count, received: received.rawValue)
+        let message = ReplicatedState.Waiting(route: route, count: bodies.count, received: received.rawValue)
         var delta = Counters()
         for (index, bytes) in bodies.enumerated() {
             guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[index] = $0 }) else { continue }
@@ -219,7 +219,7 @@ extension TradeService {
         }
         count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates }
         if message.openSlots == 0 {
-            reply(router, envelope, message.replies.map { $0! })
+            reply(router, route, message.replies.map { $0! })
         } else {
             state.open.append(message)
         }
@@ -681,7 +681,7 @@ extension TradeService {
         case .ack(_, _, let duplicate): count { if duplicate { $0.duplicates += 1 } else { $0.accepted += 1 } }
         case .reject: count { $0.rejected += 1 }
         }
-        if m.openSlots == 0 { reply(router, m.envelope, m.replies.map { $0! }) }
+        if m.openSlots == 0 { reply(router, m.route, m.replies.map { $0! }) }
     }
 
     /// Refuses what waited longer than the acknowledgement timeout (the cluster lost its quorum, or this daemon
@@ -700,7 +700,7 @@ extension TradeService {
                     count { $0.rejected += 1 }
                 }
                 m.openSlots = 0
-                reply(router, m.envelope, m.replies.map { $0! })
+                reply(router, m.route, m.replies.map { $0! })
             }
             state.openHead += 1
         }

@@ -409,9 +409,16 @@ public final class TradeService: @unchecked Sendable {
         }
     }
 
+    /// Where a request message's replies go: its envelope (routing id, and a REQ client's empty delimiter), and
+    /// whether its trades came packed in one frame (then the replies go back packed too).
+    struct ReplyRoute {
+        var envelope: [[UInt8]]
+        var packed: Bool
+    }
+
     /// A request message waiting for durability: one reply slot per SUBMIT frame, in order.
     struct PendingMessage {
-        var envelope: [[UInt8]]
+        var route: ReplyRoute
         var replies: [TradeReply?]
         var waiting: [(slot: Int, request: TradeRequest, seq: UInt64, duplicate: Bool)]
         var lastSeq: UInt64
@@ -431,28 +438,42 @@ public final class TradeService: @unchecked Sendable {
                     frames.append(part.bytes)
                 }
             } catch { return }
-            // Frames: routing id, [empty delimiter from a REQ client], one or more SUBMIT frames.
+            // Frames: routing id, [empty delimiter from a REQ client], one or more SUBMIT frames or one packed frame.
             let envelopeCount = frames.count >= 3 && frames[1].isEmpty ? 2 : 1
             guard frames.count > envelopeCount else { continue }
-            handle(envelope: Array(frames[..<envelopeCount]), trader: part.metadata("User-Id") ?? "",
-                   bodies: frames[envelopeCount...], router, journal)
+            var route = ReplyRoute(envelope: Array(frames[..<envelopeCount]), packed: false)
+            var bodies = frames[envelopeCount...]
+            if bodies.count == 1, bodies.first!.first == TradeWire.submitPacked {
+                route.packed = true
+                do throws(RejectReason) {
+                    bodies = try TradeWire.unpack(bodies.first!, type: TradeWire.submitPacked)[...]
+                } catch {
+                    // Nothing in it can be trusted to be one trade: one REJECT answers the whole message.
+                    count { $0.malformed += 1; $0.rejected += 1 }
+                    reply(router, route, [.reject(clientOrderID: "", error)])
+                    continue
+                }
+            }
+            handle(route: route, trader: part.metadata("User-Id") ?? "", bodies: bodies, router, journal)
         }
     }
 
-    func reply(_ router: ZMQSocket, _ envelope: [[UInt8]], _ replies: [TradeReply]) {
-        _ = try? router.sendMultipart(envelope + replies.map(TradeWire.encodeReply), dontWait: true)
+    func reply(_ router: ZMQSocket, _ route: ReplyRoute, _ replies: [TradeReply]) {
+        let frames = replies.map(TradeWire.encodeReply)
+        _ = try? router.sendMultipart(route.envelope + (route.packed ? [TradeWire.pack(TradeWire.repliesPacked, frames)] : frames),
+                                      dontWait: true)
     }
 
     /// Judges every SUBMIT frame of one message in order; answers at once when none waits for the disk.
-    private func handle(envelope: [[UInt8]], trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
-        if replicated != nil { return handleReplicated(envelope: envelope, trader: trader, bodies: bodies, router, journal) }
+    private func handle(route: ReplyRoute, trader: String, bodies: ArraySlice<[UInt8]>, _ router: ZMQSocket, _ journal: Journal) {
+        if replicated != nil { return handleReplicated(route: route, trader: trader, bodies: bodies, router, journal) }
         let received = Nanos.now()
-        var message = PendingMessage(envelope: envelope, replies: Array(repeating: nil, count: bodies.count),
+        var message = PendingMessage(route: route, replies: Array(repeating: nil, count: bodies.count),
                                      waiting: [], lastSeq: 0, received: received)
         var delta = Counters()
         // Counted before any reply is sent, so a client that sees its answer also sees it counted.
         func settle() { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
-        if refuseOversized(envelope, bodies.count, router) { return }
+        if refuseOversized(route, bodies.count, router) { return }
         for (slot, bytes) in bodies.enumerated() {
             guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[slot] = $0 }) else { continue }
             func reject(_ reason: RejectReason) {
@@ -494,18 +515,18 @@ public final class TradeService: @unchecked Sendable {
         }
         settle()
         if message.waiting.isEmpty {
-            reply(router, envelope, message.replies.map { $0! })
+            reply(router, route, message.replies.map { $0! })
         } else {
             pending.append(message)
         }
     }
 
     /// A message with more SUBMIT frames than allowed is refused whole (returns true when it was).
-    func refuseOversized(_ envelope: [[UInt8]], _ count: Int, _ router: ZMQSocket) -> Bool {
+    func refuseOversized(_ route: ReplyRoute, _ count: Int, _ router: ZMQSocket) -> Bool {
         guard count > TradeWire.maxTradesPerMessage else { return false }
         self.count { $0.malformed += count; $0.rejected += count }
         let why = RejectReason(.malformed, "a message carries at most \(TradeWire.maxTradesPerMessage) trades, this one \(count)")
-        reply(router, envelope, Array(repeating: .reject(clientOrderID: "", why), count: count))
+        reply(router, route, Array(repeating: .reject(clientOrderID: "", why), count: count))
         return true
     }
 
@@ -583,7 +604,7 @@ public final class TradeService: @unchecked Sendable {
                 }
             }
             if accepted + rejected > 0 { count { $0.accepted += accepted; $0.rejected += rejected } }
-            reply(router, m.envelope, replies.map { $0! })
+            reply(router, m.route, replies.map { $0! })
         }
         while pendingHead < pending.count, pending[pendingHead].lastSeq <= durable {
             answer(pending[pendingHead])
