@@ -1,9 +1,9 @@
 import TickwireCore
 
-/// Sends trades through a `TradeClient` and hands back one final outcome per client order id, resending the
-/// same id after no reply or after a refusal that says "not now" (REJECT 7, the replicated log unavailable): an
-/// id names one trade, so a resend never makes a second one, and through a replicated pair it reaches whichever
-/// daemon is up. Used by `tickwire trade submit`, the replicated tests' client and the failover bench.
+/// Sends trades through a `TradeClient` and hands back one final outcome per trade sent, resending the same id
+/// after no reply or after a refusal that says "not now" (REJECT 7, the replicated log unavailable): an id names
+/// one trade, so a resend never makes a second one, and through a replicated pair it reaches whichever daemon is
+/// up. Used by `tickwire trade submit`, the replicated tests' client and the failover bench.
 ///
 /// Not thread-safe: one thread drives it, as it drives its `TradeClient`.
 public final class RetryingSubmitter {
@@ -53,8 +53,17 @@ public final class RetryingSubmitter {
         let giveUpAt: Int64
         /// Due because it was refused for now (counted in `refusedAndResent`), not for want of a reply.
         var refused = false
+        /// Its final outcome has been handed out (it leaves `queue` once every trade sent before it has too).
+        var done = false
     }
-    private var pending: [String: Pending] = [:]
+    /// The trades sent, in the order they were first sent, from `head` on; those before `head` are done. Replies
+    /// come back in this order nearly always (one message's replies together and in order, messages in the
+    /// journal's order), so a reply is matched by comparing its id with the first trades not done, without
+    /// hashing any id: thousands are in flight, and hashing each id twice was the largest part of this thread's
+    /// bookkeeping.
+    private var queue: [Pending] = []
+    private var head = 0
+    private var live = 0
     /// The outstanding trades are scanned for resends and give-ups at most this often, not on every reply (a
     /// scan is O(outstanding), and `trade submit --file` keeps thousands in flight).
     private let scanIntervalNanos: Int64
@@ -68,11 +77,11 @@ public final class RetryingSubmitter {
     }
 
     /// Trades sent and not yet finally answered.
-    public var outstanding: Int { pending.count }
-    public func isOutstanding(_ clientOrderID: String) -> Bool { pending[clientOrderID] != nil }
+    public var outstanding: Int { live }
 
-    /// Sends `requests`, up to `batch` in a message. Each is outstanding from now (a resend of an outstanding id
-    /// keeps its first give-up time), also when the send throws: it is then resent after `resendAfterMs`.
+    /// Sends `requests`, up to `batch` in a message. Each is outstanding from now, also when the send throws: it
+    /// is then resent after `resendAfterMs`. Each gets its own outcome, also one that repeats an id still
+    /// outstanding (the daemon answers it with the first's sequence, as a retry).
     /// - Throws: `TradeServiceError.zmq` when the socket refuses the message.
     public func send(_ requests: [TradeRequest], batch: Int = 1) throws {
         try send(encoded: requests.map(EncodedTrade.init), batch: batch)
@@ -83,15 +92,8 @@ public final class RetryingSubmitter {
         let now = Nanos.now().rawValue
         let resendAt = now + Int64(policy.resendAfterMs ?? Int.max / 2_000_000) * 1_000_000
         let giveUpAt = now + Int64(policy.giveUpAfterMs) * 1_000_000
-        // One hash of the id a trade (a resend keeps the first give-up time): thousands are in flight, and the
-        // id's hashing was most of this thread's time.
-        for t in trades {
-            modify(&pending[t.clientOrderID, default: Pending(trade: t, resendAt: resendAt, giveUpAt: giveUpAt)]) { p in
-                p.trade = t
-                p.resendAt = resendAt
-                p.refused = false
-            }
-        }
+        for t in trades { queue.append(Pending(trade: t, resendAt: resendAt, giveUpAt: giveUpAt)) }
+        live += trades.count
         try transmit(trades, batch: batch)
     }
 
@@ -104,8 +106,34 @@ public final class RetryingSubmitter {
         }
     }
 
+    /// The first outstanding trade with this id (a late reply, to a trade already answered, finds none).
+    private func match(_ id: String) -> Int? {
+        var i = head
+        while i < queue.count {
+            if !queue[i].done && queue[i].trade.clientOrderID == id { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Marks trade `i` answered (indices stay valid until `compact`).
+    private func finish(_ i: Int) {
+        queue[i].done = true
+        live -= 1
+        while head < queue.count && queue[head].done { head += 1 }
+    }
+
+    /// Drops the answered trades at the front now and then (under a steady stream the queue may never empty).
+    private func compact() {
+        if head == queue.count {
+            queue.removeAll(keepingCapacity: true); head = 0
+        } else if head >= 4096 && head * 2 >= queue.count {
+            queue.removeFirst(head); head = 0
+        }
+    }
+
     /// Gives up on the trades past their time and resends those due, then waits up to `timeoutMs` for replies
-    /// and hands every final outcome to `body` (a late reply to an id already answered is dropped).
+    /// and hands every final outcome to `body` (a late reply to a trade already answered is dropped).
     /// - Returns: whether a reply arrived.
     /// - Throws: `TradeServiceError.zmq`.
     @discardableResult
@@ -114,25 +142,26 @@ public final class RetryingSubmitter {
         if now >= nextScan {
             nextScan = now + scanIntervalNanos
             var due: [EncodedTrade] = []
-            for (id, p) in pending {
-                if p.giveUpAt <= now {
-                    pending[id] = nil
+            var i = head
+            while i < queue.count {
+                defer { i += 1 }
+                if queue[i].done { continue }
+                if queue[i].giveUpAt <= now {
+                    let id = queue[i].trade.clientOrderID
+                    finish(i)
                     body(.noReply(clientOrderID: id, milliseconds: policy.giveUpAfterMs))
-                } else if policy.resendAfterMs != nil && p.resendAt <= now {
-                    due.append(p.trade)
+                } else if let after = policy.resendAfterMs, queue[i].resendAt <= now {
+                    if queue[i].refused { refusedAndResent += 1 } else { resends += 1 }
+                    queue[i].refused = false
+                    queue[i].resendAt = now + Int64(after) * 1_000_000
+                    due.append(queue[i].trade)
                 }
             }
-            if !due.isEmpty {
-                for r in due {
-                    if pending[r.clientOrderID]!.refused { refusedAndResent += 1 } else { resends += 1 }
-                    pending[r.clientOrderID]!.refused = false
-                    pending[r.clientOrderID]!.resendAt = now + Int64(policy.resendAfterMs!) * 1_000_000
-                }
-                // A failed resend is tried again at the next due time, like a lost one.
-                try? transmit(due, batch: TradeWire.maxTradesPerMessage)
-            }
+            compact()
+            // A failed resend is tried again at the next due time, like a lost one.
+            if !due.isEmpty { try? transmit(due, batch: TradeWire.maxTradesPerMessage) }
         }
-        if pending.isEmpty && timeoutMs != 0 { return false }
+        if live == 0 && timeoutMs != 0 { return false }
         let untilScan = Int((nextScan - now + 999_999) / 1_000_000)
         let wait = timeoutMs < 0 ? untilScan : min(timeoutMs, untilScan)
         guard let first = try client.receive(timeoutMs: max(0, wait)) else { return false }
@@ -140,27 +169,25 @@ public final class RetryingSubmitter {
         // Replies that came in the same message are handed out now; the socket is not read again, so that a
         // caller keeping a window in flight sends more as soon as there is room.
         while let r = reply {
-            now = Nanos.now().rawValue
-            if var p = pending.removeValue(forKey: r.clientOrderID) {
-                if case .reject(_, let why) = r, policy.resendAfterMs != nil, policy.transient.contains(why.code), now < p.giveUpAt {
-                    p.refused = true
-                    p.resendAt = now + Int64(policy.resendRefusedAfterMs) * 1_000_000
-                    nextScan = min(nextScan, p.resendAt)
-                    pending[r.clientOrderID] = p
+            if let i = match(r.clientOrderID) {
+                now = Nanos.now().rawValue
+                if case .reject(_, let why) = r, policy.resendAfterMs != nil, policy.transient.contains(why.code), now < queue[i].giveUpAt {
+                    queue[i].refused = true
+                    queue[i].resendAt = now + Int64(policy.resendRefusedAfterMs) * 1_000_000
+                    nextScan = min(nextScan, queue[i].resendAt)
                 } else {
+                    finish(i)
                     body(.replied(r))
                 }
             }
             reply = client.hasBufferedReply ? try client.receive(timeoutMs: 0) : nil
         }
+        compact()
         return true
     }
 
     /// Polls until fewer than `limit` trades are outstanding (0: until none is).
     public func drain(untilBelow limit: Int = 1, _ body: (Outcome) -> Void) throws {
-        while pending.count >= max(1, limit) { try poll(timeoutMs: -1, body) }
+        while live >= max(1, limit) { try poll(timeoutMs: -1, body) }
     }
 }
-
-/// Runs `body` on a value in place (a dictionary's `[key, default:]` accessor: one lookup to insert or change).
-@inline(__always) private func modify<T>(_ value: inout T, _ body: (inout T) -> Void) { body(&value) }

@@ -84,16 +84,16 @@ public enum TradeLine {
     struct Fields {
         static let names = ["desk", "symbol", "side", "qty", "price", "id"]
         static let nameBytes = names.map { Array($0.utf8) }
-        var values = [Value?](repeating: nil, count: 6)
+        // Inline, not arrays: a line allocates only its frame.
+        var values = InlineArray<6, Value?>(repeating: nil)
         /// Fields given as something other than a string or a number (an object, an array, true, false, null).
-        var nonScalar = [Bool](repeating: false, count: 6)
+        var nonScalar = InlineArray<6, Bool>(repeating: false)
 
         func encode(_ line: UnsafeBufferPointer<UInt8>) throws(TradeInputError) -> EncodedTrade {
-            var v: [Value] = []
-            v.reserveCapacity(6)
+            var v = InlineArray<6, Value>(repeating: Value(range: 0..<0))
             for i in 0..<6 {
                 guard let value = values[i], !nonScalar[i] else { throw TradeInputError("missing or non-scalar \"\(Fields.names[i])\"") }
-                v.append(value)
+                v[i] = value
             }
             if let fast = plain(v, line) { return fast }
             let request = try TradeRequest(desk: v[0].text(line), symbol: v[1].text(line), side: v[2].text(line),
@@ -102,7 +102,7 @@ public enum TradeLine {
         }
 
         /// The frame of plain fields, built from the line's bytes; nil for anything else (then the slow path decides).
-        private func plain(_ v: [Value], _ line: UnsafeBufferPointer<UInt8>) -> EncodedTrade? {
+        private func plain(_ v: borrowing InlineArray<6, Value>, _ line: UnsafeBufferPointer<UInt8>) -> EncodedTrade? {
             guard let side = v[2].withBytes(line, Self.side), let qty = v[3].withBytes(line, Self.decimalE8), qty > 0,
                   let price = v[4].withBytes(line, Self.decimalE8), price > 0,
                   v[0].withBytes(line, { Self.isToken($0) }), v[1].withBytes(line, { Self.isToken($0) }),
@@ -111,9 +111,8 @@ public enum TradeLine {
             frame.reserveCapacity(23 + 32 + 32 + 64)
             TradeWire.put(UInt64(bitPattern: qty), &frame)
             TradeWire.put(UInt64(bitPattern: price), &frame)
-            for i in [0, 1, 5] {
-                v[i].withBytes(line) { b in frame.append(UInt8(b.count)); frame.append(contentsOf: b) }
-            }
+            func short(_ value: Value) { value.withBytes(line) { b in frame.append(UInt8(b.count)); frame.append(contentsOf: b) } }
+            short(v[0]); short(v[1]); short(v[5])
             return EncodedTrade(frame: frame, clientOrderID: v[5].text(line))
         }
 

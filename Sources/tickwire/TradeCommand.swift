@@ -126,56 +126,84 @@ func makeRequest(desk: String, symbol: String, side: String, qty: String, price:
 /// Standard output as one JSON object a line, written in large blocks (a file's acknowledgements are many short
 /// lines) and whenever the caller is about to wait.
 final class OutputLines {
-    private var buffer: [UInt8] = []
+    private static let capacity = 1 << 16
+    private let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: OutputLines.capacity)
+    private var count = 0
     private var first = true
 
-    init() { buffer.reserveCapacity(1 << 16) }
+    deinit { buffer.deallocate() }
 
     /// Appends `{…}` and a newline, the fields written by `body`.
     func line(_ body: (OutputLines) -> Void) {
-        buffer.append(UInt8(ascii: "{"))
+        byte(UInt8(ascii: "{"))
         first = true
         body(self)
-        buffer.append(contentsOf: "}\n".utf8)
-        if buffer.count >= 1 << 16 { flush() }
+        byte(UInt8(ascii: "}")); byte(UInt8(ascii: "\n"))
+        if count >= Self.capacity / 2 { flush() }
     }
 
     func field(_ key: StaticString, _ value: UInt64) {
         name(key)
-        FixedPoint.appendUnsigned(value, to: &buffer)
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: room for 20 digits
+        withUnsafeMutableBytes(of: &digits) { d in
+            var v = value, i = d.count
+            repeat { i -= 1; d[i] = UInt8(ascii: "0") + UInt8(v % 10); v /= 10 } while v > 0
+            append(UnsafeRawBufferPointer(rebasing: d[i...]))
+        }
     }
 
     func field(_ key: StaticString, _ value: String) {
         name(key)
-        // Client order ids are printable ASCII without quotes or backslashes: most values need no escaping.
-        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) {
-            buffer.append(UInt8(ascii: "\""))
-            buffer.append(contentsOf: value.utf8)
-            buffer.append(UInt8(ascii: "\""))
-        } else {
-            buffer.append(contentsOf: TradeWire.jsonQuoted(value).utf8)
+        var value = value
+        value.withUTF8 { b in
+            // Client order ids are printable ASCII without quotes or backslashes: most values need no escaping.
+            if b.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) {
+                byte(UInt8(ascii: "\""))
+                append(UnsafeRawBufferPointer(b))
+                byte(UInt8(ascii: "\""))
+            } else {
+                var quoted = TradeWire.jsonQuoted(String(decoding: b, as: UTF8.self))
+                quoted.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+            }
         }
     }
 
     private func name(_ key: StaticString) {
-        if !first { buffer.append(UInt8(ascii: ",")) }
+        if !first { byte(UInt8(ascii: ",")) }
         first = false
-        buffer.append(UInt8(ascii: "\""))
-        buffer.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
-        buffer.append(contentsOf: "\":".utf8)
+        byte(UInt8(ascii: "\""))
+        append(UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        byte(UInt8(ascii: "\"")); byte(UInt8(ascii: ":"))
+    }
+
+    @inline(__always) private func byte(_ b: UInt8) {
+        if count == Self.capacity { flush() }
+        buffer[count] = b
+        count += 1
+    }
+
+    private func append(_ b: UnsafeRawBufferPointer) {
+        if count + b.count > Self.capacity {
+            flush()
+            if b.count > Self.capacity { return write(b) }
+        }
+        if let base = b.baseAddress { (buffer + count).update(from: base.assumingMemoryBound(to: UInt8.self), count: b.count) }
+        count += b.count
     }
 
     /// Writes what is buffered (a closed or full output loses it, as `print` would).
     func flush() {
-        buffer.withUnsafeBytes { b in
-            var done = 0
-            while done < b.count {
-                let n = write(STDOUT_FILENO, b.baseAddress! + done, b.count - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { break }
-                done += n
-            }
+        write(UnsafeRawBufferPointer(start: buffer, count: count))
+        count = 0
+    }
+
+    private func write(_ b: UnsafeRawBufferPointer) {
+        var done = 0
+        while done < b.count {
+            let n = Glibc.write(STDOUT_FILENO, b.baseAddress! + done, b.count - done)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
         }
-        buffer.removeAll(keepingCapacity: true)
     }
 }

@@ -60,6 +60,18 @@ import Glibc
         #expect(Set(seqs).count == 150, "every trade acknowledged once with its own sequence")
         let second = try run()
         for i in 0..<150 { #expect(second["f-\(i)"] as? Int == first["f-\(i)"] as? Int, "a retry returns the original sequence") }
+        // An id repeated in a file, in one batch and in the next: one line of output a line of input, the repeats
+        // answered with the first one's sequence.
+        let repeated = data + "/repeated.jsonl"
+        let trade = { (id: String) in #"{"desk":"DESK7","symbol":"AAPL","side":"buy","qty":1,"price":"\#(price)","id":"\#(id)"}"# }
+        try [trade("r-1"), trade("r-1"), trade("r-2"), trade("r-1")].joined(separator: "\n").write(toFile: repeated, atomically: true, encoding: .utf8)
+        let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)",
+                                            "--file", repeated, "--batch", "2"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = r.stdout.split(separator: "\n")
+        #expect(out.count == 4, "\(r.stdout)")
+        let r1 = out.filter { $0.contains(#""id":"r-1""#) }
+        #expect(r1.count == 3 && Set(r1).count == 1, "\(r.stdout)")
     }
 
     @Test func pythonTradeClientWrittenFromTheProtocolGetsTheSameAcknowledgements() throws {
