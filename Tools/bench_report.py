@@ -316,6 +316,24 @@ def rows_submit(d, cmd, date):
                    f"{vs_sqlite:,.0f}× SQLite",
              goal="≥ 0.8× the service; ≥ 20× SQLite (issue 17)",
              status=f"service: {status(vs_service >= 0.8)}; SQLite: {status(vs_sqlite >= 20)}", date=date, command=cmd),
+    ] + rows_submit_cpu(d, cmd, date)
+
+
+def rows_submit_cpu(d, cmd, date):
+    """Each path's CPU a trade, every process of it: steadier than rates on a shared machine."""
+    paths = d.get("path_cpu_micros_per_trade_rounds")
+    if not paths or "service_in_process" not in paths:
+        return []
+    med = {k: sorted(v)[len(v) // 2] for k, v in paths.items()}
+    per_round = [s / c for s, c in zip(paths["service_in_process"], paths["command"])]
+    return [
+        dict(id="journal.trade_submit_cpu",
+             measure="CPU a trade of the whole path (every process: the command and the daemon; the service and its clients)",
+             value=f"command path {med['command']:.2f} µs (the command {sorted(d['command_cpu_micros_per_trade_rounds']['command'])[len(per_round) // 2]:.2f})",
+             baseline=f"same rounds: the service in process {med['service_in_process']:.2f} µs; the daemon with the pre-encoded client "
+                      f"{med['daemon_pre_encoded']:.2f} µs",
+             ratio=f"service ÷ command path {sorted(per_round)[len(per_round) // 2]:.2f}× (rounds {min(per_round):.2f}–{max(per_round):.2f})",
+             goal="—", status="diagnostic", date=date, command=cmd),
     ]
 
 
@@ -406,7 +424,7 @@ def render(by_component, env, fresh_suites, note):
     w("")
     w("## Environment")
     w("")
-    w(f"Fresh in this page ({', '.join(fresh_suites) or 'none'}), measured {env.get('date_utc', '?')} UTC on:")
+    w(f"Fresh in this page ({', '.join(fresh_suites) or 'none'}), each row dated by its suite's last run; the machine as of {env.get('date_utc', '?')} UTC:")
     w("")
     w("| | |")
     w("| --- | --- |")
