@@ -91,11 +91,12 @@ public final class TradeClient {
                 guard try socket.waitReadable(timeoutMs: timeoutMs) else { return nil }
                 message = try socket.receiveMultipart(dontWait: true)
             }
-            guard var frames = message, !frames.isEmpty else { return nil }
+            guard let frames = message, !frames.isEmpty else { return nil }
             if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
-                frames = try TradeWire.unpack(frames[0], type: TradeWire.repliesPacked)
+                received = try TradeWire.decodeReplies(packed: frames[0])
+            } else {
+                received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
             }
-            received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
             receivedHead = 1
             return received[0]
         } catch let e as ZMQError {

@@ -71,6 +71,7 @@ public enum TradeLine {
     struct Value {
         var range: Range<Int>
         var decoded: [UInt8]?
+        var count: Int { decoded?.count ?? range.count }
         func text(_ line: UnsafeBufferPointer<UInt8>) -> String {
             decoded.map { String(decoding: $0, as: UTF8.self) } ?? String(decoding: UnsafeBufferPointer(rebasing: line[range]), as: UTF8.self)
         }
@@ -107,12 +108,23 @@ public enum TradeLine {
                   let price = v[4].withBytes(line, Self.decimalE8), price > 0,
                   v[0].withBytes(line, { Self.isToken($0) }), v[1].withBytes(line, { Self.isToken($0) }),
                   v[5].withBytes(line, Self.isClientOrderID) else { return nil }
-            var frame: [UInt8] = [TradeWire.submit, TradeWire.version, side.rawValue, 0]
-            frame.reserveCapacity(23 + 32 + 32 + 64)
-            TradeWire.put(UInt64(bitPattern: qty), &frame)
-            TradeWire.put(UInt64(bitPattern: price), &frame)
-            func short(_ value: Value) { value.withBytes(line) { b in frame.append(UInt8(b.count)); frame.append(contentsOf: b) } }
-            short(v[0]); short(v[1]); short(v[5])
+            // One allocation of the frame's exact size, written in place.
+            let length = 23 + v[0].count + v[1].count + v[5].count
+            let frame = [UInt8](unsafeUninitializedCapacity: length) { out, initialized in
+                out[0] = TradeWire.submit; out[1] = TradeWire.version; out[2] = side.rawValue; out[3] = 0
+                UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: qty).littleEndian, toByteOffset: 4, as: UInt64.self)
+                UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: price).littleEndian, toByteOffset: 12, as: UInt64.self)
+                var at = 20
+                func short(_ value: Value) {
+                    value.withBytes(line) { b in
+                        out[at] = UInt8(b.count)
+                        _ = UnsafeMutableBufferPointer(rebasing: out[at + 1..<at + 1 + b.count]).initialize(from: b)
+                        at += 1 + b.count
+                    }
+                }
+                short(v[0]); short(v[1]); short(v[5])
+                initialized = at
+            }
             return EncodedTrade(frame: frame, clientOrderID: v[5].text(line))
         }
 

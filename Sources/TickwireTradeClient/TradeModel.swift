@@ -93,17 +93,20 @@ public enum TradeWire {
     struct Reader {
         let bytes: [UInt8]
         var at = 0
-        mutating func u8() -> UInt8? { guard at < bytes.count else { return nil }; at += 1; return bytes[at - 1] }
+        /// Where this reader's frame ends (a frame packed in a larger one ends before `bytes` does).
+        var end: Int
+        init(bytes: [UInt8], at: Int = 0, end: Int? = nil) { self.bytes = bytes; self.at = at; self.end = end ?? bytes.count }
+        mutating func u8() -> UInt8? { guard at < end else { return nil }; at += 1; return bytes[at - 1] }
         mutating func u16() -> UInt16? { guard let lo = u8(), let hi = u8() else { return nil }; return UInt16(lo) | UInt16(hi) << 8 }
         mutating func u64() -> UInt64? {
-            guard at + 8 <= bytes.count else { return nil }
+            guard at + 8 <= end else { return nil }
             var v: UInt64 = 0
             for i in 0..<8 { v |= UInt64(bytes[at + i]) << (8 * UInt64(i)) }
             at += 8
             return v
         }
         mutating func text(length: Int) -> String? {
-            guard at + length <= bytes.count else { return nil }
+            guard at + length <= end else { return nil }
             defer { at += length }
             return String(decoding: bytes[at..<at + length], as: UTF8.self)
         }
@@ -166,9 +169,13 @@ public enum TradeWire {
     }
 
     public static func decodeReply(_ bytes: [UInt8]) throws(RejectReason) -> TradeReply {
-        var r = Reader(bytes: bytes)
+        try decodeReply(Reader(bytes: bytes))
+    }
+
+    static func decodeReply(_ reader: Reader) throws(RejectReason) -> TradeReply {
+        var r = reader
         guard let type = r.u8(), let v = r.u8(), v == version, let flags = r.u8(), let _ = r.u8() else {
-            throw RejectReason(.malformed, "reply of \(bytes.count) bytes is too short or of another version")
+            throw RejectReason(.malformed, "reply of \(r.end - reader.at) bytes is too short or of another version")
         }
         switch type {
         case ack:
@@ -188,32 +195,48 @@ public enum TradeWire {
     /// length and its bytes.
     public static func pack(_ type: UInt8, _ frames: some Collection<[UInt8]>) -> [UInt8] {
         precondition(frames.count <= Int(UInt16.max))
-        var out: [UInt8] = [type, version, UInt8(frames.count & 0xff), UInt8(frames.count >> 8)]
-        out.reserveCapacity(4 + frames.reduce(0) { $0 + 2 + $1.count })
-        for f in frames {
-            precondition(f.count <= Int(UInt16.max))
-            out.append(UInt8(f.count & 0xff)); out.append(UInt8(f.count >> 8))
-            out.append(contentsOf: f)
+        // One allocation of the exact size, written in place.
+        return [UInt8](unsafeUninitializedCapacity: 4 + frames.reduce(0) { $0 + 2 + $1.count }) { out, initialized in
+            out[0] = type; out[1] = version; out[2] = UInt8(frames.count & 0xff); out[3] = UInt8(frames.count >> 8)
+            var at = 4
+            for f in frames {
+                precondition(f.count <= Int(UInt16.max))
+                out[at] = UInt8(f.count & 0xff); out[at + 1] = UInt8(f.count >> 8)
+                _ = UnsafeMutableBufferPointer(rebasing: out[at + 2..<at + 2 + f.count]).initialize(from: f)
+                at += 2 + f.count
+            }
+            initialized = at
         }
-        return out
     }
 
     /// The frames `pack` put in `bytes`. - Throws: `.malformed` naming the byte offset where it is wrong.
     public static func unpack(_ bytes: [UInt8], type: UInt8) throws(RejectReason) -> [[UInt8]] {
+        try unpackRanges(bytes, type: type).map { Array(bytes[$0]) }
+    }
+
+    /// The replies in a packed reply frame, decoded where they lie. - Throws: `.malformed`.
+    public static func decodeReplies(packed bytes: [UInt8]) throws(RejectReason) -> [TradeReply] {
+        var replies: [TradeReply] = []
+        for r in try unpackRanges(bytes, type: repliesPacked) { replies.append(try decodeReply(Reader(bytes: bytes, at: r.lowerBound, end: r.upperBound))) }
+        return replies
+    }
+
+    /// Where each frame lies in a packed frame.
+    static func unpackRanges(_ bytes: [UInt8], type: UInt8) throws(RejectReason) -> [Range<Int>] {
         var r = Reader(bytes: bytes)
         guard bytes.count >= 4 else { throw RejectReason(.malformed, "packed frame of \(bytes.count) bytes ends inside its 4-byte header") }
         guard r.u8() == type else { throw RejectReason(.malformed, "byte 0: not a packed frame (0x0\(type))") }
         guard r.u8() == version else { throw RejectReason(.malformed, "byte 1: unsupported version") }
         let count = r.u16()!
         guard count > 0 else { throw RejectReason(.malformed, "byte 2: a packed frame holds at least one frame") }
-        var frames: [[UInt8]] = []
+        var frames: [Range<Int>] = []
         frames.reserveCapacity(Int(count))
         for i in 0..<Int(count) {
             let at = r.at
             guard let n = r.u16(), r.at + Int(n) <= bytes.count else {
                 throw RejectReason(.malformed, "byte \(at): frame \(i + 1) of \(count) runs past the end of the packed frame")
             }
-            frames.append(Array(bytes[r.at..<r.at + Int(n)]))
+            frames.append(r.at..<r.at + Int(n))
             r.at += Int(n)
         }
         guard r.at == bytes.count else { throw RejectReason(.malformed, "byte \(r.at): \(bytes.count - r.at) trailing bytes") }

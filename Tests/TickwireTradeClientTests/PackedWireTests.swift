@@ -20,6 +20,22 @@ import TickwireTradeClient
         #expect(try TradeWire.unpack(TradeWire.pack(TradeWire.repliesPacked, odd), type: TradeWire.repliesPacked) == odd)
     }
 
+    @Test func repliesDecodeWhereTheyLie() throws {
+        let replies: [TradeReply] = [.ack(clientOrderID: "a-1", seq: 7, duplicate: false),
+                                     .reject(clientOrderID: "a-2", RejectReason(.invalidField, "quantity must be positive")),
+                                     .ack(clientOrderID: "a-1", seq: 7, duplicate: true)]
+        let packed = TradeWire.pack(TradeWire.repliesPacked, replies.map(TradeWire.encodeReply))
+        #expect(try TradeWire.decodeReplies(packed: packed) == replies)
+        for n in 0..<packed.count {
+            #expect(throws: RejectReason.self, "\(n) bytes") { _ = try TradeWire.decodeReplies(packed: Array(packed.prefix(n))) }
+        }
+        // A reply cut inside its own frame is refused, not read on into the next one.
+        var short = TradeWire.encodeReply(replies[0]); short.removeLast()
+        #expect(throws: RejectReason.self) {
+            _ = try TradeWire.decodeReplies(packed: TradeWire.pack(TradeWire.repliesPacked, [short, TradeWire.encodeReply(replies[1])]))
+        }
+    }
+
     @Test func everyCutIsRefused() {
         let packed = TradeWire.pack(TradeWire.submitPacked, frames)
         for n in 0..<packed.count {
