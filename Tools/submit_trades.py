@@ -99,7 +99,7 @@ def main():
     ap.add_argument("--trader", help="trader key keys/traders/NAME.key (default: the first)")
     ap.add_argument("--connect", default="tcp://127.0.0.1:5557")
     ap.add_argument("--batch", type=int, default=64, help=f"trades a message (packed in one frame), 1..{MAX_PER_MESSAGE}")
-    ap.add_argument("--window", type=int, default=4096, help="most trades in flight")
+    ap.add_argument("--window", type=int, default=8192, help="most trades in flight")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a reply")
     args = ap.parse_args()
     if not 1 <= args.batch <= MAX_PER_MESSAGE:

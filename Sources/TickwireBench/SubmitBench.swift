@@ -21,14 +21,14 @@ import TickwireZMQ
 /// Each daemon runs the simulator at one event a second (idle), risk limits off, and the trades are in a symbol
 /// it does not simulate (no price collar), so every trade is acknowledged.
 ///
-/// Parameters (`key=value`): `trades` (200000), `batch` (64) and `window` (4096): the command's defaults,
+/// Parameters (`key=value`): `trades` (200000), `batch` (64) and `window` (8192): the command's defaults,
 /// `service_clients` (4), `service_batch` (32), `sqlite_records` (3000), `before_binary` (none), `only` (`command`:
 /// the command alone, e.g. under perf; the ratios then mean nothing).
 enum SubmitBench {
     static func run(_ options: BenchOptions) throws -> Result {
         let p = options.parameters
         func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
-        let trades = param("trades", 200_000), batch = param("batch", 64), window = param("window", 4096)
+        let trades = param("trades", 200_000), batch = param("batch", 64), window = param("window", 8192)
         // `only=command`: the command alone (e.g. under perf).
         let only = p["only"]
         let root = options.directory + "/submit-bench-\(getpid())"

@@ -30,7 +30,7 @@ struct TradeCommand: ParsableCommand {
         @Option(help: "The trade endpoint, or the endpoints of a replicated pair separated by commas (A,B).") var connect = "tcp://127.0.0.1:5557"
         @Option(help: "Data directory holding keys/ (the server's public key and the trader's pair).") var data = "./tickwire-data"
         @Option(help: "Trader key to use (keys/traders/NAME.key); default: the first.") var trader: String?
-        @Option(help: "Most trades in flight at once.") var window = 4096
+        @Option(help: "Most trades in flight at once.") var window = 8192
         @Option(help: "Most trades sent in one message (--file).") var batch = 64
         @Option(help: "Give up on a reply after this many milliseconds.") var timeoutMs = 10_000
         @Option(help: "Resend (same id) a trade with no reply after this many milliseconds, or refused because the replicated log was unavailable. Default: 2000 with several --connect endpoints, else never.") var retryMs: Int?
