@@ -360,6 +360,8 @@ public final class Daemon: @unchecked Sendable {
                                "Replicated trading: times the journal was rolled back because the log no longer held what had been applied from it."))
             s.counters.append(("tickwire_trades_replication_spot_mismatches_total", ("", ""), UInt64(t.spotMismatches),
                                "Replicated trading: once-a-second reads of the last applied record that the stream's leader did not bear out."))
+            s.counters.append(("tickwire_trades_replication_putback_files_damaged_total", ("", ""), UInt64(t.putBackFilesDamaged),
+                               "Replicated trading: put-back files found damaged at a start (their trades are in journal/quarantine/, to check with tickwire audit)."))
             s.gauges += [
                 ("tickwire_trades_replication_applied", Double(r.applied), "Replicated trading: the last sequence of the log applied to the journal."),
                 ("tickwire_trades_replication_ready", r.ready ? 1 : 0, "Replicated trading: 1 while caught up with the log and taking trades."),

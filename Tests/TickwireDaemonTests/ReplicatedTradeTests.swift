@@ -18,6 +18,7 @@ import TickwireZMQ
         let dirs: [String]
         let tradePorts: [Int]
         let pubPorts: [Int]
+        let metricsPorts: [Int]
         private(set) var daemons: [ChildProcess?]
         /// Each node's log lines from the processes it ran before the current one (kept across kills).
         private(set) var pastLogs: [String]
@@ -35,6 +36,7 @@ import TickwireZMQ
             dirs = names.enumerated().map { dataDirectories[$0.offset] ?? temporaryDirectory("pair-\($0.element)") }
             tradePorts = names.map { _ in freePort() }
             pubPorts = names.map { _ in freePort() }
+            metricsPorts = names.map { _ in freePort() }
             daemons = names.map { _ in nil }
             pastLogs = names.map { _ in "" }
             for (i, node) in names.enumerated() {
@@ -45,7 +47,7 @@ import TickwireZMQ
                 endpoint = "tcp://127.0.0.1:\(pubPorts[i])"
                 \(publishNATS ? "[publish.nats]\nservers = \"\(cluster.urls)\"" : "")
                 [metrics]
-                endpoint = "127.0.0.1:\(freePort())"
+                endpoint = "127.0.0.1:\(metricsPorts[i])"
                 [trades]
                 endpoint = "tcp://127.0.0.1:\(tradePorts[i])"
                 journal_segment_bytes = 65536
@@ -774,6 +776,48 @@ extension ReplicatedTradeTests {
         #expect(pair.logs(0).contains("3 trade(s) cut by an earlier rollback go back into the log"), "\(pair.logs(0).suffix(2_000))")
         let settled = try FileManager.default.contentsOfDirectory(atPath: pair.dirs[0] + "/journal/putback")
         #expect(settled.filter { $0.hasSuffix(".putback.settled") }.count == 1, "\(settled)")
+    }
+
+    /// A put-back file damaged on disk (a byte flipped) while its daemon was down: the daemon starts, names the
+    /// file in its log and counts it, and trades on. Its trades were acknowledged and are gone from the log, so they
+    /// are what an operator must recover: the rollback's copy of them is in `journal/quarantine/`.
+    @Test func aDamagedPutBackFileIsNamedCountedAndTradingGoesOn() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        let cluster = try NATSCluster(size: 3)
+        let pair = try Pair(cluster: cluster, ackTimeoutMs: 3_000)
+        let ledger = Ledger()
+        #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+        try #require(pair.journalHolds(0, 10))
+        pair.stop()
+        try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
+        try Self.replaceLog(cluster, keep: 7, foreign: 2)
+        try pair.start(0, environment: ["TICKWIRE_DEBUG_DROP_PUTBACKS": "1000"])
+        #expect(pair.logs(0, contain: "journal rolled back"))
+        pair.kill9(0)
+        let folder = pair.dirs[0] + "/journal/putback"
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasSuffix(".putback") })
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: folder + "/" + name)))
+        bytes[bytes.count / 2] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: folder + "/" + name))
+        try pair.start(0)
+        try pair.start(1)
+        #expect(pair.logs(0, contain: "journal/putback/\(name) is damaged and cannot be read"), "\(pair.logs(0).suffix(2_000))")
+        let counted = { metric(pair.metricsPorts[0], "tickwire_trades_replication_putback_files_damaged_total") }
+        let deadline = Date().addingTimeInterval(10)
+        while counted() != 1 && Date() < deadline { usleep(100_000) }
+        #expect(counted() == 1)
+        #expect(Self.submit([Self.trade("after")], through: pair, ledger: ledger).count == 1)
+        // The log: the 7 kept, the 2 it gained, and the one after.
+        #expect(pair.journalHolds(0, 10) && pair.journalHolds(1, 10), "\(pair.logs(0).suffix(2_000))")
+        pair.stop()
+        // The three trades the rollback cut are in its quarantine copy, and in no journal.
+        let quarantine = try FileManager.default.contentsOfDirectory(atPath: pair.dirs[0] + "/journal/quarantine")
+        let kept = try quarantine.map { try Data(contentsOf: URL(fileURLWithPath: pair.dirs[0] + "/journal/quarantine/" + $0)) }
+        for id in ["x7", "x8", "x9"] {
+            #expect(kept.contains { $0.range(of: Data(id.utf8)) != nil }, "\(id) is not in quarantine/ (\(quarantine))")
+        }
+        // Left as it was: reported again at the next start, never read as trades.
+        #expect(FileManager.default.fileExists(atPath: folder + "/" + name))
     }
 
     /// The same while both daemons run: the log's end falls behind what they applied, they find the last record

@@ -135,6 +135,7 @@ extension TradeService {
     func loadPutBacks(_ state: ReplicatedState) {
         do {
             let (files, damaged) = try PutBackFile.pending(journalDirectory: dataDirectory + "/journal")
+            if !damaged.isEmpty { count { $0.putBackFilesDamaged += damaged.count } }
             for name in damaged {
                 log("trades: journal/putback/\(name) is damaged and cannot be read: the trades it held are in journal/quarantine/; check them against the journal with 'tickwire audit'")
             }

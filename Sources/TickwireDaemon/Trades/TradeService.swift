@@ -76,6 +76,8 @@ public final class TradeService: @unchecked Sendable {
         public var consumerRestarts = 0, rollbacks = 0
         /// Replicated trading: spot reads of the last applied record that the stream's leader did not bear out.
         public var spotMismatches = 0
+        /// Replicated trading: put-back files found damaged at a start (their trades are in `journal/quarantine/`).
+        public var putBackFilesDamaged = 0
     }
     /// How often a stopped journal's directory is probed for writes working again.
     static let resumeProbeNanos: Int64 = 1_000_000_000
