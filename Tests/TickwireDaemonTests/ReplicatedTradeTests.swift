@@ -915,6 +915,38 @@ extension ReplicatedTradeTests {
         }
     }
 
+    /// A rollback on a full disk: the daemon cannot write down the trades it would cut, so it cuts nothing, says
+    /// so and tries again every second; once the disk has room it rolls back, puts them back into the log, and ends
+    /// with the same journal as the other (every acknowledged trade in both).
+    @Test func aRollbackOnAFullDiskWaitsForRoomAndLosesNothing() throws {
+        guard Self.available else { Issue.record("nats-server or the tickwire binary is missing"); return }
+        try withTmpfs(size: "256m") { disk in
+            let cluster = try NATSCluster(size: 3)
+            try FileManager.default.createDirectory(atPath: disk.path + "/a", withIntermediateDirectories: true)
+            let pair = try Pair(cluster: cluster, dataDirectories: [0: disk.path + "/a"])
+            let ledger = Ledger()
+            #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+            try #require(pair.journalHolds(0, 10))
+            pair.stop()
+            try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
+            try Self.replaceLog(cluster, keep: 7, foreign: 2)
+            let filler = disk.path + "/filler"
+            try fill(filler, leavingFree: 0)
+            try pair.start(0)
+            #expect(pair.logs(0, contain: "the journal is not rolled back yet"), "\(pair.logs(0).suffix(2_000))")
+            usleep(2_500_000)   // a few more tries, on a disk still full
+            #expect(!pair.logs(0).contains("journal rolled back"), "\(pair.logs(0).suffix(2_000))")
+            try FileManager.default.removeItem(atPath: filler)
+            #expect(pair.logs(0, contain: "journal rolled back"), "\(pair.logs(0).suffix(2_000))")
+            try pair.start(1)
+            #expect(Self.submit([Self.trade("after")], through: pair, ledger: ledger).count == 1)
+            #expect(pair.converged(), "\(pair.logs(0).suffix(2_000))")
+            pair.stop()
+            try Self.checkJournals(pair, ledger)
+            #expect(pair.logs(0).components(separatedBy: "the journal is not rolled back yet").count == 2, "logged once")
+        }
+    }
+
     /// Damage in a segment that a checkpointed start did not read, found by the journal's verifier while the
     /// daemon runs: in a pair the daemon cuts its journal back to the record before it and applies the log again,
     /// and ends with the same journal as the other.

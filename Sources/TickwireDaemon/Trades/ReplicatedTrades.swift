@@ -75,6 +75,10 @@ final class ReplicatedState {
     /// Set when the journal must be cut back to this sequence (the log no longer holds what follows it there):
     /// the service loop does it between steps.
     var rollBackTo: UInt64?
+    /// A rollback that could not keep its cut trades (a full disk) is tried again from then; nothing is applied from
+    /// the log until it is done. Whether that was logged.
+    var nextRollBack: Int64 = 0
+    var rollBackWaiting = false
     /// Where the record after `rollBackTo` lies damaged, when the rollback repairs damage the journal's verifier
     /// found (the log holds every record after it: nothing goes back into the log).
     var damage: JournalCorruption?
@@ -463,10 +467,17 @@ extension TradeService {
         // Damage is cut without reading it: the log holds every record after it, nothing goes back.
         let saved: (file: String, messages: [[UInt8]])?
         do { saved = damage == nil ? try savePutBacks(after: keep, through: end, journal) : nil } catch {
-            // Not cut: the trades would otherwise be in neither the journal nor a put-back file.
-            stop("cannot keep the trades after \(keep) to put them back into the log (\(error)); the journal was not rolled back", state)
+            // Not cut: the trades would otherwise be in neither the journal nor a put-back file. Tried again every
+            // second (a full disk comes back); meanwhile nothing is applied from the log, so nothing is answered.
+            state.rollBackTo = keep
+            state.nextRollBack = Nanos.now().rawValue + TradeService.resumeProbeNanos
+            if !state.rollBackWaiting {
+                state.rollBackWaiting = true
+                log("trades: cannot keep the trades after \(keep) to put them back into the log (\(error)); the journal is not rolled back yet, tried again every second (nothing is applied from the log meanwhile)")
+            }
             return
         }
+        state.rollBackWaiting = false
         journal.close()
         let directory = dataDirectory + "/journal"
         do {
@@ -514,7 +525,7 @@ extension TradeService {
 
     /// Applies the log's message `seq` (and any before it this daemon has not applied): one decision record.
     private func apply(_ seq: UInt64, _ time: Int64, _ bytes: [UInt8], _ state: ReplicatedState, _ journal: Journal) {
-        guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil else { return }
+        guard state.broken == nil, state.caughtUpAt != nil, journal.failure == nil, state.rollBackTo == nil else { return }
         guard seq > state.applied else {
             // Delivered again (a consumer replaced): it must still be what was applied at that sequence.
             if seq + ReplicatedState.checkWindow > state.applied, seq <= journal.durableSequence,

@@ -356,7 +356,7 @@ public final class TradeService: @unchecked Sendable {
                         repairFromLog(damage)
                     }
                 }
-                if let keep = replicated?.rollBackTo { rollBackReplicated(to: keep) }
+                if let keep = replicated?.rollBackTo, now >= replicated!.nextRollBack { rollBackReplicated(to: keep) }
             } else {
                 acknowledgeDurable(router, journal)
             }
