@@ -743,6 +743,16 @@ extension ReplicatedTradeTests {
         try Self.checkJournals(pair, ledger)
     }
 
+    /// Ten trades through the pair, then, both daemons down, node 1's journal removed and the log replaced by its
+    /// first seven messages and two foreign ones: node 0 alone holds x7…x9, which it must put back.
+    static func loseTheLogsTailHeldByNodeZero(_ pair: Pair, _ cluster: NATSCluster, _ ledger: Ledger) throws {
+        #expect(submit((0..<10).map { trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
+        try #require(pair.journalHolds(0, 10))
+        pair.stop()
+        try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
+        try replaceLog(cluster, keep: 7, foreign: 2)
+    }
+
     /// A daemon killed after its rollback and before its put-backs reached the log (they are dropped until the
     /// kill) puts them back after its restart, from `journal/putback/`: it was the only one holding them (the
     /// other's journal was made anew from the log), so without the file they would be lost.
@@ -751,11 +761,7 @@ extension ReplicatedTradeTests {
         let cluster = try NATSCluster(size: 3)
         let pair = try Pair(cluster: cluster, ackTimeoutMs: 3_000)
         let ledger = Ledger()
-        #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
-        try #require(pair.journalHolds(0, 10))
-        pair.stop()
-        try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
-        try Self.replaceLog(cluster, keep: 7, foreign: 2)
+        try Self.loseTheLogsTailHeldByNodeZero(pair, cluster, ledger)
         try pair.start(0, environment: ["TICKWIRE_DEBUG_DROP_PUTBACKS": "1000"])
         #expect(pair.logs(0, contain: "journal rolled back"))
         usleep(1_500_000)   // its put-backs are sent (and dropped)
@@ -786,11 +792,7 @@ extension ReplicatedTradeTests {
         let cluster = try NATSCluster(size: 3)
         let pair = try Pair(cluster: cluster, ackTimeoutMs: 3_000)
         let ledger = Ledger()
-        #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
-        try #require(pair.journalHolds(0, 10))
-        pair.stop()
-        try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
-        try Self.replaceLog(cluster, keep: 7, foreign: 2)
+        try Self.loseTheLogsTailHeldByNodeZero(pair, cluster, ledger)
         try pair.start(0, environment: ["TICKWIRE_DEBUG_DROP_PUTBACKS": "1000"])
         #expect(pair.logs(0, contain: "journal rolled back"))
         pair.kill9(0)
@@ -925,11 +927,7 @@ extension ReplicatedTradeTests {
             try FileManager.default.createDirectory(atPath: disk.path + "/a", withIntermediateDirectories: true)
             let pair = try Pair(cluster: cluster, dataDirectories: [0: disk.path + "/a"])
             let ledger = Ledger()
-            #expect(Self.submit((0..<10).map { Self.trade("x\($0)") }, through: pair, ledger: ledger).count == 10)
-            try #require(pair.journalHolds(0, 10))
-            pair.stop()
-            try FileManager.default.removeItem(atPath: pair.dirs[1] + "/journal")
-            try Self.replaceLog(cluster, keep: 7, foreign: 2)
+            try Self.loseTheLogsTailHeldByNodeZero(pair, cluster, ledger)
             let filler = disk.path + "/filler"
             try fill(filler, leavingFree: 0)
             try pair.start(0)
