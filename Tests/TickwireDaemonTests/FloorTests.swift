@@ -131,6 +131,29 @@ import Glibc
         #expect(restarted.waitForOutput("risk rebuilt through seq 2 from", seconds: 30), "\(restarted.stderr)")
     }
 
+    /// A LOBSTER file's events reach the ring in batches (its source never waits, so the daemon's sink collects);
+    /// the last, partial batch too: the store holds every event `tickwire decode` prints for the same rows.
+    @Test func aLOBSTERFilesEventsAreAllStoredTheLastPartialBatchToo() throws {
+        let data = temporaryDirectory("lobster")
+        let rows = try String(contentsOfFile: packageRoot + "/Tests/Fixtures/lobster_AAPL_2012-06-21_message_10_head.csv", encoding: .utf8)
+            .split(separator: "\n").prefix(333)
+        let file = data + "/AAPL_2012-06-21_34200000_57600000_message_10.csv"
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try (rows.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let decoded = try DaemonProcess.tickwire(["decode", "--source", "lobster:\(file)"]).stdout.split(separator: "\n").count
+        #expect(decoded % 64 != 0, "the premise: a partial last batch (\(decoded) events)")
+        let d = try DaemonProcess(["--source", "lobster:\(file)"], data: data)
+        let deadline = Date().addingTimeInterval(30)
+        while !d.child.stderr.contains("source finished") && Date() < deadline { usleep(100_000) }
+        usleep(500_000)
+        d.child.signal(SIGTERM)
+        #expect(d.child.wait(seconds: 20) == 0)
+        let stored = try DaemonProcess.tickwire(["replay", "--subjects", "MD.XNAS.AAPL.>", "--from", "2012-06-21", "--to", "2012-06-22",
+                                                 "--data", data])
+        #expect(stored.status == 0, "\(stored.stderr)")
+        #expect(stored.stdout.split(separator: "\n").count == decoded)
+    }
+
     @Test func everyEventIsStoredAndReplaysAfterTheDaemonStops() throws {
         let data = temporaryDirectory("store")
         let fixtures = packageRoot + "/Tests/Fixtures"

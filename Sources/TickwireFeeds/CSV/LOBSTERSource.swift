@@ -41,6 +41,9 @@ public final class LOBSTERSource: EventSource, SkipReporting {
 
     public func counters() -> [(name: String, value: UInt64)] { board.snapshot() }
     public var skipSummary: String? { skipLog.summary }
+    /// It reads a mapped file and never waits: the daemon's sink may collect its events and publish them in
+    /// batches (one claim each); the daemon flushes once more when `run` returns.
+    public var flushesSink: Bool { true }
 
     public func run(into sink: EventSink, stop: StopSignal) throws {
         let file = try MappedFile(path: path)
