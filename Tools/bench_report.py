@@ -316,7 +316,23 @@ def rows_submit(d, cmd, date):
                    f"{vs_sqlite:,.0f}× SQLite",
              goal="≥ 0.8× the service; ≥ 20× SQLite (issue 17)",
              status=f"service: {status(vs_service >= 0.8)}; SQLite: {status(vs_sqlite >= 20)}", date=date, command=cmd),
-    ] + rows_submit_cpu(d, cmd, date)
+    ] + rows_submit_cpu(d, cmd, date) + rows_service_zmq(d, cmd, date)
+
+
+def rows_service_zmq(d, cmd, date):
+    """The trade service alone over ZeroMQ + CURVE (the submit suite's in-process baseline), beside SQLite."""
+    r, med = d["per_second_rounds"], d["per_second_median"]
+    svc, lite = r["service_in_process"], r["sqlite"]
+    if not svc or not lite:
+        return []
+    return [
+        dict(id="journal.zmq",
+             measure="trades acknowledged over ZeroMQ + CURVE, 4 clients, 32 a message (packed in one frame), 2,048 in flight each",
+             value=f"median {m(med['service_in_process'])}/s ({min(svc) / 1e3:.0f}k–{max(svc) / 1e3:.0f}k, {d['runs']} rounds)",
+             baseline=f"SQLite (WAL, synchronous=FULL, a transaction a trade), same rounds: {m(med['sqlite'])}/s",
+             ratio=f"{med['service_in_process'] / med['sqlite']:,.0f}×", goal="≥ 200k/s", status=status(med["service_in_process"] >= 200e3),
+             date=date, command=cmd),
+    ]
 
 
 def rows_submit_cpu(d, cmd, date):
