@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# The allocation gate: runs the per-event benchmarks of Benchmarks/ (the ring, the router, the wire codec) and
-# checks their allocation counts against the thresholds committed in Benchmarks/Thresholds/, so "allocates
-# nothing per event" fails CI when it stops being true. A step of Tools/test.sh (and so of .ci/run).
+# The allocation gate: runs the per-event benchmarks of Benchmarks/ (the ring, the router, the wire codec, the risk
+# check and mark, the alert rules) and checks their allocation counts against the thresholds committed in
+# Benchmarks/Thresholds/, so "allocates nothing per event" fails CI when it stops being true. A step of
+# Tools/test.sh (and so of .ci/run).
 #
-# Only `mallocCountTotal` is gated (a whole run of millions of events: 0 for every ring, codec and cached-router
-# row, one per miss for the uncached router); wall-clock times move 13–17% between runs on these shared VMs and
+# Only `mallocCountTotal` is gated (a whole run of millions of events: 0 for every ring, codec, risk, alert and
+# cached-router row, one per miss for the uncached router); wall-clock times move 13–17% between runs on these shared VMs and
 # are not. The check is package-benchmark's `thresholds check` (strict: any count above the threshold fails).
 #
 #   Tools/alloc_gate.sh            check (exit 0 on pass, non-zero naming the benchmark and the count)
 #   Tools/alloc_gate.sh --update   rewrite the thresholds from a run (then review and commit Benchmarks/Thresholds)
 set -uo pipefail
 cd "$(dirname "$0")/../Benchmarks"
-GATED='^(Ring|Router|Codec)\..*'
-targets=(--target CoreBenchmarks --target RingBenchmarks)
+GATED='^(Ring|Router|Codec|Risk|Alerts)\..*'
+targets=(--target CoreBenchmarks --target RingBenchmarks --target RiskBenchmarks)
 
 if [ "${1:-}" = "--update" ]; then
     swift package --disable-sandbox --allow-writing-to-package-directory benchmark thresholds update \

@@ -51,7 +51,7 @@ SUITES = {
 # The component a suite's rows belong to, where it is not the suite's own name.
 COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "store_csv": "store"}
 QUICK = ["itch", "router", "alloc"]
-GATED = r"^(Ring|Router|Codec)\..*"
+GATED = r"^(Ring|Router|Codec|Risk|Alerts)\..*"
 
 COMPONENTS = [
     ("ring", "Ring", "The broadcast ring (TickwireRing): two threads pinned to the two vCPUs unless noted."),
@@ -131,11 +131,11 @@ def run(which, bench):
             for old in glob.glob(os.path.join(out, "*.json")):
                 os.remove(old)
             cmd = ["swift", "package", "--disable-sandbox", "--allow-writing-to-directory", out, "benchmark",
-                   "--target", "CoreBenchmarks", "--target", "RingBenchmarks", "--filter", GATED,
+                   "--target", "CoreBenchmarks", "--target", "RingBenchmarks", "--target", "RiskBenchmarks", "--filter", GATED,
                    "--format", "metricP90AbsoluteThresholds", "--path", out, "--no-progress"]
             print("running:", " ".join(cmd), file=sys.stderr)
             subprocess.run(cmd, cwd=os.path.join(ROOT, "Benchmarks"), check=True, stdout=sys.stderr)
-            commands["alloc"] = "cd Benchmarks && swift package benchmark --target CoreBenchmarks --target RingBenchmarks"
+            commands["alloc"] = "cd Benchmarks && swift package benchmark --target CoreBenchmarks --target RingBenchmarks --target RiskBenchmarks"
             stamp(name)
             continue
         cmd = [bench] + SUITES[name]
