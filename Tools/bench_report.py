@@ -47,9 +47,10 @@ SUITES = {
     "e2e_latency": ["e2e", "--runs", "7", "--param", "only=latency"],
     "ring_spsc": ["ring", "--events", "10000000", "--runs", "9", "--param", "only=spsc"],
     "store_csv": ["store", "--runs", "7", "--param", "n=5500000", "--param", "symbols=500", "--param", "only=csv_import"],
+    "submit_latency": ["submit", "--param", "only=latency"],
 }
 # The component a suite's rows belong to, where it is not the suite's own name.
-COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "store_csv": "store"}
+COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "submit_latency": "journal", "store_csv": "store"}
 QUICK = ["itch", "router", "alloc"]
 GATED = r"^(Ring|Router|Codec|Risk|Alerts)\..*"
 
@@ -353,6 +354,20 @@ def rows_submit_cpu(d, cmd, date):
     ]
 
 
+def rows_submit_latency(d, cmd, date):
+    """Acknowledgement latency through a real daemon at a steady pace, beside the device's own fsync."""
+    a, f = d["acknowledgement_ns"], d["device_fsync_ns"]
+    return [
+        dict(id="journal.trade_ack_latency",
+             measure=f"trade acknowledgement through a real `tickwire run`, {d['rate_per_s'] // 1000}k trades/s in packed batches of "
+                     f"{d['batch']}, {d['seconds']} s (several of the service's 5 s checkpoints): p50 / p99 / p99.9 / max",
+             value=f"{dur(a['p50'])} / {dur(a['p99'])} / {dur(a['p99_9'])} / {dur(a['max'])}; {d['acknowledgements_over50ms']:,} over 50 ms",
+             baseline=f"the device's fdatasync, same run and file system: {dur(f['p50'])} / p99 {dur(f['p99'])}",
+             ratio=f"p99 {d['p99_over_fsync_p99']:.0f}×, p99.9 {d['p99_9_over_fsync_p99']:.0f}× the fsync p99",
+             goal="—", status="diagnostic (docs/NEXT.md: the checkpoint stalls the service thread)", date=date, command=cmd),
+    ]
+
+
 def rows_store_csv(d, cmd, date):
     c, runs = d["csv_import"], d["runs"]
     parse_r, import_r = c["rounds_parse_seconds"], c["rounds_ratio_import_vs_polars"]
@@ -375,7 +390,7 @@ def rows_store_csv(d, cmd, date):
 
 
 FRESH = {"itch": rows_itch, "router": rows_router, "e2e": rows_e2e, "e2e_latency": rows_e2e_latency,
-         "ring_spsc": rows_ring_spsc, "submit": rows_submit, "store_csv": rows_store_csv}
+         "ring_spsc": rows_ring_spsc, "submit": rows_submit, "submit_latency": rows_submit_latency, "store_csv": rows_store_csv}
 
 
 def load_rows():

@@ -484,7 +484,7 @@ enum JournalBench {
 /// its own thread, for as long as the bench runs. When one of its syncs takes tens of milliseconds while a
 /// journal run is stalled too, the device stalled, not the journal (on this VM such stalls come every 20-30 s
 /// whether or not anything else writes).
-private final class DeviceProbe: @unchecked Sendable {
+final class DeviceProbe: @unchecked Sendable {
     static let intervalMillis = 10
     /// A stall: about 17x this disk's raw fsync p99 (under 0.3 ms); 10 ms at 50,000 acks a second is already
     /// half a percent of a run held up.
@@ -510,6 +510,9 @@ private final class DeviceProbe: @unchecked Sendable {
             done.signal()
         }
     }
+
+    /// Every probe sync's duration so far (ns).
+    var syncNanos: [Int64] { samples.value.map(\.nanos) }
 
     /// The longest probe sync that overlapped `from...to` (monotonic ns).
     func worstSync(from: Int64, to: Int64) -> Int64 {

@@ -1,5 +1,6 @@
 import CTickwireSys
 import Foundation
+import Histogram
 import TickwireCore
 import TickwireTestSupport
 import TickwireTradeClient
@@ -25,12 +26,16 @@ import TickwireZMQ
 /// `service_clients` (4), `service_batch` (32), `sqlite_records` (3000), `before_binary` (none), `only` (`command`:
 /// the command alone, e.g. under perf; the ratios then mean nothing).
 enum SubmitBench {
-    static func run(_ options: BenchOptions) throws -> Result {
+    static func run(_ options: BenchOptions) throws -> any BenchReport {
         let p = options.parameters
         func param(_ k: String, _ d: Int) -> Int { p[k].flatMap(Int.init) ?? d }
         let trades = param("trades", 200_000), batch = param("batch", 64), window = param("window", 8192)
-        // `only=command`: the command alone (e.g. under perf).
+        // `only=command`: the command alone (e.g. under perf). `only=latency`: acknowledgement latency at a pace.
         let only = p["only"]
+        if only == "latency" {
+            return try latency(rate: param("latency_rate", 20_000), batch: param("latency_batch", 10), seconds: param("latency_seconds", 16),
+                               directory: options.directory)
+        }
         let root = options.directory + "/submit-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -116,6 +121,89 @@ enum SubmitBench {
         var pathCpuMicrosPerTradeRounds: [String: [Double]]
         var ratiosMedianOfRounds: [String: Double]
         var ratiosByRound: [String: [Double]]
+    }
+
+    /// `only=latency`: acknowledgement latency through a real `tickwire run` at a steady pace, for long enough to
+    /// cover several of the trade service's checkpoints (every 5 s): one in-process DEALER sends `batch` trades
+    /// packed every `batch / rate` seconds, each timed from just before its send to its reply. Beside it, in the
+    /// same run and on the same file system, the device's own floor: a 128-byte write and `fdatasync` every 10 ms
+    /// (`DeviceProbe`), which no acknowledgement can beat.
+    struct LatencyResult: BenchReport {
+        var suite = "submit"
+        var only = "latency"
+        var ratePerS: Int, batch: Int, seconds: Int
+        var acknowledgementNs: E2EBench.Percentiles
+        var deviceFsyncNs: E2EBench.Percentiles
+        /// Acknowledgements that took longer than 50 ms.
+        var acknowledgementsOver50ms: Int
+        var p99OverFsyncP99: Double, p99_9OverFsyncP99: Double
+    }
+
+    static func latency(rate: Int, batch: Int, seconds: Int, directory: String) throws -> LatencyResult {
+        let root = directory + "/submit-latency-\(getpid())"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let config = root + "/daemon.toml"
+        try daemonConfig.write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try Daemon(config: config, data: root + "/data")
+        let probe = DeviceProbe(path: root + "/device-probe")
+        defer { probe.stop() }
+        let server = try CurveKeyPair.read(from: KeyStore.serverPath(daemon.data))
+        let keys = try KeyStore.traderPair(data: daemon.data, name: nil)
+        let context = ZMQContext()
+        let socket = try context.socket(.dealer)
+        defer { socket.close() }
+        try socket.setCurveClient(serverKey: server.publicKey, publicKey: keys.publicKey, secretKey: keys.secretKey!)
+        try socket.setSendHighWaterMark(0)
+        try socket.setReceiveHighWaterMark(0)
+        try socket.connect(daemon.tradeEndpoint)
+        var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        let total = rate * seconds
+        var sentAt = [Int64](repeating: 0, count: total)
+        var sent = 0, answered = 0, slow = 0
+        let interval = Int64(1_000_000_000) * Int64(batch) / Int64(rate)
+        let t0 = tw_monotonic_ns()
+        func take() throws {
+            while var frames = try socket.receiveMultipart(dontWait: true) {
+                if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
+                    frames = try TradeWire.unpack(frames[0], type: TradeWire.repliesPacked)
+                }
+                let now = tw_monotonic_ns()
+                for f in frames {
+                    guard case .ack(let id, _, _) = try TradeWire.decodeReply(f), let i = Int(id.dropFirst(4)) else {
+                        throw BenchError.failed("a trade was not acknowledged: \((try? TradeWire.decodeReply(f)).map { "\($0)" } ?? "\(f)")")
+                    }
+                    let ns = UInt64(max(0, now - sentAt[i]))
+                    h.record(ns)
+                    if ns > 50_000_000 { slow += 1 }
+                    answered += 1
+                }
+            }
+        }
+        while sent < total {
+            let due = t0 + Int64(sent / batch) * interval
+            while tw_monotonic_ns() < due { try take(); tw_cpu_relax() }
+            let frames = (sent..<min(total, sent + batch)).map { i in
+                var r = request(i)
+                r.clientOrderID = "lat-\(i)"
+                return TradeWire.encodeRequest(r)
+            }
+            let now = tw_monotonic_ns()
+            for i in sent..<sent + frames.count { sentAt[i] = now }
+            try socket.send(TradeWire.pack(TradeWire.submitPacked, frames))
+            sent += frames.count
+        }
+        let deadline = tw_monotonic_ns() + 30_000_000_000
+        while answered < total && tw_monotonic_ns() < deadline { try take(); usleep(100) }
+        guard answered == total else { throw BenchError.failed("\(total - answered) of \(total) trades unanswered after 30 s") }
+        probe.stop()
+        var f = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+        for ns in probe.syncNanos { f.record(UInt64(max(0, ns))) }
+        let fsyncP99 = Double(max(1, f.valueAtPercentile(99)))
+        func round2(_ x: Double) -> Double { (x * 100).rounded() / 100 }
+        return LatencyResult(ratePerS: rate, batch: batch, seconds: seconds, acknowledgementNs: .init(h), deviceFsyncNs: .init(f),
+                             acknowledgementsOver50ms: slow, p99OverFsyncP99: round2(Double(h.valueAtPercentile(99)) / fsyncP99),
+                             p99_9OverFsyncP99: round2(Double(h.valueAtPercentile(99.9)) / fsyncP99))
     }
 
     /// Risk limits off (every trade is acknowledged, none refused by a limit the bench would have to size), and a
