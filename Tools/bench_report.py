@@ -364,7 +364,7 @@ def rows_submit_latency(d, cmd, date):
              value=f"{dur(a['p50'])} / {dur(a['p99'])} / {dur(a['p99_9'])} / {dur(a['max'])}; {d['acknowledgements_over50ms']:,} over 50 ms",
              baseline=f"the device's fdatasync, same run and file system: {dur(f['p50'])} / p99 {dur(f['p99'])}",
              ratio=f"p99 {d['p99_over_fsync_p99']:.0f}×, p99.9 {d['p99_9_over_fsync_p99']:.0f}× the fsync p99",
-             goal="—", status="diagnostic (docs/NEXT.md: the checkpoint stalls the service thread)", date=date, command=cmd),
+             goal="—", status="diagnostic (BENCH-HISTORY J6, J7)", date=date, command=cmd),
     ]
 
 

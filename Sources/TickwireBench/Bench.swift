@@ -38,7 +38,7 @@ public enum BenchSuites {
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],
         "nats": ["latency_rate", "latency_seconds", "send_asap", "fanout", "fanout_messages", "fanout_rate"],
-        "submit": ["trades", "batch", "window", "service_clients", "service_batch", "sqlite_records", "before_binary", "only"],
+        "submit": ["trades", "batch", "window", "service_clients", "service_batch", "sqlite_records", "before_binary", "only", "latency_rate", "latency_batch", "latency_seconds"],
     ]
 
     /// Parses `KEY=VALUE` arguments for `suite`.

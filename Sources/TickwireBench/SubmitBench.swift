@@ -23,7 +23,8 @@ import TickwireZMQ
 /// it does not simulate (no price collar), so every trade is acknowledged.
 ///
 /// Parameters (`key=value`): `trades` (200000), `batch` (64) and `window` (8192): the command's defaults,
-/// `service_clients` (4), `service_batch` (32), `sqlite_records` (3000), `before_binary` (none), `only` (`command`:
+/// `service_clients` (4), `service_batch` (32), `sqlite_records` (3000), `before_binary` (none), `latency_rate` (20000),
+/// `latency_batch` (10) and `latency_seconds` (16) for `only=latency`, `only` (`command`:
 /// the command alone, e.g. under perf; the ratios then mean nothing).
 enum SubmitBench {
     static func run(_ options: BenchOptions) throws -> any BenchReport {
@@ -134,8 +135,9 @@ enum SubmitBench {
         var ratePerS: Int, batch: Int, seconds: Int
         var acknowledgementNs: E2EBench.Percentiles
         var deviceFsyncNs: E2EBench.Percentiles
-        /// Acknowledgements that took longer than 50 ms.
+        /// Acknowledgements that took longer than 50 ms, and when (tenths of a second into the run) they were sent.
         var acknowledgementsOver50ms: Int
+        var over50msSentAtTenthsOfASecond: [Int]
         var p99OverFsyncP99: Double, p99_9OverFsyncP99: Double
     }
 
@@ -161,6 +163,7 @@ enum SubmitBench {
         let total = rate * seconds
         var sentAt = [Int64](repeating: 0, count: total)
         var sent = 0, answered = 0, slow = 0
+        var slowAt = Set<Int>()   // tenths of a second into the run when a trade answered after 50 ms was sent
         let interval = Int64(1_000_000_000) * Int64(batch) / Int64(rate)
         let t0 = tw_monotonic_ns()
         func take() throws {
@@ -175,7 +178,7 @@ enum SubmitBench {
                     }
                     let ns = UInt64(max(0, now - sentAt[i]))
                     h.record(ns)
-                    if ns > 50_000_000 { slow += 1 }
+                    if ns > 50_000_000 { slow += 1; slowAt.insert(Int((sentAt[i] - t0) / 100_000_000)) }
                     answered += 1
                 }
             }
@@ -202,7 +205,7 @@ enum SubmitBench {
         let fsyncP99 = Double(max(1, f.valueAtPercentile(99)))
         func round2(_ x: Double) -> Double { (x * 100).rounded() / 100 }
         return LatencyResult(ratePerS: rate, batch: batch, seconds: seconds, acknowledgementNs: .init(h), deviceFsyncNs: .init(f),
-                             acknowledgementsOver50ms: slow, p99OverFsyncP99: round2(Double(h.valueAtPercentile(99)) / fsyncP99),
+                             acknowledgementsOver50ms: slow, over50msSentAtTenthsOfASecond: slowAt.sorted(), p99OverFsyncP99: round2(Double(h.valueAtPercentile(99)) / fsyncP99),
                              p99_9OverFsyncP99: round2(Double(h.valueAtPercentile(99.9)) / fsyncP99))
     }
 

@@ -89,8 +89,9 @@ public final class RetryIndex {
         case .unusable(let why):
             let capacity = max(IndexFile.minimumCapacity, RetryIndex.powerOfTwo(atLeast: initialCapacity))
             opened = try IndexFile.create(path: path + ".tmp", capacity: capacity, seed: UInt64.random(in: .min ... .max),
-                                          count: 0, coveredThrough: 0)
-            try opened.sync()
+                                          count: 0, coveredThrough: 0, zeroFilled: true)
+            try opened.writeDirtyPages()
+            try opened.syncData()
             try FileIO.rename(path + ".tmp", path)
             try FileIO.syncDirectory(dir)
             opened.path = path
@@ -226,10 +227,77 @@ public final class RetryIndex {
     ///   from the last checkpoint that succeeded; lookups and inserts go on meanwhile).
     /// - Complexity: writes the pages dirtied since the last checkpoint (one 4 KiB page per insert at most).
     public func checkpoint(coveredThrough seq: UInt64) throws(JournalError) {
-        if let failure = syncFailure { throw failure }
-        do { try file.sync() } catch { syncFailure = error; throw error }
-        try writeHeader(coveredThrough: seq)
+        let pending = try beginCheckpoint(coveredThrough: seq)
+        do { try pending.syncPages() } catch { checkpointFailed(error); throw error }
+        try pending.writeHeader()
+        checkpointCommitted(pending)
     }
+
+    /// `checkpoint` in halves, so that its syncs run off the thread that inserts: `beginCheckpoint` writes the
+    /// dirty pages (a consistent cut of the table, on the inserting thread); the returned checkpoint's `syncPages`
+    /// and then `writeHeader` may run on another thread while inserts and lookups go on; `checkpointCommitted`
+    /// (or `checkpointFailed`, when `syncPages` threw) then records it, on the inserting thread again.
+    ///
+    /// One at a time, and nothing else may write the header before it is recorded: a `journalEnds` that lowers
+    /// the coverage must not be overwritten by a late header that claims more (the caller waits for the
+    /// checkpoint first). A table that doubles meanwhile is harmless: the checkpoint's header goes to the file it
+    /// began on (replaced, its descriptor kept open by the checkpoint), and the coverage is not raised.
+    /// - Throws: as `checkpoint`, for the pages' writes (no sync has happened yet).
+    public func beginCheckpoint(coveredThrough seq: UInt64) throws(JournalError) -> PendingCheckpoint {
+        if let failure = syncFailure { throw failure }
+        let written: [(offset: Int64, length: Int)]
+        do { written = try file.writeDirtyPages() } catch { syncFailure = error; throw error }
+        return PendingCheckpoint(file: file, count: count, seq: seq, written: written)
+    }
+
+    /// A checkpoint begun by `beginCheckpoint`: its pages are written, its syncs and header are to come.
+    public struct PendingCheckpoint: @unchecked Sendable {
+        fileprivate let file: IndexFile
+        fileprivate let count: Int
+        /// The coverage its header claims.
+        public let seq: UInt64
+        /// The file's ranges `beginCheckpoint` wrote.
+        fileprivate let written: [(offset: Int64, length: Int)]
+        /// `fdatasync` of the pages written by `beginCheckpoint` (and of nothing newer: none are written until it
+        /// is recorded).
+        public func syncPages() throws(JournalError) { try file.syncData() }
+
+        /// `syncPages`, the pages written back to the device first in 256 KiB steps, each done before the next
+        /// and followed by a pause of four times its length (at most 20 ms): inserts scatter over the whole table,
+        /// so a checkpoint under load writes most of it (64 MiB for the default), and one `fdatasync` of that
+        /// held the device for ~150 ms, behind which every journal commit waited (BENCH-HISTORY J6). Steps keep
+        /// a commit's wait to one step's.
+        /// - Parameter hurry: read before each pause; once true, the rest is written back without pauses.
+        public func syncPagesPaced(hurry: () -> Bool = { false }) throws(JournalError) {
+            let step = 256 << 10
+            for r in written {
+                var done = 0
+                while done < r.length {
+                    let n = min(step, r.length - done)
+                    let t0 = tw_monotonic_ns()
+                    let e = tw_write_back_range(file.fd, r.offset + Int64(done), Int64(n))
+                    if e != 0 { throw JournalError.io(operation: "sync_file_range", path: file.path, errno: e) }
+                    done += n
+                    if !hurry() { usleep(UInt32(min(20_000, max(0, 4 * (tw_monotonic_ns() - t0)) / 1000))) }
+                }
+            }
+            try file.syncData()
+        }
+        /// The header (count and coverage at the cut), written and synced.
+        public func writeHeader() throws(JournalError) {
+            try file.writeHeader(count: count, coveredThrough: seq)
+            try file.syncData()
+        }
+    }
+
+    /// Records a checkpoint whose header was written and synced.
+    public func checkpointCommitted(_ c: PendingCheckpoint) {
+        if c.file === file { coveredThrough = c.seq }
+    }
+
+    /// Records a checkpoint whose page sync failed: every later one throws the same (a failed `fdatasync` may have
+    /// dropped the pages) until the table doubles or the index is reopened.
+    public func checkpointFailed(_ error: JournalError) { syncFailure = error }
 
     /// Tells the index the journal now ends at `lastSequence` (recovery cut a torn tail, or an operator truncated
     /// it): `coveredThrough` is brought down to it at once, durably, so records journaled later under the same
@@ -242,7 +310,7 @@ public final class RetryIndex {
 
     private func writeHeader(coveredThrough seq: UInt64) throws(JournalError) {
         try file.writeHeader(count: count, coveredThrough: seq)
-        try file.syncHeader()
+        try file.syncData()
         coveredThrough = seq
     }
 
@@ -261,9 +329,10 @@ public final class RetryIndex {
                 let seq = UInt64(littleEndian: from[2 &* i &+ 1])
                 if seq != 0, fresh.place(hash: UInt64(littleEndian: from[2 &* i]), seq: seq) { n &+= 1 }
             }
-            try fresh.sync()
+            try fresh.writeDirtyPages()
+            try fresh.syncData()
             try fresh.writeHeader(count: n, coveredThrough: coveredThrough)
-            try fresh.syncHeader()
+            try fresh.syncData()
             try FileIO.rename(tmp, path)
         } catch {
             unlink(tmp)
@@ -411,13 +480,33 @@ final class IndexFile {
 
     /// A new file of `capacity` empty slots with its header, allocated on the disk up front (`posix_fallocate`), so
     /// a full disk is an error here, not at a checkpoint. Not synced.
-    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) -> IndexFile {
+    /// - Parameter zeroFilled: write the table's zeros through (and sync them), so that the first checkpoint
+    ///   overwrites written blocks: writing into the allocated, never-written blocks `posix_fallocate` leaves held
+    ///   the service thread's first checkpoint ~150 ms (BENCH-HISTORY J6), as the journal's pre-extension avoids
+    ///   for its segments. A doubling does not (its pause is long enough); its first checkpoint pays instead.
+    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64,
+                       zeroFilled: Bool = false) throws(JournalError) -> IndexFile {
         let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
         let bytes = headerBytes + capacity * slotBytes
         let rc = posix_fallocate(fd, 0, off_t(bytes))
         if rc != 0 {
             Glibc.close(fd); unlink(path)
             throw JournalError.fromErrno("posix_fallocate", path, rc)
+        }
+        if zeroFilled {
+            let zeros = [UInt8](repeating: 0, count: 1 << 20)
+            do throws(JournalError) {
+                var at = headerBytes
+                while at < bytes {
+                    let n = min(zeros.count, bytes - at)
+                    try FileIO.writeAll(fd, n == zeros.count ? zeros : Array(zeros[0..<n]), at: Int64(at), path: path)
+                    at += n
+                }
+                try FileIO.syncData(fd, path: path)
+            } catch {
+                Glibc.close(fd); unlink(path)
+                throw error
+            }
         }
         let file: IndexFile
         do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
@@ -445,10 +534,13 @@ final class IndexFile {
         try FileIO.writeAll(fd, bytes, at: 0, path: path)
     }
 
-    /// Writes the table's dirty pages into the file, each run of adjacent ones with one `pwrite`, and syncs the
-    /// file (`fdatasync`). A page stays dirty until it is written.
-    func sync() throws(JournalError) {
+    /// Writes the table's dirty pages into the file, each run of adjacent ones with one `pwrite` (not synced). A
+    /// page stays dirty until it is written.
+    /// - Returns: the file's ranges written.
+    @discardableResult
+    func writeDirtyPages() throws(JournalError) -> [(offset: Int64, length: Int)] {
         let base = UnsafeRawPointer(slots)
+        var written: [(offset: Int64, length: Int)] = []
         var word = 0
         while word < dirty.count {
             guard dirty[word] != 0 else { word &+= 1; continue }
@@ -458,14 +550,15 @@ final class IndexFile {
             let offset = first &* IndexFile.pageBytes, length = min(end &* IndexFile.pageBytes, tableBytes) &- offset
             try FileIO.writeAll(fd, UnsafeRawBufferPointer(start: base + offset, count: length),
                                 at: Int64(IndexFile.headerBytes &+ offset), path: path)
+            written.append((Int64(IndexFile.headerBytes &+ offset), length))
             for page in first..<end { dirty[page >> 6] &= ~(1 << UInt64(page & 63)) }
             word = end >> 6
         }
-        try FileIO.syncData(fd, path: path)
+        return written
     }
 
-    /// Syncs the header written by `writeHeader`.
-    func syncHeader() throws(JournalError) { try FileIO.syncData(fd, path: path) }
+    /// `fdatasync` of the file: what `writeDirtyPages` and `writeHeader` wrote.
+    func syncData() throws(JournalError) { try FileIO.syncData(fd, path: path) }
 
     /// Linear probing from the hash's home slot: writes (hash, seq) into the first empty slot, unless the same pair
     /// is met first, and marks its page dirty. The hash is stored before the sequence, which marks the slot used.

@@ -1,5 +1,6 @@
 import CTickwireSys
 import Foundation
+import Synchronization
 import Testing
 @testable import TickwireJournal
 
@@ -125,6 +126,63 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
             #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
         }
         #expect(index.lookup(retryKey(50_000), verify: { _ in true }) == nil)
+    }
+
+    /// A checkpoint whose syncs run on another thread while inserts go on (the trade service's way): reopened
+    /// after it, as after a crash before any later checkpoint, the file holds every entry up to its cut under a
+    /// header that claims exactly the cut.
+    @Test func aCheckpointSyncedOnAnotherThreadWhileInsertsGoOnCoversItsCut() throws {
+        let dir = TempDir("retryidx-background")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 1 << 16)
+            for i in 0..<20_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            let pending = try index.beginCheckpoint(coveredThrough: journal.last)
+            let failure = Mutex<String?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                do { try pending.syncPages(); try pending.writeHeader() } catch { failure.withLock { $0 = "\(error)" } }
+                done.signal()
+            }
+            for i in 20_000..<30_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            done.wait()
+            #expect(failure.withLock { $0 } == nil)
+            index.checkpointCommitted(pending)
+            #expect(index.coveredThrough == 20_000)
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 20_000)
+        for i in 0..<20_000 {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
+    }
+
+    /// The table doubles while a checkpoint is in flight: the checkpoint's header goes to the file it began on,
+    /// which the doubling replaced, so the coverage stays where the new file's header has it (never more than a
+    /// file holds); the journal's replay from there brings back what the file lacks.
+    @Test func aTableThatDoublesUnderACheckpointKeepsItsCoverage() throws {
+        let dir = TempDir("retryidx-doubling")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64)
+            for i in 0..<20 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try index.checkpoint(coveredThrough: journal.last)
+            for i in 20..<30 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            let pending = try index.beginCheckpoint(coveredThrough: journal.last)
+            for i in 30..<500 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            #expect(index.growths > 0)
+            try pending.syncPages()
+            try pending.writeHeader()
+            index.checkpointCommitted(pending)
+            #expect(index.coveredThrough == 20)
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 20)
+        for i in 0..<20 {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
+        }
     }
 
     /// A crash during a checkpoint: the file holds every entry of the one before and some of the later ones

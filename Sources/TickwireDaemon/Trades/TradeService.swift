@@ -1,3 +1,4 @@
+import CTickwireSys
 import Foundation
 import Synchronization
 import TickwireCore
@@ -104,6 +105,21 @@ public final class TradeService: @unchecked Sendable {
     /// The sequence of the last checkpoint (retry index and state), and when the next is due.
     private var checkpointedSeq: UInt64 = 0
     private var nextCheckpoint: Int64 = 0
+    /// The service thread's: a checkpoint whose syncs (the retry index's pages, paced, then its header, then the
+    /// state file) run on a thread of their own, signalling `checkpointDone` when finished. The service thread
+    /// never waits on them: they held it up to ~160 ms every 5 s under load (BENCH-HISTORY J6).
+    private var checkpointInFlight = false
+    private var checkpointDone = DispatchSemaphore(value: 0)
+    /// Set while the service thread waits for it: the rest of its pages are written back without pauses.
+    private let checkpointHurry = Atomic<Bool>(false)
+    /// What came of it, set by that thread: the checkpoint, whether its header was written, and what failed.
+    private let checkpointOutcome = Mutex<CheckpointOutcome?>(nil)
+    struct CheckpointOutcome: @unchecked Sendable {
+        let index: RetryIndex.PendingCheckpoint
+        var headerWritten = false
+        var pagesFailure: JournalError?
+        var failure: String?
+    }
     /// Replicated trading's state (nil without replication): the service thread's.
     var replicated: ReplicatedState?
     /// Messages whose trades are journaled but not all durable yet, in arrival order.
@@ -258,6 +274,8 @@ public final class TradeService: @unchecked Sendable {
     /// and rebuilds `state`. A checkpoint the journal no longer backs (cut back since) or an index ahead of the
     /// journal means a full replay instead.
     func recover(_ index: RetryIndex) throws(JournalError) -> Journal {
+        // A checkpoint still syncing would write a header or state file behind what recovery reads and cuts.
+        waitForCheckpoint()
         let directory = dataDirectory + "/journal"
         let claimed = config.state.map { StateCheckpoint.claimedSeq(journalDirectory: directory, name: $0.name) ?? 0 } ?? .max
         /// Opens replaying from `from`; keeps the trades after `stateAfter` for `state`.
@@ -299,20 +317,72 @@ public final class TradeService: @unchecked Sendable {
     }
 
     /// Makes the retry index and `state` durable as of the journal's head. Only when every journaled trade is
-    /// durable (nothing pending), so the state holds exactly the trades up to that sequence.
-    func checkpoint(_ journal: Journal) {
+    /// durable (nothing pending), so the state holds exactly the trades up to that sequence. The cut is taken here
+    /// (the index's dirty pages written, the state's bytes taken); the syncs run on a thread of their own, at idle
+    /// I/O priority, and what came of them is collected by a later call or by `waitForCheckpoint`. One at a time:
+    /// while one is in flight, none begins.
+    /// - Parameter paced: the index's pages written back in steps (while trading); the stop syncs them at once.
+    func checkpoint(_ journal: Journal, paced: Bool = true) {
+        collectCheckpoint()
+        guard !checkpointInFlight else { return }
         let head = journal.durableHead
         guard head.seq > checkpointedSeq, let index = retryIndex else { return }
-        do {
-            try index.checkpoint(coveredThrough: head.seq)
-            if let state = config.state {
-                try StateCheckpoint.save(journalDirectory: dataDirectory + "/journal", name: state.name, seq: head.seq,
-                                         hash: head.hash, state: state.take())
-            }
-            checkpointedSeq = head.seq
-        } catch {
+        let pending: RetryIndex.PendingCheckpoint
+        do { pending = try index.beginCheckpoint(coveredThrough: head.seq) } catch {
             log("trades: checkpoint at seq \(head.seq) failed: \(error); the next start replays from \(checkpointedSeq + 1)")
+            return
         }
+        let state = config.state.map { (name: $0.name, bytes: $0.take()) }
+        let directory = dataDirectory + "/journal"
+        checkpointInFlight = true
+        let done = DispatchSemaphore(value: 0)
+        checkpointDone = done
+        Thread.detachNewThread { [self] in
+            _ = tw_set_thread_name("tw-trade-checkpt")
+            // Behind the journal's commits at the disk (where the I/O scheduler honours classes).
+            _ = tw_set_thread_io_idle()
+            defer { done.signal() }
+            var outcome = CheckpointOutcome(index: pending)
+            do throws(JournalError) {
+                do throws(JournalError) {
+                    try paced ? pending.syncPagesPaced(hurry: { self.checkpointHurry.load(ordering: .relaxed) }) : pending.syncPages()
+                } catch {
+                    outcome.pagesFailure = error
+                    throw error
+                }
+                try pending.writeHeader()
+                outcome.headerWritten = true
+                if let state {
+                    try StateCheckpoint.save(journalDirectory: directory, name: state.name, seq: head.seq, hash: head.hash, state: state.bytes)
+                }
+            } catch {
+                outcome.failure = "\(error)"
+            }
+            checkpointOutcome.withLock { $0 = outcome }
+        }
+    }
+
+    /// Records the checkpoint that finished, if one did (the service thread's).
+    private func collectCheckpoint() {
+        guard checkpointInFlight, let outcome = checkpointOutcome.withLock({ o -> CheckpointOutcome? in defer { o = nil }; return o }) else { return }
+        checkpointInFlight = false
+        if let e = outcome.pagesFailure { retryIndex?.checkpointFailed(e) }
+        if outcome.headerWritten { retryIndex?.checkpointCommitted(outcome.index) }
+        if let failure = outcome.failure {
+            log("trades: checkpoint at seq \(outcome.index.seq) failed: \(failure); the next start replays from \(checkpointedSeq + 1)")
+        } else {
+            checkpointedSeq = outcome.index.seq
+        }
+    }
+
+    /// Waits for the checkpoint in flight, if any, and records it (before recovery reads or cuts what it writes,
+    /// and at the stop).
+    func waitForCheckpoint() {
+        guard checkpointInFlight else { return }
+        checkpointHurry.store(true, ordering: .relaxed)
+        checkpointDone.wait()
+        checkpointHurry.store(false, ordering: .relaxed)
+        collectCheckpoint()
     }
 
     /// Stops serving: acknowledges what became durable, closes the journal, the sockets and the ZAP handler.
@@ -325,7 +395,11 @@ public final class TradeService: @unchecked Sendable {
             r.replicator.close()
             r.wakeSocket.withLock { $0.close() }
         }
-        if let journal, journal.failure == nil, replicated.map({ $0.applied == journal.durableSequence }) ?? true { checkpoint(journal) }
+        if let journal, journal.failure == nil, replicated.map({ $0.applied == journal.durableSequence }) ?? true {
+            waitForCheckpoint()
+            checkpoint(journal, paced: false)
+        }
+        waitForCheckpoint()
         journal?.close()
         zap?.stop()
         router?.close(); wakeReceiver?.close(); wakeSender?.close()
@@ -361,6 +435,7 @@ public final class TradeService: @unchecked Sendable {
             } else {
                 acknowledgeDurable(router, journal)
             }
+            if checkpointInFlight { collectCheckpoint() }
             let settled = replicated.map { $0.applied == journal.durableSequence } ?? (pendingHead == pending.count)
             if journal.failure == nil && settled && now >= nextCheckpoint {
                 nextCheckpoint = now + config.checkpointIntervalNanos
