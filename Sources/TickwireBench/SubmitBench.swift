@@ -150,15 +150,9 @@ enum SubmitBench {
         let daemon = try Daemon(config: config, data: root + "/data")
         let probe = DeviceProbe(path: root + "/device-probe")
         defer { probe.stop() }
-        let server = try CurveKeyPair.read(from: KeyStore.serverPath(daemon.data))
-        let keys = try KeyStore.traderPair(data: daemon.data, name: nil)
         let context = ZMQContext()
-        let socket = try context.socket(.dealer)
+        let socket = try daemon.dealer(context)
         defer { socket.close() }
-        try socket.setCurveClient(serverKey: server.publicKey, publicKey: keys.publicKey, secretKey: keys.secretKey!)
-        try socket.setSendHighWaterMark(0)
-        try socket.setReceiveHighWaterMark(0)
-        try socket.connect(daemon.tradeEndpoint)
         var h = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         let total = rate * seconds
         var sentAt = [Int64](repeating: 0, count: total)
@@ -272,6 +266,18 @@ enum SubmitBench {
             return (u + s) * 1e6 / Double(sysconf(Int32(_SC_CLK_TCK)))
         }
 
+        /// A CURVE DEALER of the daemon's first trader, connected, high-water marks off.
+        func dealer(_ context: ZMQContext) throws -> ZMQSocket {
+            let server = try CurveKeyPair.read(from: KeyStore.serverPath(data))
+            let keys = try KeyStore.traderPair(data: data, name: nil)
+            let socket = try context.socket(.dealer)
+            try socket.setCurveClient(serverKey: server.publicKey, publicKey: keys.publicKey, secretKey: keys.secretKey!)
+            try socket.setSendHighWaterMark(0)
+            try socket.setReceiveHighWaterMark(0)
+            try socket.connect(tradeEndpoint)
+            return socket
+        }
+
         deinit {
             child.signal(SIGTERM)
             if child.wait(seconds: 20) == nil { child.kill9() }
@@ -312,15 +318,9 @@ enum SubmitBench {
     /// One DEALER in this process with the command's shape, from SUBMIT frames encoded before the clock starts.
     static func preEncoded(trades: Int, batch: Int, window: Int, config: String, data: String) throws -> (rate: Double, pathCPUMicrosPerTrade: Double) {
         let daemon = try Daemon(config: config, data: data)
-        let server = try CurveKeyPair.read(from: KeyStore.serverPath(data))
-        let keys = try KeyStore.traderPair(data: data, name: nil)
         let context = ZMQContext()
-        let socket = try context.socket(.dealer)
+        let socket = try daemon.dealer(context)
         defer { socket.close() }
-        try socket.setCurveClient(serverKey: server.publicKey, publicKey: keys.publicKey, secretKey: keys.secretKey!)
-        try socket.setSendHighWaterMark(0)
-        try socket.setReceiveHighWaterMark(0)
-        try socket.connect(daemon.tradeEndpoint)
         // Packed as `TradeClient` packs a batch.
         let messages = stride(from: 0, to: trades, by: batch).map { start in
             let frames = (start..<min(trades, start + batch)).map { TradeWire.encodeRequest(request($0)) }
