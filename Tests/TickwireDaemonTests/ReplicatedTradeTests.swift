@@ -716,6 +716,8 @@ extension ReplicatedTradeTests {
             #expect(pair.logs(i).contains("rolling the journal back to 7"), "node \(i): \(pair.logs(i).suffix(2_000))")
             let quarantine = (try? FileManager.default.contentsOfDirectory(atPath: pair.dirs[i] + "/journal/quarantine")) ?? []
             #expect(!quarantine.isEmpty, "node \(i): the cut records are not kept")
+            // Caught up again, each read everything from the cut on back from the stream's leader.
+            #expect(pair.logs(i).contains("caught up after the rollback: checking 8…"), "node \(i): \(pair.logs(i).suffix(2_000))")
         }
     }
 

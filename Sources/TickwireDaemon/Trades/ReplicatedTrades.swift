@@ -79,6 +79,10 @@ final class ReplicatedState {
     /// the log until it is done. Whether that was logged.
     var nextRollBack: Int64 = 0
     var rollBackWaiting = false
+    /// After a rollback, once caught up again: the whole range from the cut on is read back from the stream's
+    /// leader. The log applied again may have come from a replica's other history for a while (a consumer on a
+    /// stale replica) and agree again at its tail, where the spot read looks.
+    var verifyFrom: UInt64?
     /// Where the record after `rollBackTo` lies damaged, when the rollback repairs damage the journal's verifier
     /// found (the log holds every record after it: nothing goes back into the log).
     var damage: JournalCorruption?
@@ -290,6 +294,11 @@ extension TradeService {
         }
         expire(state, router, now: now)
         watchProgress(state, journal, now: now)
+        if let from = state.verifyFrom, state.ready, state.checking == nil, state.checkWanted == nil, state.rollBackTo == nil {
+            state.verifyFrom = nil
+            log("trades: caught up after the rollback: checking \(from)…\(min(state.applied, journal.durableSequence)) against the stream's leader")
+            state.checkWanted = from
+        }
         startCheck(state, journal, now: now)
         if !state.putBacks.isEmpty && state.ready { putBackStep(state, journal, now: now) }
         let status = ReplicationStatus(node: state.replicator.config.node, cluster: state.replicator.connectedURL,
@@ -486,6 +495,7 @@ extension TradeService {
             self.journal = reopened
             replicationResumed(reopened)
             if let saved { state.putBacks.add(file: saved.file, messages: saved.messages) }
+            state.verifyFrom = keep + 1
             for (slot, seq) in state.held { state.bySeq[seq, default: []].append(slot) }
             state.held.removeAll()
             count { $0.rollbacks += 1 }
