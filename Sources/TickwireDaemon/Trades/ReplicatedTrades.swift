@@ -294,7 +294,9 @@ extension TradeService {
         }
         expire(state, router, now: now)
         watchProgress(state, journal, now: now)
-        if let from = state.verifyFrom, state.ready, state.checking == nil, state.checkWanted == nil, state.rollBackTo == nil {
+        // (Once a record after the cut is applied: a check that cannot start yet would hold the spot reads back.)
+        if let from = state.verifyFrom, state.ready, state.checking == nil, state.checkWanted == nil, state.rollBackTo == nil,
+           min(state.applied, journal.durableSequence) >= from {
             state.verifyFrom = nil
             log("trades: caught up after the rollback: checking \(from)…\(min(state.applied, journal.durableSequence)) against the stream's leader")
             state.checkWanted = from
