@@ -142,7 +142,13 @@ enum FileIO {
         try writeAll(fd, bytes, path: tmp)
         try syncData(fd, path: tmp)
         try rename(tmp, path)
-        try syncDirectory(path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
+        try syncDirectory(directory(of: path))
+    }
+
+    /// The directory holding `path` ("." for a bare name, "/" for a file at the root).
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }
 

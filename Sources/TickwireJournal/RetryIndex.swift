@@ -69,7 +69,7 @@ public final class RetryIndex {
     ///   file allocation otherwise.
     public init(path: String, initialCapacity: Int = 1 << 16) throws(JournalError) {
         self.path = path
-        let dir = RetryIndex.directory(of: path)
+        let dir = FileIO.directory(of: path)
         try FileIO.makeDirectories(dir)
         let lockFD = try FileIO.open(path + ".lock", O_RDWR | O_CREAT)
         if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
@@ -343,14 +343,9 @@ public final class RetryIndex {
         file = fresh   // the old mapping and descriptor go with the last reference
         count = n
         syncFailure = nil
-        try FileIO.syncDirectory(RetryIndex.directory(of: path))
+        try FileIO.syncDirectory(FileIO.directory(of: path))
         growths &+= 1
         lastGrowthNanos = tw_monotonic_ns() &- start
-    }
-
-    static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
     static func powerOfTwo(atLeast n: Int) -> Int {
