@@ -81,20 +81,26 @@ extension Journal {
                 pending.removeAll()
                 pendingRolls.removeAll()
                 cutBackTo = min(cutBackTo ?? .max, failedAt)
-            } else if failureError == nil {
+            } else {
+                // Durable, even if a commit beside it has failed meanwhile: published (in order), not left on disk
+                // unacknowledged. One taken after a failed one stays unpublished and is cut back with it.
                 finished.append((ticket, last))
                 publishInOrder()
-                if !rolls.isEmpty {
-                    preparationBlocked = false
-                    if preparation == .claimed && rolls.contains(where: \.prepared) { preparation = .none }
-                }
-                if preExtending && preparation == .none && !preparationBlocked
-                    && fileSize >= Int64(JournalFormat.segmentHeaderSize) + preparedAfterBytes {
-                    preparation = .preparing
-                    lock.signal(2)
+                if failureError == nil {
+                    if !rolls.isEmpty {
+                        preparationBlocked = false
+                        if preparation == .claimed && rolls.contains(where: \.prepared) { preparation = .none }
+                    }
+                    if preExtending && preparation == .none && !preparationBlocked
+                        && fileSize >= Int64(JournalFormat.segmentHeaderSize) + preparedAfterBytes {
+                        preparation = .preparing
+                        lock.signal(2)
+                    }
                 }
             }
-            if failureError != nil && inFlight == 0, let at = cutBackTo {
+            // A failure is settled once no commit is in flight: the one beside it may still finish durably.
+            let settled = failureError != nil && inFlight == 0
+            if settled, let at = cutBackTo {
                 // Nothing past the last acknowledged commit may stay: cut the file back to a record boundary.
                 cutBackTo = nil
                 if fd >= 0 {
@@ -105,7 +111,7 @@ extension Journal {
             // A sync thread may be waiting for this one to finish (a roll, or both were busy).
             if idleSyncThreads > 0 && (canTakeBatch || failureError != nil || closing) { lock.signal(0) }
             lock.broadcast(1)
-            let reported = durableSeq, failed = failureError != nil
+            let reported = durableSeq, failed = settled
             lock.unlock()
             if failed { wakeWords.stop() } else { wakeWords.wakeAll() }
             report(reported, failed: failed)

@@ -371,7 +371,8 @@ public final class Journal: @unchecked Sendable {
         if durable.load(ordering: .acquiring) >= seq { return }
         lock.lock()
         defer { lock.unlock() }
-        while durableSeq < seq && failureError == nil && !syncThreadExited { lock.wait(1) }
+        // After a failure, wait for the commits still in flight: this record may be in one that succeeds.
+        while durableSeq < seq && (failureError == nil || inFlight > 0) && !syncThreadExited { lock.wait(1) }
         if durableSeq >= seq { return }
         throw failureError ?? .closed
     }
