@@ -62,7 +62,8 @@ COMPONENTS = [
      "Router.*: 1,000 matches a run, so the uncached router's ~1,000 is one allocation per miss, the answer it caches); "
      "the gated rows are checked by `Tools/alloc_gate.sh` against Benchmarks/Thresholds/ in every CI run (Tools/test.sh)."),
     ("e2e", "Daemon end to end", "ZeroMQ in → ring → ZeroMQ out, with the store writer, alerts/risk and the hub running, "
-     "against a raw libzmq forwarder on the same 72-byte messages over the same loopback TCP."),
+     "against a raw libzmq forwarder on the same 72-byte messages over the same loopback TCP, and a relay that "
+     "re-sequences in place (BENCH-HISTORY E12)."),
     ("itch", "Feeds: ITCH 5.0", "The real 1,000-message NASDAQ slice repeated to 10M messages, references renumbered "
      "as through a real day; one core."),
     ("journal", "Journal and trades", "128-byte records; acknowledged means durable (fdatasync)."),
@@ -258,6 +259,14 @@ def rows_e2e(d, cmd, date):
              baseline=f"zmq_proxy, same messages, interleaved: {m(pm['median'])} (best {m(pm['best'])})",
              ratio=f"{ratio:.2f} (best rounds {d['daemon_over_proxy_best']:.2f})",
              goal="≥ 1.0× (issue 17)", status=status(ratio >= 1.0), date=date, command=cmd),
+        *([dict(id="e2e.relay", measure="a relay that re-sequences in place: one libzmq thread (SUB → PUB) decodes each "
+                "event, numbers it, encodes it into the frame it came in and sends the frames on uncopied",
+                value=f"{m(d['relay_msgs_per_s']['median'])} msgs/s; CPU {d['relay_cpu_ns_per_msg']:,.0f} ns a message",
+                baseline=f"zmq_proxy, same rounds: {m(pm['median'])}; CPU {d['zmq_proxy_cpu_ns_per_msg']:,.0f} ns",
+                ratio=f"{statistics.median(d['relay_over_proxy_by_round']):.2f}× zmq_proxy (rounds "
+                + ", ".join(f"{x:.2f}" for x in d["relay_over_proxy_by_round"]) + f"); the daemon "
+                f"{statistics.median(d['daemon_over_relay_by_round']):.2f}× the relay (medians of per-round ratios)",
+                goal="—", status="diagnostic", date=date, command=cmd)] if "relay_over_proxy_by_round" in d else []),
         dict(id="e2e.cpu", measure="CPU per delivered message, proxy ÷ daemon",
              value=f"{d['daemon_cpu_ns_per_msg']:,.0f} ns (daemon)", baseline=f"zmq_proxy {d['zmq_proxy_cpu_ns_per_msg']:,.0f} ns",
              ratio=f"{d['proxy_over_daemon_cpu_per_msg_median']:.2f}", goal="—", status="—", date=date, command=cmd),

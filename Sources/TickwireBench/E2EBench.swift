@@ -2,12 +2,15 @@ import CTickwireSys
 import Foundation
 import Histogram
 import Logging
+import Synchronization
 import TickwireCore
 import TickwireDaemon
 import TickwireZMQ
 
 /// The daemon end to end — ZeroMQ in → ring → ZeroMQ out — against a raw libzmq forwarder (`zmq_proxy`,
-/// XSUB→XPUB) moving the same messages over the same loopback TCP, in the same run.
+/// XSUB→XPUB) moving the same messages over the same loopback TCP, in the same run; and against the floor of a
+/// forwarder that re-sequences: one libzmq thread (SUB→PUB) that decodes each event, gives it its own sequence
+/// and encodes it again, the least work the daemon's relay must do to each message on top of `zmq_proxy`'s.
 ///
 /// Throughput: a publisher floods N wire messages; a subscriber counts them at the far end; high-water marks are
 /// off on every socket so nothing is dropped and the figure is the path's own speed. Latency: the same path
@@ -17,11 +20,11 @@ enum E2EBench {
         let n = options.events == 10_000_000 ? 1_000_000 : options.events
         let latencyRate = Int(options.parameters["latency_rate"] ?? "") ?? 20_000
         let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
-        var proxyRuns: [Double] = [], daemonRuns: [Double] = [], bareRuns: [Double] = []
-        var proxyCPU: [Double] = [], daemonCPU: [Double] = []
+        var proxyRuns: [Double] = [], daemonRuns: [Double] = [], bareRuns: [Double] = [], relayRuns: [Double] = []
+        var proxyCPU: [Double] = [], daemonCPU: [Double] = [], relayCPU: [Double] = []
         var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var daemonLatency = proxyLatency
-        // `only=daemon` (or `proxy`) runs one path alone, e.g. under perf; the ratios then mean nothing.
+        // `only=daemon` (or `proxy`, `relay`) runs one path alone, e.g. under perf; the ratios then mean nothing.
         // `only=latency`: the paced latency of both paths alone, taking turns round by round.
         let only = options.parameters["only"]
         if only == "latency" { return try latencyRounds(latencyCount, rate: latencyRate, runs: options.runs) }
@@ -34,11 +37,15 @@ enum E2EBench {
                 let r = try throughput(n, via: .daemon)
                 daemonRuns.append(r.rate); daemonCPU.append(r.cpuNanos)
             }
+            if only == nil || only == "relay" {
+                let r = try throughput(n, via: .relay)
+                relayRuns.append(r.rate); relayCPU.append(r.cpuNanos)
+            }
             if only == nil { bareRuns.append(try throughput(n, via: .daemonWithoutAlerts).rate) }
         }
         if only != nil {
-            return OnePath(only: only!, zmqProxyMsgsPerS: proxyRuns, daemonMsgsPerS: daemonRuns,
-                           zmqProxyCpuNsPerMsg: proxyCPU, daemonCpuNsPerMsg: daemonCPU)
+            return OnePath(only: only!, zmqProxyMsgsPerS: proxyRuns, daemonMsgsPerS: daemonRuns, relayMsgsPerS: relayRuns,
+                           zmqProxyCpuNsPerMsg: proxyCPU, daemonCpuNsPerMsg: daemonCPU, relayCpuNsPerMsg: relayCPU)
         }
         try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
         try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
@@ -50,6 +57,9 @@ enum E2EBench {
             daemonOverProxyBest: dBest / pBest, daemonOverProxyMedian: median(daemonRuns) / median(proxyRuns),
             proxyOverDaemonCpuPerMsgMedian: median(proxyCPU) / median(daemonCPU),
             zmqProxyCpuNsPerMsg: median(proxyCPU), daemonCpuNsPerMsg: median(daemonCPU),
+            relayMsgsPerS: .init(best: relayRuns.max()!, median: median(relayRuns)), relayCpuNsPerMsg: median(relayCPU),
+            relayOverProxyByRound: zip(relayRuns, proxyRuns).map { $0 / $1 },
+            daemonOverRelayByRound: zip(daemonRuns, relayRuns).map { $0 / $1 },
             daemonWithoutAlertRulesMsgsPerS: .init(best: bareRuns.max()!, median: median(bareRuns)),
             alertRulesOnOverOffMedian: median(daemonRuns) / median(bareRuns),
             latencyRateMsgsPerS: latencyRate,
@@ -65,6 +75,9 @@ enum E2EBench {
         /// CPU of the whole process (publisher, subscriber, forwarder, every thread) per message delivered: on two
         /// saturated cores throughput is about 2 s / this, and it is far steadier than wall-clock rates.
         var zmqProxyCpuNsPerMsg: Double, daemonCpuNsPerMsg: Double
+        /// The re-sequencing floor (a decode-and-encode relay on one libzmq thread), and the daemon against it.
+        var relayMsgsPerS: BestMedian, relayCpuNsPerMsg: Double
+        var relayOverProxyByRound: [Double], daemonOverRelayByRound: [Double]
         var daemonWithoutAlertRulesMsgsPerS: BestMedian
         var alertRulesOnOverOffMedian: Double
         var latencyRateMsgsPerS: Int
@@ -75,7 +88,8 @@ enum E2EBench {
     struct OnePath: BenchReport {
         var suite = "e2e"
         var only: String
-        var zmqProxyMsgsPerS: [Double], daemonMsgsPerS: [Double], zmqProxyCpuNsPerMsg: [Double], daemonCpuNsPerMsg: [Double]
+        var zmqProxyMsgsPerS: [Double], daemonMsgsPerS: [Double], relayMsgsPerS: [Double]
+        var zmqProxyCpuNsPerMsg: [Double], daemonCpuNsPerMsg: [Double], relayCpuNsPerMsg: [Double]
     }
 
     /// `only=latency`: every round's p50 and p99 of both paths (ns), their medians and the median ratios, and the
@@ -116,7 +130,8 @@ enum E2EBench {
     }
 
     /// `daemonWithoutAlerts`: the same daemon with no alert rules configured (`alerts = []`): what the rules cost.
-    enum Path { case proxy, daemon, daemonWithoutAlerts }
+    /// `relay`: the re-sequencing floor (see the type's note).
+    enum Path { case proxy, relay, daemon, daemonWithoutAlerts }
 
     /// A running forwarder: `input` is where a publisher connects, `output` where a subscriber connects.
     final class Forwarder {
@@ -140,6 +155,21 @@ enum E2EBench {
             let t = Thread { try? ZMQ.proxy(frontend: front, backend: back); front.close(); back.close(); done.signal() }
             t.start()
             return Forwarder(input: input, output: output) { ctx.shutdown(); done.wait() }
+        case .relay:
+            let ctx = ZMQContext()
+            let front = try ctx.socket(.sub), back = try ctx.socket(.pub)
+            try front.setReceiveHighWaterMark(0); try back.setSendHighWaterMark(0)
+            try front.subscribe("")
+            try front.bind("tcp://127.0.0.1:*"); try back.bind("tcp://127.0.0.1:*")
+            let input = front.lastEndpoint, output = back.lastEndpoint
+            let stop = Atomic<Bool>(false)
+            let done = DispatchSemaphore(value: 0)
+            let t = Thread {
+                try? relay(front, back, stop: stop)
+                front.close(); back.close(); done.signal()
+            }
+            t.start()
+            return Forwarder(input: input, output: output) { stop.store(true, ordering: .relaxed); done.wait(); ctx.shutdown() }
         case .daemon, .daemonWithoutAlerts:
             // The daemon subscribes (connects) to a publisher, so the bench's publisher binds and the daemon's
             // source connects to it.
@@ -163,6 +193,31 @@ enum E2EBench {
             }
             f.daemon = d
             return f
+        }
+    }
+
+    /// The re-sequencing floor's loop: each message's two frames in, the event decoded, numbered and encoded
+    /// again into the frame it came in, both frames sent on as they are (no copy, as `zmq_proxy` moves them);
+    /// everything waiting is drained before polling again, as the daemon's relay does.
+    static func relay(_ front: ZMQSocket, _ back: ZMQSocket, stop: borrowing Atomic<Bool>) throws {
+        var subject = ZMQMessage(), payload = ZMQMessage()
+        var seq: UInt64 = 0
+        while !stop.load(ordering: .relaxed) {
+            guard try front.waitReadable(timeoutMs: 50) else { continue }
+            while try subject.receive(from: front, dontWait: true) {
+                guard subject.more, try payload.receive(from: front, dontWait: true) else { continue }
+                let numbered: Bool = payload.withUnsafeMutableBytes { p in
+                    guard p.count == WireCodec.payloadSize, var e = try? WireCodec.decode(UnsafeRawBufferPointer(p)).event
+                    else { return false }
+                    seq &+= 1
+                    e.seq = seq
+                    WireCodec.encode(e, subjectSeq: seq, into: p.baseAddress!)
+                    return true
+                }
+                guard numbered else { continue }
+                try subject.send(on: back, more: true)
+                try payload.send(on: back)
+            }
         }
     }
 

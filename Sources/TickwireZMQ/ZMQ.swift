@@ -348,6 +348,21 @@ public struct ZMQMessage: ~Copyable {
         try body(UnsafeRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg)))
     }
 
+    /// The frame's bytes, to change in place before sending the frame on. - warning: valid only inside `body`.
+    public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeMutableRawBufferPointer(start: zmq_msg_data(msg), count: zmq_msg_size(msg)))
+    }
+
+    /// Sends this frame without copying its bytes (`zmq_msg_send`); the message is empty afterwards.
+    /// - Returns: false when it would block (`dontWait`).
+    @discardableResult
+    public mutating func send(on socket: ZMQSocket, more: Bool = false, dontWait: Bool = false) throws(ZMQError) -> Bool {
+        if zmq_msg_send(msg, socket.handle, (more ? ZMQ_SNDMORE : 0) | (dontWait ? ZMQ_DONTWAIT : 0)) >= 0 { return true }
+        let e = zmq_errno()
+        if e == EAGAIN { return false }
+        throw ZMQError(code: e, operation: "zmq_msg_send")
+    }
+
     public var bytes: [UInt8] {
         mutating get { withUnsafeBytes { Array($0) } }
     }

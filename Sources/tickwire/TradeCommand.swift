@@ -81,6 +81,9 @@ struct TradeCommand: ParsableCommand {
                 }
             }
             if let file, let input {
+                // Read once: an @Option's getter looks up generic metadata on every read (1% of the command's time
+                // when read a line).
+                let batch = self.batch, window = self.window
                 // Consecutive trades travel together, up to `batch` a message (their replies come back together).
                 var batched: [EncodedTrade] = []
                 batched.reserveCapacity(batch)

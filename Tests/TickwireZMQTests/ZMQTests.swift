@@ -36,6 +36,27 @@ import TickwireZMQ
         #expect(try dealer.receive() == Array("ack".utf8))
     }
 
+    /// A received frame changed in place and sent on as it is (how a relay forwards without copying): the far
+    /// end gets the new bytes and the frame's `more` flag, and the message is left empty.
+    @Test func aReceivedFrameIsChangedInPlaceAndSentOnUncopied() throws {
+        let ctx = ZMQContext()
+        let a = try ctx.socket(.pair), b = try ctx.socket(.pair), c = try ctx.socket(.pair), d = try ctx.socket(.pair)
+        try b.bind("inproc://in"); try a.connect("inproc://in")
+        try d.bind("inproc://out"); try c.connect("inproc://out")
+        let long = [UInt8](repeating: 7, count: 100)   // past libzmq's 33-byte small-message size: a heap frame
+        try a.sendMultipart([Array("MD.A".utf8), long])
+        var head = ZMQMessage(), body = ZMQMessage()
+        #expect(try head.receive(from: b) && head.more)
+        #expect(try body.receive(from: b) && !body.more)
+        body.withUnsafeMutableBytes { $0[0] = 1; $0[99] = 9 }
+        try head.send(on: c, more: true)
+        try body.send(on: c)
+        #expect(body.count == 0)
+        var changed = long
+        changed[0] = 1; changed[99] = 9
+        #expect(try d.receiveMultipart() == [Array("MD.A".utf8), changed])
+    }
+
     @Test func pollReportsReadiness() throws {
         let ctx = ZMQContext()
         let a = try ctx.socket(.pair), b = try ctx.socket(.pair)
