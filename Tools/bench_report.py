@@ -48,9 +48,11 @@ SUITES = {
     "ring_spsc": ["ring", "--events", "10000000", "--runs", "9", "--param", "only=spsc"],
     "store_csv": ["store", "--runs", "7", "--param", "n=5500000", "--param", "symbols=500", "--param", "only=csv_import"],
     "submit_latency": ["submit", "--param", "only=latency"],
+    "index_growth": ["recovery", "--runs", "5", "--param", "only=index_growth"],
 }
 # The component a suite's rows belong to, where it is not the suite's own name.
-COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "submit_latency": "journal", "store_csv": "store"}
+COMPONENT_OF = {"e2e_latency": "e2e", "ring_spsc": "ring", "submit": "journal", "submit_latency": "journal", "store_csv": "store",
+                "index_growth": "journal"}
 QUICK = ["itch", "router", "alloc"]
 GATED = r"^(Ring|Router|Codec|Risk|Alerts)\..*"
 
@@ -377,6 +379,24 @@ def rows_submit_latency(d, cmd, date):
     ]
 
 
+def rows_index_growth(d, cmd, date):
+    """The retry index's doubling under paced inserts: in place against in the background, round by round."""
+    inplace, bg, take = d["in_place_longest_insert_ms"], d["background_longest_insert_ms"], d["background_take_over_ms"]
+    ratios = [a / b for a, b in zip(inplace, bg)]
+    def ms(xs):
+        return f"{statistics.median(xs):.1f} ms (rounds {min(xs):.1f}–{max(xs):.1f})"
+    return [
+        dict(id="journal.index_growth",
+             measure=f"retry index doubling at {d['slots'] >> 20}M slots (the trade service's table) under {d['inserts_per_s'] // 1000}k "
+                     "inserts/s: the longest insert",
+             value=f"in the background: {ms(bg)}, of which the take-over {statistics.median(take):.1f} ms (the rest: the "
+                   "table's dirty pages written as a checkpoint writes them, all 64 MiB here)",
+             baseline=f"the doubling in place, same rounds: {ms(inplace)}",
+             ratio=f"{statistics.median(ratios):.0f}× shorter (median of per-round ratios)",
+             goal="—", status="diagnostic", date=date, command=cmd),
+    ]
+
+
 def rows_store_csv(d, cmd, date):
     c, runs = d["csv_import"], d["runs"]
     parse_r, import_r = c["rounds_parse_seconds"], c["rounds_ratio_import_vs_polars"]
@@ -399,7 +419,8 @@ def rows_store_csv(d, cmd, date):
 
 
 FRESH = {"itch": rows_itch, "router": rows_router, "e2e": rows_e2e, "e2e_latency": rows_e2e_latency,
-         "ring_spsc": rows_ring_spsc, "submit": rows_submit, "submit_latency": rows_submit_latency, "store_csv": rows_store_csv}
+         "ring_spsc": rows_ring_spsc, "submit": rows_submit, "submit_latency": rows_submit_latency, "store_csv": rows_store_csv,
+         "index_growth": rows_index_growth}
 
 
 def load_rows():

@@ -33,7 +33,7 @@ public enum BenchSuites {
         "journal": ["raw_records", "batched_records", "sqlite_records", "segment_bytes", "paced_rate", "paced_records",
                     "raw_nearby_records", "threads", "per_thread", "pipeline_threads", "window", "pipelined_records",
                     "nosync_records", "zmq_clients", "zmq_records", "zmq_batch"],
-        "recovery": ["sizes"],
+        "recovery": ["sizes", "only", "slots", "rate"],
         "store": ["n", "symbols", "only"],
         "frames": ["n", "symbols", "store"],
         "replicated": ["window", "clients", "batch", "throughput", "failover", "rate", "paths"],

@@ -1,3 +1,4 @@
+import CTickwireSys
 import Foundation
 import TickwireCore
 import TickwireDaemon
@@ -14,12 +15,16 @@ import TickwireJournal
 /// - the anonymous resident memory (RssAnon) each retry map adds once it holds every trade.
 /// Journals are written without fsync (the start reads them from the page cache, as after a restart on a
 /// running machine); 64 MiB segments as the daemon's.
+///
+/// `only=index_growth`: the retry index's doubling as the trade service meets it, instead (see `indexGrowth`;
+/// parameters `slots`, default 4194304, the trade service's table, and `rate`, inserts a second, default 400000).
 enum RecoveryBench {
-    static func run(_ options: BenchOptions) throws -> Result {
+    static func run(_ options: BenchOptions) throws -> any BenchReport {
         let sizes = (options.parameters["sizes"] ?? "100000,1000000").split(separator: ",").compactMap { Int($0) }
         let root = options.directory + "/recovery-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: root) }
+        if options.parameters["only"] == "index_growth" { return try indexGrowth(options, root: root) }
         var rows: [Result.Size] = []
         for size in sizes {
             let dir = root + "/\(size)"
@@ -73,6 +78,66 @@ enum RecoveryBench {
         }
         var sizes: [Size]
         var note = "full: Journal() reading every segment and a dictionary of every retry key (the start before); checkpointed: Journal(replayFrom:) 1,000 trades before the end, the rest of the keys already in a RetryIndex; RssAnon growth of each retry map holding every trade"
+    }
+
+    /// A table of `slots` filled to just below half, then `slots`/8 more inserts paced at `rate` a second (the
+    /// trade service's pace at most), each timed: the doubling at half made in place (the inserting thread builds
+    /// the new table: the baseline, as before) and in the background (it only takes the new table over), taking
+    /// turns round by round. The longest insert of the paced part is the pause a trade's acknowledgement meets.
+    static func indexGrowth(_ options: BenchOptions, root: String) throws -> IndexGrowth {
+        let slots = Int(options.parameters["slots"] ?? "") ?? 1 << 22
+        let rate = Int(options.parameters["rate"] ?? "") ?? 400_000
+        var key = [UInt8](repeating: 0, count: 32)
+        /// "traderT\0ord-N", built in place.
+        func insert(_ index: RetryIndex, _ i: Int) throws {
+            let text = "trader\(i % 4)\u{0}ord-\(i)"
+            let n = text.utf8.count
+            _ = key.withUnsafeMutableBytes { b in text.utf8.withContiguousStorageIfAvailable { b.copyMemory(from: UnsafeRawBufferPointer($0)) } }
+            try key.withUnsafeBytes { b in _ = try index.insert(UnsafeRawBufferPointer(rebasing: b[0..<n]), seq: UInt64(i + 1)) }
+        }
+        var r = IndexGrowth(slots: slots, insertsPerS: rate, runs: options.runs)
+        for round in 0..<max(1, options.runs) {
+            for background in [false, true] {
+                let dir = root + "/index-\(round)-\(background)"
+                let index = try RetryIndex(path: dir + "/retry.idx", initialCapacity: slots, backgroundGrowthFrom: background ? 0 : Int.max)
+                let half = slots / 2 - 1_000
+                for i in 0..<half { try insert(index, i) }
+                var worst: Int64 = 0
+                let interval = 1_000_000_000 / Int64(rate), t0 = tw_monotonic_ns()
+                for (k, i) in (half..<(half + slots / 8)).enumerated() {
+                    let due = t0 + Int64(k) * interval
+                    while tw_monotonic_ns() < due {}
+                    let s = tw_monotonic_ns()
+                    try insert(index, i)
+                    worst = max(worst, tw_monotonic_ns() - s)
+                }
+                index.finishGrowth()
+                guard index.growths == 1 else { throw BenchError.failed("the table doubled \(index.growths) times, not once") }
+                let ms = { (x: Int64) in (Double(x) / 1e4).rounded() / 100 }
+                if background {
+                    r.backgroundLongestInsertMs.append(ms(worst)); r.backgroundDoublingMs.append(ms(index.lastGrowthNanos))
+                    r.backgroundTakeOverMs.append(ms(index.lastGrowthPauseNanos))
+                } else {
+                    r.inPlaceLongestInsertMs.append(ms(worst)); r.inPlaceDoublingMs.append(ms(index.lastGrowthNanos))
+                }
+                index.close()
+                try? FileManager.default.removeItem(atPath: dir)
+            }
+        }
+        return r
+    }
+
+    struct IndexGrowth: BenchReport {
+        var suite = "recovery"
+        var only = "index_growth"
+        var slots: Int, insertsPerS: Int, runs: Int
+        /// The longest insert of the paced part (ms), and the doubling's time from its start to the new table in
+        /// place (ms), round by round.
+        var inPlaceLongestInsertMs: [Double] = [], backgroundLongestInsertMs: [Double] = []
+        var inPlaceDoublingMs: [Double] = [], backgroundDoublingMs: [Double] = []
+        /// Of the background doubling's pause: the take-over (the entries inserted meanwhile placed); the rest of
+        /// the longest insert is the start, which writes the table's dirty pages to its file as a checkpoint does.
+        var backgroundTakeOverMs: [Double] = []
     }
 
     /// A journal of `trades` trade records, as the trade service writes them.

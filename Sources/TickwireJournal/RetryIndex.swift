@@ -1,4 +1,5 @@
 import CTickwireSys
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,8 +24,9 @@ import Glibc
 /// the next start. A missing, damaged or wrong-version file is replaced by an empty one with `coveredThrough` 0.
 ///
 /// Threads: not thread-safe and takes no locks. One thread (the trade service's) does every lookup, insert,
-/// checkpoint and `journalEnds`; nothing here is shared with another thread. One process: the file must live
-/// beside a journal whose `LOCK` the process holds (`DATA/journal/retry.idx`).
+/// checkpoint and `journalEnds`. The one thing shared is a doubling of a large table, built on a thread of its
+/// own from the old table's file (see `insert`). One process: the file must live beside a journal whose `LOCK`
+/// the process holds (`DATA/journal/retry.idx`).
 ///
 /// Memory: the table is anonymous memory (transparent huge pages where the kernel gives them), read from the file
 /// at open and written back at checkpoints: only the 4 KiB pages dirtied since the last one, with `pwrite`. It
@@ -43,6 +45,14 @@ public final class RetryIndex {
     /// Table doublings since open, and how long the last one took in nanoseconds (new file, rehash, sync, rename).
     public private(set) var growths = 0
     public private(set) var lastGrowthNanos: Int64 = 0
+    /// How long the last doubling held the inserting thread: all of it for one made in place, the take-over (the
+    /// entries inserted meanwhile, the rename, the directory sync) and any wait for one built in the background.
+    public private(set) var lastGrowthPauseNanos: Int64 = 0
+    /// Tables of at least this many slots double in the background (see `insert`).
+    public let backgroundGrowthFrom: Int
+    /// Whether a doubling is being built in the background.
+    public var growing: Bool { growth != nil }
+    private var growth: Growth?
     /// The last doubling that failed (a full disk, say), if the table is still below its hard limit; retried later.
     public private(set) var growthFailure: JournalError?
 
@@ -64,11 +74,14 @@ public final class RetryIndex {
     ///   - path: the index file, normally `DATA/journal/retry.idx`; its directory is created if needed.
     ///   - initialCapacity: slots of a new table (rounded up to a power of two, at least 64). Size it for the
     ///     entries of a day (2 slots each) and the table never grows while trading.
+    ///   - backgroundGrowthFrom: tables of at least this many slots (16 MiB of table for the default) double on a
+    ///     thread of their own; smaller ones double in place, which takes a few milliseconds.
     /// - Throws: `JournalError.io` naming the path; `.diskFull` when a new file cannot be allocated.
     /// - Complexity: O(1) for a valid file (the header is read, the table mapped, not read); O(initialCapacity)
     ///   file allocation otherwise.
-    public init(path: String, initialCapacity: Int = 1 << 16) throws(JournalError) {
+    public init(path: String, initialCapacity: Int = 1 << 16, backgroundGrowthFrom: Int = 1 << 20) throws(JournalError) {
         self.path = path
+        self.backgroundGrowthFrom = backgroundGrowthFrom
         let dir = FileIO.directory(of: path)
         try FileIO.makeDirectories(dir)
         let lockFD = try FileIO.open(path + ".lock", O_RDWR | O_CREAT)
@@ -182,8 +195,12 @@ public final class RetryIndex {
     /// - Throws: `.diskFull` or `.io` from a doubling of the table, only once the table is past its hard limit of
     ///   7/8 full (below it a failed doubling is kept in `growthFailure`, the entry goes in, and the doubling is
     ///   retried after capacity/64 more entries; at the limit every insert retries it).
-    /// - Complexity: O(1) expected; a doubling (when the entries pass half the slots) writes a new file of twice
-    ///   the size, rehashes every entry into it and syncs it: see `lastGrowthNanos` and docs/STORAGE.md.
+    /// - Complexity: O(1) expected. When the entries pass half the slots the table doubles: a new file of twice
+    ///   the size, every entry rehashed into it, synced. A table of `backgroundGrowthFrom` slots or more doubles on
+    ///   a thread of its own (its dirty pages are written to its file first, and the new table is filled from
+    ///   that file), while inserts go on into the old table and are noted; the insert that finds it done places
+    ///   the noted ones into the new table and renames it into place. Only an insert that reaches the hard limit
+    ///   first waits for it. See `lastGrowthPauseNanos` and docs/STORAGE.md.
     @discardableResult
     public func insert(_ key: UnsafeRawBufferPointer, seq: UInt64) throws(JournalError) -> Bool {
         try insert(hash: hash(key), seq: seq)
@@ -199,19 +216,31 @@ public final class RetryIndex {
     func insert(hash h: UInt64, seq: UInt64) throws(JournalError) -> Bool {
         precondition(seq != 0, "journal sequences start at 1")
         // Past the hard limit every insert retries the doubling: no entry can go in until one succeeds.
-        let atHardLimit = (count &+ 1) &* 8 > file.capacity &* 7
-        if (count &+ 1) &* 2 > file.capacity && (count >= nextGrowthAttempt || atHardLimit) {
-            do {
-                try grow()
-                growthFailure = nil
-            } catch {
-                growthFailure = error
-                nextGrowthAttempt = count &+ max(1, file.capacity / 64)
-                if atHardLimit { throw error }
+        var atHardLimit = (count &+ 1) &* 8 > file.capacity &* 7
+        if let g = growth, atHardLimit || g.finished.load(ordering: .acquiring) {
+            finishGrowth()
+            atHardLimit = (count &+ 1) &* 8 > file.capacity &* 7
+        }
+        if growth == nil && (count &+ 1) &* 2 > file.capacity && (count >= nextGrowthAttempt || atHardLimit) {
+            // From the file only when it can be trusted to hold the table: after a failed sync it may not.
+            if !atHardLimit && file.capacity >= backgroundGrowthFrom && syncFailure == nil {
+                startGrowth()
+            } else {
+                do {
+                    try grow()
+                    growthFailure = nil
+                } catch {
+                    growthFailure = error
+                    nextGrowthAttempt = count &+ max(1, file.capacity / 64)
+                    if atHardLimit { throw error }
+                }
             }
         }
         let added = file.place(hash: h, seq: seq)
-        if added { count &+= 1 }
+        if added {
+            count &+= 1
+            growth?.since.append((h, seq))
+        }
         return added
     }
 
@@ -304,6 +333,9 @@ public final class RetryIndex {
     /// sequences are replayed into the table after a crash. Entries after it stay and fail `verify`.
     /// - Throws: `.io` naming the path.
     public func journalEnds(at lastSequence: UInt64) throws(JournalError) {
+        // A doubling in flight carries the coverage of its start into the new file's header: take it over first,
+        // so that the lowered coverage is the one that lasts.
+        finishGrowth()
         guard coveredThrough > lastSequence else { return }
         try writeHeader(coveredThrough: lastSequence)
     }
@@ -314,8 +346,121 @@ public final class RetryIndex {
         coveredThrough = seq
     }
 
-    /// Doubles the table: a new file beside the old one, every entry rehashed into it, synced, renamed over the old
-    /// one, directory synced. The header keeps the old `coveredThrough` (the new table holds at least that much).
+    // MARK: - Growth
+
+    /// A doubling built on a thread of its own: the new table filled from the old one's file, written and synced
+    /// as `PATH.grow`. `since` holds the entries inserted meanwhile (the inserting thread's); the thread sets
+    /// `outcome` and then `finished`, and is joined before `outcome` is read.
+    private final class Growth: @unchecked Sendable {
+        let old: IndexFile
+        let coveredThrough: UInt64
+        let started = tw_monotonic_ns()
+        var since: [(hash: UInt64, seq: UInt64)] = []
+        var thread = pthread_t()
+        let finished = Atomic<Bool>(false)
+        var outcome: Result<(file: IndexFile, count: Int), JournalError>?
+        init(old: IndexFile, coveredThrough: UInt64) { self.old = old; self.coveredThrough = coveredThrough }
+    }
+
+    /// Writes the table's dirty pages to its file (so the file holds every entry so far) and starts the thread that
+    /// builds the doubled table from it. A failed write is kept as `growthFailure` (and as a failed sync: the file
+    /// may not hold those pages, so the next doubling is made in place, from memory).
+    private func startGrowth() {
+        do { _ = try file.writeDirtyPages() } catch {
+            syncFailure = error
+            growthFailure = error
+            nextGrowthAttempt = count &+ max(1, file.capacity / 64)
+            return
+        }
+        let g = Growth(old: file, coveredThrough: coveredThrough)
+        let path = self.path
+        g.thread = startThread {
+            _ = tw_set_thread_name("tw-index-grow")
+            do throws(JournalError) {
+                let built = try RetryIndex.doubled(g.old, at: path + ".grow", coveredThrough: g.coveredThrough)
+                // In place before the take-over: the new file claims the coverage of the doubling's start, which
+                // its entries hold, so a crash from here on opens it and replays from there. A checkpoint of the
+                // old table meanwhile writes to a file no longer at `path`, harmlessly.
+                do throws(JournalError) { try FileIO.rename(path + ".grow", path) } catch { unlink(path + ".grow"); throw error }
+                built.file.path = path
+                // Until the directory is synced a crash may find the old table, as valid a cache of the journal.
+                _ = try? FileIO.syncDirectory(FileIO.directory(of: path))
+                g.outcome = .success(built)
+            } catch {
+                g.outcome = .failure(error)
+            }
+            g.finished.store(true, ordering: .releasing)
+        }
+        growth = g
+    }
+
+    /// The doubled table of `old`, read from its file (a page being rewritten meanwhile by a checkpoint is read
+    /// whole or in parts; either way every entry it held at the start is there, and a slot read half-written is
+    /// at worst a false candidate, which `verify` rejects), written and synced at `path` with its header.
+    private static func doubled(_ old: IndexFile, at path: String, coveredThrough: UInt64) throws(JournalError) -> (file: IndexFile, count: Int) {
+        let fresh = try IndexFile.create(path: path, capacity: old.capacity &* 2, seed: old.seed, count: 0,
+                                         coveredThrough: coveredThrough)
+        var n = 0
+        do throws(JournalError) {
+            let chunk = min(old.capacity, 1 << 16)   // slots a read: 1 MiB
+            let buffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 &* chunk)
+            defer { buffer.deallocate() }
+            var first = 0
+            while first < old.capacity {
+                let bytes = chunk &* IndexFile.slotBytes
+                let at = Int64(IndexFile.headerBytes &+ first &* IndexFile.slotBytes)
+                guard try FileIO.pread(old.fd, into: UnsafeMutableRawBufferPointer(start: buffer, count: bytes), at: at, path: old.path) == bytes else {
+                    throw JournalError.io(operation: "pread (the table ends early)", path: old.path, errno: EIO)
+                }
+                for i in 0..<chunk {
+                    let seq = UInt64(littleEndian: buffer[2 &* i &+ 1])
+                    if seq != 0, fresh.place(hash: UInt64(littleEndian: buffer[2 &* i]), seq: seq) { n &+= 1 }
+                }
+                first &+= chunk
+            }
+            _ = try fresh.writeDirtyPages()
+            try fresh.syncData()
+            try fresh.writeHeader(count: n, coveredThrough: coveredThrough)
+            try fresh.syncData()
+        } catch {
+            unlink(path)
+            throw error
+        }
+        return (fresh, n)
+    }
+
+    /// Takes over the doubling built in the background (already renamed into place), waiting for it if it is not
+    /// done: the entries inserted meanwhile are placed into the new table (dirty, for the next checkpoint), and
+    /// the coverage becomes that of the doubling's start, which the new file's header claims. A failed one is
+    /// kept as `growthFailure` and tried again after capacity/64 more entries. Inserts and `journalEnds` call it;
+    /// call it to wait for a doubling at a moment of one's choosing.
+    public func finishGrowth() {
+        guard let g = growth else { return }
+        growth = nil
+        let pauseStart = tw_monotonic_ns()
+        pthread_join(g.thread, nil)
+        switch g.outcome! {
+        case .failure(let error):
+            growthFailure = error
+            nextGrowthAttempt = count &+ max(1, file.capacity / 64)
+        case .success(let built):
+            var n = built.count
+            for e in g.since where built.file.place(hash: e.hash, seq: e.seq) { n &+= 1 }
+            file = built.file
+            count = n
+            coveredThrough = g.coveredThrough
+            syncFailure = nil
+            growthFailure = nil
+            growths &+= 1
+            let now = tw_monotonic_ns()
+            lastGrowthNanos = now &- g.started
+            lastGrowthPauseNanos = now &- pauseStart
+        }
+    }
+
+    /// Doubles the table in place: a new file beside the old one, every entry rehashed into it, synced, renamed over
+    /// the old one, directory synced. The header keeps the old `coveredThrough` (the new table holds at least that
+    /// much).
     private func grow() throws(JournalError) {
         let start = tw_monotonic_ns()
         let old = file
@@ -346,6 +491,7 @@ public final class RetryIndex {
         try FileIO.syncDirectory(FileIO.directory(of: path))
         growths &+= 1
         lastGrowthNanos = tw_monotonic_ns() &- start
+        lastGrowthPauseNanos = lastGrowthNanos
     }
 
     static func powerOfTwo(atLeast n: Int) -> Int {
@@ -357,6 +503,12 @@ public final class RetryIndex {
     /// Lets another `RetryIndex` open the file (the lock is otherwise held until this one is freed). Use nothing
     /// of this one afterwards.
     public func close() {
+        // A doubling in flight is waited for: its file is in place if it succeeded (the next open reads it and
+        // replays from the coverage of its start), the old one if not.
+        if let g = growth {
+            growth = nil
+            pthread_join(g.thread, nil)
+        }
         if lockFD >= 0 { Glibc.close(lockFD); lockFD = -1 }
     }
 
@@ -478,7 +630,8 @@ final class IndexFile {
     /// - Parameter zeroFilled: write the table's zeros through (and sync them), so that the first checkpoint
     ///   overwrites written blocks: writing into the allocated, never-written blocks `posix_fallocate` leaves held
     ///   the service thread's first checkpoint ~150 ms (BENCH-HISTORY J6), as the journal's pre-extension avoids
-    ///   for its segments. A doubling does not (its pause is long enough); its first checkpoint pays instead.
+    ///   for its segments. A doubling need not: it writes every page its rehash filled before the rename, and a
+    ///   table a quarter full (256 slots a page) leaves almost none empty.
     static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64,
                        zeroFilled: Bool = false) throws(JournalError) -> IndexFile {
         let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
