@@ -45,8 +45,8 @@ public final class RetryIndex {
     /// Table doublings since open, and how long the last one took in nanoseconds (new file, rehash, sync, rename).
     public private(set) var growths = 0
     public private(set) var lastGrowthNanos: Int64 = 0
-    /// How long the last doubling held the inserting thread: all of it for one made in place, the take-over (the
-    /// entries inserted meanwhile, the rename, the directory sync) and any wait for one built in the background.
+    /// How long the last doubling held the inserting thread: all of it for one made in place; for one built in the
+    /// background, its take-over (the entries inserted meanwhile placed) and any wait for it.
     public private(set) var lastGrowthPauseNanos: Int64 = 0
     /// Tables of at least this many slots double in the background (see `insert`).
     public let backgroundGrowthFrom: Int
@@ -273,6 +273,8 @@ public final class RetryIndex {
     /// began on (replaced, its descriptor kept open by the checkpoint), and the coverage is not raised.
     /// - Throws: as `checkpoint`, for the pages' writes (no sync has happened yet).
     public func beginCheckpoint(coveredThrough seq: UInt64) throws(JournalError) -> PendingCheckpoint {
+        // A doubling built meanwhile is in place already: checkpoint the table that is.
+        if let g = growth, g.finished.load(ordering: .acquiring) { finishGrowth() }
         if let failure = syncFailure { throw failure }
         let written: [(offset: Int64, length: Int)]
         do { written = try file.writeDirtyPages() } catch { syncFailure = error; throw error }
@@ -432,8 +434,8 @@ public final class RetryIndex {
     /// Takes over the doubling built in the background (already renamed into place), waiting for it if it is not
     /// done: the entries inserted meanwhile are placed into the new table (dirty, for the next checkpoint), and
     /// the coverage becomes that of the doubling's start, which the new file's header claims. A failed one is
-    /// kept as `growthFailure` and tried again after capacity/64 more entries. Inserts and `journalEnds` call it;
-    /// call it to wait for a doubling at a moment of one's choosing.
+    /// kept as `growthFailure` and tried again after capacity/64 more entries. Inserts, checkpoints (once it is
+    /// done) and `journalEnds` call it; call it to wait for a doubling at a moment of one's choosing.
     public func finishGrowth() {
         guard let g = growth else { return }
         growth = nil
