@@ -137,6 +137,18 @@ public final class RetryingSubmitter {
     /// - Returns: whether a reply arrived.
     /// - Throws: `TradeServiceError.zmq`.
     @discardableResult
+    /// Hands out replies as they come (as `poll` does, resending and giving up on time) until `fd` has input to
+    /// read or nothing is outstanding: what a caller reading trades from a pipe does between reads, so that a
+    /// trade read is answered before the next one arrives. `idle` runs each time no reply is waiting.
+    public func takeReplies(untilReadable fd: Int32, _ body: (Outcome) -> Void, idle: () -> Void) throws {
+        while live > 0 {
+            if try poll(timeoutMs: 0, body) { continue }
+            idle()
+            // Bounded, so that resends and give-ups (checked by `poll`) are on time.
+            if try client.waitForReply(orInput: fd, timeoutMs: 100).input { return }
+        }
+    }
+
     public func poll(timeoutMs: Int, _ body: (Outcome) -> Void) throws -> Bool {
         var now = Nanos.now().rawValue
         if now >= nextScan {

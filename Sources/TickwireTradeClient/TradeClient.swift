@@ -78,6 +78,13 @@ public final class TradeClient {
     /// Whether a reply already received (in the message of an earlier one) waits to be handed out.
     public var hasBufferedReply: Bool { receivedHead < received.count }
 
+    /// Waits until a reply can be received or `fd` is readable, at most `timeoutMs`. - Returns: which is ready.
+    public func waitForReply(orInput fd: Int32, timeoutMs: Int) throws -> (reply: Bool, input: Bool) {
+        if hasBufferedReply { return (true, false) }
+        do { let r = try socket.waitReadable(orFD: fd, timeoutMs: timeoutMs); return (r.socket, r.fd) }
+        catch { throw TradeServiceError.zmq(error) }
+    }
+
     /// The next reply, or nil after `timeoutMs` (-1: wait forever).
     public func receive(timeoutMs: Int) throws -> TradeReply? {
         if receivedHead < received.count {

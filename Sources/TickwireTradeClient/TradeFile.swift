@@ -9,12 +9,16 @@ public enum TradeFile {
 
     /// Reads `fd` to its end and hands each line (without its `\n`) to `body` with its 1-based number; a last line
     /// without a newline counts too.
+    /// - Parameter beforeRead: called before each read (which, from a pipe, waits for the writer): a caller sends
+    ///   what it holds of the lines so far there.
     /// - Warning: the line's bytes are valid only during the call.
-    /// - Throws: `TradeInputError` when a read fails, or what `body` throws.
-    public static func forEachLine(fd: Int32, _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> Void) throws {
+    /// - Throws: `TradeInputError` when a read fails, or what `body` or `beforeRead` throws.
+    public static func forEachLine(fd: Int32, _ body: (UnsafeBufferPointer<UInt8>, Int) throws -> Void,
+                                   beforeRead: () throws -> Void = {}) throws {
         var buffer = [UInt8](repeating: 0, count: blockBytes)
         var filled = 0, number = 0
         while true {
+            try beforeRead()
             if filled == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }   // one line fills the block
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
             if n < 0 {

@@ -245,6 +245,19 @@ public final class ZMQSocket: @unchecked Sendable {
         return item.revents & Int16(ZMQ_POLLIN) != 0
     }
 
+    /// Waits until a message can be received or `fd` (a plain descriptor: standard input, say) is readable, at
+    /// most `timeoutMs` (-1: forever). - Returns: which of the two is ready. - Throws: `ZMQError` (EINTR when a
+    /// signal arrived).
+    public func waitReadable(orFD fd: Int32, timeoutMs: Int) throws(ZMQError) -> (socket: Bool, fd: Bool) {
+        var items = (zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
+                     zmq_pollitem_t(socket: nil, fd: fd, events: Int16(ZMQ_POLLIN), revents: 0))
+        let rc = withUnsafeMutableBytes(of: &items) { zmq_poll($0.baseAddress!.assumingMemoryBound(to: zmq_pollitem_t.self), 2, timeoutMs) }
+        if rc < 0 { throw ZMQError.last("zmq_poll") }
+        // A descriptor at its end or in error is "readable" too: the read that follows finds out which.
+        let ready = Int16(ZMQ_POLLIN | ZMQ_POLLERR)
+        return (items.0.revents & Int16(ZMQ_POLLIN) != 0, items.1.revents & ready != 0)
+    }
+
     // MARK: Sending
 
     /// Sends one frame from raw bytes.

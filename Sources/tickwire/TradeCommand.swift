@@ -93,8 +93,18 @@ struct TradeCommand: ParsableCommand {
                     try submitter.send(encoded: batched, batch: batch)
                     batched.removeAll(keepingCapacity: true)
                 }
+                // From a pipe or a terminal the next line may be long in coming: what was read is sent before
+                // waiting for more, and replies are printed as they come meanwhile. (A file's reads never wait.)
+                var status = stat()
+                let streaming = fstat(input, &status) != 0 || (status.st_mode & S_IFMT) != S_IFREG
+                func beforeRead() throws {
+                    guard streaming else { return }
+                    try flush()
+                    try submitter.takeReplies(untilReadable: input, emit, idle: out.flush)
+                    out.flush()
+                }
                 do {
-                    try TradeFile.forEachLine(fd: input) { line, n in
+                    try TradeFile.forEachLine(fd: input, { line, n in
                         do {
                             guard let trade = try TradeLine.encode(line) else { return }
                             batched.append(trade)
@@ -104,7 +114,7 @@ struct TradeCommand: ParsableCommand {
                             return
                         }
                         if batched.count >= batch { try flush() }
-                    }
+                    }, beforeRead: beforeRead)
                 } catch let e as TradeInputError { throw ValidationError("\(file): \(e)") }
                 try flush()
                 try drain(untilBelow: 1)

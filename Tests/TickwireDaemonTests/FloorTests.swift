@@ -74,6 +74,46 @@ import Glibc
         #expect(r1.count == 3 && Set(r1).count == 1, "\(r.stdout)")
     }
 
+    /// `--file -` fed one line at a time through a pipe that stays open: each trade is sent as it is read and
+    /// its acknowledgement printed before the next line comes (it waited for 64 lines or the end of the input).
+    @Test func tradesStreamedOnStandardInputAreAnsweredAsTheyCome() throws {
+        let data = temporaryDirectory("floorstdin")
+        let d = try DaemonProcess(["--rate", "2000"], data: data)
+        let price = try marketPrice(d)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tickwireBinary)
+        p.arguments = ["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)", "--file", "-"]
+        let input = Pipe(), output = Pipe()
+        p.standardInput = input
+        p.standardOutput = output
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let fd = output.fileHandleForReading.fileDescriptor
+        var seen = ""
+        /// Reads the command's output until `text` is in it, for at most `seconds`.
+        func shows(_ text: String, seconds: Double = 15) -> Bool {
+            let deadline = Date() + seconds
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !seen.contains(text) && Date() < deadline {
+                var item = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&item, 1, 100) > 0 else { continue }
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                seen += String(decoding: buffer[0..<n], as: UTF8.self)
+            }
+            return seen.contains(text)
+        }
+        for i in 1...3 {
+            let line = #"{"desk":"DESK7","symbol":"AAPL","side":"buy","qty":1,"price":"\#(price)","id":"s-\#(i)"}"# + "\n"
+            input.fileHandleForWriting.write(Data(line.utf8))
+            #expect(shows(#"{"id":"s-\#(i)","seq":"#), "trade s-\(i) unanswered with the input still open: \(seen)")
+        }
+        try input.fileHandleForWriting.close()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+    }
+
     @Test func pythonTradeClientWrittenFromTheProtocolGetsTheSameAcknowledgements() throws {
         let data = temporaryDirectory("floorpy")
         let d = try DaemonProcess(["--rate", "2000"], data: data)
