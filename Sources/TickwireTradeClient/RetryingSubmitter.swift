@@ -61,13 +61,15 @@ public final class RetryingSubmitter {
     /// journal's order), so a reply is matched by comparing its id with the first trades not done, without
     /// hashing any id: thousands are in flight, and hashing each id twice was the largest part of this thread's
     /// bookkeeping.
-    private var queue: [Pending] = []
-    private var head = 0
-    private var live = 0
+    // One thread's (the submitter is not shared): exclusivity is not checked at run time (a runtime call pair
+    // per access, several a trade).
+    @exclusivity(unchecked) private var queue: [Pending] = []
+    @exclusivity(unchecked) private var head = 0
+    @exclusivity(unchecked) private var live = 0
     /// The outstanding trades are scanned for resends and give-ups at most this often, not on every reply (a
     /// scan is O(outstanding), and `trade submit --file` keeps thousands in flight).
     private let scanIntervalNanos: Int64
-    private var nextScan: Int64 = 0
+    @exclusivity(unchecked) private var nextScan: Int64 = 0
 
     public init(client: TradeClient, policy: Policy = Policy()) {
         self.client = client

@@ -46,8 +46,9 @@ public final class TradeClient {
     }
 
     /// Replies received in one message and not yet handed out.
-    private var received: [TradeReply] = []
-    private var receivedHead = 0
+    // One thread's (the client is not shared): exclusivity is not checked at run time.
+    @exclusivity(unchecked) private var received: [TradeReply] = []
+    @exclusivity(unchecked) private var receivedHead = 0
 
     /// Sends a request without waiting (the reply names its client order id).
     public func send(_ request: TradeRequest) throws {

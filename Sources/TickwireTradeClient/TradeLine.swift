@@ -1,4 +1,7 @@
 import TickwireCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A trade request that cannot be sent, in words a user can act on ("side 'hold' must be buy or sell").
 public struct TradeInputError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -84,7 +87,20 @@ public enum TradeLine {
     /// The six fields, in the order their absence is reported.
     struct Fields {
         static let names = ["desk", "symbol", "side", "qty", "price", "id"]
-        static let nameBytes = names.map { Array($0.utf8) }
+
+        /// The index in `names` of the key `k`, or nil: by its length and first byte, then the rest compared.
+        static func field(_ k: UnsafeBufferPointer<UInt8>) -> Int? {
+            func rest(_ name: StaticString) -> Bool { memcmp(k.baseAddress!, name.utf8Start, k.count) == 0 }
+            switch (k.count, k.first) {
+            case (4, UInt8(ascii: "d")): return rest("desk") ? 0 : nil
+            case (6, UInt8(ascii: "s")): return rest("symbol") ? 1 : nil
+            case (4, UInt8(ascii: "s")): return rest("side") ? 2 : nil
+            case (3, UInt8(ascii: "q")): return rest("qty") ? 3 : nil
+            case (5, UInt8(ascii: "p")): return rest("price") ? 4 : nil
+            case (2, UInt8(ascii: "i")): return rest("id") ? 5 : nil
+            default: return nil
+            }
+        }
         // Inline, not arrays: a line allocates only its frame.
         var values = InlineArray<6, Value?>(repeating: nil)
         /// Fields given as something other than a string or a number (an object, an array, true, false, null).
@@ -114,18 +130,20 @@ public enum TradeLine {
                 out[0] = TradeWire.submit; out[1] = TradeWire.version; out[2] = side.rawValue; out[3] = 0
                 UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: qty).littleEndian, toByteOffset: 4, as: UInt64.self)
                 UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: price).littleEndian, toByteOffset: 12, as: UInt64.self)
-                var at = 20
-                func short(_ value: Value) {
-                    value.withBytes(line) { b in
-                        out[at] = UInt8(b.count)
-                        _ = UnsafeMutableBufferPointer(rebasing: out[at + 1..<at + 1 + b.count]).initialize(from: b)
-                        at += 1 + b.count
-                    }
-                }
-                short(v[0]); short(v[1]); short(v[5])
-                initialized = at
+                // Offsets passed along, not a captured `var` (which a closure boxes and checks at every access).
+                initialized = Self.putShort(v[5], line, out, at: Self.putShort(v[1], line, out, at: Self.putShort(v[0], line, out, at: 20)))
             }
             return EncodedTrade(frame: frame, clientOrderID: v[5].text(line))
+        }
+
+        /// Writes a u8-length-prefixed field at `at` and returns the offset after it.
+        private static func putShort(_ value: borrowing Value, _ line: UnsafeBufferPointer<UInt8>, _ out: UnsafeMutableBufferPointer<UInt8>,
+                                     at: Int) -> Int {
+            value.withBytes(line) { b in
+                out[at] = UInt8(b.count)
+                _ = UnsafeMutableBufferPointer(rebasing: out[at + 1..<at + 1 + b.count]).initialize(from: b)
+                return at + 1 + b.count
+            }
         }
 
         private static func side(_ b: UnsafeBufferPointer<UInt8>) -> Side? {
@@ -193,7 +211,7 @@ struct JSONObjectScanner {
                 skipSpace()
                 try expect(UInt8(ascii: ":"), "':' after a key")
                 skipSpace()
-                let field = key.withBytes(b) { k in TradeLine.Fields.nameBytes.firstIndex { $0.elementsEqual(k) } }
+                let field = key.withBytes(b, TradeLine.Fields.field)
                 if let field {
                     // A repeated key: the last one counts.
                     fields.nonScalar[field] = false
@@ -222,6 +240,21 @@ struct JSONObjectScanner {
     mutating func string() throws(TradeInputError) -> TradeLine.Value {
         try expect(UInt8(ascii: "\""), "a string")
         let start = i
+        // Plain ASCII up to the closing quote, the common case, in one tight pass: a quote, a backslash, a control
+        // byte or a non-ASCII byte ends it (`c &- 0x20 >= 0x60` is below 0x20 or 0x80 and above).
+        if let p = b.baseAddress {
+            var j = i
+            while j < b.count {
+                let c = p[j]
+                if c == UInt8(ascii: "\"") {
+                    i = j + 1
+                    return TradeLine.Value(range: start..<j, decoded: nil)
+                }
+                if c == UInt8(ascii: "\\") || c &- 0x20 >= 0x60 { break }
+                j += 1
+            }
+        }
+        // Escapes, control bytes, non-ASCII text or no closing quote: byte by byte, naming what is wrong.
         var decoded: [UInt8]? = nil
         var nonASCII = false
         while true {

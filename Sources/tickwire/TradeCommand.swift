@@ -141,8 +141,9 @@ func makeRequest(desk: String, symbol: String, side: String, qty: String, price:
 final class OutputLines {
     private static let capacity = 1 << 16
     private let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: OutputLines.capacity)
-    private var count = 0
-    private var first = true
+    // The command's thread's: exclusivity is not checked at run time (a runtime call pair per byte written).
+    @exclusivity(unchecked) private var count = 0
+    @exclusivity(unchecked) private var first = true
 
     deinit { buffer.deallocate() }
 

@@ -31,6 +31,8 @@ import TickwireTradeClient
         (#"{"d\u0065sk":"D\u005f1","symbol":"AAPL","side":"Buy","qty":"0.00000001","price":"1","id":"\u00e9"}"#, "D_1", "AAPL", .buy, "0.00000001", "1", "é"),
         (#"{"desk":"X","desk":"D","symbol":"AAPL","side":"buy","qty":1,"price":1,"id":"a\/b"}"#, "D", "AAPL", .buy, "1", "1", "a/b"),
         (#"{"desk":"D","symbol":"AAPL","side":"buy","qty":-0.5e1,"price":12345678901.5,"id":"a"}"#, "D", "AAPL", .buy, "-5", "12345678901.5", "a"),
+        // Keys one letter off a field's name, of its length and first letter, are other keys.
+        (#"{"desk":"D","sidx":"sell","symbol":"AAPL","dusk":"E","side":"buy","qtx":9,"qty":1,"price":1,"i":"b","id":"a"}"#, "D", "AAPL", .buy, "1", "1", "a"),
     ])
     func fieldsAreReadAsWritten(line: String, desk: String, symbol: String, side: Side, qty: String, price: String, id: String) throws {
         let fields = (try? TradeRequest(desk: desk, symbol: symbol, side: "\(side)", qty: qty, price: price, id: id))
