@@ -345,6 +345,17 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         for i in 0..<57 { #expect(index.lookup(retryKey(i), verify: { $0 == UInt64(i + 1) }) == UInt64(i + 1)) }
     }
 
+    /// A 64-slot index that doubles in the background, keys 1…`through` inserted and checkpointed, then more
+    /// until a doubling starts (the 33rd insert); returns it and the last key inserted.
+    private func growingIndex(_ dir: TempDir, checkpointedThrough through: Int) throws -> (RetryIndex, Int) {
+        let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64, backgroundGrowthFrom: 64)
+        var n = 0
+        while n < through { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
+        if through > 0 { try index.checkpoint(coveredThrough: UInt64(through)) }
+        while !index.growing { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
+        return (index, n)
+    }
+
     /// A checkpoint while a doubling is built (on the old file, whose pages the building thread reads; or, when the
     /// doubling is done by then, on the new one after taking it over), then the take-over: the coverage is at
     /// most the checkpoint's (the doubling's start's when the checkpoint went to the old file), the next
@@ -352,9 +363,8 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
     @Test func aCheckpointDuringABackgroundDoublingAndAReopen() throws {
         let dir = TempDir("retryidx")
         do {
-            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64, backgroundGrowthFrom: 64)
-            var n = 0
-            while !index.growing { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
+            let (index, started) = try growingIndex(dir, checkpointedThrough: 0)
+            var n = started
             let startedAt = index.coveredThrough
             for _ in 0..<10 { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
             try index.checkpoint(coveredThrough: UInt64(n))   // the old file, beside the building thread
@@ -376,11 +386,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
     @Test func journalEndsDuringABackgroundDoublingLowersTheCoverageForGood() throws {
         let dir = TempDir("retryidx")
         do {
-            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64, backgroundGrowthFrom: 64)
-            for i in 1...30 { try index.insert(retryKey(i), seq: UInt64(i)) }
-            try index.checkpoint(coveredThrough: 30)
-            var n = 30
-            while !index.growing { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
+            let (index, _) = try growingIndex(dir, checkpointedThrough: 30)
             try index.journalEnds(at: 20)
             index.finishGrowth()
             #expect(index.capacity == 128 && index.coveredThrough == 20)
@@ -397,11 +403,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
     @Test func aDoublingInFlightAtCloseLeavesAWholeTable() throws {
         let dir = TempDir("retryidx")
         do {
-            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64, backgroundGrowthFrom: 64)
-            for i in 1...20 { try index.insert(retryKey(i), seq: UInt64(i)) }
-            try index.checkpoint(coveredThrough: 20)
-            var n = 20
-            while !index.growing { n += 1; try index.insert(retryKey(n), seq: UInt64(n)) }
+            let (index, n) = try growingIndex(dir, checkpointedThrough: 20)
             try index.checkpoint(coveredThrough: UInt64(n))
             index.close()
         }
