@@ -134,11 +134,6 @@ public final class RetryingSubmitter {
         }
     }
 
-    /// Gives up on the trades past their time and resends those due, then waits up to `timeoutMs` for replies
-    /// and hands every final outcome to `body` (a late reply to a trade already answered is dropped).
-    /// - Returns: whether a reply arrived.
-    /// - Throws: `TradeServiceError.zmq`.
-    @discardableResult
     /// Hands out replies as they come (as `poll` does, resending and giving up on time) until `fd` has input to
     /// read or nothing is outstanding: what a caller reading trades from a pipe does between reads, so that a
     /// trade read is answered before the next one arrives. `idle` runs each time no reply is waiting.
@@ -151,6 +146,11 @@ public final class RetryingSubmitter {
         }
     }
 
+    /// Gives up on the trades past their time and resends those due, then waits up to `timeoutMs` for replies
+    /// and hands every final outcome to `body` (a late reply to a trade already answered is dropped).
+    /// - Returns: whether a reply arrived.
+    /// - Throws: `TradeServiceError.zmq`.
+    @discardableResult
     public func poll(timeoutMs: Int, _ body: (Outcome) -> Void) throws -> Bool {
         var now = Nanos.now().rawValue
         if now >= nextScan {
