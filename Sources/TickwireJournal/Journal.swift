@@ -416,10 +416,13 @@ public final class Journal: @unchecked Sendable {
         }
     }
 
-    /// The failure that stopped the journal, if any.
+    /// The failure that stopped the journal, once it is settled: no commit is in flight any more, so
+    /// `durableSequence` is final, and every record after it was refused or cut back. (With two sync threads a
+    /// commit beside the failed one may still finish durably; until it has, this is nil.) Read it before the
+    /// durable sequence: a caller that refuses what is past that sequence then refuses nothing durable.
     public var failure: JournalError? {
         lock.lock(); defer { lock.unlock() }
-        return failureError
+        return inFlight == 0 ? failureError : nil
     }
 
     /// Flushes what is pending, stops the sync thread and closes the segment. Idempotent.

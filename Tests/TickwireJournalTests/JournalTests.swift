@@ -266,6 +266,17 @@ func segmentFiles(_ dir: String) -> [String] {
                 // finished after the failure was left on disk unacknowledged (1 run in 40 without the pause).
                 options.onSync = { _ in usleep(300) }
                 let j = try Journal(directory: dir, options: options)
+                // The trade service's check, beside the appenders: once `failure` is seen, the durable sequence read
+                // after it is final, and everything past it is refused. (Seen while the commit beside the failed
+                // one was still in flight, it let that commit's records be refused and then found durable.)
+                let refusedAbove = SeqCollector()
+                let polling = Thread {
+                    while true {
+                        if j.failure != nil { refusedAbove.add(j.durableSequence); return }
+                        sched_yield()
+                    }
+                }
+                polling.start()
                 runThreads(4) { t in
                     for i in 0..<2000 {
                         do { acked.add(try j.appendDurably(payload(t * 2000 + i, size: 200), eventTime: .zero)) } catch {
@@ -274,6 +285,9 @@ func segmentFiles(_ dir: String) -> [String] {
                         }
                     }
                 }
+                while refusedAbove.values.isEmpty { usleep(1000) }
+                #expect(acked.values.allSatisfy { $0 <= refusedAbove.values[0] }, "refused above \(refusedAbove.values[0]), acknowledged up to \(acked.values.max() ?? 0)")
+                #expect(j.durableSequence == refusedAbove.values[0])
                 j.close()
             }
             #expect(failures.count == 4)

@@ -658,6 +658,10 @@ public final class TradeService: @unchecked Sendable {
 
     /// Answers every message, in arrival order, whose trades are all durable; publishes each new trade.
     private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
+        // The failure first: once it is seen the durable sequence read after it is final, so what is refused
+        // below is never durable. (Read the other way round, a commit published between the two reads would have
+        // its trades refused although journaled.)
+        let failure = journal.failure
         let durable = journal.durableSequence
         // Counted before each reply is sent, so a client that sees its acknowledgement also sees it counted.
         func answer(_ m: PendingMessage, failure: JournalError? = nil) {
@@ -694,7 +698,7 @@ public final class TradeService: @unchecked Sendable {
             // Under a steady stream the queue may never drain to empty: drop the answered front now and then.
             pending.removeFirst(pendingHead); pendingHead = 0
         }
-        if pendingHead < pending.count, let failure = journal.failure {
+        if pendingHead < pending.count, let failure {
             for m in pending[pendingHead...] { answer(m, failure: failure) }
             pending.removeAll(); pendingHead = 0
         }
