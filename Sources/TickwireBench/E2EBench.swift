@@ -147,29 +147,13 @@ enum E2EBench {
         switch path {
         case .proxy:
             let ctx = ZMQContext()
-            let front = try ctx.socket(.xsub), back = try ctx.socket(.xpub)
-            try front.setReceiveHighWaterMark(0); try back.setSendHighWaterMark(0)
-            try front.bind("tcp://127.0.0.1:*"); try back.bind("tcp://127.0.0.1:*")
-            let input = front.lastEndpoint, output = back.lastEndpoint
-            let done = DispatchSemaphore(value: 0)
-            let t = Thread { try? ZMQ.proxy(frontend: front, backend: back); front.close(); back.close(); done.signal() }
-            t.start()
-            return Forwarder(input: input, output: output) { ctx.shutdown(); done.wait() }
+            let (front, back) = try boundEnds(ctx, .xsub, .xpub)
+            return forwarding(ctx, front, back) { _ in try ZMQ.proxy(frontend: front, backend: back) }
         case .relay:
             let ctx = ZMQContext()
-            let front = try ctx.socket(.sub), back = try ctx.socket(.pub)
-            try front.setReceiveHighWaterMark(0); try back.setSendHighWaterMark(0)
+            let (front, back) = try boundEnds(ctx, .sub, .pub)
             try front.subscribe("")
-            try front.bind("tcp://127.0.0.1:*"); try back.bind("tcp://127.0.0.1:*")
-            let input = front.lastEndpoint, output = back.lastEndpoint
-            let stop = Atomic<Bool>(false)
-            let done = DispatchSemaphore(value: 0)
-            let t = Thread {
-                try? relay(front, back, stop: stop)
-                front.close(); back.close(); done.signal()
-            }
-            t.start()
-            return Forwarder(input: input, output: output) { stop.store(true, ordering: .relaxed); done.wait(); ctx.shutdown() }
+            return forwarding(ctx, front, back) { stop in try relay(front, back, stop: stop) }
         case .daemon, .daemonWithoutAlerts:
             // The daemon subscribes (connects) to a publisher, so the bench's publisher binds and the daemon's
             // source connects to it.
@@ -193,6 +177,28 @@ enum E2EBench {
             }
             f.daemon = d
             return f
+        }
+    }
+
+    /// Both ends of a raw forwarder, bound on loopback ports of their own, high-water marks off.
+    static func boundEnds(_ ctx: ZMQContext, _ front: ZMQSocket.Kind, _ back: ZMQSocket.Kind) throws -> (ZMQSocket, ZMQSocket) {
+        let f = try ctx.socket(front), b = try ctx.socket(back)
+        try f.setReceiveHighWaterMark(0); try b.setSendHighWaterMark(0)
+        try f.bind("tcp://127.0.0.1:*"); try b.bind("tcp://127.0.0.1:*")
+        return (f, b)
+    }
+
+    /// Runs a raw forwarder's loop on a thread of its own. Stopping raises `stop` (the relay's loop checks it) and
+    /// shuts the context down (which ends `zmq_proxy`), then waits for the thread.
+    static func forwarding(_ ctx: ZMQContext, _ front: ZMQSocket, _ back: ZMQSocket,
+                           _ loop: @escaping @Sendable (borrowing Atomic<Bool>) throws -> Void) -> Forwarder {
+        let stop = Atomic<Bool>(false)
+        let done = DispatchSemaphore(value: 0)
+        Thread { try? loop(stop); front.close(); back.close(); done.signal() }.start()
+        return Forwarder(input: front.lastEndpoint, output: back.lastEndpoint) {
+            stop.store(true, ordering: .relaxed)
+            ctx.shutdown()
+            done.wait()
         }
     }
 

@@ -11,6 +11,17 @@ private struct ModelJournal {
     mutating func append(_ key: [UInt8]) -> UInt64 { keys.append(key); return last }
     /// The trade service's check: the record at `seq` exists and is this key's.
     func holds(_ key: [UInt8], at seq: UInt64) -> Bool { seq >= 1 && seq <= last && keys[Int(seq) - 1] == key }
+    /// Journals the keys of `range` (`retryKey(i)`), inserting each into `index` at its sequence.
+    mutating func append(_ range: Range<Int>, into index: RetryIndex) throws {
+        for i in range { let key = retryKey(i); try index.insert(key, seq: append(key)) }
+    }
+    /// Every key of `range` found in `index` at its sequence (key i journaled i + 1st).
+    func expectFound(_ range: some Sequence<Int>, in index: RetryIndex, sourceLocation: SourceLocation = #_sourceLocation) {
+        for i in range {
+            let key = retryKey(i)
+            #expect(index.lookup(key, verify: { holds(key, at: $0) }) == UInt64(i + 1), sourceLocation: sourceLocation)
+        }
+    }
 }
 
 private func retryKey(_ i: Int) -> [UInt8] { RetryIndex.key(trader: "trader\(i % 7)", clientOrderID: "ord-\(i)") }
@@ -110,10 +121,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
             #expect((sawGrowing > 0) == background)
             #expect(index.growths == 10 && index.capacity == 64 << 10 && index.count == 20_000)
             #expect(index.lastGrowthPauseNanos <= index.lastGrowthNanos)
-            for i in 0..<20_000 {
-                let key = retryKey(i)
-                #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-            }
+            journal.expectFound(0..<20_000, in: index)
             let size = try FileManager.default.attributesOfItem(atPath: indexPath(dir))[.size] as! Int
             #expect(size == IndexFile.headerBytes + index.capacity * IndexFile.slotBytes)
             #expect(!FileManager.default.fileExists(atPath: indexPath(dir) + ".grow"))
@@ -122,10 +130,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         let index = try RetryIndex(path: indexPath(dir))
         #expect(index.rebuiltReason == nil && index.capacity == 64 << 10 && index.count == 20_000)
         #expect(index.coveredThrough == 20_000)
-        for i in stride(from: 0, to: 20_000, by: 7) {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(stride(from: 0, to: 20_000, by: 7), in: index)
     }
 
     @Test func checkpointThenReopenGivesCoveredThroughAndEveryEntry() throws {
@@ -133,16 +138,13 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         var journal = ModelJournal()
         do {
             let index = try RetryIndex(path: indexPath(dir), initialCapacity: 1 << 12)
-            for i in 0..<50_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(0..<50_000, into: index)
             try index.checkpoint(coveredThrough: journal.last)
             #expect(index.coveredThrough == 50_000)
         }
         let index = try RetryIndex(path: indexPath(dir))
         #expect(index.rebuiltReason == nil && index.coveredThrough == 50_000 && index.count == 50_000)
-        for i in 0..<50_000 {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(0..<50_000, in: index)
         #expect(index.lookup(retryKey(50_000), verify: { _ in true }) == nil)
     }
 
@@ -154,7 +156,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         var journal = ModelJournal()
         do {
             let index = try RetryIndex(path: indexPath(dir), initialCapacity: 1 << 16)
-            for i in 0..<20_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(0..<20_000, into: index)
             let pending = try index.beginCheckpoint(coveredThrough: journal.last)
             let failure = Mutex<String?>(nil)
             let done = DispatchSemaphore(value: 0)
@@ -162,7 +164,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
                 do { try pending.syncPages(); try pending.writeHeader() } catch { failure.withLock { $0 = "\(error)" } }
                 done.signal()
             }
-            for i in 20_000..<30_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(20_000..<30_000, into: index)
             done.wait()
             #expect(failure.withLock { $0 } == nil)
             index.checkpointCommitted(pending)
@@ -170,10 +172,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         }
         let index = try RetryIndex(path: indexPath(dir))
         #expect(index.rebuiltReason == nil && index.coveredThrough == 20_000)
-        for i in 0..<20_000 {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(0..<20_000, in: index)
     }
 
     /// The table doubles while a checkpoint is in flight: the checkpoint's header goes to the file it began on,
@@ -184,11 +183,11 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         var journal = ModelJournal()
         do {
             let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64)
-            for i in 0..<20 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(0..<20, into: index)
             try index.checkpoint(coveredThrough: journal.last)
-            for i in 20..<30 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(20..<30, into: index)
             let pending = try index.beginCheckpoint(coveredThrough: journal.last)
-            for i in 30..<500 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(30..<500, into: index)
             #expect(index.growths > 0)
             try pending.syncPages()
             try pending.writeHeader()
@@ -197,10 +196,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         }
         let index = try RetryIndex(path: indexPath(dir))
         #expect(index.rebuiltReason == nil && index.coveredThrough == 20)
-        for i in 0..<20 {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(0..<20, in: index)
     }
 
     /// A crash during a checkpoint: the file holds every entry of the one before and some of the later ones
@@ -214,10 +210,10 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         var atCheckpoint: [UInt8] = []
         do {
             let index = try RetryIndex(path: path, initialCapacity: 1 << 17)   // no growth: one file throughout
-            for i in 0..<checkpointed { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(0..<checkpointed, into: index)
             try index.checkpoint(coveredThrough: journal.last)
             atCheckpoint = try FileIO.readFile(path)
-            for i in checkpointed..<total { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(checkpointed..<total, into: index)
             // Nothing placed since the checkpoint is in the file before the next one.
             #expect(try FileIO.readFile(path) == atCheckpoint)
             try index.checkpoint(coveredThrough: journal.last)
@@ -238,20 +234,14 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
 
         let index = try RetryIndex(path: path)
         #expect(index.rebuiltReason == nil && index.coveredThrough == UInt64(checkpointed) && index.count == checkpointed)
-        for i in 0..<checkpointed {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(0..<checkpointed, in: index)
         // The replay from coveredThrough + 1: some pairs are there already, the rest go in.
         var added = 0
         for seq in (index.coveredThrough + 1)...journal.last {
             if try index.insert(journal.keys[Int(seq) - 1], seq: seq) { added += 1 }
         }
         #expect(added > 0 && added < total - checkpointed)
-        for i in 0..<total {
-            let key = retryKey(i)
-            #expect(index.lookup(key, verify: { journal.holds(key, at: $0) }) == UInt64(i + 1))
-        }
+        journal.expectFound(0..<total, in: index)
     }
 
     /// Recovery cut the journal's tail: entries after its end are stale, `coveredThrough` comes down to the end
@@ -261,7 +251,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         var journal = ModelJournal()
         do {
             let index = try RetryIndex(path: indexPath(dir))
-            for i in 0..<1_000 { let key = retryKey(i); try index.insert(key, seq: journal.append(key)) }
+            try journal.append(0..<1_000, into: index)
             try index.checkpoint(coveredThrough: 1_000)
         }
         journal.keys.removeLast(200)   // the journal now ends at 800
