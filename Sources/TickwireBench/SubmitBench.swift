@@ -161,14 +161,11 @@ enum SubmitBench {
         let interval = Int64(1_000_000_000) * Int64(batch) / Int64(rate)
         let t0 = tw_monotonic_ns()
         func take() throws {
-            while var frames = try socket.receiveMultipart(dontWait: true) {
-                if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
-                    frames = try TradeWire.unpack(frames[0], type: TradeWire.repliesPacked)
-                }
+            while let frames = try socket.receiveMultipart(dontWait: true) {
                 let now = tw_monotonic_ns()
-                for f in frames {
-                    guard case .ack(let id, _, _) = try TradeWire.decodeReply(f), let i = Int(id.dropFirst(4)) else {
-                        throw BenchError.failed("a trade was not acknowledged: \((try? TradeWire.decodeReply(f)).map { "\($0)" } ?? "\(f)")")
+                for reply in try TradeWire.decodeReplies(message: frames) {
+                    guard case .ack(let id, _, _) = reply, let i = Int(id.dropFirst(4)) else {
+                        throw BenchError.failed("a trade was not acknowledged: \(reply)")
                     }
                     let ns = UInt64(max(0, now - sentAt[i]))
                     h.record(ns)

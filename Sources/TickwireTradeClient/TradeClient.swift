@@ -100,11 +100,7 @@ public final class TradeClient {
                 message = try socket.receiveMultipart(dontWait: true)
             }
             guard let frames = message, !frames.isEmpty else { return nil }
-            if frames.count == 1 && frames[0].first == TradeWire.repliesPacked {
-                received = try TradeWire.decodeReplies(packed: frames[0])
-            } else {
-                received = try frames.map { bytes throws(RejectReason) in try TradeWire.decodeReply(bytes) }
-            }
+            received = try TradeWire.decodeReplies(message: frames)
             receivedHead = 1
             return received[0]
         } catch let e as ZMQError {

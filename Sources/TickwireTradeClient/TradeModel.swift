@@ -221,6 +221,12 @@ public enum TradeWire {
         return replies
     }
 
+    /// The replies of one reply message: a packed frame of them, or one frame a reply. - Throws: `.malformed`.
+    public static func decodeReplies(message frames: [[UInt8]]) throws(RejectReason) -> [TradeReply] {
+        if frames.count == 1 && frames[0].first == repliesPacked { return try decodeReplies(packed: frames[0]) }
+        return try frames.map { bytes throws(RejectReason) in try decodeReply(bytes) }
+    }
+
     /// Where each frame lies in a packed frame.
     static func unpackRanges(_ bytes: [UInt8], type: UInt8) throws(RejectReason) -> [Range<Int>] {
         var r = Reader(bytes: bytes)
