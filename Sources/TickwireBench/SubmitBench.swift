@@ -51,10 +51,15 @@ enum SubmitBench {
         // CPU time of the command process a trade (user + system, µs): what the command costs the machine, which a
         // loaded machine's wall clock hides. And each path's whole CPU a trade (every process it runs in).
         var commandCPU: [Double] = [], beforeCPU: [Double] = []
+        // The same file submitted again to the same daemon right after (every trade a retry of an acknowledged one,
+        // as a client's resend after a failover): its rate beside the first submission's, round by round.
+        var resubmitted: [Double] = []
         var pathCPU: [String: [Double]] = [:]
         func note(_ name: String, _ micros: Double) { pathCPU[name, default: []].append((micros * 100).rounded() / 100) }
-        func timed(_ cpu: inout [Double], _ name: String, _ binary: String) throws -> Double {
-            let r = try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary)
+        func timed(_ cpu: inout [Double], _ name: String, _ binary: String, resubmit: Bool = false) throws -> Double {
+            let r = try command(file: file, trades: trades, batch: batch, window: window, config: config, data: fresh(), binary: binary,
+                                resubmit: resubmit)
+            if let again = r.resubmittedRate { resubmitted.append(again.rounded()) }
             cpu.append((r.cpuMicrosPerTrade * 100).rounded() / 100)
             note(name, r.pathCPUMicrosPerTrade)
             return r.rate
@@ -79,7 +84,7 @@ enum SubmitBench {
                 return r.rate
             }
         }
-        add("command") { try timed(&commandCPU, "command", tickwireBinary) }
+        add("command") { try timed(&commandCPU, "command", tickwireBinary, resubmit: only == nil) }
         if only == nil { add("sqlite") { try JournalBench.sqliteRate(fresh(), records: param("sqlite_records", 3000)) } }
         let r = interleaved(options.runs, measures)
         func rounds(_ name: String) -> [Double] { names.firstIndex(of: name).map { r[$0].rounds.map { $0.rounded() } } ?? [] }
@@ -99,6 +104,8 @@ enum SubmitBench {
             beforeBinary: before,
             commandCpuMicrosPerTradeRounds: .init(command: commandCPU, commandBefore: before == nil ? nil : beforeCPU),
             pathCpuMicrosPerTradeRounds: pathCPU,
+            resubmittedPerSecondRounds: resubmitted,
+            resubmittedVsFirstMedianOfRounds: resubmitted.isEmpty ? nil : medianRatio(resubmitted, rates.command),
             ratiosMedianOfRounds: Dictionary(uniqueKeysWithValues: against.map { ("command_vs_\($0.0)", medianRatio(rates.command, $0.1)) }),
             ratiosByRound: Dictionary(uniqueKeysWithValues: against.map { name, xs in ("command_vs_\(name)", zip(rates.command, xs).map { ratio($0, $1) }) }))
     }
@@ -120,6 +127,10 @@ enum SubmitBench {
         /// Each path's CPU a trade, every process of it (µs): the service's process (service and clients); the
         /// daemon and this process's client; the daemon and the command. Steadier than rates on a shared machine.
         var pathCpuMicrosPerTradeRounds: [String: [Double]]
+        /// The command run again with the same file against the same daemon: every trade answered as a duplicate
+        /// (found through the retry index and read back from the journal). Not in the command's rates.
+        var resubmittedPerSecondRounds: [Double]
+        var resubmittedVsFirstMedianOfRounds: Double?
         var ratiosMedianOfRounds: [String: Double]
         var ratiosByRound: [String: [Double]]
     }
@@ -283,11 +294,10 @@ enum SubmitBench {
     }
 
     /// `tickwire trade submit --file` of every trade against a fresh daemon: trades acknowledged a second from
-    /// the process's start to its exit.
-    static func command(file: String, trades: Int, batch: Int, window: Int, config: String, data: String,
-                        binary: String) throws -> (rate: Double, cpuMicrosPerTrade: Double, pathCPUMicrosPerTrade: Double) {
+    /// the process's start to its exit; with `resubmit`, then the same again (every trade a duplicate).
+    static func command(file: String, trades: Int, batch: Int, window: Int, config: String, data: String, binary: String,
+                        resubmit: Bool = false) throws -> (rate: Double, cpuMicrosPerTrade: Double, pathCPUMicrosPerTrade: Double, resubmittedRate: Double?) {
         let daemon = try Daemon(config: config, data: data)
-        let daemon0 = daemon.cpuMicros
         // The command is the only child reaped while it runs (the daemon is reaped after): the children's usage
         // grows by its own.
         func childrenCPUMicros() -> Double {
@@ -295,21 +305,27 @@ enum SubmitBench {
             getrusage(RUSAGE_CHILDREN.rawValue, &u)
             return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec)
         }
-        let cpu0 = childrenCPUMicros()
-        let t0 = tw_monotonic_ns()
-        let submit = try ChildProcess(binary, ["trade", "submit", "--file", file, "--data", data, "--connect", daemon.tradeEndpoint,
-                                                       "--batch", "\(batch)", "--window", "\(window)"])
-        guard let status = submit.wait(seconds: 600) else { submit.kill9(); throw BenchError.failed("trade submit did not finish in 600 s") }
-        let seconds = Double(tw_monotonic_ns() - t0) / 1e9
-        let cpu = childrenCPUMicros() - cpu0
-        let daemonCPU = daemon.cpuMicros - daemon0
-        let out = submit.stdout
-        var acks = 0
-        for line in out.split(separator: "\n") where line.hasPrefix(#"{"id":"#) && line.contains(#"","seq":"#) { acks += 1 }
-        guard status == 0, acks == trades else {
-            throw BenchError.failed("trade submit exited \(status) with \(acks) of \(trades) acknowledged: \(submit.stderr.suffix(2000)) \(out.suffix(500))")
+        /// One run of the command: its seconds and CPU (µs), and the daemon's CPU meanwhile.
+        func run() throws -> (seconds: Double, cpu: Double, daemonCPU: Double) {
+            let cpu0 = childrenCPUMicros(), daemon0 = daemon.cpuMicros
+            let t0 = tw_monotonic_ns()
+            let submit = try ChildProcess(binary, ["trade", "submit", "--file", file, "--data", data, "--connect", daemon.tradeEndpoint,
+                                                   "--batch", "\(batch)", "--window", "\(window)"])
+            guard let status = submit.wait(seconds: 600) else { submit.kill9(); throw BenchError.failed("trade submit did not finish in 600 s") }
+            let seconds = Double(tw_monotonic_ns() - t0) / 1e9
+            let cpu = childrenCPUMicros() - cpu0, daemonCPU = daemon.cpuMicros - daemon0
+            let out = submit.stdout
+            var acks = 0
+            for line in out.split(separator: "\n") where line.hasPrefix(#"{"id":"#) && line.contains(#"","seq":"#) { acks += 1 }
+            guard status == 0, acks == trades else {
+                throw BenchError.failed("trade submit exited \(status) with \(acks) of \(trades) acknowledged: \(submit.stderr.suffix(2000)) \(out.suffix(500))")
+            }
+            return (seconds, cpu, daemonCPU)
         }
-        return (Double(trades) / seconds, cpu / Double(trades), (cpu + daemonCPU) / Double(trades))
+        let first = try run()
+        let again = resubmit ? try run() : nil
+        return (Double(trades) / first.seconds, first.cpu / Double(trades), (first.cpu + first.daemonCPU) / Double(trades),
+                again.map { Double(trades) / $0.seconds })
     }
 
     /// One DEALER in this process with the command's shape, from SUBMIT frames encoded before the clock starts.

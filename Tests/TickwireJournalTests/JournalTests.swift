@@ -194,6 +194,49 @@ func segmentFiles(_ dir: String) -> [String] {
         #expect(v.ok && v.records == 1001 && v.segments == segmentFiles(dir.path).count)
     }
 
+    /// Reads parse a window of the segment (one read for many records): every record, run and lookup is the
+    /// independent scan's, across segment ends (small segments: one read holds a whole one) and with records
+    /// larger than the first and the largest read; a byte flipped on disk after the open is named on read, and
+    /// the records before it still read.
+    @Test(arguments: [8, 512])
+    func readsAgreeWithTheScanAndNameDamageFoundOnRead(segmentKiB: Int) throws {
+        let dir = TempDir("read")
+        let j = try Journal(directory: dir.path, options: JournalOptions(segmentBytes: Int64(segmentKiB) << 10, indexEvery: 64))
+        defer { j.close() }
+        let large = segmentKiB > 300
+        func size(_ i: Int) -> Int { large && i == 1_500 ? 300_000 : large && i % 100 == 0 ? 40_000 : i % 97 * 3 }
+        let count = 3_000
+        for i in 1...count { _ = try j.append(payload(i, size: size(i)), eventTime: Nanos(Int64(i))) }
+        try j.waitDurable(UInt64(count))
+        var scanned: [JournalRecord] = []
+        try JournalAudit.forEach(directory: dir.path) { scanned.append($0) }
+        #expect(scanned.count == count && segmentFiles(dir.path).count > 3)
+        #expect(try j.records(from: 1, limit: count + 10) == scanned)
+        for seq in stride(from: 1, through: count, by: 13) + [64, 65, 1_499, 1_500, 1_501, count] {
+            #expect(try j.record(UInt64(seq)) == scanned[seq - 1])
+            #expect(try j.records(from: UInt64(seq), limit: 7) == Array(scanned[(seq - 1)..<min(count, seq + 6)]))
+        }
+        // A payload byte of record 777, flipped where the journal cannot see it happen.
+        let victim = scanned[776]
+        let fd = open(dir.path + "/" + victim.segment, O_RDWR)
+        var byte: UInt8 = 0
+        let at = off_t(victim.offset) + off_t(JournalFormat.recordHeaderSize) + 1
+        #expect(pread(fd, &byte, 1, at) == 1)
+        byte ^= 0x40
+        #expect(pwrite(fd, &byte, 1, at) == 1)
+        close(fd)
+        do {
+            _ = try j.record(777)
+            Issue.record("a damaged record was read")
+        } catch {
+            guard case .corrupt(let c) = error else { Issue.record("\(error)"); return }
+            #expect(c.seq == 777 && c.segment == victim.segment && c.offset == victim.offset && c.reason.contains("CRC32C"), "\(c)")
+        }
+        #expect(throws: JournalError.self) { _ = try j.records(from: 770, limit: 20) }
+        #expect(try j.records(from: 770, limit: 7) == Array(scanned[769..<776]))
+        #expect(try j.record(778) == scanned[777])
+    }
+
     @Test func cursorResumesAfterRestartWithNothingLostOrRepeated() throws {
         let dir = TempDir("cursor")
         do {
