@@ -117,6 +117,35 @@ func tradeOrder(_ id: String, symbol: String = "AAPL", qty: Int64 = 100) -> Trad
         #expect(s.published.all.count == 1)
     }
 
+    /// A damaged sector under a running service: a retry whose journal record no longer reads is refused (REJECT
+    /// 4, naming the damage; counted and logged), never acknowledged from a guess nor journaled a second time;
+    /// retries of sound records and new trades go on.
+    @Test func aRetryWhoseRecordIsDamagedOnDiskIsRefusedNotJournaledAgain() throws {
+        let s = try RunningTradeService()
+        defer { s.service.stop() }
+        let ctx = ZMQContext()
+        let client = try s.client(ctx)
+        defer { client.close() }
+        for i in 1...5 { #expect(try client.submit(tradeOrder("D\(i)")) == .ack(clientOrderID: "D\(i)", seq: UInt64(i), duplicate: false)) }
+        let record = try #require(try JournalAudit.show(directory: s.dir.path + "/journal", seq: 3))
+        let fd = open(s.dir.path + "/journal/" + record.segment, O_RDWR)
+        var byte: UInt8 = 0
+        let at = off_t(record.offset) + off_t(JournalFormat.recordHeaderSize) + 2
+        #expect(pread(fd, &byte, 1, at) == 1)
+        byte ^= 0x10
+        #expect(pwrite(fd, &byte, 1, at) == 1)
+        close(fd)
+        guard case .reject(_, let why) = try client.submit(tradeOrder("D3")) else { Issue.record("a retry of a damaged record was answered"); return }
+        #expect(why.code == .journalUnavailable && why.text.contains("D3") && why.text.contains("record seq 3") && why.text.contains(record.segment),
+                "\(why)")
+        #expect(s.service.counters.journalReadFailures == 1)
+        #expect(s.logs.all.contains { $0.contains("D3") && $0.contains("CRC32C") }, "\(s.logs.all)")
+        #expect(try client.submit(tradeOrder("D2")) == .ack(clientOrderID: "D2", seq: 2, duplicate: true))
+        // The refused retry took no sequence.
+        #expect(try client.submit(tradeOrder("D6")) == .ack(clientOrderID: "D6", seq: 6, duplicate: false))
+        #expect(s.service.counters.accepted == 6)
+    }
+
     @Test func preTradeCheckAndValidationReject() throws {
         let s = try RunningTradeService(check: { $0.symbol == "HALTED" ? RejectReason(.preTradeCheck, "symbol halted") : nil })
         defer { s.service.stop() }

@@ -72,6 +72,10 @@ public final class TradeService: @unchecked Sendable {
         public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
         /// Times the journal stopped on a failure (a full disk), and times it was reopened once writes worked again.
         public var journalFailures = 0, journalResumes = 0
+        /// Retries refused because the journal record their id points at could not be read back (damage found on
+        /// read, an I/O error): whether the trade was journaled cannot be told, so it is neither acknowledged nor
+        /// journaled again.
+        public var journalReadFailures = 0
         /// Replicated trading: times the log's consumer was restarted after it stalled, and times the journal was
         /// rolled back because the log no longer held what had been applied from it.
         public var consumerRestarts = 0, rollbacks = 0
@@ -550,7 +554,12 @@ public final class TradeService: @unchecked Sendable {
                                      waiting: [], lastSeq: 0, received: received)
         var delta = Counters()
         // Counted before any reply is sent, so a client that sees its answer also sees it counted.
-        func settle() { count { $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates } }
+        func settle() {
+            count {
+                $0.rejected += delta.rejected; $0.malformed += delta.malformed; $0.duplicates += delta.duplicates
+                $0.journalReadFailures += delta.journalReadFailures
+            }
+        }
         if refuseOversized(route, bodies.count, router) { return }
         for (slot, bytes) in bodies.enumerated() {
             guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[slot] = $0 }) else { continue }
@@ -568,6 +577,8 @@ public final class TradeService: @unchecked Sendable {
             }
             let journaled: (seq: UInt64, trade: TradeRequest)?
             do { journaled = try journaledTrade(of: key, journal) } catch {
+                delta.journalReadFailures += 1
+                log("trades: \(trader)'s id \(request.clientOrderID) refused: its journal record cannot be read back: \(error)")
                 reject(RejectReason(.journalUnavailable, "cannot tell whether id \(request.clientOrderID) was journaled before: \(error)"))
                 continue
             }
