@@ -11,7 +11,7 @@ The inputs, all in Benchmarks/Results/:
 - `package-benchmark/*.p90.json`: package-benchmark's p90 per metric of the gated benchmarks (the allocation gate's
   Ring.*, Router.* and Codec.*), exported with `--format metricP90AbsoluteThresholds`;
 - `environment.json`: the machine the fresh JSON came from (CPU, kernel, Swift, libzmq, nats-server), written
-  by --run; `runs.json`: when each suite last ran and the load average then (its rows' date);
+  by --run; `runs.json`: when each suite last ran, on what CPU and the load average then (its rows' date);
 - `carried.json`: dated rows carried from earlier runs for the suites not re-run (the slow ones). A fresh suite's
   row replaces the carried row with the same id.
 
@@ -113,11 +113,11 @@ def environment():
 
 
 def stamp(suite):
-    """Records when `suite` ran and the load then, for its rows' date column."""
+    """Records when `suite` ran, on what CPU and the load then, for its rows' date column."""
     path = os.path.join(RESULTS, "runs.json")
     runs = json.load(open(path)) if os.path.exists(path) else {}
     env = environment()
-    runs[suite] = {"date_utc": env["date_utc"], "load_average": env["load_average"]}
+    runs[suite] = {"date_utc": env["date_utc"], "load_average": env["load_average"], "cpu": env["cpu"]}
     with open(path, "w") as f:
         json.dump(runs, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -454,7 +454,11 @@ def load_rows():
 
     def date_of(suite):
         r = runs.get(suite)
-        return f"{r['date_utc']} (load {r['load_average']})" if r else fresh_date
+        if not r:
+            return fresh_date
+        # The host too: this shared machine's VM moves between hosts, and a page can hold rows from several.
+        host = re.sub(r"\(R\)|\(TM\)| Processor| CPU|\s*×.*$|\s+\d+-Core.*$", "", r.get("cpu", "")).strip()
+        return f"{r['date_utc']} ({host + '; ' if host else ''}load {r['load_average']})"
     by_component = {k: list(v) for k, v in carried.items() if not k.startswith("_")}
     fresh_suites = []
     for suite, fn in FRESH.items():
