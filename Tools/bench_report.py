@@ -508,7 +508,8 @@ def render(by_component, env, fresh_suites, note):
     w("")
     w("## Environment")
     w("")
-    w(f"Fresh in this page ({', '.join(fresh_suites) or 'none'}), each row dated by its suite's last run; the machine as of {env.get('date_utc', '?')} UTC:")
+    w(f"Fresh in this page ({', '.join(fresh_suites) or 'none'}), each row dated by its suite's last run and, since 2026-12-05 20:30, the CPU it ran on (this VM moves between "
+      f"hosts; a row with none ran earlier, perhaps on another); the machine as of {env.get('date_utc', '?')} UTC:")
     w("")
     w("| | |")
     w("| --- | --- |")
