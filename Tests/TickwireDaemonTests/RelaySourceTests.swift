@@ -90,6 +90,75 @@ import TickwireZMQ
         #expect(events >= UInt64(total + 1) && events <= UInt64(total + warmUps))
     }
 
+    /// Relayed events interleaved in the ring with a simulator's: every message the daemon publishes is the exact
+    /// encoding of what it says (none of the upstream's numbers left), `seq` is gapless over the MD stream and
+    /// `subject_seq` per subject across both sources, and each relayed body is the one sent. (It pinned the
+    /// numbering of relayed frames sent on in place, tried and not kept: BENCH-HISTORY E14.)
+    @Test func relayedEventsAreNumberedAnewAmongAnotherSourcesEvents() throws {
+        let ctx = ZMQContext()
+        let upstream = try ctx.socket(.pub)
+        try upstream.setSendHighWaterMark(0)
+        let inPort = freePort()
+        try upstream.bind("tcp://127.0.0.1:\(inPort)")
+        let d = inProcessDaemon("relay-in-place") { c in
+            c.sources = ["zmq:tcp://127.0.0.1:\(inPort)", "sim"]
+            c.simRate = 20_000
+            c.publishHighWaterMark = 0
+            c.publishMemoryBudgetMB = 0
+        }
+        let c = d.config
+        try d.start()
+        defer { d.shutdown(); try? FileManager.default.removeItem(atPath: c.dataDirectory) }
+        let sub = try ctx.socket(.sub)
+        try sub.setReceiveHighWaterMark(0)
+        try sub.subscribe("MD.")
+        try sub.connect(c.publishEndpoint)
+        try sub.setReceiveTimeout(milliseconds: 50)
+        func quote(_ i: Int) -> [UInt8] {
+            var e = Event.quote(0, bid: Price(e8: Int64(i)), bidSize: Quantity(e8: 1), ask: Price(e8: Int64(i) + 1),
+                                askSize: Quantity(e8: 2), eventTime: Nanos(1_700_000_000_000_000_000), knownTime: Nanos(1_700_000_000_000_000_000))
+            // The upstream's own numbers, which the daemon must replace.
+            e.seq = 0xDEAD_BEEF_0000 + UInt64(i)
+            return WireCodec.encode(e, subjectSeq: 0xFEED_0000 + UInt64(i))
+        }
+        var joined = false
+        for _ in 0..<200 where !joined {
+            try upstream.sendMultipart([Array("MD.RELAY.WARM.QUOTE".utf8), quote(0)])
+            // The simulator's messages keep coming: read until the warm-up's, or for at most ~50 ms more.
+            var reads = 0
+            while !joined, reads < 2_000, let f = try sub.receiveMultipart() {
+                joined = f.first.map { String(decoding: $0, as: UTF8.self) } == "MD.RELAY.WARM.QUOTE"
+                reads += 1
+            }
+        }
+        #expect(joined)
+        let total = 20_000
+        for i in 1...total { try upstream.sendMultipart([Array("MD.RELAY.S\(i % 5).QUOTE".utf8), quote(i)]) }
+
+        try sub.setReceiveTimeout(milliseconds: 5_000)
+        var relayed = 0, others = 0, lastSeq: UInt64 = 0
+        var subjectSeqs: [String: UInt64] = [:], problems: [String] = []
+        while relayed < total && problems.count < 5 {
+            guard let frames = try sub.receiveMultipart() else { problems.append("timed out after \(relayed) relayed"); break }
+            let subject = String(decoding: frames[0], as: UTF8.self)
+            guard frames.count == 2, frames[1].count == WireCodec.payloadSize, let (e, subjectSeq) = try? WireCodec.decode(frames[1]) else {
+                problems.append("\(subject): not one well-formed payload"); continue
+            }
+            if WireCodec.encode(e, subjectSeq: subjectSeq) != frames[1] { problems.append("\(subject) seq \(e.seq): bytes beyond its encoding") }
+            if lastSeq != 0 && e.seq != lastSeq + 1 { problems.append("\(subject): seq \(e.seq) after \(lastSeq)") }
+            lastSeq = e.seq
+            if let before = subjectSeqs[subject], subjectSeq != before + 1 { problems.append("\(subject): subject_seq \(subjectSeq) after \(before)") }
+            subjectSeqs[subject] = subjectSeq
+            guard subject.hasPrefix("MD.RELAY.S") else { others += 1; continue }
+            relayed += 1
+            if subject != "MD.RELAY.S\(relayed % 5).QUOTE" || e.a != Int64(relayed) || e.c != Int64(relayed) + 1 {
+                problems.append("relayed \(relayed): \(subject) bid \(e.a)")
+            }
+        }
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(relayed == total && others > 0, "\(relayed) relayed, \(others) from the simulator")
+    }
+
     /// A foreign publisher's flood of dates (1677 to 2262, the extremes included): every event is relayed on the
     /// wire, but only those near now are stored — one date folder, not thousands — and the rest are counted.
     @Test func aFloodOfDatesIsPublishedButNotStored() throws {
