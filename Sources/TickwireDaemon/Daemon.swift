@@ -353,7 +353,7 @@ public final class Daemon: @unchecked Sendable {
             s.counters.append(("tickwire_trades_journal_failures_total", ("", ""), UInt64(t.journalFailures), "Times the trade journal stopped on a failure (a full disk)."))
             s.counters.append(("tickwire_trades_journal_resumes_total", ("", ""), UInt64(t.journalResumes), "Times the trade journal was reopened once writes worked again."))
             s.counters.append(("tickwire_trades_journal_read_failures_total", ("", ""), UInt64(t.journalReadFailures),
-                               "Retries refused because the journal record of their id could not be read back (damage, an I/O error)."))
+                               "Trades refused because the journal record their answer rests on could not be read back (damage, an I/O error)."))
         }
         if let r = trades?.replicationStatus, let t = trades?.counters {
             s.counters.append(("tickwire_trades_replication_consumer_restarts_total", ("", ""), UInt64(t.consumerRestarts),

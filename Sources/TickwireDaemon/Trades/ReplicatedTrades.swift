@@ -653,11 +653,21 @@ extension TradeService {
                          checked: Bool = false) {
         let r = slot.request
         let recorded: (TradeWire.Decision, TradeRequest)?
+        var unreadable = ""
         if let d = state.decisions[seq] { recorded = d } else {
-            recorded = (try? journal.record(seq)).flatMap { TradeWire.decodeDecision($0.payload) }.map { ($0.decision, $0.request) }
+            do {
+                recorded = TradeWire.decodeDecision(try journal.record(seq).payload).map { ($0.decision, $0.request) }
+                if recorded == nil { unreadable = "not a decision record" }
+            } catch {
+                recorded = nil
+                unreadable = "\(error)"
+            }
         }
         guard let (decision, original) = recorded else {
-            return settle(slot, .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "cannot read the decision at seq \(seq); resend the same id")), router)
+            // Damage found on read (or an I/O error): the answer cannot be told from here; the operator is told.
+            count { $0.journalReadFailures += 1 }
+            log("trades: \(Self.msgId(r)) refused: the decision at seq \(seq) cannot be read back: \(unreadable)")
+            return settle(slot, .reject(clientOrderID: r.clientOrderID, RejectReason(.journalUnavailable, "cannot read the decision at seq \(seq) (\(unreadable)); resend the same id")), router)
         }
         guard original.trader == r.trader, original.clientOrderID == r.clientOrderID else {
             // The log says this id is at `seq` and the journal holds another there: they differ (the log replaced

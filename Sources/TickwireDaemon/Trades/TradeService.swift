@@ -72,9 +72,9 @@ public final class TradeService: @unchecked Sendable {
         public var accepted = 0, duplicates = 0, rejected = 0, malformed = 0
         /// Times the journal stopped on a failure (a full disk), and times it was reopened once writes worked again.
         public var journalFailures = 0, journalResumes = 0
-        /// Retries refused because the journal record their id points at could not be read back (damage found on
-        /// read, an I/O error): whether the trade was journaled cannot be told, so it is neither acknowledged nor
-        /// journaled again.
+        /// Trades refused because the journal record their answer rests on could not be read back (damage found on
+        /// read, an I/O error): a retry's first record (whether it was journaled cannot be told, so it is neither
+        /// acknowledged nor journaled again), or, replicated, the decision recorded for it.
         public var journalReadFailures = 0
         /// Replicated trading: times the log's consumer was restarted after it stalled, and times the journal was
         /// rolled back because the log no longer held what had been applied from it.
