@@ -77,7 +77,7 @@ public final class RetryIndex {
     ///   - backgroundGrowthFrom: tables of at least this many slots (16 MiB of table for the default) double on a
     ///     thread of their own; smaller ones double in place, which takes a few milliseconds.
     /// - Throws: `JournalError.io` naming the path; `.diskFull` when a new file cannot be allocated.
-    /// - Complexity: O(1) for a valid file (the header is read, the table mapped, not read); O(initialCapacity)
+    /// - Complexity: O(capacity) for a valid file (its table is read and its shape checked); O(initialCapacity)
     ///   file allocation otherwise.
     public init(path: String, initialCapacity: Int = 1 << 16, backgroundGrowthFrom: Int = 1 << 20) throws(JournalError) {
         self.path = path
@@ -343,7 +343,8 @@ public final class RetryIndex {
     }
 
     private func writeHeader(coveredThrough seq: UInt64) throws(JournalError) {
-        try file.writeHeader(count: count, coveredThrough: seq)
+        // Only the header is written: the entries placed since the last checkpoint are not in the file yet.
+        try file.writeHeader(count: file.writtenCount, coveredThrough: seq)
         try file.syncData()
         coveredThrough = seq
     }
@@ -562,6 +563,9 @@ final class IndexFile {
     let tableBytes: Int
     let headerCount: Int
     let headerCoveredThrough: UInt64
+    /// The count in the header last written: entries the file's pages hold at least (every header is written after
+    /// the pages of its count), so a header rewritten for another coverage keeps it (`RetryIndex.journalEnds`).
+    private(set) var writtenCount: Int
     /// One bit per 4 KiB page of the table placed into since the last `sync`.
     private var dirty: [UInt64]
 
@@ -579,7 +583,7 @@ final class IndexFile {
         _ = madvise(p, tableBytes, 23)   // MADV_POPULATE_WRITE (Linux 5.14)
         self.path = path; self.fd = fd; self.capacity = capacity; self.seed = seed; self.tableBytes = tableBytes
         slots = p.bindMemory(to: UInt64.self, capacity: 2 * capacity)
-        headerCount = count; headerCoveredThrough = coveredThrough
+        headerCount = count; headerCoveredThrough = coveredThrough; writtenCount = count
         let pages = (tableBytes + IndexFile.pageBytes - 1) / IndexFile.pageBytes
         dirty = [UInt64](repeating: 0, count: (pages + 63) / 64)
     }
@@ -621,10 +625,45 @@ final class IndexFile {
                                  coveredThrough: u64(Header.coveredThrough))
         ok = true   // the descriptor is `file`'s now: it closes it, whatever follows
         let table = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(file.slots), count: file.tableBytes)
-        guard try FileIO.pread(fd, into: table, at: Int64(headerBytes), path: path) == file.tableBytes else {
-            return .unusable("shorter than its table while reading it")
+        // The index is a cache of the journal: a table that cannot be read (a bad sector: EIO) is rebuilt from it,
+        // not a reason to refuse to start.
+        let read: Int
+        do { read = try FileIO.pread(fd, into: table, at: Int64(headerBytes), path: path) } catch {
+            return .unusable("the table cannot be read: \(error)")
         }
+        guard read == file.tableBytes else { return .unusable("shorter than its table while reading it") }
+        if let damage = file.damage() { return .unusable(damage) }
         return .valid(file)
+    }
+
+    /// Damage the table's shape shows (its slots carry no checksums): fewer entries than its header counted (a
+    /// sector read back as zeros), or an entry the last checkpoint covered that lies beyond an empty slot from
+    /// its home (a hole cut in a probe run, which would end a lookup before the entries past it). A file only ever
+    /// written to shows neither, even under a checkpoint a crash cut short: slots are only filled, so every page
+    /// on the disk holds at least what it held at the last completed checkpoint, and an entry that checkpoint
+    /// covered had its whole run filled then. Entries placed since may lie past holes (their pages reached the
+    /// disk, the run's did not) and are not held against the file. Garbage over a filled slot is not seen: that
+    /// takes checksums (docs/NEXT.md). O(capacity), beside the read of the whole table.
+    func damage() -> String? {
+        let mask = capacity - 1
+        func seq(_ i: Int) -> UInt64 { UInt64(littleEndian: slots[2 * i + 1]) }
+        // From just after an empty slot, so that each run is met from its first slot (a table is below 7/8 full).
+        var empty = 0
+        while empty < capacity && seq(empty) != 0 { empty += 1 }
+        guard empty < capacity else { return "no empty slot in \(capacity)" }
+        var filled = 0, runStart = -1
+        for step in 1...capacity {
+            let i = (empty + step) & mask, s = seq(i)
+            if s == 0 { runStart = -1; continue }
+            filled += 1
+            if runStart < 0 { runStart = i }
+            let home = Int(truncatingIfNeeded: UInt64(littleEndian: slots[2 * i])) & mask
+            if s <= headerCoveredThrough && (i - home) & mask > (i - runStart) & mask {
+                return "slot \(i) (seq \(s)) lies past an empty slot from its home slot \(home)"
+            }
+        }
+        if filled < headerCount { return "\(filled) entries in the table, fewer than the \(headerCount) its header counted" }
+        return nil
     }
 
     /// A new file of `capacity` empty slots with its header, allocated on the disk up front (`posix_fallocate`), so
@@ -682,6 +721,7 @@ final class IndexFile {
             h.storeBytes(of: crc.littleEndian, toByteOffset: Header.crc, as: UInt32.self)
         }
         try FileIO.writeAll(fd, bytes, at: 0, path: path)
+        writtenCount = count
     }
 
     /// Writes the table's dirty pages into the file, each run of adjacent ones with one `pwrite` (not synced). A

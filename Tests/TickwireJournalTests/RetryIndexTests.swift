@@ -290,6 +290,42 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         try expectRebuilt(dir, reason: reason)
     }
 
+    /// A sector of the table read back as zeros loses entries a retry would need: found at the open (fewer entries
+    /// than the header counted) and rebuilt from the journal, never taken as it is.
+    @Test func aZeroedSectorOfTheTableIsFoundAndTheIndexRebuilt() throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 5_000)
+        var bytes = try FileIO.readFile(indexPath(dir))
+        let sector = try #require(stride(from: IndexFile.headerBytes, to: bytes.count, by: 512).first { start in
+            stride(from: start, to: start + 512, by: 16).contains { slot in bytes[(slot + 8)..<(slot + 16)].contains { $0 != 0 } }
+        })
+        bytes.replaceSubrange(sector..<sector + 512, with: repeatElement(0, count: 512))
+        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: nil, containing: "fewer than the 5000 its header counted")
+    }
+
+    /// An entry cut out of the middle of a probe run and the same count elsewhere (here: the entry moved to an empty
+    /// slot far off): lookups past the hole would end there. Found by the entries that lie beyond it.
+    @Test func aHoleInAProbeRunIsFoundAndTheIndexRebuilt() throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 20_000)
+        var bytes = try FileIO.readFile(indexPath(dir))
+        let capacity = (bytes.count - IndexFile.headerBytes) / 16
+        func at(_ i: Int) -> Int { IndexFile.headerBytes + 16 * (i & (capacity - 1)) }
+        func word(_ o: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) } }
+        // A displaced entry (not in its home slot), and the slot just before it in its run.
+        let displaced = try #require((0..<capacity).first { i in
+            word(at(i) + 8) != 0 && Int(truncatingIfNeeded: word(at(i))) & (capacity - 1) != i && word(at(i - 1) + 8) != 0
+        })
+        let hole = at(displaced - 1)
+        let moved = Array(bytes[hole..<hole + 16])
+        let empty = try #require((0..<capacity).map { (displaced + capacity / 2 + $0) % capacity }.first { word(at($0) + 8) == 0 })
+        bytes.replaceSubrange(at(empty)..<at(empty) + 16, with: moved)
+        bytes.replaceSubrange(hole..<hole + 16, with: repeatElement(0, count: 16))
+        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: nil, containing: "past an empty slot from its home")
+    }
+
     @Test func anotherVersionIsRebuiltFromScratch() throws {
         let dir = TempDir("retryidx")
         try fillAndCheckpoint(dir, entries: 5_000)
@@ -423,10 +459,11 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         try index.checkpoint(coveredThrough: UInt64(entries))
     }
 
-    private func expectRebuilt(_ dir: TempDir, reason: String?) throws {
+    private func expectRebuilt(_ dir: TempDir, reason: String?, containing part: String? = nil) throws {
         let index = try RetryIndex(path: indexPath(dir), initialCapacity: 256)
         #expect(index.rebuiltReason != nil)
         if let reason { #expect(index.rebuiltReason == reason) }
+        if let part { #expect(index.rebuiltReason?.contains(part) == true, "\(index.rebuiltReason ?? "not rebuilt")") }
         #expect(index.coveredThrough == 0 && index.count == 0 && index.capacity == 256)
         #expect(index.lookup(retryKey(1), verify: { _ in true }) == nil)
         // The rebuilt file is whole: the caller's full replay goes in and survives a reopen.
