@@ -58,6 +58,14 @@ public final class RetryIndex {
 
     private var file: IndexFile
     private var nextGrowthAttempt = 0
+    /// The digest of the entries up to `coveredThrough` (the header's, checked at the open: an entry lost or
+    /// changed on the disk makes the file unusable, and it is rebuilt from the journal).
+    private var committedDigest: UInt64 = 0
+    /// The digest of the entries up to `cutThrough` (the last checkpoint's cut, at or past `coveredThrough`), and
+    /// the parts of the entries after it, folded in at the next cut: no checkpoint reads the whole table.
+    private var cutThrough: UInt64 = 0
+    private var cutDigest: UInt64 = 0
+    private var laterTerms: [(seq: UInt64, term: UInt64)] = []
     /// `PATH.lock`, flock'd for the index's life: a second process never touches a file this one has mapped (the
     /// index is opened before the journal whose LOCK would otherwise guard it).
     private var lockFD: Int32
@@ -113,6 +121,10 @@ public final class RetryIndex {
         file = opened
         count = opened.headerCount
         coveredThrough = opened.headerCoveredThrough
+        committedDigest = opened.headerDigest
+        cutThrough = coveredThrough
+        cutDigest = committedDigest
+        if reason == nil { laterTerms = opened.digest(through: coveredThrough).later }
         rebuiltReason = reason
         unlock = false
     }
@@ -240,6 +252,15 @@ public final class RetryIndex {
         if added {
             count &+= 1
             growth?.since.append((h, seq))
+            let term = IndexFile.digestTerm(hash: h, seq: seq)
+            if seq > cutThrough {
+                laterTerms.append((seq, term))
+            } else {
+                // Not the recovery contract's order (every entry up to a coverage is in before it is claimed), but
+                // kept right: the next header's digest has it.
+                cutDigest &+= term
+                if seq <= coveredThrough { committedDigest &+= term }
+            }
         }
         return added
     }
@@ -278,7 +299,24 @@ public final class RetryIndex {
         if let failure = syncFailure { throw failure }
         let written: [(offset: Int64, length: Int)]
         do { written = try file.writeDirtyPages() } catch { syncFailure = error; throw error }
-        return PendingCheckpoint(file: file, count: count, seq: seq, written: written)
+        cut(through: seq)
+        return PendingCheckpoint(file: file, count: count, seq: seq, digest: cutDigest, written: written)
+    }
+
+    /// Moves the running digest's cut to `seq`: the parts of the entries up to it are folded in (a coverage that
+    /// went back, which checkpoints never claim, is summed from the table).
+    private func cut(through seq: UInt64) {
+        guard seq >= cutThrough else {
+            (cutDigest, laterTerms) = file.digest(through: seq)
+            cutThrough = seq
+            return
+        }
+        var kept = 0
+        for e in laterTerms {
+            if e.seq <= seq { cutDigest &+= e.term } else { laterTerms[kept] = e; kept += 1 }
+        }
+        laterTerms.removeLast(laterTerms.count - kept)
+        cutThrough = seq
     }
 
     /// A checkpoint begun by `beginCheckpoint`: its pages are written, its syncs and header are to come.
@@ -287,6 +325,8 @@ public final class RetryIndex {
         fileprivate let count: Int
         /// The coverage its header claims.
         public let seq: UInt64
+        /// The digest of the entries up to `seq`, at the cut.
+        fileprivate let digest: UInt64
         /// The file's ranges `beginCheckpoint` wrote.
         fileprivate let written: [(offset: Int64, length: Int)]
         /// `fdatasync` of the pages written by `beginCheckpoint` (and of nothing newer: none are written until it
@@ -316,14 +356,14 @@ public final class RetryIndex {
         }
         /// The header (count and coverage at the cut), written and synced.
         public func writeHeader() throws(JournalError) {
-            try file.writeHeader(count: count, coveredThrough: seq)
+            try file.writeHeader(count: count, coveredThrough: seq, digest: digest)
             try file.syncData()
         }
     }
 
     /// Records a checkpoint whose header was written and synced.
     public func checkpointCommitted(_ c: PendingCheckpoint) {
-        if c.file === file { coveredThrough = c.seq }
+        if c.file === file { coveredThrough = c.seq; committedDigest = c.digest }
     }
 
     /// Records a checkpoint whose page sync failed: every later one throws the same (a failed `fdatasync` may have
@@ -339,14 +379,14 @@ public final class RetryIndex {
         // so that the lowered coverage is the one that lasts.
         finishGrowth()
         guard coveredThrough > lastSequence else { return }
-        try writeHeader(coveredThrough: lastSequence)
-    }
-
-    private func writeHeader(coveredThrough seq: UInt64) throws(JournalError) {
-        // Only the header is written: the entries placed since the last checkpoint are not in the file yet.
-        try file.writeHeader(count: file.writtenCount, coveredThrough: seq)
+        // The entries up to it are in the file (the last checkpoint covered more); only the header is written, so
+        // it keeps the count the file's pages hold.
+        let digest = file.digest(through: lastSequence).digest
+        try file.writeHeader(count: file.writtenCount, coveredThrough: lastSequence, digest: digest)
         try file.syncData()
-        coveredThrough = seq
+        coveredThrough = lastSequence
+        committedDigest = digest
+        cut(through: lastSequence)
     }
 
     // MARK: - Growth
@@ -357,12 +397,16 @@ public final class RetryIndex {
     private final class Growth: @unchecked Sendable {
         let old: IndexFile
         let coveredThrough: UInt64
+        /// The digest of the entries up to `coveredThrough`: the new file's header claims both.
+        let digest: UInt64
         let started = tw_monotonic_ns()
         var since: [(hash: UInt64, seq: UInt64)] = []
         var thread = pthread_t()
         let finished = Atomic<Bool>(false)
         var outcome: Result<(file: IndexFile, count: Int), JournalError>?
-        init(old: IndexFile, coveredThrough: UInt64) { self.old = old; self.coveredThrough = coveredThrough }
+        init(old: IndexFile, coveredThrough: UInt64, digest: UInt64) {
+            self.old = old; self.coveredThrough = coveredThrough; self.digest = digest
+        }
     }
 
     /// Writes the table's dirty pages to its file (so the file holds every entry so far) and starts the thread that
@@ -375,12 +419,12 @@ public final class RetryIndex {
             nextGrowthAttempt = count &+ max(1, file.capacity / 64)
             return
         }
-        let g = Growth(old: file, coveredThrough: coveredThrough)
+        let g = Growth(old: file, coveredThrough: coveredThrough, digest: committedDigest)
         let path = self.path
         g.thread = startThread {
             _ = tw_set_thread_name("tw-index-grow")
             do throws(JournalError) {
-                let built = try RetryIndex.doubled(g.old, at: path + ".grow", coveredThrough: g.coveredThrough)
+                let built = try RetryIndex.doubled(g.old, at: path + ".grow", coveredThrough: g.coveredThrough, digest: g.digest)
                 // In place before the take-over: the new file claims the coverage of the doubling's start, which
                 // its entries hold, so a crash from here on opens it and replays from there. A checkpoint of the
                 // old table meanwhile writes to a file no longer at `path`, harmlessly.
@@ -400,7 +444,8 @@ public final class RetryIndex {
     /// The doubled table of `old`, read from its file (a page being rewritten meanwhile by a checkpoint is read
     /// whole or in parts; either way every entry it held at the start is there, and a slot read half-written is
     /// at worst a false candidate, which `verify` rejects), written and synced at `path` with its header.
-    private static func doubled(_ old: IndexFile, at path: String, coveredThrough: UInt64) throws(JournalError) -> (file: IndexFile, count: Int) {
+    private static func doubled(_ old: IndexFile, at path: String, coveredThrough: UInt64,
+                                digest: UInt64) throws(JournalError) -> (file: IndexFile, count: Int) {
         let fresh = try IndexFile.create(path: path, capacity: old.capacity &* 2, seed: old.seed, count: 0,
                                          coveredThrough: coveredThrough)
         var n = 0
@@ -423,7 +468,7 @@ public final class RetryIndex {
             }
             _ = try fresh.writeDirtyPages()
             try fresh.syncData()
-            try fresh.writeHeader(count: n, coveredThrough: coveredThrough)
+            try fresh.writeHeader(count: n, coveredThrough: coveredThrough, digest: digest)
             try fresh.syncData()
         } catch {
             unlink(path)
@@ -452,6 +497,7 @@ public final class RetryIndex {
             file = built.file
             count = n
             coveredThrough = g.coveredThrough
+            committedDigest = g.digest
             syncFailure = nil
             growthFailure = nil
             growths &+= 1
@@ -479,7 +525,7 @@ public final class RetryIndex {
             }
             try fresh.writeDirtyPages()
             try fresh.syncData()
-            try fresh.writeHeader(count: n, coveredThrough: coveredThrough)
+            try fresh.writeHeader(count: n, coveredThrough: coveredThrough, digest: committedDigest)
             try fresh.syncData()
             try FileIO.rename(tmp, path)
         } catch {
@@ -539,13 +585,14 @@ final class IndexFile {
         static let coveredThrough = count + 8      // u64
         static let seed = coveredThrough + 8       // u64, the hash key
         static let writtenAt = seed + 8            // i64, ns since the epoch
-        static let crc = writtenAt + 8             // u32 CRC32C of bytes [0, crc), then u32 zero
+        static let digest = writtenAt + 8          // u64, the digest of the entries up to coveredThrough
+        static let crc = digest + 8                // u32 CRC32C of bytes [0, crc), then u32 zero
         static let end = crc + 8
     }
     /// The table starts on its own page, so a header write never shares a page with slots.
     static let headerBytes = 4096
     static let slotBytes = 16
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     static let minimumCapacity = 64
     /// Larger capacities are refused as damage (2^40 slots would be a 16 TiB file).
     static let maximumCapacity = 1 << 40
@@ -563,6 +610,7 @@ final class IndexFile {
     let tableBytes: Int
     let headerCount: Int
     let headerCoveredThrough: UInt64
+    let headerDigest: UInt64
     /// The count in the header last written: entries the file's pages hold at least (every header is written after
     /// the pages of its count), so a header rewritten for another coverage keeps it (`RetryIndex.journalEnds`).
     private(set) var writtenCount: Int
@@ -572,7 +620,8 @@ final class IndexFile {
     static let pageBytes = 4096
     static let slotsPerPage = pageBytes / slotBytes
 
-    private init(path: String, fd: Int32, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64) throws(JournalError) {
+    private init(path: String, fd: Int32, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64,
+                 digest: UInt64) throws(JournalError) {
         let tableBytes = capacity * IndexFile.slotBytes
         guard let p = mmap(nil, tableBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
             throw JournalError.fromErrno("mmap", path)   // the caller still owns and closes `fd`
@@ -583,7 +632,7 @@ final class IndexFile {
         _ = madvise(p, tableBytes, 23)   // MADV_POPULATE_WRITE (Linux 5.14)
         self.path = path; self.fd = fd; self.capacity = capacity; self.seed = seed; self.tableBytes = tableBytes
         slots = p.bindMemory(to: UInt64.self, capacity: 2 * capacity)
-        headerCount = count; headerCoveredThrough = coveredThrough; writtenCount = count
+        headerCount = count; headerCoveredThrough = coveredThrough; headerDigest = digest; writtenCount = count
         let pages = (tableBytes + IndexFile.pageBytes - 1) / IndexFile.pageBytes
         dirty = [UInt64](repeating: 0, count: (pages + 63) / 64)
     }
@@ -622,7 +671,7 @@ final class IndexFile {
         let expected = Int64(headerBytes) + Int64(capacity) * Int64(slotBytes)
         guard size == expected else { return .unusable("\(size) bytes, expected \(expected) for \(capacity) slots") }
         let file = try IndexFile(path: path, fd: fd, capacity: Int(capacity), seed: u64(Header.seed), count: Int(count),
-                                 coveredThrough: u64(Header.coveredThrough))
+                                 coveredThrough: u64(Header.coveredThrough), digest: u64(Header.digest))
         ok = true   // the descriptor is `file`'s now: it closes it, whatever follows
         let table = UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(file.slots), count: file.tableBytes)
         // The index is a cache of the journal: a table that cannot be read (a bad sector: EIO) is rebuilt from it,
@@ -651,19 +700,47 @@ final class IndexFile {
         var empty = 0
         while empty < capacity && seq(empty) != 0 { empty += 1 }
         guard empty < capacity else { return "no empty slot in \(capacity)" }
-        var filled = 0, runStart = -1
+        var filled = 0, runStart = -1, digest: UInt64 = 0
         for step in 1...capacity {
             let i = (empty + step) & mask, s = seq(i)
             if s == 0 { runStart = -1; continue }
             filled += 1
             if runStart < 0 { runStart = i }
-            let home = Int(truncatingIfNeeded: UInt64(littleEndian: slots[2 * i])) & mask
-            if s <= headerCoveredThrough && (i - home) & mask > (i - runStart) & mask {
+            let h = UInt64(littleEndian: slots[2 * i]), home = Int(truncatingIfNeeded: h) & mask
+            guard s <= headerCoveredThrough else { continue }
+            if (i - home) & mask > (i - runStart) & mask {
                 return "slot \(i) (seq \(s)) lies past an empty slot from its home slot \(home)"
             }
+            digest &+= IndexFile.digestTerm(hash: h, seq: s)
         }
         if filled < headerCount { return "\(filled) entries in the table, fewer than the \(headerCount) its header counted" }
+        if digest != headerDigest {
+            return "the entries up to seq \(headerCoveredThrough) do not add up to the header's digest (an entry lost or changed)"
+        }
         return nil
+    }
+
+    /// One entry's part of a digest: the digest of a set of entries is the wrapping sum of their parts, so it is
+    /// kept up as entries go in, in any order, and an entry lost or changed changes it (but for 2^-64).
+    @inline(__always)
+    static func digestTerm(hash: UInt64, seq: UInt64) -> UInt64 {
+        var x = hash ^ (seq &* 0x9E37_79B9_7F4A_7C15)
+        x ^= x >> 31; x &*= 0xBF58_476D_1CE4_E5B9
+        x ^= x >> 29; x &*= 0x94D0_49BB_1331_11EB
+        return x ^ (x >> 32)
+    }
+
+    /// The digest of the table's entries up to `seq`, and the parts of those after it (for `RetryIndex`'s running
+    /// digest). O(capacity).
+    func digest(through seq: UInt64) -> (digest: UInt64, later: [(seq: UInt64, term: UInt64)]) {
+        var digest: UInt64 = 0, later: [(seq: UInt64, term: UInt64)] = []
+        for i in 0..<capacity {
+            let s = UInt64(littleEndian: slots[2 * i + 1])
+            if s == 0 { continue }
+            let t = IndexFile.digestTerm(hash: UInt64(littleEndian: slots[2 * i]), seq: s)
+            if s <= seq { digest &+= t } else { later.append((s, t)) }
+        }
+        return (digest, later)
     }
 
     /// A new file of `capacity` empty slots with its header, allocated on the disk up front (`posix_fallocate`), so
@@ -673,7 +750,7 @@ final class IndexFile {
     ///   the service thread's first checkpoint ~150 ms (BENCH-HISTORY J6), as the journal's pre-extension avoids
     ///   for its segments. A doubling need not: it writes every page its rehash filled before the rename, and a
     ///   table a quarter full (256 slots a page) leaves almost none empty.
-    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64,
+    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64, digest: UInt64 = 0,
                        zeroFilled: Bool = false) throws(JournalError) -> IndexFile {
         let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
         let bytes = headerBytes + capacity * slotBytes
@@ -698,15 +775,15 @@ final class IndexFile {
             }
         }
         let file: IndexFile
-        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough) }
+        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough, digest: digest) }
         catch { Glibc.close(fd); unlink(path); throw error }
         // From here `file` owns the descriptor and closes it.
-        do { try file.writeHeader(count: count, coveredThrough: coveredThrough) } catch { unlink(path); throw error }
+        do { try file.writeHeader(count: count, coveredThrough: coveredThrough, digest: digest) } catch { unlink(path); throw error }
         return file
     }
 
     /// Writes every header field and its CRC at the start of the file (not synced).
-    func writeHeader(count: Int, coveredThrough: UInt64) throws(JournalError) {
+    func writeHeader(count: Int, coveredThrough: UInt64, digest: UInt64) throws(JournalError) {
         var bytes = [UInt8](repeating: 0, count: Header.end)
         bytes.withUnsafeMutableBytes { h in
             h.storeBytes(of: IndexFile.magic.littleEndian, toByteOffset: Header.magic, as: UInt64.self)
@@ -717,6 +794,7 @@ final class IndexFile {
             h.storeBytes(of: coveredThrough.littleEndian, toByteOffset: Header.coveredThrough, as: UInt64.self)
             h.storeBytes(of: seed.littleEndian, toByteOffset: Header.seed, as: UInt64.self)
             h.storeBytes(of: tw_realtime_ns().littleEndian, toByteOffset: Header.writtenAt, as: Int64.self)
+            h.storeBytes(of: digest.littleEndian, toByteOffset: Header.digest, as: UInt64.self)
             let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(h)[0..<Header.crc]))
             h.storeBytes(of: crc.littleEndian, toByteOffset: Header.crc, as: UInt32.self)
         }

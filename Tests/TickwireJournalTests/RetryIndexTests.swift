@@ -30,7 +30,7 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
 
 @Suite(.timeLimit(.minutes(5))) struct RetryIndexTests {
     @Test func headerLayoutIsDerivedAndFitsOneSector() {
-        #expect(IndexFile.Header.crc == 56 && IndexFile.Header.end == 64)
+        #expect(IndexFile.Header.crc == 64 && IndexFile.Header.end == 72)
         #expect(IndexFile.Header.end <= JournalFormat.sectorSize)   // written atomically by the disk
         #expect(IndexFile.headerBytes % 4096 == 0 && IndexFile.slotBytes == 16)
     }
@@ -326,17 +326,61 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         try expectRebuilt(dir, reason: nil, containing: "past an empty slot from its home")
     }
 
+    /// Garbage over a filled slot the last checkpoint covered: the entry it held is lost (a retry of that trade
+    /// would be journaled again) and the garbage reads as another entry, so neither the count nor the probe runs
+    /// show it; the digest of the covered entries, in the header, does.
+    @Test func garbageOverACoveredEntryIsFoundByTheDigestAndTheIndexRebuilt() throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: 5_000)
+        var bytes = try FileIO.readFile(indexPath(dir))
+        func word(_ o: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) } }
+        // An entry in its home slot, its hash changed to one whose home is this slot too: no probe run moves.
+        let capacity = (bytes.count - IndexFile.headerBytes) / 16
+        let slot = try #require((0..<capacity).first { i in
+            let o = IndexFile.headerBytes + 16 * i
+            return word(o + 8) != 0 && Int(truncatingIfNeeded: word(o)) & (capacity - 1) == i
+        })
+        bytes[IndexFile.headerBytes + 16 * slot + 7] ^= 0x5A   // the hash's top byte: the home slot stays the same
+        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: nil, containing: "do not add up to the header's digest")
+    }
+
+    /// The digest follows every way the coverage moves: checkpoints, a doubling in place, a `journalEnds` that
+    /// lowers it, entries after it; each reopen finds the file sound.
+    @Test func theDigestFollowsCheckpointsDoublingsAndALoweredCoverage() throws {
+        let dir = TempDir("retryidx")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 64, backgroundGrowthFrom: Int.max)
+            try journal.append(0..<100, into: index)          // doubles in place on the way
+            try index.checkpoint(coveredThrough: 80)           // 81...100 after the cut
+            try journal.append(100..<150, into: index)
+            try index.checkpoint(coveredThrough: 150)
+            try index.journalEnds(at: 120)                     // 121...150 stay, stale
+            index.close()
+        }
+        do {
+            let index = try RetryIndex(path: indexPath(dir))
+            #expect(index.rebuiltReason == nil && index.coveredThrough == 120, "\(index.rebuiltReason ?? "")")
+            for i in 120..<130 { _ = try index.insert(RetryIndex.key(trader: "again", clientOrderID: "\(i)"), seq: UInt64(i + 1)) }
+            try index.checkpoint(coveredThrough: 130)
+            index.close()
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 130, "\(index.rebuiltReason ?? "")")
+    }
+
     @Test func anotherVersionIsRebuiltFromScratch() throws {
         let dir = TempDir("retryidx")
         try fillAndCheckpoint(dir, entries: 5_000)
         var bytes = try FileIO.readFile(indexPath(dir))
         bytes.withUnsafeMutableBytes { b in
-            b.storeBytes(of: UInt32(2).littleEndian, toByteOffset: IndexFile.Header.version, as: UInt32.self)
+            b.storeBytes(of: UInt32(3).littleEndian, toByteOffset: IndexFile.Header.version, as: UInt32.self)
             let crc = crc32c(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(b)[0..<IndexFile.Header.crc]))
             b.storeBytes(of: crc.littleEndian, toByteOffset: IndexFile.Header.crc, as: UInt32.self)
         }
         try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
-        try expectRebuilt(dir, reason: "version 2, expected 1")
+        try expectRebuilt(dir, reason: "version 3, expected 2")
     }
 
     @Test(arguments: [0, 100, 4096, 4096 + 16 * 1000])
