@@ -293,56 +293,38 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
     /// A sector of the table read back as zeros loses entries a retry would need: found at the open (fewer entries
     /// than the header counted) and rebuilt from the journal, never taken as it is.
     @Test func aZeroedSectorOfTheTableIsFoundAndTheIndexRebuilt() throws {
-        let dir = TempDir("retryidx")
-        try fillAndCheckpoint(dir, entries: 5_000)
-        var bytes = try FileIO.readFile(indexPath(dir))
-        let sector = try #require(stride(from: IndexFile.headerBytes, to: bytes.count, by: 512).first { start in
-            stride(from: start, to: start + 512, by: 16).contains { slot in bytes[(slot + 8)..<(slot + 16)].contains { $0 != 0 } }
-        })
-        bytes.replaceSubrange(sector..<sector + 512, with: repeatElement(0, count: 512))
-        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
-        try expectRebuilt(dir, reason: nil, containing: "fewer than the 5000 its header counted")
+        try expectDamageFound(entries: 5_000, reason: "fewer than the 5000 its header counted") { table in
+            let slot = try #require((0..<table.capacity).first { table.seq($0) != 0 })
+            let sector = table.offset(slot) / 512 * 512
+            table.bytes.replaceSubrange(sector..<sector + 512, with: repeatElement(0, count: 512))
+        }
     }
 
     /// An entry cut out of the middle of a probe run and the same count elsewhere (here: the entry moved to an empty
     /// slot far off): lookups past the hole would end there. Found by the entries that lie beyond it.
     @Test func aHoleInAProbeRunIsFoundAndTheIndexRebuilt() throws {
-        let dir = TempDir("retryidx")
-        try fillAndCheckpoint(dir, entries: 20_000)
-        var bytes = try FileIO.readFile(indexPath(dir))
-        let capacity = (bytes.count - IndexFile.headerBytes) / 16
-        func at(_ i: Int) -> Int { IndexFile.headerBytes + 16 * (i & (capacity - 1)) }
-        func word(_ o: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) } }
-        // A displaced entry (not in its home slot), and the slot just before it in its run.
-        let displaced = try #require((0..<capacity).first { i in
-            word(at(i) + 8) != 0 && Int(truncatingIfNeeded: word(at(i))) & (capacity - 1) != i && word(at(i - 1) + 8) != 0
-        })
-        let hole = at(displaced - 1)
-        let moved = Array(bytes[hole..<hole + 16])
-        let empty = try #require((0..<capacity).map { (displaced + capacity / 2 + $0) % capacity }.first { word(at($0) + 8) == 0 })
-        bytes.replaceSubrange(at(empty)..<at(empty) + 16, with: moved)
-        bytes.replaceSubrange(hole..<hole + 16, with: repeatElement(0, count: 16))
-        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
-        try expectRebuilt(dir, reason: nil, containing: "past an empty slot from its home")
+        try expectDamageFound(entries: 20_000, reason: "past an empty slot from its home") { table in
+            // A displaced entry (not in its home slot), and the slot just before it in its run.
+            let displaced = try #require((0..<table.capacity).first { i in
+                table.seq(i) != 0 && table.home(i) != i && table.seq(i - 1) != 0
+            })
+            let hole = table.offset(displaced - 1)
+            let moved = Array(table.bytes[hole..<hole + 16])
+            let empty = try #require((0..<table.capacity).map { displaced + table.capacity / 2 + $0 }.first { table.seq($0) == 0 })
+            table.bytes.replaceSubrange(table.offset(empty)..<table.offset(empty) + 16, with: moved)
+            table.bytes.replaceSubrange(hole..<hole + 16, with: repeatElement(0, count: 16))
+        }
     }
 
     /// Garbage over a filled slot the last checkpoint covered: the entry it held is lost (a retry of that trade
     /// would be journaled again) and the garbage reads as another entry, so neither the count nor the probe runs
     /// show it; the digest of the covered entries, in the header, does.
     @Test func garbageOverACoveredEntryIsFoundByTheDigestAndTheIndexRebuilt() throws {
-        let dir = TempDir("retryidx")
-        try fillAndCheckpoint(dir, entries: 5_000)
-        var bytes = try FileIO.readFile(indexPath(dir))
-        func word(_ o: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) } }
-        // An entry in its home slot, its hash changed to one whose home is this slot too: no probe run moves.
-        let capacity = (bytes.count - IndexFile.headerBytes) / 16
-        let slot = try #require((0..<capacity).first { i in
-            let o = IndexFile.headerBytes + 16 * i
-            return word(o + 8) != 0 && Int(truncatingIfNeeded: word(o)) & (capacity - 1) == i
-        })
-        bytes[IndexFile.headerBytes + 16 * slot + 7] ^= 0x5A   // the hash's top byte: the home slot stays the same
-        try Data(bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
-        try expectRebuilt(dir, reason: nil, containing: "do not add up to the header's digest")
+        try expectDamageFound(entries: 5_000, reason: "do not add up to the header's digest") { table in
+            // An entry in its home slot, its hash's top byte changed: its home stays, so no probe run moves.
+            let slot = try #require((0..<table.capacity).first { table.seq($0) != 0 && table.home($0) == $0 })
+            table.bytes[table.offset(slot) + 7] ^= 0x5A
+        }
     }
 
     /// The digest follows every way the coverage moves: checkpoints, a doubling in place, a `journalEnds` that
@@ -501,6 +483,27 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         let index = try RetryIndex(path: indexPath(dir))
         for i in 0..<entries { try index.insert(retryKey(i), seq: UInt64(i + 1)) }
         try index.checkpoint(coveredThrough: UInt64(entries))
+    }
+
+    /// An index file's bytes, read by slot (little-endian, as written).
+    private struct TableImage {
+        var bytes: [UInt8]
+        var capacity: Int { (bytes.count - IndexFile.headerBytes) / IndexFile.slotBytes }
+        func offset(_ i: Int) -> Int { IndexFile.headerBytes + IndexFile.slotBytes * (i & (capacity - 1)) }
+        func word(_ o: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: o, as: UInt64.self) } }
+        func seq(_ i: Int) -> UInt64 { word(offset(i) + 8) }
+        func home(_ i: Int) -> Int { Int(truncatingIfNeeded: word(offset(i))) & (capacity - 1) }
+    }
+
+    /// `entries` inserted and checkpointed, the file's table changed by `damage`, then the open must rebuild it,
+    /// saying `reason`.
+    private func expectDamageFound(entries: Int, reason: String, _ damage: (inout TableImage) throws -> Void) throws {
+        let dir = TempDir("retryidx")
+        try fillAndCheckpoint(dir, entries: entries)
+        var table = TableImage(bytes: try FileIO.readFile(indexPath(dir)))
+        try damage(&table)
+        try Data(table.bytes).write(to: URL(fileURLWithPath: indexPath(dir)))
+        try expectRebuilt(dir, reason: nil, containing: reason)
     }
 
     private func expectRebuilt(_ dir: TempDir, reason: String?, containing part: String? = nil) throws {
