@@ -124,7 +124,8 @@ public final class RetryIndex {
         committedDigest = opened.headerDigest
         cutThrough = coveredThrough
         cutDigest = committedDigest
-        if reason == nil { laterTerms = opened.digest(through: coveredThrough).later }
+        laterTerms = opened.laterTermsAtOpen
+        opened.laterTermsAtOpen = []
         rebuiltReason = reason
         unlock = false
     }
@@ -693,6 +694,10 @@ final class IndexFile {
     /// covered had its whole run filled then. Entries placed since may lie past holes (their pages reached the
     /// disk, the run's did not) and are not held against the file. Garbage over a filled slot is not seen: that
     /// takes checksums (docs/NEXT.md). O(capacity), beside the read of the whole table.
+    /// The parts of the entries after the header's coverage, found by `damage()` on the way (for `RetryIndex`'s
+    /// running digest; taken once).
+    var laterTermsAtOpen: [(seq: UInt64, term: UInt64)] = []
+
     func damage() -> String? {
         let mask = capacity - 1
         func seq(_ i: Int) -> UInt64 { UInt64(littleEndian: slots[2 * i + 1]) }
@@ -701,13 +706,17 @@ final class IndexFile {
         while empty < capacity && seq(empty) != 0 { empty += 1 }
         guard empty < capacity else { return "no empty slot in \(capacity)" }
         var filled = 0, runStart = -1, digest: UInt64 = 0
+        laterTermsAtOpen = []
         for step in 1...capacity {
             let i = (empty + step) & mask, s = seq(i)
             if s == 0 { runStart = -1; continue }
             filled += 1
             if runStart < 0 { runStart = i }
             let h = UInt64(littleEndian: slots[2 * i]), home = Int(truncatingIfNeeded: h) & mask
-            guard s <= headerCoveredThrough else { continue }
+            guard s <= headerCoveredThrough else {
+                laterTermsAtOpen.append((s, IndexFile.digestTerm(hash: h, seq: s)))
+                continue
+            }
             if (i - home) & mask > (i - runStart) & mask {
                 return "slot \(i) (seq \(s)) lies past an empty slot from its home slot \(home)"
             }
