@@ -304,6 +304,17 @@ public final class RetryIndex {
         return PendingCheckpoint(file: file, count: count, seq: seq, digest: cutDigest, written: written)
     }
 
+    /// Tells the index that every journal record up to `seq` has its entry in the table (a replay in order says so
+    /// as it goes): the running digest folds in the parts it noted up to there, so a long replay does not hold 16
+    /// bytes an entry until its closing checkpoint. Claims nothing on the disk; an entry up to `seq` inserted after
+    /// all the same still counts.
+    public func noteInserted(through seq: UInt64) {
+        if seq > cutThrough { cut(through: seq) }
+    }
+
+    /// Entries whose digest parts are noted, waiting for a cut (for tests).
+    var notedParts: Int { laterTerms.count }
+
     /// Moves the running digest's cut to `seq`: the parts of the entries up to it are folded in (a coverage that
     /// went back, which checkpoints never claim, is summed from the table).
     private func cut(through seq: UInt64) {

@@ -290,6 +290,28 @@ private func indexPath(_ dir: TempDir) -> String { dir.path + "/journal/retry.id
         try expectRebuilt(dir, reason: reason)
     }
 
+    /// A replay that says how far it has come keeps the digest's noted parts few, and its checkpoint's digest is
+    /// right; a note ahead of the inserts (entries up to it going in after) is still counted right.
+    @Test func aReplayNotingItsProgressKeepsTheDigestsPartsFew() throws {
+        let dir = TempDir("retryidx")
+        var journal = ModelJournal()
+        do {
+            let index = try RetryIndex(path: indexPath(dir), initialCapacity: 1 << 20)
+            for chunk in 0..<20 {
+                try journal.append(chunk * 10_000..<(chunk + 1) * 10_000, into: index)
+                index.noteInserted(through: journal.last)
+                #expect(index.notedParts == 0)
+            }
+            index.noteInserted(through: 250_000)   // ahead of the inserts
+            try journal.append(200_000..<250_000, into: index)
+            try index.checkpoint(coveredThrough: 250_000)
+            index.close()
+        }
+        let index = try RetryIndex(path: indexPath(dir))
+        #expect(index.rebuiltReason == nil && index.coveredThrough == 250_000, "\(index.rebuiltReason ?? "")")
+        journal.expectFound(0..<250_000, in: index)
+    }
+
     /// A sector of the table read back as zeros loses entries a retry would need: found at the open (fewer entries
     /// than the header counted) and rebuilt from the journal, never taken as it is.
     @Test func aZeroedSectorOfTheTableIsFoundAndTheIndexRebuilt() throws {

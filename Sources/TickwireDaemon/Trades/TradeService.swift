@@ -291,6 +291,8 @@ public final class TradeService: @unchecked Sendable {
                 guard let t = TradeWire.decodeRecord(record.payload) else { return }
                 do { _ = try index.insert(RetryIndex.key(trader: t.trader, clientOrderID: t.clientOrderID), seq: record.seq) }
                 catch { insertFailure = insertFailure ?? (error as? JournalError) }
+                // In order: every record up to here is in (bounds what the index notes for its digest).
+                if record.seq & 0xFFFF == 0 { index.noteInserted(through: record.seq) }
                 if keepTrades && record.seq > stateAfter { trades.append((record.seq, t)) }
             }
             if let insertFailure { j.close(); throw insertFailure }
