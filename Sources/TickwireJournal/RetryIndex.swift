@@ -392,13 +392,12 @@ public final class RetryIndex {
         finishGrowth()
         guard coveredThrough > lastSequence else { return }
         // The entries up to it are in the file (the last checkpoint covered more); only the header is written, so
-        // it keeps the count the file's pages hold.
-        let digest = file.digest(through: lastSequence).digest
-        try file.writeHeader(count: file.writtenCount, coveredThrough: lastSequence, digest: digest)
+        // it keeps the count the file's pages hold. The cut goes back with the coverage (summed from the table).
+        cut(through: lastSequence)
+        try file.writeHeader(count: file.writtenCount, coveredThrough: lastSequence, digest: cutDigest)
         try file.syncData()
         coveredThrough = lastSequence
-        committedDigest = digest
-        cut(through: lastSequence)
+        committedDigest = cutDigest
     }
 
     // MARK: - Growth
@@ -697,18 +696,19 @@ final class IndexFile {
         return .valid(file)
     }
 
-    /// Damage the table's shape shows (its slots carry no checksums): fewer entries than its header counted (a
-    /// sector read back as zeros), or an entry the last checkpoint covered that lies beyond an empty slot from
-    /// its home (a hole cut in a probe run, which would end a lookup before the entries past it). A file only ever
-    /// written to shows neither, even under a checkpoint a crash cut short: slots are only filled, so every page
-    /// on the disk holds at least what it held at the last completed checkpoint, and an entry that checkpoint
-    /// covered had its whole run filled then. Entries placed since may lie past holes (their pages reached the
-    /// disk, the run's did not) and are not held against the file. Garbage over a filled slot is not seen: that
-    /// takes checksums (docs/NEXT.md). O(capacity), beside the read of the whole table.
     /// The parts of the entries after the header's coverage, found by `damage()` on the way (for `RetryIndex`'s
     /// running digest; taken once).
     var laterTermsAtOpen: [(seq: UInt64, term: UInt64)] = []
 
+    /// Damage the table shows (its slots carry no checksums): fewer entries than its header counted (a sector read
+    /// back as zeros); an entry the last checkpoint covered that lies beyond an empty slot from its home (a hole
+    /// cut in a probe run, which would end a lookup before the entries past it); or the covered entries not adding
+    /// up to the header's digest (an entry lost or changed: garbage over a filled slot reads as another entry). A
+    /// file only ever written to shows none of them, even under a checkpoint a crash cut short: slots are only
+    /// filled, so every page on the disk holds at least what it held at the last completed checkpoint, and an
+    /// entry that checkpoint covered had its whole run filled then. Entries placed since may lie past holes (their
+    /// pages reached the disk, the run's did not) and count in no digest yet, so they are not held against the
+    /// file. One pass, O(capacity), beside the read of the whole table.
     func damage() -> String? {
         let mask = capacity - 1
         func seq(_ i: Int) -> UInt64 { UInt64(littleEndian: slots[2 * i + 1]) }
@@ -770,7 +770,7 @@ final class IndexFile {
     ///   the service thread's first checkpoint ~150 ms (BENCH-HISTORY J6), as the journal's pre-extension avoids
     ///   for its segments. A doubling need not: it writes every page its rehash filled before the rename, and a
     ///   table a quarter full (256 slots a page) leaves almost none empty.
-    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64, digest: UInt64 = 0,
+    static func create(path: String, capacity: Int, seed: UInt64, count: Int, coveredThrough: UInt64,
                        zeroFilled: Bool = false) throws(JournalError) -> IndexFile {
         let fd = try FileIO.open(path, O_RDWR | O_CREAT | O_TRUNC)
         let bytes = headerBytes + capacity * slotBytes
@@ -795,10 +795,11 @@ final class IndexFile {
             }
         }
         let file: IndexFile
-        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough, digest: digest) }
+        // Empty or about to be filled: its digest is written with its entries' header (a doubling's).
+        do { file = try IndexFile(path: path, fd: fd, capacity: capacity, seed: seed, count: count, coveredThrough: coveredThrough, digest: 0) }
         catch { Glibc.close(fd); unlink(path); throw error }
         // From here `file` owns the descriptor and closes it.
-        do { try file.writeHeader(count: count, coveredThrough: coveredThrough, digest: digest) } catch { unlink(path); throw error }
+        do { try file.writeHeader(count: count, coveredThrough: coveredThrough, digest: 0) } catch { unlink(path); throw error }
         return file
     }
 
