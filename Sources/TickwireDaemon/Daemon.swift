@@ -201,10 +201,12 @@ public final class Daemon: @unchecked Sendable {
         let trades = TradeService(
             config: tradeConfig, dataDirectory: config.dataDirectory, context: context,
             log: { [logger] in logger.notice("\($0)") },
-            publish: { [forwarder = tradeEvents, subjects] event, subject in
-                var e = event
-                e.subjectID = subjects.intern(text: subject)
-                forwarder.push(e)
+            publish: { [forwarder = tradeEvents, subjects] trades in
+                forwarder.push(trades.map { t in
+                    var e = t.event
+                    e.subjectID = subjects.intern(text: t.subject)
+                    return e
+                })
             })
         do { try trades.start() } catch {
             if case .bind(_, let e)? = error as? TradeServiceError, e.addressInUse { throw .endpointBusy(config.tradeEndpoint) }

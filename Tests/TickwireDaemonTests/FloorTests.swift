@@ -194,6 +194,81 @@ import Glibc
         #expect(stored.stdout.split(separator: "\n").count == decoded)
     }
 
+    /// Every acknowledged trade becomes one TRADE event on the daemon's ring, with its journal sequence as trade_id,
+    /// each subject's in journal order: the trade service hands the trades each group commit makes durable to the forwarding
+    /// thread together (one lock, one wake-up), not one by one. Checked in the store after the daemon stops.
+    @Test func acknowledgedTradesAreStoredOnceEachInJournalOrder() throws {
+        let data = temporaryDirectory("tradeevents")
+        let d = try DaemonProcess(["--rate", "200"], data: data)
+        let desks = ["DESK1", "DESK2", "DESK3"], symbols = ["ZZA", "ZZB"]   // not simulated: no price collar
+        let count = 2_000
+        let lines = (0..<count).map { i in
+            #"{"desk":"\#(desks[i % 3])","symbol":"\#(symbols[i % 2])","side":"\#(i % 5 == 0 ? "sell" : "buy")","qty":\#(1 + i % 7),"price":"\#(100 + i % 50).25","id":"e-\#(i)"}"#
+        }
+        let file = data + "/trades.jsonl"
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        // A live subscriber: a subscription takes a moment to join, so probe trades (desk PROBE) go first until one
+        // shows up there.
+        let tail = try ChildProcess(tickwireBinary, ["tail", "TRADE.>", "--connect", d.pub, "--timeout", "60"])
+        defer { tail.signal(SIGKILL) }
+        var probes = 0
+        while !tail.stdout.contains("TRADE.PROBE") && probes < 100 {
+            _ = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)", "--desk", "PROBE",
+                                            "--symbol", "ZZA", "--side", "buy", "--qty", "1", "--price", "1", "--id", "p-\(probes)"])
+            probes += 1
+            usleep(100_000)
+        }
+        #expect(tail.stdout.contains("TRADE.PROBE"), "the subscriber never joined: \(tail.stderr)")
+        let r = try DaemonProcess.tickwire(["trade", "submit", "--data", d.data, "--connect", "tcp://127.0.0.1:\(d.tradePort)",
+                                            "--file", file, "--batch", "32", "--window", "512"])
+        #expect(r.status == 0, "\(r.stderr)")
+        var seqByID: [String: UInt64] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            seqByID[try #require(obj["id"] as? String)] = try #require((obj["seq"] as? NSNumber)?.uint64Value)
+        }
+        #expect(seqByID.count == count)
+        let first = UInt64(probes + 1), last = UInt64(probes + count)
+        #expect(Set(seqByID.values) == Set(first...last))
+        // On the wire: every one, in journal order.
+        func live() -> [UInt64] {
+            tail.stdout.split(separator: "\n").compactMap { line -> UInt64? in
+                guard !line.contains("TRADE.PROBE"), let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+                return (obj["trade_id"] as? NSNumber)?.uint64Value
+            }
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while live().count < count && Date() < deadline { usleep(50_000) }
+        let seen = live()
+        let inOrder = seen == Array(first...last)
+        #expect(inOrder, "the live feed: \(seen.count) trades, first out of order at \(zip(seen, first...last).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)")
+        d.child.signal(SIGTERM)
+        #expect(d.child.wait(seconds: 20) == 0)
+        let day = { (t: Date) in ISO8601DateFormatter.string(from: t, timeZone: TimeZone(identifier: "UTC")!, formatOptions: .withFullDate) }
+        let stored = try DaemonProcess.tickwire(["replay", "--subjects", "TRADE.*.*", "--from", day(Date().addingTimeInterval(-86_400)),
+                                                 "--to", day(Date().addingTimeInterval(86_400)), "--data", data])
+        #expect(stored.status == 0, "\(stored.stderr)")
+        let idBySeq = Dictionary(uniqueKeysWithValues: seqByID.map { ($0.value, Int($0.key.dropFirst(2))!) })
+        var tradeIDs: [UInt64] = [], lastBySubject: [String: UInt64] = [:]
+        for line in stored.stdout.split(separator: "\n") {
+            let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let seq = try #require((obj["trade_id"] as? NSNumber)?.uint64Value)
+            let subject = try #require(obj["subject"] as? String)
+            if subject.hasPrefix("TRADE.PROBE.") { continue }
+            tradeIDs.append(seq)
+            let i = try #require(idBySeq[seq], "trade_id \(seq) was not acknowledged")
+            #expect(subject == "TRADE.\(desks[i % 3]).\(symbols[i % 2])")
+            #expect("\(obj["size"] ?? "")" == "\(1 + i % 7)" && "\(obj["price"] ?? "")" == "\(100 + i % 50).25", "\(line)")
+            #expect("\(obj["side"] ?? "")" == (i % 5 == 0 ? "sell" : "buy"), "\(line)")
+            // The store keeps each subject's events in the order they came (replay merges subjects by event time).
+            #expect(seq > lastBySubject[subject, default: 0], "\(subject): trade \(seq) after \(lastBySubject[subject, default: 0])")
+            lastBySubject[subject] = seq
+        }
+        let stored1 = Set(tradeIDs)
+        #expect(tradeIDs.count == count && stored1.count == count && stored1 == Set(first...last),
+                "each acknowledged trade stored once: \(tradeIDs.count) stored, \(stored1.count) distinct")
+    }
+
     @Test func everyEventIsStoredAndReplaysAfterTheDaemonStops() throws {
         let data = temporaryDirectory("store")
         let fixtures = packageRoot + "/Tests/Fixtures"

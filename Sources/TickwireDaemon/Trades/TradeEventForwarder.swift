@@ -12,10 +12,14 @@ final class TradeEventForwarder: @unchecked Sendable {
     private let queue = Locked<(events: [Event], closed: Bool)>(([], false))
     private let ready = DispatchSemaphore(value: 0)
 
-    func push(_ event: Event) {
+    /// Queues `events` (the trades one pass of the trade service found durable) under one lock, and wakes the
+    /// publishing thread only if the queue was empty: once a group commit at most, not once a trade.
+    func push(_ events: some Collection<Event>) {
+        guard !events.isEmpty else { return }
         let wasEmpty = queue.withLock { q -> Bool in
-            q.events.append(event)
-            return q.events.count == 1
+            let was = q.events.isEmpty
+            q.events.append(contentsOf: events)
+            return was
         }
         if wasEmpty { ready.signal() }
     }

@@ -91,7 +91,11 @@ public final class TradeService: @unchecked Sendable {
     public let dataDirectory: String
     private let context: ZMQContext
     let log: @Sendable (String) -> Void
-    let publish: @Sendable (Event, String) -> Void
+    let publish: @Sendable ([(event: Event, subject: String)]) -> Void
+    /// The trades found durable in one pass, handed to `publish` together at its end (the serving thread's): one
+    /// call a group commit, not one a trade, so that the daemon's forwarder takes its lock and wakes its thread
+    /// once for them all.
+    var durableTrades: [(event: Event, subject: String)] = []
 
     /// Replaced by a reopened one when the disk comes back after a failure (the serving thread's, after `start`).
     var journal: Journal?
@@ -145,11 +149,12 @@ public final class TradeService: @unchecked Sendable {
     ///   - dataDirectory: holds `journal/` and `keys/`.
     ///   - context: the daemon's ZeroMQ context; the ZAP handler binds `inproc://zeromq.zap.01` on it.
     ///   - log: one line per notable event (refused keys, created keys); called from service threads.
-    ///   - publish: each journaled trade as an `Event` (kind `.trade`, `seq` and `c` = journal sequence,
-    ///     subjectID 0: the caller interns the subject) and its subject text `TRADE.<DESK>.<SYMBOL>`.
+    ///   - publish: the trades newly durable, in journal order, each as an `Event` (kind `.trade`, `seq` and `c` =
+    ///     journal sequence, subjectID 0: the caller interns the subject) with its subject text
+    ///     `TRADE.<DESK>.<SYMBOL>`; called from the serving thread once each time some become durable.
     public init(config: TradeServiceConfig, dataDirectory: String, context: ZMQContext,
                 log: @escaping @Sendable (String) -> Void = { _ in },
-                publish: @escaping @Sendable (Event, String) -> Void = { _, _ in }) {
+                publish: @escaping @Sendable ([(event: Event, subject: String)]) -> Void = { _ in }) {
         self.config = config; self.dataDirectory = dataDirectory; self.context = context
         self.log = log; self.publish = publish
     }
@@ -669,7 +674,7 @@ public final class TradeService: @unchecked Sendable {
         return RejectReason(.idInUse, "id \(retry.clientOrderID) is trade seq \(seq) with \(fields.joined(separator: ", ")): a different trade needs a new id")
     }
 
-    /// Answers every message, in arrival order, whose trades are all durable; publishes each new trade.
+    /// Answers every message, in arrival order, whose trades are all durable; publishes the new trades first.
     private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
         // The failure first: once it is seen the durable sequence read after it is final, so what is refused
         // below is never durable. (Read the other way round, a commit published between the two reads would have
@@ -686,8 +691,6 @@ public final class TradeService: @unchecked Sendable {
                     if !w.duplicate {
                         inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil
                         accepted += 1
-                        publish(Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: .now(),
-                                      seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject)
                     }
                     replies[w.slot] = .ack(clientOrderID: r.clientOrderID, seq: w.seq, duplicate: w.duplicate)
                 } else if let failure {
@@ -701,7 +704,23 @@ public final class TradeService: @unchecked Sendable {
             if accepted + rejected > 0 { count { $0.accepted += accepted; $0.rejected += rejected } }
             reply(router, m.route, replies.map { $0! })
         }
-        while pendingHead < pending.count, pending[pendingHead].lastSeq <= durable {
+        var answerable = pendingHead
+        while answerable < pending.count, pending[answerable].lastSeq <= durable { answerable += 1 }
+        // The new trades among them are published first (a client that sees its acknowledgement finds its trade
+        // handed on), all in one call.
+        let published = failure == nil ? pending[pendingHead..<answerable] : pending[pendingHead...]
+        for m in published {
+            for w in m.waiting where w.seq <= durable && !w.duplicate {
+                let r = w.request
+                durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: .now(),
+                                            seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject))
+            }
+        }
+        if !durableTrades.isEmpty {
+            publish(durableTrades)
+            durableTrades.removeAll(keepingCapacity: true)
+        }
+        while pendingHead < answerable {
             answer(pending[pendingHead])
             pendingHead += 1
         }
