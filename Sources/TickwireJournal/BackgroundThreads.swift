@@ -19,7 +19,9 @@ extension Journal {
         _ = tw_set_thread_name("tw-journal-mark")
         lock.lock()
         while true {
+            markerIdle = true
             while durablePosition.seq <= markedSeq && !markerStop { lock.wait(3) }
+            markerIdle = false
             if durablePosition.seq <= markedSeq { break }
             let p = durablePosition
             lock.unlock()

@@ -152,6 +152,8 @@ public final class Journal: @unchecked Sendable {
     var durablePosition: Position
     var markedSeq: UInt64
     var markerStop = false
+    /// The marker is waiting for a commit to mark (not resting after a mark): only then does a commit wake it.
+    var markerIdle = false
     var markFailureCount = 0
     /// Segments at the front that open did not read (checked and indexed by the verifier), and damage found there.
     var unverifiedSegments = 0

@@ -278,10 +278,11 @@ extension TradeService {
         let durable = min(journal.durableSequence, state.applied)
         // Publish the trades now durable, and let their ids out of flight (the retry index holds them now).
         var published = 0
+        let known = Nanos.now()
         while published < state.unpublished.count, state.unpublished[published].seq <= durable {
             let (seq, r, received) = state.unpublished[published]
             inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil
-            durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: .now(),
+            durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: known,
                                         seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)), r.subject))
             published += 1
         }

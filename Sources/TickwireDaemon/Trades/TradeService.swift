@@ -709,10 +709,11 @@ public final class TradeService: @unchecked Sendable {
         // The new trades among them are published first (a client that sees its acknowledgement finds its trade
         // handed on), all in one call.
         let published = failure == nil ? pending[pendingHead..<answerable] : pending[pendingHead...]
+        let known = Nanos.now()   // when this pass found them durable
         for m in published {
             for w in m.waiting where w.seq <= durable && !w.duplicate {
                 let r = w.request
-                durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: .now(),
+                durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: known,
                                             seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject))
             }
         }
