@@ -173,6 +173,7 @@ extension TradeService {
         let received = Nanos.now()
         let message = ReplicatedState.Waiting(route: route, count: bodies.count, received: received.rawValue)
         var delta = Counters()
+        let lookups = journal.lookups()
         for (index, bytes) in bodies.enumerated() {
             guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[index] = $0 }) else { continue }
             func reject(_ reason: RejectReason) {
@@ -199,7 +200,7 @@ extension TradeService {
                 continue
             }
             do {
-                if let (seq, original) = try journaledTrade(of: key, journal) {
+                if let (seq, original) = try journaledTrade(of: key, journal, lookups: lookups) {
                     if let why = Self.difference(original, request, seq: seq) { reject(why); continue }
                     delta.duplicates += 1
                     message.replies[index] = .ack(clientOrderID: request.clientOrderID, seq: seq, duplicate: true)

@@ -568,6 +568,7 @@ public final class TradeService: @unchecked Sendable {
             }
         }
         if refuseOversized(route, bodies.count, router) { return }
+        let lookups = journal.lookups()
         for (slot, bytes) in bodies.enumerated() {
             guard let request = Self.decode(bytes, trader: trader, &delta, refused: { message.replies[slot] = $0 }) else { continue }
             func reject(_ reason: RejectReason) {
@@ -583,7 +584,7 @@ public final class TradeService: @unchecked Sendable {
                 continue
             }
             let journaled: (seq: UInt64, trade: TradeRequest)?
-            do { journaled = try journaledTrade(of: key, journal) } catch {
+            do { journaled = try journaledTrade(of: key, journal, lookups: lookups) } catch {
                 delta.journalReadFailures += 1
                 log("trades: \(trader)'s id \(request.clientOrderID) refused: its journal record cannot be read back: \(error)")
                 reject(RejectReason(.journalUnavailable, "cannot tell whether id \(request.clientOrderID) was journaled before: \(error)"))
@@ -646,14 +647,16 @@ public final class TradeService: @unchecked Sendable {
     /// The durable sequence `key` was journaled under and that trade, if any: the retry index's candidates, each
     /// checked against its journal record (trader and client order id).
     /// - Throws: when a candidate's record cannot be read (damage): the caller refuses rather than guess.
-    func journaledTrade(of key: RetryKey, _ journal: Journal) throws -> (seq: UInt64, trade: TradeRequest)? {
+    /// - Parameter lookups: the journal reads of the message being handled, which share their reads (a resend's
+    ///   retries ask for records close together); nil: a read of its own.
+    func journaledTrade(of key: RetryKey, _ journal: Journal, lookups: JournalLookups? = nil) throws -> (seq: UInt64, trade: TradeRequest)? {
         guard let index = retryIndex else { return nil }
         let durable = journal.durableSequence
         var found: TradeRequest?
         let seq = try index.lookup(RetryIndex.key(trader: key.trader, clientOrderID: key.clientOrderID)) { seq throws in
             guard seq <= durable else { return false }
             let record: JournalRecord
-            do { record = try journal.record(seq) } catch JournalError.noSuchRecord { return false }
+            do { record = try lookups?.record(seq) ?? journal.record(seq) } catch JournalError.noSuchRecord { return false }
             guard let t = TradeWire.decodeRecord(record.payload), t.trader == key.trader, t.clientOrderID == key.clientOrderID else { return false }
             found = t
             return true
