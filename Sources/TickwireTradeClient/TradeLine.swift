@@ -207,11 +207,11 @@ struct JSONObjectScanner {
         } else {
             while true {
                 skipSpace()
-                let key = try string()
+                let field: Int?
+                if let known = knownKey() { field = known } else { field = try string().withBytes(b, TradeLine.Fields.field) }
                 skipSpace()
                 try expect(UInt8(ascii: ":"), "':' after a key")
                 skipSpace()
-                let field = key.withBytes(b, TradeLine.Fields.field)
                 if let field {
                     // A repeated key: the last one counts.
                     fields.nonScalar[field] = false
@@ -236,6 +236,35 @@ struct JSONObjectScanner {
         guard atEnd else { throw fail("the end of the line after the object") }
     }
 
+    /// The six names with their quotes, as the little-endian word of their bytes (from the opening quote's next one)
+    /// and the mask of those bytes.
+    private static let keyWords: [(word: UInt64, mask: UInt64)] = TradeLine.Fields.names.map { name in
+        let bytes = Array(name.utf8) + [UInt8(ascii: "\"")]
+        var word: UInt64 = 0
+        for (k, c) in bytes.enumerated() { word |= UInt64(c) << (8 * k) }
+        return (word, bytes.count == 8 ? ~0 : (1 << (8 * bytes.count)) - 1)
+    }
+
+    /// The field of the key at `i` when it is one of the six names written plainly (no escapes), read with one
+    /// eight-byte load and moved past; nil, not moving, for any other key (which `string` then reads).
+    private mutating func knownKey() -> Int? {
+        guard i + 9 <= b.count, b[i] == UInt8(ascii: "\""), let p = b.baseAddress else { return nil }
+        let w = UInt64(littleEndian: UnsafeRawPointer(p + i + 1).loadUnaligned(as: UInt64.self))
+        let field: Int
+        switch UInt8(truncatingIfNeeded: w) {
+        case UInt8(ascii: "d"): field = 0
+        case UInt8(ascii: "s"): field = UInt8(truncatingIfNeeded: w >> 8) == UInt8(ascii: "y") ? 1 : 2
+        case UInt8(ascii: "q"): field = 3
+        case UInt8(ascii: "p"): field = 4
+        case UInt8(ascii: "i"): field = 5
+        default: return nil
+        }
+        let key = Self.keyWords[field]
+        guard w & key.mask == key.word else { return nil }
+        i += 1 + key.mask.nonzeroBitCount / 8
+        return field
+    }
+
     /// A string at `i`: its range inside the quotes, and its decoded bytes when it has escapes.
     mutating func string() throws(TradeInputError) -> TradeLine.Value {
         try expect(UInt8(ascii: "\""), "a string")
@@ -244,6 +273,22 @@ struct JSONObjectScanner {
         // byte or a non-ASCII byte ends it (`c &- 0x20 >= 0x60` is below 0x20 or 0x80 and above).
         if let p = b.baseAddress {
             var j = i
+            // Eight bytes at a time while eight are left: the lowest byte flagged is the first that is a quote, a
+            // backslash, below 0x20 or above 0x7f. (Each test flags its true matches exactly; its false ones come
+            // only above a true one, from the borrow, so the lowest flag of all is exact.)
+            let ones: UInt64 = 0x0101_0101_0101_0101, highs = ones &* 0x80
+            while j + 8 <= b.count {
+                let w = UInt64(littleEndian: UnsafeRawPointer(p + j).loadUnaligned(as: UInt64.self))
+                let quote = w ^ (ones &* 0x22), backslash = w ^ (ones &* 0x5c)
+                let flags = ((quote &- ones) & ~quote | (backslash &- ones) & ~backslash | (w &- ones &* 0x20) & ~w | w) & highs
+                if flags == 0 { j += 8; continue }
+                j += flags.trailingZeroBitCount >> 3
+                if p[j] == UInt8(ascii: "\"") {
+                    i = j + 1
+                    return TradeLine.Value(range: start..<j, decoded: nil)
+                }
+                j = b.count + 1   // the careful way below
+            }
             while j < b.count {
                 let c = p[j]
                 if c == UInt8(ascii: "\"") {

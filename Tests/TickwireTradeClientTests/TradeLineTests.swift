@@ -33,6 +33,10 @@ import TickwireTradeClient
         (#"{"desk":"D","symbol":"AAPL","side":"buy","qty":-0.5e1,"price":12345678901.5,"id":"a"}"#, "D", "AAPL", .buy, "-5", "12345678901.5", "a"),
         // Keys one letter off a field's name, of its length and first letter, are other keys.
         (#"{"desk":"D","sidx":"sell","symbol":"AAPL","dusk":"E","side":"buy","qtx":9,"qty":1,"price":1,"i":"b","id":"a"}"#, "D", "AAPL", .buy, "1", "1", "a"),
+        // Keys that begin with a field's name (read eight bytes at a time), and one at the line's very end.
+        (#"{"desk":"D","desks":"E","symbol":"AAPL","symbols":"X","side":"buy","sides":"sell","qty":1,"qty2":9,"price":1,"prices":3,"id":"a","idx":"b"}"#,
+         "D", "AAPL", .buy, "1", "1", "a"),
+        (#"{"symbol":"AAPL","side":"buy","qty":1,"price":1,"desk":"D","id":"a","id":"a"}"#, "D", "AAPL", .buy, "1", "1", "a"),
     ])
     func fieldsAreReadAsWritten(line: String, desk: String, symbol: String, side: Side, qty: String, price: String, id: String) throws {
         let fields = (try? TradeRequest(desk: desk, symbol: symbol, side: "\(side)", qty: qty, price: price, id: id))
@@ -118,27 +122,54 @@ import TickwireTradeClient
                           ("qty", value(qty)), ("price", value(price)), ("id", TradeWire.jsonQuoted(id))]
             if next(8) == 0 { fields.remove(at: next(6)) }
             let line = "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
-            let reference: Result<TradeRequest, TradeInputError> = Result {
-                let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-                func field(_ key: String) throws(TradeInputError) -> String {
-                    switch parsed[key] {
-                    case let s as String: return s
-                    case let n as NSNumber: return n.stringValue
-                    default: throw TradeInputError("missing or non-scalar \"\(key)\"")
-                    }
+            agreesWithFoundation(line, "seed \(seed) round \(round)")
+        }
+    }
+
+    /// `line` (valid JSON) reads as Foundation's parser and `TradeRequest` read it: the same frame, or the same error.
+    func agreesWithFoundation(_ line: String, _ context: String) {
+        let reference: Result<TradeRequest, TradeInputError> = Result {
+            let parsed = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            func field(_ key: String) throws(TradeInputError) -> String {
+                switch parsed[key] {
+                case let s as String: return s
+                case let n as NSNumber: return n.stringValue
+                default: throw TradeInputError("missing or non-scalar \"\(key)\"")
                 }
-                return try TradeRequest(desk: field("desk"), symbol: field("symbol"), side: field("side"), qty: field("qty"),
-                                        price: field("price"), id: field("id"))
-            }.mapError { $0 as! TradeInputError }
-            let read = Result { () throws(TradeInputError) in try TradeLine.encode(line) }
-            switch (reference, read) {
-            case (.success(let r), .success(let t?)):
-                #expect(t.frame == TradeWire.encodeRequest(r) && t.clientOrderID == r.clientOrderID, "seed \(seed) round \(round): \(line)")
-            case (.failure(let a), .failure(let b)):
-                #expect(a == b, "seed \(seed) round \(round): \(line)")
-            default:
-                Issue.record("seed \(seed) round \(round): \(line): Foundation \(reference), TradeLine \(read)")
             }
+            return try TradeRequest(desk: field("desk"), symbol: field("symbol"), side: field("side"), qty: field("qty"),
+                                    price: field("price"), id: field("id"))
+        }.mapError { $0 as! TradeInputError }
+        let read = Result { () throws(TradeInputError) in try TradeLine.encode(line) }
+        switch (reference, read) {
+        case (.success(let r), .success(let t?)):
+            #expect(t.frame == TradeWire.encodeRequest(r) && t.clientOrderID == r.clientOrderID, "\(context): \(line)")
+        case (.failure(let a), .failure(let b)):
+            #expect(a == b, "\(context): \(line)")
+        default:
+            Issue.record("\(context): \(line): Foundation \(reference), TradeLine \(read)")
+        }
+    }
+
+    /// Strings are scanned eight bytes at a time: a byte that ends the plain scan (a quote, a backslash, a control
+    /// byte, a non-ASCII one), or a string's end, at every place in and around the eight-byte words reads as
+    /// Foundation reads it; a raw control byte anywhere is refused at its column.
+    @Test func everyPlaceInAWordOfAStringReadsTheSame() {
+        let specials = [#"\""#, #"\\"#, #"\/"#, #"\u0041"#, #"\n"#, "é", "\u{7f}", "~"]
+        for length in 0...26 {
+            for at in 0...length {
+                for special in specials {
+                    let id = String(repeating: "i", count: at) + (at < length ? special + String(repeating: "j", count: length - at - 1) : "")
+                    agreesWithFoundation(#"{"desk":"D","symbol":"AAPL","side":"buy","qty":1,"price":"2","id":"\#(id)"}"#, "id \(id)")
+                    agreesWithFoundation(#"{"id":"\#(id)","desk":"D","symbol":"AAPL","side":"buy","qty":1,"price":"2"}"#, "id first \(id)")
+                }
+                guard at < length else { continue }
+                let raw = String(repeating: "i", count: at) + "\u{01}" + String(repeating: "j", count: length - at - 1)
+                let line = #"{"id":""# + raw + #"","desk":"D","symbol":"AAPL","side":"buy","qty":1,"price":"2"}"#
+                #expect(error(line) == "not a JSON object: column \(8 + at): expected a character (control characters must be escaped), found byte 0x1", "\(at)")
+            }
+            // No closing quote: the line ends inside the string.
+            #expect(error(#"{"id":""# + String(repeating: "i", count: length)).hasSuffix("expected the closing '\"' of a string, found the end of the line"))
         }
     }
 }
