@@ -112,7 +112,7 @@ public final class RetryingSubmitter {
     private func match(_ id: String) -> Int? {
         var i = head
         while i < queue.count {
-            if !queue[i].done && queue[i].trade.clientOrderID == id { return i }
+            if !queue[i].done && queue[i].trade.hasClientOrderID(id) { return i }
             i += 1
         }
         return nil

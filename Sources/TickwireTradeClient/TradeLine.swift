@@ -31,10 +31,30 @@ extension TradeRequest {
 
 /// A SUBMIT frame ready to send and the client order id it carries.
 public struct EncodedTrade: Sendable, Equatable {
-    public var frame: [UInt8]
-    public var clientOrderID: String
-    public init(_ request: TradeRequest) { frame = TradeWire.encodeRequest(request); clientOrderID = request.clientOrderID }
-    init(frame: [UInt8], clientOrderID: String) { self.frame = frame; self.clientOrderID = clientOrderID }
+    public private(set) var frame: [UInt8]
+    /// Where the client order id begins in `frame` (the frame's last field: it runs to the end). Kept as bytes: a
+    /// `String` made for each line was two in every hundred of the command's instructions, and its only use is
+    /// to be compared with replies' ids.
+    private let idStart: Int
+
+    public init(_ request: TradeRequest) {
+        frame = TradeWire.encodeRequest(request)
+        idStart = frame.count - request.clientOrderID.utf8.count
+    }
+
+    init(frame: [UInt8], idStart: Int) { self.frame = frame; self.idStart = idStart }
+
+    public var clientOrderID: String { String(decoding: frame[idStart...], as: UTF8.self) }
+
+    /// Whether `id` is this trade's client order id, compared byte for byte.
+    public func hasClientOrderID(_ id: String) -> Bool {
+        var id = id
+        return id.withUTF8 { b in
+            b.count == frame.count - idStart && frame.withUnsafeBufferPointer { f in
+                b.isEmpty || memcmp(f.baseAddress! + idStart, b.baseAddress!, b.count) == 0
+            }
+        }
+    }
 }
 
 /// One line of a JSON-lines trade file (`tickwire trade submit --file`): a JSON object with `desk`, `symbol`,
@@ -107,33 +127,32 @@ public enum TradeLine {
         var nonScalar = InlineArray<6, Bool>(repeating: false)
 
         func encode(_ line: UnsafeBufferPointer<UInt8>) throws(TradeInputError) -> EncodedTrade {
-            var v = InlineArray<6, Value>(repeating: Value(range: 0..<0))
-            for i in 0..<6 {
-                guard let value = values[i], !nonScalar[i] else { throw TradeInputError("missing or non-scalar \"\(Fields.names[i])\"") }
-                v[i] = value
+            for i in 0..<6 where values[i] == nil || nonScalar[i] {
+                throw TradeInputError("missing or non-scalar \"\(Fields.names[i])\"")
             }
-            if let fast = plain(v, line) { return fast }
-            let request = try TradeRequest(desk: v[0].text(line), symbol: v[1].text(line), side: v[2].text(line),
-                                           qty: v[3].text(line), price: v[4].text(line), id: v[5].text(line))
+            // Every value is there from here on (read in place, not copied out: each copy retains its bytes).
+            if let fast = plain(values, line) { return fast }
+            let request = try TradeRequest(desk: values[0]!.text(line), symbol: values[1]!.text(line), side: values[2]!.text(line),
+                                           qty: values[3]!.text(line), price: values[4]!.text(line), id: values[5]!.text(line))
             return EncodedTrade(request)
         }
 
         /// The frame of plain fields, built from the line's bytes; nil for anything else (then the slow path decides).
-        private func plain(_ v: borrowing InlineArray<6, Value>, _ line: UnsafeBufferPointer<UInt8>) -> EncodedTrade? {
-            guard let side = v[2].withBytes(line, Self.side), let qty = v[3].withBytes(line, Self.decimalE8), qty > 0,
-                  let price = v[4].withBytes(line, Self.decimalE8), price > 0,
-                  v[0].withBytes(line, { Self.isToken($0) }), v[1].withBytes(line, { Self.isToken($0) }),
-                  v[5].withBytes(line, Self.isClientOrderID) else { return nil }
+        private func plain(_ v: borrowing InlineArray<6, Value?>, _ line: UnsafeBufferPointer<UInt8>) -> EncodedTrade? {
+            guard let side = v[2]!.withBytes(line, Self.side), let qty = v[3]!.withBytes(line, Self.decimalE8), qty > 0,
+                  let price = v[4]!.withBytes(line, Self.decimalE8), price > 0,
+                  v[0]!.withBytes(line, { Self.isToken($0) }), v[1]!.withBytes(line, { Self.isToken($0) }),
+                  v[5]!.withBytes(line, Self.isClientOrderID) else { return nil }
             // One allocation of the frame's exact size, written in place.
-            let length = 23 + v[0].count + v[1].count + v[5].count
+            let length = 23 + v[0]!.count + v[1]!.count + v[5]!.count
             let frame = [UInt8](unsafeUninitializedCapacity: length) { out, initialized in
                 out[0] = TradeWire.submit; out[1] = TradeWire.version; out[2] = side.rawValue; out[3] = 0
                 UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: qty).littleEndian, toByteOffset: 4, as: UInt64.self)
                 UnsafeMutableRawBufferPointer(out).storeBytes(of: UInt64(bitPattern: price).littleEndian, toByteOffset: 12, as: UInt64.self)
                 // Offsets passed along, not a captured `var` (which a closure boxes and checks at every access).
-                initialized = Self.putShort(v[5], line, out, at: Self.putShort(v[1], line, out, at: Self.putShort(v[0], line, out, at: 20)))
+                initialized = Self.putShort(v[5]!, line, out, at: Self.putShort(v[1]!, line, out, at: Self.putShort(v[0]!, line, out, at: 20)))
             }
-            return EncodedTrade(frame: frame, clientOrderID: v[5].text(line))
+            return EncodedTrade(frame: frame, idStart: length - v[5]!.count)
         }
 
         /// Writes a u8-length-prefixed field at `at` and returns the offset after it.
