@@ -104,9 +104,10 @@ public final class RetryIndex {
         for leftover in [path + ".tmp", path + ".grow"] where FileIO.exists(leftover) { unlink(leftover) }
         let opened: IndexFile
         let reason: String?
+        var later: [(seq: UInt64, term: UInt64)] = []
         switch try IndexFile.open(path: path) {
-        case .valid(let f):
-            opened = f; reason = nil
+        case .valid(let f, let laterTerms):
+            opened = f; reason = nil; later = laterTerms
         case .unusable(let why):
             let capacity = max(IndexFile.minimumCapacity, RetryIndex.powerOfTwo(atLeast: initialCapacity))
             opened = try IndexFile.create(path: path + ".tmp", capacity: capacity, seed: UInt64.random(in: .min ... .max),
@@ -124,8 +125,7 @@ public final class RetryIndex {
         committedDigest = opened.headerDigest
         cutThrough = coveredThrough
         cutDigest = committedDigest
-        laterTerms = opened.laterTermsAtOpen
-        opened.laterTermsAtOpen = []
+        laterTerms = later
         rebuiltReason = reason
         unlock = false
     }
@@ -655,7 +655,8 @@ final class IndexFile {
 
     /// Opens and reads a valid index file, or says why it cannot be used (missing, short, damaged, other version).
     enum Opened {
-        case valid(IndexFile)
+        /// The file, and the digest parts of its entries after the header's coverage (`damage()`'s).
+        case valid(IndexFile, laterTerms: [(seq: UInt64, term: UInt64)])
         /// Why the file cannot be used; the caller replaces it.
         case unusable(String)
     }
@@ -692,13 +693,13 @@ final class IndexFile {
             return .unusable("the table cannot be read: \(error)")
         }
         guard read == file.tableBytes else { return .unusable("shorter than its table while reading it") }
-        if let damage = file.damage() { return .unusable(damage) }
-        return .valid(file)
+        switch file.damage() {
+        case .failure(let why): return .unusable(why.text)
+        case .success(let laterTerms): return .valid(file, laterTerms: laterTerms)
+        }
     }
 
-    /// The parts of the entries after the header's coverage, found by `damage()` on the way (for `RetryIndex`'s
-    /// running digest; taken once).
-    var laterTermsAtOpen: [(seq: UInt64, term: UInt64)] = []
+    struct Damage: Error { let text: String }
 
     /// Damage the table shows (its slots carry no checksums): fewer entries than its header counted (a sector read
     /// back as zeros); an entry the last checkpoint covered that lies beyond an empty slot from its home (a hole
@@ -709,15 +710,17 @@ final class IndexFile {
     /// entry that checkpoint covered had its whole run filled then. Entries placed since may lie past holes (their
     /// pages reached the disk, the run's did not) and count in no digest yet, so they are not held against the
     /// file. One pass, O(capacity), beside the read of the whole table.
-    func damage() -> String? {
+    /// - Returns: the damage, or else the digest parts of the entries after the coverage, met on the way (for
+    ///   `RetryIndex`'s running digest).
+    func damage() -> Result<[(seq: UInt64, term: UInt64)], Damage> {
         let mask = capacity - 1
         func seq(_ i: Int) -> UInt64 { UInt64(littleEndian: slots[2 * i + 1]) }
         // From just after an empty slot, so that each run is met from its first slot (a table is below 7/8 full).
         var empty = 0
         while empty < capacity && seq(empty) != 0 { empty += 1 }
-        guard empty < capacity else { return "no empty slot in \(capacity)" }
+        guard empty < capacity else { return .failure(Damage(text: "no empty slot in \(capacity)")) }
         var filled = 0, runStart = -1, digest: UInt64 = 0
-        laterTermsAtOpen = []
+        var later: [(seq: UInt64, term: UInt64)] = []
         for step in 1...capacity {
             let i = (empty + step) & mask, s = seq(i)
             if s == 0 { runStart = -1; continue }
@@ -725,19 +728,21 @@ final class IndexFile {
             if runStart < 0 { runStart = i }
             let h = UInt64(littleEndian: slots[2 * i]), home = Int(truncatingIfNeeded: h) & mask
             guard s <= headerCoveredThrough else {
-                laterTermsAtOpen.append((s, IndexFile.digestTerm(hash: h, seq: s)))
+                later.append((s, IndexFile.digestTerm(hash: h, seq: s)))
                 continue
             }
             if (i - home) & mask > (i - runStart) & mask {
-                return "slot \(i) (seq \(s)) lies past an empty slot from its home slot \(home)"
+                return .failure(Damage(text: "slot \(i) (seq \(s)) lies past an empty slot from its home slot \(home)"))
             }
             digest &+= IndexFile.digestTerm(hash: h, seq: s)
         }
-        if filled < headerCount { return "\(filled) entries in the table, fewer than the \(headerCount) its header counted" }
-        if digest != headerDigest {
-            return "the entries up to seq \(headerCoveredThrough) do not add up to the header's digest (an entry lost or changed)"
+        if filled < headerCount {
+            return .failure(Damage(text: "\(filled) entries in the table, fewer than the \(headerCount) its header counted"))
         }
-        return nil
+        if digest != headerDigest {
+            return .failure(Damage(text: "the entries up to seq \(headerCoveredThrough) do not add up to the header's digest (an entry lost or changed)"))
+        }
+        return .success(later)
     }
 
     /// One entry's part of a digest: the digest of a set of entries is the wrapping sum of their parts, so it is

@@ -283,15 +283,11 @@ extension TradeService {
         while published < state.unpublished.count, state.unpublished[published].seq <= durable {
             let (seq, r, received) = state.unpublished[published]
             inFlight[RetryKey(trader: r.trader, clientOrderID: r.clientOrderID)] = nil
-            durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: known,
-                                        seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)), r.subject))
+            noteDurable(r, seq: seq, received: received, known: known)
             published += 1
         }
-        if published > 0 {
-            state.unpublished.removeFirst(published)
-            publish(durableTrades)
-            durableTrades.removeAll(keepingCapacity: true)
-        }
+        if published > 0 { state.unpublished.removeFirst(published) }
+        publishDurable()
         while state.resolvedThrough < durable {
             state.resolvedThrough += 1
             for slot in state.bySeq.removeValue(forKey: state.resolvedThrough) ?? [] {

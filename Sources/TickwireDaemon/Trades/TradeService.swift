@@ -95,7 +95,7 @@ public final class TradeService: @unchecked Sendable {
     /// The trades found durable in one pass, handed to `publish` together at its end (the serving thread's): one
     /// call a group commit, not one a trade, so that the daemon's forwarder takes its lock and wakes its thread
     /// once for them all.
-    var durableTrades: [(event: Event, subject: String)] = []
+    private var durableTrades: [(event: Event, subject: String)] = []
 
     /// Replaced by a reopened one when the disk comes back after a failure (the serving thread's, after `start`).
     var journal: Journal?
@@ -677,6 +677,20 @@ public final class TradeService: @unchecked Sendable {
         return RejectReason(.idInUse, "id \(retry.clientOrderID) is trade seq \(seq) with \(fields.joined(separator: ", ")): a different trade needs a new id")
     }
 
+    /// Notes a trade now durable for the next `publishDurable()`: its event (known at `known`, when a pass found it
+    /// durable) and subject.
+    func noteDurable(_ r: TradeRequest, seq: UInt64, received: Nanos, known: Nanos) {
+        durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: known,
+                                    seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)), r.subject))
+    }
+
+    /// Hands the trades noted durable to `publish` in one call.
+    func publishDurable() {
+        guard !durableTrades.isEmpty else { return }
+        publish(durableTrades)
+        durableTrades.removeAll(keepingCapacity: true)
+    }
+
     /// Answers every message, in arrival order, whose trades are all durable; publishes the new trades first.
     private func acknowledgeDurable(_ router: ZMQSocket, _ journal: Journal) {
         // The failure first: once it is seen the durable sequence read after it is final, so what is refused
@@ -714,16 +728,9 @@ public final class TradeService: @unchecked Sendable {
         let published = failure == nil ? pending[pendingHead..<answerable] : pending[pendingHead...]
         let known = Nanos.now()   // when this pass found them durable
         for m in published {
-            for w in m.waiting where w.seq <= durable && !w.duplicate {
-                let r = w.request
-                durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: m.received, knownTime: known,
-                                            seq: w.seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: w.seq)), r.subject))
-            }
+            for w in m.waiting where w.seq <= durable && !w.duplicate { noteDurable(w.request, seq: w.seq, received: m.received, known: known) }
         }
-        if !durableTrades.isEmpty {
-            publish(durableTrades)
-            durableTrades.removeAll(keepingCapacity: true)
-        }
+        publishDurable()
         while pendingHead < answerable {
             answer(pending[pendingHead])
             pendingHead += 1
