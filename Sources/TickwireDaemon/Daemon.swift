@@ -84,7 +84,7 @@ public final class Daemon: @unchecked Sendable {
     private let storeOutOfWindow = Atomic<UInt64>(0)
     private var trades: TradeService?
     /// Accepted trades go to the ring through this, so an acknowledgement never waits for a ring slot.
-    private let tradeEvents = TradeEventForwarder()
+    private let tradeEvents: TradeEventForwarder
     /// Where the trade service listens (nil until `start`).
     public var tradeServiceEndpoint: String? { trades?.boundEndpoint }
     private var lockFD: Int32 = -1
@@ -103,6 +103,7 @@ public final class Daemon: @unchecked Sendable {
         ring = BroadcastRing(capacity: config.ringCapacity, producers: .multi, gapSubject: gapSubject, lastValues: lastValues,
                              asymmetricFences: false)
         hub = SubscriptionHub(ring: ring, subjects: subjects, gapSubject: gapSubject)
+        tradeEvents = TradeEventForwarder(subjects: subjects)
         // A parsed config's rules and limits were checked in `DaemonConfig.parse`. One built in code with a bad
         // rule or limit is not run with defaults in their place: `start` refuses it, naming the key.
         var rules: [AlertRule] = [], riskConfig = RiskConfig()
@@ -201,13 +202,7 @@ public final class Daemon: @unchecked Sendable {
         let trades = TradeService(
             config: tradeConfig, dataDirectory: config.dataDirectory, context: context,
             log: { [logger] in logger.notice("\($0)") },
-            publish: { [forwarder = tradeEvents, subjects] trades in
-                forwarder.push(trades.map { t in
-                    var e = t.event
-                    e.subjectID = subjects.intern(text: t.subject)
-                    return e
-                })
-            })
+            publish: { [forwarder = tradeEvents] in forwarder.push($0) })
         do { try trades.start() } catch {
             if case .bind(_, let e)? = error as? TradeServiceError, e.addressInUse { throw .endpointBusy(config.tradeEndpoint) }
             throw .dataDirectory(config.dataDirectory, "trades: \(error)")

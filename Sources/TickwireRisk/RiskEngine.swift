@@ -112,10 +112,47 @@ public final class RiskEngine: Sendable {
         var markSlot: Int32 = -1
     }
 
+    /// The positions, by desk and then symbol. A trade finds its desk and its symbol once, and the check and the
+    /// apply that follow work on that desk in place (`decide`): two string lookups a trade and no copy of a desk,
+    /// under the lock every check takes.
     struct Book {
-        var desks: [String: [String: Position]] = [:]
+        var desks: [String: Desk] = [:]
         /// Rejections by limit, counted under the lock the check already holds.
         var rejected: [RiskLimit: UInt64] = [:]
+    }
+
+    /// One desk's positions, in the order its symbols first traded, and its limits (looked up once).
+    struct Desk {
+        let limits: RiskLimits
+        /// Symbol → index in `symbols` and `positions`.
+        var slots: [String: Int] = [:]
+        var symbols: [String] = []
+        var positions: [Position] = []
+
+        init(limits: RiskLimits) { self.limits = limits }
+
+        /// The position in `symbol`, made (flat) if there is none.
+        mutating func slot(_ symbol: String, board: MarkBoard) -> Int {
+            if let i = slots[symbol] { return i }
+            var p = Position()
+            p.markSlot = board.slot(symbol)
+            slots[symbol] = positions.count
+            symbols.append(symbol)
+            positions.append(p)
+            return positions.count - 1
+        }
+
+        /// Sets the position in `symbol` (a checkpoint's), keeping its mark slot.
+        mutating func restore(_ symbol: String, _ position: Position, board: MarkBoard) {
+            let i = slot(symbol, board: board)
+            positions[i] = Position(quantity: position.quantity, cost: position.cost, realized: position.realized,
+                                    lastPrice: position.lastPrice, markSlot: positions[i].markSlot)
+        }
+
+        /// The positions by symbol, sorted by symbol.
+        var sorted: [(symbol: String, position: Position)] {
+            zip(symbols, positions).sorted { $0.0 < $1.0 }.map { ($0.0, $0.1) }
+        }
     }
 
     /// - Parameters:
@@ -159,24 +196,13 @@ public final class RiskEngine: Sendable {
     }
 
     public func check(_ trade: RiskTrade) -> RiskRejection? {
-        book.withLock { book in
-            let r = evaluate(trade, book)
-            if let r { book.rejected[r.limit, default: 0] += 1 }
-            return r
-        }
+        book.withLock { decide(trade, &$0, .all, apply: false).rejection }
     }
 
     /// Checks and, when every limit holds, applies the trade, under one lock: two trades checked back to back
     /// cannot both pass on the same headroom. The trade service calls this before journaling.
     public func submit(_ trade: RiskTrade) -> RiskRejection? {
-        book.withLock { book -> RiskRejection? in
-            if let r = evaluate(trade, book) {
-                book.rejected[r.limit, default: 0] += 1
-                return r
-            }
-            apply(trade, to: &book)
-            return nil
-        }
+        book.withLock { decide(trade, &$0, .all, apply: true).rejection }
     }
 
     /// The first limit the trade breaches that depends on the trade and the live market only (see `Phase.market`),
@@ -184,11 +210,8 @@ public final class RiskEngine: Sendable {
     /// trades, the daemon that takes a submission calls this, and the mark travels with the request in the log.
     public func checkMarket(_ trade: RiskTrade) -> (rejection: RiskRejection?, markE8: Int64) {
         book.withLock { book in
-            let r = evaluate(trade, book, .market)
-            if let r { book.rejected[r.limit, default: 0] += 1 }
-            let position = book.desks[trade.desk]?[trade.symbol]
-            let slot = (position?.markSlot ?? -1) >= 0 ? position!.markSlot : board.existingSlot(trade.symbol)
-            return (r, board.load(slot))
+            let (r, markSlot) = decide(trade, &book, .market, apply: false)
+            return (r, board.load(markSlot))
         }
     }
 
@@ -196,14 +219,7 @@ public final class RiskEngine: Sendable {
     /// they hold, applies the trade, under one lock. Deterministic: it reads nothing of the live market, so
     /// replicas applying one log in its order decide alike.
     public func submitSequenced(_ trade: RiskTrade, markE8: Int64) -> RiskRejection? {
-        book.withLock { book -> RiskRejection? in
-            if let r = evaluate(trade, book, .sequenced(mark: markE8)) {
-                book.rejected[r.limit, default: 0] += 1
-                return r
-            }
-            apply(trade, to: &book)
-            return nil
-        }
+        book.withLock { decide(trade, &$0, .sequenced(mark: markE8), apply: true).rejection }
     }
 
     /// Applies a trade to positions, average cost and realized P&L, unchecked (a journaled trade was checked
@@ -219,9 +235,8 @@ public final class RiskEngine: Sendable {
         book.withLock { book in
             book.desks = [:]
             for e in snapshot?.entries ?? [] {
-                var p = Position(quantity: e.quantity, cost: e.cost, realized: e.realized, lastPrice: e.lastPrice)
-                p.markSlot = board.slot(e.symbol)
-                book.desks[e.desk, default: [:]][e.symbol] = p
+                book.desks[e.desk, default: Desk(limits: config.limits(for: e.desk))]
+                    .restore(e.symbol, Position(quantity: e.quantity, cost: e.cost, realized: e.realized, lastPrice: e.lastPrice), board: board)
             }
             for t in trades { apply(t, to: &book) }
         }
@@ -232,7 +247,7 @@ public final class RiskEngine: Sendable {
         book.withLock { book in
             var entries: [Snapshot.Entry] = []
             for (desk, positions) in book.desks.sorted(by: { $0.key < $1.key }) {
-                for (symbol, p) in positions.sorted(by: { $0.key < $1.key }) {
+                for (symbol, p) in positions.sorted {
                     entries.append(.init(desk: desk, symbol: symbol, quantity: p.quantity, cost: p.cost,
                                          realized: p.realized, lastPrice: p.lastPrice))
                 }
@@ -307,15 +322,38 @@ public final class RiskEngine: Sendable {
         case sequenced(mark: Int64)
     }
 
-    private func evaluate(_ t: RiskTrade, _ book: Book, _ phase: Phase = .all) -> RiskRejection? {
-        let limits = config.limits(for: t.desk)
+    /// Checks `t` against its desk's limits in `phase` and, when `apply` and they hold, applies it; counts a
+    /// rejection. The desk is found once and worked on in place. Returns the slot of the symbol's mark too.
+    private func decide(_ t: RiskTrade, _ book: inout Book, _ phase: Phase, apply: Bool) -> (rejection: RiskRejection?, markSlot: Int32) {
+        func decide(_ desk: inout Desk) -> (rejection: RiskRejection?, markSlot: Int32) {
+            let slot = desk.slots[t.symbol]
+            let own = slot.map { desk.positions[$0].markSlot } ?? -1
+            let markSlot = own >= 0 ? own : board.existingSlot(t.symbol)
+            if let r = evaluate(t, desk, slot: slot, markSlot: markSlot, phase) { return (r, markSlot) }
+            if apply { fill(t, &desk, slot) }
+            return (nil, markSlot)
+        }
+        let decided: (rejection: RiskRejection?, markSlot: Int32)
+        if let d = book.desks.index(forKey: t.desk) {
+            decided = decide(&book.desks.values[d])
+        } else {
+            var desk = Desk(limits: config.limits(for: t.desk))
+            decided = decide(&desk)
+            if !desk.positions.isEmpty { book.desks[t.desk] = desk }
+        }
+        if let r = decided.rejection { book.rejected[r.limit, default: 0] += 1 }
+        return decided
+    }
+
+    /// The first limit of `desk` that `t` breaches in `phase`, its symbol's position at `slot` and mark at `markSlot`.
+    private func evaluate(_ t: RiskTrade, _ desk: Desk, slot: Int?, markSlot: Int32, _ phase: Phase) -> RiskRejection? {
+        let limits = desk.limits
         func reject(_ limit: RiskLimit, _ value: Int128, _ bound: Int64) -> RiskRejection {
             RiskRejection(limit: limit, desk: t.desk, symbol: t.symbol, valueE8: clamp(value), limitE8: bound)
         }
         let q = t.quantity.e8, p = t.price.e8
         guard q > 0, p > 0, t.side != .unknown else { return reject(.invalidTrade, 0, 0) }
-        let positions = book.desks[t.desk] ?? [:]
-        var position = positions[t.symbol] ?? Position()
+        var position = slot.map { desk.positions[$0] } ?? Position()
         let mark: Int64
         if case .sequenced(let logged) = phase {
             mark = logged
@@ -325,8 +363,7 @@ public final class RiskEngine: Sendable {
             if orderNotional > Int128(limits.maxOrderNotional.e8) {
                 return reject(.maxOrderNotional, orderNotional, limits.maxOrderNotional.e8)
             }
-            let slot = position.markSlot >= 0 ? position.markSlot : board.existingSlot(t.symbol)
-            mark = board.load(slot)
+            mark = board.load(markSlot)
             if mark == 0 {
                 if limits.requireMark { return reject(.requireMark, 0, 0) }
             } else if limits.priceCollarBps != Int64.max {
@@ -337,20 +374,21 @@ public final class RiskEngine: Sendable {
             }
             if case .market = phase { return nil }
         }
-        let live: Bool
-        if case .all = phase { live = true } else { live = false }
-
         let before = position
         Self.fill(&position, signed: t.side == .buy ? q : -q, price: p)
         let increases = position.quantity.magnitude > before.quantity.magnitude
         if increases && Int128(position.quantity.magnitude) > Int128(limits.maxPosition.e8) {
             return reject(.maxPosition, Int128(position.quantity.magnitude), limits.maxPosition.e8)
         }
+        // The desk-wide limits look at every position of the desk: skipped when both are off.
+        guard limits.maxGrossNotional.e8 != Int64.max || limits.maxLoss.e8 != Int64.max else { return nil }
+        let live: Bool
+        if case .all = phase { live = true } else { live = false }
 
         // Gross notional and P&L of the whole desk, before and after, with this symbol valued at its mark or,
         // lacking one, at this trade's price.
         var grossBefore: Int128 = 0, grossAfter: Int128 = 0, pnlAfter: Int128 = 0
-        for (symbol, other) in positions where symbol != t.symbol {
+        for (i, other) in desk.positions.enumerated() where i != slot {
             let value = live ? valuation(other) : other.lastPrice
             let g = Int128(other.quantity.magnitude) * Int128(value)
             grossBefore += g; grossAfter += g
@@ -369,12 +407,24 @@ public final class RiskEngine: Sendable {
         return nil
     }
 
+    /// Applies `t` unchecked (a trade risk cannot price changes nothing).
     private func apply(_ t: RiskTrade, to book: inout Book) {
+        if let d = book.desks.index(forKey: t.desk) {
+            let slot = book.desks.values[d].slots[t.symbol]
+            fill(t, &book.desks.values[d], slot)
+        } else {
+            var desk = Desk(limits: config.limits(for: t.desk))
+            fill(t, &desk, nil)
+            if !desk.positions.isEmpty { book.desks[t.desk] = desk }
+        }
+    }
+
+    /// Fills `t` into `desk`'s position in its symbol (at `slot`, or a new one); a trade risk cannot price changes
+    /// nothing.
+    private func fill(_ t: RiskTrade, _ desk: inout Desk, _ slot: Int?) {
         guard t.quantity.e8 > 0, t.price.e8 > 0, t.side != .unknown else { return }
-        var position = book.desks[t.desk]?[t.symbol] ?? Position()
-        if position.markSlot < 0 { position.markSlot = board.slot(t.symbol) }
-        Self.fill(&position, signed: t.side == .buy ? t.quantity.e8 : -t.quantity.e8, price: t.price.e8)
-        book.desks[t.desk, default: [:]][t.symbol] = position
+        let i = slot ?? desk.slot(t.symbol, board: board)
+        Self.fill(&desk.positions[i], signed: t.side == .buy ? t.quantity.e8 : -t.quantity.e8, price: t.price.e8)
     }
 
     /// Fills `signed` (buy positive) at `price` into a position: closes against the open quantity first at its
@@ -418,7 +468,7 @@ public final class RiskEngine: Sendable {
         let limits = config.limits(for: desk)
         return book.withLock { book in
             var largest: Int64 = 0, gross: Int128 = 0, pnl: Int128 = 0
-            for p in (book.desks[desk] ?? [:]).values {
+            for p in book.desks[desk]?.positions ?? [] {
                 if p.quantity.magnitude > largest.magnitude { largest = p.quantity }
                 let value = valuation(p)
                 gross += Int128(p.quantity.magnitude) * Int128(value)
@@ -436,7 +486,7 @@ public final class RiskEngine: Sendable {
     /// A desk's positions by symbol, sorted by symbol.
     public func positions(desk: String) -> [RiskPosition] {
         book.withLock { book in
-            (book.desks[desk] ?? [:]).sorted { $0.key < $1.key }.map { symbol, p in
+            (book.desks[desk]?.sorted ?? []).map { symbol, p in
                 let value = valuation(p)
                 let average = p.quantity == 0 ? 0 : p.cost / Int128(p.quantity)
                 return RiskPosition(symbol: symbol, quantity: Quantity(e8: p.quantity), averageCost: Price(e8: clamp(average)),

@@ -39,7 +39,7 @@ struct RunningTradeService: @unchecked Sendable {
         configure(&config)
         service = TradeService(config: config,
                                dataDirectory: dir.path, context: context, log: { logs.add($0) },
-                               publish: { for (e, subject) in $0 { published.add("\(subject) \(e.seq) \(Price(e8: e.a)) \(Quantity(e8: e.b))") } })
+                               publish: { for t in $0 { published.add("\(t.subject) \(t.event.seq) \(Price(e8: t.event.a)) \(Quantity(e8: t.event.b))") } })
         try service.start()
     }
 

@@ -46,6 +46,18 @@ public struct TradeServiceConfig: Sendable {
     }
 }
 
+/// A trade newly durable, as the trade service hands it on (`TradeService.init`'s `publish`): its `Event` (kind
+/// `.trade`, `seq` and `c` the journal sequence, subjectID 0) and the desk and symbol of its subject
+/// `TRADE.<DESK>.<SYMBOL>`, which the receiver makes and interns: off the serving thread, which is the trade path's
+/// busiest.
+public struct DurableTrade: Sendable {
+    public var event: Event
+    public let desk: String, symbol: String
+
+    /// `TRADE.<DESK>.<SYMBOL>`.
+    public var subject: String { "TRADE.\(desk).\(symbol)" }
+}
+
 /// State the caller derives from journaled trades, and how to keep it (see `TradeServiceConfig.state`).
 public struct JournalState: Sendable {
     /// The checkpoint's name (`journal/checkpoints/NAME.ckpt`).
@@ -91,11 +103,11 @@ public final class TradeService: @unchecked Sendable {
     public let dataDirectory: String
     private let context: ZMQContext
     let log: @Sendable (String) -> Void
-    let publish: @Sendable ([(event: Event, subject: String)]) -> Void
+    let publish: @Sendable ([DurableTrade]) -> Void
     /// The trades found durable in one pass, handed to `publish` together at its end (the serving thread's): one
     /// call a group commit, not one a trade, so that the daemon's forwarder takes its lock and wakes its thread
     /// once for them all.
-    private var durableTrades: [(event: Event, subject: String)] = []
+    private var durableTrades: [DurableTrade] = []
 
     /// Replaced by a reopened one when the disk comes back after a failure (the serving thread's, after `start`).
     var journal: Journal?
@@ -149,12 +161,11 @@ public final class TradeService: @unchecked Sendable {
     ///   - dataDirectory: holds `journal/` and `keys/`.
     ///   - context: the daemon's ZeroMQ context; the ZAP handler binds `inproc://zeromq.zap.01` on it.
     ///   - log: one line per notable event (refused keys, created keys); called from service threads.
-    ///   - publish: the trades newly durable, in journal order, each as an `Event` (kind `.trade`, `seq` and `c` =
-    ///     journal sequence, subjectID 0: the caller interns the subject) with its subject text
-    ///     `TRADE.<DESK>.<SYMBOL>`; called from the serving thread once each time some become durable.
+    ///   - publish: the trades newly durable, in journal order (`DurableTrade`); called from the serving thread
+    ///     once each time some become durable.
     public init(config: TradeServiceConfig, dataDirectory: String, context: ZMQContext,
                 log: @escaping @Sendable (String) -> Void = { _ in },
-                publish: @escaping @Sendable ([(event: Event, subject: String)]) -> Void = { _ in }) {
+                publish: @escaping @Sendable ([DurableTrade]) -> Void = { _ in }) {
         self.config = config; self.dataDirectory = dataDirectory; self.context = context
         self.log = log; self.publish = publish
     }
@@ -678,10 +689,12 @@ public final class TradeService: @unchecked Sendable {
     }
 
     /// Notes a trade now durable for the next `publishDurable()`: its event (known at `known`, when a pass found it
-    /// durable) and subject.
+    /// durable), desk and symbol.
     func noteDurable(_ r: TradeRequest, seq: UInt64, received: Nanos, known: Nanos) {
-        durableTrades.append((Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: known,
-                                    seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)), r.subject))
+        durableTrades.append(DurableTrade(
+            event: Event(subjectID: 0, kind: .trade, flags: r.side.rawValue, eventTime: received, knownTime: known,
+                         seq: seq, a: r.price.e8, b: r.quantity.e8, c: Int64(bitPattern: seq)),
+            desk: r.desk, symbol: r.symbol))
     }
 
     /// Hands the trades noted durable to `publish` in one call.
