@@ -120,7 +120,7 @@ import TickwireZMQ
                     (try? JournalAudit.verify(directory: dirs[i] + "/journal")).map { "\($0.records) \($0.headHash.hex)" } ?? "?"
                 }
                 let now = "\(last): \(ends)"
-                if Set(ends).count == 1, ends[0].hasPrefix("\(last) ") {
+                if Set(ends).count == 1, ends[0].hasPrefix("\(last) "), daemons.indices.allSatisfy({ daemons[$0] == nil || checked($0) }) {
                     if now != seen { seen = now; since = Date() }
                     if Date().timeIntervalSince(since) >= stable { return true }
                 } else {
@@ -129,6 +129,17 @@ import TickwireZMQ
                 usleep(500_000)
             }
             return false
+        }
+
+        /// Whether node `i`'s last check of its journal against the log (after a rollback, a spot check or a record
+        /// unlike the log's) has ended, and in agreement: journals equal at the log's end are not settled while a check
+        /// that may roll one back is still reading (seen: equal for 5 s, then a check found record 3131 unlike the
+        /// leader's and rolled back at the stop).
+        func checked(_ i: Int) -> Bool {
+            let marks = ["caught up after the rollback", "checking the journal against the log", "reading the journal's last records back", "rolling the journal back",
+                         "the journal agrees with the log"]
+            guard let last = logs(i).split(separator: "\n").last(where: { line in marks.contains { line.contains($0) } }) else { return true }
+            return last.contains("the journal agrees with the log")
         }
 
         /// Whether node `i` logs `text` within `seconds`.

@@ -430,6 +430,7 @@ extension TradeService {
                            _ router: ZMQSocket, _ journal: Journal, now: Int64) {
         guard let c = state.checking, c.token == token else { return }
         state.checking = nil
+        if complete { log("trades: records \(range.lowerBound)…\(range.upperBound) read back: the journal agrees with the log") }
         if !complete {
             // The cluster stopped answering (an election): the same check again in a second.
             state.nextCheck = now + 1_000_000_000
