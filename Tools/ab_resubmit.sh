@@ -2,9 +2,11 @@
 # Interleaved A/B of two `tickwire` builds on a resubmission (a client's resend after a failover): for each build in
 # turn, a fresh `tickwire run`, then `tickwire trade submit --file` of TRADES trades twice against it. The first
 # submission journals them; the second is answered trade by trade as duplicates (retry index, then the journal).
-# Prints each round's rates, first and again, and the medians' ratio again ÷ first per build.
+# Prints each round's rates, first and again, the medians' ratio again ÷ first per build, and B ÷ A per round.
+# With B_CONFIG, B's daemons get those config lines too: one build against itself with another setting, e.g.
 #
 #   Tools/ab_resubmit.sh OLD/.build/release/tickwire NEW/.build/release/tickwire [ROUNDS=3] [TRADES=200000]
+#   B_CONFIG=$'[trades]\ncpus = [0]' Tools/ab_resubmit.sh BIN BIN 8
 set -euo pipefail
 A=$1 B=$2 ROUNDS=${3:-3} TRADES=${4:-200000}
 work=$(mktemp -d /tmp/tw-resubmit-XXXXXX)
@@ -29,6 +31,8 @@ max_order_quantity = "none"
 max_order_notional = "none"
 price_collar_bps = "none"
 TOML
+{ cat "$work/daemon.toml"; printf '\n%s\n' "${B_CONFIG:-}"; } > "$work/daemon-B.toml"
+cp "$work/daemon.toml" "$work/daemon-A.toml"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 submit() {  # BINARY DATA ENDPOINT: prints trades a second
   local s e
@@ -42,7 +46,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
     data="$work/data-$side-$round" trades="tcp://127.0.0.1:$(port)"
-    "$bin" run --config "$work/daemon.toml" --data "$data" --trades "$trades" --pub "tcp://127.0.0.1:$(port)" \
+    "$bin" run --config "$work/daemon-$side.toml" --data "$data" --trades "$trades" --pub "tcp://127.0.0.1:$(port)" \
       --metrics "127.0.0.1:$(port)" > "$data.log" 2>&1 &
     daemon=$!
     for _ in $(seq 1 300); do grep -qs "tickwire running" "$data.log" && break; sleep 0.1; done
@@ -61,4 +65,6 @@ for line in sys.stdin:
 for side, r in rows.items():
     f, a = st.median(x for x, _ in r), st.median(y for _, y in r)
     print('%s medians: first %.0f/s, again %.0f/s, again/first %.2f' % (side, f, a, a / f))
+ratios = [b[0] / a[0] for a, b in zip(rows['A'], rows['B'])]
+print('first submission, B / A by round: %s; median %.2f' % (' '.join('%.2f' % x for x in ratios), st.median(ratios)))
 "

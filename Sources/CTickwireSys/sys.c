@@ -77,6 +77,16 @@ int tw_set_thread_name(const char *name) {
 
 int tw_gettid(void) { return (int)syscall(SYS_gettid); }
 
+int tw_set_thread_cpus(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) return EINVAL;
+        CPU_SET(cpus[i], &set);
+    }
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
 int tw_write_back_range(int fd, int64_t offset, int64_t count) {
     unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
     return sync_file_range(fd, (off_t)offset, (off_t)count, flags) == 0 ? 0 : errno;

@@ -82,6 +82,9 @@ public struct DaemonConfig: Sendable, Equatable {
     public var tradeEndpoint = "tcp://127.0.0.1:5557"
     /// The trade journal's segment size (its files roll at it and are prepared, zero-filled, at that size).
     public var journalSegmentBytes = 64 << 20
+    /// `[trades] cpus = [0]`: the CPUs the trade service's thread may run on (empty: any; see
+    /// `TradeServiceConfig.cpus`).
+    public var tradeCPUs: [Int] = []
     /// `[trades] replication = "jetstream"`: trades go through a JetStream log that every daemon of the pair
     /// applies alike (nil: this daemon's journal alone, the embedded default).
     public var tradeReplication: TradeReplicationConfig? = nil
@@ -102,7 +105,7 @@ public struct DaemonConfig: Sendable, Equatable {
         "ring": ["capacity"],
         "sim": ["rate", "symbols", "venues", "seed", "burst_every_seconds", "limit"],
         "feeds": ["date", "on_error", "retransmit", "gap_timeout_ms", "depth", "relay_store_window_s"],
-        "trades": ["endpoint", "journal_segment_bytes", "replication", "nats", "node", "stream", "replicas", "ack_timeout_ms",
+        "trades": ["endpoint", "journal_segment_bytes", "cpus", "replication", "nats", "node", "stream", "replicas", "ack_timeout_ms",
                    "duplicate_window_s", "md_lease_ms"],
         "risk": ["default", "desks"],
         "metrics": ["endpoint", "monitor"],
@@ -228,6 +231,11 @@ public struct DaemonConfig: Sendable, Equatable {
         if let s = try r.section("trades") {
             if let v = try s.string("endpoint") { c.tradeEndpoint = try endpoint(v, key: s.path("endpoint")) }
             if let v = try s.int("journal_segment_bytes", min: 4096) { c.journalSegmentBytes = v }
+            if let v = try s.ints("cpus") {
+                let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
+                if let bad = v.first(where: { !(0..<cpus).contains($0) }) { throw s.bad("cpus", "CPU \(bad) is not one of this machine's 0…\(cpus - 1)") }
+                c.tradeCPUs = v
+            }
             let mode = try s.string("replication") ?? "none"
             switch mode {
             case "none":
@@ -426,13 +434,17 @@ private struct Reader {
         return s
     }
 
-    func strings(_ key: String) throws(ConfigError) -> [String]? {
+    func strings(_ key: String) throws(ConfigError) -> [String]? { try array(key, of: "strings") { $0.string } }
+
+    func ints(_ key: String) throws(ConfigError) -> [Int]? { try array(key, of: "integers") { $0.int } }
+
+    private func array<T>(_ key: String, of what: String, _ item: (TOMLValueConvertible) -> T?) throws(ConfigError) -> [T]? {
         guard let v = table[key] else { return nil }
-        guard let a = v.array else { throw bad(key, "expected an array of strings") }
-        var out = [String]()
-        for item in a {
-            guard let s = item.string else { throw bad(key, "expected an array of strings") }
-            out.append(s)
+        guard let a = v.array else { throw bad(key, "expected an array of \(what)") }
+        var out = [T]()
+        for element in a {
+            guard let x = item(element) else { throw bad(key, "expected an array of \(what)") }
+            out.append(x)
         }
         return out
     }

@@ -173,6 +173,7 @@ public final class Daemon: @unchecked Sendable {
         // rebuilds positions from the journal's replay at start.
         var tradeConfig = TradeServiceConfig(endpoint: config.tradeEndpoint)
         tradeConfig.journal.segmentBytes = Int64(config.journalSegmentBytes)
+        tradeConfig.cpus = config.tradeCPUs
         tradeConfig.journal.onSync = { [journalSyncs] nanos in journalSyncs.record(nanos: nanos) }
         tradeConfig.preTradeCheck = { [risk] r in
             risk.submit(RiskTrade(desk: r.desk, symbol: r.symbol, side: r.side, quantity: r.quantity, price: r.price))

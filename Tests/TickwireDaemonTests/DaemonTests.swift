@@ -10,6 +10,23 @@ import Glibc
 
 /// Each test starts a real `tickwire run` on free loopback ports; serialized so two cores are not oversubscribed.
 @Suite(.serialized) struct DaemonTests {
+    /// `[trades] cpus` keeps the trade service's thread (`tw-trades`) to those CPUs; without it, it may run on any.
+    @Test func theTradeServiceThreadRunsOnTheConfiguredCPUs() throws {
+        func allowed(_ daemon: DaemonProcess) throws -> String {
+            let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.child.pid)/task")
+            let thread = try #require(tasks.first { (try? String(contentsOfFile: "/proc/\(daemon.child.pid)/task/\($0)/comm", encoding: .utf8)) == "tw-trades\n" },
+                                      "no thread named tw-trades")
+            let status = try String(contentsOfFile: "/proc/\(daemon.child.pid)/task/\(thread)/status", encoding: .utf8)
+            return try #require(status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }).split(separator: "\t").last.map(String.init) ?? ""
+        }
+        let any = try allowed(DaemonProcess())
+        let last = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) - 1
+        let dir = temporaryDirectory("cpus")
+        try "[trades]\ncpus = [\(last)]\n".write(toFile: dir + "/t.toml", atomically: true, encoding: .utf8)
+        #expect(try allowed(DaemonProcess(["--config", dir + "/t.toml"])) == "\(last)")
+        #expect(any == (last == 0 ? "0" : "0-\(last)"))
+    }
+
     @Test func tailReceivesAThousandWellFormedGaplessEvents() throws {
         let daemon = try DaemonProcess(["--rate", "20000"])
         let r = try DaemonProcess.tickwire(["tail", "MD.>", "--count", "1000", "--format", "jsonl", "--connect", daemon.pub, "--timeout", "10"])
@@ -198,6 +215,8 @@ import Glibc
             ("[risk.default]\nmax_order_quantity = \"lots\"", "max_order_quantity"),
             ("[risk.desks.DESK7]\nmax_postion = 5", "max_postion"),
             ("[trades]\njournal_segment_bytes = 100", "trades.journal_segment_bytes"),
+            ("[trades]\ncpus = [100000]", "'trades.cpus': CPU 100000 is not one of this machine's"),
+            ("[trades]\ncpus = 0", "'trades.cpus': expected an array of integers"),
             ("[trades]\nreplication = \"raft\"", "'raft' is not one of none, jetstream"),
             ("[trades]\nreplication = \"jetstream\"\nnode = \"a\"", "trades.nats"),
             ("[trades]\nreplication = \"jetstream\"\nnats = \"nats://a:4222\"", "trades.node"),

@@ -29,6 +29,9 @@ int tw_pin_thread(int cpu);
 int tw_unpin_thread(void);
 /// Names the calling thread for top -H, perf and gdb (cut to 15 bytes); returns 0 or an errno.
 int tw_set_thread_name(const char *name);
+/// Restricts the calling thread to the CPUs in `cpus` (`count` of them): 0, or an errno (EINVAL: none of them may
+/// run this process's threads, or one is out of range).
+int tw_set_thread_cpus(const int *cpus, int count);
 /// Sets the calling thread's nice value (lower runs first under CFS); returns 0 or an errno (EACCES/EPERM
 /// without CAP_SYS_NICE when lowering it).
 int tw_set_thread_nice(int nice);
