@@ -42,7 +42,7 @@ SUITES = {
     "store": ["store", "--runs", "3"],
     "nats": ["nats", "--runs", "3"],
     "replicated": ["replicated", "--events", "20000", "--runs", "3"],
-    "submit": ["submit", "--runs", "5"],
+    "submit": ["submit", "--runs", "9"],
     # Narrow runs of two suites whose full runs are long, for the rows that carry goals.
     "e2e_latency": ["e2e", "--runs", "7", "--param", "only=latency"],
     "ring_spsc": ["ring", "--events", "10000000", "--runs", "9", "--param", "only=spsc"],
