@@ -165,11 +165,12 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // A pre-trade check per trade for a desk holding 50 symbols, against the marks of a live market, and a
-    // check-and-apply (`submit`, what the trade service calls before journaling).
+    // check-and-apply (`submit`, what the trade service calls before journaling): with no limit, and with the
+    // embedded default limits (`.limits`: the desk-wide gross notional and loss then look at all 50 positions).
     let tradeConfig = Benchmark.Configuration(metrics: [.wallClock, .cpuTotal, .throughput, .mallocCountTotal], scalingFactor: .kilo,
                                               maxDuration: .seconds(3), maxIterations: 50)
-    func desk() -> (RiskEngine, [RiskTrade]) {
-        let risk = RiskEngine(config: RiskConfig(default: .unlimited))
+    func desk(_ limits: RiskLimits) -> (RiskEngine, [RiskTrade]) {
+        let risk = RiskEngine(config: RiskConfig(default: limits))
         var trades: [RiskTrade] = []
         for s in 0..<50 {
             risk.mark(symbol: "S\(s)", price: Price(e8: 100 * FixedPoint.scale))
@@ -182,14 +183,16 @@ let benchmarks: @Sendable () -> Void = {
         risk.apply(trades[0])
         return (risk, trades)
     }
-    Benchmark("Risk.check.perTrade", configuration: tradeConfig) { benchmark in
-        let (risk, trades) = desk()
-        benchmark.startMeasurement()
-        for i in benchmark.scaledIterations { blackHole(risk.check(trades[i % trades.count]) == nil) }
-    }
-    Benchmark("Risk.submit.perTrade", configuration: tradeConfig) { benchmark in
-        let (risk, trades) = desk()
-        benchmark.startMeasurement()
-        for i in benchmark.scaledIterations { blackHole(risk.submit(trades[i % trades.count]) == nil) }
+    for (suffix, limits) in [("", RiskLimits.unlimited), (".limits", .embeddedDefault)] {
+        Benchmark("Risk.check.perTrade\(suffix)", configuration: tradeConfig) { benchmark in
+            let (risk, trades) = desk(limits)
+            benchmark.startMeasurement()
+            for i in benchmark.scaledIterations { blackHole(risk.check(trades[i % trades.count]) == nil) }
+        }
+        Benchmark("Risk.submit.perTrade\(suffix)", configuration: tradeConfig) { benchmark in
+            let (risk, trades) = desk(limits)
+            benchmark.startMeasurement()
+            for i in benchmark.scaledIterations { blackHole(risk.submit(trades[i % trades.count]) == nil) }
+        }
     }
 }
