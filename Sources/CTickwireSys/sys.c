@@ -45,12 +45,7 @@ int tw_set_nonblocking(int fd, int on) {
     return fcntl(fd, F_SETFL, flags);
 }
 
-int tw_pin_thread(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
+int tw_pin_thread(int cpu) { return tw_set_thread_cpus(&cpu, 1); }
 
 int tw_membarrier_register(void) {
     long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);

@@ -29,8 +29,8 @@ public struct TradeServiceConfig: Sendable {
     /// at eight million).
     public var retryIndexSlots = 1 << 22
     /// The CPUs the serving thread (`tw-trades`) may run on (empty: any). It bounds the daemon's trade rate, and
-    /// a CPU that takes the journal disk's interrupts preempts it at each sync's completion: away from that CPU it
-    /// acknowledged 15–20% more trades a second here (BENCH-HISTORY S9).
+    /// a CPU that takes the journal disk's interrupts preempts it at each sync's completion: kept away from that CPU
+    /// it acknowledged 1.21× the trades a second here (BENCH-HISTORY S10).
     public var cpus: [Int] = []
     /// Replicated trading (nil: this daemon alone, its journal the only copy). Every request goes through one
     /// JetStream log; each daemon applies the log in order, deterministically, to its own journal.
