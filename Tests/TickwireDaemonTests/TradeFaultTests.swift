@@ -227,19 +227,23 @@ final class CountingState: @unchecked Sendable {
     }
 
     /// Strangers hammering the port are all refused, but the log gets a bounded number of lines a window (the
-    /// next line after it says how many were left out).
+    /// next line after it says how many were left out). Fifteen refusals fill one window and five more are left
+    /// out; a run slower than a window (seen under the thread sanitizer: 13.6 s) may log a second window's worth.
     @Test func refusedKeysAreLoggedAtABoundedRate() throws {
         let s = try RunningTradeService()
         defer { s.service.stop() }
         let ctx = ZMQContext()
+        let started = Nanos.now().rawValue
         for i in 0..<15 {
             let stranger = try TradeClient(context: ctx, endpoint: s.service.boundEndpoint, serverPublicKey: s.service.serverPublicKey,
                                            keys: try CurveKeyPair.generate(name: "mallory\(i)"))
             #expect(throws: TradeServiceError.self) { _ = try stranger.submit(tradeOrder("M\(i)"), timeoutMs: 200) }
             stranger.close()
         }
+        let windows = Int((Nanos.now().rawValue - started) / ZAPHandler.logWindowNanos) + 1
         let lines = s.logs.all.filter { $0.contains("refused CURVE key") }
-        #expect(lines.count == ZAPHandler.logBurst, "\(lines.count) lines")
+        #expect(lines.count >= ZAPHandler.logBurst && lines.count <= min(15, ZAPHandler.logBurst * windows),
+                "\(lines.count) lines in \(windows) window(s)")
         #expect(s.service.counters.accepted == 0)
     }
 
