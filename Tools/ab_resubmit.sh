@@ -18,19 +18,7 @@ with open(sys.argv[1], "w") as f:
         f.write('{"desk":"DESK%d","symbol":"%s","side":"%s","qty":%d,"price":"%.2f","id":"resubmit-%d"}\n'
                 % (i % 8, ["AAPL", "MSFT", "NVDA", "AMZN"][i % 4], ["buy", "sell"][i % 2], 1 + i % 500, 187.25 + (i % 997) * 0.01, i))
 PY
-cat > "$work/daemon.toml" <<'TOML'
-[sim]
-rate = 1
-symbols = ["SIMX"]
-
-[risk.default]
-max_position = "none"
-max_gross_notional = "none"
-max_loss = "none"
-max_order_quantity = "none"
-max_order_notional = "none"
-price_collar_bps = "none"
-TOML
+cp "$(dirname "$0")/trade_daemon.toml" "$work/daemon.toml"
 { cat "$work/daemon.toml"; printf '\n%s\n' "${B_CONFIG:-}"; } > "$work/daemon-B.toml"
 cp "$work/daemon.toml" "$work/daemon-A.toml"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

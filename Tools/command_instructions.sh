@@ -11,19 +11,7 @@ BIN=$(realpath "${1:-.build/release/tickwire}") TOP=${2:-15}
 work=$(mktemp -d /tmp/tw-instr-XXXXXX)
 trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$work"' EXIT
 cp "$BIN" "$work/tickwire" && strip "$work/tickwire"
-cat > "$work/daemon.toml" <<'TOML'
-[sim]
-rate = 1
-symbols = ["SIMX"]
-
-[risk.default]
-max_position = "none"
-max_gross_notional = "none"
-max_loss = "none"
-max_order_quantity = "none"
-max_order_notional = "none"
-price_collar_bps = "none"
-TOML
+cp "$(dirname "$0")/trade_daemon.toml" "$work/daemon.toml"
 python3 - "$work" <<'PY'
 import sys
 for name, n in (("small", 2000), ("large", 20000)):

@@ -212,7 +212,8 @@ enum SubmitBench {
     }
 
     /// Risk limits off (every trade is acknowledged, none refused by a limit the bench would have to size), and a
-    /// simulator of one event a second in a symbol the trades do not use.
+    /// simulator of one event a second in a symbol the trades do not use. Tools/trade_daemon.toml is the same
+    /// config for the A/B scripts (this binary does not read files of the tree).
     static let daemonConfig = """
         [sim]
         rate = 1
