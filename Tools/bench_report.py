@@ -269,6 +269,7 @@ def rows_e2e(d, cmd, date):
                 + ", ".join(f"{x:.2f}" for x in d["relay_over_proxy_by_round"]) + f"); the daemon "
                 f"{statistics.median(d['daemon_over_relay_by_round']):.2f}× the relay (medians of per-round ratios)",
                 goal="—", status="diagnostic", date=date, command=cmd)] if "relay_over_proxy_by_round" in d else []),
+        *([rows_e2e_threads(d["cpu_by_thread"], cmd, date)] if "cpu_by_thread" in d else []),
         dict(id="e2e.cpu", measure="CPU per delivered message, proxy ÷ daemon",
              value=f"{d['daemon_cpu_ns_per_msg']:,.0f} ns (daemon)", baseline=f"zmq_proxy {d['zmq_proxy_cpu_ns_per_msg']:,.0f} ns",
              ratio=f"{d['proxy_over_daemon_cpu_per_msg_median']:.2f}", goal="—", status="—", date=date, command=cmd),
@@ -277,6 +278,32 @@ def rows_e2e(d, cmd, date):
              baseline="the daemon with alerts = []", ratio=f"{d['alert_rules_on_over_off_median']:.2f}×",
              goal="≤ 10% loss (issue 7)", status=status(d["alert_rules_on_over_off_median"] >= 0.9), date=date, command=cmd),
     ]
+
+
+def rows_e2e_threads(shares, cmd, date):
+    """Where each path's CPU a message goes, thread by thread: the ends and libzmq's I/O threads are in every path,
+    so the daemon's own threads against the one forwarder thread of zmq_proxy and of the relay are the difference."""
+    by = {}
+    for x in shares:
+        by.setdefault(x["path"], {})[x["thread"]] = x["cpu_ns_per_msg"]
+    ends = ("bench sender", "bench subscriber", "libzmq I/O threads")
+
+    def own(path):
+        return sum(v for k, v in by.get(path, {}).items() if k not in ends)
+
+    def listing(path, threads):
+        t = by.get(path, {})
+        return "; ".join(f"{k} {t.get(k, 0):,.0f}" for k in threads if t.get(k, 0) >= 1)
+
+    daemon_threads = sorted((k for k in by.get("daemon", {}) if k not in ends), key=lambda k: -by["daemon"][k])
+    return dict(id="e2e.threads", measure="CPU a delivered message by thread (ns, medians of rounds; from each thread's time "
+                "on CPU, /proc/self/task/*/schedstat, over the throughput window)",
+                value="daemon: " + listing("daemon", daemon_threads + list(ends)),
+                baseline="zmq_proxy: " + listing("zmq_proxy", ["forwarder", *ends])
+                + (" · relay: " + listing("relay", ["forwarder", *ends]) if "relay" in by else ""),
+                ratio=f"the daemon's own threads {own('daemon'):,.0f} ns against zmq_proxy's forwarder {own('zmq_proxy'):,.0f}"
+                + (f" and the relay's {own('relay'):,.0f}" if "relay" in by else ""),
+                goal="—", status="diagnostic (BENCH-HISTORY E15)", date=date, command=cmd)
 
 
 def rows_e2e_latency(d, cmd, date):

@@ -22,6 +22,7 @@ enum E2EBench {
         let latencyCount = Int(options.parameters["latency_count"] ?? "") ?? 40_000
         var proxyRuns: [Double] = [], daemonRuns: [Double] = [], bareRuns: [Double] = [], relayRuns: [Double] = []
         var proxyCPU: [Double] = [], daemonCPU: [Double] = [], relayCPU: [Double] = []
+        var accounts: [String: [[String: Double]]] = [:]
         var proxyLatency = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var daemonLatency = proxyLatency
         // `only=daemon` (or `proxy`, `relay`) runs one path alone, e.g. under perf; the ratios then mean nothing.
@@ -31,21 +32,22 @@ enum E2EBench {
         for _ in 0..<options.runs {
             if only == nil || only == "proxy" {
                 let r = try throughput(n, via: .proxy)
-                proxyRuns.append(r.rate); proxyCPU.append(r.cpuNanos)
+                proxyRuns.append(r.rate); proxyCPU.append(r.cpuNanos); accounts["zmq_proxy", default: []].append(r.byThread)
             }
             if only == nil || only == "daemon" {
                 let r = try throughput(n, via: .daemon)
-                daemonRuns.append(r.rate); daemonCPU.append(r.cpuNanos)
+                daemonRuns.append(r.rate); daemonCPU.append(r.cpuNanos); accounts["daemon", default: []].append(r.byThread)
             }
             if only == nil || only == "relay" {
                 let r = try throughput(n, via: .relay)
-                relayRuns.append(r.rate); relayCPU.append(r.cpuNanos)
+                relayRuns.append(r.rate); relayCPU.append(r.cpuNanos); accounts["relay", default: []].append(r.byThread)
             }
             if only == nil { bareRuns.append(try throughput(n, via: .daemonWithoutAlerts).rate) }
         }
         if only != nil {
             return OnePath(only: only!, zmqProxyMsgsPerS: proxyRuns, daemonMsgsPerS: daemonRuns, relayMsgsPerS: relayRuns,
-                           zmqProxyCpuNsPerMsg: proxyCPU, daemonCpuNsPerMsg: daemonCPU, relayCpuNsPerMsg: relayCPU)
+                           zmqProxyCpuNsPerMsg: proxyCPU, daemonCpuNsPerMsg: daemonCPU, relayCpuNsPerMsg: relayCPU,
+                           cpuByThread: ThreadShare.medians(accounts))
         }
         try latency(latencyCount, rate: latencyRate, via: .proxy, into: &proxyLatency)
         try latency(latencyCount, rate: latencyRate, via: .daemon, into: &daemonLatency)
@@ -57,6 +59,7 @@ enum E2EBench {
             daemonOverProxyBest: dBest / pBest, daemonOverProxyMedian: median(daemonRuns) / median(proxyRuns),
             proxyOverDaemonCpuPerMsgMedian: median(proxyCPU) / median(daemonCPU),
             zmqProxyCpuNsPerMsg: median(proxyCPU), daemonCpuNsPerMsg: median(daemonCPU),
+            cpuByThread: ThreadShare.medians(accounts),
             relayMsgsPerS: .init(best: relayRuns.max()!, median: median(relayRuns)), relayCpuNsPerMsg: median(relayCPU),
             relayOverProxyByRound: zip(relayRuns, proxyRuns).map { $0 / $1 },
             daemonOverRelayByRound: zip(daemonRuns, relayRuns).map { $0 / $1 },
@@ -75,6 +78,8 @@ enum E2EBench {
         /// CPU of the whole process (publisher, subscriber, forwarder, every thread) per message delivered: on two
         /// saturated cores throughput is about 2 s / this, and it is far steadier than wall-clock rates.
         var zmqProxyCpuNsPerMsg: Double, daemonCpuNsPerMsg: Double
+        /// Where that CPU goes, thread by thread (`ThreadShare`).
+        var cpuByThread: [ThreadShare]
         /// The re-sequencing floor (a decode-and-encode relay on one libzmq thread), and the daemon against it.
         var relayMsgsPerS: BestMedian, relayCpuNsPerMsg: Double
         var relayOverProxyByRound: [Double], daemonOverRelayByRound: [Double]
@@ -90,6 +95,55 @@ enum E2EBench {
         var only: String
         var zmqProxyMsgsPerS: [Double], daemonMsgsPerS: [Double], relayMsgsPerS: [Double]
         var zmqProxyCpuNsPerMsg: [Double], daemonCpuNsPerMsg: [Double], relayCpuNsPerMsg: [Double]
+        var cpuByThread: [ThreadShare]
+    }
+
+    /// CPU a delivered message on one kind of thread of one path (the median over rounds), from the kernel's time on
+    /// CPU of each thread (`/proc/self/task/*/schedstat`) over the same window as the path's CPU figure. The bench's
+    /// own threads (`bench sender`, `bench subscriber`) and the libzmq I/O threads (the bench's context and the
+    /// forwarder's, which share a name) are in every path; `forwarder` is zmq_proxy's or the relay's one thread, and
+    /// the daemon's threads go by their names (`tw-…`, as `top -H` shows them).
+    struct ThreadShare: Codable, Sendable {
+        var path: String, thread: String, cpuNsPerMsg: Double
+
+        static func medians(_ accounts: [String: [[String: Double]]]) -> [ThreadShare] {
+            accounts.keys.sorted().flatMap { path in
+                let rounds = accounts[path]!
+                return Set(rounds.flatMap(\.keys)).sorted().map { thread in
+                    ThreadShare(path: path, thread: thread, cpuNsPerMsg: median(rounds.map { $0[thread] ?? 0 }))
+                }
+            }
+        }
+    }
+
+    /// Time on CPU (ns) of each live thread of this process, by thread id, with the name its role is known by.
+    static func threadCPU() -> [Int32: (thread: String, nanos: Int64)] {
+        var out: [Int32: (thread: String, nanos: Int64)] = [:]
+        let me = getpid()
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+            guard let tid = Int32(entry),
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(entry)/schedstat", encoding: .utf8),
+                  let nanos = Int64(stat.split(separator: " ").first ?? ""),
+                  let comm = try? String(contentsOfFile: "/proc/self/task/\(entry)/comm", encoding: .utf8) else { continue }
+            let name = comm.trimmingCharacters(in: .whitespacesAndNewlines)
+            let thread = tid == me ? "bench subscriber"
+                : name.hasPrefix("ZMQbg/IO") ? "libzmq I/O threads"
+                : name.hasPrefix("tw-") || name.hasPrefix("bench ") || name == "forwarder" ? name
+                : "other"
+            out[tid] = (thread, nanos)
+        }
+        return out
+    }
+
+    /// Each kind of thread's CPU between two `threadCPU()` readings, a message; threads that ended in between
+    /// are not seen (the sender reports its own).
+    static func account(_ before: [Int32: (thread: String, nanos: Int64)], _ after: [Int32: (thread: String, nanos: Int64)],
+                        messages: Int) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for (tid, a) in after {
+            out[a.thread, default: 0] += Double(a.nanos - (before[tid]?.nanos ?? 0)) / Double(max(messages, 1))
+        }
+        return out
     }
 
     /// `only=latency`: every round's p50 and p99 of both paths (ns), their medians and the median ratios, and the
@@ -194,7 +248,7 @@ enum E2EBench {
                            _ loop: @escaping @Sendable (borrowing Atomic<Bool>) throws -> Void) -> Forwarder {
         let stop = Atomic<Bool>(false)
         let done = DispatchSemaphore(value: 0)
-        Thread { try? loop(stop); front.close(); back.close(); done.signal() }.start()
+        Thread { _ = tw_set_thread_name("forwarder"); try? loop(stop); front.close(); back.close(); done.signal() }.start()
         return Forwarder(input: front.lastEndpoint, output: back.lastEndpoint) {
             stop.store(true, ordering: .relaxed)
             ctx.shutdown()
@@ -239,18 +293,24 @@ enum E2EBench {
         return WireCodec.encode(e, subjectSeq: UInt64(i))
     }
 
-    /// Publisher and subscriber around a forwarder; returns messages/s measured at the subscriber, and the
-    /// process's CPU time (all threads) per message over the same window.
-    static func throughput(_ n: Int, via path: Path) throws -> (rate: Double, cpuNanos: Double) {
+    /// Publisher and subscriber around a forwarder; returns messages/s measured at the subscriber, the process's CPU
+    /// time (all threads) per message over the same window, and that CPU by thread (`ThreadShare`).
+    static func throughput(_ n: Int, via path: Path) throws -> (rate: Double, cpuNanos: Double, byThread: [String: Double]) {
         let f = try startForwarder(path)
         defer { f.stop() }
         let ctx = ZMQContext()
         let (pub, sub) = try connect(ctx, f)
         let payload = message(1, stamp: 1)
         let subjectBytes = subjects.map { Array($0.utf8) }
+        let senderCPU = BenchBox<Int64>(0)
+        let threadsBefore = threadCPU()
         let start = tw_monotonic_ns(), cpuStart = processCPUNanos()
         let sender = Thread {
+            _ = tw_set_thread_name("bench sender")
             for i in 0..<n { _ = try? pub.sendMultipart([subjectBytes[i % subjectBytes.count], payload]) }
+            var ts = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+            senderCPU.set(Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec))
         }
         sender.start()
         var got = 0
@@ -262,8 +322,10 @@ enum E2EBench {
         }
         let seconds = Double(tw_monotonic_ns() - start) / 1e9
         let cpu = Double(processCPUNanos() - cpuStart) / Double(max(got, 1))
+        var byThread = account(threadsBefore, threadCPU(), messages: got)
+        byThread["bench sender"] = Double(senderCPU.get) / Double(max(got, 1))
         usleep(100_000)
-        return (Double(got) / seconds, cpu)
+        return (Double(got) / seconds, cpu, byThread)
     }
 
     /// - Returns: for a daemon, the daemon's publish-to-hand-off p50 at most (ns), from its own histogram.
