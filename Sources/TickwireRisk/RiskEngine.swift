@@ -325,7 +325,7 @@ public final class RiskEngine: Sendable {
     /// Checks `t` against its desk's limits in `phase` and, when `apply` and they hold, applies it; counts a
     /// rejection. The desk is found once and worked on in place. Returns the slot of the symbol's mark too.
     private func decide(_ t: RiskTrade, _ book: inout Book, _ phase: Phase, apply: Bool) -> (rejection: RiskRejection?, markSlot: Int32) {
-        func decide(_ desk: inout Desk) -> (rejection: RiskRejection?, markSlot: Int32) {
+        let decided = withDesk(t.desk, in: &book) { desk -> (rejection: RiskRejection?, markSlot: Int32) in
             let slot = desk.slots[t.symbol]
             let own = slot.map { desk.positions[$0].markSlot } ?? -1
             let markSlot = own >= 0 ? own : board.existingSlot(t.symbol)
@@ -333,16 +333,20 @@ public final class RiskEngine: Sendable {
             if apply { fill(t, &desk, slot) }
             return (nil, markSlot)
         }
-        let decided: (rejection: RiskRejection?, markSlot: Int32)
-        if let d = book.desks.index(forKey: t.desk) {
-            decided = decide(&book.desks.values[d])
-        } else {
-            var desk = Desk(limits: config.limits(for: t.desk))
-            decided = decide(&desk)
-            if !desk.positions.isEmpty { book.desks[t.desk] = desk }
-        }
         if let r = decided.rejection { book.rejected[r.limit, default: 0] += 1 }
         return decided
+    }
+
+    /// Runs `body` on desk `name` in place (through the dictionary's storage, no copy). A desk not yet in the book
+    /// is made with its limits and kept only if `body` gave it a position. Inlined: called with its closure, it
+    /// added ~17 ns to each trade's check (the Risk.submit package benchmarks).
+    @inline(__always)
+    private func withDesk<T>(_ name: String, in book: inout Book, _ body: (inout Desk) -> T) -> T {
+        if let d = book.desks.index(forKey: name) { return body(&book.desks.values[d]) }
+        var desk = Desk(limits: config.limits(for: name))
+        let result = body(&desk)
+        if !desk.positions.isEmpty { book.desks[name] = desk }
+        return result
     }
 
     /// The first limit of `desk` that `t` breaches in `phase`, its symbol's position at `slot` and mark at `markSlot`.
@@ -409,13 +413,9 @@ public final class RiskEngine: Sendable {
 
     /// Applies `t` unchecked (a trade risk cannot price changes nothing).
     private func apply(_ t: RiskTrade, to book: inout Book) {
-        if let d = book.desks.index(forKey: t.desk) {
-            let slot = book.desks.values[d].slots[t.symbol]
-            fill(t, &book.desks.values[d], slot)
-        } else {
-            var desk = Desk(limits: config.limits(for: t.desk))
-            fill(t, &desk, nil)
-            if !desk.positions.isEmpty { book.desks[t.desk] = desk }
+        withDesk(t.desk, in: &book) { desk in
+            let slot = desk.slots[t.symbol]
+            fill(t, &desk, slot)
         }
     }
 
